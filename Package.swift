@@ -1,0 +1,91 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "pgchorus",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "pgchorusd", targets: ["pgchorusd"]),
+        .executable(name: "pgchorus", targets: ["pgchorus"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries of the design, through system-library targets.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
+
+        .target(
+            name: "Wire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "State",
+            dependencies: [
+                "CLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        .target(
+            name: "Proxy",
+            dependencies: [
+                "Wire", "State",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        .target(name: "VIP", dependencies: ["State", "CMnl", "CPcap"]),
+        .target(name: "Recovery", dependencies: ["Wire", "State"]),
+        .target(name: "Admin", dependencies: ["State"]),
+        .executableTarget(
+            name: "pgchorusd",
+            dependencies: [
+                "Proxy", "State", "Admin",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "pgchorus",
+            dependencies: [
+                "Proxy", "Admin", "State",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "Proxy", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire", "TestSupport"]),
+        .testTarget(name: "StateTests", dependencies: ["State", "TestSupport"]),
+        .testTarget(name: "VIPTests", dependencies: ["VIP"]),
+        .testTarget(name: "RecoveryTests", dependencies: ["Recovery"]),
+        .testTarget(name: "AdminTests", dependencies: ["Admin"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,55 @@
+import Synchronization
+import Wire
+
+/// Maps the cancel keys pgchorus gave its clients to the keys of their backend sessions.
+public final class CancelRegistry: Sendable {
+    /// One backend session to cancel: where it is and the key it sent.
+    public struct Target: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var processID: Int32
+        public var secretKey: [UInt8]
+    }
+
+    struct Entry {
+        var secretKey: [UInt8]
+        var targets: [Target]
+    }
+
+    private let entries = Mutex<[Int32: Entry]>([:])
+
+    public init() {}
+
+    /// Allocates a fresh positive process id and a random secret for a new session.
+    public func register<G: RandomNumberGenerator>(using rng: inout G) -> (processID: Int32, secretKey: [UInt8]) {
+        let key = (0..<4).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for _ in 0..<1000 {
+            let pid = Int32.random(in: 1...Int32.max, using: &rng)
+            let inserted = entries.withLock { e -> Bool in
+                guard e[pid] == nil else { return false }
+                e[pid] = Entry(secretKey: key, targets: [])
+                return true
+            }
+            if inserted { return (pid, key) }
+        }
+        preconditionFailure("could not allocate a cancel key after 1000 tries")
+    }
+
+    public func setTargets(_ targets: [Target], for processID: Int32) {
+        entries.withLock { $0[processID]?.targets = targets }
+    }
+
+    public func unregister(_ processID: Int32) {
+        _ = entries.withLock { $0.removeValue(forKey: processID) }
+    }
+
+    /// The backend sessions to cancel for a client's CancelRequest; empty when the key is unknown or wrong.
+    public func targets(for request: CancelRequest) -> [Target] {
+        entries.withLock { e in
+            guard let entry = e[request.processID], SCRAM.constantTimeEqual(entry.secretKey, request.secretKey) else { return [] }
+            return entry.targets
+        }
+    }
+
+    public var count: Int { entries.withLock { $0.count } }
+}

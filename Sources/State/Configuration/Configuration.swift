@@ -1,0 +1,175 @@
+import FoundationEssentials
+
+/// The whole configuration of one clustering node, read from one TOML file.
+/// Every key is documented in docs/configuration.md with its default.
+public struct Configuration: Sendable, Equatable {
+    public struct Node: Sendable, Equatable {
+        public var id: String
+    }
+
+    public struct Proxy: Sendable, Equatable {
+        public var listenAddress: String
+        public var listenPort: Int
+        /// The largest message body accepted after startup, in bytes.
+        public var maxMessageSize: Int
+        public var maxClients: Int
+        /// Seconds allowed to connect to and log in to a backend.
+        public var backendConnectTimeout: Double
+        public var tls: TLS?
+    }
+
+    public struct TLS: Sendable, Equatable {
+        public var certificateFile: String
+        public var privateKeyFile: String
+    }
+
+    /// One client authentication rule; the first rule that matches decides.
+    public struct AuthRule: Sendable, Equatable {
+        public enum Method: String, Sendable, Equatable, CaseIterable {
+            case trust, reject, md5
+            case scramSHA256 = "scram-sha-256"
+            case password
+        }
+        /// "all" or a database name.
+        public var database: String
+        /// "all" or a user name.
+        public var user: String
+        public var address: CIDR
+        public var method: Method
+        /// The line of the rule in the configuration file, for the log.
+        public var line: Int?
+
+        public func matches(database db: String, user u: String, address a: IPAddressBytes?) -> Bool {
+            (database == "all" || database == db) && (user == "all" || user == u) && (a.map { address.contains($0) } ?? address.isAll)
+        }
+    }
+
+    public struct Auth: Sendable, Equatable {
+        /// A file of `"user" "secret"` lines (SCRAM-SHA-256 secret, md5 hash, or plain password).
+        public var usersFile: String?
+        public var rules: [AuthRule]
+    }
+
+    /// A PostgreSQL server holding a full copy of the data.
+    public struct Backend: Sendable, Equatable {
+        public var id: String
+        public var host: String
+        public var port: Int
+        public var description: String { "\(id) (\(host):\(port))" }
+    }
+
+    public struct Log: Sendable, Equatable {
+        public var level: String
+    }
+
+    public var file: String
+    public var node: Node
+    public var proxy: Proxy
+    public var auth: Auth
+    public var backends: [Backend]
+    public var log: Log
+
+    /// Reads and validates `path`; every error names the file, line and key.
+    public static func load(path: String) throws(ConfigurationError) -> Configuration {
+        let text: String
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            guard let t = String(data: data, encoding: .utf8) else {
+                throw ConfigurationError(file: path, line: nil, key: nil, message: "the file is not valid UTF-8")
+            }
+            text = t
+        } catch let e as ConfigurationError {
+            throw e
+        } catch {
+            throw ConfigurationError(file: path, line: nil, key: nil, message: "cannot read the configuration file: \(error.localizedDescription)")
+        }
+        return try parse(text: text, file: path)
+    }
+
+    /// Parses configuration text; `file` names it in errors.
+    public static func parse(text: String, file: String) throws(ConfigurationError) -> Configuration {
+        let doc = try TOMLDocument(text: text, file: file)
+        var root = TableReader(document: doc, path: "", table: doc.root)
+        let baseDirectory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : "\(baseDirectory)/\(p)" }
+
+        var nodeT = try root.subtable("node")
+        let node = Node(id: try nodeT.string("id", default: "node1"))
+        try validateIdentifier(node.id, key: "id", in: nodeT)
+        try nodeT.rejectUnknownKeys()
+
+        var proxyT = try root.subtable("proxy")
+        var proxy = Proxy(
+            listenAddress: try proxyT.string("listen_address", default: "0.0.0.0"),
+            listenPort: try proxyT.int("listen_port", default: 5432, range: 0...65535),
+            maxMessageSize: try proxyT.int("max_message_size", default: 256 << 20, range: 1024...(1 << 30)),
+            maxClients: try proxyT.int("max_clients", default: 10_000, range: 1...1_000_000),
+            backendConnectTimeout: try proxyT.duration("backend_connect_timeout", default: 10, range: 0.1...600),
+            tls: nil)
+        if IPAddressBytes(proxy.listenAddress) == nil {
+            throw proxyT.error("listen_address", "\"\(proxy.listenAddress)\" is not an IPv4 or IPv6 address")
+        }
+        var tlsT = try proxyT.subtable("tls")
+        let cert = try tlsT.string("certificate_file")
+        let key = try tlsT.string("private_key_file")
+        switch (cert, key) {
+        case let (c?, k?): proxy.tls = TLS(certificateFile: resolve(c), privateKeyFile: resolve(k))
+        case (nil, nil): break
+        case (nil, _): throw tlsT.error("certificate_file", "private_key_file is set, so certificate_file is required")
+        case (_, nil): throw tlsT.error("private_key_file", "certificate_file is set, so private_key_file is required")
+        }
+        try tlsT.rejectUnknownKeys()
+        try proxyT.rejectUnknownKeys()
+
+        var authT = try root.subtable("auth")
+        var auth = Auth(usersFile: try authT.string("users_file").map(resolve), rules: [])
+        for var r in try authT.tables("rules") {
+            let cidrText = try r.string("address", default: "all")
+            guard let cidr = CIDR(cidrText) else {
+                throw r.error("address", "\"\(cidrText)\" is not \"all\" or an address with optional /prefix (e.g. 10.0.0.0/8)")
+            }
+            let method = try r.oneOf("method", Configuration.AuthRule.Method.allCases.map(\.rawValue), default: "scram-sha-256")
+            auth.rules.append(AuthRule(
+                database: try r.string("database", default: "all"), user: try r.string("user", default: "all"),
+                address: cidr, method: AuthRule.Method(rawValue: method)!, line: doc.line(of: r.path)))
+            try r.rejectUnknownKeys()
+        }
+        if auth.rules.isEmpty {
+            // Same default as a fresh PostgreSQL: trust on loopback only; every other client is refused.
+            auth.rules = [
+                AuthRule(database: "all", user: "all", address: CIDR("127.0.0.0/8")!, method: .trust, line: nil),
+                AuthRule(database: "all", user: "all", address: CIDR("::1/128")!, method: .trust, line: nil),
+            ]
+        }
+        let needsUsers = auth.rules.contains { [.md5, .scramSHA256, .password].contains($0.method) }
+        if needsUsers && auth.usersFile == nil {
+            throw authT.error("users_file", "a rule uses password authentication, so users_file is required")
+        }
+        try authT.rejectUnknownKeys()
+
+        var backends: [Backend] = []
+        var seen: Set<String> = []
+        for var b in try root.tables("backends") {
+            let backend = Backend(id: try b.requiredString("id"), host: try b.requiredString("host"),
+                                  port: try b.int("port", default: 5432, range: 1...65535))
+            try validateIdentifier(backend.id, key: "id", in: b)
+            guard seen.insert(backend.id).inserted else { throw b.error("id", "duplicate backend id \"\(backend.id)\"") }
+            backends.append(backend)
+            try b.rejectUnknownKeys()
+        }
+        if backends.isEmpty {
+            throw ConfigurationError(file: file, line: nil, key: "backends", message: "at least one [[backends]] table is required")
+        }
+
+        var logT = try root.subtable("log")
+        let log = Log(level: try logT.oneOf("level", ["trace", "debug", "info", "notice", "warning", "error", "critical"], default: "info"))
+        try logT.rejectUnknownKeys()
+        try root.rejectUnknownKeys()
+        return Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, log: log)
+    }
+
+    private static func validateIdentifier(_ id: String, key: String, in t: TableReader) throws(ConfigurationError) {
+        let ok = !id.isEmpty && id.count <= 63 && id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+        if !ok { throw t.error(key, "\"\(id)\" must be 1 to 63 letters, digits, '-' or '_'") }
+    }
+}

@@ -1,0 +1,103 @@
+import NIOCore
+
+extension ByteBuffer {
+    /// Reads a NUL-terminated string; nil when no terminator is left in the buffer.
+    @inlinable
+    mutating func readCString() -> String? {
+        guard let nul = self.readableBytesView.firstIndex(of: 0) else { return nil }
+        let length = nul - self.readerIndex
+        let string = self.readString(length: length)
+        self.moveReaderIndex(forwardBy: 1)
+        return string
+    }
+
+    /// Writes `string` followed by a NUL byte.
+    @inlinable
+    @discardableResult
+    public mutating func writeCString(_ string: String) -> Int {
+        let written = self.writeString(string)
+        self.writeInteger(UInt8(0))
+        return written + 1
+    }
+
+    /// Writes one typed message: the type byte, the length (filled in afterwards), and the body.
+    @inlinable
+    public mutating func writeMessage(_ type: UInt8, _ body: (inout ByteBuffer) -> Void) {
+        self.writeInteger(type)
+        let lengthIndex = self.writerIndex
+        self.writeInteger(Int32(0))
+        body(&self)
+        self.setInteger(Int32(self.writerIndex - lengthIndex), at: lengthIndex)
+    }
+
+    /// Writes one untyped startup-phase packet (length first, then the body).
+    @inlinable
+    public mutating func writeStartupPacket(_ body: (inout ByteBuffer) -> Void) {
+        let lengthIndex = self.writerIndex
+        self.writeInteger(Int32(0))
+        body(&self)
+        self.setInteger(Int32(self.writerIndex - lengthIndex), at: lengthIndex)
+    }
+}
+
+/// Reads the fields of one message body and turns every shortfall into a `WireError`.
+public struct MessageReader {
+    public var buffer: ByteBuffer
+    public let message: String
+
+    public init(_ buffer: ByteBuffer, message: String) {
+        self.buffer = buffer
+        self.message = message
+    }
+
+    public mutating func int8(_ field: String) throws(WireError) -> UInt8 {
+        guard let v = buffer.readInteger(as: UInt8.self) else { throw .truncated(message: message, field: field) }
+        return v
+    }
+
+    public mutating func int16(_ field: String) throws(WireError) -> Int16 {
+        guard let v = buffer.readInteger(as: Int16.self) else { throw .truncated(message: message, field: field) }
+        return v
+    }
+
+    public mutating func int32(_ field: String) throws(WireError) -> Int32 {
+        guard let v = buffer.readInteger(as: Int32.self) else { throw .truncated(message: message, field: field) }
+        return v
+    }
+
+    public mutating func cString(_ field: String) throws(WireError) -> String {
+        guard let v = buffer.readCString() else { throw .truncated(message: message, field: field) }
+        return v
+    }
+
+    public mutating func bytes(_ count: Int, _ field: String) throws(WireError) -> ByteBuffer {
+        guard count >= 0, let v = buffer.readSlice(length: count) else { throw .truncated(message: message, field: field) }
+        return v
+    }
+
+    /// A count field: non-negative and small enough that the rest of the body could hold `minimumElementSize` bytes per element.
+    public mutating func count16(_ field: String, minimumElementSize: Int) throws(WireError) -> Int {
+        let n = Int(try int16(field))
+        guard n >= 0 else { throw .invalidValue(message: message, field: field, detail: "negative count \(n)") }
+        guard n * minimumElementSize <= buffer.readableBytes else { throw .truncated(message: message, field: field) }
+        return n
+    }
+
+    /// A length-prefixed value where -1 means NULL.
+    public mutating func nullableBytes(_ field: String) throws(WireError) -> ByteBuffer? {
+        let length = Int(try int32(field))
+        if length == -1 { return nil }
+        guard length >= 0 else { throw .invalidValue(message: message, field: field, detail: "negative length \(length)") }
+        return try bytes(length, field)
+    }
+
+    public func finish() throws(WireError) {
+        if buffer.readableBytes > 0 { throw .trailingBytes(message: message, count: buffer.readableBytes) }
+    }
+
+    public mutating func rest() -> ByteBuffer {
+        let r = buffer
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return r
+    }
+}

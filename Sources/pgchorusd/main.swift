@@ -1,0 +1,57 @@
+import ArgumentParser
+import Logging
+import Proxy
+import ServiceLifecycle
+import State
+
+/// The pgchorus clustering-node daemon.
+@main
+struct PGChorusDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pgchorusd",
+        abstract: "pgchorus clustering-node daemon: speaks the PostgreSQL protocol to clients and relays to the backends.",
+        version: PGChorusVersion.current)
+
+    @Option(name: .long, help: "The configuration file.")
+    var config: String = "/etc/pgchorus/pgchorus.toml"
+
+    @Option(name: .long, help: "Override log.level from the configuration (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String?
+
+    func run() async throws {
+        let configuration: Configuration
+        do {
+            configuration = try Configuration.load(path: config)
+        } catch {
+            printError("pgchorusd: \(error)")
+            throw ExitCode(2)
+        }
+        let level = Logger.Level(rawValue: logLevel ?? configuration.log.level) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "pgchorusd")
+        logger[metadataKey: "node"] = "\(configuration.node.id)"
+
+        let server: ProxyServer
+        do {
+            let context = try ProxyContext(configuration: configuration, logger: logger)
+            server = try await ProxyServer(context: context)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        logger.info("pgchorusd ready", metadata: [
+            "address": "\(configuration.proxy.listenAddress)", "port": "\(server.port)",
+            "backends": "\(configuration.backends.map(\.description).joined(separator: ", "))",
+        ])
+        let group = ServiceGroup(
+            services: [server],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        try await group.run()
+        logger.info("pgchorusd stopped")
+    }
+}
