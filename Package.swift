@@ -53,6 +53,7 @@ let package = Package(
         .target(name: "VIP", dependencies: ["State", "CMnl", "CPcap"]),
         .target(name: "Recovery", dependencies: ["Wire", "State"]),
         .target(name: "Admin", dependencies: ["State"]),
+        .target(name: "LocalCluster", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "pgchorusd",
             dependencies: [
@@ -65,7 +66,8 @@ let package = Package(
         .executableTarget(
             name: "pgchorus",
             dependencies: [
-                "Proxy", "Admin", "State",
+                "Proxy", "Admin", "State", "Wire", "LocalCluster",
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -73,7 +75,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "Proxy", "Wire",
+                "Proxy", "Wire", "LocalCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -86,6 +88,7 @@ let package = Package(
         .testTarget(name: "RecoveryTests", dependencies: ["Recovery"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "TestSupport"]),
+        .testTarget(name: "LocalClusterTests", dependencies: ["LocalCluster"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -298,10 +298,10 @@ public enum BackendMessage: Sendable, Equatable {
                 b.writeBuffer(&d)
             case let .copyInResponse(c), let .copyOutResponse(c), let .copyBothResponse(c):
                 b.writeInteger(c.format)
-                b.writeInteger(Int16(c.columnFormats.count))
+                b.writeInteger(UInt16(c.columnFormats.count))
                 for f in c.columnFormats { b.writeInteger(f) }
             case let .dataRow(columns):
-                b.writeInteger(Int16(columns.count))
+                b.writeInteger(UInt16(columns.count))
                 for c in columns { b.writeNullableValue(c) }
             case let .errorResponse(e), let .noticeResponse(e):
                 for f in e.fields {
@@ -320,7 +320,7 @@ public enum BackendMessage: Sendable, Equatable {
                 b.writeCString(channel)
                 b.writeCString(payload)
             case let .parameterDescription(types):
-                b.writeInteger(Int16(types.count))
+                b.writeInteger(UInt16(types.count))
                 for t in types { b.writeInteger(t) }
             case let .parameterStatus(name, value):
                 b.writeCString(name)
@@ -328,7 +328,7 @@ public enum BackendMessage: Sendable, Equatable {
             case let .readyForQuery(status):
                 b.writeInteger(status.rawValue)
             case let .rowDescription(fields):
-                b.writeInteger(Int16(fields.count))
+                b.writeInteger(UInt16(fields.count))
                 for f in fields {
                     b.writeCString(f.name)
                     b.writeInteger(f.tableOID)

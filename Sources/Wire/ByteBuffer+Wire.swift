@@ -75,10 +75,10 @@ public struct MessageReader {
         return v
     }
 
-    /// A count field: non-negative and small enough that the rest of the body could hold `minimumElementSize` bytes per element.
+    /// A 2-byte count field, small enough that the rest of the body could hold `minimumElementSize` bytes per element.
+    /// Unsigned, as PostgreSQL reads it (`pq_getmsgint`): libpq sends up to 65535 parameters.
     public mutating func count16(_ field: String, minimumElementSize: Int) throws(WireError) -> Int {
-        let n = Int(try int16(field))
-        guard n >= 0 else { throw .invalidValue(message: message, field: field, detail: "negative count \(n)") }
+        guard let n = buffer.readInteger(as: UInt16.self).map(Int.init) else { throw .truncated(message: message, field: field) }
         guard n * minimumElementSize <= buffer.readableBytes else { throw .truncated(message: message, field: field) }
         return n
     }

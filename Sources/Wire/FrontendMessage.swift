@@ -164,11 +164,11 @@ public enum FrontendMessage: Sendable, Equatable {
             case let .bind(m):
                 b.writeCString(m.portal)
                 b.writeCString(m.statement)
-                b.writeInteger(Int16(m.parameterFormats.count))
+                b.writeInteger(UInt16(m.parameterFormats.count))
                 for f in m.parameterFormats { b.writeInteger(f) }
-                b.writeInteger(Int16(m.parameters.count))
+                b.writeInteger(UInt16(m.parameters.count))
                 for p in m.parameters { b.writeNullableValue(p) }
-                b.writeInteger(Int16(m.resultFormats.count))
+                b.writeInteger(UInt16(m.resultFormats.count))
                 for f in m.resultFormats { b.writeInteger(f) }
             case let .close(t, name), let .describe(t, name):
                 b.writeInteger(t.rawValue)
@@ -184,15 +184,15 @@ public enum FrontendMessage: Sendable, Equatable {
                 b.writeInteger(maxRows)
             case let .functionCall(m):
                 b.writeInteger(m.functionOID)
-                b.writeInteger(Int16(m.argumentFormats.count))
+                b.writeInteger(UInt16(m.argumentFormats.count))
                 for f in m.argumentFormats { b.writeInteger(f) }
-                b.writeInteger(Int16(m.arguments.count))
+                b.writeInteger(UInt16(m.arguments.count))
                 for a in m.arguments { b.writeNullableValue(a) }
                 b.writeInteger(m.resultFormat)
             case let .parse(m):
                 b.writeCString(m.name)
                 b.writeCString(m.query)
-                b.writeInteger(Int16(m.parameterTypes.count))
+                b.writeInteger(UInt16(m.parameterTypes.count))
                 for t in m.parameterTypes { b.writeInteger(t) }
             case let .query(q):
                 b.writeCString(q)

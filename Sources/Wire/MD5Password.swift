@@ -21,7 +21,9 @@ public enum MD5Password {
 
     /// True when `text` has the stored form (`md5` and 32 lowercase hex digits).
     public static func isStoredForm(_ text: String) -> Bool {
-        text.count == 35 && text.hasPrefix("md5") && text.dropFirst(3).allSatisfy { $0.isHexDigit && !$0.isUppercase }
+        // ASCII only: Character.isHexDigit also accepts fullwidth digits, which PostgreSQL does not.
+        text.utf8.count == 35 && text.hasPrefix("md5")
+            && text.utf8.dropFirst(3).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
     static func hex(_ bytes: [UInt8]) -> String {
