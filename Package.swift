@@ -75,9 +75,10 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "Proxy", "Wire", "LocalCluster",
+                "Proxy", "Wire", "State", "LocalCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TestSupport"
         ),
@@ -87,7 +88,7 @@ let package = Package(
         .testTarget(name: "VIPTests", dependencies: ["VIP"]),
         .testTarget(name: "RecoveryTests", dependencies: ["Recovery"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "State", "LocalCluster", "TestSupport"], exclude: ["Scripts"]),
         .testTarget(name: "LocalClusterTests", dependencies: ["LocalCluster"]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,16 +2,16 @@ import Foundation
 import Glibc
 
 /// What a finished helper program printed and how it ended.
-struct CommandOutput: Sendable {
-    var commandLine: String
-    var exitCode: Int32
-    var stdout: String
-    var stderr: String
+public struct CommandOutput: Sendable {
+    public var commandLine: String
+    public var exitCode: Int32
+    public var stdout: String
+    public var stderr: String
 
-    var succeeded: Bool { exitCode == 0 }
+    public var succeeded: Bool { exitCode == 0 }
 
     /// stderr, or stdout when stderr is empty, trimmed for use in an error message.
-    var diagnostics: String {
+    public var diagnostics: String {
         let text = stderr.trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? stdout.trimmingCharacters(in: .whitespacesAndNewlines) : text
     }
@@ -25,7 +25,7 @@ struct CommandOutput: Sendable {
 /// Here the child gets only stdin/stdout/stderr (everything from fd 3 up is closed), output goes to
 /// files (a daemon holding a pipe would keep it from ever reaching end-of-file), and exit is
 /// observed with `waitpid`.
-enum CommandRunner {
+public enum CommandRunner {
     /// Whether this process runs as root, in which case the server programs run as `postgres`.
     static var runningAsRoot: Bool { getuid() == 0 }
 
@@ -33,7 +33,7 @@ enum CommandRunner {
 
     /// Runs `executable` with `arguments`. With `asServerUser` and root, it runs through
     /// `runuser -u postgres --`, because PostgreSQL refuses to run as root.
-    static func run(
+    public static func run(
         _ executable: String,
         _ arguments: [String],
         asServerUser: Bool = false,

@@ -87,7 +87,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let wire = error as? WireError {
+        if case let .unsupportedProtocolVersion(major, minor)? = error as? WireError {
+            logger.info("client asked for protocol \(major).\(minor)")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "0A000", message: "\(WireError.unsupportedProtocolVersion(major: major, minor: minor))"))
+        } else if let wire = error as? WireError {
             logger.warning("invalid message from client: \(wire)")
             fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "invalid message from client: \(wire)"))
         } else {
@@ -353,7 +356,12 @@ final class ClientSessionHandler: ChannelInboundHandler {
         case .connectingBackends:
             earlyFrames.append(frame)
         case .relaying:
-            if frame.type == FrontendMessage.Kind.terminate.rawValue {
+            guard let kind = FrontendMessage.Kind(rawValue: frame.type) else {
+                fatal(ErrorFields(severity: "FATAL", sqlState: "08P01",
+                                  message: "invalid frontend message type \(frame.type) ('\(WireError.printable(frame.type))')"))
+                return
+            }
+            if kind == .terminate {
                 close()
                 return
             }

@@ -1,0 +1,252 @@
+import LocalCluster
+import NIOCore
+import Testing
+import TestSupport
+import Wire
+
+/// Protocol-level behaviour through the proxy, with exact messages sent and every reply checked.
+@Suite struct ProtocolTests {
+    func query(_ sql: String) -> FrontendMessage { .query(sql) }
+
+    func extended(_ sql: String, portal: String = "", maxRows: Int32 = 0) -> [FrontendMessage] {
+        [.parse(.init(name: "", query: sql, parameterTypes: [])),
+         .bind(.init(portal: portal, statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+         .execute(portal: portal, maxRows: maxRows)]
+    }
+
+    func send(_ client: RawPostgresClient, _ messages: [FrontendMessage]) throws {
+        var b = ByteBuffer()
+        for m in messages { m.encode(into: &b) }
+        try client.send(b)
+    }
+
+    @Test func pipelineOfThreeSyncsWithAnErrorInTheMiddleGivesThreeReadyForQuery() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                _ = try client.startup()
+                try send(client, extended("select 1") + [.sync] + extended("select 1/0") + [.sync] + extended("select 3") + [.sync])
+                var messages: [BackendMessage] = []
+                for _ in 0..<3 { messages += try client.readUntilReady() }
+                #expect(messages.filter(\.isReadyForQuery).count == 3)
+                #expect(messages.compactMap(\.errorState) == ["22012"])
+                let rows = messages.compactMap { m -> String? in
+                    if case let .dataRow(cols) = m, let c = cols.first, let v = c { return String(buffer: v) }
+                    return nil
+                }
+                #expect(rows == ["1", "3"])
+                // Nothing more is pending: a new query answers at once with its own result.
+                try client.send(.query("select 4"))
+                let next = try client.readUntilReady()
+                #expect(next.contains { if case .commandComplete("SELECT 1") = $0 { true } else { false } })
+            }
+        }
+    }
+
+    @Test func flushWithoutSyncDeliversRepliesAndPortalSuspends() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                _ = try client.startup()
+                try send(client, [.parse(.init(name: "s1", query: "select g from generate_series(1, 5) g", parameterTypes: [])),
+                                  .describe(.statement, "s1"), .flush])
+                #expect(try client.read() == .parseComplete)
+                #expect(try client.read() == .parameterDescription([]))
+                guard case let .rowDescription(fields)? = try client.read() else { Issue.record("no RowDescription"); return }
+                #expect(fields.map(\.name) == ["g"])
+                try send(client, [.bind(.init(portal: "p1", statement: "s1", parameterFormats: [], parameters: [], resultFormats: [])),
+                                  .execute(portal: "p1", maxRows: 2), .flush])
+                #expect(try client.read() == .bindComplete)
+                _ = try client.read()
+                _ = try client.read()
+                #expect(try client.read() == .portalSuspended)
+                try send(client, [.execute(portal: "p1", maxRows: 0), .close(.statement, "s1"), .sync])
+                let rest = try client.readUntilReady()
+                #expect(rest.filter { if case .dataRow = $0 { true } else { false } }.count == 3)
+                #expect(rest.contains(.commandComplete("SELECT 3")))
+                #expect(rest.contains(.closeComplete))
+                #expect(rest.last == .readyForQuery(.idle))
+            }
+        }
+    }
+
+    @Test func sessionStartupLooksLikeAPostgresServer() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                let start = try client.startup(extra: [("application_name", "chorus-test"), ("options", "-c search_path=custom_path")])
+                #expect(start.first == .authentication(.ok))
+                #expect(start.last == .readyForQuery(.idle))
+                let params = start.compactMap { m -> String? in if case let .parameterStatus(n, _) = m { n } else { nil } }
+                for name in ["server_version", "client_encoding", "DateStyle", "integer_datetimes", "standard_conforming_strings", "application_name"] {
+                    #expect(params.contains(name), "missing ParameterStatus \(name)")
+                }
+                guard case let .backendKeyData(pid, key)? = start.first(where: { if case .backendKeyData = $0 { true } else { false } }) else {
+                    Issue.record("no BackendKeyData"); return
+                }
+                #expect(pid > 0)
+                #expect(key.count == 4)
+                // Every startup parameter reached the backend, `options` included.
+                try client.send(.query("select current_setting('application_name'), current_setting('search_path'), pg_backend_pid()"))
+                let reply = try client.readUntilReady()
+                guard case let .dataRow(cols)? = reply.first(where: { if case .dataRow = $0 { true } else { false } }) else {
+                    Issue.record("no row"); return
+                }
+                let values = cols.map { $0.map { String(buffer: $0) } ?? "NULL" }
+                #expect(values[0] == "chorus-test")
+                #expect(values[1] == "custom_path")
+                #expect(values[2] != "\(pid)", "the client must see the node's own process id, not the backend's")
+            }
+        }
+    }
+
+    @Test func newerMinorProtocolAndExtensionOptionsAreNegotiatedDown() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                let start = try client.startup(extra: [("_pq_.test_option", "on")], protocolMinor: 2)
+                #expect(start.first == .negotiateProtocolVersion(newestMinor: 0, unrecognizedOptions: ["_pq_.test_option"]))
+                #expect(start.last == .readyForQuery(.idle))
+                try client.send(.query("select 1"))
+                #expect(try client.readUntilReady().contains(.commandComplete("SELECT 1")))
+            }
+        }
+    }
+
+    @Test func protocolTwoIsRefusedWithAClearError() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                var b = ByteBuffer()
+                b.writeInteger(Int32(8)); b.writeInteger(Int32(2 << 16))
+                try client.send(b)
+                let reply = try client.readUntilClosed()
+                #expect(reply.compactMap(\.errorState) == ["0A000"])
+                if case let .errorResponse(f)? = reply.first { #expect(f.message?.contains("unsupported frontend protocol 2.0") == true) }
+            }
+        }
+    }
+
+    @Test func malformedMessagesGetAProtocolErrorAndTheBackendIsUntouched() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                // A length shorter than the length field itself.
+                let c1 = try RawPostgresClient(port: proxy.port)
+                _ = try c1.startup()
+                try c1.send([0x51, 0, 0, 0, 2])
+                let r1 = try c1.readUntilClosed()
+                #expect(r1.compactMap(\.errorState) == ["08P01"])
+                // A message larger than the limit: refused from its header alone.
+                let c2 = try RawPostgresClient(port: proxy.port)
+                _ = try c2.startup()
+                try c2.send([0x51, 0x7f, 0, 0, 0])
+                let r2 = try c2.readUntilClosed()
+                #expect(r2.compactMap(\.errorState) == ["08P01"])
+                if case let .errorResponse(f)? = r2.first { #expect(f.message?.contains("larger than the limit") == true) }
+                // An unknown message type.
+                let c3 = try RawPostgresClient(port: proxy.port)
+                _ = try c3.startup()
+                try c3.send([0x7a, 0, 0, 0, 4])
+                #expect(try c3.readUntilClosed().compactMap(\.errorState) == ["08P01"])
+                // A garbage start-up packet.
+                let c4 = try RawPostgresClient(port: proxy.port)
+                try c4.send([0, 0, 0, 3, 1, 2, 3])
+                #expect(try c4.readUntilClosed().compactMap(\.errorState) == ["08P01"])
+                // No user name.
+                let c5 = try RawPostgresClient(port: proxy.port)
+                var b = ByteBuffer()
+                StartupMessage(parameters: [("database", "postgres")]).encode(into: &b)
+                try c5.send(b)
+                #expect(try c5.readUntilClosed().compactMap(\.errorState) == ["28000"])
+                // The proxy still serves a well-behaved client.
+                let ok = try RawPostgresClient(port: proxy.port)
+                _ = try ok.startup()
+                try ok.send(.query("select 1"))
+                #expect(try ok.readUntilReady().contains(.commandComplete("SELECT 1")))
+            }
+        }
+    }
+
+    @Test func sslAndGSSRequestsAreAnsweredWithOneByte() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                var b = ByteBuffer()
+                StartupPhaseMessage.gssEncryptionRequest(trailingBytes: false).encode(into: &b)
+                StartupPhaseMessage.sslRequest(trailingBytes: false).encode(into: &b)
+                try client.send(Array(b.readableBytesView.prefix(8)))
+                #expect(try client.readBytes(1) == [UInt8(ascii: "N")])
+                try client.send(Array(b.readableBytesView.dropFirst(8)))
+                #expect(try client.readBytes(1) == [UInt8(ascii: "N")])
+                #expect(try client.startup().last == .readyForQuery(.idle))
+
+                // Bytes pipelined after the SSLRequest, before any handshake: refused (CVE-2021-23222).
+                let sneaky = try RawPostgresClient(port: proxy.port)
+                var s = ByteBuffer()
+                StartupPhaseMessage.sslRequest(trailingBytes: false).encode(into: &s)
+                StartupMessage(parameters: [("user", "postgres")]).encode(into: &s)
+                try sneaky.send(s)
+                let reply = try sneaky.readUntilClosed()
+                #expect(reply.compactMap(\.errorState) == ["08P01"])
+            }
+        }
+    }
+
+    @Test func errorAndNoticeFieldsAreForwardedByteExact() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let sql = "do $$ begin raise notice 'hello %', 42 using detail = 'd', hint = 'h'; raise exception 'boom' using errcode = '22023', detail = 'det', hint = 'hin', schema = 'sch', table = 'tbl', column = 'col', constraint = 'con', datatype = 'typ'; end $$"
+                let viaProxy = try RawPostgresClient(port: proxy.port)
+                _ = try viaProxy.startup()
+                try viaProxy.send(.query(sql))
+                let a = try viaProxy.readUntilReady()
+                let direct = try RawPostgresClient(port: servers[0].port)
+                _ = try direct.startup()
+                try direct.send(.query(sql))
+                let b = try direct.readUntilReady()
+                #expect(a.count == 3)
+                #expect(a == b, "the same notice and error fields, in the same order")
+                #expect(a.compactMap(\.errorState) == ["22023"])
+            }
+        }
+    }
+
+    @Test func aBackendThatDiesMidSessionGivesAnErrorNotAHang() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
+                _ = try client.startup()
+                try servers[0].stop(mode: .immediate)
+                try client.send(.query("select 1"))
+                let reply = try client.readUntilClosed()
+                let states = reply.compactMap(\.errorState)
+                #expect(states.count == 1)
+                #expect(["08006", "57P01", "57P02", "57P03"].contains(states.first ?? ""))
+
+                // And a new session while the backend is down: a clear error naming the backend.
+                let late = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
+                var b = ByteBuffer()
+                StartupMessage(parameters: [("user", "postgres")]).encode(into: &b)
+                try late.send(b)
+                let refused = try late.readUntilClosed()
+                #expect(refused.compactMap(\.errorState) == ["08001"])
+                if case let .errorResponse(f)? = refused.last { #expect(f.message?.contains("db1") == true) }
+            }
+        }
+    }
+
+    @Test func notificationsCarryTheProcessIDTheClientWasGiven() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                let start = try client.startup()
+                guard case let .backendKeyData(pid, _)? = start.first(where: { if case .backendKeyData = $0 { true } else { false } }) else {
+                    Issue.record("no BackendKeyData"); return
+                }
+                try client.send(.query("listen ch; notify ch, 'payload'"))
+                let reply = try client.readUntilReady()
+                #expect(reply.contains(.notificationResponse(processID: pid, channel: "ch", payload: "payload")))
+            }
+        }
+    }
+}

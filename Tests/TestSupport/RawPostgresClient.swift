@@ -1,0 +1,126 @@
+import Glibc
+import NIOCore
+import Wire
+
+/// A blocking protocol-level client for tests that must send exact bytes (pipelines, malformed
+/// input, protocol negotiation) and see every message the proxy answers with.
+public final class RawPostgresClient {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        init(_ d: String) { description = d }
+    }
+
+    let fd: Int32
+    var inbound = ByteBuffer()
+    var decoder = PostgresFrameDecoder(maximumMessageSize: 1 << 26)
+
+    /// Connects to 127.0.0.1:port; every read waits at most `timeoutSeconds`.
+    public init(port: Int, timeoutSeconds: Int = 10) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure("socket() failed") }
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            close(fd)
+            throw Failure("connect to 127.0.0.1:\(port) failed: errno \(errno)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    public func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw Failure("send failed: errno \(errno)") }
+            offset += n
+        }
+    }
+
+    public func send(_ buffer: ByteBuffer) throws { try send(Array(buffer.readableBytesView)) }
+
+    public func send(_ messages: FrontendMessage...) throws {
+        var b = ByteBuffer()
+        for m in messages { m.encode(into: &b) }
+        try send(b)
+    }
+
+    /// Reads raw bytes (for the one-byte SSL answer); nil at end of stream.
+    public func readBytes(_ count: Int) throws -> [UInt8]? {
+        while inbound.readableBytes < count {
+            guard try fill() else { return nil }
+        }
+        return inbound.readBytes(length: count)
+    }
+
+    /// Fills the buffer from the socket; false at end of stream.
+    private func fill() throws -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+        if n == 0 { return false }
+        guard n > 0 else { throw Failure("recv failed or timed out: errno \(errno)") }
+        inbound.writeBytes(chunk[0..<n])
+        return true
+    }
+
+    /// The next message; nil when the server closed the connection.
+    public func read() throws -> BackendMessage? {
+        while true {
+            if let frame = try decoder.decode(buffer: &inbound) {
+                return try BackendMessage(frame: frame)
+            }
+            guard try fill() else { return nil }
+        }
+    }
+
+    /// Messages up to and including the next ReadyForQuery (or until the connection closes).
+    public func readUntilReady() throws -> [BackendMessage] {
+        var out: [BackendMessage] = []
+        for _ in 0..<100_000 {
+            guard let m = try read() else { return out }
+            out.append(m)
+            if case .readyForQuery = m { return out }
+        }
+        throw Failure("no ReadyForQuery within 100000 messages")
+    }
+
+    /// Every message until the server closes the connection.
+    public func readUntilClosed() throws -> [BackendMessage] {
+        var out: [BackendMessage] = []
+        for _ in 0..<100_000 {
+            guard let m = try read() else { return out }
+            out.append(m)
+        }
+        throw Failure("connection still open after 100000 messages")
+    }
+
+    /// Sends a StartupMessage for a trust login and reads up to the first ReadyForQuery.
+    public func startup(user: String = "postgres", database: String = "postgres", extra: [(String, String)] = [],
+                        protocolMinor: Int = 0) throws -> [BackendMessage] {
+        var b = ByteBuffer()
+        StartupMessage(protocolMajor: 3, protocolMinor: protocolMinor,
+                       parameters: [("user", user), ("database", database)] + extra.map { (name: $0.0, value: $0.1) }).encode(into: &b)
+        try send(b)
+        return try readUntilReady()
+    }
+}
+
+extension BackendMessage {
+    /// The SQLSTATE of an ErrorResponse, nil otherwise.
+    public var errorState: String? {
+        if case let .errorResponse(f) = self { return f.sqlState }
+        return nil
+    }
+
+    public var isReadyForQuery: Bool {
+        if case .readyForQuery = self { return true }
+        return false
+    }
+}
