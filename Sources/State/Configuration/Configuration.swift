@@ -21,6 +21,10 @@ public struct Configuration: Sendable, Equatable {
     public struct TLS: Sendable, Equatable {
         public var certificateFile: String
         public var privateKeyFile: String
+
+        public init(certificateFile: String, privateKeyFile: String) {
+            self.certificateFile = certificateFile; self.privateKeyFile = privateKeyFile
+        }
     }
 
     /// One client authentication rule; the first rule that matches decides.
@@ -39,6 +43,10 @@ public struct Configuration: Sendable, Equatable {
         /// The line of the rule in the configuration file, for the log.
         public var line: Int?
 
+        public init(database: String, user: String, address: CIDR, method: Method, line: Int?) {
+            self.database = database; self.user = user; self.address = address; self.method = method; self.line = line
+        }
+
         public func matches(database db: String, user u: String, address a: IPAddressBytes?) -> Bool {
             (database == "all" || database == db) && (user == "all" || user == u) && (a.map { address.contains($0) } ?? address.isAll)
         }
@@ -56,6 +64,10 @@ public struct Configuration: Sendable, Equatable {
         public var host: String
         public var port: Int
         public var description: String { "\(id) (\(host):\(port))" }
+
+        public init(id: String, host: String, port: Int) {
+            self.id = id; self.host = host; self.port = port
+        }
     }
 
     public struct Log: Sendable, Equatable {
