@@ -1,10 +1,10 @@
 import Glibc
 
 /// Asks the kernel for a TCP port that is free on 127.0.0.1 right now.
-enum FreePort {
+public enum FreePort {
     /// Binds a socket to 127.0.0.1:0, reads the port the kernel chose, and closes the socket.
     /// Another process may take the port before the server binds it; callers retry on that.
-    static func pick() throws -> Int {
+    public static func pick() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw failure("socket") }
         defer { close(fd) }
