@@ -1,0 +1,31 @@
+/// The commit vote of the seed: after PREPARE TRANSACTION on every participant,
+/// more successes than failures commits (the failures are failed), more failures rolls back
+/// (the successes are failed), an exact tie commits (the failures are failed).
+public struct CommitVote: Sendable, Equatable {
+    public enum Decision: Sendable, Equatable {
+        case commit
+        case rollback
+    }
+
+    public let decision: Decision
+    /// Backends that must run COMMIT PREPARED or ROLLBACK PREPARED (those whose PREPARE succeeded).
+    public let finishOn: [Int]
+    /// Backends to take out of service.
+    public let fail: [Int]
+
+    /// `prepared[i]` is true when backend i answered PREPARE TRANSACTION successfully.
+    public init(prepared: [Bool]) {
+        let successes = prepared.indices.filter { prepared[$0] }
+        let failures = prepared.indices.filter { !prepared[$0] }
+        if successes.count >= failures.count && !successes.isEmpty {
+            decision = .commit
+            finishOn = successes
+            fail = failures
+        } else {
+            decision = .rollback
+            finishOn = successes
+            // With no success at all (e.g. a deferred constraint failed everywhere) nobody diverged.
+            fail = successes
+        }
+    }
+}

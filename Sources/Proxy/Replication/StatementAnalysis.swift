@@ -1,0 +1,162 @@
+/// What the replication path needs to know about one SQL string (possibly several statements):
+/// whether it ends a transaction, whether it may write, and which non-deterministic calls it makes.
+public struct StatementAnalysis: Sendable, Equatable {
+    /// The string is exactly one `COMMIT` / `END` (with optional `WORK`/`TRANSACTION`), the one
+    /// statement the commit vote replaces.
+    public var isCommit = false
+    /// The string has a transaction-control statement among others (e.g. `UPDATE …; COMMIT`).
+    public var mixesTransactionControl = false
+    /// Nothing in it can change data: SELECT/SHOW/VALUES/TABLE/EXPLAIN (without ANALYZE)/FETCH,
+    /// transaction control and session SET, with no row locks and only functions known not to write.
+    public var isReadOnly = true
+    /// DDL (CREATE/ALTER/DROP …): time functions inside it are kept as they are (a column default
+    /// of `now()` must stay a function, not become a constant).
+    public var isDDL = false
+    /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
+    public var volatileCalls: [String] = []
+    /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
+    public var timeExpressions: [(range: Range<Int>, type: String)] = []
+
+    public static func == (a: StatementAnalysis, b: StatementAnalysis) -> Bool {
+        a.isCommit == b.isCommit && a.mixesTransactionControl == b.mixesTransactionControl && a.isReadOnly == b.isReadOnly
+            && a.isDDL == b.isDDL && a.volatileCalls == b.volatileCalls
+            && a.timeExpressions.map(\.range) == b.timeExpressions.map(\.range) && a.timeExpressions.map(\.type) == b.timeExpressions.map(\.type)
+    }
+
+    /// Functions whose result differs per backend; refused (or allowed) by `replication.volatile_functions`.
+    static let volatileFunctions: Set<String> = [
+        "random", "clock_timestamp", "timeofday", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v4",
+        "txid_current", "pg_current_xact_id", "random_normal", "setseed", "inet_server_port", "pg_backend_pid",
+    ]
+
+    /// Calls that read only, commonly used in queries (a call not listed makes a SELECT count as a write,
+    /// since a user function may write).
+    static let readOnlyFunctions: Set<String> = [
+        "count", "sum", "avg", "min", "max", "coalesce", "nullif", "greatest", "least", "lower", "upper", "length",
+        "substr", "substring", "trim", "btrim", "ltrim", "rtrim", "abs", "round", "floor", "ceil", "ceiling", "mod",
+        "concat", "concat_ws", "format", "to_char", "to_date", "to_timestamp", "to_number", "date_trunc", "date_part",
+        "extract", "age", "array_agg", "string_agg", "json_agg", "jsonb_agg", "json_build_object", "jsonb_build_object",
+        "row_number", "rank", "dense_rank", "lag", "lead", "generate_series", "unnest", "array_length", "cardinality",
+        "exists", "any", "all", "in", "cast", "current_setting", "version", "pg_sleep", "md5", "sha256", "encode",
+        "decode", "replace", "split_part", "position", "strpos", "left", "right", "repeat", "reverse", "now",
+        "transaction_timestamp", "statement_timestamp", "pg_typeof", "quote_ident", "quote_literal", "regexp_replace",
+        "regexp_matches", "octet_length", "char_length", "bool_and", "bool_or", "every", "stddev", "variance",
+        "pg_is_in_recovery", "current_database", "current_schema", "has_table_privilege", "pg_table_size",
+        "pg_relation_size", "pg_total_relation_size", "pg_database_size", "obj_description", "col_description",
+        "format_type", "pg_get_userbyid", "pg_get_expr", "pg_get_indexdef", "pg_get_constraintdef", "array_to_string",
+        "string_to_array", "pg_encoding_to_char", "pg_get_viewdef", "pg_get_triggerdef", "pg_get_functiondef",
+        "pg_table_is_visible", "pg_function_is_visible", "pg_type_is_visible", "set_config", "numeric", "int4", "int8",
+        "text", "float8", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each", "row", "values",
+        "array", "lo_get", "loread", "lo_open", "lo_close", "lo_lseek", "lo_lseek64", "lo_tell", "lo_tell64",
+    ]
+
+    static let readOnlyStarts: Set<String> = ["select", "show", "values", "table", "fetch", "move", "explain", "with"]
+    static let transactionControl: Set<String> = ["begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"]
+    static let ddlStarts: Set<String> = ["create", "alter", "drop", "comment", "grant", "revoke", "security", "reindex", "cluster", "vacuum", "analyze", "truncate"]
+
+    public init(_ sql: String) {
+        let tokens = SQLLexer.significant(sql)
+        var statements: [[SQLToken]] = [[]]
+        for t in tokens {
+            if t.kind == .punctuation && t.text == ";" { statements.append([]) } else { statements[statements.count - 1].append(t) }
+        }
+        statements.removeAll { $0.isEmpty }
+        let words = statements.map { $0.first?.kind == .word ? $0.first!.text : "" }
+        if statements.count == 1, ["commit", "end"].contains(words[0]) {
+            let rest = statements[0].dropFirst().map(\.text)
+            isCommit = rest.isEmpty || rest == ["work"] || rest == ["transaction"]
+                || rest == ["and", "no", "chain"] || rest == ["work", "and", "no", "chain"] || rest == ["transaction", "and", "no", "chain"]
+        }
+        if statements.count > 1, words.contains(where: { Self.transactionControl.contains($0) }) {
+            mixesTransactionControl = true
+        }
+        for (s, first) in zip(statements, words) {
+            if Self.ddlStarts.contains(first) { isDDL = true }
+            analyse(s, first: first)
+        }
+    }
+
+    private mutating func analyse(_ s: [SQLToken], first: String) {
+        if Self.transactionControl.contains(first) || first == "set" || first == "reset" || first == "prepare" || first == "deallocate"
+            || first == "discard" || first == "listen" || first == "unlisten" || first == "declare" || first == "close" {
+            // DECLARE … CURSOR FOR SELECT … may call functions: look at the rest below.
+            if first != "declare" { return }
+        } else if !Self.readOnlyStarts.contains(first) {
+            isReadOnly = false
+        }
+        if first == "explain", s.contains(where: { $0.kind == .word && $0.text == "analyze" }) { isReadOnly = false }
+        for (i, t) in s.enumerated() where t.kind == .word {
+            let next = i + 1 < s.count ? s[i + 1] : nil
+            let previous = i > 0 ? s[i - 1] : nil
+            let isCall = next?.kind == .punctuation && next?.text == "("
+            // A qualified name (schema.func) or a column named like a function is not a bare call.
+            let qualified = previous?.kind == .punctuation && previous?.text == "."
+            if ["for"].contains(t.text), let n = next, n.kind == .word, ["update", "share", "no", "key"].contains(n.text) {
+                isReadOnly = false
+            }
+            if ["insert", "update", "delete", "merge", "copy", "lock", "nextval", "setval", "into"].contains(t.text) && first == "with" {
+                isReadOnly = false
+            }
+            guard !qualified else {
+                if isCall { isReadOnly = false }
+                continue
+            }
+            if isCall && Self.volatileFunctions.contains(t.text) {
+                volatileCalls.append(t.text + "()")
+                continue
+            }
+            if isCall && (t.text == "nextval" || t.text == "setval") { isReadOnly = false }
+            if isCall && !Self.readOnlyFunctions.contains(t.text) && !["nextval", "setval"].contains(t.text) {
+                isReadOnly = false
+            }
+            if isDDL { continue }
+            switch t.text {
+            case "now", "transaction_timestamp", "statement_timestamp":
+                if isCall, i + 2 < s.count, s[i + 2].text == ")" {
+                    timeExpressions.append((t.range.lowerBound..<s[i + 2].range.upperBound, "timestamptz"))
+                }
+            case "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime":
+                guard !isCall else { continue } // CURRENT_TIMESTAMP(3): left alone, counted as volatile below
+                let type = ["current_timestamp": "timestamptz", "current_date": "date", "current_time": "timetz",
+                            "localtimestamp": "timestamp", "localtime": "time"][t.text]!
+                timeExpressions.append((t.range, type))
+            default:
+                break
+            }
+            if isCall, ["current_timestamp", "current_time", "localtimestamp", "localtime"].contains(t.text) {
+                volatileCalls.append(t.text.uppercased() + "(precision)")
+            }
+        }
+    }
+
+    /// `sql` with every time expression replaced by `timestamp` (a `timestamptz` literal such as
+    /// `2026-11-27 02:53:26.123456+00`) cast to the expression's type.
+    public func rewritingTime(in sql: String, timestamp: String) -> String {
+        guard !timeExpressions.isEmpty else { return sql }
+        var bytes = Array(sql.utf8)
+        for e in timeExpressions.reversed() {
+            let replacement = e.type == "timestamptz" ? "'\(timestamp)'::timestamptz" : "('\(timestamp)'::timestamptz)::\(e.type)"
+            bytes.replaceSubrange(e.range, with: Array(replacement.utf8))
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// `sql` with every time expression replaced by parameter `$n` cast to the expression's type,
+    /// for a named prepared statement (a literal would freeze the time of its first use).
+    public func rewritingTime(in sql: String, parameter n: Int) -> String {
+        guard !timeExpressions.isEmpty else { return sql }
+        var bytes = Array(sql.utf8)
+        for e in timeExpressions.reversed() {
+            let replacement = e.type == "timestamptz" ? "$\(n)::timestamptz" : "($\(n)::timestamptz)::\(e.type)"
+            bytes.replaceSubrange(e.range, with: Array(replacement.utf8))
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The highest `$n` parameter number used in `sql` (0 when none).
+    public static func highestParameter(in sql: String) -> Int {
+        SQLLexer.tokens(sql).reduce(0) { m, t in
+            t.kind == .other && t.text.hasPrefix("$") ? max(m, Int(t.text.dropFirst()) ?? 0) : m
+        }
+    }
+}
