@@ -10,11 +10,24 @@ public final class ProxyContext: Sendable {
     public let cancelRegistry = CancelRegistry()
     public let tlsContext: NIOSSLContext?
     public let logger: Logger
+    /// The node's view of which backends are online.
+    public let registry: BackendRegistry
     let activeSessions = Atomic<Int>(0)
+    /// Serial numbers of global transaction ids (`pgchorus:<node>:<serial>`), unique within this run.
+    let transactionSerial: Atomic<Int>
+    /// (backend id, database) pairs where `pgchorus.commit_log` is known to exist.
+    let commitLogReady = Mutex<Set<String>>([])
+    /// Test hook (environment `PGCHORUS_TEST_HOOK`): stop the process at a point of the commit protocol.
+    let testHook: String?
 
     public init(configuration: Configuration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        let now = Clock.unixTime()
+        self.registry = BackendRegistry(backends: configuration.backends, logger: logger, now: now)
+        // Seeded from the clock so ids of a restarted node never repeat those of its previous run.
+        self.transactionSerial = Atomic(Int(now * 1000) * 1000)
+        self.testHook = Clock.environment("PGCHORUS_TEST_HOOK")
         self.users = try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
         if let tls = configuration.proxy.tls {
             do {
@@ -29,6 +42,11 @@ public final class ProxyContext: Sendable {
         } else {
             self.tlsContext = nil
         }
+    }
+
+    func nextGlobalTransactionID() -> String {
+        let serial = transactionSerial.wrappingAdd(1, ordering: .relaxed).newValue
+        return "pgchorus:\(configuration.node.id):\(serial)"
     }
 
     /// The number of client sessions open right now.

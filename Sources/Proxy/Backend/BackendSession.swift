@@ -2,6 +2,24 @@ import NIOCore
 import State
 import Wire
 
+/// What a backend's replies to one cycle (up to its ReadyForQuery) are for.
+enum CycleKind: Equatable {
+    /// A client's statements: the lead's replies go to the client, every backend's are compared.
+    case client
+    /// The first phase of the commit vote (commit-log insert + PREPARE TRANSACTION).
+    case prepare
+    /// The second phase: COMMIT PREPARED or ROLLBACK PREPARED.
+    case finish
+    /// pgchorus' own housekeeping (e.g. creating the commit log); replies are only logged.
+    case internalQuery
+}
+
+/// One cycle a backend owes replies for.
+struct Expectation {
+    var seq: Int
+    var kind: CycleKind
+}
+
 /// One client session's connection to one backend.
 struct BackendSession {
     enum Phase {
@@ -17,11 +35,25 @@ struct BackendSession {
     var login: BackendLogin
     /// Bytes written to the backend but not flushed yet.
     var needsFlush = false
+    /// Cycles sent to this backend whose ReadyForQuery has not come back yet, oldest first.
+    var expected: [Expectation] = []
+    /// The outcome of the cycle being answered now.
+    var digest = OutcomeDigest()
+    /// Finished client cycles waiting to be compared with the other backends.
+    var completed: [(seq: Int, digest: OutcomeDigest)] = []
+    /// The first ErrorResponse of the current prepare or finish cycle, byte-exact.
+    var cycleError: PostgresFrame?
+    /// The command tag of the current prepare or finish cycle.
+    var cycleTag: String?
+    /// The backend said FATAL: its connection is about to end.
+    var dying = false
 
     init(backend: Configuration.Backend, login: BackendLogin) {
         self.backend = backend
         self.login = login
     }
+
+    var isLive: Bool { phase == .ready && !dying }
 
     mutating func write(_ bytes: ByteBuffer) {
         guard let channel, phase != .closed else { return }

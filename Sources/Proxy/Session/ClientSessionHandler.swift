@@ -40,6 +40,28 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Frames a client sent before its session was ready (a pipelining client may do this).
     var earlyFrames: [PostgresFrame] = []
     var startupTimer: Scheduled<Void>?
+    var database = ""
+
+    // Replication state (see ClientSessionHandler+Relay.swift).
+    var lead = 0
+    var nextSeq = 1
+    /// The highest cycle whose replies have all reached the client.
+    var deliveredThrough = 0
+    /// Bytes of cycle `deliveredThrough + 1` already forwarded to the client.
+    var deliveringBytes = false
+    /// Cycles sent to the lead but not yet to the other backends, oldest first.
+    var unreleased: [PendingGroup] = []
+    /// Client messages since the last group boundary.
+    var currentGroup: [PostgresFrame] = []
+    var currentGroupBytes = 0
+    var lastStatus = BackendMessage.TransactionStatus.idle
+    var wroteInTransaction = false
+    var transactionTimestamp: String?
+    var tracker = StatementTracker(refuseVolatile: true)
+    var commit: CommitInProgress?
+    /// Client messages that arrived while a commit vote was running.
+    var heldFrames: [PostgresFrame] = []
+    var votedCommitAvailable = true
 
     init(shared: ProxyContext) {
         self.shared = shared
@@ -159,6 +181,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
             return
         }
         let database = message["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
+        self.database = database
+        tracker = StatementTracker(refuseVolatile: shared.configuration.replication.volatileFunctions == "refuse")
         logger[metadataKey: "user"] = "\(user)"
         logger[metadataKey: "database"] = "\(database)"
         let host = context.channel.remoteAddress?.ipAddress ?? "unknown"
@@ -211,137 +235,6 @@ final class ClientSessionHandler: ChannelInboundHandler {
         close()
     }
 
-    // MARK: backends
-
-    /// The backends this session runs on.
-    private func sessionBackends() -> [Configuration.Backend] {
-        Array(shared.configuration.backends.prefix(1))
-    }
-
-    private func connectBackends() {
-        guard let context, let startup, let authenticator else { return }
-        phase = .connectingBackends
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let backendStartup = BackendLogin.startupMessage(for: startup)
-        let maxMessage = shared.configuration.proxy.maxMessageSize
-        let timeout = shared.configuration.proxy.backendConnectTimeout
-        startupTimer?.cancel()
-        startupTimer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
-            let session = bound.value
-            guard session.phase == .connectingBackends else { return }
-            let waiting = session.backends.filter { $0.phase != .ready }.map(\.backend.description).joined(separator: ", ")
-            session.fatal(ErrorFields(severity: "FATAL", sqlState: "08001",
-                                      message: "pgchorus: timeout after \(timeout) s logging in to backend \(waiting)"))
-        }
-        var rng = SystemRandomNumberGenerator()
-        for (index, backend) in sessionBackends().enumerated() {
-            let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: 0...255, using: &rng) })
-            backends.append(BackendSession(backend: backend, login: BackendLogin(user: startup["user"] ?? "", credential: authenticator.credential, nonce: nonce)))
-            ClientBootstrap(group: context.eventLoop)
-                .connectTimeout(.milliseconds(Int64(timeout * 1000)))
-                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(PostgresFrameDecoder(maximumMessageSize: maxMessage)),
-                            BackendRelayHandler(session: bound, index: index),
-                        ])
-                    }
-                }
-                .connect(host: backend.host, port: backend.port)
-                .whenComplete { result in
-                    let session = bound.value
-                    switch result {
-                    case let .success(channel):
-                        session.backendConnected(index, channel, startup: backendStartup)
-                    case let .failure(error):
-                        session.fatal(ErrorFields(severity: "FATAL", sqlState: "08001",
-                                                  message: "pgchorus could not connect to backend \(backend.description): \(error)"))
-                    }
-                }
-        }
-    }
-
-    private func backendConnected(_ index: Int, _ channel: Channel, startup: StartupMessage) {
-        guard phase == .connectingBackends else {
-            channel.close(promise: nil)
-            return
-        }
-        backends[index].channel = channel
-        backends[index].phase = .loggingIn
-        var bytes = ByteBuffer()
-        startup.encode(into: &bytes)
-        backends[index].write(bytes)
-        backends[index].flushIfNeeded()
-    }
-
-    func backendFrame(_ index: Int, _ frame: PostgresFrame) {
-        switch backends[index].phase {
-        case .loggingIn:
-            backendLoginFrame(index, frame)
-        case .ready:
-            relayFromBackend(index, frame)
-        case .connecting, .closed:
-            break
-        }
-    }
-
-    private func backendLoginFrame(_ index: Int, _ frame: PostgresFrame) {
-        let message: BackendMessage
-        do {
-            message = try BackendMessage(frame: frame)
-        } catch {
-            backendFailed(index, error)
-            return
-        }
-        switch backends[index].login.receive(message) {
-        case .none:
-            break
-        case let .send(reply):
-            backends[index].write(reply.frame.bytes)
-            backends[index].flushIfNeeded()
-        case .ready:
-            backends[index].phase = .ready
-            if backends.allSatisfy({ $0.phase == .ready }) { sessionReady() }
-        case .backendError:
-            // The backend's own words (e.g. 3D000 database does not exist) reach the client byte-exact.
-            writeClientBytes(frame.bytes)
-            fatalForwarded = true
-            close()
-        case let .fail(reason):
-            logger.error("login to backend \(backends[index].backend.description) failed: \(reason)")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "28000",
-                              message: "pgchorus could not log in to backend \(backends[index].backend.description): \(reason)"))
-        }
-    }
-
-    private func sessionReady() {
-        guard phase == .connectingBackends else { return }
-        startupTimer?.cancel()
-        var rng = SystemRandomNumberGenerator()
-        let key = shared.cancelRegistry.register(using: &rng)
-        virtualProcessID = key.processID
-        virtualSecretKey = key.secretKey
-        logger[metadataKey: "session"] = "\(virtualProcessID)"
-        shared.cancelRegistry.setTargets(backends.map {
-            CancelRegistry.Target(host: $0.backend.host, port: $0.backend.port, processID: $0.login.processID, secretKey: $0.login.secretKey)
-        }, for: virtualProcessID)
-        let lead = backends[0].login
-        writeClient(.authentication(.ok))
-        for p in lead.parameters { writeClient(.parameterStatus(name: p.name, value: p.value)) }
-        writeClient(.backendKeyData(processID: virtualProcessID, secretKey: virtualSecretKey))
-        writeClient(.readyForQuery(.idle))
-        phase = .relaying
-        flushClient()
-        logger.debug("session ready")
-        let early = earlyFrames
-        earlyFrames = []
-        for f in early { handleClientFrame(f) }
-        for i in backends.indices { backends[i].flushIfNeeded() }
-    }
-
-    // MARK: relay
-
     private func handleClientFrame(_ frame: PostgresFrame) {
         switch phase {
         case .authenticating:
@@ -356,93 +249,29 @@ final class ClientSessionHandler: ChannelInboundHandler {
         case .connectingBackends:
             earlyFrames.append(frame)
         case .relaying:
-            guard let kind = FrontendMessage.Kind(rawValue: frame.type) else {
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08P01",
-                                  message: "invalid frontend message type \(frame.type) ('\(WireError.printable(frame.type))')"))
-                return
-            }
-            if kind == .terminate {
-                close()
-                return
-            }
-            for i in backends.indices { backends[i].write(frame.bytes) }
+            handleRelayFrame(frame)
         case .awaitingStartup, .closed:
             break
         }
     }
 
-    private func relayFromBackend(_ index: Int, _ frame: PostgresFrame) {
-        guard phase == .relaying else { return }
-        switch frame.type {
-        case BackendMessage.Kind.notificationResponse.rawValue:
-            // The client knows its session by the process id pgchorus gave it, so a notification
-            // sent by this very session carries that id.
-            if case let .notificationResponse(pid, channel, payload)? = try? BackendMessage(frame: frame),
-               pid == backends[index].login.processID {
-                writeClient(.notificationResponse(processID: virtualProcessID, channel: channel, payload: payload))
-                return
-            }
-        case BackendMessage.Kind.errorResponse.rawValue:
-            if case let .errorResponse(fields)? = try? BackendMessage(frame: frame),
-               let severity = fields.severity, severity == "FATAL" || severity == "PANIC" {
-                fatalForwarded = true
-            }
-        default:
-            break
-        }
-        writeClientBytes(frame.bytes)
-    }
-
-    func backendReadComplete(_ index: Int) {
-        flushClient()
-    }
-
-    func backendWritabilityChanged(_ index: Int, _ writable: Bool) {
-        // Backpressure: stop reading the client while a backend cannot take more.
-        context?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
-    }
-
-    func backendClosed(_ index: Int) {
-        guard index < backends.count else { return }
-        let wasOpen = backends[index].phase != .closed
-        backends[index].phase = .closed
-        guard wasOpen, phase != .closed else { return }
-        if fatalForwarded {
-            close()
-        } else {
-            logger.warning("backend \(backends[index].backend.description) closed the connection")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
-                              message: "pgchorus lost the connection to backend \(backends[index].backend.description)"))
-        }
-    }
-
-    func backendFailed(_ index: Int, _ error: Error) {
-        guard phase != .closed else { return }
-        let name = backends[index].backend.description
-        if let wire = error as? WireError {
-            logger.error("invalid message from backend \(name): \(wire)")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "pgchorus received an invalid message from backend \(name): \(wire)"))
-        } else {
-            logger.warning("backend \(name) connection error: \(error)")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus lost the connection to backend \(name): \(error)"))
-        }
-    }
+    // MARK: backends (see ClientSessionHandler+Backends.swift), relay (+Relay), commit vote (+Commit)
 
     // MARK: output and teardown
 
-    private func writeClient(_ message: BackendMessage) {
+    func writeClient(_ message: BackendMessage) {
         var b = ByteBuffer()
         message.encode(into: &b)
         writeClientBytes(b)
     }
 
-    private func writeClientBytes(_ bytes: ByteBuffer) {
+    func writeClientBytes(_ bytes: ByteBuffer) {
         guard let context else { return }
         context.write(wrapOutboundOut(bytes), promise: nil)
         clientNeedsFlush = true
     }
 
-    private func flushClient() {
+    func flushClient() {
         guard clientNeedsFlush, let context else { return }
         clientNeedsFlush = false
         context.flush()
@@ -462,7 +291,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         shutDown()
     }
 
-    private func shutDown() {
+    func shutDown() {
         if phase != .closed { phase = .closed }
         startupTimer?.cancel()
         startupTimer = nil

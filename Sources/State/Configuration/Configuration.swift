@@ -74,11 +74,28 @@ public struct Configuration: Sendable, Equatable {
         public var level: String
     }
 
+    /// How statements are replicated to the backends.
+    public struct Replication: Sendable, Equatable {
+        /// `refuse`: a statement calling a function whose value differs per backend (random(),
+        /// clock_timestamp(), gen_random_uuid() …) gets an error naming the function; `allow`: it runs
+        /// anyway and the backends may diverge (the comparison then fails the minority).
+        public var volatileFunctions: String
+        /// Compare a hash of the returned rows across backends, not only kinds, SQLSTATEs and tags.
+        public var compareRows: Bool
+        /// End every transaction that wrote with PREPARE TRANSACTION and the commit vote.
+        public var twoPhaseCommit: Bool
+
+        public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true) {
+            self.volatileFunctions = volatileFunctions; self.compareRows = compareRows; self.twoPhaseCommit = twoPhaseCommit
+        }
+    }
+
     public var file: String
     public var node: Node
     public var proxy: Proxy
     public var auth: Auth
     public var backends: [Backend]
+    public var replication: Replication
     public var log: Log
 
     /// Reads and validates `path`; every error names the file, line and key.
@@ -173,11 +190,18 @@ public struct Configuration: Sendable, Equatable {
             throw ConfigurationError(file: file, line: nil, key: "backends", message: "at least one [[backends]] table is required")
         }
 
+        var replicationT = try root.subtable("replication")
+        let replication = Replication(
+            volatileFunctions: try replicationT.oneOf("volatile_functions", ["refuse", "allow"], default: "refuse"),
+            compareRows: try replicationT.bool("compare_rows", default: true),
+            twoPhaseCommit: try replicationT.bool("two_phase_commit", default: true))
+        try replicationT.rejectUnknownKeys()
+
         var logT = try root.subtable("log")
         let log = Log(level: try logT.oneOf("level", ["trace", "debug", "info", "notice", "warning", "error", "critical"], default: "info"))
         try logT.rejectUnknownKeys()
         try root.rejectUnknownKeys()
-        return Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, log: log)
+        return Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication, log: log)
     }
 
     private static func validateIdentifier(_ id: String, key: String, in t: TableReader) throws(ConfigurationError) {

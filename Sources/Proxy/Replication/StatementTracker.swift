@@ -1,0 +1,145 @@
+import NIOCore
+import Wire
+
+/// Follows a session's prepared statements and portals so each group of client messages can be
+/// understood (does it write? is it the COMMIT?) and made deterministic before it reaches the
+/// backends: time functions become one value per transaction, volatile calls are refused.
+struct StatementTracker {
+    struct Prepared {
+        var analysis: StatementAnalysis
+        /// For a named statement whose time expressions became parameter `$n`: n.
+        var timeParameter: Int?
+    }
+
+    /// What a group of client messages turned into.
+    struct Result {
+        var bytes = ByteBuffer()
+        /// Some statement in the group may change data.
+        var writes = false
+        /// The group's only statement is COMMIT/END.
+        var isCommit = false
+        /// The group has COMMIT/ROLLBACK next to other statements.
+        var mixesTransactionControl = false
+    }
+
+    var statements: [String: Prepared] = [:]
+    var portals: [String: String] = [:]
+    var refuseVolatile: Bool
+    /// With one backend nothing can diverge: statements pass unchanged.
+    var rewrite = true
+
+    init(refuseVolatile: Bool) {
+        self.refuseVolatile = refuseVolatile
+    }
+
+    static let timestamptzOID: Int32 = 1184
+    static let textOID: Int32 = 25
+
+    /// A statement that fails on every backend alike, in place of one that would diverge.
+    static func refusal(_ calls: [String]) -> String {
+        let list = calls.joined(separator: ", ")
+        return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            + "MESSAGE = 'pgchorus refuses \(list): the value would differ on each backend', "
+            + "HINT = 'Compute the value in the application and send it as a literal or parameter, or set replication.volatile_functions = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
+    }
+
+    mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
+        var result = Result()
+        var executes = 0
+        var commitExecutes = 0
+        for frame in frames {
+            switch frame.type {
+            case FrontendMessage.Kind.query.rawValue:
+                guard case let .query(sql)? = try? FrontendMessage(frame: frame) else {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    continue
+                }
+                let analysis = StatementAnalysis(sql)
+                executes += 1
+                if analysis.isCommit { commitExecutes += 1 }
+                result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
+                if !analysis.isReadOnly { result.writes = true }
+                if !rewrite {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
+                    FrontendMessage.query(Self.refusal(analysis.volatileCalls)).encode(into: &result.bytes)
+                } else if !analysis.timeExpressions.isEmpty {
+                    FrontendMessage.query(analysis.rewritingTime(in: sql, timestamp: timestamp())).encode(into: &result.bytes)
+                } else {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                }
+            case FrontendMessage.Kind.parse.rawValue:
+                guard case var .parse(parse)? = try? FrontendMessage(frame: frame) else {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    continue
+                }
+                let analysis = StatementAnalysis(parse.query)
+                var prepared = Prepared(analysis: analysis, timeParameter: nil)
+                if !rewrite {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
+                    let count = max(parse.parameterTypes.count, StatementAnalysis.highestParameter(in: parse.query))
+                    parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
+                    parse.query = Self.refusal(analysis.volatileCalls)
+                    FrontendMessage.parse(parse).encode(into: &result.bytes)
+                } else if !analysis.timeExpressions.isEmpty && parse.name.isEmpty {
+                    parse.query = analysis.rewritingTime(in: parse.query, timestamp: timestamp())
+                    FrontendMessage.parse(parse).encode(into: &result.bytes)
+                } else if !analysis.timeExpressions.isEmpty {
+                    // A named statement runs many times: its time becomes a parameter filled in at each Bind.
+                    let n = max(parse.parameterTypes.count, StatementAnalysis.highestParameter(in: parse.query)) + 1
+                    parse.parameterTypes += Array(repeating: 0, count: n - 1 - parse.parameterTypes.count) + [Self.timestamptzOID]
+                    parse.query = analysis.rewritingTime(in: parse.query, parameter: n)
+                    prepared.timeParameter = n
+                    FrontendMessage.parse(parse).encode(into: &result.bytes)
+                } else {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                }
+                statements[parse.name] = prepared
+            case FrontendMessage.Kind.bind.rawValue:
+                guard case var .bind(bind)? = try? FrontendMessage(frame: frame) else {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    continue
+                }
+                portals[bind.portal] = bind.statement
+                if let n = statements[bind.statement]?.timeParameter, bind.parameters.count == n - 1 {
+                    switch bind.parameterFormats.count {
+                    case 0: break
+                    case 1 where bind.parameterFormats[0] == 0: break
+                    case 1: bind.parameterFormats = Array(repeating: bind.parameterFormats[0], count: n - 1) + [0]
+                    default: bind.parameterFormats.append(0)
+                    }
+                    bind.parameters.append(ByteBuffer(string: timestamp()))
+                    FrontendMessage.bind(bind).encode(into: &result.bytes)
+                } else {
+                    result.bytes.writeImmutableBuffer(frame.bytes)
+                }
+            case FrontendMessage.Kind.execute.rawValue:
+                executes += 1
+                if case let .execute(portal, _)? = try? FrontendMessage(frame: frame),
+                   let name = portals[portal], let prepared = statements[name] {
+                    if prepared.analysis.isCommit { commitExecutes += 1 }
+                    if !prepared.analysis.isReadOnly { result.writes = true }
+                    result.mixesTransactionControl = result.mixesTransactionControl || prepared.analysis.mixesTransactionControl
+                } else {
+                    result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
+                }
+                result.bytes.writeImmutableBuffer(frame.bytes)
+            case FrontendMessage.Kind.close.rawValue:
+                if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
+                    if target == .statement { statements[name] = nil } else { portals[name] = nil }
+                }
+                result.bytes.writeImmutableBuffer(frame.bytes)
+            case FrontendMessage.Kind.functionCall.rawValue:
+                executes += 1
+                result.writes = true
+                result.bytes.writeImmutableBuffer(frame.bytes)
+            default:
+                result.bytes.writeImmutableBuffer(frame.bytes)
+            }
+        }
+        result.isCommit = executes == 1 && commitExecutes == 1
+        if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
+        return result
+    }
+}

@@ -1,0 +1,250 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import State
+import Wire
+
+/// A commit vote in progress for one client COMMIT.
+struct CommitInProgress {
+    var gid: String
+    /// The client's COMMIT group, to answer it message by message.
+    var frames: [PostgresFrame]
+    var participants: [Int]
+    var prepared: [Int: Bool] = [:]
+    /// Transaction status of each participant after its prepare cycle.
+    var statusAfterPrepare: [Int: BackendMessage.TransactionStatus] = [:]
+    /// The first error of the prepare phase (the lead's if it has one), byte-exact.
+    var error: PostgresFrame?
+    var vote: CommitVote?
+    var finishing: Set<Int> = []
+    /// Successes of a rollback decision, failed once their ROLLBACK PREPARED is done.
+    var failAfterFinish: [Int] = []
+}
+
+extension ClientSessionHandler {
+    /// The DDL that creates the in-band commit log (run once per backend and database).
+    static let commitLogDDL = """
+    DO $pgchorus$ BEGIN
+      IF to_regclass('pgchorus.commit_log') IS NULL THEN
+        CREATE SCHEMA IF NOT EXISTS pgchorus;
+        CREATE TABLE IF NOT EXISTS pgchorus.commit_log (gid text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT now());
+        GRANT USAGE ON SCHEMA pgchorus TO PUBLIC;
+        GRANT SELECT, INSERT ON pgchorus.commit_log TO PUBLIC;
+      END IF;
+    EXCEPTION WHEN unique_violation OR duplicate_table OR duplicate_schema OR duplicate_object THEN NULL;
+    END $pgchorus$
+    """
+
+    /// Makes sure `pgchorus.commit_log` exists in this database on every backend before the first vote.
+    func ensureCommitLog() {
+        guard liveCount > 1, shared.configuration.replication.twoPhaseCommit else { return }
+        let missing = shared.commitLogReady.withLock { ready in
+            backends.filter(\.isLive).contains { !ready.contains("\($0.backend.id)/\(database)") }
+        }
+        guard missing else { return }
+        var b = ByteBuffer()
+        FrontendMessage.query(Self.commitLogDDL).encode(into: &b)
+        dispatch(b, kind: .internalQuery, waitsForLead: false)
+    }
+
+    func recordInternalMessage(_ index: Int, _ frame: PostgresFrame) {
+        guard frame.type == BackendMessage.Kind.errorResponse.rawValue else { return }
+        if case let .errorResponse(fields)? = try? BackendMessage(frame: frame) {
+            backends[index].cycleError = frame
+            logger.warning("pgchorus could not create pgchorus.commit_log in database \(database) on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? ""); commits in this session go without the vote until an administrator creates it")
+        }
+    }
+
+    func internalQueryFinished(_ index: Int) {
+        if backends[index].cycleError != nil {
+            votedCommitAvailable = false
+        } else {
+            let key = "\(backends[index].backend.id)/\(database)"
+            _ = shared.commitLogReady.withLock { $0.insert(key) }
+        }
+        backends[index].cycleError = nil
+    }
+
+    // MARK: phase one
+
+    func startCommit(_ frames: [PostgresFrame]) {
+        let gid = shared.nextGlobalTransactionID()
+        var b = ByteBuffer()
+        // Named statements created in this group must exist on the backends as the client believes.
+        for f in frames {
+            if f.type == FrontendMessage.Kind.parse.rawValue, case let .parse(p)? = try? FrontendMessage(frame: f), !p.name.isEmpty {
+                b.writeImmutableBuffer(f.bytes)
+            } else if f.type == FrontendMessage.Kind.close.rawValue {
+                b.writeImmutableBuffer(f.bytes)
+            }
+        }
+        // The commit-log row makes the decision readable from any backend once one COMMIT PREPARED ran.
+        FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid) VALUES ('\(gid)'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
+        commit = CommitInProgress(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive })
+        logger.debug("commit vote started", metadata: ["gid": "\(gid)"])
+        dispatch(b, kind: .prepare, waitsForLead: false)
+    }
+
+    func recordCommitMessage(_ index: Int, _ frame: PostgresFrame) {
+        switch frame.type {
+        case BackendMessage.Kind.errorResponse.rawValue:
+            if backends[index].cycleError == nil { backends[index].cycleError = frame }
+        case BackendMessage.Kind.commandComplete.rawValue:
+            if case let .commandComplete(tag)? = try? BackendMessage(frame: frame) { backends[index].cycleTag = tag }
+        default:
+            break
+        }
+    }
+
+    func commitPrepareFinished(_ index: Int, status: BackendMessage.TransactionStatus) {
+        guard var c = commit else { return }
+        let ok = backends[index].cycleError == nil && backends[index].cycleTag == "PREPARE TRANSACTION"
+        c.prepared[index] = ok
+        c.statusAfterPrepare[index] = status
+        if let e = backends[index].cycleError, c.error == nil || index == lead { c.error = e }
+        if !ok {
+            logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)", metadata: ["gid": "\(c.gid)"])
+        }
+        backends[index].cycleError = nil
+        backends[index].cycleTag = nil
+        commit = c
+        decideIfReady()
+    }
+
+    /// A participant died or was failed during the vote: it counts as a failure.
+    func commitParticipantLost(_ index: Int) {
+        guard var c = commit, c.participants.contains(index) else { return }
+        if c.vote == nil {
+            if c.prepared[index] == nil { c.prepared[index] = false }
+            commit = c
+            decideIfReady()
+        } else if c.finishing.contains(index) {
+            c.finishing.remove(index)
+            commit = c
+            answerIfFinished()
+        }
+    }
+
+    private func decideIfReady() {
+        guard var c = commit, c.vote == nil, c.participants.allSatisfy({ c.prepared[$0] != nil }) else { return }
+        let vote = CommitVote(prepared: c.participants.map { c.prepared[$0]! })
+        c.vote = vote
+        let successes = vote.finishOn.map { c.participants[$0] }
+        let toFail = vote.fail.map { c.participants[$0] }
+        logger.debug("commit vote: \(vote.decision), \(successes.count) prepared of \(c.participants.count)", metadata: ["gid": "\(c.gid)"])
+        if shared.testHook == "exit-after-prepare" {
+            logger.critical("test hook: exiting between PREPARE TRANSACTION and COMMIT PREPARED", metadata: ["gid": "\(c.gid)"])
+            exit(75)
+        }
+        let command = vote.decision == .commit ? "COMMIT PREPARED '\(c.gid)'" : "ROLLBACK PREPARED '\(c.gid)'"
+        var finishTargets = successes
+        if shared.testHook == "exit-after-first-commit-prepared" { finishTargets = Array(successes.prefix(1)) }
+        let seq = nextSeq
+        nextSeq += 1
+        for i in finishTargets where backends[i].isLive {
+            send(command, to: i, seq: seq)
+            c.finishing.insert(i)
+        }
+        // Failed participants still in an (aborted) transaction block are rolled back where they stay.
+        for i in c.participants where !successes.contains(i) && backends[i].isLive && !toFail.contains(i) {
+            if let s = c.statusAfterPrepare[i], s != .idle {
+                send("ROLLBACK", to: i, seq: seq)
+                c.finishing.insert(i)
+            }
+        }
+        if vote.decision == .commit {
+            for i in toFail {
+                failBackend(i, reason: "PREPARE TRANSACTION failed while the majority committed (\(c.gid))")
+            }
+        } else {
+            c.failAfterFinish = toFail
+        }
+        commit = c
+        for i in backends.indices { backends[i].flushIfNeeded() }
+        answerIfFinished()
+    }
+
+    private func send(_ sql: String, to index: Int, seq: Int) {
+        var b = ByteBuffer()
+        FrontendMessage.query(sql).encode(into: &b)
+        backends[index].expected.append(Expectation(seq: seq, kind: .finish))
+        backends[index].write(b)
+    }
+
+    // MARK: phase two
+
+    func commitFinishFinished(_ index: Int) {
+        guard var c = commit else { return }
+        if let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e) {
+            logger.error("finishing \(c.gid) failed on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? "")")
+            if c.vote?.decision == .commit, backends[index].cycleTag == nil {
+                c.failAfterFinish.append(index)
+            }
+        }
+        backends[index].cycleError = nil
+        backends[index].cycleTag = nil
+        c.finishing.remove(index)
+        commit = c
+        if shared.testHook == "exit-after-first-commit-prepared" {
+            logger.critical("test hook: exiting after the first COMMIT PREPARED", metadata: ["gid": "\(c.gid)"])
+            exit(75)
+        }
+        answerIfFinished()
+    }
+
+    private func answerIfFinished() {
+        guard let c = commit, let vote = c.vote, c.finishing.isEmpty else { return }
+        commit = nil
+        for i in c.failAfterFinish {
+            failBackend(i, reason: "PREPARE TRANSACTION succeeded while the majority failed (\(c.gid))")
+        }
+        guard phase == .relaying else { return }
+        let extended = c.frames.contains { $0.type != FrontendMessage.Kind.query.rawValue }
+        var answeredError = false
+        for f in c.frames {
+            switch f.type {
+            case FrontendMessage.Kind.query.rawValue, FrontendMessage.Kind.execute.rawValue:
+                if vote.decision == .commit {
+                    writeClient(.commandComplete("COMMIT"))
+                } else {
+                    writeClientError(c.error, gid: c.gid)
+                    answeredError = true
+                }
+            case FrontendMessage.Kind.parse.rawValue where !answeredError:
+                writeClient(.parseComplete)
+            case FrontendMessage.Kind.bind.rawValue where !answeredError:
+                writeClient(.bindComplete)
+            case FrontendMessage.Kind.describe.rawValue where !answeredError:
+                if case .describe(.statement, _)? = try? FrontendMessage(frame: f) { writeClient(.parameterDescription([])) }
+                writeClient(.noData)
+            case FrontendMessage.Kind.close.rawValue where !answeredError:
+                writeClient(.closeComplete)
+            default:
+                break
+            }
+        }
+        _ = extended
+        writeClient(.readyForQuery(.idle))
+        lastStatus = .idle
+        wroteInTransaction = false
+        transactionTimestamp = nil
+        deliveredThrough = nextSeq - 1
+        deliveringBytes = false
+        flushClient()
+        let held = heldFrames
+        heldFrames = []
+        for f in held { handleRelayFrame(f) }
+        for i in backends.indices { backends[i].flushIfNeeded() }
+    }
+
+    private func writeClientError(_ frame: PostgresFrame?, gid: String) {
+        if let frame, case let .errorResponse(fields)? = try? BackendMessage(frame: frame), fields.severity != "FATAL" {
+            writeClientBytes(frame.bytes)
+        } else {
+            writeClient(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40000",
+                                                   message: "pgchorus rolled back the transaction: PREPARE TRANSACTION failed on most backends (\(gid))")))
+        }
+    }
+}

@@ -1,0 +1,341 @@
+import Logging
+import NIOCore
+import State
+import Wire
+
+/// A group of client messages on its way to the backends.
+struct PendingGroup {
+    /// The cycle the group's replies belong to; nil for groups without a ReadyForQuery of their own
+    /// (Flush, COPY data).
+    var seq: Int?
+    var kind: CycleKind?
+    var bytes: ByteBuffer
+    /// Lead-first: the other backends get the group only once the lead has answered it, so row
+    /// locks are taken in the lead's order everywhere.
+    var waitsForLead: Bool
+    var leadDone = false
+}
+
+extension ClientSessionHandler {
+    var liveCount: Int { backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
+
+    // MARK: client → backends
+
+    /// A client message in the relaying phase: collected into groups that end at Sync, Query,
+    /// FunctionCall (a reply cycle with a ReadyForQuery) or at Flush and COPY data (sent on at once).
+    func handleRelayFrame(_ frame: PostgresFrame) {
+        if commit != nil {
+            heldFrames.append(frame)
+            return
+        }
+        guard let kind = FrontendMessage.Kind(rawValue: frame.type) else {
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08P01",
+                              message: "invalid frontend message type \(frame.type) ('\(WireError.printable(frame.type))')"))
+            return
+        }
+        if kind == .terminate {
+            close()
+            return
+        }
+        currentGroup.append(frame)
+        currentGroupBytes += frame.bytes.readableBytes
+        switch kind {
+        case .sync, .query, .functionCall:
+            endGroup(cycle: true)
+        case .flush, .copyData, .copyDone, .copyFail:
+            endGroup(cycle: false)
+        default:
+            if currentGroupBytes > shared.configuration.proxy.maxMessageSize { endGroup(cycle: false) }
+        }
+    }
+
+    private func endGroup(cycle: Bool) {
+        let frames = currentGroup
+        currentGroup = []
+        currentGroupBytes = 0
+        tracker.rewrite = liveCount > 1
+        let result = tracker.process(frames) {
+            if let t = transactionTimestamp { return t }
+            let t = Clock.timestampLiteral()
+            transactionTimestamp = t
+            return t
+        }
+        if result.writes { wroteInTransaction = true }
+        let replicated = liveCount > 1
+        if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
+           votedCommitAvailable, shared.configuration.replication.twoPhaseCommit {
+            startCommit(frames)
+            return
+        }
+        if replicated, result.mixesTransactionControl, wroteInTransaction {
+            logger.warning("COMMIT sent together with other statements in one message: committed without the vote")
+        }
+        dispatch(result.bytes, kind: cycle ? .client : nil, waitsForLead: cycle && replicated)
+    }
+
+    /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
+    func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool) {
+        var seq: Int?
+        if let kind {
+            seq = nextSeq
+            nextSeq += 1
+            backends[lead].expected.append(Expectation(seq: seq!, kind: kind))
+        }
+        backends[lead].write(bytes)
+        unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead))
+        releaseGroups()
+    }
+
+    func releaseGroups() {
+        while let g = unreleased.first, !g.waitsForLead || g.leadDone {
+            unreleased.removeFirst()
+            for i in backends.indices where i != lead && backends[i].isLive {
+                if let kind = g.kind, let seq = g.seq { backends[i].expected.append(Expectation(seq: seq, kind: kind)) }
+                backends[i].write(g.bytes)
+            }
+        }
+    }
+
+    func markLeadDone(_ seq: Int) {
+        if let i = unreleased.firstIndex(where: { $0.seq == seq }) {
+            unreleased[i].leadDone = true
+            releaseGroups()
+        }
+    }
+
+    // MARK: backends → client
+
+    func backendFrame(_ index: Int, _ frame: PostgresFrame) {
+        switch backends[index].phase {
+        case .loggingIn:
+            backendLoginFrame(index, frame)
+        case .ready:
+            guard phase == .relaying, !backends[index].dying else { return }
+            if frame.type == BackendMessage.Kind.errorResponse.rawValue, liveCount > 1,
+               case let .errorResponse(fields)? = try? BackendMessage(frame: frame),
+               fields.severity == "FATAL" || fields.severity == "PANIC" {
+                // This backend is going away while others can carry on: its last words are logged, not forwarded.
+                logger.warning("backend \(backends[index].backend.description) ended the session: \(fields.sqlState ?? "") \(fields.message ?? "")")
+                backends[index].dying = true
+                return
+            }
+            if index == lead { leadFrame(frame) } else { followerFrame(index, frame) }
+        case .connecting, .closed:
+            break
+        }
+    }
+
+    private func leadFrame(_ frame: PostgresFrame) {
+        guard let exp = backends[lead].expected.first else {
+            // Between cycles only asynchronous messages arrive: notifications, notices, parameter changes.
+            forwardToClient(frame)
+            return
+        }
+        switch exp.kind {
+        case .client:
+            if liveCount > 1 { backends[lead].digest.add(frame, hashRows: shared.configuration.replication.compareRows) }
+            if exp.seq > deliveredThrough {
+                forwardToClient(frame)
+                deliveringBytes = true
+            }
+            if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {
+                // The client now sends COPY data: the others must be in COPY too.
+                markLeadDone(exp.seq)
+            }
+        case .prepare, .finish:
+            recordCommitMessage(lead, frame)
+        case .internalQuery:
+            recordInternalMessage(lead, frame)
+        }
+        if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(lead, exp, frame) }
+    }
+
+    private func followerFrame(_ index: Int, _ frame: PostgresFrame) {
+        guard let exp = backends[index].expected.first else { return }
+        switch exp.kind {
+        case .client:
+            backends[index].digest.add(frame, hashRows: shared.configuration.replication.compareRows)
+        case .prepare, .finish:
+            recordCommitMessage(index, frame)
+        case .internalQuery:
+            recordInternalMessage(index, frame)
+        }
+        if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(index, exp, frame) }
+    }
+
+    private func finishCycle(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
+        backends[index].expected.removeFirst()
+        let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
+        switch exp.kind {
+        case .client:
+            if index == lead {
+                if exp.seq > deliveredThrough {
+                    deliveredThrough = exp.seq
+                    deliveringBytes = false
+                    lastStatus = status
+                    if status == .idle {
+                        wroteInTransaction = false
+                        transactionTimestamp = nil
+                    }
+                }
+                markLeadDone(exp.seq)
+            }
+            if liveCount > 1 {
+                backends[index].completed.append((exp.seq, backends[index].digest))
+            }
+            backends[index].digest = OutcomeDigest()
+            compareCompleted()
+        case .prepare:
+            commitPrepareFinished(index, status: status)
+        case .finish:
+            commitFinishFinished(index)
+        case .internalQuery:
+            internalQueryFinished(index)
+        }
+    }
+
+    /// Forwards one of the lead's messages, with the client's own process id in notifications it caused.
+    private func forwardToClient(_ frame: PostgresFrame) {
+        switch frame.type {
+        case BackendMessage.Kind.notificationResponse.rawValue:
+            if case let .notificationResponse(pid, channel, payload)? = try? BackendMessage(frame: frame),
+               pid == backends[lead].login.processID {
+                writeClient(.notificationResponse(processID: virtualProcessID, channel: channel, payload: payload))
+                return
+            }
+        case BackendMessage.Kind.errorResponse.rawValue:
+            if case let .errorResponse(fields)? = try? BackendMessage(frame: frame),
+               let severity = fields.severity, severity == "FATAL" || severity == "PANIC" {
+                fatalForwarded = true
+            }
+        default:
+            break
+        }
+        writeClientBytes(frame.bytes)
+    }
+
+    // MARK: comparison and failures
+
+    /// Compares the finished cycles of all live backends, oldest first; a backend whose outcome
+    /// differs from the majority is failed (a tie goes to the side of the lead).
+    func compareCompleted() {
+        for _ in 0..<10_000 {
+            let live = backends.indices.filter { backends[$0].isLive }
+            guard live.count > 1, live.allSatisfy({ !backends[$0].completed.isEmpty }) else {
+                if live.count <= 1 { for i in live { backends[i].completed.removeAll() } }
+                return
+            }
+            var entries: [(index: Int, seq: Int, digest: OutcomeDigest)] = []
+            for i in live {
+                let c = backends[i].completed.removeFirst()
+                entries.append((i, c.seq, c.digest))
+            }
+            var groups: [(digest: OutcomeDigest, members: [Int])] = []
+            for e in entries {
+                if let g = groups.firstIndex(where: { $0.digest == e.digest }) { groups[g].members.append(e.index) } else { groups.append((e.digest, [e.index])) }
+            }
+            guard groups.count > 1 else { continue }
+            let best = groups.map(\.members.count).max()!
+            let winner = groups.first(where: { $0.members.count == best && $0.members.contains(lead) })
+                ?? groups.first(where: { $0.members.count == best })!
+            for g in groups where g.digest != winner.digest {
+                for i in g.members {
+                    failBackend(i, reason: "statement outcome differs from \(winner.members.count) other backend(s): got [\(g.digest.description)], expected [\(winner.digest.description)]")
+                }
+            }
+        }
+    }
+
+    /// Takes a backend out of this session and out of service.
+    func failBackend(_ index: Int, reason: String) {
+        guard backends[index].phase != .closed else { return }
+        shared.registry.fail(backends[index].backend.id, reason: reason, now: Clock.unixTime())
+        logger.error("backend \(backends[index].backend.description) dropped from the session: \(reason)")
+        backends[index].phase = .closed
+        backends[index].expected.removeAll()
+        backends[index].completed.removeAll()
+        backends[index].channel?.close(promise: nil)
+        if virtualProcessID != 0 { updateCancelTargets() }
+        if index == lead { promoteLead() }
+        commitParticipantLost(index)
+    }
+
+    /// The lead is gone: the next live backend becomes the lead and gets every cycle not yet
+    /// released, unless the client already saw part of the old lead's reply.
+    private func promoteLead() {
+        guard phase == .relaying else { return }
+        guard let next = backends.indices.first(where: { backends[$0].isLive }) else {
+            if !fatalForwarded {
+                fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus lost every backend of this session"))
+            } else {
+                close()
+            }
+            return
+        }
+        if deliveringBytes {
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
+                              message: "pgchorus lost the lead backend in the middle of a reply; reconnect and retry the statement"))
+            return
+        }
+        let old = backends[lead].backend.description
+        lead = next
+        logger.warning("lead backend of the session changed from \(old) to \(backends[lead].backend.description)")
+        for i in unreleased.indices {
+            if let kind = unreleased[i].kind, let seq = unreleased[i].seq {
+                backends[lead].expected.append(Expectation(seq: seq, kind: kind))
+            }
+            backends[lead].write(unreleased[i].bytes)
+            unreleased[i].leadDone = false
+        }
+        backends[lead].flushIfNeeded()
+    }
+
+    func backendReadComplete(_ index: Int) {
+        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushClient()
+    }
+
+    func backendWritabilityChanged(_ index: Int, _ writable: Bool) {
+        // Backpressure: stop reading the client while a backend cannot take more.
+        context?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
+    }
+
+    func backendClosed(_ index: Int) {
+        guard index < backends.count, backends[index].phase != .closed, phase != .closed else { return }
+        if phase == .connectingBackends {
+            loginFailed(index, ErrorFields(severity: "FATAL", sqlState: "08006",
+                                           message: "pgchorus lost the connection to backend \(backends[index].backend.description) while logging in"),
+                        forwardBytes: nil, failBackend: true)
+            return
+        }
+        let others = backends.indices.filter { $0 != index && backends[$0].isLive }
+        if others.isEmpty {
+            backends[index].phase = .closed
+            if fatalForwarded {
+                close()
+            } else {
+                logger.warning("backend \(backends[index].backend.description) closed the connection")
+                fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
+                                  message: "pgchorus lost the connection to backend \(backends[index].backend.description)"))
+            }
+            return
+        }
+        failBackend(index, reason: "connection lost")
+    }
+
+    func backendFailed(_ index: Int, _ error: Error) {
+        guard phase != .closed, index < backends.count else { return }
+        let name = backends[index].backend.description
+        if liveCount > 1, backends[index].isLive {
+            failBackend(index, reason: "connection error: \(error)")
+            return
+        }
+        if let wire = error as? WireError {
+            logger.error("invalid message from backend \(name): \(wire)")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "pgchorus received an invalid message from backend \(name): \(wire)"))
+        } else {
+            logger.warning("backend \(name) connection error: \(error)")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus lost the connection to backend \(name): \(error)"))
+        }
+    }
+}
