@@ -119,6 +119,12 @@ extension ClientSessionHandler {
                 backends[index].dying = true
                 return
             }
+            if frame.type == BackendMessage.Kind.noticeResponse.rawValue, liveCount > 1,
+               case let .noticeResponse(fields)? = try? BackendMessage(frame: frame), fields.sqlState?.hasPrefix("57P") == true {
+                // "terminating connection due to immediate shutdown": the session carries on without this backend.
+                logger.warning("backend \(backends[index].backend.description) is shutting down: \(fields.message ?? "")")
+                return
+            }
             if index == lead { leadFrame(frame) } else { followerFrame(index, frame) }
         case .connecting, .closed:
             break
@@ -136,7 +142,11 @@ extension ClientSessionHandler {
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: shared.configuration.replication.compareRows) }
             if exp.seq > deliveredThrough {
                 forwardToClient(frame)
-                deliveringBytes = true
+                // Notices and parameter changes do not commit the client to this backend's reply.
+                if frame.type != BackendMessage.Kind.noticeResponse.rawValue && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
+                    deliveringBytes = true
+                    logger.trace("delivered \(WireError.printable(frame.type)) of cycle \(exp.seq)")
+                }
             }
             if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {
                 // The client now sends COPY data: the others must be in COPY too.
