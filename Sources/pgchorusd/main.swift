@@ -36,8 +36,15 @@ struct PGChorusDaemon: AsyncParsableCommand {
         logger[metadataKey: "node"] = "\(configuration.node.id)"
 
         let server: ProxyServer
+        let resolver: InDoubtResolver
         do {
             let context = try ProxyContext(configuration: configuration, logger: logger)
+            // Nothing of this run is in flight yet: every prepared transaction of this node is in doubt.
+            resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger)
+            let report = await resolver.resolve(minimumAge: 0)
+            if !report.committed.isEmpty || !report.rolledBack.isEmpty {
+                logger.notice("in-doubt transactions resolved at start-up: \(report.committed.count) committed, \(report.rolledBack.count) rolled back")
+            }
             server = try await ProxyServer(context: context)
         } catch {
             logger.critical("cannot start: \(error)")
@@ -48,7 +55,7 @@ struct PGChorusDaemon: AsyncParsableCommand {
             "backends": "\(configuration.backends.map(\.description).joined(separator: ", "))",
         ])
         let group = ServiceGroup(
-            services: [server],
+            services: [server, resolver],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         try await group.run()

@@ -9,8 +9,8 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Nothing in it can change data: SELECT/SHOW/VALUES/TABLE/EXPLAIN (without ANALYZE)/FETCH,
     /// transaction control and session SET, with no row locks and only functions known not to write.
     public var isReadOnly = true
-    /// DDL (CREATE/ALTER/DROP …): time functions inside it are kept as they are (a column default
-    /// of `now()` must stay a function, not become a constant).
+    /// DDL (CREATE/ALTER/DROP …): a time function inside it (a column default, a view) cannot be
+    /// made one value, so it counts as a volatile call.
     public var isDDL = false
     /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
     public var volatileCalls: [String] = []
@@ -71,12 +71,13 @@ public struct StatementAnalysis: Sendable, Equatable {
             mixesTransactionControl = true
         }
         for (s, first) in zip(statements, words) {
-            if Self.ddlStarts.contains(first) { isDDL = true }
-            analyse(s, first: first)
+            let ddl = Self.ddlStarts.contains(first)
+            if ddl { isDDL = true }
+            analyse(s, first: first, ddl: ddl)
         }
     }
 
-    private mutating func analyse(_ s: [SQLToken], first: String) {
+    private mutating func analyse(_ s: [SQLToken], first: String, ddl: Bool) {
         if Self.transactionControl.contains(first) || first == "set" || first == "reset" || first == "prepare" || first == "deallocate"
             || first == "discard" || first == "listen" || first == "unlisten" || first == "declare" || first == "close" {
             // DECLARE … CURSOR FOR SELECT … may call functions: look at the rest below.
@@ -109,7 +110,14 @@ public struct StatementAnalysis: Sendable, Equatable {
             if isCall && !Self.readOnlyFunctions.contains(t.text) && !["nextval", "setval"].contains(t.text) {
                 isReadOnly = false
             }
-            if isDDL { continue }
+            if ddl {
+                // A default or a view computing the time would give each backend its own value, now or later.
+                if ["now", "transaction_timestamp", "statement_timestamp"].contains(t.text) && isCall
+                    || ["current_timestamp", "current_date", "current_time", "localtimestamp", "localtime"].contains(t.text) {
+                    volatileCalls.append("\(t.text)\(isCall ? "()" : "") in \(first.uppercased())")
+                }
+                continue
+            }
             switch t.text {
             case "now", "transaction_timestamp", "statement_timestamp":
                 if isCall, i + 2 < s.count, s[i + 2].text == ")" {

@@ -201,7 +201,6 @@ extension ClientSessionHandler {
             failBackend(i, reason: "PREPARE TRANSACTION succeeded while the majority failed (\(c.gid))")
         }
         guard phase == .relaying else { return }
-        let extended = c.frames.contains { $0.type != FrontendMessage.Kind.query.rawValue }
         var answeredError = false
         for f in c.frames {
             switch f.type {
@@ -225,13 +224,14 @@ extension ClientSessionHandler {
                 break
             }
         }
-        _ = extended
         writeClient(.readyForQuery(.idle))
         lastStatus = .idle
         wroteInTransaction = false
         transactionTimestamp = nil
         deliveredThrough = nextSeq - 1
         deliveringBytes = false
+        acknowledgementsDelivered = 0
+        acknowledgementsToSkip = 0
         flushClient()
         let held = heldFrames
         heldFrames = []

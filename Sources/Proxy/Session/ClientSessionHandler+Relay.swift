@@ -17,6 +17,13 @@ struct PendingGroup {
 }
 
 extension ClientSessionHandler {
+    /// Replies that only acknowledge a message and are the same from every backend in step.
+    static let acknowledgements: Set<UInt8> = [
+        BackendMessage.Kind.parseComplete.rawValue, BackendMessage.Kind.bindComplete.rawValue,
+        BackendMessage.Kind.closeComplete.rawValue, BackendMessage.Kind.noData.rawValue,
+        BackendMessage.Kind.parameterDescription.rawValue, BackendMessage.Kind.rowDescription.rawValue,
+    ]
+
     var liveCount: Int { backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
 
     // MARK: client → backends
@@ -141,11 +148,18 @@ extension ClientSessionHandler {
         case .client:
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: shared.configuration.replication.compareRows) }
             if exp.seq > deliveredThrough {
-                forwardToClient(frame)
-                // Notices and parameter changes do not commit the client to this backend's reply.
-                if frame.type != BackendMessage.Kind.noticeResponse.rawValue && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
-                    deliveringBytes = true
-                    logger.trace("delivered \(WireError.printable(frame.type)) of cycle \(exp.seq)")
+                if Self.acknowledgements.contains(frame.type), acknowledgementsToSkip > 0 {
+                    // A new lead repeats what the old one had already acknowledged in this cycle.
+                    acknowledgementsToSkip -= 1
+                } else {
+                    forwardToClient(frame)
+                    // Notices and parameter changes do not tie the client to this backend's reply;
+                    // acknowledgements (ParseComplete, BindComplete, NoData …) are the same from any backend.
+                    if Self.acknowledgements.contains(frame.type) {
+                        acknowledgementsDelivered += 1
+                    } else if frame.type != BackendMessage.Kind.noticeResponse.rawValue && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
+                        deliveringBytes = true
+                    }
                 }
             }
             if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {
@@ -182,6 +196,8 @@ extension ClientSessionHandler {
                 if exp.seq > deliveredThrough {
                     deliveredThrough = exp.seq
                     deliveringBytes = false
+                    acknowledgementsDelivered = 0
+                    acknowledgementsToSkip = 0
                     lastStatus = status
                     if status == .idle {
                         wroteInTransaction = false
@@ -289,6 +305,7 @@ extension ClientSessionHandler {
         }
         let old = backends[lead].backend.description
         lead = next
+        acknowledgementsToSkip = acknowledgementsDelivered
         logger.warning("lead backend of the session changed from \(old) to \(backends[lead].backend.description)")
         for i in unreleased.indices {
             if let kind = unreleased[i].kind, let seq = unreleased[i].seq {

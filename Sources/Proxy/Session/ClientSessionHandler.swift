@@ -49,6 +49,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var deliveredThrough = 0
     /// Bytes of cycle `deliveredThrough + 1` already forwarded to the client.
     var deliveringBytes = false
+    /// Acknowledgements of the current cycle already forwarded, and how many a new lead must not repeat.
+    var acknowledgementsDelivered = 0
+    var acknowledgementsToSkip = 0
     /// Cycles sent to the lead but not yet to the other backends, oldest first.
     var unreleased: [PendingGroup] = []
     /// Client messages since the last group boundary.

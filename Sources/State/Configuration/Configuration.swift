@@ -84,9 +84,21 @@ public struct Configuration: Sendable, Equatable {
         public var compareRows: Bool
         /// End every transaction that wrote with PREPARE TRANSACTION and the commit vote.
         public var twoPhaseCommit: Bool
+        /// The user the in-doubt resolver logs in to the backends as (it must be allowed to
+        /// COMMIT/ROLLBACK PREPARED every user's transactions: a superuser).
+        public var resolverUser: String
+        /// Its password, if the backends ask for one.
+        public var resolverPassword: String?
+        /// Seconds between two runs of the in-doubt resolver.
+        public var resolveInterval: Double
+        /// A prepared transaction of this node younger than this is left alone by the periodic run.
+        public var inDoubtGrace: Double
 
-        public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true) {
+        public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true,
+                    resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60) {
             self.volatileFunctions = volatileFunctions; self.compareRows = compareRows; self.twoPhaseCommit = twoPhaseCommit
+            self.resolverUser = resolverUser; self.resolverPassword = resolverPassword
+            self.resolveInterval = resolveInterval; self.inDoubtGrace = inDoubtGrace
         }
     }
 
@@ -194,7 +206,11 @@ public struct Configuration: Sendable, Equatable {
         let replication = Replication(
             volatileFunctions: try replicationT.oneOf("volatile_functions", ["refuse", "allow"], default: "refuse"),
             compareRows: try replicationT.bool("compare_rows", default: true),
-            twoPhaseCommit: try replicationT.bool("two_phase_commit", default: true))
+            twoPhaseCommit: try replicationT.bool("two_phase_commit", default: true),
+            resolverUser: try replicationT.string("resolver_user", default: "postgres"),
+            resolverPassword: try replicationT.string("resolver_password"),
+            resolveInterval: try replicationT.duration("resolve_interval", default: 60, range: 1...86400),
+            inDoubtGrace: try replicationT.duration("in_doubt_grace", default: 60, range: 1...86400))
         try replicationT.rejectUnknownKeys()
 
         var logT = try root.subtable("log")

@@ -1,0 +1,82 @@
+import CLibPQ
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking libpq connection for pgchorus' own housekeeping (in-doubt resolution, health checks).
+///
+/// Every call blocks: run it on a dedicated thread (an `NIOThreadPool`), never on Swift's
+/// cooperative pool. One connection belongs to one thread at a time.
+public final class LibPQConnection {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public var sqlState: String?
+    }
+
+    private let handle: OpaquePointer
+    public let target: String
+
+    /// Connects with a libpq connection string; `target` names the backend in errors.
+    public init(_ conninfo: String, target: String) throws {
+        self.target = target
+        guard let h = PQconnectdb(conninfo) else { throw Failure(description: "\(target): out of memory in libpq") }
+        guard PQstatus(h) == CONNECTION_OK else {
+            let message = String(cString: PQerrorMessage(h)).trimmingWhitespace()
+            PQfinish(h)
+            throw Failure(description: "cannot connect to \(target): \(message)")
+        }
+        handle = h
+    }
+
+    deinit { PQfinish(handle) }
+
+    /// Runs one statement with text parameters and returns the rows as text (NULL as nil).
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [String] = []) throws -> [[String?]] {
+        let cStrings = parameters.map { strdupSafe($0) }
+        defer { cStrings.forEach { free($0) } }
+        var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
+        guard let result = PQexecParams(handle, sql, Int32(parameters.count), nil, &pointers, nil, nil, 0) else {
+            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+        }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else {
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            throw Failure(description: "\(target): \(String(cString: PQresultErrorMessage(result)).trimmingWhitespace())", sqlState: state)
+        }
+        var rows: [[String?]] = []
+        for r in 0..<PQntuples(result) {
+            var row: [String?] = []
+            for c in 0..<PQnfields(result) {
+                row.append(PQgetisnull(result, r, c) == 1 ? nil : String(cString: PQgetvalue(result, r, c)))
+            }
+            rows.append(row)
+        }
+        return rows
+    }
+
+    /// Quotes a value for a libpq connection string.
+    public static func quote(_ value: String) -> String {
+        "'" + value.replacingAll("\\", with: "\\\\").replacingAll("'", with: "\\'") + "'"
+    }
+}
+
+private func strdupSafe(_ s: String) -> UnsafeMutablePointer<CChar> {
+    s.withCString { strdup($0)! }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+
+    func replacingAll(_ target: Character, with replacement: String) -> String {
+        var out = ""
+        for c in self { if c == target { out += replacement } else { out.append(c) } }
+        return out
+    }
+}

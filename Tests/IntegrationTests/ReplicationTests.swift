@@ -1,0 +1,130 @@
+import Foundation
+import LocalCluster
+import State
+import Testing
+import TestSupport
+
+/// Three real backends behind the proxy: every statement reaches all of them, commits are voted,
+/// and a backend that disagrees or dies is taken out while clients carry on.
+@Suite struct ReplicationTests {
+    @Test func pgbenchWithEightClientsInEveryModeLeavesThreeIdenticalBackends() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let port = proxy.port
+                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-i", "-s", "1", "-q"]) }
+                #expect(initialise.exitCode == 0, "\(initialise.report)")
+                for mode in ["simple", "extended", "prepared"] {
+                    let run = try await runBlocking { try Clients.pgbench(port: port, ["-M", mode, "-c", "8", "-j", "2", "-T", "20", "-n"]) }
+                    #expect(run.exitCode == 0, "mode \(mode): \(run.report)")
+                    #expect(run.stdout.contains("number of failed transactions: 0 "), "mode \(mode): \(run.report)")
+                }
+                let sums = try Consistency.checksums(servers)
+                #expect(sums[0].contains("pgbench_history:"))
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+                #expect(proxy.server.context.registry.online().count == 3)
+            }
+        }
+    }
+
+    @Test func stoppingTheLeadDuringPgbenchFailsNoTransaction() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let port = proxy.port
+                #expect(try await runBlocking { try Clients.pgbench(port: port, ["-i", "-s", "1", "-q"]) }.exitCode == 0)
+                async let bench = runBlocking { try Clients.pgbench(port: port, ["-M", "extended", "-c", "8", "-j", "2", "-T", "10", "-n"]) }
+                try await Task.sleep(for: .seconds(4))
+                try servers[0].stop(mode: .immediate)
+                let run = try await bench
+                #expect(run.exitCode == 0, "\(run.report)")
+                #expect(run.stdout.contains("number of failed transactions: 0 "), "\(run.report)")
+                #expect(proxy.server.context.registry.status(of: "db1") == .failed)
+                let sums = try Consistency.checksums(Array(servers[1...]))
+                #expect(sums[0] == sums[1], "surviving backends differ: \(sums)")
+                for s in servers[1...] { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
+
+    @Test func aBackendThatRefusesWhatTheOthersAcceptIsFailedAndTheClientCommits() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let conn = proxy.connectionString()
+                #expect(try Clients.psql(conn, ["-c", "create table t (id int primary key, v int)"]).exitCode == 0)
+                // Only db3 has this constraint: the statement fails there and nowhere else.
+                try servers[2].psql("alter table t add constraint small check (v < 100)")
+                let out = try Clients.psql(conn, ["-v", "ON_ERROR_STOP=1", "-c", "begin", "-c", "insert into t values (1, 500)", "-c", "commit"])
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stdout.contains("COMMIT"), "\(out.report)")
+                #expect(proxy.server.context.registry.status(of: "db3") == .failed)
+                #expect(try servers[0].psql("select v from t") == "500")
+                #expect(try servers[1].psql("select v from t") == "500")
+                #expect(try servers[2].psql("select count(*) from t") == "0")
+                // The session goes on with the two that agree.
+                let after = try Clients.psql(conn, ["-At", "-c", "insert into t values (2, 7)", "-c", "select count(*) from t"])
+                #expect(after.stdoutLines.last == "2", "\(after.report)")
+                #expect(try servers[2].psql("select count(*) from t") == "0")
+            }
+        }
+    }
+
+    @Test func theVoteRollsBackWhenMostBackendsCannotPrepare() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let conn = proxy.connectionString()
+                let setup = try Clients.psql(conn, ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table p (id int primary key); create table c (pid int references p (id) deferrable initially deferred)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                // db1 lacks the deferred foreign key: PREPARE succeeds there and fails on db2 and db3.
+                try servers[0].psql("alter table c drop constraint c_pid_fkey")
+                let out = try Clients.psql(conn, ["-c", "begin", "-c", "insert into c values (42)", "-c", "commit"])
+                #expect(out.stderr.contains("violates foreign key constraint"), "\(out.report)")
+                // More failures than successes: rolled back, and the one that prepared is taken out.
+                #expect(proxy.server.context.registry.status(of: "db1") == .failed)
+                for s in servers {
+                    #expect(try s.psql("select count(*) from c") == "0")
+                    #expect(try Consistency.preparedCount(s) == 0)
+                }
+            }
+        }
+    }
+
+    @Test func nonDeterministicSQLIsMadeIdenticalOrRefusedByName() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let script = """
+                create table events (id serial primary key, n int generated always as identity, at timestamptz, d date, lt timestamp, note text);
+                insert into events (at, d, lt, note) values (now(), current_date, localtimestamp, 'a'), (current_timestamp, current_date, localtimestamp, 'b');
+                begin;
+                insert into events (at, d, lt, note) select transaction_timestamp(), current_date, localtimestamp, 'c' || g from generate_series(1, 3) g;
+                savepoint s1;
+                insert into events (at, note) values (now(), 'rolled back to savepoint');
+                rollback to savepoint s1;
+                update events set note = note || '!' where id > 1 returning id, at;
+                commit;
+                create temp table scratch as select * from events;
+                insert into events (at, note) select at, 'from temp' from scratch where id = 1;
+                \\copy events (at, note) from stdin
+                2020-01-01 00:00:00+00\tcopied
+                \\.
+                select random();
+                update events set at = clock_timestamp();
+                select gen_random_uuid();
+                create table bad (t timestamptz default now());
+                select count(*) from events;
+                """
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: script)
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses random()"), "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses clock_timestamp()"), "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses gen_random_uuid()"), "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses now() in CREATE"), "\(out.report)")
+                #expect(out.stdoutLines.last == "7", "\(out.report)")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                #expect(proxy.server.context.registry.online().count == 3)
+                #expect(try servers[1].psql("select count(*) from pg_tables where tablename = 'bad'") == "0")
+            }
+        }
+    }
+}
