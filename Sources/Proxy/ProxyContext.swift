@@ -17,6 +17,8 @@ public final class ProxyContext: Sendable {
     let transactionSerial: Atomic<Int>
     /// (backend id, database) pairs where `pgchorus.commit_log` is known to exist.
     let commitLogReady = Mutex<Set<String>>([])
+    /// The node-wide order of statements that draw sequence values.
+    let sequenceOrdering = SequenceOrdering()
     /// Test hook (environment `PGCHORUS_TEST_HOOK`): stop the process at a point of the commit protocol.
     let testHook: String?
 

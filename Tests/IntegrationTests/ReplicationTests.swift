@@ -127,4 +127,29 @@ import TestSupport
             }
         }
     }
+
+    @Test func serialAndIdentityInsertsFromManyClientsStayIdentical() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table items (id serial primary key, n bigint generated always as identity, client int, note text)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let script = proxy.directory + "/insert.sql"
+                try "insert into items (client, note) values (:client_id, 'x');\nselect nextval('items_id_seq');\n"
+                    .write(toFile: script, atomically: true, encoding: .utf8)
+                let port = proxy.port
+                for mode in ["simple", "prepared"] {
+                    let run = try await runBlocking { try Clients.pgbench(port: port, ["-M", mode, "-c", "8", "-j", "2", "-t", "100", "-n", "-f", script]) }
+                    #expect(run.exitCode == 0, "\(run.report)")
+                    #expect(run.stdout.contains("number of failed transactions: 0 "), "\(run.report)")
+                }
+                #expect(try servers[0].psql("select count(*) from items") == "1600")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                #expect(proxy.server.context.registry.online().count == 3)
+                let seq = try servers.map { try $0.psql("select last_value from items_id_seq") }
+                #expect(Set(seq).count == 1, "sequences differ: \(seq)")
+            }
+        }
+    }
 }

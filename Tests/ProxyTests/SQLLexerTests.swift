@@ -175,7 +175,7 @@ private struct LexerTestRandom: RandomNumberGenerator {
 
     /// A random string over an alphabet heavy in the characters the lexer treats specially,
     /// plus arbitrary ASCII and non-ASCII scalars.
-    static func randomSQL(using rng: inout LexerTestRandom) -> String {
+    fileprivate static func randomSQL(using rng: inout LexerTestRandom) -> String {
         let special: [Character] = ["'", "\"", "$", "-", "/", "*", "\\", "E", "e", "B", "x", "a", "t", "1", "9", ".", " ", "\n", ";", "(", ")", ":"]
         let unicode: [Character] = ["é", "€", "😀", "中", "\u{301}", "ß", "\u{FEFF}"]
         let length = Int.random(in: 0...40, using: &rng)

@@ -12,6 +12,8 @@ enum CycleKind: Equatable {
     case finish
     /// pgchorus' own housekeeping (e.g. creating the commit log); replies are only logged.
     case internalQuery
+    /// Loading the tables that draw sequence values (lead only).
+    case catalog
 }
 
 /// One cycle a backend owes replies for.

@@ -14,6 +14,11 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var isDDL = false
     /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
     public var volatileCalls: [String] = []
+    /// The statement draws sequence values explicitly (nextval/setval).
+    public var callsNextval = false
+    /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
+    /// their SERIAL/IDENTITY defaults draw sequence values.
+    public var insertTargets: [String] = []
     /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
     public var timeExpressions: [(range: Range<Int>, type: String)] = []
 
@@ -86,19 +91,23 @@ public struct StatementAnalysis: Sendable, Equatable {
             isReadOnly = false
         }
         if first == "explain", s.contains(where: { $0.kind == .word && $0.text == "analyze" }) { isReadOnly = false }
+        insertTargets += Self.insertTargets(s)
         for (i, t) in s.enumerated() where t.kind == .word {
             let next = i + 1 < s.count ? s[i + 1] : nil
             let previous = i > 0 ? s[i - 1] : nil
             let isCall = next?.kind == .punctuation && next?.text == "("
             // A qualified name (schema.func) or a column named like a function is not a bare call.
             let qualified = previous?.kind == .punctuation && previous?.text == "."
+            // pg_catalog.f() is the built-in f() itself: analysed as the bare call (its range takes the schema in).
+            let builtin = qualified && i >= 2 && s[i - 2].kind == .word && s[i - 2].text == "pg_catalog"
+            let start = builtin ? s[i - 2].range.lowerBound : t.range.lowerBound
             if ["for"].contains(t.text), let n = next, n.kind == .word, ["update", "share", "no", "key"].contains(n.text) {
                 isReadOnly = false
             }
             if ["insert", "update", "delete", "merge", "copy", "lock", "nextval", "setval", "into"].contains(t.text) && first == "with" {
                 isReadOnly = false
             }
-            guard !qualified else {
+            guard !qualified || builtin else {
                 if isCall { isReadOnly = false }
                 continue
             }
@@ -106,7 +115,10 @@ public struct StatementAnalysis: Sendable, Equatable {
                 volatileCalls.append(t.text + "()")
                 continue
             }
-            if isCall && (t.text == "nextval" || t.text == "setval") { isReadOnly = false }
+            if isCall && (t.text == "nextval" || t.text == "setval") {
+                isReadOnly = false
+                callsNextval = true
+            }
             if isCall && !Self.readOnlyFunctions.contains(t.text) && !["nextval", "setval"].contains(t.text) {
                 isReadOnly = false
             }
@@ -121,7 +133,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             switch t.text {
             case "now", "transaction_timestamp", "statement_timestamp":
                 if isCall, i + 2 < s.count, s[i + 2].text == ")" {
-                    timeExpressions.append((t.range.lowerBound..<s[i + 2].range.upperBound, "timestamptz"))
+                    timeExpressions.append((start..<s[i + 2].range.upperBound, "timestamptz"))
                 }
             case "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime":
                 guard !isCall else { continue } // CURRENT_TIMESTAMP(3): left alone, counted as volatile below
@@ -135,6 +147,33 @@ public struct StatementAnalysis: Sendable, Equatable {
                 volatileCalls.append(t.text.uppercased() + "(precision)")
             }
         }
+    }
+
+    /// The relations a statement inserts into: `INSERT INTO x`, `COPY x … FROM`, `MERGE INTO x`
+    /// (anywhere in the statement, so CTEs count too).
+    static func insertTargets(_ s: [SQLToken]) -> [String] {
+        func relation(at i: Int) -> String? {
+            var j = i
+            var name: String?
+            // schema.name or name; the relation name is the last part.
+            while j < s.count, s[j].kind == .word || s[j].kind == .quotedIdentifier {
+                let t = s[j]
+                name = t.kind == .word ? t.text : String(t.text.dropFirst().dropLast()).lowercased()
+                if j + 1 < s.count, s[j + 1].kind == .punctuation, s[j + 1].text == "." { j += 2 } else { break }
+            }
+            return name
+        }
+        var out: [String] = []
+        for (i, t) in s.enumerated() where t.kind == .word {
+            let next = i + 1 < s.count ? s[i + 1] : nil
+            if (t.text == "insert" || t.text == "merge"), next?.kind == .word, next?.text == "into", let r = relation(at: i + 2) {
+                out.append(r)
+            } else if t.text == "copy", i == 0, let r = relation(at: i + 1),
+                      s.contains(where: { $0.kind == .word && $0.text == "from" }) {
+                out.append(r)
+            }
+        }
+        return out
     }
 
     /// `sql` with every time expression replaced by `timestamp` (a `timestamptz` literal such as

@@ -20,6 +20,12 @@ struct StatementTracker {
         var isCommit = false
         /// The group has COMMIT/ROLLBACK next to other statements.
         var mixesTransactionControl = false
+        /// The group calls nextval/setval explicitly.
+        var callsNextval = false
+        /// Relations the group inserts into.
+        var insertTargets: [String] = []
+        /// The group has DDL (which may add or drop SERIAL/IDENTITY columns).
+        var hasDDL = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -34,6 +40,8 @@ struct StatementTracker {
 
     static let timestamptzOID: Int32 = 1184
     static let textOID: Int32 = 25
+    /// Parameter counts are 16-bit on the wire: a Parse may not declare more.
+    static let maximumParameters = Int(UInt16.max)
 
     /// A statement that fails on every backend alike, in place of one that would diverge.
     static func refusal(_ calls: [String]) -> String {
@@ -55,6 +63,7 @@ struct StatementTracker {
                     continue
                 }
                 let analysis = StatementAnalysis(sql)
+                result.note(analysis)
                 executes += 1
                 if analysis.isCommit { commitExecutes += 1 }
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
@@ -75,19 +84,23 @@ struct StatementTracker {
                 }
                 let analysis = StatementAnalysis(parse.query)
                 var prepared = Prepared(analysis: analysis, timeParameter: nil)
+                // A client may write `$70000` (or a number beyond Int): bounded, so the counts below stay encodable.
+                let parameters = max(parse.parameterTypes.count,
+                                     min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
                 if !rewrite {
                     result.bytes.writeImmutableBuffer(frame.bytes)
                 } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
-                    let count = max(parse.parameterTypes.count, StatementAnalysis.highestParameter(in: parse.query))
+                    let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
                     parse.query = Self.refusal(analysis.volatileCalls)
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
-                } else if !analysis.timeExpressions.isEmpty && parse.name.isEmpty {
+                } else if !analysis.timeExpressions.isEmpty && (parse.name.isEmpty || parameters >= Self.maximumParameters) {
+                    // (A named statement with no room for one more parameter gets a literal too: frozen, but alike everywhere.)
                     parse.query = analysis.rewritingTime(in: parse.query, timestamp: timestamp())
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
                 } else if !analysis.timeExpressions.isEmpty {
                     // A named statement runs many times: its time becomes a parameter filled in at each Bind.
-                    let n = max(parse.parameterTypes.count, StatementAnalysis.highestParameter(in: parse.query)) + 1
+                    let n = parameters + 1
                     parse.parameterTypes += Array(repeating: 0, count: n - 1 - parse.parameterTypes.count) + [Self.timestamptzOID]
                     parse.query = analysis.rewritingTime(in: parse.query, parameter: n)
                     prepared.timeParameter = n
@@ -118,6 +131,7 @@ struct StatementTracker {
                 executes += 1
                 if case let .execute(portal, _)? = try? FrontendMessage(frame: frame),
                    let name = portals[portal], let prepared = statements[name] {
+                    result.note(prepared.analysis)
                     if prepared.analysis.isCommit { commitExecutes += 1 }
                     if !prepared.analysis.isReadOnly { result.writes = true }
                     result.mixesTransactionControl = result.mixesTransactionControl || prepared.analysis.mixesTransactionControl
@@ -141,5 +155,13 @@ struct StatementTracker {
         result.isCommit = executes == 1 && commitExecutes == 1
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
         return result
+    }
+}
+
+extension StatementTracker.Result {
+    mutating func note(_ analysis: StatementAnalysis) {
+        if analysis.callsNextval { callsNextval = true }
+        insertTargets += analysis.insertTargets
+        if analysis.isDDL { hasDDL = true }
     }
 }

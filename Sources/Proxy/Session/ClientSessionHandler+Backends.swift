@@ -160,6 +160,7 @@ extension ClientSessionHandler {
         flushClient()
         logger.debug("session ready", metadata: ["backends": "\(backends.filter(\.isLive).map(\.backend.id))"])
         ensureCommitLog()
+        loadSequenceCatalogIfNeeded()
         let early = earlyFrames
         earlyFrames = []
         for f in early { handleRelayFrame(f) }

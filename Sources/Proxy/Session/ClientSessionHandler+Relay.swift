@@ -31,7 +31,7 @@ extension ClientSessionHandler {
     /// A client message in the relaying phase: collected into groups that end at Sync, Query,
     /// FunctionCall (a reply cycle with a ReadyForQuery) or at Flush and COPY data (sent on at once).
     func handleRelayFrame(_ frame: PostgresFrame) {
-        if commit != nil {
+        if commit != nil || waitingGroup != nil {
             heldFrames.append(frame)
             return
         }
@@ -76,6 +76,14 @@ extension ClientSessionHandler {
         }
         if replicated, result.mixesTransactionControl, wroteInTransaction {
             logger.warning("COMMIT sent together with other statements in one message: committed without the vote")
+        }
+        if replicated, result.hasDDL {
+            shared.sequenceOrdering.invalidate(database)
+            ddlSeqs.insert(nextSeq)
+        }
+        if replicated, cycle, needsSequenceOrder(result) {
+            waitForOrder(result.bytes, cycle: cycle)
+            return
         }
         dispatch(result.bytes, kind: cycle ? .client : nil, waitsForLead: cycle && replicated)
     }
@@ -170,6 +178,8 @@ extension ClientSessionHandler {
             recordCommitMessage(lead, frame)
         case .internalQuery:
             recordInternalMessage(lead, frame)
+        case .catalog:
+            recordCatalogRow(frame)
         }
         if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(lead, exp, frame) }
     }
@@ -183,6 +193,8 @@ extension ClientSessionHandler {
             recordCommitMessage(index, frame)
         case .internalQuery:
             recordInternalMessage(index, frame)
+        case .catalog:
+            break
         }
         if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(index, exp, frame) }
     }
@@ -205,7 +217,9 @@ extension ClientSessionHandler {
                     }
                 }
                 markLeadDone(exp.seq)
+                if ddlSeqs.remove(exp.seq) != nil { shared.sequenceOrdering.invalidate(database) }
             }
+            if exp.seq == orderSeq { orderFinished(on: index) }
             if liveCount > 1 {
                 backends[index].completed.append((exp.seq, backends[index].digest))
             }
@@ -217,6 +231,8 @@ extension ClientSessionHandler {
             commitFinishFinished(index)
         case .internalQuery:
             internalQueryFinished(index)
+        case .catalog:
+            catalogLoaded()
         }
     }
 
@@ -284,6 +300,7 @@ extension ClientSessionHandler {
         if virtualProcessID != 0 { updateCancelTargets() }
         if index == lead { promoteLead() }
         commitParticipantLost(index)
+        orderFinished(on: index)
     }
 
     /// The lead is gone: the next live backend becomes the lead and gets every cycle not yet
@@ -305,6 +322,7 @@ extension ClientSessionHandler {
         }
         let old = backends[lead].backend.description
         lead = next
+        catalogLoading = false
         acknowledgementsToSkip = acknowledgementsDelivered
         logger.warning("lead backend of the session changed from \(old) to \(backends[lead].backend.description)")
         for i in unreleased.indices {

@@ -66,6 +66,22 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var heldFrames: [PostgresFrame] = []
     var votedCommitAvailable = true
 
+    // Sequence ordering (see ClientSessionHandler+Order.swift).
+    /// The turn held for the statement in `orderSeq`, and the one asked for by `waitingGroup`.
+    var orderTicket: Int?
+    var waitingTicket: Int?
+    /// The cycle running under the order, and the backends that have still to finish it.
+    var orderSeq: Int?
+    var orderPending: Set<Int> = []
+    /// A group waiting for the order, with whether it is a reply cycle.
+    var waitingGroup: (bytes: ByteBuffer, cycle: Bool)?
+    var orderTimer: Scheduled<Void>?
+    var catalogLoading = false
+    var catalogGeneration = 0
+    var catalogRows: Set<String> = []
+    /// Cycles with DDL: when the lead finishes one, the sequence catalog may be stale.
+    var ddlSeqs: Set<Int> = []
+
     init(shared: ProxyContext) {
         self.shared = shared
         self.logger = shared.logger
@@ -296,6 +312,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     func shutDown() {
         if phase != .closed { phase = .closed }
+        abandonOrderWait()
+        releaseOrder()
         startupTimer?.cancel()
         startupTimer = nil
         for i in backends.indices where backends[i].phase != .closed {

@@ -1,0 +1,98 @@
+import NIOCore
+import Synchronization
+
+/// Keeps sequence values identical on every backend. Statements that draw sequence values
+/// (explicit nextval/setval, inserts into tables with SERIAL/IDENTITY columns) run one at a time
+/// node-wide, each on every backend before the next starts, so every backend hands out the values
+/// in the same order. Unlike a table lock held to the end of the transaction (pgpool-II's
+/// insert_lock), the order is held only for one statement.
+public final class SequenceOrdering: Sendable {
+    struct CatalogEntry {
+        var generation = 0
+        var loadedGeneration = -1
+        var tables: Set<String> = []
+    }
+
+    struct Waiter {
+        var ticket: Int
+        var grant: @Sendable () -> Void
+    }
+
+    struct LockState {
+        var holder: Int?
+        var waiters: [Waiter] = []
+        var nextTicket = 1
+    }
+
+    private let catalog = Mutex<[String: CatalogEntry]>([:])
+    private let lock = Mutex(LockState())
+
+    public init() {}
+
+    // MARK: which tables draw sequence values
+
+    /// The catalog query: relations with an IDENTITY column or a nextval() default.
+    static let catalogSQL = """
+    SELECT DISTINCT lower(c.relname) FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+    WHERE c.relkind IN ('r', 'p') AND (a.attidentity <> '' OR pg_catalog.pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%')
+    """
+
+    /// The known sequence-drawing tables of `database`, or nil while unknown (callers then assume all).
+    func tables(in database: String) -> (tables: Set<String>?, generation: Int) {
+        catalog.withLock { c in
+            let e = c[database] ?? CatalogEntry()
+            return (e.loadedGeneration == e.generation ? e.tables : nil, e.generation)
+        }
+    }
+
+    /// DDL ran (or finished) in `database`: what was loaded may be stale.
+    func invalidate(_ database: String) {
+        catalog.withLock { $0[database, default: CatalogEntry()].generation += 1 }
+    }
+
+    /// Stores a load that started at `generation`; dropped when DDL came in between.
+    func store(_ tables: Set<String>, database: String, generation: Int) {
+        catalog.withLock { c in
+            guard var e = c[database], e.generation == generation else { return }
+            e.tables = tables
+            e.loadedGeneration = generation
+            c[database] = e
+        }
+    }
+
+    // MARK: the order
+
+    /// Asks for the order; `grant` runs (on any thread: hop to your event loop) once it is yours.
+    func acquire(_ grant: @escaping @Sendable () -> Void) -> Int {
+        let (ticket, now) = lock.withLock { s -> (Int, Bool) in
+            let t = s.nextTicket
+            s.nextTicket += 1
+            if s.holder == nil {
+                s.holder = t
+                return (t, true)
+            }
+            s.waiters.append(Waiter(ticket: t, grant: grant))
+            return (t, false)
+        }
+        if now { grant() }
+        return ticket
+    }
+
+    /// Gives the order back (or gives up waiting for it).
+    func release(_ ticket: Int) {
+        let next = lock.withLock { s -> Waiter? in
+            if s.holder == ticket {
+                s.holder = nil
+                guard !s.waiters.isEmpty else { return nil }
+                let w = s.waiters.removeFirst()
+                s.holder = w.ticket
+                return w
+            }
+            s.waiters.removeAll { $0.ticket == ticket }
+            return nil
+        }
+        next?.grant()
+    }
+}

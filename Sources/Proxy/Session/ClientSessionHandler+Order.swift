@@ -1,0 +1,120 @@
+import Logging
+import NIOCore
+import Wire
+
+extension ClientSessionHandler {
+    static let orderTimeout: TimeAmount = .seconds(10)
+
+    /// Whether a group draws sequence values: explicit nextval/setval, or an insert into a table
+    /// with a SERIAL/IDENTITY column (every insert while the catalog is not loaded yet).
+    func needsSequenceOrder(_ result: StatementTracker.Result) -> Bool {
+        if result.callsNextval { return true }
+        guard !result.insertTargets.isEmpty else { return false }
+        guard let tables = shared.sequenceOrdering.tables(in: database).tables else {
+            loadSequenceCatalogIfNeeded()
+            return true
+        }
+        return result.insertTargets.contains { tables.contains($0) }
+    }
+
+    /// Holds `bytes` until this session's turn to draw sequence values.
+    func waitForOrder(_ bytes: ByteBuffer, cycle: Bool) {
+        guard let context else { return }
+        waitingGroup = (bytes, cycle)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        orderTimer = loop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
+        waitingTicket = shared.sequenceOrdering.acquire {
+            loop.execute { bound.value.orderGranted() }
+        }
+    }
+
+    func orderGranted() {
+        orderTimer?.cancel()
+        orderTimer = nil
+        let granted = waitingTicket
+        waitingTicket = nil
+        guard phase == .relaying, let (bytes, cycle) = waitingGroup else {
+            if let granted { shared.sequenceOrdering.release(granted) }
+            return
+        }
+        waitingGroup = nil
+        // The previous statement's turn may still be held if it has not finished everywhere: it ends now
+        // only if every backend is done, otherwise the queue order keeps it (tickets are FIFO).
+        orderTicket = granted
+        orderSeq = nextSeq
+        orderPending = Set(backends.indices.filter { backends[$0].isLive })
+        dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1)
+        for i in backends.indices { backends[i].flushIfNeeded() }
+        let held = heldFrames
+        heldFrames = []
+        for f in held { handleRelayFrame(f) }
+        for i in backends.indices { backends[i].flushIfNeeded() }
+    }
+
+    /// A backend finished (or left) the cycle running under the order.
+    func orderFinished(on index: Int) {
+        guard orderSeq != nil else { return }
+        orderPending.remove(index)
+        if orderPending.allSatisfy({ !backends[$0].isLive }) { releaseOrder() }
+    }
+
+    /// Gives back the turn held for the statement that finished (or is abandoned).
+    func releaseOrder() {
+        if let t = orderTicket {
+            orderTicket = nil
+            shared.sequenceOrdering.release(t)
+        }
+        orderSeq = nil
+        orderPending = []
+    }
+
+    /// Gives up a turn still waited for (session ending).
+    func abandonOrderWait() {
+        orderTimer?.cancel()
+        orderTimer = nil
+        if let t = waitingTicket {
+            waitingTicket = nil
+            shared.sequenceOrdering.release(t)
+        }
+        waitingGroup = nil
+    }
+
+    private func orderTimedOut() {
+        guard waitingGroup != nil else { return }
+        abandonOrderWait()
+        // Another session holds the order while its statement waits, perhaps on a lock this
+        // session's transaction holds: ending this session rolls its transaction back everywhere.
+        fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
+                          message: "pgchorus waited \(Self.orderTimeout.nanoseconds / 1_000_000_000) s for its turn to draw sequence values (a lock cycle with another session is likely); the transaction was rolled back, retry it"))
+    }
+
+    // MARK: the catalog of sequence-drawing tables
+
+    func loadSequenceCatalogIfNeeded() {
+        guard liveCount > 1, !catalogLoading, phase == .relaying || phase == .connectingBackends else { return }
+        let state = shared.sequenceOrdering.tables(in: database)
+        guard state.tables == nil else { return }
+        catalogLoading = true
+        catalogGeneration = state.generation
+        catalogRows = []
+        var b = ByteBuffer()
+        FrontendMessage.query(SequenceOrdering.catalogSQL).encode(into: &b)
+        backends[lead].expected.append(Expectation(seq: nextSeq, kind: .catalog))
+        nextSeq += 1
+        backends[lead].write(b)
+    }
+
+    func recordCatalogRow(_ frame: PostgresFrame) {
+        if frame.type == BackendMessage.Kind.dataRow.rawValue, case let .dataRow(columns)? = try? BackendMessage(frame: frame),
+           let first = columns.first, let value = first {
+            catalogRows.insert(String(buffer: value))
+        }
+    }
+
+    func catalogLoaded() {
+        catalogLoading = false
+        shared.sequenceOrdering.store(catalogRows, database: database, generation: catalogGeneration)
+        catalogRows = []
+    }
+}

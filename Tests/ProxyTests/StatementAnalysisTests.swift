@@ -1,0 +1,181 @@
+@testable import Proxy
+import Testing
+
+@Suite struct StatementAnalysisTests {
+    static let t = "2026-11-27 02:53:26.123456+00"
+
+    // MARK: COMMIT
+
+    @Test(arguments: [
+        "COMMIT", "commit", "commit;", "  Commit ;  ", "END", "end;", "END WORK", "COMMIT WORK", "COMMIT TRANSACTION",
+        "END TRANSACTION", "COMMIT AND NO CHAIN", "commit work and no chain", "COMMIT TRANSACTION AND NO CHAIN",
+        "/* c */ COMMIT -- done", "commit;;",
+    ])
+    func isCommit(sql: String) {
+        let a = StatementAnalysis(sql)
+        #expect(a.isCommit)
+        #expect(!a.mixesTransactionControl)
+        #expect(a.isReadOnly)
+        #expect(!a.isDDL)
+    }
+
+    @Test(arguments: [
+        "COMMIT PREPARED 'x'", "commit prepared 'pgchorus:1:2'", "COMMIT AND CHAIN", "END AND CHAIN", "select 1; commit",
+        "commit; select 1", "ROLLBACK", "BEGIN", "COMMIT WORK WORK", "select 'commit'", "-- commit", "endx",
+    ])
+    func isNotCommit(sql: String) {
+        #expect(!StatementAnalysis(sql).isCommit)
+    }
+
+    @Test func mixesTransactionControl() {
+        let a = StatementAnalysis("update t set a=1; commit")
+        #expect(a.mixesTransactionControl)
+        #expect(!a.isCommit)
+        #expect(!a.isReadOnly)
+        #expect(StatementAnalysis("begin; insert into t values (1); commit;").mixesTransactionControl)
+        #expect(StatementAnalysis("select 1; commit").mixesTransactionControl)
+        #expect(!StatementAnalysis("update t set a=1").mixesTransactionControl)
+        #expect(!StatementAnalysis("select 1; select 2").mixesTransactionControl)
+        #expect(!StatementAnalysis("select 'x; commit'").mixesTransactionControl)
+    }
+
+    // MARK: Read-only
+
+    @Test(arguments: [
+        "SELECT 1", "select * from t where a = 1", "SHOW search_path", "VALUES (1), (2)", "EXPLAIN SELECT * FROM t",
+        "select count(*) from t", "select coalesce(max(a), 0) from t", "TABLE t", "select now()",
+        "select 'insert into t values (1)'", "select a from t -- for update",
+    ])
+    func isReadOnly(sql: String) {
+        #expect(StatementAnalysis(sql).isReadOnly)
+    }
+
+    @Test(arguments: [
+        "INSERT INTO t VALUES (1)", "update t set a = 2", "DELETE FROM t", "CREATE TABLE t (a int)",
+        "select * from t for update", "select * from t where a = 1 FOR SHARE", "select * from t for no key update",
+        "select nextval('s')", "select setval('s', 5)", "select myfunc()", "select s.myfunc()",
+        "explain analyze select * from t", "EXPLAIN ANALYZE delete from t",
+        "with x as (insert into t values (1) returning *) select * from x",
+        "with x as (delete from t returning *) select count(*) from x", "select 1; delete from t",
+        "truncate t", "copy t from stdin",
+    ])
+    func isNotReadOnly(sql: String) {
+        #expect(!StatementAnalysis(sql).isReadOnly)
+    }
+
+    // MARK: DDL
+
+    @Test(arguments: ["CREATE TABLE t (a int)", "alter table t add column b int", "DROP TABLE t", "drop index i; select 1", "create index on t (a)"])
+    func isDDL(sql: String) {
+        let a = StatementAnalysis(sql)
+        #expect(a.isDDL)
+        #expect(!a.isReadOnly)
+    }
+
+    @Test(arguments: ["select 1", "insert into t values (1)", "select 'create table x'", "-- drop table t\nselect 1"])
+    func isNotDDL(sql: String) {
+        #expect(!StatementAnalysis(sql).isDDL)
+    }
+
+    // MARK: Volatile calls
+
+    @Test func volatileCallsAreFound() {
+        #expect(StatementAnalysis("select random()").volatileCalls == ["random()"])
+        #expect(StatementAnalysis("select clock_timestamp()").volatileCalls == ["clock_timestamp()"])
+        #expect(StatementAnalysis("insert into t values (gen_random_uuid())").volatileCalls == ["gen_random_uuid()"])
+        #expect(StatementAnalysis("select txid_current()").volatileCalls == ["txid_current()"])
+        #expect(StatementAnalysis("SELECT RANDOM ( ), Clock_Timestamp()").volatileCalls == ["random()", "clock_timestamp()"])
+        #expect(StatementAnalysis("update t set a = 1; select random()").volatileCalls == ["random()"])
+    }
+
+    /// `pg_catalog.f()` is the built-in `f()`: the schema must not hide it.
+    @Test func catalogQualifiedCallsAreTheBuiltins() {
+        #expect(StatementAnalysis("select pg_catalog.random()").volatileCalls == ["random()"])
+        #expect(StatementAnalysis("insert into t values (PG_CATALOG . gen_random_uuid())").volatileCalls == ["gen_random_uuid()"])
+        let t = Self.t
+        let sql = "insert into t values (pg_catalog.now(), pg_catalog.transaction_timestamp())"
+        #expect(StatementAnalysis(sql).rewritingTime(in: sql, timestamp: t) == "insert into t values ('\(t)'::timestamptz, '\(t)'::timestamptz)")
+        #expect(StatementAnalysis("select pg_catalog.count(*) from t").isReadOnly)
+        // Another schema's function of the same name is the user's own: not the built-in, and it may write.
+        let other = StatementAnalysis("select app.random(), app.now()")
+        #expect(other.volatileCalls.isEmpty)
+        #expect(other.timeExpressions.isEmpty)
+        #expect(!other.isReadOnly)
+    }
+
+    @Test(arguments: [
+        "select 'random()'", "select E'\\'random()'", "select 'it''s clock_timestamp()'", "select \"random\" from t",
+        "select \"gen_random_uuid()\" from t", "select 1 -- random()", "select /* txid_current() /* nested */ random() */ 1",
+        "select $$ random() $$", "select $f$ gen_random_uuid() $$ clock_timestamp() $f$", "select random from t",
+        "select t.random from t",
+    ])
+    func volatileCallsAreNotFoundInLiteralsCommentsOrQuotes(sql: String) {
+        #expect(StatementAnalysis(sql).volatileCalls.isEmpty)
+    }
+
+    // MARK: Time rewriting
+
+    @Test func timeFunctionsBecomeLiterals() {
+        let sql = "select now(), current_timestamp, current_date, localtimestamp, transaction_timestamp()"
+        let a = StatementAnalysis(sql)
+        #expect(a.volatileCalls.isEmpty)
+        #expect(a.timeExpressions.map(\.type) == ["timestamptz", "timestamptz", "date", "timestamp", "timestamptz"])
+        let t = Self.t
+        #expect(a.rewritingTime(in: sql, timestamp: t)
+            == "select '\(t)'::timestamptz, '\(t)'::timestamptz, ('\(t)'::timestamptz)::date, ('\(t)'::timestamptz)::timestamp, '\(t)'::timestamptz")
+    }
+
+    @Test func moreTimeForms() {
+        let t = Self.t
+        let sql = "SELECT NOW ( ), CURRENT_TIME, LOCALTIME, statement_timestamp()"
+        #expect(StatementAnalysis(sql).rewritingTime(in: sql, timestamp: t)
+            == "SELECT '\(t)'::timestamptz, ('\(t)'::timestamptz)::timetz, ('\(t)'::timestamptz)::time, '\(t)'::timestamptz")
+        let insert = "insert into t (a, b) values (1, now())"
+        #expect(StatementAnalysis(insert).rewritingTime(in: insert, timestamp: t) == "insert into t (a, b) values (1, '\(t)'::timestamptz)")
+    }
+
+    @Test func timeInLiteralsIdentifiersAndCommentsIsLeftAlone() {
+        for sql in ["select 'now()'", "select \"now\" from t", "select 1 -- now()", "select $$now()$$", "select \"now()\"", "select /* current_date */ 1", "select now from t"] {
+            let a = StatementAnalysis(sql)
+            #expect(a.timeExpressions.isEmpty, "\(sql)")
+            #expect(a.rewritingTime(in: sql, timestamp: Self.t) == sql)
+        }
+        let t = Self.t
+        let mixed = "select 'now()', \"now\", now() -- now()"
+        #expect(StatementAnalysis(mixed).rewritingTime(in: mixed, timestamp: t) == "select 'now()', \"now\", '\(t)'::timestamptz -- now()")
+    }
+
+    @Test func nonAsciiBeforeATimeExpressionKeepsByteOffsetsRight() {
+        let t = Self.t
+        let sql = "select 'héllo 😀', now()"
+        #expect(StatementAnalysis(sql).rewritingTime(in: sql, timestamp: t) == "select 'héllo 😀', '\(t)'::timestamptz")
+    }
+
+    @Test func ddlIsNotRewritten() {
+        let sql = "create table t (c timestamptz default now())"
+        let a = StatementAnalysis(sql)
+        #expect(a.isDDL)
+        #expect(a.timeExpressions.isEmpty)
+        #expect(a.rewritingTime(in: sql, timestamp: Self.t) == sql)
+        #expect(a.rewritingTime(in: sql, parameter: 1) == sql)
+        // The default would differ per backend: reported, not silently kept.
+        #expect(!a.volatileCalls.isEmpty)
+        let d = "alter table t alter column d set default current_date"
+        #expect(StatementAnalysis(d).rewritingTime(in: d, timestamp: Self.t) == d)
+    }
+
+    @Test func timeBecomesAParameter() {
+        let sql = "insert into t values ($1, now(), current_date, localtimestamp)"
+        #expect(StatementAnalysis(sql).rewritingTime(in: sql, parameter: 2)
+            == "insert into t values ($1, $2::timestamptz, ($2::timestamptz)::date, ($2::timestamptz)::timestamp)")
+        let none = "select $1"
+        #expect(StatementAnalysis(none).rewritingTime(in: none, parameter: 2) == none)
+    }
+
+    @Test func highestParameter() {
+        #expect(StatementAnalysis.highestParameter(in: "select $1, $12") == 12)
+        #expect(StatementAnalysis.highestParameter(in: "select $3, $1") == 3)
+        #expect(StatementAnalysis.highestParameter(in: "select 1") == 0)
+        #expect(StatementAnalysis.highestParameter(in: "select '$5', $$ $7 $$, \"$9\" -- $8\n, $2") == 2)
+    }
+}

@@ -1,0 +1,346 @@
+import NIOCore
+@testable import Proxy
+import Testing
+import Wire
+
+/// The statement tracker turns client message groups into what the backends receive.
+@Suite struct StatementTrackerTests {
+    static let t = "2026-11-27 02:53:26.123456+00"
+
+    func frames(_ messages: [FrontendMessage]) -> [PostgresFrame] {
+        messages.map(\.frame)
+    }
+
+    func bytes(_ messages: [FrontendMessage]) -> ByteBuffer {
+        var b = ByteBuffer()
+        for m in messages { m.encode(into: &b) }
+        return b
+    }
+
+    /// Splits the tracker's output back into messages, as a backend would read it.
+    func decode(_ buffer: ByteBuffer, sourceLocation: SourceLocation = #_sourceLocation) throws -> [FrontendMessage] {
+        var b = buffer
+        var decoder = PostgresFrameDecoder()
+        var out: [FrontendMessage] = []
+        for _ in 0..<10_000 {
+            guard let frame = try decoder.decode(buffer: &b) else { break }
+            out.append(try FrontendMessage(frame: frame))
+        }
+        #expect(b.readableBytes == 0, "trailing bytes", sourceLocation: sourceLocation)
+        return out
+    }
+
+    func process(_ tracker: inout StatementTracker, _ messages: [FrontendMessage]) -> StatementTracker.Result {
+        tracker.process(frames(messages), timestamp: { Self.t })
+    }
+
+    func text(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
+
+    // MARK: Simple query
+
+    @Test func simpleQueryTimeBecomesALiteral() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [.query("select now()")])
+        #expect(try decode(r.bytes) == [.query("select '\(Self.t)'::timestamptz")])
+        #expect(!r.writes)
+        #expect(!r.isCommit)
+    }
+
+    @Test func simpleQueryWithoutTimeIsForwardedByteExact() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [.query("select 'now()' -- now()")])
+        #expect(r.bytes == bytes([.query("select 'now()' -- now()")]))
+    }
+
+    @Test func volatileCallIsRefusedWhenConfigured() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [.query("select random()")])
+        let out = try decode(r.bytes)
+        #expect(out.count == 1)
+        guard case let .query(sql)? = out.first else { Issue.record("not a query: \(out)"); return }
+        #expect(sql.hasPrefix("DO $pgchorus$"))
+        #expect(sql.hasSuffix("$pgchorus$"))
+        #expect(sql.contains("RAISE EXCEPTION"))
+        #expect(sql.contains("'0A000'"))
+        #expect(sql.contains("random()"))
+        // The refusal itself is one plain DO statement, with nothing volatile left in it.
+        let analysis = StatementAnalysis(sql)
+        #expect(analysis.volatileCalls.isEmpty)
+        #expect(analysis.timeExpressions.isEmpty)
+    }
+
+    @Test func volatileCallPassesWhenAllowed() {
+        var tracker = StatementTracker(refuseVolatile: false)
+        let r = process(&tracker, [.query("select random()")])
+        #expect(r.bytes == bytes([.query("select random()")]))
+    }
+
+    @Test func withoutRewriteEverythingPassesUnchanged() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        tracker.rewrite = false
+        let messages: [FrontendMessage] = [
+            .query("select now(), random()"),
+            .parse(.init(name: "s", query: "insert into t values (current_timestamp)", parameterTypes: [])),
+            .parse(.init(name: "", query: "select clock_timestamp()", parameterTypes: [])),
+            .bind(.init(portal: "", statement: "s", parameterFormats: [], parameters: [], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ]
+        let r = process(&tracker, messages)
+        #expect(r.bytes == bytes(messages))
+        #expect(r.writes)
+    }
+
+    // MARK: Extended protocol: time as a parameter of named statements
+
+    @Test func namedParseGetsATimeParameter() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [
+            .parse(.init(name: "ins", query: "insert into t values ($1, CURRENT_TIMESTAMP)", parameterTypes: [23])),
+            .sync,
+        ])
+        #expect(try decode(r.bytes) == [
+            .parse(.init(name: "ins", query: "insert into t values ($1, $2::timestamptz)", parameterTypes: [23, 1184])),
+            .sync,
+        ])
+        #expect(tracker.statements["ins"]?.timeParameter == 2)
+    }
+
+    @Test func namedParseWithFewerDeclaredTypesThanParameters() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [.parse(.init(name: "s", query: "select $2, now()", parameterTypes: []))])
+        #expect(try decode(r.bytes) == [.parse(.init(name: "s", query: "select $2, $3::timestamptz", parameterTypes: [0, 0, 1184]))])
+    }
+
+    /// Parses `statement` (one client parameter plus the time) in one group, then binds it in the next.
+    func bindAfterParse(parameterFormats: [Int16], parameters: [ByteBuffer?], query: String, types: [Int32]) throws -> FrontendMessage.Bind? {
+        var tracker = StatementTracker(refuseVolatile: true)
+        _ = process(&tracker, [.parse(.init(name: "s", query: query, parameterTypes: types)), .sync])
+        let r = process(&tracker, [
+            .bind(.init(portal: "p", statement: "s", parameterFormats: parameterFormats, parameters: parameters, resultFormats: [1])),
+            .execute(portal: "p", maxRows: 0),
+            .sync,
+        ])
+        let out = try decode(r.bytes)
+        #expect(out.count == 3)
+        #expect(out.dropFirst().elementsEqual([.execute(portal: "p", maxRows: 0), .sync]))
+        #expect(r.writes)
+        guard case let .bind(bind)? = out.first else { Issue.record("not a bind: \(out)"); return nil }
+        #expect(bind.portal == "p")
+        #expect(bind.statement == "s")
+        #expect(bind.resultFormats == [1])
+        return bind
+    }
+
+    @Test func bindWithNoFormats() throws {
+        let bind = try bindAfterParse(parameterFormats: [], parameters: [text("5")], query: "insert into t values ($1, now())", types: [])
+        #expect(bind?.parameterFormats == [])
+        #expect(bind?.parameters == [text("5"), text(Self.t)])
+    }
+
+    @Test func bindWithOneTextFormat() throws {
+        let bind = try bindAfterParse(parameterFormats: [0], parameters: [text("5")], query: "insert into t values ($1, now())", types: [])
+        #expect(bind?.parameterFormats == [0])
+        #expect(bind?.parameters == [text("5"), text(Self.t)])
+    }
+
+    @Test func bindWithOneBinaryFormatForAll() throws {
+        var five = ByteBuffer()
+        five.writeInteger(Int32(5))
+        var six = ByteBuffer()
+        six.writeInteger(Int32(6))
+        let bind = try bindAfterParse(parameterFormats: [1], parameters: [five, six], query: "insert into t values ($1, $2, now())", types: [23, 23])
+        // The client's single code applied to all its parameters; the timestamp is text.
+        #expect(bind?.parameterFormats == [1, 1, 0])
+        #expect(bind?.parameters == [five, six, text(Self.t)])
+    }
+
+    @Test func bindWithOneFormatPerParameter() throws {
+        var five = ByteBuffer()
+        five.writeInteger(Int32(5))
+        let bind = try bindAfterParse(parameterFormats: [1, 0, 0], parameters: [five, text("x"), nil], query: "insert into t values ($1, $2, $3, localtimestamp)", types: [23, 25, 25])
+        #expect(bind?.parameterFormats == [1, 0, 0, 0])
+        #expect(bind?.parameters == [five, text("x"), nil, text(Self.t)])
+    }
+
+    @Test func bindWithNoClientParameters() throws {
+        let bind = try bindAfterParse(parameterFormats: [], parameters: [], query: "insert into t values (now())", types: [])
+        #expect(bind?.parameters == [text(Self.t)])
+    }
+
+    @Test func bindToAStatementWithoutTimeIsUnchanged() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        _ = process(&tracker, [.parse(.init(name: "s", query: "insert into t values ($1)", parameterTypes: [])), .sync])
+        let bind: [FrontendMessage] = [.bind(.init(portal: "", statement: "s", parameterFormats: [1], parameters: [text("x")], resultFormats: []))]
+        #expect(process(&tracker, bind).bytes == bytes(bind))
+    }
+
+    @Test func unnamedParseGetsALiteral() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [
+            .parse(.init(name: "", query: "insert into t values ($1, CURRENT_TIMESTAMP)", parameterTypes: [23])),
+            .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [text("1")], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(try decode(r.bytes) == [
+            .parse(.init(name: "", query: "insert into t values ($1, '\(Self.t)'::timestamptz)", parameterTypes: [23])),
+            .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [text("1")], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(tracker.statements[""]?.timeParameter == nil)
+        #expect(r.writes)
+    }
+
+    @Test func namedParseWithVolatileCallIsRefused() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [.parse(.init(name: "s", query: "insert into t values ($1, $2, gen_random_uuid())", parameterTypes: [23]))])
+        let out = try decode(r.bytes)
+        guard case let .parse(parse)? = out.first, out.count == 1 else { Issue.record("not one parse: \(out)"); return }
+        #expect(parse.name == "s")
+        #expect(parse.query.hasPrefix("DO $pgchorus$"))
+        #expect(parse.query.contains("gen_random_uuid()"))
+        // The client's Binds still carry two parameters: the refusal declares as many.
+        #expect(parse.parameterTypes == [23, 25])
+    }
+
+    /// A statement with an absurd parameter number cannot crash the proxy (counts are 16-bit on the wire).
+    @Test func hugeParameterNumbersDoNotCrash() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        // A number beyond Int is no parameter to the analysis (PostgreSQL rejects it on every backend alike).
+        let overflow = process(&tracker, [.parse(.init(name: "s", query: "select $99999999999999999999, now()", parameterTypes: []))])
+        #expect(try decode(overflow.bytes).count == 1)
+        for query in ["select $70000, now()", "select $9223372036854775807, now()", "select $65535, now()"] {
+            let r = process(&tracker, [.parse(.init(name: "s", query: query, parameterTypes: []))])
+            let out = try decode(r.bytes)
+            guard case let .parse(parse)? = out.first, out.count == 1 else { Issue.record("not one parse: \(out)"); continue }
+            // No room for a time parameter: the time becomes a literal, alike on every backend.
+            #expect(parse.parameterTypes == [])
+            #expect(parse.query.contains("'\(Self.t)'::timestamptz"))
+            #expect(tracker.statements["s"]?.timeParameter == nil)
+        }
+        let r = process(&tracker, [.parse(.init(name: "s", query: "select $70000, random()", parameterTypes: [23]))])
+        let out = try decode(r.bytes)
+        guard case let .parse(parse)? = out.first, out.count == 1 else { Issue.record("not one parse: \(out)"); return }
+        #expect(parse.query.hasPrefix("DO $pgchorus$"))
+        #expect(parse.parameterTypes.count == Int(UInt16.max))
+        #expect(parse.parameterTypes.first == 23)
+        // Just below the limit there is still room for the time parameter.
+        let below = process(&tracker, [.parse(.init(name: "b", query: "select $65534, now()", parameterTypes: []))])
+        guard case let .parse(b)? = try decode(below.bytes).first else { Issue.record("not a parse"); return }
+        #expect(b.parameterTypes.count == 65535)
+        #expect(b.parameterTypes.last == 1184)
+        #expect(b.query == "select $65534, $65535::timestamptz")
+    }
+
+    // MARK: Writes
+
+    @Test func simpleQueryWrites() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        #expect(process(&tracker, [.query("INSERT INTO t VALUES (1)")]).writes)
+        #expect(!process(&tracker, [.query("SELECT * FROM t")]).writes)
+        #expect(process(&tracker, [.query("select 1; update t set a = 1")]).writes)
+    }
+
+    @Test func extendedWrites() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let insert = process(&tracker, [
+            .parse(.init(name: "", query: "insert into t values ($1)", parameterTypes: [])),
+            .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [text("1")], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(insert.writes)
+        let select = process(&tracker, [
+            .parse(.init(name: "", query: "select * from t where a = $1", parameterTypes: [])),
+            .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [text("1")], resultFormats: [])),
+            .describe(.portal, ""),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(!select.writes)
+    }
+
+    @Test func executeOfAPortalBoundEarlierToAnInsert() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let prepare = process(&tracker, [
+            .parse(.init(name: "ins", query: "INSERT INTO t VALUES ($1)", parameterTypes: [])),
+            .parse(.init(name: "sel", query: "SELECT a FROM t", parameterTypes: [])),
+            .bind(.init(portal: "pi", statement: "ins", parameterFormats: [], parameters: [text("1")], resultFormats: [])),
+            .bind(.init(portal: "ps", statement: "sel", parameterFormats: [], parameters: [], resultFormats: [])),
+            .flush,
+        ])
+        #expect(!prepare.writes) // nothing executed yet
+        #expect(process(&tracker, [.execute(portal: "pi", maxRows: 0), .sync]).writes)
+        #expect(!process(&tracker, [.execute(portal: "ps", maxRows: 0), .sync]).writes)
+        // A portal closed (or never seen) is assumed to write.
+        _ = process(&tracker, [.close(.portal, "ps"), .sync])
+        #expect(process(&tracker, [.execute(portal: "ps", maxRows: 0), .sync]).writes)
+        #expect(process(&tracker, [.execute(portal: "unknown", maxRows: 0), .sync]).writes)
+    }
+
+    // MARK: COMMIT
+
+    @Test func extendedEndIsCommit() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let r = process(&tracker, [
+            .parse(.init(name: "", query: "END", parameterTypes: [])),
+            .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(r.isCommit)
+        #expect(!r.writes)
+        #expect(!r.mixesTransactionControl)
+    }
+
+    @Test func preparedEndIsCommit() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let parse = process(&tracker, [.parse(.init(name: "P_6", query: "END;", parameterTypes: [])), .sync])
+        #expect(!parse.isCommit)
+        let r = process(&tracker, [
+            .bind(.init(portal: "", statement: "P_6", parameterFormats: [], parameters: [], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(r.isCommit)
+        #expect(!r.mixesTransactionControl)
+    }
+
+    @Test func simpleCommitIsCommit() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        #expect(process(&tracker, [.query("commit")]).isCommit)
+        #expect(!process(&tracker, [.query("commit prepared 'x'")]).isCommit)
+        let mixed = process(&tracker, [.query("insert into t values (1); commit")])
+        #expect(!mixed.isCommit)
+        #expect(mixed.mixesTransactionControl)
+    }
+
+    @Test func twoExecutesAreNotACommit() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        _ = process(&tracker, [
+            .parse(.init(name: "P_6", query: "END;", parameterTypes: [])),
+            .parse(.init(name: "ins", query: "insert into t values (1)", parameterTypes: [])),
+            .sync,
+        ])
+        let r = process(&tracker, [
+            .bind(.init(portal: "", statement: "ins", parameterFormats: [], parameters: [], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .bind(.init(portal: "", statement: "P_6", parameterFormats: [], parameters: [], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(!r.isCommit)
+        #expect(r.mixesTransactionControl)
+        #expect(r.writes)
+
+        let twice = process(&tracker, [
+            .bind(.init(portal: "", statement: "P_6", parameterFormats: [], parameters: [], resultFormats: [])),
+            .execute(portal: "", maxRows: 0),
+            .execute(portal: "", maxRows: 0),
+            .sync,
+        ])
+        #expect(!twice.isCommit)
+    }
+}
