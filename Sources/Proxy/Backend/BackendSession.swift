@@ -14,6 +14,8 @@ enum CycleKind: Equatable {
     case internalQuery
     /// Loading the tables that draw sequence values (lead only).
     case catalog
+    /// A read sent to this backend alone (`read_routing`): its replies go to the client, uncompared.
+    case routedRead
 }
 
 /// One cycle a backend owes replies for.

@@ -14,6 +14,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var isDDL = false
     /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
     public var volatileCalls: [String] = []
+    /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
+    /// no session state, so it may run on one backend only (`read_routing`).
+    public var isPlainRead = true
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
@@ -50,7 +53,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         "pg_relation_size", "pg_total_relation_size", "pg_database_size", "obj_description", "col_description",
         "format_type", "pg_get_userbyid", "pg_get_expr", "pg_get_indexdef", "pg_get_constraintdef", "array_to_string",
         "string_to_array", "pg_encoding_to_char", "pg_get_viewdef", "pg_get_triggerdef", "pg_get_functiondef",
-        "pg_table_is_visible", "pg_function_is_visible", "pg_type_is_visible", "set_config", "numeric", "int4", "int8",
+        "pg_table_is_visible", "pg_function_is_visible", "pg_type_is_visible", "numeric", "int4", "int8",
         "text", "float8", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each", "row", "values",
         "array", "lo_get", "loread", "lo_open", "lo_close", "lo_lseek", "lo_lseek64", "lo_tell", "lo_tell64",
     ]
@@ -60,6 +63,7 @@ public struct StatementAnalysis: Sendable, Equatable {
     static let ddlStarts: Set<String> = ["create", "alter", "drop", "comment", "grant", "revoke", "security", "reindex", "cluster", "vacuum", "analyze", "truncate"]
 
     public init(_ sql: String) {
+        defer { if !isReadOnly || !volatileCalls.isEmpty { isPlainRead = false } }
         let tokens = SQLLexer.significant(sql)
         var statements: [[SQLToken]] = [[]]
         for t in tokens {
@@ -75,7 +79,13 @@ public struct StatementAnalysis: Sendable, Equatable {
         if statements.count > 1, words.contains(where: { Self.transactionControl.contains($0) }) {
             mixesTransactionControl = true
         }
+        if statements.isEmpty { isPlainRead = false }
         for (s, first) in zip(statements, words) {
+            if !["select", "show", "values", "table", "explain", "with"].contains(first) { isPlainRead = false }
+            if first == "select" || first == "with", s.contains(where: { $0.kind == .word && $0.text == "into" }) {
+                // SELECT … INTO creates a table.
+                isReadOnly = false
+            }
             let ddl = Self.ddlStarts.contains(first)
             if ddl { isDDL = true }
             analyse(s, first: first, ddl: ddl)

@@ -20,6 +20,9 @@ struct StatementTracker {
         var isCommit = false
         /// The group has COMMIT/ROLLBACK next to other statements.
         var mixesTransactionControl = false
+        /// Every statement is a plain read and the group creates nothing that must exist on every
+        /// backend (no named statement or portal): it may run on one backend (`read_routing`).
+        var isPlainRead = true
         /// The group calls nextval/setval explicitly.
         var callsNextval = false
         /// Relations the group inserts into.
@@ -109,12 +112,14 @@ struct StatementTracker {
                     result.bytes.writeImmutableBuffer(frame.bytes)
                 }
                 statements[parse.name] = prepared
+                if !parse.name.isEmpty { result.isPlainRead = false }
             case FrontendMessage.Kind.bind.rawValue:
                 guard case var .bind(bind)? = try? FrontendMessage(frame: frame) else {
                     result.bytes.writeImmutableBuffer(frame.bytes)
                     continue
                 }
                 portals[bind.portal] = bind.statement
+                if !bind.portal.isEmpty { result.isPlainRead = false }
                 if let n = statements[bind.statement]?.timeParameter, bind.parameters.count == n - 1 {
                     switch bind.parameterFormats.count {
                     case 0: break
@@ -137,9 +142,11 @@ struct StatementTracker {
                     result.mixesTransactionControl = result.mixesTransactionControl || prepared.analysis.mixesTransactionControl
                 } else {
                     result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
+                    result.isPlainRead = false
                 }
                 result.bytes.writeImmutableBuffer(frame.bytes)
             case FrontendMessage.Kind.close.rawValue:
+                result.isPlainRead = false
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
                     if target == .statement { statements[name] = nil } else { portals[name] = nil }
                 }
@@ -147,12 +154,14 @@ struct StatementTracker {
             case FrontendMessage.Kind.functionCall.rawValue:
                 executes += 1
                 result.writes = true
+                result.isPlainRead = false
                 result.bytes.writeImmutableBuffer(frame.bytes)
             default:
                 result.bytes.writeImmutableBuffer(frame.bytes)
             }
         }
         result.isCommit = executes == 1 && commitExecutes == 1
+        if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
         return result
     }
@@ -160,6 +169,7 @@ struct StatementTracker {
 
 extension StatementTracker.Result {
     mutating func note(_ analysis: StatementAnalysis) {
+        if !analysis.isPlainRead { isPlainRead = false }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets
         if analysis.isDDL { hasDDL = true }

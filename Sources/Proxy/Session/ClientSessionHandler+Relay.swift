@@ -77,6 +77,13 @@ extension ClientSessionHandler {
         if replicated, result.mixesTransactionControl, wroteInTransaction {
             logger.warning("COMMIT sent together with other statements in one message: committed without the vote")
         }
+        let routing = shared.configuration.replication.readRouting
+        if replicated, cycle, routing != "all", result.isPlainRead, !result.writes, lastStatus == .idle, unreleased.isEmpty, routedRead == nil {
+            let live = backends.indices.filter { backends[$0].isLive }
+            balanceCursor &+= 1
+            route(result.bytes, to: routing == "lead" ? lead : live[balanceCursor % live.count])
+            return
+        }
         if replicated, result.hasDDL {
             shared.sequenceOrdering.invalidate(database)
             ddlSeqs.insert(nextSeq)
@@ -99,6 +106,26 @@ extension ClientSessionHandler {
         backends[lead].write(bytes)
         unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead))
         releaseGroups()
+    }
+
+    /// Sends a read to one backend; its reply goes to the client as it comes.
+    func route(_ bytes: ByteBuffer, to index: Int, seq existing: Int? = nil) {
+        let seq = existing ?? nextSeq
+        if existing == nil { nextSeq += 1 }
+        routedRead = (seq, bytes, index)
+        backends[index].expected.append(Expectation(seq: seq, kind: .routedRead))
+        backends[index].write(bytes)
+    }
+
+    private func routedFrame(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
+        guard exp.seq > deliveredThrough else { return }
+        // Notifications come from the lead only.
+        if index != lead && frame.type == BackendMessage.Kind.notificationResponse.rawValue { return }
+        forwardToClient(frame)
+        if !Self.acknowledgements.contains(frame.type) && frame.type != BackendMessage.Kind.noticeResponse.rawValue
+            && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
+            deliveringBytes = true
+        }
     }
 
     func releaseGroups() {
@@ -125,7 +152,7 @@ extension ClientSessionHandler {
         case .loggingIn:
             backendLoginFrame(index, frame)
         case .ready:
-            guard phase == .relaying, !backends[index].dying else { return }
+            guard phase == .relaying || phase == .draining, !backends[index].dying else { return }
             if frame.type == BackendMessage.Kind.errorResponse.rawValue, liveCount > 1,
                case let .errorResponse(fields)? = try? BackendMessage(frame: frame),
                fields.severity == "FATAL" || fields.severity == "PANIC" {
@@ -180,6 +207,8 @@ extension ClientSessionHandler {
             recordInternalMessage(lead, frame)
         case .catalog:
             recordCatalogRow(frame)
+        case .routedRead:
+            routedFrame(lead, exp, frame)
         }
         if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(lead, exp, frame) }
     }
@@ -195,6 +224,8 @@ extension ClientSessionHandler {
             recordInternalMessage(index, frame)
         case .catalog:
             break
+        case .routedRead:
+            routedFrame(index, exp, frame)
         }
         if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(index, exp, frame) }
     }
@@ -233,7 +264,17 @@ extension ClientSessionHandler {
             internalQueryFinished(index)
         case .catalog:
             catalogLoaded()
+        case .routedRead:
+            if exp.seq > deliveredThrough {
+                deliveredThrough = exp.seq
+                deliveringBytes = false
+                acknowledgementsDelivered = 0
+                acknowledgementsToSkip = 0
+                lastStatus = status
+            }
+            routedRead = nil
         }
+        finishDrainIfDone()
     }
 
     /// Forwards one of the lead's messages, with the client's own process id in notifications it caused.
@@ -299,8 +340,19 @@ extension ClientSessionHandler {
         backends[index].channel?.close(promise: nil)
         if virtualProcessID != 0 { updateCancelTargets() }
         if index == lead { promoteLead() }
+        if let r = routedRead, r.target == index, phase == .relaying {
+            // The backend serving a read failed: another one answers it, unless part of the reply was out.
+            if deliveringBytes {
+                fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
+                                  message: "pgchorus lost the backend answering this query in the middle of its reply; reconnect and retry"))
+            } else {
+                route(r.bytes, to: lead, seq: r.seq)
+                backends[lead].flushIfNeeded()
+            }
+        }
         commitParticipantLost(index)
         orderFinished(on: index)
+        finishDrainIfDone()
     }
 
     /// The lead is gone: the next live backend becomes the lead and gets every cycle not yet
@@ -354,6 +406,11 @@ extension ClientSessionHandler {
             return
         }
         let others = backends.indices.filter { $0 != index && backends[$0].isLive }
+        if phase == .draining {
+            backends[index].phase = .closed
+            finishDrainIfDone()
+            return
+        }
         if others.isEmpty {
             backends[index].phase = .closed
             if fatalForwarded {

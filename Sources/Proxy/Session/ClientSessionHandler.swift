@@ -19,8 +19,13 @@ final class ClientSessionHandler: ChannelInboundHandler {
         case authenticating
         case connectingBackends
         case relaying
+        /// The client has gone; the other backends finish what they were sent so their outcomes
+        /// are still compared (a last autocommit statement that diverged must not go unnoticed).
+        case draining
         case closed
     }
+
+    static let drainTimeout: TimeAmount = .seconds(30)
 
     static let authenticationTimeout: TimeAmount = .seconds(60)
 
@@ -79,6 +84,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogLoading = false
     var catalogGeneration = 0
     var catalogRows: Set<String> = []
+    /// A read sent to one backend only: kept until answered, to send it elsewhere if that backend fails.
+    var routedRead: (seq: Int, bytes: ByteBuffer, target: Int)?
+    var balanceCursor = Int.random(in: 0..<1024)
     /// Cycles with DDL: when the lead finishes one, the sequence catalog may be stale.
     var ddlSeqs: Set<Int> = []
 
@@ -104,7 +112,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         startupTimer = context.eventLoop.scheduleTask(in: Self.authenticationTimeout) {
             let session = bound.value
-            guard session.phase != .relaying, session.phase != .closed else { return }
+            guard session.phase != .relaying, session.phase != .closed, session.phase != .draining else { return }
             session.fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus: canceling session start-up due to timeout"))
         }
     }
@@ -269,7 +277,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
             earlyFrames.append(frame)
         case .relaying:
             handleRelayFrame(frame)
-        case .awaitingStartup, .closed:
+        case .awaitingStartup, .draining, .closed:
             break
         }
     }
@@ -311,8 +319,32 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func shutDown() {
-        if phase != .closed { phase = .closed }
+        if phase == .draining || phase == .closed { return }
         abandonOrderWait()
+        if phase == .relaying, liveCount > 1, backends.contains(where: { $0.isLive && !$0.expected.isEmpty }) {
+            phase = .draining
+            startupTimer?.cancel()
+            if let loop = backends.first(where: { $0.channel != nil })?.channel?.eventLoop {
+                let bound = NIOLoopBound(self, eventLoop: loop)
+                startupTimer = loop.scheduleTask(in: Self.drainTimeout) {
+                    bound.value.logger.warning("backends did not finish within the drain time; closing")
+                    bound.value.finishSession()
+                }
+            }
+            return
+        }
+        finishSession()
+    }
+
+    /// Ends a draining session once every live backend has answered everything it was sent.
+    func finishDrainIfDone() {
+        guard phase == .draining, backends.allSatisfy({ !$0.isLive || $0.expected.isEmpty }) else { return }
+        finishSession()
+    }
+
+    func finishSession() {
+        guard phase != .closed else { return }
+        phase = .closed
         releaseOrder()
         startupTimer?.cancel()
         startupTimer = nil

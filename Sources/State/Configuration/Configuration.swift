@@ -84,6 +84,9 @@ public struct Configuration: Sendable, Equatable {
         public var compareRows: Bool
         /// End every transaction that wrote with PREPARE TRANSACTION and the commit vote.
         public var twoPhaseCommit: Bool
+        /// Where reads outside a transaction go: `all` (every backend, compared), `lead`, or `balance`
+        /// (one backend per statement, round robin).
+        public var readRouting: String
         /// The user the in-doubt resolver logs in to the backends as (it must be allowed to
         /// COMMIT/ROLLBACK PREPARED every user's transactions: a superuser).
         public var resolverUser: String
@@ -94,9 +97,10 @@ public struct Configuration: Sendable, Equatable {
         /// A prepared transaction of this node younger than this is left alone by the periodic run.
         public var inDoubtGrace: Double
 
-        public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true,
+        public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true, readRouting: String = "all",
                     resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60) {
             self.volatileFunctions = volatileFunctions; self.compareRows = compareRows; self.twoPhaseCommit = twoPhaseCommit
+            self.readRouting = readRouting
             self.resolverUser = resolverUser; self.resolverPassword = resolverPassword
             self.resolveInterval = resolveInterval; self.inDoubtGrace = inDoubtGrace
         }
@@ -207,6 +211,7 @@ public struct Configuration: Sendable, Equatable {
             volatileFunctions: try replicationT.oneOf("volatile_functions", ["refuse", "allow"], default: "refuse"),
             compareRows: try replicationT.bool("compare_rows", default: true),
             twoPhaseCommit: try replicationT.bool("two_phase_commit", default: true),
+            readRouting: try replicationT.oneOf("read_routing", ["all", "lead", "balance"], default: "all"),
             resolverUser: try replicationT.string("resolver_user", default: "postgres"),
             resolverPassword: try replicationT.string("resolver_password"),
             resolveInterval: try replicationT.duration("resolve_interval", default: 60, range: 1...86400),

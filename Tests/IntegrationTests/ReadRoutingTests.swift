@@ -1,0 +1,59 @@
+import LocalCluster
+import Testing
+import TestSupport
+
+/// `replication.read_routing`: reads outside transactions on one backend, writes on all.
+@Suite struct ReadRoutingTests {
+    func ports(_ proxy: RunningProxy, count: Int) throws -> [String] {
+        let args = ["-At"] + Array(repeating: ["-c", "select current_setting('port')"], count: count).flatMap { $0 }
+        let out = try Clients.psql(proxy.connectionString(), args)
+        #expect(out.exitCode == 0, "\(out.report)")
+        return out.stdoutLines
+    }
+
+    @Test func balanceSpreadsReadsAndKeepsWritesEverywhere() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers, config: "[replication]\nread_routing = \"balance\"") { proxy in
+                let seen = Set(try ports(proxy, count: 12))
+                #expect(seen == Set(servers.map { "\($0.port)" }), "reads went to \(seen)")
+                let write = try Clients.psql(proxy.connectionString(), ["-c", "create table t (v int)", "-c", "insert into t values (1)"])
+                #expect(write.exitCode == 0, "\(write.report)")
+                for s in servers { #expect(try s.psql("select count(*) from t") == "1") }
+                // Inside a transaction reads go to every backend, so they see the transaction's own writes.
+                let tx = try Clients.psql(proxy.connectionString(), ["-At", "-c", "begin", "-c", "insert into t values (2)",
+                                                                     "-c", "select count(*) from t", "-c", "commit"])
+                #expect(tx.stdoutLines.contains("2"), "\(tx.report)")
+                for s in servers { #expect(try s.psql("select count(*) from t") == "2") }
+
+                let port = proxy.port
+                #expect(try await runBlocking { try Clients.pgbench(port: port, ["-i", "-s", "1", "-q"]) }.exitCode == 0)
+                async let bench = runBlocking { try Clients.pgbench(port: port, ["-S", "-M", "prepared", "-c", "4", "-j", "2", "-T", "6", "-n"]) }
+                try await Task.sleep(for: .seconds(3))
+                try servers[2].stop(mode: .immediate)
+                let run = try await bench
+                #expect(run.exitCode == 0, "\(run.report)")
+                #expect(run.stdout.contains("number of failed transactions: 0 "), "\(run.report)")
+            }
+        }
+    }
+
+    @Test func leadRoutingSendsEveryReadToTheLead() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers, config: "[replication]\nread_routing = \"lead\"") { proxy in
+                let seen = Set(try ports(proxy, count: 6))
+                #expect(seen == ["\(servers[0].port)"])
+            }
+        }
+    }
+
+    @Test func allComparesEveryRead() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                // Each backend answers with its own port: the comparison sees two outcomes and keeps the lead's side.
+                let answer = try ports(proxy, count: 1)
+                #expect(answer == ["\(servers[0].port)"])
+                #expect(proxy.server.context.registry.status(of: "db2") == .failed)
+            }
+        }
+    }
+}
