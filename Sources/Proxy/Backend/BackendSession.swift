@@ -16,12 +16,16 @@ enum CycleKind: Equatable {
     case catalog
     /// A read sent to this backend alone (`read_routing`): its replies go to the client, uncompared.
     case routedRead
+    /// A statement pgchorus adds around the client's (BEGIN/ROLLBACK of a wrapped autocommit write).
+    case hidden
 }
 
 /// One cycle a backend owes replies for.
 struct Expectation {
     var seq: Int
     var kind: CycleKind
+    /// The lead's ReadyForQuery is kept back: an autocommit write waits for its commit vote.
+    var holdReady = false
 }
 
 /// One client session's connection to one backend.

@@ -17,6 +17,11 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
     /// no session state, so it may run on one backend only (`read_routing`).
     public var isPlainRead = true
+    /// One statement that may run inside a transaction block (INSERT, UPDATE, DELETE, MERGE, SELECT,
+    /// WITH, VALUES; not COPY, whose data must flow before the vote): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
+    public var isWrappable = false
+    /// The statement creates a temporary table (PostgreSQL cannot PREPARE a transaction that used one).
+    public var createsTemporaryObject = false
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
@@ -80,11 +85,16 @@ public struct StatementAnalysis: Sendable, Equatable {
             mixesTransactionControl = true
         }
         if statements.isEmpty { isPlainRead = false }
+        isWrappable = statements.count == 1 && ["insert", "update", "delete", "merge", "select", "with", "values"].contains(words[0])
         for (s, first) in zip(statements, words) {
             if !["select", "show", "values", "table", "explain", "with"].contains(first) { isPlainRead = false }
             if first == "select" || first == "with", s.contains(where: { $0.kind == .word && $0.text == "into" }) {
                 // SELECT … INTO creates a table.
                 isReadOnly = false
+            }
+            if (first == "create" || first == "select" || first == "with"),
+               s.contains(where: { $0.kind == .word && ($0.text == "temp" || $0.text == "temporary") }) {
+                createsTemporaryObject = true
             }
             let ddl = Self.ddlStarts.contains(first)
             if ddl { isDDL = true }

@@ -23,6 +23,10 @@ struct StatementTracker {
         /// Every statement is a plain read and the group creates nothing that must exist on every
         /// backend (no named statement or portal): it may run on one backend (`read_routing`).
         var isPlainRead = true
+        /// The group is one statement that may run in a transaction block (see `StatementAnalysis.isWrappable`).
+        var isWrappable = false
+        /// The group creates a temporary table.
+        var createsTemporaryObject = false
         /// The group calls nextval/setval explicitly.
         var callsNextval = false
         /// Relations the group inserts into.
@@ -58,6 +62,7 @@ struct StatementTracker {
         var result = Result()
         var executes = 0
         var commitExecutes = 0
+        var wrappableExecutes = 0
         for frame in frames {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
@@ -68,6 +73,7 @@ struct StatementTracker {
                 let analysis = StatementAnalysis(sql)
                 result.note(analysis)
                 executes += 1
+                if analysis.isWrappable { wrappableExecutes += 1 }
                 if analysis.isCommit { commitExecutes += 1 }
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
@@ -138,6 +144,7 @@ struct StatementTracker {
                    let name = portals[portal], let prepared = statements[name] {
                     result.note(prepared.analysis)
                     if prepared.analysis.isCommit { commitExecutes += 1 }
+                    if prepared.analysis.isWrappable { wrappableExecutes += 1 }
                     if !prepared.analysis.isReadOnly { result.writes = true }
                     result.mixesTransactionControl = result.mixesTransactionControl || prepared.analysis.mixesTransactionControl
                 } else {
@@ -161,6 +168,7 @@ struct StatementTracker {
             }
         }
         result.isCommit = executes == 1 && commitExecutes == 1
+        result.isWrappable = executes == 1 && wrappableExecutes == 1
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
         return result
@@ -170,6 +178,7 @@ struct StatementTracker {
 extension StatementTracker.Result {
     mutating func note(_ analysis: StatementAnalysis) {
         if !analysis.isPlainRead { isPlainRead = false }
+        if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets
         if analysis.isDDL { hasDDL = true }

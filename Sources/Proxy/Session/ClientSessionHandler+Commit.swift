@@ -21,6 +21,8 @@ struct CommitInProgress {
     var finishing: Set<Int> = []
     /// Successes of a rollback decision, failed once their ROLLBACK PREPARED is done.
     var failAfterFinish: [Int] = []
+    /// The vote ends an autocommit write whose replies the client already has: it gets only the ReadyForQuery.
+    var autocommit = false
 }
 
 extension ClientSessionHandler {
@@ -69,7 +71,30 @@ extension ClientSessionHandler {
 
     // MARK: phase one
 
-    func startCommit(_ frames: [PostgresFrame]) {
+    /// The lead finished a wrapped autocommit write: vote if it is still in its transaction, else roll back.
+    func autocommitStatementDone(status: BackendMessage.TransactionStatus) {
+        guard phase == .relaying else { return }
+        if status == .inTransaction {
+            startCommit([], autocommit: true)
+            return
+        }
+        // The statement failed on the lead (the client has the error): every backend rolls back.
+        var b = ByteBuffer()
+        FrontendMessage.query("ROLLBACK").encode(into: &b)
+        dispatch(b, kind: .hidden, waitsForLead: false)
+        wrapPending = false
+        lastStatus = .idle
+        wroteInTransaction = false
+        transactionTimestamp = nil
+        writeClient(.readyForQuery(.idle))
+        flushClient()
+        let held = heldFrames
+        heldFrames = []
+        for f in held { handleRelayFrame(f) }
+        for i in backends.indices { backends[i].flushIfNeeded() }
+    }
+
+    func startCommit(_ frames: [PostgresFrame], autocommit: Bool = false) {
         let gid = shared.nextGlobalTransactionID()
         var b = ByteBuffer()
         // Named statements created in this group must exist on the backends as the client believes.
@@ -82,7 +107,7 @@ extension ClientSessionHandler {
         }
         // The commit-log row makes the decision readable from any backend once one COMMIT PREPARED ran.
         FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid) VALUES ('\(gid)'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
-        commit = CommitInProgress(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive })
+        commit = CommitInProgress(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive }, autocommit: autocommit)
         logger.debug("commit vote started", metadata: ["gid": "\(gid)"])
         dispatch(b, kind: .prepare, waitsForLead: false)
     }
@@ -197,10 +222,12 @@ extension ClientSessionHandler {
     private func answerIfFinished() {
         guard let c = commit, let vote = c.vote, c.finishing.isEmpty else { return }
         commit = nil
+        wrapPending = false
         for i in c.failAfterFinish {
             failBackend(i, reason: "PREPARE TRANSACTION succeeded while the majority failed (\(c.gid))")
         }
         guard phase == .relaying else { return }
+        if c.autocommit && vote.decision == .rollback { writeClientError(c.error, gid: c.gid) }
         var answeredError = false
         for f in c.frames {
             switch f.type {

@@ -18,9 +18,9 @@ extension ClientSessionHandler {
     }
 
     /// Holds `bytes` until this session's turn to draw sequence values.
-    func waitForOrder(_ bytes: ByteBuffer, cycle: Bool) {
+    func waitForOrder(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool) {
         guard let context else { return }
-        waitingGroup = (bytes, cycle)
+        waitingGroup = (bytes, cycle, wrap)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         orderTimer = loop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
@@ -34,7 +34,7 @@ extension ClientSessionHandler {
         orderTimer = nil
         let granted = waitingTicket
         waitingTicket = nil
-        guard phase == .relaying, let (bytes, cycle) = waitingGroup else {
+        guard phase == .relaying, let (bytes, cycle, wrap) = waitingGroup else {
             if let granted { shared.sequenceOrdering.release(granted) }
             return
         }
@@ -42,9 +42,8 @@ extension ClientSessionHandler {
         // The previous statement's turn may still be held if it has not finished everywhere: it ends now
         // only if every backend is done, otherwise the queue order keeps it (tickets are FIFO).
         orderTicket = granted
-        orderSeq = nextSeq
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
-        dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1)
+        orderSeq = send(bytes, cycle: cycle, wrap: wrap)
         for i in backends.indices { backends[i].flushIfNeeded() }
         let held = heldFrames
         heldFrames = []

@@ -13,6 +13,7 @@ struct PendingGroup {
     /// Lead-first: the other backends get the group only once the lead has answered it, so row
     /// locks are taken in the lead's order everywhere.
     var waitsForLead: Bool
+    var holdReady = false
     var leadDone = false
 }
 
@@ -31,7 +32,7 @@ extension ClientSessionHandler {
     /// A client message in the relaying phase: collected into groups that end at Sync, Query,
     /// FunctionCall (a reply cycle with a ReadyForQuery) or at Flush and COPY data (sent on at once).
     func handleRelayFrame(_ frame: PostgresFrame) {
-        if commit != nil || waitingGroup != nil {
+        if commit != nil || waitingGroup != nil || wrapPending {
             heldFrames.append(frame)
             return
         }
@@ -68,6 +69,11 @@ extension ClientSessionHandler {
             return t
         }
         if result.writes { wroteInTransaction = true }
+        if result.createsTemporaryObject && votedCommitAvailable {
+            // PostgreSQL refuses PREPARE TRANSACTION for a transaction that used a temporary table.
+            votedCommitAvailable = false
+            logger.info("the session created a temporary table: its commits go without the vote from now on")
+        }
         let replicated = liveCount > 1
         if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
            votedCommitAvailable, shared.configuration.replication.twoPhaseCommit {
@@ -88,23 +94,40 @@ extension ClientSessionHandler {
             shared.sequenceOrdering.invalidate(database)
             ddlSeqs.insert(nextSeq)
         }
+        // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
+        let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && lastStatus == .idle
+            && shared.configuration.replication.twoPhaseCommit && votedCommitAvailable
         if replicated, cycle, needsSequenceOrder(result) {
-            waitForOrder(result.bytes, cycle: cycle)
+            waitForOrder(result.bytes, cycle: cycle, wrap: wrap)
             return
         }
-        dispatch(result.bytes, kind: cycle ? .client : nil, waitsForLead: cycle && replicated)
+        send(result.bytes, cycle: cycle, wrap: wrap)
+    }
+
+    /// Dispatches a client group, wrapped for the vote when `wrap`; returns the group's cycle.
+    @discardableResult
+    func send(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool) -> Int {
+        if wrap {
+            var begin = ByteBuffer()
+            FrontendMessage.query("BEGIN").encode(into: &begin)
+            dispatch(begin, kind: .hidden, waitsForLead: false)
+            wrapPending = true
+        }
+        let seq = nextSeq
+        dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap)
+        return seq
     }
 
     /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
-    func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool) {
+    func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool, holdReady: Bool = false) {
         var seq: Int?
         if let kind {
             seq = nextSeq
             nextSeq += 1
-            backends[lead].expected.append(Expectation(seq: seq!, kind: kind))
+            backends[lead].expected.append(Expectation(seq: seq!, kind: kind, holdReady: holdReady))
         }
         backends[lead].write(bytes)
-        unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead))
+        unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady))
         releaseGroups()
     }
 
@@ -132,7 +155,7 @@ extension ClientSessionHandler {
         while let g = unreleased.first, !g.waitsForLead || g.leadDone {
             unreleased.removeFirst()
             for i in backends.indices where i != lead && backends[i].isLive {
-                if let kind = g.kind, let seq = g.seq { backends[i].expected.append(Expectation(seq: seq, kind: kind)) }
+                if let kind = g.kind, let seq = g.seq { backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady)) }
                 backends[i].write(g.bytes)
             }
         }
@@ -182,7 +205,9 @@ extension ClientSessionHandler {
         switch exp.kind {
         case .client:
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: shared.configuration.replication.compareRows) }
-            if exp.seq > deliveredThrough {
+            if exp.holdReady && frame.type == BackendMessage.Kind.readyForQuery.rawValue {
+                // Kept back until the vote on this autocommit write is carried out.
+            } else if exp.seq > deliveredThrough {
                 if Self.acknowledgements.contains(frame.type), acknowledgementsToSkip > 0 {
                     // A new lead repeats what the old one had already acknowledged in this cycle.
                     acknowledgementsToSkip -= 1
@@ -209,6 +234,8 @@ extension ClientSessionHandler {
             recordCatalogRow(frame)
         case .routedRead:
             routedFrame(lead, exp, frame)
+        case .hidden:
+            break
         }
         if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(lead, exp, frame) }
     }
@@ -226,6 +253,8 @@ extension ClientSessionHandler {
             break
         case .routedRead:
             routedFrame(index, exp, frame)
+        case .hidden:
+            break
         }
         if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(index, exp, frame) }
     }
@@ -249,6 +278,7 @@ extension ClientSessionHandler {
                 }
                 markLeadDone(exp.seq)
                 if ddlSeqs.remove(exp.seq) != nil { shared.sequenceOrdering.invalidate(database) }
+                if exp.holdReady { autocommitStatementDone(status: status) }
             }
             if exp.seq == orderSeq { orderFinished(on: index) }
             if liveCount > 1 {
@@ -273,6 +303,8 @@ extension ClientSessionHandler {
                 lastStatus = status
             }
             routedRead = nil
+        case .hidden:
+            break
         }
         finishDrainIfDone()
     }
@@ -379,7 +411,7 @@ extension ClientSessionHandler {
         logger.warning("lead backend of the session changed from \(old) to \(backends[lead].backend.description)")
         for i in unreleased.indices {
             if let kind = unreleased[i].kind, let seq = unreleased[i].seq {
-                backends[lead].expected.append(Expectation(seq: seq, kind: kind))
+                backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: unreleased[i].holdReady))
             }
             backends[lead].write(unreleased[i].bytes)
             unreleased[i].leadDone = false

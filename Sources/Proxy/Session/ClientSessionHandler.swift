@@ -79,7 +79,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderSeq: Int?
     var orderPending: Set<Int> = []
     /// A group waiting for the order, with whether it is a reply cycle.
-    var waitingGroup: (bytes: ByteBuffer, cycle: Bool)?
+    var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool)?
+    /// An autocommit write is between its BEGIN and its vote: client messages wait.
+    var wrapPending = false
     var orderTimer: Scheduled<Void>?
     var catalogLoading = false
     var catalogGeneration = 0
