@@ -40,8 +40,11 @@ import TestSupport
         }
     }
 
-    @Test(arguments: [("exit-after-prepare", "0", [1, 1, 1]), ("exit-after-first-commit-prepared", "1", [0, 1, 1])])
-    func aNodeKilledInsideTheCommitLeavesNothingInDoubtAfterRestart(hook: String, rowsAfter: String, preparedAfterCrash: [Int]) async throws {
+    @Test(arguments: [
+        ("exit-after-prepare", "0", [1, 1, 1], false), ("exit-after-first-commit-prepared", "1", [0, 1, 1], false),
+        ("exit-after-prepare", "0", [1, 1, 1], true), ("exit-after-first-commit-prepared", "1", [0, 1, 1], true),
+    ])
+    func aNodeKilledInsideTheCommitLeavesNothingInDoubtAfterRestart(hook: String, rowsAfter: String, preparedAfterCrash: [Int], autocommit: Bool) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pgchorus-crash-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -56,7 +59,8 @@ import TestSupport
             defer { first.stop() }
             #expect(try await first.waitUntilServing(port: port))
             #expect(try Clients.psql(conn, ["-c", "create table t (id int)"]).exitCode == 0)
-            let commit = try Clients.psql(conn, ["-c", "begin", "-c", "insert into t values (1)", "-c", "commit"])
+            // An explicit transaction, or an autocommit write (wrapped and voted the same way).
+            let commit = try Clients.psql(conn, autocommit ? ["-c", "insert into t values (1)"] : ["-c", "begin", "-c", "insert into t values (1)", "-c", "commit"])
             #expect(commit.exitCode != 0, "the client must not get an acknowledgement: \(commit.report)")
             #expect(try await first.waitForExit() == 75)
             #expect(try servers.map { try Consistency.preparedCount($0) } == preparedAfterCrash)

@@ -77,6 +77,10 @@ import TestSupport
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 // db1 lacks the deferred foreign key: PREPARE succeeds there and fails on db2 and db3.
                 try servers[0].psql("alter table c drop constraint c_pid_fkey")
+                // The same as an autocommit write: wrapped and voted like COMMIT.
+                let single = try Clients.psql(conn, ["-c", "insert into c values (7)"])
+                #expect(single.stderr.contains("violates foreign key constraint"), "\(single.report)")
+                #expect(proxy.server.context.registry.status(of: "db1") == .failed)
                 let out = try Clients.psql(conn, ["-c", "begin", "-c", "insert into c values (42)", "-c", "commit"])
                 #expect(out.stderr.contains("violates foreign key constraint"), "\(out.report)")
                 // More failures than successes: rolled back, and the one that prepared is taken out.
