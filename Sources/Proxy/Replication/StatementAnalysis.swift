@@ -199,22 +199,20 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// `sql` with every time expression replaced by `timestamp` (a `timestamptz` literal such as
     /// `2026-11-27 02:53:26.123456+00`) cast to the expression's type.
     public func rewritingTime(in sql: String, timestamp: String) -> String {
-        guard !timeExpressions.isEmpty else { return sql }
-        var bytes = Array(sql.utf8)
-        for e in timeExpressions.reversed() {
-            let replacement = e.type == "timestamptz" ? "'\(timestamp)'::timestamptz" : "('\(timestamp)'::timestamptz)::\(e.type)"
-            bytes.replaceSubrange(e.range, with: Array(replacement.utf8))
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        replacingTime(in: sql, with: "'\(timestamp)'")
     }
 
     /// `sql` with every time expression replaced by parameter `$n` cast to the expression's type,
     /// for a named prepared statement (a literal would freeze the time of its first use).
     public func rewritingTime(in sql: String, parameter n: Int) -> String {
+        replacingTime(in: sql, with: "$\(n)")
+    }
+
+    private func replacingTime(in sql: String, with value: String) -> String {
         guard !timeExpressions.isEmpty else { return sql }
         var bytes = Array(sql.utf8)
         for e in timeExpressions.reversed() {
-            let replacement = e.type == "timestamptz" ? "$\(n)::timestamptz" : "($\(n)::timestamptz)::\(e.type)"
+            let replacement = e.type == "timestamptz" ? "\(value)::timestamptz" : "(\(value)::timestamptz)::\(e.type)"
             bytes.replaceSubrange(e.range, with: Array(replacement.utf8))
         }
         return String(decoding: bytes, as: UTF8.self)

@@ -83,9 +83,7 @@ extension ClientSessionHandler {
         FrontendMessage.query("ROLLBACK").encode(into: &b)
         dispatch(b, kind: .hidden, waitsForLead: false)
         wrapPending = false
-        lastStatus = .idle
-        wroteInTransaction = false
-        transactionTimestamp = nil
+        cycleDelivered(nextSeq - 1, status: .idle)
         writeClient(.readyForQuery(.idle))
         flushClient()
         let held = heldFrames
@@ -252,13 +250,7 @@ extension ClientSessionHandler {
             }
         }
         writeClient(.readyForQuery(.idle))
-        lastStatus = .idle
-        wroteInTransaction = false
-        transactionTimestamp = nil
-        deliveredThrough = nextSeq - 1
-        deliveringBytes = false
-        acknowledgementsDelivered = 0
-        acknowledgementsToSkip = 0
+        cycleDelivered(nextSeq - 1, status: .idle)
         flushClient()
         let held = heldFrames
         heldFrames = []

@@ -265,17 +265,7 @@ extension ClientSessionHandler {
         switch exp.kind {
         case .client:
             if index == lead {
-                if exp.seq > deliveredThrough {
-                    deliveredThrough = exp.seq
-                    deliveringBytes = false
-                    acknowledgementsDelivered = 0
-                    acknowledgementsToSkip = 0
-                    lastStatus = status
-                    if status == .idle {
-                        wroteInTransaction = false
-                        transactionTimestamp = nil
-                    }
-                }
+                if exp.seq > deliveredThrough { cycleDelivered(exp.seq, status: status) }
                 markLeadDone(exp.seq)
                 if ddlSeqs.remove(exp.seq) != nil { shared.sequenceOrdering.invalidate(database) }
                 if exp.holdReady { autocommitStatementDone(status: status) }
@@ -295,18 +285,25 @@ extension ClientSessionHandler {
         case .catalog:
             catalogLoaded()
         case .routedRead:
-            if exp.seq > deliveredThrough {
-                deliveredThrough = exp.seq
-                deliveringBytes = false
-                acknowledgementsDelivered = 0
-                acknowledgementsToSkip = 0
-                lastStatus = status
-            }
+            if exp.seq > deliveredThrough { cycleDelivered(exp.seq, status: status) }
             routedRead = nil
         case .hidden:
             break
         }
         finishDrainIfDone()
+    }
+
+    /// The client has the whole reply of cycle `seq` (or everything it will get of it).
+    func cycleDelivered(_ seq: Int, status: BackendMessage.TransactionStatus) {
+        deliveredThrough = seq
+        deliveringBytes = false
+        acknowledgementsDelivered = 0
+        acknowledgementsToSkip = 0
+        lastStatus = status
+        if status == .idle {
+            wroteInTransaction = false
+            transactionTimestamp = nil
+        }
     }
 
     /// Forwards one of the lead's messages, with the client's own process id in notifications it caused.
