@@ -25,11 +25,11 @@ public final class ProxyContext: Sendable {
     public init(configuration: Configuration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
-        let now = Clock.unixTime()
+        let now = WallClock.unixTime()
         self.registry = BackendRegistry(backends: configuration.backends, logger: logger, now: now)
         // Seeded from the clock so ids of a restarted node never repeat those of its previous run.
         self.transactionSerial = Atomic(Int(now * 1000) * 1000)
-        self.testHook = Clock.environment("PGCHORUS_TEST_HOOK")
+        self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
         self.users = try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
         if let tls = configuration.proxy.tls {
             do {

@@ -41,6 +41,12 @@ struct PGChorusDaemon: AsyncParsableCommand {
             let context = try ProxyContext(configuration: configuration, logger: logger)
             // Nothing of this run is in flight yet: every prepared transaction of this node is in doubt.
             resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger)
+            if configuration.replication.twoPhaseCommit && configuration.backends.count > 1 {
+                for (backend, reason) in await resolver.backendsWithoutPreparedTransactions() {
+                    logger.error("backend refused: \(reason)")
+                    context.registry.fail(backend.id, reason: reason, now: WallClock.unixTime())
+                }
+            }
             let report = await resolver.resolve(minimumAge: 0)
             if !report.committed.isEmpty || !report.rolledBack.isEmpty {
                 logger.notice("in-doubt transactions resolved at start-up: \(report.committed.count) committed, \(report.rolledBack.count) rolled back")

@@ -69,4 +69,37 @@ import TestSupport
             #expect(process.terminationStatus == 0)
         }
     }
+
+    @Test func aBackendWithoutPreparedTransactionsIsRefusedAtStartWithAClearReason() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await withPostgresServers(count: 1) { servers in
+            let noPrepared = try LocalPostgresServer.start(options: PostgresServerOptions(name: "db2", maxPreparedTransactions: 0))
+            defer { noPrepared.remove() }
+            let port = try FreePort.pick()
+            let config = "\(dir)/pgchorus.toml"
+            try "[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers + [noPrepared]))"
+                .write(toFile: config, atomically: true, encoding: .utf8)
+            let log = "\(dir)/daemon.log"
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Self.binary("pgchorusd"))
+            process.arguments = ["--config", config, "--log-level", "error"]
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            try process.run()
+            defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+            var ok = false
+            for _ in 0..<100 {
+                if try Clients.psql("host=127.0.0.1 port=\(port) user=postgres dbname=postgres", ["-c", "create table t (v int)"]).exitCode == 0 { ok = true; break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(ok)
+            #expect(try servers[0].psql("select count(*) from pg_tables where tablename = 't'") == "1")
+            #expect(try noPrepared.psql("select count(*) from pg_tables where tablename = 't'") == "0")
+            process.terminate()
+            for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+            let text = try String(contentsOfFile: log, encoding: .utf8)
+            #expect(text.contains("max_prepared_transactions is 0 on db2"), "\(text)")
+        }
+    }
 }

@@ -52,6 +52,25 @@ public struct InDoubtResolver: Service, Sendable {
         return s
     }
 
+    /// Backends that cannot take part in the commit vote (`max_prepared_transactions = 0`), with why.
+    public func backendsWithoutPreparedTransactions() async -> [(backend: Configuration.Backend, reason: String)] {
+        let me = self
+        return (try? await NIOThreadPool.singleton.runIfActive { me.checkPreparedTransactionsBlocking() }) ?? []
+    }
+
+    func checkPreparedTransactionsBlocking() -> [(backend: Configuration.Backend, reason: String)] {
+        var out: [(Configuration.Backend, String)] = []
+        for b in registry.online() {
+            guard let c = try? LibPQConnection(conninfo(b, database: "postgres"), target: b.description),
+                  let value = try? c.query("SELECT current_setting('max_prepared_transactions')::int").first?.first ?? nil,
+                  let n = Int(value) else { continue }
+            if n == 0 {
+                out.append((b, "max_prepared_transactions is 0 on \(b.description): pgchorus ends every writing transaction with PREPARE TRANSACTION; set it above 0 (e.g. to max_connections) and restart that server"))
+            }
+        }
+        return out
+    }
+
     func resolveBlocking(minimumAge: Double) -> Report {
         var report = Report()
         let backends = registry.online()

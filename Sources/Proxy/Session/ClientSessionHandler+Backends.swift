@@ -130,7 +130,7 @@ extension ClientSessionHandler {
             return nil
         } ?? fields.message ?? "login failed"
         if failBackend || others.contains(where: { backends[$0].phase == .ready }) {
-            shared.registry.fail(backends[index].backend.id, reason: reason, now: Clock.unixTime())
+            shared.registry.fail(backends[index].backend.id, reason: reason, now: WallClock.unixTime())
         }
         logger.warning("backend \(backends[index].backend.description) left out of the session: \(reason)")
         sessionReadyIfComplete()

@@ -64,7 +64,7 @@ extension ClientSessionHandler {
         tracker.rewrite = liveCount > 1
         let result = tracker.process(frames) {
             if let t = transactionTimestamp { return t }
-            let t = Clock.timestampLiteral()
+            let t = WallClock.timestampLiteral()
             transactionTimestamp = t
             return t
         }
@@ -361,7 +361,7 @@ extension ClientSessionHandler {
     /// Takes a backend out of this session and out of service.
     func failBackend(_ index: Int, reason: String) {
         guard backends[index].phase != .closed else { return }
-        shared.registry.fail(backends[index].backend.id, reason: reason, now: Clock.unixTime())
+        shared.registry.fail(backends[index].backend.id, reason: reason, now: WallClock.unixTime())
         logger.error("backend \(backends[index].backend.description) dropped from the session: \(reason)")
         backends[index].phase = .closed
         backends[index].expected.removeAll()

@@ -3,8 +3,8 @@ import Glibc
 #endif
 
 /// Wall-clock helpers for the replication path (the pure logic gets times as inputs).
-enum Clock {
-    static func unixTime() -> Double {
+public enum WallClock {
+    public static func unixTime() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
