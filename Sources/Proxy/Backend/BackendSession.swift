@@ -68,10 +68,4 @@ struct BackendSession {
         channel.write(bytes, promise: nil)
         needsFlush = true
     }
-
-    mutating func flushIfNeeded() {
-        guard needsFlush, let channel else { return }
-        needsFlush = false
-        channel.flush()
-    }
 }

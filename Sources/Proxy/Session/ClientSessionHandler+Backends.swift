@@ -74,7 +74,7 @@ extension ClientSessionHandler {
         var bytes = ByteBuffer()
         startup.encode(into: &bytes)
         backends[index].write(bytes)
-        backends[index].flushIfNeeded()
+        flushBackend(index)
     }
 
     func backendLoginFrame(_ index: Int, _ frame: PostgresFrame) {
@@ -92,7 +92,7 @@ extension ClientSessionHandler {
             break
         case let .send(reply):
             backends[index].write(reply.frame.bytes)
-            backends[index].flushIfNeeded()
+            flushBackend(index)
         case .ready:
             backends[index].phase = .ready
             sessionReadyIfComplete()
@@ -164,7 +164,7 @@ extension ClientSessionHandler {
         let early = earlyFrames
         earlyFrames = []
         for f in early { handleRelayFrame(f) }
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
     }
 
     func updateCancelTargets() {

@@ -89,20 +89,26 @@ extension ClientSessionHandler {
         let held = heldFrames
         heldFrames = []
         for f in held { handleRelayFrame(f) }
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
     }
 
     func startCommit(_ frames: [PostgresFrame], autocommit: Bool = false) {
         let gid = shared.nextGlobalTransactionID()
-        var b = ByteBuffer()
-        // Named statements created in this group must exist on the backends as the client believes.
+        // Named statements created in this group must exist on the backends as the client believes;
+        // they go in a cycle of their own, so an error there cannot swallow the PREPARE.
+        var named = ByteBuffer()
         for f in frames {
             if f.type == FrontendMessage.Kind.parse.rawValue, case let .parse(p)? = try? FrontendMessage(frame: f), !p.name.isEmpty {
-                b.writeImmutableBuffer(f.bytes)
+                named.writeImmutableBuffer(f.bytes)
             } else if f.type == FrontendMessage.Kind.close.rawValue {
-                b.writeImmutableBuffer(f.bytes)
+                named.writeImmutableBuffer(f.bytes)
             }
         }
+        if named.readableBytes > 0 {
+            FrontendMessage.sync.encode(into: &named)
+            dispatch(named, kind: .hidden, waitsForLead: false)
+        }
+        var b = ByteBuffer()
         // The commit-log row makes the decision readable from any backend once one COMMIT PREPARED ran.
         FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid) VALUES ('\(gid)'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
         commit = CommitInProgress(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive }, autocommit: autocommit)
@@ -122,7 +128,11 @@ extension ClientSessionHandler {
     }
 
     func commitPrepareFinished(_ index: Int, status: BackendMessage.TransactionStatus) {
-        guard var c = commit else { return }
+        guard var c = commit, c.prepared[index] == nil else {
+            backends[index].cycleError = nil
+            backends[index].cycleTag = nil
+            return
+        }
         let ok = backends[index].cycleError == nil && backends[index].cycleTag == "PREPARE TRANSACTION"
         c.prepared[index] = ok
         c.statusAfterPrepare[index] = status
@@ -177,15 +187,15 @@ extension ClientSessionHandler {
                 c.finishing.insert(i)
             }
         }
+        if vote.decision == .rollback { c.failAfterFinish = toFail }
+        // Stored before failing anyone: failBackend re-enters through commitParticipantLost.
+        commit = c
         if vote.decision == .commit {
             for i in toFail {
                 failBackend(i, reason: "PREPARE TRANSACTION failed while the majority committed (\(c.gid))")
             }
-        } else {
-            c.failAfterFinish = toFail
         }
-        commit = c
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
         answerIfFinished()
     }
 
@@ -199,6 +209,10 @@ extension ClientSessionHandler {
     // MARK: phase two
 
     func commitFinishFinished(_ index: Int) {
+        defer {
+            backends[index].cycleError = nil
+            backends[index].cycleTag = nil
+        }
         guard var c = commit else { return }
         if let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e) {
             logger.error("finishing \(c.gid) failed on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? "")")
@@ -255,7 +269,7 @@ extension ClientSessionHandler {
         let held = heldFrames
         heldFrames = []
         for f in held { handleRelayFrame(f) }
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
     }
 
     private func writeClientError(_ frame: PostgresFrame?, gid: String) {

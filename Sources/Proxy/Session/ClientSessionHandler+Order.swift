@@ -44,11 +44,11 @@ extension ClientSessionHandler {
         orderTicket = granted
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
         orderSeq = send(bytes, cycle: cycle, wrap: wrap)
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
         let held = heldFrames
         heldFrames = []
         for f in held { handleRelayFrame(f) }
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
     }
 
     /// A backend finished (or left) the cycle running under the order.
@@ -91,7 +91,7 @@ extension ClientSessionHandler {
     // MARK: the catalog of sequence-drawing tables
 
     func loadSequenceCatalogIfNeeded() {
-        guard liveCount > 1, !catalogLoading, phase == .relaying || phase == .connectingBackends else { return }
+        guard liveCount > 1, !catalogLoading, !openExtendedGroup, phase == .relaying || phase == .connectingBackends else { return }
         let state = shared.sequenceOrdering.tables(in: database)
         guard state.tables == nil else { return }
         catalogLoading = true

@@ -25,6 +25,18 @@ extension ClientSessionHandler {
         BackendMessage.Kind.parameterDescription.rawValue, BackendMessage.Kind.rowDescription.rawValue,
     ]
 
+    /// Flushes one backend outside any access to `backends`: a failing flush closes the channel
+    /// synchronously, and its callbacks come straight back into this session.
+    func flushBackend(_ index: Int) {
+        guard backends[index].needsFlush, let channel = backends[index].channel else { return }
+        backends[index].needsFlush = false
+        channel.flush()
+    }
+
+    func flushBackends() {
+        for i in backends.indices { flushBackend(i) }
+    }
+
     var liveCount: Int { backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
 
     // MARK: client → backends
@@ -115,6 +127,7 @@ extension ClientSessionHandler {
         }
         let seq = nextSeq
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap)
+        openExtendedGroup = !cycle
         return seq
     }
 
@@ -265,10 +278,11 @@ extension ClientSessionHandler {
         switch exp.kind {
         case .client:
             if index == lead {
-                if exp.seq > deliveredThrough { cycleDelivered(exp.seq, status: status) }
+                let fresh = exp.seq > deliveredThrough
+                if fresh { cycleDelivered(exp.seq, status: status) }
                 markLeadDone(exp.seq)
                 if ddlSeqs.remove(exp.seq) != nil { shared.sequenceOrdering.invalidate(database) }
-                if exp.holdReady { autocommitStatementDone(status: status) }
+                if exp.holdReady && fresh { autocommitStatementDone(status: status) }
             }
             if exp.seq == orderSeq { orderFinished(on: index) }
             if liveCount > 1 {
@@ -376,7 +390,7 @@ extension ClientSessionHandler {
                                   message: "pgchorus lost the backend answering this query in the middle of its reply; reconnect and retry"))
             } else {
                 route(r.bytes, to: lead, seq: r.seq)
-                backends[lead].flushIfNeeded()
+                flushBackend(lead)
             }
         }
         commitParticipantLost(index)
@@ -413,11 +427,11 @@ extension ClientSessionHandler {
             backends[lead].write(unreleased[i].bytes)
             unreleased[i].leadDone = false
         }
-        backends[lead].flushIfNeeded()
+        flushBackend(lead)
     }
 
     func backendReadComplete(_ index: Int) {
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
         flushClient()
     }
 

@@ -82,6 +82,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool)?
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
+    /// An extended-protocol group ended by Flush is open on the lead: no query of ours may go in between.
+    var openExtendedGroup = false
     var orderTimer: Scheduled<Void>?
     var catalogLoading = false
     var catalogGeneration = 0
@@ -134,7 +136,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        for i in backends.indices { backends[i].flushIfNeeded() }
+        flushBackends()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
