@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries of the design, through system-library targets.
@@ -35,7 +38,13 @@ let package = Package(
             dependencies: [
                 "CLibPQ",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(
@@ -48,17 +57,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(name: "VIP", dependencies: ["State", "CMnl", "CPcap"]),
         .target(name: "Recovery", dependencies: ["Wire", "State"]),
-        .target(name: "Admin", dependencies: ["State"]),
+        .target(
+            name: "Admin",
+            dependencies: [
+                "State", "Recovery",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(name: "LocalCluster", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "pgchorusd",
             dependencies: [
-                "Proxy", "State", "Admin",
+                "Proxy", "State", "Admin", "Recovery",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -75,7 +99,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "Proxy", "Wire", "State", "LocalCluster",
+                "Proxy", "Wire", "State", "Admin", "LocalCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -87,8 +111,11 @@ let package = Package(
         .testTarget(name: "StateTests", dependencies: ["State", "TestSupport"]),
         .testTarget(name: "VIPTests", dependencies: ["VIP"]),
         .testTarget(name: "RecoveryTests", dependencies: ["Recovery"]),
-        .testTarget(name: "AdminTests", dependencies: ["Admin"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "State", "LocalCluster", "TestSupport"], exclude: ["Scripts"]),
+        .testTarget(name: "AdminTests", dependencies: ["Admin", "State"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "State", "Admin", "LocalCluster", "TestSupport",
+                                                             .product(name: "Crypto", package: "swift-crypto"),
+                                                             .product(name: "NIOCore", package: "swift-nio"),
+                                                             .product(name: "NIOPosix", package: "swift-nio")], exclude: ["Scripts"]),
         .testTarget(name: "LocalClusterTests", dependencies: ["LocalCluster"]),
     ],
     swiftLanguageModes: [.v6]

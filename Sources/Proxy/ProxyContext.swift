@@ -22,11 +22,12 @@ public final class ProxyContext: Sendable {
     /// Test hook (environment `PGCHORUS_TEST_HOOK`): stop the process at a point of the commit protocol.
     let testHook: String?
 
-    public init(configuration: Configuration, logger: Logger) throws {
+    /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
+    public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil) throws {
         self.configuration = configuration
         self.logger = logger
         let now = WallClock.unixTime()
-        self.registry = BackendRegistry(backends: configuration.backends, logger: logger, now: now)
+        self.registry = registry ?? BackendRegistry(backends: configuration.backends, nodeID: configuration.node.id, logger: logger, now: now)
         // Seeded from the clock so ids of a restarted node never repeat those of its previous run.
         self.transactionSerial = Atomic(Int(now * 1000) * 1000)
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")

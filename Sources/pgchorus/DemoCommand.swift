@@ -10,7 +10,9 @@ struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract: "Run a local demo cluster: N real PostgreSQL backends and pgchorusd in front, ready for psql.",
-        discussion: "Backends listen on 127.0.0.1 ports P+1…P+N, pgchorusd on 127.0.0.1:P. Ctrl-C (or SIGTERM) stops everything.")
+        discussion: """
+        Backends listen on 127.0.0.1 ports P+1…P+N. With one node, pgchorusd listens on 127.0.0.1:P and its configuration is         D/pgchorus.toml; with K nodes, node i listens on 127.0.0.(i+1):P (its state service on UDP port P of the same address)         and its configuration is D/node<i>/pgchorus.toml. `pgchorus status --config <that file>` shows a node's view.         Ctrl-C (or SIGTERM) stops everything.
+        """)
 
     @Option(help: "Number of PostgreSQL backends.")
     var backends: Int = 3
@@ -27,9 +29,6 @@ struct DemoCommand: AsyncParsableCommand {
     func validate() throws {
         guard (1...9).contains(backends) else { throw ValidationError("--backends must be between 1 and 9") }
         guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 9") }
-        guard nodes == 1 else {
-            throw ValidationError("--nodes > 1 needs the state service among nodes, which this version does not have yet; run with --nodes 1")
-        }
         guard (1024...(65535 - backends)).contains(port) else { throw ValidationError("--port must leave room for the backend ports (1024…\(65535 - backends))") }
     }
 
@@ -56,10 +55,10 @@ struct DemoCommand: AsyncParsableCommand {
         }
         chmod(directory, 0o755)
         var servers: [LocalPostgresServer] = []
-        var daemon: Process?
+        var daemons: [Process] = []
         func cleanUp() {
-            if let daemon, daemon.isRunning {
-                daemon.terminate()
+            for daemon in daemons where daemon.isRunning { daemon.terminate() }
+            for daemon in daemons {
                 for _ in 0..<100 where daemon.isRunning { usleep(100_000) }
                 if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) }
             }
@@ -77,29 +76,51 @@ struct DemoCommand: AsyncParsableCommand {
                 servers.append(try LocalPostgresServer.start(options: options, in: "\(directory)/db\(i)"))
             }
             try checkStop()
-            let configPath = "\(directory)/pgchorus.toml"
-            try Self.configuration(port: port, backends: servers).write(toFile: configPath, atomically: true, encoding: .utf8)
+            let layout = Self.layout(nodes: nodes, directory: directory)
+            if nodes > 1 {
+                var rng = SystemRandomNumberGenerator()
+                let key = (0..<32).map { _ in String(UInt8.random(in: 0...255, using: &rng), radix: 16) }.joined()
+                try (key + "\n").write(toFile: "\(directory)/cluster.key", atomically: true, encoding: .utf8)
+                chmod("\(directory)/cluster.key", 0o600)
+            }
+            for node in layout {
+                try FileManager.default.createDirectory(atPath: node.directory, withIntermediateDirectories: true)
+                try Self.configuration(node: node, all: layout, port: port, backends: servers)
+                    .write(toFile: node.configPath, atomically: true, encoding: .utf8)
+            }
             let daemonPath = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
                 .deletingLastPathComponent().appendingPathComponent("pgchorusd").path
             guard FileManager.default.isExecutableFile(atPath: daemonPath) else {
                 throw DemoError("pgchorusd not found next to this pgchorus at \(daemonPath)")
             }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: daemonPath)
-            process.arguments = ["--config", configPath]
-            try process.run()
-            daemon = process
-            guard Self.waitForPort(port, while: { process.isRunning && stopRequest.withLock({ $0 }) == nil }) else {
+            for node in layout {
                 try checkStop()
-                throw DemoError("pgchorusd did not start listening on 127.0.0.1:\(port) (see its messages above)")
+                say("starting pgchorusd \(node.id) on \(node.address):\(port), configuration \(node.configPath)")
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: daemonPath)
+                process.arguments = ["--config", node.configPath]
+                try process.run()
+                daemons.append(process)
+            }
+            for (node, process) in zip(layout, daemons) {
+                guard Self.waitForPort(port, host: node.address, while: { process.isRunning && stopRequest.withLock({ $0 }) == nil }) else {
+                    try checkStop()
+                    throw DemoError("pgchorusd \(node.id) did not start listening on \(node.address):\(port) (see its messages above)")
+                }
+            }
+            let first = layout[0]
+            let cli = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+            var lines = ""
+            for node in layout {
+                lines += "  \(node.id): psql -h \(node.address) -p \(port) -U postgres    status: \(cli) status --config \(node.configPath)\n"
             }
             say("""
 
-            pgchorus demo ready: pgchorusd on 127.0.0.1:\(port) in front of \(servers.count) PostgreSQL backend(s) (\(servers.map { "\($0.name) :\($0.port)" }.joined(separator: ", "))).
-            connect:  psql -h 127.0.0.1 -p \(port) -U postgres
-            url:      postgresql://postgres@127.0.0.1:\(port)/postgres
-            config:   \(configPath)
-            Press Ctrl-C to stop everything.
+            pgchorus demo ready: \(layout.count) pgchorusd node(s) in front of \(servers.count) PostgreSQL backend(s) (\(servers.map { "\($0.name) :\($0.port)" }.joined(separator: ", "))).
+            connect:  psql -h \(first.address) -p \(port) -U postgres
+            url:      postgresql://postgres@\(first.address):\(port)/postgres
+            status:   \(cli) status --config \(first.configPath)
+            \(layout.count > 1 ? "nodes:\n" + lines : "")Press Ctrl-C to stop everything.
 
             """)
             // Wait for SIGINT/SIGTERM, or for the daemon to exit on its own.
@@ -107,8 +128,8 @@ struct DemoCommand: AsyncParsableCommand {
             while reason.isEmpty {
                 if let r = stopRequest.withLock({ $0 }) {
                     reason = r
-                } else if !process.isRunning {
-                    reason = "pgchorusd exited with status \(process.terminationStatus)"
+                } else if let gone = daemons.firstIndex(where: { !$0.isRunning }) {
+                    reason = "pgchorusd \(layout[gone].id) exited with status \(daemons[gone].terminationStatus)"
                 } else {
                     try? await Task.sleep(for: .milliseconds(200))
                 }
@@ -127,15 +148,32 @@ struct DemoCommand: AsyncParsableCommand {
         }
     }
 
-    static func configuration(port: Int, backends: [LocalPostgresServer]) -> String {
+    /// One node of the demo: where it listens and where its files are.
+    struct DemoNode {
+        var id: String
+        var address: String
+        var directory: String
+        var configPath: String { "\(directory)/pgchorus.toml" }
+    }
+
+    static func layout(nodes: Int, directory: String) -> [DemoNode] {
+        if nodes == 1 { return [DemoNode(id: "node1", address: "127.0.0.1", directory: directory)] }
+        return (1...nodes).map { DemoNode(id: "node\($0)", address: "127.0.0.\($0 + 1)", directory: "\(directory)/node\($0)") }
+    }
+
+    static func configuration(node: DemoNode, all: [DemoNode], port: Int, backends: [LocalPostgresServer]) -> String {
         var text = """
         # Generated by `pgchorus demo`. Every key is described in docs/configuration.md.
         [node]
-        id = "node1"
+        id = "\(node.id)"
+        state_directory = "state"
 
         [proxy]
-        listen_address = "127.0.0.1"
+        listen_address = "\(node.address)"
         listen_port = \(port)
+
+        [admin]
+        socket = "admin.sock"
 
         [auth]
         # The demo trusts loopback clients, as a fresh PostgreSQL does.
@@ -144,6 +182,25 @@ struct DemoCommand: AsyncParsableCommand {
         method = "trust"
 
         """
+        if all.count > 1 {
+            text += """
+
+            [cluster]
+            # The state service of each node listens on UDP port \(port) of its own address.
+            port = \(port)
+            key_file = "../cluster.key"
+
+            """
+            for n in all {
+                text += """
+
+                [[cluster.nodes]]
+                id = "\(n.id)"
+                address = "\(n.address)"
+
+                """
+            }
+        }
         for b in backends {
             text += """
 
@@ -157,15 +214,15 @@ struct DemoCommand: AsyncParsableCommand {
         return text
     }
 
-    /// Polls until something accepts TCP connections on 127.0.0.1:port (at most 30 s).
-    static func waitForPort(_ port: Int, while alive: () -> Bool) -> Bool {
+    /// Polls until something accepts TCP connections on host:port (at most 30 s).
+    static func waitForPort(_ port: Int, host: String = "127.0.0.1", while alive: () -> Bool) -> Bool {
         for _ in 0..<300 {
             guard alive() else { return false }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_addr.s_addr = inet_addr(host)
             let ok = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
             }

@@ -6,7 +6,8 @@ import State
 struct PGChorusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgchorus",
-        abstract: "Operate a pgchorus cluster: check configuration, run a local demo.",
+        abstract: "Operate a pgchorus cluster: status, backends, nodes, events, attach/detach, configuration check, local demo.",
         version: PGChorusVersion.current,
-        subcommands: [ConfigCommand.self, DemoCommand.self, SecretCommand.self])
+        subcommands: [StatusCommand.self, BackendsCommand.self, NodesCommand.self, EventsCommand.self, AttachCommand.self, DetachCommand.self,
+                      ConfigCommand.self, DemoCommand.self, SecretCommand.self])
 }

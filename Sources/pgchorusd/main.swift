@@ -1,5 +1,8 @@
+import Admin
 import ArgumentParser
 import Logging
+import Metrics
+import Prometheus
 import Proxy
 import ServiceLifecycle
 import State
@@ -34,11 +37,27 @@ struct PGChorusDaemon: AsyncParsableCommand {
         }
         var logger = Logger(label: "pgchorusd")
         logger[metadataKey: "node"] = "\(configuration.node.id)"
+        let metricsRegistry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
+
+        let store: StateStore
+        do {
+            store = try StateStore(directory: configuration.node.stateDirectory)
+        } catch {
+            logger.critical("cannot start: \(error) (node.state_directory in \(configuration.file))")
+            throw ExitCode(1)
+        }
+        let registry = BackendRegistry(backends: configuration.backends, nodeID: configuration.node.id, store: store, logger: logger,
+                                       now: WallClock.unixTime())
+        try? store.append(ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: "start", subject: configuration.node.id,
+                                       detail: "pgchorusd \(PGChorusVersion.current) started; backends: "
+                                           + registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue)" }.joined(separator: ", ")))
 
         let server: ProxyServer
         let resolver: InDoubtResolver
+        var services: [any Service] = []
         do {
-            let context = try ProxyContext(configuration: configuration, logger: logger)
+            let context = try ProxyContext(configuration: configuration, logger: logger, registry: registry)
             // Nothing of this run is in flight yet: every prepared transaction of this node is in doubt.
             resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger)
             if configuration.replication.twoPhaseCommit && configuration.backends.count > 1 {
@@ -52,6 +71,19 @@ struct PGChorusDaemon: AsyncParsableCommand {
                 logger.notice("in-doubt transactions resolved at start-up: \(report.committed.count) committed, \(report.rolledBack.count) rolled back")
             }
             server = try await ProxyServer(context: context)
+            let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger)
+            let health = HealthChecker(configuration: configuration, registry: registry, logger: logger)
+            stateService.setHooks(witness: { health.holdsWitness() }, reachable: { health.reachableCount() })
+            let administration = NodeAdministration(configuration: configuration, registry: registry, store: store, stateService: stateService,
+                                                    healthChecker: health, logger: logger, sessions: { context.sessionCount })
+            let admin = configuration.admin
+            let adminServer = try await AdminServer(socketPath: admin.socket, tcp: admin.tcpAddress.map { ($0, admin.tcpPort, admin.token ?? "") },
+                                                    administration: administration, logger: logger)
+            services = [stateService, health, server, resolver, adminServer]
+            if let address = admin.metricsAddress {
+                services.append(try await MetricsEndpoint(address: address, port: admin.metricsPort, registry: metricsRegistry,
+                                                          administration: administration, logger: logger))
+            }
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
@@ -61,7 +93,7 @@ struct PGChorusDaemon: AsyncParsableCommand {
             "backends": "\(configuration.backends.map(\.description).joined(separator: ", "))",
         ])
         let group = ServiceGroup(
-            services: [server, resolver],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         try await group.run()

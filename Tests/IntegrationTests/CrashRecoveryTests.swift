@@ -51,7 +51,7 @@ import TestSupport
         try await withPostgresServers(count: 3) { servers in
             let port = try FreePort.pick()
             let config = "\(dir)/pgchorus.toml"
-            try "[node]\nid = \"crashy\"\n[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers))"
+            try "[node]\nid = \"crashy\"\nstate_directory = \"state\"\n[admin]\nsocket = \"admin.sock\"\n[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers))"
                 .write(toFile: config, atomically: true, encoding: .utf8)
             let conn = "host=127.0.0.1 port=\(port) user=postgres dbname=postgres"
 

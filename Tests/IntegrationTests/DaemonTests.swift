@@ -49,7 +49,7 @@ import TestSupport
         try await withPostgresServers(count: 1) { servers in
             let port = try FreePort.pick()
             let config = "\(dir)/pgchorus.toml"
-            try "[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers))"
+            try "[node]\nstate_directory = \"state\"\n[admin]\nsocket = \"admin.sock\"\n[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers))"
                 .write(toFile: config, atomically: true, encoding: .utf8)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: Self.binary("pgchorusd"))
@@ -78,7 +78,7 @@ import TestSupport
             defer { noPrepared.remove() }
             let port = try FreePort.pick()
             let config = "\(dir)/pgchorus.toml"
-            try "[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers + [noPrepared]))"
+            try "[node]\nstate_directory = \"state\"\n[admin]\nsocket = \"admin.sock\"\n[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers + [noPrepared]))"
                 .write(toFile: config, atomically: true, encoding: .utf8)
             let log = "\(dir)/daemon.log"
             FileManager.default.createFile(atPath: log, contents: nil)

@@ -8,6 +8,7 @@ extension ClientSessionHandler {
     /// Connects to every online backend and logs in to each as the client's user.
     func connectBackends() {
         guard let context, let startup, let authenticator else { return }
+        seenViewGeneration = shared.registry.viewGeneration
         let targets = shared.registry.online()
         guard !targets.isEmpty else {
             fatal(ErrorFields(severity: "FATAL", sqlState: "08001", message: "pgchorus has no online backend"))

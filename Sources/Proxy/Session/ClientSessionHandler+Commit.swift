@@ -171,6 +171,7 @@ extension ClientSessionHandler {
             logger.critical("test hook: exiting between PREPARE TRANSACTION and COMMIT PREPARED", metadata: ["gid": "\(c.gid)"])
             exit(75)
         }
+        (vote.decision == .commit ? ProxyMetrics.votesCommitted : ProxyMetrics.votesRolledBack).increment()
         let command = vote.decision == .commit ? "COMMIT PREPARED '\(c.gid)'" : "ROLLBACK PREPARED '\(c.gid)'"
         var finishTargets = successes
         if shared.testHook == "exit-after-first-commit-prepared" { finishTargets = Array(successes.prefix(1)) }

@@ -70,6 +70,9 @@ extension ClientSessionHandler {
     }
 
     private func endGroup(cycle: Bool) {
+        if lastStatus == .idle && !openExtendedGroup { adoptClusterView() }
+        guard phase == .relaying else { return }
+        if cycle { ProxyMetrics.statements.increment() }
         let frames = currentGroup
         currentGroup = []
         currentGroupBytes = 0
@@ -372,11 +375,32 @@ extension ClientSessionHandler {
         }
     }
 
+    /// Between transactions, drops the backends the cluster took out of service since the session
+    /// last looked (a peer failed one, an admin detached one). A backend brought online joins new
+    /// sessions only: an open session has state (prepared statements, settings) it would lack.
+    func adoptClusterView() {
+        let generation = shared.registry.viewGeneration
+        guard generation != seenViewGeneration else { return }
+        seenViewGeneration = generation
+        let online = Set(shared.registry.online().map(\.id))
+        let gone = backends.indices.filter { backends[$0].isLive && !online.contains(backends[$0].backend.id) }
+        guard !gone.isEmpty else { return }
+        if gone.count == liveCount {
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
+                              message: "every backend of this session was taken out of service; reconnect to use the backends online now"))
+            return
+        }
+        for i in gone {
+            failBackend(i, reason: "taken out of service by the cluster (\(shared.registry.entry(backends[i].backend.id)?.reason ?? "status changed"))")
+        }
+    }
+
     /// Takes a backend out of this session and out of service.
     func failBackend(_ index: Int, reason: String) {
         guard backends[index].phase != .closed else { return }
         shared.registry.fail(backends[index].backend.id, reason: reason, now: WallClock.unixTime())
         logger.error("backend \(backends[index].backend.description) dropped from the session: \(reason)")
+        ProxyMetrics.backendsDropped.increment()
         backends[index].phase = .closed
         backends[index].expected.removeAll()
         backends[index].completed.removeAll()

@@ -84,6 +84,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var wrapPending = false
     /// An extended-protocol group ended by Flush is open on the lead: no query of ours may go in between.
     var openExtendedGroup = false
+    /// The registry's view generation when this session last adopted the cluster's backend set.
+    var seenViewGeneration = 0
     var orderTimer: Scheduled<Void>?
     var catalogLoading = false
     var catalogGeneration = 0
@@ -108,6 +110,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let count = shared.activeSessions.wrappingAdd(1, ordering: .relaxed).newValue
+        ProxyMetrics.sessionsOpened.increment()
         counted = true
         if count > shared.configuration.proxy.maxClients {
             fatal(ErrorFields(severity: "FATAL", sqlState: "53300", message: "sorry, too many clients already"))

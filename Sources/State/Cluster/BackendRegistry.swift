@@ -3,47 +3,80 @@ import Synchronization
 
 /// The node's view of its backends: which are online, which failed and why.
 ///
-/// Every status change goes through `fail`/`setStatus`, so the state service (which will persist
-/// changes and tell the peers) can take this path over without touching the callers. Sessions read
-/// `online()` when they start and whenever a backend misbehaves.
+/// Every status change goes through one path: decide under the lock, record it in the state
+/// database with its event, then tell the listeners (the state service sends local changes to the
+/// peers). Changes from peers come in through `apply`, where duplicates and stale changes are
+/// dropped by `(generation, origin)`. Sessions read `online()` when they start and on every error.
 public final class BackendRegistry: Sendable {
-    public enum Status: String, Sendable, Equatable {
-        case online, failed, recovering, down
-    }
+    public typealias Status = BackendState.Status
 
     /// One backend's status, with why and since when.
     public struct Entry: Sendable, Equatable {
         public var backend: Configuration.Backend
-        public var status: Status
-        public var reason: String
+        public var state: BackendState
+        public var status: Status { state.status }
+        public var reason: String { state.reason }
         /// Seconds since the Unix epoch.
-        public var since: Double
+        public var since: Double { state.since }
     }
 
-    struct State {
-        var entries: [Entry]
-        var generation: Int
-    }
+    /// Called after every accepted change; `local` is false for changes learned from a peer.
+    public typealias Listener = @Sendable (_ change: BackendState, _ local: Bool) -> Void
 
-    private let state: Mutex<State>
+    private let entries: Mutex<[Entry]>
+    private let listeners = Mutex<[Listener]>([])
+    private let store: StateStore?
     private let logger: Logger
+    public let nodeID: String
 
-    public init(backends: [Configuration.Backend], logger: Logger, now: Double) {
-        self.state = Mutex(State(entries: backends.map { Entry(backend: $0, status: .online, reason: "configured", since: now) }, generation: 1))
+    /// Starts from the persisted statuses in `store` (a failed backend stays failed across restarts);
+    /// a backend never recorded starts online at generation 0.
+    public init(backends: [Configuration.Backend], nodeID: String, store: StateStore? = nil, logger: Logger, now: Double) {
+        var persisted: [String: BackendState] = [:]
+        if let store {
+            do {
+                for s in try store.backends() { persisted[s.id] = s }
+            } catch {
+                logger.error("cannot read the backends' status from the state database: \(error)")
+            }
+        }
+        self.entries = Mutex(backends.map { b in
+            Entry(backend: b, state: persisted[b.id] ?? BackendState(id: b.id, status: .online, reason: "configured", since: now, generation: 0, origin: nodeID))
+        })
+        self.store = store
         self.logger = logger
+        self.nodeID = nodeID
+    }
+
+    public func addListener(_ listener: @escaping Listener) {
+        listeners.withLock { $0.append(listener) }
     }
 
     /// The online backends in configuration order; the first is the lead.
     public func online() -> [Configuration.Backend] {
-        state.withLock { $0.entries.filter { $0.status == .online }.map(\.backend) }
+        entries.withLock { $0.filter { $0.status == .online }.map(\.backend) }
     }
 
-    public func snapshot() -> (entries: [Entry], generation: Int) {
-        state.withLock { ($0.entries, $0.generation) }
+    public func snapshot() -> [Entry] {
+        entries.withLock { $0 }
+    }
+
+    /// Every backend's agreed state, for the peers.
+    public func states() -> [BackendState] {
+        entries.withLock { $0.map(\.state) }
+    }
+
+    /// Grows with every accepted change: a session that saw another value has an outdated backend set.
+    public var viewGeneration: Int {
+        entries.withLock { $0.reduce(0) { $0 + $1.state.generation } }
     }
 
     public func status(of id: String) -> Status? {
-        state.withLock { $0.entries.first(where: { $0.backend.id == id })?.status }
+        entries.withLock { $0.first(where: { $0.backend.id == id })?.status }
+    }
+
+    public func entry(_ id: String) -> Entry? {
+        entries.withLock { $0.first(where: { $0.backend.id == id }) }
     }
 
     /// Takes an online backend out of service; returns false when it was not online (duplicates are
@@ -51,30 +84,83 @@ public final class BackendRegistry: Sendable {
     /// from, it stays online and sessions get errors until it answers again.
     @discardableResult
     public func fail(_ id: String, reason: String, now: Double, keepLast: Bool = true) -> Bool {
-        let changed = state.withLock { s -> Bool in
-            guard let i = s.entries.firstIndex(where: { $0.backend.id == id }), s.entries[i].status == .online else { return false }
-            if keepLast && s.entries.filter({ $0.status == .online }).count == 1 { return false }
-            s.entries[i].status = .failed
-            s.entries[i].reason = reason
-            s.entries[i].since = now
-            s.generation += 1
-            return true
+        change(id, now: now) { entries, i in
+            guard entries[i].status == .online else { return nil }
+            if keepLast && entries.filter({ $0.status == .online }).count == 1 { return nil }
+            return (.failed, reason)
         }
-        if changed {
-            logger.error("backend failed", metadata: ["backend": "\(id)", "reason": "\(reason)"])
-        }
-        return changed
     }
 
-    /// Sets a backend's status (admin attach/detach, recovery).
-    public func setStatus(_ id: String, _ status: Status, reason: String, now: Double) {
-        state.withLock { s in
-            guard let i = s.entries.firstIndex(where: { $0.backend.id == id }) else { return }
-            s.entries[i].status = status
-            s.entries[i].reason = reason
-            s.entries[i].since = now
-            s.generation += 1
+    /// Sets a backend's status (admin attach/detach, recovery); `expected` guards against a race
+    /// with another change. Returns false when nothing changed.
+    @discardableResult
+    public func setStatus(_ id: String, _ status: Status, reason: String, now: Double, expected: Set<Status>? = nil) -> Bool {
+        change(id, now: now) { entries, i in
+            if let expected, !expected.contains(entries[i].status) { return nil }
+            guard entries[i].status != status else { return nil }
+            return (status, reason)
         }
-        logger.notice("backend status changed", metadata: ["backend": "\(id)", "status": "\(status.rawValue)", "reason": "\(reason)"])
+    }
+
+    /// Applies a change learned from a peer; false when it is a duplicate, stale or unknown.
+    @discardableResult
+    public func apply(_ remote: BackendState) -> Bool {
+        let accepted = entries.withLock { entries -> (BackendState, Entry)? in
+            guard let i = entries.firstIndex(where: { $0.backend.id == remote.id }), remote.supersedes(entries[i].state) else { return nil }
+            let old = entries[i].state
+            entries[i].state = remote
+            persist(entries[i], old: old)
+            return (old, entries[i])
+        }
+        guard let (old, entry) = accepted else { return false }
+        logChange(entry, old: old)
+        for l in listeners.withLock({ $0 }) { l(remote, false) }
+        return true
+    }
+
+    private func change(_ id: String, now: Double, decide: (inout [Entry], Int) -> (Status, String)?) -> Bool {
+        let accepted = entries.withLock { entries -> (BackendState, Entry)? in
+            guard let i = entries.firstIndex(where: { $0.backend.id == id }), let (status, reason) = decide(&entries, i) else { return nil }
+            let old = entries[i].state
+            entries[i].state = BackendState(id: id, status: status, reason: Self.oneLine(reason), since: now,
+                                            generation: old.generation + 1, origin: nodeID)
+            persist(entries[i], old: old)
+            return (old, entries[i])
+        }
+        guard let (old, entry) = accepted else { return false }
+        logChange(entry, old: old)
+        for l in listeners.withLock({ $0 }) { l(entry.state, true) }
+        return true
+    }
+
+    /// Reasons are shown in tables and sent in datagrams: one line, bounded.
+    static func oneLine(_ reason: String) -> String {
+        String(reason.split(whereSeparator: { $0.isWhitespace }).joined(separator: " ").prefix(500))
+    }
+
+    /// Runs under the lock, so the database sees changes in the order memory does.
+    private func persist(_ entry: Entry, old: BackendState) {
+        guard let store else { return }
+        let s = entry.state
+        let event = ClusterEvent(time: s.since, origin: s.origin, kind: "backend-status", subject: s.id,
+                                 detail: "\(old.status.rawValue) → \(s.status.rawValue): \(s.reason) (generation \(s.generation))")
+        do {
+            try store.record(s, host: entry.backend.host, port: entry.backend.port, event: event)
+        } catch {
+            logger.error("cannot record the status of backend \(s.id) in the state database: \(error)")
+        }
+    }
+
+    private func logChange(_ entry: Entry, old: BackendState) {
+        let s = entry.state
+        let metadata: Logger.Metadata = [
+            "backend": "\(s.id)", "status": "\(s.status.rawValue)", "reason": "\(s.reason)",
+            "origin": "\(s.origin)", "generation": "\(s.generation)",
+        ]
+        if s.status == .failed {
+            logger.error("backend failed", metadata: metadata)
+        } else {
+            logger.notice("backend status changed from \(old.status.rawValue)", metadata: metadata)
+        }
     }
 }

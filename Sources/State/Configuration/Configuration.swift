@@ -5,6 +5,66 @@ import FoundationEssentials
 public struct Configuration: Sendable, Equatable {
     public struct Node: Sendable, Equatable {
         public var id: String
+        /// Where the state database lives.
+        public var stateDirectory: String
+    }
+
+    /// One clustering node as every node's configuration lists it.
+    public struct ClusterNode: Sendable, Equatable, Codable {
+        public var id: String
+        /// The address the node's state service listens on and peers send to.
+        public var address: String
+        public var port: Int
+        /// Higher wins the VIP election.
+        public var priority: Int
+
+        public init(id: String, address: String, port: Int, priority: Int) {
+            self.id = id; self.address = address; self.port = port; self.priority = priority
+        }
+    }
+
+    /// The clustering nodes and how they talk to each other.
+    public struct Cluster: Sendable, Equatable {
+        /// Every node of the cluster, this one included; a single node when no `[[cluster.nodes]]` are listed.
+        public var nodes: [ClusterNode]
+        /// The shared key of the peer messages' HMAC (read from `key_file`); nil for a single node.
+        public var key: [UInt8]?
+        public var heartbeatInterval: Double
+        /// A peer not heard from for this long is dead.
+        public var peerTimeout: Double
+        /// Peer messages whose timestamp is further than this from the local clock are refused.
+        public var maxClockSkew: Double
+        /// `none`, or `backends`: in a two-node cluster, a node alone holds quorum only while it holds
+        /// the witness lock on a majority of the backends.
+        public var witness: String
+
+        public func node(_ id: String) -> ClusterNode? { nodes.first { $0.id == id } }
+    }
+
+    /// The health checks of the backends.
+    public struct HealthCheck: Sendable, Equatable {
+        public var enabled: Bool
+        public var interval: Double
+        public var timeout: Double
+        /// Consecutive failed checks that fail a backend.
+        public var failures: Int
+        public var user: String
+        public var password: String?
+        public var database: String
+    }
+
+    /// The admin API and metrics endpoints.
+    public struct Admin: Sendable, Equatable {
+        /// The Unix socket of the admin API (mode 0660).
+        public var socket: String
+        /// Optional TCP listener of the admin API (requires `token_file`).
+        public var tcpAddress: String?
+        public var tcpPort: Int
+        /// The bearer token of the TCP admin API.
+        public var token: String?
+        /// Optional Prometheus `/metrics` listener.
+        public var metricsAddress: String?
+        public var metricsPort: Int
     }
 
     public struct Proxy: Sendable, Equatable {
@@ -112,7 +172,13 @@ public struct Configuration: Sendable, Equatable {
     public var auth: Auth
     public var backends: [Backend]
     public var replication: Replication
+    public var cluster: Cluster
+    public var healthCheck: HealthCheck
+    public var admin: Admin
     public var log: Log
+
+    /// This node as the cluster lists it.
+    public var thisNode: ClusterNode { cluster.node(node.id)! }
 
     /// Reads and validates `path`; every error names the file, line and key.
     public static func load(path: String) throws(ConfigurationError) -> Configuration {
@@ -139,7 +205,8 @@ public struct Configuration: Sendable, Equatable {
         func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : "\(baseDirectory)/\(p)" }
 
         var nodeT = try root.subtable("node")
-        let node = Node(id: try nodeT.string("id", default: "node1"))
+        let node = Node(id: try nodeT.string("id", default: "node1"),
+                        stateDirectory: resolve(try nodeT.string("state_directory", default: "/var/lib/pgchorus")))
         try validateIdentifier(node.id, key: "id", in: nodeT)
         try nodeT.rejectUnknownKeys()
 
@@ -218,11 +285,85 @@ public struct Configuration: Sendable, Equatable {
             inDoubtGrace: try replicationT.duration("in_doubt_grace", default: 60, range: 1...86400))
         try replicationT.rejectUnknownKeys()
 
+        var clusterT = try root.subtable("cluster")
+        let defaultPeerPort = try clusterT.int("port", default: 7433, range: 1...65535)
+        var cluster = Cluster(
+            nodes: [], key: nil,
+            heartbeatInterval: try clusterT.duration("heartbeat_interval", default: 0.5, range: 0.05...60),
+            peerTimeout: try clusterT.duration("peer_timeout", default: 2, range: 0.1...600),
+            maxClockSkew: try clusterT.duration("max_clock_skew", default: 30, range: 1...3600),
+            witness: try clusterT.oneOf("witness", ["none", "backends"], default: "none"))
+        var nodeIDs: Set<String> = []
+        for var n in try clusterT.tables("nodes") {
+            let member = ClusterNode(id: try n.requiredString("id"), address: try n.requiredString("address"),
+                                     port: try n.int("port", default: defaultPeerPort, range: 1...65535),
+                                     priority: try n.int("priority", default: 100, range: 0...1_000_000))
+            try validateIdentifier(member.id, key: "id", in: n)
+            if IPAddressBytes(member.address) == nil { throw n.error("address", "\"\(member.address)\" is not an IPv4 or IPv6 address") }
+            guard nodeIDs.insert(member.id).inserted else { throw n.error("id", "duplicate node id \"\(member.id)\"") }
+            cluster.nodes.append(member)
+            try n.rejectUnknownKeys()
+        }
+        if cluster.nodes.isEmpty {
+            cluster.nodes = [ClusterNode(id: node.id, address: proxy.listenAddress == "0.0.0.0" || proxy.listenAddress == "::" ? "127.0.0.1" : proxy.listenAddress,
+                                         port: defaultPeerPort, priority: 100)]
+        } else if cluster.node(node.id) == nil {
+            throw clusterT.error("nodes", "this node (node.id = \"\(node.id)\") is not one of the [[cluster.nodes]]")
+        }
+        if let keyFile = try clusterT.string("key_file").map(resolve) {
+            let key = try readSecretFile(keyFile, key: "key_file", in: clusterT)
+            guard key.count >= 16 else { throw clusterT.error("key_file", "the key in \(keyFile) is shorter than 16 bytes; generate one with `head -c 32 /dev/urandom | base64`") }
+            cluster.key = Array(key.utf8)
+        } else if cluster.nodes.count > 1 {
+            throw clusterT.error("key_file", "a cluster of \(cluster.nodes.count) nodes needs the shared key that authenticates peer messages")
+        }
+        if cluster.witness == "backends" && cluster.nodes.count != 2 {
+            throw clusterT.error("witness", "the backends witness is for two-node clusters only (this one has \(cluster.nodes.count))")
+        }
+        try clusterT.rejectUnknownKeys()
+
+        var healthT = try root.subtable("health_check")
+        let health = HealthCheck(
+            enabled: try healthT.bool("enabled", default: true),
+            interval: try healthT.duration("interval", default: 1, range: 0.05...3600),
+            timeout: try healthT.duration("timeout", default: 2, range: 0.1...600),
+            failures: try healthT.int("failures", default: 3, range: 1...100),
+            user: try healthT.string("user", default: replication.resolverUser),
+            password: try healthT.string("password") ?? replication.resolverPassword,
+            database: try healthT.string("database", default: "postgres"))
+        try healthT.rejectUnknownKeys()
+
+        var adminT = try root.subtable("admin")
+        var admin = Admin(
+            socket: resolve(try adminT.string("socket", default: "/run/pgchorus/admin.sock")),
+            tcpAddress: try adminT.string("tcp_address"), tcpPort: try adminT.int("tcp_port", default: 7434, range: 0...65535),
+            token: nil,
+            metricsAddress: try adminT.string("metrics_address"), metricsPort: try adminT.int("metrics_port", default: 9187, range: 0...65535))
+        if let a = admin.tcpAddress, IPAddressBytes(a) == nil { throw adminT.error("tcp_address", "\"\(a)\" is not an IPv4 or IPv6 address") }
+        if let a = admin.metricsAddress, IPAddressBytes(a) == nil { throw adminT.error("metrics_address", "\"\(a)\" is not an IPv4 or IPv6 address") }
+        if let tokenFile = try adminT.string("token_file").map(resolve) {
+            admin.token = try readSecretFile(tokenFile, key: "token_file", in: adminT)
+        } else if admin.tcpAddress != nil {
+            throw adminT.error("token_file", "tcp_address is set, so token_file is required (the TCP admin API always asks for a token)")
+        }
+        try adminT.rejectUnknownKeys()
+
         var logT = try root.subtable("log")
         let log = Log(level: try logT.oneOf("level", ["trace", "debug", "info", "notice", "warning", "error", "critical"], default: "info"))
         try logT.rejectUnknownKeys()
         try root.rejectUnknownKeys()
-        return Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication, log: log)
+        return Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication,
+                             cluster: cluster, healthCheck: health, admin: admin, log: log)
+    }
+
+    /// The first line of a secret file, without surrounding whitespace.
+    private static func readSecretFile(_ path: String, key: String, in t: TableReader) throws(ConfigurationError) -> String {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw t.error(key, "cannot read \(path)")
+        }
+        let line = text.split(separator: "\n", omittingEmptySubsequences: true).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        guard !line.isEmpty else { throw t.error(key, "\(path) is empty") }
+        return line
     }
 
     private static func validateIdentifier(_ id: String, key: String, in t: TableReader) throws(ConfigurationError) {

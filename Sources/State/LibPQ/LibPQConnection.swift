@@ -11,6 +11,10 @@ public final class LibPQConnection {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
         public var sqlState: String?
+
+        public init(description: String, sqlState: String? = nil) {
+            self.description = description; self.sqlState = sqlState
+        }
     }
 
     private let handle: OpaquePointer

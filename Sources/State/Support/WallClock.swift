@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// Wall-clock helpers for the replication path (the pure logic gets times as inputs).
+/// Wall-clock helpers for the I/O edges (the pure logic gets times as inputs).
 public enum WallClock {
     public static func unixTime() -> Double {
         var ts = timespec()
@@ -11,7 +11,7 @@ public enum WallClock {
     }
 
     /// A `timestamptz` literal of the current time in UTC, microsecond precision: `2026-11-27 02:53:26.123456+00`.
-    static func timestampLiteral() -> String {
+    public static func timestampLiteral() -> String {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         var t = time_t(ts.tv_sec)
@@ -26,7 +26,7 @@ public enum WallClock {
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(micros, 6))+00"
     }
 
-    static func environment(_ name: String) -> String? {
+    public static func environment(_ name: String) -> String? {
         guard let v = getenv(name) else { return nil }
         return String(cString: v)
     }

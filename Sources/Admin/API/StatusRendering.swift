@@ -1,0 +1,60 @@
+import FoundationEssentials
+import State
+
+/// The human forms of admin answers, as `pgchorus` prints them.
+public enum StatusRendering {
+    public static func time(_ t: Double?) -> String {
+        guard let t else { return "never" }
+        let d = Date(timeIntervalSince1970: t)
+        return d.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: false).timeSeparator(.colon)) + "Z"
+    }
+
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count) }
+                .joined(separator: "  ")
+        }
+        return ([line(header)] + rows.map(line)).joined(separator: "\n")
+    }
+
+    public static func backends(_ s: ClusterStatus) -> String {
+        table(["BACKEND", "ADDRESS", "STATUS", "LEAD", "SINCE", "CHECK", "REASON"], s.backends.map { b in
+            let check: String
+            if let c = b.check {
+                check = c.ok ? "ok \(Int(((c.latency ?? 0) * 1000).rounded())) ms" : "FAILED x\(c.consecutiveFailures)"
+            } else {
+                check = "-"
+            }
+            return [b.id, "\(b.host):\(b.port)", b.status, b.lead ? "yes" : "", time(b.since), check, b.reason]
+        })
+    }
+
+    public static func nodes(_ s: ClusterStatus) -> String {
+        table(["NODE", "ADDRESS", "ALIVE", "PRIORITY", "LAST SEEN", "QUORUM"], s.nodes.map { n in
+            [n.id + (n.isSelf ? " (this node)" : ""), "\(n.address):\(n.port)", n.alive ? "yes" : "NO", String(n.priority), time(n.lastSeen),
+             n.quorum.map { $0 ? "yes" : "no" } ?? "?"]
+        })
+    }
+
+    public static func status(_ s: ClusterStatus) -> String {
+        let online = s.backends.filter { $0.status == "online" }.count
+        let alive = s.nodes.filter(\.alive).count
+        var out = """
+        node:     \(s.node.id) (\(s.node.address)), pgchorus \(s.node.version), up since \(time(s.node.startedAt)), \(s.node.sessions) client session(s)
+        health:   \(s.health)
+        quorum:   \(s.quorum ? "yes" : "NO") (\(alive) of \(s.nodes.count) node(s) alive)
+        vip:      \(s.vip.mode == "none" ? "none configured" : "\(s.vip.address ?? "?") owned by \(s.vip.owner ?? "nobody")")
+        recovery: \(s.recovery ?? "none")
+        backends: \(online) of \(s.backends.count) online
+
+        """
+        out += "\n" + nodes(s) + "\n\n" + backends(s) + "\n"
+        return out
+    }
+
+    public static func events(_ events: [ClusterEvent]) -> String {
+        table(["TIME", "ORIGIN", "KIND", "SUBJECT", "DETAIL"], events.map { [time($0.time), $0.origin, $0.kind, $0.subject, $0.detail] })
+    }
+}

@@ -1,0 +1,123 @@
+import Crypto
+import FoundationEssentials
+
+/// What one clustering node tells another. Every message carries the sender's whole view of the
+/// backends, so a heartbeat is also anti-entropy: a node that was down converges on its first one.
+public struct PeerMessage: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        /// Periodic: "I am alive, and this is my view".
+        case heartbeat
+        /// Sent at once after a local status change; the receiver answers `ack`.
+        case notice
+        case ack
+    }
+
+    public var kind: Kind
+    public var from: String
+    /// Seconds since the Unix epoch at the sender.
+    public var sentAt: Double
+    /// Random, unique per message: a replayed message is refused.
+    public var nonce: String
+    public var backends: [BackendState]
+    /// For `ack`: the nonce of the notice acknowledged.
+    public var acknowledges: String?
+    /// How many backends the sender's health checks reach.
+    public var reachableBackends: Int?
+    /// Whether the sender believes it holds quorum.
+    public var quorum: Bool?
+
+    public init(kind: Kind, from: String, sentAt: Double, nonce: String, backends: [BackendState],
+                acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil) {
+        self.kind = kind; self.from = from; self.sentAt = sentAt; self.nonce = nonce; self.backends = backends
+        self.acknowledges = acknowledges; self.reachableBackends = reachableBackends; self.quorum = quorum
+    }
+
+    public static func makeNonce() -> String {
+        var g = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in String(UInt8.random(in: 0...255, using: &g), radix: 16).leftPadded(2) }.joined()
+    }
+}
+
+/// Why a peer datagram was refused.
+public enum PeerMessageError: Error, Equatable, CustomStringConvertible {
+    case notPgchorus
+    case badSignature
+    case malformed(String)
+    case unknownSender(String)
+    case clockSkew(seconds: Double)
+    case replayed(nonce: String)
+
+    /// A short name per case, to count refusals by kind.
+    public var kind: String {
+        switch self {
+        case .notPgchorus: "not-pgchorus"
+        case .badSignature: "bad-signature"
+        case .malformed: "malformed"
+        case .unknownSender: "unknown-sender"
+        case .clockSkew: "clock-skew"
+        case .replayed: "replayed"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .notPgchorus: "not a pgchorus peer message"
+        case .badSignature: "the HMAC does not match (unsigned, forged, or signed with another cluster key)"
+        case let .malformed(why): "malformed message: \(why)"
+        case let .unknownSender(id): "sender \"\(id)\" is not one of the configured nodes"
+        case let .clockSkew(s): "timestamp is \(Int(s)) s away from this node's clock (replayed, or clocks out of sync)"
+        case let .replayed(nonce): "replayed message (nonce \(nonce) already seen)"
+        }
+    }
+}
+
+/// The datagram form: `PGCH1`, HMAC-SHA256 (32 bytes) of the JSON body with the cluster key, the body.
+public enum PeerEnvelope {
+    static let magic = Array("PGCH1".utf8)
+    /// Far above any real message (nine backends with long reasons), far below a UDP datagram.
+    public static let maximumSize = 60_000
+
+    public static func seal(_ message: PeerMessage, key: SymmetricKey) -> [UInt8] {
+        let body = (try? JSONEncoder().encode(message)).map(Array.init) ?? []
+        let mac = HMAC<SHA256>.authenticationCode(for: body, using: key)
+        return magic + Array(mac) + body
+    }
+
+    /// Checks the signature first: nothing of an unauthenticated datagram is parsed.
+    public static func open(_ bytes: [UInt8], key: SymmetricKey) throws(PeerMessageError) -> PeerMessage {
+        guard bytes.count > magic.count + 32, bytes.count <= maximumSize, Array(bytes.prefix(magic.count)) == magic else { throw .notPgchorus }
+        let mac = bytes[magic.count..<(magic.count + 32)]
+        let body = bytes[(magic.count + 32)...]
+        guard HMAC<SHA256>.isValidAuthenticationCode(Array(mac), authenticating: Array(body), using: key) else { throw .badSignature }
+        do {
+            return try JSONDecoder().decode(PeerMessage.self, from: Data(body))
+        } catch {
+            throw .malformed("\(error)")
+        }
+    }
+}
+
+/// Remembers the nonces of recent messages; with the clock-skew bound, a captured message can be
+/// neither replayed within the window nor after it.
+public struct ReplayGuard: Sendable {
+    private var seen: [String: Double] = [:]
+    public let maxClockSkew: Double
+
+    public init(maxClockSkew: Double) { self.maxClockSkew = maxClockSkew }
+
+    public mutating func admit(_ m: PeerMessage, now: Double) throws(PeerMessageError) {
+        guard abs(now - m.sentAt) <= maxClockSkew else { throw .clockSkew(seconds: now - m.sentAt) }
+        guard seen[m.nonce] == nil else { throw .replayed(nonce: m.nonce) }
+        seen[m.nonce] = m.sentAt
+        if seen.count > 4096 {
+            // A nonce older than the window can only come with a timestamp the skew check refuses.
+            seen = seen.filter { now - $0.value <= maxClockSkew * 2 }
+        }
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

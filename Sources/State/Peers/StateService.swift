@@ -1,0 +1,286 @@
+import Crypto
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// The state service: tells every peer node of this node's backend status changes, applies theirs,
+/// heartbeats, and keeps membership and quorum.
+///
+/// Transport: signed UDP datagrams (`PeerEnvelope`) on the node's cluster address. Every message
+/// carries the sender's whole backend view, so a lost datagram costs one heartbeat interval and a
+/// node that restarts converges on the first heartbeat it receives (anti-entropy). A local change is
+/// sent at once as a `notice`, re-sent (fresh nonce) every heartbeat until the peer acknowledges.
+public final class StateService: Service, Sendable {
+    /// One clustering node as this node sees it.
+    public struct NodeView: Sendable, Equatable, Codable {
+        public var id: String
+        public var address: String
+        public var port: Int
+        public var priority: Int
+        public var alive: Bool
+        public var isSelf: Bool
+        /// Seconds since the Unix epoch of the last authenticated message (nil: never; self: now).
+        public var lastSeen: Double?
+        public var reachableBackends: Int?
+        public var quorum: Bool?
+
+        public init(id: String, address: String, port: Int, priority: Int, alive: Bool, isSelf: Bool, lastSeen: Double?,
+                    reachableBackends: Int?, quorum: Bool?) {
+            self.id = id; self.address = address; self.port = port; self.priority = priority; self.alive = alive; self.isSelf = isSelf
+            self.lastSeen = lastSeen; self.reachableBackends = reachableBackends; self.quorum = quorum
+        }
+    }
+
+    struct Inner {
+        var membership: Membership
+        var replayGuard: ReplayGuard
+        /// Peers that have not acknowledged this node's latest change yet.
+        var unacknowledged: Set<String> = []
+        /// Nonces of the notices sent, by peer, to match acks.
+        var noticeNonces: [String: Set<String>] = [:]
+        /// Per kind of refusal: when it was last logged, and how many since.
+        var refusals: [String: (logged: Double, count: Int)] = [:]
+        var hadQuorum: Bool?
+    }
+
+    let configuration: Configuration
+    let registry: BackendRegistry
+    let store: StateStore?
+    let logger: Logger
+    /// The cluster key's bytes (SymmetricKey is not Sendable; one is made per message).
+    let keyBytes: [UInt8]?
+    var key: SymmetricKey? { keyBytes.map { SymmetricKey(data: $0) } }
+    let inner: Mutex<Inner>
+    let channel: Channel?
+    let startedAt = WallClock.unixTime()
+    let hooks = Mutex<(witness: (@Sendable () -> Bool)?, reachable: (@Sendable () -> Int?)?)>((nil, nil))
+
+    /// Binds the peer socket at once (a single-node cluster has none), so errors surface before `run`.
+    public init(configuration: Configuration, registry: BackendRegistry, store: StateStore?, logger: Logger,
+                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws {
+        self.configuration = configuration
+        self.registry = registry
+        self.store = store
+        self.logger = logger
+        self.keyBytes = configuration.cluster.key
+        let cluster = configuration.cluster
+        self.inner = Mutex(Inner(
+            membership: Membership(nodes: cluster.nodes, selfID: configuration.node.id, peerTimeout: cluster.peerTimeout,
+                                   witness: cluster.witness == "backends"),
+            replayGuard: ReplayGuard(maxClockSkew: cluster.maxClockSkew)))
+        if cluster.nodes.count > 1 {
+            let me = configuration.thisNode
+            let handler = PeerDatagramHandler()
+            do {
+                channel = try await DatagramBootstrap(group: group)
+                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+                    .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(handler) } }
+                    .bind(host: me.address, port: me.port)
+                    .get()
+            } catch {
+                throw StateServiceError.cannotListen(address: me.address, port: me.port, reason: "\(error)")
+            }
+        } else {
+            channel = nil
+        }
+        if let channel {
+            // The handler reaches the service only after both exist.
+            try await channel.pipeline.handler(type: PeerDatagramHandler.self).map { $0.service.withLock { [self] s in s = self } }.get()
+        }
+        registry.addListener { [weak self] _, local in
+            if local { self?.changedLocally() }
+        }
+    }
+
+    /// The UDP port actually bound (nil for a single node).
+    public var port: Int? { channel?.localAddress?.port }
+
+    /// Sets how this node learns whether it holds the witness and how many backends it reaches.
+    public func setHooks(witness: (@Sendable () -> Bool)?, reachable: (@Sendable () -> Int?)?) {
+        hooks.withLock { $0 = (witness, reachable) }
+    }
+
+    public func run() async throws {
+        guard channel != nil else {
+            // Nothing to talk to; stay up until shutdown so the service group is uniform.
+            try? await gracefulShutdown()
+            return
+        }
+        logger.info("state service listening", metadata: ["address": "\(configuration.thisNode.address)", "port": "\(port ?? 0)",
+                                                          "peers": "\(configuration.cluster.nodes.count - 1)"])
+        do {
+            try await cancelWhenGracefulShutdown {
+                for _ in 0..<Int.max {
+                    self.tick(now: WallClock.unixTime())
+                    try await Task.sleep(for: .milliseconds(Int(self.configuration.cluster.heartbeatInterval * 1000)))
+                }
+            }
+        } catch is CancellationError {}
+        try? await channel?.close()
+    }
+
+    // MARK: views
+
+    public func hasQuorum(now: Double = WallClock.unixTime()) -> Bool {
+        let witness = hooks.withLock { $0.witness }?() ?? false
+        return inner.withLock { $0.membership.hasQuorum(now: now, holdsWitness: witness) }
+    }
+
+    public func nodes(now: Double = WallClock.unixTime()) -> [NodeView] {
+        let me = configuration.thisNode
+        let reachable = hooks.withLock { $0.reachable }?()
+        let quorum = hasQuorum(now: now)
+        return inner.withLock { s in
+            configuration.cluster.nodes.map { n in
+                if n.id == me.id {
+                    return NodeView(id: n.id, address: n.address, port: n.port, priority: n.priority, alive: true, isSelf: true,
+                                    lastSeen: now, reachableBackends: reachable, quorum: quorum)
+                }
+                let p = s.membership.peers.first { $0.node.id == n.id }!
+                return NodeView(id: n.id, address: n.address, port: n.port, priority: n.priority, alive: s.membership.isAlive(p, now: now),
+                                isSelf: false, lastSeen: p.lastSeen, reachableBackends: p.reachableBackends, quorum: p.claimsQuorum)
+            }
+        }
+    }
+
+    // MARK: sending
+
+    private func changedLocally() {
+        let peers = configuration.cluster.nodes.filter { $0.id != configuration.node.id }
+        guard channel != nil, !peers.isEmpty else { return }
+        inner.withLock { $0.unacknowledged = Set(peers.map(\.id)) }
+        for p in peers { send(.notice, to: p) }
+    }
+
+    func tick(now: Double) {
+        for p in configuration.cluster.nodes where p.id != configuration.node.id {
+            let pending = inner.withLock { $0.unacknowledged.contains(p.id) }
+            send(pending ? .notice : .heartbeat, to: p)
+        }
+        let witness = hooks.withLock { $0.witness }?() ?? false
+        let settled = now - startedAt >= configuration.cluster.peerTimeout
+        let (changes, quorum, quorumChanged) = inner.withLock { s in
+            let t = s.membership.transitions(now: now)
+            let q = s.membership.hasQuorum(now: now, holdsWitness: witness)
+            // Right after start nobody has been heard yet: wait one peer timeout before judging.
+            guard settled || q else { return (t, q, false) }
+            let changed = s.hadQuorum != q
+            s.hadQuorum = q
+            return (t, q, changed)
+        }
+        for (peer, alive) in changes {
+            if alive {
+                logger.notice("peer node is alive", metadata: ["peer": "\(peer.node.id)"])
+            } else {
+                logger.warning("peer node is not answering", metadata: ["peer": "\(peer.node.id)", "timeout": "\(configuration.cluster.peerTimeout)"])
+            }
+            record(ClusterEvent(time: now, origin: configuration.node.id, kind: alive ? "node-up" : "node-down", subject: peer.node.id,
+                                detail: alive ? "heartbeats received" : "no message for \(configuration.cluster.peerTimeout) s"))
+            try? store?.saveNode(peer.node, alive: alive, lastSeen: peer.lastSeen)
+        }
+        if quorumChanged {
+            let alive = inner.withLock { $0.membership.aliveCount(now: now) }
+            let detail = "\(alive) of \(configuration.cluster.nodes.count) nodes alive\(witness ? ", witness held" : "")"
+            if quorum { logger.notice("quorum held: \(detail)") } else { logger.error("quorum lost: \(detail)") }
+            record(ClusterEvent(time: now, origin: configuration.node.id, kind: quorum ? "quorum" : "no-quorum", subject: configuration.node.id, detail: detail))
+        }
+    }
+
+    private func send(_ kind: PeerMessage.Kind, to peer: Configuration.ClusterNode, acknowledging: String? = nil) {
+        guard let channel, let key else { return }
+        let reachable = hooks.withLock { $0.reachable }?()
+        let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: PeerMessage.makeNonce(),
+                                  backends: kind == .ack ? [] : registry.states(), acknowledges: acknowledging,
+                                  reachableBackends: reachable, quorum: kind == .ack ? nil : hasQuorum())
+        if kind == .notice {
+            inner.withLock { $0.noticeNonces[peer.id, default: []].insert(message.nonce) }
+        }
+        let bytes = PeerEnvelope.seal(message, key: key)
+        guard let address = try? SocketAddress(ipAddress: peer.address, port: peer.port) else { return }
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: channel.allocator.buffer(bytes: bytes)), promise: nil)
+    }
+
+    // MARK: receiving
+
+    func receive(_ bytes: [UInt8], from source: SocketAddress) {
+        guard let key else { return }
+        let now = WallClock.unixTime()
+        let message: PeerMessage
+        do {
+            message = try PeerEnvelope.open(bytes, key: key)
+            guard message.from != configuration.node.id, configuration.cluster.node(message.from) != nil else {
+                throw PeerMessageError.unknownSender(message.from)
+            }
+            try inner.withLock { s throws(PeerMessageError) in try s.replayGuard.admit(message, now: now) }
+        } catch let error as PeerMessageError {
+            refused(error, from: source, now: now)
+            return
+        } catch {
+            return
+        }
+        let witness = inner.withLock { s in
+            _ = s.membership.heard(from: message.from, at: now, reachableBackends: message.reachableBackends, quorum: message.quorum)
+            if message.kind == .ack, let n = message.acknowledges, s.noticeNonces[message.from]?.contains(n) == true {
+                s.unacknowledged.remove(message.from)
+                s.noticeNonces[message.from] = nil
+            }
+            return ()
+        }
+        _ = witness
+        var applied = 0
+        for b in message.backends where registry.apply(b) { applied += 1 }
+        if applied > 0 {
+            logger.info("applied \(applied) backend change(s) from a peer", metadata: ["peer": "\(message.from)", "kind": "\(message.kind.rawValue)"])
+        }
+        if message.kind == .notice, let peer = configuration.cluster.node(message.from) {
+            send(.ack, to: peer, acknowledging: message.nonce)
+        }
+    }
+
+    private func refused(_ error: PeerMessageError, from source: SocketAddress, now: Double) {
+        let (logIt, count) = inner.withLock { s -> (Bool, Int) in
+            // One line and one event per kind and second at most: a flood must not fill the disk.
+            var r = s.refusals[error.kind] ?? (logged: 0, count: 0)
+            r.count += 1
+            defer { s.refusals[error.kind] = r }
+            guard now - r.logged >= 1 else { return (false, r.count) }
+            let c = r.count
+            r = (logged: now, count: 0)
+            return (true, c)
+        }
+        guard logIt else { return }
+        let from = source.ipAddress.map { "\($0):\(source.port ?? 0)" } ?? "\(source)"
+        logger.warning("peer message refused: \(error)", metadata: ["source": "\(from)", "count": "\(count)"])
+        record(ClusterEvent(time: now, origin: configuration.node.id, kind: "peer-refused", subject: from, detail: "\(error)"))
+    }
+
+    private func record(_ event: ClusterEvent) {
+        do { try store?.append(event) } catch { logger.error("cannot record an event in the state database: \(error)") }
+    }
+}
+
+/// Hands each datagram to the state service.
+final class PeerDatagramHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let service = Mutex<StateService?>(nil)
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let bytes = Array(envelope.data.readableBytesView)
+        service.withLock { $0 }?.receive(bytes, from: envelope.remoteAddress)
+    }
+}
+
+/// Why the state service could not start.
+public enum StateServiceError: Error, CustomStringConvertible {
+    case cannotListen(address: String, port: Int, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .cannotListen(address, port, reason): "state service cannot listen on \(address):\(port) (UDP): \(reason)"
+        }
+    }
+}

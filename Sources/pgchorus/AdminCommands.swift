@@ -1,0 +1,143 @@
+import Admin
+import ArgumentParser
+import Foundation
+import State
+
+/// Where to find the daemon: its configuration (for `admin.socket`) or the socket itself.
+struct DaemonOptions: ParsableArguments {
+    @Option(help: "The node's configuration file (its admin.socket is used).")
+    var config: String = "/etc/pgchorus/pgchorus.toml"
+
+    @Option(help: "The admin socket, instead of reading it from the configuration.")
+    var socket: String?
+
+    @Flag(help: "Print JSON instead of tables.")
+    var json = false
+
+    func send(_ request: AdminRequest) async throws -> AdminResponse {
+        let path: String
+        if let socket {
+            path = socket
+        } else {
+            do {
+                path = try Configuration.load(path: config).admin.socket
+            } catch {
+                printError("pgchorus: \(error)\n(pass --config FILE or --socket PATH)")
+                throw ExitCode(3)
+            }
+        }
+        let response: AdminResponse
+        do {
+            response = try await AdminClient.send(request, socketPath: path)
+        } catch {
+            printError("pgchorus: \(error)")
+            throw ExitCode(3)
+        }
+        guard response.ok else {
+            printError("pgchorus: \(response.error ?? "the daemon refused the request")")
+            throw ExitCode(1)
+        }
+        return response
+    }
+
+    func printJSON<T: Encodable>(_ value: T) {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        if let data = try? e.encode(value), let s = String(data: data, encoding: .utf8) { print(s) }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "This node, every node, every backend. Exit 0 healthy, 1 degraded, 2 no quorum or no online backend, 3 daemon unreachable.")
+
+    @OptionGroup var options: DaemonOptions
+
+    func run() async throws {
+        let status = try await options.send(AdminRequest(command: .status)).status!
+        if options.json { options.printJSON(status) } else { print(StatusRendering.status(status), terminator: "") }
+        if status.exitCode != 0 { throw ExitCode(status.exitCode) }
+    }
+}
+
+struct BackendsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "backends", abstract: "The backends: status, reason, since, lead, latest health check.")
+
+    @OptionGroup var options: DaemonOptions
+
+    func run() async throws {
+        let status = try await options.send(AdminRequest(command: .status)).status!
+        if options.json { options.printJSON(status.backends) } else { print(StatusRendering.backends(status)) }
+    }
+}
+
+struct NodesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "nodes", abstract: "The clustering nodes: alive, last seen, quorum.")
+
+    @OptionGroup var options: DaemonOptions
+
+    func run() async throws {
+        let status = try await options.send(AdminRequest(command: .status)).status!
+        if options.json { options.printJSON(status.nodes) } else { print(StatusRendering.nodes(status)) }
+    }
+}
+
+struct EventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "events", abstract: "The event log of this node: status changes, nodes up and down, refused peer messages.")
+
+    @OptionGroup var options: DaemonOptions
+
+    @Option(help: "Only events since: a duration back (30s, 10m, 2h, 1d), Unix seconds, or an ISO 8601 time (2026-11-27T10:00:00Z).")
+    var since: String?
+
+    @Option(help: "At most this many (the newest).")
+    var limit: Int = 100
+
+    func run() async throws {
+        var sinceTime: Double?
+        if let since {
+            guard let t = Self.parseSince(since, now: Date().timeIntervalSince1970) else {
+                throw ValidationError("--since \"\(since)\" is not a duration (10m), Unix seconds, or an ISO 8601 time")
+            }
+            sinceTime = t
+        }
+        let events = try await options.send(AdminRequest(command: .events, since: sinceTime, limit: limit)).events ?? []
+        if options.json { options.printJSON(events) } else { print(StatusRendering.events(events)) }
+    }
+
+    static func parseSince(_ s: String, now: Double) -> Double? {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let u = s.last, let factor = units[u], let n = Double(s.dropLast()) { return now - n * factor }
+        if let n = Double(s) { return n }
+        return (try? Date(s, strategy: .iso8601))?.timeIntervalSince1970
+    }
+}
+
+struct DetachCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "detach",
+        abstract: "Take a backend out of service (status down) on every node, e.g. for maintenance.")
+
+    @OptionGroup var options: DaemonOptions
+    @Argument(help: "The backend id.") var backend: String
+
+    func run() async throws {
+        let r = try await options.send(AdminRequest(command: .detach, backend: backend))
+        if options.json { options.printJSON(r) } else { print(r.message ?? "done") }
+    }
+}
+
+struct AttachCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attach",
+        abstract: "Bring a detached or failed backend back online, only if its data is identical to an online backend's.")
+
+    @OptionGroup var options: DaemonOptions
+    @Argument(help: "The backend id.") var backend: String
+
+    func run() async throws {
+        let r = try await options.send(AdminRequest(command: .attach, backend: backend))
+        if options.json { options.printJSON(r) } else { print(r.message ?? "done") }
+    }
+}
