@@ -199,6 +199,33 @@ import TestSupport
         }
     }
 
+    @Test func aLoneNodeOfTwoKeepsQuorumOnlyWhileItHoldsTheBackendWitness() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            let health = { (_: Int) in "[health_check]\ninterval = 0.2\ntimeout = 1\n" }
+            try await withNodeCluster(count: 2, backends: servers, extra: health, clusterKeys: "witness = \"backends\"") { cluster in
+                // Alone, node 1 takes the advisory lock on every backend: quorum.
+                try await cluster.start(1)
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).quorum })
+                let locks = try servers.map { try $0.psql("select count(*) from pg_locks where locktype = 'advisory'") }
+                #expect(locks == ["1", "1", "1"], "\(locks)")
+                // Both up: quorum by majority; node 2 cannot take the lock node 1 holds.
+                try await cluster.start(2)
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(2).nodes.allSatisfy(\.alive) })
+                #expect(try await cluster.status(2).quorum)
+                // Node 1 gone: its sessions end, node 2 takes the witness and keeps quorum alone.
+                await cluster.stop(1)
+                #expect(try await cluster.waitUntil(seconds: 10) {
+                    let s = try await cluster.status(2)
+                    return s.nodes.first { $0.id == "node1" }?.alive == false && s.quorum
+                })
+                // A rival takes the witness from under node 2 (its sessions are ended): no quorum.
+                let other = try LibPQConnectionHolder(servers)
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(2).quorum == false })
+                other.release()
+            }
+        }
+    }
+
     @Test func forgedReplayedStaleAndWrongKeyPeerMessagesAreRefusedAndLogged() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withNodeCluster(count: 3, backends: servers, extra: { _ in "[health_check]\nenabled = false\n" }) { cluster in
@@ -255,6 +282,26 @@ import TestSupport
             }
         }
     }
+}
+
+/// Holds the witness advisory lock on every backend from the test, as a rival node would.
+final class LibPQConnectionHolder: @unchecked Sendable {
+    // @unchecked: used from the test's task only.
+    var connections: [LibPQConnection] = []
+    init(_ servers: [LocalPostgresServer]) throws {
+        for s in servers {
+            let c = try LibPQConnection(s.connectionString(), target: s.name)
+            var held = false
+            for _ in 0..<100 where !held {
+                _ = try c.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'pgchorus-health'")
+                held = try c.query("select pg_try_advisory_lock(8099551755046647155)").first?.first == "t"
+                if !held { usleep(20_000) }
+            }
+            guard held else { throw FixtureError("could not take the witness lock on \(s.name)") }
+            connections.append(c)
+        }
+    }
+    func release() { connections = [] }
 }
 
 /// Keeps every datagram received.

@@ -102,6 +102,7 @@ public func withNodeCluster<T>(
     backends: [LocalPostgresServer],
     extra: (Int) -> String = { _ in "" },
     files: [String: String] = [:],
+    clusterKeys: String = "",
     file: StaticString = #filePath,
     isolation: isolated (any Actor)? = #isolation,
     _ body: (NodeCluster) async throws -> T
@@ -130,6 +131,7 @@ public func withNodeCluster<T>(
         key_file = "../cluster.key"
         heartbeat_interval = 0.2
         peer_timeout = 1
+        \(clusterKeys)
 
         \(members)
 
