@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "pgchorus",
             dependencies: [
-                "Proxy", "Admin", "State", "Wire", "LocalCluster",
+                "Proxy", "Admin", "State", "Wire", "LocalCluster", "VIP",
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
