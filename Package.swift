@@ -60,7 +60,15 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        .target(name: "VIP", dependencies: ["State", "CMnl", "CPcap"]),
+        .target(
+            name: "VIP",
+            dependencies: [
+                "State", "CMnl", "CPcap",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(name: "Recovery", dependencies: ["Wire", "State"]),
         .target(
             name: "Admin",
@@ -79,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "pgchorusd",
             dependencies: [
-                "Proxy", "State", "Admin", "Recovery",
+                "Proxy", "State", "Admin", "Recovery", "VIP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -109,10 +117,10 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire", "TestSupport"]),
         .testTarget(name: "StateTests", dependencies: ["State", "TestSupport"]),
-        .testTarget(name: "VIPTests", dependencies: ["VIP"]),
+        .testTarget(name: "VIPTests", dependencies: ["VIP", "State"]),
         .testTarget(name: "RecoveryTests", dependencies: ["Recovery"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin", "State"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "State", "Admin", "LocalCluster", "TestSupport",
+        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "State", "Admin", "VIP", "LocalCluster", "TestSupport",
                                                              .product(name: "Crypto", package: "swift-crypto"),
                                                              .product(name: "NIOCore", package: "swift-nio"),
                                                              .product(name: "NIOPosix", package: "swift-nio")], exclude: ["Scripts"]),

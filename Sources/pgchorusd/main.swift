@@ -6,6 +6,7 @@ import Prometheus
 import Proxy
 import ServiceLifecycle
 import State
+import VIP
 
 /// The pgchorus clustering-node daemon.
 @main
@@ -74,12 +75,27 @@ struct PGChorusDaemon: AsyncParsableCommand {
             let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger)
             let health = HealthChecker(configuration: configuration, registry: registry, logger: logger)
             stateService.setHooks(witness: { health.holdsWitness() }, reachable: { health.reachableCount() })
+            var vipService: VirtualIPService?
+            if configuration.vip.mode != "none" {
+                vipService = try VirtualIPService(configuration: configuration, stateService: stateService, healthChecker: health,
+                                                  registry: registry, store: store, logger: logger)
+            }
+            var vipStatus: (@Sendable () -> ClusterStatus.VIP)?
+            if let v = vipService {
+                vipStatus = { @Sendable in
+                    let s = v.status()
+                    return ClusterStatus.VIP(mode: s.mode, address: s.address, owner: s.owner)
+                }
+            }
             let administration = NodeAdministration(configuration: configuration, registry: registry, store: store, stateService: stateService,
-                                                    healthChecker: health, logger: logger, sessions: { context.sessionCount })
+                                                    healthChecker: health, logger: logger, sessions: { context.sessionCount }, vip: vipStatus)
             let admin = configuration.admin
             let adminServer = try await AdminServer(socketPath: admin.socket, tcp: admin.tcpAddress.map { ($0, admin.tcpPort, admin.token ?? "") },
                                                     administration: administration, logger: logger)
-            services = [stateService, health, server, resolver, adminServer]
+            // Shut down in reverse: the VIP is handed over while the state service still talks to the peers.
+            services = [stateService]
+            if let vipService { services.append(vipService) }
+            services += [health, server, resolver, adminServer]
             if let address = admin.metricsAddress {
                 services.append(try await MetricsEndpoint(address: address, port: admin.metricsPort, registry: metricsRegistry,
                                                           administration: administration, logger: logger))

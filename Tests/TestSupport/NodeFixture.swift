@@ -13,12 +13,17 @@ public final class NodeCluster: @unchecked Sendable {
     public let count: Int
     public let binaryDirectory: String
     var processes: [Int: Process] = [:]
+    /// With a network lab: node i runs in the lab's namespace "node<i>" at 198.18.0.(10+i).
+    public let lab: NetworkLab?
 
-    init(directory: String, port: Int, count: Int, binaryDirectory: String) {
-        self.directory = directory; self.port = port; self.count = count; self.binaryDirectory = binaryDirectory
+    init(directory: String, port: Int, count: Int, binaryDirectory: String, lab: NetworkLab?) {
+        self.directory = directory; self.port = port; self.count = count; self.binaryDirectory = binaryDirectory; self.lab = lab
     }
 
-    public func address(_ node: Int) -> String { "127.0.0.\(node + 1)" }
+    public func address(_ node: Int) -> String { lab == nil ? "127.0.0.\(node + 1)" : "198.18.0.\(10 + node)" }
+
+    /// The process id of node `node`'s daemon (0 when not running).
+    public func pid(_ node: Int) -> Int32 { processes[node].flatMap { $0.isRunning ? $0.processIdentifier : nil } ?? 0 }
     public func nodeDirectory(_ node: Int) -> String { "\(directory)/node\(node)" }
     public func configPath(_ node: Int) -> String { "\(nodeDirectory(node))/pgchorus.toml" }
     public func socketPath(_ node: Int) -> String { "\(nodeDirectory(node))/admin.sock" }
@@ -36,8 +41,14 @@ public final class NodeCluster: @unchecked Sendable {
     public func start(_ node: Int) async throws {
         precondition(processes[node] == nil || processes[node]?.isRunning == false)
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(binaryDirectory)/pgchorusd")
-        p.arguments = ["--config", configPath(node), "--log-level", "info"]
+        if let lab {
+            // `ip netns exec` execs the daemon: the process id is the daemon's.
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            p.arguments = ["netns", "exec", lab.namespace("node\(node)"), "\(binaryDirectory)/pgchorusd", "--config", configPath(node), "--log-level", "info"]
+        } else {
+            p.executableURL = URL(fileURLWithPath: "\(binaryDirectory)/pgchorusd")
+            p.arguments = ["--config", configPath(node), "--log-level", "info"]
+        }
         if !FileManager.default.fileExists(atPath: logPath(node)) { FileManager.default.createFile(atPath: logPath(node), contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(node)))
         handle.seekToEndOfFile()
@@ -51,6 +62,13 @@ public final class NodeCluster: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(100))
         }
         throw FixtureError("pgchorusd node\(node) did not answer on its admin socket within 30 s:\n\(log(node).suffix(3000))")
+    }
+
+    /// SIGKILL, as a crash.
+    public func kill9(_ node: Int) {
+        guard let p = processes[node], p.isRunning else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
     }
 
     /// SIGTERM, and waits for the process to end (SIGKILL after 10 s).
@@ -103,13 +121,15 @@ public func withNodeCluster<T>(
     extra: (Int) -> String = { _ in "" },
     files: [String: String] = [:],
     clusterKeys: String = "",
+    lab: NetworkLab? = nil,
     file: StaticString = #filePath,
     isolation: isolated (any Actor)? = #isolation,
     _ body: (NodeCluster) async throws -> T
 ) async throws -> T {
     let root = URL(fileURLWithPath: "\(file)").deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pgchorus-nodes-\(UUID().uuidString)").path
-    let cluster = NodeCluster(directory: directory, port: try FreePort.pick(), count: count, binaryDirectory: root.appendingPathComponent(".build/debug").path)
+    let cluster = NodeCluster(directory: directory, port: try FreePort.pick(), count: count, binaryDirectory: root.appendingPathComponent(".build/debug").path,
+                              lab: lab)
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
     try "test-cluster-key-\(UUID().uuidString)\n".write(toFile: cluster.keyPath, atomically: true, encoding: .utf8)
@@ -129,7 +149,7 @@ public func withNodeCluster<T>(
         [cluster]
         port = \(cluster.port)
         key_file = "../cluster.key"
-        heartbeat_interval = 0.2
+        heartbeat_interval = 0.1
         peer_timeout = 1
         \(clusterKeys)
 

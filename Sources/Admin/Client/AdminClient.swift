@@ -29,8 +29,14 @@ public enum AdminClient {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(collector) } }
+        let channel: Channel
         do {
-            let channel = try await connect(bootstrap).get()
+            channel = try await connect(bootstrap).get()
+        } catch {
+            collector.promise.fail(error)
+            throw Failure(description: "cannot connect to pgchorusd: \(error) (is it running?)")
+        }
+        do {
             try await channel.writeAndFlush(channel.allocator.buffer(bytes: request.encodedLine()))
             let timer = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) { channel.close(promise: nil) }
             defer { timer.cancel() }

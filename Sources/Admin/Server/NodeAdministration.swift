@@ -12,11 +12,14 @@ public final class NodeAdministration: Sendable {
     let stateService: StateService
     let healthChecker: HealthChecker?
     let sessions: @Sendable () -> Int
+    let vip: (@Sendable () -> ClusterStatus.VIP)?
     let startedAt: Double
     let logger: Logger
 
     public init(configuration: Configuration, registry: BackendRegistry, store: StateStore?, stateService: StateService,
-                healthChecker: HealthChecker?, logger: Logger, sessions: @escaping @Sendable () -> Int) {
+                healthChecker: HealthChecker?, logger: Logger, sessions: @escaping @Sendable () -> Int,
+                vip: (@Sendable () -> ClusterStatus.VIP)? = nil) {
+        self.vip = vip
         self.configuration = configuration
         self.registry = registry
         self.store = store
@@ -61,7 +64,7 @@ public final class NodeAdministration: Sendable {
                                       check: checks[e.backend.id], lag: nil)
             },
             quorum: stateService.hasQuorum(now: now),
-            vip: .init(mode: "none", address: nil, owner: nil),
+            vip: vip?() ?? .init(mode: "none", address: nil, owner: nil),
             recovery: nil, health: "")
         s.health = ClusterStatus.health(for: s.exitCode)
         return s

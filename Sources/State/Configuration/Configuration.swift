@@ -41,6 +41,41 @@ public struct Configuration: Sendable, Equatable {
         public func node(_ id: String) -> ClusterNode? { nodes.first { $0.id == id } }
     }
 
+    /// The virtual IP (or the round-robin DNS records) that clients connect to.
+    public struct VIP: Sendable, Equatable {
+        /// `none`, `address` (a virtual IP on an interface) or `dns`.
+        public var mode: String
+        public var interface: String?
+        /// Address with prefix, e.g. `10.0.0.100/24`.
+        public var address: String?
+        public var nopreempt: Bool
+        public var lease: Double
+        public var takeover: Double
+        /// Seconds between two announcement refreshes while owned.
+        public var announceRefresh: Double
+        public var dns: DNS
+    }
+
+    /// What the DNS mode writes.
+    public struct DNS: Sendable, Equatable {
+        /// `bind` (zone file), `dnsmasq` (hosts file) or `nsupdate` (script).
+        public var format: String
+        public var file: String?
+        /// The name clients resolve, e.g. `db.example.com.` (a trailing dot is added).
+        public var name: String?
+        public var ttl: Int
+        /// BIND: the zone origin, name server and responsible mailbox of the SOA.
+        public var zone: String?
+        public var nameServer: String?
+        public var mailbox: String?
+        /// nsupdate: the server to send the update to.
+        public var server: String?
+        /// Run after each write (e.g. `rndc reload example.com`, `pkill -HUP dnsmasq`).
+        public var reloadCommand: String?
+        /// Address each node is published with (node id → address); default: the node's cluster address.
+        public var addresses: [String: String]
+    }
+
     /// The health checks of the backends.
     public struct HealthCheck: Sendable, Equatable {
         public var enabled: Bool
@@ -175,6 +210,7 @@ public struct Configuration: Sendable, Equatable {
     public var cluster: Cluster
     public var healthCheck: HealthCheck
     public var admin: Admin
+    public var vip: VIP
     public var log: Log
 
     /// This node as the cluster lists it.
@@ -289,7 +325,7 @@ public struct Configuration: Sendable, Equatable {
         let defaultPeerPort = try clusterT.int("port", default: 7433, range: 1...65535)
         var cluster = Cluster(
             nodes: [], key: nil,
-            heartbeatInterval: try clusterT.duration("heartbeat_interval", default: 0.5, range: 0.05...60),
+            heartbeatInterval: try clusterT.duration("heartbeat_interval", default: 0.1, range: 0.02...60),
             peerTimeout: try clusterT.duration("peer_timeout", default: 2, range: 0.1...600),
             maxClockSkew: try clusterT.duration("max_clock_skew", default: 30, range: 1...3600),
             witness: try clusterT.oneOf("witness", ["none", "backends"], default: "none"))
@@ -348,12 +384,56 @@ public struct Configuration: Sendable, Equatable {
         }
         try adminT.rejectUnknownKeys()
 
+        var vipT = try root.subtable("vip")
+        var dnsT = try vipT.subtable("dns")
+        var dns = DNS(format: try dnsT.oneOf("format", ["bind", "dnsmasq", "nsupdate"], default: "bind"),
+                      file: try dnsT.string("file").map(resolve), name: try dnsT.string("name"),
+                      ttl: try dnsT.int("ttl", default: 10, range: 1...86400),
+                      zone: try dnsT.string("zone"), nameServer: try dnsT.string("name_server"), mailbox: try dnsT.string("mailbox"),
+                      server: try dnsT.string("server"), reloadCommand: try dnsT.string("reload_command"), addresses: [:])
+        var addressesT = try dnsT.subtable("addresses")
+        for id in cluster.nodes.map(\.id) {
+            if let a = try addressesT.string(id) {
+                guard IPAddressBytes(a) != nil else { throw addressesT.error(id, "\"\(a)\" is not an IPv4 or IPv6 address") }
+                dns.addresses[id] = a
+            }
+        }
+        try addressesT.rejectUnknownKeys()
+        try dnsT.rejectUnknownKeys()
+        let vip = VIP(mode: try vipT.oneOf("mode", ["none", "address", "dns"], default: "none"),
+                      interface: try vipT.string("interface"), address: try vipT.string("address"),
+                      nopreempt: try vipT.bool("nopreempt", default: false),
+                      lease: try vipT.duration("lease", default: 0.5, range: 0.1...60),
+                      takeover: try vipT.duration("takeover", default: 0.7, range: 0.15...120),
+                      announceRefresh: try vipT.duration("announce_refresh", default: 60, range: 1...3600),
+                      dns: dns)
+        if vip.mode == "address" {
+            guard let i = vip.interface, !i.isEmpty else { throw vipT.error("interface", "mode = \"address\" needs the network interface to hold the VIP on") }
+            guard let a = vip.address else { throw vipT.error("address", "mode = \"address\" needs the virtual IP with its prefix, e.g. \"10.0.0.100/24\"") }
+            let parts = a.split(separator: "/")
+            guard parts.count == 2, IPAddressBytes(String(parts[0])) != nil, let p = Int(parts[1]), p >= 1, p <= (String(parts[0]).contains(":") ? 128 : 32) else {
+                throw vipT.error("address", "\"\(a)\" is not an address with a prefix length, e.g. \"10.0.0.100/24\" or \"2001:db8::100/64\"")
+            }
+        }
+        if vip.mode == "dns" {
+            guard vip.dns.file != nil else { throw dnsT.error("file", "mode = \"dns\" needs the file to write") }
+            guard let n = vip.dns.name, !n.isEmpty else { throw dnsT.error("name", "mode = \"dns\" needs the name clients resolve") }
+            if vip.dns.format == "bind" && vip.dns.zone == nil { throw dnsT.error("zone", "format = \"bind\" needs the zone origin, e.g. \"example.com.\"") }
+        }
+        if vip.mode != "none" {
+            guard vip.takeover > vip.lease else { throw vipT.error("takeover", "must be longer than lease (\(vip.lease) s), or two nodes could hold the VIP at once") }
+            guard vip.lease >= 3 * cluster.heartbeatInterval else {
+                throw vipT.error("lease", "must be at least three heartbeats (cluster.heartbeat_interval = \(cluster.heartbeatInterval) s)")
+            }
+        }
+        try vipT.rejectUnknownKeys()
+
         var logT = try root.subtable("log")
         let log = Log(level: try logT.oneOf("level", ["trace", "debug", "info", "notice", "warning", "error", "critical"], default: "info"))
         try logT.rejectUnknownKeys()
         try root.rejectUnknownKeys()
         return Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication,
-                             cluster: cluster, healthCheck: health, admin: admin, log: log)
+                             cluster: cluster, healthCheck: health, admin: admin, vip: vip, log: log)
     }
 
     /// The first line of a secret file, without surrounding whitespace.

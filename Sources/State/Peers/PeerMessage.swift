@@ -25,11 +25,13 @@ public struct PeerMessage: Sendable, Equatable, Codable {
     public var reachableBackends: Int?
     /// Whether the sender believes it holds quorum.
     public var quorum: Bool?
+    /// The sender's state in the virtual-IP election.
+    public var vip: VIPBeacon?
 
     public init(kind: Kind, from: String, sentAt: Double, nonce: String, backends: [BackendState],
-                acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil) {
+                acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil, vip: VIPBeacon? = nil) {
         self.kind = kind; self.from = from; self.sentAt = sentAt; self.nonce = nonce; self.backends = backends
-        self.acknowledges = acknowledges; self.reachableBackends = reachableBackends; self.quorum = quorum
+        self.acknowledges = acknowledges; self.reachableBackends = reachableBackends; self.quorum = quorum; self.vip = vip
     }
 
     public static func makeNonce() -> String {

@@ -56,6 +56,22 @@ public final class StateService: Service, Sendable {
     let channel: Channel?
     let startedAt = WallClock.unixTime()
     let hooks = Mutex<(witness: (@Sendable () -> Bool)?, reachable: (@Sendable () -> Int?)?)>((nil, nil))
+    let vipHooks = Mutex<VIPHooks?>(nil)
+
+    /// How the virtual-IP election rides on the peer messages.
+    public struct VIPHooks: Sendable {
+        /// Runs at every heartbeat, before the beacons go out.
+        public var tick: @Sendable () -> Void
+        /// This node's current beacon.
+        public var beacon: @Sendable () -> VIPBeacon?
+        /// A peer's beacon arrived.
+        public var received: @Sendable (_ from: String, _ beacon: VIPBeacon) -> Void
+
+        public init(tick: @escaping @Sendable () -> Void, beacon: @escaping @Sendable () -> VIPBeacon?,
+                    received: @escaping @Sendable (_ from: String, _ beacon: VIPBeacon) -> Void) {
+            self.tick = tick; self.beacon = beacon; self.received = received
+        }
+    }
 
     /// Binds the peer socket at once (a single-node cluster has none), so errors surface before `run`.
     public init(configuration: Configuration, registry: BackendRegistry, store: StateStore?, logger: Logger,
@@ -103,14 +119,24 @@ public final class StateService: Service, Sendable {
         hooks.withLock { $0 = (witness, reachable) }
     }
 
-    public func run() async throws {
-        guard channel != nil else {
-            // Nothing to talk to; stay up until shutdown so the service group is uniform.
-            try? await gracefulShutdown()
-            return
+    public func setVIPHooks(_ h: VIPHooks) {
+        vipHooks.withLock { $0 = h }
+    }
+
+    /// Sends a heartbeat to every peer now (the VIP election calls it on a change that must not wait).
+    public func broadcastNow() {
+        for p in configuration.cluster.nodes where p.id != configuration.node.id {
+            let pending = inner.withLock { $0.unacknowledged.contains(p.id) }
+            send(pending ? .notice : .heartbeat, to: p)
         }
-        logger.info("state service listening", metadata: ["address": "\(configuration.thisNode.address)", "port": "\(port ?? 0)",
+    }
+
+    public func run() async throws {
+        if channel != nil {
+            logger.info("state service listening", metadata: ["address": "\(configuration.thisNode.address)", "port": "\(port ?? 0)",
                                                           "peers": "\(configuration.cluster.nodes.count - 1)"])
+        }
+        // A single node still ticks: the VIP election runs on it.
         do {
             try await cancelWhenGracefulShutdown {
                 for _ in 0..<Int.max {
@@ -156,10 +182,8 @@ public final class StateService: Service, Sendable {
     }
 
     func tick(now: Double) {
-        for p in configuration.cluster.nodes where p.id != configuration.node.id {
-            let pending = inner.withLock { $0.unacknowledged.contains(p.id) }
-            send(pending ? .notice : .heartbeat, to: p)
-        }
+        vipHooks.withLock { $0 }?.tick()
+        broadcastNow()
         let witness = hooks.withLock { $0.witness }?() ?? false
         let settled = now - startedAt >= configuration.cluster.peerTimeout
         let (changes, quorum, quorumChanged) = inner.withLock { s in
@@ -194,7 +218,8 @@ public final class StateService: Service, Sendable {
         let reachable = hooks.withLock { $0.reachable }?()
         let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: PeerMessage.makeNonce(),
                                   backends: kind == .ack ? [] : registry.states(), acknowledges: acknowledging,
-                                  reachableBackends: reachable, quorum: kind == .ack ? nil : hasQuorum())
+                                  reachableBackends: reachable, quorum: kind == .ack ? nil : hasQuorum(),
+                                  vip: kind == .ack ? nil : vipHooks.withLock { $0 }?.beacon())
         if kind == .notice {
             inner.withLock { $0.noticeNonces[peer.id, default: []].insert(message.nonce) }
         }
@@ -230,6 +255,7 @@ public final class StateService: Service, Sendable {
             return ()
         }
         _ = witness
+        if let beacon = message.vip { vipHooks.withLock { $0 }?.received(message.from, beacon) }
         var applied = 0
         for b in message.backends where registry.apply(b) { applied += 1 }
         if applied > 0 {

@@ -10,6 +10,13 @@ public enum WallClock {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// Seconds of a clock that never jumps (for leases and timeouts measured on one node).
+    public static func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
     /// A `timestamptz` literal of the current time in UTC, microsecond precision: `2026-11-27 02:53:26.123456+00`.
     public static func timestampLiteral() -> String {
         var ts = timespec()

@@ -1,0 +1,174 @@
+import State
+
+/// Who holds the virtual IP: a lease-based election on the peers' beacons. Pure — time comes in
+/// as an argument (a monotonic clock, seconds), beacons in and out as values.
+///
+/// - The owner is the eligible node with the highest priority, then the lowest id (with
+///   `nopreempt`, a healthy holder keeps it when a higher-priority node returns).
+/// - Every node grants its lease to the node it prefers, in each beacon, echoing that node's
+///   latest stamp. A node holds the VIP only while grants from a strict majority of the configured
+///   nodes (itself included) echo one of its stamps younger than `lease - margin`; otherwise it
+///   releases, before its lease can expire.
+/// - A node that granted to X grants to nobody else until `takeover` (> `lease`) has passed since
+///   its last grant to X, unless X resigned. Since X's stamps are older than the grants echoing them,
+///   X's lease has always ended before any granter can support another node: no two holders.
+/// - A holder that sees another holder with a higher term releases at once.
+public struct VIPElection: Sendable {
+    public struct Settings: Sendable, Equatable {
+        /// How long a grant keeps a holder's lease (from the holder's stamp it echoes).
+        public var lease: Double
+        /// A granter switches to another node only this long after its last grant (> lease).
+        public var takeover: Double
+        /// A holder releases when its lease has less than this left (covers a tick and the netlink call).
+        public var margin: Double
+        /// A peer whose beacon is older than this is not a candidate.
+        public var candidateTimeout: Double
+        public var nopreempt: Bool
+
+        public init(lease: Double = 0.5, takeover: Double = 0.7, margin: Double = 0.15, candidateTimeout: Double = 0.5, nopreempt: Bool = false) {
+            self.lease = lease; self.takeover = takeover; self.margin = margin; self.candidateTimeout = candidateTimeout; self.nopreempt = nopreempt
+        }
+    }
+
+    /// What the caller must do after a step.
+    public enum Action: Sendable, Equatable {
+        case claim
+        case release
+    }
+
+    struct Peer {
+        var beacon: VIPBeacon
+        var receivedAt: Double
+    }
+
+    public let selfID: String
+    public let priority: Int
+    public let totalNodes: Int
+    public let settings: Settings
+    public private(set) var term = 0
+    public private(set) var holding = false
+    public private(set) var resigned = false
+    var eligible = false
+    var peers: [String: Peer] = [:]
+    /// The last grant this node sent: to whom, and when.
+    var lastGrant: (to: String, at: Double)?
+    /// Grants for this node: granter → echoed stamp (this node's clock).
+    var grantsForMe: [String: Double] = [:]
+    /// This node's latest stamp.
+    var stamp = 0.0
+    /// A restarted node does not remember whom it granted before: it grants nobody for `takeover`.
+    let quietUntil: Double
+
+    public init(selfID: String, priority: Int, totalNodes: Int, settings: Settings, now: Double) {
+        self.selfID = selfID; self.priority = priority; self.totalNodes = totalNodes; self.settings = settings
+        self.quietUntil = now + settings.takeover
+    }
+
+    /// Takes a peer's beacon.
+    public mutating func receive(from id: String, beacon: VIPBeacon, now: Double) {
+        guard id != selfID else { return }
+        peers[id] = Peer(beacon: beacon, receivedAt: now)
+        if beacon.holding { term = max(term, beacon.term) }
+        if let g = beacon.grant, g.to == selfID {
+            grantsForMe[id] = max(grantsForMe[id] ?? -.infinity, g.echo)
+        } else {
+            grantsForMe[id] = nil
+        }
+    }
+
+    /// One step: decides the grant, whether to claim or release. `eligible` is this node's own
+    /// health (reaches the backends, holds quorum).
+    public mutating func step(now: Double, eligible: Bool) -> Action? {
+        self.eligible = eligible && !resigned
+        stamp = now
+        let preferred = preferredOwner(now: now)
+        // Grant: to the preferred node, once any earlier grant to another has certainly expired.
+        if let target = preferred, now >= quietUntil {
+            if let last = lastGrant, last.to != target, !grantMayMove(from: last.to, now: now) {
+                // Keep silent: no renewal for the old one, nothing yet for the new one.
+            } else {
+                lastGrant = (target, now)
+            }
+        }
+        // This node's own grant counts only while it goes to itself.
+        if let last = lastGrant, last.to == selfID, last.at == now { grantsForMe[selfID] = now } else { grantsForMe[selfID] = nil }
+        if holding {
+            let higher = peers.values.contains { isFresh($0, now) && $0.beacon.holding && !$0.beacon.resigned && $0.beacon.term > term }
+            if !self.eligible || preferred != selfID || higher || !leaseHolds(now: now, within: settings.lease - settings.margin) {
+                holding = false
+                return .release
+            }
+            return nil
+        }
+        if self.eligible, preferred == selfID, leaseHolds(now: now, within: settings.lease - settings.margin) {
+            holding = true
+            term += 1
+            return .claim
+        }
+        return nil
+    }
+
+    /// This node's beacon for its peers, as of the last step.
+    public func beacon() -> VIPBeacon {
+        var grant: VIPBeacon.Grant?
+        if let last = lastGrant, last.at == stamp, !resigned {
+            let echo = last.to == selfID ? stamp : (peers[last.to]?.beacon.stamp ?? 0)
+            grant = VIPBeacon.Grant(to: last.to, echo: echo)
+        }
+        return VIPBeacon(term: term, eligible: eligible, priority: priority, holding: holding, stamp: stamp, grant: grant, resigned: resigned)
+    }
+
+    /// Gives the VIP up for good (shutdown): the caller releases the address and sends the beacon at once.
+    public mutating func resign(now: Double) -> Action? {
+        resigned = true
+        eligible = false
+        stamp = now
+        lastGrant = nil
+        defer { holding = false }
+        return holding ? .release : nil
+    }
+
+    /// The node believed to hold the VIP now (this one or a peer), if any.
+    public func owner(now: Double) -> String? {
+        if holding { return selfID }
+        return peers.filter { isFresh($0.value, now) && $0.value.beacon.holding && !$0.value.beacon.resigned }
+            .max { ($0.value.beacon.term, $1.key) < ($1.value.beacon.term, $0.key) }?.key
+    }
+
+    /// The nodes that could own the VIP now (fresh and eligible), this one included when it is.
+    public func eligibleNodes(now: Double) -> Set<String> {
+        var out = Set(peers.filter { isFresh($0.value, now) && $0.value.beacon.eligible && !$0.value.beacon.resigned }.keys)
+        if eligible { out.insert(selfID) }
+        return out
+    }
+
+    // MARK: rules
+
+    func isFresh(_ p: Peer, _ now: Double) -> Bool { now - p.receivedAt <= settings.candidateTimeout }
+
+    /// The eligible node with the highest priority, then the lowest id; with `nopreempt`, an
+    /// eligible holder stays preferred.
+    func preferredOwner(now: Double) -> String? {
+        var candidates: [(id: String, priority: Int, holding: Bool)] = peers.compactMap { id, p in
+            isFresh(p, now) && p.beacon.eligible && !p.beacon.resigned ? (id, p.beacon.priority, p.beacon.holding) : nil
+        }
+        if eligible { candidates.append((selfID, priority, holding)) }
+        if settings.nopreempt, let holder = candidates.filter(\.holding).first { return holder.id }
+        return candidates.max { ($0.priority, $1.id) < ($1.priority, $0.id) }?.id
+    }
+
+    /// A grant may move away from `previous` once `takeover` has passed since it was last renewed,
+    /// or at once if `previous` resigned or is this node and not holding.
+    func grantMayMove(from previous: String, now: Double) -> Bool {
+        if previous == selfID { return !holding }
+        if let p = peers[previous], p.beacon.resigned { return true }
+        guard let last = lastGrant else { return true }
+        return now - last.at >= settings.takeover
+    }
+
+    /// True while a strict majority of the nodes' grants echo a stamp of this node younger than `within`.
+    func leaseHolds(now: Double, within: Double) -> Bool {
+        let fresh = grantsForMe.values.filter { now - $0 < within }.count
+        return fresh * 2 > totalNodes
+    }
+}

@@ -1,0 +1,265 @@
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import State
+import Synchronization
+
+/// Runs the VIP election on the state service's heartbeats and carries out its decisions: adds
+/// and announces the virtual IP when this node wins, removes it when it loses, re-adds it if it
+/// vanishes while owned, re-announces when another machine claims it, and hands it over at once on
+/// shutdown. In DNS mode the winner writes the round-robin records instead.
+public final class VirtualIPService: Service, Sendable {
+    struct State {
+        var election: VIPElection
+        var claimedAt: Double?
+        var nextAnnouncement: Double = 0
+        /// After a failed claim, this node stays ineligible for a while (someone else may succeed).
+        var ineligibleUntil: Double = 0
+        var lastEligible: Bool?
+    }
+
+    let configuration: Configuration
+    let stateService: StateService
+    let healthChecker: HealthChecker?
+    let registry: BackendRegistry
+    let store: StateStore?
+    let logger: Logger
+    let address: VirtualAddress?
+    let injector: PacketInjector?
+    let dnsPublisher: DNSPublisher?
+    let state: Mutex<State>
+    let schedule: AnnouncementSchedule
+    let running = Atomic<Bool>(true)
+    let pool = NIOThreadPool(numberOfThreads: 2)
+
+    public init(configuration: Configuration, stateService: StateService, healthChecker: HealthChecker?, registry: BackendRegistry,
+                store: StateStore?, logger: Logger) throws {
+        self.configuration = configuration
+        self.stateService = stateService
+        self.healthChecker = healthChecker
+        self.registry = registry
+        self.store = store
+        self.logger = logger
+        let vip = configuration.vip
+        let settings = VIPElection.Settings(lease: vip.lease, takeover: vip.takeover, margin: min(0.15, vip.lease / 3),
+                                            candidateTimeout: vip.lease, nopreempt: vip.nopreempt)
+        state = Mutex(State(election: VIPElection(selfID: configuration.node.id, priority: configuration.thisNode.priority,
+                                                  totalNodes: configuration.cluster.nodes.count, settings: settings, now: WallClock.monotonic())))
+        schedule = AnnouncementSchedule(initial: AnnouncementSchedule.standard.initial, refresh: vip.announceRefresh)
+        if vip.mode == "address", let text = vip.address, let interface = vip.interface {
+            guard let a = VirtualAddress(text) else { throw VIPError.netlink(operation: "parsing \(text)", interface: interface, errno: 22) }
+            address = a
+            // Not the owner at start: whatever a previous run left is removed.
+            for stale in try AddressTable.leftovers(interface: interface) {
+                try AddressTable.remove(stale, interface: interface)
+                logger.notice("removed a virtual IP left by a previous run", metadata: ["address": "\(stale)", "interface": "\(interface)"])
+            }
+            injector = try PacketInjector(interface: interface)
+        } else {
+            address = nil
+            injector = nil
+        }
+        dnsPublisher = vip.mode == "dns" ? DNSPublisher(configuration: configuration, logger: logger) : nil
+        pool.start()
+        stateService.setVIPHooks(StateService.VIPHooks(
+            tick: { [weak self] in self?.tick() },
+            beacon: { [weak self] in self?.state.withLock { $0.election.beacon() } },
+            received: { [weak self] from, beacon in self?.received(from: from, beacon: beacon) }))
+    }
+
+    public func run() async throws {
+        if let address, let interface = configuration.vip.interface {
+            logger.info("virtual IP election running", metadata: ["address": "\(address)", "interface": "\(interface)"])
+            let me = self
+            pool.submit { _ in me.watchAddresses(interface: interface, address: address) }
+            pool.submit { _ in me.watchConflicts(interface: interface, address: address) }
+        }
+        try? await gracefulShutdown()
+        // Hand over at once: release, tell the peers, then stop.
+        let action = state.withLock { $0.election.resign(now: WallClock.monotonic()) }
+        if action == .release { release(reason: "shutting down") }
+        stateService.broadcastNow()
+        running.store(false, ordering: .relaxed)
+        try? await pool.shutdownGracefully()
+    }
+
+    /// `mode`, address and the owner as this node believes, for `pgchorus status`.
+    public func status() -> (mode: String, address: String?, owner: String?) {
+        let owner = state.withLock { $0.election.owner(now: WallClock.monotonic()) }
+        let shown = configuration.vip.mode == "dns" ? configuration.vip.dns.name : address?.description
+        return (configuration.vip.mode, shown, owner)
+    }
+
+    // MARK: election
+
+    func eligible(now: Double) -> Bool {
+        guard stateService.hasQuorum() else { return false }
+        // The proxy must reach a majority of the online backends.
+        let online = registry.online().map(\.id)
+        if let reports = healthChecker?.reports(), !reports.isEmpty, configuration.healthCheck.enabled {
+            let reached = reports.filter { online.contains($0.backend) && $0.ok }.count
+            if reached * 2 <= online.count { return false }
+        }
+        return true
+    }
+
+    func tick() {
+        let now = WallClock.monotonic()
+        let ok = eligible(now: now)
+        let (action, announce, eligibilityChanged) = state.withLock { s -> (VIPElection.Action?, Bool, Bool?) in
+            let e = ok && now >= s.ineligibleUntil
+            let changed = s.lastEligible != e ? e : nil
+            s.lastEligible = e
+            let a = s.election.step(now: now, eligible: e)
+            var announce = false
+            if a == nil, s.election.holding, let at = s.claimedAt, now - at >= s.nextAnnouncement {
+                announce = true
+                s.nextAnnouncement = schedule.next(after: now - at)
+            }
+            return (a, announce, changed)
+        }
+        if let e = eligibilityChanged {
+            logger.notice(e ? "eligible for the virtual IP" : "not eligible for the virtual IP (no quorum, or the backends are out of reach)")
+        }
+        perform(action)
+        if announce { self.announce() }
+        if state.withLock({ $0.election.holding }), dnsPublisher != nil { publishDNS() }
+    }
+
+    func received(from: String, beacon: VIPBeacon) {
+        let now = WallClock.monotonic()
+        let before = state.withLock { $0.election.owner(now: now) }
+        let action = state.withLock { s -> VIPElection.Action? in
+            s.election.receive(from: from, beacon: beacon, now: now)
+            // React at once to a resignation or a higher holder rather than at the next tick.
+            guard beacon.resigned || beacon.holding || (beacon.grant?.to == configuration.node.id) else { return nil }
+            return s.election.step(now: now, eligible: (s.lastEligible ?? false) && now >= s.ineligibleUntil)
+        }
+        perform(action)
+        if beacon.resigned && before == from { stateService.broadcastNow() }
+    }
+
+    private func perform(_ action: VIPElection.Action?) {
+        switch action {
+        case .claim?:
+            claim()
+            stateService.broadcastNow()
+        case .release?:
+            release(reason: "lost the election or the lease")
+            stateService.broadcastNow()
+        case nil:
+            break
+        }
+    }
+
+    private func claim() {
+        let now = WallClock.monotonic()
+        let term = state.withLock { $0.election.term }
+        if let address, let interface = configuration.vip.interface {
+            do {
+                try AddressTable.add(address, interface: interface)
+            } catch {
+                logger.error("cannot claim the virtual IP: \(error)")
+                state.withLock { s in
+                    s.ineligibleUntil = now + 5
+                    _ = s.election.step(now: now, eligible: false)
+                }
+                return
+            }
+            announce()
+        }
+        state.withLock { s in
+            s.claimedAt = now
+            s.nextAnnouncement = schedule.next(after: 0)
+        }
+        logger.notice("this node owns the virtual IP", metadata: ["term": "\(term)", "address": "\(address?.description ?? configuration.vip.dns.name ?? "")"])
+        record(kind: "vip-claimed", detail: "term \(term)")
+        if dnsPublisher != nil { publishDNS() }
+    }
+
+    private func release(reason: String) {
+        state.withLock { $0.claimedAt = nil }
+        if let address, let interface = configuration.vip.interface {
+            do {
+                try AddressTable.remove(address, interface: interface)
+            } catch {
+                logger.error("cannot remove the virtual IP: \(error)")
+            }
+        }
+        logger.notice("this node released the virtual IP: \(reason)")
+        record(kind: "vip-released", detail: reason)
+    }
+
+    private func announce() {
+        guard let injector, let address else { return }
+        do {
+            try injector.inject(injector.announcement(for: address))
+        } catch {
+            logger.error("\(error)")
+        }
+    }
+
+    private func record(kind: String, detail: String) {
+        try? store?.append(ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: kind, subject: configuration.node.id, detail: detail))
+    }
+
+    // MARK: DNS mode
+
+    private func publishDNS() {
+        guard let dnsPublisher else { return }
+        let now = WallClock.monotonic()
+        let nodes = stateService.nodes()
+        let healthy = state.withLock { s in s.election.eligibleNodes(now: now) }
+        dnsPublisher.publish(nodes: nodes.filter { healthy.contains($0.id) })
+    }
+
+    // MARK: watchers (blocking, on the pool's threads)
+
+    /// Re-adds the VIP at once when it disappears from the interface while owned.
+    func watchAddresses(interface: String, address: VirtualAddress) {
+        let watcher: AddressWatcher
+        do {
+            watcher = try AddressWatcher(interface: interface)
+        } catch {
+            logger.error("cannot watch the addresses of \(interface): \(error)")
+            return
+        }
+        while running.load(ordering: .relaxed) {
+            let removed = watcher.nextRemovals()
+            guard removed.contains(address) else { continue }
+            let owned = state.withLock { $0.election.holding && $0.claimedAt != nil }
+            guard owned, running.load(ordering: .relaxed) else { continue }
+            logger.warning("the virtual IP vanished from \(interface) while owned; adding it again")
+            do {
+                try AddressTable.add(address, interface: interface)
+                announce()
+                record(kind: "vip-readded", detail: "\(address) was removed from \(interface) by someone else")
+            } catch {
+                logger.error("cannot re-add the virtual IP: \(error)")
+            }
+        }
+    }
+
+    /// Announces again when another machine claims the VIP on the segment.
+    func watchConflicts(interface: String, address: VirtualAddress) {
+        guard !address.isIPv6, let injector else { return }
+        let capture: ARPCapture
+        do {
+            capture = try ARPCapture(interface: interface)
+        } catch {
+            logger.error("cannot watch for conflicting claims of the virtual IP: \(error)")
+            return
+        }
+        while running.load(ordering: .relaxed) {
+            guard let claim = capture.next(), claim.ip == address.ip.bytes, claim.mac != injector.mac else { continue }
+            let owned = state.withLock { $0.election.holding }
+            guard owned else { continue }
+            logger.warning("another machine (\(claim.mac.map { String($0, radix: 16) }.joined(separator: ":"))) announces the virtual IP; announcing again")
+            state.withLock { s in
+                s.claimedAt = WallClock.monotonic()
+                s.nextAnnouncement = schedule.next(after: 0)
+            }
+            announce()
+        }
+    }
+}

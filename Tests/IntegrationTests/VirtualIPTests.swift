@@ -1,0 +1,181 @@
+import Admin
+import Foundation
+import LocalCluster
+import State
+import Testing
+import TestSupport
+import VIP
+
+/// The virtual IP on real network namespaces: netlink claims read back with `ip -j`, frames
+/// captured by an observer namespace, and three pgchorusd nodes electing one owner.
+@Suite(.serialized) struct VirtualIPTests {
+    static var cli: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent(".build/debug/pgchorus").path
+    }
+
+    func mac(_ lab: NetworkLab, _ member: String) throws -> [UInt8] {
+        let out = try NetworkLab.ip(["-n", lab.namespace(member), "-j", "link", "show", "eth0"])
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]])
+        let text = try #require(list.first?["address"] as? String)
+        return text.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+    }
+
+    @Test func claimAnnounceAndReleaseAnIPv4AndAnIPv6AddressOnARealInterface() async throws {
+        try await withNetworkLab { lab in
+            try lab.addMember("node", addresses: ["198.18.0.11/24"])
+            try lab.addMember("observer", addresses: ["198.18.0.2/24"])
+            let capture = try FrameCapture(lab: lab, member: "observer", filter: "arp or icmp6")
+            let claim = try lab.run(in: "node", Self.cli, ["vip", "claim", "--interface", "eth0", "--address", "198.18.0.100/24"])
+            #expect(claim.exitCode == 0, "\(claim.report)")
+            #expect(try lab.addresses(of: "node").contains("198.18.0.100/24"))
+            let again = try lab.run(in: "node", Self.cli, ["vip", "claim", "--interface", "eth0", "--address", "198.18.0.100/24"])
+            #expect(again.exitCode == 0, "\(again.report)")
+            #expect(again.stdout.contains("was already on eth0"), "\(again.report)")
+            let listed = try lab.run(in: "node", Self.cli, ["vip", "list", "--interface", "eth0"])
+            #expect(listed.stdoutLines.contains("198.18.0.100/24  (pgchorus)"), "\(listed.report)")
+            #expect(listed.stdoutLines.contains("198.18.0.11/24"), "\(listed.report)")
+
+            let six = try lab.run(in: "node", Self.cli, ["vip", "claim", "--interface", "eth0", "--address", "2001:db8::100/64"])
+            #expect(six.exitCode == 0, "\(six.report)")
+            #expect(try lab.addresses(of: "node").contains("2001:db8::100/64"))
+
+            let release = try lab.run(in: "node", Self.cli, ["vip", "release", "--interface", "eth0", "--address", "198.18.0.100/24"])
+            #expect(release.exitCode == 0, "\(release.report)")
+            #expect(!(try lab.addresses(of: "node").contains("198.18.0.100/24")))
+            let twice = try lab.run(in: "node", Self.cli, ["vip", "release", "--interface", "eth0", "--address", "198.18.0.100/24"])
+            #expect(twice.exitCode == 0 && twice.stdout.contains("was not on eth0"), "\(twice.report)")
+
+            try await Task.sleep(for: .milliseconds(300))
+            let frames = capture.stop().map(\.bytes)
+            let nodeMAC = try mac(lab, "node")
+            let garp = AnnouncementFrames.gratuitousARP(mac: nodeMAC, ip: [198, 18, 0, 100])
+            // Byte for byte: broadcast, the node's MAC, ARP request, sender = target = the VIP.
+            #expect(garp == [0xff, 0xff, 0xff, 0xff, 0xff, 0xff] + nodeMAC + [0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01]
+                + nodeMAC + [198, 18, 0, 100] + [0, 0, 0, 0, 0, 0] + [198, 18, 0, 100])
+            #expect(frames.filter { $0.prefix(42) == garp[...] }.count == 2, "two claims, two announcements")
+            let na = try #require(frames.first { $0.count >= 86 && $0[12] == 0x86 && $0[13] == 0xdd && $0[54] == 136 })
+            #expect(Array(na[0..<6]) == [0x33, 0x33, 0, 0, 0, 1])
+            #expect(Array(na[6..<12]) == nodeMAC)
+            #expect(na[21] == 255, "hop limit")
+            #expect(na[58] == 0x20, "override set, solicited and router clear")
+            #expect(Array(na[62..<78]) == [0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 10) + [0x01, 0x00])
+            #expect(Array(na[78..<80]) == [2, 1], "target link-layer address option")
+            #expect(Array(na[80..<86]) == nodeMAC)
+            #expect(na == AnnouncementFrames.unsolicitedNeighborAdvertisement(mac: nodeMAC, ip: Array(na[62..<78])), "checksum included")
+
+            let missing = try lab.run(in: "node", Self.cli, ["vip", "claim", "--interface", "eth9", "--address", "198.18.0.100/24"])
+            #expect(missing.exitCode == 1)
+            #expect(missing.stderr.contains("no network interface \"eth9\""), "\(missing.report)")
+        }
+    }
+
+    static func vipConfig(_ i: Int) -> String {
+        """
+        [health_check]
+        enabled = false
+
+        [vip]
+        mode = "address"
+        interface = "eth0"
+        address = "198.18.0.100/24"
+
+        # No backend is reachable from the namespaces: the VIP election is tested on its own.
+        [[backends]]
+        id = "db1"
+        host = "127.0.0.1"
+        port = 9
+        """
+    }
+
+    /// Which running nodes hold the VIP right now, read from their interfaces (a node killed with
+    /// -9 cannot remove its address: that is left for its next start, checked separately).
+    func holders(_ lab: NetworkLab, _ cluster: NodeCluster) throws -> [Int] {
+        try (1...cluster.count).filter { i in try cluster.isRunning(i) && lab.addresses(of: "node\(i)").contains("198.18.0.100/24") }
+    }
+
+    @Test func threeNodesElectOneOwnerWhichMovesOnCrashShutdownAndPartitionWithoutOverlap() async throws {
+        try await withNetworkLab { lab in
+            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
+            try lab.addMember("observer", addresses: ["198.18.0.2/24"])
+            _ = try lab.run(in: "observer", "/usr/sbin/sysctl", ["-w", "net.ipv4.conf.eth0.arp_accept=1"])
+            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                var overlap: [String] = []
+                func sample(_ label: String) throws -> [Int] {
+                    let h = try holders(lab, cluster)
+                    if h.count > 1 { overlap.append("\(label): \(h)") }
+                    return h
+                }
+                func waitForOwner(excluding gone: Int?, _ label: String) async throws -> Int? {
+                    for _ in 0..<200 {
+                        let h = try sample(label)
+                        if h.count == 1, h[0] != gone { return h[0] }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                    return nil
+                }
+                let first = try #require(try await waitForOwner(excluding: nil, "start"), "no owner after start:\n\(cluster.log(1).suffix(2000))")
+                // Every node agrees who owns it.
+                #expect(try await cluster.waitUntil(seconds: 5) {
+                    var owners: [String?] = []
+                    for i in 1...3 { owners.append(try await cluster.status(i).vip.owner) }
+                    return owners.allSatisfy { $0 == "node\(first)" }
+                })
+                #expect(try await cluster.status(first).vip.mode == "address")
+
+                // Removed by hand: back at once.
+                try NetworkLab.ip(["-n", lab.namespace("node\(first)"), "addr", "del", "198.18.0.100/24", "dev", "eth0"])
+                #expect(try await cluster.waitUntil(seconds: 5) { try lab.addresses(of: "node\(first)").contains("198.18.0.100/24") })
+
+                // The observer talks to the VIP: its neighbour entry points at the owner.
+                let ping = try lab.run(in: "observer", Clients.python, ["-c", "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('198.18.0.100', 9)); time.sleep(0.3)"])
+                #expect(ping.exitCode == 0, "\(ping.report)")
+                func observerSeesMAC() throws -> [UInt8]? {
+                    let out = try NetworkLab.ip(["-n", lab.namespace("observer"), "-j", "neigh", "show", "198.18.0.100"])
+                    let list = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]]
+                    return (list?.first?["lladdr"] as? String)?.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+                }
+                #expect(try observerSeesMAC() == (try mac(lab, "node\(first)")))
+
+                // kill -9 the owner: another takes over, and the observer's entry follows.
+                cluster.kill9(first)
+                let second = try #require(try await waitForOwner(excluding: first, "after kill -9"),
+                                          "no new owner:\n\((1...3).filter { $0 != first }.map { cluster.log($0).suffix(3000) }.joined(separator: "\n---\n"))")
+                #expect(try await cluster.waitUntil(seconds: 5) { try observerSeesMAC() == (try mac(lab, "node\(second)")) })
+                // The crashed node's address stays until it starts again, which removes it; it does not take over.
+                #expect(try lab.addresses(of: "node\(first)").contains("198.18.0.100/24"))
+                try await cluster.start(first)
+                #expect(!(try lab.addresses(of: "node\(first)").contains("198.18.0.100/24")), "stale VIP not removed at start")
+                #expect(cluster.log(first).contains("removed a virtual IP left by a previous run"))
+                // Same priority, lower id: it is the preferred owner again and takes the VIP back (no nopreempt).
+                let back = try await waitForOwner(excluding: nil, "after restart")
+                #expect(try await cluster.waitUntil(seconds: 10) { try sample("preempt") == [min(first, second)] }, "\(String(describing: back))")
+
+                // SIGTERM: immediate handover.
+                await cluster.stop(second)
+                let third = try #require(try await waitForOwner(excluding: second, "after SIGTERM"))
+                #expect(!(try lab.addresses(of: "node\(second)").contains("198.18.0.100/24")))
+                try await cluster.start(second)
+
+                // Partition: the owner is cut off; it releases, the majority elects another.
+                try await Task.sleep(for: .seconds(1))
+                let owner = try #require(try holders(lab, cluster).first)
+                try lab.disconnect("node\(owner)")
+                var released = false
+                for _ in 0..<200 {
+                    let h = try sample("partition")
+                    if !h.contains(owner) && h.count == 1 { released = true; break }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(released, "the cut-off owner node\(owner) did not give way:\n\(cluster.log(owner).suffix(2000))")
+                try lab.reconnect("node\(owner)")
+                try await Task.sleep(for: .seconds(1))
+                #expect(try sample("healed").count == 1)
+                #expect(overlap.isEmpty, "two holders at once: \(overlap)")
+                let events = try await cluster.events(third)
+                #expect(events.contains { $0.kind == "vip-claimed" })
+            }
+        }
+    }
+}
