@@ -41,8 +41,9 @@ public final class VirtualIPService: Service, Sendable {
         self.store = store
         self.logger = logger
         let vip = configuration.vip
-        let settings = VIPElection.Settings(lease: vip.lease, takeover: vip.takeover, margin: min(0.15, vip.lease / 3),
-                                            candidateTimeout: vip.lease, nopreempt: vip.nopreempt)
+        let beat = configuration.cluster.heartbeatInterval
+        let settings = VIPElection.Settings(lease: vip.lease, takeover: vip.takeover, margin: min(max(0.15, 1.5 * beat), vip.lease / 3),
+                                            candidateTimeout: vip.lease, grantFreshness: min(2.5 * beat, vip.lease / 2), nopreempt: vip.nopreempt)
         state = Mutex(State(election: VIPElection(selfID: configuration.node.id, priority: configuration.thisNode.priority,
                                                   totalNodes: configuration.cluster.nodes.count, settings: settings, now: WallClock.monotonic())))
         schedule = AnnouncementSchedule(initial: AnnouncementSchedule.standard.initial, refresh: vip.announceRefresh)

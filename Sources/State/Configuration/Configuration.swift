@@ -74,6 +74,12 @@ public struct Configuration: Sendable, Equatable {
         public var reloadCommand: String?
         /// Address each node is published with (node id → address); default: the node's cluster address.
         public var addresses: [String: String]
+
+        public init(format: String, file: String?, name: String?, ttl: Int, zone: String?, nameServer: String?, mailbox: String?,
+                    server: String?, reloadCommand: String?, addresses: [String: String]) {
+            self.format = format; self.file = file; self.name = name; self.ttl = ttl; self.zone = zone; self.nameServer = nameServer
+            self.mailbox = mailbox; self.server = server; self.reloadCommand = reloadCommand; self.addresses = addresses
+        }
     }
 
     /// The health checks of the backends.
@@ -404,7 +410,7 @@ public struct Configuration: Sendable, Equatable {
                       interface: try vipT.string("interface"), address: try vipT.string("address"),
                       nopreempt: try vipT.bool("nopreempt", default: false),
                       lease: try vipT.duration("lease", default: 0.5, range: 0.1...60),
-                      takeover: try vipT.duration("takeover", default: 0.7, range: 0.15...120),
+                      takeover: try vipT.duration("takeover", default: 0.65, range: 0.15...120),
                       announceRefresh: try vipT.duration("announce_refresh", default: 60, range: 1...3600),
                       dns: dns)
         if vip.mode == "address" {

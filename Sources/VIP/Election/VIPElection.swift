@@ -23,10 +23,15 @@ public struct VIPElection: Sendable {
         public var margin: Double
         /// A peer whose beacon is older than this is not a candidate.
         public var candidateTimeout: Double
+        /// A grant goes only to a node heard from within this (a silent node gets no renewal, so a
+        /// crashed owner's grants start expiring before it stops being a candidate).
+        public var grantFreshness: Double
         public var nopreempt: Bool
 
-        public init(lease: Double = 0.5, takeover: Double = 0.7, margin: Double = 0.15, candidateTimeout: Double = 0.5, nopreempt: Bool = false) {
-            self.lease = lease; self.takeover = takeover; self.margin = margin; self.candidateTimeout = candidateTimeout; self.nopreempt = nopreempt
+        public init(lease: Double = 0.5, takeover: Double = 0.65, margin: Double = 0.15, candidateTimeout: Double = 0.5,
+                    grantFreshness: Double = 0.25, nopreempt: Bool = false) {
+            self.lease = lease; self.takeover = takeover; self.margin = margin; self.candidateTimeout = candidateTimeout
+            self.grantFreshness = grantFreshness; self.nopreempt = nopreempt
         }
     }
 
@@ -84,7 +89,9 @@ public struct VIPElection: Sendable {
         let preferred = preferredOwner(now: now)
         // Grant: to the preferred node, once any earlier grant to another has certainly expired.
         if let target = preferred, now >= quietUntil {
-            if let last = lastGrant, last.to != target, !grantMayMove(from: last.to, now: now) {
+            if target != selfID, let p = peers[target], now - p.receivedAt > settings.grantFreshness {
+                // Silent target: no renewal.
+            } else if let last = lastGrant, last.to != target, !grantMayMove(from: last.to, now: now) {
                 // Keep silent: no renewal for the old one, nothing yet for the new one.
             } else {
                 lastGrant = (target, now)
