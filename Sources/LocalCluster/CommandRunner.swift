@@ -99,7 +99,7 @@ public enum CommandRunner {
 
     /// Starts the child in its own process group with default signal handling, the three given
     /// descriptors as 0, 1, 2 and none of ours beyond them, in `/`.
-    private static func spawn(
+    static func spawn(
         _ path: String, arguments: [String], environment: [String: String],
         standardInput: Int32, standardOutput: Int32, standardError: Int32, commandLine: String
     ) throws -> pid_t {

@@ -200,8 +200,11 @@ public final class VirtualIPService: Service, Sendable {
         }
     }
 
+    /// Off the election's path: a slow fsync must never delay a beacon (the lease would lapse).
     private func record(kind: String, detail: String) {
-        try? store?.append(ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: kind, subject: configuration.node.id, detail: detail))
+        guard let store else { return }
+        let event = ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: kind, subject: configuration.node.id, detail: detail)
+        NIOThreadPool.singleton.submit { _ in try? store.append(event) }
     }
 
     // MARK: DNS mode
@@ -211,7 +214,8 @@ public final class VirtualIPService: Service, Sendable {
         let now = WallClock.monotonic()
         let nodes = stateService.nodes()
         let healthy = state.withLock { s in s.election.eligibleNodes(now: now) }
-        dnsPublisher.publish(nodes: nodes.filter { healthy.contains($0.id) })
+        let chosen = nodes.filter { healthy.contains($0.id) }
+        NIOThreadPool.singleton.submit { _ in dnsPublisher.publish(nodes: chosen) }
     }
 
     // MARK: watchers (blocking, on the pool's threads)

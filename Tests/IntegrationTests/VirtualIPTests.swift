@@ -1,5 +1,6 @@
 import Admin
 import Foundation
+import Glibc
 import LocalCluster
 import State
 import Testing
@@ -176,6 +177,63 @@ import VIP
                 let events = try await cluster.events(third)
                 #expect(events.contains { $0.kind == "vip-claimed" })
             }
+        }
+    }
+}
+
+/// DNS mode on loopback: three nodes, the election's winner writes a dnsmasq hosts file that a
+/// real dnsmasq serves; a node that stops disappears from the answers.
+@Suite struct DNSModeTests {
+    @Test func dnsmasqServesTheHealthyNodesAndADeadOneDisappears() async throws {
+        let dnsPort = try FreePort.pick()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pgchorus-dnsmode-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/hosts.d", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        chmod(dir + "/hosts.d", 0o755)
+        let dnsmasq = try BackgroundProcess("/usr/sbin/dnsmasq", [
+            "--keep-in-foreground", "--no-resolv", "--no-hosts", "--user=root", "--bind-interfaces",
+            "--listen-address=127.0.0.1", "--port=\(dnsPort)", "--hostsdir=\(dir)/hosts.d", "--log-facility=-",
+        ])
+        defer { dnsmasq.stop(grace: 5) }
+        func resolve() throws -> [String] {
+            let out = try CommandRunner.run("/usr/bin/dig", ["@127.0.0.1", "-p", "\(dnsPort)", "+short", "+time=2", "+tries=1", "db.example.test"], timeout: .seconds(20))
+            return out.stdoutLines.filter { !$0.isEmpty }.sorted()
+        }
+        let config = { (_: Int) in
+            """
+            [health_check]
+            enabled = false
+
+            [vip]
+            mode = "dns"
+
+            [vip.dns]
+            format = "dnsmasq"
+            file = "\(dir)/hosts.d/pgchorus"
+            name = "db.example.test"
+
+            [[backends]]
+            id = "db1"
+            host = "127.0.0.1"
+            port = 9
+            """
+        }
+        try await withNodeCluster(count: 3, backends: [], extra: config) { cluster in
+            for i in 1...3 { try await cluster.start(i) }
+            let published = try await cluster.waitUntil(seconds: 15) { try resolve() == ["127.0.0.2", "127.0.0.3", "127.0.0.4"] }
+            #expect(published, "\((try? resolve()) ?? []) / \(cluster.log(1).suffix(1500))")
+            let owner = try #require(try await cluster.status(1).vip.owner)
+            #expect(try await cluster.status(2).vip.mode == "dns")
+            #expect(try await cluster.status(2).vip.address == "db.example.test")
+            // Stop a node that is not the writer: it disappears from the records.
+            let victim = [1, 2, 3].first { "node\($0)" != owner }!
+            await cluster.stop(victim)
+            let remaining = [2, 3, 4].filter { $0 != victim + 1 }.map { "127.0.0.\($0)" }
+            let updated = try await cluster.waitUntil(seconds: 15) { try resolve() == remaining }
+            #expect(updated, "\((try? resolve()) ?? [])")
+            let hosts = try String(contentsOfFile: "\(dir)/hosts.d/pgchorus", encoding: .utf8)
+            #expect(hosts.split(separator: "\n").filter { !$0.hasPrefix("#") }.count == 2, "\(hosts)")
         }
     }
 }

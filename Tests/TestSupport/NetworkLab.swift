@@ -97,17 +97,13 @@ public func withNetworkLab<T>(
 /// A tcpdump capture in a lab namespace, written to a file and read back as frames.
 public final class FrameCapture: @unchecked Sendable {
     // @unchecked: used by one test at a time.
-    let process: Process
+    let process: BackgroundProcess
     public let file: String
 
     public init(lab: NetworkLab, member: String, filter: String) throws {
         file = FileManager.default.temporaryDirectory.appendingPathComponent("pgchorus-capture-\(UUID().uuidString).pcap").path
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", lab.namespace(member), "tcpdump", "-i", "eth0", "-U", "-n", "-w", file] + filter.split(separator: " ").map(String.init)
-        process.standardError = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        process = try BackgroundProcess("/usr/sbin/ip", ["netns", "exec", lab.namespace(member), "tcpdump", "-i", "eth0", "-U", "-n", "-w", file]
+            + filter.split(separator: " ").map(String.init))
         // tcpdump is listening once the file exists.
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: file) { usleep(50_000) }
         usleep(200_000)
@@ -115,8 +111,8 @@ public final class FrameCapture: @unchecked Sendable {
 
     /// Stops the capture and returns the frames with their times (seconds since the epoch).
     public func stop() -> [(time: Double, bytes: [UInt8])] {
-        if process.isRunning { process.interrupt() }
-        for _ in 0..<50 where process.isRunning { usleep(100_000) }
+        process.signal(SIGINT)
+        if !process.wait(seconds: 5) { process.stop(grace: 0) }
         defer { try? FileManager.default.removeItem(atPath: file) }
         return Self.read(file)
     }

@@ -12,7 +12,7 @@ public final class NodeCluster: @unchecked Sendable {
     public let port: Int
     public let count: Int
     public let binaryDirectory: String
-    var processes: [Int: Process] = [:]
+    var processes: [Int: BackgroundProcess] = [:]
     /// With a network lab: node i runs in the lab's namespace "node<i>" at 198.18.0.(10+i).
     public let lab: NetworkLab?
 
@@ -23,7 +23,7 @@ public final class NodeCluster: @unchecked Sendable {
     public func address(_ node: Int) -> String { lab == nil ? "127.0.0.\(node + 1)" : "198.18.0.\(10 + node)" }
 
     /// The process id of node `node`'s daemon (0 when not running).
-    public func pid(_ node: Int) -> Int32 { processes[node].flatMap { $0.isRunning ? $0.processIdentifier : nil } ?? 0 }
+    public func pid(_ node: Int) -> Int32 { processes[node].flatMap { $0.isRunning ? $0.pid : nil } ?? 0 }
     public func nodeDirectory(_ node: Int) -> String { "\(directory)/node\(node)" }
     public func configPath(_ node: Int) -> String { "\(nodeDirectory(node))/pgchorus.toml" }
     public func socketPath(_ node: Int) -> String { "\(nodeDirectory(node))/admin.sock" }
@@ -39,25 +39,15 @@ public final class NodeCluster: @unchecked Sendable {
 
     /// Starts node `node` and waits until its admin socket answers (at most 30 s).
     public func start(_ node: Int) async throws {
-        precondition(processes[node] == nil || processes[node]?.isRunning == false)
-        let p = Process()
-        if let lab {
-            // `ip netns exec` execs the daemon: the process id is the daemon's.
-            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            p.arguments = ["netns", "exec", lab.namespace("node\(node)"), "\(binaryDirectory)/pgchorusd", "--config", configPath(node), "--log-level", "info"]
-        } else {
-            p.executableURL = URL(fileURLWithPath: "\(binaryDirectory)/pgchorusd")
-            p.arguments = ["--config", configPath(node), "--log-level", "info"]
-        }
-        if !FileManager.default.fileExists(atPath: logPath(node)) { FileManager.default.createFile(atPath: logPath(node), contents: nil) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(node)))
-        handle.seekToEndOfFile()
-        p.standardError = handle
-        p.standardOutput = handle
-        try p.run()
+        precondition(!isRunning(node))
+        let daemon = "\(binaryDirectory)/pgchorusd"
+        let arguments = ["--config", configPath(node), "--log-level", "info"]
+        // `ip netns exec` execs the daemon: the process id is the daemon's.
+        let p = try lab.map { try BackgroundProcess("/usr/sbin/ip", ["netns", "exec", $0.namespace("node\(node)"), daemon] + arguments, outputFile: logPath(node)) }
+            ?? BackgroundProcess(daemon, arguments, outputFile: logPath(node))
         processes[node] = p
         for _ in 0..<300 {
-            if !p.isRunning { throw FixtureError("pgchorusd node\(node) exited with \(p.terminationStatus):\n\(log(node).suffix(3000))") }
+            if !p.isRunning { throw FixtureError("pgchorusd node\(node) exited:\n\(log(node).suffix(3000))") }
             if (try? await AdminClient.send(AdminRequest(command: .status), socketPath: socketPath(node), timeout: 5)) != nil { return }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -66,17 +56,19 @@ public final class NodeCluster: @unchecked Sendable {
 
     /// SIGKILL, as a crash.
     public func kill9(_ node: Int) {
-        guard let p = processes[node], p.isRunning else { return }
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        guard let p = processes[node] else { return }
+        p.signal(SIGKILL)
+        p.wait(seconds: 10)
+        processes[node] = nil
     }
 
     /// SIGTERM, and waits for the process to end (SIGKILL after 10 s).
     public func stop(_ node: Int) async {
-        guard let p = processes[node], p.isRunning else { return }
-        p.terminate()
+        guard let p = processes[node] else { return }
+        p.signal(SIGTERM)
         for _ in 0..<100 where p.isRunning { try? await Task.sleep(for: .milliseconds(100)) }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        if p.isRunning { p.stop(grace: 0) }
+        processes[node] = nil
     }
 
     public func isRunning(_ node: Int) -> Bool { processes[node]?.isRunning == true }

@@ -203,7 +203,10 @@ public final class StateService: Service, Sendable {
             }
             record(ClusterEvent(time: now, origin: configuration.node.id, kind: alive ? "node-up" : "node-down", subject: peer.node.id,
                                 detail: alive ? "heartbeats received" : "no message for \(configuration.cluster.peerTimeout) s"))
-            try? store?.saveNode(peer.node, alive: alive, lastSeen: peer.lastSeen)
+            if let store {
+                let node = peer.node, seen = peer.lastSeen
+                NIOThreadPool.singleton.submit { _ in try? store.saveNode(node, alive: alive, lastSeen: seen) }
+            }
         }
         if quorumChanged {
             let alive = inner.withLock { $0.membership.aliveCount(now: now) }
@@ -283,8 +286,13 @@ public final class StateService: Service, Sendable {
         record(ClusterEvent(time: now, origin: configuration.node.id, kind: "peer-refused", subject: from, detail: "\(error)"))
     }
 
+    /// Off the heartbeat's path: a slow fsync must never delay a heartbeat.
     private func record(_ event: ClusterEvent) {
-        do { try store?.append(event) } catch { logger.error("cannot record an event in the state database: \(error)") }
+        guard let store else { return }
+        let logger = logger
+        NIOThreadPool.singleton.submit { _ in
+            do { try store.append(event) } catch { logger.error("cannot record an event in the state database: \(error)") }
+        }
     }
 }
 
