@@ -85,10 +85,11 @@ public final class VirtualIPService: Service, Sendable {
     }
 
     /// `mode`, address and the owner as this node believes, for `pgchorus status`.
-    public func status() -> (mode: String, address: String?, owner: String?) {
-        let owner = state.withLock { $0.election.owner(now: WallClock.monotonic()) }
+    public func status() -> (mode: String, address: String?, owner: String?, eligible: [String]) {
+        let now = WallClock.monotonic()
+        let (owner, eligible) = state.withLock { ($0.election.owner(now: now), $0.election.eligibleNodes(now: now)) }
         let shown = configuration.vip.mode == "dns" ? configuration.vip.dns.name : address?.description
-        return (configuration.vip.mode, shown, owner)
+        return (configuration.vip.mode, shown, owner, eligible.sorted())
     }
 
     // MARK: election

@@ -84,7 +84,7 @@ struct PGChorusDaemon: AsyncParsableCommand {
             if let v = vipService {
                 vipStatus = { @Sendable in
                     let s = v.status()
-                    return ClusterStatus.VIP(mode: s.mode, address: s.address, owner: s.owner)
+                    return ClusterStatus.VIP(mode: s.mode, address: s.address, owner: s.owner, eligible: s.eligible)
                 }
             }
             let administration = NodeAdministration(configuration: configuration, registry: registry, store: store, stateService: stateService,

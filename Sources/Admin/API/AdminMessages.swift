@@ -82,9 +82,11 @@ public struct ClusterStatus: Sendable, Codable, Equatable {
         public var mode: String
         public var address: String?
         public var owner: String?
+        /// The nodes the election sees eligible (DNS mode publishes these).
+        public var eligible: [String]?
 
-        public init(mode: String, address: String?, owner: String?) {
-            self.mode = mode; self.address = address; self.owner = owner
+        public init(mode: String, address: String?, owner: String?, eligible: [String]? = nil) {
+            self.mode = mode; self.address = address; self.owner = owner; self.eligible = eligible
         }
     }
 
