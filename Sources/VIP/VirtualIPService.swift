@@ -30,6 +30,9 @@ public final class VirtualIPService: Service, Sendable {
     let state: Mutex<State>
     let schedule: AnnouncementSchedule
     let running = Atomic<Bool>(true)
+    /// Serialises every change of the interface (or of the DNS writer role); the value is whether
+    /// the address is on the interface as far as this node knows.
+    let actuator = Mutex<Bool>(false)
     let pool = NIOThreadPool(numberOfThreads: 2)
 
     public init(configuration: Configuration, stateService: StateService, healthChecker: HealthChecker?, registry: BackendRegistry,
@@ -51,9 +54,12 @@ public final class VirtualIPService: Service, Sendable {
             guard let a = VirtualAddress(text) else { throw VIPError.netlink(operation: "parsing \(text)", interface: interface, errno: 22) }
             address = a
             // Not the owner at start: whatever a previous run left is removed.
-            for stale in try AddressTable.leftovers(interface: interface) {
-                try AddressTable.remove(stale, interface: interface)
-                logger.notice("removed a virtual IP left by a previous run", metadata: ["address": "\(stale)", "interface": "\(interface)"])
+            // Tagged ones, and the configured address itself (kernels before 6.1 drop the IFA_PROTO tag).
+            var stale = Set(try AddressTable.leftovers(interface: interface))
+            if try AddressTable.list(interface: interface).contains(where: { $0.address.ip == a.ip }) { stale.insert(a) }
+            for old in stale {
+                try AddressTable.remove(old, interface: interface)
+                logger.notice("removed a virtual IP left by a previous run", metadata: ["address": "\(old)", "interface": "\(interface)"])
             }
             injector = try PacketInjector(interface: interface)
         } else {
@@ -76,9 +82,9 @@ public final class VirtualIPService: Service, Sendable {
             pool.submit { _ in me.watchConflicts(interface: interface, address: address) }
         }
         try? await gracefulShutdown()
-        // Hand over at once: release, tell the peers, then stop.
-        let action = state.withLock { $0.election.resign(now: WallClock.monotonic()) }
-        if action == .release { release(reason: "shutting down") }
+        // Hand over at once: release, and only once the address is gone tell the peers we resigned.
+        _ = state.withLock { $0.election.resign(now: WallClock.monotonic()) }
+        reconcile(reason: "shutting down")
         stateService.broadcastNow()
         running.store(false, ordering: .relaxed)
         try? await pool.shutdownGracefully()
@@ -98,9 +104,12 @@ public final class VirtualIPService: Service, Sendable {
         guard stateService.hasQuorum() else { return false }
         // The proxy must reach a majority of the online backends.
         let online = registry.online().map(\.id)
-        if let reports = healthChecker?.reports(), !reports.isEmpty, configuration.healthCheck.enabled {
-            let reached = reports.filter { online.contains($0.backend) && $0.ok }.count
-            if reached * 2 <= online.count { return false }
+        if let reports = healthChecker?.reports(), configuration.healthCheck.enabled {
+            // Not before the first round has answered; a backend counts as lost only after as many
+            // failed checks in a row as fail it.
+            if reports.isEmpty { return false }
+            let lost = reports.filter { online.contains($0.backend) && !$0.ok && $0.consecutiveFailures >= configuration.healthCheck.failures }.count
+            if (online.count - lost) * 2 <= online.count { return false }
         }
         return true
     }
@@ -124,6 +133,7 @@ public final class VirtualIPService: Service, Sendable {
             logger.notice(e ? "eligible for the virtual IP" : "not eligible for the virtual IP (no quorum, or the backends are out of reach)")
         }
         perform(action)
+        reconcile(reason: "lost the election or the lease")
         if announce { self.announce() }
         if state.withLock({ $0.election.holding }), dnsPublisher != nil { publishDNS() }
     }
@@ -142,54 +152,61 @@ public final class VirtualIPService: Service, Sendable {
     }
 
     private func perform(_ action: VIPElection.Action?) {
-        switch action {
-        case .claim?:
-            claim()
-            stateService.broadcastNow()
-        case .release?:
-            release(reason: "lost the election or the lease")
-            stateService.broadcastNow()
-        case nil:
-            break
-        }
+        guard action != nil else { return }
+        reconcile(reason: "lost the election or the lease")
+        stateService.broadcastNow()
     }
 
-    private func claim() {
-        let now = WallClock.monotonic()
-        let term = state.withLock { $0.election.term }
-        if let address, let interface = configuration.vip.interface {
-            do {
-                try AddressTable.add(address, interface: interface)
-            } catch {
-                logger.error("cannot claim the virtual IP: \(error)")
-                state.withLock { s in
-                    s.ineligibleUntil = now + 5
-                    _ = s.election.step(now: now, eligible: false)
+    /// Makes the interface match the election, one change at a time (level-triggered: whoever
+    /// steps, the last reconcile sees the latest decision). Until a removal has really happened,
+    /// the election keeps saying "holding" and keeps its self-grant, so no peer can claim early.
+    func reconcile(reason: String) {
+        actuator.withLock { applied in
+            let want = state.withLock { $0.election.holding }
+            if want && !applied {
+                let now = WallClock.monotonic()
+                let term = state.withLock { $0.election.claimTerm }
+                if let address, let interface = configuration.vip.interface {
+                    do {
+                        try AddressTable.add(address, interface: interface)
+                    } catch {
+                        logger.error("cannot claim the virtual IP: \(error)")
+                        state.withLock { s in
+                            s.ineligibleUntil = now + 5
+                            _ = s.election.step(now: now, eligible: false)
+                        }
+                        return
+                    }
                 }
-                return
+                applied = true
+                state.withLock { s in
+                    s.election.addressHeld = true
+                    s.claimedAt = now
+                    s.nextAnnouncement = schedule.next(after: 0)
+                }
+                announce()
+                logger.notice("this node owns the virtual IP", metadata: ["term": "\(term)", "address": "\(address?.description ?? configuration.vip.dns.name ?? "")"])
+                record(kind: "vip-claimed", detail: "term \(term)")
+                if dnsPublisher != nil { publishDNS() }
+            } else if !want && applied {
+                if let address, let interface = configuration.vip.interface {
+                    do {
+                        try AddressTable.remove(address, interface: interface)
+                    } catch {
+                        // Still holding as far as the peers know; the next tick tries again.
+                        logger.error("cannot remove the virtual IP (will retry): \(error)")
+                        return
+                    }
+                }
+                applied = false
+                state.withLock { s in
+                    s.election.addressHeld = false
+                    s.claimedAt = nil
+                }
+                logger.notice("this node released the virtual IP: \(reason)")
+                record(kind: "vip-released", detail: reason)
             }
-            announce()
         }
-        state.withLock { s in
-            s.claimedAt = now
-            s.nextAnnouncement = schedule.next(after: 0)
-        }
-        logger.notice("this node owns the virtual IP", metadata: ["term": "\(term)", "address": "\(address?.description ?? configuration.vip.dns.name ?? "")"])
-        record(kind: "vip-claimed", detail: "term \(term)")
-        if dnsPublisher != nil { publishDNS() }
-    }
-
-    private func release(reason: String) {
-        state.withLock { $0.claimedAt = nil }
-        if let address, let interface = configuration.vip.interface {
-            do {
-                try AddressTable.remove(address, interface: interface)
-            } catch {
-                logger.error("cannot remove the virtual IP: \(error)")
-            }
-        }
-        logger.notice("this node released the virtual IP: \(reason)")
-        record(kind: "vip-released", detail: reason)
     }
 
     private func announce() {
@@ -233,15 +250,17 @@ public final class VirtualIPService: Service, Sendable {
         while running.load(ordering: .relaxed) {
             let removed = watcher.nextRemovals()
             guard removed.contains(address) else { continue }
-            let owned = state.withLock { $0.election.holding && $0.claimedAt != nil }
-            guard owned, running.load(ordering: .relaxed) else { continue }
-            logger.warning("the virtual IP vanished from \(interface) while owned; adding it again")
-            do {
-                try AddressTable.add(address, interface: interface)
-                announce()
-                record(kind: "vip-readded", detail: "\(address) was removed from \(interface) by someone else")
-            } catch {
-                logger.error("cannot re-add the virtual IP: \(error)")
+            guard running.load(ordering: .relaxed) else { continue }
+            actuator.withLock { applied in
+                guard applied, state.withLock({ $0.election.holding }) else { return }
+                logger.warning("the virtual IP vanished from \(interface) while owned; adding it again")
+                do {
+                    try AddressTable.add(address, interface: interface)
+                    announce()
+                    record(kind: "vip-readded", detail: "\(address) was removed from \(interface) by someone else")
+                } catch {
+                    logger.error("cannot re-add the virtual IP: \(error)")
+                }
             }
         }
     }
@@ -257,7 +276,13 @@ public final class VirtualIPService: Service, Sendable {
             return
         }
         while running.load(ordering: .relaxed) {
-            guard let claim = capture.next(), claim.ip == address.ip.bytes, claim.mac != injector.mac else { continue }
+            let result = capture.next()
+            if case .failed = result {
+                // Interface gone or down: do not spin; try again in a second.
+                usleep(1_000_000)
+                continue
+            }
+            guard case let .claim(claim) = result, claim.ip == address.ip.bytes, claim.mac != injector.mac else { continue }
             let owned = state.withLock { $0.election.holding }
             guard owned else { continue }
             logger.warning("another machine (\(claim.mac.map { String($0, radix: 16) }.joined(separator: ":"))) announces the virtual IP; announcing again")

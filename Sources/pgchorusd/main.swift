@@ -92,10 +92,10 @@ struct PGChorusDaemon: AsyncParsableCommand {
             let admin = configuration.admin
             let adminServer = try await AdminServer(socketPath: admin.socket, tcp: admin.tcpAddress.map { ($0, admin.tcpPort, admin.token ?? "") },
                                                     administration: administration, logger: logger)
-            // Shut down in reverse: the VIP is handed over while the state service still talks to the peers.
-            services = [stateService]
+            // Shut down in reverse: the VIP is handed over first (while the proxy still serves and the
+            // state service still talks to the peers).
+            services = [stateService, health, server, resolver, adminServer]
             if let vipService { services.append(vipService) }
-            services += [health, server, resolver, adminServer]
             if let address = admin.metricsAddress {
                 services.append(try await MetricsEndpoint(address: address, port: admin.metricsPort, registry: metricsRegistry,
                                                           administration: administration, logger: logger))

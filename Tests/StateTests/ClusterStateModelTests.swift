@@ -195,6 +195,10 @@ import Testing
         #expect(bad.key == "cluster.nodes[1].address")
         #expect(bad.line == 7)
         #expect(error("[node]\nid = \"a\"\n[admin]\ntcp_address = \"127.0.0.1\"\n" + backend)?.key == "admin.token_file")
+        // A VIP election needs a third voter.
+        let twoNodeVIP = try #require(error("[node]\nid = \"a\"\n[cluster]\nkey_file = \"good.key\"\n" + nodes + "[vip]\nmode = \"dns\"\n[vip.dns]\nfile = \"x\"\nname = \"db\"\nformat = \"dnsmasq\"\n" + backend))
+        #expect(twoNodeVIP.key == "vip.mode")
+        #expect(twoNodeVIP.message.contains("at least three clustering nodes"))
         let c = try Configuration.parse(text: "[node]\nid = \"a\"\n[cluster]\nkey_file = \"good.key\"\nwitness = \"backends\"\n" + nodes + backend, file: "\(dir)/pgchorus.toml")
         #expect(c.cluster.nodes.map(\.id) == ["a", "b"])
         #expect(c.cluster.nodes.map(\.port) == [7433, 7433])

@@ -150,6 +150,32 @@ import Testing
         #expect(preempting.overlaps.isEmpty)
     }
 
+    @Test func untilTheAddressIsReallyGoneTheBeaconStillSaysHoldingAndTheSelfGrantStays() throws {
+        var sim = Simulation(count: 3)
+        _ = sim.timeToOwner(limit: 5)
+        sim.run(seconds: 1)
+        let owner = try #require(sim.holders.first)
+        sim.nodes[owner].addressHeld = true
+        #expect(sim.nodes[owner].resign(now: sim.now) == .release)
+        let b = sim.nodes[owner].beacon()
+        #expect(b.holding, "the address may still be on the interface")
+        #expect(!b.resigned, "peers must not move their grants yet")
+        #expect(!sim.nodes[owner].grantMayMove(from: sim.nodes[owner].selfID, now: sim.now))
+        sim.nodes[owner].addressHeld = false
+        #expect(sim.nodes[owner].beacon().resigned)
+        #expect(!sim.nodes[owner].beacon().holding)
+    }
+
+    @Test func aDelayedOrReplayedOlderBeaconChangesNothing() {
+        var e = VIPElection(selfID: "n1", priority: 100, totalNodes: 3, settings: .init(), now: 0)
+        let fresh = VIPBeacon(term: 3, eligible: true, priority: 100, holding: true, stamp: 50, grant: nil, resigned: false)
+        let old = VIPBeacon(term: 2, eligible: false, priority: 100, holding: false, stamp: 40, grant: nil, resigned: true)
+        e.receive(from: "n2", beacon: fresh, now: 10)
+        e.receive(from: "n2", beacon: old, now: 10.1)
+        #expect(e.owner(now: 10.2) == "n2")
+        #expect(e.eligibleNodes(now: 10.2).contains("n2"))
+    }
+
     @Test func aRestartedNodeGrantsNothingDuringItsQuietPeriod() {
         var e = VIPElection(selfID: "n1", priority: 100, totalNodes: 3, settings: .init(), now: 10)
         _ = e.step(now: 10.1, eligible: true)

@@ -105,6 +105,8 @@ public final class BackendRegistry: Sendable {
     /// Applies a change learned from a peer; false when it is a duplicate, stale or unknown.
     @discardableResult
     public func apply(_ remote: BackendState) -> Bool {
+        // A generation no real cluster reaches would overflow the next local change.
+        guard remote.generation >= 0, remote.generation < Int.max / 2 else { return false }
         let accepted = entries.withLock { entries -> (BackendState, Entry)? in
             guard let i = entries.firstIndex(where: { $0.backend.id == remote.id }), remote.supersedes(entries[i].state) else { return nil }
             let old = entries[i].state

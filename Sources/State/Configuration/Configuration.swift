@@ -426,6 +426,10 @@ public struct Configuration: Sendable, Equatable {
             guard let n = vip.dns.name, !n.isEmpty else { throw dnsT.error("name", "mode = \"dns\" needs the name clients resolve") }
             if vip.dns.format == "bind" && vip.dns.zone == nil { throw dnsT.error("zone", "format = \"bind\" needs the zone origin, e.g. \"example.com.\"") }
         }
+        if vip.mode != "none" && cluster.nodes.count == 2 {
+            // A lease needs a strict majority of voters: with two nodes, one dead node would leave the VIP unowned for ever.
+            throw vipT.error("mode", "a virtual IP (or DNS writer) election needs at least three clustering nodes (this cluster has two); add a third node — it may be a small machine that serves no clients")
+        }
         if vip.mode != "none" {
             guard vip.takeover > vip.lease else { throw vipT.error("takeover", "must be longer than lease (\(vip.lease) s), or two nodes could hold the VIP at once") }
             guard vip.lease >= 3 * cluster.heartbeatInterval else {

@@ -27,11 +27,13 @@ public struct PeerMessage: Sendable, Equatable, Codable {
     public var quorum: Bool?
     /// The sender's state in the virtual-IP election.
     public var vip: VIPBeacon?
+    /// The node the message is for (signed with the rest, so it cannot be redirected).
+    public var to: String?
 
     public init(kind: Kind, from: String, sentAt: Double, nonce: String, backends: [BackendState],
-                acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil, vip: VIPBeacon? = nil) {
+                acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil, vip: VIPBeacon? = nil, to: String? = nil) {
         self.kind = kind; self.from = from; self.sentAt = sentAt; self.nonce = nonce; self.backends = backends
-        self.acknowledges = acknowledges; self.reachableBackends = reachableBackends; self.quorum = quorum; self.vip = vip
+        self.acknowledges = acknowledges; self.reachableBackends = reachableBackends; self.quorum = quorum; self.vip = vip; self.to = to
     }
 
     public static func makeNonce() -> String {
@@ -48,6 +50,7 @@ public enum PeerMessageError: Error, Equatable, CustomStringConvertible {
     case unknownSender(String)
     case clockSkew(seconds: Double)
     case replayed(nonce: String)
+    case notForUs(String)
 
     /// A short name per case, to count refusals by kind.
     public var kind: String {
@@ -58,6 +61,7 @@ public enum PeerMessageError: Error, Equatable, CustomStringConvertible {
         case .unknownSender: "unknown-sender"
         case .clockSkew: "clock-skew"
         case .replayed: "replayed"
+        case .notForUs: "not-for-us"
         }
     }
 
@@ -69,6 +73,7 @@ public enum PeerMessageError: Error, Equatable, CustomStringConvertible {
         case let .unknownSender(id): "sender \"\(id)\" is not one of the configured nodes"
         case let .clockSkew(s): "timestamp is \(Int(s)) s away from this node's clock (replayed, or clocks out of sync)"
         case let .replayed(nonce): "replayed message (nonce \(nonce) already seen)"
+        case let .notForUs(to): "message addressed to \(to), not to this node (redirected)"
         }
     }
 }

@@ -222,9 +222,10 @@ public final class StateService: Service, Sendable {
         let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: PeerMessage.makeNonce(),
                                   backends: kind == .ack ? [] : registry.states(), acknowledges: acknowledging,
                                   reachableBackends: reachable, quorum: kind == .ack ? nil : hasQuorum(),
-                                  vip: kind == .ack ? nil : vipHooks.withLock { $0 }?.beacon())
+                                  vip: kind == .ack ? nil : vipHooks.withLock { $0 }?.beacon(), to: peer.id)
         if kind == .notice {
-            inner.withLock { $0.noticeNonces[peer.id, default: []].insert(message.nonce) }
+            // Only the latest notice counts: an ack of an older one does not cover a newer change.
+            inner.withLock { $0.noticeNonces[peer.id] = [message.nonce] }
         }
         let bytes = PeerEnvelope.seal(message, key: key)
         guard let address = try? SocketAddress(ipAddress: peer.address, port: peer.port) else { return }
@@ -242,6 +243,8 @@ public final class StateService: Service, Sendable {
             guard message.from != configuration.node.id, configuration.cluster.node(message.from) != nil else {
                 throw PeerMessageError.unknownSender(message.from)
             }
+            // A datagram captured on its way to another node is not for us.
+            if let to = message.to, to != configuration.node.id { throw PeerMessageError.notForUs(to) }
             try inner.withLock { s throws(PeerMessageError) in try s.replayGuard.admit(message, now: now) }
         } catch let error as PeerMessageError {
             refused(error, from: source, now: now)

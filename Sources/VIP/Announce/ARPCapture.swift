@@ -28,12 +28,20 @@ final class ARPCapture {
 
     deinit { pcap_close(handle) }
 
-    /// The next ARP claim seen, or nil after the read timeout.
-    func next() -> (mac: [UInt8], ip: [UInt8])? {
+    enum Result {
+        case claim((mac: [UInt8], ip: [UInt8]))
+        case nothing
+        case failed
+    }
+
+    /// The next ARP claim seen; `.nothing` after the read timeout; `.failed` when the capture broke.
+    func next() -> Result {
         var header: UnsafeMutablePointer<pcap_pkthdr>?
         var data: UnsafePointer<UInt8>?
-        guard pcap_next_ex(handle, &header, &data) == 1, let header, let data else { return nil }
+        let r = pcap_next_ex(handle, &header, &data)
+        if r < 0 { return .failed }
+        guard r == 1, let header, let data else { return .nothing }
         let frame = Array(UnsafeBufferPointer(start: data, count: Int(header.pointee.caplen)))
-        return AnnouncementFrames.arpClaim(frame)
+        return AnnouncementFrames.arpClaim(frame).map { .claim($0) } ?? .nothing
     }
 }

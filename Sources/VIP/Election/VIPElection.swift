@@ -51,12 +51,17 @@ public struct VIPElection: Sendable {
     public let totalNodes: Int
     public let settings: Settings
     public private(set) var term = 0
+    /// The term of this node's own current claim (0 when not holding).
+    public private(set) var claimTerm = 0
     public private(set) var holding = false
+    /// The address (or writer role) may still be in place: set by the service until a release has
+    /// really happened, so the beacon keeps saying "holding" and the self-grant stays until then.
+    public var addressHeld = false
     public private(set) var resigned = false
     var eligible = false
     var peers: [String: Peer] = [:]
-    /// The last grant this node sent: to whom, and when.
-    var lastGrant: (to: String, at: Double)?
+    /// The last grant this node sent: to whom, when, and the stamp it echoed (fixed at step time).
+    var lastGrant: (to: String, at: Double, echo: Double)?
     /// Grants for this node: granter → echoed stamp (this node's clock).
     var grantsForMe: [String: Double] = [:]
     /// This node's latest stamp.
@@ -71,7 +76,9 @@ public struct VIPElection: Sendable {
 
     /// Takes a peer's beacon.
     public mutating func receive(from id: String, beacon: VIPBeacon, now: Double) {
-        guard id != selfID else { return }
+        guard id != selfID, beacon.term >= 0, beacon.term < Int.max / 2 else { return }
+        // A beacon older than one already seen from that node (delayed or replayed) changes nothing.
+        if let known = peers[id], beacon.stamp < known.beacon.stamp { return }
         peers[id] = Peer(beacon: beacon, receivedAt: now)
         if beacon.holding { term = max(term, beacon.term) }
         if let g = beacon.grant, g.to == selfID {
@@ -83,7 +90,9 @@ public struct VIPElection: Sendable {
 
     /// One step: decides the grant, whether to claim or release. `eligible` is this node's own
     /// health (reaches the backends, holds quorum).
-    public mutating func step(now: Double, eligible: Bool) -> Action? {
+    public mutating func step(now rawNow: Double, eligible: Bool) -> Action? {
+        // Time never runs backwards here, whichever thread steps.
+        let now = max(rawNow, stamp)
         self.eligible = eligible && !resigned
         stamp = now
         let preferred = preferredOwner(now: now)
@@ -94,13 +103,16 @@ public struct VIPElection: Sendable {
             } else if let last = lastGrant, last.to != target, !grantMayMove(from: last.to, now: now) {
                 // Keep silent: no renewal for the old one, nothing yet for the new one.
             } else {
-                lastGrant = (target, now)
+                let echo = target == selfID ? now : (peers[target]?.beacon.stamp ?? 0)
+                lastGrant = (target, now, echo)
             }
         }
         // This node's own grant counts only while it goes to itself.
         if let last = lastGrant, last.to == selfID, last.at == now { grantsForMe[selfID] = now } else { grantsForMe[selfID] = nil }
         if holding {
-            let higher = peers.values.contains { isFresh($0, now) && $0.beacon.holding && !$0.beacon.resigned && $0.beacon.term > term }
+            let higher = peers.contains { id, p in
+                isFresh(p, now) && p.beacon.holding && !p.beacon.resigned && (p.beacon.term > claimTerm || (p.beacon.term == claimTerm && id < selfID))
+            }
             if !self.eligible || preferred != selfID || higher || !leaseHolds(now: now, within: settings.lease - settings.margin) {
                 holding = false
                 return .release
@@ -110,6 +122,7 @@ public struct VIPElection: Sendable {
         if self.eligible, preferred == selfID, leaseHolds(now: now, within: settings.lease - settings.margin) {
             holding = true
             term += 1
+            claimTerm = term
             return .claim
         }
         return nil
@@ -119,10 +132,11 @@ public struct VIPElection: Sendable {
     public func beacon() -> VIPBeacon {
         var grant: VIPBeacon.Grant?
         if let last = lastGrant, last.at == stamp, !resigned {
-            let echo = last.to == selfID ? stamp : (peers[last.to]?.beacon.stamp ?? 0)
-            grant = VIPBeacon.Grant(to: last.to, echo: echo)
+            grant = VIPBeacon.Grant(to: last.to, echo: last.echo)
         }
-        return VIPBeacon(term: term, eligible: eligible, priority: priority, holding: holding, stamp: stamp, grant: grant, resigned: resigned)
+        let held = holding || addressHeld
+        return VIPBeacon(term: held ? max(claimTerm, 1) : term, eligible: eligible, priority: priority, holding: held, stamp: stamp, grant: grant,
+                         resigned: resigned && !addressHeld)
     }
 
     /// Gives the VIP up for good (shutdown): the caller releases the address and sends the beacon at once.
@@ -167,7 +181,7 @@ public struct VIPElection: Sendable {
     /// A grant may move away from `previous` once `takeover` has passed since it was last renewed,
     /// or at once if `previous` resigned or is this node and not holding.
     func grantMayMove(from previous: String, now: Double) -> Bool {
-        if previous == selfID { return !holding }
+        if previous == selfID { return !holding && !addressHeld }
         if let p = peers[previous], p.beacon.resigned { return true }
         guard let last = lastGrant else { return true }
         return now - last.at >= settings.takeover
