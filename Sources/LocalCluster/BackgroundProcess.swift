@@ -11,7 +11,7 @@ public final class BackgroundProcess: Sendable {
     private let exitStatus = Mutex<Int32?>(nil)
 
     /// Starts `path` with `arguments`; standard output and error go to `outputFile` (appended), or nowhere.
-    public init(_ path: String, _ arguments: [String], outputFile: String? = nil) throws {
+    public init(_ path: String, _ arguments: [String], outputFile: String? = nil, environment: [String: String] = [:]) throws {
         commandLine = ([path] + arguments).joined(separator: " ")
         let input = open("/dev/null", O_RDONLY)
         let output = outputFile.map { open($0, O_WRONLY | O_CREAT | O_APPEND, 0o644) } ?? open("/dev/null", O_WRONLY)
@@ -19,7 +19,7 @@ public final class BackgroundProcess: Sendable {
         guard input >= 0, output >= 0 else {
             throw LocalClusterError(.commandFailed, "could not open the output of \(commandLine): \(String(cString: strerror(errno)))")
         }
-        pid = try CommandRunner.spawn(path, arguments: arguments, environment: ProcessInfo.processInfo.environment,
+        pid = try CommandRunner.spawn(path, arguments: arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
                                       standardInput: input, standardOutput: output, standardError: output, commandLine: commandLine)
     }
 

@@ -59,8 +59,11 @@ struct PGChorusDaemon: AsyncParsableCommand {
         var services: [any Service] = []
         do {
             let context = try ProxyContext(configuration: configuration, logger: logger, registry: registry)
+            let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger)
             // Nothing of this run is in flight yet: every prepared transaction of this node is in doubt.
-            resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger)
+            // Periodically, also those of peers the cluster declared dead (after the grace period).
+            resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger,
+                                       deadNodes: { stateService.deadPeers() })
             if configuration.replication.twoPhaseCommit && configuration.backends.count > 1 {
                 for (backend, reason) in await resolver.backendsWithoutPreparedTransactions() {
                     logger.error("backend refused: \(reason)")
@@ -72,7 +75,6 @@ struct PGChorusDaemon: AsyncParsableCommand {
                 logger.notice("in-doubt transactions resolved at start-up: \(report.committed.count) committed, \(report.rolledBack.count) rolled back")
             }
             server = try await ProxyServer(context: context)
-            let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger)
             let health = HealthChecker(configuration: configuration, registry: registry, logger: logger)
             stateService.setHooks(witness: { health.holdsWitness() }, reachable: { health.reachableCount() })
             var vipService: VirtualIPService?

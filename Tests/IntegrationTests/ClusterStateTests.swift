@@ -226,6 +226,34 @@ import TestSupport
         }
     }
 
+    @Test func aDeadNodesPreparedTransactionIsResolvedByThePeersAfterTheGracePeriod() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 2\n" }
+            try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
+                try await cluster.start(1, environment: ["PGCHORUS_TEST_HOOK": "exit-after-prepare"])
+                try await cluster.start(2)
+                try await cluster.start(3)
+                let create = try Clients.psql(cluster.connectionString(2), ["-c", "create table doubt (v int)"])
+                #expect(create.exitCode == 0, "\(create.report)")
+                // Node 1 dies between PREPARE TRANSACTION and COMMIT PREPARED; its locks stay on every backend.
+                let write = try Clients.psql(cluster.connectionString(1), ["-c", "insert into doubt values (1)"])
+                #expect(write.exitCode != 0)
+                #expect(try await cluster.waitUntil(seconds: 10) { !cluster.isRunning(1) })
+                for s in servers { #expect(try s.psql("select count(*) from pg_prepared_xacts where gid like 'pgchorus:node1:%'") == "1") }
+                // Node 1 stays down: its peers resolve its transaction (presumed abort: nothing committed anywhere).
+                let resolved = try await cluster.waitUntil(seconds: 20) {
+                    try servers.allSatisfy { try $0.psql("select count(*) from pg_prepared_xacts") == "0" }
+                }
+                #expect(resolved, "\(cluster.log(2).suffix(1500))")
+                for s in servers { #expect(try s.psql("select count(*) from doubt") == "0") }
+                #expect(cluster.log(2).contains("resolved in-doubt transaction") || cluster.log(3).contains("resolved in-doubt transaction"))
+                // The table is writable again through the survivors (no lock left behind).
+                let after = try Clients.psql(cluster.connectionString(3), ["-c", "insert into doubt values (2)"])
+                #expect(after.exitCode == 0, "\(after.report)")
+            }
+        }
+    }
+
     @Test func forgedReplayedStaleAndWrongKeyPeerMessagesAreRefusedAndLogged() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withNodeCluster(count: 3, backends: servers, extra: { _ in "[health_check]\nenabled = false\n" }) { cluster in

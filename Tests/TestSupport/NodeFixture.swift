@@ -38,13 +38,13 @@ public final class NodeCluster: @unchecked Sendable {
     public func log(_ node: Int) -> String { (try? String(contentsOfFile: logPath(node), encoding: .utf8)) ?? "" }
 
     /// Starts node `node` and waits until its admin socket answers (at most 30 s).
-    public func start(_ node: Int) async throws {
+    public func start(_ node: Int, environment: [String: String] = [:]) async throws {
         precondition(!isRunning(node))
         let daemon = "\(binaryDirectory)/pgchorusd"
         let arguments = ["--config", configPath(node), "--log-level", "info"]
         // `ip netns exec` execs the daemon: the process id is the daemon's.
-        let p = try lab.map { try BackgroundProcess("/usr/sbin/ip", ["netns", "exec", $0.namespace("node\(node)"), daemon] + arguments, outputFile: logPath(node)) }
-            ?? BackgroundProcess(daemon, arguments, outputFile: logPath(node))
+        let p = try lab.map { try BackgroundProcess("/usr/sbin/ip", ["netns", "exec", $0.namespace("node\(node)"), daemon] + arguments, outputFile: logPath(node), environment: environment) }
+            ?? BackgroundProcess(daemon, arguments, outputFile: logPath(node), environment: environment)
         processes[node] = p
         for _ in 0..<300 {
             if !p.isRunning { throw FixtureError("pgchorusd node\(node) exited:\n\(log(node).suffix(3000))") }

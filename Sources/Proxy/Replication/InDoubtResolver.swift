@@ -19,11 +19,15 @@ public struct InDoubtResolver: Service, Sendable {
     let configuration: Configuration
     let registry: BackendRegistry
     let logger: Logger
+    /// Peer nodes the state service has declared dead while this node holds quorum: their
+    /// prepared transactions older than the grace period are resolved here too.
+    let deadNodes: @Sendable () -> [String]
 
-    public init(configuration: Configuration, registry: BackendRegistry, logger: Logger) {
+    public init(configuration: Configuration, registry: BackendRegistry, logger: Logger, deadNodes: @escaping @Sendable () -> [String] = { [] }) {
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
+        self.deadNodes = deadNodes
     }
 
     /// One run on a dedicated thread (libpq blocks). `minimumAge` spares transactions a live
@@ -74,15 +78,20 @@ public struct InDoubtResolver: Service, Sendable {
     func resolveBlocking(minimumAge: Double) -> Report {
         var report = Report()
         let backends = registry.online()
-        let pattern = "pgchorus:\(configuration.node.id):%"
+        // Own gids after `minimumAge`; a dead peer's only after the grace period (never a live node's in flight).
+        var owners: [String: Double] = ["pgchorus:\(configuration.node.id):": minimumAge]
+        for dead in deadNodes() where dead != configuration.node.id {
+            owners["pgchorus:\(dead):"] = max(minimumAge, configuration.replication.inDoubtGrace)
+        }
         // database → gid → backends holding it prepared
         var inDoubt: [String: [String: [Configuration.Backend]]] = [:]
         for b in backends {
             do {
                 let c = try LibPQConnection(conninfo(b, database: "postgres"), target: b.description)
-                let rows = try c.query("SELECT gid, database, extract(epoch FROM now() - prepared)::float8 FROM pg_prepared_xacts WHERE gid LIKE $1", [pattern])
+                let rows = try c.query("SELECT gid, database, extract(epoch FROM now() - prepared)::float8 FROM pg_prepared_xacts WHERE gid LIKE 'pgchorus:%'")
                 for r in rows {
-                    guard let gid = r[0], let db = r[1], let age = r[2].flatMap(Double.init), age >= minimumAge else { continue }
+                    guard let gid = r[0], let db = r[1], let age = r[2].flatMap(Double.init),
+                          let owner = owners.first(where: { gid.hasPrefix($0.key) }), age >= owner.value else { continue }
                     inDoubt[db, default: [:]][gid, default: []].append(b)
                 }
             } catch {

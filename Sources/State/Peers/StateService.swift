@@ -150,6 +150,13 @@ public final class StateService: Service, Sendable {
 
     // MARK: views
 
+    /// Peers declared dead by this node while it holds quorum (a minority declares nobody dead);
+    /// empty until one peer timeout after start, when nobody could have been heard yet.
+    public func deadPeers(now: Double = WallClock.unixTime()) -> [String] {
+        guard now - startedAt >= configuration.cluster.peerTimeout, hasQuorum(now: now) else { return [] }
+        return inner.withLock { s in s.membership.peers.filter { !s.membership.isAlive($0, now: now) }.map(\.node.id) }
+    }
+
     public func hasQuorum(now: Double = WallClock.unixTime()) -> Bool {
         let witness = hooks.withLock { $0.witness }?() ?? false
         return inner.withLock { $0.membership.hasQuorum(now: now, holdsWitness: witness) }
