@@ -99,7 +99,7 @@ import VIP
         try await withNetworkLab { lab in
             for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
             try lab.addMember("observer", addresses: ["198.18.0.2/24"])
-            _ = try lab.run(in: "observer", "/usr/sbin/sysctl", ["-w", "net.ipv4.conf.eth0.arp_accept=1"])
+            _ = try lab.run(in: "observer", "/bin/sh", ["-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/arp_accept"])
             try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
                 for i in 1...3 { try await cluster.start(i) }
                 var overlap: [String] = []
