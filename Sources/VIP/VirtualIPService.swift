@@ -132,8 +132,9 @@ public final class VirtualIPService: Service, Sendable {
         if let e = eligibilityChanged {
             logger.notice(e ? "eligible for the virtual IP" : "not eligible for the virtual IP (no quorum, or the backends are out of reach)")
         }
-        perform(action)
+        // Every tick reconciles (a failed removal is retried); a decision is also told to the peers at once.
         reconcile(reason: "lost the election or the lease")
+        if action != nil { stateService.broadcastNow() }
         if announce { self.announce() }
         if state.withLock({ $0.election.holding }), dnsPublisher != nil { publishDNS() }
     }

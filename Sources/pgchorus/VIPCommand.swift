@@ -90,7 +90,3 @@ struct VIPCommand: AsyncParsableCommand {
         }
     }
 }
-
-extension String {
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
-}

@@ -90,10 +90,8 @@ public final class NodeAdministration: Sendable {
             return .failure("no backend is online to compare \(id) with")
         }
         let comparison = BackendComparison { [configuration] backend, database in
-            var s = "host=\(LibPQConnection.quote(backend.host)) port=\(backend.port) dbname=\(LibPQConnection.quote(database)) "
-                + "user=\(LibPQConnection.quote(configuration.replication.resolverUser)) connect_timeout=5 application_name=pgchorus-attach"
-            if let p = configuration.replication.resolverPassword { s += " password=\(LibPQConnection.quote(p))" }
-            return s
+            LibPQConnection.conninfo(backend, database: database, user: configuration.replication.resolverUser,
+                                     password: configuration.replication.resolverPassword, connectTimeout: 5, application: "pgchorus-attach")
         }
         let target = entry.backend
         func compare() async -> Result<[BackendComparison.Difference], Error> {

@@ -50,10 +50,8 @@ public struct InDoubtResolver: Service, Sendable {
     }
 
     func conninfo(_ backend: Configuration.Backend, database: String) -> String {
-        var s = "host=\(LibPQConnection.quote(backend.host)) port=\(backend.port) dbname=\(LibPQConnection.quote(database)) "
-            + "user=\(LibPQConnection.quote(configuration.replication.resolverUser)) connect_timeout=5 application_name=pgchorus-resolver"
-        if let p = configuration.replication.resolverPassword { s += " password=\(LibPQConnection.quote(p))" }
-        return s
+        LibPQConnection.conninfo(backend, database: database, user: configuration.replication.resolverUser,
+                                 password: configuration.replication.resolverPassword, connectTimeout: 5, application: "pgchorus-resolver")
     }
 
     /// Backends that cannot take part in the commit vote (`max_prepared_transactions = 0`), with why.

@@ -162,13 +162,11 @@ public final class HealthChecker: Service, Sendable {
 
     func conninfo(_ backend: Configuration.Backend) -> String {
         let h = configuration.healthCheck
-        var s = "host=\(LibPQConnection.quote(backend.host)) port=\(backend.port) dbname=\(LibPQConnection.quote(h.database)) "
-            + "user=\(LibPQConnection.quote(h.user)) connect_timeout=\(max(2, Int(h.timeout.rounded(.up)))) application_name=pgchorus-health "
-            // A backend host that vanishes must not hang a check (or the witness session) for the kernel's retransmission time.
-            + "keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=\(Int(h.timeout * 1000) + 1000) "
+        // A backend host that vanishes must not hang a check (or the witness session) for the kernel's retransmission time.
+        let extra = "keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=\(Int(h.timeout * 1000) + 1000) "
             + "options=\(LibPQConnection.quote("-c statement_timeout=\(Int(h.timeout * 1000))"))"
-        if let p = h.password { s += " password=\(LibPQConnection.quote(p))" }
-        return s
+        return LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
+                                        connectTimeout: max(2, Int(h.timeout.rounded(.up))), application: "pgchorus-health", extra: extra)
     }
 
     func checkBlocking(_ backend: Configuration.Backend) -> Result<(Double, [String: String]), LibPQConnection.Failure> {

@@ -60,6 +60,17 @@ public final class LibPQConnection {
         return rows
     }
 
+    /// The connection string of pgchorus' own sessions to a backend; `extra` is appended as is
+    /// (keyword=value pairs already quoted).
+    public static func conninfo(_ backend: Configuration.Backend, database: String, user: String, password: String?,
+                                connectTimeout: Int, application: String, extra: String = "") -> String {
+        var s = "host=\(quote(backend.host)) port=\(backend.port) dbname=\(quote(database)) user=\(quote(user)) "
+            + "connect_timeout=\(connectTimeout) application_name=\(application)"
+        if !extra.isEmpty { s += " " + extra }
+        if let password { s += " password=\(quote(password))" }
+        return s
+    }
+
     /// Quotes a value for a libpq connection string.
     public static func quote(_ value: String) -> String {
         "'" + value.replacingAll("\\", with: "\\\\").replacingAll("'", with: "\\'") + "'"

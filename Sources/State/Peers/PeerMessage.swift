@@ -124,7 +124,8 @@ public struct ReplayGuard: Sendable {
 }
 
 extension String {
-    func leftPadded(_ width: Int) -> String {
+    /// Pads with leading zeros to `width` characters (hex bytes, dates).
+    public func leftPadded(_ width: Int) -> String {
         count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }
