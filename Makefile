@@ -6,10 +6,13 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 APT_PACKAGES := postgresql postgresql-client postgresql-contrib libpq-dev libmnl-dev libpcap-dev \
 	pkg-config openssl python3-psycopg2 iproute2 libsqlite3-dev tcpdump bind9-utils bind9-dnsutils dnsmasq-base
 
+# What `make deb` and the package tests need besides.
+DEB_PACKAGES := dpkg-dev binutils xz-utils lintian debootstrap systemd man-db
+
 SWIFT_FLAGS ?=
 DEMO_ARGS ?=
 
-.PHONY: all deps build demo test release clean
+.PHONY: all deps deb-deps build demo test test-deb deb release clean
 
 all: build
 
@@ -20,6 +23,9 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+deb-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(DEB_PACKAGES)"
+
 build: deps
 	swift build $(SWIFT_FLAGS)
 
@@ -27,13 +33,23 @@ build: deps
 demo: build
 	.build/debug/pgchorus demo $(DEMO_ARGS)
 
-# The whole test suite against real PostgreSQL servers.
-test: deps
+# The whole test suite against real PostgreSQL servers, then the Debian package's tests.
+test: deps deb-deps
 	swift build --build-tests $(SWIFT_FLAGS)
 	swift test --skip-build $(SWIFT_FLAGS)
+	Packaging/test-deb.sh
 
+# Only the package's tests (builds the .deb first).
+test-deb: deps deb-deps
+	Packaging/test-deb.sh
+
+# .build/deb/pgchorus_<version>_<arch>.deb: see Packaging/README.md.
+deb: deps deb-deps
+	Packaging/build-deb.sh
+
+# The binaries the package ships: Swift runtime linked statically, full RELRO.
 release: deps
-	swift build -c release --static-swift-stdlib
+	swift build -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
 
 clean:
 	rm -rf .build

@@ -1,10 +1,15 @@
 import CPcap
 import Glibc
 
-/// Captures ARP frames on an interface with libpcap (100 ms read timeout), to see another machine
-/// claim the VIP. Used from one thread.
+/// Captures ARP frames on an interface with libpcap, to see another machine claim the VIP.
+/// Used from one thread.
+///
+/// The handle is non-blocking and `next()` waits on its descriptor with `poll` itself: on Linux
+/// (TPACKET_V3) pcap's read timeout only starts once a packet arrived, so a blocking read on a quiet
+/// segment never returns, and the node could not stop.
 final class ARPCapture {
     private let handle: OpaquePointer
+    private let descriptor: Int32
 
     init(interface: String) throws(VIPError) {
         var errbuf = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
@@ -23,7 +28,14 @@ final class ARPCapture {
             pcap_freecode(&program)
         }
         pcap_setdirection(p, PCAP_D_IN)
+        let fd = pcap_get_selectable_fd(p)
+        guard fd >= 0, pcap_setnonblock(p, 1, &errbuf) == 0 else {
+            let message = fd < 0 ? "no selectable descriptor" : String(cString: errbuf)
+            pcap_close(p)
+            throw .announce(interface: interface, message: message)
+        }
         handle = p
+        descriptor = fd
     }
 
     deinit { pcap_close(handle) }
@@ -34,11 +46,20 @@ final class ARPCapture {
         case failed
     }
 
-    /// The next ARP claim seen; `.nothing` after the read timeout; `.failed` when the capture broke.
-    func next() -> Result {
+    /// The next ARP claim seen; `.nothing` after `timeoutMilliseconds` without one; `.failed` when the
+    /// capture broke.
+    func next(timeoutMilliseconds: Int32 = 100) -> Result {
         var header: UnsafeMutablePointer<pcap_pkthdr>?
         var data: UnsafePointer<UInt8>?
-        let r = pcap_next_ex(handle, &header, &data)
+        var r = pcap_next_ex(handle, &header, &data)
+        if r == 0 {
+            var pending = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pending, 1, timeoutMilliseconds)
+            if ready < 0 && errno != EINTR { return .failed }
+            guard ready > 0 else { return .nothing }
+            if pending.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { return .failed }
+            r = pcap_next_ex(handle, &header, &data)
+        }
         if r < 0 { return .failed }
         guard r == 1, let header, let data else { return .nothing }
         let frame = Array(UnsafeBufferPointer(start: data, count: Int(header.pointee.caplen)))

@@ -14,6 +14,23 @@ struct PGChorusDaemon: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgchorusd",
         abstract: "pgchorus clustering-node daemon: speaks the PostgreSQL protocol to clients and relays to the backends.",
+        discussion: """
+            pgchorusd accepts PostgreSQL clients on proxy.listen_address:proxy.listen_port and sends every \
+            statement to every online backend; transactions end with a two-phase commit vote. It shares the \
+            backends' status with the other clustering nodes (state service, UDP cluster.port), runs the health \
+            checks, serves the admin API that `pgchorus status` reads (admin.socket) and, with vip.mode set, \
+            holds the virtual IP when elected.
+
+            Files: /etc/pgchorus/pgchorus.toml (configuration; `pgchorus config check` validates it), \
+            /etc/pgchorus/users.txt (client users), /var/lib/pgchorus/state.sqlite (state database), \
+            /run/pgchorus/admin.sock (admin API). Documentation: /usr/share/doc/pgchorus/.
+
+            Signals: SIGTERM or SIGINT stop the node gracefully (the virtual IP is handed over first). \
+            Under systemd (Type=notify) READY=1 is sent once the listeners are open.
+
+            Exit status: 0 after a clean stop, 1 when the node cannot start (a port in use, the state \
+            directory unwritable), 2 for an invalid configuration (the message names the file, line and key).
+            """,
         version: PGChorusVersion.current)
 
     @Option(name: .long, help: "The configuration file.")
@@ -110,6 +127,10 @@ struct PGChorusDaemon: AsyncParsableCommand {
             "address": "\(configuration.proxy.listenAddress)", "port": "\(server.port)",
             "backends": "\(configuration.backends.map(\.description).joined(separator: ", "))",
         ])
+        let systemd = SystemdNotifier()
+        if let problem = systemd.notify("READY=1\nSTATUS=serving on \(configuration.proxy.listenAddress):\(server.port)") {
+            logger.warning("\(problem)")
+        }
         let group = ServiceGroup(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
