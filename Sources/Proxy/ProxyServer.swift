@@ -27,10 +27,8 @@ public final class ProxyServer: Service, Sendable {
                 .childChannelOption(.socketOption(.so_keepalive), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(ClientMessageDecoder(maximumMessageSize: maxMessage)),
-                            ClientSessionHandler(shared: shared),
-                        ])
+                        try channel.pipeline.syncOperations.addHandler(
+                            ClientSessionHandler(shared: shared, maximumMessageSize: maxMessage))
                     }
                 }
                 .bind(host: proxy.listenAddress, port: proxy.listenPort)

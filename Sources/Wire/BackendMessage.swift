@@ -133,7 +133,7 @@ public enum BackendMessage: Sendable, Equatable {
 
     public init(frame: PostgresFrame) throws(WireError) {
         guard let kind = Kind(rawValue: frame.type) else { throw .unknownMessageType(frame.type) }
-        var r = MessageReader(frame.body, message: "\(kind)")
+        var r = MessageReader(frame.body, message: kind)
         switch kind {
         case .authentication:
             let code = try r.int32("authentication code")

@@ -1,6 +1,14 @@
 import NIOCore
 
 extension ByteBuffer {
+    /// Appends the readable bytes of `other` with one copy of raw memory. `writeImmutableBuffer`
+    /// takes a generic path that costs several times more per call, and the relay appends every
+    /// message it forwards.
+    @inlinable
+    public mutating func appendReadableBytes(of other: ByteBuffer) {
+        other.withUnsafeReadableBytes { _ = self.writeBytes($0) }
+    }
+
     /// Reads a NUL-terminated string; nil when no terminator is left in the buffer.
     @inlinable
     mutating func readCString() -> String? {
@@ -43,52 +51,57 @@ extension ByteBuffer {
 /// Reads the fields of one message body and turns every shortfall into a `WireError`.
 public struct MessageReader {
     public var buffer: ByteBuffer
-    public let message: String
+    /// What is being read (a message kind or a name), turned into text only when an error names it:
+    /// describing an enum value goes through reflection, far too slow for every message relayed.
+    private let subject: Any
 
-    public init(_ buffer: ByteBuffer, message: String) {
+    /// The message's name, for errors.
+    public var message: String { (subject as? String) ?? "\(subject)" }
+
+    public init(_ buffer: ByteBuffer, message: Any) {
         self.buffer = buffer
-        self.message = message
+        self.subject = message
     }
 
-    public mutating func int8(_ field: String) throws(WireError) -> UInt8 {
-        guard let v = buffer.readInteger(as: UInt8.self) else { throw .truncated(message: message, field: field) }
+    public mutating func int8(_ field: @autoclosure () -> String) throws(WireError) -> UInt8 {
+        guard let v = buffer.readInteger(as: UInt8.self) else { throw .truncated(message: message, field: field()) }
         return v
     }
 
-    public mutating func int16(_ field: String) throws(WireError) -> Int16 {
-        guard let v = buffer.readInteger(as: Int16.self) else { throw .truncated(message: message, field: field) }
+    public mutating func int16(_ field: @autoclosure () -> String) throws(WireError) -> Int16 {
+        guard let v = buffer.readInteger(as: Int16.self) else { throw .truncated(message: message, field: field()) }
         return v
     }
 
-    public mutating func int32(_ field: String) throws(WireError) -> Int32 {
-        guard let v = buffer.readInteger(as: Int32.self) else { throw .truncated(message: message, field: field) }
+    public mutating func int32(_ field: @autoclosure () -> String) throws(WireError) -> Int32 {
+        guard let v = buffer.readInteger(as: Int32.self) else { throw .truncated(message: message, field: field()) }
         return v
     }
 
-    public mutating func cString(_ field: String) throws(WireError) -> String {
-        guard let v = buffer.readCString() else { throw .truncated(message: message, field: field) }
+    public mutating func cString(_ field: @autoclosure () -> String) throws(WireError) -> String {
+        guard let v = buffer.readCString() else { throw .truncated(message: message, field: field()) }
         return v
     }
 
-    public mutating func bytes(_ count: Int, _ field: String) throws(WireError) -> ByteBuffer {
-        guard count >= 0, let v = buffer.readSlice(length: count) else { throw .truncated(message: message, field: field) }
+    public mutating func bytes(_ count: Int, _ field: @autoclosure () -> String) throws(WireError) -> ByteBuffer {
+        guard count >= 0, let v = buffer.readSlice(length: count) else { throw .truncated(message: message, field: field()) }
         return v
     }
 
     /// A 2-byte count field, small enough that the rest of the body could hold `minimumElementSize` bytes per element.
     /// Unsigned, as PostgreSQL reads it (`pq_getmsgint`): libpq sends up to 65535 parameters.
-    public mutating func count16(_ field: String, minimumElementSize: Int) throws(WireError) -> Int {
-        guard let n = buffer.readInteger(as: UInt16.self).map(Int.init) else { throw .truncated(message: message, field: field) }
-        guard n * minimumElementSize <= buffer.readableBytes else { throw .truncated(message: message, field: field) }
+    public mutating func count16(_ field: @autoclosure () -> String, minimumElementSize: Int) throws(WireError) -> Int {
+        guard let n = buffer.readInteger(as: UInt16.self).map(Int.init) else { throw .truncated(message: message, field: field()) }
+        guard n * minimumElementSize <= buffer.readableBytes else { throw .truncated(message: message, field: field()) }
         return n
     }
 
     /// A length-prefixed value where -1 means NULL.
-    public mutating func nullableBytes(_ field: String) throws(WireError) -> ByteBuffer? {
-        let length = Int(try int32(field))
+    public mutating func nullableBytes(_ field: @autoclosure () -> String) throws(WireError) -> ByteBuffer? {
+        let length = Int(try int32(field()))
         if length == -1 { return nil }
-        guard length >= 0 else { throw .invalidValue(message: message, field: field, detail: "negative length \(length)") }
-        return try bytes(length, field)
+        guard length >= 0 else { throw .invalidValue(message: message, field: field(), detail: "negative length \(length)") }
+        return try bytes(length, field())
     }
 
     public func finish() throws(WireError) {

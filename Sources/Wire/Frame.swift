@@ -6,11 +6,14 @@ import NIOCore
 /// reaches the other side byte-exact; typed views are parsed only where a decision needs them.
 public struct PostgresFrame: Sendable, Equatable {
     /// The whole message: type byte, length and body.
-    public var bytes: ByteBuffer
+    public let bytes: ByteBuffer
+    /// The message type byte (read once: the relay asks for it many times per message).
+    public let type: UInt8
 
     /// Wraps a complete message. The caller guarantees the header is consistent.
     public init(bytes: ByteBuffer) {
         self.bytes = bytes
+        self.type = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) ?? 0
     }
 
     /// Builds a frame from a type byte and a body.
@@ -22,10 +25,8 @@ public struct PostgresFrame: Sendable, Equatable {
         var body = body
         b.writeBuffer(&body)
         self.bytes = b
+        self.type = type
     }
-
-    /// The message type byte.
-    public var type: UInt8 { bytes.getInteger(at: bytes.readerIndex, as: UInt8.self)! }
 
     /// The message body (after type and length).
     public var body: ByteBuffer { bytes.getSlice(at: bytes.readerIndex + 5, length: bytes.readableBytes - 5)! }

@@ -75,9 +75,18 @@ public enum FrontendMessage: Sendable, Equatable {
         case terminate = 0x58 // X
     }
 
+    /// The portal and statement names of a Bind, without decoding its parameters; nil when the
+    /// frame is not a Bind or is too short.
+    public static func bindNames(_ frame: PostgresFrame) -> (portal: String, statement: String)? {
+        guard frame.type == Kind.bind.rawValue else { return nil }
+        var body = frame.body
+        guard let portal = body.readNullTerminatedString(), let statement = body.readNullTerminatedString() else { return nil }
+        return (portal, statement)
+    }
+
     public init(frame: PostgresFrame) throws(WireError) {
         guard let kind = Kind(rawValue: frame.type) else { throw .unknownMessageType(frame.type) }
-        var r = MessageReader(frame.body, message: "\(kind)")
+        var r = MessageReader(frame.body, message: kind)
         switch kind {
         case .bind:
             let portal = try r.cString("portal")

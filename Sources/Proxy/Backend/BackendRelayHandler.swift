@@ -3,18 +3,31 @@ import Wire
 
 /// Receives what one backend sends, on the client session's event loop, and hands it to the session.
 final class BackendRelayHandler: ChannelInboundHandler {
-    typealias InboundIn = PostgresFrame
+    typealias InboundIn = ByteBuffer
 
     let session: NIOLoopBound<ClientSessionHandler>
     let index: Int
+    private var inbound: InboundFrames<PostgresFrameDecoder>
+    private var failed = false
 
-    init(session: NIOLoopBound<ClientSessionHandler>, index: Int) {
+    init(session: NIOLoopBound<ClientSessionHandler>, index: Int, maximumMessageSize: Int) {
         self.session = session
         self.index = index
+        self.inbound = InboundFrames(PostgresFrameDecoder(maximumMessageSize: maximumMessageSize))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        session.value.backendFrame(index, unwrapInboundIn(data))
+        guard !failed else { return }
+        inbound.append(unwrapInboundIn(data))
+        do {
+            while let frame = try inbound.next() {
+                session.value.backendFrame(index, frame)
+            }
+        } catch {
+            // Malformed or oversized bytes from the backend: nothing after them can be trusted.
+            failed = true
+            errorCaught(context: context, error: error)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

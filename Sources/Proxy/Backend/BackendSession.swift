@@ -65,7 +65,8 @@ struct BackendSession {
 
     mutating func write(_ bytes: ByteBuffer) {
         guard let channel, phase != .closed else { return }
-        channel.write(bytes, promise: nil)
+        // NIOAny built here, for a concrete ByteBuffer: the generic `write(_:)` wraps it at run time.
+        channel.write(NIOAny(bytes), promise: nil)
         needsFlush = true
     }
 }

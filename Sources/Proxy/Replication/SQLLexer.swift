@@ -21,21 +21,42 @@ public struct SQLToken: Sendable, Equatable {
 
 public enum SQLLexer {
     public static func tokens(_ sql: String) -> [SQLToken] {
+        tokens(sql, trivia: true)
+    }
+
+    /// Every token; without whitespace and comments unless `trivia`. Runs on every statement a
+    /// client sends, so it works on bytes and builds no string it does not keep.
+    static func tokens(_ sql: String, trivia: Bool) -> [SQLToken] {
         let b = Array(sql.utf8)
         var out: [SQLToken] = []
+        out.reserveCapacity(b.count / 3)
         var i = 0
         func isIdentStart(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || c >= 128 }
         func isIdentChar(_ c: UInt8) -> Bool { isIdentStart(c) || (c >= 48 && c <= 57) || c == 36 }
-        func text(_ r: Range<Int>) -> String { String(decoding: b[r], as: UTF8.self) }
+        func isSpace(_ c: UInt8) -> Bool { c == 32 || c == 9 || c == 10 || c == 13 || c == 12 }
+        func text(_ r: Range<Int>) -> String { b.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[r]), as: UTF8.self) } }
+        /// A word lower-cased: ASCII directly, anything else through Unicode case mapping.
+        func lowered(_ r: Range<Int>) -> String {
+            b.withUnsafeBufferPointer { p in
+                let bytes = UnsafeBufferPointer(rebasing: p[r])
+                if bytes.allSatisfy({ $0 < 128 }) {
+                    return String(unsafeUninitializedCapacity: bytes.count) { out in
+                        for (k, c) in bytes.enumerated() { out[k] = (c >= 65 && c <= 90) ? c | 0x20 : c }
+                        return bytes.count
+                    }
+                }
+                return String(decoding: bytes, as: UTF8.self).lowercased()
+            }
+        }
         while i < b.count {
             let start = i
             let c = b[i]
-            if c == 32 || c == 9 || c == 10 || c == 13 || c == 12 {
-                while i < b.count, [32, 9, 10, 13, 12].contains(b[i]) { i += 1 }
-                out.append(SQLToken(kind: .whitespace, text: " ", range: start..<i))
+            if isSpace(c) {
+                while i < b.count, isSpace(b[i]) { i += 1 }
+                if trivia { out.append(SQLToken(kind: .whitespace, text: " ", range: start..<i)) }
             } else if c == 45, i + 1 < b.count, b[i + 1] == 45 { // -- comment
                 while i < b.count, b[i] != 10 { i += 1 }
-                out.append(SQLToken(kind: .comment, text: "", range: start..<i))
+                if trivia { out.append(SQLToken(kind: .comment, text: "", range: start..<i)) }
             } else if c == 47, i + 1 < b.count, b[i + 1] == 42 { // /* nested */ comment
                 var depth = 0
                 while i < b.count {
@@ -43,7 +64,7 @@ public enum SQLLexer {
                     if b[i] == 42, i + 1 < b.count, b[i + 1] == 47 { depth -= 1; i += 2; if depth == 0 { break }; continue }
                     i += 1
                 }
-                out.append(SQLToken(kind: .comment, text: "", range: start..<i))
+                if trivia { out.append(SQLToken(kind: .comment, text: "", range: start..<i)) }
             } else if c == 39 || ((c == 69 || c == 101 || c == 66 || c == 98 || c == 88 || c == 120 || c == 85 || c == 117) && i + 1 < b.count && b[i + 1] == 39) {
                 // '…' with '' escapes; E'…' also with backslash escapes.
                 let escapes = c == 69 || c == 101
@@ -79,7 +100,7 @@ public enum SQLLexer {
                     var k = j + 1
                     var end = b.count
                     while k + tag.count <= b.count {
-                        if b[k] == 36, Array(b[k..<(k + tag.count)]) == tag { end = k + tag.count; break }
+                        if b[k] == 36, b[k..<(k + tag.count)].elementsEqual(tag) { end = k + tag.count; break }
                         k += 1
                     }
                     i = end
@@ -90,7 +111,7 @@ public enum SQLLexer {
                 }
             } else if isIdentStart(c) {
                 while i < b.count, isIdentChar(b[i]) { i += 1 }
-                out.append(SQLToken(kind: .word, text: text(start..<i).lowercased(), range: start..<i))
+                out.append(SQLToken(kind: .word, text: lowered(start..<i), range: start..<i))
             } else if c >= 48 && c <= 57 {
                 while i < b.count, (b[i] >= 48 && b[i] <= 57) || b[i] == 46 || b[i] == 101 || b[i] == 69 { i += 1 }
                 out.append(SQLToken(kind: .number, text: text(start..<i), range: start..<i))
@@ -108,6 +129,6 @@ public enum SQLLexer {
 
     /// The significant tokens (no whitespace or comments).
     public static func significant(_ sql: String) -> [SQLToken] {
-        tokens(sql).filter { $0.kind != .whitespace && $0.kind != .comment }
+        tokens(sql, trivia: false)
     }
 }

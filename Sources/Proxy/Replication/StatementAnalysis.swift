@@ -76,7 +76,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         }
         statements.removeAll { $0.isEmpty }
         let words = statements.map { $0.first?.kind == .word ? $0.first!.text : "" }
-        if statements.count == 1, ["commit", "end"].contains(words[0]) {
+        if statements.count == 1, words[0] == "commit" || words[0] == "end" {
             let rest = statements[0].dropFirst().map(\.text)
             isCommit = rest.isEmpty || rest == ["work"] || rest == ["transaction"]
                 || rest == ["and", "no", "chain"] || rest == ["work", "and", "no", "chain"] || rest == ["transaction", "and", "no", "chain"]
@@ -85,9 +85,17 @@ public struct StatementAnalysis: Sendable, Equatable {
             mixesTransactionControl = true
         }
         if statements.isEmpty { isPlainRead = false }
-        isWrappable = statements.count == 1 && ["insert", "update", "delete", "merge", "select", "with", "values"].contains(words[0])
+        if statements.count == 1 {
+            switch words[0] {
+            case "insert", "update", "delete", "merge", "select", "with", "values": isWrappable = true
+            default: isWrappable = false
+            }
+        }
         for (s, first) in zip(statements, words) {
-            if !["select", "show", "values", "table", "explain", "with"].contains(first) { isPlainRead = false }
+            switch first {
+            case "select", "show", "values", "table", "explain", "with": break
+            default: isPlainRead = false
+            }
             if first == "select" || first == "with", s.contains(where: { $0.kind == .word && $0.text == "into" }) {
                 // SELECT … INTO creates a table.
                 isReadOnly = false
@@ -121,11 +129,18 @@ public struct StatementAnalysis: Sendable, Equatable {
             // pg_catalog.f() is the built-in f() itself: analysed as the bare call (its range takes the schema in).
             let builtin = qualified && i >= 2 && s[i - 2].kind == .word && s[i - 2].text == "pg_catalog"
             let start = builtin ? s[i - 2].range.lowerBound : t.range.lowerBound
-            if ["for"].contains(t.text), let n = next, n.kind == .word, ["update", "share", "no", "key"].contains(n.text) {
-                isReadOnly = false
+            // (switches, not array literals: this runs for every word of every statement)
+            if t.text == "for", let n = next, n.kind == .word {
+                switch n.text {
+                case "update", "share", "no", "key": isReadOnly = false
+                default: break
+                }
             }
-            if ["insert", "update", "delete", "merge", "copy", "lock", "nextval", "setval", "into"].contains(t.text) && first == "with" {
-                isReadOnly = false
+            if first == "with" {
+                switch t.text {
+                case "insert", "update", "delete", "merge", "copy", "lock", "nextval", "setval", "into": isReadOnly = false
+                default: break
+                }
             }
             guard !qualified || builtin else {
                 if isCall { isReadOnly = false }
@@ -139,7 +154,7 @@ public struct StatementAnalysis: Sendable, Equatable {
                 isReadOnly = false
                 callsNextval = true
             }
-            if isCall && !Self.readOnlyFunctions.contains(t.text) && !["nextval", "setval"].contains(t.text) {
+            if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text) {
                 isReadOnly = false
             }
             if ddl {
@@ -150,6 +165,11 @@ public struct StatementAnalysis: Sendable, Equatable {
                 }
                 continue
             }
+            // Time functions start with c, l, n, s or t: other words skip the comparisons below.
+            switch t.text.utf8.first {
+            case UInt8(ascii: "c"), UInt8(ascii: "l"), UInt8(ascii: "n"), UInt8(ascii: "s"), UInt8(ascii: "t"): break
+            default: continue
+            }
             switch t.text {
             case "now", "transaction_timestamp", "statement_timestamp":
                 if isCall, i + 2 < s.count, s[i + 2].text == ")" {
@@ -157,13 +177,19 @@ public struct StatementAnalysis: Sendable, Equatable {
                 }
             case "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime":
                 guard !isCall else { continue } // CURRENT_TIMESTAMP(3): left alone, counted as volatile below
-                let type = ["current_timestamp": "timestamptz", "current_date": "date", "current_time": "timetz",
-                            "localtimestamp": "timestamp", "localtime": "time"][t.text]!
+                let type: String
+                switch t.text {
+                case "current_date": type = "date"
+                case "current_time": type = "timetz"
+                case "localtimestamp": type = "timestamp"
+                case "localtime": type = "time"
+                default: type = "timestamptz"
+                }
                 timeExpressions.append((t.range, type))
             default:
                 break
             }
-            if isCall, ["current_timestamp", "current_time", "localtimestamp", "localtime"].contains(t.text) {
+            if isCall, t.text == "current_timestamp" || t.text == "current_time" || t.text == "localtimestamp" || t.text == "localtime" {
                 volatileCalls.append(t.text.uppercased() + "(precision)")
             }
         }

@@ -60,6 +60,7 @@ struct StatementTracker {
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
         var result = Result()
+        result.bytes.reserveCapacity(frames.reduce(0) { $0 + $1.bytes.readableBytes })
         var executes = 0
         var commitExecutes = 0
         var wrappableExecutes = 0
@@ -67,7 +68,7 @@ struct StatementTracker {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
                 guard case let .query(sql)? = try? FrontendMessage(frame: frame) else {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                     continue
                 }
                 let analysis = StatementAnalysis(sql)
@@ -78,17 +79,17 @@ struct StatementTracker {
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
                 if !rewrite {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                 } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
                     FrontendMessage.query(Self.refusal(analysis.volatileCalls)).encode(into: &result.bytes)
                 } else if !analysis.timeExpressions.isEmpty {
                     FrontendMessage.query(analysis.rewritingTime(in: sql, timestamp: timestamp())).encode(into: &result.bytes)
                 } else {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                 }
             case FrontendMessage.Kind.parse.rawValue:
                 guard case var .parse(parse)? = try? FrontendMessage(frame: frame) else {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                     continue
                 }
                 let analysis = StatementAnalysis(parse.query)
@@ -97,7 +98,7 @@ struct StatementTracker {
                 let parameters = max(parse.parameterTypes.count,
                                      min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
                 if !rewrite {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                 } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
                     let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
@@ -115,18 +116,21 @@ struct StatementTracker {
                     prepared.timeParameter = n
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
                 } else {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                 }
                 statements[parse.name] = prepared
                 if !parse.name.isEmpty { result.isPlainRead = false }
             case FrontendMessage.Kind.bind.rawValue:
-                guard case var .bind(bind)? = try? FrontendMessage(frame: frame) else {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                // Only the names are needed unless a time parameter is added: the whole Bind
+                // (parameter arrays) is decoded just for that.
+                guard let names = FrontendMessage.bindNames(frame) else {
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                     continue
                 }
-                portals[bind.portal] = bind.statement
-                if !bind.portal.isEmpty { result.isPlainRead = false }
-                if let n = statements[bind.statement]?.timeParameter, bind.parameters.count == n - 1 {
+                portals[names.portal] = names.statement
+                if !names.portal.isEmpty { result.isPlainRead = false }
+                if let n = statements[names.statement]?.timeParameter, case var .bind(bind)? = try? FrontendMessage(frame: frame),
+                   bind.parameters.count == n - 1 {
                     switch bind.parameterFormats.count {
                     case 0: break
                     case 1 where bind.parameterFormats[0] == 0: break
@@ -136,7 +140,7 @@ struct StatementTracker {
                     bind.parameters.append(ByteBuffer(string: timestamp()))
                     FrontendMessage.bind(bind).encode(into: &result.bytes)
                 } else {
-                    result.bytes.writeImmutableBuffer(frame.bytes)
+                    result.bytes.appendReadableBytes(of: frame.bytes)
                 }
             case FrontendMessage.Kind.execute.rawValue:
                 executes += 1
@@ -151,20 +155,20 @@ struct StatementTracker {
                     result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
                     result.isPlainRead = false
                 }
-                result.bytes.writeImmutableBuffer(frame.bytes)
+                result.bytes.appendReadableBytes(of: frame.bytes)
             case FrontendMessage.Kind.close.rawValue:
                 result.isPlainRead = false
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
                     if target == .statement { statements[name] = nil } else { portals[name] = nil }
                 }
-                result.bytes.writeImmutableBuffer(frame.bytes)
+                result.bytes.appendReadableBytes(of: frame.bytes)
             case FrontendMessage.Kind.functionCall.rawValue:
                 executes += 1
                 result.writes = true
                 result.isPlainRead = false
-                result.bytes.writeImmutableBuffer(frame.bytes)
+                result.bytes.appendReadableBytes(of: frame.bytes)
             default:
-                result.bytes.writeImmutableBuffer(frame.bytes)
+                result.bytes.appendReadableBytes(of: frame.bytes)
             }
         }
         result.isCommit = executes == 1 && commitExecutes == 1

@@ -44,10 +44,8 @@ extension ClientSessionHandler {
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(PostgresFrameDecoder(maximumMessageSize: maxMessage)),
-                            BackendRelayHandler(session: bound, index: index),
-                        ])
+                        try channel.pipeline.syncOperations.addHandler(
+                            BackendRelayHandler(session: bound, index: index, maximumMessageSize: maxMessage))
                     }
                 }
                 .connect(host: backend.host, port: backend.port)

@@ -19,11 +19,17 @@ struct PendingGroup {
 
 extension ClientSessionHandler {
     /// Replies that only acknowledge a message and are the same from every backend in step.
-    static let acknowledgements: Set<UInt8> = [
-        BackendMessage.Kind.parseComplete.rawValue, BackendMessage.Kind.bindComplete.rawValue,
-        BackendMessage.Kind.closeComplete.rawValue, BackendMessage.Kind.noData.rawValue,
-        BackendMessage.Kind.parameterDescription.rawValue, BackendMessage.Kind.rowDescription.rawValue,
-    ]
+    /// (A switch: asked for every backend message, where a Set lookup hashes.)
+    static func isAcknowledgement(_ type: UInt8) -> Bool {
+        switch type {
+        case BackendMessage.Kind.parseComplete.rawValue, BackendMessage.Kind.bindComplete.rawValue,
+             BackendMessage.Kind.closeComplete.rawValue, BackendMessage.Kind.noData.rawValue,
+             BackendMessage.Kind.parameterDescription.rawValue, BackendMessage.Kind.rowDescription.rawValue:
+            return true
+        default:
+            return false
+        }
+    }
 
     /// Flushes one backend outside any access to `backends`: a failing flush closes the channel
     /// synchronously, and its callbacks come straight back into this session.
@@ -161,7 +167,7 @@ extension ClientSessionHandler {
         // Notifications come from the lead only.
         if index != lead && frame.type == BackendMessage.Kind.notificationResponse.rawValue { return }
         forwardToClient(frame)
-        if !Self.acknowledgements.contains(frame.type) && frame.type != BackendMessage.Kind.noticeResponse.rawValue
+        if !Self.isAcknowledgement(frame.type) && frame.type != BackendMessage.Kind.noticeResponse.rawValue
             && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
             deliveringBytes = true
         }
@@ -224,14 +230,14 @@ extension ClientSessionHandler {
             if exp.holdReady && frame.type == BackendMessage.Kind.readyForQuery.rawValue {
                 // Kept back until the vote on this autocommit write is carried out.
             } else if exp.seq > deliveredThrough {
-                if Self.acknowledgements.contains(frame.type), acknowledgementsToSkip > 0 {
+                if Self.isAcknowledgement(frame.type), acknowledgementsToSkip > 0 {
                     // A new lead repeats what the old one had already acknowledged in this cycle.
                     acknowledgementsToSkip -= 1
                 } else {
                     forwardToClient(frame)
                     // Notices and parameter changes do not tie the client to this backend's reply;
                     // acknowledgements (ParseComplete, BindComplete, NoData …) are the same from any backend.
-                    if Self.acknowledgements.contains(frame.type) {
+                    if Self.isAcknowledgement(frame.type) {
                         acknowledgementsDelivered += 1
                     } else if frame.type != BackendMessage.Kind.noticeResponse.rawValue && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
                         deliveringBytes = true

@@ -11,7 +11,7 @@ import Wire
 /// Everything here runs on the client channel's event loop; the backend channels are created on
 /// the same loop, so no state is shared across threads.
 final class ClientSessionHandler: ChannelInboundHandler {
-    typealias InboundIn = ClientInbound
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     enum Phase {
@@ -42,6 +42,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var tlsStarted = false
     var fatalForwarded = false
     var clientNeedsFlush = false
+    /// Small messages for the client, gathered until the next flush (see `writeClientBytes`).
+    var clientOutput = ByteBuffer()
+    static let gatherLimit = 8192
     /// Frames a client sent before its session was ready (a pipelining client may do this).
     var earlyFrames: [PostgresFrame] = []
     var startupTimer: Scheduled<Void>?
@@ -95,8 +98,13 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var balanceCursor = Int.random(in: 0..<1024)
     /// Cycles with DDL: when the lead finishes one, the sequence catalog may be stale.
     var ddlSeqs: Set<Int> = []
+    /// Bytes from the client not yet split into start-up packets and messages.
+    var inbound: InboundFrames<ClientMessageDecoder>
+    /// The client sent malformed bytes: whatever follows is ignored while the session closes.
+    var inboundFailed = false
 
-    init(shared: ProxyContext) {
+    init(shared: ProxyContext, maximumMessageSize: Int) {
+        self.inbound = InboundFrames(ClientMessageDecoder(maximumMessageSize: maximumMessageSize))
         self.shared = shared
         self.logger = shared.logger
     }
@@ -129,12 +137,20 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard phase != .closed else { return }
-        switch unwrapInboundIn(data) {
-        case let .startupPhase(message):
-            handleStartupPhase(message, context: context)
-        case let .frame(frame):
-            handleClientFrame(frame)
+        guard phase != .closed, !inboundFailed else { return }
+        inbound.append(unwrapInboundIn(data))
+        do {
+            while phase != .closed, let message = try inbound.next() {
+                switch message {
+                case let .startupPhase(message):
+                    handleStartupPhase(message, context: context)
+                case let .frame(frame):
+                    handleClientFrame(frame)
+                }
+            }
+        } catch {
+            inboundFailed = true
+            errorCaught(context: context, error: error)
         }
     }
 
@@ -299,15 +315,32 @@ final class ClientSessionHandler: ChannelInboundHandler {
         writeClientBytes(b)
     }
 
+    /// Queues bytes for the client. Small messages are gathered into one buffer written at the next
+    /// flush: one pipeline write per batch instead of one per message (each write through the
+    /// pipeline costs more than copying a few hundred bytes). Large ones go as they are, after what
+    /// was gathered, so nothing is reordered.
     func writeClientBytes(_ bytes: ByteBuffer) {
         guard let context else { return }
-        context.write(wrapOutboundOut(bytes), promise: nil)
         clientNeedsFlush = true
+        if bytes.readableBytes >= Self.gatherLimit {
+            writeGatheredClientBytes(context)
+            context.write(NIOAny(bytes), promise: nil)
+        } else {
+            if clientOutput.capacity == 0 { clientOutput = context.channel.allocator.buffer(capacity: Self.gatherLimit) }
+            clientOutput.appendReadableBytes(of: bytes)
+        }
+    }
+
+    private func writeGatheredClientBytes(_ context: ChannelHandlerContext) {
+        guard clientOutput.readableBytes > 0 else { return }
+        context.write(NIOAny(clientOutput), promise: nil)
+        clientOutput = ByteBuffer()
     }
 
     func flushClient() {
         guard clientNeedsFlush, let context else { return }
         clientNeedsFlush = false
+        writeGatheredClientBytes(context)
         context.flush()
     }
 
