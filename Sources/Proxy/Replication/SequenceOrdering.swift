@@ -55,7 +55,9 @@ public final class SequenceOrdering: Sendable {
     /// Stores a load that started at `generation`; dropped when DDL came in between.
     func store(_ tables: Set<String>, database: String, generation: Int) {
         catalog.withLock { c in
-            guard var e = c[database], e.generation == generation else { return }
+            // A database with no DDL seen yet has no entry: it is at generation 0, like `tables(in:)` says.
+            var e = c[database] ?? CatalogEntry()
+            guard e.generation == generation else { return }
             e.tables = tables
             e.loadedGeneration = generation
             c[database] = e
