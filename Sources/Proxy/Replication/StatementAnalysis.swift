@@ -69,12 +69,20 @@ public struct StatementAnalysis: Sendable, Equatable {
 
     public init(_ sql: String) {
         defer { if !isReadOnly || !volatileCalls.isEmpty { isPlainRead = false } }
-        let tokens = SQLLexer.significant(sql)
-        var statements: [[SQLToken]] = [[]]
-        for t in tokens {
-            if t.kind == .punctuation && t.text == ";" { statements.append([]) } else { statements[statements.count - 1].append(t) }
+        var tokens = SQLLexer.significant(sql)
+        func isSemicolon(_ t: SQLToken) -> Bool { t.kind == .punctuation && t.text == ";" }
+        var statements: [[SQLToken]]
+        if let last = tokens.last, isSemicolon(last) { tokens.removeLast() }
+        if !tokens.contains(where: isSemicolon) {
+            // One statement (the usual case): no copying into per-statement arrays.
+            statements = tokens.isEmpty ? [] : [tokens]
+        } else {
+            statements = [[]]
+            for t in tokens {
+                if isSemicolon(t) { statements.append([]) } else { statements[statements.count - 1].append(t) }
+            }
+            statements.removeAll { $0.isEmpty }
         }
-        statements.removeAll { $0.isEmpty }
         let words = statements.map { $0.first?.kind == .word ? $0.first!.text : "" }
         if statements.count == 1, words[0] == "commit" || words[0] == "end" {
             let rest = statements[0].dropFirst().map(\.text)

@@ -361,10 +361,13 @@ extension ClientSessionHandler {
                 return
             }
             var entries: [(index: Int, seq: Int, digest: OutcomeDigest)] = []
+            entries.reserveCapacity(live.count)
             for i in live {
                 let c = backends[i].completed.removeFirst()
                 entries.append((i, c.seq, c.digest))
             }
+            // The usual case, every backend alike: no grouping needed.
+            if entries.allSatisfy({ $0.digest == entries[0].digest }) { continue }
             var groups: [(digest: OutcomeDigest, members: [Int])] = []
             for e in entries {
                 if let g = groups.firstIndex(where: { $0.digest == e.digest }) { groups[g].members.append(e.index) } else { groups.append((e.digest, [e.index])) }
