@@ -29,6 +29,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     static let authenticationTimeout: TimeAmount = .seconds(60)
 
+    static let handoverTimeout: TimeAmount = .seconds(30)
+
     let shared: ProxyContext
     var logger: Logger
     var phase = Phase.awaitingStartup
@@ -95,6 +97,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var balanceCursor = Int.random(in: 0..<1024)
     /// Cycles with DDL: when the lead finishes one, the sequence catalog may be stale.
     var ddlSeqs: Set<Int> = []
+    /// The lead this session is counted under in `LeadHandover` (it has statements waiting on it).
+    var orderingLead: String?
+    /// A new lead waits for the statements its failed predecessor ordered (see `LeadHandover`).
+    var handoverTicket: Int?
+    var handoverTimer: Scheduled<Void>?
 
     init(shared: ProxyContext) {
         self.shared = shared
@@ -353,8 +360,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
         guard phase != .closed else { return }
         phase = .closed
         releaseOrder()
+        abandonHandover()
+        noteLeadOrdering()
         startupTimer?.cancel()
         startupTimer = nil
+        for i in backends.indices { dropExpectations(i) }
         for i in backends.indices where backends[i].phase != .closed {
             if let channel = backends[i].channel {
                 // A polite Terminate spares the backend log an "unexpected EOF" line.
