@@ -19,6 +19,8 @@ public final class ProxyContext: Sendable {
     let commitLogReady = Mutex<Set<String>>([])
     /// The node-wide order of statements that draw sequence values.
     let sequenceOrdering = SequenceOrdering()
+    /// Holds back a new lead until the statements the failed lead ordered have run on it.
+    let leadHandover = LeadHandover()
     /// Test hook (environment `PGCHORUS_TEST_HOOK`): stop the process at a point of the commit protocol.
     let testHook: String?
 

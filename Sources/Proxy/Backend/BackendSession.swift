@@ -26,6 +26,8 @@ struct Expectation {
     var kind: CycleKind
     /// The lead's ReadyForQuery is kept back: an autocommit write waits for its commit vote.
     var holdReady = false
+    /// Sent to this backend as a follower, in the lead's order (counted by `LeadHandover`).
+    var ordered = false
 }
 
 /// One client session's connection to one backend.

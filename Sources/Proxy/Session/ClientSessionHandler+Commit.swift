@@ -86,10 +86,7 @@ extension ClientSessionHandler {
         cycleDelivered(nextSeq - 1, status: .idle)
         writeClient(.readyForQuery(.idle))
         flushClient()
-        let held = heldFrames
-        heldFrames = []
-        for f in held { handleRelayFrame(f) }
-        flushBackends()
+        replayHeldFrames()
     }
 
     func startCommit(_ frames: [PostgresFrame], autocommit: Bool = false) {
@@ -267,10 +264,7 @@ extension ClientSessionHandler {
         writeClient(.readyForQuery(.idle))
         cycleDelivered(nextSeq - 1, status: .idle)
         flushClient()
-        let held = heldFrames
-        heldFrames = []
-        for f in held { handleRelayFrame(f) }
-        flushBackends()
+        replayHeldFrames()
     }
 
     private func writeClientError(_ frame: PostgresFrame?, gid: String) {

@@ -45,10 +45,7 @@ extension ClientSessionHandler {
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
         orderSeq = send(bytes, cycle: cycle, wrap: wrap)
         flushBackends()
-        let held = heldFrames
-        heldFrames = []
-        for f in held { handleRelayFrame(f) }
-        flushBackends()
+        replayHeldFrames()
     }
 
     /// A backend finished (or left) the cycle running under the order.

@@ -50,7 +50,7 @@ extension ClientSessionHandler {
     /// A client message in the relaying phase: collected into groups that end at Sync, Query,
     /// FunctionCall (a reply cycle with a ReadyForQuery) or at Flush and COPY data (sent on at once).
     func handleRelayFrame(_ frame: PostgresFrame) {
-        if commit != nil || waitingGroup != nil || wrapPending {
+        if commit != nil || waitingGroup != nil || wrapPending || handoverTicket != nil {
             heldFrames.append(frame)
             return
         }
@@ -73,6 +73,15 @@ extension ClientSessionHandler {
         default:
             if currentGroupBytes > shared.configuration.proxy.maxMessageSize { endGroup(cycle: false) }
         }
+    }
+
+    /// Handles the client messages held while the session waited (vote, sequence turn, new lead);
+    /// those that must wait again are held again, in order.
+    func replayHeldFrames() {
+        let held = heldFrames
+        heldFrames = []
+        for f in held { handleRelayFrame(f) }
+        flushBackends()
     }
 
     private func endGroup(cycle: Bool) {
@@ -143,13 +152,15 @@ extension ClientSessionHandler {
     /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
     func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool, holdReady: Bool = false) {
         var seq: Int?
-        if let kind {
+        if kind != nil {
             seq = nextSeq
             nextSeq += 1
-            backends[lead].expected.append(Expectation(seq: seq!, kind: kind, holdReady: holdReady))
         }
-        backends[lead].write(bytes)
         unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady))
+        // A new lead waiting for its handover gets this group with the others once it may.
+        guard handoverTicket == nil else { return }
+        if let kind, let seq { backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: holdReady)) }
+        backends[lead].write(bytes)
         releaseGroups()
     }
 
@@ -174,13 +185,20 @@ extension ClientSessionHandler {
     }
 
     func releaseGroups() {
+        // Nothing goes to the followers that a new lead waiting for its handover has not had.
+        guard handoverTicket == nil else { return }
         while let g = unreleased.first, !g.waitsForLead || g.leadDone {
             unreleased.removeFirst()
             for i in backends.indices where i != lead && backends[i].isLive {
-                if let kind = g.kind, let seq = g.seq { backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady)) }
+                if let kind = g.kind, let seq = g.seq {
+                    backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead))
+                    if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
+                }
                 backends[i].write(g.bytes)
             }
         }
+        // After the releases above: a session waiting for a new lead counts them first.
+        noteLeadOrdering()
     }
 
     func markLeadDone(_ seq: Int) {
@@ -283,6 +301,7 @@ extension ClientSessionHandler {
 
     private func finishCycle(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
         backends[index].expected.removeFirst()
+        if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         switch exp.kind {
         case .client:
@@ -411,11 +430,13 @@ extension ClientSessionHandler {
         logger.error("backend \(backends[index].backend.description) dropped from the session: \(reason)")
         ProxyMetrics.backendsDropped.increment()
         backends[index].phase = .closed
-        backends[index].expected.removeAll()
+        dropExpectations(index)
         backends[index].completed.removeAll()
         backends[index].channel?.close(promise: nil)
         if virtualProcessID != 0 { updateCancelTargets() }
         if index == lead { promoteLead() }
+        // The failed lead will release nothing more (closed, or the session waits for a new lead).
+        noteLeadOrdering()
         if let r = routedRead, r.target == index, phase == .relaying {
             // The backend serving a read failed: another one answers it, unless part of the reply was out.
             if deliveringBytes {
@@ -431,8 +452,8 @@ extension ClientSessionHandler {
         finishDrainIfDone()
     }
 
-    /// The lead is gone: the next live backend becomes the lead and gets every cycle not yet
-    /// released, unless the client already saw part of the old lead's reply.
+    /// The lead is gone: the next live backend becomes the lead and, once its handover allows,
+    /// gets every cycle not yet released, unless the client already saw part of the old lead's reply.
     private func promoteLead() {
         guard phase == .relaying else { return }
         guard let next = backends.indices.first(where: { backends[$0].isLive }) else {
@@ -448,19 +469,13 @@ extension ClientSessionHandler {
                               message: "pgchorus lost the lead backend in the middle of a reply; reconnect and retry the statement"))
             return
         }
-        let old = backends[lead].backend.description
+        let old = backends[lead].backend
         lead = next
         catalogLoading = false
         acknowledgementsToSkip = acknowledgementsDelivered
-        logger.warning("lead backend of the session changed from \(old) to \(backends[lead].backend.description)")
-        for i in unreleased.indices {
-            if let kind = unreleased[i].kind, let seq = unreleased[i].seq {
-                backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: unreleased[i].holdReady))
-            }
-            backends[lead].write(unreleased[i].bytes)
-            unreleased[i].leadDone = false
-        }
-        flushBackend(lead)
+        logger.warning("lead backend of the session changed from \(old.description) to \(backends[lead].backend.description)")
+        for i in unreleased.indices { unreleased[i].leadDone = false }
+        awaitHandover(after: old.id)
     }
 
     func backendReadComplete(_ index: Int) {
@@ -484,6 +499,8 @@ extension ClientSessionHandler {
         let others = backends.indices.filter { $0 != index && backends[$0].isLive }
         if phase == .draining {
             backends[index].phase = .closed
+            dropExpectations(index)
+            noteLeadOrdering()
             finishDrainIfDone()
             return
         }

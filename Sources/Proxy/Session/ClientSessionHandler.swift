@@ -29,6 +29,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     static let authenticationTimeout: TimeAmount = .seconds(60)
 
+    static let handoverTimeout: TimeAmount = .seconds(30)
+
     let shared: ProxyContext
     var logger: Logger
     var phase = Phase.awaitingStartup
@@ -102,6 +104,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var inbound: InboundFrames<ClientMessageDecoder>
     /// The client sent malformed bytes: whatever follows is ignored while the session closes.
     var inboundFailed = false
+    /// The lead this session is counted under in `LeadHandover` (it has statements waiting on it).
+    var orderingLead: String?
+    /// A new lead waits for the statements its failed predecessor ordered (see `LeadHandover`).
+    var handoverTicket: Int?
+    var handoverTimer: Scheduled<Void>?
 
     init(shared: ProxyContext, maximumMessageSize: Int) {
         self.inbound = InboundFrames(ClientMessageDecoder(maximumMessageSize: maximumMessageSize))
@@ -386,8 +393,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
         guard phase != .closed else { return }
         phase = .closed
         releaseOrder()
+        abandonHandover()
+        noteLeadOrdering()
         startupTimer?.cancel()
         startupTimer = nil
+        for i in backends.indices { dropExpectations(i) }
         for i in backends.indices where backends[i].phase != .closed {
             if let channel = backends[i].channel {
                 // A polite Terminate spares the backend log an "unexpected EOF" line.

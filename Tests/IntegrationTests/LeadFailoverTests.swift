@@ -1,0 +1,89 @@
+import Foundation
+import LocalCluster
+import NIOCore
+import Testing
+import TestSupport
+import Wire
+
+/// The lead dies while sessions wait on each other's row locks: the locks the dead lead had
+/// granted must be taken in the same order on the backends that remain.
+@Suite struct LeadFailoverTests {
+    func send(_ client: RawPostgresClient, _ sql: String) throws {
+        var b = ByteBuffer()
+        FrontendMessage.query(sql).encode(into: &b)
+        try client.send(b)
+    }
+
+    func run(_ client: RawPostgresClient, _ sql: String) throws -> [BackendMessage] {
+        try send(client, sql)
+        return try client.readUntilReady()
+    }
+
+    func completed(_ messages: [BackendMessage]) -> [String] {
+        messages.compactMap { if case let .commandComplete(tag) = $0 { tag } else { nil } }
+    }
+
+    /// Polls `condition` every 100 ms for at most `seconds`.
+    func eventually(_ seconds: Int, _ condition: () throws -> Bool) async throws -> Bool {
+        for _ in 0..<(seconds * 10) {
+            if try condition() { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// Session A holds row 1 on the lead, and its update of row 1 still waits in line on db2 (held
+    /// up by a lock taken there directly); session B waits on the lead for row 1. When the lead
+    /// dies, B's update must not overtake A's on db2: on db3 A's update already holds the row, so
+    /// the other order is a deadlock across two servers that neither of them can see.
+    @Test func aStatementResentToTheNewLeadWaitsForTheLocksTheOldLeadGranted() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table t (id int primary key, v int); insert into t values (1, 0), (2, 0)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+
+                // Directly on db2, outside the proxy: row 2 is locked, so A's updates queue up there.
+                let blocker = try RawPostgresClient(port: servers[1].port, timeoutSeconds: 30)
+                _ = try blocker.startup()
+                #expect(completed(try run(blocker, "begin; select v from t where id = 2 for update")) == ["BEGIN", "SELECT 1"])
+
+                let a = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try a.startup()
+                #expect(completed(try run(a, "begin")) == ["BEGIN"])
+                #expect(completed(try run(a, "update t set v = v + 1 where id = 2")) == ["UPDATE 1"])
+                #expect(completed(try run(a, "update t set v = v + 1 where id = 1")) == ["UPDATE 1"])
+                #expect(try await eventually(30) {
+                    try servers[2].psql("select count(*) from pg_stat_activity where state = 'idle in transaction' and backend_xid is not null") == "1"
+                        && servers[1].psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "1"
+                }, "A's updates did not reach db3 or did not queue up on db2")
+
+                let b = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try b.startup()
+                #expect(completed(try run(b, "begin")) == ["BEGIN"])
+                try send(b, "update t set v = v + 10 where id = 1")
+                #expect(try await eventually(30) {
+                    try servers[0].psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "1"
+                }, "B's update does not wait for A's lock on db1")
+
+                try servers[0].stop(mode: .immediate)
+                #expect(try await eventually(30) { proxy.server.context.registry.status(of: "db1") == .failed })
+                // Both sessions have seen the lead go (a re-sent statement reaches db2 in microseconds).
+                try await Task.sleep(for: .seconds(1))
+                // A's updates now run on db2 in the order the old lead granted them.
+                #expect(completed(try run(blocker, "rollback")) == ["ROLLBACK"])
+
+                #expect(completed(try run(a, "commit")) == ["COMMIT"])
+                let bUpdate = try b.readUntilReady()
+                #expect(completed(bUpdate) == ["UPDATE 1"], "\(bUpdate)")
+                #expect(completed(try run(b, "commit")) == ["COMMIT"])
+
+                for s in servers[1...] {
+                    #expect(try s.psql("select string_agg(id || '=' || v, ',' order by id) from t") == "1=11,2=1")
+                    #expect(try Consistency.preparedCount(s) == 0)
+                }
+                #expect(proxy.server.context.registry.online().map(\.id) == ["db2", "db3"])
+            }
+        }
+    }
+}
