@@ -310,7 +310,7 @@ address = "198.18.0.100/24"
 socket = "/run/pgchorus/vip-test.sock"
 EOF
 chmod 0644 "$WORK/vip.toml"
-timeout 20 ip netns exec "$NETNS" tcpdump -i pgc0 -n -c 1 -w "$WORK/garp.pcap" arp >/dev/null 2>&1 &
+timeout 20 ip netns exec "$NETNS" tcpdump -i pgc0 --immediate-mode -n -c 1 -w "$WORK/garp.pcap" arp >/dev/null 2>&1 &
 TCPDUMP_PID=$!
 PIDS+=("$TCPDUMP_PID")
 sleep 1

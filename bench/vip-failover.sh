@@ -81,7 +81,7 @@ for i in 1 2 3; do start "$i"; done
 measure() { # $1 = signal; prints the seconds from the signal to the first GARP from another node
   local old new t0 first
   old=$(wait_owner_except 0); sleep 1.5
-  ip netns exec "${NS[observer]}" tcpdump -i eth0 -U -n -w "$WORK/cap.pcap" arp 2>/dev/null & CAP=$!
+  ip netns exec "${NS[observer]}" tcpdump -i eth0 --immediate-mode -U -n -w "$WORK/cap.pcap" arp 2>/dev/null & CAP=$!
   sleep 0.5
   t0=$(date +%s.%N)
   kill "-$1" "${PID[$old]}"

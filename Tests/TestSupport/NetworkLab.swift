@@ -102,13 +102,15 @@ public final class FrameCapture: @unchecked Sendable {
 
     public init(lab: NetworkLab, member: String, filter: String) throws {
         file = FileManager.default.temporaryDirectory.appendingPathComponent("pgchorus-capture-\(UUID().uuidString).pcap").path
-        process = try BackgroundProcess("/usr/sbin/ip", ["netns", "exec", lab.namespace(member), "tcpdump", "-i", "eth0", "-U", "-n", "-w", file]
+        process = try BackgroundProcess("/usr/sbin/ip", ["netns", "exec", lab.namespace(member), "tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-n", "-w", file]
             + filter.split(separator: " ").map(String.init))
         // tcpdump is listening once the file exists.
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: file) { usleep(50_000) }
         usleep(200_000)
     }
 
+    // --immediate-mode: without it, frames wait in the kernel's capture block (TPACKET_V3) until the
+    // block times out, and frames of the last second are lost when the capture is stopped.
     /// Stops the capture and returns the frames with their times (seconds since the epoch).
     public func stop() -> [(time: Double, bytes: [UInt8])] {
         process.signal(SIGINT)

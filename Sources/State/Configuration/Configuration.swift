@@ -368,7 +368,10 @@ public struct Configuration: Sendable, Equatable {
         let health = HealthCheck(
             enabled: try healthT.bool("enabled", default: true),
             interval: try healthT.duration("interval", default: 1, range: 0.05...3600),
-            timeout: try healthT.duration("timeout", default: 2, range: 0.1...600),
+            // Not 2 s: a PostgreSQL server on a saturated machine can take that long to fork and
+            // authenticate a connection, and a busy backend is not a failed one (bench/run showed
+            // healthy backends failed by 2-s connect timeouts). A refused connection still fails at once.
+            timeout: try healthT.duration("timeout", default: 10, range: 0.1...600),
             failures: try healthT.int("failures", default: 3, range: 1...100),
             user: try healthT.string("user", default: replication.resolverUser),
             password: try healthT.string("password") ?? replication.resolverPassword,
