@@ -35,7 +35,4 @@ struct InboundFrames<Decoder: NIOSingleStepByteToMessageDecoder> {
     mutating func next() throws -> Decoder.InboundOut? {
         try decoder.decode(buffer: &pending)
     }
-
-    /// Bytes received but not part of a complete message yet.
-    var bufferedBytes: Int { pending.readableBytes }
 }
