@@ -23,6 +23,10 @@ public final class ProxyContext: Sendable {
     let leadHandover = LeadHandover()
     /// Test hook (environment `PGCHORUS_TEST_HOOK`): stop the process at a point of the commit protocol.
     let testHook: String?
+    /// Open sessions told at once when a backend leaves service.
+    let viewBoard = ClusterViewBoard()
+    /// Finishes the prepared transactions of sessions that ended in the middle of their vote.
+    let abandonedVotes: InDoubtResolver
 
     /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
     public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil) throws {
@@ -33,6 +37,7 @@ public final class ProxyContext: Sendable {
         // Seeded from the clock so ids of a restarted node never repeat those of its previous run.
         self.transactionSerial = Atomic(Int(now * 1000) * 1000)
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
+        self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger)
         self.users = try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
         if let tls = configuration.proxy.tls {
             do {
@@ -46,6 +51,34 @@ public final class ProxyContext: Sendable {
             }
         } else {
             self.tlsContext = nil
+        }
+        let board = viewBoard
+        self.registry.addListener { change, _ in
+            if change.status != .online { board.changed() }
+        }
+    }
+
+    /// Takes a backend out of service on every node, with why.
+    func failBackendClusterWide(_ id: String, reason: String) {
+        registry.fail(id, reason: reason, now: WallClock.unixTime())
+    }
+
+    /// A session ended while its commit vote was undecided or unfinished: its prepared transaction is
+    /// resolved now (presumed abort with the in-band evidence), not by the periodic resolver minutes
+    /// later, so the row locks it holds are freed at once. Run again shortly after, for a PREPARE that
+    /// was still in flight when the session's connections closed.
+    func resolveAbandonedVote(_ gid: String) {
+        let resolver = abandonedVotes
+        let logger = self.logger
+        Task.detached {
+            for delay in [0, 1, 4] {
+                if delay > 0 { try? await Task.sleep(for: .seconds(delay)) }
+                let report = await resolver.resolve(minimumAge: 0, only: [gid])
+                if !report.committed.isEmpty || !report.rolledBack.isEmpty {
+                    logger.notice("finished the vote of an ended session", metadata: [
+                        "gid": "\(gid)", "decision": "\(report.committed.isEmpty ? "rollback" : "commit")"])
+                }
+            }
         }
     }
 

@@ -35,6 +35,9 @@ public final class RawPostgresClient {
 
     deinit { close(fd) }
 
+    /// Ends the connection at once, without a Terminate, as a client that dies would.
+    public func disconnect() { shutdown(fd, Int32(SHUT_RDWR)) }
+
     public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {

@@ -28,6 +28,14 @@ struct Expectation {
     var holdReady = false
     /// Sent to this backend as a follower, in the lead's order (counted by `LeadHandover`).
     var ordered = false
+    /// The client's ReadyForQuery of this cycle waits until every backend has finished it (an
+    /// autocommit write outside the vote: another session may rely on it at once).
+    var answerWhenAll = false
+    /// When the cycle was written to this backend.
+    var sentAt = NIODeadline.now()
+    /// A follower that has not finished the cycle by then is failed (`replication.follower_timeout`
+    /// after the lead's own time for it); nil while the lead has not answered it.
+    var deadline: NIODeadline?
 }
 
 /// One client session's connection to one backend.
@@ -57,6 +65,8 @@ struct BackendSession {
     var cycleTag: String?
     /// The backend said FATAL: its connection is about to end.
     var dying = false
+    /// What the backend said in its FATAL, for the failure reason.
+    var lastWords: String?
 
     init(backend: Configuration.Backend, login: BackendLogin) {
         self.backend = backend

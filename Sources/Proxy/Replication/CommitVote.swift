@@ -14,6 +14,21 @@ public struct CommitVote: Sendable, Equatable {
     public let fail: [Int]
 
     /// `prepared[i]` is true when backend i answered PREPARE TRANSACTION successfully.
+    /// `timingFailure`: the lead's PREPARE failed with a timing outcome (a serialization failure, a
+    /// deadlock, a cancel): that outcome is the transaction's. It is rolled back where it prepared and
+    /// nobody is failed, however the others voted: a serializable transaction that one server had to
+    /// abort is not evidence against the servers that could commit it.
+    public init(prepared: [Bool], timingFailure: Bool) {
+        self.init(prepared: prepared)
+        if timingFailure {
+            self = CommitVote(decision: .rollback, finishOn: prepared.indices.filter { prepared[$0] }, fail: [])
+        }
+    }
+
+    private init(decision: Decision, finishOn: [Int], fail: [Int]) {
+        self.decision = decision; self.finishOn = finishOn; self.fail = fail
+    }
+
     public init(prepared: [Bool]) {
         let successes = prepared.indices.filter { prepared[$0] }
         let failures = prepared.indices.filter { !prepared[$0] }

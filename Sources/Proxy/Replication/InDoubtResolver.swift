@@ -32,9 +32,10 @@ public struct InDoubtResolver: Service, Sendable {
 
     /// One run on a dedicated thread (libpq blocks). `minimumAge` spares transactions a live
     /// session may still be finishing.
-    public func resolve(minimumAge: Double) async -> Report {
+    /// `only`: just these gids (a session that ended in the middle of its vote).
+    public func resolve(minimumAge: Double, only: Set<String>? = nil) async -> Report {
         let me = self
-        return (try? await NIOThreadPool.singleton.runIfActive { me.resolveBlocking(minimumAge: minimumAge) }) ?? Report(errors: ["thread pool inactive"])
+        return (try? await NIOThreadPool.singleton.runIfActive { me.resolveBlocking(minimumAge: minimumAge, only: only) }) ?? Report(errors: ["thread pool inactive"])
     }
 
     public func run() async throws {
@@ -73,7 +74,7 @@ public struct InDoubtResolver: Service, Sendable {
         return out
     }
 
-    func resolveBlocking(minimumAge: Double) -> Report {
+    func resolveBlocking(minimumAge: Double, only: Set<String>? = nil) -> Report {
         var report = Report()
         let backends = registry.online()
         // Own gids after `minimumAge`; a dead peer's only after the grace period (never a live node's in flight).
@@ -88,7 +89,7 @@ public struct InDoubtResolver: Service, Sendable {
                 let c = try LibPQConnection(conninfo(b, database: "postgres"), target: b.description)
                 let rows = try c.query("SELECT gid, database, extract(epoch FROM now() - prepared)::float8 FROM pg_prepared_xacts WHERE gid LIKE 'pgchorus:%'")
                 for r in rows {
-                    guard let gid = r[0], let db = r[1], let age = r[2].flatMap(Double.init),
+                    guard let gid = r[0], only?.contains(gid) ?? true, let db = r[1], let age = r[2].flatMap(Double.init),
                           let owner = owners.first(where: { gid.hasPrefix($0.key) }), age >= owner.value else { continue }
                     inDoubt[db, default: [:]][gid, default: []].append(b)
                 }

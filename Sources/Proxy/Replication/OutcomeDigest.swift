@@ -4,7 +4,8 @@ import Wire
 /// What one backend answered for one cycle (up to its ReadyForQuery), reduced to what must agree
 /// across backends: message kinds, SQLSTATEs, command tags (with row counts), and a hash of the
 /// returned rows. Notices, parameter changes and notifications are left out: they may differ
-/// harmlessly.
+/// harmlessly. A few things are kept only to explain a difference (error messages, the first rows):
+/// they take no part in equality.
 struct OutcomeDigest: Equatable, Sendable {
     /// One message kind run: `T`, `D×3`, `C:UPDATE 1`, `E:23505`, `Z:I`. Kept as bytes (the command
     /// tag is a slice of the message): a digest is built for every reply of every backend, text only
@@ -30,18 +31,46 @@ struct OutcomeDigest: Equatable, Sendable {
         }
     }
 
+    /// SQLSTATEs that say when a statement ran, not what the data is: a cancel or statement_timeout,
+    /// lock_timeout / NOWAIT, a deadlock, a serialization failure. The lead's such outcome is the
+    /// session's; no backend is failed for it.
+    static let timingSQLStates: Set<String> = ["57014", "55P03", "40P01", "40001"]
+
+    /// Rows kept (zero-copy slices) to name a differing row in a failure reason.
+    static let keptRows = 8
+
     var entries: [Entry] = []
     var rowHash: UInt64 = 0xcbf2_9ce4_8422_2325
+    /// The first error's SQLSTATE when it is a timing outcome (see `timingSQLStates`).
+    var timingSQLState: String?
+    /// Error messages, for a failure reason only.
+    var errorMessages: [String] = []
+    /// The first rows' bytes, for a failure reason only.
+    var firstRows: [ByteBuffer] = []
+
+    static func == (a: OutcomeDigest, b: OutcomeDigest) -> Bool {
+        a.rowHash == b.rowHash && a.entries == b.entries
+    }
 
     /// Compact description, one string per entry.
     var summary: [String] { entries.map(\.text) }
+
+    /// The transaction status after the cycle (`I`, `T`, `E`), from its ReadyForQuery.
+    var statusAfter: UInt8? {
+        entries.last(where: { $0.type == UInt8(ascii: "Z") }).map { UInt8(truncatingIfNeeded: $0.count) }
+    }
+
+    var hasError: Bool { entries.contains { $0.type == UInt8(ascii: "E") } }
 
     mutating func add(_ frame: PostgresFrame, hashRows: Bool) {
         switch frame.type {
         case UInt8(ascii: "N"), UInt8(ascii: "S"), UInt8(ascii: "A"):
             return
         case UInt8(ascii: "D"), UInt8(ascii: "d"):
-            if hashRows { hash(frame) }
+            if hashRows {
+                hash(frame)
+                if frame.type == UInt8(ascii: "D"), firstRows.count < Self.keptRows { firstRows.append(frame.body) }
+            }
             if let last = entries.indices.last, entries[last].type == frame.type {
                 entries[last].count += 1
             } else {
@@ -49,8 +78,12 @@ struct OutcomeDigest: Equatable, Sendable {
             }
         case UInt8(ascii: "E"):
             var sqlState: ByteBuffer?
-            if case let .errorResponse(fields)? = try? BackendMessage(frame: frame), let code = fields.sqlState {
-                sqlState = ByteBuffer(string: code)
+            if case let .errorResponse(fields)? = try? BackendMessage(frame: frame) {
+                if let code = fields.sqlState {
+                    sqlState = ByteBuffer(string: code)
+                    if !hasError, Self.timingSQLStates.contains(code) { timingSQLState = code }
+                }
+                if errorMessages.count < 4 { errorMessages.append(String((fields.message ?? "").prefix(200))) }
             }
             entries.append(Entry(type: frame.type, detail: sqlState))
         case UInt8(ascii: "C"):
@@ -81,4 +114,52 @@ struct OutcomeDigest: Equatable, Sendable {
     }
 
     var description: String { summary.joined(separator: " ") }
+
+    /// What differs between this outcome (`got`) and `expected`, for an operator: the first message
+    /// that differs with SQLSTATEs and messages, or the first differing row, column by column.
+    func difference(from expected: OutcomeDigest) -> String {
+        if entries != expected.entries {
+            var i = 0
+            while i < entries.count, i < expected.entries.count, entries[i] == expected.entries[i] { i += 1 }
+            let got = i < entries.count ? entries[i].text : "nothing"
+            let want = i < expected.entries.count ? expected.entries[i].text : "nothing"
+            var text = "got \(got) where the others had \(want) (got [\(description)], expected [\(expected.description)])"
+            if errorMessages != expected.errorMessages {
+                let mine = errorMessages.isEmpty ? "none" : errorMessages.map { "\"\($0)\"" }.joined(separator: ", ")
+                let theirs = expected.errorMessages.isEmpty ? "none" : expected.errorMessages.map { "\"\($0)\"" }.joined(separator: ", ")
+                text += "; error messages: got \(mine), expected \(theirs)"
+            }
+            return text
+        }
+        for (n, (a, b)) in zip(firstRows, expected.firstRows).enumerated() where a != b {
+            return "row \(n + 1) differs: got \(Self.rowText(a)), expected \(Self.rowText(b))" + Self.columnDifference(a, b)
+        }
+        let shown = min(firstRows.count, expected.firstRows.count)
+        return "the returned rows differ after the first \(shown) (same kinds and tags [\(description)], row hashes \(String(rowHash, radix: 16)) and \(String(expected.rowHash, radix: 16)))"
+    }
+
+    /// The values of a DataRow body, text as text, each truncated.
+    static func rowValues(_ body: ByteBuffer) -> [String]? {
+        var b = body
+        guard let n = b.readInteger(as: Int16.self), n >= 0 else { return nil }
+        var values: [String] = []
+        for _ in 0..<n {
+            guard let length = b.readInteger(as: Int32.self) else { return nil }
+            if length < 0 { values.append("NULL"); continue }
+            guard let bytes = b.readSlice(length: Int(length)) else { return nil }
+            let text = String(decoding: bytes.readableBytesView.prefix(60), as: UTF8.self)
+            values.append("'" + text + (bytes.readableBytes > 60 ? "…" : "") + "'")
+        }
+        return values
+    }
+
+    static func rowText(_ body: ByteBuffer) -> String {
+        rowValues(body).map { "(" + $0.joined(separator: ", ") + ")" } ?? "(unreadable row)"
+    }
+
+    static func columnDifference(_ a: ByteBuffer, _ b: ByteBuffer) -> String {
+        guard let x = rowValues(a), let y = rowValues(b), x.count == y.count,
+              let c = x.indices.first(where: { x[$0] != y[$0] }) else { return "" }
+        return " (column \(c + 1): \(x[c]) vs \(y[c]))"
+    }
 }

@@ -20,20 +20,14 @@ extension ClientSessionHandler {
         let maxMessage = shared.configuration.proxy.maxMessageSize
         let timeout = shared.configuration.proxy.backendConnectTimeout
         startupTimer?.cancel()
+        loginRound = LoginRound(backends: targets.count)
         startupTimer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
             let session = bound.value
             guard session.phase == .connectingBackends else { return }
-            let waiting = session.backends.filter { $0.phase != .ready && $0.phase != .closed }
-            if waiting.count < session.backends.count, session.backends.contains(where: { $0.phase == .ready }) {
-                // Some answered: the ones that did not are failed, the session goes on without them.
-                for i in session.backends.indices where session.backends[i].phase != .ready && session.backends[i].phase != .closed {
-                    session.loginFailed(i, ErrorFields(severity: "FATAL", sqlState: "08001", message: "no answer within \(timeout) s while logging in"),
-                                        forwardBytes: nil, failBackend: true)
-                }
-                return
+            // A backend that has not finished its login in time is as good as unreachable.
+            for i in session.backends.indices where session.loginRound.outcomes[i] == .pending {
+                session.loginEnded(i, .unreachable("no answer within \(timeout) s (proxy.backend_connect_timeout) while logging in"))
             }
-            session.fatal(ErrorFields(severity: "FATAL", sqlState: "08001",
-                                      message: "pgchorus: timeout after \(timeout) s logging in to backend \(waiting.map(\.backend.description).joined(separator: ", "))"))
         }
         var rng = SystemRandomNumberGenerator()
         for (index, backend) in targets.enumerated() {
@@ -55,9 +49,7 @@ extension ClientSessionHandler {
                     case let .success(channel):
                         session.backendConnected(index, channel, startup: backendStartup)
                     case let .failure(error):
-                        session.loginFailed(index, ErrorFields(severity: "FATAL", sqlState: "08001",
-                                                               message: "pgchorus could not connect to backend \(backend.description): \(error)"),
-                                            forwardBytes: nil, failBackend: true)
+                        session.loginEnded(index, .unreachable("could not connect: \(error)"))
                     }
                 }
         }
@@ -81,9 +73,7 @@ extension ClientSessionHandler {
         do {
             message = try BackendMessage(frame: frame)
         } catch {
-            loginFailed(index, ErrorFields(severity: "FATAL", sqlState: "08P01",
-                                           message: "pgchorus received an invalid message from backend \(backends[index].backend.description): \(error)"),
-                        forwardBytes: nil, failBackend: true)
+            loginEnded(index, .unreachable("invalid message while logging in: \(error)"))
             return
         }
         switch backends[index].login.receive(message) {
@@ -94,45 +84,63 @@ extension ClientSessionHandler {
             flushBackend(index)
         case .ready:
             backends[index].phase = .ready
-            sessionReadyIfComplete()
+            loginEnded(index, .ready)
         case .backendError:
-            // The backend's own words (e.g. 3D000 database does not exist) reach the client byte-exact,
-            // unless other backends accept the same login: then this one is out of step.
-            loginFailed(index, ErrorFields(severity: "FATAL", sqlState: "08001", message: ""), forwardBytes: frame.bytes, failBackend: false)
+            // The backend's own words (e.g. 3D000 database does not exist) reach the client byte-exact
+            // if every backend refuses; if others accept, this one is out of step.
+            if case let .errorResponse(fields) = message {
+                loginRefusals[index] = frame.bytes
+                loginEnded(index, .refused(fields))
+            } else {
+                loginEnded(index, .unreachable("unexpected login reply"))
+            }
         case let .fail(reason):
             logger.error("login to backend \(backends[index].backend.description) failed: \(reason)")
-            loginFailed(index, ErrorFields(severity: "FATAL", sqlState: "28000",
-                                           message: "pgchorus could not log in to backend \(backends[index].backend.description): \(reason)"),
-                        forwardBytes: nil, failBackend: false)
+            loginEnded(index, .unreachable("\(reason)"))
         }
     }
 
-    /// One backend could not open this session. If others can, it is taken out of service
-    /// (when `failBackend`) or just left out; if none can, the client gets the error.
-    func loginFailed(_ index: Int, _ fields: ErrorFields, forwardBytes: ByteBuffer?, failBackend: Bool) {
-        guard phase == .connectingBackends, backends[index].phase != .closed else { return }
-        backends[index].phase = .closed
-        backends[index].channel?.close(promise: nil)
-        let others = backends.indices.filter { $0 != index && backends[$0].phase != .closed }
-        if others.isEmpty {
-            if let forwardBytes {
-                writeClientBytes(forwardBytes)
+    /// Records how one backend's login ended and, once every login has, runs the decision of
+    /// `LoginRound`: relay with all that accepted (failing the rest cluster-wide), or refuse the client.
+    func loginEnded(_ index: Int, _ outcome: LoginRound.Outcome) {
+        guard phase == .connectingBackends, loginRound.outcomes.indices.contains(index),
+              loginRound.outcomes[index] == .pending else { return }
+        loginRound.record(index, outcome)
+        if outcome != .ready {
+            backends[index].phase = .closed
+            backends[index].channel?.close(promise: nil)
+        }
+        switch loginRound.decision {
+        case .wait:
+            return
+        case let .proceed(fail):
+            for i in fail { failAtLogin(i) }
+            sessionReadyIfComplete()
+        case let .refuseClient(refused, fail):
+            for i in fail { failAtLogin(i) }
+            if let bytes = loginRefusals[refused] {
+                writeClientBytes(bytes)
                 fatalForwarded = true
                 close()
             } else {
-                fatal(fields)
+                fatal(ErrorFields(severity: "FATAL", sqlState: "08001", message: "pgchorus could not log in to any backend"))
             }
-            return
+        case .noBackend:
+            let why = loginRound.outcomes.indices.map { i -> String in
+                if case let .unreachable(w) = loginRound.outcomes[i] { return "pgchorus could not log in to backend \(backends[i].backend.description): \(w)" }
+                return "pgchorus could not log in to backend \(backends[i].backend.description)"
+            }.joined(separator: "; ")
+            logger.warning("no backend accepted the session: \(why)")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08001", message: why))
         }
-        let reason = forwardBytes.flatMap { try? BackendMessage(frame: PostgresFrame(bytes: $0)) }.flatMap { m -> String? in
-            if case let .errorResponse(f) = m { return "login refused: \(f.sqlState ?? "") \(f.message ?? "")" }
-            return nil
-        } ?? fields.message ?? "login failed"
-        if failBackend || others.contains(where: { backends[$0].phase == .ready }) {
-            shared.registry.fail(backends[index].backend.id, reason: reason, now: WallClock.unixTime())
-        }
-        logger.warning("backend \(backends[index].backend.description) left out of the session: \(reason)")
-        sessionReadyIfComplete()
+    }
+
+    /// A backend that refused or missed a login others completed: failed cluster-wide, never skipped.
+    private func failAtLogin(_ index: Int) {
+        let reason = loginRound.reason(index)
+        logger.error("backend failed at session start", metadata: ["backend": "\(backends[index].backend.id)", "reason": "\(reason)"])
+        ProxyMetrics.backendsDropped.increment()
+        shared.failBackendClusterWide(backends[index].backend.id, reason: reason)
     }
 
     /// Finishes start-up once every backend of the session has logged in or dropped out.
@@ -157,6 +165,11 @@ extension ClientSessionHandler {
         writeClient(.readyForQuery(.idle))
         phase = .relaying
         flushClient()
+        if let context, backends.count > 1 {
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            viewWatch = shared.viewBoard.add { loop.execute { bound.value.clusterViewChanged() } }
+        }
         logger.debug("session ready", metadata: ["backends": "\(backends.filter(\.isLive).map(\.backend.id))"])
         ensureCommitLog()
         loadSequenceCatalogIfNeeded()
@@ -166,9 +179,15 @@ extension ClientSessionHandler {
         flushBackends()
     }
 
+    /// A client's cancel goes to the lead only: the others get a statement once the lead has finished
+    /// it, and follow the lead's outcome (a cancel reaching a follower would cancel an older statement
+    /// the lead completed). During COPY FROM STDIN every backend reads the client's data, so all are cancelled.
     func updateCancelTargets() {
-        shared.cancelRegistry.setTargets(backends.filter(\.isLive).map {
-            CancelRegistry.Target(host: $0.backend.host, port: $0.backend.port, processID: $0.login.processID, secretKey: $0.login.secretKey)
+        guard virtualProcessID != 0 else { return }
+        let targets = backends.indices.filter { backends[$0].isLive && (copyInProgress || $0 == lead) }
+        shared.cancelRegistry.setTargets(targets.map {
+            let b = backends[$0]
+            return CancelRegistry.Target(host: b.backend.host, port: b.backend.port, processID: b.login.processID, secretKey: b.login.secretKey)
         }, for: virtualProcessID)
     }
 }

@@ -23,6 +23,8 @@ struct CommitInProgress {
     var failAfterFinish: [Int] = []
     /// The vote ends an autocommit write whose replies the client already has: it gets only the ReadyForQuery.
     var autocommit = false
+    /// The lead's PREPARE failed with a timing outcome (see `CommitVote.init(prepared:timingFailure:)`).
+    var leadTimingFailure = false
 }
 
 extension ClientSessionHandler {
@@ -134,6 +136,10 @@ extension ClientSessionHandler {
         c.prepared[index] = ok
         c.statusAfterPrepare[index] = status
         if let e = backends[index].cycleError, c.error == nil || index == lead { c.error = e }
+        if index == lead, let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e),
+           let code = fields.sqlState, OutcomeDigest.timingSQLStates.contains(code) {
+            c.leadTimingFailure = true
+        }
         if !ok {
             logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)", metadata: ["gid": "\(c.gid)"])
         }
@@ -159,7 +165,7 @@ extension ClientSessionHandler {
 
     private func decideIfReady() {
         guard var c = commit, c.vote == nil, c.participants.allSatisfy({ c.prepared[$0] != nil }) else { return }
-        let vote = CommitVote(prepared: c.participants.map { c.prepared[$0]! })
+        let vote = CommitVote(prepared: c.participants.map { c.prepared[$0]! }, timingFailure: c.leadTimingFailure)
         c.vote = vote
         let successes = vote.finishOn.map { c.participants[$0] }
         let toFail = vote.fail.map { c.participants[$0] }

@@ -15,6 +15,17 @@ struct PendingGroup {
     var waitsForLead: Bool
     var holdReady = false
     var leadDone = false
+    /// The client's ReadyForQuery waits until every backend has finished the cycle.
+    var answerWhenAll = false
+    /// The session was inside a transaction block when the group was sent.
+    var startedInTransaction = false
+    /// How long the lead took for the cycle (followers get as long, plus `replication.follower_timeout`).
+    var leadTook: TimeAmount?
+    /// The lead ended the cycle with a timing outcome (see `OutcomeDigest.timingSQLStates`), in this
+    /// transaction status: the followers get the same outcome instead of the statement.
+    var leadTimingStatus: UInt8?
+    /// The group has COMMIT/ROLLBACK among other statements: its effects cannot be substituted.
+    var mixesTransactionControl = false
 }
 
 extension ClientSessionHandler {
@@ -127,6 +138,10 @@ extension ClientSessionHandler {
         // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
         let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && lastStatus == .idle
             && shared.configuration.replication.twoPhaseCommit && votedCommitAvailable
+        // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
+        // answered once every backend has done it: a session the client opens next may rely on it.
+        let answerWhenAll = replicated && cycle && result.writes && !wrap && lastStatus == .idle
+        pendingFlags = (result.writes, answerWhenAll, result.mixesTransactionControl)
         if replicated, cycle, needsSequenceOrder(result) {
             waitForOrder(result.bytes, cycle: cycle, wrap: wrap)
             return
@@ -144,22 +159,31 @@ extension ClientSessionHandler {
             wrapPending = true
         }
         let seq = nextSeq
-        dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap)
+        let flags = pendingFlags
+        pendingFlags = (false, false, false)
+        if cycle && flags.writes { writingSeqs.insert(seq) }
+        dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
+                 answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl)
         openExtendedGroup = !cycle
         return seq
     }
 
     /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
-    func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool, holdReady: Bool = false) {
+    func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool, holdReady: Bool = false,
+                  answerWhenAll: Bool = false, mixesTransactionControl: Bool = false) {
         var seq: Int?
         if kind != nil {
             seq = nextSeq
             nextSeq += 1
         }
-        unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady))
+        unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady,
+                                       answerWhenAll: answerWhenAll, startedInTransaction: lastStatus != .idle,
+                                       mixesTransactionControl: mixesTransactionControl))
         // A new lead waiting for its handover gets this group with the others once it may.
         guard handoverTicket == nil else { return }
-        if let kind, let seq { backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: holdReady)) }
+        if let kind, let seq {
+            backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: holdReady, answerWhenAll: answerWhenAll))
+        }
         backends[lead].write(bytes)
         releaseGroups()
     }
@@ -187,23 +211,34 @@ extension ClientSessionHandler {
     func releaseGroups() {
         // Nothing goes to the followers that a new lead waiting for its handover has not had.
         guard handoverTicket == nil else { return }
+        let now = NIODeadline.now()
         while let g = unreleased.first, !g.waitsForLead || g.leadDone {
             unreleased.removeFirst()
+            if g.kind == .client, let status = g.leadTimingStatus, let seq = g.seq, !g.mixesTransactionControl {
+                releaseLeadTimingOutcome(g, seq: seq, leadStatus: status)
+                continue
+            }
+            // Lead-first: a follower gets half as long again as the lead took, and the follower timeout on top.
+            let deadline = g.leadTook.map { now + .nanoseconds($0.nanoseconds * 3 / 2) + followerTimeout }
             for i in backends.indices where i != lead && backends[i].isLive {
                 if let kind = g.kind, let seq = g.seq {
-                    backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead))
+                    backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
+                                                            sentAt: now, deadline: deadline))
                     if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
                 }
                 backends[i].write(g.bytes)
             }
         }
+        armFollowerDeadline()
         // After the releases above: a session waiting for a new lead counts them first.
         noteLeadOrdering()
     }
 
-    func markLeadDone(_ seq: Int) {
+    func markLeadDone(_ seq: Int, took: TimeAmount? = nil, timingStatus: UInt8? = nil) {
         if let i = unreleased.firstIndex(where: { $0.seq == seq }) {
             unreleased[i].leadDone = true
+            unreleased[i].leadTook = took
+            unreleased[i].leadTimingStatus = timingStatus
             releaseGroups()
         }
     }
@@ -222,6 +257,7 @@ extension ClientSessionHandler {
                 // This backend is going away while others can carry on: its last words are logged, not forwarded.
                 logger.warning("backend \(backends[index].backend.description) ended the session: \(fields.sqlState ?? "") \(fields.message ?? "")")
                 backends[index].dying = true
+                backends[index].lastWords = "\(fields.sqlState ?? "") \(fields.message ?? "")"
                 return
             }
             if frame.type == BackendMessage.Kind.noticeResponse.rawValue, liveCount > 1,
@@ -247,6 +283,9 @@ extension ClientSessionHandler {
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: shared.configuration.replication.compareRows) }
             if exp.holdReady && frame.type == BackendMessage.Kind.readyForQuery.rawValue {
                 // Kept back until the vote on this autocommit write is carried out.
+            } else if exp.answerWhenAll && frame.type == BackendMessage.Kind.readyForQuery.rawValue && exp.seq > deliveredThrough && liveCount > 1 {
+                // Kept back until every backend has done this autocommit write (`releaseHeldReady`).
+                heldReady = (exp.seq, frame)
             } else if exp.seq > deliveredThrough {
                 if Self.isAcknowledgement(frame.type), acknowledgementsToSkip > 0 {
                     // A new lead repeats what the old one had already acknowledged in this cycle.
@@ -263,7 +302,9 @@ extension ClientSessionHandler {
                 }
             }
             if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {
-                // The client now sends COPY data: the others must be in COPY too.
+                // The client now sends COPY data: the others must be in COPY too, and a cancel must reach them all.
+                copyInProgress = true
+                updateCancelTargets()
                 markLeadDone(exp.seq)
             }
         case .prepare, .finish:
@@ -303,17 +344,33 @@ extension ClientSessionHandler {
         backends[index].expected.removeFirst()
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
+        if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
         switch exp.kind {
         case .client:
+            var compared = liveCount > 1
             if index == lead {
                 let fresh = exp.seq > deliveredThrough
                 if fresh { cycleDelivered(exp.seq, status: status) }
-                markLeadDone(exp.seq)
+                if copyInProgress {
+                    copyInProgress = false
+                    updateCancelTargets()
+                }
+                // A timing outcome of the lead (cancel, timeout, deadlock, serialization failure) is the
+                // session's: followers not sent the statement yet get that outcome instead of it.
+                let digest = backends[index].digest
+                var timingStatus: UInt8?
+                if compared, digest.timingSQLState != nil,
+                   let g = unreleased.first(where: { $0.seq == exp.seq }), !g.mixesTransactionControl {
+                    timingStatus = digest.statusAfter
+                    compared = false
+                    logger.info("the lead ended a statement with \(digest.timingSQLState ?? ""): the other backends follow its outcome")
+                }
+                markLeadDone(exp.seq, took: NIODeadline.now() - exp.sentAt, timingStatus: timingStatus)
                 if ddlSeqs.remove(exp.seq) != nil { shared.sequenceOrdering.invalidate(database) }
                 if exp.holdReady && fresh { autocommitStatementDone(status: status) }
             }
             if exp.seq == orderSeq { orderFinished(on: index) }
-            if liveCount > 1 {
+            if compared {
                 backends[index].completed.append((exp.seq, backends[index].digest))
             }
             backends[index].digest = OutcomeDigest()
@@ -332,6 +389,7 @@ extension ClientSessionHandler {
         case .hidden:
             break
         }
+        releaseHeldReady()
         finishDrainIfDone()
     }
 
@@ -370,43 +428,148 @@ extension ClientSessionHandler {
 
     // MARK: comparison and failures
 
-    /// Compares the finished cycles of all live backends, oldest first; a backend whose outcome
-    /// differs from the majority is failed (a tie goes to the side of the lead).
+    /// Compares the finished cycles of all live backends, oldest first, and carries out what
+    /// `OutcomeJudge` decides: backends out of step are failed, a follower whose transaction block
+    /// is healthy where the lead's is aborted gets it aborted too.
     func compareCompleted() {
         for _ in 0..<10_000 {
             let live = backends.indices.filter { backends[$0].isLive }
             guard live.count > 1, live.allSatisfy({ !backends[$0].completed.isEmpty }) else {
-                if live.count <= 1 { for i in live { backends[i].completed.removeAll() } }
+                if live.count <= 1 {
+                    for i in live { backends[i].completed.removeAll() }
+                    writingSeqs.removeAll()
+                }
                 return
             }
-            var entries: [(index: Int, seq: Int, digest: OutcomeDigest)] = []
+            var entries: [(index: Int, digest: OutcomeDigest)] = []
             entries.reserveCapacity(live.count)
+            var seq = 0
             for i in live {
                 let c = backends[i].completed.removeFirst()
-                entries.append((i, c.seq, c.digest))
+                entries.append((i, c.digest))
+                seq = c.seq
             }
-            // The usual case, every backend alike: no grouping needed.
+            let wrote = writingSeqs.remove(seq) != nil
+            // The usual case, every backend alike: nothing to judge.
             if entries.allSatisfy({ $0.digest == entries[0].digest }) { continue }
-            var groups: [(digest: OutcomeDigest, members: [Int])] = []
-            for e in entries {
-                if let g = groups.firstIndex(where: { $0.digest == e.digest }) { groups[g].members.append(e.index) } else { groups.append((e.digest, [e.index])) }
+            let verdict = OutcomeJudge.judge(entries, lead: lead, wrote: wrote)
+            for i in verdict.abortTransaction where backends[i].isLive {
+                sendHidden(Self.followLeadAbortSQL, to: i)
+                flushBackend(i)
             }
-            guard groups.count > 1 else { continue }
-            let best = groups.map(\.members.count).max()!
-            let winner = groups.first(where: { $0.members.count == best && $0.members.contains(lead) })
-                ?? groups.first(where: { $0.members.count == best })!
-            for g in groups where g.digest != winner.digest {
-                for i in g.members {
-                    failBackend(i, reason: "statement outcome differs from \(winner.members.count) other backend(s): got [\(g.digest.description)], expected [\(winner.digest.description)]")
-                }
-            }
+            for f in verdict.fail { failBackend(f.index, reason: f.reason) }
         }
     }
 
-    /// Between transactions, drops the backends the cluster took out of service since the session
-    /// last looked (a peer failed one, an admin detached one). A backend brought online joins new
-    /// sessions only: an open session has state (prepared statements, settings) it would lack.
+    /// Aborts a follower's transaction block the way the lead's was (the SQLSTATE is the cancel's).
+    static let followLeadAbortSQL = "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '57014', MESSAGE = 'pgchorus: the lead backend ended this statement with a timing outcome; this transaction follows it'; END $pgchorus$"
+
+    /// Sends a statement of pgchorus' own to one backend; its replies are dropped.
+    func sendHidden(_ sql: String, to index: Int) {
+        var b = ByteBuffer()
+        FrontendMessage.query(sql).encode(into: &b)
+        let seq = nextSeq
+        nextSeq += 1
+        backends[index].expected.append(Expectation(seq: seq, kind: .hidden))
+        backends[index].write(b)
+    }
+
+    /// The lead ended group `g` with a timing outcome: each follower gets, instead of the statements,
+    /// what makes its state the lead's — the named statements the group prepared before its first
+    /// Execute, then an aborted transaction block (if the lead's is) or the end of the implicit one.
+    func releaseLeadTimingOutcome(_ g: PendingGroup, seq: Int, leadStatus: UInt8) {
+        var named = ByteBuffer()
+        var bytes = g.bytes
+        while bytes.readableBytes >= 5, let type = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self),
+              let length = bytes.getInteger(at: bytes.readerIndex + 1, as: Int32.self), length >= 4,
+              let frame = bytes.readSlice(length: 1 + Int(length)) {
+            if type == FrontendMessage.Kind.execute.rawValue { break }
+            if type == FrontendMessage.Kind.parse.rawValue || type == FrontendMessage.Kind.close.rawValue {
+                named.writeImmutableBuffer(frame)
+            }
+        }
+        if named.readableBytes > 0 { FrontendMessage.sync.encode(into: &named) }
+        for i in backends.indices where i != lead && backends[i].isLive {
+            if named.readableBytes > 0 {
+                let s = nextSeq
+                nextSeq += 1
+                backends[i].expected.append(Expectation(seq: s, kind: .hidden))
+                backends[i].write(named)
+            }
+            if leadStatus == OutcomeJudge.failedTransaction {
+                sendHidden(Self.followLeadAbortSQL, to: i)
+            } else if leadStatus == OutcomeJudge.idle && g.startedInTransaction {
+                sendHidden("ROLLBACK", to: i)
+            }
+            if seq == orderSeq { orderFinished(on: i) }
+        }
+        writingSeqs.remove(seq)
+    }
+
+    /// Sends the lead's ReadyForQuery of an autocommit write once no live backend still owes that cycle.
+    func releaseHeldReady() {
+        guard let held = heldReady, phase == .relaying else { return }
+        let owed = unreleased.contains { $0.seq == held.seq }
+            || backends.contains { $0.isLive && $0.expected.contains { $0.seq == held.seq } }
+        guard !owed else { return }
+        heldReady = nil
+        writeClientBytes(held.frame.bytes)
+        flushClient()
+    }
+
+    // MARK: deadlines
+
+    /// The lead finished cycle `seq`: followers already sent it (the vote, COPY data, what is not
+    /// lead-first) must finish it within the follower timeout from now.
+    func leadAnswered(_ seq: Int, sentAt: NIODeadline) {
+        let deadline = NIODeadline.now() + followerTimeout
+        for i in backends.indices where i != lead && backends[i].isLive {
+            for j in backends[i].expected.indices where backends[i].expected[j].seq == seq && backends[i].expected[j].deadline == nil {
+                backends[i].expected[j].deadline = deadline
+            }
+        }
+        armFollowerDeadline()
+    }
+
+    /// Sets the timer for the earliest follower deadline still pending.
+    func armFollowerDeadline() {
+        guard let context, phase == .relaying || phase == .draining else { return }
+        var earliest: NIODeadline?
+        for i in backends.indices where i != lead && backends[i].isLive {
+            if let d = backends[i].expected.first?.deadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+        }
+        guard let earliest else { return }
+        if let t = deadlineTimer, t.at <= earliest { return }
+        deadlineTimer?.task.cancel()
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let task = context.eventLoop.scheduleTask(deadline: earliest) { bound.value.followerDeadlinePassed() }
+        deadlineTimer = (earliest, task)
+    }
+
+    /// Fails every follower that has not finished its oldest cycle in time: a frozen or hung backend
+    /// costs the cluster at most the follower timeout, and a vote decides without it.
+    func followerDeadlinePassed() {
+        deadlineTimer = nil
+        guard phase == .relaying || phase == .draining else { return }
+        let now = NIODeadline.now()
+        let seconds = Double(followerTimeout.nanoseconds) / 1e9
+        for i in backends.indices where i != lead && backends[i].isLive {
+            if let d = backends[i].expected.first?.deadline, d <= now, liveCount > 1 {
+                failBackend(i, reason: "did not answer within replication.follower_timeout (\(seconds) s) after the lead backend had")
+            }
+        }
+        flushBackends()
+        flushClient()
+        armFollowerDeadline()
+    }
+
+    /// Drops the backends the cluster took out of service since the session last looked (a health
+    /// check or a peer failed one, an admin detached one): between transactions, and at once when the
+    /// cluster tells (`ClusterViewBoard`), so a session waiting on a frozen backend goes on without it.
+    /// A backend brought online joins new sessions only: an open session has state (prepared
+    /// statements, settings) it would lack.
     func adoptClusterView() {
+        guard phase == .relaying || phase == .draining else { return }
         let generation = shared.registry.viewGeneration
         guard generation != seenViewGeneration else { return }
         seenViewGeneration = generation
@@ -423,6 +586,13 @@ extension ClientSessionHandler {
         }
     }
 
+    /// The cluster took a backend out of service: drop it from this session now, whatever phase.
+    func clusterViewChanged() {
+        adoptClusterView()
+        flushBackends()
+        flushClient()
+    }
+
     /// Takes a backend out of this session and out of service.
     func failBackend(_ index: Int, reason: String) {
         guard backends[index].phase != .closed else { return }
@@ -433,8 +603,8 @@ extension ClientSessionHandler {
         dropExpectations(index)
         backends[index].completed.removeAll()
         backends[index].channel?.close(promise: nil)
-        if virtualProcessID != 0 { updateCancelTargets() }
         if index == lead { promoteLead() }
+        updateCancelTargets()
         // The failed lead will release nothing more (closed, or the session waits for a new lead).
         noteLeadOrdering()
         if let r = routedRead, r.target == index, phase == .relaying {
@@ -449,6 +619,7 @@ extension ClientSessionHandler {
         }
         commitParticipantLost(index)
         orderFinished(on: index)
+        releaseHeldReady()
         finishDrainIfDone()
     }
 
@@ -491,46 +662,44 @@ extension ClientSessionHandler {
     func backendClosed(_ index: Int) {
         guard index < backends.count, backends[index].phase != .closed, phase != .closed else { return }
         if phase == .connectingBackends {
-            loginFailed(index, ErrorFields(severity: "FATAL", sqlState: "08006",
-                                           message: "pgchorus lost the connection to backend \(backends[index].backend.description) while logging in"),
-                        forwardBytes: nil, failBackend: true)
+            loginEnded(index, .unreachable("the connection closed while logging in"))
             return
         }
-        let others = backends.indices.filter { $0 != index && backends[$0].isLive }
-        if phase == .draining {
-            backends[index].phase = .closed
-            dropExpectations(index)
-            noteLeadOrdering()
-            finishDrainIfDone()
-            return
-        }
-        if others.isEmpty {
-            backends[index].phase = .closed
-            if fatalForwarded {
-                close()
-            } else {
-                logger.warning("backend \(backends[index].backend.description) closed the connection")
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
-                                  message: "pgchorus lost the connection to backend \(backends[index].backend.description)"))
-            }
-            return
-        }
-        failBackend(index, reason: "connection lost")
+        backendLost(index, cause: "connection lost")
     }
 
     func backendFailed(_ index: Int, _ error: Error) {
-        guard phase != .closed, index < backends.count else { return }
-        let name = backends[index].backend.description
-        if liveCount > 1, backends[index].isLive {
-            failBackend(index, reason: "connection error: \(error)")
+        guard phase != .closed, index < backends.count, backends[index].phase != .closed else { return }
+        if phase == .connectingBackends {
+            loginEnded(index, .unreachable("\(error)"))
             return
         }
         if let wire = error as? WireError {
-            logger.error("invalid message from backend \(name): \(wire)")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "pgchorus received an invalid message from backend \(name): \(wire)"))
+            logger.error("invalid message from backend \(backends[index].backend.description): \(wire)")
+            backendLost(index, cause: "invalid message: \(wire)")
         } else {
-            logger.warning("backend \(name) connection error: \(error)")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus lost the connection to backend \(name): \(error)"))
+            backendLost(index, cause: "connection error: \(error)")
         }
+    }
+
+    /// The one path for losing a backend once the session is relaying, whatever the cause (a clean
+    /// close, a FATAL, a reset, a read/write/TLS error): while another backend is live, this one is
+    /// failed cluster-wide and the session goes on; the last one ends the session with the cause.
+    func backendLost(_ index: Int, cause: String) {
+        let others = backends.indices.filter { $0 != index && backends[$0].isLive }
+        if others.isEmpty {
+            backends[index].phase = .closed
+            dropExpectations(index)
+            if phase == .draining || fatalForwarded {
+                close()
+                finishSession()
+            } else {
+                logger.warning("backend \(backends[index].backend.description) lost: \(cause)")
+                fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
+                                  message: "pgchorus lost the connection to backend \(backends[index].backend.description): \(cause)"))
+            }
+            return
+        }
+        failBackend(index, reason: backends[index].lastWords.map { "ended the session: \($0) (\(cause))" } ?? cause)
     }
 }

@@ -51,6 +51,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var earlyFrames: [PostgresFrame] = []
     var startupTimer: Scheduled<Void>?
     var database = ""
+    /// How the logins to the backends ended (see `LoginRound`), and the refusals' bytes.
+    var loginRound = LoginRound(backends: 0)
+    var loginRefusals: [Int: ByteBuffer] = [:]
 
     // Replication state (see ClientSessionHandler+Relay.swift).
     var lead = 0
@@ -109,11 +112,26 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// A new lead waits for the statements its failed predecessor ordered (see `LeadHandover`).
     var handoverTicket: Int?
     var handoverTimer: Scheduled<Void>?
+    /// Cycles that could change data (for `OutcomeJudge`), until compared.
+    var writingSeqs: Set<Int> = []
+    /// The lead's ReadyForQuery of an autocommit write, kept until every backend has finished it.
+    var heldReady: (seq: Int, frame: PostgresFrame)?
+    /// The lead is in COPY FROM STDIN: a client's cancel then reaches every backend (they all read the data).
+    var copyInProgress = false
+    /// The earliest follower deadline a timer is set for.
+    var deadlineTimer: (at: NIODeadline, task: Scheduled<Void>)?
+    /// Seconds a follower may take beyond the lead's own time for a cycle.
+    var followerTimeout: TimeAmount = .seconds(5)
+    /// What the group being formed is (set in `endGroup`, taken by `send`, kept while it waits for its turn).
+    var pendingFlags: (writes: Bool, answerWhenAll: Bool, mixesTransactionControl: Bool) = (false, false, false)
+    /// This session's registration on `ProxyContext.viewBoard`.
+    var viewWatch: Int?
 
     init(shared: ProxyContext, maximumMessageSize: Int) {
         self.inbound = InboundFrames(ClientMessageDecoder(maximumMessageSize: maximumMessageSize))
         self.shared = shared
         self.logger = shared.logger
+        self.followerTimeout = .milliseconds(Int64(shared.configuration.replication.followerTimeout * 1000))
     }
 
     // MARK: client channel events
@@ -368,6 +386,15 @@ final class ClientSessionHandler: ChannelInboundHandler {
     func shutDown() {
         if phase == .draining || phase == .closed { return }
         abandonOrderWait()
+        if copyInProgress, phase == .relaying {
+            // The client left in the middle of COPY FROM STDIN: every backend ends the COPY (and rolls
+            // it back) now, instead of waiting for data that never comes while holding the sequence turn.
+            var fail = ByteBuffer()
+            FrontendMessage.copyFail("pgchorus: the client disconnected during COPY").encode(into: &fail)
+            for i in backends.indices where backends[i].isLive { backends[i].write(fail) }
+            copyInProgress = false
+            flushBackends()
+        }
         if phase == .relaying, liveCount > 1, backends.contains(where: { $0.isLive && !$0.expected.isEmpty }) {
             phase = .draining
             startupTimer?.cancel()
@@ -392,6 +419,19 @@ final class ClientSessionHandler: ChannelInboundHandler {
     func finishSession() {
         guard phase != .closed else { return }
         phase = .closed
+        if let c = commit {
+            // Ended in the middle of its vote: its prepared transaction must not hold its locks until
+            // the periodic resolver comes by.
+            logger.warning("session ended during its commit vote; resolving it now", metadata: ["gid": "\(c.gid)"])
+            shared.resolveAbandonedVote(c.gid)
+            commit = nil
+        }
+        if let w = viewWatch {
+            shared.viewBoard.remove(w)
+            viewWatch = nil
+        }
+        deadlineTimer?.task.cancel()
+        deadlineTimer = nil
         releaseOrder()
         abandonHandover()
         noteLeadOrdering()

@@ -197,9 +197,14 @@ public struct Configuration: Sendable, Equatable {
         public var resolveInterval: Double
         /// A prepared transaction of this node younger than this is left alone by the periodic run.
         public var inDoubtGrace: Double
+        /// Seconds a follower backend may take to finish a cycle beyond the lead's own time for it
+        /// (or, for what goes to every backend at once, after the lead answered); then it is failed.
+        public var followerTimeout: Double
 
         public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true, readRouting: String = "all",
-                    resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60) {
+                    resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60,
+                    followerTimeout: Double = 5) {
+            self.followerTimeout = followerTimeout
             self.volatileFunctions = volatileFunctions; self.compareRows = compareRows; self.twoPhaseCommit = twoPhaseCommit
             self.readRouting = readRouting
             self.resolverUser = resolverUser; self.resolverPassword = resolverPassword
@@ -324,7 +329,8 @@ public struct Configuration: Sendable, Equatable {
             resolverUser: try replicationT.string("resolver_user", default: "postgres"),
             resolverPassword: try replicationT.string("resolver_password"),
             resolveInterval: try replicationT.duration("resolve_interval", default: 60, range: 1...86400),
-            inDoubtGrace: try replicationT.duration("in_doubt_grace", default: 60, range: 1...86400))
+            inDoubtGrace: try replicationT.duration("in_doubt_grace", default: 60, range: 1...86400),
+            followerTimeout: try replicationT.duration("follower_timeout", default: 5, range: 0.1...86400))
         try replicationT.rejectUnknownKeys()
 
         var clusterT = try root.subtable("cluster")

@@ -1,0 +1,61 @@
+/// Decides, for one cycle that every live backend of a session has answered, which backends are out
+/// of step. Pure: the session runs what it returns.
+///
+/// - Every outcome alike: nothing to do.
+/// - The lead's outcome is a timing one (cancel, statement/lock timeout, deadlock, serialization
+///   failure): it is the session's. No backend is failed for answering differently, except one that
+///   committed on its own what the lead rolled back (an autocommit write the lead never made). A
+///   follower still in a healthy transaction block while the lead's is aborted gets its transaction
+///   aborted too, so what follows gives the same outcomes everywhere.
+/// - Otherwise the majority outcome wins (a tie goes to the side of the lead) and every other
+///   backend is failed, with a reason that names what differed.
+struct OutcomeJudge {
+    struct Verdict: Equatable {
+        /// Backends to take out of service, with why.
+        var fail: [Failure] = []
+        /// Followers whose open transaction must be aborted to match the lead's.
+        var abortTransaction: [Int] = []
+    }
+
+    struct Failure: Equatable {
+        var index: Int
+        var reason: String
+    }
+
+    static let idle = UInt8(ascii: "I")
+    static let inTransaction = UInt8(ascii: "T")
+    static let failedTransaction = UInt8(ascii: "E")
+
+    /// `entries` are the live backends' outcomes of one cycle; `wrote` says whether the cycle could
+    /// change data (from the statement analysis).
+    static func judge(_ entries: [(index: Int, digest: OutcomeDigest)], lead: Int, wrote: Bool) -> Verdict {
+        var verdict = Verdict()
+        guard let first = entries.first, !entries.allSatisfy({ $0.digest == first.digest }) else { return verdict }
+        if let leadDigest = entries.first(where: { $0.index == lead })?.digest, let timing = leadDigest.timingSQLState {
+            for e in entries where e.index != lead && e.digest != leadDigest {
+                let status = e.digest.statusAfter
+                if leadDigest.statusAfter == failedTransaction && status == inTransaction {
+                    verdict.abortTransaction.append(e.index)
+                } else if leadDigest.statusAfter == idle && status == idle && !e.digest.hasError && wrote {
+                    verdict.fail.append(Failure(index: e.index, reason:
+                        "committed a write that the lead backend ended with \(timing) (\(leadDigest.errorMessages.first ?? "")): [\(e.digest.description)] against the lead's [\(leadDigest.description)]"))
+                }
+            }
+            return verdict
+        }
+        var groups: [(digest: OutcomeDigest, members: [Int])] = []
+        for e in entries {
+            if let g = groups.firstIndex(where: { $0.digest == e.digest }) { groups[g].members.append(e.index) } else { groups.append((e.digest, [e.index])) }
+        }
+        let best = groups.map(\.members.count).max() ?? 0
+        guard let winner = groups.first(where: { $0.members.count == best && $0.members.contains(lead) })
+            ?? groups.first(where: { $0.members.count == best }) else { return verdict }
+        for g in groups where g.digest != winner.digest {
+            for i in g.members {
+                verdict.fail.append(Failure(index: i, reason:
+                    "statement outcome differs from \(winner.members.count) other backend(s): \(g.digest.difference(from: winner.digest))"))
+            }
+        }
+        return verdict
+    }
+}

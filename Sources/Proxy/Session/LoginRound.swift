@@ -1,0 +1,68 @@
+import Wire
+
+/// The logins of one client session to every online backend, and what follows from them once all
+/// have ended. Pure: the session records outcomes and runs the decision.
+///
+/// A session never goes on with fewer than all online backends: a backend that refuses or cannot
+/// be reached while others accept is out of step (a database, role or setting it lacks) or dead, so
+/// it is failed cluster-wide; a refusal every backend gives is the client's (wrong database, too
+/// many connections for the user) and reaches it as PostgreSQL's own error.
+struct LoginRound: Equatable {
+    enum Outcome: Equatable {
+        case pending
+        case ready
+        /// The backend answered the login with an error of its own.
+        case refused(ErrorFields)
+        /// No connection, a lost one, a timeout, or a login pgchorus itself could not complete.
+        case unreachable(String)
+    }
+
+    enum Decision: Equatable {
+        /// Some logins are still going on.
+        case wait
+        /// Relay with the ready backends; the others are failed cluster-wide, with why.
+        case proceed(fail: [Int])
+        /// No backend accepted: the client gets backend `index`'s refusal; `fail` lists backends
+        /// that could not be reached while others answered.
+        case refuseClient(index: Int, fail: [Int])
+        /// No backend answered at all.
+        case noBackend
+    }
+
+    var outcomes: [Outcome]
+
+    init(backends: Int) {
+        outcomes = Array(repeating: .pending, count: backends)
+    }
+
+    /// Records an outcome; the first one of a backend counts (a timeout after a refusal changes nothing).
+    mutating func record(_ index: Int, _ outcome: Outcome) {
+        guard outcomes.indices.contains(index), outcomes[index] == .pending else { return }
+        outcomes[index] = outcome
+    }
+
+    var decision: Decision {
+        if outcomes.contains(.pending) { return .wait }
+        let ready = outcomes.indices.filter { outcomes[$0] == .ready }
+        if !ready.isEmpty {
+            return .proceed(fail: outcomes.indices.filter { outcomes[$0] != .ready })
+        }
+        let unreachable = outcomes.indices.filter { if case .unreachable = outcomes[$0] { true } else { false } }
+        if let refused = outcomes.indices.first(where: { if case .refused = outcomes[$0] { true } else { false } }) {
+            return .refuseClient(index: refused, fail: unreachable)
+        }
+        return .noBackend
+    }
+
+    /// Why backend `index` is failed, for the registry and the log.
+    func reason(_ index: Int) -> String {
+        switch outcomes[index] {
+        case let .refused(fields):
+            return "refused a login the other backends accepted: \(fields.sqlState ?? "") \(fields.message ?? "")"
+        case let .unreachable(why):
+            return "could not open a session the other backends opened: \(why)"
+        case .pending, .ready:
+            return "login did not finish"
+        }
+    }
+}

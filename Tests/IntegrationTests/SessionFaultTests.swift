@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import LocalCluster
+import NIOCore
+import Testing
+import TestSupport
+import Wire
+
+/// The session's promises under faults, on three real backends: a minority backend that dies, freezes
+/// or refuses a login costs the client nothing and never leaves a backend online that missed a write;
+/// timing outcomes (cancel, timeouts, deadlocks, serialization failures) fail nobody.
+@Suite struct SessionFaultTests {
+    /// Polls `condition` every 100 ms for at most `seconds`.
+    func eventually(_ seconds: Int, _ condition: () throws -> Bool) async throws -> Bool {
+        for _ in 0..<(seconds * 10) {
+            if try condition() { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    func online(_ proxy: RunningProxy) -> [String] {
+        proxy.server.context.registry.online().map(\.id)
+    }
+
+    func reasons(_ proxy: RunningProxy) -> String {
+        proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }.joined(separator: "; ")
+    }
+
+    // MARK: timing outcomes
+
+    @Test func cancelsTimeoutsLockWaitsDeadlocksAndSerializationFailuresFailNoBackend() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let dsn = proxy.connectionString()
+                let out = try await runBlocking { try Clients.pythonScript("timing_client.py", [dsn, "timing"]) }
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stdoutLines.last == "PASSED timing", "\(out.report)")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                let sums = try servers.map { try $0.psql("select string_agg(id || '=' || v, ',' order by id) from acct") }
+                #expect(Set(sums).count == 1, "\(sums)")
+                let notes = try servers.map { try $0.psql("select string_agg(id || ':' || note, ',' order by id) from log") }
+                #expect(Set(notes).count == 1, "\(notes)")
+                #expect(!notes[0].contains("cancelled"), "\(notes)")
+                // Nothing was left prepared by a vote that followed the lead's serialization failure.
+                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
+
+    @Test func aCancelledCopyKeepsEveryBackendOnline() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let out = try await runBlocking { try Clients.pythonScript("timing_client.py", [proxy.connectionString(), "copy-cancel"]) }
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                for s in servers { #expect(try s.psql("select string_agg(id || note, ',') from copied") == "1after") }
+            }
+        }
+    }
+
+    // MARK: session end
+
+    /// A client that drops in the middle of COPY into a SERIAL table: the COPY ends at once on every
+    /// backend, and another session's inserts (which need the same sequence turn) go on.
+    @Test func aClientThatDropsMidCopyHoldsNobodyUp() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table s (id serial primary key, note text)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let copier = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try copier.startup()
+                try copier.send(.query("copy s (note) from stdin"))
+                #expect(try copier.read().map { if case .copyInResponse = $0 { true } else { false } } == true)
+                var data = ByteBuffer()
+                FrontendMessage.copyData(ByteBuffer(string: "a\nb\nc\n")).encode(into: &data)
+                try copier.send(data)
+                try await Task.sleep(for: .milliseconds(300))
+                copier.disconnect()
+
+                // The other session's insert runs under the sequence turn the copier held.
+                let other = try await runBlocking {
+                    try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-At", "-c", "insert into s (note) values ('other') returning id"])
+                }
+                #expect(other.exitCode == 0, "\(other.report)")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                let id = other.stdoutLines.first ?? "?"
+                for s in servers {
+                    #expect(try s.psql("select string_agg(id || note, ',') from s") == "\(id)other", "\(other.report)")
+                }
+            }
+        }
+    }
+
+    // MARK: logins
+
+    @Test func aLoginEveryBackendRefusesReachesTheClientAndFailsNobody() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let out = try Clients.psql(proxy.connectionString(database: "nosuchdb"), ["-c", "select 1"])
+                #expect(out.exitCode != 0)
+                #expect(out.stderr.contains("database \"nosuchdb\" does not exist"), "\(out.report)")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+            }
+        }
+    }
+
+    /// A database that one backend lacks: the session never goes on without that backend silently;
+    /// the backend is failed with the reason, and the session works on the others.
+    @Test func aBackendThatRefusesALoginOthersAcceptIsFailedNotSkipped() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                for s in servers[0...1] { _ = try s.psql("create database partial") }
+                let out = try Clients.psql(proxy.connectionString(database: "partial"), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (i int)", "-c", "insert into t values (1)"])
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(online(proxy) == ["db1", "db2"], "\(reasons(proxy))")
+                let reason = proxy.server.context.registry.entry("db3")?.reason ?? ""
+                #expect(reason.contains("3D000") && reason.contains("refused a login"), "\(reason)")
+                for s in servers[0...1] { #expect(try s.psql("select count(*) from t", database: "partial") == "1") }
+            }
+        }
+    }
+
+    /// CREATE DATABASE is answered once every backend has it: a session opened at once uses all.
+    @Test(arguments: 1...3) func aDatabaseCreatedThroughTheProxyIsUsableOnEveryBackendAtOnce(run: Int) async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                for n in 1...4 {
+                    let name = "fresh\(n)"
+                    let create = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create database \(name)"])
+                    #expect(create.exitCode == 0, "\(create.report)")
+                    let use = try Clients.psql(proxy.connectionString(database: name), ["-v", "ON_ERROR_STOP=1",
+                                                                                          "-c", "create table t (i int)", "-c", "insert into t values (\(n))"])
+                    #expect(use.exitCode == 0, "\(use.report)")
+                }
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                for s in servers {
+                    for n in 1...4 { #expect(try s.psql("select i from t", database: "fresh\(n)") == "\(n)") }
+                }
+            }
+        }
+    }
+}
