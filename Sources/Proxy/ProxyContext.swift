@@ -27,6 +27,8 @@ public final class ProxyContext: Sendable {
     let viewBoard = ClusterViewBoard()
     /// Finishes the prepared transactions of sessions that ended in the middle of their vote.
     let abandonedVotes: InDoubtResolver
+    /// Probes a lead backend that sessions have waited on for long.
+    let prober: BackendProber
 
     /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
     public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil) throws {
@@ -38,6 +40,7 @@ public final class ProxyContext: Sendable {
         self.transactionSerial = Atomic(Int(now * 1000) * 1000)
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
         self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger)
+        self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
         self.users = try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
         if let tls = configuration.proxy.tls {
             do {

@@ -53,6 +53,7 @@ public final class ProxyServer: Service, Sendable {
     /// Stops accepting connections (open sessions run on until their clients leave).
     public func close() async {
         try? await boundChannel.close()
+        context.prober.shutdown()
     }
 }
 

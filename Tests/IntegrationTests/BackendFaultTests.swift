@@ -47,8 +47,7 @@ import TestSupport
         proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }.joined(separator: "; ")
     }
 
-    /// A frozen lead is found by the health checks, which these in-process proxies do not run.
-    static let cases: [(Fault, Int)] = [(.kill, 2), (.kill, 0), (.immediateStop, 2), (.immediateStop, 0), (.freeze, 2)]
+    static let cases: [(Fault, Int)] = Fault.allCases.flatMap { f in [(f, 2), (f, 0)] }
 
     /// `victim` is the index of the backend hit (0 is the lead). pgbench runs 12 s; the fault comes
     /// at 3 s; a frozen backend stays frozen until pgbench has finished.

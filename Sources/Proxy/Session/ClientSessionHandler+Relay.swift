@@ -531,13 +531,23 @@ extension ClientSessionHandler {
         armFollowerDeadline()
     }
 
-    /// Sets the timer for the earliest follower deadline still pending.
+    /// When the lead, silent on its oldest cycle, is to be probed next: `follower_timeout` after the
+    /// cycle was sent, then again every `follower_timeout` while it stays silent.
+    func leadProbeDeadline() -> NIODeadline? {
+        guard backends.indices.contains(lead), backends[lead].isLive, liveCount > 1,
+              let sent = backends[lead].expected.first?.sentAt else { return nil }
+        let base = max(sent, leadProbedAt ?? sent)
+        return base + followerTimeout
+    }
+
+    /// Sets the timer for the earliest follower deadline (or lead probe) still pending.
     func armFollowerDeadline() {
         guard let context, phase == .relaying || phase == .draining else { return }
         var earliest: NIODeadline?
         for i in backends.indices where i != lead && backends[i].isLive {
             if let d = backends[i].expected.first?.deadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         }
+        if let probe = leadProbeDeadline(), earliest.map({ probe < $0 }) ?? true { earliest = probe }
         guard let earliest else { return }
         if let t = deadlineTimer, t.at <= earliest { return }
         deadlineTimer?.task.cancel()
@@ -557,6 +567,11 @@ extension ClientSessionHandler {
             if let d = backends[i].expected.first?.deadline, d <= now, liveCount > 1 {
                 failBackend(i, reason: "did not answer within replication.follower_timeout (\(seconds) s) after the lead backend had")
             }
+        }
+        if let probe = leadProbeDeadline(), probe <= now, liveCount > 1, let waitingSince = backends[lead].expected.first?.sentAt {
+            // The lead has been silent for long: the node checks whether it is alive (`BackendProber`).
+            leadProbedAt = now
+            shared.prober.suspect(backends[lead].backend, waited: Double((now - waitingSince).nanoseconds) / 1e9)
         }
         flushBackends()
         flushClient()

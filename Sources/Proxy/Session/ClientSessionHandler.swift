@@ -121,9 +121,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The earliest follower deadline a timer is set for.
     var deadlineTimer: (at: NIODeadline, task: Scheduled<Void>)?
     /// Seconds a follower may take beyond the lead's own time for a cycle.
-    var followerTimeout: TimeAmount = .seconds(5)
+    var followerTimeout: TimeAmount = .seconds(3)
     /// What the group being formed is (set in `endGroup`, taken by `send`, kept while it waits for its turn).
     var pendingFlags: (writes: Bool, answerWhenAll: Bool, mixesTransactionControl: Bool) = (false, false, false)
+    /// When this session last asked for its silent lead to be probed.
+    var leadProbedAt: NIODeadline?
     /// This session's registration on `ProxyContext.viewBoard`.
     var viewWatch: Int?
 

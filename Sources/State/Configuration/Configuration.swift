@@ -203,7 +203,7 @@ public struct Configuration: Sendable, Equatable {
 
         public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true, readRouting: String = "all",
                     resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60,
-                    followerTimeout: Double = 5) {
+                    followerTimeout: Double = 3) {
             self.followerTimeout = followerTimeout
             self.volatileFunctions = volatileFunctions; self.compareRows = compareRows; self.twoPhaseCommit = twoPhaseCommit
             self.readRouting = readRouting
@@ -330,7 +330,7 @@ public struct Configuration: Sendable, Equatable {
             resolverPassword: try replicationT.string("resolver_password"),
             resolveInterval: try replicationT.duration("resolve_interval", default: 60, range: 1...86400),
             inDoubtGrace: try replicationT.duration("in_doubt_grace", default: 60, range: 1...86400),
-            followerTimeout: try replicationT.duration("follower_timeout", default: 5, range: 0.1...86400))
+            followerTimeout: try replicationT.duration("follower_timeout", default: 3, range: 0.1...86400))
         try replicationT.rejectUnknownKeys()
 
         var clusterT = try root.subtable("cluster")

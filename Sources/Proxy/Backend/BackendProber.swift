@@ -1,0 +1,76 @@
+import Logging
+import NIOPosix
+import State
+import Synchronization
+
+/// Finds a frozen or dead lead backend while sessions wait on it. A statement may legitimately run
+/// for minutes on the lead, so silence alone proves nothing; when a session has waited
+/// `replication.follower_timeout` on its lead, the node opens a fresh connection to that backend
+/// (libpq, on threads of its own) and asks `SELECT 1`. A backend that does not answer at all within
+/// the same time, or refuses the TCP connection, is failed cluster-wide, so every session waiting on
+/// it goes on with a new lead. An answer of any kind — even an error such as "too many clients" —
+/// shows the server is alive. At most one probe per backend runs at a time, shared by all sessions.
+final class BackendProber: Sendable {
+    let configuration: Configuration
+    let registry: BackendRegistry
+    let logger: Logger
+    /// Started at the first probe: most nodes never need one.
+    private let pool = Mutex<NIOThreadPool?>(nil)
+    private let inFlight = Mutex<Set<String>>([])
+
+    init(configuration: Configuration, registry: BackendRegistry, logger: Logger) {
+        self.configuration = configuration
+        self.registry = registry
+        self.logger = logger
+    }
+
+    private func threads() -> NIOThreadPool {
+        pool.withLock { pool in
+            if let pool { return pool }
+            // One thread per backend: a probe of a frozen backend must not hold up another's.
+            let started = NIOThreadPool(numberOfThreads: max(1, configuration.backends.count))
+            started.start()
+            pool = started
+            return started
+        }
+    }
+
+    /// The seconds a probe waits for an answer (libpq's connect_timeout has a floor of 2 s).
+    var timeout: Int { max(2, Int(configuration.replication.followerTimeout.rounded(.up))) }
+
+    /// Whether a failed connection attempt means nobody answered (as opposed to an answer that is an error).
+    static func isSilence(_ message: String) -> Bool {
+        ["timeout expired", "Connection refused", "No route to host", "server closed the connection unexpectedly",
+         "Connection reset by peer"].contains { message.contains($0) }
+    }
+
+    /// A session has waited on `backend` for `waited` seconds: probe it unless a probe is running.
+    func suspect(_ backend: Configuration.Backend, waited: Double) {
+        let started = inFlight.withLock { $0.insert(backend.id).inserted }
+        guard started else { return }
+        let me = self
+        threads().submit { state in
+            defer { _ = me.inFlight.withLock { $0.remove(backend.id) } }
+            guard state == .active, me.registry.status(of: backend.id) == .online else { return }
+            let h = me.configuration.healthCheck
+            let conninfo = LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
+                                                    connectTimeout: me.timeout, application: "pgchorus-probe",
+                                                    extra: "options=\(LibPQConnection.quote("-c statement_timeout=\(me.timeout * 1000)"))")
+            do {
+                let c = try LibPQConnection(conninfo, target: backend.description)
+                try c.query("SELECT 1")
+            } catch let failure as LibPQConnection.Failure {
+                guard Self.isSilence(failure.description) else { return }
+                let reason = "did not answer a liveness probe within \(me.timeout) s while a session had waited \(Int(waited)) s on it (\(failure.description))"
+                me.logger.error("backend does not answer", metadata: ["backend": "\(backend.id)", "reason": "\(reason)"])
+                me.registry.fail(backend.id, reason: reason, now: WallClock.unixTime())
+            } catch {
+                return
+            }
+        }
+    }
+
+    func shutdown() {
+        pool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
+    }
+}
