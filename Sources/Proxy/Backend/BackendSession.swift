@@ -33,9 +33,9 @@ struct Expectation {
     var answerWhenAll = false
     /// When the cycle was written to this backend.
     var sentAt = NIODeadline.now()
-    /// A follower that has not finished the cycle by then is failed (`replication.follower_timeout`
-    /// after the lead's own time for it); nil while the lead has not answered it.
-    var deadline: NIODeadline?
+    /// How long a follower may work on the cycle once it has reached it (half as long again as the
+    /// lead took, plus `replication.follower_timeout`); nil while the lead has not answered it.
+    var allowance: TimeAmount?
 }
 
 /// One client session's connection to one backend.
@@ -74,6 +74,21 @@ struct BackendSession {
     }
 
     var isLive: Bool { phase == .ready && !dying }
+
+    /// When the oldest cycle became the one this backend works on (the previous one finished).
+    var headSince = NIODeadline.now()
+
+    /// By when this backend must finish its oldest cycle; nil when nothing is owed or no allowance is set.
+    var headDeadline: NIODeadline? {
+        guard let head = expected.first, let allowance = head.allowance else { return nil }
+        return max(headSince, head.sentAt) + allowance
+    }
+
+    /// The oldest cycle is finished: the next one starts counting now.
+    mutating func finishHead() {
+        expected.removeFirst()
+        headSince = .now()
+    }
 
     mutating func write(_ bytes: ByteBuffer) {
         guard let channel, phase != .closed else { return }

@@ -219,11 +219,11 @@ extension ClientSessionHandler {
                 continue
             }
             // Lead-first: a follower gets half as long again as the lead took, and the follower timeout on top.
-            let deadline = g.leadTook.map { now + .nanoseconds($0.nanoseconds * 3 / 2) + followerTimeout }
+            let allowance = g.leadTook.map { followerAllowance(leadTook: $0) }
             for i in backends.indices where i != lead && backends[i].isLive {
                 if let kind = g.kind, let seq = g.seq {
                     backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
-                                                            sentAt: now, deadline: deadline))
+                                                            sentAt: now, allowance: allowance))
                     if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
                 }
                 backends[i].write(g.bytes)
@@ -341,7 +341,7 @@ extension ClientSessionHandler {
     }
 
     private func finishCycle(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
-        backends[index].expected.removeFirst()
+        backends[index].finishHead()
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
@@ -522,10 +522,10 @@ extension ClientSessionHandler {
     /// The lead finished cycle `seq`: followers already sent it (the vote, COPY data, what is not
     /// lead-first) must finish it within the follower timeout from now.
     func leadAnswered(_ seq: Int, sentAt: NIODeadline) {
-        let deadline = NIODeadline.now() + followerTimeout
+        let allowance = followerAllowance(leadTook: NIODeadline.now() - sentAt)
         for i in backends.indices where i != lead && backends[i].isLive {
-            for j in backends[i].expected.indices where backends[i].expected[j].seq == seq && backends[i].expected[j].deadline == nil {
-                backends[i].expected[j].deadline = deadline
+            for j in backends[i].expected.indices where backends[i].expected[j].seq == seq && backends[i].expected[j].allowance == nil {
+                backends[i].expected[j].allowance = allowance
             }
         }
         armFollowerDeadline()
@@ -536,8 +536,13 @@ extension ClientSessionHandler {
     func leadProbeDeadline() -> NIODeadline? {
         guard backends.indices.contains(lead), backends[lead].isLive, liveCount > 1,
               let sent = backends[lead].expected.first?.sentAt else { return nil }
-        let base = max(sent, leadProbedAt ?? sent)
+        let base = max(sent, backends[lead].headSince, leadProbedAt ?? sent)
         return base + followerTimeout
+    }
+
+    /// A follower's time for a cycle: half as long again as the lead took, plus the follower timeout.
+    func followerAllowance(leadTook: TimeAmount) -> TimeAmount {
+        .nanoseconds(leadTook.nanoseconds * 3 / 2) + followerTimeout
     }
 
     /// Sets the timer for the earliest follower deadline (or lead probe) still pending.
@@ -545,7 +550,7 @@ extension ClientSessionHandler {
         guard let context, phase == .relaying || phase == .draining else { return }
         var earliest: NIODeadline?
         for i in backends.indices where i != lead && backends[i].isLive {
-            if let d = backends[i].expected.first?.deadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+            if let d = backends[i].headDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         }
         if let probe = leadProbeDeadline(), earliest.map({ probe < $0 }) ?? true { earliest = probe }
         guard let earliest else { return }
@@ -564,7 +569,7 @@ extension ClientSessionHandler {
         let now = NIODeadline.now()
         let seconds = Double(followerTimeout.nanoseconds) / 1e9
         for i in backends.indices where i != lead && backends[i].isLive {
-            if let d = backends[i].expected.first?.deadline, d <= now, liveCount > 1 {
+            if let d = backends[i].headDeadline, d <= now, liveCount > 1 {
                 failBackend(i, reason: "did not answer within replication.follower_timeout (\(seconds) s) after the lead backend had")
             }
         }
