@@ -176,6 +176,7 @@ extension ClientSessionHandler {
         let early = earlyFrames
         earlyFrames = []
         for f in early { handleRelayFrame(f) }
+        forwardOpenGroup()
         flushBackends()
     }
 

@@ -43,7 +43,13 @@ extension ClientSessionHandler {
         // only if every backend is done, otherwise the queue order keeps it (tickets are FIFO).
         orderTicket = granted
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
-        orderSeq = send(bytes, cycle: cycle, wrap: wrap)
+        if let open = openPartial {
+            // The end of a pipeline whose first messages already run on the lead.
+            finishOpenGroup(bytes)
+            orderSeq = open
+        } else {
+            orderSeq = send(bytes, cycle: cycle, wrap: wrap)
+        }
         flushBackends()
         replayHeldFrames()
     }

@@ -26,6 +26,8 @@ struct PendingGroup {
     var leadTimingStatus: UInt8?
     /// The group has COMMIT/ROLLBACK among other statements: its effects cannot be substituted.
     var mixesTransactionControl = false
+    /// All of the group is here (false while a pipeline's first messages run on the lead before its Sync).
+    var complete = true
 }
 
 extension ClientSessionHandler {
@@ -92,12 +94,17 @@ extension ClientSessionHandler {
         let held = heldFrames
         heldFrames = []
         for f in held { handleRelayFrame(f) }
+        forwardOpenGroup()
         flushBackends()
     }
 
     private func endGroup(cycle: Bool) {
         if lastStatus == .idle && !openExtendedGroup { adoptClusterView() }
         guard phase == .relaying else { return }
+        if openPartial != nil {
+            endOpenGroup(cycle: cycle)
+            return
+        }
         if cycle { ProxyMetrics.statements.increment() }
         let frames = currentGroup
         currentGroup = []
@@ -170,7 +177,7 @@ extension ClientSessionHandler {
 
     /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
     func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool, holdReady: Bool = false,
-                  answerWhenAll: Bool = false, mixesTransactionControl: Bool = false) {
+                  answerWhenAll: Bool = false, mixesTransactionControl: Bool = false, complete: Bool = true) {
         var seq: Int?
         if kind != nil {
             seq = nextSeq
@@ -178,7 +185,7 @@ extension ClientSessionHandler {
         }
         unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady,
                                        answerWhenAll: answerWhenAll, startedInTransaction: lastStatus != .idle,
-                                       mixesTransactionControl: mixesTransactionControl))
+                                       mixesTransactionControl: mixesTransactionControl, complete: complete))
         // A new lead waiting for its handover gets this group with the others once it may.
         guard handoverTicket == nil else { return }
         if let kind, let seq {
@@ -212,7 +219,7 @@ extension ClientSessionHandler {
         // Nothing goes to the followers that a new lead waiting for its handover has not had.
         guard handoverTicket == nil else { return }
         let now = NIODeadline.now()
-        while let g = unreleased.first, !g.waitsForLead || g.leadDone {
+        while let g = unreleased.first, !g.waitsForLead || g.leadDone, g.complete {
             unreleased.removeFirst()
             if g.kind == .client, let status = g.leadTimingStatus, let seq = g.seq, !g.mixesTransactionControl {
                 releaseLeadTimingOutcome(g, seq: seq, leadStatus: status)

@@ -126,6 +126,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var pendingFlags: (writes: Bool, answerWhenAll: Bool, mixesTransactionControl: Bool) = (false, false, false)
     /// When this session last asked for its silent lead to be probed.
     var leadProbedAt: NIODeadline?
+    /// The cycle of a pipeline whose first messages were sent to the lead before its Sync arrived
+    /// (see `forwardOpenGroup`), and whether any of it writes.
+    var openPartial: Int?
+    var openPartialWrites = false
     /// This session's registration on `ProxyContext.viewBoard`.
     var viewWatch: Int?
 
@@ -182,6 +186,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        forwardOpenGroup()
         flushBackends()
     }
 

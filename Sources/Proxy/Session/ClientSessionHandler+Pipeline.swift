@@ -1,0 +1,109 @@
+import Logging
+import NIOCore
+import State
+import Wire
+
+/// Pipelines forwarded as they arrive. PostgreSQL runs each message as it comes and sends an error
+/// at once, so a client may send Parse/Bind/Execute without Sync or Flush and wait for the outcome
+/// (psycopg 3's pipeline mode does). When a read of the client's bytes ends in the middle of a
+/// group, what has arrived goes to the lead now; the followers get the whole group, lead-first as
+/// always, once the lead has answered its Sync, so ordering and comparison still hold per cycle.
+///
+/// Not forwarded early (held until the Sync, as before): a part that commits or mixes transaction
+/// control with other statements (the vote must replace the COMMIT) and a part that draws sequence
+/// values (it must wait for its turn). A group forwarded early is never wrapped in the vote: its
+/// statements already run outside a BEGIN, so as an autocommit write it is answered once every
+/// backend has done it.
+extension ClientSessionHandler {
+    func forwardOpenGroup() {
+        guard phase == .relaying, !currentGroup.isEmpty, commit == nil, waitingGroup == nil, !wrapPending,
+              handoverTicket == nil else { return }
+        var trial = tracker
+        trial.rewrite = liveCount > 1
+        let result = trial.process(currentGroup) { transactionTimestampLiteral() }
+        if liveCount > 1 && (result.isCommit || result.mixesTransactionControl || needsSequenceOrder(result)) { return }
+        tracker = trial
+        currentGroup = []
+        currentGroupBytes = 0
+        appendToOpenGroup(result)
+    }
+
+    /// The time literal of the current transaction (one per transaction, see `StatementTracker`).
+    func transactionTimestampLiteral() -> String {
+        if let t = transactionTimestamp { return t }
+        let t = WallClock.timestampLiteral()
+        transactionTimestamp = t
+        return t
+    }
+
+    /// Sends one part of the open group to the lead (opening the group with its cycle if needed).
+    private func appendToOpenGroup(_ result: StatementTracker.Result) {
+        if result.writes {
+            wroteInTransaction = true
+            openPartialWrites = true
+        }
+        if result.createsTemporaryObject && votedCommitAvailable {
+            votedCommitAvailable = false
+            logger.info("the session created a temporary table: its commits go without the vote from now on")
+        }
+        if liveCount > 1, result.hasDDL {
+            shared.sequenceOrdering.invalidate(database)
+            ddlSeqs.insert(openPartial ?? nextSeq)
+        }
+        guard let seq = openPartial, let i = unreleased.firstIndex(where: { $0.seq == seq }) else {
+            let seq = nextSeq
+            openPartial = seq
+            openExtendedGroup = true
+            ProxyMetrics.statements.increment()
+            dispatch(result.bytes, kind: .client, waitsForLead: liveCount > 1, complete: false)
+            return
+        }
+        unreleased[i].bytes.writeImmutableBuffer(result.bytes)
+        guard handoverTicket == nil else { return }
+        backends[lead].write(result.bytes)
+    }
+
+    /// The client ended the open group (Sync, or a Flush/COPY message that is one more part).
+    func endOpenGroup(cycle: Bool) {
+        let frames = currentGroup
+        currentGroup = []
+        currentGroupBytes = 0
+        tracker.rewrite = liveCount > 1
+        let result = tracker.process(frames) { transactionTimestampLiteral() }
+        guard cycle else {
+            appendToOpenGroup(result)
+            return
+        }
+        if liveCount > 1, result.mixesTransactionControl || result.isCommit, wroteInTransaction {
+            logger.warning("COMMIT sent at the end of a pipeline whose first statements already ran: committed without the vote")
+        }
+        if liveCount > 1, needsSequenceOrder(result) {
+            if result.writes { openPartialWrites = true; wroteInTransaction = true }
+            waitForOrder(result.bytes, cycle: true, wrap: false)
+            return
+        }
+        if result.writes { openPartialWrites = true; wroteInTransaction = true }
+        finishOpenGroup(result.bytes)
+    }
+
+    /// Sends the last part of the open group to the lead; the group is complete and is released to
+    /// the followers once the lead has answered it.
+    func finishOpenGroup(_ bytes: ByteBuffer) {
+        guard let seq = openPartial, let i = unreleased.firstIndex(where: { $0.seq == seq }) else { return }
+        openPartial = nil
+        openExtendedGroup = false
+        unreleased[i].bytes.writeImmutableBuffer(bytes)
+        unreleased[i].complete = true
+        if openPartialWrites {
+            writingSeqs.insert(seq)
+            if liveCount > 1, !unreleased[i].startedInTransaction {
+                // An autocommit write outside the vote: answered once every backend has it.
+                unreleased[i].answerWhenAll = true
+                if let j = backends[lead].expected.firstIndex(where: { $0.seq == seq }) { backends[lead].expected[j].answerWhenAll = true }
+            }
+        }
+        openPartialWrites = false
+        if handoverTicket == nil { backends[lead].write(bytes) }
+        releaseGroups()
+    }
+}

@@ -1,0 +1,79 @@
+import LocalCluster
+import NIOCore
+import Testing
+import TestSupport
+import Wire
+
+/// Pipelines without Sync or Flush: PostgreSQL runs each message as it arrives and sends an error at
+/// once, and clients (psycopg 3's pipeline mode) wait for it before they send the Sync.
+@Suite struct PipelineTests {
+    func extended(_ sql: String) -> [FrontendMessage] {
+        [.parse(.init(name: "", query: sql, parameterTypes: [])),
+         .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+         .execute(portal: "", maxRows: 0)]
+    }
+
+    func send(_ client: RawPostgresClient, _ messages: [FrontendMessage]) throws {
+        var b = ByteBuffer()
+        for m in messages { m.encode(into: &b) }
+        try client.send(b)
+    }
+
+    @Test(arguments: [1, 3])
+    func anErrorArrivesBeforeTheSyncIsSent(backends: Int) async throws {
+        try await withPostgresServers(count: backends) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table u (id int primary key)", "-c", "insert into u values (1)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
+                _ = try client.startup()
+                // A unique violation, and no Sync: the error must come anyway.
+                try send(client, extended("insert into u values (2)") + extended("insert into u values (1)"))
+                var seen: [BackendMessage] = []
+                for _ in 0..<10 {
+                    guard let m = try client.read() else { break }
+                    seen.append(m)
+                    if case .errorResponse = m { break }
+                }
+                let error = seen.compactMap { if case let .errorResponse(f) = $0 { f.sqlState } else { nil } }
+                #expect(error == ["23505"], "\(seen)")
+                try send(client, [.sync])
+                let rest = try client.readUntilReady()
+                #expect(rest.last == .readyForQuery(.idle), "\(rest)")
+                // The implicit transaction of the pipeline failed: nothing of it stays, on any backend.
+                try send(client, extended("insert into u values (3)") + [.sync])
+                let third = try client.readUntilReady()
+                #expect(third.contains(.commandComplete("INSERT 0 1")), "\(third)")
+                #expect(proxy.server.context.registry.online().count == backends)
+                for s in servers { #expect(try s.psql("select string_agg(id::text, ',' order by id) from u") == "1,3") }
+            }
+        }
+    }
+
+    /// A pipeline that arrives in pieces (its Sync much later) gives the same rows on every backend.
+    @Test func aPipelineInPiecesRunsOnEveryBackend() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table p (id int primary key, v text)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
+                _ = try client.startup()
+                try send(client, [.query("begin")])
+                _ = try client.readUntilReady()
+                for i in 1...3 {
+                    try send(client, extended("insert into p values (\(i), 'x')"))
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                try send(client, extended("update p set v = 'y' where id = 2") + [.sync])
+                let replies = try client.readUntilReady()
+                #expect(replies.filter { $0 == .commandComplete("INSERT 0 1") }.count == 3, "\(replies)")
+                #expect(replies.contains(.commandComplete("UPDATE 1")), "\(replies)")
+                try send(client, [.query("commit")])
+                let commit = try client.readUntilReady()
+                #expect(commit.contains(.commandComplete("COMMIT")), "\(commit)")
+                #expect(proxy.server.context.registry.online().count == 3)
+                for s in servers { #expect(try s.psql("select string_agg(id || v, ',' order by id) from p") == "1x,2y,3x") }
+            }
+        }
+    }
+}
