@@ -60,7 +60,9 @@ struct StatementTracker {
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
         var result = Result()
-        result.bytes.reserveCapacity(frames.reduce(0) { $0 + $1.bytes.readableBytes })
+        // One message passed on unchanged (the usual Query) is not copied: its bytes go as they came.
+        let single = frames.count == 1
+        if !single { result.bytes.reserveCapacity(frames.reduce(0) { $0 + $1.bytes.readableBytes }) }
         var executes = 0
         var commitExecutes = 0
         var wrappableExecutes = 0
@@ -68,7 +70,7 @@ struct StatementTracker {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
                 guard case let .query(sql)? = try? FrontendMessage(frame: frame) else {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                     continue
                 }
                 let analysis = StatementAnalysis(sql)
@@ -79,17 +81,17 @@ struct StatementTracker {
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
                 if !rewrite {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                 } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
                     FrontendMessage.query(Self.refusal(analysis.volatileCalls)).encode(into: &result.bytes)
                 } else if !analysis.timeExpressions.isEmpty {
                     FrontendMessage.query(analysis.rewritingTime(in: sql, timestamp: timestamp())).encode(into: &result.bytes)
                 } else {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                 }
             case FrontendMessage.Kind.parse.rawValue:
                 guard case var .parse(parse)? = try? FrontendMessage(frame: frame) else {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                     continue
                 }
                 let analysis = StatementAnalysis(parse.query)
@@ -98,7 +100,7 @@ struct StatementTracker {
                 let parameters = max(parse.parameterTypes.count,
                                      min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
                 if !rewrite {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                 } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
                     let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
@@ -116,7 +118,7 @@ struct StatementTracker {
                     prepared.timeParameter = n
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
                 } else {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                 }
                 statements[parse.name] = prepared
                 if !parse.name.isEmpty { result.isPlainRead = false }
@@ -124,7 +126,7 @@ struct StatementTracker {
                 // Only the names are needed unless a time parameter is added: the whole Bind
                 // (parameter arrays) is decoded just for that.
                 guard let names = FrontendMessage.bindNames(frame) else {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                     continue
                 }
                 portals[names.portal] = names.statement
@@ -140,7 +142,7 @@ struct StatementTracker {
                     bind.parameters.append(ByteBuffer(string: timestamp()))
                     FrontendMessage.bind(bind).encode(into: &result.bytes)
                 } else {
-                    result.bytes.appendReadableBytes(of: frame.bytes)
+                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
                 }
             case FrontendMessage.Kind.execute.rawValue:
                 executes += 1
@@ -155,26 +157,27 @@ struct StatementTracker {
                     result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
                     result.isPlainRead = false
                 }
-                result.bytes.appendReadableBytes(of: frame.bytes)
+                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
             case FrontendMessage.Kind.close.rawValue:
                 result.isPlainRead = false
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
                     if target == .statement { statements[name] = nil } else { portals[name] = nil }
                 }
-                result.bytes.appendReadableBytes(of: frame.bytes)
+                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
             case FrontendMessage.Kind.functionCall.rawValue:
                 executes += 1
                 result.writes = true
                 result.isPlainRead = false
-                result.bytes.appendReadableBytes(of: frame.bytes)
+                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
             default:
-                result.bytes.appendReadableBytes(of: frame.bytes)
+                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
             }
         }
         result.isCommit = executes == 1 && commitExecutes == 1
         result.isWrappable = executes == 1 && wrappableExecutes == 1
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
+        if single && result.bytes.readableBytes == 0 { result.bytes = frames[0].bytes }
         return result
     }
 }
