@@ -30,6 +30,13 @@ struct InboundFrames<Decoder: NIOSingleStepByteToMessageDecoder> {
         pending.writeBuffer(&incoming)
     }
 
+    /// The length field of the next typed message once its header has arrived (before its body
+    /// has), so a large message can be accounted for while it is still coming in.
+    func nextTypedMessageLength() -> Int? {
+        guard pending.readableBytes >= 5, let length = pending.getInteger(at: pending.readerIndex + 1, as: Int32.self) else { return nil }
+        return Int(length)
+    }
+
     /// The next complete message, nil when more bytes are needed. Errors are the decoder's
     /// (malformed or oversized input); after one the connection must be closed.
     mutating func next() throws -> Decoder.InboundOut? {

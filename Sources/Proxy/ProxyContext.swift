@@ -29,6 +29,8 @@ public final class ProxyContext: Sendable {
     let abandonedVotes: InDoubtResolver
     /// Probes a lead backend that sessions have waited on for long.
     let prober: BackendProber
+    /// The node's budget for large client messages (`proxy.message_memory`).
+    let messageMemory: MessageMemory
 
     /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
     public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil) throws {
@@ -41,6 +43,7 @@ public final class ProxyContext: Sendable {
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
         self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger)
         self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
+        self.messageMemory = MessageMemory(limit: configuration.proxy.messageMemory)
         self.users = try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
         if let tls = configuration.proxy.tls {
             do {
@@ -89,6 +92,9 @@ public final class ProxyContext: Sendable {
         let serial = transactionSerial.wrappingAdd(1, ordering: .relaxed).newValue
         return "pgchorus:\(configuration.node.id):\(serial)"
     }
+
+    /// Bytes of large client messages held by the node right now (`proxy.message_memory`).
+    public var largeMessageBytesInUse: Int { messageMemory.inUse }
 
     /// The number of client sessions open right now.
     public var sessionCount: Int { activeSessions.load(ordering: .relaxed) }

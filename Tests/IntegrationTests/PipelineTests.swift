@@ -77,3 +77,54 @@ import Wire
         }
     }
 }
+
+/// The node's budget for large client messages (`proxy.message_memory`).
+@Suite struct MessageMemoryTests {
+    func query(_ sql: String) -> ByteBuffer {
+        var b = ByteBuffer()
+        FrontendMessage.query(sql).encode(into: &b)
+        return b
+    }
+
+    @Test func aMessageThatDoesNotFitIsRefusedWith53200AndTheBudgetIsReturned() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            // `withProxy` puts these right under its own [proxy] table.
+            try await withProxy(backends: servers, config: "max_message_size = 3145728\nmessage_memory = 4194304\n") { proxy in
+                let big = query("select length('" + String(repeating: "x", count: 3 << 20 - 100) + "')")
+                let medium = query("select length('" + String(repeating: "y", count: 2 << 20) + "')")
+                let a = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try a.startup()
+                let b = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try b.startup()
+                // A's message is on its way (its length is known, half of its body has come).
+                try a.send(Array(big.readableBytesView.prefix(big.readableBytes / 2)))
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(proxy.server.context.largeMessageBytesInUse >= 3 << 20 - 100)
+                // B's does not fit beside it: a clear error, B's session ends, nothing else happens.
+                try b.send(medium)
+                let refused = try b.readUntilClosed()
+                let codes = refused.compactMap { if case let .errorResponse(f) = $0 { f.sqlState } else { nil } }
+                #expect(codes == ["53200"], "\(refused)")
+                // A's message completes and runs on both backends.
+                try a.send(Array(big.readableBytesView.dropFirst(big.readableBytes / 2)))
+                let answer = try a.readUntilReady()
+                #expect(answer.contains(.commandComplete("SELECT 1")), "\(answer)")
+                #expect(try await eventuallyZero(proxy))
+                // Now the same message of B's fits.
+                let c = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try c.startup()
+                try c.send(medium)
+                #expect(try c.readUntilReady().contains(.commandComplete("SELECT 1")))
+                #expect(proxy.server.context.registry.online().count == 2)
+            }
+        }
+    }
+
+    func eventuallyZero(_ proxy: RunningProxy) async throws -> Bool {
+        for _ in 0..<50 {
+            if proxy.server.context.largeMessageBytesInUse == 0 { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+}

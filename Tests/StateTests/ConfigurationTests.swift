@@ -26,6 +26,8 @@ import Testing
         #expect(c.proxy.listenPort == 5432)
         #expect(c.proxy.maxMessageSize == 256 << 20)
         #expect(c.proxy.maxClients == 10_000)
+        #expect(c.proxy.messageMemory == 1 << 30)
+        #expect(c.replication.followerTimeout == 3)
         #expect(c.proxy.tls == nil)
         #expect(c.log.level == "info")
         #expect(c.backends == [Configuration.Backend(id: "db1", host: "127.0.0.1", port: 5433)])
@@ -70,6 +72,14 @@ import Testing
         #expect(e4.key == "auth.rules[1].address" && e4.line == 3)
         let e5 = try #require(parseError("[auth]\n[[auth.rules]]\nmethod = \"md5\"\n" + minimal))
         #expect(e5.key == "auth.users_file")
+    }
+
+    @Test func aMessageBudgetBelowTheLargestMessageIsRefused() throws {
+        let e = try #require(parseError("[proxy]\nmax_message_size = 4194304\nmessage_memory = 2097152\n" + minimal))
+        #expect(e.key == "proxy.message_memory")
+        #expect(e.message.contains("less than max_message_size"), "\(e.message)")
+        let f = try #require(parseError("[replication]\nfollower_timeout = 0\n" + minimal))
+        #expect(f.key == "replication.follower_timeout")
     }
 
     @Test func syntaxErrorsNameTheLine() throws {

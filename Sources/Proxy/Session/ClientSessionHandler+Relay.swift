@@ -237,6 +237,7 @@ extension ClientSessionHandler {
             }
         }
         armFollowerDeadline()
+        releaseHeldMessages()
         // After the releases above: a session waiting for a new lead counts them first.
         noteLeadOrdering()
     }

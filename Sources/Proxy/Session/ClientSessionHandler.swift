@@ -130,6 +130,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// (see `forwardOpenGroup`), and whether any of it writes.
     var openPartial: Int?
     var openPartialWrites = false
+    /// Bytes of large messages this session holds in the node's budget (`MessageMemory`): the one
+    /// still arriving, and those received but not yet passed to every backend.
+    var arrivingReservation = 0
+    var heldReservation = 0
     /// This session's registration on `ProxyContext.viewBoard`.
     var viewWatch: Int?
 
@@ -167,15 +171,56 @@ final class ClientSessionHandler: ChannelInboundHandler {
         shutDown()
     }
 
+    /// Accounts for a large message as soon as its length is known (`MessageMemory`); false when the
+    /// node's budget cannot take it: the client is told and the session ends.
+    private func reserveArrivingMessage() -> Bool {
+        guard arrivingReservation == 0, phase == .relaying || phase == .connectingBackends,
+              let length = inbound.nextTypedMessageLength(), length >= MessageMemory.largeMessage,
+              length <= shared.configuration.proxy.maxMessageSize + 4 else { return true }
+        if shared.messageMemory.reserve(length) {
+            arrivingReservation = length
+            return true
+        }
+        let mib = { (n: Int) in n >> 20 }
+        logger.warning("large message refused: node message memory exhausted", metadata: [
+            "bytes": "\(length)", "in_use": "\(shared.messageMemory.inUse)", "limit": "\(shared.messageMemory.limit)"])
+        inboundFailed = true
+        writeClient(.errorResponse(ErrorFields(severity: "FATAL", sqlState: "53200",
+                          message: "pgchorus is out of memory for large client messages: this message of \(mib(length)) MiB does not fit in the \(mib(shared.messageMemory.limit)) MiB the node keeps for them (proxy.message_memory), \(mib(shared.messageMemory.inUse)) MiB in use",
+                          hint: "Retry later, or send the data in smaller statements (COPY streams rows in small messages).")))
+        flushClient()
+        // The rest of the message is still coming: closing at once would reset the connection and the
+        // client could lose the error. Its output ends now; what it still sends is dropped; it closes
+        // (or is closed in 5 s).
+        if let context {
+            context.close(mode: .output, promise: nil)
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .seconds(5)) { bound.value.close() }
+        }
+        return false
+    }
+
+    /// Gives the large messages back to the node's budget once every backend has been sent them.
+    func releaseHeldMessages(force: Bool = false) {
+        guard heldReservation > 0, force || (unreleased.isEmpty && currentGroup.isEmpty && heldFrames.isEmpty && waitingGroup == nil) else { return }
+        shared.messageMemory.release(heldReservation)
+        heldReservation = 0
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard phase != .closed, !inboundFailed else { return }
         inbound.append(unwrapInboundIn(data))
         do {
-            while phase != .closed, let message = try inbound.next() {
+            while phase != .closed {
+                guard reserveArrivingMessage() else { return }
+                guard let message = try inbound.next() else { break }
                 switch message {
                 case let .startupPhase(message):
                     handleStartupPhase(message, context: context)
                 case let .frame(frame):
+                    // A large message is in: its reservation lasts until every backend has it.
+                    heldReservation += arrivingReservation
+                    arrivingReservation = 0
                     handleClientFrame(frame)
                 }
             }
@@ -439,6 +484,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
         }
         deadlineTimer?.task.cancel()
         deadlineTimer = nil
+        releaseHeldMessages(force: true)
+        shared.messageMemory.release(arrivingReservation)
+        arrivingReservation = 0
         releaseOrder()
         abandonHandover()
         noteLeadOrdering()

@@ -113,6 +113,8 @@ public struct Configuration: Sendable, Equatable {
         public var listenPort: Int
         /// The largest message body accepted after startup, in bytes.
         public var maxMessageSize: Int
+        /// Bytes of large client messages (1 MiB and more) the node holds at once, all sessions together.
+        public var messageMemory: Int
         public var maxClients: Int
         /// Seconds allowed to connect to and log in to a backend.
         public var backendConnectTimeout: Double
@@ -262,11 +264,15 @@ public struct Configuration: Sendable, Equatable {
             listenAddress: try proxyT.string("listen_address", default: "0.0.0.0"),
             listenPort: try proxyT.int("listen_port", default: 5432, range: 0...65535),
             maxMessageSize: try proxyT.int("max_message_size", default: 256 << 20, range: 1024...(1 << 30)),
+            messageMemory: try proxyT.int("message_memory", default: 1 << 30, range: (1 << 20)...(1 << 40)),
             maxClients: try proxyT.int("max_clients", default: 10_000, range: 1...1_000_000),
             backendConnectTimeout: try proxyT.duration("backend_connect_timeout", default: 10, range: 0.1...600),
             tls: nil)
         if IPAddressBytes(proxy.listenAddress) == nil {
             throw proxyT.error("listen_address", "\"\(proxy.listenAddress)\" is not an IPv4 or IPv6 address")
+        }
+        if proxy.messageMemory < proxy.maxMessageSize {
+            throw proxyT.error("message_memory", "\(proxy.messageMemory) is less than max_message_size (\(proxy.maxMessageSize)): one message of the largest size allowed would not fit")
         }
         var tlsT = try proxyT.subtable("tls")
         let cert = try tlsT.string("certificate_file")
