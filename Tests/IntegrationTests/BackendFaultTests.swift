@@ -51,7 +51,7 @@ import TestSupport
 
     static let cases: [(Fault, Int)] = Fault.allCases.flatMap { f in [(f, 2), (f, 0)] }
 
-    /// `victim` is the index of the backend hit (0 is the lead). pgbench runs 12 s; the fault comes
+    /// `victim` is the index of the backend hit (0 is the lead). pgbench runs 10 s; the fault comes
     /// at 3 s; a frozen backend stays frozen until pgbench has finished.
     @Test(arguments: cases)
     func aBackendFaultUnderLoadCostsTheClientsNothing(fault: Fault, victim: Int) async throws {
@@ -62,7 +62,7 @@ import TestSupport
                 #expect(initialise.exitCode == 0, "\(initialise.report)")
 
                 // pgbench and the fault on threads of their own: the cooperative pool has 2 threads here.
-                async let load = runBlocking { try Clients.pgbench(port: port, ["-n", "-M", "extended", "-c", "8", "-j", "2", "-T", "12"], timeout: .seconds(240)) }
+                async let load = runBlocking { try Clients.pgbench(port: port, ["-n", "-M", "extended", "-c", "8", "-j", "2", "-T", "10"], timeout: .seconds(240)) }
                 try await Task.sleep(for: .seconds(3))
                 let target = servers[victim]
                 try await runBlocking {

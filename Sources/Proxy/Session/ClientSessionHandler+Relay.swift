@@ -555,7 +555,8 @@ extension ClientSessionHandler {
 
     /// Sets the timer for the earliest follower deadline (or lead probe) still pending.
     func armFollowerDeadline() {
-        guard let context, phase == .relaying || phase == .draining else { return }
+        // With one live backend there is nobody to fail (and a past deadline must not re-arm at once).
+        guard let context, phase == .relaying || phase == .draining, liveCount > 1 else { return }
         var earliest: NIODeadline?
         for i in backends.indices where i != lead && backends[i].isLive {
             if let d = backends[i].headDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
