@@ -19,17 +19,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def expect(condition, message):
-    if not condition:
-        raise CheckFailed(message)
-
-
-def ok(what):
-    print("ok " + what, flush=True)
+from checks import CheckFailed, expect, ok, run
 
 
 def connect(dsn, autocommit=False):
@@ -260,22 +250,6 @@ CHECKS = {
 }
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in CHECKS:
-        print("usage: %s CONNECTION_STRING {%s}" % (sys.argv[0], "|".join(CHECKS)), file=sys.stderr)
-        return 2
-    dsn, name = sys.argv[1], sys.argv[2]
-    try:
-        CHECKS[name](dsn)
-    except CheckFailed as e:
-        print("FAILED %s: %s" % (name, e), file=sys.stderr)
-        return 1
-    except psycopg2.Error as e:
-        print("FAILED %s: %s (pgcode %s): %s" % (name, type(e).__name__, e.pgcode, e), file=sys.stderr)
-        return 1
-    print("PASSED " + name, flush=True)
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(CHECKS))

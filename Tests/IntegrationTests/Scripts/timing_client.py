@@ -11,17 +11,7 @@ import psycopg2
 import psycopg2.errors
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def expect(condition, message):
-    if not condition:
-        raise CheckFailed(message)
-
-
-def ok(what):
-    print("ok " + what, flush=True)
+from checks import CheckFailed, expect, ok, run
 
 
 def connect(dsn, autocommit=True):
@@ -203,22 +193,6 @@ def check_copy_cancel(dsn):
 CHECKS = {"timing": check_timing, "copy-cancel": check_copy_cancel}
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in CHECKS:
-        print("usage: %s CONNECTION_STRING {%s}" % (sys.argv[0], "|".join(CHECKS)), file=sys.stderr)
-        return 2
-    dsn, name = sys.argv[1], sys.argv[2]
-    try:
-        CHECKS[name](dsn)
-    except CheckFailed as e:
-        print("FAILED %s: %s" % (name, e), file=sys.stderr)
-        return 1
-    except psycopg2.Error as e:
-        print("FAILED %s: %s (pgcode %s): %s" % (name, type(e).__name__, e.pgcode, e), file=sys.stderr)
-        return 1
-    print("PASSED " + name, flush=True)
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(CHECKS))
