@@ -6,6 +6,7 @@
 # the fault at 10 s. The stall is pgbench's longest transaction (from its per-transaction log).
 #
 #   bench/fault-stall.sh [runs per case]      (as root; default 1 run per case)
+#   FAULTS="freeze" VICTIMS="db1" bench/fault-stall.sh 2      (some cases only)
 #
 # Writes bench/results/fault-stall-<date>.md and prints the same table.
 set -euo pipefail
@@ -65,8 +66,8 @@ run_case() { # fault victim run
   rm -rf "$dir"
 }
 
-for fault in kill immediate freeze; do
-  for victim in db3 db1; do
+for fault in ${FAULTS:-kill immediate freeze}; do
+  for victim in ${VICTIMS:-db3 db1}; do
     for run in $(seq 1 "$RUNS"); do run_case "$fault" "$victim" "$run"; done
   done
 done

@@ -5,9 +5,9 @@ import Synchronization
 
 /// Finds a frozen or dead lead backend while sessions wait on it. A statement may legitimately run
 /// for minutes on the lead, so silence alone proves nothing; when a session has waited
-/// `replication.follower_timeout` on its lead, the node opens a fresh connection to that backend
+/// half of `replication.follower_timeout` on its lead, the node opens a fresh connection to that backend
 /// (libpq, on threads of its own) and asks `SELECT 1`. A backend that does not answer at all within
-/// the same time, or refuses the TCP connection, is failed cluster-wide, so every session waiting on
+/// `follower_timeout` (at least 2 s), or refuses the TCP connection, is failed cluster-wide, so every session waiting on
 /// it goes on with a new lead. An answer of any kind — even an error such as "too many clients" —
 /// shows the server is alive. At most one probe per backend runs at a time, shared by all sessions.
 final class BackendProber: Sendable {

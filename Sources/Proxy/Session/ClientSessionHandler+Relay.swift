@@ -539,13 +539,14 @@ extension ClientSessionHandler {
         armFollowerDeadline()
     }
 
-    /// When the lead, silent on its oldest cycle, is to be probed next: `follower_timeout` after the
-    /// cycle was sent, then again every `follower_timeout` while it stays silent.
+    /// When the lead, silent on its oldest cycle, is to be probed next: half of `follower_timeout`
+    /// after the cycle reached it, then again every half `follower_timeout` while it stays silent (a
+    /// probe is only a fresh connection and `SELECT 1`; the probe's own timeout decides).
     func leadProbeDeadline() -> NIODeadline? {
         guard backends.indices.contains(lead), backends[lead].isLive, liveCount > 1,
               let sent = backends[lead].expected.first?.sentAt else { return nil }
         let base = max(sent, backends[lead].headSince, leadProbedAt ?? sent)
-        return base + followerTimeout
+        return base + .nanoseconds(followerTimeout.nanoseconds / 2)
     }
 
     /// A follower's time for a cycle: half as long again as the lead took, plus the follower timeout.
