@@ -6,12 +6,12 @@ import LocalCluster
 import Testing
 import TestSupport
 
+extension TimingSensitive {
 /// Real faults of one backend under pgbench load on three backends: SIGKILL of the postmaster,
 /// an immediate stop, and a freeze (SIGSTOP of the postmaster and all its children), of a follower
 /// and of the lead. The clients must notice nothing; the survivors must be identical with nothing
 /// left prepared.
-// One case at a time: each runs pgbench with 8 clients on 3 servers, and the machine has 2 cores;
-// the rest of the suite runs beside it.
+// One case at a time (see `TimingSensitive`).
 @Suite(.serialized) struct BackendFaultTests {
     enum Fault: String, CaseIterable, Sendable {
         case kill, immediateStop, freeze
@@ -89,4 +89,5 @@ import TestSupport
             }
         }
     }
+}
 }

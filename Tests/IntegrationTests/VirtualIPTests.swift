@@ -7,6 +7,7 @@ import Testing
 import TestSupport
 import VIP
 
+extension TimingSensitive {
 /// The virtual IP on real network namespaces: netlink claims read back with `ip -j`, frames
 /// captured by an observer namespace, and three pgchorusd nodes electing one owner.
 @Suite(.serialized) struct VirtualIPTests {
@@ -259,4 +260,5 @@ import VIP
             #expect(rendered.stdoutLines.filter { !$0.hasPrefix("#") } == remaining.map { "\($0) db.example.test" }, "\(rendered.report)")
         }
     }
+}
 }
