@@ -50,6 +50,31 @@ import Wire
         }
     }
 
+    /// Statements sent back to back: the answer of DDL (held until every backend has it) is not
+    /// overtaken by the replies of the statement after it.
+    @Test func repliesOfPipelinedStatementsKeepTheirOrder() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
+                _ = try client.startup()
+                try send(client, [.query("create table q (i int)"), .query("insert into q values (1)"),
+                                  .query("create index on q (i)"), .query("select count(*) from q")])
+                var replies: [BackendMessage] = []
+                for _ in 0..<4 { replies += try client.readUntilReady() }
+                let kinds = replies.compactMap { m -> String? in
+                    switch m {
+                    case let .commandComplete(tag): return tag
+                    case .readyForQuery: return "Z"
+                    default: return nil
+                    }
+                }
+                #expect(kinds == ["CREATE TABLE", "Z", "INSERT 0 1", "Z", "CREATE INDEX", "Z", "SELECT 1", "Z"], "\(replies)")
+                #expect(proxy.server.context.registry.online().count == 3)
+                for s in servers { #expect(try s.psql("select count(*) from q") == "1") }
+            }
+        }
+    }
+
     /// A pipeline that arrives in pieces (its Sync much later) gives the same rows on every backend.
     @Test func aPipelineInPiecesRunsOnEveryBackend() async throws {
         try await withPostgresServers(count: 3) { servers in

@@ -46,7 +46,7 @@ extension ClientSessionHandler {
         guard phase == .relaying else { return }
         for g in unreleased {
             if let kind = g.kind, let seq = g.seq {
-                backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady))
+                backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, answerWhenAll: g.answerWhenAll))
             }
             backends[lead].write(g.bytes)
         }

@@ -99,6 +99,7 @@ extension ClientSessionHandler {
             if liveCount > 1, !unreleased[i].startedInTransaction {
                 // An autocommit write outside the vote: answered once every backend has it.
                 unreleased[i].answerWhenAll = true
+                awaitingAll = seq
                 if let j = backends[lead].expected.firstIndex(where: { $0.seq == seq }) { backends[lead].expected[j].answerWhenAll = true }
             }
         }

@@ -63,7 +63,10 @@ extension ClientSessionHandler {
     /// A client message in the relaying phase: collected into groups that end at Sync, Query,
     /// FunctionCall (a reply cycle with a ReadyForQuery) or at Flush and COPY data (sent on at once).
     func handleRelayFrame(_ frame: PostgresFrame) {
-        if commit != nil || waitingGroup != nil || wrapPending || handoverTicket != nil {
+        // COPY data continues the cycle that is awaited (COPY FROM STDIN is such a cycle): it never waits for it.
+        let continuesCopy = frame.type == FrontendMessage.Kind.copyData.rawValue || frame.type == FrontendMessage.Kind.copyDone.rawValue
+            || frame.type == FrontendMessage.Kind.copyFail.rawValue
+        if commit != nil || waitingGroup != nil || wrapPending || handoverTicket != nil || (awaitingAll != nil && !continuesCopy) {
             heldFrames.append(frame)
             return
         }
@@ -188,6 +191,7 @@ extension ClientSessionHandler {
                                        mixesTransactionControl: mixesTransactionControl, complete: complete))
         // A new lead waiting for its handover gets this group with the others once it may.
         guard handoverTicket == nil else { return }
+        if answerWhenAll, let seq { awaitingAll = seq }
         if let kind, let seq {
             backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: holdReady, answerWhenAll: answerWhenAll))
         }
@@ -374,6 +378,7 @@ extension ClientSessionHandler {
                     logger.info("the lead ended a statement with \(digest.timingSQLState ?? ""): the other backends follow its outcome")
                 }
                 markLeadDone(exp.seq, took: NIODeadline.now() - exp.sentAt, timingStatus: timingStatus)
+                if exp.seq == awaitingAll, heldReady?.seq != exp.seq { answeredAll(exp.seq) }
                 if ddlSeqs.remove(exp.seq) != nil { shared.sequenceOrdering.invalidate(database) }
                 if exp.holdReady && fresh { autocommitStatementDone(status: status) }
             }
@@ -523,6 +528,15 @@ extension ClientSessionHandler {
         heldReady = nil
         writeClientBytes(held.frame.bytes)
         flushClient()
+        answeredAll(held.seq)
+    }
+
+    /// The answer of an autocommit write outside the vote has gone to the client (held until every
+    /// backend had it, or sent at once with one backend left): the client's next messages go on.
+    func answeredAll(_ seq: Int) {
+        guard awaitingAll == seq else { return }
+        awaitingAll = nil
+        replayHeldFrames()
     }
 
     // MARK: deadlines

@@ -116,6 +116,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var writingSeqs: Set<Int> = []
     /// The lead's ReadyForQuery of an autocommit write, kept until every backend has finished it.
     var heldReady: (seq: Int, frame: PostgresFrame)?
+    /// Such a cycle is on its way: later client messages wait until its answer has gone out, so no
+    /// reply of a later cycle overtakes it.
+    var awaitingAll: Int?
     /// The lead is in COPY FROM STDIN: a client's cancel then reaches every backend (they all read the data).
     var copyInProgress = false
     /// The earliest follower deadline a timer is set for.
