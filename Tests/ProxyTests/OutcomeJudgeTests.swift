@@ -77,10 +77,17 @@ import Wire
         #expect(OutcomeJudge.judge([(0, lead), (1, committed)], lead: 0, wrote: false).fail.isEmpty)
     }
 
-    @Test func aTimingOutcomeOfAFollowerAloneIsADifference() {
+    @Test func aTimingOutcomeOfAFollowerAloneIsLeftToTheVoteInABlockAndADifferenceOutside() {
+        // In a transaction block: the vote judges it (its PREPARE will fail); nobody is failed now.
         let lead = digest(updated)
-        let follower = digest([error("57014"), .readyForQuery(.failed)])
-        #expect(OutcomeJudge.judge([(0, lead), (1, lead), (2, follower)], lead: 0, wrote: true).fail.map(\.index) == [2])
+        let aborted = digest([error("40001"), .readyForQuery(.failed)])
+        let v = OutcomeJudge.judge([(0, lead), (1, lead), (2, aborted)], lead: 0, wrote: true)
+        #expect(v.fail.isEmpty)
+        #expect(v.leaveToVote == [2])
+        // Outside a block it lacks a write the lead committed: failed.
+        let committed = digest([.commandComplete("INSERT 0 1"), .readyForQuery(.idle)])
+        let cancelled = digest([error("57014"), .readyForQuery(.idle)])
+        #expect(OutcomeJudge.judge([(0, committed), (1, committed), (2, cancelled)], lead: 0, wrote: true).fail.map(\.index) == [2])
     }
 
     @Test func theVoteFollowsTheLeadsTimingFailure() {

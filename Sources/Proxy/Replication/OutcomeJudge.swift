@@ -7,6 +7,8 @@
 ///   committed on its own what the lead rolled back (an autocommit write the lead never made). A
 ///   follower still in a healthy transaction block while the lead's is aborted gets its transaction
 ///   aborted too, so what follows gives the same outcomes everywhere.
+/// - A follower whose transaction block a timing outcome aborted while the lead's went on is left to
+///   the commit vote (its PREPARE fails; the vote fails it if the others commit).
 /// - Otherwise the majority outcome wins (a tie goes to the side of the lead) and every other
 ///   backend is failed, with a reason that names what differed.
 struct OutcomeJudge {
@@ -15,6 +17,10 @@ struct OutcomeJudge {
         var fail: [Failure] = []
         /// Followers whose open transaction must be aborted to match the lead's.
         var abortTransaction: [Int] = []
+        /// Followers whose transaction block a timing outcome aborted where the lead's goes on: the
+        /// commit vote judges them (their PREPARE fails), and until their transaction ends their
+        /// answers are not compared.
+        var leaveToVote: [Int] = []
     }
 
     struct Failure: Equatable {
@@ -43,8 +49,17 @@ struct OutcomeJudge {
             }
             return verdict
         }
+        // A follower whose transaction block a timing outcome aborted (a serialization failure the lead
+        // did not hit, at another moment of a concurrent commit) is not failed for it here: the vote is.
+        var judged = entries
+        if let leadDigest = entries.first(where: { $0.index == lead })?.digest, !leadDigest.hasError {
+            for e in entries where e.index != lead && e.digest.timingSQLState != nil && e.digest.statusAfter == failedTransaction {
+                verdict.leaveToVote.append(e.index)
+            }
+            judged.removeAll { verdict.leaveToVote.contains($0.index) }
+        }
         var groups: [(digest: OutcomeDigest, members: [Int])] = []
-        for e in entries {
+        for e in judged {
             if let g = groups.firstIndex(where: { $0.digest == e.digest }) { groups[g].members.append(e.index) } else { groups.append((e.digest, [e.index])) }
         }
         let best = groups.map(\.members.count).max() ?? 0

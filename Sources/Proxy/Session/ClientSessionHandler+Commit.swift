@@ -238,6 +238,8 @@ extension ClientSessionHandler {
     private func answerIfFinished() {
         guard let c = commit, let vote = c.vote, c.finishing.isEmpty else { return }
         commit = nil
+        // Every participant's transaction has ended: all are compared again.
+        leftToVote.removeAll()
         wrapPending = false
         for i in c.failAfterFinish {
             failBackend(i, reason: "PREPARE TRANSACTION succeeded while the majority failed (\(c.gid))")

@@ -459,8 +459,17 @@ extension ClientSessionHandler {
             var seq = 0
             for i in live {
                 let c = backends[i].completed.removeFirst()
-                entries.append((i, c.digest))
                 seq = c.seq
+                if leftToVote.contains(i) {
+                    // Its transaction was aborted by a timing outcome: not compared until it ends.
+                    if c.digest.statusAfter == OutcomeJudge.idle { leftToVote.remove(i) }
+                    continue
+                }
+                entries.append((i, c.digest))
+            }
+            guard entries.count > 1 else {
+                writingSeqs.remove(seq)
+                continue
             }
             let wrote = writingSeqs.remove(seq) != nil
             // The usual case, every backend alike: nothing to judge.
@@ -469,6 +478,10 @@ extension ClientSessionHandler {
             for i in verdict.abortTransaction where backends[i].isLive {
                 sendHidden(Self.followLeadAbortSQL, to: i)
                 flushBackend(i)
+            }
+            for i in verdict.leaveToVote {
+                leftToVote.insert(i)
+                logger.info("backend \(backends[i].backend.description) ended a statement with \(entries.first { $0.index == i }?.digest.timingSQLState ?? "") where the lead did not: the commit vote will judge it")
             }
             for f in verdict.fail { failBackend(f.index, reason: f.reason) }
         }

@@ -119,6 +119,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Such a cycle is on its way: later client messages wait until its answer has gone out, so no
     /// reply of a later cycle overtakes it.
     var awaitingAll: Int?
+    /// Followers whose transaction a timing outcome aborted while the lead's went on (`OutcomeJudge`).
+    var leftToVote: Set<Int> = []
     /// The lead is in COPY FROM STDIN: a client's cancel then reaches every backend (they all read the data).
     var copyInProgress = false
     /// The earliest follower deadline a timer is set for.
