@@ -86,10 +86,9 @@ extension ClientSessionHandler {
             backends[index].phase = .ready
             loginEnded(index, .ready)
         case .backendError:
-            // The backend's own words (e.g. 3D000 database does not exist) reach the client byte-exact
-            // if every backend refuses; if others accept, this one is out of step.
+            // The backend's own words (e.g. 3D000 database does not exist) reach the client (all its
+            // fields, in order) if every backend refuses; if others accept, this one is out of step.
             if case let .errorResponse(fields) = message {
-                loginRefusals[index] = frame.bytes
                 loginEnded(index, .refused(fields))
             } else {
                 loginEnded(index, .unreachable("unexpected login reply"))
@@ -118,12 +117,9 @@ extension ClientSessionHandler {
             sessionReadyIfComplete()
         case let .refuseClient(refused, fail):
             for i in fail { failAtLogin(i) }
-            if let bytes = loginRefusals[refused] {
-                writeClientBytes(bytes)
+            if case let .refused(fields) = loginRound.outcomes[refused] {
                 fatalForwarded = true
-                close()
-            } else {
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08001", message: "pgchorus could not log in to any backend"))
+                fatal(fields)
             }
         case .noBackend:
             let why = loginRound.outcomes.indices.map { i -> String in

@@ -181,13 +181,13 @@ extension ClientSessionHandler {
         let seq = nextSeq
         nextSeq += 1
         for i in finishTargets where backends[i].isLive {
-            send(command, to: i, seq: seq)
+            sendOwn(command, to: i, kind: .finish, seq: seq)
             c.finishing.insert(i)
         }
         // Failed participants still in an (aborted) transaction block are rolled back where they stay.
         for i in c.participants where !successes.contains(i) && backends[i].isLive && !toFail.contains(i) {
             if let s = c.statusAfterPrepare[i], s != .idle {
-                send("ROLLBACK", to: i, seq: seq)
+                sendOwn("ROLLBACK", to: i, kind: .finish, seq: seq)
                 c.finishing.insert(i)
             }
         }
@@ -201,13 +201,6 @@ extension ClientSessionHandler {
         }
         flushBackends()
         answerIfFinished()
-    }
-
-    private func send(_ sql: String, to index: Int, seq: Int) {
-        var b = ByteBuffer()
-        FrontendMessage.query(sql).encode(into: &b)
-        backends[index].expected.append(Expectation(seq: seq, kind: .finish))
-        backends[index].write(b)
     }
 
     // MARK: phase two

@@ -18,9 +18,9 @@ extension ClientSessionHandler {
     }
 
     /// Holds `bytes` until this session's turn to draw sequence values.
-    func waitForOrder(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool) {
+    func waitForOrder(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags = GroupFlags()) {
         guard let context else { return }
-        waitingGroup = (bytes, cycle, wrap)
+        waitingGroup = (bytes, cycle, wrap, flags)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         orderTimer = loop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
@@ -34,7 +34,7 @@ extension ClientSessionHandler {
         orderTimer = nil
         let granted = waitingTicket
         waitingTicket = nil
-        guard phase == .relaying, let (bytes, cycle, wrap) = waitingGroup else {
+        guard phase == .relaying, let (bytes, cycle, wrap, flags) = waitingGroup else {
             if let granted { shared.sequenceOrdering.release(granted) }
             return
         }
@@ -48,7 +48,7 @@ extension ClientSessionHandler {
             finishOpenGroup(bytes)
             orderSeq = open
         } else {
-            orderSeq = send(bytes, cycle: cycle, wrap: wrap)
+            orderSeq = send(bytes, cycle: cycle, wrap: wrap, flags: flags)
         }
         flushBackends()
         replayHeldFrames()

@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import State
 import Wire
 
 /// Pipelines forwarded as they arrive. PostgreSQL runs each message as it comes and sends an error
@@ -28,28 +27,10 @@ extension ClientSessionHandler {
         appendToOpenGroup(result)
     }
 
-    /// The time literal of the current transaction (one per transaction, see `StatementTracker`).
-    func transactionTimestampLiteral() -> String {
-        if let t = transactionTimestamp { return t }
-        let t = WallClock.timestampLiteral()
-        transactionTimestamp = t
-        return t
-    }
-
     /// Sends one part of the open group to the lead (opening the group with its cycle if needed).
     private func appendToOpenGroup(_ result: StatementTracker.Result) {
-        if result.writes {
-            wroteInTransaction = true
-            openPartialWrites = true
-        }
-        if result.createsTemporaryObject && votedCommitAvailable {
-            votedCommitAvailable = false
-            logger.info("the session created a temporary table: its commits go without the vote from now on")
-        }
-        if liveCount > 1, result.hasDDL {
-            shared.sequenceOrdering.invalidate(database)
-            ddlSeqs.insert(openPartial ?? nextSeq)
-        }
+        if result.writes { openPartialWrites = true }
+        noteEffects(of: result, seq: openPartial ?? nextSeq)
         guard let seq = openPartial, let i = unreleased.firstIndex(where: { $0.seq == seq }) else {
             let seq = nextSeq
             openPartial = seq
@@ -74,15 +55,16 @@ extension ClientSessionHandler {
             appendToOpenGroup(result)
             return
         }
+        if result.writes { openPartialWrites = true }
+        // (The last part's DDL or temporary table counts as a first part's does.)
+        noteEffects(of: result, seq: openPartial ?? nextSeq)
         if liveCount > 1, result.mixesTransactionControl || result.isCommit, wroteInTransaction {
             logger.warning("COMMIT sent at the end of a pipeline whose first statements already ran: committed without the vote")
         }
         if liveCount > 1, needsSequenceOrder(result) {
-            if result.writes { openPartialWrites = true; wroteInTransaction = true }
             waitForOrder(result.bytes, cycle: true, wrap: false)
             return
         }
-        if result.writes { openPartialWrites = true; wroteInTransaction = true }
         finishOpenGroup(result.bytes)
     }
 

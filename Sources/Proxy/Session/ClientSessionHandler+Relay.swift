@@ -30,6 +30,16 @@ struct PendingGroup {
     var complete = true
 }
 
+/// What `endGroup` learnt of a client group that the dispatch needs (also while the group waits for its turn).
+struct GroupFlags {
+    /// Some statement of the group may change data.
+    var writes = false
+    /// The client's ReadyForQuery waits until every backend has finished the cycle.
+    var answerWhenAll = false
+    /// COMMIT/ROLLBACK among other statements.
+    var mixesTransactionControl = false
+}
+
 extension ClientSessionHandler {
     /// Replies that only acknowledge a message and are the same from every backend in step.
     /// (A switch: asked for every backend message, where a Set lookup hashes.)
@@ -113,18 +123,8 @@ extension ClientSessionHandler {
         currentGroup = []
         currentGroupBytes = 0
         tracker.rewrite = liveCount > 1
-        let result = tracker.process(frames) {
-            if let t = transactionTimestamp { return t }
-            let t = WallClock.timestampLiteral()
-            transactionTimestamp = t
-            return t
-        }
-        if result.writes { wroteInTransaction = true }
-        if result.createsTemporaryObject && votedCommitAvailable {
-            // PostgreSQL refuses PREPARE TRANSACTION for a transaction that used a temporary table.
-            votedCommitAvailable = false
-            logger.info("the session created a temporary table: its commits go without the vote from now on")
-        }
+        let result = tracker.process(frames) { transactionTimestampLiteral() }
+        noteEffects(of: result, seq: nextSeq)
         let replicated = liveCount > 1
         if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
            votedCommitAvailable, shared.configuration.replication.twoPhaseCommit {
@@ -141,27 +141,47 @@ extension ClientSessionHandler {
             route(result.bytes, to: routing == "lead" ? lead : live[balanceCursor % live.count])
             return
         }
-        if replicated, result.hasDDL {
-            shared.sequenceOrdering.invalidate(database)
-            ddlSeqs.insert(nextSeq)
-        }
         // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
         let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && lastStatus == .idle
             && shared.configuration.replication.twoPhaseCommit && votedCommitAvailable
         // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
         // answered once every backend has done it: a session the client opens next may rely on it.
-        let answerWhenAll = replicated && cycle && result.writes && !wrap && lastStatus == .idle
-        pendingFlags = (result.writes, answerWhenAll, result.mixesTransactionControl)
+        let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
+                               mixesTransactionControl: result.mixesTransactionControl)
         if replicated, cycle, needsSequenceOrder(result) {
-            waitForOrder(result.bytes, cycle: cycle, wrap: wrap)
+            waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
             return
         }
-        send(result.bytes, cycle: cycle, wrap: wrap)
+        send(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
+    }
+
+    /// The time literal of the current transaction (one per transaction, see `StatementTracker`).
+    func transactionTimestampLiteral() -> String {
+        if let t = transactionTimestamp { return t }
+        let t = WallClock.timestampLiteral()
+        transactionTimestamp = t
+        return t
+    }
+
+    /// What a processed group (or a part of one sent early) does to the session, `seq` being its cycle:
+    /// a write marks the transaction, a temporary table ends the vote for the session, DDL makes the
+    /// sequence catalog stale.
+    func noteEffects(of result: StatementTracker.Result, seq: Int) {
+        if result.writes { wroteInTransaction = true }
+        if result.createsTemporaryObject && votedCommitAvailable {
+            // PostgreSQL refuses PREPARE TRANSACTION for a transaction that used a temporary table.
+            votedCommitAvailable = false
+            logger.info("the session created a temporary table: its commits go without the vote from now on")
+        }
+        if liveCount > 1, result.hasDDL {
+            shared.sequenceOrdering.invalidate(database)
+            ddlSeqs.insert(seq)
+        }
     }
 
     /// Dispatches a client group, wrapped for the vote when `wrap`; returns the group's cycle.
     @discardableResult
-    func send(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool) -> Int {
+    func send(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags) -> Int {
         if wrap {
             var begin = ByteBuffer()
             FrontendMessage.query("BEGIN").encode(into: &begin)
@@ -169,8 +189,6 @@ extension ClientSessionHandler {
             wrapPending = true
         }
         let seq = nextSeq
-        let flags = pendingFlags
-        pendingFlags = (false, false, false)
         if cycle && flags.writes { writingSeqs.insert(seq) }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
                  answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl)
@@ -476,7 +494,7 @@ extension ClientSessionHandler {
             if entries.allSatisfy({ $0.digest == entries[0].digest }) { continue }
             let verdict = OutcomeJudge.judge(entries, lead: lead, wrote: wrote)
             for i in verdict.abortTransaction where backends[i].isLive {
-                sendHidden(Self.followLeadAbortSQL, to: i)
+                sendOwn(Self.followLeadAbortSQL, to: i)
                 flushBackend(i)
             }
             for i in verdict.leaveToVote {
@@ -490,14 +508,20 @@ extension ClientSessionHandler {
     /// Aborts a follower's transaction block the way the lead's was (the SQLSTATE is the cancel's).
     static let followLeadAbortSQL = "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '57014', MESSAGE = 'pgchorus: the lead backend ended this statement with a timing outcome; this transaction follows it'; END $pgchorus$"
 
-    /// Sends a statement of pgchorus' own to one backend; its replies are dropped.
-    func sendHidden(_ sql: String, to index: Int) {
+    /// Sends messages of pgchorus' own to one backend, answered as `kind` in cycle `seq` (a cycle of
+    /// their own when nil); `.hidden` replies are dropped.
+    func sendOwn(_ bytes: ByteBuffer, to index: Int, kind: CycleKind = .hidden, seq: Int? = nil) {
+        let cycle = seq ?? nextSeq
+        if seq == nil { nextSeq += 1 }
+        backends[index].expected.append(Expectation(seq: cycle, kind: kind))
+        backends[index].write(bytes)
+    }
+
+    /// Sends one statement of pgchorus' own to one backend (see `sendOwn(_:to:kind:seq:)`).
+    func sendOwn(_ sql: String, to index: Int, kind: CycleKind = .hidden, seq: Int? = nil) {
         var b = ByteBuffer()
         FrontendMessage.query(sql).encode(into: &b)
-        let seq = nextSeq
-        nextSeq += 1
-        backends[index].expected.append(Expectation(seq: seq, kind: .hidden))
-        backends[index].write(b)
+        sendOwn(b, to: index, kind: kind, seq: seq)
     }
 
     /// The lead ended group `g` with a timing outcome: each follower gets, instead of the statements,
@@ -506,26 +530,20 @@ extension ClientSessionHandler {
     func releaseLeadTimingOutcome(_ g: PendingGroup, seq: Int, leadStatus: UInt8) {
         var named = ByteBuffer()
         var bytes = g.bytes
-        while bytes.readableBytes >= 5, let type = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self),
-              let length = bytes.getInteger(at: bytes.readerIndex + 1, as: Int32.self), length >= 4,
-              let frame = bytes.readSlice(length: 1 + Int(length)) {
-            if type == FrontendMessage.Kind.execute.rawValue { break }
-            if type == FrontendMessage.Kind.parse.rawValue || type == FrontendMessage.Kind.close.rawValue {
-                named.writeImmutableBuffer(frame)
+        var frames = PostgresFrameDecoder()
+        // (The group's bytes were decoded once already: they split again without error.)
+        while let frame = try? frames.decode(buffer: &bytes), frame.type != FrontendMessage.Kind.execute.rawValue {
+            if frame.type == FrontendMessage.Kind.parse.rawValue || frame.type == FrontendMessage.Kind.close.rawValue {
+                named.writeImmutableBuffer(frame.bytes)
             }
         }
         if named.readableBytes > 0 { FrontendMessage.sync.encode(into: &named) }
         for i in backends.indices where i != lead && backends[i].isLive {
-            if named.readableBytes > 0 {
-                let s = nextSeq
-                nextSeq += 1
-                backends[i].expected.append(Expectation(seq: s, kind: .hidden))
-                backends[i].write(named)
-            }
+            if named.readableBytes > 0 { sendOwn(named, to: i) }
             if leadStatus == OutcomeJudge.failedTransaction {
-                sendHidden(Self.followLeadAbortSQL, to: i)
+                sendOwn(Self.followLeadAbortSQL, to: i)
             } else if leadStatus == OutcomeJudge.idle && g.startedInTransaction {
-                sendHidden("ROLLBACK", to: i)
+                sendOwn("ROLLBACK", to: i)
             }
             if seq == orderSeq { orderFinished(on: i) }
         }
@@ -653,7 +671,7 @@ extension ClientSessionHandler {
     /// Takes a backend out of this session and out of service.
     func failBackend(_ index: Int, reason: String) {
         guard backends[index].phase != .closed else { return }
-        shared.registry.fail(backends[index].backend.id, reason: reason, now: WallClock.unixTime())
+        shared.failBackendClusterWide(backends[index].backend.id, reason: reason)
         logger.error("backend \(backends[index].backend.description) dropped from the session: \(reason)")
         ProxyMetrics.backendsDropped.increment()
         backends[index].phase = .closed

@@ -51,9 +51,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var earlyFrames: [PostgresFrame] = []
     var startupTimer: Scheduled<Void>?
     var database = ""
-    /// How the logins to the backends ended (see `LoginRound`), and the refusals' bytes.
+    /// How the logins to the backends ended (see `LoginRound`).
     var loginRound = LoginRound(backends: 0)
-    var loginRefusals: [Int: ByteBuffer] = [:]
 
     // Replication state (see ClientSessionHandler+Relay.swift).
     var lead = 0
@@ -87,7 +86,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderSeq: Int?
     var orderPending: Set<Int> = []
     /// A group waiting for the order, with whether it is a reply cycle.
-    var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool)?
+    var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags)?
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
     /// An extended-protocol group ended by Flush is open on the lead: no query of ours may go in between.
@@ -127,8 +126,6 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var deadlineTimer: (at: NIODeadline, task: Scheduled<Void>)?
     /// Seconds a follower may take beyond the lead's own time for a cycle.
     var followerTimeout: TimeAmount = .seconds(3)
-    /// What the group being formed is (set in `endGroup`, taken by `send`, kept while it waits for its turn).
-    var pendingFlags: (writes: Bool, answerWhenAll: Bool, mixesTransactionControl: Bool) = (false, false, false)
     /// When this session last asked for its silent lead to be probed.
     var leadProbedAt: NIODeadline?
     /// The cycle of a pipeline whose first messages were sent to the lead before its Sync arrived
