@@ -19,9 +19,10 @@ public struct CommitVote: Sendable, Equatable {
     /// nobody is failed, however the others voted: a serializable transaction that one server had to
     /// abort is not evidence against the servers that could commit it.
     public init(prepared: [Bool], timingFailure: Bool) {
-        self.init(prepared: prepared)
         if timingFailure {
-            self = CommitVote(decision: .rollback, finishOn: prepared.indices.filter { prepared[$0] }, fail: [])
+            self.init(decision: .rollback, finishOn: prepared.indices.filter { prepared[$0] }, fail: [])
+        } else {
+            self.init(prepared: prepared)
         }
     }
 

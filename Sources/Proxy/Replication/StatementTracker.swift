@@ -63,6 +63,9 @@ struct StatementTracker {
         // One message passed on unchanged (the usual Query) is not copied: its bytes go as they came.
         let single = frames.count == 1
         if !single { result.bytes.reserveCapacity(frames.reduce(0) { $0 + $1.bytes.readableBytes }) }
+        func passUnchanged(_ frame: PostgresFrame) {
+            if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+        }
         var executes = 0
         var commitExecutes = 0
         var wrappableExecutes = 0
@@ -70,7 +73,7 @@ struct StatementTracker {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
                 guard case let .query(sql)? = try? FrontendMessage(frame: frame) else {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                     continue
                 }
                 let analysis = StatementAnalysis(sql)
@@ -81,17 +84,17 @@ struct StatementTracker {
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
                 if !rewrite {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                 } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
                     FrontendMessage.query(Self.refusal(analysis.volatileCalls)).encode(into: &result.bytes)
                 } else if !analysis.timeExpressions.isEmpty {
                     FrontendMessage.query(analysis.rewritingTime(in: sql, timestamp: timestamp())).encode(into: &result.bytes)
                 } else {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                 }
             case FrontendMessage.Kind.parse.rawValue:
                 guard case var .parse(parse)? = try? FrontendMessage(frame: frame) else {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                     continue
                 }
                 let analysis = StatementAnalysis(parse.query)
@@ -100,7 +103,7 @@ struct StatementTracker {
                 let parameters = max(parse.parameterTypes.count,
                                      min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
                 if !rewrite {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                 } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
                     let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
@@ -118,7 +121,7 @@ struct StatementTracker {
                     prepared.timeParameter = n
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
                 } else {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                 }
                 statements[parse.name] = prepared
                 if !parse.name.isEmpty { result.isPlainRead = false }
@@ -126,7 +129,7 @@ struct StatementTracker {
                 // Only the names are needed unless a time parameter is added: the whole Bind
                 // (parameter arrays) is decoded just for that.
                 guard let names = FrontendMessage.bindNames(frame) else {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                     continue
                 }
                 portals[names.portal] = names.statement
@@ -142,7 +145,7 @@ struct StatementTracker {
                     bind.parameters.append(ByteBuffer(string: timestamp()))
                     FrontendMessage.bind(bind).encode(into: &result.bytes)
                 } else {
-                    if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                    passUnchanged(frame)
                 }
             case FrontendMessage.Kind.execute.rawValue:
                 executes += 1
@@ -157,20 +160,20 @@ struct StatementTracker {
                     result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
                     result.isPlainRead = false
                 }
-                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                passUnchanged(frame)
             case FrontendMessage.Kind.close.rawValue:
                 result.isPlainRead = false
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
                     if target == .statement { statements[name] = nil } else { portals[name] = nil }
                 }
-                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                passUnchanged(frame)
             case FrontendMessage.Kind.functionCall.rawValue:
                 executes += 1
                 result.writes = true
                 result.isPlainRead = false
-                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                passUnchanged(frame)
             default:
-                if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
+                passUnchanged(frame)
             }
         }
         result.isCommit = executes == 1 && commitExecutes == 1
