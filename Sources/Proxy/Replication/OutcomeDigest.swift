@@ -46,7 +46,7 @@ struct OutcomeDigest: Equatable, Sendable {
     /// Error messages, for a failure reason only.
     var errorMessages: [String] = []
     /// The first rows' bytes, for a failure reason only.
-    var firstRows: [ByteBuffer] = []
+    var firstRows: [PostgresFrame] = []
 
     static func == (a: OutcomeDigest, b: OutcomeDigest) -> Bool {
         a.rowHash == b.rowHash && a.entries == b.entries
@@ -69,7 +69,7 @@ struct OutcomeDigest: Equatable, Sendable {
         case UInt8(ascii: "D"), UInt8(ascii: "d"):
             if hashRows {
                 hash(frame)
-                if frame.type == UInt8(ascii: "D"), firstRows.count < Self.keptRows { firstRows.append(frame.body) }
+                if frame.type == UInt8(ascii: "D"), firstRows.count < Self.keptRows { firstRows.append(frame) }
             }
             if let last = entries.indices.last, entries[last].type == frame.type {
                 entries[last].count += 1
@@ -131,7 +131,7 @@ struct OutcomeDigest: Equatable, Sendable {
             }
             return text
         }
-        for (n, (a, b)) in zip(firstRows, expected.firstRows).enumerated() where a != b {
+        for (n, (a, b)) in zip(firstRows, expected.firstRows).enumerated() where a.bytes != b.bytes {
             return "row \(n + 1) differs: got \(Self.rowText(a)), expected \(Self.rowText(b))" + Self.columnDifference(a, b)
         }
         let shown = min(firstRows.count, expected.firstRows.count)
@@ -139,25 +139,20 @@ struct OutcomeDigest: Equatable, Sendable {
     }
 
     /// The values of a DataRow body, text as text, each truncated.
-    static func rowValues(_ body: ByteBuffer) -> [String]? {
-        var b = body
-        guard let n = b.readInteger(as: Int16.self), n >= 0 else { return nil }
-        var values: [String] = []
-        for _ in 0..<n {
-            guard let length = b.readInteger(as: Int32.self) else { return nil }
-            if length < 0 { values.append("NULL"); continue }
-            guard let bytes = b.readSlice(length: Int(length)) else { return nil }
-            let text = String(decoding: bytes.readableBytesView.prefix(60), as: UTF8.self)
-            values.append("'" + text + (bytes.readableBytes > 60 ? "…" : "") + "'")
+    static func rowValues(_ row: PostgresFrame) -> [String]? {
+        guard case let .dataRow(columns)? = try? BackendMessage(frame: row) else { return nil }
+        return columns.map { value in
+            guard let value else { return "NULL" }
+            let text = String(decoding: value.readableBytesView.prefix(60), as: UTF8.self)
+            return "'" + text + (value.readableBytes > 60 ? "…" : "") + "'"
         }
-        return values
     }
 
-    static func rowText(_ body: ByteBuffer) -> String {
-        rowValues(body).map { "(" + $0.joined(separator: ", ") + ")" } ?? "(unreadable row)"
+    static func rowText(_ row: PostgresFrame) -> String {
+        rowValues(row).map { "(" + $0.joined(separator: ", ") + ")" } ?? "(unreadable row)"
     }
 
-    static func columnDifference(_ a: ByteBuffer, _ b: ByteBuffer) -> String {
+    static func columnDifference(_ a: PostgresFrame, _ b: PostgresFrame) -> String {
         guard let x = rowValues(a), let y = rowValues(b), x.count == y.count,
               let c = x.indices.first(where: { x[$0] != y[$0] }) else { return "" }
         return " (column \(c + 1): \(x[c]) vs \(y[c]))"

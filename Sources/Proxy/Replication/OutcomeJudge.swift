@@ -37,7 +37,8 @@ struct OutcomeJudge {
     static func judge(_ entries: [(index: Int, digest: OutcomeDigest)], lead: Int, wrote: Bool) -> Verdict {
         var verdict = Verdict()
         guard let first = entries.first, !entries.allSatisfy({ $0.digest == first.digest }) else { return verdict }
-        if let leadDigest = entries.first(where: { $0.index == lead })?.digest, let timing = leadDigest.timingSQLState {
+        let leadDigest = entries.first(where: { $0.index == lead })?.digest
+        if let leadDigest, let timing = leadDigest.timingSQLState {
             for e in entries where e.index != lead && e.digest != leadDigest {
                 let status = e.digest.statusAfter
                 if leadDigest.statusAfter == failedTransaction && status == inTransaction {
@@ -52,7 +53,7 @@ struct OutcomeJudge {
         // A follower whose transaction block a timing outcome aborted (a serialization failure the lead
         // did not hit, at another moment of a concurrent commit) is not failed for it here: the vote is.
         var judged = entries
-        if let leadDigest = entries.first(where: { $0.index == lead })?.digest, !leadDigest.hasError {
+        if let leadDigest, !leadDigest.hasError {
             for e in entries where e.index != lead && e.digest.timingSQLState != nil && e.digest.statusAfter == failedTransaction {
                 verdict.leaveToVote.append(e.index)
             }
