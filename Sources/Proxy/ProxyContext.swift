@@ -29,6 +29,8 @@ public final class ProxyContext: Sendable {
     let abandonedVotes: InDoubtResolver
     /// Probes a lead backend that sessions have waited on for long.
     let prober: BackendProber
+    /// The node's order of commits and statements (`replication.commit_epochs`).
+    let epochs: CommitEpochs
     /// The node's budget for large client messages (`proxy.message_memory`).
     let messageMemory: MessageMemory
 
@@ -43,6 +45,7 @@ public final class ProxyContext: Sendable {
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
         self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger)
         self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
+        self.epochs = CommitEpochs(configuration: configuration, logger: logger)
         self.messageMemory = MessageMemory(limit: configuration.proxy.messageMemory)
         self.users = try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
         if let tls = configuration.proxy.tls {

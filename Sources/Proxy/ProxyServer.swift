@@ -54,6 +54,7 @@ public final class ProxyServer: Service, Sendable {
     public func close() async {
         try? await boundChannel.close()
         context.prober.shutdown()
+        context.epochs.shutdown()
     }
 }
 

@@ -103,14 +103,21 @@ struct OutcomeDigest: Equatable, Sendable {
         }
     }
 
-    /// FNV-1a over the row bytes: cheap, deterministic, and the same in every process.
+    /// The rows as a multiset: each row's FNV-1a hash, mixed (splitmix64's finaliser) and added up, so
+    /// the same rows in another order hash alike. Row order is not data: without ORDER BY it is
+    /// physical order, which (auto)vacuum changes per backend; with a total ORDER BY equal multisets
+    /// come in equal order anyway, and ties under a partial one may come in any order on PostgreSQL
+    /// itself. Cheap, deterministic, and the same in every process.
     private mutating func hash(_ frame: PostgresFrame) {
-        var h = rowHash
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in frame.bytes.readableBytesView {
             h ^= UInt64(byte)
             h = h &* 0x100_0000_01b3
         }
-        rowHash = h
+        h = (h ^ (h >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        h = (h ^ (h >> 27)) &* 0x94d0_49bb_1331_11eb
+        h ^= h >> 31
+        rowHash = rowHash &+ h
     }
 
     var description: String { summary.joined(separator: " ") }

@@ -25,6 +25,8 @@ struct CommitInProgress {
     var autocommit = false
     /// The lead's PREPARE failed with a timing outcome (see `CommitVote.init(prepared:timingFailure:)`).
     var leadTimingFailure = false
+    /// The vote committed and waits for its turn to apply the COMMIT PREPAREDs (`CommitEpochs`).
+    var awaitingTurn = false
 }
 
 extension ClientSessionHandler {
@@ -175,6 +177,29 @@ extension ClientSessionHandler {
             exit(75)
         }
         (vote.decision == .commit ? ProxyMetrics.votesCommitted : ProxyMetrics.votesRolledBack).increment()
+        if vote.decision == .commit { c.awaitingTurn = true }
+        // Stored before failing anyone: failBackend re-enters through commitParticipantLost.
+        commit = c
+        if vote.decision == .commit {
+            for i in toFail {
+                failBackend(i, reason: "PREPARE TRANSACTION failed while the majority committed (\(c.gid))")
+            }
+            // The COMMIT PREPAREDs land in the node's order of commits and statements (`CommitEpochs`).
+            awaitCommitTurn { [self] in finishVote() }
+        } else {
+            finishVote()
+        }
+    }
+
+    /// Sends the decision (COMMIT or ROLLBACK PREPARED) to every participant that prepared.
+    private func finishVote() {
+        guard var c = commit, let vote = c.vote else {
+            endCommitTurn()
+            return
+        }
+        c.awaitingTurn = false
+        let successes = vote.finishOn.map { c.participants[$0] }
+        let toFail = vote.fail.map { c.participants[$0] }
         let command = vote.decision == .commit ? "COMMIT PREPARED '\(c.gid)'" : "ROLLBACK PREPARED '\(c.gid)'"
         var finishTargets = successes
         if shared.testHook == "exit-after-first-commit-prepared" { finishTargets = Array(successes.prefix(1)) }
@@ -192,13 +217,7 @@ extension ClientSessionHandler {
             }
         }
         if vote.decision == .rollback { c.failAfterFinish = toFail }
-        // Stored before failing anyone: failBackend re-enters through commitParticipantLost.
         commit = c
-        if vote.decision == .commit {
-            for i in toFail {
-                failBackend(i, reason: "PREPARE TRANSACTION failed while the majority committed (\(c.gid))")
-            }
-        }
         flushBackends()
         answerIfFinished()
     }
@@ -229,8 +248,9 @@ extension ClientSessionHandler {
     }
 
     private func answerIfFinished() {
-        guard let c = commit, let vote = c.vote, c.finishing.isEmpty else { return }
+        guard let c = commit, let vote = c.vote, c.finishing.isEmpty, !c.awaitingTurn else { return }
         commit = nil
+        endCommitTurn()
         // Every participant's transaction has ended: all are compared again.
         leftToVote.removeAll()
         wrapPending = false

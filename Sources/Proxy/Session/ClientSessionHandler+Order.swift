@@ -48,7 +48,7 @@ extension ClientSessionHandler {
             finishOpenGroup(bytes)
             orderSeq = open
         } else {
-            orderSeq = send(bytes, cycle: cycle, wrap: wrap, flags: flags)
+            sendInTurn(bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: true)
         }
         flushBackends()
         replayHeldFrames()

@@ -15,7 +15,7 @@ import Wire
 /// backend has done it.
 extension ClientSessionHandler {
     func forwardOpenGroup() {
-        guard phase == .relaying, !currentGroup.isEmpty, commit == nil, waitingGroup == nil, !wrapPending,
+        guard phase == .relaying, !currentGroup.isEmpty, commit == nil, waitingGroup == nil, epochWaiting == nil, !wrapPending,
               handoverTicket == nil else { return }
         var trial = tracker
         trial.rewrite = liveCount > 1

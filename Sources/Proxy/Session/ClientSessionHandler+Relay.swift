@@ -38,6 +38,8 @@ struct GroupFlags {
     var answerWhenAll = false
     /// COMMIT/ROLLBACK among other statements.
     var mixesTransactionControl = false
+    /// The group ends a transaction (COMMIT/END) outside the vote.
+    var commits = false
 }
 
 extension ClientSessionHandler {
@@ -64,6 +66,7 @@ extension ClientSessionHandler {
 
     func flushBackends() {
         for i in backends.indices { flushBackend(i) }
+        reportEpochTargets()
     }
 
     var liveCount: Int { backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
@@ -76,7 +79,7 @@ extension ClientSessionHandler {
         // COPY data continues the cycle that is awaited (COPY FROM STDIN is such a cycle): it never waits for it.
         let continuesCopy = frame.type == FrontendMessage.Kind.copyData.rawValue || frame.type == FrontendMessage.Kind.copyDone.rawValue
             || frame.type == FrontendMessage.Kind.copyFail.rawValue
-        if commit != nil || waitingGroup != nil || wrapPending || handoverTicket != nil || (awaitingAll != nil && !continuesCopy) {
+        if commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || (awaitingAll != nil && !continuesCopy) {
             heldFrames.append(frame)
             return
         }
@@ -147,12 +150,12 @@ extension ClientSessionHandler {
         // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
         // answered once every backend has done it: a session the client opens next may rely on it.
         let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
-                               mixesTransactionControl: result.mixesTransactionControl)
+                               mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit)
         if replicated, cycle, needsSequenceOrder(result) {
             waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
             return
         }
-        send(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
+        sendInTurn(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
     }
 
     /// The time literal of the current transaction (one per transaction, see `StatementTracker`).
@@ -401,6 +404,7 @@ extension ClientSessionHandler {
                 if exp.holdReady && fresh { autocommitStatementDone(status: status) }
             }
             if exp.seq == orderSeq { orderFinished(on: index) }
+            epochCycleFinished(exp.seq, on: index)
             if compared {
                 backends[index].completed.append((exp.seq, backends[index].digest))
             }
@@ -546,6 +550,7 @@ extension ClientSessionHandler {
                 sendOwn("ROLLBACK", to: i)
             }
             if seq == orderSeq { orderFinished(on: i) }
+            epochCycleFinished(seq, on: i)
         }
         writingSeqs.remove(seq)
     }
@@ -694,6 +699,7 @@ extension ClientSessionHandler {
         }
         commitParticipantLost(index)
         orderFinished(on: index)
+        epochBackendLost(index)
         releaseHeldReady()
         finishDrainIfDone()
     }

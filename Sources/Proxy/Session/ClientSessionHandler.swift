@@ -87,6 +87,14 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderPending: Set<Int> = []
     /// A group waiting for the order, with whether it is a reply cycle.
     var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags)?
+    // Commit epochs (see ClientSessionHandler+Epochs.swift).
+    /// A group waiting for its turn in the node's order of commits and statements.
+    var epochWaiting: EpochWait?
+    /// The turns of cycles sent, by cycle, with the backends that have still to finish each.
+    var epochTurns: [Int: EpochTurn] = [:]
+    /// The turn of this session's vote's COMMIT PREPAREDs, and what runs once it is granted.
+    var commitTurn: Int?
+    var pendingCommitTurn: (() -> Void)?
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
     /// An extended-protocol group ended by Flush is open on the lead: no query of ours may go in between.
@@ -204,7 +212,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     /// Gives the large messages back to the node's budget once every backend has been sent them.
     func releaseHeldMessages(force: Bool = false) {
-        guard heldReservation > 0, force || (unreleased.isEmpty && currentGroup.isEmpty && heldFrames.isEmpty && waitingGroup == nil) else { return }
+        guard heldReservation > 0, force || (unreleased.isEmpty && currentGroup.isEmpty && heldFrames.isEmpty && waitingGroup == nil && epochWaiting == nil) else { return }
         shared.messageMemory.release(heldReservation)
         heldReservation = 0
     }
@@ -440,6 +448,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     func shutDown() {
         if phase == .draining || phase == .closed { return }
         abandonOrderWait()
+        abandonEpochWait()
         if copyInProgress, phase == .relaying {
             // The client left in the middle of COPY FROM STDIN: every backend ends the COPY (and rolls
             // it back) now, instead of waiting for data that never comes while holding the sequence turn.
@@ -490,6 +499,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
         shared.messageMemory.release(arrivingReservation)
         arrivingReservation = 0
         releaseOrder()
+        abandonEpochWait()
+        endEpochTurns()
         abandonHandover()
         noteLeadOrdering()
         startupTimer?.cancel()

@@ -202,11 +202,19 @@ public struct Configuration: Sendable, Equatable {
         /// Seconds a follower backend may take to finish a cycle beyond the lead's own time for it
         /// (or, for what goes to every backend at once, after the lead answered); then it is failed.
         public var followerTimeout: Double
+        /// Order commits and statements in epochs so every statement sees the same committed
+        /// transactions on every backend (see docs/replication.md, "One order of commits and statements").
+        public var commitEpochs: Bool
+        /// Writes that choose rows by physical order (LIMIT/OFFSET/FETCH/DISTINCT ON without ORDER BY,
+        /// ctid predicates): `refuse` (an error naming the clause) or `allow`.
+        public var physicalOrderWrites: String
 
         public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true, readRouting: String = "all",
                     resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60,
-                    followerTimeout: Double = 3) {
+                    followerTimeout: Double = 3, commitEpochs: Bool = true, physicalOrderWrites: String = "refuse") {
             self.followerTimeout = followerTimeout
+            self.commitEpochs = commitEpochs
+            self.physicalOrderWrites = physicalOrderWrites
             self.volatileFunctions = volatileFunctions; self.compareRows = compareRows; self.twoPhaseCommit = twoPhaseCommit
             self.readRouting = readRouting
             self.resolverUser = resolverUser; self.resolverPassword = resolverPassword
@@ -336,7 +344,9 @@ public struct Configuration: Sendable, Equatable {
             resolverPassword: try replicationT.string("resolver_password"),
             resolveInterval: try replicationT.duration("resolve_interval", default: 60, range: 1...86400),
             inDoubtGrace: try replicationT.duration("in_doubt_grace", default: 60, range: 1...86400),
-            followerTimeout: try replicationT.duration("follower_timeout", default: 3, range: 0.1...86400))
+            followerTimeout: try replicationT.duration("follower_timeout", default: 3, range: 0.1...86400),
+            commitEpochs: try replicationT.bool("commit_epochs", default: true),
+            physicalOrderWrites: try replicationT.oneOf("physical_order_writes", ["refuse", "allow"], default: "refuse"))
         try replicationT.rejectUnknownKeys()
 
         var clusterT = try root.subtable("cluster")

@@ -1,0 +1,162 @@
+import Logging
+import NIOCore
+import Wire
+
+/// A client group waiting for its turn in the node's order of commits and statements.
+struct EpochWait {
+    var ticket: Int
+    var bytes: ByteBuffer
+    var cycle: Bool
+    var wrap: Bool
+    var flags: GroupFlags
+    /// The group holds the sequence turn: its cycle is the one the turn is held for.
+    var underOrder: Bool
+}
+
+/// A turn held by a cycle the session sent.
+struct EpochTurn {
+    var ticket: Int
+    /// The backends that have still to finish the cycle.
+    var pending: Set<Int>
+    /// Where the node was last told the statement runs.
+    var reported: [CommitEpochs.Target] = []
+}
+
+/// The session's part in `CommitEpochs`: every cycle that goes to all backends takes a turn before it
+/// is sent and gives it back once every backend has finished it; a vote's `COMMIT PREPARED`s take one
+/// before they are sent (`awaitCommitTurn`).
+extension ClientSessionHandler {
+    /// The kind of turn a group needs, or nil when it needs none (one backend, ordering off, no reply cycle).
+    func epochKind(cycle: Bool, flags: GroupFlags) -> EpochSchedule.Kind? {
+        guard cycle, liveCount > 1, shared.epochs.enabled, openPartial == nil else { return nil }
+        // A group that commits on each backend at its own end (autocommit DDL, COPY or any write outside
+        // the vote, a COMMIT outside the vote) runs while nothing else does.
+        if flags.answerWhenAll || flags.mixesTransactionControl || flags.commits { return .exclusive }
+        return .statement
+    }
+
+    /// Sends a client group once the node's order lets it start (at once, usually).
+    func sendInTurn(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags, underOrder: Bool = false) {
+        guard let kind = epochKind(cycle: cycle, flags: flags), let context else {
+            let seq = send(bytes, cycle: cycle, wrap: wrap, flags: flags)
+            if underOrder { orderSeq = seq }
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let (ticket, now) = shared.epochs.request(kind) { loop.execute { bound.value.epochGranted() } }
+        let wait = EpochWait(ticket: ticket, bytes: bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: underOrder)
+        if now {
+            sendGranted(wait)
+        } else {
+            epochWaiting = wait
+        }
+    }
+
+    private func sendGranted(_ w: EpochWait) {
+        let seq = send(w.bytes, cycle: w.cycle, wrap: w.wrap, flags: w.flags)
+        if w.underOrder { orderSeq = seq }
+        let live = Set(backends.indices.filter { backends[$0].isLive })
+        epochTurns[seq] = EpochTurn(ticket: w.ticket, pending: live)
+        reportEpochTargets()
+    }
+
+    func epochGranted() {
+        guard let w = epochWaiting else { return }
+        epochWaiting = nil
+        guard phase == .relaying else {
+            shared.epochs.end(w.ticket)
+            return
+        }
+        sendGranted(w)
+        flushBackends()
+        replayHeldFrames()
+    }
+
+    private func epochTarget(_ index: Int) -> CommitEpochs.Target {
+        CommitEpochs.Target(backend: backends[index].backend.id, pid: backends[index].login.processID)
+    }
+
+    /// Backend `index` finished cycle `seq` (or will not run it): the turn ends when every live backend has.
+    func epochCycleFinished(_ seq: Int, on index: Int) {
+        guard var turn = epochTurns[seq] else { return }
+        turn.pending.remove(index)
+        if !turn.pending.contains(where: { backends[$0].isLive }) {
+            epochTurns[seq] = nil
+            shared.epochs.end(turn.ticket)
+            return
+        }
+        epochTurns[seq] = turn
+    }
+
+    /// Tells the node where each statement holding a turn runs now: the live backends it has been sent
+    /// to and not finished (lead-first: the lead, then the followers; a new lead once it is re-sent).
+    /// Only those can be seen waiting on a lock. Called when the session flushes what it wrote.
+    func reportEpochTargets() {
+        guard !epochTurns.isEmpty else { return }
+        for (seq, turn) in epochTurns {
+            let targets = turn.pending.sorted().filter { i in
+                backends[i].isLive && backends[i].expected.contains { $0.seq == seq }
+            }.map(epochTarget)
+            guard targets != turn.reported else { continue }
+            epochTurns[seq]?.reported = targets
+            shared.epochs.running(turn.ticket, on: targets)
+        }
+    }
+
+    /// A backend left the session: no turn waits for it any more.
+    func epochBackendLost(_ index: Int) {
+        for seq in epochTurns.keys.sorted() { epochCycleFinished(seq, on: index) }
+    }
+
+    /// Gives up a turn still waited for (session ending).
+    func abandonEpochWait() {
+        if let w = epochWaiting {
+            epochWaiting = nil
+            shared.epochs.end(w.ticket)
+        }
+    }
+
+    /// Ends every turn the session holds (session closed).
+    func endEpochTurns() {
+        for turn in epochTurns.values { shared.epochs.end(turn.ticket) }
+        epochTurns = [:]
+        if let t = commitTurn {
+            commitTurn = nil
+            shared.epochs.end(t)
+        }
+    }
+
+    /// Runs `body` once this vote's `COMMIT PREPARED`s may be applied: while no statement runs unparked.
+    func awaitCommitTurn(_ body: @escaping () -> Void) {
+        guard shared.epochs.enabled, let context else {
+            body()
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        pendingCommitTurn = body
+        let (ticket, now) = shared.epochs.request(.commit) { loop.execute { bound.value.commitTurnGranted() } }
+        commitTurn = ticket
+        if now { commitTurnGranted() }
+    }
+
+    func commitTurnGranted() {
+        guard let body = pendingCommitTurn else { return }
+        pendingCommitTurn = nil
+        guard phase == .relaying || phase == .draining else {
+            endCommitTurn()
+            return
+        }
+        body()
+    }
+
+    /// The vote's `COMMIT PREPARED`s are done everywhere.
+    func endCommitTurn() {
+        pendingCommitTurn = nil
+        if let t = commitTurn {
+            commitTurn = nil
+            shared.epochs.end(t)
+        }
+    }
+}
