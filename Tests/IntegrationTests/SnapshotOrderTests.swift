@@ -40,4 +40,30 @@ import TestSupport
     @Test func hotRowTransactionsAndWritesThatReadThemStayIdentical() async throws {
         try await run("mixed")
     }
+
+    /// Writes that choose rows by physical order are refused with the clause named; ordered by a key they run.
+    @Test func writesThatPickRowsByPhysicalOrderAreRefusedByClause() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let script = """
+                create table src (id int primary key, v int);
+                insert into src select g, g from generate_series(1, 50) g;
+                create table dst (id int, v int);
+                insert into dst select * from src limit 5;
+                delete from src where ctid in (select ctid from src limit 3);
+                insert into dst select * from src order by id limit 5;
+                delete from src where id in (select id from src order by id limit 3);
+                select count(*) from dst;
+                select count(*) from src;
+                """
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: script)
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses LIMIT in a write without ORDER BY"), "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses LIMIT, ctid in a write without ORDER BY"), "\(out.report)")
+                #expect(Array(out.stdoutLines.suffix(2)) == ["5", "47"], "\(out.report)")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+                #expect(proxy.server.context.registry.online().count == 2)
+            }
+        }
+    }
 }

@@ -179,3 +179,36 @@ import Testing
         #expect(StatementAnalysis.highestParameter(in: "select '$5', $$ $7 $$, \"$9\" -- $8\n, $2") == 2)
     }
 }
+
+/// Writes that would pick different rows on each backend (physical order), and those that would not.
+@Suite struct PhysicalOrderTests {
+    @Test(arguments: [
+        ("insert into t select * from u limit 10", ["LIMIT"]),
+        ("INSERT INTO t SELECT * FROM u OFFSET 5", ["OFFSET"]),
+        ("delete from t where id in (select id from t limit 100)", ["LIMIT"]),
+        ("update t set x = 1 where id in (select id from t fetch first 3 rows only)", ["FETCH FIRST"]),
+        ("insert into t select distinct on (k) k, v from u", ["DISTINCT ON"]),
+        ("delete from t where ctid in (select ctid from t limit 10)", ["LIMIT", "ctid"]),
+        ("update t set x = 2 where ctid = '(0,1)'", ["ctid"]),
+        ("create table c as select * from u limit 5", ["LIMIT"]),
+        ("select * into c from u limit 5", ["LIMIT"]),
+        ("with d as (delete from t where id in (select id from t limit 2) returning *) select * from d", ["LIMIT"]),
+    ])
+    func refused(sql: String, clauses: [String]) {
+        #expect(StatementAnalysis(sql).physicalOrderClauses == clauses)
+    }
+
+    @Test(arguments: [
+        "insert into t select * from u order by id limit 10",
+        "delete from t where id in (select id from t order by id limit 100)",
+        "insert into t select distinct on (k) k, v from u order by k, v",
+        "select * from t limit 10",
+        "select ctid, * from t",
+        "insert into t values (1, 'limit')",
+        "update t set note = 'offset' where id = 1",
+        "create table t (id int, \"limit\" int)",
+    ])
+    func allowed(sql: String) {
+        #expect(StatementAnalysis(sql).physicalOrderClauses.isEmpty)
+    }
+}

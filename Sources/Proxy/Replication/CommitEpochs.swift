@@ -26,7 +26,8 @@ public final class CommitEpochs: Sendable {
         var grants: [Int: @Sendable () -> Void] = [:]
         var targets: [Int: [Target]] = [:]
         var probing = false
-        var blockedSince: NIODeadline?
+        /// When each waiting turn asked (the bound counts from the oldest).
+        var waitingSince: [Int: NIODeadline] = [:]
     }
 
     private let state = Mutex(State())
@@ -51,8 +52,11 @@ public final class CommitEpochs: Sendable {
         let (ticket, others, now) = state.withLock { s -> (Int, [@Sendable () -> Void], Bool) in
             let (ticket, granted) = s.schedule.request(kind)
             let now = granted.contains(ticket)
-            if !now { s.grants[ticket] = grant }
-            return (ticket, granted.filter { $0 != ticket }.compactMap { s.grants.removeValue(forKey: $0) }, now)
+            if !now {
+                s.grants[ticket] = grant
+                s.waitingSince[ticket] = .now()
+            }
+            return (ticket, s.take(granted.filter { $0 != ticket }), now)
         }
         for g in others { g() }
         probeIfBlocked()
@@ -69,9 +73,8 @@ public final class CommitEpochs: Sendable {
         let grants = state.withLock { s -> [@Sendable () -> Void] in
             s.targets[ticket] = nil
             s.grants[ticket] = nil
-            let granted = s.schedule.end(ticket)
-            if !s.schedule.hasWaiters { s.blockedSince = nil }
-            return granted.compactMap { s.grants.removeValue(forKey: $0) }
+            s.waitingSince[ticket] = nil
+            return s.take(s.schedule.end(ticket))
         }
         for g in grants { g() }
     }
@@ -81,11 +84,7 @@ public final class CommitEpochs: Sendable {
 
     private func park(_ tickets: [Int]) {
         guard !tickets.isEmpty else { return }
-        let grants = state.withLock { s -> [@Sendable () -> Void] in
-            let granted = s.schedule.park(tickets)
-            if !s.schedule.hasWaiters { s.blockedSince = nil }
-            return granted.compactMap { s.grants.removeValue(forKey: $0) }
-        }
+        let grants = state.withLock { s in s.take(s.schedule.park(tickets)) }
         for g in grants { g() }
     }
 
@@ -105,7 +104,6 @@ public final class CommitEpochs: Sendable {
         let start = state.withLock { s -> Bool in
             guard !s.probing, !s.schedule.blockers.isEmpty else { return false }
             s.probing = true
-            if s.blockedSince == nil { s.blockedSince = .now() }
             return true
         }
         guard start else { return }
@@ -120,17 +118,13 @@ public final class CommitEpochs: Sendable {
         for _ in 0..<1_000_000 {
             let (blockers, targets, since) = state.withLock { s -> ([Int], [Int: [Target]], NIODeadline?) in
                 let b = s.schedule.blockers
-                if b.isEmpty {
-                    s.probing = false
-                    s.blockedSince = nil
-                }
-                return (b, s.targets.filter { b.contains($0.key) }, s.blockedSince)
+                if b.isEmpty { s.probing = false }
+                return (b, s.targets.filter { b.contains($0.key) }, s.waitingSince.values.min())
             }
             guard !blockers.isEmpty else { return }
             if let since, NIODeadline.now() - since > bound {
-                logger.warning("commits waited \(configuration.replication.followerTimeout) s on running statements that could not be seen waiting on a lock; applying them anyway (statement order across backends is not guaranteed for those statements)")
+                logger.warning("a turn waited \(configuration.replication.followerTimeout) s (replication.follower_timeout) on running statements not seen waiting on a lock; they no longer hold it up (statement order across backends is not guaranteed for them)", metadata: ["statements": "\(blockers)"])
                 park(blockers)
-                state.withLock { $0.blockedSince = nil }
                 continue
             }
             usleep(UInt32(Self.probeInterval.nanoseconds / 1000))
@@ -165,7 +159,7 @@ public final class CommitEpochs: Sendable {
         let array = "{" + pids.map(String.init).joined(separator: ",") + "}"
         do {
             let c = try connection(backend)
-            let rows = try c.query(Self.waitingSQL, [array])
+            let rows = try c.query(Self.waitingSQL, [array], timeout: 0.5)
             return rows.compactMap { row -> Int32? in
                 guard let first = row.first, let text = first else { return nil }
                 return Int32(text)
@@ -190,6 +184,16 @@ public final class CommitEpochs: Sendable {
     func shutdown() {
         // The connections close with the pool's thread (the probe loop is their only user).
         pool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
+    }
+}
+
+extension CommitEpochs.State {
+    /// The grant callbacks of `tickets` (granted now), taken out with their waiting times.
+    mutating func take(_ tickets: [Int]) -> [@Sendable () -> Void] {
+        tickets.compactMap { t in
+            waitingSince[t] = nil
+            return grants.removeValue(forKey: t)
+        }
     }
 }
 

@@ -27,6 +27,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
     /// their SERIAL/IDENTITY defaults draw sequence values.
     public var insertTargets: [String] = []
+    /// Clauses of a write that pick rows by physical order (`LIMIT`, `OFFSET`, `FETCH FIRST`, `DISTINCT ON`
+    /// in a statement without ORDER BY, `ctid`): each backend would pick its own rows.
+    public var physicalOrderClauses: [String] = []
     /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
     public var timeExpressions: [(range: Range<Int>, type: String)] = []
 
@@ -115,7 +118,44 @@ public struct StatementAnalysis: Sendable, Equatable {
             let ddl = Self.ddlStarts.contains(first)
             if ddl { isDDL = true }
             analyse(s, first: first, ddl: ddl)
+            physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
         }
+    }
+
+    /// The clauses of a writing statement that choose rows by their physical order (see `physicalOrderClauses`).
+    static func physicalOrderClauses(_ s: [SQLToken], first: String) -> [String] {
+        func word(_ i: Int) -> String? { i < s.count && s[i].kind == .word ? s[i].text : nil }
+        let writes: Bool
+        switch first {
+        case "insert", "update", "delete", "merge": writes = true
+        case "create": writes = s.contains { $0.kind == .word && $0.text == "as" }
+        case "select", "with":
+            writes = s.contains { t in
+                guard t.kind == .word else { return false }
+                switch t.text {
+                case "insert", "update", "delete", "merge", "into": return true
+                default: return false
+                }
+            }
+        default: writes = false
+        }
+        guard writes else { return [] }
+        var clauses: [String] = []
+        var ordered = false
+        for i in s.indices {
+            switch word(i) {
+            case "order" where word(i + 1) == "by": ordered = true
+            case "limit": clauses.append("LIMIT")
+            case "offset": clauses.append("OFFSET")
+            case "fetch" where word(i + 1) == "first" || word(i + 1) == "next": clauses.append("FETCH FIRST")
+            case "distinct" where word(i + 1) == "on": clauses.append("DISTINCT ON")
+            default: break
+            }
+        }
+        if ordered { clauses = [] }
+        if s.contains(where: { $0.kind == .word && $0.text == "ctid" }) { clauses.append("ctid") }
+        var seen: Set<String> = []
+        return clauses.filter { seen.insert($0).inserted }
     }
 
     private mutating func analyse(_ s: [SQLToken], first: String, ddl: Bool) {

@@ -38,6 +38,8 @@ struct StatementTracker {
     var statements: [String: Prepared] = [:]
     var portals: [String: String] = [:]
     var refuseVolatile: Bool
+    /// Refuse writes that pick rows by physical order (`replication.physical_order_writes`).
+    var refusePhysicalOrder = true
     /// With one backend nothing can diverge: statements pass unchanged.
     var rewrite = true
 
@@ -56,6 +58,22 @@ struct StatementTracker {
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
             + "MESSAGE = 'pgchorus refuses \(list): the value would differ on each backend', "
             + "HINT = 'Compute the value in the application and send it as a literal or parameter, or set replication.volatile_functions = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
+    }
+
+    /// A statement that fails on every backend alike, in place of a write that would choose other rows
+    /// on each backend.
+    static func physicalOrderRefusal(_ clauses: [String]) -> String {
+        let list = clauses.joined(separator: ", ")
+        return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            + "MESSAGE = 'pgchorus refuses \(list) in a write without ORDER BY: each backend would choose other rows (their physical order differs)', "
+            + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or set replication.physical_order_writes = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
+    }
+
+    /// The refusal for `analysis` when it is to be refused, nil when it may run.
+    func refusal(for analysis: StatementAnalysis) -> String? {
+        if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
+        if refuseVolatile && !analysis.volatileCalls.isEmpty { return Self.refusal(analysis.volatileCalls) }
+        return nil
     }
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
@@ -85,8 +103,8 @@ struct StatementTracker {
                 if !analysis.isReadOnly { result.writes = true }
                 if !rewrite {
                     passUnchanged(frame)
-                } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
-                    FrontendMessage.query(Self.refusal(analysis.volatileCalls)).encode(into: &result.bytes)
+                } else if let refusal = refusal(for: analysis) {
+                    FrontendMessage.query(refusal).encode(into: &result.bytes)
                 } else if !analysis.timeExpressions.isEmpty {
                     FrontendMessage.query(analysis.rewritingTime(in: sql, timestamp: timestamp())).encode(into: &result.bytes)
                 } else {
@@ -104,10 +122,10 @@ struct StatementTracker {
                                      min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
                 if !rewrite {
                     passUnchanged(frame)
-                } else if refuseVolatile && !analysis.volatileCalls.isEmpty {
+                } else if let refusal = refusal(for: analysis) {
                     let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
-                    parse.query = Self.refusal(analysis.volatileCalls)
+                    parse.query = refusal
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
                 } else if !analysis.timeExpressions.isEmpty && (parse.name.isEmpty || parameters >= Self.maximumParameters) {
                     // (A named statement with no room for one more parameter gets a literal too: frozen, but alike everywhere.)

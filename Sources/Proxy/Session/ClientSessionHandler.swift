@@ -320,6 +320,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         let database = message["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
         self.database = database
         tracker = StatementTracker(refuseVolatile: shared.configuration.replication.volatileFunctions == "refuse")
+        tracker.refusePhysicalOrder = shared.configuration.replication.physicalOrderWrites == "refuse"
         logger[metadataKey: "user"] = "\(user)"
         logger[metadataKey: "database"] = "\(database)"
         let host = context.channel.remoteAddress?.ipAddress ?? "unknown"

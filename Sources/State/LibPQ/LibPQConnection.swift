@@ -44,6 +44,42 @@ public final class LibPQConnection {
             throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
         }
         defer { PQclear(result) }
+        return try rows(of: result)
+    }
+
+    /// Like `query`, but gives up after `timeout` seconds (a frozen server answers nothing, and a
+    /// blocking call would hang its thread for good): the connection is then unusable; drop it.
+    public func query(_ sql: String, _ parameters: [String], timeout: Double) throws -> [[String?]] {
+        let cStrings = parameters.map { strdupSafe($0) }
+        defer { cStrings.forEach { free($0) } }
+        var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
+        guard PQsendQueryParams(handle, sql, Int32(parameters.count), nil, &pointers, nil, nil, 0) == 1 else {
+            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+        }
+        let deadline = Self.monotonicSeconds() + timeout
+        var rows: [[String?]]?
+        var failure: Failure?
+        for _ in 0..<100_000 {
+            while PQisBusy(handle) == 0 {
+                guard let result = PQgetResult(handle) else {
+                    if let failure { throw failure }
+                    return rows ?? []
+                }
+                defer { PQclear(result) }
+                do { rows = try self.rows(of: result) } catch let f as Failure { failure = f }
+            }
+            let left = deadline - Self.monotonicSeconds()
+            guard left > 0 else { throw Failure(description: "\(target): no answer within \(timeout) s") }
+            var fd = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+            _ = poll(&fd, 1, Int32(max(1, left * 1000)))
+            guard PQconsumeInput(handle) == 1 else {
+                throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+            }
+        }
+        throw Failure(description: "\(target): no answer within \(timeout) s")
+    }
+
+    private func rows(of result: OpaquePointer) throws -> [[String?]] {
         let status = PQresultStatus(result)
         guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else {
             let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
@@ -58,6 +94,12 @@ public final class LibPQConnection {
             rows.append(row)
         }
         return rows
+    }
+
+    private static func monotonicSeconds() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 
     /// The connection string of pgchorus' own sessions to a backend; `extra` is appended as is
