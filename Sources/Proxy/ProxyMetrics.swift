@@ -7,4 +7,9 @@ enum ProxyMetrics {
     static let votesRolledBack = Counter(label: "pgchorus_commit_votes_total", dimensions: [("decision", "rollback")])
     static let backendsDropped = Counter(label: "pgchorus_session_backend_drops_total")
     static let sessionsOpened = Counter(label: "pgchorus_sessions_opened_total")
+    /// Statements cancelled on the lead (client got 40001) because the followers could not run them with
+    /// the lead's snapshot (`CommitEpochs`).
+    static let epochCancels = Counter(label: "pgchorus_snapshot_order_cancels_total")
+    /// Turns that stopped waiting on running statements after `replication.follower_timeout`.
+    static let epochForced = Counter(label: "pgchorus_snapshot_order_forced_total")
 }

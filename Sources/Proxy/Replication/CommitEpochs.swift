@@ -28,6 +28,25 @@ public final class CommitEpochs: Sendable {
         var probing = false
         /// When each waiting turn asked (the bound counts from the oldest).
         var waitingSince: [Int: NIODeadline] = [:]
+        /// The backends each statement has still to finish (sent or not yet).
+        var pending: [Int: Set<String>] = [:]
+        /// For each commit granted while statements were parked: those statements.
+        var deferrals: [Int: Set<Int>] = [:]
+        /// Followers whose COMMIT PREPAREDs wait for parked statements to reach them.
+        var followerWaits: [FollowerWait] = []
+        /// How to cancel each running statement on the lead (given by its session).
+        var cancels: [Int: @Sendable () -> Void] = [:]
+        /// Statements cancelled to let a follower's commit go, and when.
+        var cancelled: [Int: NIODeadline] = [:]
+        /// Follower waits that went on without their statements since the probe last logged.
+        var deferralsTimedOut = 0
+    }
+
+    struct FollowerWait {
+        var commit: Int
+        var backend: String
+        var since: NIODeadline
+        var go: @Sendable () -> Void
     }
 
     private let state = Mutex(State())
@@ -51,6 +70,7 @@ public final class CommitEpochs: Sendable {
     func request(_ kind: EpochSchedule.Kind, grant: @escaping @Sendable () -> Void) -> (ticket: Int, now: Bool) {
         let (ticket, others, now) = state.withLock { s -> (Int, [@Sendable () -> Void], Bool) in
             let (ticket, granted) = s.schedule.request(kind)
+            s.noteGranted(granted)
             let now = granted.contains(ticket)
             if !now {
                 s.grants[ticket] = grant
@@ -63,18 +83,61 @@ public final class CommitEpochs: Sendable {
         return (ticket, now)
     }
 
-    /// Where a granted statement runs now (the lead, then the followers still running it).
-    func running(_ ticket: Int, on targets: [Target]) {
-        state.withLock { $0.targets[ticket] = targets }
+    /// Where a granted statement runs now (the lead, then the followers still running it), and the
+    /// backends that have still to finish it (including those it has not been sent to yet).
+    func running(_ ticket: Int, on targets: [Target], pending: Set<String>) {
+        let ready = state.withLock { s -> [@Sendable () -> Void] in
+            s.targets[ticket] = targets
+            s.pending[ticket] = pending
+            return s.readyFollowers(waiting: [])
+        }
+        for g in ready { g() }
     }
+
+    /// Whether commit `commit`'s COMMIT PREPARED may be applied on follower `backend` now; if not, `go`
+    /// runs once it may. It may at once unless statements were parked when the commit was granted. Such a statement (a write waiting on
+    /// the lead for a row lock, usually of this very commit) took its snapshot before the commit on the
+    /// lead; on a follower it must start before the commit too, so the commit waits there until the
+    /// statement has reached that follower and waits on the same lock, or has finished there (at most
+    /// `followerDeferral`, then the commit goes on and is logged).
+    func applyOnFollower(_ commit: Int, backend: String, later go: @escaping @Sendable () -> Void) -> Bool {
+        let now = state.withLock { s -> Bool in
+            guard let waitsFor = s.deferrals[commit], !s.unmet(waitsFor, on: backend).isEmpty else { return true }
+            s.followerWaits.append(FollowerWait(commit: commit, backend: backend, since: .now(), go: go))
+            return false
+        }
+        if !now { probeIfBlocked() }
+        return now
+    }
+
+    /// How to cancel statement `ticket` on the lead, should a follower's commit not be able to wait for it.
+    func onCancel(_ ticket: Int, _ cancel: @escaping @Sendable () -> Void) {
+        state.withLock { s in
+            if s.schedule.isGranted(ticket) { s.cancels[ticket] = cancel }
+        }
+    }
+
+    /// Whether statements were parked when commit `commit` was granted.
+    func hasDeferrals(_ commit: Int) -> Bool {
+        state.withLock { $0.deferrals[commit] != nil }
+    }
+
+    /// How long a follower's COMMIT PREPARED waits for the statements parked at its grant.
+    static let followerDeferral: TimeAmount = .milliseconds(200)
 
     /// A turn is over (finished on every backend) or no longer wanted.
     func end(_ ticket: Int) {
         let grants = state.withLock { s -> [@Sendable () -> Void] in
             s.targets[ticket] = nil
+            s.pending[ticket] = nil
             s.grants[ticket] = nil
             s.waitingSince[ticket] = nil
-            return s.take(s.schedule.end(ticket))
+            s.deferrals[ticket] = nil
+            s.cancels[ticket] = nil
+            s.cancelled[ticket] = nil
+            let granted = s.schedule.end(ticket)
+            s.noteGranted(granted)
+            return s.take(granted) + s.readyFollowers(waiting: [])
         }
         for g in grants { g() }
     }
@@ -84,7 +147,11 @@ public final class CommitEpochs: Sendable {
 
     private func park(_ tickets: [Int]) {
         guard !tickets.isEmpty else { return }
-        let grants = state.withLock { s in s.take(s.schedule.park(tickets)) }
+        let grants = state.withLock { s -> [@Sendable () -> Void] in
+            let granted = s.schedule.park(tickets)
+            s.noteGranted(granted)
+            return s.take(granted)
+        }
         for g in grants { g() }
     }
 
@@ -102,7 +169,7 @@ public final class CommitEpochs: Sendable {
 
     private func probeIfBlocked() {
         let start = state.withLock { s -> Bool in
-            guard !s.probing, !s.schedule.blockers.isEmpty else { return false }
+            guard !s.probing, !s.schedule.blockers.isEmpty || !s.followerWaits.isEmpty else { return false }
             s.probing = true
             return true
         }
@@ -116,14 +183,23 @@ public final class CommitEpochs: Sendable {
     private func probeLoop() {
         let bound = TimeAmount.nanoseconds(Int64(configuration.replication.followerTimeout * 1e9))
         for _ in 0..<1_000_000 {
-            let (blockers, targets, since) = state.withLock { s -> ([Int], [Int: [Target]], NIODeadline?) in
+            let (blockers, targets, since, followers) = state.withLock { s -> ([Int], [Int: [Target]], NIODeadline?, [(Int, String, [Target])]) in
                 let b = s.schedule.blockers
-                if b.isEmpty { s.probing = false }
-                return (b, s.targets.filter { b.contains($0.key) }, s.waitingSince.values.min())
+                if b.isEmpty && s.followerWaits.isEmpty { s.probing = false }
+                let followers = s.followerWaits.map { w in
+                    (w.commit, w.backend, s.unmet(s.deferrals[w.commit] ?? [], on: w.backend).flatMap { s.targets[$0] ?? [] })
+                }
+                return (b, s.targets.filter { b.contains($0.key) }, s.waitingSince.values.min(), followers)
             }
-            guard !blockers.isEmpty else { return }
+            guard !blockers.isEmpty || !followers.isEmpty else { return }
+            if !followers.isEmpty { releaseFollowers(followers) }
+            guard !blockers.isEmpty else {
+                usleep(UInt32(Self.probeInterval.nanoseconds / 1000))
+                continue
+            }
             if let since, NIODeadline.now() - since > bound {
                 logger.warning("a turn waited \(configuration.replication.followerTimeout) s (replication.follower_timeout) on running statements not seen waiting on a lock; they no longer hold it up (statement order across backends is not guaranteed for them)", metadata: ["statements": "\(blockers)"])
+                ProxyMetrics.epochForced.increment()
                 park(blockers)
                 continue
             }
@@ -131,6 +207,26 @@ public final class CommitEpochs: Sendable {
             park(waiting(blockers, targets))
         }
         state.withLock { $0.probing = false }
+    }
+
+    /// Lets the followers' COMMIT PREPAREDs go where the statements they wait for wait on a lock there
+    /// (or after `followerDeferral`).
+    private func releaseFollowers(_ waits: [(commit: Int, backend: String, targets: [Target])]) {
+        var seen: Set<Target> = []
+        var byBackend: [String: Set<Int32>] = [:]
+        for w in waits { for t in w.targets where t.pid != 0 { byBackend[t.backend, default: []].insert(t.pid) } }
+        for (backend, pids) in byBackend {
+            for pid in ask(backend, pids) { seen.insert(Target(backend: backend, pid: pid)) }
+        }
+        let (ready, timedOut) = state.withLock { s -> ([@Sendable () -> Void], Int) in
+            let ready = s.readyFollowers(waiting: seen)
+            defer { s.deferralsTimedOut = 0 }
+            return (ready, s.deferralsTimedOut)
+        }
+        if timedOut > 0 {
+            logger.warning("\(timedOut) follower COMMIT PREPARED(s) went ahead of a statement that waited on a lock when they were granted and had not reached that follower within \(Self.followerDeferral.nanoseconds * 5 / 1_000_000) ms of being cancelled (that statement may see the commit there)")
+        }
+        for g in ready { g() }
     }
 
     /// The blockers whose every target process waits on a lock or for its client.
@@ -194,6 +290,60 @@ extension CommitEpochs.State {
             waitingSince[t] = nil
             return grants.removeValue(forKey: t)
         }
+    }
+
+    /// Commits granted now remember the statements parked at that moment.
+    mutating func noteGranted(_ tickets: [Int]) {
+        for t in tickets where schedule.kind(of: t) == .commit {
+            let parked = schedule.parkedStatements
+            if !parked.isEmpty { deferrals[t] = Set(parked) }
+        }
+    }
+
+    /// The statements among `tickets` still running that have not finished on `backend`.
+    func unmet(_ tickets: Set<Int>, on backend: String) -> [Int] {
+        tickets.filter { t in schedule.isGranted(t) && (pending[t]?.contains(backend) ?? false) }.sorted()
+    }
+
+    /// Takes out the follower waits that may go now: every statement they wait for has finished on
+    /// that follower or is seen (`waiting`) waiting on a lock there. A statement that cannot get there
+    /// first — it waits on the lead again, for a later commit, or has not finished on the lead within
+    /// `followerDeferral` — is cancelled on the lead (its client gets 40001) and waited for; returns
+    /// the callbacks to run (grants and cancels).
+    mutating func readyFollowers(waiting: Set<CommitEpochs.Target>) -> [@Sendable () -> Void] {
+        guard !followerWaits.isEmpty else { return [] }
+        let now = NIODeadline.now()
+        var ready: [@Sendable () -> Void] = []
+        var kept: [CommitEpochs.FollowerWait] = []
+        for w in followerWaits {
+            var stuck: [Int] = []
+            let open = unmet(deferrals[w.commit] ?? [], on: w.backend).filter { t in
+                let all = targets[t] ?? []
+                let there = all.filter { $0.backend == w.backend }
+                if !there.isEmpty { return !there.allSatisfy { waiting.contains($0) } }
+                // Not on this follower yet: waiting on a lock again where it runs (the lead commits first,
+                // so that is a later commit), or still running there after `followerDeferral`.
+                if (!all.isEmpty && all.allSatisfy { waiting.contains($0) }) || now - w.since > CommitEpochs.followerDeferral {
+                    stuck.append(t)
+                }
+                return true
+            }
+            for t in stuck where cancelled[t] == nil {
+                cancelled[t] = now
+                if let c = cancels[t] { ready.append(c) }
+            }
+            // A cancel that did not end the statement in time (lost, or it ignored it): go on, logged.
+            let hopeless = !open.isEmpty && open.allSatisfy { t in cancelled[t].map { now - $0 > CommitEpochs.followerDeferral * 5 } ?? false }
+                || now - w.since > CommitEpochs.followerDeferral * 25
+            if open.isEmpty || hopeless {
+                if hopeless { deferralsTimedOut += 1 }
+                ready.append(w.go)
+            } else {
+                kept.append(w)
+            }
+        }
+        followerWaits = kept
+        return ready
     }
 }
 

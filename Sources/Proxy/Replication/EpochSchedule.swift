@@ -70,6 +70,13 @@ public struct EpochSchedule: Sendable {
         return holders.filter { $0.value.kind != .commit && !$0.value.parked }.keys.sorted()
     }
 
+    /// The statements parked now (a commit granted now must not overtake them on the followers).
+    public var parkedStatements: [Int] {
+        holders.filter { $0.value.kind != .commit && $0.value.parked }.keys.sorted()
+    }
+
+    public func kind(of ticket: Int) -> Kind? { holders[ticket]?.kind }
+
     /// Whether anything waits.
     public var hasWaiters: Bool { !queuedCommits.isEmpty || !queue.isEmpty }
 

@@ -27,6 +27,12 @@ struct CommitInProgress {
     var leadTimingFailure = false
     /// The vote committed and waits for its turn to apply the COMMIT PREPAREDs (`CommitEpochs`).
     var awaitingTurn = false
+    /// Followers whose COMMIT PREPARED goes once the lead's (`leadFinishing`) has finished: statements
+    /// were parked when the commit was granted (see `CommitEpochs.applyOnFollower`).
+    var followersAfterLead: [Int] = []
+    var leadFinishing: Int?
+    var finishCommand = ""
+    var finishSeq = 0
 }
 
 extension ClientSessionHandler {
@@ -160,7 +166,9 @@ extension ClientSessionHandler {
             decideIfReady()
         } else if c.finishing.contains(index) {
             c.finishing.remove(index)
+            c.followersAfterLead.removeAll { $0 == index }
             commit = c
+            releaseFollowersAfterLead()
             answerIfFinished()
         }
     }
@@ -205,10 +213,19 @@ extension ClientSessionHandler {
         if shared.testHook == "exit-after-first-commit-prepared" { finishTargets = Array(successes.prefix(1)) }
         let seq = nextSeq
         nextSeq += 1
+        // With statements parked at the commit's grant, the followers' COMMIT PREPAREDs wait for the lead's.
+        let afterLead = vote.decision == .commit && finishTargets.contains(lead) && commitTurn.map { shared.epochs.hasDeferrals($0) } == true
+        c.finishCommand = command
+        c.finishSeq = seq
         for i in finishTargets where backends[i].isLive {
-            sendOwn(command, to: i, kind: .finish, seq: seq)
             c.finishing.insert(i)
+            if afterLead && i != lead {
+                c.followersAfterLead.append(i)
+            } else {
+                sendOwn(command, to: i, kind: .finish, seq: seq)
+            }
         }
+        if afterLead { c.leadFinishing = lead }
         // Failed participants still in an (aborted) transaction block are rolled back where they stay.
         for i in c.participants where !successes.contains(i) && backends[i].isLive && !toFail.contains(i) {
             if let s = c.statusAfterPrepare[i], s != .idle {
@@ -220,6 +237,36 @@ extension ClientSessionHandler {
         commit = c
         flushBackends()
         answerIfFinished()
+    }
+
+    /// The lead's COMMIT PREPARED has finished (or the lead is gone): the followers held back for it go,
+    /// each once the node's order lets it land there (`CommitEpochs.applyOnFollower`).
+    private func releaseFollowersAfterLead() {
+        guard var c = commit, !c.followersAfterLead.isEmpty, let l = c.leadFinishing, !c.finishing.contains(l) || !backends[l].isLive else { return }
+        let followers = c.followersAfterLead
+        c.followersAfterLead = []
+        commit = c
+        guard let ticket = commitTurn, let context else {
+            for i in followers where backends[i].isLive { sendOwn(c.finishCommand, to: i, kind: .finish, seq: c.finishSeq) }
+            flushBackends()
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let (command, seq, gid) = (c.finishCommand, c.finishSeq, c.gid)
+        for i in followers where backends[i].isLive {
+            let now = shared.epochs.applyOnFollower(ticket, backend: backends[i].backend.id) {
+                loop.execute { bound.value.deferredFollowerCommit(command, to: i, seq: seq, gid: gid) }
+            }
+            if now { sendOwn(command, to: i, kind: .finish, seq: seq) }
+        }
+        flushBackends()
+    }
+
+    func deferredFollowerCommit(_ command: String, to i: Int, seq: Int, gid: String) {
+        guard let c = commit, c.gid == gid, c.finishing.contains(i), backends[i].isLive else { return }
+        sendOwn(command, to: i, kind: .finish, seq: seq)
+        flushBackend(i)
     }
 
     // MARK: phase two
@@ -240,6 +287,7 @@ extension ClientSessionHandler {
         backends[index].cycleTag = nil
         c.finishing.remove(index)
         commit = c
+        releaseFollowersAfterLead()
         if shared.testHook == "exit-after-first-commit-prepared" {
             logger.critical("test hook: exiting after the first COMMIT PREPARED", metadata: ["gid": "\(c.gid)"])
             exit(75)

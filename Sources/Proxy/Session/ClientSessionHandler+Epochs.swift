@@ -18,8 +18,9 @@ struct EpochTurn {
     var ticket: Int
     /// The backends that have still to finish the cycle.
     var pending: Set<Int>
-    /// Where the node was last told the statement runs.
+    /// Where the node was last told the statement runs, and which backends have still to finish it.
     var reported: [CommitEpochs.Target] = []
+    var reportedPending: Set<String> = []
 }
 
 /// The session's part in `CommitEpochs`: every cycle that goes to all backends takes a turn before it
@@ -56,6 +57,11 @@ extension ClientSessionHandler {
     private func sendGranted(_ w: EpochWait) {
         let seq = send(w.bytes, cycle: w.cycle, wrap: w.wrap, flags: w.flags)
         if w.underOrder { orderSeq = seq }
+        if let context {
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            shared.epochs.onCancel(w.ticket) { loop.execute { bound.value.cancelForEpochs(seq) } }
+        }
         let live = Set(backends.indices.filter { backends[$0].isLive })
         epochTurns[seq] = EpochTurn(ticket: w.ticket, pending: live)
         reportEpochTargets()
@@ -87,6 +93,7 @@ extension ClientSessionHandler {
             return
         }
         epochTurns[seq] = turn
+        reportEpochTargets()
     }
 
     /// Tells the node where each statement holding a turn runs now: the live backends it has been sent
@@ -98,11 +105,33 @@ extension ClientSessionHandler {
             let targets = turn.pending.sorted().filter { i in
                 backends[i].isLive && backends[i].expected.contains { $0.seq == seq }
             }.map(epochTarget)
-            guard targets != turn.reported else { continue }
+            let pending = Set(turn.pending.filter { backends[$0].isLive }.map { backends[$0].backend.id })
+            guard targets != turn.reported || pending != turn.reportedPending else { continue }
             epochTurns[seq]?.reported = targets
-            shared.epochs.running(turn.ticket, on: targets)
+            epochTurns[seq]?.reportedPending = pending
+            shared.epochs.running(turn.ticket, on: targets, pending: pending)
         }
     }
+
+    /// The node cannot start cycle `seq` on a follower before a commit that the lead applied while the
+    /// cycle waited there, and the cycle still runs on the lead (waiting for a later commit): it is
+    /// cancelled on the lead, and the client gets a serialization failure to retry, as PostgreSQL gives
+    /// under REPEATABLE READ. The followers follow the lead's outcome (`releaseLeadTimingOutcome`).
+    func cancelForEpochs(_ seq: Int) {
+        guard phase == .relaying, let context, backends[lead].isLive, backends[lead].expected.first?.seq == seq else { return }
+        epochCancelUntil = .now() + .seconds(1)
+        let b = backends[lead]
+        logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
+        ProxyMetrics.epochCancels.increment()
+        Self.sendCancelRequest(to: CancelRegistry.Target(host: b.backend.host, port: b.backend.port, processID: b.login.processID, secretKey: b.login.secretKey),
+                               on: context.eventLoop)
+    }
+
+    /// The error the client gets for a cycle the node cancelled (`cancelForEpochs`).
+    static let epochSerializationFailure = ErrorFields(
+        severity: "ERROR", sqlState: "40001",
+        message: "could not serialize access: pgchorus cancelled this statement because it waited on rows of transactions that committed meanwhile and the other backends could not run it with the same snapshot",
+        hint: "Retry the transaction.")
 
     /// A backend left the session: no turn waits for it any more.
     func epochBackendLost(_ index: Int) {

@@ -323,6 +323,11 @@ extension ClientSessionHandler {
                 if Self.isAcknowledgement(frame.type), acknowledgementsToSkip > 0 {
                     // A new lead repeats what the old one had already acknowledged in this cycle.
                     acknowledgementsToSkip -= 1
+                } else if frame.type == BackendMessage.Kind.errorResponse.rawValue, let until = epochCancelUntil, NIODeadline.now() < until,
+                          case let .errorResponse(fields)? = try? BackendMessage(frame: frame), fields.sqlState == "57014" {
+                    epochCancelUntil = nil
+                    writeClient(.errorResponse(Self.epochSerializationFailure))
+                    deliveringBytes = true
                 } else {
                     forwardToClient(frame)
                     // Notices and parameter changes do not tie the client to this backend's reply;

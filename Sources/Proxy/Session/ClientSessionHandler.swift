@@ -95,6 +95,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The turn of this session's vote's COMMIT PREPAREDs, and what runs once it is granted.
     var commitTurn: Int?
     var pendingCommitTurn: (() -> Void)?
+    /// Until when a 57014 from the lead is the node's own cancel (`cancelForEpochs`; a cancel may land on
+    /// the statement after the one meant): it reaches the client as a serialization failure (40001).
+    var epochCancelUntil: NIODeadline?
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
     /// An extended-protocol group ended by Flush is open on the lead: no query of ours may go in between.
@@ -359,18 +362,21 @@ final class ClientSessionHandler: ChannelInboundHandler {
         if targets.isEmpty {
             logger.debug("cancel request for an unknown session \(request.processID)")
         }
-        for target in targets {
-            var encoded = ByteBuffer()
-            CancelRequest(processID: target.processID, secretKey: target.secretKey).encode(into: &encoded)
-            let bytes = encoded
-            ClientBootstrap(group: context.eventLoop)
-                .connectTimeout(.seconds(5))
-                .connect(host: target.host, port: target.port)
-                .whenSuccess { channel in
-                    channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
-                }
-        }
+        for target in targets { Self.sendCancelRequest(to: target, on: context.eventLoop) }
         close()
+    }
+
+    /// Sends a CancelRequest for one backend session (a connection of its own, as PostgreSQL wants).
+    static func sendCancelRequest(to target: CancelRegistry.Target, on loop: EventLoop) {
+        var encoded = ByteBuffer()
+        CancelRequest(processID: target.processID, secretKey: target.secretKey).encode(into: &encoded)
+        let bytes = encoded
+        ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(5))
+            .connect(host: target.host, port: target.port)
+            .whenSuccess { channel in
+                channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
+            }
     }
 
     private func handleClientFrame(_ frame: PostgresFrame) {
