@@ -66,4 +66,39 @@ import TestSupport
             }
         }
     }
+
+    /// TPC-B from pgbench with a custom script of writes that read other sessions' rows without locking
+    /// them, 8 clients for 20 s: every backend online and identical. (pgbench retries the 40001s pgchorus
+    /// answers when a statement cannot run with the lead's snapshot on the followers.)
+    @Test func tpcbWithWritesThatReadOtherSessionsRowsStaysIdentical() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let port = proxy.port
+                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-i", "-s", "1", "-q"]) }
+                #expect(initialise.exitCode == 0, "\(initialise.report)")
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table totals (id serial primary key, n bigint, s bigint, top bigint)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let custom = proxy.directory + "/readers.sql"
+                try """
+                \\set aid random(1, 100000)
+                insert into totals (n, s, top) select count(*), sum(delta), max(mtime::date - date '2000-01-01') from pgbench_history;
+                update pgbench_tellers set filler = 'x' where tid in (select tid from pgbench_history order by mtime desc, tid limit 2);
+                update totals set top = (select max(tbalance) from pgbench_tellers) where id = (select max(id) from totals);
+                select count(*) from pgbench_history where aid = :aid;
+                """.write(toFile: custom, atomically: true, encoding: .utf8)
+                let run = try await runBlocking {
+                    try Clients.pgbench(port: port, ["-n", "-M", "extended", "-c", "8", "-j", "2", "-T", "20", "--max-tries", "20",
+                                                     "-b", "tpcb-like@4", "-f", "\(custom)@1"])
+                }
+                #expect(run.exitCode == 0, "\(run.report)")
+                #expect(run.stdout.contains("number of transactions actually processed"), "\(run.report)")
+                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
+                #expect(proxy.server.context.registry.online().map(\.id) == ["db1", "db2", "db3"], "\(status)")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "\(sums)")
+                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
 }

@@ -212,3 +212,36 @@ import Testing
         #expect(StatementAnalysis(sql).physicalOrderClauses.isEmpty)
     }
 }
+
+/// Statements that read no table but the one they write or lock: a lock wait on the lead while its
+/// holder commits cannot make them see other rows than the followers do.
+@Suite struct ReadsOnlyItsTargetTests {
+    @Test(arguments: [
+        "UPDATE pgbench_branches SET bbalance = bbalance + 5 WHERE bid = 1",
+        "update acct set bal = bal - 3 where id = 1",
+        "delete from t where id = 7",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, CURRENT_TIMESTAMP)",
+        "select v from t where id = 2 for update",
+        "SELECT * FROM jobs WHERE id = $1 FOR NO KEY UPDATE",
+    ])
+    func readsOnlyItsTarget(sql: String) {
+        #expect(StatementAnalysis(sql).readsOnlyItsTarget)
+    }
+
+    @Test(arguments: [
+        "update acct set bal = bal + 0 where id in (select acct from hist order by id desc limit 3)",
+        "update t set x = (select sum(v) from u) where id = 1",
+        "update t set x = u.v from u where u.id = t.id",
+        "delete from t using u where u.id = t.id",
+        "insert into summary select 1, count(*) from t",
+        "select * from t, u where t.id = u.id for update",
+        "select * from t join u on t.id = u.id for update",
+        "select count(*) from t",
+        "update t set x = 1 where exists (select 1 from u)",
+        "with d as (delete from t returning *) insert into u select * from d",
+        "update t set x = 1 where id = 1; update t set x = 2 where id = 2",
+    ])
+    func readsOtherRows(sql: String) {
+        #expect(!StatementAnalysis(sql).readsOnlyItsTarget)
+    }
+}

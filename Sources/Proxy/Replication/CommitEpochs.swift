@@ -36,6 +36,8 @@ public final class CommitEpochs: Sendable {
         var followerWaits: [FollowerWait] = []
         /// How to cancel each running statement on the lead (given by its session).
         var cancels: [Int: @Sendable () -> Void] = [:]
+        /// Statements that read no table but the one they write (never cancelled, never waited for once stuck).
+        var targetOnly: Set<Int> = []
         /// Statements cancelled to let a follower's commit go, and when.
         var cancelled: [Int: NIODeadline] = [:]
         /// Follower waits that went on without their statements since the probe last logged.
@@ -111,9 +113,13 @@ public final class CommitEpochs: Sendable {
     }
 
     /// How to cancel statement `ticket` on the lead, should a follower's commit not be able to wait for it.
-    func onCancel(_ ticket: Int, _ cancel: @escaping @Sendable () -> Void) {
+    /// A statement that reads no table but the one it writes (`readsOnlyItsTarget`) is not cancelled:
+    /// the rows it waited for it sees committed on every backend alike (PostgreSQL's re-check on the
+    /// lead, the snapshot on the followers).
+    func onCancel(_ ticket: Int, readsOnlyItsTarget: Bool, _ cancel: @escaping @Sendable () -> Void) {
         state.withLock { s in
-            if s.schedule.isGranted(ticket) { s.cancels[ticket] = cancel }
+            guard s.schedule.isGranted(ticket) else { return }
+            if readsOnlyItsTarget { s.targetOnly.insert(ticket) } else { s.cancels[ticket] = cancel }
         }
     }
 
@@ -135,6 +141,7 @@ public final class CommitEpochs: Sendable {
             s.deferrals[ticket] = nil
             s.cancels[ticket] = nil
             s.cancelled[ticket] = nil
+            s.targetOnly.remove(ticket)
             let granted = s.schedule.end(ticket)
             s.noteGranted(granted)
             return s.take(granted) + s.readyFollowers(waiting: [])
@@ -324,6 +331,7 @@ extension CommitEpochs.State {
                 // Not on this follower yet: waiting on a lock again where it runs (the lead commits first,
                 // so that is a later commit), or still running there after `followerDeferral`.
                 if (!all.isEmpty && all.allSatisfy { waiting.contains($0) }) || now - w.since > CommitEpochs.followerDeferral {
+                    if targetOnly.contains(t) { return false }
                     stuck.append(t)
                 }
                 return true

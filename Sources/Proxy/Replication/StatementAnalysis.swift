@@ -30,6 +30,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Clauses of a write that pick rows by physical order (`LIMIT`, `OFFSET`, `FETCH FIRST`, `DISTINCT ON`
     /// in a statement without ORDER BY, `ctid`): each backend would pick its own rows.
     public var physicalOrderClauses: [String] = []
+    /// One statement that reads no table but the one it writes or locks (UPDATE/DELETE without FROM,
+    /// USING, joins or subqueries; INSERT … VALUES; SELECT … FOR UPDATE of one table): waiting on a row
+    /// lock, it sees the committed version of that row (PostgreSQL's re-check) on every backend alike.
+    public var readsOnlyItsTarget = false
     /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
     public var timeExpressions: [(range: Range<Int>, type: String)] = []
 
@@ -119,6 +123,45 @@ public struct StatementAnalysis: Sendable, Equatable {
             if ddl { isDDL = true }
             analyse(s, first: first, ddl: ddl)
             physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
+        }
+        if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
+    }
+
+    /// See `readsOnlyItsTarget`.
+    static func readsOnlyItsTarget(_ s: [SQLToken], first: String) -> Bool {
+        var selects = 0, froms = 0
+        var fromIndex: Int?
+        for (i, t) in s.enumerated() where t.kind == .word {
+            switch t.text {
+            case "select":
+                selects += 1
+            case "from":
+                froms += 1
+                if fromIndex == nil { fromIndex = i }
+            case "join", "using", "with", "returning", "lateral", "exists", "in", "any", "some", "all", "values":
+                if !(t.text == "values" && first == "insert") { return false }
+            default:
+                break
+            }
+        }
+        switch first {
+        case "update":
+            return selects == 0 && froms == 0
+        case "delete":
+            return selects == 0 && froms == 1 && fromIndex == 1
+        case "insert":
+            return selects == 0 && froms == 0
+        case "select":
+            // One table, locked: SELECT … FROM t WHERE … FOR UPDATE/SHARE, no comma-joined tables.
+            guard selects == 1, froms == 1, let f = fromIndex,
+                  s.contains(where: { $0.kind == .word && $0.text == "for" }) else { return false }
+            for t in s[(f + 1)...] {
+                if t.kind == .word, ["where", "for", "order", "limit"].contains(t.text) { break }
+                if t.kind == .punctuation, t.text == "," || t.text == "(" { return false }
+            }
+            return true
+        default:
+            return false
         }
     }
 

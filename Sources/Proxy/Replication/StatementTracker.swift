@@ -33,6 +33,8 @@ struct StatementTracker {
         var insertTargets: [String] = []
         /// The group has DDL (which may add or drop SERIAL/IDENTITY columns).
         var hasDDL = false
+        /// One statement that reads no table but the one it writes or locks (`StatementAnalysis.readsOnlyItsTarget`).
+        var readsOnlyItsTarget = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -87,6 +89,7 @@ struct StatementTracker {
         var executes = 0
         var commitExecutes = 0
         var wrappableExecutes = 0
+        var targetOnlyExecutes = 0
         for frame in frames {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
@@ -98,6 +101,7 @@ struct StatementTracker {
                 result.note(analysis)
                 executes += 1
                 if analysis.isWrappable { wrappableExecutes += 1 }
+                if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
                 if analysis.isCommit { commitExecutes += 1 }
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
@@ -172,6 +176,7 @@ struct StatementTracker {
                     result.note(prepared.analysis)
                     if prepared.analysis.isCommit { commitExecutes += 1 }
                     if prepared.analysis.isWrappable { wrappableExecutes += 1 }
+                    if prepared.analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
                     if !prepared.analysis.isReadOnly { result.writes = true }
                     result.mixesTransactionControl = result.mixesTransactionControl || prepared.analysis.mixesTransactionControl
                 } else {
@@ -195,6 +200,7 @@ struct StatementTracker {
             }
         }
         result.isCommit = executes == 1 && commitExecutes == 1
+        result.readsOnlyItsTarget = executes == 1 && targetOnlyExecutes == 1
         result.isWrappable = executes == 1 && wrappableExecutes == 1
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }

@@ -60,7 +60,7 @@ extension ClientSessionHandler {
         if let context {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
-            shared.epochs.onCancel(w.ticket) { loop.execute { bound.value.cancelForEpochs(seq) } }
+            shared.epochs.onCancel(w.ticket, readsOnlyItsTarget: w.flags.readsOnlyItsTarget) { loop.execute { bound.value.cancelForEpochs(seq) } }
         }
         let live = Set(backends.indices.filter { backends[$0].isLive })
         epochTurns[seq] = EpochTurn(ticket: w.ticket, pending: live)

@@ -40,6 +40,8 @@ struct GroupFlags {
     var mixesTransactionControl = false
     /// The group ends a transaction (COMMIT/END) outside the vote.
     var commits = false
+    /// One statement that reads no table but the one it writes or locks.
+    var readsOnlyItsTarget = false
 }
 
 extension ClientSessionHandler {
@@ -150,7 +152,8 @@ extension ClientSessionHandler {
         // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
         // answered once every backend has done it: a session the client opens next may rely on it.
         let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
-                               mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit)
+                               mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
+                               readsOnlyItsTarget: result.readsOnlyItsTarget)
         if replicated, cycle, needsSequenceOrder(result) {
             waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
             return
