@@ -57,7 +57,7 @@ public final class CommitEpochs: Sendable {
     private let pool = Mutex<NIOThreadPool?>(nil)
     /// Used by the probe loop only, on the pool's single thread.
     private let connections = ProbeConnections()
-    static let probeInterval: TimeAmount = .milliseconds(2)
+    static let probeInterval: TimeAmount = .microseconds(300)
 
     init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -302,7 +302,8 @@ extension CommitEpochs.State {
     /// Commits granted now remember the statements parked at that moment.
     mutating func noteGranted(_ tickets: [Int]) {
         for t in tickets where schedule.kind(of: t) == .commit {
-            let parked = schedule.parkedStatements
+            // A statement that reads only the rows it writes sees the same rows either way (see `onCancel`).
+            let parked = schedule.parkedStatements.filter { !targetOnly.contains($0) }
             if !parked.isEmpty { deferrals[t] = Set(parked) }
         }
     }

@@ -57,13 +57,15 @@ extension ClientSessionHandler {
     private func sendGranted(_ w: EpochWait) {
         let seq = send(w.bytes, cycle: w.cycle, wrap: w.wrap, flags: w.flags)
         if w.underOrder { orderSeq = seq }
-        if let context {
+        // Only a write can wait on a row lock on the lead and need cancelling (see `cancelForEpochs`).
+        if w.flags.writes, let context {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
             shared.epochs.onCancel(w.ticket, readsOnlyItsTarget: w.flags.readsOnlyItsTarget) { loop.execute { bound.value.cancelForEpochs(seq) } }
         }
         let live = Set(backends.indices.filter { backends[$0].isLive })
         epochTurns[seq] = EpochTurn(ticket: w.ticket, pending: live)
+        epochTargetsDirty = true
         reportEpochTargets()
     }
 
@@ -93,6 +95,7 @@ extension ClientSessionHandler {
             return
         }
         epochTurns[seq] = turn
+        epochTargetsDirty = true
         reportEpochTargets()
     }
 
@@ -100,7 +103,8 @@ extension ClientSessionHandler {
     /// to and not finished (lead-first: the lead, then the followers; a new lead once it is re-sent).
     /// Only those can be seen waiting on a lock. Called when the session flushes what it wrote.
     func reportEpochTargets() {
-        guard !epochTurns.isEmpty else { return }
+        guard epochTargetsDirty, !epochTurns.isEmpty else { return }
+        epochTargetsDirty = false
         for (seq, turn) in epochTurns {
             let targets = turn.pending.sorted().filter { i in
                 backends[i].isLive && backends[i].expected.contains { $0.seq == seq }

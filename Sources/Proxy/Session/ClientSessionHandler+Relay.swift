@@ -220,6 +220,7 @@ extension ClientSessionHandler {
             backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: holdReady, answerWhenAll: answerWhenAll))
         }
         backends[lead].write(bytes)
+        epochTargetsDirty = true
         releaseGroups()
     }
 
@@ -246,6 +247,7 @@ extension ClientSessionHandler {
     func releaseGroups() {
         // Nothing goes to the followers that a new lead waiting for its handover has not had.
         guard handoverTicket == nil else { return }
+        epochTargetsDirty = true
         let now = NIODeadline.now()
         while let g = unreleased.first, !g.waitsForLead || g.leadDone, g.complete {
             unreleased.removeFirst()

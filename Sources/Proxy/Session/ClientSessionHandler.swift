@@ -92,6 +92,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var epochWaiting: EpochWait?
     /// The turns of cycles sent, by cycle, with the backends that have still to finish each.
     var epochTurns: [Int: EpochTurn] = [:]
+    /// Something changed where the session's turns run (a cycle sent, released or finished, a backend lost).
+    var epochTargetsDirty = false
     /// The turn of this session's vote's COMMIT PREPAREDs, and what runs once it is granted.
     var commitTurn: Int?
     var pendingCommitTurn: (() -> Void)?
