@@ -60,4 +60,42 @@ import TestSupport
             }
         }
     }
+
+    /// Reads whose answers are per server (catalog OIDs, statistics, the backend's pid, random()) are the
+    /// lead's alone, in and outside transactions: nobody is failed for being a different server, and a
+    /// transaction in which such a read fails on the lead is aborted on every backend.
+    @Test func readsOfPerServerStateAreTheLeadsAloneAndFailNobody() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let script = """
+                create table t (id int primary key, v int);
+                insert into t values (1, 1);
+                select pg_backend_pid() > 0;
+                select count(*) >= 0 from pg_stat_activity;
+                select oid > 0 from pg_class where relname = 't';
+                \\d t
+                select random() < 1;
+                select id from t order by random() limit 1;
+                select txid_current() > 0;
+                begin;
+                update t set v = 2 where id = 1;
+                select pg_backend_pid() > 0;
+                select xmin::text::int > 0 from t;
+                select 1 / (pg_backend_pid() - pg_backend_pid());
+                update t set v = 3 where id = 1;
+                rollback;
+                select v from t;
+                """
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: script)
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stderr.contains("division by zero"), "\(out.report)")
+                #expect(out.stderr.contains("current transaction is aborted"), "\(out.report)")
+                #expect(!out.stderr.contains("pgchorus refuses"), "\(out.report)")
+                #expect(out.stdoutLines.last == "1", "\(out.report)")
+                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
+                #expect(proxy.server.context.registry.online().map(\.id) == ["db1", "db2", "db3"], "\(status)")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+            }
+        }
+    }
 }

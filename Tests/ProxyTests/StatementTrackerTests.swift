@@ -52,9 +52,24 @@ import Wire
         #expect(r.bytes == bytes([.query("select 'now()' -- now()")]))
     }
 
+    /// A read of a per-backend value goes to the lead alone (`readsServerState`): it runs unchanged.
+    @Test func aVolatileReadRunsUnchanged() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        for sql in ["select random()", "select pg_backend_pid()", "select txid_current()", "select * from t order by random() limit 1"] {
+            let r = process(&tracker, [.query(sql)])
+            #expect(r.bytes == bytes([.query(sql)]), "\(sql)")
+            #expect(r.readsServerState, "\(sql)")
+            #expect(r.isPlainRead, "\(sql)")
+        }
+        // A named prepared statement must exist on every backend: its volatile read is still refused.
+        let named = process(&tracker, [.parse(.init(name: "n", query: "select random()", parameterTypes: []))])
+        guard case let .parse(p)? = try? decode(named.bytes).first else { Issue.record("not a parse"); return }
+        #expect(p.query.hasPrefix("DO $pgchorus$"))
+    }
+
     @Test func volatileCallIsRefusedWhenConfigured() throws {
         var tracker = StatementTracker(refuseVolatile: true)
-        let r = process(&tracker, [.query("select random()")])
+        let r = process(&tracker, [.query("insert into t values (random())")])
         let out = try decode(r.bytes)
         #expect(out.count == 1)
         guard case let .query(sql)? = out.first else { Issue.record("not a query: \(out)"); return }

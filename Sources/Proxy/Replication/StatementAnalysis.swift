@@ -17,6 +17,11 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
     /// no session state, so it may run on one backend only (`read_routing`).
     public var isPlainRead = true
+    /// A plain read whose answer is per server, not data: a call whose value differs per backend
+    /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
+    /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts). The lead answers it
+    /// alone and it is not compared.
+    public var readsServerState = false
     /// One statement that may run inside a transaction block (INSERT, UPDATE, DELETE, MERGE, SELECT,
     /// WITH, VALUES; not COPY, whose data must flow before the vote): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
     public var isWrappable = false
@@ -75,8 +80,14 @@ public struct StatementAnalysis: Sendable, Equatable {
     static let ddlStarts: Set<String> = ["create", "alter", "drop", "comment", "grant", "revoke", "security", "reindex", "cluster", "vacuum", "analyze", "truncate"]
 
     public init(_ sql: String) {
-        defer { if !isReadOnly || !volatileCalls.isEmpty { isPlainRead = false } }
+        var touches = false
+        defer {
+            if !isReadOnly { isPlainRead = false }
+            // A read of per-server state or of a per-backend value: answered by the lead alone, uncompared.
+            if isReadOnly && isPlainRead && (!volatileCalls.isEmpty || touches) { readsServerState = true }
+        }
         var tokens = SQLLexer.significant(sql)
+        touches = Self.touchesServerState(tokens)
         func isSemicolon(_ t: SQLToken) -> Bool { t.kind == .punctuation && t.text == ";" }
         var statements: [[SQLToken]]
         if let last = tokens.last, isSemicolon(last) { tokens.removeLast() }
@@ -125,6 +136,21 @@ public struct StatementAnalysis: Sendable, Equatable {
             physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
+    }
+
+    /// Whether tokens name per-server state: `pg_*` relations or functions, `information_schema`, OIDs.
+    static func touchesServerState(_ tokens: [SQLToken]) -> Bool {
+        tokens.contains { t in
+            guard t.kind == .word else { return false }
+            if t.text.hasPrefix("pg_") { return true }
+            switch t.text {
+            case "information_schema", "oid", "regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole",
+                 "xmin", "xmax", "cmin", "cmax", "ctid", "tableoid":
+                return true
+            default:
+                return false
+            }
+        }
     }
 
     /// See `readsOnlyItsTarget`.

@@ -35,6 +35,8 @@ struct StatementTracker {
         var hasDDL = false
         /// One statement that reads no table but the one it writes or locks (`StatementAnalysis.readsOnlyItsTarget`).
         var readsOnlyItsTarget = false
+        /// Some statement is a read of per-server state (`StatementAnalysis.readsServerState`).
+        var readsServerState = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -71,10 +73,12 @@ struct StatementTracker {
             + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or set replication.physical_order_writes = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
     }
 
-    /// The refusal for `analysis` when it is to be refused, nil when it may run.
-    func refusal(for analysis: StatementAnalysis) -> String? {
+    /// The refusal for `analysis` when it is to be refused, nil when it may run. `named`: a named
+    /// prepared statement, which every backend must have, so its reads cannot go to the lead alone.
+    func refusal(for analysis: StatementAnalysis, named: Bool = false) -> String? {
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
-        if refuseVolatile && !analysis.volatileCalls.isEmpty { return Self.refusal(analysis.volatileCalls) }
+        // A read with such a call is answered by the lead alone (`readsServerState`): nothing to refuse.
+        if refuseVolatile && !analysis.volatileCalls.isEmpty && (named || !analysis.readsServerState) { return Self.refusal(analysis.volatileCalls) }
         return nil
     }
 
@@ -126,7 +130,7 @@ struct StatementTracker {
                                      min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
                 if !rewrite {
                     passUnchanged(frame)
-                } else if let refusal = refusal(for: analysis) {
+                } else if let refusal = refusal(for: analysis, named: !parse.name.isEmpty) {
                     let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
                     parse.query = refusal
@@ -212,6 +216,7 @@ struct StatementTracker {
 extension StatementTracker.Result {
     mutating func note(_ analysis: StatementAnalysis) {
         if !analysis.isPlainRead { isPlainRead = false }
+        if analysis.readsServerState { readsServerState = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

@@ -140,11 +140,19 @@ extension ClientSessionHandler {
             logger.warning("COMMIT sent together with other statements in one message: committed without the vote")
         }
         let routing = shared.configuration.replication.readRouting
-        if replicated, cycle, routing != "all", result.isPlainRead, !result.writes, lastStatus == .idle, unreleased.isEmpty, routedRead == nil {
-            let live = backends.indices.filter { backends[$0].isLive }
-            balanceCursor &+= 1
-            route(result.bytes, to: routing == "lead" ? lead : live[balanceCursor % live.count])
-            return
+        if replicated, cycle, result.isPlainRead, !result.writes, unreleased.isEmpty, routedRead == nil, !openExtendedGroup {
+            // A read of per-server state (catalogs, statistics, pg_backend_pid(), random() …) is the lead's
+            // alone, in a transaction too: comparing it would fail backends for being different servers.
+            if result.readsServerState, lastStatus != .failed {
+                route(result.bytes, to: lead)
+                return
+            }
+            if routing != "all", lastStatus == .idle {
+                let live = backends.indices.filter { backends[$0].isLive }
+                balanceCursor &+= 1
+                route(result.bytes, to: routing == "lead" ? lead : live[balanceCursor % live.count])
+                return
+            }
         }
         // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
         let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && lastStatus == .idle
@@ -198,7 +206,11 @@ extension ClientSessionHandler {
         if cycle && flags.writes { writingSeqs.insert(seq) }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
                  answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl)
-        openExtendedGroup = !cycle
+        // COPY data continues its cycle: it leaves no extended-protocol group open.
+        let copy = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self).map {
+            $0 == FrontendMessage.Kind.copyData.rawValue || $0 == FrontendMessage.Kind.copyDone.rawValue || $0 == FrontendMessage.Kind.copyFail.rawValue
+        } ?? false
+        if cycle { openExtendedGroup = false } else if !copy { openExtendedGroup = true }
         return seq
     }
 
@@ -431,6 +443,13 @@ extension ClientSessionHandler {
         case .routedRead:
             if exp.seq > deliveredThrough { cycleDelivered(exp.seq, status: status) }
             routedRead = nil
+            if index == lead, status == .failed, liveCount > 1 {
+                // The read failed inside a transaction block on the lead alone: the others' blocks are aborted too.
+                for i in backends.indices where i != lead && backends[i].isLive {
+                    sendOwn(Self.followLeadAbortSQL, to: i)
+                }
+                flushBackends()
+            }
         case .hidden:
             break
         }
