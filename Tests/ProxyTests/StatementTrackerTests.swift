@@ -55,11 +55,17 @@ import Wire
     /// A read of a per-backend value goes to the lead alone (`readsServerState`): it runs unchanged.
     @Test func aVolatileReadRunsUnchanged() {
         var tracker = StatementTracker(refuseVolatile: true)
-        for sql in ["select random()", "select pg_backend_pid()", "select txid_current()", "select * from t order by random() limit 1"] {
+        for sql in ["select random()", "select pg_backend_pid()", "select txid_current()", "select * from t order by random() limit 1",
+                    "explain select * from t", "show port", "select relname from pg_class where oid = 't'::regclass",
+                    "select count(*) from pg_stat_activity", "select xmin, * from t"] {
             let r = process(&tracker, [.query(sql)])
             #expect(r.bytes == bytes([.query(sql)]), "\(sql)")
             #expect(r.readsServerState, "\(sql)")
             #expect(r.isPlainRead, "\(sql)")
+        }
+        // Reads of data are compared as before; EXPLAIN ANALYZE runs the statement.
+        for sql in ["select * from t", "select count(*) from orders where note = 'pg_dump'", "explain analyze select 1"] {
+            #expect(!process(&tracker, [.query(sql)]).readsServerState, "\(sql)")
         }
         // A named prepared statement must exist on every backend: its volatile read is still refused.
         let named = process(&tracker, [.parse(.init(name: "n", query: "select random()", parameterTypes: []))])

@@ -138,14 +138,17 @@ public struct StatementAnalysis: Sendable, Equatable {
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
     }
 
-    /// Whether tokens name per-server state: `pg_*` relations or functions, `information_schema`, OIDs.
+    /// Whether tokens name per-server state: `pg_*` relations or functions, `information_schema`, OIDs,
+    /// system columns, EXPLAIN (plans follow each server's statistics), SHOW.
     static func touchesServerState(_ tokens: [SQLToken]) -> Bool {
         tokens.contains { t in
             guard t.kind == .word else { return false }
             if t.text.hasPrefix("pg_") { return true }
             switch t.text {
             case "information_schema", "oid", "regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole",
-                 "xmin", "xmax", "cmin", "cmax", "ctid", "tableoid":
+                 "xmin", "xmax", "cmin", "cmax", "ctid", "tableoid",
+                 // A plan's costs come from each server's statistics; SHOW answers with each server's settings.
+                 "explain", "show":
                 return true
             default:
                 return false
