@@ -122,6 +122,8 @@ import TestSupport
                 // Reads of per-backend values are the lead's alone; writes with them are refused.
                 #expect(!out.stderr.contains("pgchorus refuses random()"), "\(out.report)")
                 #expect(out.stderr.contains("pgchorus refuses clock_timestamp()"), "\(out.report)")
+                // The refusal's DO block leaves no context line of its own.
+                #expect(!out.stderr.contains("inline_code_block"), "\(out.report)")
                 #expect(!out.stderr.contains("pgchorus refuses gen_random_uuid()"), "\(out.report)")
                 #expect(out.stdoutLines.contains { $0.count == 36 && $0.filter { $0 == "-" }.count == 4 }, "a uuid: \(out.report)")
                 #expect(out.stderr.contains("pgchorus refuses now() in CREATE"), "\(out.report)")

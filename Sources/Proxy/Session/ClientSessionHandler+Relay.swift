@@ -480,9 +480,16 @@ extension ClientSessionHandler {
                 return
             }
         case BackendMessage.Kind.errorResponse.rawValue:
-            if case let .errorResponse(fields)? = try? BackendMessage(frame: frame),
-               let severity = fields.severity, severity == "FATAL" || severity == "PANIC" {
+            guard case var .errorResponse(fields)? = try? BackendMessage(frame: frame) else { break }
+            if let severity = fields.severity, severity == "FATAL" || severity == "PANIC" {
                 fatalForwarded = true
+            }
+            if fields.sqlState == "0A000", fields.message?.hasPrefix("pgchorus refuses") == true {
+                // pgchorus' own refusal is raised by a DO block: its "PL/pgSQL function … at RAISE" context
+                // and position say nothing about the client's statement.
+                fields.fields.removeAll { $0.code == UInt8(ascii: "W") || $0.code == UInt8(ascii: "P") || $0.code == UInt8(ascii: "q") }
+                writeClient(.errorResponse(fields))
+                return
             }
         default:
             break
