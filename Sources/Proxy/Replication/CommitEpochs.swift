@@ -190,16 +190,17 @@ public final class CommitEpochs: Sendable {
     private func probeLoop() {
         let bound = TimeAmount.nanoseconds(Int64(configuration.replication.followerTimeout * 1e9))
         for _ in 0..<1_000_000 {
-            let (blockers, targets, since, followers) = state.withLock { s -> ([Int], [Int: [Target]], NIODeadline?, [(Int, String, [Target])]) in
+            let (blockers, targets, since, followerTargets, followersWait) = state.withLock { s -> ([Int], [Int: [Target]], NIODeadline?, [Target], Bool) in
                 let b = s.schedule.blockers
                 if b.isEmpty && s.followerWaits.isEmpty { s.probing = false }
-                let followers = s.followerWaits.map { w in
-                    (w.commit, w.backend, s.unmet(s.deferrals[w.commit] ?? [], on: w.backend).flatMap { s.targets[$0] ?? [] })
+                // Where the statements the followers' commits wait for run now.
+                let followerTargets = s.followerWaits.flatMap { w in
+                    s.unmet(s.deferrals[w.commit] ?? [], on: w.backend).flatMap { s.targets[$0] ?? [] }
                 }
-                return (b, s.targets.filter { b.contains($0.key) }, s.waitingSince.values.min(), followers)
+                return (b, s.targets.filter { b.contains($0.key) }, s.waitingSince.values.min(), followerTargets, !s.followerWaits.isEmpty)
             }
-            guard !blockers.isEmpty || !followers.isEmpty else { return }
-            if !followers.isEmpty { releaseFollowers(followers) }
+            guard !blockers.isEmpty || followersWait else { return }
+            if followersWait { releaseFollowers(seen: waitingTargets(followerTargets)) }
             guard !blockers.isEmpty else {
                 usleep(UInt32(Self.probeInterval.nanoseconds / 1000))
                 continue
@@ -218,13 +219,7 @@ public final class CommitEpochs: Sendable {
 
     /// Lets the followers' COMMIT PREPAREDs go where the statements they wait for wait on a lock there
     /// (or after `followerDeferral`).
-    private func releaseFollowers(_ waits: [(commit: Int, backend: String, targets: [Target])]) {
-        var seen: Set<Target> = []
-        var byBackend: [String: Set<Int32>] = [:]
-        for w in waits { for t in w.targets where t.pid != 0 { byBackend[t.backend, default: []].insert(t.pid) } }
-        for (backend, pids) in byBackend {
-            for pid in ask(backend, pids) { seen.insert(Target(backend: backend, pid: pid)) }
-        }
+    private func releaseFollowers(seen: Set<Target>) {
         let (ready, timedOut) = state.withLock { s -> ([@Sendable () -> Void], Int) in
             let ready = s.readyFollowers(waiting: seen)
             defer { s.deferralsTimedOut = 0 }
@@ -238,18 +233,22 @@ public final class CommitEpochs: Sendable {
 
     /// The blockers whose every target process waits on a lock or for its client.
     private func waiting(_ blockers: [Int], _ targets: [Int: [Target]]) -> [Int] {
-        var byBackend: [String: Set<Int32>] = [:]
-        for t in blockers {
-            for target in targets[t] ?? [] where target.pid != 0 { byBackend[target.backend, default: []].insert(target.pid) }
-        }
-        var waitingPIDs: Set<Target> = []
-        for (backend, pids) in byBackend {
-            for pid in ask(backend, pids) { waitingPIDs.insert(Target(backend: backend, pid: pid)) }
-        }
+        let waitingPIDs = waitingTargets(blockers.flatMap { targets[$0] ?? [] })
         return blockers.filter { t in
             guard let ts = targets[t], !ts.isEmpty else { return false }
             return ts.allSatisfy { waitingPIDs.contains($0) }
         }
+    }
+
+    /// Those of `targets` whose process waits on a lock or for its client (one query per backend).
+    private func waitingTargets(_ targets: [Target]) -> Set<Target> {
+        var byBackend: [String: Set<Int32>] = [:]
+        for t in targets where t.pid != 0 { byBackend[t.backend, default: []].insert(t.pid) }
+        var seen: Set<Target> = []
+        for (backend, pids) in byBackend {
+            for pid in ask(backend, pids) { seen.insert(Target(backend: backend, pid: pid)) }
+        }
+        return seen
     }
 
     static let waitingSQL = """

@@ -182,9 +182,12 @@ extension ClientSessionHandler {
     func updateCancelTargets() {
         guard virtualProcessID != 0 else { return }
         let targets = backends.indices.filter { backends[$0].isLive && (copyInProgress || $0 == lead) }
-        shared.cancelRegistry.setTargets(targets.map {
-            let b = backends[$0]
-            return CancelRegistry.Target(host: b.backend.host, port: b.backend.port, processID: b.login.processID, secretKey: b.login.secretKey)
-        }, for: virtualProcessID)
+        shared.cancelRegistry.setTargets(targets.map(cancelTarget), for: virtualProcessID)
+    }
+
+    /// What a CancelRequest for this session's process on backend `index` needs.
+    func cancelTarget(_ index: Int) -> CancelRegistry.Target {
+        let b = backends[index]
+        return CancelRegistry.Target(host: b.backend.host, port: b.backend.port, processID: b.login.processID, secretKey: b.login.secretKey)
     }
 }

@@ -246,17 +246,15 @@ extension ClientSessionHandler {
         let followers = c.followersAfterLead
         c.followersAfterLead = []
         commit = c
-        guard let ticket = commitTurn, let context else {
-            for i in followers where backends[i].isLive { sendOwn(c.finishCommand, to: i, kind: .finish, seq: c.finishSeq) }
-            flushBackends()
-            return
-        }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let loop = context.eventLoop
         let (command, seq, gid) = (c.finishCommand, c.finishSeq, c.gid)
         for i in followers where backends[i].isLive {
-            let now = shared.epochs.applyOnFollower(ticket, backend: backends[i].backend.id) {
-                loop.execute { bound.value.deferredFollowerCommit(command, to: i, seq: seq, gid: gid) }
+            var now = true
+            if let ticket = commitTurn, let context {
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                let loop = context.eventLoop
+                now = shared.epochs.applyOnFollower(ticket, backend: backends[i].backend.id) {
+                    loop.execute { bound.value.deferredFollowerCommit(command, to: i, seq: seq, gid: gid) }
+                }
             }
             if now { sendOwn(command, to: i, kind: .finish, seq: seq) }
         }

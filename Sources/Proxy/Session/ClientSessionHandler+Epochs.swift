@@ -124,11 +124,9 @@ extension ClientSessionHandler {
     func cancelForEpochs(_ seq: Int) {
         guard phase == .relaying, let context, backends[lead].isLive, backends[lead].expected.first?.seq == seq else { return }
         epochCancelUntil = .now() + .seconds(1)
-        let b = backends[lead]
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
         ProxyMetrics.epochCancels.increment()
-        Self.sendCancelRequest(to: CancelRegistry.Target(host: b.backend.host, port: b.backend.port, processID: b.login.processID, secretKey: b.login.secretKey),
-                               on: context.eventLoop)
+        Self.sendCancelRequest(to: cancelTarget(lead), on: context.eventLoop)
     }
 
     /// The error the client gets for a cycle the node cancelled (`cancelForEpochs`).
