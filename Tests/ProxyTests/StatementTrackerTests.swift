@@ -75,7 +75,7 @@ import Wire
 
     @Test func volatileCallIsRefusedWhenConfigured() throws {
         var tracker = StatementTracker(refuseVolatile: true)
-        let r = process(&tracker, [.query("insert into t values (random())")])
+        let r = process(&tracker, [.query("update t set a = random()")])
         let out = try decode(r.bytes)
         #expect(out.count == 1)
         guard case let .query(sql)? = out.first else { Issue.record("not a query: \(out)"); return }
@@ -216,7 +216,7 @@ import Wire
 
     @Test func namedParseWithVolatileCallIsRefused() throws {
         var tracker = StatementTracker(refuseVolatile: true)
-        let r = process(&tracker, [.parse(.init(name: "s", query: "insert into t values ($1, $2, gen_random_uuid())", parameterTypes: [23]))])
+        let r = process(&tracker, [.parse(.init(name: "s", query: "update t set a = $1, b = $2, u = gen_random_uuid()", parameterTypes: [23]))])
         let out = try decode(r.bytes)
         guard case let .parse(parse)? = out.first, out.count == 1 else { Issue.record("not one parse: \(out)"); return }
         #expect(parse.name == "s")
@@ -224,6 +224,25 @@ import Wire
         #expect(parse.query.contains("gen_random_uuid()"))
         // The client's Binds still carry two parameters: the refusal declares as many.
         #expect(parse.parameterTypes == [23, 25])
+    }
+
+    /// The rows of an INSERT get pgchorus' functions, in a named statement too; its time stays a parameter.
+    @Test func namedParseOfAnInsertGetsThePgchorusFunctions() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        tracker.deterministic = true
+        let r = process(&tracker, [.parse(.init(name: "s", query: "insert into t values ($1, gen_random_uuid(), now())", parameterTypes: [23]))])
+        guard case let .parse(parse)? = try decode(r.bytes).first else { Issue.record("not a parse"); return }
+        #expect(parse.query == "insert into t values ($1, pgchorus.gen_random_uuid(), $2::timestamptz)")
+        #expect(!r.usesDeterministicValues, "known when it runs, not when it is prepared")
+        #expect(process(&tracker, [.bind(.init(portal: "", statement: "s", parameterFormats: [], parameters: [text("1")], resultFormats: [])),
+                                   .execute(portal: "", maxRows: 0), .sync]).usesDeterministicValues)
+        // A definition is rewritten even while one backend is online (`rewrite` off), so a backend that rejoins gets it too.
+        tracker.rewrite = false
+        let ddl = process(&tracker, [.query("create table t (at timestamptz default now())")])
+        #expect(try decode(ddl.bytes) == [.query("create table t (at timestamptz default pgchorus.now())")])
+        // With one backend configured nothing changes.
+        tracker.deterministic = false
+        #expect(process(&tracker, [.query("create table t (at timestamptz default now())")]).bytes == bytes([.query("create table t (at timestamptz default now())")]))
     }
 
     /// A statement with an absurd parameter number cannot crash the proxy (counts are 16-bit on the wire).

@@ -11,6 +11,8 @@ public final class SequenceOrdering: Sendable {
         var generation = 0
         var loadedGeneration = -1
         var tables: Set<String> = []
+        /// Some definition (a column default, a view, a routine) uses the `pgchorus` functions.
+        var deterministic = false
     }
 
     struct Waiter {
@@ -31,13 +33,30 @@ public final class SequenceOrdering: Sendable {
 
     // MARK: which tables draw sequence values
 
-    /// The catalog query: relations with an IDENTITY column or a nextval() default.
+    /// The catalog query: relations with an IDENTITY column or a nextval() default, and a row with an
+    /// empty name (no relation has one) when some definition uses the `pgchorus` functions of
+    /// `DeterministicValues`: a default or view (recorded in pg_depend) or a routine's body.
     static let catalogSQL = """
     SELECT DISTINCT lower(c.relname) FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
     WHERE c.relkind IN ('r', 'p') AND (a.attidentity <> '' OR pg_catalog.pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%')
+    UNION ALL SELECT '' WHERE EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend dep JOIN pg_catalog.pg_proc p ON dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND dep.refobjid = p.oid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgchorus'
+    ) OR EXISTS (
+      SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname <> 'pgchorus' AND n.nspname <> 'pg_catalog' AND p.prosrc LIKE '%pgchorus.%'
+    )
     """
+
+    /// Whether definitions in `database` use the `pgchorus` functions, or nil while unknown.
+    func usesDeterministicValues(in database: String) -> Bool? {
+        catalog.withLock { c in
+            let e = c[database] ?? CatalogEntry()
+            return e.loadedGeneration == e.generation ? e.deterministic : nil
+        }
+    }
 
     /// The known sequence-drawing tables of `database`, or nil while unknown (callers then assume all).
     func tables(in database: String) -> (tables: Set<String>?, generation: Int) {
@@ -58,7 +77,8 @@ public final class SequenceOrdering: Sendable {
             // A database with no DDL seen yet has no entry: it is at generation 0, like `tables(in:)` says.
             var e = c[database] ?? CatalogEntry()
             guard e.generation == generation else { return }
-            e.tables = tables
+            e.tables = tables.subtracting([""])
+            e.deterministic = tables.contains("")
             e.loadedGeneration = generation
             c[database] = e
         }

@@ -41,11 +41,16 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var readsOnlyItsTarget = false
     /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
     public var timeExpressions: [(range: Range<Int>, type: String)] = []
+    /// Volatile calls in definitions (column defaults, views, function and DO bodies) and per-row calls
+    /// in an INSERT's VALUES, to be replaced by the `pgchorus` functions that give every backend the
+    /// same value (see `DeterministicValues`).
+    public var deterministicRewrites: [DeterministicValues.Rewrite] = []
 
     public static func == (a: StatementAnalysis, b: StatementAnalysis) -> Bool {
         a.isCommit == b.isCommit && a.mixesTransactionControl == b.mixesTransactionControl && a.isReadOnly == b.isReadOnly
             && a.isDDL == b.isDDL && a.volatileCalls == b.volatileCalls
             && a.timeExpressions.map(\.range) == b.timeExpressions.map(\.range) && a.timeExpressions.map(\.type) == b.timeExpressions.map(\.type)
+            && a.deterministicRewrites == b.deterministicRewrites
     }
 
     /// Functions whose result differs per backend; refused (or allowed) by `replication.volatile_functions`.
@@ -75,6 +80,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         "array", "lo_get", "loread", "lo_open", "lo_close", "lo_lseek", "lo_lseek64", "lo_tell", "lo_tell64",
     ]
 
+    static let routineWords: Set<String> = ["function", "procedure", "routine", "aggregate"]
     static let readOnlyStarts: Set<String> = ["select", "show", "values", "table", "fetch", "move", "explain", "with"]
     static let transactionControl: Set<String> = ["begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"]
     static let ddlStarts: Set<String> = ["create", "alter", "drop", "comment", "grant", "revoke", "security", "reindex", "cluster", "vacuum", "analyze", "truncate"]
@@ -133,6 +139,10 @@ public struct StatementAnalysis: Sendable, Equatable {
             let ddl = Self.ddlStarts.contains(first)
             if ddl { isDDL = true }
             analyse(s, first: first, ddl: ddl)
+            timeExpressions += DeterministicValues.typedTimeLiterals(s)
+            if first == "do" || (first == "create" && s.contains { $0.kind == .word && ($0.text == "function" || $0.text == "procedure") }) {
+                for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
+            }
             physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
@@ -240,6 +250,12 @@ public struct StatementAnalysis: Sendable, Equatable {
         }
         if first == "explain", s.contains(where: { $0.kind == .word && $0.text == "analyze" }) { isReadOnly = false }
         insertTargets += Self.insertTargets(s)
+        let hasFrom = s.contains { $0.kind == .word && $0.text == "from" }
+        // Rows in the order they are written (no FROM to scan): a per-row value per row, alike everywhere.
+        let perRowValues = first == "insert" && !hasFrom
+        // Column defaults, views, generated columns and routines: what CREATE and ALTER define.
+        let definitions = ddl && (first == "create" || first == "alter")
+        let perRowDefinitions = !hasFrom && !(first == "alter" && s.contains { $0.kind == .word && $0.text == "add" })
         for (i, t) in s.enumerated() where t.kind == .word {
             let next = i + 1 < s.count ? s[i + 1] : nil
             let previous = i > 0 ? s[i - 1] : nil
@@ -266,6 +282,20 @@ public struct StatementAnalysis: Sendable, Equatable {
                 if isCall { isReadOnly = false }
                 continue
             }
+            // Definitions, and the rows of an INSERT … VALUES: made identical by the pgchorus functions.
+            // (Not the name in CREATE FUNCTION random(): a word right after FUNCTION/PROCEDURE is a name.)
+            if (definitions || perRowValues), !(previous.map { $0.kind == .word && Self.routineWords.contains($0.text) } ?? false),
+               let r = DeterministicValues.replacement(in: s, at: i) {
+                let perRow = DeterministicValues.perRowCalls.contains(t.text)
+                if definitions && (!perRow || perRowDefinitions) || (!ddl && perRow) {
+                    deterministicRewrites.append(r)
+                    continue
+                }
+                if definitions {
+                    volatileCalls.append("\(t.text)() in \(first == "alter" ? "ALTER TABLE … ADD (existing rows are filled in each backend's physical order)" : "\(first.uppercased()) … FROM (rows come in each backend's physical order)")")
+                    continue
+                }
+            }
             if isCall && Self.volatileFunctions.contains(t.text) {
                 volatileCalls.append(t.text + "()")
                 continue
@@ -277,14 +307,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text) {
                 isReadOnly = false
             }
-            if ddl {
-                // A default or a view computing the time would give each backend its own value, now or later.
-                if ["now", "transaction_timestamp", "statement_timestamp"].contains(t.text) && isCall
-                    || ["current_timestamp", "current_date", "current_time", "localtimestamp", "localtime"].contains(t.text) {
-                    volatileCalls.append("\(t.text)\(isCall ? "()" : "") in \(first.uppercased())")
-                }
-                continue
-            }
+            if ddl { continue }
             // Time functions start with c, l, n, s or t: other words skip the comparisons below.
             switch t.text.utf8.first {
             case UInt8(ascii: "c"), UInt8(ascii: "l"), UInt8(ascii: "n"), UInt8(ascii: "s"), UInt8(ascii: "t"): break
@@ -354,14 +377,26 @@ public struct StatementAnalysis: Sendable, Equatable {
         replacingTime(in: sql, with: "$\(n)")
     }
 
-    private func replacingTime(in sql: String, with value: String) -> String {
-        guard !timeExpressions.isEmpty else { return sql }
+    /// `sql` with its time expressions replaced by `value` (nil: left as they are) and, when
+    /// `deterministic`, its `deterministicRewrites` applied.
+    public func rewriting(in sql: String, time value: String?, deterministic: Bool) -> String {
+        var edits: [DeterministicValues.Rewrite] = deterministic ? deterministicRewrites : []
+        if let value {
+            edits += timeExpressions.map { .init(range: $0.range, text: DeterministicValues.timeReplacement(type: $0.type, value: value)) }
+        }
+        guard !edits.isEmpty else { return sql }
         var bytes = Array(sql.utf8)
-        for e in timeExpressions.reversed() {
-            let replacement = e.type == "timestamptz" ? "\(value)::timestamptz" : "(\(value)::timestamptz)::\(e.type)"
-            bytes.replaceSubrange(e.range, with: Array(replacement.utf8))
+        // Later edits first, so earlier ranges stay valid; an edit inside another one's range is dropped.
+        var lowest = bytes.count
+        for e in edits.sorted(by: { $0.range.lowerBound > $1.range.lowerBound }) where e.range.upperBound <= lowest {
+            bytes.replaceSubrange(e.range, with: Array(e.text.utf8))
+            lowest = e.range.lowerBound
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private func replacingTime(in sql: String, with value: String) -> String {
+        rewriting(in: sql, time: value, deterministic: false)
     }
 
     /// The highest `$n` parameter number used in `sql` (0 when none).

@@ -3,7 +3,9 @@ import Wire
 
 /// Follows a session's prepared statements and portals so each group of client messages can be
 /// understood (does it write? is it the COMMIT?) and made deterministic before it reaches the
-/// backends: time functions become one value per transaction, volatile calls are refused.
+/// backends: time functions become one value per transaction, volatile calls in definitions and
+/// in an INSERT's rows become the `pgchorus` functions (`DeterministicValues`), other volatile calls in
+/// writes are refused.
 struct StatementTracker {
     struct Prepared {
         var analysis: StatementAnalysis
@@ -37,6 +39,8 @@ struct StatementTracker {
         var readsOnlyItsTarget = false
         /// Some statement is a read of per-server state (`StatementAnalysis.readsServerState`).
         var readsServerState = false
+        /// Some statement calls the `pgchorus` functions of `DeterministicValues` (rewritten here).
+        var usesDeterministicValues = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -46,6 +50,9 @@ struct StatementTracker {
     var refusePhysicalOrder = true
     /// With one backend nothing can diverge: statements pass unchanged.
     var rewrite = true
+    /// The cluster has several backends: definitions use the `pgchorus` functions (`DeterministicValues`),
+    /// even while only one is online, so a backend that rejoins has the same definitions.
+    var deterministic = false
 
     init(refuseVolatile: Bool) {
         self.refuseVolatile = refuseVolatile
@@ -58,10 +65,15 @@ struct StatementTracker {
 
     /// A statement that fails on every backend alike, in place of one that would diverge.
     static func refusal(_ calls: [String]) -> String {
-        let list = calls.joined(separator: ", ")
+        let list = calls.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
+        // A per-row value over rows each backend takes in its own order (see `DeterministicValues`).
+        let ordered = calls.contains { $0.contains(" in ") }
+        let hint = ordered
+            ? "Give existing rows values computed from their key (e.g. md5(id::text)::uuid), then set the default with ALTER TABLE … ALTER COLUMN … SET DEFAULT: pgchorus makes the values of new rows identical on every backend."
+            : "Compute the value in the application and send it as a literal or parameter, or use it in a column default or in INSERT … VALUES (pgchorus makes those identical), or set replication.volatile_functions = \"allow\" in pgchorus.toml (backends may then diverge)."
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
             + "MESSAGE = 'pgchorus refuses \(list): the value would differ on each backend', "
-            + "HINT = 'Compute the value in the application and send it as a literal or parameter, or set replication.volatile_functions = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
+            + "HINT = '\(hint)'; END $pgchorus$"
     }
 
     /// A statement that fails on every backend alike, in place of a write that would choose other rows
@@ -109,12 +121,12 @@ struct StatementTracker {
                 if analysis.isCommit { commitExecutes += 1 }
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
-                if !rewrite {
-                    passUnchanged(frame)
-                } else if let refusal = refusal(for: analysis) {
+                let time = rewrite && !analysis.timeExpressions.isEmpty
+                if rewrite, let refusal = refusal(for: analysis) {
                     FrontendMessage.query(refusal).encode(into: &result.bytes)
-                } else if !analysis.timeExpressions.isEmpty {
-                    FrontendMessage.query(analysis.rewritingTime(in: sql, timestamp: timestamp())).encode(into: &result.bytes)
+                } else if time || (deterministic && !analysis.deterministicRewrites.isEmpty) {
+                    let sql = analysis.rewriting(in: sql, time: time ? "'\(timestamp())'" : nil, deterministic: deterministic)
+                    FrontendMessage.query(sql).encode(into: &result.bytes)
                 } else {
                     passUnchanged(frame)
                 }
@@ -128,23 +140,25 @@ struct StatementTracker {
                 // A client may write `$70000` (or a number beyond Int): bounded, so the counts below stay encodable.
                 let parameters = max(parse.parameterTypes.count,
                                      min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
-                if !rewrite {
-                    passUnchanged(frame)
-                } else if let refusal = refusal(for: analysis, named: !parse.name.isEmpty) {
+                let time = rewrite && !analysis.timeExpressions.isEmpty
+                if rewrite, let refusal = refusal(for: analysis, named: !parse.name.isEmpty) {
                     let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
                     parse.query = refusal
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
-                } else if !analysis.timeExpressions.isEmpty && (parse.name.isEmpty || parameters >= Self.maximumParameters) {
+                } else if time && (parse.name.isEmpty || parameters >= Self.maximumParameters) {
                     // (A named statement with no room for one more parameter gets a literal too: frozen, but alike everywhere.)
-                    parse.query = analysis.rewritingTime(in: parse.query, timestamp: timestamp())
+                    parse.query = analysis.rewriting(in: parse.query, time: "'\(timestamp())'", deterministic: deterministic)
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
-                } else if !analysis.timeExpressions.isEmpty {
+                } else if time {
                     // A named statement runs many times: its time becomes a parameter filled in at each Bind.
                     let n = parameters + 1
                     parse.parameterTypes += Array(repeating: 0, count: n - 1 - parse.parameterTypes.count) + [Self.timestamptzOID]
-                    parse.query = analysis.rewritingTime(in: parse.query, parameter: n)
+                    parse.query = analysis.rewriting(in: parse.query, time: "$\(n)", deterministic: deterministic)
                     prepared.timeParameter = n
+                    FrontendMessage.parse(parse).encode(into: &result.bytes)
+                } else if deterministic && !analysis.deterministicRewrites.isEmpty {
+                    parse.query = analysis.rewriting(in: parse.query, time: nil, deterministic: true)
                     FrontendMessage.parse(parse).encode(into: &result.bytes)
                 } else {
                     passUnchanged(frame)
@@ -217,6 +231,7 @@ extension StatementTracker.Result {
     mutating func note(_ analysis: StatementAnalysis) {
         if !analysis.isPlainRead { isPlainRead = false }
         if analysis.readsServerState { readsServerState = true }
+        if !analysis.deterministicRewrites.isEmpty { usesDeterministicValues = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

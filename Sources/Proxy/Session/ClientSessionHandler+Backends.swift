@@ -16,7 +16,12 @@ extension ClientSessionHandler {
         }
         phase = .connectingBackends
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let backendStartup = BackendLogin.startupMessage(for: startup)
+        var backendStartup = BackendLogin.startupMessage(for: startup)
+        if tracker.deterministic {
+            // The session's seed and a first stamp, the same on each of its backends (`DeterministicValues`).
+            backendStartup.parameters += [(DeterministicValues.seedSetting, DeterministicValues.newSeed()),
+                                          (DeterministicValues.stampSetting, "0;\(WallClock.timestampLiteral())")]
+        }
         let maxMessage = shared.configuration.proxy.maxMessageSize
         let timeout = shared.configuration.proxy.backendConnectTimeout
         startupTimer?.cancel()

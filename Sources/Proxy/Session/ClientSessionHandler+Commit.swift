@@ -36,28 +36,33 @@ struct CommitInProgress {
 }
 
 extension ClientSessionHandler {
-    /// The DDL that creates the in-band commit log (run once per backend and database).
-    static let commitLogDDL = """
+    /// The DDL that creates pgchorus' schema in a database: the in-band commit log and the functions
+    /// of `DeterministicValues` (run once per backend and database).
+    static let schemaDDL = """
     DO $pgchorus$ BEGIN
       IF to_regclass('pgchorus.commit_log') IS NULL THEN
         CREATE SCHEMA IF NOT EXISTS pgchorus;
-        CREATE TABLE IF NOT EXISTS pgchorus.commit_log (gid text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT now());
+        CREATE TABLE IF NOT EXISTS pgchorus.commit_log (gid text PRIMARY KEY, committed_at timestamptz NOT NULL);
         GRANT USAGE ON SCHEMA pgchorus TO PUBLIC;
-        GRANT SELECT, INSERT ON pgchorus.commit_log TO PUBLIC;
+        GRANT SELECT, INSERT, DELETE ON pgchorus.commit_log TO PUBLIC;
       END IF;
-    EXCEPTION WHEN unique_violation OR duplicate_table OR duplicate_schema OR duplicate_object THEN NULL;
+      IF to_regprocedure('pgchorus.draw()') IS NULL THEN
+    \(DeterministicValues.functionsDDL)
+      END IF;
+    EXCEPTION WHEN unique_violation OR duplicate_table OR duplicate_schema OR duplicate_object OR duplicate_function THEN NULL;
     END $pgchorus$
     """
 
-    /// Makes sure `pgchorus.commit_log` exists in this database on every backend before the first vote.
+    /// Makes sure pgchorus' schema (`schemaDDL`) exists in this database on every backend before the
+    /// first statement: with several backends configured, definitions may use its functions even while one is online.
     func ensureCommitLog() {
-        guard liveCount > 1, shared.configuration.replication.twoPhaseCommit else { return }
+        guard tracker.deterministic || (liveCount > 1 && shared.configuration.replication.twoPhaseCommit) else { return }
         let missing = shared.commitLogReady.withLock { ready in
             backends.filter(\.isLive).contains { !ready.contains("\($0.backend.id)/\(database)") }
         }
         guard missing else { return }
         var b = ByteBuffer()
-        FrontendMessage.query(Self.commitLogDDL).encode(into: &b)
+        FrontendMessage.query(Self.schemaDDL).encode(into: &b)
         dispatch(b, kind: .internalQuery, waitsForLead: false)
     }
 
@@ -65,7 +70,7 @@ extension ClientSessionHandler {
         guard frame.type == BackendMessage.Kind.errorResponse.rawValue else { return }
         if case let .errorResponse(fields)? = try? BackendMessage(frame: frame) {
             backends[index].cycleError = frame
-            logger.warning("pgchorus could not create pgchorus.commit_log in database \(database) on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? ""); commits in this session go without the vote until an administrator creates it")
+            logger.warning("pgchorus could not create its schema (pgchorus.commit_log and the functions that make volatile defaults identical) in database \(database) on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? ""); commits in this session go without the vote, and definitions using now() or gen_random_uuid() fail, until a user who may create a schema in this database connects once through pgchorus")
         }
     }
 
@@ -117,7 +122,8 @@ extension ClientSessionHandler {
         }
         var b = ByteBuffer()
         // The commit-log row makes the decision readable from any backend once one COMMIT PREPARED ran.
-        FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid) VALUES ('\(gid)'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
+        // (Its time is the transaction's, given: a default would differ per backend.)
+        FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid, committed_at) VALUES ('\(gid)', '\(transactionTimestampLiteral())'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
         commit = CommitInProgress(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive }, autocommit: autocommit)
         logger.debug("commit vote started", metadata: ["gid": "\(gid)"])
         dispatch(b, kind: .prepare, waitsForLead: false)

@@ -129,6 +129,7 @@ extension ClientSessionHandler {
         currentGroupBytes = 0
         tracker.rewrite = liveCount > 1
         let result = tracker.process(frames) { transactionTimestampLiteral() }
+        if !result.isCommit { stampTransactionIfNeeded(result) }
         noteEffects(of: result, seq: nextSeq)
         let replicated = liveCount > 1
         if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
@@ -175,6 +176,20 @@ extension ClientSessionHandler {
         let t = WallClock.timestampLiteral()
         transactionTimestamp = t
         return t
+    }
+
+    /// Before a transaction's first statement, in a database whose definitions use the `pgchorus`
+    /// functions: the transaction's stamp on every backend (its reply unseen by the client), so
+    /// `pgchorus.now()` is this transaction's time and the per-row values are drawn afresh.
+    func stampTransactionIfNeeded(_ result: StatementTracker.Result) {
+        guard tracker.deterministic, !transactionStamped, !openExtendedGroup, !copyInProgress, lastStatus != .failed,
+              result.usesDeterministicValues || shared.sequenceOrdering.usesDeterministicValues(in: database) ?? true else { return }
+        loadSequenceCatalogIfNeeded()
+        transactionStamped = true
+        stampedTransactions += 1
+        var b = ByteBuffer()
+        FrontendMessage.query(DeterministicValues.stampSQL(transaction: stampedTransactions, timestamp: transactionTimestampLiteral())).encode(into: &b)
+        dispatch(b, kind: .hidden, waitsForLead: false)
     }
 
     /// What a processed group (or a part of one sent early) does to the session, `seq` being its cycle:
@@ -467,6 +482,7 @@ extension ClientSessionHandler {
         if status == .idle {
             wroteInTransaction = false
             transactionTimestamp = nil
+            transactionStamped = false
         }
     }
 

@@ -72,6 +72,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var lastStatus = BackendMessage.TransactionStatus.idle
     var wroteInTransaction = false
     var transactionTimestamp: String?
+    /// The current transaction's stamp went to the backends (`DeterministicValues.stampSQL`), and how
+    /// many transactions this session has stamped.
+    var transactionStamped = false
+    var stampedTransactions = 0
     var tracker = StatementTracker(refuseVolatile: true)
     var commit: CommitInProgress?
     /// Client messages that arrived while a commit vote was running.
@@ -326,6 +330,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         self.database = database
         tracker = StatementTracker(refuseVolatile: shared.configuration.replication.volatileFunctions == "refuse")
         tracker.refusePhysicalOrder = shared.configuration.replication.physicalOrderWrites == "refuse"
+        tracker.deterministic = shared.configuration.backends.count > 1
         logger[metadataKey: "user"] = "\(user)"
         logger[metadataKey: "database"] = "\(database)"
         let host = context.channel.remoteAddress?.ipAddress ?? "unknown"

@@ -1,0 +1,107 @@
+@testable import Proxy
+import Testing
+
+/// Volatile values in definitions and in an INSERT's rows become the `pgchorus` functions; time
+/// literals become the transaction's time; per-row values over rows in physical order stay refused.
+@Suite struct DeterministicValuesTests {
+    static let t = "2026-11-27 02:53:26.123456+00"
+
+    func rewritten(_ sql: String) -> String {
+        StatementAnalysis(sql).rewriting(in: sql, time: "'\(Self.t)'", deterministic: true)
+    }
+
+    @Test func columnDefaultsOfAnOrmTableBecomeThePgchorusFunctions() {
+        let sql = "CREATE TABLE t (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), created_at timestamptz NOT NULL DEFAULT now(), "
+            + "u timestamptz DEFAULT CURRENT_TIMESTAMP, d date DEFAULT current_date, l timestamp(3) DEFAULT LOCALTIMESTAMP(3), "
+            + "v uuid DEFAULT uuid_generate_v4(), r float8 DEFAULT random(), c timestamptz DEFAULT pg_catalog.clock_timestamp(), "
+            + "s timestamptz DEFAULT statement_timestamp(), tt timetz DEFAULT current_time)"
+        let a = StatementAnalysis(sql)
+        #expect(a.isDDL)
+        #expect(a.volatileCalls.isEmpty, "accepted, not refused: \(a.volatileCalls)")
+        #expect(rewritten(sql) == "CREATE TABLE t (id uuid PRIMARY KEY DEFAULT pgchorus.gen_random_uuid(), created_at timestamptz NOT NULL DEFAULT pgchorus.now(), "
+            + "u timestamptz DEFAULT pgchorus.now(), d date DEFAULT (pgchorus.now())::date, l timestamp(3) DEFAULT (pgchorus.now())::timestamp(3), "
+            + "v uuid DEFAULT pgchorus.gen_random_uuid(), r float8 DEFAULT pgchorus.random(), c timestamptz DEFAULT pgchorus.clock_timestamp(), "
+            + "s timestamptz DEFAULT pgchorus.now(), tt timetz DEFAULT (pgchorus.now())::timetz)")
+        // Without several backends nothing is rewritten.
+        #expect(a.rewriting(in: sql, time: nil, deterministic: false) == sql)
+    }
+
+    @Test func alterColumnSetDefaultAndViewsAreRewritten() {
+        #expect(rewritten("alter table t alter column d set default now()") == "alter table t alter column d set default pgchorus.now()")
+        #expect(rewritten("create view v as select * from t where at > now() - interval '1 day'")
+            == "create view v as select * from t where at > pgchorus.now() - interval '1 day'")
+    }
+
+    @Test func perRowValuesOverRowsInPhysicalOrderAreRefused() {
+        let add = StatementAnalysis("alter table t add column u uuid default gen_random_uuid()")
+        #expect(add.volatileCalls.count == 1)
+        #expect(add.volatileCalls.first?.hasPrefix("gen_random_uuid() in ALTER TABLE") == true)
+        let ctas = StatementAnalysis("create table c as select gen_random_uuid() as id, x from t")
+        #expect(ctas.volatileCalls.first?.hasPrefix("gen_random_uuid() in CREATE") == true)
+        // A time function there is one value per transaction: accepted.
+        #expect(StatementAnalysis("alter table t add column at timestamptz default now()").volatileCalls.isEmpty)
+        #expect(StatementAnalysis("update t set u = gen_random_uuid()").volatileCalls == ["gen_random_uuid()"])
+        #expect(StatementAnalysis("insert into t select gen_random_uuid(), x from s").volatileCalls == ["gen_random_uuid()"])
+        // Other per-backend values in a definition stay refused.
+        #expect(StatementAnalysis("create table t (x bigint default txid_current())").volatileCalls == ["txid_current()"])
+    }
+
+    @Test func rowsOfAnInsertGetThePgchorusFunctions() {
+        let sql = "insert into t (id, at, r) values (gen_random_uuid(), now(), random()), (uuid_generate_v4(), now(), 1) on conflict do nothing returning id"
+        let a = StatementAnalysis(sql)
+        #expect(a.volatileCalls.isEmpty)
+        #expect(rewritten(sql) == "insert into t (id, at, r) values (pgchorus.gen_random_uuid(), '\(Self.t)'::timestamptz, pgchorus.random()), "
+            + "(pgchorus.gen_random_uuid(), '\(Self.t)'::timestamptz, 1) on conflict do nothing returning id")
+    }
+
+    @Test func namesOfRoutinesAndQualifiedCallsAreLeftAlone() {
+        for sql in ["create function random() returns int language sql as 'select 4'", "drop function now()",
+                    "create table t (x float default myschema.random())", "comment on function random() is 'x'",
+                    "create table t (now timestamptz, random int)"] {
+            #expect(StatementAnalysis(sql).deterministicRewrites.isEmpty, "\(sql)")
+            #expect(rewritten(sql) == sql, "\(sql)")
+        }
+    }
+
+    @Test func functionAndDoBodiesAreRewritten() {
+        let trigger = "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := now(); NEW.k := gen_random_uuid(); RETURN NEW; END $$"
+        #expect(rewritten(trigger) == "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := pgchorus.now(); NEW.k := pgchorus.gen_random_uuid(); RETURN NEW; END $$")
+        let tagged = "create function f() returns date language sql as $body$ select current_date + 1 $body$"
+        #expect(rewritten(tagged) == "create function f() returns date language sql as $body$ select (pgchorus.now())::date + 1 $body$")
+        let block = "do $$ begin insert into t values (now(), 'now'::timestamptz, 'é'); end $$"
+        #expect(rewritten(block) == "do $$ begin insert into t values (pgchorus.now(), (pgchorus.now())::timestamptz, 'é'); end $$")
+        // A string inside the body is text, not a call.
+        let quoted = "create function g() returns text language sql as $$ select 'now()' $$"
+        #expect(rewritten(quoted) == quoted)
+    }
+
+    @Test func typedTimeLiteralsBecomeTheTransactionsTime() {
+        let t = Self.t
+        #expect(rewritten("create table c as select 'now'::timestamp as a") == "create table c as select ('\(t)'::timestamptz)::timestamp as a")
+        #expect(rewritten("insert into t values ('today'::date, ' Tomorrow '::timestamptz, cast('yesterday' as date))")
+            == "insert into t values ((('\(t)'::timestamptz)::date + 0)::date, (('\(t)'::timestamptz)::date + 1)::timestamptz, cast((('\(t)'::timestamptz)::date - 1) as date))")
+        #expect(rewritten("select timestamp 'now', date 'today', timestamp with time zone 'now'")
+            == "select (('\(t)'::timestamptz)::timestamp), ((('\(t)'::timestamptz)::date + 0)::date), (('\(t)'::timestamptz)::timestamptz)")
+        // A bare 'now' may be text: left alone, as are other strings.
+        for sql in ["insert into notes values ('now')", "select 'epoch'::timestamptz", "select 'nowhere'::text"] {
+            #expect(rewritten(sql) == sql, "\(sql)")
+        }
+    }
+
+    @Test func theStampAndTheSeed() {
+        #expect(DeterministicValues.stampSQL(transaction: 7, timestamp: Self.t)
+            == "SELECT pg_catalog.set_config('pgchorus.tx', '7;\(Self.t)', false), pg_catalog.set_config('pgchorus.n', '0', false)")
+        let seeds = Set((0..<100).map { _ in DeterministicValues.newSeed() })
+        #expect(seeds.count == 100)
+        #expect(seeds.allSatisfy { $0.count == 32 && $0.allSatisfy(\.isHexDigit) })
+    }
+
+    @Test func malformedInputNeverTraps() {
+        for sql in ["now(", "(now", "current_timestamp(", "current_time(3", "'now'::", "::'now'", "date", "timestamp 'now",
+                    "do $$", "create function f() as $$ now( $$", "create function f() as $a$ $$ $a", "insert into t values (random(",
+                    "with time zone 'now'", "zone 'now'", "cast('now' as", "gen_random_uuid()", ")"] {
+            _ = rewritten(sql)
+            _ = StatementAnalysis(sql).volatileCalls
+        }
+    }
+}
