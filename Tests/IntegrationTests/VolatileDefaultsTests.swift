@@ -1,0 +1,74 @@
+import Foundation
+import LocalCluster
+import Testing
+import TestSupport
+
+/// Volatile defaults and values made identical on every backend (`DeterministicValues`): an
+/// application's schema with `DEFAULT gen_random_uuid()`, `DEFAULT now()`, triggers and views runs
+/// through three real backends from psycopg2 and pgbench at once, and the backends stay identical.
+@Suite struct VolatileDefaultsTests {
+    @Test func anOrmWorkloadWithVolatileDefaultsStaysIdentical() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let dsn = proxy.connectionString()
+                let schema = try await runBlocking { try Clients.pythonScript("orm_client.py", [dsn, "schema"]) }
+                #expect(schema.exitCode == 0, "\(schema.report)")
+                let custom = proxy.directory + "/orm.sql"
+                try """
+                \\set n random(1, 1000000000)
+                insert into accounts (email) values ('pgbench-' || :client_id || '-' || :n) on conflict (email) do nothing;
+                insert into posts (account_id, title) select id, 'pgbench' from accounts where email = 'pgbench-' || :client_id || '-' || :n order by id;
+                update accounts set score = score + 1 where email = 'pgbench-' || :client_id || '-' || :n;
+                insert into accounts (id, email, created_at) values (gen_random_uuid(), 'explicit-' || :client_id || '-' || :n, now()) on conflict do nothing;
+                """.write(toFile: custom, atomically: true, encoding: .utf8)
+                let port = proxy.port
+                async let bench = runBlocking {
+                    try Clients.pgbench(port: port, ["-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", "8", "-f", custom])
+                }
+                let orm = try await runBlocking { try Clients.pythonScript("orm_client.py", [dsn, "orm"], timeout: .seconds(150)) }
+                let pgbench = try await bench
+                #expect(orm.exitCode == 0, "\(orm.report)")
+                #expect(orm.stdoutLines.last == "PASSED orm", "\(orm.report)")
+                #expect(pgbench.exitCode == 0, "\(pgbench.report)")
+                #expect(pgbench.stdout.contains("number of failed transactions: 0"), "\(pgbench.report)")
+                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
+                #expect(proxy.server.context.registry.online().map(\.id) == ["db1", "db2", "db3"], "\(status)")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "\(sums)")
+                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+                // The rows really got per-row values (not one constant), and pgbench's rows too.
+                #expect(try servers[0].psql("select count(*) = count(distinct id) and count(*) > 100 from accounts where email like 'pgbench-%'") == "t")
+                // A direct connection (no pgchorus) gets PostgreSQL's own functions from the same defaults.
+                let direct = try servers[2].psql("insert into accounts (email) values ('direct') returning id is not null and created_at > now() - interval '1 minute'")
+                #expect(direct.hasPrefix("t"), "\(direct)")
+            }
+        }
+    }
+
+    /// Time literals in writes become the transaction's time; a per-row default that existing rows would
+    /// get in each backend's physical order is refused with the way out; then that way works.
+    @Test func timeLiteralsAndTheRefusalOfPerRowFillsOfExistingRows() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let script = """
+                create table lits as select 'now'::timestamp as a, 'today'::date as b, timestamp 'tomorrow' as c, current_time(4) as d;
+                create table items (id int primary key);
+                insert into items select generate_series(1, 50);
+                alter table items add column ref uuid default gen_random_uuid();
+                alter table items add column ref uuid;
+                update items set ref = md5(id::text)::uuid;
+                alter table items alter column ref set default gen_random_uuid();
+                insert into items (id) values (51), (52);
+                select count(distinct ref) from items;
+                """
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: script)
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses gen_random_uuid() in ALTER TABLE"), "\(out.report)")
+                #expect(out.stderr.contains("SET DEFAULT"), "the hint names the way: \(out.report)")
+                #expect(out.stdoutLines.last == "52", "\(out.report)")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+                #expect(proxy.server.context.registry.online().count == 2)
+            }
+        }
+    }
+}
