@@ -40,6 +40,7 @@ public struct InDoubtResolver: Service, Sendable {
 
     public func run() async throws {
         let interval = configuration.replication.resolveInterval
+        var runs = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 try await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(Int(interval * 1000))) }
@@ -47,7 +48,61 @@ public struct InDoubtResolver: Service, Sendable {
                 return
             }
             _ = await resolve(minimumAge: configuration.replication.inDoubtGrace)
+            // The commit log is pruned about every ten minutes (and at the first run).
+            if runs % max(1, Int(600 / interval)) == 0 { _ = await pruneCommitLog() }
+            runs += 1
         }
+    }
+
+    /// Deletes `pgchorus.commit_log` rows no in-doubt resolution can need any more, on every online
+    /// backend and in every database that has the table: rows committed more than
+    /// `replication.commit_log_retention` ago, and earlier than that before the oldest pgchorus
+    /// transaction still prepared on any backend (its evidence must stay readable). In batches of
+    /// `batch` rows, at most `maxBatches` per database and run. Returns the rows deleted per backend id.
+    public func pruneCommitLog(batch: Int = 5000, maxBatches: Int = 20) async -> [String: Int] {
+        let me = self
+        return (try? await NIOThreadPool.singleton.runIfActive { me.pruneBlocking(batch: batch, maxBatches: maxBatches) }) ?? [:]
+    }
+
+    func pruneBlocking(batch: Int, maxBatches: Int) -> [String: Int] {
+        let backends = registry.online()
+        var deleted: [String: Int] = [:]
+        var databases: [String: [String]] = [:]
+        // The oldest prepared pgchorus transaction anywhere (seconds ago) moves the horizon back.
+        var oldestPrepared = 0.0
+        for b in backends {
+            do {
+                let c = try LibPQConnection(conninfo(b, database: "postgres"), target: b.description)
+                let rows = try c.query("SELECT coalesce(extract(epoch FROM now() - min(prepared)), 0)::float8 FROM pg_prepared_xacts WHERE gid LIKE 'pgchorus:%'")
+                if let value = rows.first?.first ?? nil, let age = Double(value) { oldestPrepared = max(oldestPrepared, age) }
+                databases[b.id] = try c.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname").compactMap { $0.first ?? nil }
+            } catch {
+                logger.warning("commit log pruning: \(error)")
+            }
+        }
+        let horizon = configuration.replication.commitLogRetention + oldestPrepared
+        for b in backends {
+            for database in databases[b.id] ?? [] {
+                do {
+                    let c = try LibPQConnection(conninfo(b, database: database), target: "\(b.description) database \(database)")
+                    guard try c.query("SELECT to_regclass('pgchorus.commit_log') IS NOT NULL").first?.first == "t" else { continue }
+                    for _ in 0..<maxBatches {
+                        let rows = try c.query("""
+                        WITH old AS (SELECT gid FROM pgchorus.commit_log WHERE committed_at < now() - make_interval(secs => $1::float8) LIMIT \(batch))
+                        DELETE FROM pgchorus.commit_log l USING old WHERE l.gid = old.gid RETURNING 1
+                        """, [String(horizon)])
+                        deleted[b.id, default: 0] += rows.count
+                        if rows.count < batch { break }
+                    }
+                } catch {
+                    logger.warning("commit log pruning: \(error)")
+                }
+            }
+        }
+        if deleted.values.contains(where: { $0 > 0 }) {
+            logger.info("pruned the commit log", metadata: ["deleted": "\(deleted.sorted { $0.key < $1.key })"])
+        }
+        return deleted
     }
 
     func conninfo(_ backend: Configuration.Backend, database: String) -> String {

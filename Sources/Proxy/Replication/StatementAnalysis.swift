@@ -27,6 +27,11 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var isWrappable = false
     /// The statement creates a temporary table (PostgreSQL cannot PREPARE a transaction that used one).
     public var createsTemporaryObject = false
+    /// Something PostgreSQL refuses to PREPARE TRANSACTION after: NOTIFY or pg_notify(), LISTEN,
+    /// UNLISTEN, a cursor declared WITH HOLD. Its transaction commits without the vote.
+    public var preventsPrepare = false
+    /// Some statement is COMMIT/END (alone or among others).
+    public var containsCommit = false
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
@@ -136,6 +141,14 @@ public struct StatementAnalysis: Sendable, Equatable {
                s.contains(where: { $0.kind == .word && ($0.text == "temp" || $0.text == "temporary") }) {
                 createsTemporaryObject = true
             }
+            switch first {
+            case "notify", "listen", "unlisten": preventsPrepare = true
+            case "commit", "end": containsCommit = true
+            case "declare":
+                if zip(s, s.dropFirst()).contains(where: { $0.kind == .word && $0.text == "with" && $1.kind == .word && $1.text == "hold" }) { preventsPrepare = true }
+            default: break
+            }
+            if s.contains(where: { $0.kind == .word && $0.text == "pg_notify" }) { preventsPrepare = true }
             let ddl = Self.ddlStarts.contains(first)
             if ddl { isDDL = true }
             analyse(s, first: first, ddl: ddl)

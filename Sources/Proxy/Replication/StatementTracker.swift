@@ -41,6 +41,10 @@ struct StatementTracker {
         var readsServerState = false
         /// Some statement calls the `pgchorus` functions of `DeterministicValues` (rewritten here).
         var usesDeterministicValues = false
+        /// Some statement makes PREPARE TRANSACTION impossible (`StatementAnalysis.preventsPrepare`).
+        var preventsPrepare = false
+        /// Some statement is COMMIT/END.
+        var containsCommit = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -232,6 +236,8 @@ extension StatementTracker.Result {
         if !analysis.isPlainRead { isPlainRead = false }
         if analysis.readsServerState { readsServerState = true }
         if !analysis.deterministicRewrites.isEmpty { usesDeterministicValues = true }
+        if analysis.preventsPrepare { preventsPrepare = true }
+        if analysis.containsCommit { containsCommit = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

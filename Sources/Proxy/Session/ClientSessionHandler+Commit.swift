@@ -44,7 +44,7 @@ extension ClientSessionHandler {
         CREATE SCHEMA IF NOT EXISTS pgchorus;
         CREATE TABLE IF NOT EXISTS pgchorus.commit_log (gid text PRIMARY KEY, committed_at timestamptz NOT NULL);
         GRANT USAGE ON SCHEMA pgchorus TO PUBLIC;
-        GRANT SELECT, INSERT, DELETE ON pgchorus.commit_log TO PUBLIC;
+        GRANT SELECT, INSERT ON pgchorus.commit_log TO PUBLIC;
       END IF;
       IF to_regprocedure('pgchorus.draw()') IS NULL THEN
     \(DeterministicValues.functionsDDL)

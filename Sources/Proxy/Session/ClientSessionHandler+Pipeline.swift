@@ -59,7 +59,7 @@ extension ClientSessionHandler {
         if result.writes { openPartialWrites = true }
         // (The last part's DDL or temporary table counts as a first part's does.)
         noteEffects(of: result, seq: openPartial ?? nextSeq)
-        if liveCount > 1, result.mixesTransactionControl || result.isCommit, wroteInTransaction {
+        if liveCount > 1, result.containsCommit, wroteInTransaction {
             logger.warning("COMMIT sent at the end of a pipeline whose first statements already ran: committed without the vote")
         }
         if liveCount > 1, needsSequenceOrder(result) {

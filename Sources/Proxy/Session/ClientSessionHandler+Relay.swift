@@ -133,11 +133,11 @@ extension ClientSessionHandler {
         noteEffects(of: result, seq: nextSeq)
         let replicated = liveCount > 1
         if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
-           votedCommitAvailable, shared.configuration.replication.twoPhaseCommit {
+           votedCommitAvailable, !transactionPreventsPrepare, shared.configuration.replication.twoPhaseCommit {
             startCommit(frames)
             return
         }
-        if replicated, result.mixesTransactionControl, wroteInTransaction {
+        if replicated, result.containsCommit, !result.isCommit, wroteInTransaction {
             logger.warning("COMMIT sent together with other statements in one message: committed without the vote")
         }
         let routing = shared.configuration.replication.readRouting
@@ -156,7 +156,7 @@ extension ClientSessionHandler {
             }
         }
         // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
-        let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && lastStatus == .idle
+        let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && !result.preventsPrepare && lastStatus == .idle
             && shared.configuration.replication.twoPhaseCommit && votedCommitAvailable
         // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
         // answered once every backend has done it: a session the client opens next may rely on it.
@@ -197,6 +197,10 @@ extension ClientSessionHandler {
     /// sequence catalog stale.
     func noteEffects(of result: StatementTracker.Result, seq: Int) {
         if result.writes { wroteInTransaction = true }
+        if result.preventsPrepare && !transactionPreventsPrepare && lastStatus != .idle {
+            logger.debug("the transaction ran NOTIFY, LISTEN, UNLISTEN or declared a WITH HOLD cursor: it commits without the vote")
+        }
+        if result.preventsPrepare { transactionPreventsPrepare = true }
         if result.createsTemporaryObject && votedCommitAvailable {
             // PostgreSQL refuses PREPARE TRANSACTION for a transaction that used a temporary table.
             votedCommitAvailable = false
@@ -483,6 +487,7 @@ extension ClientSessionHandler {
             wroteInTransaction = false
             transactionTimestamp = nil
             transactionStamped = false
+            transactionPreventsPrepare = false
         }
     }
 

@@ -75,6 +75,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The current transaction's stamp went to the backends (`DeterministicValues.stampSQL`), and how
     /// many transactions this session has stamped.
     var transactionStamped = false
+    /// The transaction ran something PostgreSQL cannot PREPARE after (NOTIFY, LISTEN …): it commits without the vote.
+    var transactionPreventsPrepare = false
     var stampedTransactions = 0
     var tracker = StatementTracker(refuseVolatile: true)
     var commit: CommitInProgress?

@@ -208,10 +208,15 @@ public struct Configuration: Sendable, Equatable {
         /// Writes that choose rows by physical order (LIMIT/OFFSET/FETCH/DISTINCT ON without ORDER BY,
         /// ctid predicates): `refuse` (an error naming the clause) or `allow`.
         public var physicalOrderWrites: String
+        /// Seconds a `pgchorus.commit_log` row is kept after its commit (and after the oldest prepared
+        /// transaction of any backend): older rows are deleted in the background.
+        public var commitLogRetention: Double
 
         public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true, readRouting: String = "all",
                     resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60,
-                    followerTimeout: Double = 3, commitEpochs: Bool = true, physicalOrderWrites: String = "refuse") {
+                    followerTimeout: Double = 3, commitEpochs: Bool = true, physicalOrderWrites: String = "refuse",
+                    commitLogRetention: Double = 3600) {
+            self.commitLogRetention = commitLogRetention
             self.followerTimeout = followerTimeout
             self.commitEpochs = commitEpochs
             self.physicalOrderWrites = physicalOrderWrites
@@ -346,7 +351,8 @@ public struct Configuration: Sendable, Equatable {
             inDoubtGrace: try replicationT.duration("in_doubt_grace", default: 60, range: 1...86400),
             followerTimeout: try replicationT.duration("follower_timeout", default: 3, range: 0.1...86400),
             commitEpochs: try replicationT.bool("commit_epochs", default: true),
-            physicalOrderWrites: try replicationT.oneOf("physical_order_writes", ["refuse", "allow"], default: "refuse"))
+            physicalOrderWrites: try replicationT.oneOf("physical_order_writes", ["refuse", "allow"], default: "refuse"),
+            commitLogRetention: try replicationT.duration("commit_log_retention", default: 3600, range: 600...31_536_000))
         try replicationT.rejectUnknownKeys()
 
         var clusterT = try root.subtable("cluster")

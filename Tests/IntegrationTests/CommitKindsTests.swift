@@ -1,0 +1,57 @@
+import Foundation
+import LocalCluster
+import Logging
+import Proxy
+import Testing
+import TestSupport
+
+/// Transactions PostgreSQL cannot PREPARE (NOTIFY, LISTEN, a WITH HOLD cursor) commit through
+/// pgchorus; the in-band commit log stays small.
+@Suite struct CommitKindsTests {
+    @Test func notifyListenAndHeldCursorsCommitAndNotifyOnce() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let out = try await runBlocking { try Clients.pythonScript("commit_client.py", [proxy.connectionString(), "commits"]) }
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stdoutLines.last == "PASSED commits", "\(out.report)")
+                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
+                #expect(proxy.server.context.registry.online().count == 3, "\(status)")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
+
+    /// Rows older than `replication.commit_log_retention` go; younger ones, still evidence, stay.
+    @Test func theCommitLogIsPrunedPastItsRetention() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let script = """
+                create table t (id int primary key);
+                insert into t values (1);
+                insert into t values (2);
+                begin; insert into t values (3); commit;
+                """
+                let out = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1"], input: script)
+                #expect(out.exitCode == 0, "\(out.report)")
+                for s in servers {
+                    #expect(try s.psql("select count(*) from pgchorus.commit_log") == "3")
+                    _ = try s.psql("""
+                    insert into pgchorus.commit_log (gid, committed_at) select 'pgchorus:old:' || g, now() - interval '2 hours' from generate_series(1, 12) g;
+                    insert into pgchorus.commit_log (gid, committed_at) values ('pgchorus:recent:1', now() - interval '30 minutes');
+                    """)
+                }
+                let resolver = InDoubtResolver(configuration: proxy.server.context.configuration, registry: proxy.server.context.registry,
+                                               logger: Logger(label: "test"))
+                let deleted = await resolver.pruneCommitLog(batch: 5)
+                #expect(deleted == ["db1": 12, "db2": 12], "in batches of 5: \(deleted)")
+                for s in servers {
+                    #expect(try s.psql("select count(*) from pgchorus.commit_log") == "4")
+                    #expect(try s.psql("select count(*) from pgchorus.commit_log where gid like 'pgchorus:old:%'") == "0")
+                }
+                // Nothing is left to prune.
+                #expect(await resolver.pruneCommitLog().values.reduce(0, +) == 0)
+            }
+        }
+    }
+}

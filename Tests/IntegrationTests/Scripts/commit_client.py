@@ -1,0 +1,86 @@
+#!/usr/bin/python3
+"""Every kind of COMMIT through pgchorus (psycopg2): transactions PostgreSQL cannot PREPARE (NOTIFY,
+pg_notify(), LISTEN, a WITH HOLD cursor) commit; a notification reaches a listener once, on commit
+only. Prints `ok …` lines and ends with `PASSED <check>`.
+"""
+import select
+import sys
+import time
+
+import psycopg2
+
+from checks import expect, ok, run
+
+
+def connect(dsn, autocommit=True):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = autocommit
+    return conn
+
+
+def notifications(conn, seconds):
+    """What the listener received within `seconds`."""
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if select.select([conn], [], [], max(0.0, deadline - time.monotonic())) == ([], [], []):
+            break
+        conn.poll()
+        while conn.notifies:
+            out.append(conn.notifies.pop(0))
+    return out
+
+
+def check_commits(dsn):
+    listener = connect(dsn)
+    listener.cursor().execute("listen jobs")
+    notifier = connect(dsn, autocommit=False)
+    c = notifier.cursor()
+    c.execute("create table jobs (id serial primary key, note text)")
+    notifier.commit()
+
+    c.execute("insert into jobs (note) values ('a')")
+    c.execute("notify jobs, 'first'")
+    notifier.commit()
+    got = notifications(listener, 2)
+    expect([n.payload for n in got] == ["first"], "one notification after COMMIT: %r" % [(n.pid, n.payload) for n in got])
+    ok("NOTIFY in a transaction that wrote: committed, delivered once")
+
+    c.execute("insert into jobs (note) values ('b')")
+    c.execute("select pg_notify('jobs', 'rolled back')")
+    notifier.rollback()
+    got = notifications(listener, 1)
+    expect(got == [], "nothing after ROLLBACK: %r" % [n.payload for n in got])
+    ok("pg_notify() then ROLLBACK: nothing delivered")
+
+    notifier.autocommit = True
+    c.execute("select pg_notify('jobs', 'autocommit')")
+    expect(c.fetchone() == ("",), "pg_notify returns its row")
+    got = notifications(listener, 2)
+    expect([n.payload for n in got] == ["autocommit"], "autocommit pg_notify: %r" % [n.payload for n in got])
+    ok("autocommit pg_notify(): one row, no error, delivered once")
+
+    notifier.autocommit = False
+    c.execute("listen other")
+    c.execute("insert into jobs (note) values ('c')")
+    notifier.commit()
+    c.execute("unlisten other")
+    notifier.commit()
+    ok("LISTEN and UNLISTEN in transactions commit")
+
+    c.execute("insert into jobs (note) values ('d')")
+    c.execute("declare held cursor with hold for select id, note from jobs order by id")
+    notifier.commit()
+    c.execute("fetch all from held")
+    expect([r[1] for r in c.fetchall()] == ["a", "c", "d"], "the held cursor reads after COMMIT")
+    c.execute("close held")
+    notifier.commit()
+    ok("a WITH HOLD cursor commits and stays readable")
+
+    c.execute("select count(*) from jobs")
+    expect(c.fetchone()[0] == 3, "three jobs")
+    notifier.commit()
+
+
+if __name__ == "__main__":
+    sys.exit(run({"commits": check_commits}))
