@@ -88,6 +88,43 @@ import Testing
         }
     }
 
+    @Test func insertSelectsWhoseRowsComeInPhysicalOrder() {
+        let a = StatementAnalysis("insert into items (id) select id + 100 from items")
+        #expect(a.unorderedInsertSelects.map(\.relation) == ["items"])
+        #expect(a.unorderedInsertSelects.first?.columns == ["id"])
+        #expect(StatementAnalysis("INSERT INTO public.Items SELECT * FROM other").unorderedInsertSelects.first?.columns == nil)
+        #expect(StatementAnalysis("insert into items (\"Id\", ref) select 1, 2 from t").unorderedInsertSelects.first?.columns == ["Id", "ref"])
+        for ordered in ["insert into items (id) select id from t order by id", "insert into items (id) select g from generate_series(1, 5) g",
+                        "insert into items (id) values (1)", "insert into items (id) select 1"] {
+            #expect(StatementAnalysis(ordered).unorderedInsertSelects.isEmpty, "\(ordered)")
+        }
+        #expect(!StatementAnalysis("insert into items (id) select g from generate_series(1, 5) g, t").unorderedInsertSelects.isEmpty)
+
+        var tracker = StatementTracker(refuseVolatile: true)
+        tracker.perRowDefaults = ["items": ["ref", "score"]]
+        #expect(tracker.refusal(for: a)?.contains("into items.ref, items.score") == true)
+        #expect(tracker.refusal(for: StatementAnalysis("insert into items (id, ref, score) select 1, 2, 3 from t")) == nil)
+        #expect(tracker.refusal(for: StatementAnalysis("insert into other (id) select id from items")) == nil)
+    }
+
+    @Test func catalogRowsByKind() {
+        var c = SequenceOrdering.Catalog()
+        c.add(kind: "s", relation: "orders", column: nil)
+        c.add(kind: "v", relation: "accounts", column: "id")
+        c.add(kind: "v", relation: "accounts", column: "score")
+        #expect(!c.deterministic)
+        c.add(kind: "f", relation: "", column: nil)
+        #expect(c == SequenceOrdering.Catalog(sequenceTables: ["orders"], perRowDefaults: ["accounts": ["id", "score"]], deterministic: true))
+        let ordering = SequenceOrdering()
+        #expect(ordering.perRowDefaults(in: "app") == nil)
+        #expect(ordering.usesDeterministicValues(in: "app") == nil)
+        ordering.store(c, database: "app", generation: ordering.tables(in: "app").generation)
+        #expect(ordering.perRowDefaults(in: "app") == ["accounts": ["id", "score"]])
+        #expect(ordering.usesDeterministicValues(in: "app") == true)
+        ordering.invalidate("app")
+        #expect(ordering.perRowDefaults(in: "app") == nil)
+    }
+
     @Test func theStampAndTheSeed() {
         #expect(DeterministicValues.stampSQL(transaction: 7, timestamp: Self.t)
             == "SELECT pg_catalog.set_config('pgchorus.tx', '7;\(Self.t)', false), pg_catalog.set_config('pgchorus.n', '0', false)")

@@ -13,6 +13,27 @@ public final class SequenceOrdering: Sendable {
         var tables: Set<String> = []
         /// Some definition (a column default, a view, a routine) uses the `pgchorus` functions.
         var deterministic = false
+        /// Columns whose default gives each row its own value (`pgchorus.gen_random_uuid()` …), per table.
+        var perRowDefaults: [String: Set<String>] = [:]
+    }
+
+    /// What one catalog load found (rows of `catalogSQL`).
+    struct Catalog: Sendable, Equatable {
+        var sequenceTables: Set<String> = []
+        var perRowDefaults: [String: Set<String>] = [:]
+        var deterministic = false
+        /// The load ended in an error: not to be stored.
+        var failed = false
+
+        /// Takes one row of `catalogSQL`: kind, relation, column.
+        mutating func add(kind: String, relation: String, column: String?) {
+            switch kind {
+            case "s": sequenceTables.insert(relation)
+            case "v": if let column { perRowDefaults[relation, default: []].insert(column) }
+            case "f": deterministic = true
+            default: break
+            }
+        }
     }
 
     struct Waiter {
@@ -33,15 +54,20 @@ public final class SequenceOrdering: Sendable {
 
     // MARK: which tables draw sequence values
 
-    /// The catalog query: relations with an IDENTITY column or a nextval() default, and a row with an
-    /// empty name (no relation has one) when some definition uses the `pgchorus` functions of
-    /// `DeterministicValues`: a default or view (recorded in pg_depend) or a routine's body.
+    /// The catalog query, rows of (kind, relation, column): `s` a relation with an IDENTITY column or a
+    /// nextval() default; `v` a column whose default gives each row its own value through the
+    /// `pgchorus` functions of `DeterministicValues`; `f` once when some definition uses those
+    /// functions at all (a default or view, recorded in pg_depend, or a routine's body).
     static let catalogSQL = """
-    SELECT DISTINCT lower(c.relname) FROM pg_catalog.pg_class c
+    SELECT DISTINCT 's', lower(c.relname), NULL::text FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
     WHERE c.relkind IN ('r', 'p') AND (a.attidentity <> '' OR pg_catalog.pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%')
-    UNION ALL SELECT '' WHERE EXISTS (
+    UNION ALL SELECT 'v', lower(c.relname), a.attname::text FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+    WHERE c.relkind IN ('r', 'p') AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) ~ 'pgchorus\\.(gen_random_uuid|random|clock_timestamp)\\('
+    UNION ALL SELECT 'f', '', NULL WHERE EXISTS (
       SELECT 1 FROM pg_catalog.pg_depend dep JOIN pg_catalog.pg_proc p ON dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND dep.refobjid = p.oid
       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgchorus'
     ) OR EXISTS (
@@ -71,14 +97,28 @@ public final class SequenceOrdering: Sendable {
         catalog.withLock { $0[database, default: CatalogEntry()].generation += 1 }
     }
 
-    /// Stores a load that started at `generation`; dropped when DDL came in between.
+    /// Columns with per-row volatile defaults per table in `database`, or nil while unknown.
+    func perRowDefaults(in database: String) -> [String: Set<String>]? {
+        catalog.withLock { c in
+            let e = c[database] ?? CatalogEntry()
+            return e.loadedGeneration == e.generation ? e.perRowDefaults : nil
+        }
+    }
+
+    /// Stores a load of sequence-drawing tables only (see `store(_:database:generation:)`).
     func store(_ tables: Set<String>, database: String, generation: Int) {
+        store(Catalog(sequenceTables: tables), database: database, generation: generation)
+    }
+
+    /// Stores a load that started at `generation`; dropped when DDL came in between.
+    func store(_ loaded: Catalog, database: String, generation: Int) {
         catalog.withLock { c in
             // A database with no DDL seen yet has no entry: it is at generation 0, like `tables(in:)` says.
             var e = c[database] ?? CatalogEntry()
             guard e.generation == generation else { return }
-            e.tables = tables.subtracting([""])
-            e.deterministic = tables.contains("")
+            e.tables = loaded.sequenceTables
+            e.deterministic = loaded.deterministic
+            e.perRowDefaults = loaded.perRowDefaults
             e.loadedGeneration = generation
             c[database] = e
         }

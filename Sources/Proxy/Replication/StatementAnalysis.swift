@@ -32,6 +32,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var preventsPrepare = false
     /// Some statement is COMMIT/END (alone or among others).
     public var containsCommit = false
+    /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): the
+    /// relation and the columns named (nil: all). A per-row default of a column not named would give
+    /// the rows their values in each backend's physical order.
+    public var unorderedInsertSelects: [(relation: String, columns: [String]?)] = []
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
@@ -56,6 +60,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             && a.isDDL == b.isDDL && a.volatileCalls == b.volatileCalls
             && a.timeExpressions.map(\.range) == b.timeExpressions.map(\.range) && a.timeExpressions.map(\.type) == b.timeExpressions.map(\.type)
             && a.deterministicRewrites == b.deterministicRewrites
+            && a.unorderedInsertSelects.map(\.relation) == b.unorderedInsertSelects.map(\.relation)
     }
 
     /// Functions whose result differs per backend; refused (or allowed) by `replication.volatile_functions`.
@@ -266,6 +271,9 @@ public struct StatementAnalysis: Sendable, Equatable {
         let hasFrom = s.contains { $0.kind == .word && $0.text == "from" }
         // Rows in the order they are written (no FROM to scan): a per-row value per row, alike everywhere.
         let perRowValues = first == "insert" && !hasFrom
+        if first == "insert", hasFrom, let target = Self.insertColumns(s), !Self.rowsComeInOrder(s) {
+            unorderedInsertSelects.append(target)
+        }
         // Column defaults, views, generated columns and routines: what CREATE and ALTER define.
         let definitions = ddl && (first == "create" || first == "alter")
         let perRowDefinitions = !hasFrom && !(first == "alter" && s.contains { $0.kind == .word && $0.text == "add" })
@@ -349,6 +357,43 @@ public struct StatementAnalysis: Sendable, Equatable {
                 volatileCalls.append(t.text.uppercased() + "(precision)")
             }
         }
+    }
+
+    /// The relation of `INSERT INTO r [(c1, c2 …)]` and the columns named (nil when none are).
+    static func insertColumns(_ s: [SQLToken]) -> (relation: String, columns: [String]?)? {
+        guard s.count > 2, s[0].kind == .word, s[0].text == "insert", s[1].kind == .word, s[1].text == "into",
+              let relation = insertTargets(s).first else { return nil }
+        var i = 2
+        while i < s.count, s[i].kind == .word || s[i].kind == .quotedIdentifier || (s[i].kind == .punctuation && s[i].text == ".") { i += 1 }
+        // An alias (INSERT INTO t AS x) is a word too; the column list is the parenthesis that follows.
+        guard i < s.count, s[i].kind == .punctuation, s[i].text == "(" else { return (relation, nil) }
+        var columns: [String] = []
+        i += 1
+        while i < s.count, !(s[i].kind == .punctuation && s[i].text == ")") {
+            if s[i].kind == .word { columns.append(s[i].text) }
+            if s[i].kind == .quotedIdentifier { columns.append(String(s[i].text.dropFirst().dropLast())) }
+            i += 1
+        }
+        return (relation, columns)
+    }
+
+    /// Whether the rows of an INSERT … SELECT come in one order on every backend: an ORDER BY, or a
+    /// FROM of a set-returning call only (`FROM generate_series(1, 10) g`).
+    static func rowsComeInOrder(_ s: [SQLToken]) -> Bool {
+        var froms: [Int] = []
+        for (i, t) in s.enumerated() where t.kind == .word {
+            if t.text == "order", i + 1 < s.count, s[i + 1].kind == .word, s[i + 1].text == "by" { return true }
+            if t.text == "from" { froms.append(i) }
+            if t.text == "join" { return false }
+        }
+        guard froms.count == 1, froms[0] + 2 < s.count, s[froms[0] + 1].kind == .word,
+              s[froms[0] + 2].kind == .punctuation, s[froms[0] + 2].text == "(" else { return false }
+        // The call is the only FROM item: no comma outside parentheses after it.
+        var depth = 0
+        for t in s[(froms[0] + 2)...] where t.kind == .punctuation {
+            if t.text == "(" { depth += 1 } else if t.text == ")" { depth -= 1 } else if t.text == ",", depth == 0 { return false }
+        }
+        return true
     }
 
     /// The relations a statement inserts into: `INSERT INTO x`, `COPY x … FROM`, `MERGE INTO x`

@@ -54,6 +54,8 @@ struct StatementTracker {
     var refusePhysicalOrder = true
     /// With one backend nothing can diverge: statements pass unchanged.
     var rewrite = true
+    /// Columns with per-row volatile defaults, per table (`SequenceOrdering.perRowDefaults`), when known.
+    var perRowDefaults: [String: Set<String>] = [:]
     /// The cluster has several backends: definitions use the `pgchorus` functions (`DeterministicValues`),
     /// even while only one is online, so a backend that rejoins has the same definitions.
     var deterministic = false
@@ -89,10 +91,24 @@ struct StatementTracker {
             + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or set replication.physical_order_writes = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
     }
 
+    /// A statement that fails on every backend alike, in place of an INSERT … SELECT whose rows would
+    /// get per-row default values in each backend's own order.
+    static func unorderedDefaultsRefusal(_ columns: [String]) -> String {
+        let list = columns.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
+        return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            + "MESSAGE = 'pgchorus refuses INSERT … SELECT … FROM without ORDER BY into \(list): that default gives each row its own value, and each backend would take the rows in its own physical order', "
+            + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or give that column its values in the statement.'; END $pgchorus$"
+    }
+
     /// The refusal for `analysis` when it is to be refused, nil when it may run. `named`: a named
     /// prepared statement, which every backend must have, so its reads cannot go to the lead alone.
     func refusal(for analysis: StatementAnalysis, named: Bool = false) -> String? {
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
+        let unordered = analysis.unorderedInsertSelects.flatMap { insert -> [String] in
+            guard let defaults = perRowDefaults[insert.relation] else { return [] }
+            return defaults.subtracting(insert.columns ?? []).sorted().map { "\(insert.relation).\($0)" }
+        }
+        if !unordered.isEmpty { return Self.unorderedDefaultsRefusal(unordered) }
         // A read with such a call is answered by the lead alone (`readsServerState`): nothing to refuse.
         if refuseVolatile && !analysis.volatileCalls.isEmpty && (named || !analysis.readsServerState) { return Self.refusal(analysis.volatileCalls) }
         return nil

@@ -94,12 +94,13 @@ extension ClientSessionHandler {
     // MARK: the catalog of sequence-drawing tables
 
     func loadSequenceCatalogIfNeeded() {
-        guard liveCount > 1, !catalogLoading, !openExtendedGroup, phase == .relaying || phase == .connectingBackends else { return }
+        guard liveCount > 1, !catalogLoading, !openExtendedGroup, lastStatus != .failed, !copyInProgress,
+              phase == .relaying || phase == .connectingBackends else { return }
         let state = shared.sequenceOrdering.tables(in: database)
         guard state.tables == nil else { return }
         catalogLoading = true
         catalogGeneration = state.generation
-        catalogRows = []
+        catalogRows = SequenceOrdering.Catalog()
         var b = ByteBuffer()
         FrontendMessage.query(SequenceOrdering.catalogSQL).encode(into: &b)
         backends[lead].expected.append(Expectation(seq: nextSeq, kind: .catalog))
@@ -108,15 +109,17 @@ extension ClientSessionHandler {
     }
 
     func recordCatalogRow(_ frame: PostgresFrame) {
+        if frame.type == BackendMessage.Kind.errorResponse.rawValue { catalogRows.failed = true }
         if frame.type == BackendMessage.Kind.dataRow.rawValue, case let .dataRow(columns)? = try? BackendMessage(frame: frame),
-           let first = columns.first, let value = first {
-            catalogRows.insert(String(buffer: value))
+           columns.count == 3, let kind = columns[0], let relation = columns[1] {
+            catalogRows.add(kind: String(buffer: kind), relation: String(buffer: relation), column: columns[2].map { String(buffer: $0) })
         }
     }
 
     func catalogLoaded() {
         catalogLoading = false
-        shared.sequenceOrdering.store(catalogRows, database: database, generation: catalogGeneration)
-        catalogRows = []
+        // A load that failed (e.g. in an aborted transaction) stores nothing: the catalog stays unknown.
+        if !catalogRows.failed { shared.sequenceOrdering.store(catalogRows, database: database, generation: catalogGeneration) }
+        catalogRows = SequenceOrdering.Catalog()
     }
 }

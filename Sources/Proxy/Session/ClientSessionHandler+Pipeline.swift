@@ -19,6 +19,7 @@ extension ClientSessionHandler {
               handoverTicket == nil else { return }
         var trial = tracker
         trial.rewrite = liveCount > 1
+        trial.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
         let result = trial.process(currentGroup) { transactionTimestampLiteral() }
         if liveCount > 1 && (result.isCommit || result.mixesTransactionControl || needsSequenceOrder(result)) { return }
         tracker = trial
@@ -51,6 +52,7 @@ extension ClientSessionHandler {
         currentGroup = []
         currentGroupBytes = 0
         tracker.rewrite = liveCount > 1
+        tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
         let result = tracker.process(frames) { transactionTimestampLiteral() }
         guard cycle else {
             appendToOpenGroup(result)

@@ -128,6 +128,7 @@ extension ClientSessionHandler {
         currentGroup = []
         currentGroupBytes = 0
         tracker.rewrite = liveCount > 1
+        tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
         let result = tracker.process(frames) { transactionTimestampLiteral() }
         if !result.isCommit { stampTransactionIfNeeded(result) }
         noteEffects(of: result, seq: nextSeq)
@@ -441,7 +442,12 @@ extension ClientSessionHandler {
                 }
                 markLeadDone(exp.seq, took: NIODeadline.now() - exp.sentAt, timingStatus: timingStatus)
                 if exp.seq == awaitingAll, heldReady?.seq != exp.seq { answeredAll(exp.seq) }
-                if ddlSeqs.remove(exp.seq) != nil { shared.sequenceOrdering.invalidate(database) }
+                if ddlSeqs.remove(exp.seq) != nil {
+                    shared.sequenceOrdering.invalidate(database)
+                    // Loaded again at once (on the lead, which sees this session's own DDL), so the
+                    // statements that follow are judged by the new definitions.
+                    loadSequenceCatalogIfNeeded()
+                }
                 if exp.holdReady && fresh { autocommitStatementDone(status: status) }
             }
             if exp.seq == orderSeq { orderFinished(on: index) }

@@ -115,7 +115,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderTimer: Scheduled<Void>?
     var catalogLoading = false
     var catalogGeneration = 0
-    var catalogRows: Set<String> = []
+    var catalogRows = SequenceOrdering.Catalog()
     /// A read sent to one backend only: kept until answered, to send it elsewhere if that backend fails.
     var routedRead: (seq: Int, bytes: ByteBuffer, target: Int)?
     var balanceCursor = Int.random(in: 0..<1024)
