@@ -20,11 +20,13 @@ public final class CancelRegistry: Sendable {
 
     public init() {}
 
-    /// Allocates a fresh positive process id and a random secret for a new session.
-    public func register<G: RandomNumberGenerator>(using rng: inout G) -> (processID: Int32, secretKey: [UInt8]) {
+    /// Allocates a positive process id and a random secret for a new session: `preferred` (the lead
+    /// backend's own pid, so the client's pid is what `pg_backend_pid()` and notifications say) when no
+    /// other session holds it, a random one otherwise.
+    public func register<G: RandomNumberGenerator>(preferring preferred: Int32? = nil, using rng: inout G) -> (processID: Int32, secretKey: [UInt8]) {
         let key = (0..<4).map { _ in UInt8.random(in: 0...255, using: &rng) }
-        for _ in 0..<1000 {
-            let pid = Int32.random(in: 1...Int32.max, using: &rng)
+        for attempt in 0..<1000 {
+            let pid = attempt == 0 && (preferred ?? 0) > 0 ? preferred! : Int32.random(in: 1...Int32.max, using: &rng)
             let inserted = entries.withLock { e -> Bool in
                 guard e[pid] == nil else { return false }
                 e[pid] = Entry(secretKey: key, targets: [])

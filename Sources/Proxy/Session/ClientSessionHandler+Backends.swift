@@ -155,7 +155,7 @@ extension ClientSessionHandler {
         startupTimer?.cancel()
         lead = first
         var rng = SystemRandomNumberGenerator()
-        let key = shared.cancelRegistry.register(using: &rng)
+        let key = shared.cancelRegistry.register(preferring: backends[lead].login.processID, using: &rng)
         virtualProcessID = key.processID
         virtualSecretKey = key.secretKey
         logger[metadataKey: "session"] = "\(virtualProcessID)"

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Every kind of COMMIT through pgchorus (psycopg2): transactions PostgreSQL cannot PREPARE (NOTIFY,
 pg_notify(), LISTEN, a WITH HOLD cursor) commit; a notification reaches a listener once, on commit
-only. Prints `ok …` lines and ends with `PASSED <check>`.
+only, with the pid the notifier's connection reports (its lead backend's). Prints `ok …` lines and ends with `PASSED <check>`.
 """
 import select
 import sys
@@ -45,6 +45,12 @@ def check_commits(dsn):
     got = notifications(listener, 2)
     expect([n.payload for n in got] == ["first"], "one notification after COMMIT: %r" % [(n.pid, n.payload) for n in got])
     ok("NOTIFY in a transaction that wrote: committed, delivered once")
+    # The pid a client is given is its lead backend's: what pg_backend_pid() and notifications say.
+    c.execute("select pg_backend_pid()")
+    expect(c.fetchone()[0] == notifier.get_backend_pid(), "pg_backend_pid() is the pid the connection reports")
+    notifier.rollback()
+    expect(got[0].pid == notifier.get_backend_pid(), "the notification carries the notifier's pid: %d vs %d" % (got[0].pid, notifier.get_backend_pid()))
+    ok("the client's pid is the lead backend's")
 
     c.execute("insert into jobs (note) values ('b')")
     c.execute("select pg_notify('jobs', 'rolled back')")
