@@ -5,6 +5,29 @@ import Wire
 extension ClientSessionHandler {
     static let orderTimeout: TimeAmount = .seconds(10)
 
+    /// The advisory lock (two-key form, an unlikely class id) that orders sequence-drawing statements
+    /// across clustering nodes.
+    static let clusterOrderLock = "7451037, 1"
+
+    /// With several clustering nodes, the node-wide turn is not enough: sessions of other nodes draw
+    /// from the same sequences. The turn then also takes a session-level advisory lock on the lead
+    /// backend — which every node shares — pipelined in front of the statement (no extra round trip
+    /// unless another node holds it), and gives it back when the statement has run on every backend.
+    /// A lead that fails takes the lock with it; a node that dies releases it when its connections close.
+    func takeClusterOrder() {
+        guard shared.configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive else { return }
+        sendOwn("SELECT pg_catalog.pg_advisory_lock(\(Self.clusterOrderLock))", to: lead)
+        clusterOrderOn = lead
+    }
+
+    func releaseClusterOrder() {
+        guard let i = clusterOrderOn else { return }
+        clusterOrderOn = nil
+        guard backends[i].isLive, backends[i].phase == .ready else { return }
+        sendOwn("SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
+        flushBackend(i)
+    }
+
     /// Whether a group draws sequence values: explicit nextval/setval, or an insert into a table
     /// with a SERIAL/IDENTITY column (every insert while the catalog is not loaded yet).
     func needsSequenceOrder(_ result: StatementTracker.Result) -> Bool {
@@ -43,6 +66,7 @@ extension ClientSessionHandler {
         // only if every backend is done, otherwise the queue order keeps it (tickets are FIFO).
         orderTicket = granted
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
+        takeClusterOrder()
         if let open = openPartial {
             // The end of a pipeline whose first messages already run on the lead.
             finishOpenGroup(bytes)
@@ -63,6 +87,7 @@ extension ClientSessionHandler {
 
     /// Gives back the turn held for the statement that finished (or is abandoned).
     func releaseOrder() {
+        releaseClusterOrder()
         if let t = orderTicket {
             orderTicket = nil
             shared.sequenceOrdering.release(t)

@@ -91,6 +91,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The cycle running under the order, and the backends that have still to finish it.
     var orderSeq: Int?
     var orderPending: Set<Int> = []
+    /// The backend on which this session holds the cluster-wide sequence lock (see `takeClusterOrder`).
+    var clusterOrderOn: Int?
     /// A group waiting for the order, with whether it is a reply cycle.
     var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags)?
     // Commit epochs (see ClientSessionHandler+Epochs.swift).
