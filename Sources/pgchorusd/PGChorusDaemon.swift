@@ -77,6 +77,14 @@ struct PGChorusDaemon: AsyncParsableCommand {
         do {
             let context = try ProxyContext(configuration: configuration, logger: logger, registry: registry)
             let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger)
+            if configuration.cluster.nodes.count > 1 {
+                let me = configuration.node.id, total = configuration.cluster.nodes.count
+                registry.setFence {
+                    guard !stateService.hasQuorum() else { return nil }
+                    let alive = stateService.nodes().filter(\.alive).count
+                    return "node \(me) has lost quorum (it hears \(alive) of \(total) nodes)"
+                }
+            }
             // Nothing of this run is in flight yet: every prepared transaction of this node is in doubt.
             // Periodically, also those of peers the cluster declared dead (after the grace period).
             resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger,

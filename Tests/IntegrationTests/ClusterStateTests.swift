@@ -72,6 +72,7 @@ import TestSupport
         try await withPostgresServers(count: 3) { servers in
             try await withNodeCluster(count: 3, backends: servers, extra: Self.healthOnNodeOne) { cluster in
                 for i in 1...3 { try await cluster.start(i) }
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).quorum })
                 let create = try Clients.psql(cluster.connectionString(1), ["-c", "create table r (v int); insert into r values (1)"])
                 #expect(create.exitCode == 0, "\(create.report)")
 
@@ -233,6 +234,10 @@ import TestSupport
                 try await cluster.start(1, environment: ["PGCHORUS_TEST_HOOK": "exit-after-prepare"])
                 try await cluster.start(2)
                 try await cluster.start(3)
+                for i in 1...3 {
+                    let quorum = try await cluster.waitUntil(seconds: 10) { try await cluster.status(i).quorum }
+                    #expect(quorum, "node\(i) has no quorum")
+                }
                 let create = try Clients.psql(cluster.connectionString(2), ["-c", "create table doubt (v int)"])
                 #expect(create.exitCode == 0, "\(create.report)")
                 // Node 1 dies between PREPARE TRANSACTION and COMMIT PREPARED; its locks stay on every backend.

@@ -18,6 +18,11 @@ extension TimingSensitive {
             try await withNodeCluster(count: 2, backends: servers, extra: { _ in Self.health }) { cluster in
                 try await cluster.start(1)
                 try await cluster.start(2)
+                // (A node takes writes once it hears a majority: here both.)
+                for i in 1...2 {
+                    let quorum = try await cluster.waitUntil(seconds: 10) { try await cluster.status(i).quorum }
+                    #expect(quorum, "node\(i) has no quorum")
+                }
                 let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                     "create table s (id serial primary key, node int, k int); create table hot (id int primary key, v int); insert into hot select g, 0 from generate_series(1, 4) g"])
                 #expect(create.exitCode == 0, "\(create.report)")
@@ -59,6 +64,43 @@ extension TimingSensitive {
                     #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
                 }
                 for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
+
+    /// A node that hears no majority takes no write and fails no backend: clients get an error naming
+    /// the lost quorum; once it hears a majority again it writes.
+    @Test func aNodeWithoutQuorumTakesNoWritesAndFailsNoBackend() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            let extra = { (i: Int) in i == 1 ? "[health_check]\ninterval = 0.2\ntimeout = 1\nfailures = 2\n" : "[health_check]\nenabled = false\n" }
+            try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
+                try await cluster.start(1)
+                let status = try await cluster.status(1)
+                #expect(!status.quorum)
+                let read = try Clients.psql(cluster.connectionString(1), ["-At", "-c", "select 1"])
+                #expect(read.exitCode == 0 && read.stdout.hasPrefix("1"), "reads still work: \(read.report)")
+                let write = try Clients.psql(cluster.connectionString(1), ["-c", "create table fenced (v int)"])
+                #expect(write.exitCode != 0)
+                #expect(write.stderr.contains("pgchorus node node1 has lost quorum (it hears 1 of 3 nodes)"), "\(write.report)")
+                #expect(write.stderr.contains("takes no writes"), "\(write.report)")
+                for s in servers { #expect(try s.psql("select count(*) from pg_tables where tablename = 'fenced'") == "0") }
+
+                // A backend stops: the health checks see it, but node 1 does not fail it.
+                try servers[1].stop()
+                try await Task.sleep(for: .seconds(2))
+                #expect(try await cluster.status(1).backends[1].status == "online")
+                #expect(cluster.log(1).contains("backend db2 not failed: node node1 has lost quorum"), "\(cluster.log(1).suffix(2000))")
+                let session = try Clients.psql(cluster.connectionString(1), ["-At", "-c", "select 1"])
+                #expect(session.exitCode != 0)
+                #expect(session.stderr.contains("lost quorum"), "\(session.report)")
+
+                // A majority again (node 2 up): db2 is failed and writes go on without it.
+                try await cluster.start(2)
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).quorum })
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).backends[1].status == "failed" })
+                let after = try Clients.psql(cluster.connectionString(1), ["-c", "create table kept (v int); insert into kept values (1)"])
+                #expect(after.exitCode == 0, "\(after.report)")
+                try servers[1].restart()
             }
         }
     }

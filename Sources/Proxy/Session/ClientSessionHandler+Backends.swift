@@ -118,6 +118,11 @@ extension ClientSessionHandler {
         case .wait:
             return
         case let .proceed(fail):
+            if !fail.isEmpty, let fenced = shared.registry.fencedReason() {
+                // Without quorum the backends that refused cannot be failed: no session without them.
+                fatal(fencedError(fenced, detail: "backend \(fail.map { backends[$0].backend.id }.joined(separator: ", ")) refused the login and cannot be taken out of service"))
+                return
+            }
             for i in fail { failAtLogin(i) }
             sessionReadyIfComplete()
         case let .refuseClient(refused, fail):

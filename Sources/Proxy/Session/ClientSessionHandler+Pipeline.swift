@@ -22,6 +22,8 @@ extension ClientSessionHandler {
         trial.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
         let result = trial.process(currentGroup) { transactionTimestampLiteral() }
         if liveCount > 1 && (result.isCommit || result.mixesTransactionControl || needsSequenceOrder(result)) { return }
+        // A write on a node without quorum waits for its Sync, where it is refused.
+        if liveCount > 1 && result.writes && shared.registry.fencedReason() != nil { return }
         tracker = trial
         currentGroup = []
         currentGroupBytes = 0
@@ -56,6 +58,10 @@ extension ClientSessionHandler {
         let result = tracker.process(frames) { transactionTimestampLiteral() }
         guard cycle else {
             appendToOpenGroup(result)
+            return
+        }
+        if result.writes, liveCount > 1, let fenced = shared.registry.fencedReason() {
+            fatal(fencedError(fenced, detail: "it takes no writes"))
             return
         }
         if result.writes { openPartialWrites = true }

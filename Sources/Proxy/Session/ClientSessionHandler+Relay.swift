@@ -130,6 +130,10 @@ extension ClientSessionHandler {
         tracker.rewrite = liveCount > 1
         tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
         let result = tracker.process(frames) { transactionTimestampLiteral() }
+        if result.writes, liveCount > 1, let fenced = shared.registry.fencedReason() {
+            fatal(fencedError(fenced, detail: "it takes no writes"))
+            return
+        }
         if !result.isCommit { stampTransactionIfNeeded(result) }
         noteEffects(of: result, seq: nextSeq)
         let replicated = liveCount > 1
@@ -736,9 +740,22 @@ extension ClientSessionHandler {
         flushClient()
     }
 
+    /// The error that ends a session of a node without quorum (`BackendRegistry.setFence`): it may
+    /// neither write nor take a backend out of service.
+    func fencedError(_ fenced: String, detail: String) -> ErrorFields {
+        ErrorFields(severity: "FATAL", sqlState: "57P03", message: "pgchorus \(fenced): \(detail)",
+                    hint: "A node that cannot hear a majority of the cluster takes no writes and fails no backend; connect through another node (the virtual IP moves to one that has quorum).")
+    }
+
     /// Takes a backend out of this session and out of service.
     func failBackend(_ index: Int, reason: String) {
         guard backends[index].phase != .closed else { return }
+        if let fenced = shared.registry.fencedReason() {
+            // It cannot be failed cluster-wide, and the session must not go on without it.
+            logger.error("backend \(backends[index].backend.description) could not be failed (\(fenced)): \(reason); the session ends")
+            fatal(fencedError(fenced, detail: "backend \(backends[index].backend.id) cannot be taken out of service (\(reason)), so this session ends"))
+            return
+        }
         shared.failBackendClusterWide(backends[index].backend.id, reason: reason)
         logger.error("backend \(backends[index].backend.description) dropped from the session: \(reason)")
         ProxyMetrics.backendsDropped.increment()

@@ -25,6 +25,8 @@ public final class BackendRegistry: Sendable {
 
     private let entries: Mutex<[Entry]>
     private let listeners = Mutex<[Listener]>([])
+    /// Why this node may not change the cluster's view now (no quorum), nil when it may (see `setFence`).
+    private let fence = Mutex<(@Sendable () -> String?)?>(nil)
     private let store: StateStore?
     private let logger: Logger
     public let nodeID: String
@@ -46,6 +48,18 @@ public final class BackendRegistry: Sendable {
         self.store = store
         self.logger = logger
         self.nodeID = nodeID
+    }
+
+    /// Fencing: while `reason` returns a text (the node has lost quorum), this node fails no backend —
+    /// a minority side must not take backends out of service and write to the rest. Changes learned
+    /// from peers are still applied.
+    public func setFence(_ reason: @escaping @Sendable () -> String?) {
+        fence.withLock { $0 = reason }
+    }
+
+    /// Why this node is fenced now, or nil.
+    public func fencedReason() -> String? {
+        fence.withLock { $0 }?()
     }
 
     public func addListener(_ listener: @escaping Listener) {
@@ -84,7 +98,11 @@ public final class BackendRegistry: Sendable {
     /// from, it stays online and sessions get errors until it answers again.
     @discardableResult
     public func fail(_ id: String, reason: String, now: Double, keepLast: Bool = true) -> Bool {
-        change(id, now: now) { entries, i in
+        if let fenced = fencedReason() {
+            logger.error("backend \(id) not failed: \(fenced) (the failure: \(Self.oneLine(reason)))")
+            return false
+        }
+        return change(id, now: now) { entries, i in
             guard entries[i].status == .online else { return nil }
             if keepLast && entries.filter({ $0.status == .online }).count == 1 { return nil }
             return (.failed, reason)
