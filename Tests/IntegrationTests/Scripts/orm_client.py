@@ -5,7 +5,7 @@ concurrent sessions writing them the ways ORMs do. Prints `ok …` lines and end
 the Swift test then compares the backends directly.
 
 schema  creates the schema (CREATE EXTENSION uuid-ossp too, when it is installed).
-orm     4 sessions for a few seconds: single and multi-row INSERT … RETURNING, upserts, updates that
+orm     4 sessions of 25 rounds each: single and multi-row INSERT … RETURNING, upserts, updates that
         fire the trigger, transactions of several statements, COPY into the uuid table, explicit
         gen_random_uuid()/now() in VALUES; then checks every row got its own uuid and a time.
 """
@@ -70,7 +70,7 @@ def worker(dsn, n, stop, errors):
         c = conn.cursor()
         rng = random.Random(n)
         i = 0
-        while not stop.is_set() and i < 400:
+        while not stop.is_set() and i < 25:
             i += 1
             email = "w%d-%d@example.org" % (n, i)
             c.execute("insert into accounts (email) values (%s) returning id, created_at", (email,))
@@ -110,17 +110,16 @@ def check_orm(dsn):
     threads = [threading.Thread(target=worker, args=(dsn, n, stop, errors), daemon=True) for n in range(4)]
     for t in threads:
         t.start()
-    stop.wait(8)
-    stop.set()
+    # 25 rounds each (bounded in count; 120 s at most in all).
     for t in threads:
-        t.join(60)
-        expect(not t.is_alive(), "a worker did not stop within 60 s")
+        t.join(120)
+        expect(not t.is_alive(), "a worker did not finish its 25 rounds within 120 s")
     if errors:
         raise CheckFailed("a worker failed: %r" % errors[0])
     c = connect(dsn).cursor()
     c.execute("select count(*), count(distinct id), count(distinct score), count(*) filter (where updated_at > created_at) from accounts")
     rows, ids, scores, touched = c.fetchone()
-    expect(rows > 100 and ids == rows, "every account its own uuid: %d rows, %d ids" % (rows, ids))
+    expect(rows >= 100 and ids == rows, "every account its own uuid: %d rows, %d ids" % (rows, ids))
     expect(scores > rows * 0.99, "random() gives each row its own value: %d of %d" % (scores, rows))
     expect(touched > 0, "the trigger set updated_at")
     c.execute("select count(*), count(distinct ref) from posts")
