@@ -22,6 +22,20 @@ import TestSupport
         }
     }
 
+    /// The client's pid is its lead backend's: pg_terminate_backend() by it — from another session or
+    /// of the session itself — ends that session as on one server, and fails no backend.
+    @Test func terminatingASessionByItsPidEndsItAndFailsNoBackend() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let out = try await runBlocking { try Clients.pythonScript("commit_client.py", [proxy.connectionString(), "terminate"]) }
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stdoutLines.last == "PASSED terminate", "\(out.report)")
+                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
+                #expect(proxy.server.context.registry.online().count == 3, "\(status)")
+            }
+        }
+    }
+
     /// Rows older than `replication.commit_log_retention` go; younger ones, still evidence, stay.
     @Test func theCommitLogIsPrunedPastItsRetention() async throws {
         try await withPostgresServers(count: 2) { servers in

@@ -70,6 +70,26 @@ final class BackendProber: Sendable {
         }
     }
 
+    /// Whether `backend` serves a new session now (it logs in and answers `SELECT 1`); `answer` runs on
+    /// a probe thread. A server shutting down refuses the login ("the database system is shutting down").
+    func checkServing(_ backend: Configuration.Backend, _ answer: @escaping @Sendable (Bool) -> Void) {
+        let me = self
+        threads().submit { state in
+            guard state == .active else { return answer(false) }
+            let h = me.configuration.healthCheck
+            let conninfo = LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
+                                                    connectTimeout: me.timeout, application: "pgchorus-probe",
+                                                    extra: "options=\(LibPQConnection.quote("-c statement_timeout=\(me.timeout * 1000)"))")
+            do {
+                let c = try LibPQConnection(conninfo, target: backend.description)
+                try c.query("SELECT 1")
+                answer(true)
+            } catch {
+                answer(false)
+            }
+        }
+    }
+
     func shutdown() {
         pool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
     }

@@ -88,6 +88,8 @@ public struct StatementAnalysis: Sendable, Equatable {
         "pg_table_is_visible", "pg_function_is_visible", "pg_type_is_visible", "numeric", "int4", "int8",
         "text", "float8", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each", "row", "values",
         "array", "lo_get", "loread", "lo_open", "lo_close", "lo_lseek", "lo_lseek64", "lo_tell", "lo_tell64",
+        // They act on one server's processes, by the pids the lead gives: the lead's alone (a per-server read).
+        "pg_terminate_backend", "pg_cancel_backend",
     ]
 
     static let routineWords: Set<String> = ["function", "procedure", "routine", "aggregate"]
@@ -148,7 +150,8 @@ public struct StatementAnalysis: Sendable, Equatable {
             }
             switch first {
             case "notify", "listen", "unlisten": preventsPrepare = true
-            case "commit", "end": containsCommit = true
+            case "commit", "end":
+                if !(s.count > 1 && s[1].kind == .word && s[1].text == "prepared") { containsCommit = true }
             case "declare":
                 if zip(s, s.dropFirst()).contains(where: { $0.kind == .word && $0.text == "with" && $1.kind == .word && $1.text == "hold" }) { preventsPrepare = true }
             default: break
@@ -259,6 +262,13 @@ public struct StatementAnalysis: Sendable, Equatable {
     }
 
     private mutating func analyse(_ s: [SQLToken], first: String, ddl: Bool) {
+        // PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED: a client's own two-phase commit
+        // changes what every backend holds, so it is answered once every backend has done it.
+        if s.count > 1, s[1].kind == .word,
+           (first == "prepare" && s[1].text == "transaction") || ((first == "commit" || first == "rollback") && s[1].text == "prepared") {
+            isReadOnly = false
+            return
+        }
         if Self.transactionControl.contains(first) || first == "set" || first == "reset" || first == "prepare" || first == "deallocate"
             || first == "discard" || first == "listen" || first == "unlisten" || first == "declare" || first == "close" {
             // DECLARE … CURSOR FOR SELECT … may call functions: look at the rest below.

@@ -81,7 +81,8 @@ extension ClientSessionHandler {
         // COPY data continues the cycle that is awaited (COPY FROM STDIN is such a cycle): it never waits for it.
         let continuesCopy = frame.type == FrontendMessage.Kind.copyData.rawValue || frame.type == FrontendMessage.Kind.copyDone.rawValue
             || frame.type == FrontendMessage.Kind.copyFail.rawValue
-        if commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || (awaitingAll != nil && !continuesCopy) {
+        if commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
+            || (awaitingAll != nil && !continuesCopy) {
             heldFrames.append(frame)
             return
         }
@@ -847,6 +848,8 @@ extension ClientSessionHandler {
     /// close, a FATAL, a reset, a read/write/TLS error): while another backend is live, this one is
     /// failed cluster-wide and the session goes on; the last one ends the session with the cause.
     func backendLost(_ index: Int, cause: String) {
+        // (Already asked whether the lead's server still serves: its answer decides.)
+        if terminationCheck != nil, index == lead { return }
         let others = backends.indices.filter { $0 != index && backends[$0].isLive }
         if others.isEmpty {
             backends[index].phase = .closed
@@ -861,6 +864,37 @@ extension ClientSessionHandler {
             }
             return
         }
+        if index == lead, phase == .relaying, let words = backends[index].lastWords, words.hasPrefix("57P01"), terminationCheck == nil,
+           let context {
+            // "terminating connection due to administrator command": pg_terminate_backend() of this
+            // session (the client's pid is the lead's) — or a fast shutdown. A server that still takes
+            // new sessions ended this one alone: the session ends as PostgreSQL's would, and no backend
+            // is failed. Until the answer, the session waits (client messages are held).
+            terminationCheck = cause
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            shared.prober.checkServing(backends[index].backend) { serving in
+                loop.execute { bound.value.terminationChecked(index, serving: serving) }
+            }
+            return
+        }
         failBackend(index, reason: backends[index].lastWords.map { "ended the session: \($0) (\(cause))" } ?? cause)
+    }
+
+    /// The answer for a lead that ended this session with 57P01 (see `backendLost`).
+    func terminationChecked(_ index: Int, serving: Bool) {
+        guard let cause = terminationCheck else { return }
+        terminationCheck = nil
+        guard phase == .relaying || phase == .draining else { return }
+        if serving {
+            logger.info("the lead backend \(backends[index].backend.description) ended this session (pg_terminate_backend) and still serves: the session ends, no backend is failed")
+            backends[index].phase = .closed
+            dropExpectations(index)
+            fatalForwarded = true
+            fatal(ErrorFields(severity: "FATAL", sqlState: "57P01", message: "terminating connection due to administrator command"))
+            return
+        }
+        failBackend(index, reason: backends[index].lastWords.map { "ended the session: \($0) (\(cause))" } ?? cause)
+        replayHeldFrames()
     }
 }

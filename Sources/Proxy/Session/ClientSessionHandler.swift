@@ -93,6 +93,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderPending: Set<Int> = []
     /// The backend on which this session holds the cluster-wide sequence lock (see `takeClusterOrder`).
     var clusterOrderOn: Int?
+    /// The lead ended the session with 57P01 and the node is asking whether its server still serves
+    /// (`backendLost`): the cause of the loss, while the answer is awaited.
+    var terminationCheck: String?
     /// A group waiting for the order, with whether it is a reply cycle.
     var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags)?
     // Commit epochs (see ClientSessionHandler+Epochs.swift).

@@ -9,7 +9,7 @@ import time
 
 import psycopg2
 
-from checks import expect, ok, run
+from checks import CheckFailed, expect, ok, run
 
 
 def connect(dsn, autocommit=True):
@@ -88,5 +88,39 @@ def check_commits(dsn):
     notifier.commit()
 
 
+def check_terminate(dsn):
+    """pg_terminate_backend() by the pids pgchorus gives: the session ends as on one server."""
+    control = connect(dsn)
+    c = control.cursor()
+    for i in range(3):
+        victim = connect(dsn)
+        v = victim.cursor()
+        v.execute("select pg_backend_pid()")
+        pid = v.fetchone()[0]
+        expect(pid == victim.get_backend_pid(), "pg_backend_pid() is the connection's pid")
+        c.execute("select pg_terminate_backend(%s)", (pid,))
+        expect(c.fetchone() == (True,), "the lead terminated the victim's process")
+        try:
+            for _ in range(50):
+                v.execute("select 1")
+                time.sleep(0.1)
+            raise CheckFailed("the terminated session still answers")
+        except psycopg2.OperationalError:
+            pass
+        expect(victim.closed == 2, "the victim's connection is broken")
+    ok("a session terminated by its pid from another session ends")
+    own = connect(dsn).cursor()
+    try:
+        own.execute("select pg_terminate_backend(pg_backend_pid())")
+        raise CheckFailed("the session survived terminating itself")
+    except psycopg2.OperationalError:
+        pass
+    expect(own.connection.closed == 2, "closed after terminating itself")
+    ok("pg_terminate_backend(pg_backend_pid()) ends the session")
+    c.execute("select pg_cancel_backend(0)")
+    c.execute("select 42")
+    expect(c.fetchone() == (42,), "the control session goes on")
+
+
 if __name__ == "__main__":
-    sys.exit(run({"commits": check_commits}))
+    sys.exit(run({"commits": check_commits, "terminate": check_terminate}))
