@@ -38,6 +38,14 @@ final class BackendProber: Sendable {
     /// The seconds a probe waits for an answer (libpq's connect_timeout has a floor of 2 s).
     var timeout: Int { max(2, Int(configuration.replication.followerTimeout.rounded(.up))) }
 
+    /// How a probe logs in: as the health checks do, its statement bounded by `timeout`.
+    func conninfo(_ backend: Configuration.Backend) -> String {
+        let h = configuration.healthCheck
+        return LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
+                                        connectTimeout: timeout, application: "pgchorus-probe",
+                                        extra: "options=\(LibPQConnection.quote("-c statement_timeout=\(timeout * 1000)"))")
+    }
+
     /// Whether a failed connection attempt means nobody answered (as opposed to an answer that is an error).
     static func isSilence(_ message: String) -> Bool {
         ["timeout expired", "Connection refused", "No route to host", "server closed the connection unexpectedly",
@@ -52,10 +60,7 @@ final class BackendProber: Sendable {
         threads().submit { state in
             defer { _ = me.inFlight.withLock { $0.remove(backend.id) } }
             guard state == .active, me.registry.status(of: backend.id) == .online else { return }
-            let h = me.configuration.healthCheck
-            let conninfo = LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
-                                                    connectTimeout: me.timeout, application: "pgchorus-probe",
-                                                    extra: "options=\(LibPQConnection.quote("-c statement_timeout=\(me.timeout * 1000)"))")
+            let conninfo = me.conninfo(backend)
             do {
                 let c = try LibPQConnection(conninfo, target: backend.description)
                 try c.query("SELECT 1")
@@ -76,10 +81,7 @@ final class BackendProber: Sendable {
         let me = self
         threads().submit { state in
             guard state == .active else { return answer(false) }
-            let h = me.configuration.healthCheck
-            let conninfo = LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
-                                                    connectTimeout: me.timeout, application: "pgchorus-probe",
-                                                    extra: "options=\(LibPQConnection.quote("-c statement_timeout=\(me.timeout * 1000)"))")
+            let conninfo = me.conninfo(backend)
             do {
                 let c = try LibPQConnection(conninfo, target: backend.description)
                 try c.query("SELECT 1")
