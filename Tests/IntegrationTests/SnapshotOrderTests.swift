@@ -7,7 +7,9 @@ import TestSupport
 /// committed transactions on each backend, so writes that read rows they do not lock stay identical
 /// and plain reads never fail a backend by timing. Three real backends, psycopg2 clients
 /// (`Scripts/snapshot_client.py`), then the backends compared directly.
-@Suite struct SnapshotOrderTests {
+/// (Heavy pgbench load: beside the fault tests, not beside each other.)
+extension TimingSensitive {
+@Suite(.serialized) struct SnapshotOrderTests {
     func run(_ check: String, config: String = "") async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers, config: config) { proxy in
@@ -101,4 +103,5 @@ import TestSupport
             }
         }
     }
+}
 }

@@ -6,7 +6,9 @@ import TestSupport
 /// Volatile defaults and values made identical on every backend (`DeterministicValues`): an
 /// application's schema with `DEFAULT gen_random_uuid()`, `DEFAULT now()`, triggers and views runs
 /// through three real backends from psycopg2 and pgbench at once, and the backends stay identical.
-@Suite struct VolatileDefaultsTests {
+/// (Heavy pgbench load: beside the fault tests, not beside each other.)
+extension TimingSensitive {
+@Suite(.serialized) struct VolatileDefaultsTests {
     @Test func anOrmWorkloadWithVolatileDefaultsStaysIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
@@ -76,4 +78,5 @@ import TestSupport
             }
         }
     }
+}
 }
