@@ -123,13 +123,23 @@ struct DemoCommand: AsyncParsableCommand {
             \(layout.count > 1 ? "nodes:\n" + lines : "")Press Ctrl-C to stop everything.
 
             """)
-            // Wait for SIGINT/SIGTERM, or for the daemon to exit on its own.
+            // Wait for SIGINT/SIGTERM, or for the daemons to exit on their own. With several nodes, one
+            // that exits (kill -9 it to see the others carry on) is reported, and the demo goes on while
+            // another runs; it can be started again by hand with the command printed.
             var reason = ""
+            var reported: Set<Int> = []
             while reason.isEmpty {
                 if let r = stopRequest.withLock({ $0 }) {
                     reason = r
-                } else if let gone = daemons.firstIndex(where: { !$0.isRunning }) {
-                    reason = "pgchorusd \(layout[gone].id) exited with status \(daemons[gone].terminationStatus)"
+                } else if daemons.allSatisfy({ !$0.isRunning }) {
+                    let last = daemons.indices.last { !reported.contains($0) } ?? daemons.count - 1
+                    reason = layout.count == 1
+                        ? "pgchorusd \(layout[last].id) exited with status \(daemons[last].terminationStatus)"
+                        : "every pgchorusd node has exited"
+                } else if let gone = daemons.indices.first(where: { !daemons[$0].isRunning && !reported.contains($0) }) {
+                    reported.insert(gone)
+                    say("\npgchorusd \(layout[gone].id) exited with status \(daemons[gone].terminationStatus); the other nodes go on. "
+                        + "Start it again with: \(daemonPath) --config \(layout[gone].configPath)")
                 } else {
                     try? await Task.sleep(for: .milliseconds(200))
                 }

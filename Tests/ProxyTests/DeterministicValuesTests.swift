@@ -70,6 +70,10 @@ import Testing
         #expect(rewritten(tagged) == "create function f() returns date language sql as $body$ select (pgchorus.now())::date + 1 $body$")
         let block = "do $$ begin insert into t values (now(), 'now'::timestamptz, 'é'); end $$"
         #expect(rewritten(block) == "do $$ begin insert into t values (pgchorus.now(), (pgchorus.now())::timestamptz, 'é'); end $$")
+        // Bodies in other languages are left alone (Python's own now() is not SQL's).
+        let python = "create function p() returns text language plpython3u as $$ return now() $$"
+        #expect(rewritten(python) == python)
+        #expect(rewritten("do language plpgsql $$ begin perform now(); end $$") == "do language plpgsql $$ begin perform pgchorus.now(); end $$")
         // A string inside the body is text, not a call.
         let quoted = "create function g() returns text language sql as $$ select 'now()' $$"
         #expect(rewritten(quoted) == quoted)

@@ -161,7 +161,8 @@ public struct StatementAnalysis: Sendable, Equatable {
             if ddl { isDDL = true }
             analyse(s, first: first, ddl: ddl)
             timeExpressions += DeterministicValues.typedTimeLiterals(s)
-            if first == "do" || (first == "create" && s.contains { $0.kind == .word && ($0.text == "function" || $0.text == "procedure") }) {
+            if first == "do" || (first == "create" && s.contains { $0.kind == .word && ($0.text == "function" || $0.text == "procedure") }),
+               Self.bodyIsSQL(s, first: first) {
                 for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
             }
             physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
@@ -367,6 +368,14 @@ public struct StatementAnalysis: Sendable, Equatable {
                 volatileCalls.append(t.text.uppercased() + "(precision)")
             }
         }
+    }
+
+    /// Whether a routine's or DO block's body is SQL or PL/pgSQL (the only bodies rewritten): its
+    /// `LANGUAGE`, or plpgsql for a DO block without one.
+    static func bodyIsSQL(_ s: [SQLToken], first: String) -> Bool {
+        guard let i = s.firstIndex(where: { $0.kind == .word && $0.text == "language" }), i + 1 < s.count else { return first == "do" }
+        let language = s[i + 1].kind == .string ? String(s[i + 1].text.dropFirst().dropLast()).lowercased() : s[i + 1].text
+        return language == "plpgsql" || language == "sql"
     }
 
     /// The relation of `INSERT INTO r [(c1, c2 …)]` and the columns named (nil when none are).

@@ -40,16 +40,23 @@ extension ClientSessionHandler {
     /// of `DeterministicValues` (run once per backend and database).
     static let schemaDDL = """
     DO $pgchorus$ BEGIN
-      IF to_regclass('pgchorus.commit_log') IS NULL THEN
-        CREATE SCHEMA IF NOT EXISTS pgchorus;
-        CREATE TABLE IF NOT EXISTS pgchorus.commit_log (gid text PRIMARY KEY, committed_at timestamptz NOT NULL);
-        GRANT USAGE ON SCHEMA pgchorus TO PUBLIC;
-        GRANT SELECT, INSERT ON pgchorus.commit_log TO PUBLIC;
-      END IF;
+      BEGIN
+        IF to_regclass('pgchorus.commit_log') IS NULL THEN
+          CREATE SCHEMA IF NOT EXISTS pgchorus;
+          CREATE TABLE IF NOT EXISTS pgchorus.commit_log (gid text PRIMARY KEY, committed_at timestamptz NOT NULL);
+          GRANT USAGE ON SCHEMA pgchorus TO PUBLIC;
+          GRANT SELECT, INSERT ON pgchorus.commit_log TO PUBLIC;
+        END IF;
+      EXCEPTION WHEN unique_violation OR duplicate_table OR duplicate_schema OR duplicate_object THEN NULL;
+      END;
+      -- The functions come in a block of their own: a schema made by an earlier version and owned by
+      -- another user must not cost this session its commit log (the owner's next session adds them).
       IF to_regprocedure('pgchorus.draw()') IS NULL THEN
+        BEGIN
     \(DeterministicValues.functionsDDL)
+        EXCEPTION WHEN unique_violation OR duplicate_function OR insufficient_privilege THEN NULL;
+        END;
       END IF;
-    EXCEPTION WHEN unique_violation OR duplicate_table OR duplicate_schema OR duplicate_object OR duplicate_function THEN NULL;
     END $pgchorus$
     """
 
