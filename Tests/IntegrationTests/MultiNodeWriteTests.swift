@@ -104,5 +104,21 @@ extension TimingSensitive {
             }
         }
     }
+
+    /// With `cluster.reads_without_quorum = "refuse"` a node without quorum serves no reads either.
+    @Test func readsCanBeRefusedWithoutQuorumToo() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withNodeCluster(count: 3, backends: servers, clusterKeys: "reads_without_quorum = \"refuse\"") { cluster in
+                try await cluster.start(1)
+                let read = try Clients.psql(cluster.connectionString(1), ["-At", "-c", "select 1"])
+                #expect(read.exitCode != 0)
+                #expect(read.stderr.contains("has lost quorum") && read.stderr.contains("no reads either"), "\(read.report)")
+                try await cluster.start(2)
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).quorum })
+                let after = try Clients.psql(cluster.connectionString(1), ["-At", "-c", "select 1"])
+                #expect(after.exitCode == 0, "\(after.report)")
+            }
+        }
+    }
 }
 }

@@ -131,8 +131,9 @@ extension ClientSessionHandler {
         tracker.rewrite = liveCount > 1
         tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
         let result = tracker.process(frames) { transactionTimestampLiteral() }
-        if result.writes, liveCount > 1, let fenced = shared.registry.fencedReason() {
-            fatal(fencedError(fenced, detail: "it takes no writes"))
+        if result.writes || shared.configuration.cluster.readsWithoutQuorum == "refuse", liveCount > 1,
+           let fenced = shared.registry.fencedReason() {
+            fatal(fencedError(fenced, detail: result.writes ? "it takes no writes" : "it takes no writes, and no reads either (cluster.reads_without_quorum)"))
             return
         }
         if !result.isCommit { stampTransactionIfNeeded(result) }

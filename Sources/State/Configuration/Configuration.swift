@@ -37,6 +37,9 @@ public struct Configuration: Sendable, Equatable {
         /// `none`, or `backends`: in a two-node cluster, a node alone holds quorum only while it holds
         /// the witness lock on a majority of the backends.
         public var witness: String
+        /// What a node without quorum does with reads: `allow` (they go on; it takes no writes either
+        /// way) or `refuse` (its sessions end with 57P03 at their next statement).
+        public var readsWithoutQuorum = "allow"
 
         public func node(_ id: String) -> ClusterNode? { nodes.first { $0.id == id } }
     }
@@ -363,6 +366,7 @@ public struct Configuration: Sendable, Equatable {
             peerTimeout: try clusterT.duration("peer_timeout", default: 2, range: 0.1...600),
             maxClockSkew: try clusterT.duration("max_clock_skew", default: 30, range: 1...3600),
             witness: try clusterT.oneOf("witness", ["none", "backends"], default: "none"))
+        cluster.readsWithoutQuorum = try clusterT.oneOf("reads_without_quorum", ["allow", "refuse"], default: "allow")
         var nodeIDs: Set<String> = []
         for var n in try clusterT.tables("nodes") {
             let member = ClusterNode(id: try n.requiredString("id"), address: try n.requiredString("address"),
