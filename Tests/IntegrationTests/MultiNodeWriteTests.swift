@@ -120,5 +120,57 @@ extension TimingSensitive {
             }
         }
     }
+
+    /// TPC-B and SERIAL inserts through three nodes at once; one node is killed (SIGKILL) mid-run: the
+    /// clients of the other two go on without a failed transaction, the dead node's prepared
+    /// transactions are resolved by its peers, and the backends end identical.
+    @Test func threeNodesWritingAtOnceSurviveTheLossOfOne() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 2\n" + Self.health }
+            try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                for i in 1...3 {
+                    let quorum = try await cluster.waitUntil(seconds: 10) { try await cluster.status(i).quorum }
+                    #expect(quorum, "node\(i) has no quorum")
+                }
+                let port = cluster.port
+                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
+                #expect(initialise.exitCode == 0, "\(initialise.report)")
+                let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table s (id serial primary key, node int)"])
+                #expect(create.exitCode == 0, "\(create.report)")
+                var scripts: [String] = []
+                for node in 1...3 {
+                    let path = cluster.directory + "/serial\(node).sql"
+                    try "insert into s (node) values (\(node));\n".write(toFile: path, atomically: true, encoding: .utf8)
+                    scripts.append(path)
+                }
+                let serialScripts = scripts
+                @Sendable func bench(_ node: Int) -> CommandOutput? {
+                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "2", "-j", "1", "-T", "12", "--max-tries", "20",
+                                                      "-b", "tpcb-like@3", "-f", "\(serialScripts[node - 1])@1"])
+                }
+                async let one = runBlocking { bench(1) }
+                async let two = runBlocking { bench(2) }
+                async let three = runBlocking { bench(3) }
+                try await Task.sleep(for: .seconds(4))
+                cluster.kill9(3)
+                let survivors = [try await one, try await two]
+                _ = try await three // its clients lose their node: aborted, as expected
+                for run in survivors {
+                    #expect(run?.exitCode == 0, "\(run?.report ?? "no output")")
+                    #expect(run?.stdout.contains("number of failed transactions: 0 ") == true, "\(run?.report ?? "")")
+                }
+                // The dead node's prepared transactions (if it died between the phases) are resolved by the others.
+                let resolved = try await cluster.waitUntil(seconds: 20) { try servers.allSatisfy { try Consistency.preparedCount($0) == 0 } }
+                #expect(resolved, "\(cluster.log(1).suffix(1500))")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                for i in 1...2 {
+                    let status = try await cluster.status(i)
+                    #expect(status.quorum && status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
+                }
+            }
+        }
+    }
 }
 }
