@@ -146,7 +146,7 @@ extension TimingSensitive {
                 }
                 let serialScripts = scripts
                 @Sendable func bench(_ node: Int) -> CommandOutput? {
-                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "2", "-j", "1", "-T", "12", "--max-tries", "20",
+                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "2", "-j", "1", "-T", "8", "--max-tries", "20",
                                                       "-b", "tpcb-like@3", "-f", "\(serialScripts[node - 1])@1"])
                 }
                 async let one = runBlocking { bench(1) }
