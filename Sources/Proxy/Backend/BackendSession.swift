@@ -75,7 +75,8 @@ struct BackendSession {
 
     var isLive: Bool { phase == .ready && !dying }
 
-    /// When the oldest cycle became the one this backend works on (the previous one finished).
+    /// When the oldest cycle started counting: when the previous one finished, or when the backend
+    /// last sent something (progress).
     var headSince = NIODeadline.now()
 
     /// By when this backend must finish its oldest cycle; nil when nothing is owed or no allowance is set.

@@ -813,6 +813,12 @@ extension ClientSessionHandler {
     }
 
     func backendReadComplete(_ index: Int) {
+        // A backend that sends is not silent: its deadline (and the lead's probe) counts from now. A
+        // follower streaming a large answer more slowly than the lead (pgchorus digests its rows) is
+        // not failed for it; a frozen one sends nothing.
+        if backends.indices.contains(index), backends[index].phase == .ready, !backends[index].expected.isEmpty {
+            backends[index].headSince = .now()
+        }
         flushBackends()
         flushClient()
     }
