@@ -2,6 +2,8 @@
 `expect`/`ok` reporting and the command-line runner (CONNECTION_STRING CHECK)."""
 
 import sys
+import threading
+import time
 
 import psycopg2
 
@@ -17,6 +19,42 @@ def expect(condition, message):
 
 def ok(what):
     print("ok " + what, flush=True)
+
+
+def connect(dsn, autocommit=True):
+    """A psycopg2 connection, in autocommit mode unless told otherwise."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = autocommit
+    return conn
+
+
+def in_threads(workers, seconds):
+    """Runs each worker(stop) in a thread until all have returned or `seconds` have passed, then sets
+    `stop` (the workers end at their next look at it); re-raises the first error."""
+    stop = threading.Event()
+    errors = []
+
+    def wrap(w):
+        def go():
+            try:
+                w(stop)
+            except Exception as e:  # reported below
+                errors.append(e)
+                stop.set()
+        return go
+
+    threads = [threading.Thread(target=wrap(w), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + seconds
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stop.set()
+    for t in threads:
+        t.join(60)
+        expect(not t.is_alive(), "a worker did not stop within 60 s")
+    if errors:
+        raise CheckFailed("a worker failed: %r" % errors[0])
 
 
 def run(checks):

@@ -9,13 +9,7 @@ import time
 
 import psycopg2
 
-from checks import CheckFailed, expect, ok, run
-
-
-def connect(dsn, autocommit=True):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = autocommit
-    return conn
+from checks import CheckFailed, connect, expect, ok, run
 
 
 def notifications(conn, seconds):

@@ -12,11 +12,9 @@ orm     4 sessions of 25 rounds each: single and multi-row INSERT … RETURNING,
 import io
 import random
 import sys
-import threading
 
-import psycopg2
 
-from checks import CheckFailed, expect, ok, run
+from checks import connect, expect, in_threads, ok, run
 
 SCHEMA = """
 create table accounts (
@@ -44,12 +42,6 @@ create view recent_posts as select * from posts where created_at > now() - inter
 """
 
 
-def connect(dsn, autocommit=True):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = autocommit
-    return conn
-
-
 def check_schema(dsn):
     c = connect(dsn).cursor()
     c.execute(SCHEMA)
@@ -64,58 +56,45 @@ def check_schema(dsn):
     ok("schema with volatile defaults accepted")
 
 
-def worker(dsn, n, stop, errors):
-    try:
-        conn = connect(dsn)
-        c = conn.cursor()
-        rng = random.Random(n)
-        i = 0
-        while not stop.is_set() and i < 25:
-            i += 1
-            email = "w%d-%d@example.org" % (n, i)
-            c.execute("insert into accounts (email) values (%s) returning id, created_at", (email,))
-            account, created = c.fetchone()
-            expect(created is not None, "no created_at")
-            c.execute("insert into posts (account_id, title) values (%s, 'a'), (%s, 'b') returning id, ref", (account, account))
-            expect(len(c.fetchall()) == 2, "two posts")
-            if i % 3 == 0:
-                c.execute("update accounts set email = email || '.x' where id = %s", (account,))
-            if i % 5 == 0:
-                c.execute("insert into accounts (email) values (%s) on conflict (email) do update set score = excluded.score returning id",
-                          (email if i % 2 else email + ".x",))
-            if i % 7 == 0:
-                conn.autocommit = False
-                c.execute("insert into accounts (id, email, created_at) values (gen_random_uuid(), %s, now()) returning id", ("t" + email,))
-                other = c.fetchone()[0]
-                c.execute("insert into posts (account_id, title) values (%s, 'in a transaction')", (other,))
-                c.execute("update accounts set score = score + 1 where id = %s", (other,))
-                if rng.random() < 0.2:
-                    conn.rollback()
-                else:
-                    conn.commit()
-                conn.autocommit = True
-            if i % 25 == 0:
-                data = "".join("c%d-%d-%d@example.org\n" % (n, i, k) for k in range(20))
-                c.copy_expert("copy accounts (email) from stdin", io.StringIO(data))
-            c.execute("select count(*) from recent_posts where account_id = %s", (account,))
-            expect(c.fetchone()[0] >= 2, "recent posts")
-    except Exception as e:  # reported by the main thread
-        errors.append(e)
-        stop.set()
+def worker(dsn, n, stop):
+    conn = connect(dsn)
+    c = conn.cursor()
+    rng = random.Random(n)
+    i = 0
+    while not stop.is_set() and i < 25:
+        i += 1
+        email = "w%d-%d@example.org" % (n, i)
+        c.execute("insert into accounts (email) values (%s) returning id, created_at", (email,))
+        account, created = c.fetchone()
+        expect(created is not None, "no created_at")
+        c.execute("insert into posts (account_id, title) values (%s, 'a'), (%s, 'b') returning id, ref", (account, account))
+        expect(len(c.fetchall()) == 2, "two posts")
+        if i % 3 == 0:
+            c.execute("update accounts set email = email || '.x' where id = %s", (account,))
+        if i % 5 == 0:
+            c.execute("insert into accounts (email) values (%s) on conflict (email) do update set score = excluded.score returning id",
+                      (email if i % 2 else email + ".x",))
+        if i % 7 == 0:
+            conn.autocommit = False
+            c.execute("insert into accounts (id, email, created_at) values (gen_random_uuid(), %s, now()) returning id", ("t" + email,))
+            other = c.fetchone()[0]
+            c.execute("insert into posts (account_id, title) values (%s, 'in a transaction')", (other,))
+            c.execute("update accounts set score = score + 1 where id = %s", (other,))
+            if rng.random() < 0.2:
+                conn.rollback()
+            else:
+                conn.commit()
+            conn.autocommit = True
+        if i % 25 == 0:
+            data = "".join("c%d-%d-%d@example.org\n" % (n, i, k) for k in range(20))
+            c.copy_expert("copy accounts (email) from stdin", io.StringIO(data))
+        c.execute("select count(*) from recent_posts where account_id = %s", (account,))
+        expect(c.fetchone()[0] >= 2, "recent posts")
 
 
 def check_orm(dsn):
-    stop = threading.Event()
-    errors = []
-    threads = [threading.Thread(target=worker, args=(dsn, n, stop, errors), daemon=True) for n in range(4)]
-    for t in threads:
-        t.start()
     # 25 rounds each (bounded in count; 120 s at most in all).
-    for t in threads:
-        t.join(120)
-        expect(not t.is_alive(), "a worker did not finish its 25 rounds within 120 s")
-    if errors:
-        raise CheckFailed("a worker failed: %r" % errors[0])
+    in_threads([lambda stop, n=n: worker(dsn, n, stop) for n in range(4)], 120)
     c = connect(dsn).cursor()
     c.execute("select count(*), count(distinct id), count(distinct score), count(*) filter (where updated_at > created_at) from accounts")
     rows, ids, scores, touched = c.fetchone()

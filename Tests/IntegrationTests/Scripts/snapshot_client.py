@@ -14,45 +14,12 @@ mixed    3 sessions for a bounded time: transfers in transactions that wait on e
 """
 import random
 import sys
-import threading
 import time
 
 import psycopg2
 import psycopg2.errors
 
-from checks import CheckFailed, expect, ok, run
-
-
-def connect(dsn, autocommit=True):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = autocommit
-    return conn
-
-
-def in_threads(workers, seconds):
-    """Runs each worker(stop) in a thread; stops them after `seconds`; re-raises the first error."""
-    stop = threading.Event()
-    errors = []
-
-    def wrap(w):
-        def go():
-            try:
-                w(stop)
-            except Exception as e:  # reported below
-                errors.append(e)
-                stop.set()
-        return go
-
-    threads = [threading.Thread(target=wrap(w), daemon=True) for w in workers]
-    for t in threads:
-        t.start()
-    stop.wait(seconds)
-    stop.set()
-    for t in threads:
-        t.join(60)
-        expect(not t.is_alive(), "a worker did not stop within 60 s")
-    if errors:
-        raise CheckFailed("a worker failed: %r" % errors[0])
+from checks import connect, expect, in_threads, ok, run
 
 
 def check_summary(dsn):

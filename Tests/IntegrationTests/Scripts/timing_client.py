@@ -11,13 +11,7 @@ import psycopg2
 import psycopg2.errors
 
 
-from checks import CheckFailed, expect, ok, run
-
-
-def connect(dsn, autocommit=True):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = autocommit
-    return conn
+from checks import CheckFailed, connect, expect, ok, run
 
 
 def cancel_while(conn, finished):
