@@ -45,10 +45,6 @@ extension TimingSensitive {
 
     func online(_ proxy: RunningProxy) -> [String] { proxy.server.context.registry.online().map(\.id) }
 
-    func reasons(_ proxy: RunningProxy) -> String {
-        proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }.joined(separator: "; ")
-    }
-
     static let cases: [(Fault, Int)] = Fault.allCases.flatMap { f in [(f, 2), (f, 0)] }
 
     /// `victim` is the index of the backend hit (0 is the lead). pgbench runs 10 s; the fault comes
@@ -79,7 +75,7 @@ extension TimingSensitive {
                 #expect(run.stdout.contains("number of failed transactions: 0"), "\(fault) of \(target.name): \(run.report)")
                 #expect(!run.stderr.contains("aborted"), "\(fault) of \(target.name): \(run.report)")
                 let survivors = servers.indices.filter { $0 != victim }.map { servers[$0] }
-                #expect(online(proxy) == survivors.map(\.name), "\(reasons(proxy)); pgbench: \(run.report)")
+                #expect(online(proxy) == survivors.map(\.name), "\(backendReasons(proxy)); pgbench: \(run.report)")
                 #expect(Set(try Consistency.checksums(survivors)).count == 1)
                 // pgbench's own invariant on every survivor.
                 for s in survivors {

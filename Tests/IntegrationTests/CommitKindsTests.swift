@@ -8,29 +8,14 @@ import TestSupport
 /// Transactions PostgreSQL cannot PREPARE (NOTIFY, LISTEN, a WITH HOLD cursor) commit through
 /// pgchorus; the in-band commit log stays small.
 @Suite struct CommitKindsTests {
-    /// Runs one check of `Scripts/commit_client.py` through three backends: it passes, all stay online and identical.
-    func run(_ check: String) async throws {
-        try await withPostgresServers(count: 3) { servers in
-            try await withProxy(backends: servers) { proxy in
-                let out = try await runBlocking { try Clients.pythonScript("commit_client.py", [proxy.connectionString(), check]) }
-                #expect(out.exitCode == 0, "\(out.report)")
-                #expect(out.stdoutLines.last == "PASSED \(check)", "\(out.report)")
-                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
-                #expect(proxy.server.context.registry.online().count == 3, "\(status)")
-                #expect(Set(try Consistency.checksums(servers)).count == 1)
-                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
-            }
-        }
-    }
-
     @Test func notifyListenAndHeldCursorsCommitAndNotifyOnce() async throws {
-        try await run("commits")
+        try await runClientCheck("commit_client.py", "commits")
     }
 
     /// The client's pid is its lead backend's: pg_terminate_backend() by it — from another session or
     /// of the session itself — ends that session as on one server, and fails no backend.
     @Test func terminatingASessionByItsPidEndsItAndFailsNoBackend() async throws {
-        try await run("terminate")
+        try await runClientCheck("commit_client.py", "terminate")
     }
 
     /// Rows older than `replication.commit_log_retention` go; younger ones, still evidence, stay.

@@ -25,10 +25,6 @@ import Wire
         proxy.server.context.registry.online().map(\.id)
     }
 
-    func reasons(_ proxy: RunningProxy) -> String {
-        proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }.joined(separator: "; ")
-    }
-
     // MARK: timing outcomes
 
     @Test func cancelsTimeoutsLockWaitsDeadlocksAndSerializationFailuresFailNoBackend() async throws {
@@ -38,7 +34,7 @@ import Wire
                 let out = try await runBlocking { try Clients.pythonScript("timing_client.py", [dsn, "timing"]) }
                 #expect(out.exitCode == 0, "\(out.report)")
                 #expect(out.stdoutLines.last == "PASSED timing", "\(out.report)")
-                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(backendReasons(proxy))")
                 let sums = try servers.map { try $0.psql("select string_agg(id || '=' || v, ',' order by id) from acct") }
                 #expect(Set(sums).count == 1, "\(sums)")
                 let notes = try servers.map { try $0.psql("select string_agg(id || ':' || note, ',' order by id) from log") }
@@ -55,7 +51,7 @@ import Wire
             try await withProxy(backends: servers) { proxy in
                 let out = try await runBlocking { try Clients.pythonScript("timing_client.py", [proxy.connectionString(), "copy-cancel"]) }
                 #expect(out.exitCode == 0, "\(out.report)")
-                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(backendReasons(proxy))")
                 for s in servers { #expect(try s.psql("select string_agg(id || note, ',') from copied") == "1after") }
             }
         }
@@ -85,7 +81,7 @@ import Wire
                     try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-At", "-c", "insert into s (note) values ('other') returning id"])
                 }
                 #expect(other.exitCode == 0, "\(other.report)")
-                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(backendReasons(proxy))")
                 let id = other.stdoutLines.first ?? "?"
                 for s in servers {
                     #expect(try s.psql("select string_agg(id || note, ',') from s") == "\(id)other", "\(other.report)")
@@ -102,7 +98,7 @@ import Wire
                 let out = try Clients.psql(proxy.connectionString(database: "nosuchdb"), ["-c", "select 1"])
                 #expect(out.exitCode != 0)
                 #expect(out.stderr.contains("database \"nosuchdb\" does not exist"), "\(out.report)")
-                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(backendReasons(proxy))")
             }
         }
     }
@@ -115,7 +111,7 @@ import Wire
                 for s in servers[0...1] { _ = try s.psql("create database partial") }
                 let out = try Clients.psql(proxy.connectionString(database: "partial"), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (i int)", "-c", "insert into t values (1)"])
                 #expect(out.exitCode == 0, "\(out.report)")
-                #expect(online(proxy) == ["db1", "db2"], "\(reasons(proxy))")
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
                 let reason = proxy.server.context.registry.entry("db3")?.reason ?? ""
                 #expect(reason.contains("3D000") && reason.contains("refused a login"), "\(reason)")
                 for s in servers[0...1] { #expect(try s.psql("select count(*) from t", database: "partial") == "1") }
@@ -135,7 +131,7 @@ import Wire
                                                                                           "-c", "create table t (i int)", "-c", "insert into t values (\(n))"])
                     #expect(use.exitCode == 0, "\(use.report)")
                 }
-                #expect(online(proxy) == ["db1", "db2", "db3"], "\(reasons(proxy))")
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(backendReasons(proxy))")
                 for s in servers {
                     for n in 1...4 { #expect(try s.psql("select i from t", database: "fresh\(n)") == "\(n)") }
                 }

@@ -11,20 +11,7 @@ import TestSupport
 extension TimingSensitive {
 @Suite(.serialized) struct SnapshotOrderTests {
     func run(_ check: String, config: String = "") async throws {
-        try await withPostgresServers(count: 3) { servers in
-            try await withProxy(backends: servers, config: config) { proxy in
-                let out = try await runBlocking {
-                    try Clients.pythonScript("snapshot_client.py", [proxy.connectionString(), check], timeout: .seconds(150))
-                }
-                #expect(out.exitCode == 0, "\(out.report)")
-                #expect(out.stdoutLines.last == "PASSED \(check)", "\(out.report)")
-                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
-                #expect(proxy.server.context.registry.online().map(\.id) == ["db1", "db2", "db3"], "\(status)")
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "\(sums)")
-                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
-            }
-        }
+        try await runClientCheck("snapshot_client.py", check, config: config, timeout: .seconds(150))
     }
 
     /// The repro: `INSERT INTO summary SELECT k, count(*) FROM t` while another session inserts.
@@ -95,11 +82,7 @@ extension TimingSensitive {
                 }
                 #expect(run.exitCode == 0, "\(run.report)")
                 #expect(run.stdout.contains("number of transactions actually processed"), "\(run.report)")
-                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
-                #expect(proxy.server.context.registry.online().map(\.id) == ["db1", "db2", "db3"], "\(status)")
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "\(sums)")
-                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+                try expectBackendsInStep(proxy, servers)
             }
         }
     }

@@ -33,11 +33,7 @@ extension TimingSensitive {
                 #expect(orm.stdoutLines.last == "PASSED orm", "\(orm.report)")
                 #expect(pgbench.exitCode == 0, "\(pgbench.report)")
                 #expect(pgbench.stdout.contains("number of failed transactions: 0"), "\(pgbench.report)")
-                let status = proxy.server.context.registry.snapshot().map { "\($0.backend.id) \($0.status.rawValue): \($0.reason)" }
-                #expect(proxy.server.context.registry.online().map(\.id) == ["db1", "db2", "db3"], "\(status)")
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "\(sums)")
-                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+                try expectBackendsInStep(proxy, servers)
                 // The rows really got per-row values (not one constant), and pgbench's rows too.
                 let pgbenchRows = try servers[0].psql("select count(*), count(distinct id) from accounts where email like 'pgbench-%'")
                 #expect(pgbenchRows == "200|200", "pgbench's rows, each its own uuid: \(pgbenchRows)")

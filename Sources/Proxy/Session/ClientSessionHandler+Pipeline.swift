@@ -17,9 +17,8 @@ extension ClientSessionHandler {
     func forwardOpenGroup() {
         guard phase == .relaying, !currentGroup.isEmpty, commit == nil, waitingGroup == nil, epochWaiting == nil, !wrapPending,
               handoverTicket == nil else { return }
+        prepareTracker()
         var trial = tracker
-        trial.rewrite = liveCount > 1
-        trial.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
         let result = trial.process(currentGroup) { transactionTimestampLiteral() }
         if liveCount > 1 && (result.isCommit || result.mixesTransactionControl || needsSequenceOrder(result)) { return }
         // A write on a node without quorum waits for its Sync, where it is refused.
@@ -53,8 +52,7 @@ extension ClientSessionHandler {
         let frames = currentGroup
         currentGroup = []
         currentGroupBytes = 0
-        tracker.rewrite = liveCount > 1
-        tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
+        prepareTracker()
         let result = tracker.process(frames) { transactionTimestampLiteral() }
         guard cycle else {
             appendToOpenGroup(result)

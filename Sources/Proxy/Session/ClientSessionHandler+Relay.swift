@@ -128,8 +128,7 @@ extension ClientSessionHandler {
         let frames = currentGroup
         currentGroup = []
         currentGroupBytes = 0
-        tracker.rewrite = liveCount > 1
-        tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
+        prepareTracker()
         let result = tracker.process(frames) { transactionTimestampLiteral() }
         if result.writes || shared.configuration.cluster.readsWithoutQuorum == "refuse", liveCount > 1,
            let fenced = shared.registry.fencedReason() {
@@ -175,6 +174,13 @@ extension ClientSessionHandler {
             return
         }
         sendInTurn(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
+    }
+
+    /// What the tracker needs to know before it processes a group: whether more than one backend is
+    /// live (else statements pass unchanged) and the database's per-row volatile defaults.
+    func prepareTracker() {
+        tracker.rewrite = liveCount > 1
+        tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
     }
 
     /// The time literal of the current transaction (one per transaction, see `StatementTracker`).
