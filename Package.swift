@@ -77,7 +77,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "Recovery", dependencies: ["Wire", "State"]),
+        .target(
+            name: "Recovery",
+            dependencies: [
+                "Wire", "State",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "Admin",
             dependencies: [
@@ -128,7 +136,7 @@ let package = Package(
         .testTarget(name: "VIPTests", dependencies: ["VIP", "State"]),
         .testTarget(name: "RecoveryTests", dependencies: ["Recovery"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin", "State"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "State", "Admin", "VIP", "LocalCluster", "TestSupport",
+        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "Wire", "State", "Admin", "VIP", "LocalCluster", "TestSupport", "Recovery",
                                                              .product(name: "Crypto", package: "swift-crypto"),
                                                              .product(name: "NIOCore", package: "swift-nio"),
                                                              .product(name: "NIOPosix", package: "swift-nio")], exclude: ["Scripts"]),

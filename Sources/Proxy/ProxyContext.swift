@@ -33,9 +33,12 @@ public final class ProxyContext: Sendable {
     let epochs: CommitEpochs
     /// The node's budget for large client messages (`proxy.message_memory`).
     let messageMemory: MessageMemory
+    /// Closed for a moment at an online recovery's cut-over: sessions start no transaction meanwhile.
+    public let gate: WriteGate
 
     /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
-    public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil) throws {
+    public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, gate: WriteGate = WriteGate()) throws {
+        self.gate = gate
         self.configuration = configuration
         self.logger = logger
         let now = WallClock.unixTime()

@@ -6,6 +6,8 @@ enum ProxyMetrics {
     static let votesCommitted = Counter(label: "pgchorus_commit_votes_total", dimensions: [("decision", "commit")])
     static let votesRolledBack = Counter(label: "pgchorus_commit_votes_total", dimensions: [("decision", "rollback")])
     static let backendsDropped = Counter(label: "pgchorus_session_backend_drops_total")
+    /// Backends brought (back) into service taken into open sessions at a transaction boundary.
+    static let backendsTakenIn = Counter(label: "pgchorus_session_backend_take_ins_total")
     static let sessionsOpened = Counter(label: "pgchorus_sessions_opened_total")
     /// Statements cancelled on the lead (client got 40001) because the followers could not run them with
     /// the lead's snapshot (`CommitEpochs`).

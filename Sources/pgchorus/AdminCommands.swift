@@ -141,3 +141,68 @@ struct AttachCommand: AsyncParsableCommand {
         if options.json { options.printJSON(r) } else { print(r.message ?? "done") }
     }
 }
+
+struct RecoverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recover",
+        abstract: "Rebuild a failed or detached backend online from a healthy one and bring it back into service.",
+        discussion: """
+            The node copies every database from an online backend (the donor) at one exact snapshot, replays \
+            what was committed meanwhile, then closes the write gate for a moment on every node and takes the \
+            backend into every session. The donor needs wal_level = logical; docs/recovery.md has the details.
+
+            Exit status with --wait: 0 when the backend is online, 1 when the recovery failed or was refused.
+            """)
+
+    @OptionGroup var options: DaemonOptions
+    @Argument(help: "The backend id.") var backend: String
+
+    @Flag(help: "Follow the recovery until it ends (progress on a terminal, plain lines otherwise).")
+    var wait = false
+
+    @Flag(help: "Stop the recovery of this backend running on this node (it is cleaned up and stays failed).")
+    var cancel = false
+
+    @Option(help: "With --wait, give up waiting after this many seconds (the recovery goes on).")
+    var timeout: Double = 86400
+
+    func run() async throws {
+        let r = try await options.send(AdminRequest(command: .recover, backend: backend, cancel: cancel ? true : nil))
+        if options.json && !wait { options.printJSON(r); return }
+        print(r.message ?? "done")
+        guard wait, !cancel, let id = r.status?.recovery?.id else { return }
+        let terminal = isatty(STDOUT_FILENO) == 1
+        var last = ""
+        let started = Date()
+        for _ in 0..<10_000_000 {
+            let status = try await options.send(AdminRequest(command: .status)).status!
+            guard let p = status.recovery, p.id == id else {
+                printError("pgchorus: the recovery is no longer reported by this node")
+                throw ExitCode(1)
+            }
+            let line = StatusRendering.recovery(p)
+            if terminal {
+                print("\r\u{1B}[K" + String(line.prefix(200)), terminator: "")
+                fflush(nil)
+            } else if line.split(separator: ",").prefix(2) != last.split(separator: ",").prefix(2) {
+                print(line)
+            }
+            last = line
+            if p.finished {
+                if terminal { print("") }
+                if options.json { options.printJSON(p) }
+                if p.phase == "online" {
+                    print("backend \(p.backend) is online")
+                    return
+                }
+                printError("pgchorus: recovery of \(p.backend) failed: \(p.error ?? "unknown error")")
+                throw ExitCode(1)
+            }
+            guard Date().timeIntervalSince(started) < timeout else {
+                printError("pgchorus: still running after \(Int(timeout)) s; follow it with `pgchorus status`")
+                throw ExitCode(1)
+            }
+            try await Task.sleep(for: .milliseconds(terminal ? 250 : 1000))
+        }
+    }
+}

@@ -70,7 +70,8 @@ struct DemoCommand: AsyncParsableCommand {
         }
         do {
             for i in 1...backends {
-                let options = PostgresServerOptions(name: "db\(i)", port: port + i, maxPreparedTransactions: 64, maxConnections: 200)
+                let options = PostgresServerOptions(name: "db\(i)", port: port + i, maxPreparedTransactions: 64, maxConnections: 200,
+                                                    extraSettings: ["wal_level": "logical"])
                 try checkStop()
                 say("starting backend db\(i): PostgreSQL on 127.0.0.1:\(port + i), data in \(directory)/db\(i)")
                 servers.append(try LocalPostgresServer.start(options: options, in: "\(directory)/db\(i)"))

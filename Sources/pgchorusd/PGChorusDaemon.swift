@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Prometheus
 import Proxy
+import Recovery
 import ServiceLifecycle
 import State
 import VIP
@@ -76,7 +77,8 @@ struct PGChorusDaemon: AsyncParsableCommand {
         var services: [any Service] = []
         do {
             let context = try ProxyContext(configuration: configuration, logger: logger, registry: registry)
-            let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger)
+            let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger,
+                                                      gate: context.gate)
             if configuration.cluster.nodes.count > 1 {
                 let me = configuration.node.id, total = configuration.cluster.nodes.count
                 registry.setFence {
@@ -114,14 +116,16 @@ struct PGChorusDaemon: AsyncParsableCommand {
                     return ClusterStatus.VIP(mode: s.mode, address: s.address, owner: s.owner, eligible: s.eligible)
                 }
             }
+            let recovery = RecoveryCoordinator(configuration: configuration, registry: registry, stateService: stateService, logger: logger)
             let administration = NodeAdministration(configuration: configuration, registry: registry, store: store, stateService: stateService,
-                                                    healthChecker: health, logger: logger, sessions: { context.sessionCount }, vip: vipStatus)
+                                                    healthChecker: health, logger: logger, sessions: { context.sessionCount }, vip: vipStatus,
+                                                    recovery: recovery)
             let admin = configuration.admin
             let adminServer = try await AdminServer(socketPath: admin.socket, tcp: admin.tcpAddress.map { ($0, admin.tcpPort, admin.token ?? "") },
                                                     administration: administration, logger: logger)
             // Shut down in reverse: the VIP is handed over first (while the proxy still serves and the
             // state service still talks to the peers).
-            services = [stateService, health, server, resolver, adminServer]
+            services = [stateService, health, server, resolver, adminServer, recovery]
             if let vipService { services.append(vipService) }
             if let address = admin.metricsAddress {
                 services.append(try await MetricsEndpoint(address: address, port: admin.metricsPort, registry: metricsRegistry,

@@ -1,10 +1,11 @@
 import FoundationEssentials
+import Recovery
 import State
 
 /// One request to the admin API: a JSON object on one line.
 public struct AdminRequest: Sendable, Codable, Equatable {
     public enum Command: String, Sendable, Codable, CaseIterable {
-        case status, events, detach, attach
+        case status, events, detach, attach, recover
     }
 
     public var command: Command
@@ -15,9 +16,11 @@ public struct AdminRequest: Sendable, Codable, Equatable {
     public var limit: Int?
     /// Required on the TCP listener.
     public var token: String?
+    /// For `recover`: stop the running recovery instead of starting one.
+    public var cancel: Bool?
 
-    public init(command: Command, backend: String? = nil, since: Double? = nil, limit: Int? = nil, token: String? = nil) {
-        self.command = command; self.backend = backend; self.since = since; self.limit = limit; self.token = token
+    public init(command: Command, backend: String? = nil, since: Double? = nil, limit: Int? = nil, token: String? = nil, cancel: Bool? = nil) {
+        self.command = command; self.backend = backend; self.since = since; self.limit = limit; self.token = token; self.cancel = cancel
     }
 }
 
@@ -95,12 +98,12 @@ public struct ClusterStatus: Sendable, Codable, Equatable {
     public var backends: [Backend]
     public var quorum: Bool
     public var vip: VIP
-    /// The recovery in progress, if any.
-    public var recovery: String?
+    /// The recovery this node coordinates (running, or the last one), if any.
+    public var recovery: RecoveryProgress?
     /// `healthy`, `degraded` or `critical`.
     public var health: String
 
-    public init(node: Node, nodes: [StateService.NodeView], backends: [Backend], quorum: Bool, vip: VIP, recovery: String?, health: String) {
+    public init(node: Node, nodes: [StateService.NodeView], backends: [Backend], quorum: Bool, vip: VIP, recovery: RecoveryProgress?, health: String) {
         self.node = node; self.nodes = nodes; self.backends = backends; self.quorum = quorum; self.vip = vip
         self.recovery = recovery; self.health = health
     }

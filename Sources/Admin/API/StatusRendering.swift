@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Recovery
 import State
 
 /// The human forms of admin answers, as `pgchorus` prints them.
@@ -46,7 +47,7 @@ public enum StatusRendering {
         health:   \(s.health)
         quorum:   \(s.quorum ? "yes" : "NO") (\(alive) of \(s.nodes.count) node(s) alive)
         vip:      \(s.vip.mode == "none" ? "none configured" : "\(s.vip.address ?? "?") owned by \(s.vip.owner ?? "nobody")")
-        recovery: \(s.recovery ?? "none")
+        recovery: \(s.recovery.map(recovery) ?? "none")
         backends: \(online) of \(s.backends.count) online
 
         """
@@ -56,5 +57,35 @@ public enum StatusRendering {
 
     public static func events(_ events: [ClusterEvent]) -> String {
         table(["TIME", "ORIGIN", "KIND", "SUBJECT", "DETAIL"], events.map { [time($0.time), $0.origin, $0.kind, $0.subject, $0.detail] })
+    }
+
+    /// One line on a recovery: phase, what it does, bytes, lag, the gate's stall, or why it failed.
+    public static func recovery(_ r: RecoveryProgress) -> String {
+        var parts = ["\(r.backend) from \(r.donor) (node \(r.node)): \(r.phase)"]
+        if !r.finished { parts.append(r.detail) }
+        if !r.databases.isEmpty && r.phase == "copying" { parts.append("database \(min(r.copied + 1, r.databases.count)) of \(r.databases.count)") }
+        if let b = r.bytes, r.phase == "copying" { parts.append(bytes(b)) }
+        if let l = r.lagBytes, r.phase == "catching-up" || r.phase == "gating" { parts.append("lag \(bytes(l))") }
+        if let g = r.gateStall { parts.append("gate stall \(decimals(g, 3)) s") }
+        if let e = r.error { parts.append("error: \(e)") }
+        let end = r.finishedAt ?? Date().timeIntervalSince1970
+        parts.append("\(decimals(end - r.startedAt, 1)) s")
+        return parts.joined(separator: ", ")
+    }
+
+    static func bytes(_ n: Int64) -> String {
+        let units = ["B", "kB", "MB", "GB", "TB"]
+        var v = Double(n), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) B" : "\(decimals(v, 1)) \(units[u])"
+    }
+
+    static func decimals(_ v: Double, _ digits: Int) -> String {
+        var factor = 1.0
+        for _ in 0..<digits { factor *= 10 }
+        let scaled = Int((v * factor).rounded())
+        let whole = scaled / Int(factor), fraction = abs(scaled % Int(factor))
+        let f = String(fraction)
+        return "\(scaled < 0 && whole == 0 ? "-" : "")\(whole).\(String(repeating: "0", count: max(0, digits - f.count)) + f)"
     }
 }

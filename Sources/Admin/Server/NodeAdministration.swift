@@ -13,13 +13,15 @@ public final class NodeAdministration: Sendable {
     let healthChecker: HealthChecker?
     let sessions: @Sendable () -> Int
     let vip: (@Sendable () -> ClusterStatus.VIP)?
+    let recovery: RecoveryCoordinator?
     let startedAt: Double
     let logger: Logger
 
     public init(configuration: Configuration, registry: BackendRegistry, store: StateStore?, stateService: StateService,
                 healthChecker: HealthChecker?, logger: Logger, sessions: @escaping @Sendable () -> Int,
-                vip: (@Sendable () -> ClusterStatus.VIP)? = nil) {
+                vip: (@Sendable () -> ClusterStatus.VIP)? = nil, recovery: RecoveryCoordinator? = nil) {
         self.vip = vip
+        self.recovery = recovery
         self.configuration = configuration
         self.registry = registry
         self.store = store
@@ -45,6 +47,8 @@ public final class NodeAdministration: Sendable {
             return detach(request.backend)
         case .attach:
             return await attach(request.backend)
+        case .recover:
+            return recover(request.backend, cancel: request.cancel ?? false)
         }
     }
 
@@ -65,7 +69,7 @@ public final class NodeAdministration: Sendable {
             },
             quorum: stateService.hasQuorum(now: now),
             vip: vip?() ?? .init(mode: "none", address: nil, owner: nil),
-            recovery: nil, health: "")
+            recovery: recovery?.progress(), health: "")
         s.health = ClusterStatus.health(for: s.exitCode)
         return s
     }
@@ -123,6 +127,25 @@ public final class NodeAdministration: Sendable {
         }
         registry.fail(id, reason: "diverged while being attached (\(last.first.map(\.description) ?? "comparison failed")); recover it", now: WallClock.unixTime())
         return .failure("backend \(id) missed a write while being attached and was failed again; recover it")
+    }
+
+    func recover(_ id: String?, cancel: Bool) -> AdminResponse {
+        guard let id, registry.entry(id) != nil else { return .failure(unknownBackend(id)) }
+        guard let recovery else { return .failure("this node runs no recovery coordinator") }
+        if cancel {
+            switch recovery.cancel(id) {
+            case let .success(m): return AdminResponse(ok: true, message: m)
+            case let .failure(r): return .failure(r.description)
+            }
+        }
+        switch recovery.start(id) {
+        case let .success(p):
+            var s = status()
+            s.recovery = p
+            return AdminResponse(ok: true, message: "recovery of \(id) from \(p.donor) started on node \(p.node) (recovery \(p.id))", status: s)
+        case let .failure(r):
+            return .failure(r.description)
+        }
     }
 
     private func unknownBackend(_ id: String?) -> String {

@@ -22,7 +22,6 @@ extension ClientSessionHandler {
             backendStartup.parameters += [(DeterministicValues.seedSetting, DeterministicValues.newSeed()),
                                           (DeterministicValues.stampSetting, "0;\(WallClock.timestampLiteral())")]
         }
-        let maxMessage = shared.configuration.proxy.maxMessageSize
         let timeout = shared.configuration.proxy.backendConnectTimeout
         startupTimer?.cancel()
         loginRound = LoginRound(backends: targets.count)
@@ -34,34 +33,48 @@ extension ClientSessionHandler {
                 session.loginEnded(i, .unreachable("no answer within \(timeout) s (proxy.backend_connect_timeout) while logging in"))
             }
         }
+        self.backendStartup = backendStartup
         var rng = SystemRandomNumberGenerator()
         for (index, backend) in targets.enumerated() {
             let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: 0...255, using: &rng) })
             backends.append(BackendSession(backend: backend, login: BackendLogin(user: startup["user"] ?? "", credential: authenticator.credential, nonce: nonce)))
-            ClientBootstrap(group: context.eventLoop)
-                .connectTimeout(.milliseconds(Int64(timeout * 1000)))
-                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            BackendRelayHandler(session: bound, index: index, maximumMessageSize: maxMessage))
-                    }
-                }
-                .connect(host: backend.host, port: backend.port)
-                .whenComplete { result in
-                    let session = bound.value
-                    switch result {
-                    case let .success(channel):
-                        session.backendConnected(index, channel, startup: backendStartup)
-                    case let .failure(error):
-                        session.loginEnded(index, .unreachable("could not connect: \(error)"))
-                    }
-                }
+            openBackend(index, backend, startup: backendStartup)
         }
     }
 
+    /// Opens the connection of `backends[index]`; the login starts once it is connected.
+    func openBackend(_ index: Int, _ backend: Configuration.Backend, startup: StartupMessage) {
+        guard let context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let maxMessage = shared.configuration.proxy.maxMessageSize
+        let timeout = shared.configuration.proxy.backendConnectTimeout
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(.milliseconds(Int64(timeout * 1000)))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        BackendRelayHandler(session: bound, index: index, maximumMessageSize: maxMessage))
+                }
+            }
+            .connect(host: backend.host, port: backend.port)
+            .whenComplete { result in
+                let session = bound.value
+                switch result {
+                case let .success(channel):
+                    session.backendConnected(index, channel, startup: startup)
+                case let .failure(error):
+                    if session.takingIn?.contains(index) == true {
+                        session.takeInEnded(index, .unreachable("could not connect: \(error)"))
+                    } else {
+                        session.loginEnded(index, .unreachable("could not connect: \(error)"))
+                    }
+                }
+            }
+    }
+
     func backendConnected(_ index: Int, _ channel: Channel, startup: StartupMessage) {
-        guard phase == .connectingBackends, backends[index].phase == .connecting else {
+        guard phase == .connectingBackends || takingIn?.contains(index) == true, backends[index].phase == .connecting else {
             channel.close(promise: nil)
             return
         }
@@ -107,6 +120,10 @@ extension ClientSessionHandler {
     /// Records how one backend's login ended and, once every login has, runs the decision of
     /// `LoginRound`: relay with all that accepted (failing the rest cluster-wide), or refuse the client.
     func loginEnded(_ index: Int, _ outcome: LoginRound.Outcome) {
+        if takingIn?.contains(index) == true {
+            takeInEnded(index, outcome)
+            return
+        }
         guard phase == .connectingBackends, loginRound.outcomes.indices.contains(index),
               loginRound.outcomes[index] == .pending else { return }
         loginRound.record(index, outcome)

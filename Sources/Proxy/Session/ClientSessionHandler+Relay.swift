@@ -69,6 +69,7 @@ extension ClientSessionHandler {
     func flushBackends() {
         for i in backends.indices { flushBackend(i) }
         reportEpochTargets()
+        noteGateBusy()
     }
 
     var liveCount: Int { backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
@@ -82,7 +83,7 @@ extension ClientSessionHandler {
         let continuesCopy = frame.type == FrontendMessage.Kind.copyData.rawValue || frame.type == FrontendMessage.Kind.copyDone.rawValue
             || frame.type == FrontendMessage.Kind.copyFail.rawValue
         if commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
-            || (awaitingAll != nil && !continuesCopy) {
+            || gateTicket != nil || takingIn != nil || (awaitingAll != nil && !continuesCopy) {
             heldFrames.append(frame)
             return
         }
@@ -95,6 +96,7 @@ extension ClientSessionHandler {
             close()
             return
         }
+        replay.note(frame)
         currentGroup.append(frame)
         currentGroupBytes += frame.bytes.readableBytes
         switch kind {
@@ -120,6 +122,7 @@ extension ClientSessionHandler {
     private func endGroup(cycle: Bool) {
         if lastStatus == .idle && !openExtendedGroup { adoptClusterView() }
         guard phase == .relaying else { return }
+        if openPartial == nil, holdAtBoundary() { return }
         if openPartial != nil {
             endOpenGroup(cycle: cycle)
             return
@@ -836,6 +839,10 @@ extension ClientSessionHandler {
 
     func backendClosed(_ index: Int) {
         guard index < backends.count, backends[index].phase != .closed, phase != .closed else { return }
+        if takingIn?.contains(index) == true {
+            takeInEnded(index, .unreachable("the connection closed while logging in"))
+            return
+        }
         if phase == .connectingBackends {
             loginEnded(index, .unreachable("the connection closed while logging in"))
             return
@@ -845,6 +852,10 @@ extension ClientSessionHandler {
 
     func backendFailed(_ index: Int, _ error: Error) {
         guard phase != .closed, index < backends.count, backends[index].phase != .closed else { return }
+        if takingIn?.contains(index) == true {
+            takeInEnded(index, .unreachable("\(error)"))
+            return
+        }
         if phase == .connectingBackends {
             loginEnded(index, .unreachable("\(error)"))
             return

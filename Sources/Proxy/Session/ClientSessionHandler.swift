@@ -162,6 +162,18 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var heldReservation = 0
     /// This session's registration on `ProxyContext.viewBoard`.
     var viewWatch: Int?
+    // Online recovery (see ClientSessionHandler+Recovery.swift).
+    /// This session counts as busy in the node's write gate.
+    var gateBusy = false
+    /// Waiting at the closed write gate.
+    var gateTicket: Int?
+    /// What a backend taken into the session gets replayed.
+    var replay = SessionReplay()
+    /// Backends being taken into the session (`takeIn`), and the timer bounding their login.
+    var takingIn: Set<Int>?
+    var takeInTimer: Scheduled<Void>?
+    /// The start-up message the backends got (with the session's seed), for backends taken in later.
+    var backendStartup: StartupMessage?
 
     init(shared: ProxyContext, maximumMessageSize: Int) {
         self.inbound = InboundFrames(ClientMessageDecoder(maximumMessageSize: maximumMessageSize))
@@ -446,6 +458,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func flushClient() {
+        noteGateBusy()
         guard clientNeedsFlush, let context else { return }
         clientNeedsFlush = false
         writeGatheredClientBytes(context)
@@ -516,6 +529,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
         }
         deadlineTimer?.task.cancel()
         deadlineTimer = nil
+        if let t = gateTicket { shared.gate.cancelWait(t); gateTicket = nil }
+        takeInTimer?.cancel()
+        takeInTimer = nil
+        if gateBusy { gateBusy = false; shared.gate.sessionBusy(false) }
         releaseHeldMessages(force: true)
         shared.messageMemory.release(arrivingReservation)
         arrivingReservation = 0

@@ -180,6 +180,29 @@ public struct Configuration: Sendable, Equatable {
         public var level: String
     }
 
+    /// Online recovery of a failed backend (`pgchorus recover`; docs/recovery.md).
+    public struct Recovery: Sendable, Equatable {
+        /// Where pg_dump, pg_dumpall and pg_restore are; nil: the newest /usr/lib/postgresql/*/bin, else PATH.
+        public var binDirectory: String?
+        /// Scratch space for the dumps (removed after each database is restored).
+        public var workDirectory: String
+        /// Parallel jobs of pg_dump and pg_restore per database.
+        public var jobs: Int
+        /// Seconds the write gate may take to close (open transactions to finish) and the cut-over to
+        /// complete; beyond it the recovery is abandoned, never the clients.
+        public var gateTimeout: Double
+        /// The catch-up lag (bytes of the donor's WAL) under which the gate is closed.
+        public var catchUpLag: Int
+        /// Seconds the catch-up may take before the recovery is abandoned.
+        public var catchUpTimeout: Double
+
+        public init(binDirectory: String? = nil, workDirectory: String = "/var/lib/pgchorus/recovery", jobs: Int = 2, gateTimeout: Double = 5,
+                    catchUpLag: Int = 1_048_576, catchUpTimeout: Double = 3600) {
+            self.binDirectory = binDirectory; self.workDirectory = workDirectory; self.jobs = jobs; self.gateTimeout = gateTimeout
+            self.catchUpLag = catchUpLag; self.catchUpTimeout = catchUpTimeout
+        }
+    }
+
     /// How statements are replicated to the backends.
     public struct Replication: Sendable, Equatable {
         /// `refuse`: a statement calling a function whose value differs per backend (random(),
@@ -241,6 +264,7 @@ public struct Configuration: Sendable, Equatable {
     public var admin: Admin
     public var vip: VIP
     public var log: Log
+    public var recovery: Recovery = Recovery()
 
     /// This node as the cluster lists it.
     public var thisNode: ClusterNode { cluster.node(node.id)! }
@@ -476,9 +500,21 @@ public struct Configuration: Sendable, Equatable {
         var logT = try root.subtable("log")
         let log = Log(level: try logT.oneOf("level", ["trace", "debug", "info", "notice", "warning", "error", "critical"], default: "info"))
         try logT.rejectUnknownKeys()
+
+        var recoveryT = try root.subtable("recovery")
+        let recovery = Recovery(
+            binDirectory: try recoveryT.string("bin_directory").map(resolve),
+            workDirectory: resolve(try recoveryT.string("work_directory", default: node.stateDirectory + "/recovery")),
+            jobs: try recoveryT.int("jobs", default: 2, range: 1...64),
+            gateTimeout: try recoveryT.duration("gate_timeout", default: 5, range: 0.5...600),
+            catchUpLag: try recoveryT.int("catch_up_lag", default: 1_048_576, range: 0...(1 << 40)),
+            catchUpTimeout: try recoveryT.duration("catch_up_timeout", default: 3600, range: 10...604_800))
+        try recoveryT.rejectUnknownKeys()
         try root.rejectUnknownKeys()
-        return Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication,
-                             cluster: cluster, healthCheck: health, admin: admin, vip: vip, log: log)
+        var configuration = Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication,
+                                          cluster: cluster, healthCheck: health, admin: admin, vip: vip, log: log)
+        configuration.recovery = recovery
+        return configuration
     }
 
     /// The first line of a secret file, without surrounding whitespace.

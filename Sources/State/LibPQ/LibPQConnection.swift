@@ -30,6 +30,8 @@ public final class LibPQConnection {
             throw Failure(description: "cannot connect to \(target): \(message)")
         }
         handle = h
+        // Notices (`… does not exist, skipping`) are not for the node's stderr.
+        PQsetNoticeProcessor(h, { _, _ in }, nil)
     }
 
     deinit { PQfinish(handle) }
@@ -41,6 +43,17 @@ public final class LibPQConnection {
         defer { cStrings.forEach { free($0) } }
         var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
         guard let result = PQexecParams(handle, sql, Int32(parameters.count), nil, &pointers, nil, nil, 0) else {
+            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+        }
+        defer { PQclear(result) }
+        return try rows(of: result)
+    }
+
+    /// Runs SQL with the simple query protocol (several statements; the only protocol a replication
+    /// connection speaks) and returns the rows of the last result.
+    @discardableResult
+    public func simpleQuery(_ sql: String) throws -> [[String?]] {
+        guard let result = PQexec(handle, sql) else {
             throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
         }
         defer { PQclear(result) }

@@ -29,9 +29,28 @@ public struct PeerMessage: Sendable, Equatable, Codable {
     public var vip: VIPBeacon?
     /// The node the message is for (signed with the rest, so it cannot be redirected).
     public var to: String?
+    /// A recovery's coordinator asks every node to close its write gate (`WriteGate`) for `lease` more seconds.
+    public var gate: GateRequest?
+    /// The sender's write gate, while it is closed.
+    public var gateState: GateState?
+
+    public struct GateRequest: Sendable, Equatable, Codable {
+        public var id: String
+        public var lease: Double
+        public init(id: String, lease: Double) { self.id = id; self.lease = lease }
+    }
+
+    public struct GateState: Sendable, Equatable, Codable {
+        public var id: String
+        /// No session of the sender is in a transaction.
+        public var drained: Bool
+        public init(id: String, drained: Bool) { self.id = id; self.drained = drained }
+    }
 
     public init(kind: Kind, from: String, sentAt: Double, nonce: String, backends: [BackendState],
-                acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil, vip: VIPBeacon? = nil, to: String? = nil) {
+                acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil, vip: VIPBeacon? = nil, to: String? = nil,
+                gate: GateRequest? = nil, gateState: GateState? = nil) {
+        self.gate = gate; self.gateState = gateState
         self.kind = kind; self.from = from; self.sentAt = sentAt; self.nonce = nonce; self.backends = backends
         self.acknowledges = acknowledges; self.reachableBackends = reachableBackends; self.quorum = quorum; self.vip = vip; self.to = to
     }

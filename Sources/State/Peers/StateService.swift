@@ -43,6 +43,12 @@ public final class StateService: Service, Sendable {
         /// Per kind of refusal: when it was last logged, and how many since.
         var refusals: [String: (logged: Double, count: Int)] = [:]
         var hadQuorum: Bool?
+        /// The write gate this node, coordinating a recovery, asks every peer to hold closed, and until when (monotonic).
+        var gateRequest: (id: String, until: Double)?
+        /// The gate request each peer last sent (to open the local gate when it is withdrawn).
+        var peerRequests: [String: String] = [:]
+        /// Each peer's gate, as it last reported it.
+        var peerGates: [String: PeerMessage.GateState] = [:]
     }
 
     let configuration: Configuration
@@ -57,6 +63,8 @@ public final class StateService: Service, Sendable {
     let startedAt = WallClock.unixTime()
     let hooks = Mutex<(witness: (@Sendable () -> Bool)?, reachable: (@Sendable () -> Int?)?)>((nil, nil))
     let vipHooks = Mutex<VIPHooks?>(nil)
+    /// This node's write gate (online recovery's cut-over).
+    public let gate: WriteGate
 
     /// How the virtual-IP election rides on the peer messages.
     public struct VIPHooks: Sendable {
@@ -75,7 +83,8 @@ public final class StateService: Service, Sendable {
 
     /// Binds the peer socket at once (a single-node cluster has none), so errors surface before `run`.
     public init(configuration: Configuration, registry: BackendRegistry, store: StateStore?, logger: Logger,
-                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws {
+                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, gate: WriteGate = WriteGate()) async throws {
+        self.gate = gate
         self.configuration = configuration
         self.registry = registry
         self.store = store
@@ -108,6 +117,59 @@ public final class StateService: Service, Sendable {
         }
         registry.addListener { [weak self] _, local in
             if local { self?.changedLocally() }
+        }
+        gate.onChange { [weak self] in self?.broadcastNow() }
+    }
+
+    // MARK: write gate
+
+    /// Asks every peer to close its write gate for recovery `id` for `lease` seconds (renewed by asking again).
+    public func requestGate(id: String, lease: Double) {
+        inner.withLock { $0.gateRequest = (id, WallClock.monotonic() + lease) }
+        broadcastNow()
+    }
+
+    /// Withdraws the request: the peers open their gates on the next message.
+    public func withdrawGate(id: String) {
+        let withdrawn = inner.withLock { s -> Bool in
+            guard s.gateRequest?.id == id else { return false }
+            s.gateRequest = nil
+            return true
+        }
+        if withdrawn { broadcastNow() }
+    }
+
+    /// The peers whose gate is closed for `id`, and those of them drained.
+    public func peerGates(id: String) -> (closed: Set<String>, drained: Set<String>) {
+        inner.withLock { s in
+            let closed = s.peerGates.filter { $0.value.id == id }
+            return (Set(closed.keys), Set(closed.filter(\.value.drained).keys))
+        }
+    }
+
+    private func gateFields() -> (PeerMessage.GateRequest?, PeerMessage.GateState?) {
+        let now = WallClock.monotonic()
+        let request = inner.withLock { s -> PeerMessage.GateRequest? in
+            guard let r = s.gateRequest, r.until > now else { return nil }
+            return PeerMessage.GateRequest(id: r.id, lease: r.until - now)
+        }
+        let state = gate.closure(now: now).map { PeerMessage.GateState(id: $0.id, drained: gate.drained(id: $0.id)) }
+        return (request, state)
+    }
+
+    private func receivedGate(_ message: PeerMessage) {
+        if message.kind == .ack { return }
+        let withdrawn = inner.withLock { s -> String? in
+            if let g = message.gateState { s.peerGates[message.from] = g } else { s.peerGates[message.from] = nil }
+            let previous = s.peerRequests[message.from]
+            s.peerRequests[message.from] = message.gate?.id
+            return previous != nil && previous != message.gate?.id ? previous : nil
+        }
+        if let withdrawn { gate.open(id: withdrawn) }
+        if let r = message.gate {
+            // Never longer than a minute, whatever a peer asks: a lost coordinator holds nothing for long.
+            if gate.closure()?.id != r.id { logger.notice("write gate closed for recovery \(r.id) at the request of \(message.from)") }
+            gate.close(id: r.id, lease: min(max(r.lease, 0), 60))
         }
     }
 
@@ -189,6 +251,7 @@ public final class StateService: Service, Sendable {
     }
 
     func tick(now: Double) {
+        gate.expire()
         vipHooks.withLock { $0 }?.tick()
         broadcastNow()
         let witness = hooks.withLock { $0.witness }?() ?? false
@@ -226,10 +289,12 @@ public final class StateService: Service, Sendable {
     private func send(_ kind: PeerMessage.Kind, to peer: Configuration.ClusterNode, acknowledging: String? = nil) {
         guard let channel, let key else { return }
         let reachable = hooks.withLock { $0.reachable }?()
+        let (gateRequest, gateState) = kind == .ack ? (nil, nil) : gateFields()
         let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: PeerMessage.makeNonce(),
                                   backends: kind == .ack ? [] : registry.states(), acknowledges: acknowledging,
                                   reachableBackends: reachable, quorum: kind == .ack ? nil : hasQuorum(),
-                                  vip: kind == .ack ? nil : vipHooks.withLock { $0 }?.beacon(), to: peer.id)
+                                  vip: kind == .ack ? nil : vipHooks.withLock { $0 }?.beacon(), to: peer.id,
+                                  gate: gateRequest, gateState: gateState)
         if kind == .notice {
             // Only the latest notice counts: an ack of an older one does not cover a newer change.
             inner.withLock { $0.noticeNonces[peer.id] = [message.nonce] }
@@ -271,6 +336,8 @@ public final class StateService: Service, Sendable {
         if let beacon = message.vip { vipHooks.withLock { $0 }?.received(message.from, beacon) }
         var applied = 0
         for b in message.backends where registry.apply(b) { applied += 1 }
+        // After the backends: a gate withdrawn at a cut-over opens only once the backend is known online.
+        receivedGate(message)
         if applied > 0 {
             logger.info("applied \(applied) backend change(s) from a peer", metadata: ["peer": "\(message.from)", "kind": "\(message.kind.rawValue)"])
         }

@@ -1,0 +1,205 @@
+import Logging
+import NIOCore
+import NIOPosix
+import State
+import Wire
+
+/// What an open session carries to a backend brought (back) into service (`takeIn`): its named
+/// prepared statements and its `SET`s, replayed at a transaction boundary. What cannot be carried is
+/// remembered too: such a session ends with a clear error instead of going on without the backend.
+struct SessionReplay {
+    /// Named Parse messages still defined, in the order they were made.
+    var statements: [(name: String, frame: PostgresFrame)] = []
+    /// `SET` and `RESET` statements (session level), in order.
+    var settings: [String] = []
+    /// Why the session's state cannot be replayed on another backend (nil: it can).
+    var unreplayable: String?
+
+    /// Notes what a client message does to the session's state.
+    mutating func note(_ frame: PostgresFrame) {
+        switch frame.type {
+        case FrontendMessage.Kind.parse.rawValue:
+            guard case let .parse(p)? = try? FrontendMessage(frame: frame) else { return }
+            noteSQL(p.query)
+            if !p.name.isEmpty {
+                statements.removeAll { $0.name == p.name }
+                statements.append((p.name, frame))
+            }
+        case FrontendMessage.Kind.close.rawValue:
+            if case let .close(target, name)? = try? FrontendMessage(frame: frame), target == .statement {
+                statements.removeAll { $0.name == name }
+            }
+        case FrontendMessage.Kind.query.rawValue:
+            if case let .query(sql)? = try? FrontendMessage(frame: frame) { noteSQL(sql) }
+        default:
+            break
+        }
+    }
+
+    mutating func noteSQL(_ sql: String) {
+        let text = sql.lowercased().split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
+        let trimmed = text.hasSuffix(";") ? String(text.dropLast()) : text
+        func starts(_ p: String) -> Bool { trimmed.hasPrefix(p) }
+        if starts("set local ") || starts("set transaction") || starts("set session characteristics") || starts("set constraints") {
+            return
+        }
+        if (starts("set ") || starts("reset ")) && !trimmed.contains(";") {
+            settings.append(sql)
+            return
+        }
+        if starts("deallocate all") || starts("discard all") {
+            statements = []
+            settings = []
+            return
+        }
+        guard unreplayable == nil else { return }
+        let reasons: [(String, String)] = [
+            ("create temp", "a temporary table"), ("create temporary", "a temporary table"), ("create local temp", "a temporary table"),
+            ("create global temp", "a temporary table"), ("listen ", "LISTEN"), ("prepare ", "a prepared statement made with SQL PREPARE"),
+            ("load ", "a loaded library"),
+        ]
+        for (prefix, what) in reasons where starts(prefix) && !starts("prepare transaction") {
+            unreplayable = what
+            return
+        }
+        if trimmed.contains("with hold") && trimmed.contains("declare ") { unreplayable = "a cursor WITH HOLD" }
+        if trimmed.contains("pg_advisory_lock") || trimmed.contains("pg_advisory_lock_shared") { unreplayable = "a session-level advisory lock" }
+        if trimmed.contains(" into temp") || trimmed.contains(" into temporary") { unreplayable = "a temporary table" }
+    }
+}
+
+/// Online recovery's part in the session: the write gate (`WriteGate`) and the take-in of a backend
+/// brought back into service.
+extension ClientSessionHandler {
+    /// Nothing sent and unanswered, no transaction open: the session may be held at the gate, and a
+    /// backend taken in, without anything being in flight.
+    var isQuiet: Bool {
+        guard phase == .relaying else { return true }
+        return lastStatus == .idle && commit == nil && !wrapPending && unreleased.isEmpty && !openExtendedGroup && openPartial == nil
+            && routedRead == nil && epochWaiting == nil && waitingGroup == nil && handoverTicket == nil && awaitingAll == nil
+            && backends.allSatisfy { !$0.isLive || $0.expected.isEmpty }
+    }
+
+    /// Tells the node's gate when this session turns busy or quiet (called after every flush).
+    func noteGateBusy() {
+        let busy = (phase == .relaying || phase == .draining) && !isQuiet
+        guard busy != gateBusy else { return }
+        gateBusy = busy
+        shared.gate.sessionBusy(busy)
+    }
+
+    /// At a transaction boundary, before a client group is sent: holds it while the gate is closed, and
+    /// takes in a backend brought back into service. True when the group was held.
+    func holdAtBoundary() -> Bool {
+        guard isQuiet, let context else { return false }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        if let ticket = shared.gate.waitForOpening({ loop.execute { bound.value.gateOpened() } }) {
+            gateTicket = ticket
+            holdCurrentGroup()
+            return true
+        }
+        let joining = joiningBackends()
+        guard !joining.isEmpty else { return false }
+        if let what = replay.unreplayable {
+            logger.warning("session ends: backend(s) \(joining.map(\.id)) came into service and this session holds \(what)")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "57P01",
+                              message: "pgchorus brought backend \(joining.map(\.id).joined(separator: ", ")) into service, and this session holds \(what), which cannot be carried to it",
+                              hint: "Reconnect: a new session uses every online backend."))
+            return true
+        }
+        holdCurrentGroup()
+        takeIn(joining)
+        return true
+    }
+
+    private func holdCurrentGroup() {
+        heldFrames.insert(contentsOf: currentGroup, at: 0)
+        currentGroup = []
+        currentGroupBytes = 0
+    }
+
+    func gateOpened() {
+        gateTicket = nil
+        guard phase == .relaying else { return }
+        replayHeldFrames()
+        flushClient()
+    }
+
+    /// Online backends this session does not use yet.
+    func joiningBackends() -> [Configuration.Backend] {
+        guard liveCount > 0 else { return [] }
+        let mine = Set(backends.filter(\.isLive).map(\.backend.id))
+        return shared.registry.online().filter { !mine.contains($0.id) }
+    }
+
+    /// Connects and logs in to `joining` as the client's user, replays the session's state on them,
+    /// then lets the held client messages go on to every backend.
+    func takeIn(_ joining: [Configuration.Backend]) {
+        guard let context, let startup, let authenticator, let backendStartup else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        var rng = SystemRandomNumberGenerator()
+        var indices: Set<Int> = []
+        for backend in joining {
+            let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: 0...255, using: &rng) })
+            let index = backends.count
+            backends.append(BackendSession(backend: backend, login: BackendLogin(user: startup["user"] ?? "", credential: authenticator.credential, nonce: nonce)))
+            indices.insert(index)
+            logger.info("taking backend \(backend.id) into the session")
+            openBackend(index, backend, startup: backendStartup)
+        }
+        takingIn = indices
+        let timeout = shared.configuration.proxy.backendConnectTimeout
+        takeInTimer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
+            let session = bound.value
+            for i in session.takingIn ?? [] {
+                session.takeInEnded(i, .unreachable("no answer within \(timeout) s (proxy.backend_connect_timeout) while logging in"))
+            }
+        }
+    }
+
+    /// How the login of a backend being taken in ended.
+    func takeInEnded(_ index: Int, _ outcome: LoginRound.Outcome) {
+        guard takingIn?.contains(index) == true else { return }
+        takingIn?.remove(index)
+        let backend = backends[index].backend
+        switch outcome {
+        case .ready:
+            var statements = ByteBuffer()
+            for s in replay.statements { statements.writeImmutableBuffer(s.frame.bytes) }
+            if statements.readableBytes > 0 {
+                FrontendMessage.sync.encode(into: &statements)
+                sendOwn(statements, to: index)
+            }
+            if !replay.settings.isEmpty { sendOwn(replay.settings.joined(separator: "; "), to: index) }
+            ProxyMetrics.backendsTakenIn.increment()
+        default:
+            backends[index].phase = .closed
+            backends[index].channel?.close(promise: nil)
+            let reason: String
+            switch outcome {
+            case let .refused(fields): reason = "refused a session's login: \(fields.sqlState ?? "") \(fields.message ?? "")"
+            case let .unreachable(why): reason = "could not be taken into an open session: \(why)"
+            default: reason = "could not be taken into an open session"
+            }
+            logger.error("backend \(backend.description) \(reason)")
+            if shared.registry.fencedReason() == nil { shared.failBackendClusterWide(backend.id, reason: reason) }
+        }
+        guard takingIn?.isEmpty == true else { return }
+        takingIn = nil
+        takeInTimer?.cancel()
+        takeInTimer = nil
+        // The cluster's lead (the first online backend) leads this session too: every session orders
+        // its locks on the same backend.
+        if let first = shared.registry.online().first?.id,
+           let i = backends.indices.first(where: { backends[$0].isLive && backends[$0].backend.id == first }), i != lead {
+            lead = i
+            noteLeadOrdering()
+        }
+        updateCancelTargets()
+        seenViewGeneration = shared.registry.viewGeneration
+        logger.debug("session backends now", metadata: ["backends": "\(backends.filter(\.isLive).map(\.backend.id))"])
+        replayHeldFrames()
+        flushClient()
+    }
+}
