@@ -29,7 +29,8 @@ public struct RecoveryProgress: Sendable, Codable, Equatable {
     public var finishedAt: Double?
     public var error: String?
 
-    public var finished: Bool { phase == "online" || phase == "failed" }
+    /// Ended, clean-up included.
+    public var finished: Bool { finishedAt != nil }
 }
 
 /// Runs online recoveries on this node (the coordinator of each one it starts): permission, the
@@ -121,8 +122,11 @@ public final class RecoveryCoordinator: Service, Sendable {
             if let event {
                 actions += plan.handle(event)
             }
-            let (phase, databases, copied) = (plan.phase, plan.databases, plan.copied)
-            update { $0.phase = phase.rawValue; $0.databases = databases; $0.copied = copied }
+            let (phase, databases, copied, failure) = (plan.phase, plan.databases, plan.copied, plan.failure)
+            update {
+                $0.phase = phase.rawValue; $0.databases = databases; $0.copied = copied; $0.error = failure
+                if phase.isFinal { $0.detail = "cleaning up" }
+            }
             Self.phaseGauge.record(Self.phaseNumber(phase))
         }
         update { $0.finishedAt = WallClock.unixTime(); $0.error = plan.failure; if plan.phase == .online { $0.detail = "done" } }
@@ -218,6 +222,8 @@ public final class RecoveryCoordinator: Service, Sendable {
 
     private func waitForCatchUp(_ runner: RecoveryRunner, databases: [String]) async throws -> RecoveryPlan.Event {
         let started = WallClock.monotonic()
+        // Test hook: stay in the catch-up this many seconds (to act on a recovery in flight).
+        let hold = Double(WallClock.environment("PGCHORUS_TEST_RECOVERY_HOLD") ?? "") ?? 0
         update { $0.detail = "catching up" }
         for _ in 0..<10_000_000 {
             if isCancelled { return .cancelled }
@@ -225,7 +231,7 @@ public final class RecoveryCoordinator: Service, Sendable {
             update { $0.lagBytes = lag }
             Self.lagGauge.record(Double(lag))
             if let problem { return .failed(problem) }
-            if lag <= Int64(configuration.recovery.catchUpLag) { return .caughtUp }
+            if lag <= Int64(configuration.recovery.catchUpLag), WallClock.monotonic() - started >= hold { return .caughtUp }
             guard WallClock.monotonic() - started < configuration.recovery.catchUpTimeout else {
                 return .failed("the target did not catch up within recovery.catch_up_timeout (\(configuration.recovery.catchUpTimeout) s); \(lag) bytes behind")
             }

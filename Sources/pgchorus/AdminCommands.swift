@@ -188,7 +188,8 @@ struct RecoverCommand: AsyncParsableCommand {
                 print(line)
             }
             last = line
-            if p.finished {
+            // Online is the end for the operator (the replication objects are dropped in the background).
+            if p.finished || p.phase == "online" {
                 if terminal { print("") }
                 if options.json { options.printJSON(p) }
                 if p.phase == "online" {

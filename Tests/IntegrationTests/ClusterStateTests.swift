@@ -234,10 +234,7 @@ import TestSupport
                 try await cluster.start(1, environment: ["PGCHORUS_TEST_HOOK": "exit-after-prepare"])
                 try await cluster.start(2)
                 try await cluster.start(3)
-                for i in 1...3 {
-                    let quorum = try await cluster.waitUntil(seconds: 10) { try await cluster.status(i).quorum }
-                    #expect(quorum, "node\(i) has no quorum")
-                }
+                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
                 let create = try Clients.psql(cluster.connectionString(2), ["-c", "create table doubt (v int)"])
                 #expect(create.exitCode == 0, "\(create.report)")
                 // Node 1 dies between PREPARE TRANSACTION and COMMIT PREPARED; its locks stay on every backend.

@@ -19,10 +19,7 @@ extension TimingSensitive {
                 try await cluster.start(1)
                 try await cluster.start(2)
                 // (A node takes writes once it hears a majority: here both.)
-                for i in 1...2 {
-                    let quorum = try await cluster.waitUntil(seconds: 10) { try await cluster.status(i).quorum }
-                    #expect(quorum, "node\(i) has no quorum")
-                }
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
                 let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                     "create table s (id serial primary key, node int, k int); create table hot (id int primary key, v int); insert into hot select g, 0 from generate_series(1, 4) g"])
                 #expect(create.exitCode == 0, "\(create.report)")
@@ -129,10 +126,7 @@ extension TimingSensitive {
             let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 2\n" + Self.health }
             try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
                 for i in 1...3 { try await cluster.start(i) }
-                for i in 1...3 {
-                    let quorum = try await cluster.waitUntil(seconds: 10) { try await cluster.status(i).quorum }
-                    #expect(quorum, "node\(i) has no quorum")
-                }
+                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
                 let port = cluster.port
                 let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
                 #expect(initialise.exitCode == 0, "\(initialise.report)")

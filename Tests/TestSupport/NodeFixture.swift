@@ -88,6 +88,13 @@ public final class NodeCluster: @unchecked Sendable {
         try CommandRunner.run("\(binaryDirectory)/pgchorus", arguments + ["--config", configPath(node)], timeout: .seconds(120))
     }
 
+    /// Waits (up to 10 s each) until every node of `nodes` holds quorum; returns those that do not.
+    public func nodesWithoutQuorum(_ nodes: ClosedRange<Int>) async throws -> [Int] {
+        var missing: [Int] = []
+        for i in nodes where try await !waitUntil(seconds: 10, { try await status(i).quorum }) { missing.append(i) }
+        return missing
+    }
+
     /// Polls `condition` every 100 ms until it holds or `seconds` pass; returns whether it held.
     public func waitUntil(seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
         let attempts = max(1, Int(seconds * 10))

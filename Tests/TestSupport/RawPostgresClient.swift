@@ -14,8 +14,8 @@ public final class RawPostgresClient {
     var inbound = ByteBuffer()
     var decoder = PostgresFrameDecoder(maximumMessageSize: 1 << 26)
 
-    /// Connects to 127.0.0.1:port; every read waits at most `timeoutSeconds`.
-    public init(port: Int, timeoutSeconds: Int = 10) throws {
+    /// Connects to host:port (127.0.0.1 unless told); every read waits at most `timeoutSeconds`.
+    public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket() failed") }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
@@ -23,13 +23,13 @@ public final class RawPostgresClient {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_addr.s_addr = inet_addr(host)
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else {
             close(fd)
-            throw Failure("connect to 127.0.0.1:\(port) failed: errno \(errno)")
+            throw Failure("connect to \(host):\(port) failed: errno \(errno)")
         }
     }
 

@@ -1,0 +1,208 @@
+import Admin
+import Foundation
+import LocalCluster
+import NIOCore
+import Recovery
+import State
+import Testing
+import TestSupport
+import Wire
+
+/// Online recovery with real servers (wal_level = logical) and real pgchorusd nodes: a failed backend
+/// is rebuilt from a donor while clients write through two nodes, and comes back identical; every way
+/// it can go wrong leaves the backend failed, the gate open and nothing of the recovery behind.
+@Suite(.serialized) struct OnlineRecoveryTests {
+    static let logical = PostgresServerOptions(maxPreparedTransactions: 20, extraSettings: ["wal_level": "logical"])
+    static let health = "[health_check]\ninterval = 0.5\ntimeout = 5\nfailures = 3\n"
+
+    /// The differences between each backend and the first (databases, every table's rows, every sequence).
+    static func differences(_ servers: [LocalPostgresServer]) throws -> [String] {
+        let comparison = BackendComparison { backend, database in
+            LibPQConnection.conninfo(backend, database: database, user: "postgres", password: nil, connectTimeout: 5, application: "pgchorus-test")
+        }
+        let backends = servers.enumerated().map { Configuration.Backend(id: "db\($0.offset + 1)", host: "127.0.0.1", port: $0.element.port) }
+        return try backends.dropFirst().flatMap { try comparison.differences(target: $0, reference: backends[0]).map(\.description) }
+    }
+
+    /// What a recovery leaves behind on a server: replication slots, publications, subscriptions.
+    static func leftovers(_ s: LocalPostgresServer) throws -> String {
+        try s.psql("select (select count(*) from pg_replication_slots) || ' slots, ' || (select count(*) from pg_subscription) || ' subscriptions'")
+    }
+
+    func send(_ client: RawPostgresClient, _ messages: [FrontendMessage]) throws {
+        var b = ByteBuffer()
+        for m in messages { m.encode(into: &b) }
+        try client.send(b)
+    }
+
+    func execute(_ client: RawPostgresClient, statement: String, _ value: String) throws -> [BackendMessage] {
+        try send(client, [.bind(.init(portal: "", statement: statement, parameterFormats: [0], parameters: [ByteBuffer(string: value)], resultFormats: [])),
+                          .execute(portal: "", maxRows: 0), .sync])
+        return try client.readUntilReady()
+    }
+
+    /// The issue's scenario: pgbench through two nodes at once while db3 is recovered; a session opened
+    /// before the recovery (a named prepared statement, a SET) writes after it and the write reaches db3;
+    /// a database and a role made while db3 was out arrive; no transaction fails; all identical.
+    @Test func recoversABackendUnderLoadThroughTwoNodes() async throws {
+        try await withPostgresServers(count: 3, options: Self.logical) { servers in
+            try await withNodeCluster(count: 2, backends: servers, extra: { _ in Self.health }) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                let port = cluster.port
+                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
+                #expect(initialise.exitCode == 0, "\(initialise.report)")
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "alter table pgbench_history replica identity full; create table held (id int primary key, who text)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+
+                // The session opened before: a named statement and a setting it relies on.
+                let held = try RawPostgresClient(port: port, host: "127.0.0.2", timeoutSeconds: 30)
+                _ = try held.startup()
+                try send(held, [.query("SET application_name = 'held-session'")])
+                _ = try held.readUntilReady()
+                try send(held, [.parse(.init(name: "ins", query: "insert into held values ($1::int, current_setting('application_name'))", parameterTypes: [])), .sync])
+                _ = try held.readUntilReady()
+                #expect(try execute(held, statement: "ins", "1").allSatisfy { $0.errorState == nil })
+
+                let detach = try cluster.cli(1, ["detach", "db3"])
+                #expect(detach.exitCode == 0, "\(detach.report)")
+                let whileOut = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "create database second", "-c",
+                    "create role app_reader login password 'reader-pw'"])
+                #expect(whileOut.exitCode == 0, "\(whileOut.report)")
+                let second = cluster.connectionString(1).replacingOccurrences(of: "dbname=postgres", with: "dbname=second")
+                let fill = try Clients.psql(second, ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table items (id serial primary key, name text); insert into items (name) select 'item ' || g from generate_series(1, 500) g; grant select on items to app_reader"])
+                #expect(fill.exitCode == 0, "\(fill.report)")
+                #expect(try execute(held, statement: "ins", "2").allSatisfy { $0.errorState == nil })
+
+                // Load through both nodes across the whole recovery.
+                async let load1 = runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-n", "-M", "extended", "-c", "4", "-j", "2", "-T", "20"]) }
+                async let load2 = runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.3", "-n", "-M", "extended", "-c", "4", "-j", "2", "-T", "20"]) }
+                try await Task.sleep(for: .seconds(3))
+                let recover = try await runBlocking { try cluster.cli(1, ["recover", "db3", "--wait"]) }
+                #expect(recover.exitCode == 0, "\(recover.report)\n\(cluster.log(1).suffix(3000))")
+                #expect(recover.stdout.contains("backend db3 is online"), "\(recover.report)")
+                let (r1, r2) = try await (load1, load2)
+                for r in [r1, r2] {
+                    #expect(r.exitCode == 0, "\(r.report)")
+                    #expect(r.stdout.contains("number of failed transactions: 0"), "\(r.report)")
+                }
+                // The session from before writes after the recovery: its statement and setting are on db3 too.
+                #expect(try execute(held, statement: "ins", "3").allSatisfy { $0.errorState == nil })
+                #expect(try servers[2].psql("select string_agg(id || ':' || who, ',' order by id) from held") == "1:held-session,2:held-session,3:held-session")
+                #expect(try servers[2].psql("select count(*) from items", database: "second") == "500")
+                #expect(try servers[2].psql("select rolcanlogin from pg_roles where rolname = 'app_reader'") == "t")
+
+                for i in 1...2 {
+                    let status = try await cluster.status(i)
+                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
+                }
+                let progress = try await cluster.status(1).recovery
+                #expect(progress?.phase == "online")
+                #expect(progress?.gateStall != nil)
+                #expect(try Self.differences(servers) == [])
+                let cleaned = try await cluster.waitUntil(seconds: 10) { try servers.allSatisfy { try Self.leftovers($0) == "0 slots, 0 subscriptions" } }
+                let left = try servers.map(Self.leftovers)
+                #expect(cleaned, "\(left)")
+            }
+        }
+    }
+
+    /// A table whose updates could not be replayed: refused with its name, before anything changes.
+    @Test func aTableWithoutReplicaIdentityIsRefusedBeforeAnythingChanges() async throws {
+        try await withPostgresServers(count: 2, options: Self.logical) { servers in
+            try await withNodeCluster(count: 1, backends: servers) { cluster in
+                try await cluster.start(1)
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table keyed (id int primary key); create table loose (v int); insert into loose values (1), (2)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                #expect(try cluster.cli(1, ["detach", "db2"]).exitCode == 0)
+                #expect(try Clients.psql(cluster.connectionString(1), ["-c", "insert into loose values (3)"]).exitCode == 0)
+                let recover = try cluster.cli(1, ["recover", "db2", "--wait"])
+                #expect(recover.exitCode == 1, "\(recover.report)")
+                #expect(recover.stderr.contains("public.loose"), "\(recover.report)")
+                #expect(recover.stderr.contains("REPLICA IDENTITY FULL"), "\(recover.report)")
+                let status = try await cluster.status(1)
+                #expect(status.backends.first { $0.id == "db2" }?.status == "failed")
+                // db2 untouched: its own copy of the table, as it was when it left.
+                #expect(try servers[1].psql("select count(*) from loose") == "2")
+                #expect(try Self.leftovers(servers[0]) == "0 slots, 0 subscriptions")
+            }
+        }
+    }
+
+    /// Held in its catch-up (test hook), a recovery meets something the replay cannot carry: a row
+    /// written on the target behind pgchorus' back (an apply conflict), or DDL. It fails, the backend
+    /// stays failed with the reason, and the replication objects are gone.
+    @Test(arguments: ["conflict", "ddl"])
+    func whatTheReplayCannotCarryFailsTheRecovery(kind: String) async throws {
+        try await withPostgresServers(count: 2, options: Self.logical) { servers in
+            try await withNodeCluster(count: 1, backends: servers) { cluster in
+                try await cluster.start(1, environment: ["PGCHORUS_TEST_RECOVERY_HOLD": "30"])
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                #expect(try cluster.cli(1, ["detach", "db2"]).exitCode == 0)
+                let start = try cluster.cli(1, ["recover", "db2"])
+                #expect(start.exitCode == 0, "\(start.report)")
+                let catchingUp = try await cluster.waitUntil(seconds: 30) { try await cluster.status(1).recovery?.phase == "catching-up" }
+                let during = try await cluster.status(1).recovery
+                #expect(catchingUp, "\(during.map { StatusRendering.recovery($0) } ?? "no recovery")")
+                if kind == "conflict" {
+                    _ = try servers[1].psql("insert into t values (7)")
+                    #expect(try Clients.psql(cluster.connectionString(1), ["-c", "insert into t values (7)"]).exitCode == 0)
+                } else {
+                    #expect(try Clients.psql(cluster.connectionString(1), ["-c", "create index t_extra on t (id)"]).exitCode == 0)
+                }
+                let failed = try await cluster.waitUntil(seconds: 30) { try await cluster.status(1).recovery?.finished == true }
+                let progress = try await cluster.status(1).recovery
+                #expect(failed, "\(progress.map { StatusRendering.recovery($0) } ?? "no recovery")\n\(cluster.log(1).suffix(4000))")
+                #expect(progress?.phase == "failed")
+                #expect(progress?.error?.contains(kind == "conflict" ? "stopped at an error" : "DDL ran") == true, "\(progress?.error ?? "")")
+                let db2 = try await cluster.status(1).backends.first { $0.id == "db2" }
+                #expect(db2?.status == "failed")
+                #expect(db2?.reason.contains("recovery failed") == true, "\(db2?.reason ?? "")")
+                let cleaned = try await cluster.waitUntil(seconds: 15) { try servers.allSatisfy { try Self.leftovers($0) == "0 slots, 0 subscriptions" } }
+                let left = try servers.map(Self.leftovers)
+                #expect(cleaned, "\(left)")
+                // The gate is open: writes go on.
+                #expect(try Clients.psql(cluster.connectionString(1), ["-c", "insert into t values (8)"]).exitCode == 0)
+            }
+        }
+    }
+
+    /// `kill -9` of the coordinating node in the middle of a recovery: another node fails the backend
+    /// once the coordinator is declared dead, and removes the replication objects; writes go on.
+    @Test func aDeadCoordinatorLeavesTheBackendFailedAndNothingBehind() async throws {
+        try await withPostgresServers(count: 2, options: Self.logical) { servers in
+            try await withNodeCluster(count: 3, backends: servers, extra: { _ in Self.health }) { cluster in
+                try await cluster.start(1, environment: ["PGCHORUS_TEST_RECOVERY_HOLD": "60"])
+                try await cluster.start(2)
+                try await cluster.start(3)
+                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
+                #expect(try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id serial primary key)"]).exitCode == 0)
+                #expect(try cluster.cli(2, ["detach", "db2"]).exitCode == 0)
+                let out = try await cluster.waitUntil(seconds: 5) { try await cluster.status(1).backends.first { $0.id == "db2" }?.status == "down" }
+                #expect(out)
+                #expect(try cluster.cli(1, ["recover", "db2"]).exitCode == 0)
+                let catchingUp = try await cluster.waitUntil(seconds: 30) { try await cluster.status(1).recovery?.phase == "catching-up" }
+                #expect(catchingUp)
+                let recovering = try await cluster.waitUntil(seconds: 5) { try await cluster.status(2).backends.first { $0.id == "db2" }?.status == "recovering" }
+                #expect(recovering)
+                cluster.kill9(1)
+                let failed = try await cluster.waitUntil(seconds: 20) { try await cluster.status(2).backends.first { $0.id == "db2" }?.status == "failed" }
+                let db2 = try await cluster.status(2).backends.first { $0.id == "db2" }
+                #expect(failed, "\(db2.map { "\($0.status): \($0.reason)" } ?? "")")
+                #expect(db2?.reason.contains("coordinator node1 stopped") == true, "\(db2?.reason ?? "")")
+                let cleaned = try await cluster.waitUntil(seconds: 20) { try servers.allSatisfy { try Self.leftovers($0) == "0 slots, 0 subscriptions" } }
+                let left = try servers.map(Self.leftovers)
+                #expect(cleaned, "\(left)")
+                for node in 2...3 {
+                    let w = try Clients.psql(cluster.connectionString(node), ["-v", "ON_ERROR_STOP=1", "-c", "insert into t default values"])
+                    #expect(w.exitCode == 0, "\(w.report)")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import NIOCore
+@testable import Proxy
+import Testing
+import Wire
+
+/// What a session carries to a backend taken in at a transaction boundary, and what it cannot.
+@Suite struct SessionReplayTests {
+    func frame(_ m: FrontendMessage) -> PostgresFrame {
+        var b = ByteBuffer()
+        m.encode(into: &b)
+        var decoder = PostgresFrameDecoder(maximumMessageSize: 1 << 20)
+        return try! decoder.decode(buffer: &b)!
+    }
+
+    func parse(_ name: String, _ sql: String) -> PostgresFrame { frame(.parse(.init(name: name, query: sql, parameterTypes: []))) }
+
+    @Test func namedStatementsAreKeptUntilClosed() {
+        var r = SessionReplay()
+        r.note(parse("a", "select 1"))
+        r.note(parse("", "select 2"))
+        r.note(parse("b", "select 3"))
+        r.note(parse("a", "select 4"))
+        #expect(r.statements.map(\.name) == ["b", "a"])
+        r.note(frame(.close(.statement, "b")))
+        #expect(r.statements.map(\.name) == ["a"])
+        r.note(frame(.query("DEALLOCATE ALL")))
+        #expect(r.statements.isEmpty)
+        #expect(r.unreplayable == nil)
+    }
+
+    @Test func sessionSettingsAreReplayedTransactionOnesAreNot() {
+        var r = SessionReplay()
+        for sql in ["SET search_path = app, public", "set local work_mem = '1MB'", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                    "RESET statement_timeout", "set datestyle = 'ISO'; select 1"] {
+            r.note(frame(.query(sql)))
+        }
+        #expect(r.settings == ["SET search_path = app, public", "RESET statement_timeout"])
+        #expect(r.unreplayable == nil)
+    }
+
+    @Test(arguments: [
+        ("CREATE TEMP TABLE x (a int)", "a temporary table"), ("create temporary table x as select 1", "a temporary table"),
+        ("LISTEN jobs", "LISTEN"), ("PREPARE q AS SELECT 1", "a prepared statement made with SQL PREPARE"),
+        ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", "a cursor WITH HOLD"), ("select pg_advisory_lock(42)", "a session-level advisory lock"),
+        ("select * into temp t2 from t", "a temporary table"),
+    ])
+    func stateThatCannotBeCarriedIsNamed(sql: String, what: String) {
+        var r = SessionReplay()
+        r.note(frame(.query(sql)))
+        #expect(r.unreplayable == what)
+    }
+
+    @Test func preparedTransactionsAndPlainStatementsAreNotSessionState() {
+        var r = SessionReplay()
+        for sql in ["PREPARE TRANSACTION 'x'", "select 1", "insert into t values (1)", "BEGIN", "COMMIT", "select pg_advisory_xact_lock(1)"] {
+            r.note(frame(.query(sql)))
+        }
+        #expect(r.unreplayable == nil)
+        #expect(r.settings.isEmpty)
+    }
+}
