@@ -11,10 +11,37 @@ struct DaemonOptions: ParsableArguments {
     @Option(help: "The admin socket, instead of reading it from the configuration.")
     var socket: String?
 
+    @Option(help: "Ask a node over its TCP admin API (admin.tcp_address) instead, e.g. from a database server: HOST:PORT.")
+    var node: String?
+
+    @Option(help: "With --node: the file holding the TCP admin API's token (admin.token_file on the node).")
+    var tokenFile: String?
+
     @Flag(help: "Print JSON instead of tables.")
     var json = false
 
     func send(_ request: AdminRequest) async throws -> AdminResponse {
+        if let node {
+            guard let colon = node.lastIndex(of: ":"), let port = Int(node[node.index(after: colon)...]) else {
+                throw ValidationError("--node \"\(node)\" is not HOST:PORT")
+            }
+            let host = String(node[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            guard let tokenFile, let token = try? String(contentsOfFile: tokenFile, encoding: .utf8)
+                .split(separator: "\n").first.map({ $0.trimmingCharacters(in: .whitespaces) }), !token.isEmpty else {
+                printError("pgchorus: --node needs --token-file FILE with the node's admin token on its first line")
+                throw ExitCode(3)
+            }
+            var r = request
+            r.token = token
+            let response: AdminResponse
+            do {
+                response = try await AdminClient.send(r, host: host, port: port)
+            } catch {
+                printError("pgchorus: \(error)")
+                throw ExitCode(3)
+            }
+            return try checked(response)
+        }
         let path: String
         if let socket {
             path = socket
@@ -33,6 +60,10 @@ struct DaemonOptions: ParsableArguments {
             printError("pgchorus: \(error)")
             throw ExitCode(3)
         }
+        return try checked(response)
+    }
+
+    private func checked(_ response: AdminResponse) throws -> AdminResponse {
         guard response.ok else {
             printError("pgchorus: \(response.error ?? "the daemon refused the request")")
             throw ExitCode(1)

@@ -111,16 +111,22 @@ import Wire
     }
 
     /// A table whose updates could not be replayed: refused with its name, before anything changes.
+    /// Asked the way a database server's recovery agent asks: over the TCP admin API with its token.
     @Test func aTableWithoutReplicaIdentityIsRefusedBeforeAnythingChanges() async throws {
+        let adminPort = try FreePort.pick()
+        let admin = "[admin]\nsocket = \"admin.sock\"\ntcp_address = \"127.0.0.2\"\ntcp_port = \(adminPort)\ntoken_file = \"../admin.token\"\n"
         try await withPostgresServers(count: 2, options: Self.logical) { servers in
-            try await withNodeCluster(count: 1, backends: servers) { cluster in
+            try await withNodeCluster(count: 1, backends: servers, extra: { _ in admin }, files: ["admin.token": "agent-token\n", "wrong.token": "nope\n"]) { cluster in
                 try await cluster.start(1)
+                let wrong = try cluster.cli(1, ["recover", "db2", "--node", "127.0.0.2:\(adminPort)", "--token-file", "\(cluster.directory)/wrong.token"])
+                #expect(wrong.exitCode == 1, "\(wrong.report)")
+                #expect(wrong.stderr.contains("token"), "\(wrong.report)")
                 let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                     "create table keyed (id int primary key); create table loose (v int); insert into loose values (1), (2)"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 #expect(try cluster.cli(1, ["detach", "db2"]).exitCode == 0)
                 #expect(try Clients.psql(cluster.connectionString(1), ["-c", "insert into loose values (3)"]).exitCode == 0)
-                let recover = try cluster.cli(1, ["recover", "db2", "--wait"])
+                let recover = try cluster.cli(1, ["recover", "db2", "--wait", "--node", "127.0.0.2:\(adminPort)", "--token-file", "\(cluster.directory)/admin.token"])
                 #expect(recover.exitCode == 1, "\(recover.report)")
                 #expect(recover.stderr.contains("public.loose"), "\(recover.report)")
                 #expect(recover.stderr.contains("REPLICA IDENTITY FULL"), "\(recover.report)")

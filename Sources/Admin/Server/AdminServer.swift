@@ -125,7 +125,7 @@ final class AdminConnectionHandler: ChannelInboundHandler, Sendable {
         let administration = administration
         let logger = logger
         Task {
-            if request.command == .attach || request.command == .detach {
+            if request.command == .attach || request.command == .detach || request.command == .recover {
                 logger.notice("admin request", metadata: ["command": "\(request.command.rawValue)", "backend": "\(request.backend ?? "")"])
             }
             let response = await administration.handle(request)
