@@ -43,13 +43,22 @@ public final class RecoveryCoordinator: Service, Sendable {
     let logger: Logger
     let current = Mutex<RecoveryProgress?>(nil)
     let cancelRequested = Atomic<Bool>(false)
+    /// Whether a backend's latest health check passed (nil: not checked); for `recovery.auto`.
+    let healthy: @Sendable (String) -> Bool?
+    /// `recovery.auto`: since when each failed backend has passed its health checks, and when an
+    /// automatic recovery of it last failed.
+    let automatic = Mutex<(healthySince: [String: Double], lastFailure: [String: Double])>(([:], [:]))
+    /// An automatic recovery that failed is not tried again for this long.
+    static let autoBackoff: Double = 300
 
     static let phaseGauge = Gauge(label: "pgchorus_recovery_phase")
     static let lagGauge = Gauge(label: "pgchorus_recovery_lag_bytes")
     static let stallRecorder = Recorder(label: "pgchorus_recovery_gate_stall_seconds")
     static let outcomes = Counter(label: "pgchorus_recoveries_total")
 
-    public init(configuration: Configuration, registry: BackendRegistry, stateService: StateService, logger: Logger) {
+    public init(configuration: Configuration, registry: BackendRegistry, stateService: StateService, logger: Logger,
+                healthy: @escaping @Sendable (String) -> Bool? = { _ in nil }) {
+        self.healthy = healthy
         self.configuration = configuration
         self.registry = registry
         self.stateService = stateService
@@ -60,7 +69,7 @@ public final class RecoveryCoordinator: Service, Sendable {
     public func progress() -> RecoveryProgress? { current.withLock { $0 } }
 
     /// Starts recovering `id`; the answer says why not when it may not.
-    public func start(_ id: String) -> Result<RecoveryProgress, RecoveryRefusal> {
+    public func start(_ id: String, automatic: Bool = false) -> Result<RecoveryProgress, RecoveryRefusal> {
         guard let entry = registry.entry(id) else {
             return .failure(.init("no backend \"\(id)\" in \(configuration.file) (backends: \(configuration.backends.map(\.id).joined(separator: ", ")))"))
         }
@@ -80,7 +89,7 @@ public final class RecoveryCoordinator: Service, Sendable {
         // The donor: the last online backend, to spare the lead (every online backend holds the same data).
         guard let donor = online.last else { return .failure(.init("no backend is online to copy \(id) from")) }
         let recoveryID = "\(configuration.node.id)-\(Int(WallClock.unixTime()))"
-        guard registry.setStatus(id, .recovering, reason: "being recovered from \(donor.id) by node \(configuration.node.id) (recovery \(recoveryID))",
+        guard registry.setStatus(id, .recovering, reason: "being recovered from \(donor.id) by node \(configuration.node.id) (recovery \(recoveryID)\(automatic ? ", automatic" : ""))",
                                  now: WallClock.unixTime(), expected: [.failed, .down]) else {
             return .failure(.init("backend \(id) changed status meanwhile; look at `pgchorus backends` and retry"))
         }
@@ -290,10 +299,44 @@ public final class RecoveryCoordinator: Service, Sendable {
             try await cancelWhenGracefulShutdown {
                 for _ in 0..<Int.max {
                     self.reapOrphans()
+                    self.recoverAutomatically(now: WallClock.unixTime())
                     try await Task.sleep(for: .seconds(1))
                 }
             }
         } catch is CancellationError {}
+    }
+
+    /// `recovery.auto`: a failed backend (not one an administrator detached) whose health checks have
+    /// passed for `recovery.auto_after` seconds is recovered — by one node only: the first alive node
+    /// in configuration order, while it holds quorum.
+    func recoverAutomatically(now: Double) {
+        guard configuration.recovery.auto else { return }
+        if let p = progress(), !p.finished { return }
+        if let p = progress(), p.finishedAt != nil, p.phase == "failed", let at = p.finishedAt {
+            automatic.withLock { $0.lastFailure[p.backend] = max($0.lastFailure[p.backend] ?? 0, at) }
+        }
+        let failed = registry.snapshot().filter { $0.status == .failed }.map(\.backend.id)
+        let candidate = automatic.withLock { a -> String? in
+            for id in a.healthySince.keys where !failed.contains(id) { a.healthySince[id] = nil }
+            var ready: String?
+            for id in failed {
+                guard healthy(id) == true else { a.healthySince[id] = nil; continue }
+                let since = a.healthySince[id] ?? now
+                a.healthySince[id] = since
+                let backedOff = now - (a.lastFailure[id] ?? 0) >= Self.autoBackoff
+                if ready == nil, now - since >= configuration.recovery.autoAfter, backedOff { ready = id }
+            }
+            return ready
+        }
+        guard let id = candidate, stateService.hasQuorum(),
+              stateService.nodes().first(where: { $0.alive })?.isSelf == true else { return }
+        switch start(id, automatic: true) {
+        case .success:
+            logger.notice("recovering backend \(id) automatically (recovery.auto): its health checks have passed for \(configuration.recovery.autoAfter) s")
+        case let .failure(why):
+            automatic.withLock { $0.lastFailure[id] = now }
+            logger.warning("automatic recovery of \(id) not started: \(why)")
+        }
     }
 
     func reapOrphans() {

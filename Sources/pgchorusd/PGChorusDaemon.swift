@@ -116,7 +116,8 @@ struct PGChorusDaemon: AsyncParsableCommand {
                     return ClusterStatus.VIP(mode: s.mode, address: s.address, owner: s.owner, eligible: s.eligible)
                 }
             }
-            let recovery = RecoveryCoordinator(configuration: configuration, registry: registry, stateService: stateService, logger: logger)
+            let recovery = RecoveryCoordinator(configuration: configuration, registry: registry, stateService: stateService, logger: logger,
+                                               healthy: { id in health.reports().first { $0.backend == id }?.ok })
             let administration = NodeAdministration(configuration: configuration, registry: registry, store: store, stateService: stateService,
                                                     healthChecker: health, logger: logger, sessions: { context.sessionCount }, vip: vipStatus,
                                                     recovery: recovery)

@@ -211,4 +211,31 @@ import Wire
             }
         }
     }
+
+    /// `recovery.auto`: a backend that crashed, missed writes, and came back is recovered without an
+    /// operator once its health checks have passed for `auto_after`; one an administrator detached is not.
+    @Test func aFailedBackendThatComesBackIsRecoveredAutomatically() async throws {
+        let extra = Self.health + "[recovery]\nauto = true\nauto_after = 1\n"
+        try await withPostgresServers(count: 3, options: Self.logical) { servers in
+            try await withNodeCluster(count: 1, backends: servers, extra: { _ in extra }) { cluster in
+                try await cluster.start(1)
+                #expect(try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table t (id serial primary key, v text); insert into t (v) values ('before')"]).exitCode == 0)
+                #expect(try cluster.cli(1, ["detach", "db3"]).exitCode == 0)
+                servers[1].kill()
+                let failed = try await cluster.waitUntil(seconds: 20) { try await cluster.status(1).backends.first { $0.id == "db2" }?.status == "failed" }
+                #expect(failed)
+                #expect(try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "insert into t (v) values ('while db2 was down')"]).exitCode == 0)
+                try servers[1].restart()
+                let back = try await cluster.waitUntil(seconds: 60) { try await cluster.status(1).backends.first { $0.id == "db2" }?.status == "online" }
+                let status = try await cluster.status(1)
+                #expect(back, "\(status.backends.map { "\($0.id) \($0.status): \($0.reason)" }) \(status.recovery.map { StatusRendering.recovery($0) } ?? "")")
+                #expect(status.backends.first { $0.id == "db2" }?.reason.contains("recovered from db1") == true)
+                #expect(try servers[1].psql("select string_agg(v, ',' order by id) from t") == "before,while db2 was down")
+                // The detached one stays down.
+                #expect(status.backends.first { $0.id == "db3" }?.status == "down")
+                #expect(try Self.differences(Array(servers.prefix(2))) == [])
+            }
+        }
+    }
 }

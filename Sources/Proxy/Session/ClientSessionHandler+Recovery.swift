@@ -99,8 +99,14 @@ extension ClientSessionHandler {
             holdCurrentGroup()
             return true
         }
+        // Only when the cluster's view changed since the session last looked (one counter read per statement).
+        let generation = shared.registry.viewGeneration
+        guard generation != joinCheckedGeneration else { return false }
         let joining = joiningBackends()
-        guard !joining.isEmpty else { return false }
+        guard !joining.isEmpty else {
+            joinCheckedGeneration = generation
+            return false
+        }
         if let what = replay.unreplayable {
             logger.warning("session ends: backend(s) \(joining.map(\.id)) came into service and this session holds \(what)")
             fatal(ErrorFields(severity: "FATAL", sqlState: "57P01",

@@ -172,6 +172,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Backends being taken into the session (`takeIn`), and the timer bounding their login.
     var takingIn: Set<Int>?
     var takeInTimer: Scheduled<Void>?
+    /// The registry's view generation when the session last found no backend to take in.
+    var joinCheckedGeneration = -1
     /// The start-up message the backends got (with the session's seed), for backends taken in later.
     var backendStartup: StartupMessage?
 
