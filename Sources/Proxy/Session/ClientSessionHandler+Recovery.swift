@@ -92,12 +92,21 @@ extension ClientSessionHandler {
     /// takes in a backend brought back into service. True when the group was held.
     func holdAtBoundary() -> Bool {
         guard isQuiet, let context else { return false }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let loop = context.eventLoop
-        if let ticket = shared.gate.waitForOpening({ loop.execute { bound.value.gateOpened() } }) {
-            gateTicket = ticket
-            holdCurrentGroup()
-            return true
+        // Busy first, then look at the gate (see `WriteGate.closedFlag`): a recovery that closes the
+        // gate after this look counts this session and waits for its statement.
+        if !gateBusy {
+            gateBusy = true
+            shared.gate.sessionBusy(true)
+        }
+        if shared.gate.mayBeClosed {
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            if let ticket = shared.gate.waitForOpening({ loop.execute { bound.value.gateOpened() } }) {
+                gateTicket = ticket
+                holdCurrentGroup()
+                noteGateBusy()
+                return true
+            }
         }
         // Only when the cluster's view changed since the session last looked (one counter read per statement).
         let generation = shared.registry.viewGeneration

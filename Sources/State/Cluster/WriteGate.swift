@@ -26,6 +26,10 @@ public final class WriteGate: Sendable {
     private let inner = Mutex(Inner())
     /// Sessions not quiet now.
     private let busySessions = Atomic<Int>(0)
+    /// Mirrors `closure != nil` (sequentially consistent, with `busySessions`): a session announces
+    /// itself busy *then* looks at the gate, the coordinator closes the gate *then* counts the busy
+    /// sessions — so a session that found the gate open is always counted.
+    private let closedFlag = Atomic<Bool>(false)
 
     public init() {}
 
@@ -37,7 +41,10 @@ public final class WriteGate: Sendable {
     public var isClosed: Bool { closure() != nil }
 
     /// How many sessions of this node are busy (in a transaction, or with statements unanswered).
-    public var busy: Int { busySessions.load(ordering: .acquiring) }
+    public var busy: Int { busySessions.load(ordering: .sequentiallyConsistent) }
+
+    /// Whether the gate may be closed (a fast check for every statement; `waitForOpening` decides).
+    public var mayBeClosed: Bool { closedFlag.load(ordering: .sequentiallyConsistent) }
 
     /// Closed and no session busy: every transaction open when it closed has ended.
     public func drained(id: String) -> Bool {
@@ -50,6 +57,7 @@ public final class WriteGate: Sendable {
         let changed = inner.withLock { s -> Bool in
             let was = s.closure
             s.closure = Closure(id: id, until: until)
+            closedFlag.store(true, ordering: .sequentiallyConsistent)
             return was?.id != id
         }
         if changed { notifyChange() }
@@ -64,6 +72,7 @@ public final class WriteGate: Sendable {
         let waiters = inner.withLock { s -> [@Sendable () -> Void]? in
             guard let c = s.closure, id == nil || c.id == id else { return nil }
             s.closure = nil
+            closedFlag.store(false, ordering: .sequentiallyConsistent)
             let w = Array(s.waiters.values)
             s.waiters = [:]
             return w
@@ -96,7 +105,7 @@ public final class WriteGate: Sendable {
 
     /// A session turned busy (`true`) or quiet (`false`); each session reports only its changes.
     public func sessionBusy(_ busy: Bool) {
-        let now = busySessions.wrappingAdd(busy ? 1 : -1, ordering: .acquiringAndReleasing).newValue
+        let now = busySessions.wrappingAdd(busy ? 1 : -1, ordering: .sequentiallyConsistent).newValue
         if !busy, now == 0, isClosed { notifyChange() }
     }
 
