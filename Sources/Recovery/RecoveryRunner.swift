@@ -156,8 +156,22 @@ public final class RecoveryRunner: @unchecked Sendable {
         try? d.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [slot])
         onProgress("\(db): replication slot", nil)
         let r = try LibPQConnection(conninfo(donor, db, replication: true), target: "\(donor.id) database \(db) (replication)")
-        guard let created = try r.simpleQuery("CREATE_REPLICATION_SLOT \(slot) LOGICAL pgoutput (SNAPSHOT 'export')").first,
-              let snapshot = created[2] else { throw Failure("donor \(donor.id) returned no snapshot for the replication slot of \(db)") }
+        // PostgreSQL creates the slot once every transaction that had written when it began has ended.
+        let created: [String?]
+        do {
+            guard let row = try r.simpleQuery("CREATE_REPLICATION_SLOT \(slot) LOGICAL pgoutput (SNAPSHOT 'export')",
+                                              timeout: configuration.recovery.slotTimeout).first else {
+                throw Failure("donor \(donor.id) returned no replication slot for \(db)")
+            }
+            created = row
+        } catch let f as LibPQConnection.Failure where f.description.contains("no answer within") {
+            let oldest = try? d.query("""
+                SELECT pid || ' (' || coalesce(nullif(application_name, ''), 'no application name') || ', user ' || usename || ', open since ' || xact_start || ')'
+                FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() ORDER BY xact_start LIMIT 1
+                """).first?.first.flatMap { $0 }
+            throw Failure("the replication slot of database \(db) was not ready within recovery.slot_timeout (\(configuration.recovery.slotTimeout) s): it waits for the transactions open on the donor \(donor.id) to end\(oldest.map { ", the oldest being backend pid \($0)" } ?? "")")
+        }
+        guard let snapshot = created[2] else { throw Failure("donor \(donor.id) returned no snapshot for the replication slot of \(db)") }
         let directory = configuration.recovery.workDirectory + "/\(target.id)-\(oid)"
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: configuration.recovery.workDirectory, withIntermediateDirectories: true)

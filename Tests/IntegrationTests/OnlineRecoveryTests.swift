@@ -238,4 +238,46 @@ import Wire
             }
         }
     }
+
+    /// A transaction left open: before the copy it holds up the donor's replication slot (bounded by
+    /// `slot_timeout`), across the cut-over it keeps the gate from draining within `gate_timeout` (three
+    /// attempts). Either way the recovery — not the client — gives up; the transaction then commits.
+    @Test(arguments: ["slot", "gate"])
+    func aTransactionLeftOpenMakesTheRecoveryGiveUpNotTheClient(when: String) async throws {
+        let extra = "[recovery]\ngate_timeout = 1\nslot_timeout = 2\n"
+        try await withPostgresServers(count: 3, options: Self.logical) { servers in
+            try await withNodeCluster(count: 1, backends: servers, extra: { _ in extra }) { cluster in
+                try await cluster.start(1, environment: when == "gate" ? ["PGCHORUS_TEST_RECOVERY_HOLD": "2"] : [:])
+                #expect(try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key)"]).exitCode == 0)
+                #expect(try cluster.cli(1, ["detach", "db3"]).exitCode == 0)
+                let open = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 60)
+                _ = try open.startup()
+                if when == "slot" {
+                    try send(open, [.query("BEGIN; INSERT INTO t VALUES (1)")])
+                    #expect(try open.readUntilReady().allSatisfy { $0.errorState == nil })
+                }
+                #expect(try cluster.cli(1, ["recover", "db3"]).exitCode == 0)
+                if when == "gate" {
+                    let catchingUp = try await cluster.waitUntil(seconds: 30) { try await cluster.status(1).recovery?.phase == "catching-up" }
+                    #expect(catchingUp)
+                    try send(open, [.query("BEGIN; INSERT INTO t VALUES (1)")])
+                    #expect(try open.readUntilReady().allSatisfy { $0.errorState == nil })
+                }
+                let ended = try await cluster.waitUntil(seconds: 60) { try await cluster.status(1).recovery?.finished == true }
+                let progress = try await cluster.status(1).recovery
+                #expect(ended)
+                #expect(progress?.phase == "failed")
+                let expected = when == "slot" ? "was not ready within recovery.slot_timeout" : "could not close in 3 attempts"
+                #expect(progress?.error?.contains(expected) == true, "\(progress?.error ?? "")")
+                #expect(progress?.error?.contains(when == "slot" ? "the oldest being backend pid" : "in a transaction") == true, "\(progress?.error ?? "")")
+                try send(open, [.query("INSERT INTO t VALUES (2); COMMIT")])
+                #expect(try open.readUntilReady().allSatisfy { $0.errorState == nil })
+                for s in servers.prefix(2) { #expect(try s.psql("select string_agg(id::text, ',' order by id) from t") == "1,2") }
+                let status = try await cluster.status(1)
+                #expect(status.backends.map(\.status) == ["online", "online", "failed"])
+                // Other sessions write on: the gate is open.
+                #expect(try Clients.psql(cluster.connectionString(1), ["-c", "insert into t values (3)"]).exitCode == 0)
+            }
+        }
+    }
 }

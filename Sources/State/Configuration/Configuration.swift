@@ -198,6 +198,8 @@ public struct Configuration: Sendable, Equatable {
         /// Recover a failed backend without an operator once its health checks have passed for `autoAfter` seconds.
         public var auto: Bool = false
         public var autoAfter: Double = 60
+        /// Seconds to wait for the donor's replication slot, which waits for the transactions open there.
+        public var slotTimeout: Double = 60
 
         public init(binDirectory: String? = nil, workDirectory: String = "/var/lib/pgchorus/recovery", jobs: Int = 2, gateTimeout: Double = 5,
                     catchUpLag: Int = 1_048_576, catchUpTimeout: Double = 3600) {
@@ -515,6 +517,7 @@ public struct Configuration: Sendable, Equatable {
         var recoveryWithAuto = recovery
         recoveryWithAuto.auto = try recoveryT.bool("auto", default: false)
         recoveryWithAuto.autoAfter = try recoveryT.duration("auto_after", default: 60, range: 1...86400)
+        recoveryWithAuto.slotTimeout = try recoveryT.duration("slot_timeout", default: 60, range: 1...86400)
         try recoveryT.rejectUnknownKeys()
         try root.rejectUnknownKeys()
         var configuration = Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication,

@@ -60,6 +60,15 @@ public final class LibPQConnection {
         return try rows(of: result)
     }
 
+    /// Like `simpleQuery`, but gives up after `timeout` seconds (the connection is then unusable; drop it).
+    @discardableResult
+    public func simpleQuery(_ sql: String, timeout: Double) throws -> [[String?]] {
+        guard PQsendQuery(handle, sql) == 1 else {
+            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+        }
+        return try collect(timeout: timeout)
+    }
+
     /// Like `query`, but gives up after `timeout` seconds (a frozen server answers nothing, and a
     /// blocking call would hang its thread for good): the connection is then unusable; drop it.
     public func query(_ sql: String, _ parameters: [String], timeout: Double) throws -> [[String?]] {
@@ -69,6 +78,11 @@ public final class LibPQConnection {
         guard PQsendQueryParams(handle, sql, Int32(parameters.count), nil, &pointers, nil, nil, 0) == 1 else {
             throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
         }
+        return try collect(timeout: timeout)
+    }
+
+    /// The results of the query sent, waiting at most `timeout` seconds.
+    private func collect(timeout: Double) throws -> [[String?]] {
         let deadline = Self.monotonicSeconds() + timeout
         var rows: [[String?]]?
         var failure: Failure?
