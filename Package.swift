@@ -104,6 +104,7 @@ let package = Package(
             name: "pgchorusd",
             dependencies: [
                 "Proxy", "State", "Admin", "Recovery", "VIP",
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -5,10 +5,19 @@ import Synchronization
 
 /// What every client session of one node shares: configuration, users, TLS and the cancel keys.
 public final class ProxyContext: Sendable {
-    public let configuration: Configuration
-    public let users: UserDirectory
+    /// What a reload may change (`reload`): each new session takes the values of its start.
+    struct Live {
+        var configuration: Configuration
+        var users: UserDirectory
+        var tlsContext: NIOSSLContext?
+    }
+
+    private let live: Mutex<Live>
+    /// The configuration as last (re)loaded; a session keeps the one it started with.
+    public var configuration: Configuration { live.withLock { $0.configuration } }
+    public var users: UserDirectory { live.withLock { $0.users } }
+    public var tlsContext: NIOSSLContext? { live.withLock { $0.tlsContext } }
     public let cancelRegistry = CancelRegistry()
-    public let tlsContext: NIOSSLContext?
     public let logger: Logger
     /// The node's view of which backends are online.
     public let registry: BackendRegistry
@@ -39,7 +48,6 @@ public final class ProxyContext: Sendable {
     /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
     public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, gate: WriteGate = WriteGate()) throws {
         self.gate = gate
-        self.configuration = configuration
         self.logger = logger
         let now = WallClock.unixTime()
         self.registry = registry ?? BackendRegistry(backends: configuration.backends, nodeID: configuration.node.id, logger: logger, now: now)
@@ -50,24 +58,37 @@ public final class ProxyContext: Sendable {
         self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
         self.epochs = CommitEpochs(configuration: configuration, logger: logger)
         self.messageMemory = MessageMemory(limit: configuration.proxy.messageMemory)
-        self.users = try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
-        if let tls = configuration.proxy.tls {
-            do {
-                let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map { NIOSSLCertificateSource.certificate($0) }
-                let key = try NIOSSLPrivateKey(file: tls.privateKeyFile, format: .pem)
-                let tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
-                self.tlsContext = try NIOSSLContext(configuration: tlsConfiguration)
-            } catch {
-                throw ConfigurationError(file: configuration.file, line: nil, key: "proxy.tls",
-                                         message: "cannot load the TLS certificate \(tls.certificateFile) or key \(tls.privateKeyFile): \(error)")
-            }
-        } else {
-            self.tlsContext = nil
-        }
+        self.live = Mutex(Live(configuration: configuration, users: try Self.loadUsers(configuration), tlsContext: try Self.loadTLS(configuration)))
         let board = viewBoard
         self.registry.addListener { change, _ in
             if change.status != .online { board.changed() }
         }
+    }
+
+    /// The users file of `configuration` (empty without one).
+    static func loadUsers(_ configuration: Configuration) throws(ConfigurationError) -> UserDirectory {
+        try configuration.auth.usersFile.map { path throws(ConfigurationError) in try UserDirectory.load(path: path) } ?? UserDirectory()
+    }
+
+    static func loadTLS(_ configuration: Configuration) throws(ConfigurationError) -> NIOSSLContext? {
+        guard let tls = configuration.proxy.tls else { return nil }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.privateKeyFile, format: .pem)
+            let tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            return try NIOSSLContext(configuration: tlsConfiguration)
+        } catch {
+            throw ConfigurationError(file: configuration.file, line: nil, key: "proxy.tls",
+                                     message: "cannot load the TLS certificate \(tls.certificateFile) or key \(tls.privateKeyFile): \(error)")
+        }
+    }
+
+    /// A reload: the users file and TLS material are read first (an error changes nothing), then
+    /// new sessions use `configuration` (sessions already open keep theirs).
+    public func reload(_ configuration: Configuration) throws(ConfigurationError) {
+        let users = try Self.loadUsers(configuration)
+        let tls = try Self.loadTLS(configuration)
+        live.withLock { $0 = Live(configuration: configuration, users: users, tlsContext: tls) }
     }
 
     /// Takes a backend out of service on every node, with why.

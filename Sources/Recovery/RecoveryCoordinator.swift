@@ -37,7 +37,9 @@ public struct RecoveryProgress: Sendable, Codable, Equatable {
 /// `RecoveryPlan`'s steps through `RecoveryRunner`, the cluster-wide write gate at the cut-over, and
 /// the backend's status on every node. Also watches for recoveries whose coordinator died.
 public final class RecoveryCoordinator: Service, Sendable {
-    let configuration: Configuration
+    private let settings: Mutex<Configuration>
+    /// The configuration as last (re)loaded (`update`).
+    var configuration: Configuration { settings.withLock { $0 } }
     let registry: BackendRegistry
     let stateService: StateService
     let logger: Logger
@@ -56,10 +58,15 @@ public final class RecoveryCoordinator: Service, Sendable {
     static let stallRecorder = Recorder(label: "pgchorus_recovery_gate_stall_seconds")
     static let outcomes = Counter(label: "pgchorus_recoveries_total")
 
+    /// A reload: the next use takes the new settings.
+    public func update(_ configuration: Configuration) {
+        settings.withLock { $0 = configuration }
+    }
+
     public init(configuration: Configuration, registry: BackendRegistry, stateService: StateService, logger: Logger,
                 healthy: @escaping @Sendable (String) -> Bool? = { _ in nil }) {
         self.healthy = healthy
-        self.configuration = configuration
+        self.settings = Mutex(configuration)
         self.registry = registry
         self.stateService = stateService
         self.logger = logger

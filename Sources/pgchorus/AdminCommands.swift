@@ -49,8 +49,12 @@ struct DaemonOptions: ParsableArguments {
             do {
                 path = try Configuration.load(path: config).admin.socket
             } catch {
-                printError("pgchorus: \(error)\n(pass --config FILE or --socket PATH)")
-                throw ExitCode(3)
+                // A reload is how the daemon learns of the file's errors (log, event log): ask it anyway.
+                guard request.command == .reload, let socket = Configuration.adminSocket(path: config) else {
+                    printError("pgchorus: \(error)\n(pass --config FILE or --socket PATH)")
+                    throw ExitCode(3)
+                }
+                path = socket
             }
         }
         let response: AdminResponse
@@ -236,5 +240,23 @@ struct RecoverCommand: AsyncParsableCommand {
             }
             try await Task.sleep(for: .milliseconds(terminal ? 250 : 1000))
         }
+    }
+}
+
+struct ReloadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload",
+        abstract: "Make the node re-read its configuration file, users file and TLS material (as SIGHUP and `systemctl reload pgchorusd` do).",
+        discussion: """
+            The whole file is validated first; an invalid one is refused and nothing changes. What applies at \
+            once and what needs a restart is listed per key in docs/configuration.md; the answer names both. \
+            Sessions already open keep the settings they started with. Exit status: 0 reloaded, 1 refused.
+            """)
+
+    @OptionGroup var options: DaemonOptions
+
+    func run() async throws {
+        let r = try await options.send(AdminRequest(command: .reload))
+        if options.json { options.printJSON(r) } else { print(r.message ?? "reloaded") }
     }
 }

@@ -8,6 +8,6 @@ struct PGChorusCommand: AsyncParsableCommand {
         commandName: "pgchorus",
         abstract: "Operate a pgchorus cluster: status, backends, nodes, events, attach/detach, configuration check, local demo.",
         version: PGChorusVersion.current,
-        subcommands: [StatusCommand.self, BackendsCommand.self, NodesCommand.self, EventsCommand.self, AttachCommand.self, DetachCommand.self, RecoverCommand.self, VIPCommand.self, DNSCommand.self,
+        subcommands: [StatusCommand.self, BackendsCommand.self, NodesCommand.self, EventsCommand.self, AttachCommand.self, DetachCommand.self, RecoverCommand.self, ReloadCommand.self, VIPCommand.self, DNSCommand.self,
                       ConfigCommand.self, DemoCommand.self, SecretCommand.self])
 }

@@ -26,7 +26,8 @@ struct PGChorusDaemon: AsyncParsableCommand {
             /etc/pgchorus/users.txt (client users), /var/lib/pgchorus/state.sqlite (state database), \
             /run/pgchorus/admin.sock (admin API). Documentation: /usr/share/doc/pgchorus/.
 
-            Signals: SIGTERM or SIGINT stop the node gracefully (the virtual IP is handed over first). \
+            Signals: SIGTERM or SIGINT stop the node gracefully (the virtual IP is handed over first); SIGHUP \
+            reloads the configuration (`pgchorus reload` does the same; docs/configuration.md says what applies live). \
             Under systemd (Type=notify) READY=1 is sent once the listeners are open.
 
             Exit status: 0 after a clean stop, 1 when the node cannot start (a port in use, the state \
@@ -49,10 +50,11 @@ struct PGChorusDaemon: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let level = Logger.Level(rawValue: logLevel ?? configuration.log.level) ?? .info
+        ReloadableLogHandler.set(level)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            handler.logLevel = .trace
+            return ReloadableLogHandler(inner: handler)
         }
         var logger = Logger(label: "pgchorusd")
         logger[metadataKey: "node"] = "\(configuration.node.id)"
@@ -126,7 +128,11 @@ struct PGChorusDaemon: AsyncParsableCommand {
                                                     administration: administration, logger: logger)
             // Shut down in reverse: the VIP is handed over first (while the proxy still serves and the
             // state service still talks to the peers).
-            services = [stateService, health, server, resolver, adminServer, recovery]
+            let reloader = NodeReloader(path: config, configuration: configuration,
+                                        parts: .init(context: context, registry: registry, health: health, recovery: recovery, administration: administration),
+                                        store: store, logger: logger, fixedLogLevel: logLevel != nil)
+            administration.setReloadHandler { reloader.reload() }
+            services = [stateService, health, server, resolver, adminServer, recovery, ReloadOnHangup(reloader: reloader)]
             if let vipService { services.append(vipService) }
             if let address = admin.metricsAddress {
                 services.append(try await MetricsEndpoint(address: address, port: admin.metricsPort, registry: metricsRegistry,

@@ -5,7 +5,7 @@ import State
 /// One request to the admin API: a JSON object on one line.
 public struct AdminRequest: Sendable, Codable, Equatable {
     public enum Command: String, Sendable, Codable, CaseIterable {
-        case status, events, detach, attach, recover
+        case status, events, detach, attach, recover, reload
     }
 
     public var command: Command

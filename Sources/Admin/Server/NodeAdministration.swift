@@ -1,3 +1,4 @@
+import Synchronization
 import Logging
 import NIOPosix
 import Recovery
@@ -6,7 +7,9 @@ import State
 /// Carries out admin requests on this node: reads the state for `status` and `events`, changes a
 /// backend's status through the registry (so every peer hears of it) for `detach` and `attach`.
 public final class NodeAdministration: Sendable {
-    let configuration: Configuration
+    private let current: Mutex<Configuration>
+    /// The configuration as last (re)loaded (`update`).
+    var configuration: Configuration { current.withLock { $0 } }
     let registry: BackendRegistry
     let store: StateStore?
     let stateService: StateService
@@ -14,15 +17,21 @@ public final class NodeAdministration: Sendable {
     let sessions: @Sendable () -> Int
     let vip: (@Sendable () -> ClusterStatus.VIP)?
     let recovery: RecoveryCoordinator?
+    let reloadHandler = Mutex<(@Sendable () -> Result<String, ConfigurationError>)?>(nil)
     let startedAt: Double
     let logger: Logger
+
+    /// A reload: the next use takes the new settings.
+    public func update(_ configuration: Configuration) {
+        current.withLock { $0 = configuration }
+    }
 
     public init(configuration: Configuration, registry: BackendRegistry, store: StateStore?, stateService: StateService,
                 healthChecker: HealthChecker?, logger: Logger, sessions: @escaping @Sendable () -> Int,
                 vip: (@Sendable () -> ClusterStatus.VIP)? = nil, recovery: RecoveryCoordinator? = nil) {
         self.vip = vip
         self.recovery = recovery
-        self.configuration = configuration
+        self.current = Mutex(configuration)
         self.registry = registry
         self.store = store
         self.stateService = stateService
@@ -30,6 +39,11 @@ public final class NodeAdministration: Sendable {
         self.sessions = sessions
         self.startedAt = WallClock.unixTime()
         self.logger = logger
+    }
+
+    /// What `reload` runs (the daemon's `NodeReloader`).
+    public func setReloadHandler(_ handler: @escaping @Sendable () -> Result<String, ConfigurationError>) {
+        reloadHandler.withLock { $0 = handler }
     }
 
     public func handle(_ request: AdminRequest) async -> AdminResponse {
@@ -49,6 +63,12 @@ public final class NodeAdministration: Sendable {
             return await attach(request.backend)
         case .recover:
             return recover(request.backend, cancel: request.cancel ?? false)
+        case .reload:
+            guard let handler = reloadHandler.withLock({ $0 }) else { return .failure("this node cannot reload") }
+            switch handler() {
+            case let .success(summary): return AdminResponse(ok: true, message: summary)
+            case let .failure(why): return .failure("reload refused, the running configuration stays: \(why)")
+            }
         }
     }
 

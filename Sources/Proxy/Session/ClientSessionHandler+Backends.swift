@@ -22,7 +22,7 @@ extension ClientSessionHandler {
             backendStartup.parameters += [(DeterministicValues.seedSetting, DeterministicValues.newSeed()),
                                           (DeterministicValues.stampSetting, "0;\(WallClock.timestampLiteral())")]
         }
-        let timeout = shared.configuration.proxy.backendConnectTimeout
+        let timeout = configuration.proxy.backendConnectTimeout
         startupTimer?.cancel()
         loginRound = LoginRound(backends: targets.count)
         startupTimer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
@@ -46,8 +46,8 @@ extension ClientSessionHandler {
     func openBackend(_ index: Int, _ backend: Configuration.Backend, startup: StartupMessage) {
         guard let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let maxMessage = shared.configuration.proxy.maxMessageSize
-        let timeout = shared.configuration.proxy.backendConnectTimeout
+        let maxMessage = configuration.proxy.maxMessageSize
+        let timeout = configuration.proxy.backendConnectTimeout
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.milliseconds(Int64(timeout * 1000)))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)

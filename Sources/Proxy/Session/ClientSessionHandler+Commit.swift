@@ -63,7 +63,7 @@ extension ClientSessionHandler {
     /// Makes sure pgchorus' schema (`schemaDDL`) exists in this database on every backend before the
     /// first statement: with several backends configured, definitions may use its functions even while one is online.
     func ensureCommitLog() {
-        guard tracker.deterministic || (liveCount > 1 && shared.configuration.replication.twoPhaseCommit) else { return }
+        guard tracker.deterministic || (liveCount > 1 && configuration.replication.twoPhaseCommit) else { return }
         let missing = shared.commitLogReady.withLock { ready in
             backends.filter(\.isLive).contains { !ready.contains("\($0.backend.id)/\(database)") }
         }

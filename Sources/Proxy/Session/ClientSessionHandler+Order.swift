@@ -15,7 +15,7 @@ extension ClientSessionHandler {
     /// unless another node holds it), and gives it back when the statement has run on every backend.
     /// A lead that fails takes the lock with it; a node that dies releases it when its connections close.
     func takeClusterOrder() {
-        guard shared.configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive else { return }
+        guard configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive else { return }
         sendOwn("SELECT pg_catalog.pg_advisory_lock(\(Self.clusterOrderLock))", to: lead)
         clusterOrderOn = lead
     }

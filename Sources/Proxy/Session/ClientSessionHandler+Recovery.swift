@@ -164,7 +164,7 @@ extension ClientSessionHandler {
             openBackend(index, backend, startup: backendStartup)
         }
         takingIn = indices
-        let timeout = shared.configuration.proxy.backendConnectTimeout
+        let timeout = configuration.proxy.backendConnectTimeout
         takeInTimer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
             let session = bound.value
             for i in session.takingIn ?? [] {

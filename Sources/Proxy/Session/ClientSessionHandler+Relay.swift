@@ -105,7 +105,7 @@ extension ClientSessionHandler {
         case .flush, .copyData, .copyDone, .copyFail:
             endGroup(cycle: false)
         default:
-            if currentGroupBytes > shared.configuration.proxy.maxMessageSize { endGroup(cycle: false) }
+            if currentGroupBytes > configuration.proxy.maxMessageSize { endGroup(cycle: false) }
         }
     }
 
@@ -133,7 +133,7 @@ extension ClientSessionHandler {
         currentGroupBytes = 0
         prepareTracker()
         let result = tracker.process(frames) { transactionTimestampLiteral() }
-        if result.writes || shared.configuration.cluster.readsWithoutQuorum == "refuse", liveCount > 1,
+        if result.writes || configuration.cluster.readsWithoutQuorum == "refuse", liveCount > 1,
            let fenced = shared.registry.fencedReason() {
             fatal(fencedError(fenced, detail: result.writes ? "it takes no writes" : "it takes no writes, and no reads either (cluster.reads_without_quorum)"))
             return
@@ -142,14 +142,14 @@ extension ClientSessionHandler {
         noteEffects(of: result, seq: nextSeq)
         let replicated = liveCount > 1
         if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
-           votedCommitAvailable, !transactionPreventsPrepare, shared.configuration.replication.twoPhaseCommit {
+           votedCommitAvailable, !transactionPreventsPrepare, configuration.replication.twoPhaseCommit {
             startCommit(frames)
             return
         }
         if replicated, result.containsCommit, !result.isCommit, wroteInTransaction {
             logger.warning("COMMIT sent together with other statements in one message: committed without the vote")
         }
-        let routing = shared.configuration.replication.readRouting
+        let routing = configuration.replication.readRouting
         if replicated, cycle, result.isPlainRead, !result.writes, unreleased.isEmpty, routedRead == nil, !openExtendedGroup {
             // A read of per-server state (catalogs, statistics, pg_backend_pid(), random() …) is the lead's
             // alone, in a transaction too: comparing it would fail backends for being different servers.
@@ -166,7 +166,7 @@ extension ClientSessionHandler {
         }
         // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
         let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && !result.preventsPrepare && lastStatus == .idle
-            && shared.configuration.replication.twoPhaseCommit && votedCommitAvailable
+            && configuration.replication.twoPhaseCommit && votedCommitAvailable
         // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
         // answered once every backend has done it: a session the client opens next may rely on it.
         let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
@@ -365,7 +365,7 @@ extension ClientSessionHandler {
         }
         switch exp.kind {
         case .client:
-            if liveCount > 1 { backends[lead].digest.add(frame, hashRows: shared.configuration.replication.compareRows) }
+            if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
             if exp.holdReady && frame.type == BackendMessage.Kind.readyForQuery.rawValue {
                 // Kept back until the vote on this autocommit write is carried out.
             } else if exp.answerWhenAll && frame.type == BackendMessage.Kind.readyForQuery.rawValue && exp.seq > deliveredThrough && liveCount > 1 {
@@ -415,7 +415,7 @@ extension ClientSessionHandler {
         guard let exp = backends[index].expected.first else { return }
         switch exp.kind {
         case .client:
-            backends[index].digest.add(frame, hashRows: shared.configuration.replication.compareRows)
+            backends[index].digest.add(frame, hashRows: configuration.replication.compareRows)
         case .prepare, .finish:
             recordCommitMessage(index, frame)
         case .internalQuery:

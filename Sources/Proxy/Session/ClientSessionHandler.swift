@@ -32,6 +32,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     static let handoverTimeout: TimeAmount = .seconds(30)
 
     let shared: ProxyContext
+    /// The node's configuration when this session started (a reload applies to new sessions).
+    let configuration: Configuration
     var logger: Logger
     var phase = Phase.awaitingStartup
     var context: ChannelHandlerContext?
@@ -180,8 +182,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     init(shared: ProxyContext, maximumMessageSize: Int) {
         self.inbound = InboundFrames(ClientMessageDecoder(maximumMessageSize: maximumMessageSize))
         self.shared = shared
+        self.configuration = shared.configuration
         self.logger = shared.logger
-        self.followerTimeout = .milliseconds(Int64(shared.configuration.replication.followerTimeout * 1000))
+        self.followerTimeout = .milliseconds(Int64(configuration.replication.followerTimeout * 1000))
     }
 
     // MARK: client channel events
@@ -195,7 +198,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         let count = shared.activeSessions.wrappingAdd(1, ordering: .relaxed).newValue
         ProxyMetrics.sessionsOpened.increment()
         counted = true
-        if count > shared.configuration.proxy.maxClients {
+        if count > configuration.proxy.maxClients {
             fatal(ErrorFields(severity: "FATAL", sqlState: "53300", message: "sorry, too many clients already"))
             return
         }
@@ -216,7 +219,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     private func reserveArrivingMessage() -> Bool {
         guard arrivingReservation == 0, phase == .relaying || phase == .connectingBackends,
               let length = inbound.nextTypedMessageLength(), length >= MessageMemory.largeMessage,
-              length <= shared.configuration.proxy.maxMessageSize + 4 else { return true }
+              length <= configuration.proxy.maxMessageSize + 4 else { return true }
         if shared.messageMemory.reserve(length) {
             arrivingReservation = length
             return true
@@ -349,14 +352,14 @@ final class ClientSessionHandler: ChannelInboundHandler {
         }
         let database = message["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
         self.database = database
-        tracker = StatementTracker(refuseVolatile: shared.configuration.replication.volatileFunctions == "refuse")
-        tracker.refusePhysicalOrder = shared.configuration.replication.physicalOrderWrites == "refuse"
-        tracker.deterministic = shared.configuration.backends.count > 1
+        tracker = StatementTracker(refuseVolatile: configuration.replication.volatileFunctions == "refuse")
+        tracker.refusePhysicalOrder = configuration.replication.physicalOrderWrites == "refuse"
+        tracker.deterministic = configuration.backends.count > 1
         logger[metadataKey: "user"] = "\(user)"
         logger[metadataKey: "database"] = "\(database)"
         let host = context.channel.remoteAddress?.ipAddress ?? "unknown"
         let address = context.channel.remoteAddress?.ipAddress.flatMap(IPAddressBytes.init)
-        guard let rule = shared.configuration.auth.rules.first(where: { $0.matches(database: database, user: user, address: address) }) else {
+        guard let rule = configuration.auth.rules.first(where: { $0.matches(database: database, user: user, address: address) }) else {
             fatal(ErrorFields(severity: "FATAL", sqlState: "28000",
                               message: "no pgchorus auth rule for host \"\(host)\", user \"\(user)\", database \"\(database)\""))
             return

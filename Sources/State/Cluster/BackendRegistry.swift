@@ -120,6 +120,35 @@ public final class BackendRegistry: Sendable {
         }
     }
 
+    /// A reload's backends (`ConfigurationReload`): a new id joins `down` (it holds no data yet:
+    /// `pgchorus recover` brings it in), a missing id leaves service like a detach and is forgotten.
+    /// Entries end in the order of `order` (the configuration's), which decides the lead.
+    public func reconfigure(added: [Configuration.Backend], removed: [Configuration.Backend], order: [String], now: Double) {
+        for b in removed {
+            setStatus(b.id, .down, reason: "removed from the configuration by a reload on \(nodeID)", now: now)
+        }
+        let changes = entries.withLock { entries -> [(BackendState, Entry)] in
+            entries.removeAll { e in removed.contains { $0.id == e.backend.id } }
+            var out: [(BackendState, Entry)] = []
+            for b in added where !entries.contains(where: { $0.backend.id == b.id }) {
+                let old = BackendState(id: b.id, status: .down, reason: "", since: now, generation: 0, origin: nodeID)
+                let state = BackendState(id: b.id, status: .down, reason: "added by a configuration reload on \(nodeID); bring it in with `pgchorus recover \(b.id)`",
+                                         since: now, generation: 1, origin: nodeID)
+                let entry = Entry(backend: b, state: state)
+                entries.append(entry)
+                persist(entry, old: old)
+                out.append((old, entry))
+            }
+            let rank = Dictionary(uniqueKeysWithValues: order.enumerated().map { ($0.element, $0.offset) })
+            entries.sort { (rank[$0.backend.id] ?? Int.max) < (rank[$1.backend.id] ?? Int.max) }
+            return out
+        }
+        for (old, entry) in changes {
+            logChange(entry, old: old)
+            for l in listeners.withLock({ $0 }) { l(entry.state, true) }
+        }
+    }
+
     /// Applies a change learned from a peer; false when it is a duplicate, stale or unknown.
     @discardableResult
     public func apply(_ remote: BackendState) -> Bool {

@@ -292,6 +292,15 @@ public struct Configuration: Sendable, Equatable {
     }
 
     /// Parses configuration text; `file` names it in errors.
+    /// Only `admin.socket` of a file that may be invalid otherwise (so `pgchorus reload` reaches the
+    /// daemon, which reports the file's errors itself); nil when even that cannot be read.
+    public static func adminSocket(path: String) -> String? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let doc = try? TOMLDocument(text: text, file: path) else { return nil }
+        let base = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        guard case let .table(admin)? = doc.root["admin"], case let .string(socket)? = admin["socket"] else { return "/run/pgchorus/admin.sock" }
+        return socket.hasPrefix("/") ? socket : "\(base)/\(socket)"
+    }
+
     public static func parse(text: String, file: String) throws(ConfigurationError) -> Configuration {
         let doc = try TOMLDocument(text: text, file: file)
         var root = TableReader(document: doc, path: "", table: doc.root)

@@ -36,15 +36,22 @@ public final class HealthChecker: Service, Sendable {
     /// The advisory-lock key of the witness ("pgchorus" in ASCII, as a bigint).
     static let witnessKey: Int64 = 0x7067_6368_6f72_7573
 
-    let configuration: Configuration
+    private let current: Mutex<Configuration>
+    /// The configuration as last (re)loaded (`update`).
+    var configuration: Configuration { current.withLock { $0 } }
     let registry: BackendRegistry
     let logger: Logger
     let pool: NIOThreadPool
     let latest = Mutex<[String: Report]>([:])
     let witness: WitnessConnections?
 
+    /// A reload: the next use takes the new settings.
+    public func update(_ configuration: Configuration) {
+        current.withLock { $0 = configuration }
+    }
+
     public init(configuration: Configuration, registry: BackendRegistry, logger: Logger) {
-        self.configuration = configuration
+        self.current = Mutex(configuration)
         self.registry = registry
         self.logger = logger
         // One thread per backend: a hung backend must not delay the others' checks.

@@ -1,0 +1,108 @@
+import Foundation
+import Glibc
+import LocalCluster
+import Testing
+import TestSupport
+
+/// `pgchorus reload` and SIGHUP against a real node under pgbench: what applies live applies, an
+/// invalid file changes nothing, backends leave and join without a session dropped.
+@Suite(.serialized) struct ReloadTests {
+    static let trustAll = "[[auth.rules]]\nuser = \"all\"\naddress = \"127.0.0.0/8\"\nmethod = \"trust\"\n"
+    static let health = "[health_check]\ninterval = 0.5\ntimeout = 5\nfailures = 3\n"
+
+    /// pgbench through the node for `seconds`.
+    static func load(seconds: Int) -> [String] { ["-h", "127.0.0.2", "-n", "-M", "extended", "-c", "8", "-j", "2", "-T", "\(seconds)"] }
+
+    /// Starts node 1 and makes pgbench's tables through it; returns its port.
+    func startUnderLoad(_ cluster: NodeCluster) async throws -> Int {
+        try await cluster.start(1)
+        let port = cluster.port
+        let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
+        #expect(initialise.exitCode == 0, "\(initialise.report)")
+        return port
+    }
+
+    func rewrite(_ cluster: NodeCluster, _ change: (String) -> String) throws {
+        let path = cluster.configPath(1)
+        try change(try String(contentsOfFile: path, encoding: .utf8)).write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    @Test func aReloadUnderLoadAppliesAuthRulesAndHealthChecksWithoutDroppingASession() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withNodeCluster(count: 1, backends: servers, extra: { _ in Self.trustAll + Self.health }) { cluster in
+                let port = try await startUnderLoad(cluster)
+                async let load = runBlocking { try Clients.pgbench(port: port, Self.load(seconds: 10)) }
+                try await Task.sleep(for: .seconds(3))
+                try rewrite(cluster) { text in
+                    text.replacingOccurrences(of: Self.trustAll, with: "[[auth.rules]]\nuser = \"intruder\"\nmethod = \"reject\"\n\n" + Self.trustAll)
+                        .replacingOccurrences(of: "interval = 0.5", with: "interval = 0.7") + "\n[log]\nlevel = \"debug\"\n"
+                }
+                let reload = try cluster.cli(1, ["reload"])
+                #expect(reload.exitCode == 0, "\(reload.report)")
+                for key in ["auth.rules", "health_check", "log.level"] { #expect(reload.stdout.contains(key), "\(reload.report)") }
+                let intruder = try Clients.psql("host=127.0.0.2 port=\(port) user=intruder dbname=postgres", ["-c", "select 1"])
+                #expect(intruder.exitCode != 0)
+                #expect(intruder.stderr.contains("rejects connection for user \"intruder\""), "\(intruder.report)")
+
+                // A typo: refused as a whole, with the file, line and key; the running rules stay.
+                try rewrite(cluster) { $0.replacingOccurrences(of: "interval = 0.7", with: "intervall = 0.7") }
+                let invalid = try cluster.cli(1, ["reload"])
+                #expect(invalid.exitCode == 1, "\(invalid.report)")
+                #expect(invalid.stderr.contains(cluster.configPath(1)) && invalid.stderr.contains("intervall"), "\(invalid.report)")
+                #expect(try Clients.psql("host=127.0.0.2 port=\(port) user=intruder dbname=postgres", ["-c", "select 1"]).exitCode != 0)
+                #expect(try Clients.psql(cluster.connectionString(1), ["-c", "select 1"]).exitCode == 0)
+
+                let run = try await load
+                #expect(run.exitCode == 0, "\(run.report)")
+                #expect(run.stdout.contains("number of failed transactions: 0"), "\(run.report)")
+                let kinds = try await cluster.events(1).map(\.kind)
+                #expect(kinds.contains("reload") && kinds.contains("reload-refused"), "\(kinds)")
+                let status = try await cluster.status(1)
+                #expect(status.backends.allSatisfy { $0.status == "online" })
+            }
+        }
+    }
+
+    @Test func backendsLeaveAndJoinLiveAndSIGHUPReloads() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            let extraServer = try LocalPostgresServer.start(options: PostgresServerOptions(name: "db4"))
+            defer { extraServer.remove() }
+            try await withNodeCluster(count: 1, backends: servers, extra: { _ in Self.trustAll + Self.health }) { cluster in
+                let port = try await startUnderLoad(cluster)
+                async let load = runBlocking { try Clients.pgbench(port: port, Self.load(seconds: 8)) }
+                try await Task.sleep(for: .seconds(3))
+                // db3 leaves the file, and the listen port changes (that one waits for a restart).
+                try rewrite(cluster) { text in
+                    text.replacingOccurrences(of: backendsTOML(servers), with: backendsTOML(Array(servers.prefix(2))))
+                        .replacingOccurrences(of: "listen_port = \(port)", with: "listen_port = \(port + 1)")
+                }
+                let removed = try cluster.cli(1, ["reload"])
+                #expect(removed.exitCode == 0, "\(removed.report)")
+                #expect(removed.stdout.contains("backends removed: db3"), "\(removed.report)")
+                #expect(removed.stdout.contains("needs a restart (running values kept): proxy.listen_port"), "\(removed.report)")
+                #expect(try await cluster.status(1).backends.map(\.id) == ["db1", "db2"])
+                let run = try await load
+                #expect(run.exitCode == 0, "\(run.report)")
+                #expect(run.stdout.contains("number of failed transactions: 0"), "\(run.report)")
+                let sums = try Consistency.checksums(Array(servers.prefix(2)))
+                #expect(Set(sums).count == 1, "\(sums)")
+                // Still serving on the running port.
+                #expect(try Clients.psql(cluster.connectionString(1), ["-c", "insert into pgbench_history (tid, bid, aid, delta) values (1, 1, 1, 1)"]).exitCode == 0)
+
+                // db4 joins through SIGHUP: down, waiting to be recovered.
+                try rewrite(cluster) { $0.replacingOccurrences(of: backendsTOML(Array(servers.prefix(2))), with: backendsTOML(Array(servers.prefix(2)) + [extraServer])) }
+                let reloadsBefore = try await cluster.events(1).filter { $0.kind == "reload" }.count
+                kill(cluster.pid(1), SIGHUP)
+                let joined = try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).backends.map(\.id) == ["db1", "db2", "db4"] }
+                let status = try await cluster.status(1)
+                #expect(joined, "\(status.backends.map(\.id))")
+                let db4 = status.backends.first { $0.id == "db4" }
+                #expect(db4?.status == "down")
+                #expect(db4?.reason.contains("pgchorus recover db4") == true, "\(db4?.reason ?? "")")
+                #expect(try await cluster.events(1).filter { $0.kind == "reload" }.count == reloadsBefore + 1)
+                // New sessions use the online backends only.
+                #expect(try Clients.psql(cluster.connectionString(1), ["-c", "select count(*) from pgbench_branches"]).exitCode == 0)
+            }
+        }
+    }
+}
