@@ -105,4 +105,43 @@ import TestSupport
             }
         }
     }
+
+    /// A backend added on one node only: each node's status warns about the other's list; once both
+    /// have it, it is `down` on both and the warnings are gone.
+    @Test func backendListsThatDifferBetweenNodesAreShownOnEveryNode() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            let extraServer = try LocalPostgresServer.start(options: PostgresServerOptions(name: "db3"))
+            defer { extraServer.remove() }
+            try await withNodeCluster(count: 2, backends: servers, extra: { _ in Self.trustAll }) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                func add(_ node: Int) throws {
+                    let path = cluster.configPath(node)
+                    let text = try String(contentsOfFile: path, encoding: .utf8)
+                    try text.replacingOccurrences(of: backendsTOML(servers), with: backendsTOML(servers + [extraServer]))
+                        .write(toFile: path, atomically: true, encoding: .utf8)
+                    let r = try cluster.cli(node, ["reload"])
+                    #expect(r.exitCode == 0, "\(r.report)")
+                }
+                try add(1)
+                let warned = try await cluster.waitUntil(seconds: 10) {
+                    let one = try await cluster.status(1).warnings ?? [], two = try await cluster.status(2).warnings ?? []
+                    return one.contains("node node2 does not know backend(s) db3 of this node's configuration")
+                        && two.contains("node node1 has backend(s) db3 that this node's configuration lacks")
+                }
+                let w1 = try await cluster.status(1).warnings, w2 = try await cluster.status(2).warnings
+                #expect(warned, "\(w1 ?? []) / \(w2 ?? [])")
+                let shown = try cluster.cli(2, ["status"])
+                #expect(shown.stdout.contains("warning:  node node1 has backend(s) db3"), "\(shown.report)")
+                try add(2)
+                let settled = try await cluster.waitUntil(seconds: 10) {
+                    let a = try await cluster.status(1), b = try await cluster.status(2)
+                    return (a.warnings ?? []).isEmpty && (b.warnings ?? []).isEmpty
+                        && a.backends.first { $0.id == "db3" }?.status == "down" && b.backends.first { $0.id == "db3" }?.status == "down"
+                }
+                #expect(settled)
+            }
+        }
+    }
 }

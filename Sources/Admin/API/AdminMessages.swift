@@ -102,6 +102,8 @@ public struct ClusterStatus: Sendable, Codable, Equatable {
     public var recovery: RecoveryProgress?
     /// `healthy`, `degraded` or `critical`.
     public var health: String
+    /// Configurations that differ between nodes (backend lists), as sentences; nil or empty: none.
+    public var warnings: [String]?
 
     public init(node: Node, nodes: [StateService.NodeView], backends: [Backend], quorum: Bool, vip: VIP, recovery: RecoveryProgress?, health: String) {
         self.node = node; self.nodes = nodes; self.backends = backends; self.quorum = quorum; self.vip = vip

@@ -51,6 +51,7 @@ public enum StatusRendering {
         backends: \(online) of \(s.backends.count) online
 
         """
+        for w in s.warnings ?? [] { out += "warning:  \(w)\n" }
         out += "\n" + nodes(s) + "\n\n" + backends(s) + "\n"
         return out
     }

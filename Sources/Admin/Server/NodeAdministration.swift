@@ -91,6 +91,8 @@ public final class NodeAdministration: Sendable {
             vip: vip?() ?? .init(mode: "none", address: nil, owner: nil),
             recovery: recovery?.progress(), health: "")
         s.health = ClusterStatus.health(for: s.exitCode)
+        let warnings = stateService.configurationWarnings()
+        s.warnings = warnings.isEmpty ? nil : warnings
         return s
     }
 

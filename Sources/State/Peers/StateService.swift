@@ -49,6 +49,8 @@ public final class StateService: Service, Sendable {
         var peerRequests: [String: String] = [:]
         /// Each peer's gate, as it last reported it.
         var peerGates: [String: PeerMessage.GateState] = [:]
+        /// The backend ids each peer last reported (its configuration's).
+        var peerBackends: [String: Set<String>] = [:]
     }
 
     let configuration: Configuration
@@ -119,6 +121,21 @@ public final class StateService: Service, Sendable {
             if local { self?.changedLocally() }
         }
         gate.onChange { [weak self] in self?.broadcastNow() }
+    }
+
+    /// Where the peers' backend lists differ from this node's (a reload done on some nodes only).
+    public func configurationWarnings() -> [String] {
+        let mine = Set(registry.snapshot().map(\.backend.id))
+        return inner.withLock { s in
+            s.peerBackends.keys.sorted().flatMap { peer -> [String] in
+                let theirs = s.peerBackends[peer] ?? []
+                var out: [String] = []
+                let missing = mine.subtracting(theirs).sorted(), extra = theirs.subtracting(mine).sorted()
+                if !missing.isEmpty { out.append("node \(peer) does not know backend(s) \(missing.joined(separator: ", ")) of this node's configuration") }
+                if !extra.isEmpty { out.append("node \(peer) has backend(s) \(extra.joined(separator: ", ")) that this node's configuration lacks") }
+                return out
+            }
+        }
     }
 
     // MARK: write gate
@@ -334,6 +351,7 @@ public final class StateService: Service, Sendable {
         }
         _ = witness
         if let beacon = message.vip { vipHooks.withLock { $0 }?.received(message.from, beacon) }
+        if message.kind != .ack { inner.withLock { $0.peerBackends[message.from] = Set(message.backends.map(\.id)) } }
         var applied = 0
         for b in message.backends where registry.apply(b) { applied += 1 }
         // After the backends: a gate withdrawn at a cut-over opens only once the backend is known online.
