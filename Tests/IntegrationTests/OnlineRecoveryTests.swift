@@ -11,6 +11,7 @@ import Wire
 /// Online recovery with real servers (wal_level = logical) and real pgchorusd nodes: a failed backend
 /// is rebuilt from a donor while clients write through two nodes, and comes back identical; every way
 /// it can go wrong leaves the backend failed, the gate open and nothing of the recovery behind.
+extension TimingSensitive {
 @Suite(.serialized) struct OnlineRecoveryTests {
     static let logical = PostgresServerOptions(maxPreparedTransactions: 20, extraSettings: ["wal_level": "logical"])
     static let health = "[health_check]\ninterval = 0.5\ntimeout = 5\nfailures = 3\n"
@@ -280,4 +281,5 @@ import Wire
             }
         }
     }
+}
 }

@@ -6,6 +6,7 @@ import TestSupport
 
 /// `pgchorus reload` and SIGHUP against a real node under pgbench: what applies live applies, an
 /// invalid file changes nothing, backends leave and join without a session dropped.
+extension TimingSensitive {
 @Suite(.serialized) struct ReloadTests {
     static let trustAll = "[[auth.rules]]\nuser = \"all\"\naddress = \"127.0.0.0/8\"\nmethod = \"trust\"\n"
     static let health = "[health_check]\ninterval = 0.5\ntimeout = 5\nfailures = 3\n"
@@ -144,4 +145,5 @@ import TestSupport
             }
         }
     }
+}
 }
