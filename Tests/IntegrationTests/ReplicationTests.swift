@@ -140,6 +140,36 @@ import TestSupport
         }
     }
 
+    /// A lock cycle through the sequence turn: B holds the turn while its INSERT … SELECT … FOR UPDATE
+    /// waits on A's row lock, and A's next insert waits for the turn. With no turn ending for 10 s, A
+    /// is ended with 40P01 (its transaction rolled back everywhere), and B goes on.
+    @Test func aLockCycleThroughTheSequenceTurnEndsTheWaiter() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table s (id serial primary key, v int); create table r (id int primary key, v int); insert into r values (1, 0)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let a = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                let b = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                _ = try a.startup()
+                _ = try b.startup()
+                #expect(try a.query("BEGIN; UPDATE r SET v = 1 WHERE id = 1").allSatisfy { $0.errorState == nil })
+                #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
+                try b.send(.query("INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE"))
+                try await Task.sleep(for: .seconds(1))
+                let aSecond = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
+                let fatal = aSecond.first { $0.errorState != nil }
+                #expect(fatal?.errorState == "40P01", "\(aSecond)")
+                if case let .errorResponse(f)? = fatal { #expect(f.message?.contains("while no other turn ended") == true, "\(f)") }
+                let bDone = try b.readUntilReady()
+                #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
+                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0")
+            }
+        }
+    }
+
     @Test func serialAndIdentityInsertsFromManyClientsStayIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -4,7 +4,7 @@ import Wire
 
 /// A blocking protocol-level client for tests that must send exact bytes (pipelines, malformed
 /// input, protocol negotiation) and see every message the proxy answers with.
-public final class RawPostgresClient {
+public final class RawPostgresClient: @unchecked Sendable {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
         init(_ d: String) { description = d }
@@ -102,6 +102,12 @@ public final class RawPostgresClient {
             out.append(m)
         }
         throw Failure("connection still open after 100000 messages")
+    }
+
+    /// Sends one simple Query and reads up to its ReadyForQuery.
+    public func query(_ sql: String) throws -> [BackendMessage] {
+        try send(.query(sql))
+        return try readUntilReady()
     }
 
     /// Sends a StartupMessage for a trust login and reads up to the first ReadyForQuery.

@@ -142,6 +142,11 @@ public final class SequenceOrdering: Sendable {
         return ticket
     }
 
+    /// The ticket holding the order now (nil: nobody): a waiter that sees it change knows the order moves.
+    func holder() -> Int? {
+        lock.withLock { $0.holder }
+    }
+
     /// Gives the order back (or gives up waiting for it).
     func release(_ ticket: Int) {
         let next = lock.withLock { s -> Waiter? in

@@ -3,7 +3,10 @@ import NIOCore
 import Wire
 
 extension ClientSessionHandler {
+    /// A wait for the sequence turn with no turn ending meanwhile is a lock cycle: the waiter ends.
     static let orderTimeout: TimeAmount = .seconds(10)
+    /// However the turns move, no statement waits longer than this for its own.
+    static let orderTimeoutLimit: TimeAmount = .seconds(120)
 
     /// The advisory lock (two-key form, an unlikely class id) that orders sequence-drawing statements
     /// across clustering nodes.
@@ -47,6 +50,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         orderTimer = loop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
+        orderWait = (since: .now(), holder: shared.sequenceOrdering.holder())
         waitingTicket = shared.sequenceOrdering.acquire {
             loop.execute { bound.value.orderGranted() }
         }
@@ -109,11 +113,20 @@ extension ClientSessionHandler {
 
     private func orderTimedOut() {
         guard waitingGroup != nil else { return }
+        // The order moved on meanwhile (another session's turn ended): a slow node, not a lock cycle —
+        // wait on, up to `orderTimeoutLimit` in all.
+        let holder = shared.sequenceOrdering.holder()
+        if let w = orderWait, holder != w.holder, NIODeadline.now() - w.since < Self.orderTimeoutLimit, let context {
+            orderWait = (since: w.since, holder: holder)
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            orderTimer = context.eventLoop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
+            return
+        }
         abandonOrderWait()
         // Another session holds the order while its statement waits, perhaps on a lock this
         // session's transaction holds: ending this session rolls its transaction back everywhere.
         fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
-                          message: "pgchorus waited \(Self.orderTimeout.nanoseconds / 1_000_000_000) s for its turn to draw sequence values (a lock cycle with another session is likely); the transaction was rolled back, retry it"))
+                          message: "pgchorus waited \(Self.orderTimeout.nanoseconds / 1_000_000_000) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely); the transaction was rolled back, retry it"))
     }
 
     // MARK: the catalog of sequence-drawing tables

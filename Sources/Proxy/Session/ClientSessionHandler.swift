@@ -120,6 +120,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The registry's view generation when this session last adopted the cluster's backend set.
     var seenViewGeneration = 0
     var orderTimer: Scheduled<Void>?
+    /// When this session began waiting for the sequence turn, and who held it at the last look.
+    var orderWait: (since: NIODeadline, holder: Int?)?
     var catalogLoading = false
     var catalogGeneration = 0
     var catalogRows = SequenceOrdering.Catalog()
