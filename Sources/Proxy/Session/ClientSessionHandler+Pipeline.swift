@@ -16,7 +16,8 @@ import Wire
 extension ClientSessionHandler {
     func forwardOpenGroup() {
         guard phase == .relaying, !currentGroup.isEmpty, commit == nil, waitingGroup == nil, epochWaiting == nil, !wrapPending,
-              handoverTicket == nil else { return }
+              handoverTicket == nil, gateTicket == nil, takingIn == nil else { return }
+        if openPartial == nil, !mayForwardEarly() { return }
         prepareTracker()
         var trial = tracker
         let result = trial.process(currentGroup) { transactionTimestampLiteral() }

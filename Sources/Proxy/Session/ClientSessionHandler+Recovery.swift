@@ -128,6 +128,22 @@ extension ClientSessionHandler {
         return true
     }
 
+    /// For a pipeline about to be forwarded before its Sync (`forwardOpenGroup`): false when it must
+    /// wait for its Sync instead, where `holdAtBoundary` holds it at the gate or takes a backend in.
+    /// Busy first, then the look at the gate, as in `holdAtBoundary`.
+    func mayForwardEarly() -> Bool {
+        guard isQuiet else { return true }
+        if !gateBusy {
+            gateBusy = true
+            shared.gate.sessionBusy(true)
+        }
+        if shared.gate.mayBeClosed || (shared.registry.viewGeneration != joinCheckedGeneration && !joiningBackends().isEmpty) {
+            noteGateBusy()
+            return false
+        }
+        return true
+    }
+
     private func holdCurrentGroup() {
         heldFrames.insert(contentsOf: currentGroup, at: 0)
         currentGroup = []
