@@ -46,6 +46,12 @@ import Wire
         }
     }
 
+    /// A cancel that reaches pgchorus while nothing runs must not cancel the next statement: the
+    /// client's cancel connection closes only once every backend has taken it.
+    @Test func aCancelWhileIdleNeverLandsOnTheNextStatement() async throws {
+        try await runClientCheck("timing_client.py", "idle-cancel")
+    }
+
     @Test func aCancelledCopyKeepsEveryBackendOnline() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -395,21 +395,39 @@ final class ClientSessionHandler: ChannelInboundHandler {
         if targets.isEmpty {
             logger.debug("cancel request for an unknown session \(request.processID)")
         }
-        for target in targets { Self.sendCancelRequest(to: target, on: context.eventLoop) }
-        close()
+        // The client's connection closes once every backend has taken the cancel (libpq waits for
+        // that close): a cancel must not land on the client's next statement instead.
+        let loop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let sent = targets.map { Self.sendCancelRequest(to: $0, on: loop) }
+        EventLoopFuture.andAllComplete(sent, on: loop).whenComplete { _ in bound.value.close() }
     }
 
-    /// Sends a CancelRequest for one backend session (a connection of its own, as PostgreSQL wants).
-    static func sendCancelRequest(to target: CancelRegistry.Target, on loop: EventLoop) {
+    /// Sends a CancelRequest for one backend session (a connection of its own, as PostgreSQL wants);
+    /// succeeds once the server has closed that connection — it has then processed the request — or
+    /// after 5 s at most.
+    @discardableResult
+    static func sendCancelRequest(to target: CancelRegistry.Target, on loop: EventLoop) -> EventLoopFuture<Void> {
         var encoded = ByteBuffer()
         CancelRequest(processID: target.processID, secretKey: target.secretKey).encode(into: &encoded)
         let bytes = encoded
+        let done = loop.makePromise(of: Void.self)
         ClientBootstrap(group: loop)
             .connectTimeout(.seconds(5))
             .connect(host: target.host, port: target.port)
-            .whenSuccess { channel in
-                channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
+            .whenComplete { result in
+                guard case let .success(channel) = result else {
+                    done.succeed(())
+                    return
+                }
+                channel.writeAndFlush(bytes, promise: nil)
+                let limit = loop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+                channel.closeFuture.whenComplete { _ in
+                    limit.cancel()
+                    done.succeed(())
+                }
             }
+        return done.futureResult
     }
 
     private func handleClientFrame(_ frame: PostgresFrame) {

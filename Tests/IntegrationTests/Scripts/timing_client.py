@@ -184,7 +184,19 @@ def check_copy_cancel(dsn):
     conn.close()
 
 
-CHECKS = {"timing": check_timing, "copy-cancel": check_copy_cancel}
+def check_idle_cancel(dsn):
+    """A cancel sent while nothing runs cancels nothing, and never the statement sent right after it:
+    libpq's cancel returns once the server has taken it, so pgchorus answers only once every backend has."""
+    conn = connect(dsn)
+    c = conn.cursor()
+    for i in range(40):
+        c.execute("select 1")
+        conn.cancel()
+        c.execute("select pg_sleep(0.05)")
+    ok("40 cancels while idle, none landed on the next statement")
+
+
+CHECKS = {"timing": check_timing, "copy-cancel": check_copy_cancel, "idle-cancel": check_idle_cancel}
 
 
 
