@@ -96,14 +96,23 @@ public final class RecoveryCoordinator: Service, Sendable {
         // The donor: the last online backend, to spare the lead (every online backend holds the same data).
         guard let donor = online.last else { return .failure(.init("no backend is online to copy \(id) from")) }
         let recoveryID = "\(configuration.node.id)-\(Int(WallClock.unixTime()))"
-        guard registry.setStatus(id, .recovering, reason: "being recovered from \(donor.id) by node \(configuration.node.id) (recovery \(recoveryID)\(automatic ? ", automatic" : ""))",
-                                 now: WallClock.unixTime(), expected: [.failed, .down]) else {
-            return .failure(.init("backend \(id) changed status meanwhile; look at `pgchorus backends` and retry"))
-        }
         let p = RecoveryProgress(id: recoveryID, backend: id, donor: donor.id, node: configuration.node.id, phase: "checking", detail: "checks",
                                  bytes: nil, lagBytes: nil, gateStall: nil, databases: [], copied: 0, startedAt: WallClock.unixTime(),
                                  finishedAt: nil, error: nil)
-        current.withLock { $0 = p }
+        // Claimed here first: the orphan watcher must never see this node's backend `recovering`
+        // without this node's recovery of it (and two requests at once start one recovery).
+        let previous = current.withLock { c -> RecoveryProgress?? in
+            if let running = c, !running.finished { return nil }
+            let before = c
+            c = p
+            return .some(before)
+        }
+        guard let previous else { return .failure(.init("a recovery is starting or running on this node; one recovery at a time")) }
+        guard registry.setStatus(id, .recovering, reason: "being recovered from \(donor.id) by node \(configuration.node.id) (recovery \(recoveryID)\(automatic ? ", automatic" : ""))",
+                                 now: WallClock.unixTime(), expected: [.failed, .down]) else {
+            current.withLock { $0 = previous }
+            return .failure(.init("backend \(id) changed status meanwhile; look at `pgchorus backends` and retry"))
+        }
         cancelRequested.store(false, ordering: .releasing)
         let runner = RecoveryRunner(configuration: configuration, target: entry.backend, donor: donor)
         Task.detached { await self.run(runner, id: recoveryID) }
