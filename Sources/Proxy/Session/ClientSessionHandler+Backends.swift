@@ -7,7 +7,7 @@ import Wire
 extension ClientSessionHandler {
     /// Connects to every online backend and logs in to each as the client's user.
     func connectBackends() {
-        guard let context, let startup, let authenticator else { return }
+        guard let context, let startup, authenticator != nil else { return }
         seenViewGeneration = shared.registry.viewGeneration
         let targets = shared.registry.online()
         guard !targets.isEmpty else {
@@ -34,17 +34,17 @@ extension ClientSessionHandler {
             }
         }
         self.backendStartup = backendStartup
-        var rng = SystemRandomNumberGenerator()
-        for (index, backend) in targets.enumerated() {
-            let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: 0...255, using: &rng) })
-            backends.append(BackendSession(backend: backend, login: BackendLogin(user: startup["user"] ?? "", credential: authenticator.credential, nonce: nonce)))
-            openBackend(index, backend, startup: backendStartup)
-        }
+        for backend in targets { addBackend(backend) }
     }
 
-    /// Opens the connection of `backends[index]`; the login starts once it is connected.
-    func openBackend(_ index: Int, _ backend: Configuration.Backend, startup: StartupMessage) {
-        guard let context else { return }
+    /// Adds `backend` to the session and opens its connection; the login, as the client's user with
+    /// the session's start-up message (`backendStartup`), starts once it is connected.
+    func addBackend(_ backend: Configuration.Backend) {
+        guard let context, let startup, let authenticator, let backendStartup else { return }
+        var rng = SystemRandomNumberGenerator()
+        let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        let index = backends.count
+        backends.append(BackendSession(backend: backend, login: BackendLogin(user: startup["user"] ?? "", credential: authenticator.credential, nonce: nonce)))
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let maxMessage = configuration.proxy.maxMessageSize
         let timeout = configuration.proxy.backendConnectTimeout
@@ -62,13 +62,9 @@ extension ClientSessionHandler {
                 let session = bound.value
                 switch result {
                 case let .success(channel):
-                    session.backendConnected(index, channel, startup: startup)
+                    session.backendConnected(index, channel, startup: backendStartup)
                 case let .failure(error):
-                    if session.takingIn?.contains(index) == true {
-                        session.takeInEnded(index, .unreachable("could not connect: \(error)"))
-                    } else {
-                        session.loginEnded(index, .unreachable("could not connect: \(error)"))
-                    }
+                    session.loginEnded(index, .unreachable("could not connect: \(error)"))
                 }
             }
     }

@@ -49,8 +49,7 @@ extension ClientSessionHandler {
         waitingGroup = (bytes, cycle, wrap, flags)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
-        orderTimer = loop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
-        orderWait = (since: .now(), holder: shared.sequenceOrdering.holder())
+        armOrderTimer(since: .now())
         waitingTicket = shared.sequenceOrdering.acquire {
             loop.execute { bound.value.orderGranted() }
         }
@@ -111,15 +110,21 @@ extension ClientSessionHandler {
         waitingGroup = nil
     }
 
+    /// Looks at the sequence turn again in `orderTimeout`; `since` is when this wait began.
+    private func armOrderTimer(since: NIODeadline) {
+        guard let context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        orderWait = (since: since, holder: shared.sequenceOrdering.holder())
+        orderTimer = context.eventLoop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
+    }
+
     private func orderTimedOut() {
         guard waitingGroup != nil else { return }
         // The order moved on meanwhile (another session's turn ended): a slow node, not a lock cycle —
         // wait on, up to `orderTimeoutLimit` in all.
         let holder = shared.sequenceOrdering.holder()
-        if let w = orderWait, holder != w.holder, NIODeadline.now() - w.since < Self.orderTimeoutLimit, let context {
-            orderWait = (since: w.since, holder: holder)
-            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            orderTimer = context.eventLoop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
+        if let w = orderWait, holder != w.holder, NIODeadline.now() - w.since < Self.orderTimeoutLimit {
+            armOrderTimer(since: w.since)
             return
         }
         abandonOrderWait()

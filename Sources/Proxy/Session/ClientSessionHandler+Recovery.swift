@@ -54,7 +54,7 @@ struct SessionReplay {
         }
         guard unreplayable == nil else { return }
         let reasons: [(String, String)] = [
-            ("create temp", "a temporary table"), ("create temporary", "a temporary table"), ("create local temp", "a temporary table"),
+            ("create temp", "a temporary table"), ("create local temp", "a temporary table"),
             ("create global temp", "a temporary table"), ("listen ", "LISTEN"), ("prepare ", "a prepared statement made with SQL PREPARE"),
             ("load ", "a loaded library"),
         ]
@@ -63,8 +63,8 @@ struct SessionReplay {
             return
         }
         if trimmed.contains("with hold") && trimmed.contains("declare ") { unreplayable = "a cursor WITH HOLD" }
-        if trimmed.contains("pg_advisory_lock") || trimmed.contains("pg_advisory_lock_shared") { unreplayable = "a session-level advisory lock" }
-        if trimmed.contains(" into temp") || trimmed.contains(" into temporary") { unreplayable = "a temporary table" }
+        if trimmed.contains("pg_advisory_lock") { unreplayable = "a session-level advisory lock" }
+        if trimmed.contains(" into temp") { unreplayable = "a temporary table" }
     }
 }
 
@@ -92,12 +92,7 @@ extension ClientSessionHandler {
     /// takes in a backend brought back into service. True when the group was held.
     func holdAtBoundary() -> Bool {
         guard isQuiet, let context else { return false }
-        // Busy first, then look at the gate (see `WriteGate.closedFlag`): a recovery that closes the
-        // gate after this look counts this session and waits for its statement.
-        if !gateBusy {
-            gateBusy = true
-            shared.gate.sessionBusy(true)
-        }
+        announceBusy()
         if shared.gate.mayBeClosed {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
@@ -108,14 +103,7 @@ extension ClientSessionHandler {
                 return true
             }
         }
-        // Only when the cluster's view changed since the session last looked (one counter read per statement).
-        let generation = shared.registry.viewGeneration
-        guard generation != joinCheckedGeneration else { return false }
-        let joining = joiningBackends()
-        guard !joining.isEmpty else {
-            joinCheckedGeneration = generation
-            return false
-        }
+        guard let joining = joiningSinceLastLook() else { return false }
         if let what = replay.unreplayable {
             logger.warning("session ends: backend(s) \(joining.map(\.id)) came into service and this session holds \(what)")
             fatal(ErrorFields(severity: "FATAL", sqlState: "57P01",
@@ -130,18 +118,35 @@ extension ClientSessionHandler {
 
     /// For a pipeline about to be forwarded before its Sync (`forwardOpenGroup`): false when it must
     /// wait for its Sync instead, where `holdAtBoundary` holds it at the gate or takes a backend in.
-    /// Busy first, then the look at the gate, as in `holdAtBoundary`.
     func mayForwardEarly() -> Bool {
         guard isQuiet else { return true }
-        if !gateBusy {
-            gateBusy = true
-            shared.gate.sessionBusy(true)
-        }
-        if shared.gate.mayBeClosed || (shared.registry.viewGeneration != joinCheckedGeneration && !joiningBackends().isEmpty) {
+        announceBusy()
+        if shared.gate.mayBeClosed || joiningSinceLastLook() != nil {
             noteGateBusy()
             return false
         }
         return true
+    }
+
+    /// Busy first, then the look at the gate (see `WriteGate.closedFlag`): a recovery that closes the
+    /// gate after the look counts this session and waits for its statement.
+    private func announceBusy() {
+        guard !gateBusy else { return }
+        gateBusy = true
+        shared.gate.sessionBusy(true)
+    }
+
+    /// The online backends this session lacks, looked up only when the cluster's view changed since the
+    /// session last found none (one counter read per statement); nil: none.
+    private func joiningSinceLastLook() -> [Configuration.Backend]? {
+        let generation = shared.registry.viewGeneration
+        guard generation != joinCheckedGeneration else { return nil }
+        let joining = joiningBackends()
+        guard !joining.isEmpty else {
+            joinCheckedGeneration = generation
+            return nil
+        }
+        return joining
     }
 
     private func holdCurrentGroup() {
@@ -167,19 +172,13 @@ extension ClientSessionHandler {
     /// Connects and logs in to `joining` as the client's user, replays the session's state on them,
     /// then lets the held client messages go on to every backend.
     func takeIn(_ joining: [Configuration.Backend]) {
-        guard let context, let startup, let authenticator, let backendStartup else { return }
+        guard let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        var rng = SystemRandomNumberGenerator()
-        var indices: Set<Int> = []
+        takingIn = Set(joining.indices.map { backends.count + $0 })
         for backend in joining {
-            let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: 0...255, using: &rng) })
-            let index = backends.count
-            backends.append(BackendSession(backend: backend, login: BackendLogin(user: startup["user"] ?? "", credential: authenticator.credential, nonce: nonce)))
-            indices.insert(index)
             logger.info("taking backend \(backend.id) into the session")
-            openBackend(index, backend, startup: backendStartup)
+            addBackend(backend)
         }
-        takingIn = indices
         let timeout = configuration.proxy.backendConnectTimeout
         takeInTimer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
             let session = bound.value
