@@ -137,7 +137,7 @@ public final class RecoveryCoordinator: Service, Sendable {
 
     func run(_ runner: RecoveryRunner, id: String) async {
         runner.onProgress = { [weak self] detail, bytes in self?.update { $0.detail = detail; if let bytes { $0.bytes = bytes } } }
-        runner.cancelled = { [weak self] in self?.cancelRequested.load(ordering: .acquiring) ?? true }
+        runner.cancelled = { [weak self] in self?.isCancelled ?? true }
         var plan = RecoveryPlan()
         var actions = plan.handle(.started)
         var gateClosedAt: Double?
@@ -210,12 +210,11 @@ public final class RecoveryCoordinator: Service, Sendable {
                 try await blocking { try runner.cutOver(databases: plan.databases, deadline: deadline) }
                 return .cutOver
             case .markOnline:
-                let stall = gateClosedAt.map { WallClock.monotonic() - $0 } ?? 0
+                // (The gate's stall is recorded when it opens, the next action.)
                 if !registry.setStatus(target, .online, reason: "recovered from \(runner.donor.id) by node \(configuration.node.id) (recovery \(id))",
                                        now: WallClock.unixTime(), expected: [.recovering]) {
                     logger.error("the recovered backend \(target) changed status during its cut-over; it was not set online")
                 }
-                update { $0.gateStall = stall }
                 return nil
             case .openGate:
                 stateService.gate.open(id: id)
@@ -280,8 +279,8 @@ public final class RecoveryCoordinator: Service, Sendable {
         for _ in 0..<1_000_000 {
             guard WallClock.monotonic() - start < timeout else { break }
             let peers = stateService.nodes().filter { $0.alive && !$0.isSelf }.map(\.id)
-            let gates = stateService.peerGates(id: id)
-            let busyPeers = peers.filter { !gates.drained.contains($0) }
+            let drainedPeers = stateService.drainedPeers(gate: id)
+            let busyPeers = peers.filter { !drainedPeers.contains($0) }
             if !stateService.gate.drained(id: id) {
                 waiting = "\(stateService.gate.busy) session(s) of this node in a transaction"
             } else if !busyPeers.isEmpty {
@@ -328,7 +327,7 @@ public final class RecoveryCoordinator: Service, Sendable {
     func recoverAutomatically(now: Double) {
         guard configuration.recovery.auto else { return }
         if let p = progress(), !p.finished { return }
-        if let p = progress(), p.finishedAt != nil, p.phase == "failed", let at = p.finishedAt {
+        if let p = progress(), p.phase == "failed", let at = p.finishedAt {
             automatic.withLock { $0.lastFailure[p.backend] = max($0.lastFailure[p.backend] ?? 0, at) }
         }
         let failed = registry.snapshot().filter { $0.status == .failed }.map(\.backend.id)

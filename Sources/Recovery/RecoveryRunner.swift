@@ -35,13 +35,26 @@ public final class RecoveryRunner: @unchecked Sendable {
     var user: String { configuration.replication.resolverUser }
     var password: String? { configuration.replication.resolverPassword }
 
-    func conninfo(_ backend: Configuration.Backend, _ database: String, replication: Bool = false) -> String {
-        LibPQConnection.conninfo(backend, database: database, user: user, password: password, connectTimeout: 10,
+    /// How a recovery connects: as `replication.resolver_user` (a superuser), named `pgchorus-recovery`.
+    static func conninfo(_ configuration: Configuration, _ backend: Configuration.Backend, _ database: String, replication: Bool = false,
+                         connectTimeout: Int = 10) -> String {
+        LibPQConnection.conninfo(backend, database: database, user: configuration.replication.resolverUser,
+                                 password: configuration.replication.resolverPassword, connectTimeout: connectTimeout,
                                  application: "pgchorus-recovery", extra: replication ? "replication=database" : "")
     }
 
+    static func connect(_ configuration: Configuration, _ backend: Configuration.Backend, _ database: String,
+                        connectTimeout: Int = 10) throws -> LibPQConnection {
+        try LibPQConnection(conninfo(configuration, backend, database, connectTimeout: connectTimeout),
+                            target: "\(backend.id) (\(backend.host):\(backend.port)) database \(database)")
+    }
+
+    func conninfo(_ backend: Configuration.Backend, _ database: String, replication: Bool = false) -> String {
+        Self.conninfo(configuration, backend, database, replication: replication)
+    }
+
     func connect(_ backend: Configuration.Backend, _ database: String) throws -> LibPQConnection {
-        try LibPQConnection(conninfo(backend, database), target: "\(backend.id) (\(backend.host):\(backend.port)) database \(database)")
+        try Self.connect(configuration, backend, database)
     }
 
     static func ident(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
@@ -153,7 +166,7 @@ public final class RecoveryRunner: @unchecked Sendable {
             CREATE EVENT TRIGGER \(Self.ddlTrigger) ON ddl_command_end EXECUTE FUNCTION pgchorus.recovery_ddl();
             TRUNCATE pgchorus.recovery_ddl;
             """)
-        try? d.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [slot])
+        _ = try? d.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [slot])
         onProgress("\(db): replication slot", nil)
         let r = try LibPQConnection(conninfo(donor, db, replication: true), target: "\(donor.id) database \(db) (replication)")
         // PostgreSQL creates the slot once every transaction that had written when it began has ended.
@@ -292,9 +305,7 @@ public final class RecoveryRunner: @unchecked Sendable {
         var problems: [String] = []
         func conn(_ b: Configuration.Backend, _ db: String) -> LibPQConnection? {
             do {
-                return try LibPQConnection(LibPQConnection.conninfo(b, database: db, user: configuration.replication.resolverUser,
-                                                                    password: configuration.replication.resolverPassword, connectTimeout: 5,
-                                                                    application: "pgchorus-recovery"), target: "\(b.id) database \(db)")
+                return try connect(configuration, b, db, connectTimeout: 5)
             } catch {
                 problems.append("\(error)")
                 return nil

@@ -196,15 +196,17 @@ public struct Configuration: Sendable, Equatable {
         /// Seconds the catch-up may take before the recovery is abandoned.
         public var catchUpTimeout: Double
         /// Recover a failed backend without an operator once its health checks have passed for `autoAfter` seconds.
-        public var auto: Bool = false
-        public var autoAfter: Double = 60
+        public var auto: Bool
+        public var autoAfter: Double
         /// Seconds to wait for the donor's replication slot, which waits for the transactions open there.
-        public var slotTimeout: Double = 60
+        public var slotTimeout: Double
 
         public init(binDirectory: String? = nil, workDirectory: String = "/var/lib/pgchorus/recovery", jobs: Int = 2, gateTimeout: Double = 5,
-                    catchUpLag: Int = 1_048_576, catchUpTimeout: Double = 3600) {
+                    catchUpLag: Int = 1_048_576, catchUpTimeout: Double = 3600, auto: Bool = false, autoAfter: Double = 60,
+                    slotTimeout: Double = 60) {
             self.binDirectory = binDirectory; self.workDirectory = workDirectory; self.jobs = jobs; self.gateTimeout = gateTimeout
             self.catchUpLag = catchUpLag; self.catchUpTimeout = catchUpTimeout
+            self.auto = auto; self.autoAfter = autoAfter; self.slotTimeout = slotTimeout
         }
     }
 
@@ -522,16 +524,15 @@ public struct Configuration: Sendable, Equatable {
             jobs: try recoveryT.int("jobs", default: 2, range: 1...64),
             gateTimeout: try recoveryT.duration("gate_timeout", default: 5, range: 0.5...600),
             catchUpLag: try recoveryT.int("catch_up_lag", default: 1_048_576, range: 0...(1 << 40)),
-            catchUpTimeout: try recoveryT.duration("catch_up_timeout", default: 3600, range: 10...604_800))
-        var recoveryWithAuto = recovery
-        recoveryWithAuto.auto = try recoveryT.bool("auto", default: false)
-        recoveryWithAuto.autoAfter = try recoveryT.duration("auto_after", default: 60, range: 1...86400)
-        recoveryWithAuto.slotTimeout = try recoveryT.duration("slot_timeout", default: 60, range: 1...86400)
+            catchUpTimeout: try recoveryT.duration("catch_up_timeout", default: 3600, range: 10...604_800),
+            auto: try recoveryT.bool("auto", default: false),
+            autoAfter: try recoveryT.duration("auto_after", default: 60, range: 1...86400),
+            slotTimeout: try recoveryT.duration("slot_timeout", default: 60, range: 1...86400))
         try recoveryT.rejectUnknownKeys()
         try root.rejectUnknownKeys()
         var configuration = Configuration(file: file, node: node, proxy: proxy, auth: auth, backends: backends, replication: replication,
                                           cluster: cluster, healthCheck: health, admin: admin, vip: vip, log: log)
-        configuration.recovery = recoveryWithAuto
+        configuration.recovery = recovery
         return configuration
     }
 

@@ -156,12 +156,9 @@ public final class StateService: Service, Sendable {
         if withdrawn { broadcastNow() }
     }
 
-    /// The peers whose gate is closed for `id`, and those of them drained.
-    public func peerGates(id: String) -> (closed: Set<String>, drained: Set<String>) {
-        inner.withLock { s in
-            let closed = s.peerGates.filter { $0.value.id == id }
-            return (Set(closed.keys), Set(closed.filter(\.value.drained).keys))
-        }
+    /// The peers whose gate is closed for `id` with no session of theirs in a transaction.
+    public func drainedPeers(gate id: String) -> Set<String> {
+        inner.withLock { s in Set(s.peerGates.filter { $0.value.id == id && $0.value.drained }.keys) }
     }
 
     private func gateFields() -> (PeerMessage.GateRequest?, PeerMessage.GateState?) {
@@ -341,17 +338,15 @@ public final class StateService: Service, Sendable {
         } catch {
             return
         }
-        let witness = inner.withLock { s in
+        inner.withLock { s in
             _ = s.membership.heard(from: message.from, at: now, reachableBackends: message.reachableBackends, quorum: message.quorum)
             if message.kind == .ack, let n = message.acknowledges, s.noticeNonces[message.from]?.contains(n) == true {
                 s.unacknowledged.remove(message.from)
                 s.noticeNonces[message.from] = nil
             }
-            return ()
+            if message.kind != .ack { s.peerBackends[message.from] = Set(message.backends.map(\.id)) }
         }
-        _ = witness
         if let beacon = message.vip { vipHooks.withLock { $0 }?.received(message.from, beacon) }
-        if message.kind != .ack { inner.withLock { $0.peerBackends[message.from] = Set(message.backends.map(\.id)) } }
         var applied = 0
         for b in message.backends where registry.apply(b) { applied += 1 }
         // After the backends: a gate withdrawn at a cut-over opens only once the backend is known online.
