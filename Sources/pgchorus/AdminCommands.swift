@@ -21,6 +21,7 @@ struct DaemonOptions: ParsableArguments {
     var json = false
 
     func send(_ request: AdminRequest) async throws -> AdminResponse {
+        let exchange: @Sendable (AdminRequest) async throws(AdminClient.Failure) -> AdminResponse
         if let node {
             guard let colon = node.lastIndex(of: ":"), let port = Int(node[node.index(after: colon)...]) else {
                 throw ValidationError("--node \"\(node)\" is not HOST:PORT")
@@ -31,43 +32,36 @@ struct DaemonOptions: ParsableArguments {
                 printError("pgchorus: --node needs --token-file FILE with the node's admin token on its first line")
                 throw ExitCode(3)
             }
-            var r = request
-            r.token = token
-            let response: AdminResponse
-            do {
-                response = try await AdminClient.send(r, host: host, port: port)
-            } catch {
-                printError("pgchorus: \(error)")
-                throw ExitCode(3)
+            exchange = { request throws(AdminClient.Failure) in
+                var r = request
+                r.token = token
+                return try await AdminClient.send(r, host: host, port: port)
             }
-            return try checked(response)
-        }
-        let path: String
-        if let socket {
-            path = socket
         } else {
-            do {
-                path = try Configuration.load(path: config).admin.socket
-            } catch {
-                // A reload is how the daemon learns of the file's errors (log, event log): ask it anyway.
-                guard request.command == .reload, let socket = Configuration.adminSocket(path: config) else {
-                    printError("pgchorus: \(error)\n(pass --config FILE or --socket PATH)")
-                    throw ExitCode(3)
-                }
+            let path: String
+            if let socket {
                 path = socket
+            } else {
+                do {
+                    path = try Configuration.load(path: config).admin.socket
+                } catch {
+                    // A reload is how the daemon learns of the file's errors (log, event log): ask it anyway.
+                    guard request.command == .reload, let socket = Configuration.adminSocket(path: config) else {
+                        printError("pgchorus: \(error)\n(pass --config FILE or --socket PATH)")
+                        throw ExitCode(3)
+                    }
+                    path = socket
+                }
             }
+            exchange = { request throws(AdminClient.Failure) in try await AdminClient.send(request, socketPath: path) }
         }
         let response: AdminResponse
         do {
-            response = try await AdminClient.send(request, socketPath: path)
+            response = try await exchange(request)
         } catch {
             printError("pgchorus: \(error)")
             throw ExitCode(3)
         }
-        return try checked(response)
-    }
-
-    private func checked(_ response: AdminResponse) throws -> AdminResponse {
         guard response.ok else {
             printError("pgchorus: \(response.error ?? "the daemon refused the request")")
             throw ExitCode(1)

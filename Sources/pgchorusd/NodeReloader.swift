@@ -32,8 +32,8 @@ struct ReloadableLogHandler: LogHandler {
         set { inner[metadataKey: key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        inner.log(level: level, message: message, metadata: metadata, source: source, file: file, function: function, line: line)
+    func log(event: LogEvent) {
+        inner.log(event: event)
     }
 }
 
@@ -50,13 +50,15 @@ final class NodeReloader: Sendable {
     }
 
     let path: String
+    /// The running configuration; held for the whole of a reload, so reloads run one at a time.
     let running: Mutex<Configuration>
     let parts: Parts
     let store: StateStore?
     let logger: Logger
     /// `--log-level` given on the command line: the file's `log.level` does not apply.
     let fixedLogLevel: Bool
-    let serial = Mutex<Void>(())
+    /// For the event log (`node.id` changes only with a restart).
+    let nodeID: String
 
     init(path: String, configuration: Configuration, parts: Parts, store: StateStore?, logger: Logger, fixedLogLevel: Bool) {
         self.path = path
@@ -65,49 +67,44 @@ final class NodeReloader: Sendable {
         self.store = store
         self.logger = logger
         self.fixedLogLevel = fixedLogLevel
+        self.nodeID = configuration.node.id
     }
 
     /// Reloads; the answer says what changed, or why nothing did.
     func reload() -> Result<String, ConfigurationError> {
-        serial.withLock { _ in reloadLocked() }
-    }
-
-    private func reloadLocked() -> Result<String, ConfigurationError> {
-        let old = running.withLock { $0 }
-        let new: Configuration
-        do {
-            new = try Configuration.load(path: path)
-            let plan = ConfigurationReload(running: old, file: new)
-            try parts.context.reload(plan.effective)
-            parts.health.update(plan.effective)
-            parts.recovery.update(plan.effective)
-            parts.administration.update(plan.effective)
-            if !plan.backendsAdded.isEmpty || !plan.backendsRemoved.isEmpty {
-                parts.registry.reconfigure(added: plan.backendsAdded, removed: plan.backendsRemoved, order: plan.effective.backends.map(\.id),
-                                           now: WallClock.unixTime())
+        running.withLock { running in
+            do throws(ConfigurationError) {
+                let plan = ConfigurationReload(running: running, file: try Configuration.load(path: path))
+                try parts.context.reload(plan.effective)
+                parts.health.update(plan.effective)
+                parts.recovery.update(plan.effective)
+                parts.administration.update(plan.effective)
+                if !plan.backendsAdded.isEmpty || !plan.backendsRemoved.isEmpty {
+                    parts.registry.reconfigure(added: plan.backendsAdded, removed: plan.backendsRemoved, order: plan.effective.backends.map(\.id),
+                                               now: WallClock.unixTime())
+                }
+                if !fixedLogLevel, let level = Logger.Level(rawValue: plan.effective.log.level) { ReloadableLogHandler.set(level) }
+                running = plan.effective
+                var said: [String] = []
+                if plan.changesNothing { said.append("no change") }
+                if !plan.applied.isEmpty { said.append("applied: \(plan.applied.joined(separator: ", "))") }
+                if !plan.backendsAdded.isEmpty { said.append("backends added (down until recovered): \(plan.backendsAdded.map(\.id).joined(separator: ", "))") }
+                if !plan.backendsRemoved.isEmpty { said.append("backends removed: \(plan.backendsRemoved.map(\.id).joined(separator: ", "))") }
+                if !plan.needsRestart.isEmpty { said.append("needs a restart (running values kept): \(plan.needsRestart.joined(separator: ", "))") }
+                let summary = "configuration reloaded from \(path): " + said.joined(separator: "; ")
+                logger.notice("\(summary)")
+                record("reload", summary)
+                return .success(summary)
+            } catch {
+                logger.error("reload refused, the running configuration stays: \(error)")
+                record("reload-refused", "\(error)")
+                return .failure(error)
             }
-            if !fixedLogLevel, let level = Logger.Level(rawValue: plan.effective.log.level) { ReloadableLogHandler.set(level) }
-            running.withLock { $0 = plan.effective }
-            var parts: [String] = []
-            if plan.changesNothing { parts.append("no change") }
-            if !plan.applied.isEmpty { parts.append("applied: \(plan.applied.joined(separator: ", "))") }
-            if !plan.backendsAdded.isEmpty { parts.append("backends added (down until recovered): \(plan.backendsAdded.map(\.id).joined(separator: ", "))") }
-            if !plan.backendsRemoved.isEmpty { parts.append("backends removed: \(plan.backendsRemoved.map(\.id).joined(separator: ", "))") }
-            if !plan.needsRestart.isEmpty { parts.append("needs a restart (running values kept): \(plan.needsRestart.joined(separator: ", "))") }
-            let summary = "configuration reloaded from \(path): " + parts.joined(separator: "; ")
-            logger.notice("\(summary)")
-            record("reload", summary)
-            return .success(summary)
-        } catch {
-            logger.error("reload refused, the running configuration stays: \(error)")
-            record("reload-refused", "\(error)")
-            return .failure(error)
         }
     }
 
     private func record(_ kind: String, _ detail: String) {
-        let me = running.withLock { $0.node.id }
-        try? store?.append(ClusterEvent(time: WallClock.unixTime(), origin: me, kind: kind, subject: me, detail: detail))
+        try? store?.append(ClusterEvent(time: WallClock.unixTime(), origin: nodeID, kind: kind, subject: nodeID, detail: detail))
     }
 }
 
@@ -117,7 +114,7 @@ struct ReloadOnHangup: Service {
 
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             for await _ in signals {
                 _ = reloader.reload()
             }
