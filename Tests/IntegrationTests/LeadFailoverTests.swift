@@ -8,16 +8,6 @@ import Wire
 /// The lead dies while sessions wait on each other's row locks: the locks the dead lead had
 /// granted must be taken in the same order on the backends that remain.
 @Suite struct LeadFailoverTests {
-    func send(_ client: RawPostgresClient, _ sql: String) throws {
-        var b = ByteBuffer()
-        FrontendMessage.query(sql).encode(into: &b)
-        try client.send(b)
-    }
-
-    func run(_ client: RawPostgresClient, _ sql: String) throws -> [BackendMessage] {
-        try send(client, sql)
-        return try client.readUntilReady()
-    }
 
     func completed(_ messages: [BackendMessage]) -> [String] {
         messages.compactMap { if case let .commandComplete(tag) = $0 { tag } else { nil } }
@@ -47,13 +37,13 @@ import Wire
                 // Directly on db2, outside the proxy: row 2 is locked, so A's updates queue up there.
                 let blocker = try RawPostgresClient(port: servers[1].port, timeoutSeconds: 30)
                 _ = try blocker.startup()
-                #expect(completed(try run(blocker, "begin; select v from t where id = 2 for update")) == ["BEGIN", "SELECT 1"])
+                #expect(completed(try blocker.query("begin; select v from t where id = 2 for update")) == ["BEGIN", "SELECT 1"])
 
                 let a = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
                 _ = try a.startup()
-                #expect(completed(try run(a, "begin")) == ["BEGIN"])
-                #expect(completed(try run(a, "update t set v = v + 1 where id = 2")) == ["UPDATE 1"])
-                #expect(completed(try run(a, "update t set v = v + 1 where id = 1")) == ["UPDATE 1"])
+                #expect(completed(try a.query("begin")) == ["BEGIN"])
+                #expect(completed(try a.query("update t set v = v + 1 where id = 2")) == ["UPDATE 1"])
+                #expect(completed(try a.query("update t set v = v + 1 where id = 1")) == ["UPDATE 1"])
                 #expect(try await eventually(30) {
                     try servers[2].psql("select count(*) from pg_stat_activity where state = 'idle in transaction' and backend_xid is not null") == "1"
                         && servers[1].psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "1"
@@ -61,8 +51,8 @@ import Wire
 
                 let b = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
                 _ = try b.startup()
-                #expect(completed(try run(b, "begin")) == ["BEGIN"])
-                try send(b, "update t set v = v + 10 where id = 1")
+                #expect(completed(try b.query("begin")) == ["BEGIN"])
+                try b.send(.query("update t set v = v + 10 where id = 1"))
                 #expect(try await eventually(30) {
                     try servers[0].psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "1"
                 }, "B's update does not wait for A's lock on db1")
@@ -72,12 +62,12 @@ import Wire
                 // Both sessions have seen the lead go (a re-sent statement reaches db2 in microseconds).
                 try await Task.sleep(for: .seconds(1))
                 // A's updates now run on db2 in the order the old lead granted them.
-                #expect(completed(try run(blocker, "rollback")) == ["ROLLBACK"])
+                #expect(completed(try blocker.query("rollback")) == ["ROLLBACK"])
 
-                #expect(completed(try run(a, "commit")) == ["COMMIT"])
+                #expect(completed(try a.query("commit")) == ["COMMIT"])
                 let bUpdate = try b.readUntilReady()
                 #expect(completed(bUpdate) == ["UPDATE 1"], "\(bUpdate)")
-                #expect(completed(try run(b, "commit")) == ["COMMIT"])
+                #expect(completed(try b.query("commit")) == ["COMMIT"])
 
                 for s in servers[1...] {
                     #expect(try s.psql("select string_agg(id || '=' || v, ',' order by id) from t") == "1=11,2=1")

@@ -30,14 +30,9 @@ extension TimingSensitive {
         try s.psql("select (select count(*) from pg_replication_slots) || ' slots, ' || (select count(*) from pg_subscription) || ' subscriptions'")
     }
 
-    func send(_ client: RawPostgresClient, _ messages: [FrontendMessage]) throws {
-        var b = ByteBuffer()
-        for m in messages { m.encode(into: &b) }
-        try client.send(b)
-    }
 
     func execute(_ client: RawPostgresClient, statement: String, _ value: String) throws -> [BackendMessage] {
-        try send(client, [.bind(.init(portal: "", statement: statement, parameterFormats: [0], parameters: [ByteBuffer(string: value)], resultFormats: [])),
+        try client.send([.bind(.init(portal: "", statement: statement, parameterFormats: [0], parameters: [ByteBuffer(string: value)], resultFormats: [])),
                           .execute(portal: "", maxRows: 0), .sync])
         return try client.readUntilReady()
     }
@@ -61,9 +56,8 @@ extension TimingSensitive {
                 // The session opened before: a named statement and a setting it relies on.
                 let held = try RawPostgresClient(port: port, host: "127.0.0.2", timeoutSeconds: 30)
                 _ = try held.startup()
-                try send(held, [.query("SET application_name = 'held-session'")])
-                _ = try held.readUntilReady()
-                try send(held, [.parse(.init(name: "ins", query: "insert into held values ($1::int, current_setting('application_name'))", parameterTypes: [])), .sync])
+                _ = try held.query("SET application_name = 'held-session'")
+                try held.send([.parse(.init(name: "ins", query: "insert into held values ($1::int, current_setting('application_name'))", parameterTypes: [])), .sync])
                 _ = try held.readUntilReady()
                 #expect(try execute(held, statement: "ins", "1").allSatisfy { $0.errorState == nil })
 
@@ -254,15 +248,13 @@ extension TimingSensitive {
                 let open = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 60)
                 _ = try open.startup()
                 if when == "slot" {
-                    try send(open, [.query("BEGIN; INSERT INTO t VALUES (1)")])
-                    #expect(try open.readUntilReady().allSatisfy { $0.errorState == nil })
+                    #expect(try open.query("BEGIN; INSERT INTO t VALUES (1)").allSatisfy { $0.errorState == nil })
                 }
                 #expect(try cluster.cli(1, ["recover", "db3"]).exitCode == 0)
                 if when == "gate" {
                     let catchingUp = try await cluster.waitUntil(seconds: 30) { try await cluster.status(1).recovery?.phase == "catching-up" }
                     #expect(catchingUp)
-                    try send(open, [.query("BEGIN; INSERT INTO t VALUES (1)")])
-                    #expect(try open.readUntilReady().allSatisfy { $0.errorState == nil })
+                    #expect(try open.query("BEGIN; INSERT INTO t VALUES (1)").allSatisfy { $0.errorState == nil })
                 }
                 let ended = try await cluster.waitUntil(seconds: 60) { try await cluster.status(1).recovery?.finished == true }
                 let progress = try await cluster.status(1).recovery
@@ -271,8 +263,7 @@ extension TimingSensitive {
                 let expected = when == "slot" ? "was not ready within recovery.slot_timeout" : "could not close in 3 attempts"
                 #expect(progress?.error?.contains(expected) == true, "\(progress?.error ?? "")")
                 #expect(progress?.error?.contains(when == "slot" ? "the oldest being backend pid" : "in a transaction") == true, "\(progress?.error ?? "")")
-                try send(open, [.query("INSERT INTO t VALUES (2); COMMIT")])
-                #expect(try open.readUntilReady().allSatisfy { $0.errorState == nil })
+                #expect(try open.query("INSERT INTO t VALUES (2); COMMIT").allSatisfy { $0.errorState == nil })
                 for s in servers.prefix(2) { #expect(try s.psql("select string_agg(id::text, ',' order by id) from t") == "1,2") }
                 let status = try await cluster.status(1)
                 #expect(status.backends.map(\.status) == ["online", "online", "failed"])

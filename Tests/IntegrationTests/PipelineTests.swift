@@ -13,11 +13,6 @@ import Wire
          .execute(portal: "", maxRows: 0)]
     }
 
-    func send(_ client: RawPostgresClient, _ messages: [FrontendMessage]) throws {
-        var b = ByteBuffer()
-        for m in messages { m.encode(into: &b) }
-        try client.send(b)
-    }
 
     @Test(arguments: [1, 3])
     func anErrorArrivesBeforeTheSyncIsSent(backends: Int) async throws {
@@ -28,7 +23,7 @@ import Wire
                 let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
                 _ = try client.startup()
                 // A unique violation, and no Sync: the error must come anyway.
-                try send(client, extended("insert into u values (2)") + extended("insert into u values (1)"))
+                try client.send(extended("insert into u values (2)") + extended("insert into u values (1)"))
                 var seen: [BackendMessage] = []
                 for _ in 0..<10 {
                     guard let m = try client.read() else { break }
@@ -37,11 +32,11 @@ import Wire
                 }
                 let error = seen.compactMap { if case let .errorResponse(f) = $0 { f.sqlState } else { nil } }
                 #expect(error == ["23505"], "\(seen)")
-                try send(client, [.sync])
+                try client.send([.sync])
                 let rest = try client.readUntilReady()
                 #expect(rest.last == .readyForQuery(.idle), "\(rest)")
                 // The implicit transaction of the pipeline failed: nothing of it stays, on any backend.
-                try send(client, extended("insert into u values (3)") + [.sync])
+                try client.send(extended("insert into u values (3)") + [.sync])
                 let third = try client.readUntilReady()
                 #expect(third.contains(.commandComplete("INSERT 0 1")), "\(third)")
                 #expect(proxy.server.context.registry.online().count == backends)
@@ -57,7 +52,7 @@ import Wire
             try await withProxy(backends: servers) { proxy in
                 let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
                 _ = try client.startup()
-                try send(client, [.query("create table q (i int)"), .query("insert into q values (1)"),
+                try client.send([.query("create table q (i int)"), .query("insert into q values (1)"),
                                   .query("create index on q (i)"), .query("select count(*) from q")])
                 var replies: [BackendMessage] = []
                 for _ in 0..<4 { replies += try client.readUntilReady() }
@@ -83,17 +78,17 @@ import Wire
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
                 _ = try client.startup()
-                try send(client, [.query("begin")])
+                try client.send([.query("begin")])
                 _ = try client.readUntilReady()
                 for i in 1...3 {
-                    try send(client, extended("insert into p values (\(i), 'x')"))
+                    try client.send(extended("insert into p values (\(i), 'x')"))
                     try await Task.sleep(for: .milliseconds(200))
                 }
-                try send(client, extended("update p set v = 'y' where id = 2") + [.sync])
+                try client.send(extended("update p set v = 'y' where id = 2") + [.sync])
                 let replies = try client.readUntilReady()
                 #expect(replies.filter { $0 == .commandComplete("INSERT 0 1") }.count == 3, "\(replies)")
                 #expect(replies.contains(.commandComplete("UPDATE 1")), "\(replies)")
-                try send(client, [.query("commit")])
+                try client.send([.query("commit")])
                 let commit = try client.readUntilReady()
                 #expect(commit.contains(.commandComplete("COMMIT")), "\(commit)")
                 #expect(proxy.server.context.registry.online().count == 3)

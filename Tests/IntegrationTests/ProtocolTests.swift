@@ -14,18 +14,13 @@ import Wire
          .execute(portal: portal, maxRows: maxRows)]
     }
 
-    func send(_ client: RawPostgresClient, _ messages: [FrontendMessage]) throws {
-        var b = ByteBuffer()
-        for m in messages { m.encode(into: &b) }
-        try client.send(b)
-    }
 
     @Test func pipelineOfThreeSyncsWithAnErrorInTheMiddleGivesThreeReadyForQuery() async throws {
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in
                 let client = try RawPostgresClient(port: proxy.port)
                 _ = try client.startup()
-                try send(client, extended("select 1") + [.sync] + extended("select 1/0") + [.sync] + extended("select 3") + [.sync])
+                try client.send(extended("select 1") + [.sync] + extended("select 1/0") + [.sync] + extended("select 3") + [.sync])
                 var messages: [BackendMessage] = []
                 for _ in 0..<3 { messages += try client.readUntilReady() }
                 #expect(messages.filter(\.isReadyForQuery).count == 3)
@@ -48,19 +43,19 @@ import Wire
             try await withProxy(backends: servers) { proxy in
                 let client = try RawPostgresClient(port: proxy.port)
                 _ = try client.startup()
-                try send(client, [.parse(.init(name: "s1", query: "select g from generate_series(1, 5) g", parameterTypes: [])),
+                try client.send([.parse(.init(name: "s1", query: "select g from generate_series(1, 5) g", parameterTypes: [])),
                                   .describe(.statement, "s1"), .flush])
                 #expect(try client.read() == .parseComplete)
                 #expect(try client.read() == .parameterDescription([]))
                 guard case let .rowDescription(fields)? = try client.read() else { Issue.record("no RowDescription"); return }
                 #expect(fields.map(\.name) == ["g"])
-                try send(client, [.bind(.init(portal: "p1", statement: "s1", parameterFormats: [], parameters: [], resultFormats: [])),
+                try client.send([.bind(.init(portal: "p1", statement: "s1", parameterFormats: [], parameters: [], resultFormats: [])),
                                   .execute(portal: "p1", maxRows: 2), .flush])
                 #expect(try client.read() == .bindComplete)
                 _ = try client.read()
                 _ = try client.read()
                 #expect(try client.read() == .portalSuspended)
-                try send(client, [.execute(portal: "p1", maxRows: 0), .close(.statement, "s1"), .sync])
+                try client.send([.execute(portal: "p1", maxRows: 0), .close(.statement, "s1"), .sync])
                 let rest = try client.readUntilReady()
                 #expect(rest.filter { if case .dataRow = $0 { true } else { false } }.count == 3)
                 #expect(rest.contains(.commandComplete("SELECT 3")))

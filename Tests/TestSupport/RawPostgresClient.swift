@@ -49,7 +49,9 @@ public final class RawPostgresClient: @unchecked Sendable {
 
     public func send(_ buffer: ByteBuffer) throws { try send(Array(buffer.readableBytesView)) }
 
-    public func send(_ messages: FrontendMessage...) throws {
+    public func send(_ messages: FrontendMessage...) throws { try send(messages) }
+
+    public func send(_ messages: [FrontendMessage]) throws {
         var b = ByteBuffer()
         for m in messages { m.encode(into: &b) }
         try send(b)
