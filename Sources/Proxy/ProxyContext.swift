@@ -44,10 +44,14 @@ public final class ProxyContext: Sendable {
     let messageMemory: MessageMemory
     /// Closed for a moment at an online recovery's cut-over: sessions start no transaction meanwhile.
     public let gate: WriteGate
+    /// Requests for the cluster-wide order lock, to and from the peers (through the state service).
+    public let orderSignal: ClusterOrderSignal
 
     /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
-    public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, gate: WriteGate = WriteGate()) throws {
+    public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, gate: WriteGate = WriteGate(),
+                orderSignal: ClusterOrderSignal = ClusterOrderSignal()) throws {
         self.gate = gate
+        self.orderSignal = orderSignal
         self.logger = logger
         let now = WallClock.unixTime()
         self.registry = registry ?? BackendRegistry(backends: configuration.backends, nodeID: configuration.node.id, logger: logger, now: now)
@@ -56,7 +60,7 @@ public final class ProxyContext: Sendable {
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
         self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger)
         self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
-        self.epochs = CommitEpochs(configuration: configuration, logger: logger)
+        self.epochs = CommitEpochs(configuration: configuration, logger: logger, registry: self.registry, signal: orderSignal)
         self.messageMemory = MessageMemory(limit: configuration.proxy.messageMemory)
         self.live = Mutex(Live(configuration: configuration, users: try Self.loadUsers(configuration), tlsContext: try Self.loadTLS(configuration)))
         let board = viewBoard

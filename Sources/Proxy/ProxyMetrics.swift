@@ -14,4 +14,9 @@ enum ProxyMetrics {
     static let epochCancels = Counter(label: "pgchorus_snapshot_order_cancels_total")
     /// Turns that stopped waiting on running statements after `replication.follower_timeout`.
     static let epochForced = Counter(label: "pgchorus_snapshot_order_forced_total")
+    /// The node went on without the cluster-wide order lock (`ClusterOrder`): not granted even after
+    /// its holders were disconnected.
+    static let clusterOrderForced = Counter(label: "pgchorus_cluster_order_forced_total")
+    /// Other nodes' order connections disconnected on the lead for holding the lock too long.
+    static let clusterOrderTerminations = Counter(label: "pgchorus_cluster_order_terminations_total")
 }

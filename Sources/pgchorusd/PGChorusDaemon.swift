@@ -80,7 +80,7 @@ struct PGChorusDaemon: AsyncParsableCommand {
         do {
             let context = try ProxyContext(configuration: configuration, logger: logger, registry: registry)
             let stateService = try await StateService(configuration: configuration, registry: registry, store: store, logger: logger,
-                                                      gate: context.gate)
+                                                      gate: context.gate, orderSignal: context.orderSignal)
             if configuration.cluster.nodes.count > 1 {
                 let me = configuration.node.id, total = configuration.cluster.nodes.count
                 registry.setFence {

@@ -65,6 +65,32 @@ extension TimingSensitive {
         }
     }
 
+    /// Issue 20's repros through two nodes at once (`Scripts/snapshot_client.py`, its sessions spread
+    /// over both nodes): rows inserted through node 1 while node 2 writes `INSERT … SELECT count(*)`,
+    /// and transfers through both nodes beside writes through node 2 that read their rows. Every
+    /// statement sees the same commits on every backend (the cluster-wide order): identical, all online.
+    @Test(arguments: ["summary", "mixed"])
+    func writesThatReadAnotherNodesCommitsAreIdenticalEverywhere(_ check: String) async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withNodeCluster(count: 2, backends: servers, extra: { _ in Self.health }) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                let dsn = cluster.connectionString(1) + " ;; " + cluster.connectionString(2)
+                let out = try await runBlocking { try Clients.pythonScript("snapshot_client.py", [dsn, check], timeout: .seconds(150)) }
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stdoutLines.last == "PASSED \(check)", "\(out.report)")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                for i in 1...2 {
+                    let status = try await cluster.status(i)
+                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
+                }
+                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
+
     /// A node that hears no majority takes no write and fails no backend: clients get an error naming
     /// the lost quorum; once it hears a majority again it writes.
     @Test func aNodeWithoutQuorumTakesNoWritesAndFailsNoBackend() async throws {

@@ -110,3 +110,103 @@ import Testing
         #expect(s.epoch == 0)
     }
 }
+
+/// The cluster-wide side of the order (`EpochSchedule(clusterWide: true)`): what the node holds of
+/// the lock on the lead, and what it grants under it.
+@Suite struct ClusterEpochScheduleTests {
+    @Test func nothingIsGrantedBeforeTheNodeHoldsTheLock() {
+        var s = EpochSchedule(clusterWide: true)
+        let a = s.request(.statement)
+        #expect(a.granted.isEmpty)
+        #expect(s.wantedHold == .shared)
+        #expect(s.held(.shared) == [a.ticket])
+        #expect(s.wantedHold == .shared)
+    }
+
+    @Test func aCommitWantsTheLockExclusiveOnceTheStatementsFinishAndGivesItBackAfter() {
+        var s = EpochSchedule(clusterWide: true)
+        _ = s.held(.shared)
+        let a = s.request(.statement)
+        let c = s.request(.commit)
+        #expect(c.granted.isEmpty)
+        // The statement still runs: the lock stays shared, the commit waits.
+        #expect(s.wantedHold == .shared)
+        #expect(s.end(a.ticket).isEmpty)
+        #expect(s.wantedHold == .exclusive)
+        // Still shared: nothing is granted under a hold about to change.
+        let late = s.request(.statement)
+        #expect(late.granted.isEmpty)
+        #expect(s.held(.none).isEmpty)
+        #expect(s.held(.exclusive) == [c.ticket])
+        #expect(s.epoch == 1)
+        // While the commit applies the lock stays exclusive; after it, statements want it shared.
+        #expect(s.wantedHold == .exclusive)
+        #expect(s.end(c.ticket).isEmpty)
+        #expect(s.wantedHold == .shared)
+        #expect(s.held(.none).isEmpty)
+        #expect(s.held(.shared) == [late.ticket])
+    }
+
+    @Test func anotherNodeWaitingStopsNewStatementsAndTheLockGoesOnceTheRunningOnesFinish() {
+        var s = EpochSchedule(clusterWide: true)
+        _ = s.held(.shared)
+        let a = s.request(.statement)
+        s.remoteWants()
+        #expect(s.remoteWaiting)
+        // A running statement is probed (it may wait on a lock of the other node's commit).
+        #expect(s.blockers == [a.ticket])
+        let b = s.request(.statement)
+        #expect(b.granted.isEmpty)
+        #expect(s.wantedHold == .shared)
+        #expect(s.end(a.ticket).isEmpty)
+        #expect(s.wantedHold == .none)
+        // Let go: the other node no longer waits on this one; the waiting statement wants it back.
+        #expect(s.held(.none).isEmpty)
+        #expect(!s.remoteWaiting)
+        #expect(s.wantedHold == .shared)
+        #expect(s.held(.shared) == [b.ticket])
+    }
+
+    @Test func aParkedStatementDoesNotKeepAnotherNodeWaiting() {
+        var s = EpochSchedule(clusterWide: true)
+        _ = s.held(.shared)
+        let a = s.request(.statement)
+        s.remoteWants()
+        #expect(s.wantedHold == .shared)
+        _ = s.park([a.ticket])
+        #expect(s.wantedHold == .none)
+    }
+
+    @Test func anIdleNodeKeepsTheLockSharedUntilAskedAndIgnoresAskingWhileItHoldsNothing() {
+        var s = EpochSchedule(clusterWide: true)
+        s.remoteWants()
+        #expect(!s.remoteWaiting)
+        _ = s.held(.shared)
+        #expect(s.wantedHold == .shared)
+        s.remoteWants()
+        #expect(s.wantedHold == .none)
+    }
+
+    @Test func anExclusiveStatementNeedsTheLockExclusiveAndKeepsItWhileItRuns() {
+        var s = EpochSchedule(clusterWide: true)
+        _ = s.held(.shared)
+        let ddl = s.request(.exclusive)
+        #expect(ddl.granted.isEmpty)
+        #expect(s.wantedHold == .exclusive)
+        _ = s.held(.none)
+        #expect(s.held(.exclusive) == [ddl.ticket])
+        s.remoteWants()
+        #expect(s.wantedHold == .exclusive)
+        #expect(s.end(ddl.ticket).isEmpty)
+        #expect(s.wantedHold == .none)
+    }
+
+    @Test func aNodeOnItsOwnOrdersAsBefore() {
+        var s = EpochSchedule()
+        #expect(s.hold == .exclusive)
+        s.remoteWants()
+        #expect(!s.remoteWaiting)
+        #expect(s.request(.statement).granted.count == 1)
+        #expect(s.wantedHold == .exclusive)
+    }
+}

@@ -22,7 +22,7 @@ public final class CommitEpochs: Sendable {
     }
 
     struct State {
-        var schedule = EpochSchedule()
+        var schedule: EpochSchedule
         var grants: [Int: @Sendable () -> Void] = [:]
         var targets: [Int: [Target]] = [:]
         var probing = false
@@ -42,6 +42,10 @@ public final class CommitEpochs: Sendable {
         var cancelled: [Int: NIODeadline] = [:]
         /// Follower waits that went on without their statements since the probe last logged.
         var deferralsTimedOut = 0
+        /// Since when another node waits for the cluster-wide lock (cleared when it is let go).
+        var remoteSince: NIODeadline?
+        /// Parked statements cancelled before the cluster-wide lock is let go to another node, and when.
+        var releaseCancels: [Int: NIODeadline] = [:]
     }
 
     struct FollowerWait {
@@ -51,7 +55,9 @@ public final class CommitEpochs: Sendable {
         var go: @Sendable () -> Void
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    /// The cluster-wide half of the order (several clustering nodes), nil on a node of its own.
+    private let order = Mutex<ClusterOrder?>(nil)
     let configuration: Configuration
     let logger: Logger
     private let pool = Mutex<NIOThreadPool?>(nil)
@@ -59,9 +65,87 @@ public final class CommitEpochs: Sendable {
     private let connections = ProbeConnections()
     static let probeInterval: TimeAmount = .microseconds(300)
 
-    init(configuration: Configuration, logger: Logger) {
+    /// `registry` and `signal` make the order cluster-wide when several clustering nodes are configured.
+    init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, signal: ClusterOrderSignal? = nil) {
         self.configuration = configuration
         self.logger = logger
+        let clusterWide = configuration.replication.commitEpochs && configuration.cluster.nodes.count > 1 && registry != nil
+        self.state = Mutex(State(schedule: EpochSchedule(clusterWide: clusterWide)))
+        guard clusterWide, let registry else { return }
+        let signal = signal ?? ClusterOrderSignal()
+        let made = ClusterOrder(configuration: configuration, registry: registry, signal: signal, logger: logger,
+                                next: { [weak self] in self?.nextHold() }, reached: { [weak self] in self?.reached($0) })
+        order.withLock { $0 = made }
+        signal.onReceive { [weak self] from in self?.remoteWants(from) }
+    }
+
+    /// Whether the order spans every clustering node.
+    var clusterWide: Bool { state.withLock { $0.schedule.clusterWide } }
+
+    /// Asks the cluster order to move when the schedule wants another hold.
+    private func moveOrderIfWanted(_ wanted: Bool) {
+        if wanted { order.withLock { $0 }?.kick() }
+    }
+
+    /// For the cluster order's thread: the hold to take next (nil: keep what is held). Grants stop
+    /// under the current hold from now on. Before the lock goes to another node, parked statements that
+    /// have not yet reached every backend (and read more than the rows they write) are cancelled on the
+    /// lead and waited for, at most `releaseCancelBound`: the other node's commit must not land on a
+    /// follower before such a statement starts there.
+    private func nextHold() -> EpochSchedule.Hold? {
+        let (wanted, cancels) = state.withLock { s -> (EpochSchedule.Hold?, [@Sendable () -> Void]) in
+            let w = s.schedule.wantedHold
+            guard w != s.schedule.hold else { return (nil, []) }
+            if s.schedule.hold != .none, s.schedule.remoteWaiting {
+                let now = NIODeadline.now()
+                let early = s.schedule.parkedStatements.filter { t in
+                    !s.targetOnly.contains(t) && s.cancels[t] != nil && (s.pending[t]?.count ?? 0) > (s.targets[t]?.count ?? 0)
+                }
+                var run: [@Sendable () -> Void] = []
+                for t in early where s.releaseCancels[t] == nil {
+                    s.releaseCancels[t] = now
+                    if let c = s.cancels[t] { run.append(c) }
+                }
+                let waiting = early.filter { t in s.releaseCancels[t].map { now - $0 < Self.releaseCancelBound } ?? false }
+                if !waiting.isEmpty { return (nil, run) }
+            }
+            if s.schedule.hold != .none { _ = s.schedule.held(.none) }
+            return (w, [])
+        }
+        if !cancels.isEmpty {
+            ProxyMetrics.epochCancels.increment(by: cancels.count)
+            for c in cancels { c() }
+            let me = self
+            MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: Self.releaseCancelBound + .milliseconds(5)) { me.order.withLock { $0 }?.kick() }
+        }
+        return wanted
+    }
+
+    /// How long the cluster-wide lock waits for parked statements cancelled before it goes to another node.
+    static let releaseCancelBound: TimeAmount = .seconds(1)
+
+    /// The cluster order holds `hold` now.
+    private func reached(_ hold: EpochSchedule.Hold) {
+        let (grants, again) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
+            let granted = s.schedule.held(hold)
+            if hold == .none { s.remoteSince = nil; s.releaseCancels = [:] }
+            s.noteGranted(granted)
+            return (s.take(granted), s.schedule.wantedHold != s.schedule.hold)
+        }
+        for g in grants { g() }
+        moveOrderIfWanted(again)
+        probeIfBlocked()
+    }
+
+    /// Another node waits for the cluster-wide lock.
+    private func remoteWants(_ node: String) {
+        let again = state.withLock { s -> Bool in
+            s.schedule.remoteWants()
+            if s.schedule.remoteWaiting, s.remoteSince == nil { s.remoteSince = .now() }
+            return s.schedule.wantedHold != s.schedule.hold
+        }
+        moveOrderIfWanted(again)
+        probeIfBlocked()
     }
 
     /// Whether the node orders statements and commits in epochs (`replication.commit_epochs`).
@@ -70,7 +154,7 @@ public final class CommitEpochs: Sendable {
     /// Asks for a turn; `grant` runs later (on any thread: hop to your event loop) unless it is
     /// granted at once, which the result says.
     func request(_ kind: EpochSchedule.Kind, grant: @escaping @Sendable () -> Void) -> (ticket: Int, now: Bool) {
-        let (ticket, others, now) = state.withLock { s -> (Int, [@Sendable () -> Void], Bool) in
+        let (ticket, others, now, move) = state.withLock { s -> (Int, [@Sendable () -> Void], Bool, Bool) in
             let (ticket, granted) = s.schedule.request(kind)
             s.noteGranted(granted)
             let now = granted.contains(ticket)
@@ -78,9 +162,10 @@ public final class CommitEpochs: Sendable {
                 s.grants[ticket] = grant
                 s.waitingSince[ticket] = .now()
             }
-            return (ticket, s.take(granted.filter { $0 != ticket }), now)
+            return (ticket, s.take(granted.filter { $0 != ticket }), now, s.schedule.wantedHold != s.schedule.hold)
         }
         for g in others { g() }
+        moveOrderIfWanted(move)
         probeIfBlocked()
         return (ticket, now)
     }
@@ -133,7 +218,7 @@ public final class CommitEpochs: Sendable {
 
     /// A turn is over (finished on every backend) or no longer wanted.
     func end(_ ticket: Int) {
-        let grants = state.withLock { s -> [@Sendable () -> Void] in
+        let (grants, move) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
             s.targets[ticket] = nil
             s.pending[ticket] = nil
             s.grants[ticket] = nil
@@ -141,12 +226,14 @@ public final class CommitEpochs: Sendable {
             s.deferrals[ticket] = nil
             s.cancels[ticket] = nil
             s.cancelled[ticket] = nil
+            s.releaseCancels[ticket] = nil
             s.targetOnly.remove(ticket)
             let granted = s.schedule.end(ticket)
             s.noteGranted(granted)
-            return s.take(granted) + s.readyFollowers(waiting: [])
+            return (s.take(granted) + s.readyFollowers(waiting: []), s.schedule.wantedHold != s.schedule.hold)
         }
         for g in grants { g() }
+        moveOrderIfWanted(move)
     }
 
     /// Commit groups applied so far (for tests and status).
@@ -154,12 +241,13 @@ public final class CommitEpochs: Sendable {
 
     private func park(_ tickets: [Int]) {
         guard !tickets.isEmpty else { return }
-        let grants = state.withLock { s -> [@Sendable () -> Void] in
+        let (grants, move) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
             let granted = s.schedule.park(tickets)
             s.noteGranted(granted)
-            return s.take(granted)
+            return (s.take(granted), s.schedule.wantedHold != s.schedule.hold)
         }
         for g in grants { g() }
+        moveOrderIfWanted(move)
     }
 
     // MARK: the probe
@@ -197,7 +285,8 @@ public final class CommitEpochs: Sendable {
                 let followerTargets = s.followerWaits.flatMap { w in
                     s.unmet(s.deferrals[w.commit] ?? [], on: w.backend).flatMap { s.targets[$0] ?? [] }
                 }
-                return (b, s.targets.filter { b.contains($0.key) }, s.waitingSince.values.min(), followerTargets, !s.followerWaits.isEmpty)
+                let since = (Array(s.waitingSince.values) + [s.remoteSince].compactMap { $0 }).min()
+                return (b, s.targets.filter { b.contains($0.key) }, since, followerTargets, !s.followerWaits.isEmpty)
             }
             guard !blockers.isEmpty || followersWait else { return }
             if followersWait { releaseFollowers(seen: waitingTargets(followerTargets)) }
@@ -284,6 +373,7 @@ public final class CommitEpochs: Sendable {
     }
 
     func shutdown() {
+        order.withLock { $0 }?.shutdown()
         // The connections close with the pool's thread (the probe loop is their only user).
         pool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
     }

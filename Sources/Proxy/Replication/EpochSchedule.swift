@@ -22,8 +22,26 @@
 /// statement may be parked on the very locks a commit frees); statements and exclusive ones in arrival
 /// order, a statement while no commit is applying or queued and no exclusive one runs unparked, an
 /// exclusive one while every holder is parked and no commit applies.
+///
+/// **Cluster-wide** (`clusterWide`, several clustering nodes): the node's epochs are also ordered
+/// against every other node's by a lock on the lead backend that each node holds through its own
+/// connection (`ClusterOrder`): *shared* while statements of the node run, *exclusive* while its
+/// commits or exclusive statements do. `hold` is what the node holds now (the cluster order tells it
+/// with `held(_:)`), `wantedHold` what it should hold next; nothing is granted under a hold that is
+/// about to change. A node that is told another node waits for the lock (`remoteWaiting`) starts no
+/// new statement and lets the lock go once its own statements have finished or parked.
 public struct EpochSchedule: Sendable {
     public enum Kind: Sendable, Equatable { case statement, exclusive, commit }
+
+    /// What the node holds of the cluster-wide order lock.
+    public enum Hold: Sendable, Equatable { case none, shared, exclusive }
+
+    /// Whether epochs are ordered across clustering nodes (see above).
+    public let clusterWide: Bool
+    /// The cluster-wide lock the node holds now (always `.exclusive` when not `clusterWide`).
+    public private(set) var hold: Hold
+    /// Another node waits for the cluster-wide lock: no new statement starts until it is let go.
+    public private(set) var remoteWaiting = false
 
     struct Holder: Sendable, Equatable {
         var kind: Kind
@@ -39,7 +57,45 @@ public struct EpochSchedule: Sendable {
     /// Commit groups applied so far.
     public private(set) var epoch = 0
 
-    public init() {}
+    public init(clusterWide: Bool = false) {
+        self.clusterWide = clusterWide
+        self.hold = clusterWide ? .none : .exclusive
+    }
+
+    /// The cluster order now holds `hold` (it reports `.none` before it lets a lock go); returns the
+    /// tickets granted now. Having let the lock go, the node no longer keeps another node waiting.
+    public mutating func held(_ hold: Hold) -> [Int] {
+        guard clusterWide else { return [] }
+        self.hold = hold
+        if hold == .none { remoteWaiting = false }
+        return admit()
+    }
+
+    /// Another node waits for the cluster-wide lock (ignored while the node holds nothing).
+    public mutating func remoteWants() {
+        guard clusterWide, hold != .none else { return }
+        remoteWaiting = true
+    }
+
+    /// The cluster-wide lock the node should hold next. A commit group or an exclusive statement ready
+    /// to go wants it exclusive; running or waiting statements want it shared (one held exclusive is
+    /// kept while anything granted under it runs); a node another node waits for lets it go once its
+    /// statements are finished or parked; an idle node keeps it shared (its next statement starts at
+    /// once) until another node asks for it.
+    public var wantedHold: Hold {
+        guard clusterWide else { return .exclusive }
+        let unparked = holders.values.contains { !$0.parked || $0.kind == .commit }
+        if hold == .exclusive && holders.values.contains(where: { $0.kind != .statement && (!$0.parked || $0.kind == .commit) }) {
+            return .exclusive
+        }
+        if hold == .exclusive && unparked { return .exclusive }
+        if !queuedCommits.isEmpty || queue.first?.kind == .exclusive {
+            if allStatementsParked { return .exclusive }
+        }
+        if unparked { return hold == .none ? .shared : hold }
+        if remoteWaiting { return .none }
+        return .shared
+    }
 
     /// Asks for a turn of `kind`; returns its ticket and every ticket granted now (it may be among them).
     public mutating func request(_ kind: Kind) -> (ticket: Int, granted: [Int]) {
@@ -66,7 +122,7 @@ public struct EpochSchedule: Sendable {
 
     /// The running holders that hold up a waiting turn: the ones worth probing (empty when nothing waits).
     public var blockers: [Int] {
-        guard !queuedCommits.isEmpty || !queue.isEmpty else { return [] }
+        guard !queuedCommits.isEmpty || !queue.isEmpty || remoteWaiting else { return [] }
         return holders.filter { $0.value.kind != .commit && !$0.value.parked }.keys.sorted()
     }
 
@@ -88,9 +144,13 @@ public struct EpochSchedule: Sendable {
 
     private var commitApplying: Bool { holders.values.contains { $0.kind == .commit } }
 
+    /// The hold that grants may rely on: none while it is about to change.
+    private var stableHold: Hold { hold == wantedHold ? hold : .none }
+
     private mutating func admit() -> [Int] {
         var granted: [Int] = []
-        if !queuedCommits.isEmpty, allStatementsParked {
+        let hold = stableHold
+        if !queuedCommits.isEmpty, allStatementsParked, hold == .exclusive {
             for t in queuedCommits { holders[t] = Holder(kind: .commit) }
             granted += queuedCommits
             queuedCommits = []
@@ -100,8 +160,10 @@ public struct EpochSchedule: Sendable {
             guard !commitApplying, queuedCommits.isEmpty else { break }
             switch head.kind {
             case .statement:
+                guard hold != .none, !remoteWaiting else { return granted }
                 guard !holders.values.contains(where: { $0.kind == .exclusive && !$0.parked }) else { return granted }
             case .exclusive:
+                guard hold == .exclusive, !remoteWaiting else { return granted }
                 guard allStatementsParked else { return granted }
             case .commit:
                 break

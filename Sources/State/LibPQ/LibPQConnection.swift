@@ -134,7 +134,7 @@ public final class LibPQConnection {
     public static func conninfo(_ backend: Configuration.Backend, database: String, user: String, password: String?,
                                 connectTimeout: Int, application: String, extra: String = "") -> String {
         var s = "host=\(quote(backend.host)) port=\(backend.port) dbname=\(quote(database)) user=\(quote(user)) "
-            + "connect_timeout=\(connectTimeout) application_name=\(application)"
+            + "connect_timeout=\(connectTimeout) application_name=\(quote(application))"
         if !extra.isEmpty { s += " " + extra }
         if let password { s += " password=\(quote(password))" }
         return s

@@ -10,6 +10,9 @@ public struct PeerMessage: Sendable, Equatable, Codable {
         /// Sent at once after a local status change; the receiver answers `ack`.
         case notice
         case ack
+        /// "I wait for the cluster-wide order lock: let it go once your running statements are done"
+        /// (`ClusterOrderSignal`): no view, not acknowledged.
+        case epoch
     }
 
     public var kind: Kind

@@ -67,6 +67,8 @@ public final class StateService: Service, Sendable {
     let vipHooks = Mutex<VIPHooks?>(nil)
     /// This node's write gate (online recovery's cut-over).
     public let gate: WriteGate
+    /// Requests for the cluster-wide order lock, to and from the peers.
+    public let orderSignal: ClusterOrderSignal
 
     /// How the virtual-IP election rides on the peer messages.
     public struct VIPHooks: Sendable {
@@ -85,8 +87,10 @@ public final class StateService: Service, Sendable {
 
     /// Binds the peer socket at once (a single-node cluster has none), so errors surface before `run`.
     public init(configuration: Configuration, registry: BackendRegistry, store: StateStore?, logger: Logger,
-                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, gate: WriteGate = WriteGate()) async throws {
+                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, gate: WriteGate = WriteGate(),
+                orderSignal: ClusterOrderSignal = ClusterOrderSignal()) async throws {
         self.gate = gate
+        self.orderSignal = orderSignal
         self.configuration = configuration
         self.registry = registry
         self.store = store
@@ -121,6 +125,12 @@ public final class StateService: Service, Sendable {
             if local { self?.changedLocally() }
         }
         gate.onChange { [weak self] in self?.broadcastNow() }
+        orderSignal.setAnnouncer { [weak self] in self?.announceOrderRequest() }
+    }
+
+    /// Tells every peer this node waits for the cluster-wide order lock (a small message: no view).
+    func announceOrderRequest() {
+        for peer in configuration.cluster.nodes where peer.id != configuration.node.id { send(.epoch, to: peer) }
     }
 
     /// Where the peers' backend lists differ from this node's (a reload done on some nodes only).
@@ -302,12 +312,13 @@ public final class StateService: Service, Sendable {
 
     private func send(_ kind: PeerMessage.Kind, to peer: Configuration.ClusterNode, acknowledging: String? = nil) {
         guard let channel, let key else { return }
-        let reachable = hooks.withLock { $0.reachable }?()
-        let (gateRequest, gateState) = kind == .ack ? (nil, nil) : gateFields()
+        let brief = kind == .ack || kind == .epoch
+        let reachable = brief ? nil : hooks.withLock { $0.reachable }?()
+        let (gateRequest, gateState) = brief ? (nil, nil) : gateFields()
         let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: PeerMessage.makeNonce(),
-                                  backends: kind == .ack ? [] : registry.states(), acknowledges: acknowledging,
-                                  reachableBackends: reachable, quorum: kind == .ack ? nil : hasQuorum(),
-                                  vip: kind == .ack ? nil : vipHooks.withLock { $0 }?.beacon(), to: peer.id,
+                                  backends: brief ? [] : registry.states(), acknowledges: acknowledging,
+                                  reachableBackends: reachable, quorum: brief ? nil : hasQuorum(),
+                                  vip: brief ? nil : vipHooks.withLock { $0 }?.beacon(), to: peer.id,
                                   gate: gateRequest, gateState: gateState)
         if kind == .notice {
             // Only the latest notice counts: an ack of an older one does not cover a newer change.
@@ -336,6 +347,10 @@ public final class StateService: Service, Sendable {
             refused(error, from: source, now: now)
             return
         } catch {
+            return
+        }
+        if message.kind == .epoch {
+            orderSignal.received(from: message.from)
             return
         }
         inner.withLock { s in

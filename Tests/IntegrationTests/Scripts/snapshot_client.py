@@ -11,6 +11,9 @@ mixed    3 sessions for a bounded time: transfers in transactions that wait on e
          (hot row), and writes that read the transfers' rows without locking them: INSERT … SELECT
          count(*), UPDATE … SET x = (SELECT … WHERE id IN (SELECT …)), UPDATE … SET x = (SELECT max(…)),
          plain reads.
+
+The connection string may name several clustering nodes, separated by " ;; ": the sessions are then
+spread over them (the first node for the writers, the last for the sessions that read their rows).
 """
 import random
 import sys
@@ -22,13 +25,19 @@ import psycopg2.errors
 from checks import connect, expect, in_threads, ok, run
 
 
+def nodes(dsn):
+    """The connection strings of the nodes named in `dsn` (one, or several separated by " ;; ")."""
+    return dsn.split(" ;; ")
+
+
 def check_summary(dsn):
-    c = connect(dsn).cursor()
+    writer_dsn, reader_dsn = nodes(dsn)[0], nodes(dsn)[-1]
+    c = connect(writer_dsn).cursor()
     c.execute("create table t (id serial primary key, v int)")
     c.execute("create table summary (k int primary key, n bigint)")
 
     def inserter(stop):
-        cur = connect(dsn).cursor()
+        cur = connect(writer_dsn).cursor()
         for i in range(100000):
             if stop.is_set():
                 return
@@ -37,7 +46,7 @@ def check_summary(dsn):
     done = {"n": 0}
 
     def summariser(stop):
-        cur = connect(dsn).cursor()
+        cur = connect(reader_dsn).cursor()
         for k in range(300):
             if stop.is_set():
                 return
@@ -82,7 +91,8 @@ def check_reads(dsn):
 
 
 def check_mixed(dsn):
-    c = connect(dsn).cursor()
+    all_nodes = nodes(dsn)
+    c = connect(all_nodes[0]).cursor()
     c.execute("create table acct (id int primary key, bal bigint not null)")
     c.execute("insert into acct select g, 0 from generate_series(1, 20) g")
     c.execute("create table hist (id serial primary key, acct int, delta int)")
@@ -92,7 +102,7 @@ def check_mixed(dsn):
     def transfers(seed):
         def go(stop):
             rnd = random.Random(seed)
-            conn = connect(dsn, autocommit=False)
+            conn = connect(all_nodes[seed % len(all_nodes)], autocommit=False)
             cur = conn.cursor()
             for _ in range(100000):
                 if stop.is_set():
@@ -109,7 +119,7 @@ def check_mixed(dsn):
         return go
 
     def readers_of_others(stop):
-        cur = connect(dsn).cursor()
+        cur = connect(all_nodes[-1]).cursor()
         for _ in range(100000):
             if stop.is_set():
                 return

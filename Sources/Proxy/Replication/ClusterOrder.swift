@@ -1,0 +1,238 @@
+import Logging
+import NIOCore
+import NIOPosix
+import State
+import Synchronization
+
+/// The cluster-wide half of the order of commits and statements (`EpochSchedule.clusterWide`): the
+/// node holds one advisory lock on the lead backend — which every node shares — through a libpq
+/// connection of its own: *shared* while its statements run, *exclusive* while its commits (and
+/// exclusive statements) are applied. PostgreSQL's lock manager then orders the epochs of all nodes:
+/// no node applies a commit while another node's statement runs, and a request waiting for the lock
+/// is served before later ones (a node asking for it again queues behind a waiting node).
+///
+/// A node keeps the lock shared while it is idle, so that its next statement starts at once; a node
+/// that waits for it exclusive tells the others (`ClusterOrderSignal`, through the state service), and
+/// they let it go as soon as their running statements have finished or wait on a lock.
+///
+/// Bounded: a lock not granted within `replication.follower_timeout` is held by a node that is frozen
+/// or cut off: its order connection is terminated on the lead (its locks go with it) and the request
+/// is made once more; if that fails too the node goes on without the lock, with a warning
+/// (`pgchorus_cluster_order_forced_total`). A lead that changes (or a lost connection) is connected
+/// anew and the lock taken again there.
+final class ClusterOrder: Sendable {
+    /// The advisory lock (two-key form; the sequence turn uses `7451037, 1`).
+    static let lockKeys = (7_451_037, 2)
+    static var lock: String { "\(lockKeys.0), \(lockKeys.1)" }
+    static let applicationName = "pgchorus-order"
+
+    struct Inner {
+        var running = false
+        /// Kicked since the thread last asked what is wanted.
+        var dirty = false
+        var stopped = false
+        /// The lead the lock should be held on, when it changed since the connection was made.
+        var leadChanged = false
+        var announcing: RepeatedTask?
+    }
+
+    private let inner = Mutex(Inner())
+    private let pool = NIOThreadPool(numberOfThreads: 1)
+    /// Used only on the pool's thread.
+    private let link = OrderLink()
+    let configuration: Configuration
+    let registry: BackendRegistry
+    let logger: Logger
+    let signal: ClusterOrderSignal
+    /// Asks the schedule what to hold next; the schedule stops granting under the current hold when
+    /// the answer differs (see `EpochSchedule.wantedHold`).
+    let next: @Sendable () -> EpochSchedule.Hold?
+    /// Tells the schedule what the node holds now.
+    let reached: @Sendable (EpochSchedule.Hold) -> Void
+
+    init(configuration: Configuration, registry: BackendRegistry, signal: ClusterOrderSignal, logger: Logger,
+         next: @escaping @Sendable () -> EpochSchedule.Hold?, reached: @escaping @Sendable (EpochSchedule.Hold) -> Void) {
+        self.configuration = configuration
+        self.registry = registry
+        self.signal = signal
+        self.logger = logger
+        self.next = next
+        self.reached = reached
+        pool.start()
+        registry.addListener { [weak self] _, _ in self?.leadMayHaveChanged() }
+    }
+
+    /// The schedule wants another hold: the order's thread works until it holds what is wanted.
+    func kick() {
+        let start = inner.withLock { s -> Bool in
+            s.dirty = true
+            guard !s.running, !s.stopped else { return false }
+            s.running = true
+            return true
+        }
+        guard start else { return }
+        let me = self
+        pool.submit { _ in me.work() }
+    }
+
+    private func leadMayHaveChanged() {
+        inner.withLock { $0.leadChanged = true }
+        kick()
+    }
+
+    private func work() {
+        for _ in 0..<1_000_000 {
+            let moved = inner.withLock { s -> Bool in
+                defer { s.leadChanged = false; s.dirty = false }
+                return s.leadChanged
+            }
+            if moved, link.leadID != nil, registry.online().first?.id != link.leadID {
+                // The lock on the old lead orders nothing any more: what is held is taken anew on the new one.
+                logger.notice("the lead changed: the cluster-wide order lock is taken again on the new lead")
+                reached(.none)
+                link.close()
+            }
+            guard let want = next() else {
+                let again = inner.withLock { s -> Bool in
+                    if s.dirty || s.leadChanged { return true }
+                    s.running = false
+                    return false
+                }
+                if again { continue }
+                return
+            }
+            let got = take(want)
+            reached(got)
+        }
+        inner.withLock { $0.running = false }
+    }
+
+    /// Moves from what is held on the lead to `want`; returns what the node may rely on.
+    private func take(_ want: EpochSchedule.Hold) -> EpochSchedule.Hold {
+        for attempt in 0..<3 {
+            do {
+                let c = try link.connection(lead: registry.online().first, configuration: configuration)
+                try release(c, want)
+                switch want {
+                case .none:
+                    return .none
+                case .shared, .exclusive:
+                    try acquire(c, want)
+                    return want
+                }
+            } catch let failure as LibPQConnection.Failure where failure.sqlState == "55P03" {
+                // Not granted in time: whoever holds it is frozen or cut off.
+                terminateHolders(attempt: attempt)
+            } catch {
+                logger.warning("cluster-wide order: \(error); connecting again", metadata: ["attempt": "\(attempt + 1)"])
+                link.close()
+            }
+        }
+        logger.warning("the cluster-wide order lock could not be taken \(want == .shared ? "shared" : "exclusive") on the lead: this node goes on without it (statement order across nodes is not guaranteed until it is taken again)")
+        ProxyMetrics.clusterOrderForced.increment()
+        link.held = .none
+        return want
+    }
+
+    private func release(_ c: LibPQConnection, _ want: EpochSchedule.Hold) throws {
+        switch (link.held, want) {
+        case (.shared, .exclusive), (.shared, .none):
+            try c.simpleQuery("SELECT pg_catalog.pg_advisory_unlock_shared(\(Self.lock))")
+            link.held = .none
+        case (.exclusive, .shared), (.exclusive, .none):
+            try c.simpleQuery("SELECT pg_catalog.pg_advisory_unlock(\(Self.lock))")
+            link.held = .none
+        default:
+            break
+        }
+    }
+
+    private func acquire(_ c: LibPQConnection, _ want: EpochSchedule.Hold) throws {
+        guard link.held != want else { return }
+        let exclusive = want == .exclusive
+        let function = exclusive ? "pg_advisory_lock" : "pg_advisory_lock_shared"
+        let tryFunction = exclusive ? "pg_try_advisory_lock" : "pg_try_advisory_lock_shared"
+        if try c.simpleQuery("SELECT pg_catalog.\(tryFunction)(\(Self.lock))").first?.first == "t" {
+            link.held = want
+            return
+        }
+        // Another node holds it: an exclusive request tells the others, until it is granted.
+        if exclusive { startAnnouncing() }
+        defer { if exclusive { stopAnnouncing() } }
+        try c.simpleQuery("SELECT pg_catalog.\(function)(\(Self.lock))")
+        link.held = want
+    }
+
+    private func startAnnouncing() {
+        signal.announce()
+        let signal = signal
+        let task = MultiThreadedEventLoopGroup.singleton.next().scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) { _ in
+            signal.announce()
+        }
+        inner.withLock { $0.announcing = task }
+    }
+
+    private func stopAnnouncing() {
+        inner.withLock { s in
+            s.announcing?.cancel()
+            s.announcing = nil
+        }
+    }
+
+    /// Terminates, on the lead, the other nodes' order connections that hold the lock (frozen or cut off).
+    private func terminateHolders(attempt: Int) {
+        guard attempt == 0, let c = try? link.connection(lead: registry.online().first, configuration: configuration) else { return }
+        let sql = """
+        SELECT a.pid, a.application_name, pg_catalog.pg_terminate_backend(a.pid)
+          FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.classid = \(Self.lockKeys.0) AND l.objid = \(Self.lockKeys.1) AND l.objsubid = 2
+           AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+        """
+        do {
+            let rows = try c.simpleQuery(sql)
+            let who = rows.map { "\($0.count > 1 ? ($0[1] ?? "?") : "?") (pid \($0.first.flatMap { $0 } ?? "?"))" }
+            logger.warning("the cluster-wide order lock was not granted within \(configuration.replication.followerTimeout) s (replication.follower_timeout): its holders are frozen or cut off and were disconnected from the lead", metadata: ["holders": "\(who)"])
+            ProxyMetrics.clusterOrderTerminations.increment()
+        } catch {
+            logger.warning("cluster-wide order: cannot disconnect the lock's holders: \(error)")
+            link.close()
+        }
+    }
+
+    func shutdown() {
+        inner.withLock { s in
+            s.stopped = true
+            s.announcing?.cancel()
+            s.announcing = nil
+        }
+        pool.shutdownGracefully { _ in }
+    }
+}
+
+/// The order's connection to the lead and what it holds there: touched only on the order's thread.
+private final class OrderLink: @unchecked Sendable {
+    var connection: LibPQConnection?
+    var leadID: String?
+    var held: EpochSchedule.Hold = .none
+
+    func connection(lead: Configuration.Backend?, configuration: Configuration) throws -> LibPQConnection {
+        if let connection, lead?.id == leadID { return connection }
+        close()
+        guard let lead else { throw LibPQConnection.Failure(description: "no backend is online") }
+        let h = configuration.healthCheck
+        let timeout = max(1, Int(configuration.replication.followerTimeout * 1000))
+        let conninfo = LibPQConnection.conninfo(lead, database: h.database, user: h.user, password: h.password, connectTimeout: 2,
+                                                application: "\(ClusterOrder.applicationName) \(configuration.node.id)",
+                                                extra: "options=\(LibPQConnection.quote("-c lock_timeout=\(timeout) -c statement_timeout=0"))")
+        let c = try LibPQConnection(conninfo, target: lead.description)
+        connection = c
+        leadID = lead.id
+        return c
+    }
+
+    func close() {
+        connection = nil
+        leadID = nil
+        held = .none
+    }
+}
