@@ -91,6 +91,56 @@ extension TimingSensitive {
         }
     }
 
+    /// A node frozen (SIGSTOP) while it holds the cluster-wide order lock holds nobody up for longer
+    /// than the bound: the other nodes' commits disconnect its order connection on the lead and go on;
+    /// their clients see no failed transaction; once it resumes it takes the lock again, and the
+    /// backends end identical.
+    @Test func aFrozenNodeHoldingTheClusterOrderHoldsNobodyUpForLong() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            // (The grace outlasts the freeze: a prepared transaction waiting for the lock is not in doubt.)
+            let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 12\n" + Self.health }
+            try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
+                let port = cluster.port
+                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
+                #expect(initialise.exitCode == 0, "\(initialise.report)")
+                @Sendable func bench(_ node: Int) -> CommandOutput? {
+                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "2", "-j", "1", "-T", "14", "--max-tries", "20"])
+                }
+                async let one = runBlocking { bench(1) }
+                async let two = runBlocking { bench(2) }
+                // Node 3 writes too (so it holds the lock), then is frozen for longer than the bound.
+                let three = try await runBlocking {
+                    try Clients.pgbench(port: port, ["-h", "127.0.0.4", "-n", "-c", "1", "-T", "2"])
+                }
+                #expect(three.exitCode == 0, "\(three.report)")
+                cluster.freeze(3, true)
+                try await Task.sleep(for: .seconds(7))
+                cluster.freeze(3, false)
+                let survivors = [try await one, try await two]
+                for run in survivors {
+                    #expect(run?.exitCode == 0, "\(run?.report ?? "no output")")
+                    #expect(run?.stdout.contains("number of failed transactions: 0 ") == true, "\(run?.report ?? "")")
+                }
+                let log = cluster.log(1) + cluster.log(2)
+                #expect(log.contains("its holders are frozen or cut off and were disconnected"), "\(log.suffix(3000))")
+                // Resumed, node 3 writes again under the order.
+                let again = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.4", "-n", "-c", "1", "-t", "20"]) }
+                #expect(again.exitCode == 0, "\(again.report)")
+                let resolved = try await cluster.waitUntil(seconds: 30) { try servers.allSatisfy { try Consistency.preparedCount($0) == 0 } }
+                #expect(resolved, "\(cluster.log(3).suffix(1500))")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                for i in 1...3 {
+                    let status = try await cluster.status(i)
+                    let problems = cluster.log(i).split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" warning ") }.suffix(30)
+                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" }) \(problems.joined(separator: "\n"))")
+                }
+            }
+        }
+    }
+
     /// A node that hears no majority takes no write and fails no backend: clients get an error naming
     /// the lost quorum; once it hears a majority again it writes.
     @Test func aNodeWithoutQuorumTakesNoWritesAndFailsNoBackend() async throws {

@@ -62,6 +62,11 @@ public final class NodeCluster: @unchecked Sendable {
         processes[node] = nil
     }
 
+    /// SIGSTOP (`frozen: true`) or SIGCONT: a node that stops answering without dying.
+    public func freeze(_ node: Int, _ frozen: Bool) {
+        processes[node]?.signal(frozen ? SIGSTOP : SIGCONT)
+    }
+
     /// SIGTERM, and waits for the process to end (SIGKILL after 10 s).
     public func stop(_ node: Int) async {
         guard let p = processes[node] else { return }

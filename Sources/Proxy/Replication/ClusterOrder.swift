@@ -179,20 +179,27 @@ final class ClusterOrder: Sendable {
         }
     }
 
-    /// Terminates, on the lead, the other nodes' order connections that hold the lock (frozen or cut off).
+    /// Terminates, on the lead, the other nodes' order connections that hold the lock: those of nodes
+    /// the state service finds dead when there are any (frozen or cut off), else every holder.
     private func terminateHolders(attempt: Int) {
         guard attempt == 0, let c = try? link.connection(lead: registry.online().first, configuration: configuration) else { return }
-        let sql = """
-        SELECT a.pid, a.application_name, pg_catalog.pg_terminate_backend(a.pid)
+        let holders = """
+        SELECT a.pid, a.application_name
           FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
          WHERE l.locktype = 'advisory' AND l.classid = \(Self.lockKeys.0) AND l.objid = \(Self.lockKeys.1) AND l.objsubid = 2
            AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
         """
         do {
-            let rows = try c.simpleQuery(sql)
-            let who = rows.map { "\($0.count > 1 ? ($0[1] ?? "?") : "?") (pid \($0.first.flatMap { $0 } ?? "?"))" }
-            logger.warning("the cluster-wide order lock was not granted within \(configuration.replication.followerTimeout) s (replication.follower_timeout): its holders are frozen or cut off and were disconnected from the lead", metadata: ["holders": "\(who)"])
-            ProxyMetrics.clusterOrderTerminations.increment()
+            let rows = try c.simpleQuery(holders).compactMap { row -> (pid: String, name: String)? in
+                guard row.count == 2, let pid = row[0] else { return nil }
+                return (pid, row[1] ?? "")
+            }
+            let dead = Set(signal.deadPeers().map { "\(Self.applicationName) \($0)" })
+            let chosen = rows.contains { dead.contains($0.name) } ? rows.filter { dead.contains($0.name) } : rows
+            for h in chosen { try c.simpleQuery("SELECT pg_catalog.pg_terminate_backend(\(h.pid))") }
+            logger.warning("the cluster-wide order lock was not granted within \(configuration.replication.followerTimeout) s (replication.follower_timeout): its holders are frozen or cut off and were disconnected from the lead",
+                           metadata: ["holders": "\(chosen.map { "\($0.name) (pid \($0.pid))" })"])
+            ProxyMetrics.clusterOrderTerminations.increment(by: chosen.count)
         } catch {
             logger.warning("cluster-wide order: cannot disconnect the lock's holders: \(error)")
             link.close()

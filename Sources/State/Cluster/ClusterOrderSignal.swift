@@ -7,15 +7,21 @@ public final class ClusterOrderSignal: Sendable {
     private struct Hooks {
         var announce: (@Sendable () -> Void)?
         var received: (@Sendable (_ from: String) -> Void)?
+        var deadPeers: (@Sendable () -> [String])?
     }
 
     private let hooks = Mutex(Hooks())
 
     public init() {}
 
-    /// Set by the state service: sends the request to every peer.
-    public func setAnnouncer(_ announce: @escaping @Sendable () -> Void) {
-        hooks.withLock { $0.announce = announce }
+    /// Set by the state service: sends the request to every peer; tells which peers are dead.
+    public func setAnnouncer(_ announce: @escaping @Sendable () -> Void, deadPeers: @escaping @Sendable () -> [String]) {
+        hooks.withLock { $0.announce = announce; $0.deadPeers = deadPeers }
+    }
+
+    /// The peers the state service has not heard from within the peer timeout.
+    public func deadPeers() -> [String] {
+        hooks.withLock { $0.deadPeers }?() ?? []
     }
 
     /// Set by the proxy: another node waits for the lock.

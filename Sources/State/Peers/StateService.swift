@@ -125,7 +125,7 @@ public final class StateService: Service, Sendable {
             if local { self?.changedLocally() }
         }
         gate.onChange { [weak self] in self?.broadcastNow() }
-        orderSignal.setAnnouncer { [weak self] in self?.announceOrderRequest() }
+        orderSignal.setAnnouncer({ [weak self] in self?.announceOrderRequest() }, deadPeers: { [weak self] in self?.deadPeers() ?? [] })
     }
 
     /// Tells every peer this node waits for the cluster-wide order lock (a small message: no view).
