@@ -91,6 +91,54 @@ extension TimingSensitive {
         }
     }
 
+    /// Issue 20's randomized workload through two nodes at once: TPC-B plus writes that read other
+    /// sessions' rows without locking them, 4 clients per node for 20 s: identical, all online.
+    /// Disabled: the repro of the gap docs/replication.md names under "Across clustering nodes" (a
+    /// parked write that finished on the lead but waits behind a follower lock wait when another
+    /// node's commit is due; and follower lock waits across nodes that outlast `follower_timeout`).
+    /// Here it fails about one run in two with the cluster-wide order, every run without it.
+    @Test(.disabled("known gap of the cluster-wide order, see docs/replication.md"))
+    func tpcbWithWritesThatReadOtherSessionsRowsThroughTwoNodesStaysIdentical() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withNodeCluster(count: 2, backends: servers, extra: { _ in Self.health }) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                let port = cluster.port
+                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
+                #expect(initialise.exitCode == 0, "\(initialise.report)")
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table totals (id serial primary key, n bigint, s bigint, top bigint)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let custom = cluster.directory + "/readers.sql"
+                try """
+                \\set aid random(1, 100000)
+                insert into totals (n, s, top) select count(*), sum(delta), max(mtime::date - date '2000-01-01') from pgbench_history;
+                update pgbench_tellers set filler = 'x' where tid in (select tid from pgbench_history order by mtime desc, tid limit 2);
+                update totals set top = (select max(tbalance) from pgbench_tellers) where id = (select max(id) from totals);
+                select count(*) from pgbench_history where aid = :aid;
+                """.write(toFile: custom, atomically: true, encoding: .utf8)
+                @Sendable func bench(_ node: Int) throws -> CommandOutput {
+                    try Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-M", "extended", "-c", "4", "-j", "1", "-T", "20",
+                                                     "--max-tries", "20", "-b", "tpcb-like@4", "-f", "\(custom)@1"])
+                }
+                async let one = runBlocking { try bench(1) }
+                let two = try await runBlocking { try bench(2) }
+                for run in [try await one, two] {
+                    #expect(run.exitCode == 0, "\(run.report)")
+                    #expect(run.stdout.contains("number of transactions actually processed"), "\(run.report)")
+                }
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                for i in 1...2 {
+                    let status = try await cluster.status(i)
+                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
+                }
+                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
+
     /// A node frozen (SIGSTOP) while it holds the cluster-wide order lock holds nobody up for longer
     /// than the bound: the other nodes' commits disconnect its order connection on the lead and go on;
     /// their clients see no failed transaction; once it resumes it takes the lock again, and the

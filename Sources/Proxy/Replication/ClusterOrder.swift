@@ -112,14 +112,8 @@ final class ClusterOrder: Sendable {
         for attempt in 0..<3 {
             do {
                 let c = try link.connection(lead: registry.online().first, configuration: configuration)
-                try release(c, want)
-                switch want {
-                case .none:
-                    return .none
-                case .shared, .exclusive:
-                    try acquire(c, want)
-                    return want
-                }
+                try move(c, to: want)
+                return want
             } catch let failure as LibPQConnection.Failure where failure.sqlState == "55P03" {
                 // Not granted in time: whoever holds it is frozen or cut off.
                 terminateHolders(attempt: attempt)
@@ -134,32 +128,29 @@ final class ClusterOrder: Sendable {
         return want
     }
 
-    private func release(_ c: LibPQConnection, _ want: EpochSchedule.Hold) throws {
-        switch (link.held, want) {
-        case (.shared, .exclusive), (.shared, .none):
-            try c.simpleQuery("SELECT pg_catalog.pg_advisory_unlock_shared(\(Self.lock))")
-            link.held = .none
-        case (.exclusive, .shared), (.exclusive, .none):
-            try c.simpleQuery("SELECT pg_catalog.pg_advisory_unlock(\(Self.lock))")
-            link.held = .none
-        default:
-            break
-        }
-    }
-
-    private func acquire(_ c: LibPQConnection, _ want: EpochSchedule.Hold) throws {
+    /// Lets go of what is held and tries for `want` in one round trip; waits for it when another node
+    /// holds it (an exclusive request tells the others until it is granted).
+    private func move(_ c: LibPQConnection, to want: EpochSchedule.Hold) throws {
         guard link.held != want else { return }
+        var calls: [String] = []
+        switch link.held {
+        case .shared: calls.append("pg_catalog.pg_advisory_unlock_shared(\(Self.lock))")
+        case .exclusive: calls.append("pg_catalog.pg_advisory_unlock(\(Self.lock))")
+        case .none: break
+        }
         let exclusive = want == .exclusive
-        let function = exclusive ? "pg_advisory_lock" : "pg_advisory_lock_shared"
-        let tryFunction = exclusive ? "pg_try_advisory_lock" : "pg_try_advisory_lock_shared"
-        if try c.simpleQuery("SELECT pg_catalog.\(tryFunction)(\(Self.lock))").first?.first == "t" {
+        if want != .none { calls.append("pg_catalog.\(exclusive ? "pg_try_advisory_lock" : "pg_try_advisory_lock_shared")(\(Self.lock))") }
+        // The target list is evaluated left to right: the lock is let go before it is tried for.
+        let row = try c.simpleQuery("SELECT " + calls.joined(separator: ", ")).first
+        link.held = .none
+        guard want != .none else { return }
+        if row?.last == "t" {
             link.held = want
             return
         }
-        // Another node holds it: an exclusive request tells the others, until it is granted.
         if exclusive { startAnnouncing() }
         defer { if exclusive { stopAnnouncing() } }
-        try c.simpleQuery("SELECT pg_catalog.\(function)(\(Self.lock))")
+        try c.simpleQuery("SELECT pg_catalog.\(exclusive ? "pg_advisory_lock" : "pg_advisory_lock_shared")(\(Self.lock))")
         link.held = want
     }
 

@@ -38,6 +38,10 @@ public final class CommitEpochs: Sendable {
         var cancels: [Int: @Sendable () -> Void] = [:]
         /// Statements that read no table but the one they write (never cancelled, never waited for once stuck).
         var targetOnly: Set<Int> = []
+        /// Statements parked while waiting *before* their snapshot (a relation lock, the sequence turn's
+        /// advisory lock): a commit applied meanwhile is seen alike everywhere, and making a follower's
+        /// commit wait for them would only form a cycle (they wait for the very lock's holder).
+        var preSnapshot: Set<Int> = []
         /// Statements cancelled to let a follower's commit go, and when.
         var cancelled: [Int: NIODeadline] = [:]
         /// Follower waits that went on without their statements since the probe last logged.
@@ -46,6 +50,8 @@ public final class CommitEpochs: Sendable {
         var remoteSince: NIODeadline?
         /// Parked statements cancelled before the cluster-wide lock is let go to another node, and when.
         var releaseCancels: [Int: NIODeadline] = [:]
+        /// Statements already warned about going on past `releaseCancelBound`.
+        var releaseWarned: Set<Int> = []
     }
 
     struct FollowerWait {
@@ -69,7 +75,8 @@ public final class CommitEpochs: Sendable {
     init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, signal: ClusterOrderSignal? = nil) {
         self.configuration = configuration
         self.logger = logger
-        let clusterWide = configuration.replication.commitEpochs && configuration.cluster.nodes.count > 1 && registry != nil
+        let clusterWide = configuration.replication.commitEpochs && configuration.replication.clusterOrder
+            && configuration.cluster.nodes.count > 1 && registry != nil
         self.state = Mutex(State(schedule: EpochSchedule(clusterWide: clusterWide)))
         guard clusterWide, let registry else { return }
         let signal = signal ?? ClusterOrderSignal()
@@ -99,7 +106,8 @@ public final class CommitEpochs: Sendable {
             if s.schedule.hold != .none, s.schedule.remoteWaiting {
                 let now = NIODeadline.now()
                 let early = s.schedule.parkedStatements.filter { t in
-                    !s.targetOnly.contains(t) && s.cancels[t] != nil && (s.pending[t]?.count ?? 0) > (s.targets[t]?.count ?? 0)
+                    !s.targetOnly.contains(t) && !s.preSnapshot.contains(t) && s.cancels[t] != nil
+                        && (s.pending[t]?.count ?? 0) > (s.targets[t]?.count ?? 0)
                 }
                 var run: [@Sendable () -> Void] = []
                 for t in early where s.releaseCancels[t] == nil {
@@ -108,6 +116,11 @@ public final class CommitEpochs: Sendable {
                 }
                 let waiting = early.filter { t in s.releaseCancels[t].map { now - $0 < Self.releaseCancelBound } ?? false }
                 if !waiting.isEmpty { return (nil, run) }
+                let overdue = early.filter { t in s.releaseCancels[t].map { now - $0 >= Self.releaseCancelBound } ?? false }
+                if !overdue.isEmpty, s.releaseWarned.insert(overdue[0]).inserted {
+                    self.logger.warning("the cluster-wide order lock goes to another node while \(overdue.count) parked statement(s) of this node have not reached every backend within \(Self.releaseCancelBound.nanoseconds / 1_000_000) ms (they may see that node's commit on some backends and not on others)")
+                    ProxyMetrics.clusterOrderForced.increment()
+                }
             }
             if s.schedule.hold != .none { _ = s.schedule.held(.none) }
             return (w, [])
@@ -227,7 +240,9 @@ public final class CommitEpochs: Sendable {
             s.cancels[ticket] = nil
             s.cancelled[ticket] = nil
             s.releaseCancels[ticket] = nil
+            s.releaseWarned.remove(ticket)
             s.targetOnly.remove(ticket)
+            s.preSnapshot.remove(ticket)
             let granted = s.schedule.end(ticket)
             s.noteGranted(granted)
             return (s.take(granted) + s.readyFollowers(waiting: []), s.schedule.wantedHold != s.schedule.hold)
@@ -239,9 +254,10 @@ public final class CommitEpochs: Sendable {
     /// Commit groups applied so far (for tests and status).
     var epoch: Int { state.withLock { $0.schedule.epoch } }
 
-    private func park(_ tickets: [Int]) {
+    private func park(_ tickets: [Int], preSnapshot: Set<Int> = []) {
         guard !tickets.isEmpty else { return }
         let (grants, move) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
+            s.preSnapshot.formUnion(preSnapshot.filter { s.schedule.isGranted($0) })
             let granted = s.schedule.park(tickets)
             s.noteGranted(granted)
             return (s.take(granted), s.schedule.wantedHold != s.schedule.hold)
@@ -301,7 +317,8 @@ public final class CommitEpochs: Sendable {
                 continue
             }
             usleep(UInt32(Self.probeInterval.nanoseconds / 1000))
-            park(waiting(blockers, targets))
+            let found = waiting(blockers, targets)
+            park(found.parked, preSnapshot: found.preSnapshot)
         }
         state.withLock { $0.probing = false }
     }
@@ -320,40 +337,52 @@ public final class CommitEpochs: Sendable {
         for g in ready { g() }
     }
 
-    /// The blockers whose every target process waits on a lock or for its client.
-    private func waiting(_ blockers: [Int], _ targets: [Int: [Target]]) -> [Int] {
-        let waitingPIDs = waitingTargets(blockers.flatMap { targets[$0] ?? [] })
-        return blockers.filter { t in
+    /// The blockers whose every target process waits on a lock or for its client, and those of them
+    /// that wait before their snapshot everywhere (see `State.preSnapshot`).
+    private func waiting(_ blockers: [Int], _ targets: [Int: [Target]]) -> (parked: [Int], preSnapshot: Set<Int>) {
+        let found = waits(blockers.flatMap { targets[$0] ?? [] })
+        let parked = blockers.filter { t in
             guard let ts = targets[t], !ts.isEmpty else { return false }
-            return ts.allSatisfy { waitingPIDs.contains($0) }
+            return ts.allSatisfy { found[$0] != nil }
         }
+        return (parked, Set(parked.filter { t in (targets[t] ?? []).allSatisfy { found[$0] == .beforeSnapshot } }))
     }
 
-    /// Those of `targets` whose process waits on a lock or for its client (one query per backend).
+    /// Those of `targets` whose process waits on a lock or for its client.
     private func waitingTargets(_ targets: [Target]) -> Set<Target> {
+        Set(waits(targets).keys)
+    }
+
+    enum Wait { case beforeSnapshot, afterSnapshot }
+
+    /// What each of `targets` that waits waits for (one query per backend): a row lock (`transactionid`,
+    /// `tuple`) or the client's data after its snapshot; any other lock (a relation, an advisory lock
+    /// such as the sequence turn's, taken before the statement) before it.
+    private func waits(_ targets: [Target]) -> [Target: Wait] {
         var byBackend: [String: Set<Int32>] = [:]
         for t in targets where t.pid != 0 { byBackend[t.backend, default: []].insert(t.pid) }
-        var seen: Set<Target> = []
+        var seen: [Target: Wait] = [:]
         for (backend, pids) in byBackend {
-            for pid in ask(backend, pids) { seen.insert(Target(backend: backend, pid: pid)) }
+            for (pid, wait) in ask(backend, pids) { seen[Target(backend: backend, pid: pid)] = wait }
         }
         return seen
     }
 
     static let waitingSQL = """
-    SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')
+    SELECT pid, wait_event_type, wait_event FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')
     """
 
     /// The processes among `pids` of `backendID` that wait on a lock or for their client.
-    private func ask(_ backendID: String, _ pids: Set<Int32>) -> [Int32] {
+    private func ask(_ backendID: String, _ pids: Set<Int32>) -> [(Int32, Wait)] {
         guard let backend = configuration.backends.first(where: { $0.id == backendID }) else { return [] }
         let array = "{" + pids.map(String.init).joined(separator: ",") + "}"
         do {
             let c = try connection(backend)
             let rows = try c.query(Self.waitingSQL, [array], timeout: 0.5)
-            return rows.compactMap { row -> Int32? in
-                guard let first = row.first, let text = first else { return nil }
-                return Int32(text)
+            return rows.compactMap { row -> (Int32, Wait)? in
+                guard row.count == 3, let text = row[0], let pid = Int32(text) else { return nil }
+                let rowLock = row[1] == "Client" || row[2] == "transactionid" || row[2] == "tuple"
+                return (pid, rowLock ? .afterSnapshot : .beforeSnapshot)
             }
         } catch {
             connections.byBackend[backendID] = nil
@@ -392,7 +421,7 @@ extension CommitEpochs.State {
     mutating func noteGranted(_ tickets: [Int]) {
         for t in tickets where schedule.kind(of: t) == .commit {
             // A statement that reads only the rows it writes sees the same rows either way (see `onCancel`).
-            let parked = schedule.parkedStatements.filter { !targetOnly.contains($0) }
+            let parked = schedule.parkedStatements.filter { !targetOnly.contains($0) && !preSnapshot.contains($0) }
             if !parked.isEmpty { deferrals[t] = Set(parked) }
         }
     }
@@ -421,7 +450,7 @@ extension CommitEpochs.State {
                 // Not on this follower yet: waiting on a lock again where it runs (the lead commits first,
                 // so that is a later commit), or still running there after `followerDeferral`.
                 if (!all.isEmpty && all.allSatisfy { waiting.contains($0) }) || now - w.since > CommitEpochs.followerDeferral {
-                    if targetOnly.contains(t) { return false }
+                    if targetOnly.contains(t) || preSnapshot.contains(t) { return false }
                     stuck.append(t)
                 }
                 return true

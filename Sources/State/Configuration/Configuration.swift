@@ -238,6 +238,9 @@ public struct Configuration: Sendable, Equatable {
         /// Order commits and statements in epochs so every statement sees the same committed
         /// transactions on every backend (see docs/replication.md, "One order of commits and statements").
         public var commitEpochs: Bool
+        /// With several clustering nodes, order the epochs of every node against each other's through
+        /// a lock on the lead backend (docs/replication.md, "Across clustering nodes").
+        public var clusterOrder: Bool
         /// Writes that choose rows by physical order (LIMIT/OFFSET/FETCH/DISTINCT ON without ORDER BY,
         /// ctid predicates): `refuse` (an error naming the clause) or `allow`.
         public var physicalOrderWrites: String
@@ -248,8 +251,9 @@ public struct Configuration: Sendable, Equatable {
         public init(volatileFunctions: String = "refuse", compareRows: Bool = true, twoPhaseCommit: Bool = true, readRouting: String = "all",
                     resolverUser: String = "postgres", resolverPassword: String? = nil, resolveInterval: Double = 60, inDoubtGrace: Double = 60,
                     followerTimeout: Double = 3, commitEpochs: Bool = true, physicalOrderWrites: String = "refuse",
-                    commitLogRetention: Double = 3600) {
+                    commitLogRetention: Double = 3600, clusterOrder: Bool = true) {
             self.commitLogRetention = commitLogRetention
+            self.clusterOrder = clusterOrder
             self.followerTimeout = followerTimeout
             self.commitEpochs = commitEpochs
             self.physicalOrderWrites = physicalOrderWrites
@@ -395,7 +399,8 @@ public struct Configuration: Sendable, Equatable {
             followerTimeout: try replicationT.duration("follower_timeout", default: 3, range: 0.1...86400),
             commitEpochs: try replicationT.bool("commit_epochs", default: true),
             physicalOrderWrites: try replicationT.oneOf("physical_order_writes", ["refuse", "allow"], default: "refuse"),
-            commitLogRetention: try replicationT.duration("commit_log_retention", default: 3600, range: 600...31_536_000))
+            commitLogRetention: try replicationT.duration("commit_log_retention", default: 3600, range: 600...31_536_000),
+            clusterOrder: try replicationT.bool("cluster_order", default: true))
         try replicationT.rejectUnknownKeys()
 
         var clusterT = try root.subtable("cluster")

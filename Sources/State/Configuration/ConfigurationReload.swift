@@ -39,6 +39,7 @@ public struct ConfigurationReload: Sendable, Equatable {
         live("replication.follower_timeout", \.replication.followerTimeout)
         live("replication.physical_order_writes", \.replication.physicalOrderWrites)
         restartOnly("replication.commit_epochs", \.replication.commitEpochs)
+        restartOnly("replication.cluster_order", \.replication.clusterOrder)
         restartOnly("replication.resolver_user", \.replication.resolverUser)
         restartOnly("replication.resolver_password", \.replication.resolverPassword)
         restartOnly("replication.resolve_interval", \.replication.resolveInterval)
