@@ -111,13 +111,7 @@ extension TimingSensitive {
                     "create table totals (id serial primary key, n bigint, s bigint, top bigint)"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 let custom = cluster.directory + "/readers.sql"
-                try """
-                \\set aid random(1, 100000)
-                insert into totals (n, s, top) select count(*), sum(delta), max(mtime::date - date '2000-01-01') from pgbench_history;
-                update pgbench_tellers set filler = 'x' where tid in (select tid from pgbench_history order by mtime desc, tid limit 2);
-                update totals set top = (select max(tbalance) from pgbench_tellers) where id = (select max(id) from totals);
-                select count(*) from pgbench_history where aid = :aid;
-                """.write(toFile: custom, atomically: true, encoding: .utf8)
+                try SnapshotOrderTests.readersScript.write(toFile: custom, atomically: true, encoding: .utf8)
                 @Sendable func bench(_ node: Int) throws -> CommandOutput {
                     try Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-M", "extended", "-c", "4", "-j", "1", "-T", "20",
                                                      "--max-tries", "20", "-b", "tpcb-like@4", "-f", "\(custom)@1"])

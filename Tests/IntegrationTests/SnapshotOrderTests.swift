@@ -60,6 +60,20 @@ extension TimingSensitive {
     /// them, 8 clients for 20 s: every backend online and identical. (pgbench retries the 40001s pgchorus
     /// answers when a statement cannot run with the lead's snapshot on the followers.)
     @Test func tpcbWithWritesThatReadOtherSessionsRowsStaysIdentical() async throws {
+        try await Self.tpcbWithReaders()
+    }
+
+    /// pgbench's custom script of writes that read other sessions' rows without locking them (needs
+    /// `create table totals (id serial primary key, n bigint, s bigint, top bigint)` beside pgbench's tables).
+    static let readersScript = """
+    \\set aid random(1, 100000)
+    insert into totals (n, s, top) select count(*), sum(delta), max(mtime::date - date '2000-01-01') from pgbench_history;
+    update pgbench_tellers set filler = 'x' where tid in (select tid from pgbench_history order by mtime desc, tid limit 2);
+    update totals set top = (select max(tbalance) from pgbench_tellers) where id = (select max(id) from totals);
+    select count(*) from pgbench_history where aid = :aid;
+    """
+
+    static func tpcbWithReaders() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
                 let port = proxy.port
@@ -69,13 +83,7 @@ extension TimingSensitive {
                     "create table totals (id serial primary key, n bigint, s bigint, top bigint)"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 let custom = proxy.directory + "/readers.sql"
-                try """
-                \\set aid random(1, 100000)
-                insert into totals (n, s, top) select count(*), sum(delta), max(mtime::date - date '2000-01-01') from pgbench_history;
-                update pgbench_tellers set filler = 'x' where tid in (select tid from pgbench_history order by mtime desc, tid limit 2);
-                update totals set top = (select max(tbalance) from pgbench_tellers) where id = (select max(id) from totals);
-                select count(*) from pgbench_history where aid = :aid;
-                """.write(toFile: custom, atomically: true, encoding: .utf8)
+                try Self.readersScript.write(toFile: custom, atomically: true, encoding: .utf8)
                 let run = try await runBlocking {
                     try Clients.pgbench(port: port, ["-n", "-M", "extended", "-c", "8", "-j", "2", "-T", "20", "--max-tries", "20",
                                                      "-b", "tpcb-like@4", "-f", "\(custom)@1"])
