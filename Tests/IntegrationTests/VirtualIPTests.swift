@@ -72,6 +72,35 @@ extension TimingSensitive {
         }
     }
 
+    /// A node whose link goes down for 0.3 s (its peer messages fail to send, which closes a datagram
+    /// socket) is back in the cluster within seconds: it hears its peers and they hear it, quorum
+    /// everywhere. Before, one failed send cut it off for good while it kept running.
+    @Test func aNodeWhoseSendsFailForAMomentRejoinsTheCluster() async throws {
+        try await withNetworkLab { lab in
+            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
+            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                @Sendable func everyoneHearsEveryone() async throws -> Bool {
+                    for i in 1...3 {
+                        let s = try await cluster.status(i)
+                        guard s.quorum, s.nodes.allSatisfy(\.alive) else { return false }
+                    }
+                    return true
+                }
+                #expect(try await cluster.waitUntil(seconds: 10) { try await everyoneHearsEveryone() }, "\(cluster.log(1).suffix(1500))")
+                let ns = lab.namespace("node1")
+                _ = try NetworkLab.ip(["-n", ns, "link", "set", "eth0", "down"])
+                try await Task.sleep(for: .milliseconds(300))
+                _ = try NetworkLab.ip(["-n", ns, "link", "set", "eth0", "up"])
+                // Its peers declare it dead meanwhile (peer timeout): then it must come back.
+                try await Task.sleep(for: .seconds(3))
+                #expect(try await cluster.waitUntil(seconds: 15) { try await everyoneHearsEveryone() },
+                        "node1 did not rejoin:\n\(cluster.log(1).suffix(2500))")
+                #expect(cluster.isRunning(1))
+            }
+        }
+    }
+
     static func vipConfig(_ i: Int) -> String {
         """
         [health_check]

@@ -61,7 +61,16 @@ public final class StateService: Service, Sendable {
     let keyBytes: [UInt8]?
     var key: SymmetricKey? { keyBytes.map { SymmetricKey(data: $0) } }
     let inner: Mutex<Inner>
-    let channel: Channel?
+    /// The peer socket (nil for a single node). A datagram socket that a send error closed (EPERM
+    /// from a firewall rule, a link going down) is bound again at the next heartbeat (`rebindIfClosed`).
+    private let socket = Mutex<Channel?>(nil)
+    var channel: Channel? { socket.withLock { $0 } }
+    let group: EventLoopGroup
+    /// A rebind in progress, or the service stopping (no rebind then).
+    private let rebinding = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    /// When a failed send was last logged (monotonic seconds): one line per 5 s at most.
+    private let sendFailureLogged = Mutex<Double>(0)
     let startedAt = WallClock.unixTime()
     let hooks = Mutex<(witness: (@Sendable () -> Bool)?, reachable: (@Sendable () -> Int?)?)>((nil, nil))
     let vipHooks = Mutex<VIPHooks?>(nil)
@@ -101,31 +110,53 @@ public final class StateService: Service, Sendable {
             membership: Membership(nodes: cluster.nodes, selfID: configuration.node.id, peerTimeout: cluster.peerTimeout,
                                    witness: cluster.witness == "backends"),
             replayGuard: ReplayGuard(maxClockSkew: cluster.maxClockSkew)))
+        self.group = group
         if cluster.nodes.count > 1 {
             let me = configuration.thisNode
-            let handler = PeerDatagramHandler()
             do {
-                channel = try await DatagramBootstrap(group: group)
-                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
-                    .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(handler) } }
-                    .bind(host: me.address, port: me.port)
-                    .get()
+                try await bindSocket()
             } catch {
                 throw StateServiceError.cannotListen(address: me.address, port: me.port, reason: "\(error)")
             }
-        } else {
-            channel = nil
-        }
-        if let channel {
-            // The handler reaches the service only after both exist.
-            try await channel.pipeline.handler(type: PeerDatagramHandler.self).map { $0.service.withLock { [self] s in s = self } }.get()
         }
         registry.addListener { [weak self] _, local in
             if local { self?.changedLocally() }
         }
         gate.onChange { [weak self] in self?.broadcastNow() }
         orderSignal.setAnnouncer({ [weak self] in self?.announceOrderRequest() }, deadPeers: { [weak self] in self?.deadPeers() ?? [] })
+    }
+
+    /// Binds the peer socket; its handler reaches this service.
+    private func bindSocket() async throws {
+        let me = configuration.thisNode
+        let handler = PeerDatagramHandler()
+        let bound = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+            .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(handler) } }
+            .bind(host: me.address, port: me.port)
+            .get()
+        handler.service.withLock { [self] s in s = self }
+        socket.withLock { $0 = bound }
+    }
+
+    /// A peer socket that a send error closed (NIO closes a datagram channel on most write errors:
+    /// EPERM from a firewall rule, a link taken down) is bound again, so one failed send never cuts
+    /// the node off the cluster. Called at every heartbeat.
+    func rebindIfClosed() {
+        guard configuration.cluster.nodes.count > 1, !stopping.load(ordering: .relaxed), channel?.isActive != true else { return }
+        guard rebinding.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        Task { [self] in
+            defer { rebinding.store(false, ordering: .releasing) }
+            do {
+                try await bindSocket()
+                logger.notice("the peer socket had closed (a send failed); bound again", metadata: ["address": "\(configuration.thisNode.address)", "port": "\(configuration.thisNode.port)"])
+                record(ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: "peer-socket", subject: configuration.node.id,
+                                    detail: "the peer socket closed after a failed send and was bound again"))
+            } catch {
+                logger.warning("the peer socket is closed and cannot be bound again yet: \(error)")
+            }
+        }
     }
 
     /// Tells every peer this node waits for the cluster-wide order lock (a small message: no view).
@@ -231,6 +262,7 @@ public final class StateService: Service, Sendable {
                 }
             }
         } catch is CancellationError {}
+        stopping.store(true, ordering: .relaxed)
         try? await channel?.close()
     }
 
@@ -275,6 +307,7 @@ public final class StateService: Service, Sendable {
     }
 
     func tick(now: Double) {
+        rebindIfClosed()
         gate.expire()
         vipHooks.withLock { $0 }?.tick()
         broadcastNow()
@@ -326,7 +359,17 @@ public final class StateService: Service, Sendable {
         }
         let bytes = PeerEnvelope.seal(message, key: key)
         guard let address = try? SocketAddress(ipAddress: peer.address, port: peer.port) else { return }
-        channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: channel.allocator.buffer(bytes: bytes)), promise: nil)
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenFailure { [self] error in
+            let now = WallClock.monotonic()
+            let log = sendFailureLogged.withLock { last -> Bool in
+                guard now - last >= 5 else { return false }
+                last = now
+                return true
+            }
+            if log { logger.warning("a peer message could not be sent: \(error)", metadata: ["peer": "\(peer.id)"]) }
+        }
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: channel.allocator.buffer(bytes: bytes)), promise: promise)
     }
 
     // MARK: receiving
