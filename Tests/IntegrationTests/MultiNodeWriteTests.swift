@@ -183,6 +183,59 @@ extension TimingSensitive {
         }
     }
 
+    /// A node cut off from its peers by a firewall rule (nftables drops its state-service datagrams;
+    /// its sends fail with EPERM) while clients write through all three nodes: it loses quorum and
+    /// takes no writes, the other two go on without a failed transaction (their commits do not wait
+    /// for it), and once the rule is gone it rejoins, takes writes again, and the backends are
+    /// identical with every backend online.
+    @Test func aNodeCutOffByAFirewallIsFencedAndRejoins() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 12\n" + Self.health }
+            try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
+                let port = cluster.port
+                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
+                #expect(initialise.exitCode == 0, "\(initialise.report)")
+                @Sendable func bench(_ node: Int, _ clients: Int) -> CommandOutput? {
+                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "\(clients)", "-j", "1", "-T", "16", "--max-tries", "20"])
+                }
+                async let one = runBlocking { bench(1, 2) }
+                async let two = runBlocking { bench(2, 2) }
+                async let three = runBlocking { bench(3, 1) }
+                try await Task.sleep(for: .seconds(3))
+                let firewall = try StateServiceFirewall(address: "127.0.0.4", port: port)
+                #expect(try await cluster.waitUntil(seconds: 10) { try await !cluster.status(3).quorum }, "node3 kept quorum")
+                let fenced = try Clients.psql(cluster.connectionString(3), ["-c", "update pgbench_branches set bbalance = bbalance where bid = 1"])
+                #expect(fenced.exitCode != 0 && fenced.stderr.contains("lost quorum"), "\(fenced.report)")
+                try await Task.sleep(for: .seconds(4))
+                firewall.remove()
+                for run in [try await one, try await two] {
+                    #expect(run?.exitCode == 0, "\(run?.report ?? "no output")")
+                    #expect(run?.stdout.contains("number of failed transactions: 0 ") == true, "\(run?.report ?? "")")
+                }
+                _ = try await three // its clients meet the fence: not asserted
+                #expect(try await cluster.waitUntil(seconds: 15) {
+                    for i in 1...3 {
+                        let s = try await cluster.status(i)
+                        guard s.quorum, s.nodes.allSatisfy(\.alive) else { return false }
+                    }
+                    return true
+                }, "node3 did not rejoin:\n\(cluster.log(3).suffix(2500))")
+                let again = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.4", "-n", "-c", "1", "-t", "20"]) }
+                #expect(again.exitCode == 0, "\(again.report)")
+                let resolved = try await cluster.waitUntil(seconds: 30) { try servers.allSatisfy { try Consistency.preparedCount($0) == 0 } }
+                #expect(resolved)
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)")
+                for i in 1...3 {
+                    let status = try await cluster.status(i)
+                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
+                }
+            }
+        }
+    }
+
     /// A node that hears no majority takes no write and fails no backend: clients get an error naming
     /// the lost quorum; once it hears a majority again it writes.
     @Test func aNodeWithoutQuorumTakesNoWritesAndFailsNoBackend() async throws {

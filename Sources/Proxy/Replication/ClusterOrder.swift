@@ -107,8 +107,29 @@ final class ClusterOrder: Sendable {
         inner.withLock { $0.running = false }
     }
 
+    /// Set while the node, fenced (no quorum), goes without the lock; cleared by `retakeAfterFence`.
+    private let skippedWhileFenced = Atomic<Bool>(false)
+
+    /// Whether the node went without the lock while fenced and has quorum again: then what it holds
+    /// must be taken anew (the caller tells the schedule it holds nothing).
+    func retakeAfterFence() -> Bool {
+        guard skippedWhileFenced.load(ordering: .relaxed), registry.fencedReason() == nil else { return false }
+        return skippedWhileFenced.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
+    }
+
     /// Moves from what is held on the lead to `want`; returns what the node may rely on.
     private func take(_ want: EpochSchedule.Hold) -> EpochSchedule.Hold {
+        // A node without quorum takes no writes and fails no backend; holding the lock would only
+        // stall the nodes that do (it hears no request to let it go). Its reads go unordered.
+        if want != .none, let fenced = registry.fencedReason() {
+            if let c = link.connection, link.held != .none {
+                _ = try? move(c, to: .none)
+            }
+            if !skippedWhileFenced.exchange(true, ordering: .relaxed) {
+                logger.notice("the cluster-wide order lock is not taken while \(fenced): this node's reads are not ordered against other nodes' commits until it hears a majority")
+            }
+            return want
+        }
         for attempt in 0..<3 {
             do {
                 let c = try link.connection(lead: registry.online().first, configuration: configuration)

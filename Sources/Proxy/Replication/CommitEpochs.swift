@@ -167,6 +167,7 @@ public final class CommitEpochs: Sendable {
     /// Asks for a turn; `grant` runs later (on any thread: hop to your event loop) unless it is
     /// granted at once, which the result says.
     func request(_ kind: EpochSchedule.Kind, grant: @escaping @Sendable () -> Void) -> (ticket: Int, now: Bool) {
+        if order.withLock({ $0 })?.retakeAfterFence() == true { reached(.none) }
         let (ticket, others, now, move) = state.withLock { s -> (Int, [@Sendable () -> Void], Bool, Bool) in
             let (ticket, granted) = s.schedule.request(kind)
             s.noteGranted(granted)

@@ -69,6 +69,11 @@ public final class StateService: Service, Sendable {
     /// A rebind in progress, or the service stopping (no rebind then).
     private let rebinding = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
+    /// One sending socket per peer (the node's address, an ephemeral port): NIO closes a datagram
+    /// socket on most send errors, so a peer whose datagrams fail (EPERM from a firewall rule) must
+    /// not take the listening socket, or the other peers' sockets, with it. Re-opened when closed.
+    private let sendSockets = Mutex<[String: Channel]>([:])
+    private let openingSendSockets = Mutex<Set<String>>([])
     /// When a failed send was last logged (monotonic seconds): one line per 5 s at most.
     private let sendFailureLogged = Mutex<Double>(0)
     let startedAt = WallClock.unixTime()
@@ -118,6 +123,9 @@ public final class StateService: Service, Sendable {
             } catch {
                 throw StateServiceError.cannotListen(address: me.address, port: me.port, reason: "\(error)")
             }
+            for peer in cluster.nodes where peer.id != configuration.node.id {
+                if let c = try? await openSendSocket().get() { sendSockets.withLock { $0[peer.id] = c } }
+            }
         }
         registry.addListener { [weak self] _, local in
             if local { self?.changedLocally() }
@@ -138,6 +146,22 @@ public final class StateService: Service, Sendable {
             .get()
         handler.service.withLock { [self] s in s = self }
         socket.withLock { $0 = bound }
+    }
+
+    private func openSendSocket() -> EventLoopFuture<Channel> {
+        DatagramBootstrap(group: group).bind(host: configuration.thisNode.address, port: 0)
+    }
+
+    /// The socket to send to `peer` through, nil while a closed one is being re-opened (that message is
+    /// dropped: the next heartbeat goes).
+    private func sendSocket(for peer: String) -> Channel? {
+        if let c = sendSockets.withLock({ $0[peer] }), c.isActive { return c }
+        guard !stopping.load(ordering: .relaxed), openingSendSockets.withLock({ $0.insert(peer).inserted }) else { return nil }
+        openSendSocket().whenComplete { [self] result in
+            openingSendSockets.withLock { _ = $0.remove(peer) }
+            if case .success(let c) = result { sendSockets.withLock { $0[peer] = c } }
+        }
+        return nil
     }
 
     /// A peer socket that a send error closed (NIO closes a datagram channel on most write errors:
@@ -264,6 +288,7 @@ public final class StateService: Service, Sendable {
         } catch is CancellationError {}
         stopping.store(true, ordering: .relaxed)
         try? await channel?.close()
+        for c in sendSockets.withLock({ Array($0.values) }) { try? await c.close() }
     }
 
     // MARK: views
@@ -344,7 +369,7 @@ public final class StateService: Service, Sendable {
     }
 
     private func send(_ kind: PeerMessage.Kind, to peer: Configuration.ClusterNode, acknowledging: String? = nil) {
-        guard let channel, let key else { return }
+        guard channel != nil, let key else { return }
         let brief = kind == .ack || kind == .epoch
         let reachable = brief ? nil : hooks.withLock { $0.reachable }?()
         let (gateRequest, gateState) = brief ? (nil, nil) : gateFields()
@@ -359,7 +384,8 @@ public final class StateService: Service, Sendable {
         }
         let bytes = PeerEnvelope.seal(message, key: key)
         guard let address = try? SocketAddress(ipAddress: peer.address, port: peer.port) else { return }
-        let promise = channel.eventLoop.makePromise(of: Void.self)
+        guard let out = sendSocket(for: peer.id) else { return }
+        let promise = out.eventLoop.makePromise(of: Void.self)
         promise.futureResult.whenFailure { [self] error in
             let now = WallClock.monotonic()
             let log = sendFailureLogged.withLock { last -> Bool in
@@ -369,7 +395,7 @@ public final class StateService: Service, Sendable {
             }
             if log { logger.warning("a peer message could not be sent: \(error)", metadata: ["peer": "\(peer.id)"]) }
         }
-        channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: channel.allocator.buffer(bytes: bytes)), promise: promise)
+        out.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: out.allocator.buffer(bytes: bytes)), promise: promise)
     }
 
     // MARK: receiving
