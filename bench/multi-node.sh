@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Several clustering nodes writing at once: pgbench TPC-B (simple protocol) with clients spread over
 # 1, 2 or 3 pgchorusd nodes in front of the same 2 backends, with the cluster-wide order of commits
-# and statements on (the default) and off (`replication.cluster_order = false`), interleaved runs,
-# medians. After every run the backends' checksums are compared ("consistent").
+# and statements on (the default) and off (`replication.cluster_order = false`), and 3 nodes with
+# every client on one of them (the VIP's owner), interleaved runs, medians. After every run the
+# backends' checksums are compared ("consistent"). BENCH_CASES="nodes:order:written-through …".
 #
 #   bench/multi-node.sh [SECONDS] [REPS]     (as root; BIN=.build/release by default when built)
 #
@@ -67,7 +68,7 @@ consistent() {
   [ "$n" = 1 ] && echo yes || echo no
 }
 
-run_one() { # nodes → "tps failed"
+run_one() { # writing nodes → "tps failed" (clients through nodes 1…n)
   local n=$1 per=$(( CLIENTS / $1 )) total=0 failed=0 outs=()
   for i in $(seq 1 "$n"); do
     local out="$WORK/run$i.out"; outs+=("$out")
@@ -83,16 +84,17 @@ run_one() { # nodes → "tps failed"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A TPS FAILED OK
-CASES="1:true 2:true 3:true 2:false 3:false"
+# nodes configured : cluster_order : nodes the clients write through
+CASES=${BENCH_CASES:-"1:true:1 3:true:1 3:false:1 2:true:2 2:false:2 3:true:3 3:false:3"}
 for rep in $(seq 1 "$REPS"); do
   for c in $CASES; do
-    n=${c%%:*}; order=${c##*:}
+    IFS=: read -r n order w <<< "$c"
     start_nodes "$n" "$order"
-    read -r tps failed < <(run_one "$n")
+    read -r tps failed < <(run_one "$w")
     stop_nodes
     TPS[$c]="${TPS[$c]:-} $tps"; FAILED[$c]=$(( ${FAILED[$c]:-0} + failed ))
     OK[$c]="${OK[$c]:-}$(consistent) "
-    echo "rep $rep: $n node(s), cluster_order=$order: $tps tps, $failed failed" >&2
+    echo "rep $rep: $n node(s), cluster_order=$order, writing through $w: $tps tps, $failed failed" >&2
   done
 done
 
@@ -103,11 +105,12 @@ OUT="bench/results/multi-node-$(date +%Y%m%d-%H%M)-$(hostname).md"
   echo
   echo "$(date -u +%F) on $(hostname), $(nproc) cores, $BIN, ${SECS} s runs, median of $REPS (interleaved)."
   echo
-  echo "| nodes writing | cluster_order | tps (sum of nodes) | failed | consistent |"
-  echo "|---|---|---|---|---|"
+  echo "| nodes configured | cluster_order | nodes written through | tps (sum of nodes) | failed | consistent |"
+  echo "|---|---|---|---|---|---|"
   for c in $CASES; do
+    IFS=: read -r n order w <<< "$c"
     m=$(for t in ${TPS[$c]}; do echo "$t"; done | median)
-    echo "| ${c%%:*} | ${c##*:} | $m | ${FAILED[$c]} | ${OK[$c]}|"
+    echo "| $n | $order | $w | $m | ${FAILED[$c]} | ${OK[$c]}|"
   done
 } | tee "$OUT"
 echo "written to $OUT" >&2
