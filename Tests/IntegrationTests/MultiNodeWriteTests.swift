@@ -10,6 +10,16 @@ extension TimingSensitive {
 @Suite(.serialized) struct MultiNodeWriteTests {
     static let health = "[health_check]\ninterval = 0.5\ntimeout = 5\nfailures = 3\n"
 
+    /// Starts every node of `cluster`, checks that each hears a majority, and creates pgbench's
+    /// tables (scale 1) through node 1.
+    static func startWithPgbench(_ cluster: NodeCluster, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        for i in 1...cluster.count { try await cluster.start(i) }
+        #expect(try await cluster.nodesWithoutQuorum(1...cluster.count) == [], "nodes without quorum", sourceLocation: sourceLocation)
+        let port = cluster.port
+        let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
+        #expect(initialise.exitCode == 0, "\(initialise.report)", sourceLocation: sourceLocation)
+    }
+
     /// The repro: `insert into s(node, k)` from pgbench through each node at once, beside
     /// transactions through both nodes that update the same four rows (in one order: they wait on each
     /// other on the lead, and never deadlock).
@@ -101,12 +111,8 @@ extension TimingSensitive {
     func tpcbWithWritesThatReadOtherSessionsRowsThroughTwoNodesStaysIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withNodeCluster(count: 2, backends: servers, extra: { _ in Self.health }) { cluster in
-                try await cluster.start(1)
-                try await cluster.start(2)
-                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                try await Self.startWithPgbench(cluster)
                 let port = cluster.port
-                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
-                #expect(initialise.exitCode == 0, "\(initialise.report)")
                 let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                     "create table totals (id serial primary key, n bigint, s bigint, top bigint)"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
@@ -142,11 +148,8 @@ extension TimingSensitive {
             // (The grace outlasts the freeze: a prepared transaction waiting for the lock is not in doubt.)
             let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 12\n" + Self.health }
             try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
-                for i in 1...3 { try await cluster.start(i) }
-                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
+                try await Self.startWithPgbench(cluster)
                 let port = cluster.port
-                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
-                #expect(initialise.exitCode == 0, "\(initialise.report)")
                 @Sendable func bench(_ node: Int) -> CommandOutput? {
                     try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "2", "-j", "1", "-T", "14", "--max-tries", "20"])
                 }
@@ -192,11 +195,8 @@ extension TimingSensitive {
         try await withPostgresServers(count: 2) { servers in
             let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 12\n" + Self.health }
             try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
-                for i in 1...3 { try await cluster.start(i) }
-                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
+                try await Self.startWithPgbench(cluster)
                 let port = cluster.port
-                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
-                #expect(initialise.exitCode == 0, "\(initialise.report)")
                 @Sendable func bench(_ node: Int, _ clients: Int) -> CommandOutput? {
                     try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "\(clients)", "-j", "1", "-T", "16", "--max-tries", "20"])
                 }
@@ -296,11 +296,8 @@ extension TimingSensitive {
         try await withPostgresServers(count: 2) { servers in
             let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 2\n" + Self.health }
             try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
-                for i in 1...3 { try await cluster.start(i) }
-                #expect(try await cluster.nodesWithoutQuorum(1...3) == [], "nodes without quorum")
+                try await Self.startWithPgbench(cluster)
                 let port = cluster.port
-                let initialise = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-i", "-s", "1", "-q"]) }
-                #expect(initialise.exitCode == 0, "\(initialise.report)")
                 let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table s (id serial primary key, node int)"])
                 #expect(create.exitCode == 0, "\(create.report)")
                 var scripts: [String] = []
