@@ -17,7 +17,7 @@ public final class NodeAdministration: Sendable {
     let sessions: @Sendable () -> Int
     let vip: (@Sendable () -> ClusterStatus.VIP)?
     let recovery: RecoveryCoordinator?
-    let reloadHandler = Mutex<(@Sendable () -> Result<String, ConfigurationError>)?>(nil)
+    let reloadHandler = Mutex<Hook<@Sendable () -> Result<String, ConfigurationError>>?>(nil)
     let startedAt: Double
     let logger: Logger
 
@@ -43,7 +43,7 @@ public final class NodeAdministration: Sendable {
 
     /// What `reload` runs (the daemon's `NodeReloader`).
     public func setReloadHandler(_ handler: @escaping @Sendable () -> Result<String, ConfigurationError>) {
-        reloadHandler.withLock { $0 = handler }
+        reloadHandler.withLock { $0 = Hook(handler) }
     }
 
     public func handle(_ request: AdminRequest) async -> AdminResponse {
@@ -65,7 +65,7 @@ public final class NodeAdministration: Sendable {
             return recover(request.backend, cancel: request.cancel ?? false)
         case .reload:
             guard let handler = reloadHandler.withLock({ $0 }) else { return .failure("this node cannot reload") }
-            switch handler() {
+            switch handler.call() {
             case let .success(summary): return AdminResponse(ok: true, message: summary)
             case let .failure(why): return .failure("reload refused, the running configuration stays: \(why)")
             }

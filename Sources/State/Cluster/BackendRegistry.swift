@@ -26,7 +26,7 @@ public final class BackendRegistry: Sendable {
     private let entries: Mutex<[Entry]>
     private let listeners = Mutex<[Listener]>([])
     /// Why this node may not change the cluster's view now (no quorum), nil when it may (see `setFence`).
-    private let fence = Mutex<(@Sendable () -> String?)?>(nil)
+    private let fence = Mutex<Hook<@Sendable () -> String?>?>(nil)
     private let store: StateStore?
     private let logger: Logger
     public let nodeID: String
@@ -54,12 +54,12 @@ public final class BackendRegistry: Sendable {
     /// a minority side must not take backends out of service and write to the rest. Changes learned
     /// from peers are still applied.
     public func setFence(_ reason: @escaping @Sendable () -> String?) {
-        fence.withLock { $0 = reason }
+        fence.withLock { $0 = Hook(reason) }
     }
 
     /// Why this node is fenced now, or nil.
     public func fencedReason() -> String? {
-        fence.withLock { $0 }?()
+        fence.withLock { $0 }?.call()
     }
 
     public func addListener(_ listener: @escaping Listener) {

@@ -77,7 +77,7 @@ public final class StateService: Service, Sendable {
     /// When a failed send was last logged (monotonic seconds): one line per 5 s at most.
     private let sendFailureLogged = Mutex<Double>(0)
     let startedAt = WallClock.unixTime()
-    let hooks = Mutex<(witness: (@Sendable () -> Bool)?, reachable: (@Sendable () -> Int?)?)>((nil, nil))
+    let hooks = Mutex<(witness: Hook<@Sendable () -> Bool>?, reachable: Hook<@Sendable () -> Int?>?)>((nil, nil))
     let vipHooks = Mutex<VIPHooks?>(nil)
     /// This node's write gate (online recovery's cut-over).
     public let gate: WriteGate
@@ -257,7 +257,7 @@ public final class StateService: Service, Sendable {
 
     /// Sets how this node learns whether it holds the witness and how many backends it reaches.
     public func setHooks(witness: (@Sendable () -> Bool)?, reachable: (@Sendable () -> Int?)?) {
-        hooks.withLock { $0 = (witness, reachable) }
+        hooks.withLock { $0 = (witness.map(Hook.init), reachable.map(Hook.init)) }
     }
 
     public func setVIPHooks(_ h: VIPHooks) {
@@ -301,13 +301,13 @@ public final class StateService: Service, Sendable {
     }
 
     public func hasQuorum(now: Double = WallClock.unixTime()) -> Bool {
-        let witness = hooks.withLock { $0.witness }?() ?? false
+        let witness = hooks.withLock { $0.witness }?.call() ?? false
         return inner.withLock { $0.membership.hasQuorum(now: now, holdsWitness: witness) }
     }
 
     public func nodes(now: Double = WallClock.unixTime()) -> [NodeView] {
         let me = configuration.thisNode
-        let reachable = hooks.withLock { $0.reachable }?()
+        let reachable = hooks.withLock { $0.reachable }?.call()
         let quorum = hasQuorum(now: now)
         return inner.withLock { s in
             configuration.cluster.nodes.map { n in
@@ -336,7 +336,7 @@ public final class StateService: Service, Sendable {
         gate.expire()
         vipHooks.withLock { $0 }?.tick()
         broadcastNow()
-        let witness = hooks.withLock { $0.witness }?() ?? false
+        let witness = hooks.withLock { $0.witness }?.call() ?? false
         let settled = now - startedAt >= configuration.cluster.peerTimeout
         let (changes, quorum, quorumChanged) = inner.withLock { s in
             let t = s.membership.transitions(now: now)
@@ -371,7 +371,7 @@ public final class StateService: Service, Sendable {
     private func send(_ kind: PeerMessage.Kind, to peer: Configuration.ClusterNode, acknowledging: String? = nil) {
         guard channel != nil, let key else { return }
         let brief = kind == .ack || kind == .epoch
-        let reachable = brief ? nil : hooks.withLock { $0.reachable }?()
+        let reachable = brief ? nil : hooks.withLock { $0.reachable }?.call()
         let (gateRequest, gateState) = brief ? (nil, nil) : gateFields()
         let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: PeerMessage.makeNonce(),
                                   backends: brief ? [] : registry.states(), acknowledges: acknowledging,
