@@ -61,8 +61,8 @@ public final class StateService: Service, Sendable {
     let keyBytes: [UInt8]?
     var key: SymmetricKey? { keyBytes.map { SymmetricKey(data: $0) } }
     let inner: Mutex<Inner>
-    /// The peer socket (nil for a single node). A datagram socket that a send error closed (EPERM
-    /// from a firewall rule, a link going down) is bound again at the next heartbeat (`rebindIfClosed`).
+    /// The listening peer socket (nil for a single node). Nothing is sent through it (see
+    /// `sendSockets`); should it close all the same, it is bound again at the next heartbeat (`rebindIfClosed`).
     private let socket = Mutex<Channel?>(nil)
     var channel: Channel? { socket.withLock { $0 } }
     let group: EventLoopGroup
@@ -164,9 +164,8 @@ public final class StateService: Service, Sendable {
         return nil
     }
 
-    /// A peer socket that a send error closed (NIO closes a datagram channel on most write errors:
-    /// EPERM from a firewall rule, a link taken down) is bound again, so one failed send never cuts
-    /// the node off the cluster. Called at every heartbeat.
+    /// A listening socket that closed (sends go through `sendSockets`, so not by a failed send; a
+    /// safety net for any other cause) is bound again, so the node is never left deaf. Called at every heartbeat.
     func rebindIfClosed() {
         guard configuration.cluster.nodes.count > 1, !stopping.load(ordering: .relaxed), channel?.isActive != true else { return }
         guard rebinding.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
@@ -174,9 +173,9 @@ public final class StateService: Service, Sendable {
             defer { rebinding.store(false, ordering: .releasing) }
             do {
                 try await bindSocket()
-                logger.notice("the peer socket had closed (a send failed); bound again", metadata: ["address": "\(configuration.thisNode.address)", "port": "\(configuration.thisNode.port)"])
+                logger.notice("the peer socket had closed; bound again", metadata: ["address": "\(configuration.thisNode.address)", "port": "\(configuration.thisNode.port)"])
                 record(ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: "peer-socket", subject: configuration.node.id,
-                                    detail: "the peer socket closed after a failed send and was bound again"))
+                                    detail: "the listening peer socket had closed and was bound again"))
             } catch {
                 logger.warning("the peer socket is closed and cannot be bound again yet: \(error)")
             }
