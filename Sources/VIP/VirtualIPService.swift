@@ -16,6 +16,8 @@ public final class VirtualIPService: Service, Sendable {
         /// After a failed claim, this node stays ineligible for a while (someone else may succeed).
         var ineligibleUntil: Double = 0
         var lastEligible: Bool?
+        /// When a failed renewal was last logged (one line per 5 s).
+        var renewalErrorLogged: Double = -.infinity
     }
 
     let configuration: Configuration
@@ -25,6 +27,8 @@ public final class VirtualIPService: Service, Sendable {
     let store: StateStore?
     let logger: Logger
     let address: VirtualAddress?
+    /// The kernel-enforced lifetime of the address (whole seconds), nil when turned off.
+    let lifetime: UInt32?
     let injector: PacketInjector?
     let dnsPublisher: DNSPublisher?
     let state: Mutex<State>
@@ -44,6 +48,7 @@ public final class VirtualIPService: Service, Sendable {
         self.store = store
         self.logger = logger
         let vip = configuration.vip
+        lifetime = vip.mode == "address" && vip.addressLifetime > 0 ? UInt32(vip.addressLifetime) : nil
         let beat = configuration.cluster.heartbeatInterval
         let settings = VIPElection.Settings(lease: vip.lease, takeover: vip.takeover, margin: min(max(0.15, 1.5 * beat), vip.lease / 3),
                                             candidateTimeout: vip.lease, grantFreshness: min(2.5 * beat, vip.lease / 2), nopreempt: vip.nopreempt)
@@ -134,6 +139,7 @@ public final class VirtualIPService: Service, Sendable {
         }
         // Every tick reconciles (a failed removal is retried); a decision is also told to the peers at once.
         reconcile(reason: "lost the election or the lease")
+        renew()
         if action != nil { stateService.broadcastNow() }
         if announce { self.announce() }
         if state.withLock({ $0.election.holding }), dnsPublisher != nil { publishDNS() }
@@ -169,7 +175,7 @@ public final class VirtualIPService: Service, Sendable {
                 let term = state.withLock { $0.election.claimTerm }
                 if let address, let interface = configuration.vip.interface {
                     do {
-                        try AddressTable.add(address, interface: interface)
+                        try AddressTable.add(address, interface: interface, lifetime: lifetime)
                     } catch {
                         logger.error("cannot claim the virtual IP: \(error)")
                         state.withLock { s in
@@ -190,22 +196,59 @@ public final class VirtualIPService: Service, Sendable {
                 record(kind: "vip-claimed", detail: "term \(term)")
                 if dnsPublisher != nil { publishDNS() }
             } else if !want && applied {
-                if let address, let interface = configuration.vip.interface {
-                    do {
-                        try AddressTable.remove(address, interface: interface)
-                    } catch {
-                        // Still holding as far as the peers know; the next tick tries again.
-                        logger.error("cannot remove the virtual IP (will retry): \(error)")
-                        return
-                    }
+                removeAddress(&applied, reason: reason)
+            }
+        }
+    }
+
+    /// Removes the address (under the actuator); on failure the election keeps saying "holding"
+    /// and the next tick tries again.
+    private func removeAddress(_ applied: inout Bool, reason: String) {
+        if let address, let interface = configuration.vip.interface {
+            do {
+                try AddressTable.remove(address, interface: interface)
+            } catch {
+                logger.error("cannot remove the virtual IP (will retry): \(error)")
+                return
+            }
+        }
+        applied = false
+        state.withLock { s in
+            s.election.addressHeld = false
+            s.claimedAt = nil
+        }
+        logger.notice("this node released the virtual IP: \(reason)")
+        record(kind: "vip-released", detail: reason)
+    }
+
+    /// Restarts the kernel's countdown of the address, only while the lease holds (every
+    /// heartbeat): an owner that stops renewing — frozen, killed, starved — loses the address when
+    /// its lifetime runs out, without running any code.
+    func renew() {
+        guard let lifetime, let address, let interface = configuration.vip.interface else { return }
+        actuator.withLock { applied in
+            let before = WallClock.monotonic()
+            guard applied, state.withLock({ $0.election.holdsLease(now: before) }) else { return }
+            do {
+                try AddressTable.renew(address, interface: interface, lifetime: lifetime)
+            } catch {
+                let log = state.withLock { s in
+                    guard before - s.renewalErrorLogged >= 5 else { return false }
+                    s.renewalErrorLogged = before
+                    return true
                 }
-                applied = false
-                state.withLock { s in
-                    s.election.addressHeld = false
-                    s.claimedAt = nil
-                }
-                logger.notice("this node released the virtual IP: \(reason)")
-                record(kind: "vip-released", detail: reason)
+                if log { logger.error("cannot renew the virtual IP's lifetime (it lapses in \(lifetime) s unless a renewal succeeds): \(error)") }
+                return
+            }
+            // Stopped between the check and the call (SIGSTOP, a long stall), this node may just have
+            // renewed an address whose lease ran out meanwhile: it gives it up at once.
+            let after = WallClock.monotonic()
+            guard !state.withLock({ $0.election.holdsLease(now: after) }) else { return }
+            let released = state.withLock { s in
+                s.election.step(now: after, eligible: (s.lastEligible ?? false) && after >= s.ineligibleUntil) == .release
+            }
+            if released || !state.withLock({ $0.election.holding }) {
+                removeAddress(&applied, reason: "the lease ran out while the address was being renewed")
             }
         }
     }
@@ -253,10 +296,12 @@ public final class VirtualIPService: Service, Sendable {
             guard removed.contains(address) else { continue }
             guard running.load(ordering: .relaxed) else { continue }
             actuator.withLock { applied in
-                guard applied, state.withLock({ $0.election.holding }) else { return }
+                // Only while the lease holds: an owner that was frozen finds its address expired by
+                // the kernel, and must not bring it back before its election has caught up.
+                guard applied, state.withLock({ $0.election.holdsLease(now: WallClock.monotonic()) }) else { return }
                 logger.warning("the virtual IP vanished from \(interface) while owned; adding it again")
                 do {
-                    try AddressTable.add(address, interface: interface)
+                    try AddressTable.add(address, interface: interface, lifetime: lifetime)
                     announce()
                     record(kind: "vip-readded", detail: "\(address) was removed from \(interface) by someone else")
                 } catch {

@@ -22,14 +22,19 @@ struct VIPCommand: AsyncParsableCommand {
     struct Claim: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add the address to the interface (tagged as pgchorus') and announce it once.")
         @OptionGroup var target: Target
+        @Option(help: "Seconds after which the kernel removes the address by itself (claim again to renew; default: none).")
+        var lifetime: UInt32?
 
         func run() async throws {
             let address = try target.parsed()
+            if let lifetime, lifetime == 0 || lifetime > 86_400 { throw ValidationError("--lifetime must be 1–86400 seconds") }
             do {
-                let added = try AddressTable.add(address, interface: target.interface)
+                let added = try AddressTable.add(address, interface: target.interface, lifetime: lifetime)
+                if !added, let lifetime { try AddressTable.renew(address, interface: target.interface, lifetime: lifetime) }
                 let injector = try PacketInjector(interface: target.interface)
                 try injector.inject(injector.announcement(for: address))
-                print("\(address) \(added ? "added to" : "was already on") \(target.interface) and announced")
+                let life = lifetime.map { ", removed by the kernel in \($0) s unless claimed again" } ?? ""
+                print("\(address) \(added ? "added to" : "was already on") \(target.interface) and announced\(life)")
             } catch {
                 printError("pgchorus: \(error)")
                 throw ExitCode(1)

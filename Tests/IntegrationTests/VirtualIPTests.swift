@@ -66,6 +66,20 @@ extension TimingSensitive {
             #expect(Array(na[80..<86]) == nodeMAC)
             #expect(na == AnnouncementFrames.unsolicitedNeighborAdvertisement(mac: nodeMAC, ip: Array(na[62..<78])), "checksum included")
 
+            // With a lifetime the kernel removes the address by itself (IPv4 and IPv6 alike).
+            for a in ["198.18.0.101/24", "2001:db8::101/64"] {
+                let timed = try lab.run(in: "node", Self.cli, ["vip", "claim", "--interface", "eth0", "--address", a, "--lifetime", "1"])
+                #expect(timed.exitCode == 0 && timed.stdout.contains("removed by the kernel in 1 s"), "\(timed.report)")
+                #expect(try lab.addresses(of: "node").contains(a))
+            }
+            var expired = false
+            for _ in 0..<100 where !expired {
+                let now = try lab.addresses(of: "node")
+                expired = !now.contains("198.18.0.101/24") && !now.contains("2001:db8::101/64")
+                if !expired { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(expired, "an address claimed with a 1 s lifetime was still there: \((try? lab.addresses(of: "node")) ?? [])")
+
             let missing = try lab.run(in: "node", Self.cli, ["vip", "claim", "--interface", "eth9", "--address", "198.18.0.100/24"])
             #expect(missing.exitCode == 1)
             #expect(missing.stderr.contains("no network interface \"eth9\""), "\(missing.report)")
@@ -97,6 +111,77 @@ extension TimingSensitive {
                 #expect(try await cluster.waitUntil(seconds: 15) { try await everyoneHearsEveryone() },
                         "node1 did not rejoin:\n\(cluster.log(1).suffix(2500))")
                 #expect(cluster.isRunning(1))
+            }
+        }
+    }
+
+    /// Samples the holders every 10 ms for `seconds`: every moment with two, and each change.
+    func watchHolders(_ lab: NetworkLab, _ cluster: NodeCluster, seconds: Double) async throws -> (overlaps: [String], changes: [[Int]]) {
+        var overlaps: [String] = []
+        var changes: [[Int]] = []
+        let start = ContinuousClock.now
+        for _ in 0..<100_000 where ContinuousClock.now - start < .seconds(seconds) {
+            let h = try holders(lab, cluster)
+            let elapsed = (ContinuousClock.now - start).components
+            if h.count > 1 { overlaps.append(String(format: "%.2f s: ", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18) + "\(h)") }
+            if changes.last != h { changes.append(h) }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return (overlaps, changes)
+    }
+
+    func waitForOneHolder(_ lab: NetworkLab, _ cluster: NodeCluster) async throws -> Int? {
+        for _ in 0..<400 {
+            let h = try holders(lab, cluster)
+            if h.count == 1 { return h[0] }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
+    /// SIGSTOP of the owner for 3 s: it runs no code, yet the kernel removes its address when the
+    /// lifetime it stopped renewing runs out, before another node claims the VIP; after SIGCONT it
+    /// does not take it back. Before the address had a lifetime, both held it for over 2 s.
+    @Test func aFrozenOwnerLosesTheAddressBeforeAnotherNodeClaimsIt() async throws {
+        try await withNetworkLab { lab in
+            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
+            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                let owner = try #require(try await waitForOneHolder(lab, cluster), "no owner:\n\(cluster.log(1).suffix(2000))")
+                try await Task.sleep(for: .seconds(1))
+                cluster.freeze(owner, true)
+                let frozen = try await watchHolders(lab, cluster, seconds: 3)
+                cluster.freeze(owner, false)
+                let after = try await watchHolders(lab, cluster, seconds: 2)
+                #expect(frozen.overlaps.isEmpty && after.overlaps.isEmpty, "two holders at once: \(frozen.overlaps + after.overlaps)")
+                #expect(frozen.changes.contains { $0.count == 1 && $0[0] != owner }, "nobody took over from the frozen node\(owner): \(frozen.changes)")
+                let now = try holders(lab, cluster)
+                #expect(now.count == 1 && now != [owner], "after the freeze: \(now)\n\(cluster.log(owner).suffix(1500))")
+                #expect(cluster.log(owner).contains("released the virtual IP"), "\(cluster.log(owner).suffix(1500))")
+            }
+        }
+    }
+
+    /// 30 % of the owner's peer datagrams lost at random, both ways, for 30 s: never two holders,
+    /// one owner at the end, and the owner keeps it; the owner changes are printed
+    /// (bench/vip-failover.sh measures them at 10 % and 30 %).
+    @Test func underThirtyPercentLossTheVIPNeverHasTwoHolders() async throws {
+        try await withNetworkLab { lab in
+            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
+            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                let owner = try #require(try await waitForOneHolder(lab, cluster), "no owner:\n\(cluster.log(1).suffix(2000))")
+                try lab.loseDatagrams(of: "node\(owner)", port: cluster.port, percent: 30)
+                let lossy = try await watchHolders(lab, cluster, seconds: 30)
+                try lab.loseDatagrams(of: "node\(owner)", port: cluster.port, percent: 0)
+                let healed = try await watchHolders(lab, cluster, seconds: 3)
+                print("30 % loss on node\(owner) for 30 s: holders went \(lossy.changes)")
+                #expect(lossy.overlaps.isEmpty && healed.overlaps.isEmpty, "two holders at once: \(lossy.overlaps + healed.overlaps)")
+                #expect(try holders(lab, cluster).count == 1, "no single owner after the loss ended: \(healed.changes)")
+                // The owner keeps renewing through the loss (before a grantless beacon revoked the
+                // grant, it dropped and re-took the VIP 14–19 times in 30 s); a rare drop is tolerated.
+                #expect(lossy.changes.count <= 3, "the owner kept losing the VIP: \(lossy.changes)\n\(cluster.log(owner).suffix(2000))")
+                for i in 1...3 { #expect(cluster.isRunning(i)) }
             }
         }
     }
@@ -185,15 +270,15 @@ extension TimingSensitive {
                 cluster.kill9(first)
                 let second = try #require(try await waitForOwner(excluding: first, "after kill -9"),
                                           "no new owner:\n\((1...3).filter { $0 != first }.map { cluster.log($0).suffix(3000) }.joined(separator: "\n---\n"))")
+                // The dead node could not remove its address: the kernel did, when the lifetime its
+                // daemon kept renewing ran out — before the new owner claimed it.
+                #expect(!(try lab.addresses(of: "node\(first)").contains("198.18.0.100/24")), "the killed owner still has the VIP beside node\(second)")
                 #expect(try await cluster.waitUntil(seconds: 5) { try observerSeesMAC() == (try mac(lab, "node\(second)")) })
-                // The crashed node's address stays until it starts again, which removes it; it does not take over.
-                #expect(try lab.addresses(of: "node\(first)").contains("198.18.0.100/24"))
                 try await cluster.start(first)
-                // (It may take the VIP back soon after, as the preferred owner: the log tells the removal.)
-                #expect(cluster.log(first).contains("removed a virtual IP left by a previous run"))
-                // Same priority, lower id: it is the preferred owner again and takes the VIP back (no nopreempt).
-                let back = try await waitForOwner(excluding: nil, "after restart")
-                #expect(try await cluster.waitUntil(seconds: 10) { try sample("preempt") == [min(first, second)] }, "\(String(describing: back))")
+                // No preemption by default: the returning node, though preferred (same priority,
+                // lower id), leaves the VIP where it is.
+                try await Task.sleep(for: .seconds(3))
+                #expect(try sample("no preemption") == [second], "the VIP moved back to the returning node")
 
                 // SIGTERM: immediate handover.
                 await cluster.stop(second)

@@ -60,6 +60,31 @@ public final class NetworkLab: @unchecked Sendable {
         try Self.ip(["-n", bridgeNamespace, "link", "set", outsideName(name), "master", "br0"])
     }
 
+    /// Drops `percent` % of a member's UDP datagrams to and from `port` at random, in both
+    /// directions, with an nftables table inside its namespace (gone with the namespace);
+    /// `percent` 0 deletes the table.
+    public func loseDatagrams(of name: String, port: Int, percent: Int) throws {
+        _ = try? run(in: name, "/usr/sbin/nft", ["delete", "table", "inet", "pgchorus_loss"], timeout: .seconds(30))
+        guard percent > 0 else { return }
+        let rules = """
+        table inet pgchorus_loss {
+            chain input {
+                type filter hook input priority 0; policy accept;
+                udp dport \(port) numgen random mod 100 < \(percent) drop
+            }
+            chain output {
+                type filter hook output priority 0; policy accept;
+                udp dport \(port) numgen random mod 100 < \(percent) drop
+            }
+        }
+        """
+        let file = NSTemporaryDirectory() + "/pgchorus-loss-\(tag)-\(name).nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let out = try run(in: name, "/usr/sbin/nft", ["-f", file], timeout: .seconds(30))
+        guard out.exitCode == 0 else { throw FixtureError("nft -f in \(name) failed: \(out.stderr)") }
+    }
+
     var order: [String] = []
 
     func outsideName(_ name: String) -> String {

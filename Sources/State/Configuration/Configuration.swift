@@ -54,6 +54,9 @@ public struct Configuration: Sendable, Equatable {
         public var nopreempt: Bool
         public var lease: Double
         public var takeover: Double
+        /// Whole seconds the kernel keeps the address after its owner last renewed it (0: no
+        /// lifetime, the address stays until removed). Renewed every heartbeat while the lease holds.
+        public var addressLifetime: Int
         /// Seconds between two announcement refreshes while owned.
         public var announceRefresh: Double
         public var dns: DNS
@@ -486,11 +489,19 @@ public struct Configuration: Sendable, Equatable {
         }
         try addressesT.rejectUnknownKeys()
         try dnsT.rejectUnknownKeys()
-        let vip = VIP(mode: try vipT.oneOf("mode", ["none", "address", "dns"], default: "none"),
+        let vipMode = try vipT.oneOf("mode", ["none", "address", "dns"], default: "none")
+        let vipLease = try vipT.duration("lease", default: 1.0, range: 0.1...60)
+        let addressLifetime = try vipT.int("address_lifetime", default: max(1, Int(vipLease.rounded(.up))), range: 0...3600)
+        // The old owner's address is gone by its last renewal (inside its lease) + the lifetime +
+        // at most 0.25 s of the kernel's rounding to whole seconds (+ timer slack): the takeover waits longer.
+        let kernelLease = vipMode == "address" && addressLifetime > 0
+        let minimumTakeover = kernelLease ? vipLease + Double(addressLifetime) + 0.3 : vipLease + 0.15
+        let vip = VIP(mode: vipMode,
                       interface: try vipT.string("interface"), address: try vipT.string("address"),
-                      nopreempt: try vipT.bool("nopreempt", default: false),
-                      lease: try vipT.duration("lease", default: 0.5, range: 0.1...60),
-                      takeover: try vipT.duration("takeover", default: 0.65, range: 0.15...120),
+                      nopreempt: try vipT.bool("nopreempt", default: true),
+                      lease: vipLease,
+                      takeover: try vipT.duration("takeover", default: (minimumTakeover * 100).rounded(.up) / 100, range: 0.15...120),
+                      addressLifetime: addressLifetime,
                       announceRefresh: try vipT.duration("announce_refresh", default: 60, range: 1...3600),
                       dns: dns)
         if vip.mode == "address" {
@@ -512,6 +523,14 @@ public struct Configuration: Sendable, Equatable {
         }
         if vip.mode != "none" {
             guard vip.takeover > vip.lease else { throw vipT.error("takeover", "must be longer than lease (\(vip.lease) s), or two nodes could hold the VIP at once") }
+            if kernelLease {
+                guard Double(vip.addressLifetime) >= vip.lease else {
+                    throw vipT.error("address_lifetime", "must be at least lease (\(vip.lease) s, rounded up to whole seconds), or the kernel removes the address while the lease still holds; 0 turns the lifetime off")
+                }
+                guard vip.takeover >= minimumTakeover - 1e-9 else {
+                    throw vipT.error("takeover", "must be at least lease + address_lifetime + 0.3 s (\(minimumTakeover) s): a frozen or killed owner's address lasts until its lifetime runs out, and the successor must not claim it before")
+                }
+            }
             guard vip.lease >= 3 * cluster.heartbeatInterval else {
                 throw vipT.error("lease", "must be at least three heartbeats (cluster.heartbeat_interval = \(cluster.heartbeatInterval) s)")
             }

@@ -13,6 +13,17 @@ import State
 ///   its last grant to X, unless X resigned. Since X's stamps are older than the grants echoing them,
 ///   X's lease has always ended before any granter can support another node: no two holders.
 /// - A holder that sees another holder with a higher term releases at once.
+///
+/// The kernel enforces the same lease (`VirtualIPService`): the address carries a lifetime of
+/// `vip.address_lifetime` whole seconds, restarted at every heartbeat only while `holdsLease`, so
+/// a frozen, killed or cut-off owner loses it without running any code. Margin arithmetic: the
+/// owner's last renewal happens at t_r < g + lease − margin, where g is a granter's last grant to
+/// it (the grant echoes a stamp older than itself); Linux removes an address whose lifetime has
+/// run out at the next run of its lifetime worker, which is the expiry rounded up to a whole second
+/// when that is within 0.25 s (measured: 1.02–1.20 s after the last renewal for a 1 s lifetime).
+/// So the address is gone by g + lease − margin + lifetime + 0.25 s + timer slack, while the
+/// granter supports another node only from g + takeover: the configuration requires
+/// takeover ≥ lease + lifetime + 0.3 s (the default), which leaves the margin (≥ 0.15 s) for slack.
 public struct VIPElection: Sendable {
     public struct Settings: Sendable, Equatable {
         /// How long a grant keeps a holder's lease (from the holder's stamp it echoes).
@@ -83,9 +94,11 @@ public struct VIPElection: Sendable {
         if beacon.holding { term = max(term, beacon.term) }
         if let g = beacon.grant, g.to == selfID {
             grantsForMe[id] = max(grantsForMe[id] ?? -.infinity, g.echo)
-        } else {
+        } else if beacon.grant != nil || beacon.resigned {
             grantsForMe[id] = nil
         }
+        // A beacon without a grant (the granter has not heard this node lately: lost datagrams)
+        // takes nothing back: the earlier grant ages out with its echo, as if this beacon were lost.
     }
 
     /// One step: decides the grant, whether to claim or release. `eligible` is this node's own
@@ -126,6 +139,12 @@ public struct VIPElection: Sendable {
             return .claim
         }
         return nil
+    }
+
+    /// True while this node holds the VIP and its lease is good for at least `margin` more: the
+    /// only state in which the address may be renewed (or re-added).
+    public func holdsLease(now: Double) -> Bool {
+        holding && leaseHolds(now: now, within: settings.lease - settings.margin)
     }
 
     /// This node's beacon for its peers, as of the last step.
@@ -170,11 +189,12 @@ public struct VIPElection: Sendable {
     /// The eligible node with the highest priority, then the lowest id; with `nopreempt`, an
     /// eligible holder stays preferred.
     func preferredOwner(now: Double) -> String? {
-        var candidates: [(id: String, priority: Int, holding: Bool)] = peers.compactMap { id, p in
-            isFresh(p, now) && p.beacon.eligible && !p.beacon.resigned ? (id, p.beacon.priority, p.beacon.holding) : nil
+        var candidates: [(id: String, priority: Int, holding: Bool, term: Int)] = peers.compactMap { id, p in
+            isFresh(p, now) && p.beacon.eligible && !p.beacon.resigned ? (id, p.beacon.priority, p.beacon.holding, p.beacon.term) : nil
         }
-        if eligible { candidates.append((selfID, priority, holding)) }
-        if settings.nopreempt, let holder = candidates.filter(\.holding).first { return holder.id }
+        if eligible { candidates.append((selfID, priority, holding, claimTerm)) }
+        // The newest claim wins should two say "holding" for a moment (an owner that was frozen).
+        if settings.nopreempt, let holder = candidates.filter(\.holding).max(by: { ($0.term, $1.id) < ($1.term, $0.id) }) { return holder.id }
         return candidates.max { ($0.priority, $1.id) < ($1.priority, $0.id) }?.id
     }
 

@@ -48,15 +48,29 @@ public enum AddressTable {
     }
 
     /// Adds the address; true when added, false when it was already there (EEXIST is success).
+    ///
+    /// With a `lifetime` (whole seconds, the kernel's unit) the kernel itself removes the address
+    /// that long after it was added or last `renew`ed, whatever happens to this process (valid and
+    /// preferred lifetime alike, IPv4 and IPv6). Without one it stays until removed.
     @discardableResult
-    public static func add(_ address: VirtualAddress, interface: String) throws(VIPError) -> Bool {
+    public static func add(_ address: VirtualAddress, interface: String, lifetime: UInt32? = nil) throws(VIPError) -> Bool {
         let index = try interfaceIndex(interface)
-        let e = request(type: UInt16(RTM_NEWADDR), flags: Int32(NLM_F_CREATE | NLM_F_EXCL), address: address, index: index, interface: interface)
+        let e = request(type: UInt16(RTM_NEWADDR), flags: Int32(NLM_F_CREATE | NLM_F_EXCL), address: address, index: index, interface: interface,
+                        lifetime: lifetime)
         switch e {
         case 0: return true
         case EEXIST: return false
         default: throw error(e, "adding \(address)", interface)
         }
+    }
+
+    /// Restarts the address's lifetime (`NLM_F_REPLACE`). The kernel re-creates an address that is
+    /// gone, so callers renew only while they may hold it.
+    public static func renew(_ address: VirtualAddress, interface: String, lifetime: UInt32) throws(VIPError) {
+        let index = try interfaceIndex(interface)
+        let e = request(type: UInt16(RTM_NEWADDR), flags: Int32(NLM_F_CREATE | NLM_F_REPLACE), address: address, index: index, interface: interface,
+                        lifetime: lifetime)
+        guard e == 0 else { throw error(e, "renewing \(address)", interface) }
     }
 
     /// Removes the address; true when removed, false when it was not there (EADDRNOTAVAIL is success).
@@ -147,7 +161,8 @@ public enum AddressTable {
     }
 
     /// Sends one RTM_NEWADDR/RTM_DELADDR with ACK; returns 0 or the kernel's errno.
-    private static func request(type: UInt16, flags: Int32, address: VirtualAddress, index: Int32, interface: String) -> Int32 {
+    private static func request(type: UInt16, flags: Int32, address: VirtualAddress, index: Int32, interface: String,
+                                lifetime: UInt32? = nil) -> Int32 {
         guard let nl = mnl_socket_open(NETLINK_ROUTE) else { return cmnl_errno() }
         defer { mnl_socket_close(nl) }
         guard mnl_socket_bind(nl, 0, pid_t(bitPattern: cmnl_socket_autopid())) >= 0 else { return cmnl_errno() }
@@ -170,6 +185,10 @@ public enum AddressTable {
             }
             if type == UInt16(RTM_NEWADDR) {
                 mnl_attr_put_u8(nlh, UInt16(IFA_PROTO), protocolTag)
+                if let lifetime {
+                    var info = ifa_cacheinfo(ifa_prefered: lifetime, ifa_valid: lifetime, cstamp: 0, tstamp: 0)
+                    withUnsafeBytes(of: &info) { mnl_attr_put(nlh, UInt16(IFA_CACHEINFO), $0.count, $0.baseAddress) }
+                }
                 if address.isIPv6 {
                     // No duplicate address detection: the VIP must answer at once.
                     ifa.pointee.ifa_flags = UInt8(IFA_F_NODAD)
