@@ -22,7 +22,7 @@ cleanup() {
   [ -n "${CAP:-}" ] && kill "$CAP" 2>/dev/null || true
   for n in node1 node2 node3 observer; do ip netns del "pgcb-$n-$TAG" 2>/dev/null || true; done
   ip netns del "$BR" 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 ip netns add "$BR"; ip -n "$BR" link add br0 type bridge; ip -n "$BR" link set br0 up
@@ -74,8 +74,9 @@ host = "127.0.0.1"
 port = 9
 TOML
 done
-start() { ip netns exec "${NS[node$1]}" "$BIN/pgchorusd" --config "$WORK/node$1/pgchorus.toml" --log-level warning >>"$WORK/node$1.log" 2>&1 & PID[$1]=$!; }
-owner() { for i in 1 2 3; do ip -n "${NS[node$i]}" -o addr show dev eth0 | grep -q '198.18.0.100/' && kill -0 "${PID[$i]}" 2>/dev/null && echo "$i"; done; }
+start() { ip netns exec "${NS[node$1]}" "$BIN/pgchorusd" --config "$WORK/node$1/pgchorus.toml" --log-level "${LOG_LEVEL:-warning}" >>"$WORK/node$1.log" 2>&1 & PID[$1]=$!; }
+# (grep without -q: under pipefail, ip killed by SIGPIPE after an early grep -q exit reads as "absent")
+owner() { for i in 1 2 3; do ip -n "${NS[node$i]}" -o addr show dev eth0 | grep '198.18.0.100/' >/dev/null && kill -0 "${PID[$i]}" 2>/dev/null && echo "$i"; done; }
 wait_owner_except() { # prints the single owner that is not $1, waiting up to 20 s
   for _ in $(seq 1 400); do o=$(owner | grep -v "^$1\$" || true); [ "$(echo "$o" | grep -c .)" = 1 ] && { echo "$o"; return; }; sleep 0.05; done; echo none
 }

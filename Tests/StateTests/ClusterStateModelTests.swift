@@ -207,6 +207,23 @@ import Testing
         #expect(c.healthCheck.enabled && c.healthCheck.interval == 1 && c.healthCheck.failures == 3)
         #expect(c.admin.socket == "/run/pgchorus/admin.sock")
         #expect(c.node.stateDirectory == "/var/lib/pgchorus")
+
+        // The VIP's lease: the kernel's lifetime of the address, and a takeover that outwaits it.
+        let three = nodes + "[[cluster.nodes]]\nid = \"c\"\naddress = \"127.0.0.4\"\n"
+        let head = "[node]\nid = \"a\"\n[cluster]\nkey_file = \"good.key\"\n" + three
+        func vip(_ extra: String) -> String { head + "[vip]\nmode = \"address\"\ninterface = \"eth0\"\naddress = \"198.18.0.100/24\"\n" + extra + backend }
+        let v = try Configuration.parse(text: vip(""), file: "\(dir)/pgchorus.toml").vip
+        #expect(v.lease == 1 && v.addressLifetime == 1 && v.takeover == 2.3 && v.nopreempt, "\(v)")
+        let off = try Configuration.parse(text: vip("address_lifetime = 0\nlease = 0.5\n"), file: "\(dir)/pgchorus.toml").vip
+        #expect(off.addressLifetime == 0 && off.takeover == 0.65, "\(off)")
+        let short = try #require(error(vip("takeover = 1.5\n")))
+        #expect(short.key == "vip.takeover" && short.message.contains("lease + address_lifetime + 0.3 s"), "\(short)")
+        let lapse = try #require(error(vip("lease = 2.5\naddress_lifetime = 2\ntakeover = 5\n")))
+        #expect(lapse.key == "vip.address_lifetime", "\(lapse)")
+        // DNS mode has no address: only takeover > lease.
+        let dns = try Configuration.parse(text: head + "[vip]\nmode = \"dns\"\n[vip.dns]\nfile = \"x\"\nname = \"db\"\nformat = \"dnsmasq\"\n" + backend,
+                                          file: "\(dir)/pgchorus.toml").vip
+        #expect(dns.takeover == 1.15, "\(dns)")
     }
 }
 

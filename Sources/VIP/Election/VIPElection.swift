@@ -10,25 +10,28 @@ import State
 ///   nodes (itself included) echo one of its stamps younger than `lease - margin`; otherwise it
 ///   releases, before its lease can expire.
 /// - A node that granted to X grants to nobody else until `takeover` (> `lease`) has passed since
-///   its last grant to X, unless X resigned. Since X's stamps are older than the grants echoing them,
-///   X's lease has always ended before any granter can support another node: no two holders.
+///   the arrival of the X beacon its last grant to X echoed, unless X resigned. Since X's stamps are
+///   older than their arrival, X's lease has always ended before any granter can support another
+///   node: no two holders.
 /// - A holder that sees another holder with a higher term releases at once.
 ///
 /// The kernel enforces the same lease (`VirtualIPService`): the address carries a lifetime of
 /// `vip.address_lifetime` whole seconds, restarted at every heartbeat only while `holdsLease`, so
 /// a frozen, killed or cut-off owner loses it without running any code. Margin arithmetic: the
-/// owner's last renewal happens at t_r < g + lease − margin, where g is a granter's last grant to
-/// it (the grant echoes a stamp older than itself); Linux removes an address whose lifetime has
+/// owner's last renewal happens at t_r < h + lease − margin, where h is the arrival, at a granter
+/// its majority shares with the successor's, of the stamp that granter's last grant echoed (the
+/// stamp is older than its arrival); Linux removes an address whose lifetime has
 /// run out at the next run of its lifetime worker, which is the expiry rounded up to a whole second
 /// when that is within 0.25 s (measured: 1.02–1.20 s after the last renewal for a 1 s lifetime).
-/// So the address is gone by g + lease − margin + lifetime + 0.25 s + timer slack, while the
-/// granter supports another node only from g + takeover: the configuration requires
+/// So the address is gone by h + lease − margin + lifetime + 0.25 s + timer slack, while the
+/// granter supports another node only from h + takeover: the configuration requires
 /// takeover ≥ lease + lifetime + 0.3 s (the default), which leaves the margin (≥ 0.15 s) for slack.
 public struct VIPElection: Sendable {
     public struct Settings: Sendable, Equatable {
         /// How long a grant keeps a holder's lease (from the holder's stamp it echoes).
         public var lease: Double
-        /// A granter switches to another node only this long after its last grant (> lease).
+        /// A granter switches to another node only this long after the arrival of the stamp its
+        /// last grant echoed (> lease).
         public var takeover: Double
         /// A holder releases when its lease has less than this left (covers a tick and the netlink call).
         public var margin: Double
@@ -72,7 +75,8 @@ public struct VIPElection: Sendable {
     var eligible = false
     var peers: [String: Peer] = [:]
     /// The last grant this node sent: to whom, when, and the stamp it echoed (fixed at step time).
-    var lastGrant: (to: String, at: Double, echo: Double)?
+    /// `heard`: when the beacon whose stamp it echoes arrived (now, for a grant to itself).
+    var lastGrant: (to: String, at: Double, echo: Double, heard: Double)?
     /// Grants for this node: granter → echoed stamp (this node's clock).
     var grantsForMe: [String: Double] = [:]
     /// This node's latest stamp.
@@ -117,7 +121,7 @@ public struct VIPElection: Sendable {
                 // Keep silent: no renewal for the old one, nothing yet for the new one.
             } else {
                 let echo = target == selfID ? now : (peers[target]?.beacon.stamp ?? 0)
-                lastGrant = (target, now, echo)
+                lastGrant = (target, now, echo, target == selfID ? now : (peers[target]?.receivedAt ?? now))
             }
         }
         // This node's own grant counts only while it goes to itself.
@@ -204,7 +208,9 @@ public struct VIPElection: Sendable {
         if previous == selfID { return !holding && !addressHeld }
         if let p = peers[previous], p.beacon.resigned { return true }
         guard let last = lastGrant else { return true }
-        return now - last.at >= settings.takeover
+        // From when the echoed stamp arrived, not from the grant: X cannot use this node's grants
+        // beyond that stamp + lease, and the stamp is older than its arrival.
+        return now - last.heard >= settings.takeover
     }
 
     /// True while a strict majority of the nodes' grants echo a stamp of this node younger than `within`.
