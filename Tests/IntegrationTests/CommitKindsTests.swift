@@ -12,6 +12,12 @@ import TestSupport
         try await runClientCheck("commit_client.py", "commits")
     }
 
+    /// `BEGIN; …; COMMIT` (or `…; COMMIT` in a transaction) in one Query: the COMMIT goes through the
+    /// vote, not around it; a failure before it aborts as on one server.
+    @Test func aCommitSentWithItsStatementsInOneMessageGoesThroughTheVote() async throws {
+        try await runClientCheck("commit_client.py", "trailing")
+    }
+
     /// The client's pid is its lead backend's: pg_terminate_backend() by it — from another session or
     /// of the session itself — ends that session as on one server, and fails no backend.
     @Test func terminatingASessionByItsPidEndsItAndFailsNoBackend() async throws {

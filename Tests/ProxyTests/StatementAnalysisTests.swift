@@ -27,6 +27,23 @@ import Testing
         #expect(!StatementAnalysis(sql).isCommit)
     }
 
+    @Test func aTrailingCommitIsSplitOffForTheVote() throws {
+        let a = try #require(StatementAnalysis.trailingCommit(of: "BEGIN; INSERT INTO t VALUES (1); UPDATE t SET x = ';'; COMMIT;"))
+        #expect(a.body == "BEGIN; INSERT INTO t VALUES (1); UPDATE t SET x = ';'")
+        #expect(a.opensTransaction)
+        let b = try #require(StatementAnalysis.trailingCommit(of: "insert into t values (1);\n-- done\nend work"))
+        #expect(b.body == "insert into t values (1)")
+        #expect(!b.opensTransaction)
+        let c = try #require(StatementAnalysis.trailingCommit(of: "START TRANSACTION ISOLATION LEVEL SERIALIZABLE;; DO $$BEGIN COMMIT; END$$; COMMIT"))
+        #expect(c.body == "START TRANSACTION ISOLATION LEVEL SERIALIZABLE;; DO $$BEGIN COMMIT; END$$")
+        #expect(c.opensTransaction)
+        for sql in ["COMMIT", "BEGIN; COMMIT; INSERT INTO t VALUES (1)", "BEGIN; INSERT INTO t VALUES (1); COMMIT AND CHAIN",
+                    "BEGIN; SAVEPOINT a; INSERT INTO t VALUES (1); COMMIT", "INSERT INTO t VALUES (1); ROLLBACK; COMMIT",
+                    "BEGIN; INSERT INTO t VALUES (1); COMMIT PREPARED 'x'", "BEGIN; BEGIN; COMMIT", "START; COMMIT", "INSERT INTO t VALUES (1)"] {
+            #expect(StatementAnalysis.trailingCommit(of: sql) == nil, "\(sql)")
+        }
+    }
+
     @Test func mixesTransactionControl() {
         let a = StatementAnalysis("update t set a=1; commit")
         #expect(a.mixesTransactionControl)

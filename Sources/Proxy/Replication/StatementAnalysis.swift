@@ -477,6 +477,39 @@ public struct StatementAnalysis: Sendable, Equatable {
     }
 
     /// The highest `$n` parameter number used in `sql` (0 when none).
+    /// A simple Query of several statements whose last one is a plain COMMIT/END (`BEGIN; …; COMMIT`,
+    /// or `…; COMMIT` inside a transaction): the text before that COMMIT, so the session can run it
+    /// and put the COMMIT through the vote, and whether the text opens the transaction (a leading
+    /// BEGIN / START TRANSACTION). nil for anything else — one statement, a COMMIT not last, or other
+    /// transaction control (ROLLBACK, SAVEPOINT, a second BEGIN or COMMIT) among the statements.
+    public static func trailingCommit(of sql: String) -> (body: String, opensTransaction: Bool)? {
+        let tokens = SQLLexer.significant(sql)
+        var statements: [[SQLToken]] = [[]]
+        var separators: [SQLToken] = []
+        for t in tokens {
+            if t.kind == .punctuation && t.text == ";" {
+                if !statements[statements.count - 1].isEmpty {
+                    statements.append([])
+                    separators.append(t)
+                }
+            } else {
+                statements[statements.count - 1].append(t)
+            }
+        }
+        if statements.last?.isEmpty == true { statements.removeLast() }
+        // separators[k] ends statement k: the one before the COMMIT is where the body ends.
+        guard statements.count >= 2, let last = statements.last, separators.count >= statements.count - 1,
+              let commit = last.first, commit.kind == .word, commit.text == "commit" || commit.text == "end" else { return nil }
+        let rest = last.dropFirst().map(\.text)
+        guard rest.isEmpty || rest == ["work"] || rest == ["transaction"] || rest == ["and", "no", "chain"]
+                || rest == ["work", "and", "no", "chain"] || rest == ["transaction", "and", "no", "chain"] else { return nil }
+        let words = statements.dropLast().map { $0.first?.kind == .word ? $0.first!.text : "" }
+        let opens = words[0] == "begin" || (words[0] == "start" && statements[0].dropFirst().first?.text == "transaction")
+        for (i, w) in words.enumerated() where transactionControl.contains(w) && !(i == 0 && opens) { return nil }
+        let body = String(decoding: Array(sql.utf8)[..<separators[statements.count - 2].range.lowerBound], as: UTF8.self)
+        return (body, opens)
+    }
+
     public static func highestParameter(in sql: String) -> Int {
         SQLLexer.tokens(sql).reduce(0) { m, t in
             t.kind == .other && t.text.hasPrefix("$") ? max(m, Int(t.text.dropFirst()) ?? 0) : m

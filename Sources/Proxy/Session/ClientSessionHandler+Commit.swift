@@ -96,6 +96,23 @@ extension ClientSessionHandler {
     /// The lead finished a wrapped autocommit write: vote if it is still in its transaction, else roll back.
     func autocommitStatementDone(status: BackendMessage.TransactionStatus) {
         guard phase == .relaying else { return }
+        if trailingCommitPending {
+            trailingCommitPending = false
+            if status == .inTransaction {
+                var q = ByteBuffer()
+                FrontendMessage.query("COMMIT").encode(into: &q)
+                startCommit([PostgresFrame(bytes: q)])
+                return
+            }
+            // A statement before the COMMIT failed (the client has the error): as in PostgreSQL, the
+            // COMMIT is skipped and the transaction stays aborted until the client ends it.
+            wrapPending = false
+            cycleDelivered(nextSeq - 1, status: status)
+            writeClient(.readyForQuery(status))
+            flushClient()
+            replayHeldFrames()
+            return
+        }
         if status == .inTransaction {
             startCommit([], autocommit: true)
             return

@@ -40,6 +40,8 @@ struct GroupFlags {
     var mixesTransactionControl = false
     /// The group ends a transaction (COMMIT/END) outside the vote.
     var commits = false
+    /// The group is the statements before a COMMIT sent in the same Query: the vote follows them.
+    var trailingCommit = false
     /// One statement that reads no table but the one it writes or locks.
     var readsOnlyItsTarget = false
 }
@@ -146,8 +148,21 @@ extension ClientSessionHandler {
             startCommit(frames)
             return
         }
+        if replicated, cycle, result.containsCommit, !result.isCommit, wroteInTransaction, votedCommitAvailable, !transactionPreventsPrepare,
+           configuration.replication.twoPhaseCommit, let body = trailingCommitBody(frames: frames, result: result) {
+            // `BEGIN; …; COMMIT` in one message: the statements run as one cycle, then the COMMIT goes
+            // through the vote like a COMMIT of its own (the client sees one answer, as from PostgreSQL).
+            let flags = GroupFlags(writes: true, mixesTransactionControl: result.mixesTransactionControl, trailingCommit: true,
+                                   readsOnlyItsTarget: false)
+            if needsSequenceOrder(result) {
+                waitForOrder(body, cycle: true, wrap: true, flags: flags)
+            } else {
+                sendInTurn(body, cycle: true, wrap: true, flags: flags)
+            }
+            return
+        }
         if replicated, result.containsCommit, !result.isCommit, wroteInTransaction {
-            logger.warning("COMMIT sent together with other statements in one message: committed without the vote")
+            logger.warning("COMMIT sent together with other statements in one message, not last or beside other transaction control: committed without the vote")
         }
         let routing = configuration.replication.readRouting
         if replicated, cycle, result.isPlainRead, !result.writes, unreleased.isEmpty, routedRead == nil, !openExtendedGroup {
@@ -208,6 +223,18 @@ extension ClientSessionHandler {
         dispatch(b, kind: .hidden, waitsForLead: false)
     }
 
+    /// The Query of `BEGIN; …; COMMIT` (from idle) or `…; COMMIT` (inside a transaction) without its
+    /// COMMIT, as processed (rewritten) bytes; nil when the group is anything else.
+    func trailingCommitBody(frames: [PostgresFrame], result: StatementTracker.Result) -> ByteBuffer? {
+        guard frames.count == 1, frames[0].type == FrontendMessage.Kind.query.rawValue,
+              case let .query(sql)? = try? FrontendMessage(frame: PostgresFrame(bytes: result.bytes)),
+              let split = StatementAnalysis.trailingCommit(of: sql),
+              split.opensTransaction ? lastStatus == .idle : lastStatus == .inTransaction else { return nil }
+        var b = ByteBuffer()
+        FrontendMessage.query(split.body).encode(into: &b)
+        return b
+    }
+
     /// What a processed group (or a part of one sent early) does to the session, `seq` being its cycle:
     /// a write marks the transaction, a temporary table ends the vote for the session, DDL makes the
     /// sequence catalog stale.
@@ -232,10 +259,13 @@ extension ClientSessionHandler {
     @discardableResult
     func send(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags) -> Int {
         if wrap {
-            var begin = ByteBuffer()
-            FrontendMessage.query("BEGIN").encode(into: &begin)
-            dispatch(begin, kind: .hidden, waitsForLead: false)
+            if !flags.trailingCommit {
+                var begin = ByteBuffer()
+                FrontendMessage.query("BEGIN").encode(into: &begin)
+                dispatch(begin, kind: .hidden, waitsForLead: false)
+            }
             wrapPending = true
+            trailingCommitPending = flags.trailingCommit
         }
         let seq = nextSeq
         if cycle && flags.writes { writingSeqs.insert(seq) }

@@ -115,6 +115,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var epochCancelUntil: NIODeadline?
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
+    /// The wrapped group is the statements before a COMMIT of the same Query (`GroupFlags.trailingCommit`).
+    var trailingCommitPending = false
     /// An extended-protocol group ended by Flush is open on the lead: no query of ours may go in between.
     var openExtendedGroup = false
     /// The registry's view generation when this session last adopted the cluster's backend set.

@@ -86,6 +86,52 @@ def check_commits(dsn):
     notifier.commit()
 
 
+def commit_log_rows(cursor):
+    cursor.execute("select count(*) from pgchorus.commit_log")
+    return cursor.fetchone()[0]
+
+
+def check_trailing(dsn):
+    """A COMMIT sent with its statements in one message goes through the vote (a row in the
+    commit log), from idle (`BEGIN; …; COMMIT`) and inside a transaction (`…; COMMIT`); a statement
+    that fails before it leaves the transaction aborted and commits nothing, as on one server."""
+    from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INERROR
+    conn = connect(dsn)
+    c = conn.cursor()
+    c.execute("create table acct (id int primary key, v int not null)")
+    before = commit_log_rows(c)
+    c.execute("BEGIN; INSERT INTO acct VALUES (1, 10), (2, 20); UPDATE acct SET v = v + 1 WHERE id = 1; COMMIT")
+    expect(c.statusmessage == "COMMIT", "the last answer is COMMIT's: %r" % c.statusmessage)
+    expect(conn.get_transaction_status() == TRANSACTION_STATUS_IDLE, "idle after the COMMIT")
+    expect(commit_log_rows(c) == before + 1, "BEGIN; …; COMMIT went through the vote")
+    ok("BEGIN; INSERT; UPDATE; COMMIT in one message: committed through the vote")
+    c.execute("create table serials (id serial primary key, note text)")
+    c.execute("BEGIN; INSERT INTO serials (note) VALUES ('x'), ('y'); COMMIT")
+    expect(commit_log_rows(c) == before + 2, "a SERIAL insert with its COMMIT went through the vote")
+    before += 1
+
+    tx = connect(dsn, autocommit=False)
+    t = tx.cursor()
+    t.execute("UPDATE acct SET v = v + 5 WHERE id = 2; COMMIT")
+    expect(tx.get_transaction_status() == TRANSACTION_STATUS_IDLE, "idle after …; COMMIT")
+    expect(commit_log_rows(c) == before + 2, "…; COMMIT inside a transaction went through the vote")
+    tx.close()
+    ok("UPDATE; COMMIT in one message inside a transaction: committed through the vote")
+
+    try:
+        c.execute("BEGIN; UPDATE acct SET v = 0 WHERE id = 1; INSERT INTO acct VALUES (1, 0); COMMIT")
+        raise CheckFailed("a duplicate key before the COMMIT did not fail")
+    except psycopg2.IntegrityError:
+        pass
+    expect(conn.get_transaction_status() == TRANSACTION_STATUS_INERROR, "the transaction is aborted, not committed")
+    c.execute("ROLLBACK")
+    c.execute("select id, v from acct order by id")
+    rows = c.fetchall()
+    expect(rows == [(1, 11), (2, 25)], "nothing of the failed message committed: %r" % rows)
+    expect(commit_log_rows(c) == before + 2, "no vote for the failed message")
+    ok("a failing statement before the COMMIT: error, transaction aborted, nothing committed")
+
+
 def check_terminate(dsn):
     """pg_terminate_backend() by the pids pgchorus gives: the session ends as on one server."""
     control = connect(dsn)
@@ -121,4 +167,4 @@ def check_terminate(dsn):
 
 
 if __name__ == "__main__":
-    sys.exit(run({"commits": check_commits, "terminate": check_terminate}))
+    sys.exit(run({"commits": check_commits, "terminate": check_terminate, "trailing": check_trailing}))
