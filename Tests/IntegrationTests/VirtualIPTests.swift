@@ -115,6 +115,30 @@ extension TimingSensitive {
         }
     }
 
+    /// A node that hears no peer for twice the peer timeout (both peers frozen here) opens its peer
+    /// sockets afresh — the way out of a socket wedged without any error — and, the peers back, is
+    /// heard and hears again.
+    @Test func aNodeThatHearsNoPeerOpensItsSocketsAfreshAndRejoins() async throws {
+        try await withNetworkLab { lab in
+            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
+            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
+                for i in 1...3 { try await cluster.start(i) }
+                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).nodes.allSatisfy(\.alive) })
+                cluster.freeze(2, true)
+                cluster.freeze(3, true)
+                let reopened = try await cluster.waitUntil(seconds: 15) { cluster.log(1).contains("opening the peer sockets afresh") }
+                cluster.freeze(2, false)
+                cluster.freeze(3, false)
+                #expect(reopened, "\(cluster.log(1).suffix(1500))")
+                #expect(try await cluster.waitUntil(seconds: 15) {
+                    for i in 1...3 where !(try await cluster.status(i).quorum) { return false }
+                    return try await cluster.status(1).nodes.allSatisfy(\.alive)
+                }, "node1 did not rejoin:\n\(cluster.log(1).suffix(2000))")
+                #expect(try await cluster.events(1).contains { $0.kind == "peer-socket" })
+            }
+        }
+    }
+
     /// Samples the holders every 10 ms for `seconds`: every moment with two, and each change.
     func watchHolders(_ lab: NetworkLab, _ cluster: NodeCluster, seconds: Double) async throws -> (overlaps: [String], changes: [[Int]]) {
         var overlaps: [String] = []

@@ -1,5 +1,6 @@
 import Crypto
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -76,6 +77,9 @@ public final class StateService: Service, Sendable {
     private let openingSendSockets = Mutex<Set<String>>([])
     /// When a failed send was last logged (monotonic seconds): one line per 5 s at most.
     private let sendFailureLogged = Mutex<Double>(0)
+    /// When the sockets were last opened afresh because no peer was heard (`reopenIfDeaf`).
+    private let lastReopen = Mutex<Double>(0)
+    static let sendErrors = Counter(label: "pgchorus_peer_send_errors_total")
     let startedAt = WallClock.unixTime()
     let hooks = Mutex<(witness: Hook<@Sendable () -> Bool>?, reachable: Hook<@Sendable () -> Int?>?)>((nil, nil))
     let vipHooks = Mutex<VIPHooks?>(nil)
@@ -180,6 +184,31 @@ public final class StateService: Service, Sendable {
                 logger.warning("the peer socket is closed and cannot be bound again yet: \(error)")
             }
         }
+    }
+
+    /// A node that has heard no peer for twice `cluster.peer_timeout` — all of them down, or a
+    /// socket wedged in a way no error showed — opens its peer sockets afresh: the sending ones are
+    /// closed (re-opened at the next send) and the listening one is closed and bound again at once
+    /// (`rebindIfClosed`). At most once per twice the peer timeout; a few milliseconds deaf at worst.
+    func reopenIfDeaf(now: Double) {
+        let quiet = 2 * configuration.cluster.peerTimeout
+        guard configuration.cluster.nodes.count > 1, !stopping.load(ordering: .relaxed), now - startedAt >= quiet else { return }
+        let heard = inner.withLock { $0.membership.peers.compactMap(\.lastSeen).max() } ?? startedAt
+        let due = lastReopen.withLock { last -> Bool in
+            guard now - max(heard, last) >= quiet else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        logger.notice("no peer heard for \(Int(now - heard)) s: opening the peer sockets afresh")
+        record(ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: "peer-socket", subject: configuration.node.id,
+                            detail: "no peer heard for \(Int(now - heard)) s: the peer sockets were opened afresh"))
+        let senders = sendSockets.withLock { all -> [Channel] in
+            defer { all = [:] }
+            return Array(all.values)
+        }
+        for c in senders { c.close(promise: nil) }
+        channel?.close(promise: nil)
     }
 
     /// Tells every peer this node waits for the cluster-wide order lock (a small message: no view).
@@ -331,6 +360,7 @@ public final class StateService: Service, Sendable {
     }
 
     func tick(now: Double) {
+        reopenIfDeaf(now: now)
         rebindIfClosed()
         gate.expire()
         vipHooks.withLock { $0 }?.tick()
@@ -386,6 +416,7 @@ public final class StateService: Service, Sendable {
         guard let out = sendSocket(for: peer.id) else { return }
         let promise = out.eventLoop.makePromise(of: Void.self)
         promise.futureResult.whenFailure { [self] error in
+            Self.sendErrors.increment()
             let now = WallClock.monotonic()
             let log = sendFailureLogged.withLock { last -> Bool in
                 guard now - last >= 5 else { return false }
