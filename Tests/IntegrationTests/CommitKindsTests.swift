@@ -18,6 +18,23 @@ import TestSupport
         try await runClientCheck("commit_client.py", "trailing")
     }
 
+    /// A large object created without an OID gets the lead's OID on every backend, although each
+    /// server's OID counter stands elsewhere (temporary tables moved them here, as TOAST does).
+    @Test func largeObjectsGetTheSameOIDOnEveryBackend() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            for (i, s) in servers.enumerated() where i > 0 {
+                _ = try s.psql((0..<(i * 3)).map { "create temp table drift\($0) (x int);" }.joined(separator: " "))
+            }
+            try await withProxy(backends: servers) { proxy in
+                let out = try await runBlocking { try Clients.pythonScript("commit_client.py", [proxy.connectionString(), "largeobjects"], timeout: .seconds(120)) }
+                #expect(out.exitCode == 0 && out.stdoutLines.last == "PASSED largeobjects", "\(out.report)")
+                let lists = try servers.map { try $0.psql("select string_agg(oid::text, ',' order by oid) from pg_largeobject_metadata") }
+                #expect(Set(lists).count == 1 && lists[0].split(separator: ",").count == 3, "large object OIDs per backend: \(lists)")
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// The client's pid is its lead backend's: pg_terminate_backend() by it — from another session or
     /// of the session itself — ends that session as on one server, and fails no backend.
     @Test func terminatingASessionByItsPidEndsItAndFailsNoBackend() async throws {

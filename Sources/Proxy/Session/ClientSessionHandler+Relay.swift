@@ -28,6 +28,9 @@ struct PendingGroup {
     var mixesTransactionControl = false
     /// All of the group is here (false while a pipeline's first messages run on the lead before its Sync).
     var complete = true
+    /// The group is a FunctionCall creating a large object with an OID the server picks (`lo_creat`,
+    /// `lo_create(0)`): the followers get `lo_create(<the lead's OID>)` instead (`largeObjectCreated`).
+    var createsLargeObject = false
 }
 
 /// What `endGroup` learnt of a client group that the dispatch needs (also while the group waits for its turn).
@@ -44,6 +47,8 @@ struct GroupFlags {
     var trailingCommit = false
     /// One statement that reads no table but the one it writes or locks.
     var readsOnlyItsTarget = false
+    /// A FunctionCall that creates a large object with an OID of the server's choosing.
+    var createsLargeObject = false
 }
 
 extension ClientSessionHandler {
@@ -186,7 +191,8 @@ extension ClientSessionHandler {
         // answered once every backend has done it: a session the client opens next may rely on it.
         let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
                                mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
-                               readsOnlyItsTarget: result.readsOnlyItsTarget)
+                               readsOnlyItsTarget: result.readsOnlyItsTarget,
+                               createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil)
         if replicated, cycle, needsSequenceOrder(result) {
             waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
             return
@@ -270,7 +276,8 @@ extension ClientSessionHandler {
         let seq = nextSeq
         if cycle && flags.writes { writingSeqs.insert(seq) }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
-                 answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl)
+                 answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl,
+                 createsLargeObject: flags.createsLargeObject)
         // COPY data continues its cycle: it leaves no extended-protocol group open.
         let copy = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self).map {
             $0 == FrontendMessage.Kind.copyData.rawValue || $0 == FrontendMessage.Kind.copyDone.rawValue || $0 == FrontendMessage.Kind.copyFail.rawValue
@@ -281,7 +288,7 @@ extension ClientSessionHandler {
 
     /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
     func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool, holdReady: Bool = false,
-                  answerWhenAll: Bool = false, mixesTransactionControl: Bool = false, complete: Bool = true) {
+                  answerWhenAll: Bool = false, mixesTransactionControl: Bool = false, complete: Bool = true, createsLargeObject: Bool = false) {
         var seq: Int?
         if kind != nil {
             seq = nextSeq
@@ -289,7 +296,8 @@ extension ClientSessionHandler {
         }
         unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady,
                                        answerWhenAll: answerWhenAll, startedInTransaction: lastStatus != .idle,
-                                       mixesTransactionControl: mixesTransactionControl, complete: complete))
+                                       mixesTransactionControl: mixesTransactionControl, complete: complete,
+                                       createsLargeObject: createsLargeObject && waitsForLead))
         // A new lead waiting for its handover gets this group with the others once it may.
         guard handoverTicket == nil else { return }
         if answerWhenAll, let seq { awaitingAll = seq }
@@ -299,6 +307,39 @@ extension ClientSessionHandler {
         backends[lead].write(bytes)
         epochTargetsDirty = true
         releaseGroups()
+    }
+
+    /// `lo_creat(mode)` (OID 957) or `lo_create(0)` (OID 715) as a FunctionCall — what libpq's
+    /// `lo_creat`/`lo_create` send: the call, when its large object's OID is the server's choice.
+    static func largeObjectCreation(_ frame: PostgresFrame) -> FrontendMessage.FunctionCall? {
+        guard frame.type == FrontendMessage.Kind.functionCall.rawValue, case let .functionCall(call)? = try? FrontendMessage(frame: frame) else { return nil }
+        switch call.functionOID {
+        case 957: return call
+        case 715:
+            guard call.arguments.count == 1, var a = call.arguments[0] else { return nil }
+            let binary = (call.argumentFormats.first ?? 0) == 1
+            let oid = binary ? a.readInteger(as: UInt32.self) : a.readString(length: a.readableBytes).flatMap { UInt32($0) }
+            return oid == 0 ? call : nil
+        default: return nil
+        }
+    }
+
+    /// The lead created a large object with an OID of its choosing: the followers create it with
+    /// that OID (`lo_create(oid)`), so every backend has the same large objects under the same OIDs
+    /// (each server's OID counter is its own: temporary tables and TOAST move it).
+    func largeObjectCreated(_ frame: PostgresFrame, seq: Int) {
+        guard let i = unreleased.firstIndex(where: { $0.seq == seq && $0.createsLargeObject }),
+              case let .functionCallResponse(value)? = try? BackendMessage(frame: frame), var v = value,
+              let original = Self.largeObjectCreation(PostgresFrame(bytes: unreleased[i].bytes)) else { return }
+        let oid = original.resultFormat == 1 ? v.readInteger(as: UInt32.self) : v.readString(length: v.readableBytes).flatMap { UInt32($0) }
+        guard let oid, oid != 0 else { return }
+        var arg = ByteBuffer()
+        arg.writeInteger(oid)
+        var b = ByteBuffer()
+        FrontendMessage.functionCall(FrontendMessage.FunctionCall(functionOID: 715, argumentFormats: [1], arguments: [arg],
+                                                                  resultFormat: original.resultFormat)).encode(into: &b)
+        unreleased[i].bytes = b
+        unreleased[i].createsLargeObject = false
     }
 
     /// Sends a read to one backend; its reply goes to the client as it comes.
@@ -396,6 +437,7 @@ extension ClientSessionHandler {
         switch exp.kind {
         case .client:
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
+            if frame.type == BackendMessage.Kind.functionCallResponse.rawValue { largeObjectCreated(frame, seq: exp.seq) }
             if exp.holdReady && frame.type == BackendMessage.Kind.readyForQuery.rawValue {
                 // Kept back until the vote on this autocommit write is carried out.
             } else if exp.answerWhenAll && frame.type == BackendMessage.Kind.readyForQuery.rawValue && exp.seq > deliveredThrough && liveCount > 1 {

@@ -132,6 +132,26 @@ def check_trailing(dsn):
     ok("a failing statement before the COMMIT: error, transaction aborted, nothing committed")
 
 
+def check_large_objects(dsn):
+    """Large objects created without an OID (libpq's lo_create(0)): the client gets one OID, and
+    reads back what it wrote."""
+    conn = connect(dsn, autocommit=False)
+    oids = []
+    for i in range(3):
+        lo = conn.lobject(0, "wb")
+        lo.write(b"payload %d" % i)
+        oids.append(lo.oid)
+        lo.close()
+    conn.commit()
+    for i, oid in enumerate(oids):
+        lo = conn.lobject(oid, "rb")
+        data = lo.read()
+        lo.close()
+        expect(data == b"payload %d" % i, "large object %d reads back %r" % (oid, data))
+    conn.commit()
+    ok("three large objects created and read back: %s" % ",".join(str(o) for o in oids))
+
+
 def check_terminate(dsn):
     """pg_terminate_backend() by the pids pgchorus gives: the session ends as on one server."""
     control = connect(dsn)
@@ -167,4 +187,5 @@ def check_terminate(dsn):
 
 
 if __name__ == "__main__":
-    sys.exit(run({"commits": check_commits, "terminate": check_terminate, "trailing": check_trailing}))
+    sys.exit(run({"commits": check_commits, "terminate": check_terminate, "trailing": check_trailing,
+                  "largeobjects": check_large_objects}))
