@@ -9,6 +9,12 @@ import TestSupport
 /// (Heavy pgbench load: beside the fault tests, not beside each other.)
 extension TimingSensitive {
 @Suite(.serialized) struct VolatileDefaultsTests {
+    /// Named cursors over per-backend reads (clock_timestamp(), random(), pg_backend_pid()) live on
+    /// the lead alone and fail no backend; a named cursor over data runs everywhere as before.
+    @Test func namedCursorsOverPerBackendReadsLiveOnTheLead() async throws {
+        try await runClientCheck("orm_client.py", "cursors")
+    }
+
     @Test func anOrmWorkloadWithVolatileDefaultsStaysIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -44,6 +44,19 @@ import Testing
         }
     }
 
+    @Test func cursorsOverPerBackendReadsAreTheLeads() {
+        let a = StatementAnalysis(#"DECLARE "Tick s" CURSOR WITHOUT HOLD FOR select clock_timestamp() from generate_series(1, 3)"#)
+        #expect(a.leadOnlyCursor == "Tick s" && !a.cursorHeld && a.readsServerState)
+        let b = StatementAnalysis("declare c scroll cursor with hold for select pg_backend_pid()")
+        #expect(b.leadOnlyCursor == "c" && b.cursorHeld)
+        #expect(StatementAnalysis("declare c cursor for select * from t").leadOnlyCursor == nil)
+        #expect(StatementAnalysis("declare c cursor for select random() from t for update").leadOnlyCursor == nil)
+        #expect(StatementAnalysis(#"FETCH FORWARD 3 FROM "Tick s""#).cursorUsed == "Tick s")
+        #expect(StatementAnalysis("move absolute 0 in C").cursorUsed == "c")
+        #expect(StatementAnalysis("close all").cursorUsed == "*")
+        #expect(StatementAnalysis("close c").cursorUsed == "c")
+    }
+
     @Test func mixesTransactionControl() {
         let a = StatementAnalysis("update t set a=1; commit")
         #expect(a.mixesTransactionControl)

@@ -32,6 +32,16 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var preventsPrepare = false
     /// Some statement is COMMIT/END (alone or among others).
     public var containsCommit = false
+    /// `DECLARE name … CURSOR … FOR <read>` whose read has a per-backend value (a volatile call,
+    /// per-server state) and locks no rows: the cursor lives on the lead alone, like such a read
+    /// (`readsServerState`), and its FETCH, MOVE and CLOSE go there too. The name as PostgreSQL folds it.
+    public var leadOnlyCursor: String?
+    /// The cursor is declared WITH HOLD (it outlives its transaction).
+    public var cursorHeld = false
+    /// FETCH, MOVE or CLOSE: the cursor named, as PostgreSQL folds it (`*` for CLOSE ALL).
+    public var cursorUsed: String?
+    /// The statement is CLOSE.
+    public var sqlStartsWithClose = false
     /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): the
     /// relation and the columns named (nil: all). A per-row default of a column not named would give
     /// the rows their values in each backend's physical order.
@@ -168,6 +178,42 @@ public struct StatementAnalysis: Sendable, Equatable {
             physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
+        if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches) }
+    }
+
+    /// Folds a name as PostgreSQL does: unquoted lower-cased, quoted as written ("" → ").
+    static func folded(_ t: SQLToken) -> String? {
+        switch t.kind {
+        case .word: return t.text
+        case .quotedIdentifier:
+            guard t.text.count >= 2 else { return nil }
+            return String(t.text.dropFirst().dropLast()).replacingOccurrences(of: "\"\"", with: "\"")
+        default: return nil
+        }
+    }
+
+    /// `leadOnlyCursor`, `cursorHeld`, `cursorUsed` for one statement.
+    private mutating func noteCursor(_ s: [SQLToken], first: String, perBackend: Bool) {
+        func word(_ i: Int) -> String? { i < s.count && s[i].kind == .word ? s[i].text : nil }
+        switch first {
+        case "declare":
+            guard perBackend, isReadOnly, s.count > 2, let name = Self.folded(s[1]),
+                  let cursor = s.indices.first(where: { word($0) == "cursor" }),
+                  let query = s.indices.first(where: { $0 > cursor && word($0) == "for" }) else { return }
+            // FOR UPDATE/SHARE/NO KEY UPDATE/KEY SHARE in the query locks rows: every backend must run it.
+            let locks = s.indices.contains { $0 > query && word($0) == "for" && ["update", "share", "no", "key"].contains(word($0 + 1) ?? "") }
+            guard !locks else { return }
+            leadOnlyCursor = name
+            cursorHeld = s[cursor..<query].contains { $0.kind == .word && $0.text == "with" }
+            isPlainRead = true
+        case "fetch", "move":
+            if let last = s.last, s.count > 1 { cursorUsed = Self.folded(last) }
+        case "close":
+            sqlStartsWithClose = true
+            if s.count == 2 { cursorUsed = word(1) == "all" ? "*" : Self.folded(s[1]) }
+        default:
+            break
+        }
     }
 
     /// Whether tokens name per-server state: `pg_*` relations or functions, `information_schema`, OIDs,

@@ -45,6 +45,9 @@ struct StatementTracker {
         var preventsPrepare = false
         /// Some statement is COMMIT/END.
         var containsCommit = false
+        /// The group's one statement declares, fetches from, moves or closes a cursor that lives on
+        /// the lead alone (`StatementAnalysis.leadOnlyCursor`): it goes to the lead only.
+        var usesLeadOnlyCursor = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -59,6 +62,8 @@ struct StatementTracker {
     /// The cluster has several backends: definitions use the `pgchorus` functions (`DeterministicValues`),
     /// even while only one is online, so a backend that rejoins has the same definitions.
     var deterministic = false
+    /// Cursors declared on the lead alone (`StatementAnalysis.leadOnlyCursor`), and whether WITH HOLD.
+    var leadOnlyCursors: [String: Bool] = [:]
 
     init(refuseVolatile: Bool) {
         self.refuseVolatile = refuseVolatile
@@ -114,6 +119,27 @@ struct StatementTracker {
         return nil
     }
 
+    /// Keeps `leadOnlyCursors` and marks a group that uses one of them (simple Query, one statement).
+    mutating func noteCursor(_ analysis: StatementAnalysis, in result: inout Result) {
+        if let name = analysis.leadOnlyCursor {
+            leadOnlyCursors[name] = analysis.cursorHeld
+            result.usesLeadOnlyCursor = true
+        } else if let name = analysis.cursorUsed {
+            if name == "*" {
+                // CLOSE ALL: every backend closes its own cursors.
+                leadOnlyCursors = [:]
+            } else if leadOnlyCursors[name] != nil {
+                result.usesLeadOnlyCursor = true
+                if analysis.sqlStartsWithClose { leadOnlyCursors[name] = nil }
+            }
+        }
+    }
+
+    /// The transaction ended: cursors without HOLD are gone.
+    mutating func transactionEnded() {
+        leadOnlyCursors = leadOnlyCursors.filter(\.value)
+    }
+
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
         var result = Result()
         // One message passed on unchanged (the usual Query) is not copied: its bytes go as they came.
@@ -135,6 +161,7 @@ struct StatementTracker {
                 }
                 let analysis = StatementAnalysis(sql)
                 result.note(analysis)
+                if single, rewrite { noteCursor(analysis, in: &result) }
                 executes += 1
                 if analysis.isWrappable { wrappableExecutes += 1 }
                 if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }

@@ -170,6 +170,11 @@ extension ClientSessionHandler {
             logger.warning("COMMIT sent together with other statements in one message, not last or beside other transaction control: committed without the vote")
         }
         let routing = configuration.replication.readRouting
+        // A cursor over a per-backend read lives on the lead alone: its DECLARE, FETCH, MOVE and CLOSE go there.
+        if replicated, cycle, result.usesLeadOnlyCursor, routedRead == nil, !openExtendedGroup, lastStatus != .failed {
+            route(result.bytes, to: lead)
+            return
+        }
         if replicated, cycle, result.isPlainRead, !result.writes, unreleased.isEmpty, routedRead == nil, !openExtendedGroup {
             // A read of per-server state (catalogs, statistics, pg_backend_pid(), random() …) is the lead's
             // alone, in a transaction too: comparing it would fail backends for being different servers.
@@ -577,6 +582,7 @@ extension ClientSessionHandler {
         acknowledgementsToSkip = 0
         lastStatus = status
         if status == .idle {
+            tracker.transactionEnded()
             wroteInTransaction = false
             transactionTimestamp = nil
             transactionStamped = false

@@ -107,5 +107,42 @@ def check_orm(dsn):
     ok("%d accounts, %d posts, each with its own uuid" % (rows, posts))
 
 
+def check_cursors(dsn):
+    """Named (server-side) cursors over reads whose values differ per backend, as psycopg2's own
+    tests declare them: the cursor lives on the lead alone, FETCH/MOVE/CLOSE go there, no backend is
+    failed; a named cursor over data still runs everywhere."""
+    conn = connect(dsn, autocommit=False)
+    cur = conn.cursor("ticks")
+    cur.itersize = 3
+    cur.execute("select clock_timestamp(), g from generate_series(1, 10) g")
+    rows = list(cur)
+    expect([r[1] for r in rows] == list(range(1, 11)), "ten rows in three-row fetches: %r" % [r[1] for r in rows])
+    cur.close()
+    scroll = conn.cursor("Scroll Me", scrollable=True)
+    scroll.execute("select random(), g from generate_series(1, 5) g")
+    scroll.scroll(3)
+    expect(scroll.fetchone()[1] == 4, "MOVE then FETCH on the lead")
+    scroll.scroll(0, mode="absolute")
+    expect(scroll.fetchone()[1] == 1, "scrolled back")
+    scroll.close()
+    conn.commit()
+    held = conn.cursor("held", withhold=True)
+    held.execute("select pg_backend_pid(), g from generate_series(1, 4) g")
+    conn.commit()
+    expect(len(held.fetchall()) == 4, "a WITH HOLD cursor over pg_backend_pid() reads after COMMIT")
+    held.close()
+    conn.commit()
+    c = conn.cursor()
+    c.execute("create table nums (n int primary key)")
+    c.execute("insert into nums select generate_series(1, 20)")
+    conn.commit()
+    data = conn.cursor("data")
+    data.execute("select n from nums order by n")
+    expect(sum(r[0] for r in data) == 210, "a named cursor over data")
+    data.close()
+    conn.commit()
+    ok("named cursors over clock_timestamp(), random() and pg_backend_pid(), scrolled and held, and over data")
+
+
 if __name__ == "__main__":
-    sys.exit(run({"schema": check_schema, "orm": check_orm}))
+    sys.exit(run({"schema": check_schema, "orm": check_orm, "cursors": check_cursors}))
