@@ -12,6 +12,12 @@ import TestSupport
         try await runClientCheck("commit_client.py", "commits")
     }
 
+    /// NOTIFY / pg_notify() in a transaction: held until the vote has committed, delivered once
+    /// and in order after it, never on rollback; savepoints behave as in PostgreSQL.
+    @Test func notificationsAreHeldUntilTheVoteCommits() async throws {
+        try await runClientCheck("commit_client.py", "notify-vote")
+    }
+
     /// `BEGIN; …; COMMIT` (or `…; COMMIT` in a transaction) in one Query: the COMMIT goes through the
     /// vote, not around it; a failure before it aborts as on one server.
     @Test func aCommitSentWithItsStatementsInOneMessageGoesThroughTheVote() async throws {

@@ -57,6 +57,18 @@ import Testing
         #expect(StatementAnalysis("close c").cursorUsed == "c")
     }
 
+    @Test func notificationsThatCanBeHeldUntilCommit() throws {
+        #expect(StatementAnalysis.heldNotification(of: "NOTIFY jobs")?.isSelect == false)
+        #expect(StatementAnalysis.heldNotification(of: #"notify "Jobs", 'it''s done';"#)?.sql == #"notify "Jobs", 'it''s done';"#)
+        #expect(StatementAnalysis.heldNotification(of: "SELECT pg_notify('jobs', 'x')")?.isSelect == true)
+        #expect(StatementAnalysis.heldNotification(of: "select pg_catalog.pg_notify('jobs', '')")?.isSelect == true)
+        for sql in ["NOTIFY jobs, 'a'; NOTIFY jobs, 'b'", "SELECT pg_notify($1, 'x')", "SELECT pg_notify('jobs', 'x'), 1",
+                    "SELECT pg_notify('', 'x')", "NOTIFY jobs, E'x'", "NOTIFY jobs 'x'", "SELECT pg_notify('jobs', '\(String(repeating: "x", count: 8000))')",
+                    "LISTEN jobs", "SELECT 1"] {
+            #expect(StatementAnalysis.heldNotification(of: sql) == nil, "\(sql.prefix(60))")
+        }
+    }
+
     @Test func mixesTransactionControl() {
         let a = StatementAnalysis("update t set a=1; commit")
         #expect(a.mixesTransactionControl)

@@ -42,6 +42,8 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var cursorUsed: String?
     /// The statement is CLOSE.
     public var sqlStartsWithClose = false
+    /// SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO [SAVEPOINT] among the statements.
+    public var usesSavepoint = false
     /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): the
     /// relation and the columns named (nil: all). A per-row default of a column not named would give
     /// the rows their values in each backend's physical order.
@@ -157,6 +159,9 @@ public struct StatementAnalysis: Sendable, Equatable {
             if (first == "create" || first == "select" || first == "with"),
                s.contains(where: { $0.kind == .word && ($0.text == "temp" || $0.text == "temporary") }) {
                 createsTemporaryObject = true
+            }
+            if first == "savepoint" || first == "release" || (first == "rollback" && s.dropFirst().contains { $0.kind == .word && $0.text == "to" }) {
+                usesSavepoint = true
             }
             switch first {
             case "notify", "listen", "unlisten": preventsPrepare = true
@@ -554,6 +559,51 @@ public struct StatementAnalysis: Sendable, Equatable {
         for (i, w) in words.enumerated() where transactionControl.contains(w) && !(i == 0 && opens) { return nil }
         let body = String(decoding: Array(sql.utf8)[..<separators[statements.count - 2].range.lowerBound], as: UTF8.self)
         return (body, opens)
+    }
+
+    /// A notification a transaction may hold until its commit: the simple Query is exactly one
+    /// `NOTIFY channel [, 'payload']` or `SELECT pg_notify('channel', 'payload')` with literals.
+    public struct HeldNotification: Sendable, Equatable {
+        /// The statement (`NOTIFY` answers `NOTIFY`; `SELECT pg_notify` answers one void row).
+        public var isSelect: Bool
+        /// The statement to run once the transaction has committed.
+        public var sql: String
+    }
+
+    /// The notification `sql` sends, when pgchorus can hold it (see `HeldNotification`); nil for
+    /// anything else, and for what PostgreSQL would refuse (an empty or over-long channel, a payload
+    /// of 8000 bytes or more), which then runs as sent and gets PostgreSQL's own answer.
+    public static func heldNotification(of sql: String) -> HeldNotification? {
+        var s = SQLLexer.significant(sql)
+        if let last = s.last, last.kind == .punctuation, last.text == ";" { s.removeLast() }
+        func plainString(_ t: SQLToken) -> String? {
+            guard t.kind == .string, t.text.hasPrefix("'"), t.text.hasSuffix("'"), t.text.count >= 2 else { return nil }
+            return String(t.text.dropFirst().dropLast()).replacingOccurrences(of: "''", with: "'")
+        }
+        func punct(_ i: Int, _ p: String) -> Bool { i < s.count && s[i].kind == .punctuation && s[i].text == p }
+        guard !s.contains(where: { $0.kind == .punctuation && $0.text == ";" }), let first = s.first, first.kind == .word else { return nil }
+        var channel: String?
+        var payload = ""
+        var isSelect = false
+        if first.text == "notify", s.count >= 2, let c = folded(s[1]) {
+            channel = c
+            if s.count == 4, punct(2, ","), let p = plainString(s[3]) {
+                payload = p
+            } else if s.count != 2 {
+                return nil
+            }
+        } else if first.text == "select" {
+            // SELECT [pg_catalog.]pg_notify('c', 'p')
+            var i = 1
+            if s.count > 3, s[1].kind == .word, s[1].text == "pg_catalog", punct(2, ".") { i = 3 }
+            guard s.count == i + 6, s[i].kind == .word, s[i].text == "pg_notify", punct(i + 1, "("), let c = plainString(s[i + 2]),
+                  punct(i + 3, ","), let p = plainString(s[i + 4]), punct(i + 5, ")") else { return nil }
+            channel = c
+            payload = p
+            isSelect = true
+        }
+        guard let channel, !channel.isEmpty, channel.utf8.count < 64, payload.utf8.count < 8000 else { return nil }
+        return HeldNotification(isSelect: isSelect, sql: sql)
     }
 
     public static func highestParameter(in sql: String) -> Int {

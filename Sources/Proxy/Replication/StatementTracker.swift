@@ -48,6 +48,8 @@ struct StatementTracker {
         /// The group's one statement declares, fetches from, moves or closes a cursor that lives on
         /// the lead alone (`StatementAnalysis.leadOnlyCursor`): it goes to the lead only.
         var usesLeadOnlyCursor = false
+        /// Some statement uses a savepoint (`StatementAnalysis.usesSavepoint`).
+        var usesSavepoint = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -281,6 +283,7 @@ extension StatementTracker.Result {
         if !analysis.deterministicRewrites.isEmpty { usesDeterministicValues = true }
         if analysis.preventsPrepare { preventsPrepare = true }
         if analysis.containsCommit { containsCommit = true }
+        if analysis.usesSavepoint { usesSavepoint = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

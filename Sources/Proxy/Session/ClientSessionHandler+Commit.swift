@@ -326,6 +326,7 @@ extension ClientSessionHandler {
     private func answerIfFinished() {
         guard let c = commit, let vote = c.vote, c.finishing.isEmpty, !c.awaitingTurn else { return }
         commit = nil
+        let notifications = vote.decision == .commit ? heldNotifications : []
         endCommitTurn()
         // Every participant's transaction has ended: all are compared again.
         leftToVote.removeAll()
@@ -361,6 +362,9 @@ extension ClientSessionHandler {
         writeClient(.readyForQuery(.idle))
         cycleDelivered(nextSeq - 1, status: .idle)
         flushClient()
+        // Committed on every backend: the notifications it held go now (dropped on a rollback).
+        heldNotifications = notifications
+        sendHeldNotifications(intoTransaction: false)
         replayHeldFrames()
     }
 

@@ -138,8 +138,15 @@ extension ClientSessionHandler {
         let frames = currentGroup
         currentGroup = []
         currentGroupBytes = 0
+        if cycle, holdNotification(frames) { return }
         prepareTracker()
         let result = tracker.process(frames) { transactionTimestampLiteral() }
+        if !heldNotifications.isEmpty, result.preventsPrepare || result.createsTemporaryObject || result.usesSavepoint
+            || (result.mixesTransactionControl && trailingCommitBody(frames: frames, result: result) == nil) {
+            // The transaction cannot wait for the vote any more (or a savepoint could undo what is
+            // held): the held notifications go in now, and its COMMIT goes without the vote as before.
+            sendHeldNotifications(intoTransaction: true)
+        }
         if result.writes || configuration.cluster.readsWithoutQuorum == "refuse", liveCount > 1,
            let fenced = shared.registry.fencedReason() {
             fatal(fencedError(fenced, detail: result.writes ? "it takes no writes" : "it takes no writes, and no reads either (cluster.reads_without_quorum)"))
@@ -234,6 +241,45 @@ extension ClientSessionHandler {
         dispatch(b, kind: .hidden, waitsForLead: false)
     }
 
+    /// `NOTIFY c, 'p'` or `SELECT pg_notify('c', 'p')` inside a transaction that will be voted: held
+    /// by pgchorus and answered as PostgreSQL answers it, then sent once the vote has committed
+    /// (`sendHeldNotifications`), never on rollback. PostgreSQL cannot PREPARE a transaction that
+    /// ran NOTIFY, so a transaction that sent one itself would commit without the vote.
+    func holdNotification(_ frames: [PostgresFrame]) -> Bool {
+        guard liveCount > 1, lastStatus == .inTransaction, votedCommitAvailable, !transactionPreventsPrepare, !transactionUsedSavepoint,
+              configuration.replication.twoPhaseCommit, frames.count == 1, frames[0].type == FrontendMessage.Kind.query.rawValue,
+              backends[lead].expected.isEmpty, unreleased.isEmpty, routedRead == nil, heldReady == nil, !openExtendedGroup,
+              case let .query(sql)? = try? FrontendMessage(frame: frames[0]),
+              let held = StatementAnalysis.heldNotification(of: sql) else { return false }
+        heldNotifications.append(held.sql)
+        // The COMMIT goes through the vote even if nothing else writes.
+        wroteInTransaction = true
+        if held.isSelect {
+            writeClient(.rowDescription([BackendMessage.Field(name: "pg_notify", tableOID: 0, columnNumber: 0, typeOID: 2278, typeSize: 4,
+                                                              typeModifier: -1, format: 0)]))
+            writeClient(.dataRow([ByteBuffer()]))
+            writeClient(.commandComplete("SELECT 1"))
+        } else {
+            writeClient(.commandComplete("NOTIFY"))
+        }
+        writeClient(.readyForQuery(.inTransaction))
+        flushClient()
+        return true
+    }
+
+    /// Sends the held notifications to every backend: after the vote committed (their own implicit
+    /// transaction: each backend notifies its listeners, and a listener's session passes on its
+    /// lead's), or into the open transaction when it can no longer be voted.
+    func sendHeldNotifications(intoTransaction: Bool) {
+        guard !heldNotifications.isEmpty else { return }
+        let sql = heldNotifications.map { $0.hasSuffix(";") ? String($0.dropLast()) : $0 }.joined(separator: ";\n")
+        heldNotifications = []
+        var b = ByteBuffer()
+        FrontendMessage.query(sql).encode(into: &b)
+        dispatch(b, kind: .hidden, waitsForLead: false)
+        if intoTransaction { transactionPreventsPrepare = true }
+    }
+
     /// The Query of `BEGIN; …; COMMIT` (from idle) or `…; COMMIT` (inside a transaction) without its
     /// COMMIT, as processed (rewritten) bytes; nil when the group is anything else.
     func trailingCommitBody(frames: [PostgresFrame], result: StatementTracker.Result) -> ByteBuffer? {
@@ -251,6 +297,7 @@ extension ClientSessionHandler {
     /// sequence catalog stale.
     func noteEffects(of result: StatementTracker.Result, seq: Int) {
         if result.writes { wroteInTransaction = true }
+        if result.usesSavepoint { transactionUsedSavepoint = true }
         if result.preventsPrepare && !transactionPreventsPrepare && lastStatus != .idle {
             logger.debug("the transaction ran NOTIFY, LISTEN, UNLISTEN or declared a WITH HOLD cursor: it commits without the vote")
         }
@@ -583,6 +630,9 @@ extension ClientSessionHandler {
         lastStatus = status
         if status == .idle {
             tracker.transactionEnded()
+            // Not sent by the vote's commit: the transaction rolled back (or ended otherwise).
+            heldNotifications = []
+            transactionUsedSavepoint = false
             wroteInTransaction = false
             transactionTimestamp = nil
             transactionStamped = false

@@ -79,6 +79,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var transactionStamped = false
     /// The transaction ran something PostgreSQL cannot PREPARE after (NOTIFY, LISTEN …): it commits without the vote.
     var transactionPreventsPrepare = false
+    /// Notifications held until the vote commits (`holdNotification`).
+    var heldNotifications: [String] = []
+    /// The transaction used a savepoint: nothing more is held (a rollback to it must undo it).
+    var transactionUsedSavepoint = false
     var stampedTransactions = 0
     var tracker = StatementTracker(refuseVolatile: true)
     var commit: CommitInProgress?

@@ -152,6 +152,51 @@ def check_large_objects(dsn):
     ok("three large objects created and read back: %s" % ",".join(str(o) for o in oids))
 
 
+def check_notify_vote(dsn):
+    """NOTIFY and pg_notify() in a transaction are held by pgchorus until the vote has committed:
+    the COMMIT goes through the vote (a commit-log row), listeners get them once, in order, only
+    after the commit, never on rollback; a savepoint sends the held ones into the transaction."""
+    listener = connect(dsn)
+    listener.cursor().execute("listen jobs")
+    n = connect(dsn, autocommit=False)
+    c = n.cursor()
+    c.execute("create table queue (id int primary key)")
+    n.commit()
+    before = commit_log_rows(c)
+    n.commit()
+    c.execute("insert into queue values (1)")
+    c.execute("notify jobs, 'one'")
+    expect(c.statusmessage == "NOTIFY", "NOTIFY answers NOTIFY: %r" % c.statusmessage)
+    c.execute("select pg_notify('jobs', 'two')")
+    expect(c.fetchone() == ("",), "pg_notify() answers one void row")
+    expect(notifications(listener, 1) == [], "nothing before the COMMIT")
+    n.commit()
+    got = notifications(listener, 15, expected=2)
+    expect([x.payload for x in got] == ["one", "two"], "both, once, in order, after the COMMIT: %r" % [x.payload for x in got])
+    expect(got[0].pid == n.get_backend_pid(), "with the notifier's pid")
+    expect(commit_log_rows(c) == before + 1, "the transaction went through the vote")
+    n.commit()
+    ok("NOTIFY and pg_notify() held until the vote committed, then delivered once, in order")
+
+    c.execute("notify jobs, 'alone'")
+    n.commit()
+    got = notifications(listener, 15, expected=1)
+    expect([x.payload for x in got] == ["alone"], "a transaction that only notifies: %r" % [x.payload for x in got])
+    c.execute("notify jobs, 'never'")
+    n.rollback()
+    expect(notifications(listener, 1) == [], "nothing after ROLLBACK")
+    ok("a transaction that only notifies commits and notifies; a rolled-back one does not")
+
+    c.execute("notify jobs, 'before the savepoint'")
+    c.execute("savepoint s")
+    c.execute("notify jobs, 'rolled back to the savepoint'")
+    c.execute("rollback to savepoint s")
+    n.commit()
+    got = notifications(listener, 15, expected=1)
+    expect([x.payload for x in got] == ["before the savepoint"], "savepoints as in PostgreSQL: %r" % [x.payload for x in got])
+    ok("a savepoint: the held notification goes into the transaction, ROLLBACK TO drops the later one")
+
+
 def check_terminate(dsn):
     """pg_terminate_backend() by the pids pgchorus gives: the session ends as on one server."""
     control = connect(dsn)
@@ -188,4 +233,4 @@ def check_terminate(dsn):
 
 if __name__ == "__main__":
     sys.exit(run({"commits": check_commits, "terminate": check_terminate, "trailing": check_trailing,
-                  "largeobjects": check_large_objects}))
+                  "largeobjects": check_large_objects, "notify-vote": check_notify_vote}))
