@@ -4,7 +4,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 
 # What a fresh Debian 12 lacks to build, demo and test pgchorus (installed only when missing).
 APT_PACKAGES := postgresql postgresql-client postgresql-contrib libpq-dev libmnl-dev libpcap-dev \
-	pkg-config openssl python3-psycopg2 iproute2 libsqlite3-dev tcpdump bind9-utils bind9-dnsutils dnsmasq-base nftables
+	pkg-config openssl python3-psycopg2 python3-pip iproute2 libsqlite3-dev tcpdump bind9-utils bind9-dnsutils dnsmasq-base nftables
 
 # What `make deb` and the package tests need besides.
 DEB_PACKAGES := dpkg-dev binutils xz-utils lintian debootstrap systemd man-db
@@ -12,7 +12,7 @@ DEB_PACKAGES := dpkg-dev binutils xz-utils lintian debootstrap systemd man-db
 SWIFT_FLAGS ?=
 DEMO_ARGS ?=
 
-.PHONY: all deps deb-deps build demo test test-deb deb release clean
+.PHONY: all deps deb-deps build demo test test-psycopg2 test-deb deb release clean
 
 all: build
 
@@ -33,11 +33,19 @@ build: deps
 demo: build
 	.build/debug/pgchorus demo $(DEMO_ARGS)
 
-# The whole test suite against real PostgreSQL servers, then the Debian package's tests.
+# The whole test suite against real PostgreSQL servers, psycopg2's own test suite through three
+# backends (compatibility stage), then the Debian package's tests.
 test: deps deb-deps
 	swift build --build-tests $(SWIFT_FLAGS)
 	swift test --skip-build $(SWIFT_FLAGS)
+	PGCHORUS_BIN=.build/debug PSYCOPG2_SUITE_OUT=/tmp/pgchorus-psycopg2-suite.md bench/psycopg2-suite.sh
 	Packaging/test-deb.sh
+
+# Only the compatibility stage: every psycopg2 test that passes directly passes through a
+# 3-backend demo, whose backends end online and identical (needs a debug build).
+test-psycopg2: deps
+	swift build $(SWIFT_FLAGS)
+	PGCHORUS_BIN=.build/debug PSYCOPG2_SUITE_OUT=/tmp/pgchorus-psycopg2-suite.md bench/psycopg2-suite.sh
 
 # Only the package's tests (builds the .deb first).
 test-deb: deps deb-deps

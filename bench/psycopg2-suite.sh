@@ -5,9 +5,10 @@
 # every test that passes directly but not through pgchorus, and the backends' status afterwards;
 # exits 1 when a test fails through pgchorus that is not in KNOWN below, or a backend is not online.
 #
-#   bench/psycopg2-suite.sh            (as root; needs python3-psycopg2 and PyPI for the sdist)
+#   bench/psycopg2-suite.sh            (as root; needs python3-psycopg2, python3-pip and PyPI for the sdist)
 #
-# Writes bench/results/psycopg2-<date>.md and prints the same.
+# Writes bench/results/psycopg2-<date>.md (or $PSYCOPG2_SUITE_OUT) and prints the same. `make test`
+# runs it as its compatibility stage with the debug build (`make test-psycopg2`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:/usr/lib/postgresql/15/bin:$PATH"
@@ -55,7 +56,7 @@ unknown=$(echo "$regressions" | awk 'NF' | while read -r t _; do n=${t##*.}; cas
 checksum="select coalesce(string_agg(tbl || ':' || h, ' ' order by tbl), 'no tables') from (select c.relname as tbl, (xpath('/row/h/text()', query_to_xml(format('select md5(coalesce(string_agg(t::text, %L order by t::text), %L)) as h from %I.%I t', ',', '', n.nspname, c.relname), false, true, '')))[1]::text as h from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' and n.nspname = 'public') x"
 sums=$(for p in 1 2 3; do psql -h 127.0.0.1 -p $((PORT + p)) -U postgres -X -At -d psycopg2_test -c "$checksum"; done | sort -u | wc -l)
 
-OUT="bench/results/psycopg2-$(date +%Y%m%d-%H%M).md"
+OUT=${PSYCOPG2_SUITE_OUT:-bench/results/psycopg2-$(date +%Y%m%d-%H%M).md}
 mkdir -p bench/results
 {
   echo "# psycopg2 $version's test suite, directly and through pgchorusd (3 backends)"
