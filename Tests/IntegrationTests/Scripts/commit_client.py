@@ -29,13 +29,19 @@ def notifications(conn, seconds, expected=None):
     return out
 
 
-def check_commits(dsn):
+def listening(dsn, create):
+    """A session listening on `jobs`, and a notifier (not autocommit) that ran `create`."""
     listener = connect(dsn)
     listener.cursor().execute("listen jobs")
     notifier = connect(dsn, autocommit=False)
     c = notifier.cursor()
-    c.execute("create table jobs (id serial primary key, note text)")
+    c.execute(create)
     notifier.commit()
+    return listener, notifier, c
+
+
+def check_commits(dsn):
+    listener, notifier, c = listening(dsn, "create table jobs (id serial primary key, note text)")
 
     c.execute("insert into jobs (note) values ('a')")
     c.execute("notify jobs, 'first'")
@@ -156,12 +162,7 @@ def check_notify_vote(dsn):
     """NOTIFY and pg_notify() in a transaction are held by pgchorus until the vote has committed:
     the COMMIT goes through the vote (a commit-log row), listeners get them once, in order, only
     after the commit, never on rollback; a savepoint sends the held ones into the transaction."""
-    listener = connect(dsn)
-    listener.cursor().execute("listen jobs")
-    n = connect(dsn, autocommit=False)
-    c = n.cursor()
-    c.execute("create table queue (id int primary key)")
-    n.commit()
+    listener, n, c = listening(dsn, "create table queue (id int primary key)")
     before = commit_log_rows(c)
     n.commit()
     c.execute("insert into queue values (1)")
