@@ -18,6 +18,12 @@ import TestSupport
         try await runClientCheck("commit_client.py", "notify-vote")
     }
 
+    /// A trigger that notifies (PostgreSQL refuses to PREPARE what it ran): the writes of that
+    /// database commit without the vote, and work — before, every such COMMIT failed.
+    @Test func aNotifyingTriggerDoesNotMakeCommitsFail() async throws {
+        try await runClientCheck("commit_client.py", "trigger-notify")
+    }
+
     /// `BEGIN; …; COMMIT` (or `…; COMMIT` in a transaction) in one Query: the COMMIT goes through the
     /// vote, not around it; a failure before it aborts as on one server.
     @Test func aCommitSentWithItsStatementsInOneMessageGoesThroughTheVote() async throws {

@@ -15,6 +15,10 @@ public final class SequenceOrdering: Sendable {
         var deterministic = false
         /// Columns whose default gives each row its own value (`pgchorus.gen_random_uuid()` …), per table.
         var perRowDefaults: [String: Set<String>] = [:]
+        /// Some routine's body may notify (`pg_notify`, `NOTIFY`): a trigger may make PREPARE impossible.
+        var notifies = false
+        /// A PREPARE failed for a notification although the catalog did not say so (dynamic SQL …).
+        var notifiedAnyway = false
     }
 
     /// What one catalog load found (rows of `catalogSQL`).
@@ -22,6 +26,7 @@ public final class SequenceOrdering: Sendable {
         var sequenceTables: Set<String> = []
         var perRowDefaults: [String: Set<String>] = [:]
         var deterministic = false
+        var notifies = false
         /// The load ended in an error: not to be stored.
         var failed = false
 
@@ -31,6 +36,7 @@ public final class SequenceOrdering: Sendable {
             case "s": sequenceTables.insert(relation)
             case "v": if let column { perRowDefaults[relation, default: []].insert(column) }
             case "f": deterministic = true
+            case "n": notifies = true
             default: break
             }
         }
@@ -74,6 +80,10 @@ public final class SequenceOrdering: Sendable {
       SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname <> 'pgchorus' AND n.nspname <> 'pg_catalog' AND p.prosrc LIKE '%pgchorus.%'
     )
+    UNION ALL SELECT 'n', '', NULL WHERE EXISTS (
+      SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ~* '(pg_notify|\\mnotify\\M)'
+    )
     """
 
     /// Whether definitions in `database` use the `pgchorus` functions, or nil while unknown.
@@ -82,6 +92,22 @@ public final class SequenceOrdering: Sendable {
             let e = c[database] ?? CatalogEntry()
             return e.loadedGeneration == e.generation ? e.deterministic : nil
         }
+    }
+
+    /// Whether a routine of `database` (a trigger, a function) may notify — PostgreSQL then refuses
+    /// to PREPARE the transaction that ran it — or nil while unknown.
+    func routinesNotify(in database: String) -> Bool? {
+        catalog.withLock { c in
+            let e = c[database] ?? CatalogEntry()
+            if e.notifiedAnyway { return true }
+            return e.loadedGeneration == e.generation ? e.notifies : nil
+        }
+    }
+
+    /// A PREPARE in `database` failed because the transaction notified: its transactions go without
+    /// the vote from now on (until the node restarts), whatever the catalog says.
+    func notifiedAnyway(in database: String) {
+        catalog.withLock { $0[database, default: CatalogEntry()].notifiedAnyway = true }
     }
 
     /// The known sequence-drawing tables of `database`, or nil while unknown (callers then assume all).
@@ -119,6 +145,7 @@ public final class SequenceOrdering: Sendable {
             e.tables = loaded.sequenceTables
             e.deterministic = loaded.deterministic
             e.perRowDefaults = loaded.perRowDefaults
+            e.notifies = loaded.notifies
             e.loadedGeneration = generation
             c[database] = e
         }

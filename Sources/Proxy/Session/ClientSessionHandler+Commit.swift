@@ -178,6 +178,13 @@ extension ClientSessionHandler {
            let code = fields.sqlState, OutcomeDigest.timingSQLStates.contains(code) {
             c.leadTimingFailure = true
         }
+        if index == lead, let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e),
+           fields.sqlState == "0A000", fields.message?.contains("NOTIFY") == true {
+            // A routine notified that the catalog did not show (dynamic SQL …): this transaction is
+            // lost to PostgreSQL's refusal, the next ones in this database go without the vote.
+            shared.sequenceOrdering.notifiedAnyway(in: database)
+            logger.warning("a routine in database \(database) notified, so PREPARE TRANSACTION was refused: its transactions commit without the vote from now on")
+        }
         if !ok {
             logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)", metadata: ["gid": "\(c.gid)"])
         }

@@ -156,12 +156,12 @@ extension ClientSessionHandler {
         noteEffects(of: result, seq: nextSeq)
         let replicated = liveCount > 1
         if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
-           votedCommitAvailable, !transactionPreventsPrepare, configuration.replication.twoPhaseCommit {
+           votedCommitAvailable, !transactionPreventsPrepare, configuration.replication.twoPhaseCommit, !routinesMayNotify() {
             startCommit(frames)
             return
         }
         if replicated, cycle, result.containsCommit, !result.isCommit, wroteInTransaction, votedCommitAvailable, !transactionPreventsPrepare,
-           configuration.replication.twoPhaseCommit, let body = trailingCommitBody(frames: frames, result: result) {
+           configuration.replication.twoPhaseCommit, !routinesMayNotify(), let body = trailingCommitBody(frames: frames, result: result) {
             // `BEGIN; …; COMMIT` in one message: the statements run as one cycle, then the COMMIT goes
             // through the vote like a COMMIT of its own (the client sees one answer, as from PostgreSQL).
             let flags = GroupFlags(writes: true, mixesTransactionControl: result.mixesTransactionControl, trailingCommit: true,
@@ -198,7 +198,7 @@ extension ClientSessionHandler {
         }
         // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
         let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && !result.preventsPrepare && lastStatus == .idle
-            && configuration.replication.twoPhaseCommit && votedCommitAvailable
+            && configuration.replication.twoPhaseCommit && votedCommitAvailable && !routinesMayNotify()
         // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
         // answered once every backend has done it: a session the client opens next may rely on it.
         let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
@@ -250,7 +250,7 @@ extension ClientSessionHandler {
               configuration.replication.twoPhaseCommit, frames.count == 1, frames[0].type == FrontendMessage.Kind.query.rawValue,
               backends[lead].expected.isEmpty, unreleased.isEmpty, routedRead == nil, heldReady == nil, !openExtendedGroup,
               case let .query(sql)? = try? FrontendMessage(frame: frames[0]),
-              let held = StatementAnalysis.heldNotification(of: sql) else { return false }
+              let held = StatementAnalysis.heldNotification(of: sql), !routinesMayNotify() else { return false }
         heldNotifications.append(held.sql)
         // The COMMIT goes through the vote even if nothing else writes.
         wroteInTransaction = true
@@ -265,6 +265,16 @@ extension ClientSessionHandler {
         writeClient(.readyForQuery(.inTransaction))
         flushClient()
         return true
+    }
+
+    /// A routine of this database (a trigger, a function) may notify, and PostgreSQL refuses to
+    /// PREPARE a transaction that did: its writes then commit without the vote, as a transaction that
+    /// notified does. While unknown (a database not yet looked at; the session that ran DDL loads it
+    /// again at once) the vote is tried and the catalog loaded; a refused PREPARE marks the database.
+    func routinesMayNotify() -> Bool {
+        if let known = shared.sequenceOrdering.routinesNotify(in: database) { return known }
+        loadSequenceCatalogIfNeeded()
+        return false
     }
 
     /// Sends the held notifications to every backend: after the vote committed (their own implicit

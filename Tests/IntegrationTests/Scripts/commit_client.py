@@ -198,6 +198,35 @@ def check_notify_vote(dsn):
     ok("a savepoint: the held notification goes into the transaction, ROLLBACK TO drops the later one")
 
 
+def check_trigger_notify(dsn):
+    """A trigger that notifies, as job queues' do: PostgreSQL cannot PREPARE a transaction that
+    notified, so pgchorus commits the writes of such a database without the vote — in a
+    transaction and in autocommit they work, the listener gets each notification once, after the
+    commit; nothing on rollback."""
+    listener, n, c = listening(dsn, """
+        create table tasks (id serial primary key, note text not null);
+        create function tasks_notify() returns trigger language plpgsql as $$
+        begin perform pg_notify('jobs', new.note); return new; end $$;
+        create trigger tasks_notify after insert on tasks for each row execute function tasks_notify()""")
+    c.execute("insert into tasks (note) values ('t1')")
+    c.execute("update tasks set note = note where id = 1")
+    n.commit()
+    got = notifications(listener, 15, expected=1)
+    expect([x.payload for x in got] == ["t1"], "the trigger's notification after COMMIT: %r" % [x.payload for x in got])
+    n.autocommit = True
+    c.execute("insert into tasks (note) values ('t2')")
+    got = notifications(listener, 15, expected=1)
+    expect([x.payload for x in got] == ["t2"], "in autocommit: %r" % [x.payload for x in got])
+    n.autocommit = False
+    c.execute("insert into tasks (note) values ('t3')")
+    n.rollback()
+    expect(notifications(listener, 1) == [], "nothing after ROLLBACK")
+    c.execute("select string_agg(note, ',' order by id) from tasks")
+    expect(c.fetchone()[0] == "t1,t2", "the committed rows")
+    n.commit()
+    ok("a notifying trigger: inserts commit (without the vote), notifications once, none on rollback")
+
+
 def check_terminate(dsn):
     """pg_terminate_backend() by the pids pgchorus gives: the session ends as on one server."""
     control = connect(dsn)
@@ -234,4 +263,5 @@ def check_terminate(dsn):
 
 if __name__ == "__main__":
     sys.exit(run({"commits": check_commits, "terminate": check_terminate, "trailing": check_trailing,
-                  "largeobjects": check_large_objects, "notify-vote": check_notify_vote}))
+                  "largeobjects": check_large_objects, "notify-vote": check_notify_vote,
+                  "trigger-notify": check_trigger_notify}))
