@@ -41,10 +41,13 @@ public final class AdminServer: Service, Sendable {
         }
         var bound: [Channel] = []
         do {
-            let previous = umask(0o117)
-            defer { umask(previous) }
+            // No umask(): it is the whole process's, and a process started meanwhile (initdb, pg_dump)
+            // would inherit it. Until the chmod the socket has the default mode, which lets nobody
+            // but its owner (and root) connect: it takes write permission.
             bound.append(try await bootstrap(token: nil).bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).get())
-            chmod(socketPath, 0o660)
+            guard chmod(socketPath, 0o660) == 0 else {
+                throw AdminServerError("cannot set the mode of the admin socket \(socketPath): \(String(cString: strerror(errno)))")
+            }
         } catch {
             throw AdminServerError("cannot listen on the admin socket \(socketPath): \(error)")
         }
