@@ -20,6 +20,37 @@ extension TimingSensitive {
         #expect(initialise.exitCode == 0, "\(initialise.report)", sourceLocation: sourceLocation)
     }
 
+    /// pgbench through node `node` (127.0.0.<node + 1>) with `arguments`; nil when it could not run.
+    static func pgbench(_ port: Int, node: Int, _ arguments: [String]) -> CommandOutput? {
+        try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)"] + arguments)
+    }
+
+    /// The clients of the nodes that stayed up: each run ended well, without a failed transaction.
+    static func expectNoFailedTransaction(_ runs: [CommandOutput?], sourceLocation: SourceLocation = #_sourceLocation) {
+        for run in runs {
+            #expect(run?.exitCode == 0, "\(run?.report ?? "no output")", sourceLocation: sourceLocation)
+            #expect(run?.stdout.contains("number of failed transactions: 0 ") == true, "\(run?.report ?? "")", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// Where a fault test ends: no prepared transaction left (a dead or frozen node's resolved by the
+    /// others within `resolvedWithin` seconds), the backends identical, and every backend online as
+    /// `nodes` see it (with quorum too, when `quorum`).
+    static func expectInStep(_ cluster: NodeCluster, _ servers: [LocalPostgresServer], nodes: ClosedRange<Int>, quorum: Bool = false,
+                             resolvedWithin: Double = 30, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let resolved = try await cluster.waitUntil(seconds: resolvedWithin) { try servers.allSatisfy { try Consistency.preparedCount($0) == 0 } }
+        #expect(resolved, "\(nodes.map { cluster.log($0).suffix(1500) }.joined(separator: "\n---\n"))", sourceLocation: sourceLocation)
+        let sums = try Consistency.checksums(servers)
+        #expect(Set(sums).count == 1, "backends differ: \(sums)", sourceLocation: sourceLocation)
+        for i in nodes {
+            let status = try await cluster.status(i)
+            let problems = cluster.log(i).split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" warning ") }.suffix(30)
+            #expect((!quorum || status.quorum) && status.backends.allSatisfy { $0.status == "online" },
+                    "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" }) \(problems.joined(separator: "\n"))",
+                    sourceLocation: sourceLocation)
+        }
+    }
+
     /// The issue's repro: `insert into s(node, k)` from pgbench through each node at once, beside
     /// transactions through both nodes that update the same four rows (in one order: they wait on each
     /// other on the lead, and never deadlock).
@@ -161,11 +192,9 @@ extension TimingSensitive {
             try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
                 try await Self.startWithPgbench(cluster)
                 let port = cluster.port
-                @Sendable func bench(_ node: Int) -> CommandOutput? {
-                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "2", "-j", "1", "-T", "14", "--max-tries", "20"])
-                }
-                async let one = runBlocking { bench(1) }
-                async let two = runBlocking { bench(2) }
+                let args = ["-n", "-c", "2", "-j", "1", "-T", "14", "--max-tries", "20"]
+                async let one = runBlocking { Self.pgbench(port, node: 1, args) }
+                async let two = runBlocking { Self.pgbench(port, node: 2, args) }
                 // Node 3 writes too (so it holds the lock), then is frozen for longer than the bound.
                 let three = try await runBlocking {
                     try Clients.pgbench(port: port, ["-h", "127.0.0.4", "-n", "-c", "1", "-T", "2"])
@@ -174,25 +203,13 @@ extension TimingSensitive {
                 cluster.freeze(3, true)
                 try await Task.sleep(for: .seconds(7))
                 cluster.freeze(3, false)
-                let survivors = [try await one, try await two]
-                for run in survivors {
-                    #expect(run?.exitCode == 0, "\(run?.report ?? "no output")")
-                    #expect(run?.stdout.contains("number of failed transactions: 0 ") == true, "\(run?.report ?? "")")
-                }
+                Self.expectNoFailedTransaction([try await one, try await two])
                 let log = cluster.log(1) + cluster.log(2)
                 #expect(log.contains("its holders are frozen or cut off and were disconnected"), "\(log.suffix(3000))")
                 // Resumed, node 3 writes again under the order.
                 let again = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.4", "-n", "-c", "1", "-t", "20"]) }
                 #expect(again.exitCode == 0, "\(again.report)")
-                let resolved = try await cluster.waitUntil(seconds: 30) { try servers.allSatisfy { try Consistency.preparedCount($0) == 0 } }
-                #expect(resolved, "\(cluster.log(3).suffix(1500))")
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "backends differ: \(sums)")
-                for i in 1...3 {
-                    let status = try await cluster.status(i)
-                    let problems = cluster.log(i).split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" warning ") }.suffix(30)
-                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" }) \(problems.joined(separator: "\n"))")
-                }
+                try await Self.expectInStep(cluster, servers, nodes: 1...3)
             }
         }
     }
@@ -208,12 +225,10 @@ extension TimingSensitive {
             try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
                 try await Self.startWithPgbench(cluster)
                 let port = cluster.port
-                @Sendable func bench(_ node: Int, _ clients: Int) -> CommandOutput? {
-                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "\(clients)", "-j", "1", "-T", "16", "--max-tries", "20"])
-                }
-                async let one = runBlocking { bench(1, 2) }
-                async let two = runBlocking { bench(2, 2) }
-                async let three = runBlocking { bench(3, 1) }
+                let args = ["-n", "-j", "1", "-T", "16", "--max-tries", "20"]
+                async let one = runBlocking { Self.pgbench(port, node: 1, args + ["-c", "2"]) }
+                async let two = runBlocking { Self.pgbench(port, node: 2, args + ["-c", "2"]) }
+                async let three = runBlocking { Self.pgbench(port, node: 3, args + ["-c", "1"]) }
                 try await Task.sleep(for: .seconds(3))
                 let firewall = try StateServiceFirewall(address: "127.0.0.4", port: port)
                 #expect(try await cluster.waitUntil(seconds: 10) { try await !cluster.status(3).quorum }, "node3 kept quorum")
@@ -221,10 +236,7 @@ extension TimingSensitive {
                 #expect(fenced.exitCode != 0 && fenced.stderr.contains("lost quorum"), "\(fenced.report)")
                 try await Task.sleep(for: .seconds(4))
                 firewall.remove()
-                for run in [try await one, try await two] {
-                    #expect(run?.exitCode == 0, "\(run?.report ?? "no output")")
-                    #expect(run?.stdout.contains("number of failed transactions: 0 ") == true, "\(run?.report ?? "")")
-                }
+                Self.expectNoFailedTransaction([try await one, try await two])
                 _ = try await three // its clients meet the fence: not asserted
                 #expect(try await cluster.waitUntil(seconds: 15) {
                     for i in 1...3 {
@@ -235,14 +247,7 @@ extension TimingSensitive {
                 }, "node3 did not rejoin:\n\(cluster.log(3).suffix(2500))")
                 let again = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.4", "-n", "-c", "1", "-t", "20"]) }
                 #expect(again.exitCode == 0, "\(again.report)")
-                let resolved = try await cluster.waitUntil(seconds: 30) { try servers.allSatisfy { try Consistency.preparedCount($0) == 0 } }
-                #expect(resolved)
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "backends differ: \(sums)")
-                for i in 1...3 {
-                    let status = try await cluster.status(i)
-                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
-                }
+                try await Self.expectInStep(cluster, servers, nodes: 1...3)
             }
         }
     }
@@ -319,8 +324,8 @@ extension TimingSensitive {
                 }
                 let serialScripts = scripts
                 @Sendable func bench(_ node: Int) -> CommandOutput? {
-                    try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)", "-n", "-c", "2", "-j", "1", "-T", "8", "--max-tries", "20",
-                                                      "-b", "tpcb-like@3", "-f", "\(serialScripts[node - 1])@1"])
+                    Self.pgbench(port, node: node, ["-n", "-c", "2", "-j", "1", "-T", "8", "--max-tries", "20",
+                                                    "-b", "tpcb-like@3", "-f", "\(serialScripts[node - 1])@1"])
                 }
                 async let one = runBlocking { bench(1) }
                 async let two = runBlocking { bench(2) }
@@ -329,19 +334,9 @@ extension TimingSensitive {
                 cluster.kill9(3)
                 let survivors = [try await one, try await two]
                 _ = try await three // its clients lose their node: aborted, as expected
-                for run in survivors {
-                    #expect(run?.exitCode == 0, "\(run?.report ?? "no output")")
-                    #expect(run?.stdout.contains("number of failed transactions: 0 ") == true, "\(run?.report ?? "")")
-                }
+                Self.expectNoFailedTransaction(survivors)
                 // The dead node's prepared transactions (if it died between the phases) are resolved by the others.
-                let resolved = try await cluster.waitUntil(seconds: 20) { try servers.allSatisfy { try Consistency.preparedCount($0) == 0 } }
-                #expect(resolved, "\(cluster.log(1).suffix(1500))")
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "backends differ: \(sums)")
-                for i in 1...2 {
-                    let status = try await cluster.status(i)
-                    #expect(status.quorum && status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
-                }
+                try await Self.expectInStep(cluster, servers, nodes: 1...2, quorum: true, resolvedWithin: 20)
             }
         }
     }

@@ -90,28 +90,24 @@ extension TimingSensitive {
     /// socket) is back in the cluster within seconds: it hears its peers and they hear it, quorum
     /// everywhere. Before, one failed send cut it off for good while it kept running.
     @Test func aNodeWhoseSendsFailForAMomentRejoinsTheCluster() async throws {
-        try await withNetworkLab { lab in
-            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
-            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
-                for i in 1...3 { try await cluster.start(i) }
-                @Sendable func everyoneHearsEveryone() async throws -> Bool {
-                    for i in 1...3 {
-                        let s = try await cluster.status(i)
-                        guard s.quorum, s.nodes.allSatisfy(\.alive) else { return false }
-                    }
-                    return true
+        try await withThreeNodes { lab, cluster in
+            @Sendable func everyoneHearsEveryone() async throws -> Bool {
+                for i in 1...3 {
+                    let s = try await cluster.status(i)
+                    guard s.quorum, s.nodes.allSatisfy(\.alive) else { return false }
                 }
-                #expect(try await cluster.waitUntil(seconds: 10) { try await everyoneHearsEveryone() }, "\(cluster.log(1).suffix(1500))")
-                let ns = lab.namespace("node1")
-                _ = try NetworkLab.ip(["-n", ns, "link", "set", "eth0", "down"])
-                try await Task.sleep(for: .milliseconds(300))
-                _ = try NetworkLab.ip(["-n", ns, "link", "set", "eth0", "up"])
-                // Its peers declare it dead meanwhile (peer timeout): then it must come back.
-                try await Task.sleep(for: .seconds(3))
-                #expect(try await cluster.waitUntil(seconds: 15) { try await everyoneHearsEveryone() },
-                        "node1 did not rejoin:\n\(cluster.log(1).suffix(2500))")
-                #expect(cluster.isRunning(1))
+                return true
             }
+            #expect(try await cluster.waitUntil(seconds: 10) { try await everyoneHearsEveryone() }, "\(cluster.log(1).suffix(1500))")
+            let ns = lab.namespace("node1")
+            _ = try NetworkLab.ip(["-n", ns, "link", "set", "eth0", "down"])
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try NetworkLab.ip(["-n", ns, "link", "set", "eth0", "up"])
+            // Its peers declare it dead meanwhile (peer timeout): then it must come back.
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await cluster.waitUntil(seconds: 15) { try await everyoneHearsEveryone() },
+                    "node1 did not rejoin:\n\(cluster.log(1).suffix(2500))")
+            #expect(cluster.isRunning(1))
         }
     }
 
@@ -119,23 +115,19 @@ extension TimingSensitive {
     /// sockets afresh — the way out of a socket wedged without any error — and, the peers back, is
     /// heard and hears again.
     @Test func aNodeThatHearsNoPeerOpensItsSocketsAfreshAndRejoins() async throws {
-        try await withNetworkLab { lab in
-            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
-            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
-                for i in 1...3 { try await cluster.start(i) }
-                #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).nodes.allSatisfy(\.alive) })
-                cluster.freeze(2, true)
-                cluster.freeze(3, true)
-                let reopened = try await cluster.waitUntil(seconds: 15) { cluster.log(1).contains("opening the peer sockets afresh") }
-                cluster.freeze(2, false)
-                cluster.freeze(3, false)
-                #expect(reopened, "\(cluster.log(1).suffix(1500))")
-                #expect(try await cluster.waitUntil(seconds: 15) {
-                    for i in 1...3 where !(try await cluster.status(i).quorum) { return false }
-                    return try await cluster.status(1).nodes.allSatisfy(\.alive)
-                }, "node1 did not rejoin:\n\(cluster.log(1).suffix(2000))")
-                #expect(try await cluster.events(1).contains { $0.kind == "peer-socket" })
-            }
+        try await withThreeNodes { lab, cluster in
+            #expect(try await cluster.waitUntil(seconds: 10) { try await cluster.status(1).nodes.allSatisfy(\.alive) })
+            cluster.freeze(2, true)
+            cluster.freeze(3, true)
+            let reopened = try await cluster.waitUntil(seconds: 15) { cluster.log(1).contains("opening the peer sockets afresh") }
+            cluster.freeze(2, false)
+            cluster.freeze(3, false)
+            #expect(reopened, "\(cluster.log(1).suffix(1500))")
+            #expect(try await cluster.waitUntil(seconds: 15) {
+                for i in 1...3 where !(try await cluster.status(i).quorum) { return false }
+                return try await cluster.status(1).nodes.allSatisfy(\.alive)
+            }, "node1 did not rejoin:\n\(cluster.log(1).suffix(2000))")
+            #expect(try await cluster.events(1).contains { $0.kind == "peer-socket" })
         }
     }
 
@@ -167,22 +159,18 @@ extension TimingSensitive {
     /// lifetime it stopped renewing runs out, before another node claims the VIP; after SIGCONT it
     /// does not take it back. Before the address had a lifetime, both held it for over 2 s.
     @Test func aFrozenOwnerLosesTheAddressBeforeAnotherNodeClaimsIt() async throws {
-        try await withNetworkLab { lab in
-            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
-            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
-                for i in 1...3 { try await cluster.start(i) }
-                let owner = try #require(try await waitForOneHolder(lab, cluster), "no owner:\n\(cluster.log(1).suffix(2000))")
-                try await Task.sleep(for: .seconds(1))
-                cluster.freeze(owner, true)
-                let frozen = try await watchHolders(lab, cluster, seconds: 3)
-                cluster.freeze(owner, false)
-                let after = try await watchHolders(lab, cluster, seconds: 2)
-                #expect(frozen.overlaps.isEmpty && after.overlaps.isEmpty, "two holders at once: \(frozen.overlaps + after.overlaps)")
-                #expect(frozen.changes.contains { $0.count == 1 && $0[0] != owner }, "nobody took over from the frozen node\(owner): \(frozen.changes)")
-                let now = try holders(lab, cluster)
-                #expect(now.count == 1 && now != [owner], "after the freeze: \(now)\n\(cluster.log(owner).suffix(1500))")
-                #expect(cluster.log(owner).contains("released the virtual IP"), "\(cluster.log(owner).suffix(1500))")
-            }
+        try await withThreeNodes { lab, cluster in
+            let owner = try #require(try await waitForOneHolder(lab, cluster), "no owner:\n\(cluster.log(1).suffix(2000))")
+            try await Task.sleep(for: .seconds(1))
+            cluster.freeze(owner, true)
+            let frozen = try await watchHolders(lab, cluster, seconds: 3)
+            cluster.freeze(owner, false)
+            let after = try await watchHolders(lab, cluster, seconds: 2)
+            #expect(frozen.overlaps.isEmpty && after.overlaps.isEmpty, "two holders at once: \(frozen.overlaps + after.overlaps)")
+            #expect(frozen.changes.contains { $0.count == 1 && $0[0] != owner }, "nobody took over from the frozen node\(owner): \(frozen.changes)")
+            let now = try holders(lab, cluster)
+            #expect(now.count == 1 && now != [owner], "after the freeze: \(now)\n\(cluster.log(owner).suffix(1500))")
+            #expect(cluster.log(owner).contains("released the virtual IP"), "\(cluster.log(owner).suffix(1500))")
         }
     }
 
@@ -190,22 +178,34 @@ extension TimingSensitive {
     /// one owner at the end, and the owner keeps it; the owner changes are printed
     /// (bench/vip-failover.sh measures them at 10 % and 30 %).
     @Test func underThirtyPercentLossTheVIPNeverHasTwoHolders() async throws {
+        try await withThreeNodes { lab, cluster in
+            let owner = try #require(try await waitForOneHolder(lab, cluster), "no owner:\n\(cluster.log(1).suffix(2000))")
+            try lab.loseDatagrams(of: "node\(owner)", port: cluster.port, percent: 30)
+            let lossy = try await watchHolders(lab, cluster, seconds: 30)
+            try lab.loseDatagrams(of: "node\(owner)", port: cluster.port, percent: 0)
+            let healed = try await watchHolders(lab, cluster, seconds: 3)
+            print("30 % loss on node\(owner) for 30 s: holders went \(lossy.changes)")
+            #expect(lossy.overlaps.isEmpty && healed.overlaps.isEmpty, "two holders at once: \(lossy.overlaps + healed.overlaps)")
+            #expect(try holders(lab, cluster).count == 1, "no single owner after the loss ended: \(healed.changes)")
+            // The owner keeps renewing through the loss (before a grantless beacon revoked the
+            // grant, it dropped and re-took the VIP 14–19 times in 30 s); a rare drop is tolerated.
+            #expect(lossy.changes.count <= 3, "the owner kept losing the VIP: \(lossy.changes)\n\(cluster.log(owner).suffix(2000))")
+            for i in 1...3 { #expect(cluster.isRunning(i)) }
+        }
+    }
+
+    /// Three pgchorusd nodes in namespaces of a lab of their own (198.18.0.11–13; with `observer`, an
+    /// observer at 198.18.0.2 that accepts gratuitous ARP), all started, configured by `vipConfig`.
+    func withThreeNodes(observer: Bool = false, _ body: (NetworkLab, NodeCluster) async throws -> Void) async throws {
         try await withNetworkLab { lab in
             for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
+            if observer {
+                try lab.addMember("observer", addresses: ["198.18.0.2/24"])
+                _ = try lab.run(in: "observer", "/bin/sh", ["-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/arp_accept"])
+            }
             try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
                 for i in 1...3 { try await cluster.start(i) }
-                let owner = try #require(try await waitForOneHolder(lab, cluster), "no owner:\n\(cluster.log(1).suffix(2000))")
-                try lab.loseDatagrams(of: "node\(owner)", port: cluster.port, percent: 30)
-                let lossy = try await watchHolders(lab, cluster, seconds: 30)
-                try lab.loseDatagrams(of: "node\(owner)", port: cluster.port, percent: 0)
-                let healed = try await watchHolders(lab, cluster, seconds: 3)
-                print("30 % loss on node\(owner) for 30 s: holders went \(lossy.changes)")
-                #expect(lossy.overlaps.isEmpty && healed.overlaps.isEmpty, "two holders at once: \(lossy.overlaps + healed.overlaps)")
-                #expect(try holders(lab, cluster).count == 1, "no single owner after the loss ended: \(healed.changes)")
-                // The owner keeps renewing through the loss (before a grantless beacon revoked the
-                // grant, it dropped and re-took the VIP 14–19 times in 30 s); a rare drop is tolerated.
-                #expect(lossy.changes.count <= 3, "the owner kept losing the VIP: \(lossy.changes)\n\(cluster.log(owner).suffix(2000))")
-                for i in 1...3 { #expect(cluster.isRunning(i)) }
+                try await body(lab, cluster)
             }
         }
     }
@@ -235,99 +235,93 @@ extension TimingSensitive {
     }
 
     @Test func threeNodesElectOneOwnerWhichMovesOnCrashShutdownAndPartitionWithoutOverlap() async throws {
-        try await withNetworkLab { lab in
-            for i in 1...3 { try lab.addMember("node\(i)", addresses: ["198.18.0.\(10 + i)/24"]) }
-            try lab.addMember("observer", addresses: ["198.18.0.2/24"])
-            _ = try lab.run(in: "observer", "/bin/sh", ["-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/arp_accept"])
-            try await withNodeCluster(count: 3, backends: [], extra: Self.vipConfig, lab: lab) { cluster in
-                for i in 1...3 { try await cluster.start(i) }
-                var overlap: [String] = []
-                func sample(_ label: String) throws -> [Int] {
-                    let h = try holders(lab, cluster)
-                    if h.count > 1 { overlap.append("\(label): \(h)") }
-                    return h
-                }
-                func waitForOwner(excluding gone: Int?, _ label: String) async throws -> Int? {
-                    for _ in 0..<200 {
-                        let h = try sample(label)
-                        if h.count == 1, h[0] != gone { return h[0] }
-                        try await Task.sleep(for: .milliseconds(50))
-                    }
-                    return nil
-                }
-                let first = try #require(try await waitForOwner(excluding: nil, "start"), "no owner after start:\n\(cluster.log(1).suffix(2000))")
-                // Every node agrees who owns it.
-                #expect(try await cluster.waitUntil(seconds: 5) {
-                    var owners: [String?] = []
-                    for i in 1...3 { owners.append(try await cluster.status(i).vip.owner) }
-                    return owners.allSatisfy { $0 == "node\(first)" }
-                })
-                #expect(try await cluster.status(first).vip.mode == "address")
-
-                // Removed by hand: back at once.
-                try NetworkLab.ip(["-n", lab.namespace("node\(first)"), "addr", "del", "198.18.0.100/24", "dev", "eth0"])
-                #expect(try await cluster.waitUntil(seconds: 5) { try lab.addresses(of: "node\(first)").contains("198.18.0.100/24") })
-
-                // Another machine claims the VIP: the owner announces again at once.
-                let conflictCapture = try FrameCapture(lab: lab, member: "observer", filter: "arp")
-                let rogue = try lab.run(in: "observer", VirtualIPTests.cli, ["vip", "announce", "--interface", "eth0", "--address", "198.18.0.100/24", "--count", "1"])
-                #expect(rogue.exitCode == 0, "\(rogue.report)")
-                try await Task.sleep(for: .seconds(1.5))
-                let ownerMAC = try mac(lab, "node\(first)")
-                let observerMAC = try mac(lab, "observer")
-                let seen = conflictCapture.stop()
-                let rogueAt = try #require(seen.first { Array($0.bytes[6..<12]) == observerMAC }?.time)
-                #expect(seen.contains { $0.time > rogueAt && $0.time < rogueAt + 0.5 && $0.bytes.prefix(42) == AnnouncementFrames.gratuitousARP(mac: ownerMAC, ip: [198, 18, 0, 100])[...] },
-                        "no announcement from the owner right after the conflicting one")
-
-                // The observer talks to the VIP: its neighbour entry points at the owner.
-                let ping = try lab.run(in: "observer", Clients.python, ["-c", "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('198.18.0.100', 9)); time.sleep(0.3)"])
-                #expect(ping.exitCode == 0, "\(ping.report)")
-                func observerSeesMAC() throws -> [UInt8]? {
-                    let out = try NetworkLab.ip(["-n", lab.namespace("observer"), "-j", "neigh", "show", "198.18.0.100"])
-                    let list = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]]
-                    return (list?.first?["lladdr"] as? String)?.split(separator: ":").compactMap { UInt8($0, radix: 16) }
-                }
-                #expect(try observerSeesMAC() == (try mac(lab, "node\(first)")))
-
-                // kill -9 the owner: another takes over, and the observer's entry follows.
-                cluster.kill9(first)
-                let second = try #require(try await waitForOwner(excluding: first, "after kill -9"),
-                                          "no new owner:\n\((1...3).filter { $0 != first }.map { cluster.log($0).suffix(3000) }.joined(separator: "\n---\n"))")
-                // The dead node could not remove its address: the kernel did, when the lifetime its
-                // daemon kept renewing ran out — before the new owner claimed it.
-                #expect(!(try lab.addresses(of: "node\(first)").contains("198.18.0.100/24")), "the killed owner still has the VIP beside node\(second)")
-                #expect(try await cluster.waitUntil(seconds: 5) { try observerSeesMAC() == (try mac(lab, "node\(second)")) })
-                try await cluster.start(first)
-                // No preemption by default: the returning node, though preferred (same priority,
-                // lower id), leaves the VIP where it is.
-                try await Task.sleep(for: .seconds(3))
-                #expect(try sample("no preemption") == [second], "the VIP moved back to the returning node")
-
-                // SIGTERM: immediate handover.
-                await cluster.stop(second)
-                let third = try #require(try await waitForOwner(excluding: second, "after SIGTERM"))
-                #expect(!(try lab.addresses(of: "node\(second)").contains("198.18.0.100/24")))
-                try await cluster.start(second)
-
-                // Partition: the owner is cut off; it releases, the majority elects another.
-                try await Task.sleep(for: .seconds(1))
-                let owner = try #require(try holders(lab, cluster).first)
-                try lab.disconnect("node\(owner)")
-                var released = false
+        try await withThreeNodes(observer: true) { lab, cluster in
+            var overlap: [String] = []
+            func sample(_ label: String) throws -> [Int] {
+                let h = try holders(lab, cluster)
+                if h.count > 1 { overlap.append("\(label): \(h)") }
+                return h
+            }
+            func waitForOwner(excluding gone: Int?, _ label: String) async throws -> Int? {
                 for _ in 0..<200 {
-                    let h = try sample("partition")
-                    if !h.contains(owner) && h.count == 1 { released = true; break }
+                    let h = try sample(label)
+                    if h.count == 1, h[0] != gone { return h[0] }
                     try await Task.sleep(for: .milliseconds(50))
                 }
-                #expect(released, "the cut-off owner node\(owner) did not give way:\n\(cluster.log(owner).suffix(2000))")
-                try lab.reconnect("node\(owner)")
-                try await Task.sleep(for: .seconds(1))
-                #expect(try sample("healed").count == 1)
-                #expect(overlap.isEmpty, "two holders at once: \(overlap)")
-                let events = try await cluster.events(third)
-                #expect(events.contains { $0.kind == "vip-claimed" })
+                return nil
             }
+            let first = try #require(try await waitForOwner(excluding: nil, "start"), "no owner after start:\n\(cluster.log(1).suffix(2000))")
+            // Every node agrees who owns it.
+            #expect(try await cluster.waitUntil(seconds: 5) {
+                var owners: [String?] = []
+                for i in 1...3 { owners.append(try await cluster.status(i).vip.owner) }
+                return owners.allSatisfy { $0 == "node\(first)" }
+            })
+            #expect(try await cluster.status(first).vip.mode == "address")
+
+            // Removed by hand: back at once.
+            try NetworkLab.ip(["-n", lab.namespace("node\(first)"), "addr", "del", "198.18.0.100/24", "dev", "eth0"])
+            #expect(try await cluster.waitUntil(seconds: 5) { try lab.addresses(of: "node\(first)").contains("198.18.0.100/24") })
+
+            // Another machine claims the VIP: the owner announces again at once.
+            let conflictCapture = try FrameCapture(lab: lab, member: "observer", filter: "arp")
+            let rogue = try lab.run(in: "observer", VirtualIPTests.cli, ["vip", "announce", "--interface", "eth0", "--address", "198.18.0.100/24", "--count", "1"])
+            #expect(rogue.exitCode == 0, "\(rogue.report)")
+            try await Task.sleep(for: .seconds(1.5))
+            let ownerMAC = try mac(lab, "node\(first)")
+            let observerMAC = try mac(lab, "observer")
+            let seen = conflictCapture.stop()
+            let rogueAt = try #require(seen.first { Array($0.bytes[6..<12]) == observerMAC }?.time)
+            #expect(seen.contains { $0.time > rogueAt && $0.time < rogueAt + 0.5 && $0.bytes.prefix(42) == AnnouncementFrames.gratuitousARP(mac: ownerMAC, ip: [198, 18, 0, 100])[...] },
+                    "no announcement from the owner right after the conflicting one")
+
+            // The observer talks to the VIP: its neighbour entry points at the owner.
+            let ping = try lab.run(in: "observer", Clients.python, ["-c", "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('198.18.0.100', 9)); time.sleep(0.3)"])
+            #expect(ping.exitCode == 0, "\(ping.report)")
+            func observerSeesMAC() throws -> [UInt8]? {
+                let out = try NetworkLab.ip(["-n", lab.namespace("observer"), "-j", "neigh", "show", "198.18.0.100"])
+                let list = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]]
+                return (list?.first?["lladdr"] as? String)?.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+            }
+            #expect(try observerSeesMAC() == (try mac(lab, "node\(first)")))
+
+            // kill -9 the owner: another takes over, and the observer's entry follows.
+            cluster.kill9(first)
+            let second = try #require(try await waitForOwner(excluding: first, "after kill -9"),
+                                      "no new owner:\n\((1...3).filter { $0 != first }.map { cluster.log($0).suffix(3000) }.joined(separator: "\n---\n"))")
+            // The dead node could not remove its address: the kernel did, when the lifetime its
+            // daemon kept renewing ran out — before the new owner claimed it.
+            #expect(!(try lab.addresses(of: "node\(first)").contains("198.18.0.100/24")), "the killed owner still has the VIP beside node\(second)")
+            #expect(try await cluster.waitUntil(seconds: 5) { try observerSeesMAC() == (try mac(lab, "node\(second)")) })
+            try await cluster.start(first)
+            // No preemption by default: the returning node, though preferred (same priority,
+            // lower id), leaves the VIP where it is.
+            try await Task.sleep(for: .seconds(3))
+            #expect(try sample("no preemption") == [second], "the VIP moved back to the returning node")
+
+            // SIGTERM: immediate handover.
+            await cluster.stop(second)
+            let third = try #require(try await waitForOwner(excluding: second, "after SIGTERM"))
+            #expect(!(try lab.addresses(of: "node\(second)").contains("198.18.0.100/24")))
+            try await cluster.start(second)
+
+            // Partition: the owner is cut off; it releases, the majority elects another.
+            try await Task.sleep(for: .seconds(1))
+            let owner = try #require(try holders(lab, cluster).first)
+            try lab.disconnect("node\(owner)")
+            var released = false
+            for _ in 0..<200 {
+                let h = try sample("partition")
+                if !h.contains(owner) && h.count == 1 { released = true; break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(released, "the cut-off owner node\(owner) did not give way:\n\(cluster.log(owner).suffix(2000))")
+            try lab.reconnect("node\(owner)")
+            try await Task.sleep(for: .seconds(1))
+            #expect(try sample("healed").count == 1)
+            #expect(overlap.isEmpty, "two holders at once: \(overlap)")
+            let events = try await cluster.events(third)
+            #expect(events.contains { $0.kind == "vip-claimed" })
         }
     }
 }
