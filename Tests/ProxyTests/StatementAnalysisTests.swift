@@ -62,6 +62,8 @@ import Testing
         #expect(StatementAnalysis.heldNotification(of: #"notify "Jobs", 'it''s done';"#)?.sql == #"notify "Jobs", 'it''s done';"#)
         #expect(StatementAnalysis.heldNotification(of: "SELECT pg_notify('jobs', 'x')")?.isSelect == true)
         #expect(StatementAnalysis.heldNotification(of: "select pg_catalog.pg_notify('jobs', '')")?.isSelect == true)
+        #expect(StatementAnalysis.heldNotification(of: "NoTiFy jobs")?.isSelect == false)
+        #expect(StatementAnalysis.mentionsNotify("select nnotify") && !StatementAnalysis.mentionsNotify("select notif y"))
         for sql in ["NOTIFY jobs, 'a'; NOTIFY jobs, 'b'", "SELECT pg_notify($1, 'x')", "SELECT pg_notify('jobs', 'x'), 1",
                     "SELECT pg_notify('', 'x')", "NOTIFY jobs, E'x'", "NOTIFY jobs 'x'", "SELECT pg_notify('jobs', '\(String(repeating: "x", count: 8000))')",
                     "LISTEN jobs", "SELECT 1"] {

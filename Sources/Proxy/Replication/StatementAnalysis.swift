@@ -40,8 +40,8 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var cursorHeld = false
     /// FETCH, MOVE or CLOSE: the cursor named, as PostgreSQL folds it (`*` for CLOSE ALL).
     public var cursorUsed: String?
-    /// The statement is CLOSE.
-    public var sqlStartsWithClose = false
+    /// The statement is CLOSE (of `cursorUsed`).
+    public var closesCursor = false
     /// SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO [SAVEPOINT] among the statements.
     public var usesSavepoint = false
     /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): the
@@ -214,7 +214,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         case "fetch", "move":
             if let last = s.last, s.count > 1 { cursorUsed = Self.folded(last) }
         case "close":
-            sqlStartsWithClose = true
+            closesCursor = true
             if s.count == 2 { cursorUsed = word(1) == "all" ? "*" : Self.folded(s[1]) }
         default:
             break
@@ -574,6 +574,8 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// anything else, and for what PostgreSQL would refuse (an empty or over-long channel, a payload
     /// of 8000 bytes or more), which then runs as sent and gets PostgreSQL's own answer.
     public static func heldNotification(of sql: String) -> HeldNotification? {
+        // Asked of every statement in a transaction: most are ruled out without lexing them.
+        guard sql.utf8.count < 8_300, Self.mentionsNotify(sql) else { return nil }
         var s = SQLLexer.significant(sql)
         if let last = s.last, last.kind == .punctuation, last.text == ";" { s.removeLast() }
         func plainString(_ t: SQLToken) -> String? {
@@ -604,6 +606,18 @@ public struct StatementAnalysis: Sendable, Equatable {
         }
         guard let channel, !channel.isEmpty, channel.utf8.count < 64, payload.utf8.count < 8000 else { return nil }
         return HeldNotification(isSelect: isSelect, sql: sql)
+    }
+
+    /// Whether "notify" appears anywhere in `sql`, in any ASCII case (a cheap test before lexing).
+    static func mentionsNotify(_ sql: String) -> Bool {
+        let word = Array("notify".utf8)
+        var matched = 0
+        for b in sql.utf8 {
+            let lower = b >= 65 && b <= 90 ? b + 32 : b
+            matched = lower == word[matched] ? matched + 1 : (lower == word[0] ? 1 : 0)
+            if matched == word.count { return true }
+        }
+        return false
     }
 
     public static func highestParameter(in sql: String) -> Int {

@@ -132,14 +132,14 @@ struct StatementTracker {
                 leadOnlyCursors = [:]
             } else if leadOnlyCursors[name] != nil {
                 result.usesLeadOnlyCursor = true
-                if analysis.sqlStartsWithClose { leadOnlyCursors[name] = nil }
+                if analysis.closesCursor { leadOnlyCursors[name] = nil }
             }
         }
     }
 
     /// The transaction ended: cursors without HOLD are gone.
     mutating func transactionEnded() {
-        leadOnlyCursors = leadOnlyCursors.filter(\.value)
+        if !leadOnlyCursors.isEmpty { leadOnlyCursors = leadOnlyCursors.filter(\.value) }
     }
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
