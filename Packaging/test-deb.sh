@@ -46,15 +46,18 @@ trap cleanup EXIT
 
 # stop_and_wait PID: SIGTERM, then wait at most 20 s; sets STOP_STATUS to the exit status
 # (124: it did not stop and was killed).
+# Decided once, in the loop: bash reaps an exited child on its own (SIGCHLD), so a second look after
+# the loop can find a zombie gone and must not turn that into a failed kill.
 stop_and_wait() {
     kill -TERM "$1" 2>/dev/null || true
+    local stopped=no
     for _ in $(seq 200); do
-        if ! kill -0 "$1" 2>/dev/null || [ "$(ps -o stat= -p "$1" | cut -c1)" = Z ]; then break; fi
+        if ! kill -0 "$1" 2>/dev/null || [ "$(ps -o stat= -p "$1" | cut -c1)" = Z ]; then stopped=yes; break; fi
         sleep 0.1
     done
     STOP_STATUS=0
-    if kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; then
-        kill -KILL "$1"; wait "$1" 2>/dev/null || true; STOP_STATUS=124; return
+    if [ "$stopped" = no ]; then
+        kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; STOP_STATUS=124; return
     fi
     wait "$1" || STOP_STATUS=$?
 }
