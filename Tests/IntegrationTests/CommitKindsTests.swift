@@ -4,6 +4,7 @@ import Logging
 import Proxy
 import Testing
 import TestSupport
+import Wire
 
 /// Transactions PostgreSQL cannot PREPARE (NOTIFY, LISTEN, a WITH HOLD cursor) commit through
 /// pgchorus; the in-band commit log stays small.
@@ -28,6 +29,47 @@ import TestSupport
     /// vote, not around it; a failure before it aborts as on one server.
     @Test func aCommitSentWithItsStatementsInOneMessageGoesThroughTheVote() async throws {
         try await runClientCheck("commit_client.py", "trailing")
+    }
+
+    /// A COMMIT (or ROLLBACK) in the middle of one Query: the message runs as its parts, each COMMIT
+    /// through the vote, one answer for the client; an error skips the rest, as on one server.
+    @Test func aCommitInTheMiddleOfAMessageGoesThroughTheVote() async throws {
+        try await runClientCheck("commit_client.py", "middle")
+    }
+
+    /// The answers to a cut Query and to the Queries pipelined behind it are PostgreSQL's own, message
+    /// for message (the parts' ReadyForQuery messages kept back, an error ending the message), and
+    /// the messages sent after it wait for its parts, in order.
+    @Test func aCutQueryAnswersAsPostgreSQLAndPipelinedQueriesWaitForIt() async throws {
+        try await withPostgresServers(count: 4) { servers in
+            try await withProxy(backends: Array(servers[0..<3])) { proxy in
+                let queries = [
+                    "BEGIN; INSERT INTO t VALUES (1); COMMIT; SELECT count(*) FROM t",
+                    "BEGIN; INSERT INTO t VALUES (2); COMMIT; BEGIN; INSERT INTO t VALUES (1); COMMIT; INSERT INTO t VALUES (9)",
+                    "ROLLBACK",
+                    "BEGIN; UPDATE t SET id = id + 10; COMMIT; BEGIN; UPDATE t SET id = id + 100; COMMIT; SELECT array_agg(id ORDER BY id) FROM t",
+                ]
+                func exchange(port: Int) throws -> [BackendMessage] {
+                    let c = try RawPostgresClient(port: port, timeoutSeconds: 60)
+                    defer { c.disconnect() }
+                    _ = try c.startup()
+                    _ = try c.query("create table t (id int primary key)")
+                    try c.send(queries.map { FrontendMessage.query($0) })
+                    return try queries.flatMap { _ in try c.readUntilReady() }
+                }
+                let direct = try exchange(port: servers[3].port)
+                let through = try exchange(port: proxy.port)
+                #expect(direct.count(where: { if case .readyForQuery = $0 { true } else { false } }) == 4)
+                #expect(direct.contains { $0.errorState == "23505" })
+                #expect(through == direct, "through pgchorus:\n\(through)\ndirectly:\n\(direct)")
+                for s in servers[0..<3] {
+                    let votes = try s.psql("select count(*) from pgchorus.commit_log")
+                    #expect(votes == "4", "each COMMIT of a part was voted: \(votes) rows in the commit log")
+                    #expect(try s.psql("select array_agg(id order by id) from t") == "{111,112}")
+                }
+                try expectBackendsInStep(proxy, Array(servers[0..<3]))
+            }
+        }
     }
 
     /// A large object created without an OID gets the lead's OID on every backend, although each

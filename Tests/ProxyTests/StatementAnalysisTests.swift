@@ -44,6 +44,26 @@ import Testing
         }
     }
 
+    @Test func aQueryIsCutAfterEachCommitInItsMiddle() {
+        #expect(StatementAnalysis.transactionSegments(of: "BEGIN; INSERT INTO t VALUES (';'); COMMIT; BEGIN; DELETE FROM t; COMMIT;")
+            == ["BEGIN; INSERT INTO t VALUES (';'); COMMIT;", " BEGIN; DELETE FROM t; COMMIT;"])
+        #expect(StatementAnalysis.transactionSegments(of: "begin; insert into t values (1); end work;\n-- then\nselect 1")
+            == ["begin; insert into t values (1); end work;", "\n-- then\nselect 1"])
+        #expect(StatementAnalysis.transactionSegments(of: "BEGIN; INSERT INTO t VALUES (1); ROLLBACK; BEGIN; INSERT INTO t VALUES (2); COMMIT")
+            == ["BEGIN; INSERT INTO t VALUES (1); ROLLBACK;", " BEGIN; INSERT INTO t VALUES (2); COMMIT"])
+        #expect(StatementAnalysis.transactionSegments(of: "COMMIT; SELECT 1") == ["COMMIT;", " SELECT 1"])
+        // ROLLBACK TO SAVEPOINT and a COMMIT inside a DO body are no cuts; a COMMIT AND NO CHAIN is one.
+        #expect(StatementAnalysis.transactionSegments(of: "BEGIN; SAVEPOINT a; ROLLBACK TO a; DO $$BEGIN COMMIT; END$$; COMMIT AND NO CHAIN; SELECT 2")
+            == ["BEGIN; SAVEPOINT a; ROLLBACK TO a; DO $$BEGIN COMMIT; END$$; COMMIT AND NO CHAIN;", " SELECT 2"])
+        for sql in ["BEGIN; INSERT INTO t VALUES (1); COMMIT", "INSERT INTO t VALUES (1); SELECT 2", "COMMIT",
+                    "BEGIN; COMMIT AND CHAIN; INSERT INTO t VALUES (1); COMMIT", "BEGIN; PREPARE TRANSACTION 'x'; COMMIT PREPARED 'x'",
+                    "COMMIT; VACUUM t", "COMMIT; CREATE DATABASE d", "commit; create index concurrently i on t (x)", "COMMIT; ALTER SYSTEM SET work_mem = '8MB'",
+                    "COMMIT; CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SELECT 1",
+                    "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO u VALUES (1); NOTIFY u)"] {
+            #expect(StatementAnalysis.transactionSegments(of: sql) == nil, "\(sql)")
+        }
+    }
+
     @Test func cursorsOverPerBackendReadsAreTheLeads() {
         let a = StatementAnalysis(#"DECLARE "Tick s" CURSOR WITHOUT HOLD FOR select clock_timestamp() from generate_series(1, 3)"#)
         #expect(a.leadOnlyCursor == "Tick s" && !a.cursorHeld && a.readsServerState)

@@ -561,6 +561,71 @@ public struct StatementAnalysis: Sendable, Equatable {
         return (body, opens)
     }
 
+    /// A simple Query with a COMMIT/END/ROLLBACK/ABORT that is not its last statement
+    /// (`BEGIN; …; COMMIT; BEGIN; …; COMMIT`, `BEGIN; …; COMMIT; SELECT …`): its text cut after each
+    /// of them, so the session can run the parts one after the other as separate Queries — each
+    /// `BEGIN; …; COMMIT` part then goes through the vote (`trailingCommit(of:)`). PostgreSQL runs the
+    /// statements after a COMMIT of a message in a new implicit transaction, as a part of their own
+    /// does, and skips the rest of the message after an error, as the session does with the parts.
+    /// nil when there is nothing to cut, and where cutting would change what PostgreSQL does: two-phase
+    /// or chained transaction control, a `BEGIN ATOMIC` body, or a last part of one statement that
+    /// PostgreSQL refuses inside a transaction block (VACUUM, CREATE DATABASE …), which the message as
+    /// sent would fail.
+    public static func transactionSegments(of sql: String) -> [String]? {
+        guard sql.utf8.count <= 1 << 20 else { return nil }
+        let tokens = SQLLexer.significant(sql)
+        var statements: [(tokens: [SQLToken], end: Int)] = []
+        var current: [SQLToken] = []
+        var depth = 0
+        for t in tokens {
+            if t.kind == .punctuation {
+                if t.text == "(" { depth += 1 } else if t.text == ")" { depth = max(0, depth - 1) }
+                if t.text == ";" && depth == 0 {
+                    if !current.isEmpty { statements.append((current, t.range.upperBound)) }
+                    current = []
+                    continue
+                }
+            }
+            current.append(t)
+        }
+        if !current.isEmpty { statements.append((current, sql.utf8.count)) }
+        guard statements.count >= 2 else { return nil }
+        func word(_ s: [SQLToken], _ i: Int) -> String? { i < s.count && s[i].kind == .word ? s[i].text : nil }
+        var cuts: [Int] = []
+        for (i, s) in statements.enumerated() {
+            let first = word(s.tokens, 0) ?? ""
+            let words = s.tokens.compactMap { $0.kind == .word ? $0.text : nil }
+            if zip(words, words.dropFirst()).contains(where: { $0 == "begin" && $1 == "atomic" }) { return nil }
+            if first == "prepare" && word(s.tokens, 1) == "transaction" { return nil }
+            guard ["commit", "end", "rollback", "abort"].contains(first) else { continue }
+            if word(s.tokens, 1) == "prepared" { return nil }
+            // AND CHAIN opens the next transaction at once; AND NO CHAIN is a plain COMMIT.
+            if let c = words.firstIndex(of: "chain"), c >= 1, words[c - 1] != "no" { return nil }
+            // ROLLBACK TO SAVEPOINT stays inside its transaction.
+            if first == "rollback" && words.contains("to") { continue }
+            if i < statements.count - 1 { cuts.append(s.end) }
+        }
+        guard !cuts.isEmpty else { return nil }
+        if let last = statements.last, cuts.last.map({ c in statements.filter { $0.end > c }.count == 1 }) == true {
+            let first = word(last.tokens, 0) ?? ""
+            let second = word(last.tokens, 1) ?? ""
+            let words = Set(last.tokens.compactMap { $0.kind == .word ? $0.text : nil })
+            if ["vacuum", "reindex", "cluster"].contains(first) || (first == "alter" && second == "system")
+                || ((first == "create" || first == "drop" || first == "alter") && ["database", "tablespace", "subscription"].contains(second))
+                || words.contains("concurrently") {
+                return nil
+            }
+        }
+        let bytes = Array(sql.utf8)
+        var parts: [String] = []
+        var start = 0
+        for c in cuts + [bytes.count] where c > start {
+            parts.append(String(decoding: bytes[start..<c], as: UTF8.self))
+            start = c
+        }
+        return parts.count >= 2 ? parts : nil
+    }
+
     /// A notification a transaction may hold until its commit: the simple Query is exactly one
     /// `NOTIFY channel [, 'payload']` or `SELECT pg_notify('channel', 'payload')` with literals.
     public struct HeldNotification: Sendable, Equatable {

@@ -89,8 +89,7 @@ extension ClientSessionHandler {
         // COPY data continues the cycle that is awaited (COPY FROM STDIN is such a cycle): it never waits for it.
         let continuesCopy = frame.type == FrontendMessage.Kind.copyData.rawValue || frame.type == FrontendMessage.Kind.copyDone.rawValue
             || frame.type == FrontendMessage.Kind.copyFail.rawValue
-        if commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
-            || gateTicket != nil || takingIn != nil || (awaitingAll != nil && !continuesCopy) {
+        if holdsClientFrames(continuesCopy: continuesCopy) || ((segmentRunning || segmentReady) && !admittingSegment && !continuesCopy) {
             heldFrames.append(frame)
             return
         }
@@ -103,7 +102,13 @@ extension ClientSessionHandler {
             close()
             return
         }
-        replay.note(frame)
+        if !admittingSegment, kind == .query || kind == .sync || kind == .functionCall { readiesOwed += 1 }
+        if kind == .query, currentGroup.isEmpty, !admittingSegment, let parts = transactionSegments(frame) {
+            replay.note(frame)
+            runSegments(parts)
+            return
+        }
+        if !admittingSegment { replay.note(frame) }
         currentGroup.append(frame)
         currentGroupBytes += frame.bytes.readableBytes
         switch kind {
@@ -118,7 +123,22 @@ extension ClientSessionHandler {
 
     /// Handles the client messages held while the session waited (vote, sequence turn, new lead);
     /// those that must wait again are held again, in order.
+    /// Client messages wait while the session is busy with something of its own (a vote, a turn, a new lead …).
+    func holdsClientFrames(continuesCopy: Bool) -> Bool {
+        commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
+            || gateTicket != nil || takingIn != nil || (awaitingAll != nil && !continuesCopy)
+    }
+
     func replayHeldFrames() {
+        if segmentReady {
+            // The next part of a cut Query goes before the messages that came after the Query.
+            guard segmentEarlierReadies == 0, !holdsClientFrames(continuesCopy: false) else { return }
+            admitNextSegment()
+            if segmentRunning || segmentReady {
+                flushBackends()
+                return
+            }
+        }
         let held = heldFrames
         heldFrames = []
         for f in held { handleRelayFrame(f) }

@@ -92,6 +92,15 @@ def check_commits(dsn):
     notifier.commit()
 
 
+def fails_with(cursor, sql, error, what):
+    """Runs `sql`, which must fail with `error` (a psycopg2 exception class)."""
+    try:
+        cursor.execute(sql)
+    except error:
+        return
+    raise CheckFailed(what)
+
+
 def commit_log_rows(cursor):
     cursor.execute("select count(*) from pgchorus.commit_log")
     return cursor.fetchone()[0]
@@ -124,11 +133,8 @@ def check_trailing(dsn):
     tx.close()
     ok("UPDATE; COMMIT in one message inside a transaction: committed through the vote")
 
-    try:
-        c.execute("BEGIN; UPDATE acct SET v = 0 WHERE id = 1; INSERT INTO acct VALUES (1, 0); COMMIT")
-        raise CheckFailed("a duplicate key before the COMMIT did not fail")
-    except psycopg2.IntegrityError:
-        pass
+    fails_with(c, "BEGIN; UPDATE acct SET v = 0 WHERE id = 1; INSERT INTO acct VALUES (1, 0); COMMIT", psycopg2.IntegrityError,
+               "a duplicate key before the COMMIT did not fail")
     expect(conn.get_transaction_status() == TRANSACTION_STATUS_INERROR, "the transaction is aborted, not committed")
     c.execute("ROLLBACK")
     c.execute("select id, v from acct order by id")
@@ -261,7 +267,61 @@ def check_terminate(dsn):
     expect(c.fetchone() == (42,), "the control session goes on")
 
 
+def check_middle(dsn):
+    """A COMMIT in the middle of one message (`BEGIN; …; COMMIT; BEGIN; …; COMMIT`, `…; COMMIT; SELECT`):
+    each part's COMMIT goes through the vote; the client gets one answer, the last statement's; an
+    error skips the rest of the message, as on one server; ROLLBACK in the middle undoes its part."""
+    from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INERROR
+    conn = connect(dsn)
+    c = conn.cursor()
+    c.execute("create table mid (id int primary key, note text)")
+    before = commit_log_rows(c)
+    c.execute("BEGIN; INSERT INTO mid VALUES (1, 'a'); COMMIT; BEGIN; INSERT INTO mid VALUES (2, 'b'); "
+              "UPDATE mid SET note = 'a2' WHERE id = 1; COMMIT")
+    expect(c.statusmessage == "COMMIT", "the last answer is the second COMMIT's: %r" % c.statusmessage)
+    expect(conn.get_transaction_status() == TRANSACTION_STATUS_IDLE, "idle after the message")
+    expect(commit_log_rows(c) == before + 2, "each COMMIT of the message went through the vote")
+    ok("BEGIN; …; COMMIT; BEGIN; …; COMMIT in one message: two votes, one answer")
+
+    c.execute("BEGIN; INSERT INTO mid VALUES (3, 'c'); COMMIT; SELECT count(*), string_agg(note, ',' ORDER BY id) FROM mid")
+    expect(c.fetchall() == [(3, "a2,b,c")], "the SELECT after the COMMIT sees the part committed before it")
+    expect(commit_log_rows(c) == before + 3, "one more vote")
+    ok("BEGIN; INSERT; COMMIT; SELECT in one message: voted, the rows of the SELECT returned")
+
+    c.execute("BEGIN; INSERT INTO mid VALUES (4, 'rolled back'); ROLLBACK; BEGIN; INSERT INTO mid VALUES (5, 'e'); COMMIT")
+    c.execute("select array_agg(id order by id) from mid")
+    expect(c.fetchone()[0] == [1, 2, 3, 5], "the part before ROLLBACK is undone, the one after committed")
+    expect(commit_log_rows(c) == before + 4, "the COMMIT after a ROLLBACK went through the vote")
+    ok("…; ROLLBACK; BEGIN; …; COMMIT in one message: the first part undone, the second voted")
+
+    fails_with(c, "BEGIN; INSERT INTO mid VALUES (6, 'f'); COMMIT; BEGIN; INSERT INTO mid VALUES (1, 'dup'); COMMIT; "
+               "INSERT INTO mid VALUES (7, 'skipped')", psycopg2.IntegrityError,
+               "a duplicate key in the second part did not fail")
+    expect(conn.get_transaction_status() == TRANSACTION_STATUS_INERROR, "the second part's transaction is aborted")
+    c.execute("ROLLBACK")
+    c.execute("select array_agg(id order by id) from mid")
+    expect(c.fetchone()[0] == [1, 2, 3, 5, 6], "the first part committed, the failed part and the rest of the message not")
+    expect(commit_log_rows(c) == before + 5, "one vote: the first part's")
+    ok("an error in the second part: the first part committed, the rest of the message skipped")
+
+    fails_with(c, "INSERT INTO mid VALUES (1, 'dup'); COMMIT; INSERT INTO mid VALUES (8, 'skipped')", psycopg2.IntegrityError,
+               "a duplicate key in the first part did not fail")
+    expect(conn.get_transaction_status() == TRANSACTION_STATUS_IDLE, "idle: the message's implicit transaction rolled back")
+    fails_with(c, "COMMIT; VACUUM mid", psycopg2.errors.ActiveSqlTransaction,
+               "VACUUM after COMMIT in one message ran (PostgreSQL refuses it in a multi-statement message)")
+    c.execute("select array_agg(id order by id) from mid")
+    expect(c.fetchone()[0] == [1, 2, 3, 5, 6], "nothing of the failed messages")
+    ok("an error in the first part skips the rest; COMMIT; VACUUM fails as on one server")
+
+    for i in range(20):
+        c.execute("BEGIN; UPDATE mid SET note = note || '+' WHERE id = 1; COMMIT; BEGIN; UPDATE mid SET note = note || '-' WHERE id = 1; COMMIT")
+    c.execute("select note from mid where id = 1")
+    expect(c.fetchone()[0] == "a2" + "+-" * 20, "twenty messages of two parts each, in order")
+    expect(commit_log_rows(c) == before + 45, "forty more votes")
+    ok("twenty two-part messages updating one row: in order, each part voted")
+
+
 if __name__ == "__main__":
     sys.exit(run({"commits": check_commits, "terminate": check_terminate, "trailing": check_trailing,
                   "largeobjects": check_large_objects, "notify-vote": check_notify_vote,
-                  "trigger-notify": check_trigger_notify}))
+                  "trigger-notify": check_trigger_notify, "middle": check_middle}))
