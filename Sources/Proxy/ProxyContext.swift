@@ -36,6 +36,8 @@ public final class ProxyContext: Sendable {
     let viewBoard = ClusterViewBoard()
     /// Finishes the prepared transactions of sessions that ended in the middle of their vote.
     let abandonedVotes: InDoubtResolver
+    /// The votes this node's sessions are carrying out: the periodic resolver leaves them alone.
+    public let votesInFlight = VotesInFlight()
     /// Probes a lead backend that sessions have waited on for long.
     let prober: BackendProber
     /// The node's order of commits and statements (`replication.commit_epochs`).
@@ -58,7 +60,7 @@ public final class ProxyContext: Sendable {
         // Seeded from the clock so ids of a restarted node never repeat those of its previous run.
         self.transactionSerial = Atomic(Int(now * 1000) * 1000)
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
-        self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger)
+        self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger, inFlight: votesInFlight)
         self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
         self.epochs = CommitEpochs(configuration: configuration, logger: logger, registry: self.registry, signal: orderSignal)
         self.messageMemory = MessageMemory(limit: configuration.proxy.messageMemory)
@@ -105,6 +107,7 @@ public final class ProxyContext: Sendable {
     /// later, so the row locks it holds are freed at once. Run again shortly after, for a PREPARE that
     /// was still in flight when the session's connections closed.
     func resolveAbandonedVote(_ gid: String) {
+        votesInFlight.ended(gid)
         let resolver = abandonedVotes
         let logger = self.logger
         Task.detached {

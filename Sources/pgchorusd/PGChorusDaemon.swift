@@ -92,7 +92,7 @@ struct PGChorusDaemon: AsyncParsableCommand {
             // Nothing of this run is in flight yet: every prepared transaction of this node is in doubt.
             // Periodically, also those of peers the cluster declared dead (after the grace period).
             resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger,
-                                       deadNodes: { stateService.deadPeers() })
+                                       deadNodes: { stateService.deadPeers() }, inFlight: context.votesInFlight)
             if configuration.replication.twoPhaseCommit && configuration.backends.count > 1 {
                 for (backend, reason) in await resolver.backendsWithoutPreparedTransactions() {
                     logger.error("backend refused: \(reason)")

@@ -19,9 +19,9 @@ import Wire
         try await runClientCheck("commit_client.py", "notify-vote")
     }
 
-    /// A trigger that notifies (PostgreSQL refuses to PREPARE what it ran): the writes of that
-    /// database commit without the vote, and work — before, every such COMMIT failed.
-    @Test func aNotifyingTriggerDoesNotMakeCommitsFail() async throws {
+    /// A trigger that notifies (a job queue's): its notifications are held in the transaction until
+    /// the vote commits, so its writes are voted; once, in order, never on rollback.
+    @Test func aNotifyingTriggersNotificationsWaitForTheVote() async throws {
         try await runClientCheck("commit_client.py", "trigger-notify")
     }
 
@@ -93,6 +93,32 @@ import Wire
     /// of the session itself — ends that session as on one server, and fails no backend.
     @Test func terminatingASessionByItsPidEndsItAndFailsNoBackend() async throws {
         try await runClientCheck("commit_client.py", "terminate")
+    }
+
+    /// A vote one of the node's sessions is still carrying out (waiting for its commit turn, a slow
+    /// backend) is never in doubt to the node's own resolver, however old its PREPARE: resolving it
+    /// would roll back what the session is about to commit.
+    @Test func theResolverLeavesVotesInFlightAlone() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let context = proxy.server.context
+                let gid = "pgchorus:\(context.configuration.node.id):4242"
+                for s in servers {
+                    _ = try s.psql("create table waiting (x int)")
+                    _ = try s.psql("begin; insert into waiting values (1); prepare transaction '\(gid)'")
+                }
+                let resolver = InDoubtResolver(configuration: context.configuration, registry: context.registry, logger: Logger(label: "test"),
+                                               inFlight: context.votesInFlight)
+                context.votesInFlight.started(gid)
+                let spared = await resolver.resolve(minimumAge: 0)
+                #expect(spared.committed.isEmpty && spared.rolledBack.isEmpty, "\(spared)")
+                for s in servers { #expect(try s.psql("select count(*) from pg_prepared_xacts where gid = '\(gid)'") == "1") }
+                context.votesInFlight.ended(gid)
+                let resolved = await resolver.resolve(minimumAge: 0)
+                #expect(resolved.rolledBack.contains(gid), "\(resolved)")
+                for s in servers { #expect(try s.psql("select count(*) from pg_prepared_xacts") == "0") }
+            }
+        }
     }
 
     /// Rows older than `replication.commit_log_retention` go; younger ones, still evidence, stay.

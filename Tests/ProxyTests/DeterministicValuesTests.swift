@@ -79,6 +79,23 @@ import Testing
         #expect(rewritten(quoted) == quoted)
     }
 
+    @Test func notificationsInBodiesGoThroughThePgchorusFunction() {
+        let trigger = "create function n() returns trigger language plpgsql as $$ begin perform pg_notify('jobs', new.id::text); "
+            + "perform pg_catalog.pg_notify('q' || tg_table_name, ''); return new; end $$"
+        #expect(rewritten(trigger) == "create function n() returns trigger language plpgsql as $$ begin perform pgchorus.pg_notify('jobs', new.id::text); "
+            + "perform pgchorus.pg_notify('q' || tg_table_name, ''); return new; end $$")
+        #expect(rewritten("do $$ begin perform pg_notify('c', 'p'); end $$") == "do $$ begin perform pgchorus.pg_notify('c', 'p'); end $$")
+        // Another schema's function, a name without a call, dynamic SQL and a NOTIFY statement stay.
+        for sql in ["create function m() returns void language sql as $$ select other.pg_notify('c', 'p') $$",
+                    "create function m() returns text language sql as $$ select 'pg_notify' $$",
+                    "create function m() returns void language plpgsql as $$ begin execute 'select pg_notify(''c'', '''')'; end $$",
+                    "create function m() returns void language plpgsql as $$ begin notify jobs; end $$",
+                    "create function m() returns void language plpython3u as $$ plpy.execute(\"select pg_notify('c', '')\") $$",
+                    "select pg_notify('c', 'p')"] {
+            #expect(rewritten(sql) == sql, "\(sql)")
+        }
+    }
+
     @Test func typedTimeLiteralsBecomeTheTransactionsTime() {
         let t = Self.t
         #expect(rewritten("create table c as select 'now'::timestamp as a") == "create table c as select ('\(t)'::timestamptz)::timestamp as a")

@@ -206,7 +206,16 @@ final class ClusterOrder: Sendable {
                 guard row.count == 2, let pid = row[0] else { return nil }
                 return (pid, row[1] ?? "")
             }
-            let dead = Set(signal.deadPeers().map { "\(Self.applicationName) \($0)" })
+            let deadPeers = signal.deadPeers()
+            let dead = Set(deadPeers.map { "\(Self.applicationName) \($0)" })
+            // Holders of live nodes while a peer is dead are waiting on that node's prepared
+            // transactions (their row locks stay until the resolver ends them): not frozen, and
+            // disconnecting them would only cost their node its order.
+            if !deadPeers.isEmpty, !rows.contains(where: { dead.contains($0.name) }) {
+                logger.notice("the cluster-wide order lock was not granted within \(configuration.replication.followerTimeout) s (replication.follower_timeout); its holders are live nodes while \(deadPeers.sorted()) is dead: waiting for them",
+                              metadata: ["holders": "\(rows.map { "\($0.name) (pid \($0.pid))" })"])
+                return
+            }
             let chosen = rows.contains { dead.contains($0.name) } ? rows.filter { dead.contains($0.name) } : rows
             for h in chosen { try c.simpleQuery("SELECT pg_catalog.pg_terminate_backend(\(h.pid))") }
             logger.warning("the cluster-wide order lock was not granted within \(configuration.replication.followerTimeout) s (replication.follower_timeout): its holders are frozen or cut off and were disconnected from the lead",

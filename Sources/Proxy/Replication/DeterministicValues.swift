@@ -109,6 +109,55 @@ public enum DeterministicValues {
     END $f$;
     """
 
+    /// Notifications raised by routines, held until the vote commits. A routine's `pg_notify(…)` is
+    /// rewritten to `pgchorus.pg_notify(…)` when it is defined; that function notifies as PostgreSQL
+    /// does, except in a transaction the session will put through the vote (the session sets
+    /// `pgchorus.hold_notifications` on before it), where it records the notification in
+    /// `pgchorus.held_notifications` — a row in the transaction, so a rollback (or a rolled-back
+    /// savepoint) drops it, and nothing keeps PostgreSQL from preparing the transaction. Once the vote
+    /// has committed, `pgchorus.release_notifications()` on each backend sends its session's rows (in
+    /// their order) and deletes them; a transaction that commits without the vote calls it before its
+    /// COMMIT, and the rest of that transaction notifies directly. Rows are keyed by a hash of the
+    /// session's seed, the same on each of its backends, and numbered in the order held (the primary
+    /// key online recovery needs to replay their deletion).
+    static let notificationsDDL = """
+    CREATE TABLE IF NOT EXISTS pgchorus.held_notifications (
+      session text NOT NULL, n bigint NOT NULL, held_at timestamptz NOT NULL, channel text NOT NULL, payload text,
+      PRIMARY KEY (session, n));
+    GRANT SELECT, INSERT, DELETE ON pgchorus.held_notifications TO PUBLIC;
+    CREATE FUNCTION pgchorus.pg_notify(channel text, payload text) RETURNS void LANGUAGE plpgsql VOLATILE AS $f$
+    DECLARE
+      s text := coalesce(pg_catalog.current_setting('pgchorus.seed', true), '');
+      k text;
+      n bigint;
+    BEGIN
+      -- What PostgreSQL would refuse is refused now, by PostgreSQL.
+      IF coalesce(pg_catalog.current_setting('\(holdSetting)', true), '') <> 'on' OR s = '' OR coalesce(channel, '') = ''
+         OR pg_catalog.octet_length(channel) >= 64 OR pg_catalog.octet_length(coalesce(payload, '')) >= 8000 THEN
+        PERFORM pg_catalog.pg_notify(channel, payload);
+        RETURN;
+      END IF;
+      k := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to('notify;' || s, 'UTF8')), 'hex');
+      -- Numbered after what the session holds: the same numbers on each of its backends.
+      SELECT coalesce(max(h.n), 0) + 1 INTO n FROM pgchorus.held_notifications h WHERE h.session = k;
+      INSERT INTO pgchorus.held_notifications (session, n, held_at, channel, payload) VALUES (k, n, pgchorus.now(), channel, payload);
+    END $f$;
+    CREATE FUNCTION pgchorus.release_notifications() RETURNS void LANGUAGE plpgsql VOLATILE AS $f$
+    DECLARE
+      k text := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to('notify;' || coalesce(pg_catalog.current_setting('pgchorus.seed', true), ''), 'UTF8')), 'hex');
+      r record;
+    BEGIN
+      PERFORM pg_catalog.set_config('\(holdSetting)', 'off', true);
+      FOR r IN SELECT h.channel, h.payload FROM pgchorus.held_notifications h WHERE h.session = k ORDER BY h.n LOOP
+        PERFORM pg_catalog.pg_notify(r.channel, r.payload);
+      END LOOP;
+      DELETE FROM pgchorus.held_notifications WHERE session = k;
+    END $f$;
+    """
+
+    /// The session-level setting that makes `pgchorus.pg_notify` hold (see `notificationsDDL`).
+    public static let holdSetting = "pgchorus.hold_notifications"
+
     // MARK: finding what to rewrite
 
     /// A piece of SQL text to replace (byte range in the statement) and its replacement.
@@ -139,6 +188,19 @@ public enum DeterministicValues {
             return Rewrite(range: start..<(t.range.upperBound + offset), text: keywordReplacement(type: type, precision: nil))
         }
         return nil
+    }
+
+    /// `pg_notify(` or `pg_catalog.pg_notify(` in a routine's body: `pgchorus.pg_notify(`, which holds
+    /// the notification while the transaction waits for the vote (`notificationsDDL`).
+    static func notifyReplacement(in tokens: [SQLToken], at i: Int, offset: Int) -> Rewrite? {
+        let t = tokens[i]
+        guard t.kind == .word, t.text == "pg_notify", i + 1 < tokens.count, tokens[i + 1].kind == .punctuation, tokens[i + 1].text == "(" else { return nil }
+        func punct(_ j: Int, _ p: String) -> Bool { j >= 0 && tokens[j].kind == .punctuation && tokens[j].text == p }
+        let qualified = punct(i - 1, ".")
+        let builtin = qualified && i >= 2 && tokens[i - 2].kind == .word && tokens[i - 2].text == "pg_catalog"
+        if qualified && !builtin { return nil }
+        let start = (builtin ? tokens[i - 2].range.lowerBound : t.range.lowerBound) + offset
+        return Rewrite(range: start..<(t.range.upperBound + offset), text: "pgchorus.pg_notify")
     }
 
     /// The time literal a string token holds ('now', 'today' …; case and spaces as PostgreSQL allows), if any.
@@ -212,7 +274,7 @@ public enum DeterministicValues {
         var out: [Rewrite] = []
         var i = 0
         while i < tokens.count {
-            if let r = replacement(in: tokens, at: i, offset: offset) {
+            if let r = notifyReplacement(in: tokens, at: i, offset: offset) ?? replacement(in: tokens, at: i, offset: offset) {
                 out.append(r)
                 while i < tokens.count, tokens[i].range.upperBound + offset <= r.range.upperBound { i += 1 }
                 continue

@@ -2,6 +2,19 @@ import Logging
 import NIOPosix
 import ServiceLifecycle
 import State
+import Synchronization
+
+/// The gids of this node's commit votes that sessions are carrying out (from their PREPARE until
+/// they are answered, or handed to the resolver when the session ends in the middle).
+public final class VotesInFlight: Sendable {
+    private let gids = Mutex<Set<String>>([])
+
+    public init() {}
+
+    public func started(_ gid: String) { _ = gids.withLock { $0.insert(gid) } }
+    public func ended(_ gid: String) { _ = gids.withLock { $0.remove(gid) } }
+    public func current() -> Set<String> { gids.withLock { $0 } }
+}
 
 /// Resolves this node's prepared transactions that no session is finishing (the node crashed
 /// between PREPARE TRANSACTION and COMMIT PREPARED): presumed abort with in-band evidence.
@@ -22,12 +35,17 @@ public struct InDoubtResolver: Service, Sendable {
     /// Peer nodes the state service has declared dead while this node holds quorum: their
     /// prepared transactions older than the grace period are resolved here too.
     let deadNodes: @Sendable () -> [String]
+    /// This node's votes that sessions are still carrying out (`VotesInFlight`): never in doubt,
+    /// however long they wait (for their commit turn, a slow backend).
+    let inFlight: VotesInFlight?
 
-    public init(configuration: Configuration, registry: BackendRegistry, logger: Logger, deadNodes: @escaping @Sendable () -> [String] = { [] }) {
+    public init(configuration: Configuration, registry: BackendRegistry, logger: Logger, deadNodes: @escaping @Sendable () -> [String] = { [] },
+                inFlight: VotesInFlight? = nil) {
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
         self.deadNodes = deadNodes
+        self.inFlight = inFlight
     }
 
     /// One run on a dedicated thread (libpq blocks). `minimumAge` spares transactions a live
@@ -94,6 +112,12 @@ public struct InDoubtResolver: Service, Sendable {
                         deleted[b.id, default: 0] += rows.count
                         if rows.count < batch { break }
                     }
+                    // Notifications held by routines are sent within moments of their commit; rows this
+                    // old were left by a node that died in between (their transaction's client had no answer).
+                    if try c.query("SELECT to_regclass('pgchorus.held_notifications') IS NOT NULL").first?.first == "t" {
+                        _ = try c.query("DELETE FROM pgchorus.held_notifications WHERE held_at < now() - make_interval(secs => $1::float8)",
+                                        [String(horizon)])
+                    }
                 } catch {
                     logger.warning("commit log pruning: \(error)")
                 }
@@ -139,12 +163,13 @@ public struct InDoubtResolver: Service, Sendable {
         }
         // database → gid → backends holding it prepared
         var inDoubt: [String: [String: [Configuration.Backend]]] = [:]
+        let carried = inFlight?.current() ?? []
         for b in backends {
             do {
                 let c = try LibPQConnection(conninfo(b, database: "postgres"), target: b.description)
                 let rows = try c.query("SELECT gid, database, extract(epoch FROM now() - prepared)::float8 FROM pg_prepared_xacts WHERE gid LIKE 'pgchorus:%'")
                 for r in rows {
-                    guard let gid = r[0], only?.contains(gid) ?? true, let db = r[1], let age = r[2].flatMap(Double.init),
+                    guard let gid = r[0], only?.contains(gid) ?? true, !carried.contains(gid), let db = r[1], let age = r[2].flatMap(Double.init),
                           let owner = owners.first(where: { gid.hasPrefix($0.key) }), age >= owner.value else { continue }
                     inDoubt[db, default: [:]][gid, default: []].append(b)
                 }

@@ -19,6 +19,9 @@ public final class SequenceOrdering: Sendable {
         var notifies = false
         /// A PREPARE failed for a notification although the catalog did not say so (dynamic SQL …).
         var notifiedAnyway = false
+        /// Some routine's body calls `pgchorus.pg_notify` (its `pg_notify` was rewritten): its
+        /// notifications are held while a transaction waits for the vote.
+        var holdsNotifications = false
     }
 
     /// What one catalog load found (rows of `catalogSQL`).
@@ -27,6 +30,7 @@ public final class SequenceOrdering: Sendable {
         var perRowDefaults: [String: Set<String>] = [:]
         var deterministic = false
         var notifies = false
+        var holdsNotifications = false
         /// The load ended in an error: not to be stored.
         var failed = false
 
@@ -37,6 +41,7 @@ public final class SequenceOrdering: Sendable {
             case "v": if let column { perRowDefaults[relation, default: []].insert(column) }
             case "f": deterministic = true
             case "n": notifies = true
+            case "h": holdsNotifications = true
             default: break
             }
         }
@@ -82,7 +87,12 @@ public final class SequenceOrdering: Sendable {
     )
     UNION ALL SELECT 'n', '', NULL WHERE EXISTS (
       SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-      WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ~* '(pg_notify|\\mnotify\\M)'
+      WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema')
+        AND pg_catalog.regexp_replace(p.prosrc, 'pgchorus\\.pg_notify', '', 'gi') ~* '(pg_notify|\\mnotify\\M)'
+    )
+    UNION ALL SELECT 'h', '', NULL WHERE EXISTS (
+      SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ILIKE '%pgchorus.pg_notify%'
     )
     """
 
@@ -101,6 +111,15 @@ public final class SequenceOrdering: Sendable {
             let e = c[database] ?? CatalogEntry()
             if e.notifiedAnyway { return true }
             return e.loadedGeneration == e.generation ? e.notifies : nil
+        }
+    }
+
+    /// Whether a routine of `database` calls `pgchorus.pg_notify` (notifications held for the vote),
+    /// or nil while unknown.
+    func routinesHoldNotifications(in database: String) -> Bool? {
+        catalog.withLock { c in
+            let e = c[database] ?? CatalogEntry()
+            return e.loadedGeneration == e.generation ? e.holdsNotifications : nil
         }
     }
 
@@ -146,6 +165,7 @@ public final class SequenceOrdering: Sendable {
             e.deterministic = loaded.deterministic
             e.perRowDefaults = loaded.perRowDefaults
             e.notifies = loaded.notifies
+            e.holdsNotifications = loaded.holdsNotifications
             e.loadedGeneration = generation
             c[database] = e
         }

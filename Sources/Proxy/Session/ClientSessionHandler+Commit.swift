@@ -57,6 +57,12 @@ extension ClientSessionHandler {
         EXCEPTION WHEN unique_violation OR duplicate_function OR insufficient_privilege THEN NULL;
         END;
       END IF;
+      IF to_regprocedure('pgchorus.release_notifications()') IS NULL THEN
+        BEGIN
+    \(DeterministicValues.notificationsDDL)
+        EXCEPTION WHEN unique_violation OR duplicate_function OR duplicate_table OR insufficient_privilege THEN NULL;
+        END;
+      END IF;
     END $pgchorus$
     """
 
@@ -148,6 +154,7 @@ extension ClientSessionHandler {
         // The commit-log row makes the decision readable from any backend once one COMMIT PREPARED ran.
         // (Its time is the transaction's, given: a default would differ per backend.)
         FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid, committed_at) VALUES ('\(gid)', '\(transactionTimestampLiteral())'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
+        shared.votesInFlight.started(gid)
         commit = CommitInProgress(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive }, autocommit: autocommit)
         logger.debug("commit vote started", metadata: ["gid": "\(gid)"])
         dispatch(b, kind: .prepare, waitsForLead: false)
@@ -333,6 +340,7 @@ extension ClientSessionHandler {
     private func answerIfFinished() {
         guard let c = commit, let vote = c.vote, c.finishing.isEmpty, !c.awaitingTurn else { return }
         commit = nil
+        shared.votesInFlight.ended(c.gid)
         let notifications = vote.decision == .commit ? heldNotifications : []
         endCommitTurn()
         // Every participant's transaction has ended: all are compared again.
@@ -372,6 +380,7 @@ extension ClientSessionHandler {
         // Committed on every backend: the notifications it held go now (dropped on a rollback).
         heldNotifications = notifications
         sendHeldNotifications(intoTransaction: false)
+        if vote.decision == .commit { releaseNotificationsAfterCommit() }
         replayHeldFrames()
     }
 

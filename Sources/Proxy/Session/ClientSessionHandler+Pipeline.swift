@@ -33,7 +33,10 @@ extension ClientSessionHandler {
     /// Sends one part of the open group to the lead (opening the group with its cycle if needed).
     private func appendToOpenGroup(_ result: StatementTracker.Result) {
         if result.writes { openPartialWrites = true }
-        if openPartial == nil { stampTransactionIfNeeded(result) }
+        if openPartial == nil {
+            if liveCount > 1 { decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: false) }
+            stampTransactionIfNeeded(result)
+        }
         noteEffects(of: result, seq: openPartial ?? nextSeq)
         guard let seq = openPartial, let i = unreleased.firstIndex(where: { $0.seq == seq }) else {
             let seq = nextSeq

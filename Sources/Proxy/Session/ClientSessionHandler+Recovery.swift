@@ -202,6 +202,7 @@ extension ClientSessionHandler {
                 sendOwn(statements, to: index)
             }
             if !replay.settings.isEmpty { sendOwn(replay.settings.joined(separator: "; "), to: index) }
+            if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
             ProxyMetrics.backendsTakenIn.increment()
         default:
             backends[index].phase = .closed

@@ -186,6 +186,7 @@ extension ClientSessionHandler {
             // through the vote like a COMMIT of its own (the client sees one answer, as from PostgreSQL).
             let flags = GroupFlags(writes: true, mixesTransactionControl: result.mixesTransactionControl, trailingCommit: true,
                                    readsOnlyItsTarget: false)
+            decideNotificationHold(result.bytes, containsCommit: true, voted: true)
             if needsSequenceOrder(result) {
                 waitForOrder(body, cycle: true, wrap: true, flags: flags)
             } else {
@@ -225,6 +226,10 @@ extension ClientSessionHandler {
                                mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
                                readsOnlyItsTarget: result.readsOnlyItsTarget,
                                createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil)
+        if replicated, cycle, !openExtendedGroup {
+            decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
+            if result.containsCommit { releaseNotificationsIntoTransaction() }
+        }
         if replicated, cycle, needsSequenceOrder(result) {
             waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
             return

@@ -81,6 +81,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var transactionPreventsPrepare = false
     /// Notifications held until the vote commits (`holdNotification`).
     var heldNotifications: [String] = []
+    /// `pgchorus.hold_notifications` on this session's backends: whether routines' notifications are
+    /// held (see ClientSessionHandler+Notifications.swift); nil when unknown (after RESET ALL).
+    var notificationHold: Bool? = false
     /// The transaction used a savepoint: nothing more is held (a rollback to it must undo it).
     var transactionUsedSavepoint = false
     var stampedTransactions = 0

@@ -205,32 +205,74 @@ def check_notify_vote(dsn):
 
 
 def check_trigger_notify(dsn):
-    """A trigger that notifies, as job queues' do: PostgreSQL cannot PREPARE a transaction that
-    notified, so pgchorus commits the writes of such a database without the vote — in a
-    transaction and in autocommit they work, the listener gets each notification once, after the
-    commit; nothing on rollback."""
+    """A trigger that notifies, as job queues' do: its pg_notify is defined as pgchorus.pg_notify,
+    which holds the notification in the transaction while it waits for the vote, so the writes are
+    voted; the listener gets each notification once, in order, after the commit, with the notifier's
+    pid; none on rollback, none from a rolled-back savepoint; a transaction that cannot be voted (it
+    ran LISTEN) and an autocommit COPY notify at their commit, as PostgreSQL does."""
+    import io
     listener, n, c = listening(dsn, """
         create table tasks (id serial primary key, note text not null);
         create function tasks_notify() returns trigger language plpgsql as $$
         begin perform pg_notify('jobs', new.note); return new; end $$;
         create trigger tasks_notify after insert on tasks for each row execute function tasks_notify()""")
+    control = connect(dsn)
+    k = control.cursor()
+    k.execute("select prosrc from pg_proc where proname = 'tasks_notify'")
+    expect("pgchorus.pg_notify(" in k.fetchone()[0], "the trigger's pg_notify is defined as pgchorus.pg_notify")
+    votes = commit_log_rows(k)
+
+    def received(expected, what):
+        got = notifications(listener, 15, expected=len(expected))
+        expect([x.payload for x in got] == expected, "%s: %r" % (what, [x.payload for x in got]))
+        expect(all(x.pid == n.get_backend_pid() for x in got), "%s: the notifier's pid" % what)
+
     c.execute("insert into tasks (note) values ('t1')")
     c.execute("update tasks set note = note where id = 1")
     n.commit()
-    got = notifications(listener, 15, expected=1)
-    expect([x.payload for x in got] == ["t1"], "the trigger's notification after COMMIT: %r" % [x.payload for x in got])
+    received(["t1"], "the trigger's notification after COMMIT")
+    expect(commit_log_rows(k) == votes + 1, "the transaction went through the vote")
+    ok("a notifying trigger in a transaction: voted, notified once after the commit")
+
     n.autocommit = True
     c.execute("insert into tasks (note) values ('t2')")
-    got = notifications(listener, 15, expected=1)
-    expect([x.payload for x in got] == ["t2"], "in autocommit: %r" % [x.payload for x in got])
+    received(["t2"], "in autocommit")
+    expect(commit_log_rows(k) == votes + 2, "the autocommit insert went through the vote")
     n.autocommit = False
     c.execute("insert into tasks (note) values ('t3')")
     n.rollback()
     expect(notifications(listener, 1) == [], "nothing after ROLLBACK")
-    c.execute("select string_agg(note, ',' order by id) from tasks")
-    expect(c.fetchone()[0] == "t1,t2", "the committed rows")
+    ok("autocommit: voted and notified; ROLLBACK: nothing")
+
+    c.execute("insert into tasks (note) values ('t4')")
+    c.execute("savepoint s")
+    c.execute("insert into tasks (note) values ('t5')")
+    c.execute("rollback to savepoint s")
+    c.execute("insert into tasks (note) values ('t6')")
     n.commit()
-    ok("a notifying trigger: inserts commit (without the vote), notifications once, none on rollback")
+    received(["t4", "t6"], "around a rolled-back savepoint")
+    c.execute("insert into tasks (note) select 'bulk ' || g from generate_series(1, 300) g")
+    n.commit()
+    received(["bulk %d" % g for g in range(1, 301)], "300 rows in one statement")
+    expect(commit_log_rows(k) == votes + 4, "both transactions went through the vote")
+    ok("a rolled-back savepoint drops its notifications; 300 in one statement arrive in order; voted")
+
+    c.execute("listen other")
+    c.execute("insert into tasks (note) values ('t7')")
+    n.commit()
+    received(["t7"], "a transaction that cannot be voted (LISTEN)")
+    c.execute("unlisten other")
+    n.commit()
+    n.autocommit = True
+    c.copy_expert("copy tasks (note) from stdin", io.StringIO("t8\n"))
+    received(["t8"], "an autocommit COPY")
+    expect(commit_log_rows(k) == votes + 4, "neither went through the vote")
+    ok("without the vote (LISTEN in the transaction, COPY): notified at the commit, once")
+
+    k.execute("select count(*) from pgchorus.held_notifications")
+    expect(k.fetchone()[0] == 0, "nothing left held")
+    c.execute("select string_agg(note, ',' order by id) from tasks where note not like 'bulk%'")
+    expect(c.fetchone()[0] == "t1,t2,t4,t6,t7,t8", "the committed rows")
 
 
 def check_terminate(dsn):
