@@ -572,7 +572,11 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// PostgreSQL refuses inside a transaction block (VACUUM, CREATE DATABASE …), which the message as
     /// sent would fail.
     public static func transactionSegments(of sql: String) -> [String]? {
-        guard sql.utf8.count <= 1 << 20 else { return nil }
+        // Asked of every Query: one statement (at most a trailing ';') is ruled out by a byte scan.
+        let utf8 = sql.utf8
+        guard utf8.count <= 1 << 20, let semicolon = utf8.firstIndex(of: UInt8(ascii: ";")),
+              utf8[utf8.index(after: semicolon)...].contains(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 && $0 != 0x3B })
+        else { return nil }
         let tokens = SQLLexer.significant(sql)
         var statements: [(tokens: [SQLToken], end: Int)] = []
         var current: [SQLToken] = []

@@ -121,14 +121,14 @@ extension ClientSessionHandler {
         }
     }
 
-    /// Handles the client messages held while the session waited (vote, sequence turn, new lead);
-    /// those that must wait again are held again, in order.
     /// Client messages wait while the session is busy with something of its own (a vote, a turn, a new lead …).
     func holdsClientFrames(continuesCopy: Bool) -> Bool {
         commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
             || gateTicket != nil || takingIn != nil || (awaitingAll != nil && !continuesCopy)
     }
 
+    /// Handles the client messages held while the session waited (vote, sequence turn, new lead, the
+    /// parts of a cut Query); those that must wait again are held again, in order.
     func replayHeldFrames() {
         if segmentReady {
             // The next part of a cut Query goes before the messages that came after the Query.
