@@ -98,9 +98,14 @@ public final class SequenceOrdering: Sendable {
 
     /// Whether definitions in `database` use the `pgchorus` functions, or nil while unknown.
     func usesDeterministicValues(in database: String) -> Bool? {
+        loaded(in: database) { $0.deterministic }
+    }
+
+    /// What `value` reads of the catalog of `database`, when that catalog is loaded and not stale.
+    private func loaded<T>(in database: String, _ value: (CatalogEntry) -> T) -> T? {
         catalog.withLock { c in
             let e = c[database] ?? CatalogEntry()
-            return e.loadedGeneration == e.generation ? e.deterministic : nil
+            return e.loadedGeneration == e.generation ? value(e) : nil
         }
     }
 
@@ -117,10 +122,7 @@ public final class SequenceOrdering: Sendable {
     /// Whether a routine of `database` calls `pgchorus.pg_notify` (notifications held for the vote),
     /// or nil while unknown.
     func routinesHoldNotifications(in database: String) -> Bool? {
-        catalog.withLock { c in
-            let e = c[database] ?? CatalogEntry()
-            return e.loadedGeneration == e.generation ? e.holdsNotifications : nil
-        }
+        loaded(in: database) { $0.holdsNotifications }
     }
 
     /// A PREPARE in `database` failed because the transaction notified: its transactions go without
@@ -144,10 +146,7 @@ public final class SequenceOrdering: Sendable {
 
     /// Columns with per-row volatile defaults per table in `database`, or nil while unknown.
     func perRowDefaults(in database: String) -> [String: Set<String>]? {
-        catalog.withLock { c in
-            let e = c[database] ?? CatalogEntry()
-            return e.loadedGeneration == e.generation ? e.perRowDefaults : nil
-        }
+        loaded(in: database) { $0.perRowDefaults }
     }
 
     /// Stores a load of sequence-drawing tables only (see `store(_:database:generation:)`).

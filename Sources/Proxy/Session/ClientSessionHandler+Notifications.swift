@@ -25,11 +25,13 @@ extension ClientSessionHandler {
         guard lastStatus == .idle else { return }
         // The usual case, a database whose routines do not notify: nothing to do.
         if notificationHold == false, shared.sequenceOrdering.routinesHoldNotifications(in: database) == false { return }
-        if notificationHold == true, Self.firstStatement(of: bytes).map({ $0 == "reset" || $0 == "discard" }) == true {
+        // The first word, read once, when one of the two questions below needs it.
+        let first = notificationHold == true || (!voted && !containsCommit) ? Self.firstStatement(of: bytes) : nil
+        if notificationHold == true, first == "reset" || first == "discard" {
             // RESET ALL / DISCARD ALL: the setting may be gone.
             notificationHold = nil
         }
-        let candidate = voted || (!containsCommit && Self.firstStatement(of: bytes).map { $0 == "begin" || $0 == "start" } == true)
+        let candidate = voted || (!containsCommit && (first == "begin" || first == "start"))
         guard candidate else {
             if notificationHold != false { setNotificationHold(false) }
             return
