@@ -133,7 +133,7 @@ let package = Package(
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire", "TestSupport"]),
-        .testTarget(name: "StateTests", dependencies: ["State", "TestSupport"]),
+        .testTarget(name: "StateTests", dependencies: ["State", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "VIPTests", dependencies: ["VIP", "State"]),
         .testTarget(name: "RecoveryTests", dependencies: ["Recovery"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin", "State"]),

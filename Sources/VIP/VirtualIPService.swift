@@ -266,7 +266,7 @@ public final class VirtualIPService: Service, Sendable {
     private func record(kind: String, detail: String) {
         guard let store else { return }
         let event = ClusterEvent(time: WallClock.unixTime(), origin: configuration.node.id, kind: kind, subject: configuration.node.id, detail: detail)
-        NIOThreadPool.singleton.submit { _ in try? store.append(event) }
+        store.later("an event", logger: logger) { try $0.append(event) }
     }
 
     // MARK: DNS mode

@@ -155,6 +155,7 @@ struct PGChorusDaemon: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         try await group.run()
+        store.waitForWrites()
         logger.info("pgchorusd stopped")
     }
 }

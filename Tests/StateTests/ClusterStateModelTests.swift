@@ -3,6 +3,8 @@ import Foundation
 import Logging
 @testable import State
 import Synchronization
+import Dispatch
+import GRDB
 import Testing
 
 /// The backend status model, the state database, peer messages, membership and health decisions:
@@ -51,7 +53,8 @@ import Testing
         #expect(seen.all().map(\.0.generation) == [1])
         #expect(seen.all().map(\.1) == [true])
 
-        // A "restart": a new registry over the same file.
+        // A "restart": pgchorusd waits for the store's writes when it stops, then a new registry over the same file.
+        store.waitForWrites()
         let reopened = BackendRegistry(backends: backends, nodeID: "n1", store: try StateStore(directory: dir), logger: Logger(label: "t"), now: 300)
         let e = try #require(reopened.entry("db2"))
         #expect(e.status == .failed)
@@ -64,6 +67,44 @@ import Testing
         #expect(events[0].subject == "db2")
         #expect(events[0].detail == "online → failed: vote lost on two lines (generation 1)")
         #expect(try store.events(since: 250, limit: 100).isEmpty)
+    }
+
+    /// A status change is decided on a session's event loop: it must not wait for the disk. Another
+    /// connection holds the database's write lock (as a slow fsync or a backup would) while a backend
+    /// is failed: the failure takes effect at once, and is on disk once the lock is let go.
+    @Test func aStatusChangeDoesNotWaitForTheStateDatabase() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try StateStore(directory: dir)
+        let registry = BackendRegistry(backends: backends, nodeID: "n1", store: store, logger: Logger(label: "t"), now: 100)
+        let other = try DatabaseQueue(path: store.path), reader = try DatabaseQueue(path: store.path)
+        let locked = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), failed = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            try? other.inDatabase { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                locked.signal()
+                _ = release.wait(timeout: .now() + 30)
+                try db.execute(sql: "COMMIT")
+            }
+        }
+        holder.start()
+        #expect(locked.wait(timeout: .now() + 10) == .success, "the other connection took the write lock")
+        let caller = Thread {
+            registry.fail("db2", reason: "lost", now: 200)
+            failed.signal()
+        }
+        caller.start()
+        // The caller comes back while the lock is still held (a write on its thread would wait for it).
+        let returned = failed.wait(timeout: .now() + 4) == .success
+        let onDiskMeanwhile = try reader.read { db in try String.fetchOne(db, sql: "SELECT status FROM backends WHERE id = 'db2'") }
+        release.signal()
+        #expect(returned, "fail() returned while the state database was locked")
+        #expect(registry.status(of: "db2") == .failed)
+        #expect(onDiskMeanwhile == nil, "nothing was written while the lock was held")
+        if !returned { _ = failed.wait(timeout: .now() + 30) }
+        // Reads wait for the writes before them: the change and its event are there once the lock is gone.
+        #expect(try store.backends().first { $0.id == "db2" }?.status == .failed)
+        #expect(try store.events(since: nil, limit: 10).map(\.subject) == ["db2"])
     }
 
     @Test func peerChangesAreAppliedOnceAndStaleOnesAreDropped() throws {

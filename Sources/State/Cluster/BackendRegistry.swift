@@ -3,8 +3,9 @@ import Synchronization
 
 /// The node's view of its backends: which are online, which failed and why.
 ///
-/// Every status change goes through one path: decide under the lock, record it in the state
-/// database with its event, then tell the listeners (the state service sends local changes to the
+/// Every status change goes through one path: decide under the lock, hand it to the state
+/// database's writer thread with its event (in the order memory sees, never waiting for the disk on
+/// the caller's event loop), then tell the listeners (the state service sends local changes to the
 /// peers). Changes from peers come in through `apply`, where duplicates and stale changes are
 /// dropped by `(generation, origin)`. Sessions read `online()` when they start and on every error.
 public final class BackendRegistry: Sendable {
@@ -187,17 +188,14 @@ public final class BackendRegistry: Sendable {
         String(reason.split(whereSeparator: { $0.isWhitespace }).joined(separator: " ").prefix(500))
     }
 
-    /// Runs under the lock, so the database sees changes in the order memory does.
+    /// Runs under the lock, so the database's writer gets changes in the order memory has them; the
+    /// write itself happens on the writer's thread (`StateStore.later`).
     private func persist(_ entry: Entry, old: BackendState) {
         guard let store else { return }
-        let s = entry.state
+        let s = entry.state, host = entry.backend.host, port = entry.backend.port
         let event = ClusterEvent(time: s.since, origin: s.origin, kind: "backend-status", subject: s.id,
                                  detail: "\(old.status.rawValue) → \(s.status.rawValue): \(s.reason) (generation \(s.generation))")
-        do {
-            try store.record(s, host: entry.backend.host, port: entry.backend.port, event: event)
-        } catch {
-            logger.error("cannot record the status of backend \(s.id) in the state database: \(error)")
-        }
+        store.later("the status of backend \(s.id)", logger: logger) { try $0.record(s, host: host, port: port, event: event) }
     }
 
     private func logChange(_ entry: Entry, old: BackendState) {

@@ -386,7 +386,7 @@ public final class StateService: Service, Sendable {
                                 detail: alive ? "heartbeats received" : "no message for \(configuration.cluster.peerTimeout) s"))
             if let store {
                 let node = peer.node, seen = peer.lastSeen
-                NIOThreadPool.singleton.submit { _ in try? store.saveNode(node, alive: alive, lastSeen: seen) }
+                store.later("node \(node.id) as last seen", logger: logger) { try $0.saveNode(node, alive: alive, lastSeen: seen) }
             }
         }
         if quorumChanged {
@@ -493,10 +493,7 @@ public final class StateService: Service, Sendable {
     /// Off the heartbeat's path: a slow fsync must never delay a heartbeat.
     private func record(_ event: ClusterEvent) {
         guard let store else { return }
-        let logger = logger
-        NIOThreadPool.singleton.submit { _ in
-            do { try store.append(event) } catch { logger.error("cannot record an event in the state database: \(error)") }
-        }
+        store.later("an event", logger: logger) { try $0.append(event) }
     }
 }
 

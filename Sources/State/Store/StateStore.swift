@@ -1,12 +1,15 @@
+import Dispatch
 import FoundationEssentials
 import GRDB
+import Logging
 
 /// The node's state database: one SQLite file (`state.sqlite`) in the state directory.
 ///
 /// Holds the backends' agreed status, the clustering nodes as last seen, and the append-only event
 /// log; `commit_decisions` and `recovery_queue` are created now so later releases migrate nothing
-/// under a running cluster. Writes are small and rare (status changes, events), so they run
-/// synchronously on the caller's thread.
+/// under a running cluster. The running node writes through `later` (one writer thread of the
+/// store's own, in submission order): a status change decided on a session's event loop or a
+/// heartbeat never waits for a disk sync. Reads first wait for the writes submitted before them.
 public final class StateStore: Sendable {
     /// Why the state database cannot be used.
     public struct Failure: Error, CustomStringConvertible {
@@ -14,6 +17,8 @@ public final class StateStore: Sendable {
     }
 
     private let queue: DatabaseQueue
+    /// Runs `later`'s writes one after the other, off every caller's thread.
+    private let writer = DispatchQueue(label: "pgchorus.state-store")
     public let path: String
 
     /// Opens (creating and migrating) `<directory>/state.sqlite`.
@@ -83,9 +88,23 @@ public final class StateStore: Sendable {
         return m
     }
 
+    /// Runs `write` on the store's writer thread after every write submitted before it; a failure is
+    /// logged with `what` (the change still holds in memory and goes to the peers).
+    public func later(_ what: String, logger: Logger, _ write: @escaping @Sendable (StateStore) throws -> Void) {
+        writer.async {
+            do { try write(self) } catch { logger.error("cannot record \(what) in the state database: \(error)") }
+        }
+    }
+
+    /// Returns once every write submitted through `later` before the call has finished.
+    public func waitForWrites() {
+        writer.sync {}
+    }
+
     /// The persisted status of every backend that has one.
     public func backends() throws -> [BackendState] {
-        try queue.read { db in
+        waitForWrites()
+        return try queue.read { db in
             try Row.fetchAll(db, sql: "SELECT id, status, reason, since, generation, origin FROM backends").compactMap { r in
                 guard let status = BackendState.Status(rawValue: r["status"]) else { return nil }
                 return BackendState(id: r["id"], status: status, reason: r["reason"], since: r["since"], generation: r["generation"], origin: r["origin"])
@@ -116,7 +135,8 @@ public final class StateStore: Sendable {
 
     /// Events at or after `since` (all when nil), oldest first, at most `limit` (the newest ones).
     public func events(since: Double?, limit: Int) throws -> [ClusterEvent] {
-        try queue.read { db in
+        waitForWrites()
+        return try queue.read { db in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT sequence, time, origin, kind, subject, detail FROM events WHERE time >= ? ORDER BY sequence DESC LIMIT ?
                 """, arguments: [since ?? 0, limit])
