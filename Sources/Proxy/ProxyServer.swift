@@ -28,7 +28,7 @@ public final class ProxyServer: Service, Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            ClientSessionHandler(shared: shared, maximumMessageSize: maxMessage))
+                            ClientStartupHandler(shared: shared, maximumMessageSize: maxMessage))
                     }
                 }
                 .bind(host: proxy.listenAddress, port: proxy.listenPort)

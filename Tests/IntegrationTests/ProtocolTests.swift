@@ -188,6 +188,93 @@ import Wire
         }
     }
 
+    /// Start-up hands the channel to the session: what the client sent behind its StartupMessage, in
+    /// the same packet, is the session's first message.
+    @Test func aQuerySentInTheSamePacketAsTheStartupIsAnswered() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                var b = ByteBuffer()
+                StartupMessage(parameters: [("user", "postgres"), ("database", "postgres")]).encode(into: &b)
+                FrontendMessage.query("select 40 + 2").encode(into: &b)
+                try client.send(b)
+                let start = try client.readUntilReady()
+                #expect(start.first == .authentication(.ok))
+                let reply = try client.readUntilReady()
+                #expect(reply.contains(.commandComplete("SELECT 1")), "\(reply)")
+                #expect(reply.contains { if case let .dataRow(cols) = $0 { cols.first??.getString(at: 0, length: 2) == "42" } else { false } })
+            }
+        }
+    }
+
+    /// `proxy.max_clients` counts connections from their first byte; every way a connection can end
+    /// (a session, a refused start-up, a cancel request, a client gone mid-negotiation) gives its
+    /// place back, once.
+    @Test func maxClientsCountsEveryConnectionAndEveryEndGivesItsPlaceBack() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers, config: "max_clients = 2") { proxy in
+                func settle(_ count: Int) async throws {
+                    for _ in 0..<200 where proxy.server.context.sessionCount != count { try await Task.sleep(for: .milliseconds(50)) }
+                    #expect(proxy.server.context.sessionCount == count)
+                }
+                func refusedStart(_ parameters: [(String, String)]) throws -> [String] {
+                    let c = try RawPostgresClient(port: proxy.port)
+                    var b = ByteBuffer()
+                    StartupMessage(parameters: parameters.map { (name: $0.0, value: $0.1) }).encode(into: &b)
+                    try c.send(b)
+                    return try c.readUntilClosed().compactMap(\.errorState)
+                }
+                let first = try RawPostgresClient(port: proxy.port)
+                let firstStart = try first.startup()
+                #expect(firstStart.last == .readyForQuery(.idle))
+                let second = try RawPostgresClient(port: proxy.port)
+                #expect(try second.startup().last == .readyForQuery(.idle))
+                #expect(try refusedStart([("user", "postgres")]) == ["53300"], "a third client is one too many")
+                // Full, a cancel request still gets through (as with PostgreSQL's max_connections).
+                guard case let .backendKeyData(pid, key)? = firstStart.first(where: { if case .backendKeyData = $0 { true } else { false } }) else {
+                    Issue.record("no BackendKeyData"); return
+                }
+                try first.send(.query("select pg_sleep(20)"))
+                for _ in 0..<100 {
+                    let running = try servers[0].psql("select count(*) from pg_stat_activity where query = 'select pg_sleep(20)' and state = 'active'")
+                    if running.trimmingCharacters(in: .whitespacesAndNewlines) == "1" { break }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let fullCanceller = try RawPostgresClient(port: proxy.port)
+                var fullCancel = ByteBuffer()
+                CancelRequest(processID: pid, secretKey: key).encode(into: &fullCancel)
+                try fullCanceller.send(fullCancel)
+                #expect(try fullCanceller.readUntilClosed().isEmpty)
+                #expect(try first.readUntilReady().compactMap(\.errorState) == ["57014"])
+                second.disconnect()
+                try await settle(1)
+
+                #expect(try refusedStart([("database", "postgres")]) == ["28000"], "no user name")
+                let canceller = try RawPostgresClient(port: proxy.port)
+                var cancel = ByteBuffer()
+                CancelRequest(processID: 1, secretKey: [0, 0, 0, 1]).encode(into: &cancel)
+                try canceller.send(cancel)
+                #expect(try canceller.readUntilClosed().isEmpty)
+                let leaver = try RawPostgresClient(port: proxy.port)
+                var ssl = ByteBuffer()
+                StartupPhaseMessage.sslRequest(trailingBytes: false).encode(into: &ssl)
+                try leaver.send(ssl)
+                #expect(try leaver.readBytes(1) == [UInt8(ascii: "N")])
+                leaver.disconnect()
+                try await settle(1)
+
+                let third = try RawPostgresClient(port: proxy.port)
+                #expect(try third.startup().last == .readyForQuery(.idle))
+                #expect(try refusedStart([("user", "postgres")]) == ["53300"])
+                first.disconnect()
+                try await settle(1)
+                let fourth = try RawPostgresClient(port: proxy.port)
+                #expect(try fourth.startup().last == .readyForQuery(.idle))
+                #expect(try fourth.query("select 1").contains(.commandComplete("SELECT 1")))
+            }
+        }
+    }
+
     @Test func errorAndNoticeFieldsAreForwardedByteExact() async throws {
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -7,7 +7,7 @@ import Wire
 extension ClientSessionHandler {
     /// Connects to every online backend and logs in to each as the client's user.
     func connectBackends() {
-        guard let context, let startup, authenticator != nil else { return }
+        guard let context else { return }
         seenViewGeneration = shared.registry.viewGeneration
         let targets = shared.registry.online()
         guard !targets.isEmpty else {
@@ -40,11 +40,11 @@ extension ClientSessionHandler {
     /// Adds `backend` to the session and opens its connection; the login, as the client's user with
     /// the session's start-up message (`backendStartup`), starts once it is connected.
     func addBackend(_ backend: Configuration.Backend) {
-        guard let context, let startup, let authenticator, let backendStartup else { return }
+        guard let context, let backendStartup else { return }
         var rng = SystemRandomNumberGenerator()
         let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: 0...255, using: &rng) })
         let index = backends.count
-        backends.append(BackendSession(backend: backend, login: BackendLogin(user: startup["user"] ?? "", credential: authenticator.credential, nonce: nonce)))
+        backends.append(BackendSession(backend: backend, login: BackendLogin(user: start.user, credential: start.credential, nonce: nonce)))
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let maxMessage = configuration.proxy.maxMessageSize
         let timeout = configuration.proxy.backendConnectTimeout

@@ -126,7 +126,7 @@ extension ClientSessionHandler {
         epochCancelUntil = .now() + .seconds(1)
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
         ProxyMetrics.epochCancels.increment()
-        Self.sendCancelRequest(to: cancelTarget(lead), on: context.eventLoop)
+        cancelTarget(lead).send(on: context.eventLoop)
     }
 
     /// The error the client gets for a cycle the node cancelled (`cancelForEpochs`).

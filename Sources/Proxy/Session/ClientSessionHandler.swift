@@ -5,8 +5,8 @@ import NIOSSL
 import State
 import Wire
 
-/// One client connection: startup and TLS negotiation, client authentication by the node,
-/// the backend logins, then the relay of messages in both directions.
+/// One authenticated client connection (start-up and authentication are `ClientStartupHandler`'s,
+/// which hands the channel over): the backend logins, then the relay of messages in both directions.
 ///
 /// Everything here runs on the client channel's event loop; the backend channels are created on
 /// the same loop, so no state is shared across threads.
@@ -15,8 +15,6 @@ final class ClientSessionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     enum Phase {
-        case awaitingStartup
-        case authenticating
         case connectingBackends
         case relaying
         /// The client has gone; the other backends finish what they were sent so their outcomes
@@ -27,23 +25,21 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     static let drainTimeout: TimeAmount = .seconds(30)
 
-    static let authenticationTimeout: TimeAmount = .seconds(60)
-
     static let handoverTimeout: TimeAmount = .seconds(30)
 
     let shared: ProxyContext
     /// The node's configuration when this session started (a reload applies to new sessions).
     let configuration: Configuration
     var logger: Logger
-    var phase = Phase.awaitingStartup
+    var phase = Phase.connectingBackends
     var context: ChannelHandlerContext?
-    var startup: StartupMessage?
-    var authenticator: ClientAuthenticator?
+    /// Who the client is, where it wants to go, what the backend logins answer with.
+    let start: SessionStart
+    var startup: StartupMessage { start.startup }
     var backends: [BackendSession] = []
     var virtualProcessID: Int32 = 0
     var virtualSecretKey: [UInt8] = []
     var counted = false
-    var tlsStarted = false
     var fatalForwarded = false
     var clientNeedsFlush = false
     /// Small messages for the client, gathered until the next flush (see `writeClientBytes`).
@@ -52,7 +48,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Frames a client sent before its session was ready (a pipelining client may do this).
     var earlyFrames: [PostgresFrame] = []
     var startupTimer: Scheduled<Void>?
-    var database = ""
+    var database: String { start.database }
     /// How the logins to the backends ended (see `LoginRound`).
     var loginRound = LoginRound(backends: 0)
 
@@ -204,35 +200,33 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The start-up message the backends got (with the session's seed), for backends taken in later.
     var backendStartup: StartupMessage?
 
-    init(shared: ProxyContext, maximumMessageSize: Int) {
-        self.inbound = InboundFrames(ClientMessageDecoder(maximumMessageSize: maximumMessageSize))
+    init(shared: ProxyContext, start: SessionStart, logger: Logger) {
+        self.inbound = InboundFrames(ClientMessageDecoder(maximumMessageSize: shared.configuration.proxy.maxMessageSize))
         self.shared = shared
+        self.start = start
         self.configuration = shared.configuration
-        self.logger = shared.logger
+        self.logger = logger
         self.followerTimeout = .milliseconds(Int64(configuration.replication.followerTimeout * 1000))
+        tracker = StatementTracker(refuseVolatile: configuration.replication.volatileFunctions == "refuse")
+        tracker.refusePhysicalOrder = configuration.replication.physicalOrderWrites == "refuse"
+        tracker.deterministic = configuration.backends.count > 1
     }
 
     // MARK: client channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if let remote = context.channel.remoteAddress { logger[metadataKey: "client"] = "\(remote)" }
     }
 
-    func channelActive(context: ChannelHandlerContext) {
-        let count = shared.activeSessions.wrappingAdd(1, ordering: .relaxed).newValue
-        ProxyMetrics.sessionsOpened.increment()
-        counted = true
-        if count > configuration.proxy.maxClients {
-            fatal(ErrorFields(severity: "FATAL", sqlState: "53300", message: "sorry, too many clients already"))
-            return
-        }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        startupTimer = context.eventLoop.scheduleTask(in: Self.authenticationTimeout) {
-            let session = bound.value
-            guard session.phase != .relaying, session.phase != .closed, session.phase != .draining else { return }
-            session.fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus: canceling session start-up due to timeout"))
-        }
+    /// Takes the channel over from `ClientStartupHandler`: this connection's count against
+    /// `proxy.max_clients`, and what the client sent behind its authentication (decoded as frames).
+    func begin(counted: Bool, unread: InboundFrames<ClientMessageDecoder>) {
+        self.counted = counted
+        inbound = unread
+        connectBackends()
+        readInbound()
+        forwardOpenGroup()
+        flushBackends()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -278,13 +272,19 @@ final class ClientSessionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard phase != .closed, !inboundFailed else { return }
         inbound.append(unwrapInboundIn(data))
+        readInbound()
+    }
+
+    /// Handles every complete message read so far.
+    private func readInbound() {
+        guard let context else { return }
         do {
-            while phase != .closed {
+            while phase != .closed, !inboundFailed {
                 guard reserveArrivingMessage() else { return }
                 guard let message = try inbound.next() else { break }
                 switch message {
-                case let .startupPhase(message):
-                    handleStartupPhase(message, context: context)
+                case .startupPhase:
+                    fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "unexpected start-up packet"))
                 case let .frame(frame):
                     // A large message is in: its reservation lasts until every backend has it.
                     heldReservation += arrivingReservation
@@ -304,16 +304,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if case let .unsupportedProtocolVersion(major, minor)? = error as? WireError {
-            logger.info("client asked for protocol \(major).\(minor)")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "0A000", message: "\(WireError.unsupportedProtocolVersion(major: major, minor: minor))"))
-        } else if let wire = error as? WireError {
-            logger.warning("invalid message from client: \(wire)")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "invalid message from client: \(wire)"))
-        } else {
-            logger.debug("client connection error: \(error)")
-            close()
-        }
+        if let fields = ClientStartupHandler.clientError(error, logger: logger) { fatal(fields) } else { close() }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -322,153 +313,13 @@ final class ClientSessionHandler: ChannelInboundHandler {
         for b in backends { b.channel?.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in } }
     }
 
-    // MARK: start-up
-
-    private func handleStartupPhase(_ message: StartupPhaseMessage, context: ChannelHandlerContext) {
-        guard phase == .awaitingStartup else {
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "unexpected start-up packet"))
-            return
-        }
-        switch message {
-        case let .sslRequest(trailingBytes):
-            guard !trailingBytes else {
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "received unencrypted data after SSL request"))
-                return
-            }
-            guard let tls = shared.tlsContext, !tlsStarted else {
-                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "N")), promise: nil)
-                return
-            }
-            // The answer passes the pipeline before the TLS handler exists, so it goes out in clear.
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "S")), promise: nil)
-            tlsStarted = true
-            do {
-                try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
-            } catch {
-                logger.error("cannot start TLS: \(error)")
-                close()
-            }
-        case let .gssEncryptionRequest(trailingBytes):
-            guard !trailingBytes else {
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08P01", message: "received unencrypted data after GSSAPI encryption request"))
-                return
-            }
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "N")), promise: nil)
-        case let .cancel(request):
-            handleCancel(request, context: context)
-        case let .startup(startupMessage):
-            handleStartup(startupMessage, context: context)
-        }
-    }
-
-    private func handleStartup(_ message: StartupMessage, context: ChannelHandlerContext) {
-        startup = message
-        let extensionOptions = message.parameters.map(\.name).filter { $0.hasPrefix("_pq_.") }
-        if message.protocolMinor > 0 || !extensionOptions.isEmpty {
-            writeClient(.negotiateProtocolVersion(newestMinor: 0, unrecognizedOptions: extensionOptions))
-        }
-        guard let user = message["user"], !user.isEmpty else {
-            fatal(ErrorFields(severity: "FATAL", sqlState: "28000", message: "no PostgreSQL user name specified in startup packet"))
-            return
-        }
-        if let replication = message["replication"], !["false", "off", "no", "0"].contains(replication.lowercased()) {
-            fatal(ErrorFields(severity: "FATAL", sqlState: "0A000", message: "pgchorus does not relay replication connections; connect to a backend directly"))
-            return
-        }
-        let database = message["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
-        self.database = database
-        tracker = StatementTracker(refuseVolatile: configuration.replication.volatileFunctions == "refuse")
-        tracker.refusePhysicalOrder = configuration.replication.physicalOrderWrites == "refuse"
-        tracker.deterministic = configuration.backends.count > 1
-        logger[metadataKey: "user"] = "\(user)"
-        logger[metadataKey: "database"] = "\(database)"
-        let host = context.channel.remoteAddress?.ipAddress ?? "unknown"
-        let address = context.channel.remoteAddress?.ipAddress.flatMap(IPAddressBytes.init)
-        guard let rule = configuration.auth.rules.first(where: { $0.matches(database: database, user: user, address: address) }) else {
-            fatal(ErrorFields(severity: "FATAL", sqlState: "28000",
-                              message: "no pgchorus auth rule for host \"\(host)\", user \"\(user)\", database \"\(database)\""))
-            return
-        }
-        var rng = SystemRandomNumberGenerator()
-        let random = (0..<24).map { _ in UInt8.random(in: 0...255, using: &rng) }
-        var auth = ClientAuthenticator(user: user, rule: rule, stored: shared.users.secrets[user], randomBytes: random)
-        phase = .authenticating
-        let action = auth.start()
-        authenticator = auth
-        perform(action)
-    }
-
-    private func perform(_ action: ClientAuthenticator.Action) {
-        switch action {
-        case let .send(message):
-            writeClient(message)
-            flushClient()
-        case let .authenticated(final):
-            if let final { writeClient(final) }
-            flushClient()
-            connectBackends()
-        case let .fail(fields):
-            logger.info("client authentication failed: \(fields.message ?? "")")
-            fatal(fields)
-        }
-    }
-
-    private func handleCancel(_ request: CancelRequest, context: ChannelHandlerContext) {
-        let targets = shared.cancelRegistry.targets(for: request)
-        if targets.isEmpty {
-            logger.debug("cancel request for an unknown session \(request.processID)")
-        }
-        // The client's connection closes once every backend has taken the cancel (libpq waits for
-        // that close): a cancel must not land on the client's next statement instead.
-        let loop = context.eventLoop
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        let sent = targets.map { Self.sendCancelRequest(to: $0, on: loop) }
-        EventLoopFuture.andAllComplete(sent, on: loop).whenComplete { _ in bound.value.close() }
-    }
-
-    /// Sends a CancelRequest for one backend session (a connection of its own, as PostgreSQL wants);
-    /// succeeds once the server has closed that connection — it has then processed the request — or
-    /// after 5 s at most.
-    @discardableResult
-    static func sendCancelRequest(to target: CancelRegistry.Target, on loop: EventLoop) -> EventLoopFuture<Void> {
-        var encoded = ByteBuffer()
-        CancelRequest(processID: target.processID, secretKey: target.secretKey).encode(into: &encoded)
-        let bytes = encoded
-        let done = loop.makePromise(of: Void.self)
-        ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(5))
-            .connect(host: target.host, port: target.port)
-            .whenComplete { result in
-                guard case let .success(channel) = result else {
-                    done.succeed(())
-                    return
-                }
-                channel.writeAndFlush(bytes, promise: nil)
-                let limit = loop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
-                channel.closeFuture.whenComplete { _ in
-                    limit.cancel()
-                    done.succeed(())
-                }
-            }
-        return done.futureResult
-    }
-
     private func handleClientFrame(_ frame: PostgresFrame) {
         switch phase {
-        case .authenticating:
-            guard frame.type == FrontendMessage.Kind.authenticationResponse.rawValue, var auth = authenticator else {
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08P01",
-                                  message: "expected password response, got message type \(WireError.printable(frame.type))"))
-                return
-            }
-            let action = auth.receive(frame.body)
-            authenticator = auth
-            perform(action)
         case .connectingBackends:
             earlyFrames.append(frame)
         case .relaying:
             handleRelayFrame(frame)
-        case .awaitingStartup, .draining, .closed:
+        case .draining, .closed:
             break
         }
     }
