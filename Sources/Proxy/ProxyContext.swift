@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Logging
 import NIOSSL
 import State
@@ -10,6 +11,8 @@ public final class ProxyContext: Sendable {
         var configuration: Configuration
         var users: UserDirectory
         var tlsContext: NIOSSLContext?
+        /// TLS to each backend (by id) whose `sslmode` is not `disable`.
+        var backendTLS: [String: NIOSSLContext] = [:]
     }
 
     private let live: Mutex<Live>
@@ -17,6 +20,7 @@ public final class ProxyContext: Sendable {
     public var configuration: Configuration { live.withLock { $0.configuration } }
     public var users: UserDirectory { live.withLock { $0.users } }
     public var tlsContext: NIOSSLContext? { live.withLock { $0.tlsContext } }
+    func backendTLSContext(_ id: String) -> NIOSSLContext? { live.withLock { $0.backendTLS[id] } }
     public let cancelRegistry = CancelRegistry()
     public let logger: Logger
     /// The node's view of which backends are online.
@@ -64,7 +68,8 @@ public final class ProxyContext: Sendable {
         self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
         self.epochs = CommitEpochs(configuration: configuration, logger: logger, registry: self.registry, signal: orderSignal)
         self.messageMemory = MessageMemory(limit: configuration.proxy.messageMemory)
-        self.live = Mutex(Live(configuration: configuration, users: try Self.loadUsers(configuration), tlsContext: try Self.loadTLS(configuration)))
+        self.live = Mutex(Live(configuration: configuration, users: try Self.loadUsers(configuration), tlsContext: try Self.loadTLS(configuration),
+                               backendTLS: try Self.loadBackendTLS(configuration)))
         let board = viewBoard
         self.registry.addListener { change, _ in
             if change.status != .online { board.changed() }
@@ -81,7 +86,9 @@ public final class ProxyContext: Sendable {
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.privateKeyFile, format: .pem)
-            let tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            var tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            // TLS 1.0 and 1.1 are broken and deprecated (RFC 8996); PostgreSQL's own default minimum is 1.2 too.
+            tlsConfiguration.minimumTLSVersion = .tlsv12
             return try NIOSSLContext(configuration: tlsConfiguration)
         } catch {
             throw ConfigurationError(file: configuration.file, line: nil, key: "proxy.tls",
@@ -89,12 +96,59 @@ public final class ProxyContext: Sendable {
         }
     }
 
+    /// TLS to the backends: one client context per backend that may encrypt, its certificates read
+    /// now (at start and at every reload, so certificates replaced in place take effect on reload).
+    static func loadBackendTLS(_ configuration: Configuration) throws(ConfigurationError) -> [String: NIOSSLContext] {
+        var contexts: [String: NIOSSLContext] = [:]
+        for b in configuration.backends where b.tls.mode != .disable {
+            // Which setting names the file being read, for the error.
+            var key = "sslmode", file = ""
+            func reading(_ k: String, _ f: String) throws(ConfigurationError) {
+                key = k
+                file = f
+                guard FileManager.default.isReadableFile(atPath: f) else {
+                    throw ConfigurationError(file: configuration.file, line: nil, key: k,
+                                             message: "backend \(b.id): cannot read \(f) (\(FileManager.default.fileExists(atPath: f) ? "permission denied" : "no such file"))")
+                }
+            }
+            do {
+                var t = TLSConfiguration.makeClientConfiguration()
+                t.minimumTLSVersion = .tlsv12
+                switch b.tls.mode {
+                case .verifyFull: t.certificateVerification = .fullVerification
+                case .verifyCA: t.certificateVerification = .noHostnameVerification
+                case .disable, .prefer, .require: t.certificateVerification = .none
+                }
+                if b.tls.mode.verifies, let root = b.tls.rootCertificateFile {
+                    try reading("sslrootcert", root)
+                    t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(root))
+                }
+                if let cert = b.tls.certificateFile, let privateKey = b.tls.privateKeyFile {
+                    try reading("sslcert", cert)
+                    t.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                    try reading("sslkey", privateKey)
+                    t.privateKey = .privateKey(try NIOSSLPrivateKey(file: privateKey, format: .pem))
+                }
+                key = "sslmode"
+                file = ""
+                contexts[b.id] = try NIOSSLContext(configuration: t)
+            } catch let error as ConfigurationError {
+                throw error
+            } catch {
+                throw ConfigurationError(file: configuration.file, line: nil, key: key,
+                                         message: "backend \(b.id): cannot use \(file.isEmpty ? "its TLS settings" : "\(file) (not PEM, or not what \(key) needs)"): \(error)")
+            }
+        }
+        return contexts
+    }
+
     /// A reload: the users file and TLS material are read first (an error changes nothing), then
     /// new sessions use `configuration` (sessions already open keep theirs).
     public func reload(_ configuration: Configuration) throws(ConfigurationError) {
         let users = try Self.loadUsers(configuration)
         let tls = try Self.loadTLS(configuration)
-        live.withLock { $0 = Live(configuration: configuration, users: users, tlsContext: tls) }
+        let backendTLS = try Self.loadBackendTLS(configuration)
+        live.withLock { $0 = Live(configuration: configuration, users: users, tlsContext: tls, backendTLS: backendTLS) }
     }
 
     /// Takes a backend out of service on every node, with why.

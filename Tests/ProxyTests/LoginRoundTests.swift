@@ -34,6 +34,12 @@ import Wire
         #expect(round([.unreachable("connection refused"), .refused(missingDatabase)]).decision == .refuseClient(index: 1, fail: [0]))
     }
 
+    @Test func aTLSFailureRefusesTheClientAndFailsNobody() {
+        #expect(round([.ready, .tlsRefused("certificate verify failed"), .ready]).decision == .refuseClientTLS(index: 1))
+        #expect(round([.unreachable("a"), .ready, .tlsRefused("x")]).decision == .refuseClientTLS(index: 2))
+        #expect(round([.tlsRefused("x"), .pending]).decision == .wait)
+    }
+
     @Test func nothingAnsweredIsNoBackend() {
         #expect(round([.unreachable("a"), .unreachable("b")]).decision == .noBackend)
     }

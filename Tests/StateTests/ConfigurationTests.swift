@@ -106,6 +106,48 @@ import Testing
         #expect(e.key == "proxy.tls.private_key_file")
     }
 
+    @Test func backendTLSDefaultsToPreferAndEachBackendMayOverrideIt() throws {
+        #expect(try Configuration.parse(text: minimal, file: "/x/p.toml").backends[0].tls == Configuration.BackendTLS(mode: .prefer))
+        let text = """
+        [backend_tls]
+        sslmode = "verify-full"
+        sslrootcert = "ca.crt"
+
+        [[backends]]
+        id = "db1"
+        host = "db1.example"
+
+        [[backends]]
+        id = "db2"
+        host = "127.0.0.1"
+        sslmode = "disable"
+
+        [[backends]]
+        id = "db3"
+        host = "db3.example"
+        sslcert = "/k/node.crt"
+        sslkey = "node.key"
+        """
+        let c = try Configuration.parse(text: text, file: "/etc/pgchorus/pgchorus.toml")
+        #expect(c.backends.map(\.tls.mode) == [.verifyFull, .disable, .verifyFull])
+        #expect(c.backends[0].tls.rootCertificateFile == "/etc/pgchorus/ca.crt")
+        #expect(c.backends[2].tls == Configuration.BackendTLS(mode: .verifyFull, rootCertificateFile: "/etc/pgchorus/ca.crt",
+                                                               certificateFile: "/k/node.crt", privateKeyFile: "/etc/pgchorus/node.key"))
+        #expect(c.backends[0].tls.libpqKeywords.map(\.0) == ["sslmode", "sslrootcert"])
+    }
+
+    @Test func backendTLSMistakesNameTheKey() throws {
+        let noRoot = try #require(parseError("[backend_tls]\nsslmode = \"verify-ca\"\n" + minimal))
+        #expect(noRoot.key == "backend_tls.sslmode" && noRoot.message.contains("sslrootcert"))
+        #expect(noRoot.line == 2)
+        let badMode = try #require(parseError(minimal + "\nsslmode = \"allow-ish\"\n"))
+        #expect(badMode.key == "backends[1].sslmode")
+        let lonelyCert = try #require(parseError(minimal + "\nsslcert = \"a.crt\"\n"))
+        #expect(lonelyCert.key == "backends[1].sslkey")
+        let typo = try #require(parseError("[backend_tls]\nsslmod = \"require\"\n" + minimal))
+        #expect(typo.key == "backend_tls.sslmod")
+    }
+
     @Test func cidrMatching() throws {
         let net = try #require(CIDR("192.0.2.0/24"))
         #expect(net.contains(try #require(IPAddressBytes("192.0.2.77"))))

@@ -9,16 +9,30 @@ final class BackendRelayHandler: ChannelInboundHandler {
     let index: Int
     private var inbound: InboundFrames<PostgresFrameDecoder>
     private var failed = false
+    /// The connection starts with an SSL request: the first byte read is its answer, not a message.
+    private var awaitingTLSAnswer: Bool
 
-    init(session: NIOLoopBound<ClientSessionHandler>, index: Int, maximumMessageSize: Int) {
+    init(session: NIOLoopBound<ClientSessionHandler>, index: Int, maximumMessageSize: Int, asksForTLS: Bool = false) {
         self.session = session
         self.index = index
         self.inbound = InboundFrames(PostgresFrameDecoder(maximumMessageSize: maximumMessageSize))
+        self.awaitingTLSAnswer = asksForTLS
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !failed else { return }
-        inbound.append(unwrapInboundIn(data))
+        var bytes = unwrapInboundIn(data)
+        if awaitingTLSAnswer, let answer = bytes.readInteger(as: UInt8.self) {
+            awaitingTLSAnswer = false
+            if answer == UInt8(ascii: "S"), bytes.readableBytes > 0 {
+                // Bytes behind the 'S' arrived before any encryption: they could be anyone's (CVE-2021-23214).
+                failed = true
+                errorCaught(context: context, error: WireError.invalidValue(message: "SSL request answer", field: "answer", detail: "unencrypted data after 'S'"))
+                return
+            }
+            session.value.backendTLSAnswer(index, answer)
+        }
+        inbound.append(bytes)
         do {
             while let frame = try inbound.next() {
                 session.value.backendFrame(index, frame)

@@ -42,6 +42,8 @@ struct Expectation {
 struct BackendSession {
     enum Phase {
         case connecting
+        /// The SSL request is sent; its one-byte answer decides (`sslmode`).
+        case negotiatingTLS
         case loggingIn
         case ready
         case closed

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import State
 import Wire
 
@@ -54,7 +55,8 @@ extension ClientSessionHandler {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        BackendRelayHandler(session: bound, index: index, maximumMessageSize: maxMessage))
+                        BackendRelayHandler(session: bound, index: index, maximumMessageSize: maxMessage,
+                                            asksForTLS: backend.tls.mode != .disable))
                 }
             }
             .connect(host: backend.host, port: backend.port)
@@ -75,10 +77,56 @@ extension ClientSessionHandler {
             return
         }
         backends[index].channel = channel
+        if backends[index].backend.tls.mode != .disable {
+            // Asked first, as libpq does; the answer is one byte (`backendTLSAnswer`).
+            backends[index].phase = .negotiatingTLS
+            var request = ByteBuffer()
+            StartupPhaseMessage.sslRequest(trailingBytes: false).encode(into: &request)
+            backends[index].write(request)
+        } else {
+            sendStartup(index, startup)
+        }
+        flushBackend(index)
+    }
+
+    private func sendStartup(_ index: Int, _ startup: StartupMessage) {
         backends[index].phase = .loggingIn
         var bytes = ByteBuffer()
         startup.encode(into: &bytes)
         backends[index].write(bytes)
+    }
+
+    /// The backend's answer to the SSL request: 'S' starts TLS (checked as `sslmode` says) and the
+    /// login goes on inside it; 'N' goes on in plaintext only under `prefer`.
+    func backendTLSAnswer(_ index: Int, _ answer: UInt8) {
+        guard index < backends.count, backends[index].phase == .negotiatingTLS, let channel = backends[index].channel,
+              let startup = backendStartup else { return }
+        let backend = backends[index].backend
+        switch answer {
+        case UInt8(ascii: "S"):
+            guard let tls = shared.backendTLSContext(backend.id) else {
+                loginEnded(index, .tlsRefused("no TLS settings loaded for this backend"))
+                return
+            }
+            do {
+                // A host name is checked against the certificate's names (verify-full) and sent as
+                // SNI; an IP address is checked against its IP addresses.
+                let name = IPAddressBytes(backend.host) == nil ? backend.host : nil
+                try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: name), position: .first)
+            } catch {
+                loginEnded(index, .tlsRefused("\(error)"))
+                return
+            }
+            sendStartup(index, startup)
+        case UInt8(ascii: "N") where backend.tls.mode == .prefer:
+            sendStartup(index, startup)
+        case UInt8(ascii: "N"):
+            loginEnded(index, .tlsRefused("the server does not accept TLS connections (ssl = off), and sslmode is \(backend.tls.mode.rawValue)"))
+            return
+        default:
+            loginEnded(index, .unreachable("unexpected answer to the SSL request: \(WireError.printable(answer))"))
+            return
+        }
         flushBackend(index)
     }
 
@@ -144,6 +192,13 @@ extension ClientSessionHandler {
                 fatalForwarded = true
                 fatal(fields)
             }
+        case let .refuseClientTLS(index):
+            let b = backends[index].backend
+            guard case let .tlsRefused(why) = loginRound.outcomes[index] else { return }
+            logger.error("TLS to backend \(b.description) failed: \(why)")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
+                              message: "pgchorus could not connect to backend \(b.description) over TLS (sslmode \(b.tls.mode.rawValue)): \(why)",
+                              hint: "Check the backend's certificate and the node's sslrootcert/sslmode; `pgchorus backends` shows what the health checks see."))
         case .noBackend:
             let why = loginRound.outcomes.indices.map { i -> String in
                 if case let .unreachable(w) = loginRound.outcomes[i] { return "pgchorus could not log in to backend \(backends[i].backend.description): \(w)" }

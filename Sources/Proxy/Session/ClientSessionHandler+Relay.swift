@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOSSL
 import State
 import Wire
 
@@ -510,7 +511,7 @@ extension ClientSessionHandler {
                 return
             }
             if index == lead { leadFrame(frame) } else { followerFrame(index, frame) }
-        case .connecting, .closed:
+        case .connecting, .negotiatingTLS, .closed:
             break
         }
     }
@@ -1020,7 +1021,8 @@ extension ClientSessionHandler {
             return
         }
         if phase == .connectingBackends {
-            loginEnded(index, .unreachable("\(error)"))
+            let tls = backends[index].phase == .negotiatingTLS || error is NIOSSLError || error is NIOSSLExtraError
+            loginEnded(index, tls ? .tlsRefused("\(error)") : .unreachable("\(error)"))
             return
         }
         if let wire = error as? WireError {

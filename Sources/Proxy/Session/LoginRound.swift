@@ -6,7 +6,10 @@ import Wire
 /// A session never goes on with fewer than all online backends: a backend that refuses or cannot
 /// be reached while others accept is out of step (a database, role or setting it lacks) or dead, so
 /// it is failed cluster-wide; a refusal every backend gives is the client's (wrong database, too
-/// many connections for the user) and reaches it as PostgreSQL's own error.
+/// many connections for the user) and reaches it as PostgreSQL's own error. A TLS failure (the
+/// backend's certificate does not verify, or it will not encrypt under `sslmode` `require` or
+/// stricter) refuses the client and fails nobody: the node's own configuration or the certificate is
+/// at fault, not the backend's data, and the health checks (same settings) report it.
 struct LoginRound: Equatable {
     enum Outcome: Equatable {
         case pending
@@ -15,6 +18,8 @@ struct LoginRound: Equatable {
         case refused(ErrorFields)
         /// No connection, a lost one, a timeout, or a login pgchorus itself could not complete.
         case unreachable(String)
+        /// TLS could not be set up as `sslmode` asks: why.
+        case tlsRefused(String)
     }
 
     enum Decision: Equatable {
@@ -27,6 +32,8 @@ struct LoginRound: Equatable {
         case refuseClient(index: Int, fail: [Int])
         /// No backend answered at all.
         case noBackend
+        /// Backend `index` could not be reached over TLS as configured: the client is refused, nobody failed.
+        case refuseClientTLS(index: Int)
     }
 
     var outcomes: [Outcome]
@@ -43,6 +50,9 @@ struct LoginRound: Equatable {
 
     var decision: Decision {
         if outcomes.contains(.pending) { return .wait }
+        if let tls = outcomes.indices.first(where: { if case .tlsRefused = outcomes[$0] { true } else { false } }) {
+            return .refuseClientTLS(index: tls)
+        }
         let ready = outcomes.indices.filter { outcomes[$0] == .ready }
         if !ready.isEmpty {
             return .proceed(fail: outcomes.indices.filter { outcomes[$0] != .ready })
@@ -61,6 +71,8 @@ struct LoginRound: Equatable {
             return "refused a login the other backends accepted: \(fields.sqlState ?? "") \(fields.message ?? "")"
         case let .unreachable(why):
             return "could not open a session the other backends opened: \(why)"
+        case let .tlsRefused(why):
+            return "TLS: \(why)"
         case .pending, .ready:
             return "login did not finish"
         }

@@ -172,10 +172,55 @@ public struct Configuration: Sendable, Equatable {
         public var id: String
         public var host: String
         public var port: Int
+        /// How every connection to this backend is encrypted (client sessions and pgchorus' own).
+        public var tls: BackendTLS
         public var description: String { "\(id) (\(host):\(port))" }
 
-        public init(id: String, host: String, port: Int) {
-            self.id = id; self.host = host; self.port = port
+        public init(id: String, host: String, port: Int, tls: BackendTLS = BackendTLS()) {
+            self.id = id; self.host = host; self.port = port; self.tls = tls
+        }
+    }
+
+    /// TLS to a backend, as libpq names and means it (`[backend_tls]` for every backend, the same keys
+    /// on a `[[backends]]` entry for one).
+    public struct BackendTLS: Sendable, Equatable {
+        public enum Mode: String, Sendable, CaseIterable {
+            /// Never encrypted.
+            case disable
+            /// Encrypted when the server offers it, plaintext otherwise; the certificate is not checked.
+            case prefer
+            /// Always encrypted; the certificate is not checked.
+            case require
+            /// Always encrypted; the certificate must be signed by `sslrootcert`.
+            case verifyCA = "verify-ca"
+            /// As `verify-ca`, and the certificate must name the backend's `host`.
+            case verifyFull = "verify-full"
+
+            /// Whether the server's certificate is checked against `sslrootcert`.
+            public var verifies: Bool { self == .verifyCA || self == .verifyFull }
+        }
+
+        public var mode: Mode = .prefer
+        /// The CA certificates (PEM) a verifying mode trusts.
+        public var rootCertificateFile: String?
+        /// A client certificate and its key (PEM) for PostgreSQL's `cert` authentication or `clientcert`.
+        public var certificateFile: String?
+        public var privateKeyFile: String?
+
+        public init(mode: Mode = .prefer, rootCertificateFile: String? = nil, certificateFile: String? = nil, privateKeyFile: String? = nil) {
+            self.mode = mode
+            self.rootCertificateFile = rootCertificateFile
+            self.certificateFile = certificateFile
+            self.privateKeyFile = privateKeyFile
+        }
+
+        /// The same settings as libpq connection string keywords.
+        public var libpqKeywords: [(String, String)] {
+            var k = [("sslmode", mode.rawValue)]
+            if let rootCertificateFile { k.append(("sslrootcert", rootCertificateFile)) }
+            if let certificateFile { k.append(("sslcert", certificateFile)) }
+            if let privateKeyFile { k.append(("sslkey", privateKeyFile)) }
+            return k
         }
     }
 
@@ -310,6 +355,23 @@ public struct Configuration: Sendable, Equatable {
         return socket.hasPrefix("/") ? socket : "\(base)/\(socket)"
     }
 
+    /// The TLS keys of `[backend_tls]` or of one `[[backends]]` entry, over `defaults`.
+    static func readBackendTLS(_ t: inout TableReader, defaults: BackendTLS, resolve: (String) -> String) throws(ConfigurationError) -> BackendTLS {
+        var tls = defaults
+        let mode = try t.oneOf("sslmode", BackendTLS.Mode.allCases.map(\.rawValue), default: defaults.mode.rawValue)
+        tls.mode = BackendTLS.Mode(rawValue: mode)!
+        if let root = try t.string("sslrootcert") { tls.rootCertificateFile = resolve(root) }
+        if let cert = try t.string("sslcert") { tls.certificateFile = resolve(cert) }
+        if let key = try t.string("sslkey") { tls.privateKeyFile = resolve(key) }
+        if tls.mode.verifies && tls.rootCertificateFile == nil {
+            throw t.error("sslmode", "sslmode \"\(mode)\" checks the server's certificate, so sslrootcert (the CA certificates to trust, PEM) is required")
+        }
+        if (tls.certificateFile == nil) != (tls.privateKeyFile == nil) {
+            throw t.error(tls.certificateFile == nil ? "sslcert" : "sslkey", "sslcert and sslkey go together: set both or neither")
+        }
+        return tls
+    }
+
     public static func parse(text: String, file: String) throws(ConfigurationError) -> Configuration {
         let doc = try TOMLDocument(text: text, file: file)
         var root = TableReader(document: doc, path: "", table: doc.root)
@@ -375,11 +437,15 @@ public struct Configuration: Sendable, Equatable {
         }
         try authT.rejectUnknownKeys()
 
+        var backendTLST = try root.subtable("backend_tls")
+        let tlsDefaults = try readBackendTLS(&backendTLST, defaults: BackendTLS(), resolve: resolve)
+        try backendTLST.rejectUnknownKeys()
         var backends: [Backend] = []
         var seen: Set<String> = []
         for var b in try root.tables("backends") {
             let backend = Backend(id: try b.requiredString("id"), host: try b.requiredString("host"),
-                                  port: try b.int("port", default: 5432, range: 1...65535))
+                                  port: try b.int("port", default: 5432, range: 1...65535),
+                                  tls: try readBackendTLS(&b, defaults: tlsDefaults, resolve: resolve))
             try validateIdentifier(backend.id, key: "id", in: b)
             guard seen.insert(backend.id).inserted else { throw b.error("id", "duplicate backend id \"\(backend.id)\"") }
             backends.append(backend)

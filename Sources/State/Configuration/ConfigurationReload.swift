@@ -63,7 +63,7 @@ public struct ConfigurationReload: Sendable, Equatable {
         var backends: [Configuration.Backend] = []
         for b in new.backends {
             if let running = old.backends.first(where: { $0.id == b.id }) {
-                if running != b { needsRestart.append("backends.\(b.id) (address)") }
+                if running != b { needsRestart.append("backends.\(b.id) (\(running.tls != b.tls ? "TLS settings" : "address"))") }
                 backends.append(running)
             } else {
                 backends.append(b)

@@ -135,6 +135,7 @@ public final class LibPQConnection {
                                 connectTimeout: Int, application: String, extra: String = "") -> String {
         var s = "host=\(quote(backend.host)) port=\(backend.port) dbname=\(quote(database)) user=\(quote(user)) "
             + "connect_timeout=\(connectTimeout) application_name=\(quote(application))"
+        for (keyword, value) in backend.tls.libpqKeywords { s += " \(keyword)=\(quote(value))" }
         if !extra.isEmpty { s += " " + extra }
         if let password { s += " password=\(quote(password))" }
         return s
