@@ -28,6 +28,11 @@ import Wire
             try Self.openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "\(d)/server.key", "-out", "\(d)/server.csr"])
             try Self.openssl(["x509", "-req", "-in", "\(d)/server.csr", "-CA", "\(d)/ca.crt", "-CAkey", "\(d)/ca.key", "-CAcreateserial",
                               "-days", "2", "-extfile", "\(d)/ext.cnf", "-out", "\(d)/server.crt"])
+            // A client certificate for the postgres user (PostgreSQL's `cert` method maps its CN to the user).
+            try Self.openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=postgres", "-keyout", "\(d)/client.key", "-out", "\(d)/client.csr"])
+            try Self.openssl(["x509", "-req", "-in", "\(d)/client.csr", "-CA", "\(d)/ca.crt", "-CAkey", "\(d)/ca.key", "-CAcreateserial",
+                              "-days", "2", "-out", "\(d)/client.crt"])
+            chmod("\(d)/client.key", 0o600)
             if getuid() == 0 {
                 let chown = try CommandRunner.run("/bin/chown", ["postgres", "\(d)/server.key", "\(d)/server.crt"], timeout: .seconds(10))
                 guard chown.succeeded else { throw Failure(description: chown.stderr) }
@@ -41,7 +46,7 @@ import Wire
         }
 
         var serverSettings: [String: String] {
-            ["ssl": "on", "ssl_cert_file": serverCert, "ssl_key_file": serverKey]
+            ["ssl": "on", "ssl_cert_file": serverCert, "ssl_key_file": serverKey, "ssl_ca_file": ca]
         }
 
         func remove() { try? FileManager.default.removeItem(atPath: directory) }
@@ -108,6 +113,35 @@ import Wire
             #expect(verifiedCA == "true", "verify-ca does not check the name")
             let plain = try connect(.init(mode: .disable))
             #expect(plain == "false")
+        }
+    }
+
+    /// Backends that accept only a client certificate (`hostssl … cert`): the node logs in with
+    /// `sslcert`/`sslkey`; without them every backend refuses and the client gets PostgreSQL's error.
+    @Test func aClientCertificateLogsInWhereTheBackendsDemandOne() async throws {
+        let certs = try Certificates()
+        defer { certs.remove() }
+        try await withPostgresServers(count: 2, options: PostgresServerOptions(extraSettings: certs.serverSettings)) { servers in
+            for server in servers {
+                try "local all all trust\nhostssl all all 127.0.0.1/32 cert\n".write(toFile: server.dataDirectory + "/pg_hba.conf", atomically: true, encoding: .utf8)
+                _ = try server.psql("select pg_reload_conf()")
+            }
+            let withCert = backendTLS("verify-full", root: certs.ca) + "sslcert = \"\(certs.directory)/client.crt\"\nsslkey = \"\(certs.directory)/client.key\"\n"
+            try await withProxy(backends: servers, config: withCert) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                #expect(try client.startup().last == .readyForQuery(.idle))
+                #expect(try client.query("select 1").contains(.commandComplete("SELECT 1")))
+                #expect(proxy.server.context.registry.online().count == 2)
+            }
+            try await withProxy(backends: servers, config: backendTLS("verify-full", root: certs.ca)) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                var b = ByteBuffer()
+                StartupMessage(parameters: [("user", "postgres"), ("database", "postgres")]).encode(into: &b)
+                try client.send(b)
+                let reply = try client.readUntilClosed()
+                #expect(reply.compactMap(\.errorState) == ["28000"], "\(reply)")
+                #expect(proxy.server.context.registry.online().count == 2, "a refusal every backend gives is the client's")
+            }
         }
     }
 
