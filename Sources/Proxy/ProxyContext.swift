@@ -176,9 +176,15 @@ public final class ProxyContext: Sendable {
         }
     }
 
+    /// `pgchorus:<node>:<serial>-<random>`: the node names its own (the resolver's rule), the serial
+    /// keeps them unique, and the random part makes the next one impossible to guess — so no role can
+    /// insert a `pgchorus.commit_log` row for a transaction before it exists (a commit-log row is the
+    /// resolver's evidence of a commit; a prepared transaction's own row holds its key until it ends).
     func nextGlobalTransactionID() -> String {
         let serial = transactionSerial.wrappingAdd(1, ordering: .relaxed).newValue
-        return "pgchorus:\(configuration.node.id):\(serial)"
+        let random = UInt64.random(in: 0...UInt64.max)
+        let hex = String(random, radix: 16)
+        return "pgchorus:\(configuration.node.id):\(serial)-\(String(repeating: "0", count: 16 - hex.count))\(hex)"
     }
 
     /// Bytes of large client messages held by the node right now (`proxy.message_memory`).

@@ -122,6 +122,36 @@ import Wire
     }
 
     /// Rows older than `replication.commit_log_retention` go; younger ones, still evidence, stay.
+    /// A client cannot finish (or squat) pgchorus' own prepared transactions: ending another session's
+    /// vote between two backends would split it. Its gids cannot be guessed ahead either.
+    @Test func aClientCannotTouchPgchorusPreparedTransactions() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let script = """
+                create table gid_t (id int primary key);
+                insert into gid_t values (1);
+                insert into gid_t values (2);
+                """
+                let out = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1"], input: script)
+                #expect(out.exitCode == 0, "\(out.report)")
+                let client = try RawPostgresClient(port: proxy.port)
+                _ = try client.startup()
+                for sql in ["ROLLBACK PREPARED 'pgchorus:test:1-0'", "COMMIT PREPARED 'pgchorus:test:2-0'", "BEGIN; PREPARE TRANSACTION 'pgchorus:test:3-0'"] {
+                    #expect(try client.query(sql).compactMap(\.errorState) == ["42501"], "\(sql)")
+                    _ = try client.query("ROLLBACK")
+                }
+                #expect(try client.query("select count(*) from gid_t").contains(.commandComplete("SELECT 1")))
+                // The two commits' gids in the commit log: node, serial, then 16 random hex digits.
+                for s in servers {
+                    let gids = try s.psql("select gid from pgchorus.commit_log order by gid").split(separator: "\n")
+                    #expect(gids.count == 2)
+                    for gid in gids { #expect(gid.wholeMatch(of: /pgchorus:test:[0-9]+-[0-9a-f]{16}/) != nil, "\(gid)") }
+                }
+                #expect(proxy.server.context.registry.online().count == 2)
+            }
+        }
+    }
+
     @Test func theCommitLogIsPrunedPastItsRetention() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -27,6 +27,17 @@ import Testing
         #expect(!StatementAnalysis(sql).isCommit)
     }
 
+    @Test func pgchorusOwnPreparedTransactionsAreNotTheClients() {
+        for sql in ["COMMIT PREPARED 'pgchorus:node1:17-00ff'", "rollback prepared E'pgchorus:n:1'", "ROLLBACK PREPARED $$pgchorus:n:1$$",
+                    "prepare transaction 'pgchorus:mine'", "select 1; commit prepared 'pgchorus:n:2'"] {
+            #expect(StatementAnalysis(sql).namesPgchorusTransaction, "\(sql)")
+            #expect(StatementTracker(refuseVolatile: true).refusal(for: StatementAnalysis(sql)) == StatementTracker.ownTransactionRefusal)
+        }
+        for sql in ["COMMIT PREPARED 'app:1'", "prepare transaction 'x pgchorus:'", "select 'pgchorus:n:1'", "commit", "rollback"] {
+            #expect(!StatementAnalysis(sql).namesPgchorusTransaction, "\(sql)")
+        }
+    }
+
     @Test func aTrailingCommitIsSplitOffForTheVote() throws {
         let a = try #require(StatementAnalysis.trailingCommit(of: "BEGIN; INSERT INTO t VALUES (1); UPDATE t SET x = ';'; COMMIT;"))
         #expect(a.body == "BEGIN; INSERT INTO t VALUES (1); UPDATE t SET x = ';'")

@@ -60,6 +60,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// USING, joins or subqueries; INSERT … VALUES; SELECT … FOR UPDATE of one table): waiting on a row
     /// lock, it sees the committed version of that row (PostgreSQL's re-check) on every backend alike.
     public var readsOnlyItsTarget = false
+    /// `COMMIT PREPARED`, `ROLLBACK PREPARED` or `PREPARE TRANSACTION` of a gid in pgchorus' own
+    /// namespace (`pgchorus:…`): refused (`StatementTracker.ownTransactionRefusal`).
+    public var namesPgchorusTransaction = false
     /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
     public var timeExpressions: [(range: Range<Int>, type: String)] = []
     /// Volatile calls in definitions (column defaults, views, function and DO bodies) and per-row calls
@@ -181,9 +184,29 @@ public struct StatementAnalysis: Sendable, Equatable {
                 for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
             }
             physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
+            if Self.namesPgchorusGid(s, first: first) { namesPgchorusTransaction = true }
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
         if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches) }
+    }
+
+    /// Whether `s` prepares, commits or rolls back a transaction whose gid starts with `pgchorus:`.
+    static func namesPgchorusGid(_ s: [SQLToken], first: String) -> Bool {
+        guard s.count >= 3, s[1].kind == .word, s[2].kind == .string else { return false }
+        switch (first, s[1].text) {
+        case ("commit", "prepared"), ("rollback", "prepared"), ("prepare", "transaction"): break
+        default: return false
+        }
+        return stringContent(s[2].text).hasPrefix("pgchorus:")
+    }
+
+    /// The characters of a string literal as written between its quotes ('…', E'…', $tag$…$tag$).
+    static func stringContent(_ literal: String) -> Substring {
+        var t = Substring(literal)
+        if let first = t.first, first == "e" || first == "E" { t = t.dropFirst() }
+        if t.first == "'" { return t.dropFirst() }
+        if t.first == "$", let close = t.dropFirst().firstIndex(of: "$") { return t[t.index(after: close)...] }
+        return t
     }
 
     /// Folds a name as PostgreSQL does: unquoted lower-cased, quoted as written ("" → ").

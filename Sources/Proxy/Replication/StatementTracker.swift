@@ -89,6 +89,13 @@ struct StatementTracker {
             + "HINT = '\(hint)'; END $pgchorus$"
     }
 
+    /// In place of a client's COMMIT PREPARED, ROLLBACK PREPARED or PREPARE TRANSACTION of a gid in
+    /// pgchorus' namespace: only the vote (or the in-doubt resolver) finishes those; a client ending
+    /// another session's prepared transaction between two backends would split it.
+    static let ownTransactionRefusal = "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '42501', "
+        + "MESSAGE = 'pgchorus refuses to let a client prepare, commit or roll back a transaction named pgchorus:…', "
+        + "HINT = 'Those are pgchorus'' own two-phase commits: its commit vote and in-doubt resolver finish them. Name your own prepared transactions otherwise.'; END $pgchorus$"
+
     /// A statement that fails on every backend alike, in place of a write that would choose other rows
     /// on each backend.
     static func physicalOrderRefusal(_ clauses: [String]) -> String {
@@ -110,6 +117,8 @@ struct StatementTracker {
     /// The refusal for `analysis` when it is to be refused, nil when it may run. `named`: a named
     /// prepared statement, which every backend must have, so its reads cannot go to the lead alone.
     func refusal(for analysis: StatementAnalysis, named: Bool = false) -> String? {
+        if analysis.namesPgchorusTransaction { return Self.ownTransactionRefusal }
+        guard rewrite else { return nil }
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
         let unordered = analysis.unorderedInsertSelects.flatMap { insert -> [String] in
             guard let defaults = perRowDefaults[insert.relation] else { return [] }
@@ -171,7 +180,7 @@ struct StatementTracker {
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
                 let time = rewrite && !analysis.timeExpressions.isEmpty
-                if rewrite, let refusal = refusal(for: analysis) {
+                if let refusal = refusal(for: analysis) {
                     FrontendMessage.query(refusal).encode(into: &result.bytes)
                 } else if time || (deterministic && !analysis.deterministicRewrites.isEmpty) {
                     let sql = analysis.rewriting(in: sql, time: time ? "'\(timestamp())'" : nil, deterministic: deterministic)
@@ -190,7 +199,7 @@ struct StatementTracker {
                 let parameters = max(parse.parameterTypes.count,
                                      min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
                 let time = rewrite && !analysis.timeExpressions.isEmpty
-                if rewrite, let refusal = refusal(for: analysis, named: !parse.name.isEmpty) {
+                if let refusal = refusal(for: analysis, named: !parse.name.isEmpty) {
                     let count = min(parameters, Self.maximumParameters)
                     parse.parameterTypes += Array(repeating: Self.textOID, count: count - parse.parameterTypes.count)
                     parse.query = refusal
