@@ -152,6 +152,85 @@ import Wire
         }
     }
 
+    /// A listener busy with statements gets every notification: PostgreSQL sends one to an idle or
+    /// finishing session at any moment, also just before the ReadyForQuery of one of pgchorus' own
+    /// cycles (the transaction stamp before each statement), which used to swallow it.
+    @Test func aBusyListenerGetsEveryNotification() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                // A definition with now(): every transaction in this database is stamped first (an own cycle).
+                let setup = try Clients.psql(proxy.connectionString(), ["-c", "create table stamped (id int, at timestamptz default now())"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let listener = try RawPostgresClient(port: proxy.port)
+                _ = try listener.startup()
+                _ = try listener.query("listen jobs")
+                let count = 100
+                let connection = proxy.connectionString()
+                let notifier = Task.detached {
+                    try Clients.psql(connection, ["-q", "-v", "ON_ERROR_STOP=1"], input: (1...count).map { "notify jobs, '\($0)';" }.joined(separator: "\n"))
+                }
+                // The listener stays busy (a statement after another) while the notifier runs.
+                var heard: [String] = []
+                for _ in 0..<3000 where heard.count < count {
+                    heard += try listener.query("select 1").compactMap { if case let .notificationResponse(_, _, payload) = $0 { payload } else { nil } }
+                }
+                let out = try await notifier.value
+                #expect(out.exitCode == 0, "\(out.report)")
+                for _ in 0..<20 where heard.count < count {
+                    heard += try listener.query("select 1").compactMap { if case let .notificationResponse(_, _, payload) = $0 { payload } else { nil } }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(heard == (1...count).map(String.init), "heard \(heard.count) of \(count)")
+            }
+        }
+    }
+
+    /// Held notifications are row-level secured: a role sees and deletes only its own session's (no
+    /// reading another session's pending payloads, no dropping its notifications), and holding still
+    /// works for a role that is not a superuser.
+    @Test func aSessionSeesOnlyItsOwnHeldNotifications() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let admin = try RawPostgresClient(port: proxy.port)
+                _ = try admin.startup()
+                #expect(try admin.query("create role app login; grant create on schema public to app").compactMap(\.errorState).isEmpty)
+                for s in servers {
+                    _ = try s.psql("insert into pgchorus.held_notifications values ('someone-else', 1, now(), 'secret', 'payload')")
+                }
+                let setup = try RawPostgresClient(port: proxy.port)
+                _ = try setup.startup(user: "app")
+                let ddl = try setup.query("""
+                    create table tasks (id int primary key, note text);
+                    create function tasks_notify() returns trigger language plpgsql as $$ begin perform pg_notify('jobs', new.note); return new; end $$;
+                    create trigger tasks_notify after insert on tasks for each row execute function tasks_notify()
+                    """)
+                #expect(ddl.compactMap(\.errorState).isEmpty, "\(ddl)")
+                let listener = try RawPostgresClient(port: proxy.port)
+                _ = try listener.startup(user: "app")
+                _ = try listener.query("listen jobs")
+                let app = try RawPostgresClient(port: proxy.port)
+                _ = try app.startup(user: "app")
+                _ = try app.query("begin")
+                #expect(try app.query("insert into tasks values (1, 't1')").compactMap(\.errorState).isEmpty)
+                let seen = try app.query("select count(*) from pgchorus.held_notifications")
+                #expect(seen.contains { if case let .dataRow(cols) = $0 { cols.first??.getString(at: 0, length: 1) == "1" } else { false } },
+                        "only its own held row: \(seen)")
+                #expect(try app.query("delete from pgchorus.held_notifications where session = 'someone-else'").contains(.commandComplete("DELETE 0")))
+                #expect(try app.query("commit").contains(.commandComplete("COMMIT")))
+                var heard: [String] = []
+                for _ in 0..<20 where heard.isEmpty {
+                    heard = try listener.query("select 1").compactMap { if case let .notificationResponse(_, _, payload) = $0 { payload } else { nil } }
+                    if heard.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                #expect(heard == ["t1"])
+                for s in servers {
+                    #expect(try s.psql("select count(*) from pgchorus.held_notifications where session = 'someone-else'") == "1")
+                    #expect(try s.psql("select count(*) from pgchorus.held_notifications where session <> 'someone-else'") == "0")
+                }
+            }
+        }
+    }
+
     @Test func theCommitLogIsPrunedPastItsRetention() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withProxy(backends: servers) { proxy in

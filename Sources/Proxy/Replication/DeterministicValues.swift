@@ -119,12 +119,19 @@ public enum DeterministicValues {
     /// their order) and deletes them; a transaction that commits without the vote calls it before its
     /// COMMIT, and the rest of that transaction notifies directly. Rows are keyed by a hash of the
     /// session's seed, the same on each of its backends, and numbered in the order held (the primary
-    /// key online recovery needs to replay their deletion).
+    /// key online recovery needs to replay their deletion). Row-level security keeps each session to its
+    /// own rows.
     static let notificationsDDL = """
     CREATE TABLE IF NOT EXISTS pgchorus.held_notifications (
       session text NOT NULL, n bigint NOT NULL, held_at timestamptz NOT NULL, channel text NOT NULL, payload text,
       PRIMARY KEY (session, n));
     GRANT SELECT, INSERT, DELETE ON pgchorus.held_notifications TO PUBLIC;
+    -- A session sees and deletes only its own rows (keyed by its seed, which only it knows): no role
+    -- reads another's pending payloads or drops its notifications. The owner and superusers (the
+    -- resolver's pruning, recovery's dump) are not bound by it.
+    ALTER TABLE pgchorus.held_notifications ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY own_session ON pgchorus.held_notifications
+      USING (session = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to('notify;' || coalesce(pg_catalog.current_setting('pgchorus.seed', true), ''), 'UTF8')), 'hex'));
     CREATE FUNCTION pgchorus.pg_notify(channel text, payload text) RETURNS void LANGUAGE plpgsql VOLATILE AS $f$
     DECLARE
       s text := coalesce(pg_catalog.current_setting('pgchorus.seed', true), '');

@@ -522,6 +522,12 @@ extension ClientSessionHandler {
             forwardToClient(frame)
             return
         }
+        if frame.type == BackendMessage.Kind.notificationResponse.rawValue, exp.kind != .client, exp.kind != .routedRead {
+            // Another session's notification, sent by PostgreSQL just before the ReadyForQuery of one of
+            // pgchorus' own cycles (the transaction stamp, the vote, the catalog): it is the client's.
+            forwardToClient(frame)
+            return
+        }
         switch exp.kind {
         case .client:
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
