@@ -12,7 +12,7 @@ DEB_PACKAGES := dpkg-dev binutils xz-utils lintian debootstrap systemd man-db
 SWIFT_FLAGS ?=
 DEMO_ARGS ?=
 
-.PHONY: all deps deb-deps build demo test test-psycopg2 test-deb deb release clean
+.PHONY: all deps deb-deps build demo test test-psycopg2 test-deb deb release fuzz clean
 
 all: build
 
@@ -54,6 +54,14 @@ test-deb: deps deb-deps
 # .build/deb/pgchorus_<version>_<arch>.deb: see Packaging/README.md.
 deb: deps deb-deps
 	Packaging/build-deb.sh
+
+# The protocol decoders under libFuzzer (Fuzz/, docs/security.md): the kept regression inputs, then
+# FUZZ_RUNS new inputs per target (at most FUZZ_SECONDS each) from the captured-traffic corpus.
+FUZZ_RUNS ?= 1000000
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	swift build -c release --package-path Fuzz --scratch-path .build/fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+	FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SECONDS=$(FUZZ_SECONDS) Fuzz/run.sh
 
 # The binaries the package ships: Swift runtime linked statically, full RELRO.
 release: deps

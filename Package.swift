@@ -13,6 +13,8 @@ let package = Package(
     products: [
         .executable(name: "pgchorusd", targets: ["pgchorusd"]),
         .executable(name: "pgchorus", targets: ["pgchorus"]),
+        // For the fuzz targets (Fuzz/Package.swift), which build it with sanitizers.
+        .library(name: "Wire", targets: ["Wire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -90,6 +92,7 @@ let package = Package(
             name: "Admin",
             dependencies: [
                 "State", "Recovery",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

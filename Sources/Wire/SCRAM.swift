@@ -81,6 +81,9 @@ public enum SCRAMError: Error, Equatable, Sendable, CustomStringConvertible {
 /// SCRAM primitives shared by both sides.
 public enum SCRAM {
     public static let mechanism = "SCRAM-SHA-256"
+    /// The most PBKDF2 iterations pgchorus computes for a backend's login (PostgreSQL's default is
+    /// 4096; a larger `scram_iterations` on a backend up to this still works).
+    public static let maximumIterations = 100_000
 
     public static func hmac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
         Array(HMAC<SHA256>.authenticationCode(for: data, using: SymmetricKey(data: key)))
@@ -207,6 +210,11 @@ public struct SCRAMClient: Sendable {
         guard let saltText = attrs.first(where: { $0.0 == "s" })?.1, let salt = Base64.decode(saltText),
               let iterText = attrs.first(where: { $0.0 == "i" })?.1, let iterations = Int(iterText), iterations > 0
         else { throw .malformedMessage("server-first-message") }
+        // The iteration count is the server's to choose, and each costs two HMACs on this thread: a
+        // hostile or impersonated server must not be able to stall the node for minutes.
+        guard iterations <= SCRAM.maximumIterations else {
+            throw .malformedMessage("server-first-message asks for \(iterations) iterations, more than the \(SCRAM.maximumIterations) pgchorus computes")
+        }
         let keys: SCRAMKeys
         switch credential {
         case let .password(p):

@@ -1,3 +1,4 @@
+import Foundation
 import LocalCluster
 import Testing
 import TestSupport
@@ -24,32 +25,45 @@ import Wire
         "\"\(user)\" \"\(SCRAMSecret(password: password, salt: Self.salt).text)\""
     }
 
-    func psqlSelect(_ proxy: RunningProxy, user: String = "postgres", password: String?) throws -> CommandOutput {
-        try Clients.psql(proxy.connectionString(user: user), ["-A", "-t", "-c", "select current_user"], password: password)
+    func psqlSelect(_ proxy: RunningProxy, user: String = "postgres", password: String?, tls: Bool = false) throws -> CommandOutput {
+        try Clients.psql(proxy.connectionString(user: user, extra: tls ? "sslmode=require" : ""), ["-A", "-t", "-c", "select current_user"], password: password)
     }
 
     @Test(arguments: ["scram-sha-256", "md5", "password"])
     func rightPasswordLogsInAndWrongPasswordIsRefusedWith28P01(method: String) async throws {
+        // A clear-text password is taken only over TLS.
+        let tls = method == "password"
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("pgchorus-auth-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let pem = try TLSTests.makeCertificate(in: scratch)
         try await withPostgresServers(count: 1) { servers in
             let users = [scramLine("postgres", "s3cret"), "\"md5user\" \"\(MD5Password.stored(password: "m5", user: "md5user"))\""].joined(separator: "\n")
             try servers[0].psql("create role md5user login")
-            try await withProxy(backends: servers, config: rules(method), files: ["users.txt": users]) { proxy in
-                let ok = try psqlSelect(proxy, password: "s3cret")
+            let config = rules(method) + (tls ? "\n[proxy.tls]\ncertificate_file = \"server.crt\"\nprivate_key_file = \"server.key\"\n" : "")
+            try await withProxy(backends: servers, config: config, files: ["users.txt": users, "server.crt": pem.cert, "server.key": pem.key]) { proxy in
+                let ok = try psqlSelect(proxy, password: "s3cret", tls: tls)
                 #expect(ok.exitCode == 0, "\(ok.stderr)")
                 #expect(ok.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "postgres")
 
-                let wrong = try Clients.psql(proxy.connectionString(), ["-v", "VERBOSITY=verbose", "-c", "\\set VERBOSITY verbose", "-c", "select 1"], password: "nope")
+                let wrong = try Clients.psql(proxy.connectionString(extra: tls ? "sslmode=require" : ""), ["-v", "VERBOSITY=verbose", "-c", "\\set VERBOSITY verbose", "-c", "select 1"], password: "nope")
                 #expect(wrong.exitCode != 0)
                 #expect(wrong.stderr.contains("password authentication failed for user \"postgres\""), "\(wrong.stderr)")
 
-                let unknown = try psqlSelect(proxy, user: "ghost", password: "s3cret")
+                let unknown = try psqlSelect(proxy, user: "ghost", password: "s3cret", tls: tls)
                 #expect(unknown.exitCode != 0)
                 #expect(unknown.stderr.contains("password authentication failed for user \"ghost\""), "\(unknown.stderr)")
 
                 if method != "scram-sha-256" {
                     // An md5 stored secret works with md5 and password methods (SCRAM cannot use it, as in PostgreSQL).
-                    let m = try psqlSelect(proxy, user: "md5user", password: "m5")
+                    let m = try psqlSelect(proxy, user: "md5user", password: "m5", tls: tls)
                     #expect(m.exitCode == 0, "\(m.stderr)")
+                }
+                if tls {
+                    // The same login without TLS: refused before any password is sent.
+                    let clear = try psqlSelect(proxy, password: "s3cret")
+                    #expect(clear.exitCode != 0)
+                    #expect(clear.stderr.contains("only over TLS"), "\(clear.stderr)")
                 }
             }
         }

@@ -164,6 +164,16 @@ import Testing
         }
     }
 
+    /// A server (or whoever answers in its place) cannot make the node run PBKDF2 for minutes.
+    @Test func aServerAskingForTooManyIterationsIsRefused() throws {
+        var client = SCRAMClient(credential: .password("pencil"), clientNonce: Self.clientNonce)
+        _ = client.clientFirst()
+        #expect(throws: SCRAMError.self) { try client.receiveServerFirst("r=\(Self.clientNonce)S,s=\(Self.saltText),i=2000000000") }
+        var fine = SCRAMClient(credential: .password("pencil"), clientNonce: Self.clientNonce)
+        _ = fine.clientFirst()
+        _ = try fine.receiveServerFirst("r=\(Self.clientNonce)S,s=\(Self.saltText),i=\(SCRAM.maximumIterations)")
+    }
+
     // MARK: Keys instead of a password
 
     @Test func recoveredClientKeyEqualsTheDerivedOne() throws {

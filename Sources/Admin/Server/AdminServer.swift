@@ -1,3 +1,4 @@
+import Crypto
 import FoundationEssentials
 import Logging
 import NIOCore
@@ -100,6 +101,12 @@ struct AdminLineDecoder: ByteToMessageDecoder {
 
 /// Answers one request per connection.
 final class AdminConnectionHandler: ChannelInboundHandler, Sendable {
+    /// Compares SHA-256 digests of the two tokens (swift-crypto compares digests in constant time):
+    /// how long a refusal takes says nothing about how much of the token was right.
+    static func tokenMatches(_ given: String?, _ expected: String) -> Bool {
+        SHA256.hash(data: Array((given ?? "").utf8)) == SHA256.hash(data: Array(expected.utf8))
+    }
+
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let administration: NodeAdministration
@@ -120,7 +127,7 @@ final class AdminConnectionHandler: ChannelInboundHandler, Sendable {
             reply(.failure("malformed request (one JSON object per line, e.g. {\"command\":\"status\"}): \(error)"), on: channel)
             return
         }
-        if let token, request.token != token {
+        if let token, !Self.tokenMatches(request.token, token) {
             logger.warning("admin request refused: wrong or missing token", metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
             reply(.failure("wrong or missing token"), on: channel)
             return

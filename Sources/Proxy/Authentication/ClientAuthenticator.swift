@@ -38,8 +38,11 @@ public struct ClientAuthenticator: Sendable {
     public private(set) var credential: BackendCredential = .none
 
     /// `randomBytes` (at least 24) supplies the MD5 salt and the SCRAM server nonce.
-    public init(user: String, rule: Configuration.AuthRule, stored: StoredSecret?, randomBytes: [UInt8]) {
-        self.user = user; self.rule = rule; self.stored = stored; self.randomBytes = randomBytes
+    /// Whether the client's connection is encrypted (TLS): `password` sends the password as it is.
+    let encrypted: Bool
+
+    public init(user: String, rule: Configuration.AuthRule, stored: StoredSecret?, randomBytes: [UInt8], encrypted: Bool) {
+        self.user = user; self.rule = rule; self.stored = stored; self.randomBytes = randomBytes; self.encrypted = encrypted
         if case let .plain(p)? = stored { credential = .plain(p) }
         if case let .md5(m)? = stored { credential = .md5Stored(m) }
     }
@@ -57,6 +60,11 @@ public struct ClientAuthenticator: Sendable {
         case .reject:
             state = .done
             return .fail(ErrorFields(severity: "FATAL", sqlState: "28000", message: "pgchorus auth rule at line \(rule.line.map(String.init) ?? "?") rejects connection for user \"\(user)\""))
+        case .password where !encrypted:
+            state = .done
+            return .fail(ErrorFields(severity: "FATAL", sqlState: "28000",
+                                     message: "pgchorus auth rule at line \(rule.line.map(String.init) ?? "?") asks for a clear-text password, which pgchorus takes only over TLS",
+                                     hint: "Connect with sslmode=require (the node needs [proxy.tls]), or use scram-sha-256."))
         case .password:
             state = .awaitingPassword(expected: stored)
             return .send(.authentication(.cleartextPassword))

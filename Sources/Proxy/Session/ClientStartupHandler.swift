@@ -175,7 +175,7 @@ final class ClientStartupHandler: ChannelInboundHandler, RemovableChannelHandler
         }
         var rng = SystemRandomNumberGenerator()
         let random = (0..<24).map { _ in UInt8.random(in: 0...255, using: &rng) }
-        var auth = ClientAuthenticator(user: user, rule: rule, stored: shared.users.secrets[user], randomBytes: random)
+        var auth = ClientAuthenticator(user: user, rule: rule, stored: shared.users.secrets[user], randomBytes: random, encrypted: tlsStarted)
         let start = SessionStart(startup: message, user: user, database: database, credential: .none)
         let action = auth.start()
         phase = .authenticating(auth, start)
