@@ -131,7 +131,7 @@ public final class RecoveryRunner: @unchecked Sendable {
     /// Roles and tablespaces (`pg_dumpall --globals-only`), applied so that what exists already is kept.
     public func copyGlobals() throws {
         onProgress("roles and tablespaces", nil)
-        let sql = try run("pg_dumpall", ["--globals-only", "-h", donor.host, "-p", String(donor.port), "-U", user, "-l", "postgres"])
+        let sql = try run("pg_dumpall", ["--globals-only", "-h", donor.host, "-p", String(donor.port), "-U", user, "-l", "postgres"], backend: donor)
         let t = try connect(target, "postgres")
         var statement = ""
         for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -192,14 +192,14 @@ public final class RecoveryRunner: @unchecked Sendable {
         onProgress("\(db): dump", 0)
         // The snapshot lives as long as the replication connection: until the dump is done.
         _ = try withExtendedLifetime(r) { try run("pg_dump", ["-h", donor.host, "-p", String(donor.port), "-U", user, "-d", db, "--snapshot=\(snapshot)", "-Fd",
-                                "-j", String(configuration.recovery.jobs), "--no-publications", "--no-subscriptions", "-f", directory],
-                    progress: { Self.size(of: directory).map { ("\(db): dump", $0) } }) }
+                                "-j", String(configuration.recovery.jobs), "--no-publications", "--no-subscriptions", "--enable-row-security", "-f", directory],
+                    backend: donor, progress: { Self.size(of: directory).map { ("\(db): dump", $0) } }) }
         let size = Self.size(of: directory) ?? 0
         onProgress("\(db): restore", size)
         let t = try connect(target, "template1")
         try t.simpleQuery("DROP DATABASE IF EXISTS \(Self.ident(db)) WITH (FORCE)")
         _ = try run("pg_restore", ["-h", target.host, "-p", String(target.port), "-U", user, "-d", "template1", "-C", "--exit-on-error",
-                                   "-j", String(configuration.recovery.jobs), directory])
+                                   "-j", String(configuration.recovery.jobs), directory], backend: target)
         onProgress("\(db): subscription", size)
         let c = try connect(target, db)
         try c.simpleQuery("""
@@ -362,7 +362,8 @@ public final class RecoveryRunner: @unchecked Sendable {
     }
 
     /// Runs a PostgreSQL client tool; returns its standard output, or throws with its standard error.
-    func run(_ name: String, _ arguments: [String], progress: (() -> (String, Int64)?)? = nil) throws -> String {
+    /// Runs a PostgreSQL client tool against `backend` (its TLS settings as libpq environment variables).
+    func run(_ name: String, _ arguments: [String], backend: Configuration.Backend, progress: (() -> (String, Int64)?)? = nil) throws -> String {
         let p = Process()
         let path = tool(name)
         if path.hasPrefix("/") {
@@ -376,6 +377,8 @@ public final class RecoveryRunner: @unchecked Sendable {
         if let password { environment["PGPASSWORD"] = password }
         environment["PGCONNECT_TIMEOUT"] = "10"
         environment["PGAPPNAME"] = "pgchorus-recovery"
+        let tlsVariables = ["sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY"]
+        for (keyword, value) in backend.tls.libpqKeywords { if let name = tlsVariables[keyword] { environment[name] = value } }
         p.environment = environment
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
