@@ -145,6 +145,37 @@ import Wire
         }
     }
 
+    /// Certificates are read again at a reload: a root certificate replaced in place takes effect
+    /// for new sessions without a restart.
+    @Test func aRootCertificateReplacedInPlaceTakesEffectAtReload() async throws {
+        let certs = try Certificates()
+        defer { certs.remove() }
+        let root = "\(certs.directory)/trusted.crt"
+        try FileManager.default.copyItem(atPath: certs.otherCA, toPath: root)
+        try await withPostgresServers(count: 1, options: PostgresServerOptions(extraSettings: certs.serverSettings)) { servers in
+            try await withProxy(backends: servers, config: backendTLS("verify-ca", root: root)) { proxy in
+                func login() throws -> [String] {
+                    let client = try RawPostgresClient(port: proxy.port)
+                    var b = ByteBuffer()
+                    StartupMessage(parameters: [("user", "postgres"), ("database", "postgres")]).encode(into: &b)
+                    try client.send(b)
+                    var states: [String] = []
+                    for _ in 0..<50 {
+                        guard let m = try client.read() else { break }
+                        if let e = m.errorState { states.append(e) }
+                        if m.isReadyForQuery { return states + ["ready"] }
+                    }
+                    return states
+                }
+                #expect(try login() == ["08006"], "the wrong CA is trusted")
+                try FileManager.default.removeItem(atPath: root)
+                try FileManager.default.copyItem(atPath: certs.ca, toPath: root)
+                try proxy.server.context.reload(try Configuration.load(path: proxy.configuration.file))
+                #expect(try login() == ["ready"], "the right CA after the reload")
+            }
+        }
+    }
+
     /// A certificate that does not verify refuses the client, names the backend and the reason, and
     /// fails no backend (the node's settings or the certificate are at fault, not the backend's data).
     @Test(arguments: ["wrong CA", "wrong host name", "server without TLS"])
