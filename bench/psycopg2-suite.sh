@@ -75,4 +75,10 @@ mkdir -p bench/results
   echo
   echo "$status" | sed 's/^/    /'
 } | tee "$OUT"
-[ -z "$unknown" ] && ! echo "$status" | grep -qE ' (failed|down|recovering) ' && [ "$sums" = 1 ]
+if [ -n "$unknown" ] || echo "$status" | grep -qE ' (failed|down|recovering) ' || [ "$sums" != 1 ]; then
+  # What pgchorusd said about it: the reasons are in its log, which goes with the work directory.
+  echo; echo "pgchorusd's warnings and errors (last 60):"
+  grep -E ' (warning|error|critical) ' "$work/demo.log" | tail -60 | cut -c1-400
+  cp "$work/demo.log" "${PSYCOPG2_DEMO_LOG:-/tmp/pgchorus-psycopg2-demo.log}" 2>/dev/null || true
+  exit 1
+fi
