@@ -101,42 +101,36 @@ public final class ProxyContext: Sendable {
     static func loadBackendTLS(_ configuration: Configuration) throws(ConfigurationError) -> [String: NIOSSLContext] {
         var contexts: [String: NIOSSLContext] = [:]
         for b in configuration.backends where b.tls.mode != .disable {
-            // Which setting names the file being read, for the error.
-            var key = "sslmode", file = ""
-            func reading(_ k: String, _ f: String) throws(ConfigurationError) {
-                key = k
-                file = f
-                guard FileManager.default.isReadableFile(atPath: f) else {
-                    throw ConfigurationError(file: configuration.file, line: nil, key: k,
-                                             message: "backend \(b.id): cannot read \(f) (\(FileManager.default.fileExists(atPath: f) ? "permission denied" : "no such file"))")
+            /// Reads one of the backend's files; an error names the setting and the file.
+            func loaded<T>(_ key: String, _ path: String, _ load: () throws -> T) throws(ConfigurationError) -> T {
+                guard FileManager.default.isReadableFile(atPath: path) else {
+                    throw ConfigurationError(file: configuration.file, line: nil, key: key,
+                                             message: "backend \(b.id): cannot read \(path) (\(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file"))")
+                }
+                do { return try load() } catch {
+                    throw ConfigurationError(file: configuration.file, line: nil, key: key,
+                                             message: "backend \(b.id): cannot use \(path) (not PEM, or not what \(key) needs): \(error)")
                 }
             }
+            var t = TLSConfiguration.makeClientConfiguration()
+            t.minimumTLSVersion = .tlsv12
+            switch b.tls.mode {
+            case .verifyFull: t.certificateVerification = .fullVerification
+            case .verifyCA: t.certificateVerification = .noHostnameVerification
+            case .disable, .prefer, .require: t.certificateVerification = .none
+            }
+            if b.tls.mode.verifies, let root = b.tls.rootCertificateFile {
+                t.trustRoots = .certificates(try loaded("sslrootcert", root) { try NIOSSLCertificate.fromPEMFile(root) })
+            }
+            if let cert = b.tls.certificateFile, let privateKey = b.tls.privateKeyFile {
+                t.certificateChain = try loaded("sslcert", cert) { try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) } }
+                t.privateKey = .privateKey(try loaded("sslkey", privateKey) { try NIOSSLPrivateKey(file: privateKey, format: .pem) })
+            }
             do {
-                var t = TLSConfiguration.makeClientConfiguration()
-                t.minimumTLSVersion = .tlsv12
-                switch b.tls.mode {
-                case .verifyFull: t.certificateVerification = .fullVerification
-                case .verifyCA: t.certificateVerification = .noHostnameVerification
-                case .disable, .prefer, .require: t.certificateVerification = .none
-                }
-                if b.tls.mode.verifies, let root = b.tls.rootCertificateFile {
-                    try reading("sslrootcert", root)
-                    t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(root))
-                }
-                if let cert = b.tls.certificateFile, let privateKey = b.tls.privateKeyFile {
-                    try reading("sslcert", cert)
-                    t.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
-                    try reading("sslkey", privateKey)
-                    t.privateKey = .privateKey(try NIOSSLPrivateKey(file: privateKey, format: .pem))
-                }
-                key = "sslmode"
-                file = ""
                 contexts[b.id] = try NIOSSLContext(configuration: t)
-            } catch let error as ConfigurationError {
-                throw error
             } catch {
-                throw ConfigurationError(file: configuration.file, line: nil, key: key,
-                                         message: "backend \(b.id): cannot use \(file.isEmpty ? "its TLS settings" : "\(file) (not PEM, or not what \(key) needs)"): \(error)")
+                throw ConfigurationError(file: configuration.file, line: nil, key: "sslmode",
+                                         message: "backend \(b.id): cannot use its TLS settings: \(error)")
             }
         }
         return contexts

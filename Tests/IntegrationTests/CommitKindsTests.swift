@@ -121,7 +121,6 @@ import Wire
         }
     }
 
-    /// Rows older than `replication.commit_log_retention` go; younger ones, still evidence, stay.
     /// A client cannot finish (or squat) pgchorus' own prepared transactions: ending another session's
     /// vote between two backends would split it. Its gids cannot be guessed ahead either.
     @Test func aClientCannotTouchPgchorusPreparedTransactions() async throws {
@@ -231,6 +230,7 @@ import Wire
         }
     }
 
+    /// Rows older than `replication.commit_log_retention` go; younger ones, still evidence, stay.
     @Test func theCommitLogIsPrunedPastItsRetention() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withProxy(backends: servers) { proxy in
