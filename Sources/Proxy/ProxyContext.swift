@@ -30,6 +30,14 @@ public final class ProxyContext: Sendable {
     let transactionSerial: Atomic<Int>
     /// (backend id, database) pairs where `pgchorus.commit_log` is known to exist.
     let commitLogReady = Mutex<Set<String>>([])
+
+    /// Forgets where pgchorus' schema was made: everywhere (a database was dropped: its name may come
+    /// back as a new database), or for one backend and database (found missing there).
+    func forgetSchemas(backend: String? = nil, database: String? = nil) {
+        commitLogReady.withLock { ready in
+            if let backend, let database { ready.remove("\(backend)/\(database)") } else { ready.removeAll() }
+        }
+    }
     /// The node-wide order of statements that draw sequence values.
     let sequenceOrdering = SequenceOrdering()
     /// Holds back a new lead until the statements the failed lead ordered have run on it.

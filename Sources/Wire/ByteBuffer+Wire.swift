@@ -1,4 +1,9 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 extension ByteBuffer {
     /// Appends the readable bytes of `other` with one copy of raw memory. `writeImmutableBuffer`
@@ -12,8 +17,11 @@ extension ByteBuffer {
     /// Reads a NUL-terminated string; nil when no terminator is left in the buffer.
     @inlinable
     mutating func readCString() -> String? {
-        guard let nul = self.readableBytesView.firstIndex(of: 0) else { return nil }
-        let length = nul - self.readerIndex
+        // memchr, not a step per byte through a view: a Query's text can be many megabytes.
+        guard let length = self.withUnsafeReadableBytes({ raw -> Int? in
+            guard let base = raw.baseAddress, let found = memchr(base, 0, raw.count) else { return nil }
+            return UnsafeRawPointer(found) - base
+        }) else { return nil }
         let string = self.readString(length: length)
         self.moveReaderIndex(forwardBy: 1)
         return string

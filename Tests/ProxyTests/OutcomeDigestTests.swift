@@ -70,6 +70,24 @@ import Wire
         #expect(digest(select([row("1"), row("2")])) != digest(select([row("2")])))
     }
 
+    /// Rows are hashed eight bytes a step with a byte-wise tail: a difference anywhere in a long row
+    /// counts, in a whole word as in the tail, and so do the length and the order of the bytes.
+    @Test func longRowsDifferAnywhere() {
+        let base = String(repeating: "abcdefgh", count: 1_000) + "xyz"
+        let whole = digest(select([row(base)]))
+        #expect(whole == digest(select([row(base)])))
+        for position in [0, 7, 8, 4_000, 7_999, 8_000, 8_002] {
+            var bytes = Array(base.utf8)
+            bytes[position] = UInt8(ascii: "Q")
+            #expect(digest(select([row(String(decoding: bytes, as: UTF8.self))])) != whole, "byte \(position)")
+        }
+        #expect(digest(select([row(base + "z")])) != whole)
+        #expect(digest(select([row(String(base.dropLast()))])) != whole)
+        // Two words swapped within a row are another row.
+        let swapped = "bcdefgha" + "abcdefgh" + String(repeating: "abcdefgh", count: 998) + "xyz"
+        #expect(digest(select([row("abcdefgh" + "bcdefgha" + String(repeating: "abcdefgh", count: 998) + "xyz")])) != digest(select([row(swapped)])))
+    }
+
     @Test func rowBytesIgnoredWhenNotHashed() {
         let a = digest(select([row("1"), row("2")]), hashRows: false)
         let b = digest(select([row("x"), row("y")]), hashRows: false)

@@ -43,11 +43,21 @@ import Wire
         ("LISTEN jobs", "LISTEN"), ("PREPARE q AS SELECT 1", "a prepared statement made with SQL PREPARE"),
         ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", "a cursor WITH HOLD"), ("select pg_advisory_lock(42)", "a session-level advisory lock"),
         ("select * into temp t2 from t", "a temporary table"),
+        ("DECLARE c CURSOR\n  WITH\tHOLD FOR SELECT 1", "a cursor WITH HOLD"), ("SELECT pg_advisory_lock_shared(7)", "a session-level advisory lock"),
+        ("select *\nINTO /* x */ TEMPORARY t3 from t", "a temporary table"),
     ])
     func stateThatCannotBeCarriedIsNamed(sql: String, what: String) {
         var r = SessionReplay()
         r.note(frame(.query(sql)))
         #expect(r.unreplayable == what)
+    }
+
+    /// The words count where they are SQL, not inside a literal or a comment.
+    @Test func wordsInLiteralsAndCommentsAreNotSessionState() {
+        var r = SessionReplay()
+        r.note(frame(.query("select 'declare c cursor with hold', 'x into temp y' -- pg_advisory_lock(1)")))
+        r.note(frame(.query("select $$into temp$$, " + String(repeating: "'hold' || ", count: 10_000) + "'temp'")))
+        #expect(r.unreplayable == nil)
     }
 
     @Test func preparedTransactionsAndPlainStatementsAreNotSessionState() {

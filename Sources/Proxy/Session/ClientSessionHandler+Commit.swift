@@ -193,7 +193,17 @@ extension ClientSessionHandler {
             logger.warning("a routine in database \(database) notified, so PREPARE TRANSACTION was refused: its transactions commit without the vote from now on")
         }
         if !ok {
-            logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)", metadata: ["gid": "\(c.gid)"])
+            var why = ""
+            if let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e) {
+                why = ": \(fields.sqlState ?? "") \(fields.message ?? "")"
+                if fields.sqlState == "42P01", fields.message?.contains("pgchorus.commit_log") == true {
+                    // The database was dropped and created again under its name (through another node, or
+                    // behind pgchorus' back): this transaction is lost, the schema is made again at once.
+                    shared.forgetSchemas(backend: backends[index].backend.id, database: database)
+                    schemaCheckDue = true
+                }
+            }
+            logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)\(why)", metadata: ["gid": "\(c.gid)"])
         }
         backends[index].cycleError = nil
         backends[index].cycleTag = nil

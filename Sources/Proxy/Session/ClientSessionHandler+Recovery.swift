@@ -37,15 +37,23 @@ struct SessionReplay {
     }
 
     mutating func noteSQL(_ sql: String) {
-        let text = sql.lowercased().split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
-        let trimmed = text.hasSuffix(";") ? String(text.dropLast()) : text
-        func starts(_ p: String) -> Bool { trimmed.hasPrefix(p) }
+        // Every check but one looks at how the text begins: normalize only its head, so a statement of
+        // many megabytes costs nothing here.
+        func normalized(_ text: Substring) -> String {
+            text.lowercased().split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
+        }
+        let head = normalized(sql.prefix(64))
+        func starts(_ p: String) -> Bool { head.hasPrefix(p) }
         if starts("set local ") || starts("set transaction") || starts("set session characteristics") || starts("set constraints") {
             return
         }
-        if (starts("set ") || starts("reset ")) && !trimmed.contains(";") {
-            settings.append(sql)
-            return
+        if starts("set ") || starts("reset ") {
+            let whole = normalized(sql[...])
+            // One setting (a trailing semicolon allowed), not a SET followed by other statements.
+            if !(whole.hasSuffix(";") ? whole.dropLast() : whole[...]).contains(";") {
+                settings.append(sql)
+                return
+            }
         }
         if starts("deallocate all") || starts("discard all") {
             statements = []
@@ -62,9 +70,15 @@ struct SessionReplay {
             unreplayable = what
             return
         }
-        if trimmed.contains("with hold") && trimmed.contains("declare ") { unreplayable = "a cursor WITH HOLD" }
-        if trimmed.contains("pg_advisory_lock") { unreplayable = "a session-level advisory lock" }
-        if trimmed.contains(" into temp") { unreplayable = "a temporary table" }
+        // The rest may sit anywhere in the text: a quick look for the words first, the lexer's words
+        // (outside literals and comments) only when one is there.
+        let lower = sql.lowercased()
+        guard lower.contains("hold") || lower.contains("pg_advisory_lock") || lower.contains("temp") else { return }
+        let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
+        func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
+        if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
+        if words.contains(where: { $0.hasPrefix("pg_advisory_lock") }) { unreplayable = "a session-level advisory lock" }
+        if follows("into", { $0.hasPrefix("temp") }) { unreplayable = "a temporary table" }
     }
 }
 

@@ -352,6 +352,10 @@ extension ClientSessionHandler {
     /// Dispatches a client group, wrapped for the vote when `wrap`; returns the group's cycle.
     @discardableResult
     func send(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags) -> Int {
+        if schemaCheckDue, lastStatus == .idle, commit == nil {
+            schemaCheckDue = false
+            ensureCommitLog()
+        }
         if wrap {
             if !flags.trailingCommit {
                 var begin = ByteBuffer()
@@ -516,6 +520,8 @@ extension ClientSessionHandler {
         }
     }
 
+    static let dropDatabaseTag = Array("DROP DATABASE\0".utf8)
+
     private func leadFrame(_ frame: PostgresFrame) {
         guard let exp = backends[lead].expected.first else {
             // Between cycles only asynchronous messages arrive: notifications, notices, parameter changes.
@@ -532,6 +538,10 @@ extension ClientSessionHandler {
         case .client:
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
             if frame.type == BackendMessage.Kind.functionCallResponse.rawValue { largeObjectCreated(frame, seq: exp.seq) }
+            if frame.type == BackendMessage.Kind.commandComplete.rawValue, frame.body.readableBytesView.elementsEqual(Self.dropDatabaseTag) {
+                // Its name may come back as a new database, without pgchorus' schema.
+                shared.forgetSchemas()
+            }
             if exp.holdReady && frame.type == BackendMessage.Kind.readyForQuery.rawValue {
                 // Kept back until the vote on this autocommit write is carried out.
             } else if exp.answerWhenAll && frame.type == BackendMessage.Kind.readyForQuery.rawValue && exp.seq > deliveredThrough && liveCount > 1 {

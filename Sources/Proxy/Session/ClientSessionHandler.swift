@@ -88,6 +88,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Client messages that arrived while a commit vote was running.
     var heldFrames: [PostgresFrame] = []
     var votedCommitAvailable = true
+    /// pgchorus' schema was found missing in this database (dropped and created again under the same
+    /// name): it is made again before the session's next group.
+    var schemaCheckDue = false
 
     // Sequence ordering (see ClientSessionHandler+Order.swift).
     /// The turn held for the statement in `orderSeq`, and the one asked for by `waitingGroup`.
