@@ -52,6 +52,16 @@ import Wire
         #expect(r.unreplayable == what)
     }
 
+    @Test func theHeadIsLowerCasedWithItsWhiteSpaceFolded() {
+        #expect(String(decoding: SessionReplay.head(of: "  \n\tSET\t\tLOCAL  work_mem"), as: UTF8.self) == "set local work_mem")
+        #expect(SessionReplay.head(of: String(repeating: "A", count: 200)).count == 64)
+        #expect(SessionReplay.head(of: "").isEmpty)
+        #expect(SessionReplay.mentions("SELECT PG_ADVISORY_LOCK(1)", ["pg_advisory_lock"]))
+        #expect(SessionReplay.mentions("x TeMp", ["temp"]))
+        #expect(!SessionReplay.mentions("select 1", ["hold", "temp"]))
+        #expect(!SessionReplay.mentions("tem", ["temp"]))
+    }
+
     /// The words count where they are SQL, not inside a literal or a comment.
     @Test func wordsInLiteralsAndCommentsAreNotSessionState() {
         var r = SessionReplay()

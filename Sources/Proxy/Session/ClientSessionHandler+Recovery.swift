@@ -36,21 +36,20 @@ struct SessionReplay {
         }
     }
 
+    /// Runs on every statement a client sends: it works on the text's bytes (a look at its first ones,
+    /// a scan for a few words) and builds nothing it does not keep.
     mutating func noteSQL(_ sql: String) {
-        // Every check but one looks at how the text begins: normalize only its head, so a statement of
-        // many megabytes costs nothing here.
-        func normalized(_ text: Substring) -> String {
-            text.lowercased().split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
-        }
-        let head = normalized(sql.prefix(64))
-        func starts(_ p: String) -> Bool { head.hasPrefix(p) }
+        let head = Self.head(of: sql)
+        func starts(_ p: String) -> Bool { head.starts(with: p.utf8) }
         if starts("set local ") || starts("set transaction") || starts("set session characteristics") || starts("set constraints") {
             return
         }
         if starts("set ") || starts("reset ") {
-            let whole = normalized(sql[...])
             // One setting (a trailing semicolon allowed), not a SET followed by other statements.
-            if !(whole.hasSuffix(";") ? whole.dropLast() : whole[...]).contains(";") {
+            var bytes = Array(sql.utf8)
+            while let last = bytes.last, Self.isSpace(last) { bytes.removeLast() }
+            if bytes.last == UInt8(ascii: ";") { bytes.removeLast() }
+            if !bytes.contains(UInt8(ascii: ";")) {
                 settings.append(sql)
                 return
             }
@@ -72,13 +71,55 @@ struct SessionReplay {
         }
         // The rest may sit anywhere in the text: a quick look for the words first, the lexer's words
         // (outside literals and comments) only when one is there.
-        let lower = sql.lowercased()
-        guard lower.contains("hold") || lower.contains("pg_advisory_lock") || lower.contains("temp") else { return }
+        guard Self.mentions(sql, ["hold", "pg_advisory_lock", "temp"]) else { return }
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
         func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
         if words.contains(where: { $0.hasPrefix("pg_advisory_lock") }) { unreplayable = "a session-level advisory lock" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = "a temporary table" }
+    }
+
+    static func isSpace(_ c: UInt8) -> Bool { c == 32 || (c >= 9 && c <= 13) }
+
+    /// The text's first bytes (at most `limit`), ASCII lower-cased, leading white space dropped and
+    /// each run of it one space.
+    static func head(of sql: String, limit: Int = 64) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(limit)
+        var space = false
+        for c in sql.utf8 {
+            if isSpace(c) {
+                space = !out.isEmpty
+                continue
+            }
+            if space {
+                out.append(32)
+                space = false
+            }
+            guard out.count < limit else { break }
+            out.append(c >= 65 && c <= 90 ? c | 0x20 : c)
+            if out.count == limit { break }
+        }
+        return out
+    }
+
+    /// Whether any of `words` (lower-case ASCII) occurs in `sql`, ignoring ASCII case.
+    static func mentions(_ sql: String, _ words: [String]) -> Bool {
+        let needles = words.map { Array($0.utf8) }
+        let scan = { (text: UnsafeBufferPointer<UInt8>) -> Bool in
+            guard text.count > 0 else { return false }
+            for i in 0..<text.count {
+                let c = text[i] >= 65 && text[i] <= 90 ? text[i] | 0x20 : text[i]
+                for n in needles where n[0] == c && i + n.count <= text.count {
+                    var k = 1
+                    while k < n.count, (text[i + k] >= 65 && text[i + k] <= 90 ? text[i + k] | 0x20 : text[i + k]) == n[k] { k += 1 }
+                    if k == n.count { return true }
+                }
+            }
+            return false
+        }
+        if let found = sql.utf8.withContiguousStorageIfAvailable(scan) { return found }
+        return Array(sql.utf8).withUnsafeBufferPointer(scan)
     }
 }
 
