@@ -103,8 +103,8 @@ let package = Package(
             ]
         ),
         .target(name: "LocalCluster", dependencies: [.product(name: "Logging", package: "swift-log")]),
-        .executableTarget(
-            name: "pgchorusd",
+        .target(
+            name: "Daemon",
             dependencies: [
                 "Proxy", "State", "Admin", "Recovery", "VIP",
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -115,10 +115,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .executableTarget(name: "pgchorusd", dependencies: ["Daemon"]),
         .executableTarget(
             name: "pgchorus",
             dependencies: [
-                "Proxy", "Admin", "State", "Wire", "LocalCluster", "VIP",
+                "Daemon", "Proxy", "Admin", "State", "Wire", "LocalCluster", "VIP",
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

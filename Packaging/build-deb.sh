@@ -26,7 +26,7 @@ ARCH=$(dpkg --print-architecture)
 
 echo "== release build (static Swift runtime, full RELRO)"
 RELEASE_FLAGS=(-c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now)
-swift build "${RELEASE_FLAGS[@]}" --product pgchorusd
+# One binary: pgchorus is also the daemon when started as pgchorusd (/usr/sbin/pgchorusd links to it).
 swift build "${RELEASE_FLAGS[@]}" --product pgchorus
 BIN=$(swift build "${RELEASE_FLAGS[@]}" --show-bin-path)
 
@@ -42,9 +42,9 @@ install -d -m 0755 "$ROOT/DEBIAN" "$ROOT/usr/sbin" "$ROOT/usr/bin" "$ROOT/etc/pg
     "$ROOT/usr/share/bash-completion/completions"
 
 echo "== staging"
-install -m 0755 "$BIN/pgchorusd" "$ROOT/usr/sbin/pgchorusd"
 install -m 0755 "$BIN/pgchorus" "$ROOT/usr/bin/pgchorus"
-strip --remove-section=.comment --remove-section=.note --strip-unneeded "$ROOT/usr/sbin/pgchorusd" "$ROOT/usr/bin/pgchorus"
+ln -s ../bin/pgchorus "$ROOT/usr/sbin/pgchorusd"
+strip --remove-section=.comment --remove-section=.note --strip-unneeded "$ROOT/usr/bin/pgchorus"
 
 # Group and mode of the configuration are set in postinst (the pgchorus group does not exist yet).
 install -m 0640 "$SRC/pgchorus.toml" "$ROOT/etc/pgchorus/pgchorus.toml"
@@ -76,7 +76,7 @@ echo "== dependencies (dpkg-shlibdeps)"
 SHLIBS=$(mktemp -d)
 mkdir -p "$SHLIBS/debian"
 printf 'Source: pgchorus\n\nPackage: pgchorus\nArchitecture: any\n' > "$SHLIBS/debian/control"
-SUBSTVARS=$(cd "$SHLIBS" && dpkg-shlibdeps -O "$ROOT/usr/sbin/pgchorusd" "$ROOT/usr/bin/pgchorus")
+SUBSTVARS=$(cd "$SHLIBS" && dpkg-shlibdeps -O "$ROOT/usr/bin/pgchorus")
 rm -rf "$SHLIBS"
 SHLIBS_DEPENDS=${SUBSTVARS#shlibs:Depends=}
 # adduser for the maintainer scripts; the libraries are what the binaries really link.

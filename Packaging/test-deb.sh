@@ -159,7 +159,8 @@ check "postinst says the service is enabled but not started" grep -q "enabled bu
 check "pgchorus is a system user with no login shell" bash -c "
     line=\$(chroot '$ROOT' getent passwd pgchorus) && uid=\$(cut -d: -f3 <<<\"\$line\") &&
     [ \"\$uid\" -lt 1000 ] && [ \"\$(cut -d: -f7 <<<\"\$line\")\" = /usr/sbin/nologin ]"
-check_stat "$ROOT" /usr/sbin/pgchorusd 755 root:root
+check "/usr/sbin/pgchorusd is a link to the one binary, /usr/bin/pgchorus" \
+    bash -c "[ -L '$ROOT/usr/sbin/pgchorusd' ] && [ \"\$(readlink '$ROOT/usr/sbin/pgchorusd')\" = ../bin/pgchorus ]"
 check_stat "$ROOT" /usr/bin/pgchorus 755 root:root
 check_stat "$ROOT" /etc/pgchorus 750 root:pgchorus
 check_stat "$ROOT" /etc/pgchorus/pgchorus.toml 640 root:pgchorus

@@ -89,10 +89,12 @@ struct DemoCommand: AsyncParsableCommand {
                 try Self.configuration(node: node, all: layout, port: port, backends: servers)
                     .write(toFile: node.configPath, atomically: true, encoding: .utf8)
             }
-            let daemonPath = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-                .deletingLastPathComponent().appendingPathComponent("pgchorusd").path
-            guard FileManager.default.isExecutableFile(atPath: daemonPath) else {
-                throw DemoError("pgchorusd not found next to this pgchorus at \(daemonPath)")
+            // Next to this pgchorus (a build directory), or the package's /usr/sbin/pgchorusd beside /usr/bin.
+            let here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            let candidates = [here.appendingPathComponent("pgchorusd").path,
+                              here.deletingLastPathComponent().appendingPathComponent("sbin/pgchorusd").path]
+            guard let daemonPath = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+                throw DemoError("pgchorusd not found next to this pgchorus (looked at \(candidates.joined(separator: ", ")))")
             }
             for node in layout {
                 try checkStop()

@@ -1,8 +1,23 @@
 import ArgumentParser
+import Daemon
+import Foundation
 import State
 
-/// The pgchorus operations CLI.
+/// One binary for both programs: started as `pgchorusd` (the package's /usr/sbin/pgchorusd is a link to
+/// it) it is the daemon, otherwise the operations CLI.
 @main
+enum Entry {
+    static func main() async {
+        let name = CommandLine.arguments.first.map { URL(fileURLWithPath: $0).lastPathComponent } ?? ""
+        if name == "pgchorusd" {
+            await PGChorusDaemon.main()
+        } else {
+            await PGChorusCommand.main()
+        }
+    }
+}
+
+/// The pgchorus operations CLI.
 struct PGChorusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgchorus",

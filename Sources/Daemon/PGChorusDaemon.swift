@@ -9,10 +9,12 @@ import ServiceLifecycle
 import State
 import VIP
 
-/// The pgchorus clustering-node daemon.
-@main
-struct PGChorusDaemon: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// The pgchorus clustering-node daemon: `pgchorusd`, the same binary as `pgchorus` called by that name
+/// (the `pgchorus` executable's entry point chooses by the name it was started with).
+public struct PGChorusDaemon: AsyncParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "pgchorusd",
         abstract: "pgchorus clustering-node daemon: speaks the PostgreSQL protocol to clients and relays to the backends.",
         discussion: """
@@ -41,7 +43,7 @@ struct PGChorusDaemon: AsyncParsableCommand {
     @Option(name: .long, help: "Override log.level from the configuration (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String?
 
-    func run() async throws {
+    public func run() async throws {
         let configuration: Configuration
         do {
             configuration = try Configuration.load(path: config)
