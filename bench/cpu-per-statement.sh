@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pgchorusd's CPU time per statement (user and kernel, from /proc) at 1 client, for one or more
 # builds side by side: each build runs `pgchorus demo --backends N`, then pgbench (simple protocol)
-# TPC-B and SELECT-only, ROUNDS times, the builds interleaved; prints the medians. For before/after
+# TPC-B and SELECT-only, ROUNDS times, the builds interleaved; prints the medians of the CPU time and
+# of pgbench's average latency. For before/after
 # figures of a change: build both (e.g. a worktree of the old commit), give both bin directories.
 #
 #   bench/cpu-per-statement.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]     (as root)
@@ -36,9 +37,9 @@ measure() { # index workload-args statements-per-transaction transactions
   local i=$1 args=$2 per=$3 txs=$4 pid=${PIDS[$1]}
   local before after
   before=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
-  pgbench -h 127.0.0.1 -p "${PORTS[$i]}" -U postgres -n -c 1 -t "$txs" -M simple $args postgres >/dev/null 2>&1
+  latency=$(pgbench -h 127.0.0.1 -p "${PORTS[$i]}" -U postgres -n -c 1 -t "$txs" -M simple $args postgres 2>&1 | awk '/latency average/ { print $4 * 1000 }')
   after=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
-  echo "$before $after" | awk -v n=$((txs * per)) -v hz="$HZ" '{ printf "%.1f %.1f\n", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n }'
+  echo "$before $after" | awk -v n=$((txs * per)) -v hz="$HZ" -v l="$latency" '{ printf "%.1f %.1f %s\n", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n, l }'
 }
 
 for r in $(seq 1 "$ROUNDS"); do
@@ -47,11 +48,11 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "select $i $(measure "$i" "-S" 1 "$SELECT_TXS")" >>"$WORK/results"
   done
 done
-echo "| build | backends | TPC-B simple: user / kernel µs per statement | SELECT-only simple: user / kernel µs per statement |"
-echo "|---|---|---|---|"
+echo "| build | backends | TPC-B simple: user / kernel µs per statement | latency per transaction (µs) | SELECT-only simple: user / kernel µs per statement | latency (µs) |"
+echo "|---|---|---|---|---|---|"
 i=0
 for bin in "$@"; do
   med() { awk -v w="$1" -v i="$i" -v c="$2" '$1 == w && $2 == i { print $c }' "$WORK/results" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-  echo "| $bin | $N | $(med tpcb 3) / $(med tpcb 4) | $(med select 3) / $(med select 4) |"
+  echo "| $bin | $N | $(med tpcb 3) / $(med tpcb 4) | $(med tpcb 5) | $(med select 3) / $(med select 4) | $(med select 5) |"
   i=$((i + 1))
 done
