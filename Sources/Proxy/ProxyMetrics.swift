@@ -12,6 +12,9 @@ enum ProxyMetrics {
     /// Statements cancelled on the lead (client got 40001) because the followers could not run them with
     /// the lead's snapshot (`CommitEpochs`).
     static let epochCancels = Counter(label: "pgchorus_snapshot_order_cancels_total")
+    /// Transactions rolled back at their vote (client got 40001) because the order had to go on before
+    /// one of their statements reached every backend (`CommitEpochs`, `doomForEpochs`).
+    static let epochDooms = Counter(label: "pgchorus_snapshot_order_dooms_total")
     /// Turns that stopped waiting on running statements after `replication.follower_timeout`.
     static let epochForced = Counter(label: "pgchorus_snapshot_order_forced_total")
     /// The node went on without the cluster-wide order lock (`ClusterOrder`): not granted even after

@@ -40,6 +40,13 @@ import TestSupport
         }
     }
 
+    /// Writes the configuration of one node (id `node`) in front of `servers`, listening on `port`; its
+    /// state and admin socket in `dir`.
+    static func writeNodeConfig(_ config: String, node: String, port: Int, servers: [LocalPostgresServer]) throws {
+        try "[node]\nid = \"\(node)\"\nstate_directory = \"state\"\n[admin]\nsocket = \"admin.sock\"\n[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers))"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+    }
+
     @Test(arguments: [
         ("exit-after-prepare", "0", [1, 1, 1], false), ("exit-after-first-commit-prepared", "1", [0, 1, 1], false),
         ("exit-after-prepare", "0", [1, 1, 1], true), ("exit-after-first-commit-prepared", "1", [0, 1, 1], true),
@@ -51,8 +58,7 @@ import TestSupport
         try await withPostgresServers(count: 3) { servers in
             let port = try FreePort.pick()
             let config = "\(dir)/pgchorus.toml"
-            try "[node]\nid = \"crashy\"\nstate_directory = \"state\"\n[admin]\nsocket = \"admin.sock\"\n[proxy]\nlisten_address = \"127.0.0.1\"\nlisten_port = \(port)\n\n\(backendsTOML(servers))"
-                .write(toFile: config, atomically: true, encoding: .utf8)
+            try Self.writeNodeConfig(config, node: "crashy", port: port, servers: servers)
             let conn = "host=127.0.0.1 port=\(port) user=postgres dbname=postgres"
 
             let first = try Daemon(config: config, hook: hook)

@@ -96,3 +96,46 @@ extension TimingSensitive {
     }
 }
 }
+
+/// A transaction whose statement the order had to go on without (it may have seen a commit on some
+/// backends only) commits nowhere: the vote rolls it back everywhere, the client gets 40001 to retry,
+/// nobody is failed, and its cycles are not compared. The test hook dooms every write, as the order
+/// does when another node's commit or a waiting follower's cannot wait longer.
+@Suite struct DoomedTransactionTests {
+    @Test func aDoomedTransactionRollsBackEverywhereWith40001AndFailsNobody() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pgchorus-doom-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await withPostgresServers(count: 3) { servers in
+            let port = try FreePort.pick()
+            let config = "\(dir)/pgchorus.toml"
+            try CrashRecoveryTests.writeNodeConfig(config, node: "doomy", port: port, servers: servers)
+            let daemon = try CrashRecoveryTests.Daemon(config: config, hook: "doom-writes")
+            defer { daemon.stop() }
+            #expect(try await daemon.waitUntilServing(port: port))
+            let conn = "host=127.0.0.1 port=\(port) user=postgres dbname=postgres"
+            // DDL is outside the vote: it cannot be rolled back, so it goes (and is logged).
+            let setup = try Clients.psql(conn, ["-v", "ON_ERROR_STOP=1", "-c", "create table t (i int)"])
+            #expect(setup.exitCode == 0, "\(setup.report)")
+
+            let autocommit = try Clients.psql(conn, ["-c", "insert into t values (1)"])
+            #expect(autocommit.stderr.contains("could not serialize access"), "\(autocommit.report)")
+            let block = try Clients.psql(conn, ["-v", "ON_ERROR_STOP=1", "-c", "begin", "-c", "insert into t values (2)",
+                                                "-c", "select count(*) from t", "-c", "commit"])
+            #expect(block.exitCode != 0 && block.stderr.contains("could not serialize access"), "\(block.report)")
+            // A read is never doomed; the session goes on.
+            let read = try Clients.psql(conn, ["-At", "-c", "select count(*) from t", "-c", "insert into t values (3)", "-c", "select count(*) from t"])
+            // (The insert's own reply came before the vote's error, as PostgreSQL's would before a failed commit.)
+            #expect(read.stdoutLines.first == "0" && read.stdoutLines.last == "0", "\(read.report)")
+            #expect(read.stderr.contains("could not serialize access"), "\(read.report)")
+
+            for s in servers {
+                #expect(try s.psql("select count(*) from t") == "0")
+                #expect(try Consistency.preparedCount(s) == 0)
+            }
+            let backends = try CommandRunner.run(DaemonTests.binary("pgchorus"), ["backends", "--config", config], timeout: .seconds(30))
+            #expect(backends.exitCode == 0, "\(backends.report)")
+            #expect(backends.stdout.components(separatedBy: " online ").count == 4, "every backend online: \(backends.stdout)")
+        }
+    }
+}

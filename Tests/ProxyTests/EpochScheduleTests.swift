@@ -1,3 +1,4 @@
+import NIOCore
 @testable import Proxy
 import Testing
 
@@ -208,5 +209,53 @@ import Testing
         #expect(!s.remoteWaiting)
         #expect(s.request(.statement).granted.count == 1)
         #expect(s.wantedHold == .exclusive)
+    }
+}
+
+/// What `CommitEpochs` does when the order must go on without a statement: the statement's transaction
+/// is doomed (its session rolls it back at the vote), once.
+@Suite struct EpochDoomTests {
+    final class Count: @unchecked Sendable {
+        var n = 0
+    }
+
+    /// A follower's COMMIT PREPARED that waited for a statement longer than it may goes ahead and takes
+    /// the statement's doom with it: that transaction must commit nowhere.
+    @Test func aFollowerCommitThatGoesAheadDoomsTheStatementsItWaitedFor() {
+        var state = CommitEpochs.State(schedule: EpochSchedule())
+        let statement = state.schedule.request(.statement).ticket
+        let other = state.schedule.request(.statement).ticket
+        let doomed = Count(), went = Count(), spared = Count()
+        state.dooms[statement] = { doomed.n += 1 }
+        state.dooms[other] = { spared.n += 1 }
+        state.pending[statement] = ["db2"]
+        state.pending[other] = ["db2"]
+        let commit = 1_000
+        state.deferrals[commit] = [statement]
+        state.followerWaits = [CommitEpochs.FollowerWait(commit: commit, backend: "db2", since: NIODeadline.now() - TimeAmount.seconds(10), go: { went.n += 1 })]
+        for callback in state.readyFollowers(waiting: []) { callback() }
+        #expect(went.n == 1)
+        #expect(doomed.n == 1)
+        #expect(spared.n == 0, "a statement the commit did not wait for is not doomed")
+        #expect(state.followerWaits.isEmpty)
+        // Taken out: a second look dooms nothing again.
+        #expect(state.doom([statement]).isEmpty)
+    }
+
+    /// Within its bound the commit still waits for the statement, and nothing is doomed.
+    @Test func aFollowerCommitWithinItsBoundWaitsAndDoomsNothing() {
+        var state = CommitEpochs.State(schedule: EpochSchedule())
+        let statement = state.schedule.request(.statement).ticket
+        let doomed = Count(), went = Count()
+        state.dooms[statement] = { doomed.n += 1 }
+        state.pending[statement] = ["db2"]
+        state.targets[statement] = [CommitEpochs.Target(backend: "db2", pid: 42)]
+        let commit = 1_000
+        state.deferrals[commit] = [statement]
+        state.followerWaits = [CommitEpochs.FollowerWait(commit: commit, backend: "db2", since: .now(), go: { went.n += 1 })]
+        for callback in state.readyFollowers(waiting: []) { callback() }
+        #expect(went.n == 0)
+        #expect(doomed.n == 0)
+        #expect(state.followerWaits.count == 1)
     }
 }

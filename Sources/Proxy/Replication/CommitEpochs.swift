@@ -36,6 +36,10 @@ public final class CommitEpochs: Sendable {
         var followerWaits: [FollowerWait] = []
         /// How to cancel each running statement on the lead (given by its session).
         var cancels: [Int: @Sendable () -> Void] = [:]
+        /// How to doom each running statement's transaction (given by its session): it is rolled back
+        /// at its vote and the client gets 40001, where the statement may have seen a commit on some
+        /// backends only (see `doom(_:)`).
+        var dooms: [Int: @Sendable () -> Void] = [:]
         /// Statements that read no table but the one they write (never cancelled, never waited for once stuck).
         var targetOnly: Set<Int> = []
         /// Statements parked while waiting *before* their snapshot (a relation lock, the sequence turn's
@@ -100,9 +104,10 @@ public final class CommitEpochs: Sendable {
     /// lead and waited for, at most `releaseCancelBound`: the other node's commit must not land on a
     /// follower before such a statement starts there.
     private func nextHold() -> EpochSchedule.Hold? {
-        let (wanted, cancels) = state.withLock { s -> (EpochSchedule.Hold?, [@Sendable () -> Void]) in
+        let (wanted, cancels, dooms) = state.withLock { s -> (EpochSchedule.Hold?, [@Sendable () -> Void], [@Sendable () -> Void]) in
             let w = s.schedule.wantedHold
-            guard w != s.schedule.hold else { return (nil, []) }
+            guard w != s.schedule.hold else { return (nil, [], []) }
+            var dooms: [@Sendable () -> Void] = []
             if s.schedule.hold != .none, s.schedule.remoteWaiting {
                 let now = NIODeadline.now()
                 let early = s.schedule.parkedStatements.filter { t in
@@ -115,16 +120,20 @@ public final class CommitEpochs: Sendable {
                     if let c = s.cancels[t] { run.append(c) }
                 }
                 let waiting = early.filter { t in s.releaseCancels[t].map { now - $0 < Self.releaseCancelBound } ?? false }
-                if !waiting.isEmpty { return (nil, run) }
+                if !waiting.isEmpty { return (nil, run, []) }
                 let overdue = early.filter { t in s.releaseCancels[t].map { now - $0 >= Self.releaseCancelBound } ?? false }
+                // The lock goes without them: their transactions must not commit anywhere.
+                dooms = s.doom(overdue)
                 if !overdue.isEmpty, s.releaseWarned.insert(overdue[0]).inserted {
-                    self.logger.warning("the cluster-wide order lock goes to another node while \(overdue.count) parked statement(s) of this node have not reached every backend within \(Self.releaseCancelBound.nanoseconds / 1_000_000) ms (they may see that node's commit on some backends and not on others)")
+                    let undoomed = overdue.count - dooms.count
+                    self.logger.warning("the cluster-wide order lock goes to another node while \(overdue.count) parked statement(s) of this node have not reached every backend within \(Self.releaseCancelBound.nanoseconds / 1_000_000) ms: \(dooms.count) of their transactions roll back at their vote (the clients get 40001 to retry)\(undoomed > 0 ? "; \(undoomed) could not be marked and may see that node's commit on some backends and not on others" : "")")
                     ProxyMetrics.clusterOrderForced.increment()
                 }
             }
             if s.schedule.hold != .none { _ = s.schedule.held(.none) }
-            return (w, [])
+            return (w, [], dooms)
         }
+        for d in dooms { d() }
         if !cancels.isEmpty {
             ProxyMetrics.epochCancels.increment(by: cancels.count)
             for c in cancels { c() }
@@ -215,10 +224,15 @@ public final class CommitEpochs: Sendable {
     /// A statement that reads no table but the one it writes (`readsOnlyItsTarget`) is not cancelled:
     /// the rows it waited for it sees committed on every backend alike (PostgreSQL's re-check on the
     /// lead, the snapshot on the followers).
-    func onCancel(_ ticket: Int, readsOnlyItsTarget: Bool, _ cancel: @escaping @Sendable () -> Void) {
+    /// `doom` marks the statement's transaction to be rolled back at its vote (the client gets 40001):
+    /// where the order must go on without the statement before it has reached every backend, it may see
+    /// a commit on some backends and not on others, and its transaction must not commit anywhere.
+    func onCancel(_ ticket: Int, readsOnlyItsTarget: Bool, _ cancel: @escaping @Sendable () -> Void,
+                  doom: (@Sendable () -> Void)? = nil) {
         state.withLock { s in
             guard s.schedule.isGranted(ticket) else { return }
             if readsOnlyItsTarget { s.targetOnly.insert(ticket) } else { s.cancels[ticket] = cancel }
+            if !readsOnlyItsTarget, let doom { s.dooms[ticket] = doom }
         }
     }
 
@@ -239,6 +253,7 @@ public final class CommitEpochs: Sendable {
             s.waitingSince[ticket] = nil
             s.deferrals[ticket] = nil
             s.cancels[ticket] = nil
+            s.dooms[ticket] = nil
             s.cancelled[ticket] = nil
             s.releaseCancels[ticket] = nil
             s.releaseWarned.remove(ticket)
@@ -333,7 +348,7 @@ public final class CommitEpochs: Sendable {
             return (ready, s.deferralsTimedOut)
         }
         if timedOut > 0 {
-            logger.warning("\(timedOut) follower COMMIT PREPARED(s) went ahead of a statement that waited on a lock when they were granted and had not reached that follower within \(Self.followerDeferral.nanoseconds * 5 / 1_000_000) ms of being cancelled (that statement may see the commit there)")
+            logger.warning("\(timedOut) follower COMMIT PREPARED(s) went ahead of a statement that waited on a lock when they were granted and had not reached that follower within \(Self.followerDeferral.nanoseconds * 5 / 1_000_000) ms of being cancelled (that statement may see the commit there: its transaction, where it can, rolls back at its vote with 40001)")
         }
         for g in ready { g() }
     }
@@ -427,6 +442,11 @@ extension CommitEpochs.State {
         }
     }
 
+    /// Takes out the doom callbacks of `tickets` (each runs once), to be run outside the lock.
+    mutating func doom(_ tickets: [Int]) -> [@Sendable () -> Void] {
+        tickets.compactMap { dooms.removeValue(forKey: $0) }
+    }
+
     /// The statements among `tickets` still running that have not finished on `backend`.
     func unmet(_ tickets: Set<Int>, on backend: String) -> [Int] {
         tickets.filter { t in schedule.isGranted(t) && (pending[t]?.contains(backend) ?? false) }.sorted()
@@ -464,7 +484,11 @@ extension CommitEpochs.State {
             let hopeless = !open.isEmpty && open.allSatisfy { t in cancelled[t].map { now - $0 > CommitEpochs.followerDeferral * 5 } ?? false }
                 || now - w.since > CommitEpochs.followerDeferral * 25
             if open.isEmpty || hopeless {
-                if hopeless { deferralsTimedOut += 1 }
+                if hopeless {
+                    deferralsTimedOut += 1
+                    // The commit lands on this follower before those statements: their transactions must not commit.
+                    ready += doom(open)
+                }
                 ready.append(w.go)
             } else {
                 kept.append(w)

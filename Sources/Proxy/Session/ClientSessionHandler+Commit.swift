@@ -229,7 +229,11 @@ extension ClientSessionHandler {
 
     private func decideIfReady() {
         guard var c = commit, c.vote == nil, c.participants.allSatisfy({ c.prepared[$0] != nil }) else { return }
-        let vote = CommitVote(prepared: c.participants.map { c.prepared[$0]! }, timingFailure: c.leadTimingFailure)
+        if transactionDoomed {
+            // A statement of it may have seen a commit on some backends only (`doomForEpochs`).
+            c.error = BackendMessage.errorResponse(Self.epochDoomFailure).frame
+        }
+        let vote = CommitVote(prepared: c.participants.map { c.prepared[$0]! }, timingFailure: c.leadTimingFailure || transactionDoomed)
         c.vote = vote
         let successes = vote.finishOn.map { c.participants[$0] }
         let toFail = vote.fail.map { c.participants[$0] }
@@ -355,6 +359,7 @@ extension ClientSessionHandler {
         endCommitTurn()
         // Every participant's transaction has ended: all are compared again.
         leftToVote.removeAll()
+        endDoom()
         wrapPending = false
         for i in c.failAfterFinish {
             failBackend(i, reason: "PREPARE TRANSACTION succeeded while the majority failed (\(c.gid))")

@@ -61,7 +61,11 @@ extension ClientSessionHandler {
         if w.flags.writes, let context {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
-            shared.epochs.onCancel(w.ticket, readsOnlyItsTarget: w.flags.readsOnlyItsTarget) { loop.execute { bound.value.cancelForEpochs(seq) } }
+            shared.epochs.onCancel(w.ticket, readsOnlyItsTarget: w.flags.readsOnlyItsTarget,
+                                   { loop.execute { bound.value.cancelForEpochs(seq) } },
+                                   doom: { loop.execute { bound.value.doomForEpochs(seq) } })
+            // Test hook: every write goes as if the order had gone on without it (SnapshotOrderTests).
+            if shared.testHook == "doom-writes" { doomForEpochs(seq) }
         }
         let live = Set(backends.indices.filter { backends[$0].isLive })
         epochTurns[seq] = EpochTurn(ticket: w.ticket, pending: live)
@@ -128,6 +132,47 @@ extension ClientSessionHandler {
         ProxyMetrics.epochCancels.increment()
         cancelTarget(lead).send(on: context.eventLoop)
     }
+
+    /// The node's order went on before cycle `seq` reached every backend (another node's commit, or a
+    /// follower's COMMIT PREPARED that could wait no longer): the statement may have seen that commit
+    /// on some backends and not on others. Its transaction must commit nowhere: the vote rolls it back
+    /// everywhere and the client gets 40001 to retry, failing nobody; its cycles from here on are not
+    /// compared. A statement outside the vote cannot be rolled back: that is logged.
+    func doomForEpochs(_ seq: Int) {
+        guard phase == .relaying || phase == .draining else { return }
+        let votable = configuration.replication.twoPhaseCommit && votedCommitAvailable && !transactionPreventsPrepare
+            && commit?.vote == nil && (wrapPending || commit != nil || lastStatus != .idle)
+        guard votable else {
+            logger.warning("a statement went on without the node's order before it reached every backend and its transaction is not ended by the vote: it may have seen another transaction's commit on some backends only")
+            return
+        }
+        if !transactionDoomed { ProxyMetrics.epochDooms.increment() }
+        transactionDoomed = true
+        doomFrom = min(doomFrom ?? seq, seq)
+        logger.info("the transaction rolls back at its vote (the client gets 40001): one of its statements may have seen a commit on some backends and not on others")
+    }
+
+    /// The doomed transaction has ended (rolled back by the vote, or by the client): its cycles stay
+    /// uncompared, the next transaction's are compared again.
+    func endDoom() {
+        guard let from = doomFrom else { return }
+        uncomparedRanges.append(from...max(from, nextSeq - 1))
+        if uncomparedRanges.count > 32 { uncomparedRanges.removeFirst() }
+        doomFrom = nil
+        transactionDoomed = false
+    }
+
+    /// Whether cycle `seq` belongs to a doomed transaction (not compared).
+    func isUncompared(_ seq: Int) -> Bool {
+        if let from = doomFrom, seq >= from { return true }
+        return uncomparedRanges.contains { $0.contains(seq) }
+    }
+
+    /// The error the client gets at the vote of a doomed transaction.
+    static let epochDoomFailure = ErrorFields(
+        severity: "ERROR", sqlState: "40001",
+        message: "could not serialize access: pgchorus rolled this transaction back because one of its statements could not run with the same snapshot on every backend (a concurrent commit through another node or on a waiting follower)",
+        hint: "Retry the transaction.")
 
     /// The error the client gets for a cycle the node cancelled (`cancelForEpochs`).
     static let epochSerializationFailure = ErrorFields(

@@ -681,6 +681,7 @@ extension ClientSessionHandler {
         acknowledgementsToSkip = 0
         lastStatus = status
         if status == .idle {
+            if commit == nil && !wrapPending { endDoom() }
             tracker.transactionEnded()
             // Not sent by the vote's commit: the transaction rolled back (or ended otherwise).
             heldNotifications = []
@@ -747,7 +748,7 @@ extension ClientSessionHandler {
                 }
                 entries.append((i, c.digest))
             }
-            guard entries.count > 1 else {
+            guard entries.count > 1, !isUncompared(seq) else {
                 writingSeqs.remove(seq)
                 continue
             }

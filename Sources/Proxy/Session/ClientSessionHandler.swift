@@ -170,6 +170,12 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var awaitingAll: Int?
     /// Followers whose transaction a timing outcome aborted while the lead's went on (`OutcomeJudge`).
     var leftToVote: Set<Int> = []
+    /// The open transaction rolls back at its vote, the client getting 40001 (`doomForEpochs`); its
+    /// cycles from `doomFrom` on are not compared (a statement in it may have seen a commit on some
+    /// backends only), nor those of the ranges of earlier such transactions.
+    var transactionDoomed = false
+    var doomFrom: Int?
+    var uncomparedRanges: [ClosedRange<Int>] = []
     /// The lead is in COPY FROM STDIN: a client's cancel then reaches every backend (they all read the data).
     var copyInProgress = false
     /// The earliest follower deadline a timer is set for.
