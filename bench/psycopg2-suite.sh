@@ -25,10 +25,15 @@ trap 'kill "$demo" 2>/dev/null || true; wait "$demo" 2>/dev/null || true; rm -rf
 /usr/bin/python3 -m pip download --quiet --no-deps --no-binary :all: -d "$work" "psycopg2==$version"
 tar xzf "$work/psycopg2-$version.tar.gz" -C "$work"
 cat > "$work/run.py" <<'PY'
-import sys, unittest
+import sys, time, unittest
 sys.path.insert(0, '.')
 import tests
-result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(tests.test_suite())
+class Timed(unittest.TextTestResult):
+    # Each test's start time (UTC, as pgchorusd logs), to find what ran when pgchorusd logged a failure.
+    def startTest(self, test):
+        self.stream.write(time.strftime("%H:%M:%S ", time.gmtime()))
+        super().startTest(test)
+result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout, resultclass=Timed).run(tests.test_suite())
 PY
 
 "$BIN/pgchorus" demo --backends 3 --port "$PORT" --dir "$work/cluster" >"$work/demo.log" 2>&1 &
@@ -47,7 +52,7 @@ suite pgchorus "$PORT" psycopg2_test
 status=$("$BIN/pgchorus" backends --config "$work/cluster/pgchorus.toml" || true)
 
 suite direct $((PORT + 1)) psycopg2_direct
-outcomes() { grep -E ' \.\.\. (ok|FAIL|ERROR|skipped.*|expected failure)$' "$work/$1.log" | sed -E 's/^([^ ]+) \(([^)]+)\).* \.\.\. (ok|FAIL|ERROR|skipped|expected failure).*/\2 \3/' | sort; }
+outcomes() { grep -E ' \.\.\. (ok|FAIL|ERROR|skipped.*|expected failure)$' "$work/$1.log" | sed -E 's/^([0-9:]+ )?([^ ]+) \(([^)]+)\).* \.\.\. (ok|FAIL|ERROR|skipped|expected failure).*/\3 \4/' | sort; }
 outcomes direct >"$work/direct.txt"; outcomes pgchorus >"$work/pgchorus.txt"
 count() { awk -v k="$2" '$2 == k' "$work/$1.txt" | wc -l; }
 regressions=$(join "$work/direct.txt" "$work/pgchorus.txt" | awk '$2 == "ok" && $3 != "ok" { print $1 " " $3 }')
@@ -79,6 +84,14 @@ if [ -n "$unknown" ] || echo "$status" | grep -qE ' (failed|down|recovering) ' |
   # What pgchorusd said about it: the reasons are in its log, which goes with the work directory.
   echo; echo "pgchorusd's warnings and errors (last 60):"
   grep -E ' (warning|error|critical) ' "$work/demo.log" | tail -60 | cut -c1-400
+  # The tests that ran in the 15 s before pgchorusd first failed a backend.
+  first=$(grep -m1 -E ' error .*backend failed' "$work/demo.log" | sed -E 's/^[0-9-]+T([0-9:]+).*/\1/' || true)
+  if [ -n "$first" ]; then
+    echo; echo "psycopg2 tests started in the 15 s before the first backend failed ($first UTC):"
+    awk -v end="$first" 'function s(t, a) { split(t, a, ":"); return a[1] * 3600 + a[2] * 60 + a[3] }
+      $1 ~ /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]$/ && s($1) <= s(end) && s($1) >= s(end) - 15 { print "    " $1, $2, $3 }' "$work/pgchorus.log" | tail -40
+  fi
+  cp "$work/pgchorus.log" "${PSYCOPG2_RUN_LOG:-/tmp/pgchorus-psycopg2-run.log}" 2>/dev/null || true
   cp "$work/demo.log" "${PSYCOPG2_DEMO_LOG:-/tmp/pgchorus-psycopg2-demo.log}" 2>/dev/null || true
   exit 1
 fi

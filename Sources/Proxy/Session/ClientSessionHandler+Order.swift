@@ -69,6 +69,18 @@ extension ClientSessionHandler {
         // only if every backend is done, otherwise the queue order keeps it (tickets are FIFO).
         orderTicket = granted
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
+        if openPartial == nil, configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive {
+            // The cluster-wide lock in a round trip of its own: the statement takes its place in the
+            // order of commits and statements (`sendInTurn`) once the lock is held. Waiting for it
+            // inside that turn, pipelined in front of the statement, let commits land meanwhile; the
+            // statement then took its snapshot on the lead after them, and on a follower perhaps
+            // before one of them had finished there (issue 20).
+            waitingGroup = (bytes, cycle, wrap, flags)
+            clusterOrderLockSeq = nextSeq
+            takeClusterOrder()
+            flushBackends()
+            return
+        }
         takeClusterOrder()
         if let open = openPartial {
             // The end of a pipeline whose first messages already run on the lead.
@@ -77,6 +89,16 @@ extension ClientSessionHandler {
         } else {
             sendInTurn(bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: true)
         }
+        flushBackends()
+        replayHeldFrames()
+    }
+
+    /// The lead answered the cluster-wide lock (or went away meanwhile): the statement waiting for it goes.
+    func clusterOrderTaken() {
+        clusterOrderLockSeq = nil
+        guard phase == .relaying, let (bytes, cycle, wrap, flags) = waitingGroup else { return }
+        waitingGroup = nil
+        sendInTurn(bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: true)
         flushBackends()
         replayHeldFrames()
     }

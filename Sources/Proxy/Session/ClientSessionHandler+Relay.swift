@@ -667,7 +667,7 @@ extension ClientSessionHandler {
                 flushBackends()
             }
         case .hidden:
-            break
+            if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken() }
         }
         releaseHeldReady()
         finishDrainIfDone()
@@ -956,6 +956,11 @@ extension ClientSessionHandler {
         backends[index].completed.removeAll()
         backends[index].channel?.close(promise: nil)
         if index == lead { promoteLead() }
+        if clusterOrderLockSeq != nil, clusterOrderOn == index {
+            // The lock went with that lead: the statement goes without it, as when a lead that holds it fails.
+            clusterOrderOn = nil
+            clusterOrderTaken()
+        }
         updateCancelTargets()
         // The failed lead will release nothing more (closed, or the session waits for a new lead).
         noteLeadOrdering()

@@ -101,6 +101,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderPending: Set<Int> = []
     /// The backend on which this session holds the cluster-wide sequence lock (see `takeClusterOrder`).
     var clusterOrderOn: Int?
+    /// The cycle of the cluster-wide sequence lock the statement in `waitingGroup` waits for.
+    var clusterOrderLockSeq: Int?
     /// The lead ended the session with 57P01 and the node is asking whether its server still serves
     /// (`backendLost`): the cause of the loss, while the answer is awaited.
     var terminationCheck: String?
