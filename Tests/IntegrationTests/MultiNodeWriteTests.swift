@@ -146,9 +146,9 @@ extension TimingSensitive {
     /// Issue 20's randomized workload through two nodes at once: TPC-B plus writes that read other
     /// sessions' rows without locking them, 4 clients per node for 20 s: identical, all online.
     /// Disabled: the repro of the gap docs/replication.md names under "Across clustering nodes". It
-    /// failed 5 of 6 runs on 2026-12-01 before the cluster-wide sequence lock was taken outside the
-    /// statement's turn and parked writes the order goes on without were doomed (40001 at their vote);
-    /// after: 7 of 8 passed, the eighth ended with `totals` different on the lead, no warning logged.
+    /// failed 5 of 6 runs on 2026-12-01 (parked writes the order goes on without already doomed) while
+    /// the cluster-wide sequence lock was pipelined inside the statement's turn; with the lock taken
+    /// before the turn, 7 of 8 passed, the eighth ended with `totals` different on the lead, nothing logged.
     @Test(.disabled("known gap of the cluster-wide order, see docs/replication.md"))
     func tpcbWithWritesThatReadOtherSessionsRowsThroughTwoNodesStaysIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
