@@ -148,7 +148,8 @@ extension TimingSensitive {
     /// Disabled: the repro of the gap docs/replication.md names under "Across clustering nodes". It
     /// failed 5 of 6 runs on 2026-12-01 (parked writes the order goes on without already doomed) while
     /// the cluster-wide sequence lock was pipelined inside the statement's turn; with the lock taken
-    /// before the turn, 7 of 8 passed, the eighth ended with `totals` different on the lead, nothing logged.
+    /// before the turn, 10 of 14 passed (two ended with `totals` different on the lead, nothing logged;
+    /// two with both followers failed by `follower_timeout`).
     @Test(.disabled("known gap of the cluster-wide order, see docs/replication.md"))
     func tpcbWithWritesThatReadOtherSessionsRowsThroughTwoNodesStaysIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
