@@ -80,6 +80,18 @@ struct BackendSession {
     /// When the oldest cycle started counting: when the previous one finished, or when the backend
     /// last sent something (progress).
     var headSince = NIODeadline.now()
+    /// Large statements being written to this backend (`largeFollowerWrite`): no deadline runs
+    /// meanwhile — the time is the node's, not the backend's.
+    var largeWritesInFlight = 0
+    var largeWriteStarted: NIODeadline?
+
+    /// The deadline this backend is held to: while a large write to it is in flight, no earlier than
+    /// 30 s after that write began (a frozen backend that stops reading is still failed).
+    var effectiveDeadline: NIODeadline? {
+        guard largeWritesInFlight > 0, let started = largeWriteStarted else { return headDeadline }
+        let bound = started + .seconds(30)
+        return headDeadline.map { max($0, bound) } ?? bound
+    }
 
     /// By when this backend must finish its oldest cycle; nil when nothing is owed or no allowance is set.
     var headDeadline: NIODeadline? {
@@ -93,10 +105,13 @@ struct BackendSession {
         headSince = .now()
     }
 
-    mutating func write(_ bytes: ByteBuffer) {
-        guard let channel, phase != .closed else { return }
+    mutating func write(_ bytes: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
+        guard let channel, phase != .closed else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
         // NIOAny built here, for a concrete ByteBuffer: the generic `write(_:)` wraps it at run time.
-        channel.write(NIOAny(bytes), promise: nil)
+        channel.write(NIOAny(bytes), promise: promise)
         needsFlush = true
     }
 }

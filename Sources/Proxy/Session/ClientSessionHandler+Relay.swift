@@ -473,13 +473,38 @@ extension ClientSessionHandler {
                                                             sentAt: now, allowance: allowance))
                     if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
                 }
-                backends[i].write(g.bytes)
+                if g.bytes.readableBytes >= Self.largeFollowerWrite, let context, let channel = backends[i].channel {
+                    // A follower's time counts from when it has the whole statement: writing many
+                    // megabytes to it (psycopg2's 50 MB query) is the node's time, not the follower's.
+                    let promise = context.eventLoop.makePromise(of: Void.self)
+                    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                    let index = i
+                    promise.futureResult.whenComplete { _ in bound.value.followerHasStatement(index, channel: channel) }
+                    if backends[i].largeWritesInFlight == 0 { backends[i].largeWriteStarted = .now() }
+                    backends[i].largeWritesInFlight += 1
+                    backends[i].write(g.bytes, promise: promise)
+                } else {
+                    backends[i].write(g.bytes)
+                }
             }
         }
         armFollowerDeadline()
         releaseHeldMessages()
         // After the releases above: a session waiting for a new lead counts them first.
         noteLeadOrdering()
+    }
+
+    /// Statements at least this large restart a follower's deadline once they are written to it.
+    static let largeFollowerWrite = 1 << 20
+
+    /// A large statement has been written to follower `index`: its deadline counts from now.
+    func followerHasStatement(_ index: Int, channel: Channel) {
+        guard backends.indices.contains(index), backends[index].channel === channel else { return }
+        backends[index].largeWritesInFlight = max(0, backends[index].largeWritesInFlight - 1)
+        if backends[index].largeWritesInFlight == 0 { backends[index].largeWriteStarted = nil }
+        guard backends[index].isLive else { return }
+        backends[index].headSince = .now()
+        armFollowerDeadline()
     }
 
     func markLeadDone(_ seq: Int, took: TimeAmount? = nil, timingStatus: UInt8? = nil) {
@@ -869,7 +894,7 @@ extension ClientSessionHandler {
         guard let context, phase == .relaying || phase == .draining, liveCount > 1 else { return }
         var earliest: NIODeadline?
         for i in backends.indices where i != lead && backends[i].isLive {
-            if let d = backends[i].headDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+            if let d = backends[i].effectiveDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         }
         if let probe = leadProbeDeadline(), earliest.map({ probe < $0 }) ?? true { earliest = probe }
         guard let earliest else { return }
@@ -888,7 +913,7 @@ extension ClientSessionHandler {
         let now = NIODeadline.now()
         let seconds = Double(followerTimeout.nanoseconds) / 1e9
         for i in backends.indices where i != lead && backends[i].isLive {
-            if let d = backends[i].headDeadline, d <= now, liveCount > 1 {
+            if let d = backends[i].effectiveDeadline, d <= now, liveCount > 1 {
                 failBackend(i, reason: "did not answer within replication.follower_timeout (\(seconds) s) after the lead backend had")
             }
         }
