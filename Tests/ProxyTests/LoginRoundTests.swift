@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+import NIOSSL
 @testable import Proxy
 import Testing
 import Wire
@@ -38,6 +43,26 @@ import Wire
         #expect(round([.ready, .tlsRefused("certificate verify failed"), .ready]).decision == .refuseClientTLS(index: 1))
         #expect(round([.unreachable("a"), .ready, .tlsRefused("x")]).decision == .refuseClientTLS(index: 2))
         #expect(round([.tlsRefused("x"), .pending]).decision == .wait)
+    }
+
+    /// A backend killed while it answers the SSL request resets the connection: that is a dead
+    /// backend (failed, the others go on), not a TLS refusal (client refused, nobody failed).
+    @Test func aConnectionLostDuringTLSIsUnreachableNotATLSRefusal() {
+        func unreachable(_ o: LoginRound.Outcome) -> Bool { if case .unreachable = o { true } else { false } }
+        func tls(_ o: LoginRound.Outcome) -> Bool { if case .tlsRefused = o { true } else { false } }
+        let reset = IOError(errnoCode: ECONNRESET, reason: "read(descriptor:pointer:size:)")
+        #expect(unreachable(LoginRound.outcome(of: reset, negotiatingTLS: true)))
+        #expect(unreachable(LoginRound.outcome(of: ChannelError.eof, negotiatingTLS: true)))
+        #expect(unreachable(LoginRound.outcome(of: NIOSSLError.uncleanShutdown, negotiatingTLS: false)))
+        #expect(unreachable(LoginRound.outcome(of: NIOSSLError.handshakeFailed(.sslError([.eofDuringHandshake])), negotiatingTLS: false)))
+        #expect(tls(LoginRound.outcome(of: NIOSSLError.handshakeFailed(.unknownError([])), negotiatingTLS: false)))
+        #expect(tls(LoginRound.outcome(of: NIOSSLExtraError.failedToValidateHostname, negotiatingTLS: false)))
+        // Unencrypted bytes behind the server's 'S' (CVE-2021-23214's shape) are TLS's business.
+        struct Other: Error {}
+        #expect(tls(LoginRound.outcome(of: Other(), negotiatingTLS: true)))
+        #expect(unreachable(LoginRound.outcome(of: Other(), negotiatingTLS: false)))
+        // In a round: the dead one is failed, the session proceeds.
+        #expect(round([.ready, .ready, LoginRound.outcome(of: reset, negotiatingTLS: true)]).decision == .proceed(fail: [2]))
     }
 
     @Test func nothingAnsweredIsNoBackend() {

@@ -1068,8 +1068,7 @@ extension ClientSessionHandler {
             return
         }
         if phase == .connectingBackends {
-            let tls = backends[index].phase == .negotiatingTLS || error is NIOSSLError || error is NIOSSLExtraError
-            loginEnded(index, tls ? .tlsRefused("\(error)") : .unreachable("\(error)"))
+            loginEnded(index, LoginRound.outcome(of: error, negotiatingTLS: backends[index].phase == .negotiatingTLS))
             return
         }
         if let wire = error as? WireError {
