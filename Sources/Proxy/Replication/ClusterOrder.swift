@@ -153,6 +153,14 @@ final class ClusterOrder: Sendable {
     /// holds it (an exclusive request tells the others until it is granted).
     private func move(_ c: LibPQConnection, to want: EpochSchedule.Hold) throws {
         guard link.held != want else { return }
+        if link.held == .exclusive, want == .shared {
+            // Down without a gap: shared is granted at once to the holder of exclusive (PostgreSQL
+            // puts a holder's request ahead of the waiters it blocks), then exclusive is let go. No
+            // other node's commit can slip in between this node's own commits and its next statements.
+            _ = try c.simpleQuery("SELECT pg_catalog.pg_advisory_lock_shared(\(Self.lock)), pg_catalog.pg_advisory_unlock(\(Self.lock))")
+            link.held = .shared
+            return
+        }
         var calls: [String] = []
         switch link.held {
         case .shared: calls.append("pg_catalog.pg_advisory_unlock_shared(\(Self.lock))")

@@ -108,7 +108,10 @@ public final class CommitEpochs: Sendable {
             let w = s.schedule.wantedHold
             guard w != s.schedule.hold else { return (nil, [], []) }
             var dooms: [@Sendable () -> Void] = []
-            if s.schedule.hold != .none, s.schedule.remoteWaiting {
+            // Every change but exclusive → shared lets the lock go for a moment, and a commit of another
+            // node waiting for it may be applied then — not only when that node has said it waits (its
+            // signal may not have arrived): parked statements not yet everywhere are dealt with first.
+            if s.schedule.hold != .none, !(s.schedule.hold == .exclusive && w == .shared) {
                 let now = NIODeadline.now()
                 let early = s.schedule.parkedStatements.filter { t in
                     !s.targetOnly.contains(t) && !s.preSnapshot.contains(t) && s.cancels[t] != nil
@@ -126,7 +129,7 @@ public final class CommitEpochs: Sendable {
                 dooms = s.doom(overdue)
                 if !overdue.isEmpty, s.releaseWarned.insert(overdue[0]).inserted {
                     let undoomed = overdue.count - dooms.count
-                    self.logger.warning("the cluster-wide order lock goes to another node while \(overdue.count) parked statement(s) of this node have not reached every backend within \(Self.releaseCancelBound.nanoseconds / 1_000_000) ms: \(dooms.count) of their transactions roll back at their vote (the clients get 40001 to retry)\(undoomed > 0 ? "; \(undoomed) could not be marked and may see that node's commit on some backends and not on others" : "")")
+                    self.logger.warning("the cluster-wide order lock is let go (another node's commit may be applied) while \(overdue.count) parked statement(s) of this node have not reached every backend within \(Self.releaseCancelBound.nanoseconds / 1_000_000) ms: \(dooms.count) of their transactions roll back at their vote (the clients get 40001 to retry)\(undoomed > 0 ? "; \(undoomed) could not be marked and may see that node's commit on some backends and not on others" : "")")
                     ProxyMetrics.clusterOrderForced.increment()
                 }
             }
@@ -148,9 +151,11 @@ public final class CommitEpochs: Sendable {
 
     /// The cluster order holds `hold` now.
     private func reached(_ hold: EpochSchedule.Hold) {
+        if OrderTrace.enabled { OrderTrace.note(configuration.node.id, "H", "\(hold)") }
         let (grants, again) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
             let granted = s.schedule.held(hold)
-            if hold == .none { s.remoteSince = nil; s.releaseCancels = [:] }
+            if hold == .none { s.remoteSince = nil }
+            s.releaseCancels = [:]
             s.noteGranted(granted)
             return (s.take(granted), s.schedule.wantedHold != s.schedule.hold)
         }
@@ -388,15 +393,27 @@ public final class CommitEpochs: Sendable {
     SELECT pid, wait_event_type, wait_event FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')
     """
 
+    /// `waitingSQL` with the processes each one waits for, for the order trace.
+    static let waitingTracedSQL = """
+    SELECT pid, wait_event_type, wait_event, pg_catalog.pg_blocking_pids(pid)::text FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')
+    """
+
     /// The processes among `pids` of `backendID` that wait on a lock or for their client.
     private func ask(_ backendID: String, _ pids: Set<Int32>) -> [(Int32, Wait)] {
         guard let backend = configuration.backends.first(where: { $0.id == backendID }) else { return [] }
         let array = "{" + pids.map(String.init).joined(separator: ",") + "}"
         do {
             let c = try connection(backend)
-            let rows = try c.query(Self.waitingSQL, [array], timeout: 0.5)
+            let rows = try c.query(OrderTrace.enabled ? Self.waitingTracedSQL : Self.waitingSQL, [array], timeout: 0.5)
+            if OrderTrace.enabled {
+                let text = rows.map { r in r.map { $0 ?? "-" }.joined(separator: ":") }.sorted().joined(separator: " ")
+                if connections.traced[backendID] != text {
+                    connections.traced[backendID] = text
+                    OrderTrace.note(configuration.node.id, "P", "\(backendID) \(text)")
+                }
+            }
             return rows.compactMap { row -> (Int32, Wait)? in
-                guard row.count == 3, let text = row[0], let pid = Int32(text) else { return nil }
+                guard row.count >= 3, let text = row[0], let pid = Int32(text) else { return nil }
                 let rowLock = row[1] == "Client" || row[2] == "transactionid" || row[2] == "tuple"
                 return (pid, rowLock ? .afterSnapshot : .beforeSnapshot)
             }
@@ -503,4 +520,6 @@ extension CommitEpochs.State {
 /// single thread of `CommitEpochs`' pool, one loop at a time.
 private final class ProbeConnections: @unchecked Sendable {
     var byBackend: [String: LibPQConnection] = [:]
+    /// What the order trace last wrote of each backend's waits (`OrderTrace`).
+    var traced: [String: String] = [:]
 }

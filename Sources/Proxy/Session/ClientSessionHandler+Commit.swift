@@ -333,6 +333,7 @@ extension ClientSessionHandler {
             backends[index].cycleTag = nil
         }
         guard var c = commit else { return }
+        if OrderTrace.enabled { trace("CD", "\(c.gid) \(backends[index].backend.id)") }
         if let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e) {
             logger.error("finishing \(c.gid) failed on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? "")")
             if c.vote?.decision == .commit, backends[index].cycleTag == nil {

@@ -128,6 +128,7 @@ extension ClientSessionHandler {
     func cancelForEpochs(_ seq: Int) {
         guard phase == .relaying, let context, backends[lead].isLive, backends[lead].expected.first?.seq == seq else { return }
         epochCancelUntil = .now() + .seconds(1)
+        if OrderTrace.enabled { trace("CANCEL", "\(seq)") }
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
         ProxyMetrics.epochCancels.increment()
         cancelTarget(lead).send(on: context.eventLoop)
@@ -146,6 +147,7 @@ extension ClientSessionHandler {
             logger.warning("a statement went on without the node's order before it reached every backend and its transaction is not ended by the vote: it may have seen another transaction's commit on some backends only")
             return
         }
+        if OrderTrace.enabled { trace("DOOM", "\(seq)") }
         if !transactionDoomed { ProxyMetrics.epochDooms.increment() }
         transactionDoomed = true
         doomFrom = min(doomFrom ?? seq, seq)

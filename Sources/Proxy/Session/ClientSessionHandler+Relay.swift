@@ -395,6 +395,7 @@ extension ClientSessionHandler {
         if answerWhenAll, let seq { awaitingAll = seq }
         if let kind, let seq {
             backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: holdReady, answerWhenAll: answerWhenAll))
+            if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[lead].backend.id)@\(backends[lead].login.processID) \(OrderTrace.text(of: bytes))") }
         }
         backends[lead].write(bytes)
         epochTargetsDirty = true
@@ -472,6 +473,7 @@ extension ClientSessionHandler {
                     backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
                                                             sentAt: now, allowance: allowance))
                     if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
+                    if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[i].backend.id)@\(backends[i].login.processID) \(OrderTrace.text(of: g.bytes))") }
                 }
                 if g.bytes.readableBytes >= Self.largeFollowerWrite, let context, let channel = backends[i].channel {
                     // A follower's time counts from when it has the whole statement: writing many
@@ -667,6 +669,7 @@ extension ClientSessionHandler {
                 if exp.holdReady && fresh { autocommitStatementDone(status: status) }
             }
             if exp.seq == orderSeq { orderFinished(on: index) }
+            if OrderTrace.enabled { trace("D", "\(exp.seq) \(backends[index].backend.id)") }
             epochCycleFinished(exp.seq, on: index)
             if compared {
                 backends[index].completed.append((exp.seq, backends[index].digest))
@@ -802,7 +805,13 @@ extension ClientSessionHandler {
         let cycle = seq ?? nextSeq
         if seq == nil { nextSeq += 1 }
         backends[index].expected.append(Expectation(seq: cycle, kind: kind))
+        if OrderTrace.enabled, kind == .finish { trace("CP", "\(commit?.gid ?? "-") \(backends[index].backend.id)@\(backends[index].login.processID) \(OrderTrace.text(of: bytes))") }
         backends[index].write(bytes)
+    }
+
+    /// One event of this session in the order trace (`OrderTrace`).
+    func trace(_ what: String, _ fields: String) {
+        OrderTrace.note(configuration.node.id, what, "s\(UInt(bitPattern: ObjectIdentifier(self).hashValue)) \(fields)")
     }
 
     /// Sends one statement of pgchorus' own to one backend (see `sendOwn(_:to:kind:seq:)`).
@@ -834,6 +843,7 @@ extension ClientSessionHandler {
                 sendOwn("ROLLBACK", to: i)
             }
             if seq == orderSeq { orderFinished(on: i) }
+            if OrderTrace.enabled { trace("X", "\(seq) \(backends[i].backend.id)") }
             epochCycleFinished(seq, on: i)
         }
         writingSeqs.remove(seq)

@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+
+/// A diagnostic trace of the order of statements and commits on each backend, for investigating the
+/// cluster-wide order (`bench/order-trace.py` reads it). Off unless `PGCHORUS_ORDER_TRACE` names a
+/// file: every node appends one line per event, stamped with the system-wide monotonic clock, so the
+/// traces of several nodes on one machine merge into one timeline.
+enum OrderTrace {
+    static let fd: Int32 = {
+        guard let path = getenv("PGCHORUS_ORDER_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return -1 }
+        return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+    }()
+    static var enabled: Bool { fd >= 0 }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// One event: `<ns> <node> <what> <fields…>`.
+    static func note(_ node: String, _ what: String, _ fields: String) {
+        guard fd >= 0 else { return }
+        // One write(2) per line on an O_APPEND descriptor: lines of several nodes never mix.
+        var line = "\(now()) \(node) \(what) \(fields)\n"
+        line.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
+    }
+
+    /// The SQL of a simple Query or of the first Parse in `bytes`, on one line, at most 60 characters.
+    static func text(of bytes: ByteBuffer) -> String {
+        var b = bytes
+        while let type = b.readInteger(as: UInt8.self), let length = b.readInteger(as: Int32.self), length >= 4 {
+            guard var body = b.readSlice(length: Int(length) - 4) else { break }
+            if type == UInt8(ascii: "Q") {
+                return clip(body.readNullTerminatedString() ?? "")
+            }
+            if type == UInt8(ascii: "P") {
+                _ = body.readNullTerminatedString()
+                return clip(body.readNullTerminatedString() ?? "")
+            }
+        }
+        return "-"
+    }
+
+    private static func clip(_ s: String) -> String {
+        let one = s.split(whereSeparator: { $0 == "\n" || $0 == "\t" || $0 == "\r" }).joined(separator: " ")
+        return String(one.prefix(60))
+    }
+}
