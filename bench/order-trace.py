@@ -2,9 +2,10 @@
 """Reads the order trace nodes write with PGCHORUS_ORDER_TRACE=<file> (Sources/Proxy/Replication/
 OrderTrace.swift) and reports every statement that did not see the same commits on every backend.
 
-On a backend, a statement S runs inside [written, done] and a commit C becomes visible inside
-[COMMIT PREPARED written, done]. C is *before* S there if C was done before S was written, *after*
-if S was done before C was written, and *overlapping* otherwise. The cluster-wide order promises
+On a backend, a statement S takes its snapshot when it starts — once written there and once the
+session's previous statement has finished there — and a commit C becomes visible inside [COMMIT
+PREPARED written, done]. C is *before* S there if C was done before S started, *after* if S started
+before C was written, and *overlapping* otherwise (C applied while S was starting). The cluster-wide order promises
 the same relation on every backend; the report lists each S and C whose relations differ, with
 the events around them.
 
@@ -59,6 +60,20 @@ def main():
             elif what in ("DOOM", "CANCEL"):
                 marks.append((t, node, what, parts[3], int(parts[4])))
     events.sort()
+    # A statement starts on a backend once written there and once the session's previous statement has
+    # finished there (the connection runs them one after the other); its snapshot is taken then.
+    start = {}
+    by_session = collections.defaultdict(list)
+    for key, st in stmts.items():
+        by_session[(key[0], key[1])].append(key)
+    for keys in by_session.values():
+        keys.sort(key=lambda k: k[2])
+        last_done = {}
+        for k in keys:
+            st = stmts[k]
+            start[k] = {b: max(t, last_done.get(b, 0)) for b, t in st["W"].items()}
+            for b, t in st["D"].items():
+                last_done[b] = max(last_done.get(b, 0), t)
     doomed = {(n, sid, seq) for (_, n, w, sid, seq) in marks}
     backends = sorted({b for s in stmts.values() for b in s["W"]})
     commit_list = [(gid, c) for gid, c in commits.items() if c["cmd"].upper().startswith("COMMIT PREPARED")]
@@ -88,9 +103,9 @@ def main():
             for b in on:
                 if b not in c["P"] or b not in c["D"]:
                     continue
-                if c["D"][b] < s["W"][b]:
+                if c["D"][b] < start[key][b]:
                     rel[b] = "before"
-                elif s["D"][b] < c["P"][b]:
+                elif start[key][b] < c["P"][b]:
                     rel[b] = "after"
                 else:
                     rel[b] = "overlap"

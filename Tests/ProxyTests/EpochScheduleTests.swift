@@ -242,6 +242,67 @@ import Testing
         #expect(state.doom([statement]).isEmpty)
     }
 
+    /// The node's own commit changes its hold from shared to exclusive, which lets the lock go for a
+    /// moment: another node's queued commit may be applied then, though no signal said it waits. A
+    /// parked statement not yet on every backend (reading more than its target) is cancelled first and
+    /// waited for; past the bound the hold changes and its transaction is doomed. Exclusive → shared
+    /// lets nothing go and touches nothing.
+    @Test func anOwnCommitsChangeOfHoldDealsWithParkedStatementsFirst() {
+        var state = CommitEpochs.State(schedule: EpochSchedule(clusterWide: true))
+        _ = state.schedule.held(.shared)
+        let parked = state.schedule.request(.statement).ticket
+        let targetOnly = state.schedule.request(.statement).ticket
+        let everywhere = state.schedule.request(.statement).ticket
+        let commit = state.schedule.request(.commit).ticket
+        let cancelled = Count(), doomed = Count(), spared = Count()
+        state.cancels[parked] = { cancelled.n += 1 }
+        state.dooms[parked] = { doomed.n += 1 }
+        for t in [targetOnly, everywhere] {
+            state.cancels[t] = { spared.n += 1 }
+            state.dooms[t] = { spared.n += 1 }
+        }
+        state.targetOnly.insert(targetOnly)
+        // Waiting on the lead, not yet sent to the followers; the others have reached every backend
+        // or read only their target.
+        state.pending[parked] = ["db1", "db2", "db3"]
+        state.targets[parked] = [CommitEpochs.Target(backend: "db1", pid: 1)]
+        state.pending[targetOnly] = ["db1", "db2", "db3"]
+        state.targets[targetOnly] = [CommitEpochs.Target(backend: "db1", pid: 2)]
+        state.pending[everywhere] = ["db2"]
+        state.targets[everywhere] = [CommitEpochs.Target(backend: "db2", pid: 3)]
+        _ = state.schedule.park([parked, targetOnly, everywhere])
+        #expect(!state.schedule.remoteWaiting)
+        #expect(state.schedule.wantedHold == .exclusive, "the commit wants the lock exclusive once the statements are parked")
+        _ = commit
+
+        let start = NIODeadline.now()
+        let first = state.beforeLettingGo(to: .exclusive, now: start, bound: .seconds(1))
+        #expect(first.wait)
+        for c in first.cancels { c() }
+        #expect(cancelled.n == 1)
+        // Still within the bound: no second cancel, still waiting.
+        let again = state.beforeLettingGo(to: .exclusive, now: start + .milliseconds(500), bound: .seconds(1))
+        #expect(again.wait && again.cancels.isEmpty)
+        // Past it: the hold changes, and the statement's transaction commits nowhere.
+        let past = state.beforeLettingGo(to: .exclusive, now: start + .seconds(2), bound: .seconds(1))
+        #expect(!past.wait)
+        #expect(past.overdue == [parked])
+        for d in past.dooms { d() }
+        #expect(doomed.n == 1)
+        #expect(spared.n == 0)
+
+        // Exclusive → shared goes down without a gap: nothing to do.
+        var down = CommitEpochs.State(schedule: EpochSchedule(clusterWide: true))
+        _ = down.schedule.held(.exclusive)
+        let p2 = down.schedule.request(.statement).ticket
+        down.cancels[p2] = { spared.n += 1 }
+        down.pending[p2] = ["db1", "db2"]
+        down.targets[p2] = [CommitEpochs.Target(backend: "db1", pid: 4)]
+        _ = down.schedule.park([p2])
+        let d = down.beforeLettingGo(to: .shared, now: .now(), bound: .seconds(1))
+        #expect(!d.wait && d.cancels.isEmpty && d.overdue.isEmpty)
+    }
+
     /// Within its bound the commit still waits for the statement, and nothing is doomed.
     @Test func aFollowerCommitWithinItsBoundWaitsAndDoomsNothing() {
         var state = CommitEpochs.State(schedule: EpochSchedule())

@@ -105,9 +105,28 @@ struct BackendSession {
         headSince = .now()
     }
 
+    /// CancelRequests sent to this backend session whose connection the server has not yet closed, and
+    /// what was written meanwhile: held back, so a cancel that arrives late cannot land on what comes
+    /// after the statement it was meant for (pgchorus' own statements of the transaction included).
+    var cancelsInFlight = 0
+    var heldWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+
+    /// A cancel sent to this backend session was processed by the server: what was held goes now.
+    mutating func cancelDelivered() {
+        cancelsInFlight = max(0, cancelsInFlight - 1)
+        guard cancelsInFlight == 0, !heldWrites.isEmpty else { return }
+        let held = heldWrites
+        heldWrites = []
+        for (bytes, promise) in held { write(bytes, promise: promise) }
+    }
+
     mutating func write(_ bytes: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
         guard let channel, phase != .closed else {
             promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        if cancelsInFlight > 0 {
+            heldWrites.append((bytes, promise))
             return
         }
         // NIOAny built here, for a concrete ByteBuffer: the generic `write(_:)` wraps it at run time.

@@ -107,31 +107,13 @@ public final class CommitEpochs: Sendable {
         let (wanted, cancels, dooms) = state.withLock { s -> (EpochSchedule.Hold?, [@Sendable () -> Void], [@Sendable () -> Void]) in
             let w = s.schedule.wantedHold
             guard w != s.schedule.hold else { return (nil, [], []) }
-            var dooms: [@Sendable () -> Void] = []
-            // Every change but exclusive → shared lets the lock go for a moment, and a commit of another
-            // node waiting for it may be applied then — not only when that node has said it waits (its
-            // signal may not have arrived): parked statements not yet everywhere are dealt with first.
-            if s.schedule.hold != .none, !(s.schedule.hold == .exclusive && w == .shared) {
-                let now = NIODeadline.now()
-                let early = s.schedule.parkedStatements.filter { t in
-                    !s.targetOnly.contains(t) && !s.preSnapshot.contains(t) && s.cancels[t] != nil
-                        && (s.pending[t]?.count ?? 0) > (s.targets[t]?.count ?? 0)
-                }
-                var run: [@Sendable () -> Void] = []
-                for t in early where s.releaseCancels[t] == nil {
-                    s.releaseCancels[t] = now
-                    if let c = s.cancels[t] { run.append(c) }
-                }
-                let waiting = early.filter { t in s.releaseCancels[t].map { now - $0 < Self.releaseCancelBound } ?? false }
-                if !waiting.isEmpty { return (nil, run, []) }
-                let overdue = early.filter { t in s.releaseCancels[t].map { now - $0 >= Self.releaseCancelBound } ?? false }
-                // The lock goes without them: their transactions must not commit anywhere.
-                dooms = s.doom(overdue)
-                if !overdue.isEmpty, s.releaseWarned.insert(overdue[0]).inserted {
-                    let undoomed = overdue.count - dooms.count
-                    self.logger.warning("the cluster-wide order lock is let go (another node's commit may be applied) while \(overdue.count) parked statement(s) of this node have not reached every backend within \(Self.releaseCancelBound.nanoseconds / 1_000_000) ms: \(dooms.count) of their transactions roll back at their vote (the clients get 40001 to retry)\(undoomed > 0 ? "; \(undoomed) could not be marked and may see that node's commit on some backends and not on others" : "")")
-                    ProxyMetrics.clusterOrderForced.increment()
-                }
+            let go = s.beforeLettingGo(to: w, now: .now(), bound: Self.releaseCancelBound)
+            if go.wait { return (nil, go.cancels, []) }
+            let dooms = go.dooms
+            if !go.overdue.isEmpty, s.releaseWarned.insert(go.overdue[0]).inserted {
+                let undoomed = go.overdue.count - dooms.count
+                self.logger.warning("the cluster-wide order lock is let go (another node's commit may be applied) while \(go.overdue.count) parked statement(s) of this node have not reached every backend within \(Self.releaseCancelBound.nanoseconds / 1_000_000) ms: \(dooms.count) of their transactions roll back at their vote (the clients get 40001 to retry)\(undoomed > 0 ? "; \(undoomed) could not be marked and may see that node's commit on some backends and not on others" : "")")
+                ProxyMetrics.clusterOrderForced.increment()
             }
             if s.schedule.hold != .none { _ = s.schedule.held(.none) }
             return (w, [], dooms)
@@ -460,6 +442,41 @@ extension CommitEpochs.State {
     }
 
     /// Takes out the doom callbacks of `tickets` (each runs once), to be run outside the lock.
+    /// What must happen before the node's hold changes to `wanted`. Every change but exclusive → shared
+    /// lets the lock go for a moment, and a commit of another node waiting for it may be applied then —
+    /// not only when that node has said it waits (its signal may not have arrived yet). Parked
+    /// statements that have not reached every backend and read more than the rows they write would see
+    /// that commit on some backends only: they are cancelled on the lead (`cancels`, once each) and
+    /// waited for (`wait`) up to `bound`; past it the lock goes (`overdue`) and their transactions are
+    /// doomed (`dooms`).
+    struct LetGo {
+        var wait = false
+        var cancels: [@Sendable () -> Void] = []
+        var dooms: [@Sendable () -> Void] = []
+        var overdue: [Int] = []
+    }
+
+    mutating func beforeLettingGo(to wanted: EpochSchedule.Hold, now: NIODeadline, bound: TimeAmount) -> LetGo {
+        var go = LetGo()
+        guard schedule.hold != .none, !(schedule.hold == .exclusive && wanted == .shared) else { return go }
+        let early = schedule.parkedStatements.filter { t in
+            !targetOnly.contains(t) && !preSnapshot.contains(t) && cancels[t] != nil
+                && (pending[t]?.count ?? 0) > (targets[t]?.count ?? 0)
+        }
+        for t in early where releaseCancels[t] == nil {
+            releaseCancels[t] = now
+            if let c = cancels[t] { go.cancels.append(c) }
+        }
+        if early.contains(where: { t in releaseCancels[t].map { now - $0 < bound } ?? false }) {
+            go.wait = true
+            return go
+        }
+        go.overdue = early.filter { t in releaseCancels[t].map { now - $0 >= bound } ?? false }
+        // The lock goes without them: their transactions must not commit anywhere.
+        go.dooms = doom(go.overdue)
+        return go
+    }
+
     mutating func doom(_ tickets: [Int]) -> [@Sendable () -> Void] {
         tickets.compactMap { dooms.removeValue(forKey: $0) }
     }

@@ -6,7 +6,11 @@ import NIOCore
 /// A diagnostic trace of the order of statements and commits on each backend, for investigating the
 /// cluster-wide order (`bench/order-trace.py` reads it). Off unless `PGCHORUS_ORDER_TRACE` names a
 /// file: every node appends one line per event, stamped with the system-wide monotonic clock, so the
-/// traces of several nodes on one machine merge into one timeline.
+/// traces of several nodes on one machine merge into one timeline. Events (after `<ns> <node>`):
+/// `W s<session> <seq> <backend>@<pid> <sql>` a client statement written to a backend, `D`/`X` the
+/// same finished there / replaced by the lead's outcome, `CP s<session> <gid> <backend>@<pid> <sql>`
+/// and `CD` a COMMIT/ROLLBACK PREPARED written and finished, `H <hold>` the cluster-wide hold reached,
+/// `CANCEL`/`DOOM s<session> <seq>`, `P <backend> <pid:type:event:blockers …>` what the probe saw.
 enum OrderTrace {
     static let fd: Int32 = {
         guard let path = getenv("PGCHORUS_ORDER_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return -1 }

@@ -131,7 +131,20 @@ extension ClientSessionHandler {
         if OrderTrace.enabled { trace("CANCEL", "\(seq)") }
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
         ProxyMetrics.epochCancels.increment()
-        cancelTarget(lead).send(on: context.eventLoop)
+        // Nothing more goes to the lead until the server has processed the request: a cancel that
+        // arrives after the statement has finished must find the backend idle (PostgreSQL then drops
+        // it), not running the next statement — or the vote's PREPARE, or the transaction's stamp.
+        backends[lead].cancelsInFlight += 1
+        let channel = backends[lead].channel
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        cancelTarget(lead).send(on: context.eventLoop).whenComplete { _ in bound.value.epochCancelDelivered(channel) }
+    }
+
+    /// The server processed a cancel sent by `cancelForEpochs` to the backend session on `channel`.
+    func epochCancelDelivered(_ channel: Channel?) {
+        guard let i = backends.indices.first(where: { backends[$0].channel === channel }) else { return }
+        backends[i].cancelDelivered()
+        flushBackend(i)
     }
 
     /// The node's order went on before cycle `seq` reached every backend (another node's commit, or a
