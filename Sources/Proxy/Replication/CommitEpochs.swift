@@ -441,7 +441,6 @@ extension CommitEpochs.State {
         }
     }
 
-    /// Takes out the doom callbacks of `tickets` (each runs once), to be run outside the lock.
     /// What must happen before the node's hold changes to `wanted`. Every change but exclusive → shared
     /// lets the lock go for a moment, and a commit of another node waiting for it may be applied then —
     /// not only when that node has said it waits (its signal may not have arrived yet). Parked
@@ -477,6 +476,7 @@ extension CommitEpochs.State {
         return go
     }
 
+    /// Takes out the doom callbacks of `tickets` (each runs once), to be run outside the lock.
     mutating func doom(_ tickets: [Int]) -> [@Sendable () -> Void] {
         tickets.compactMap { dooms.removeValue(forKey: $0) }
     }

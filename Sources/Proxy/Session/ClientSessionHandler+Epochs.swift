@@ -126,7 +126,8 @@ extension ClientSessionHandler {
     /// cancelled on the lead, and the client gets a serialization failure to retry, as PostgreSQL gives
     /// under REPEATABLE READ. The followers follow the lead's outcome (`releaseLeadTimingOutcome`).
     func cancelForEpochs(_ seq: Int) {
-        guard phase == .relaying, let context, backends[lead].isLive, backends[lead].expected.first?.seq == seq else { return }
+        guard phase == .relaying, let context, backends[lead].isLive, let channel = backends[lead].channel,
+              backends[lead].expected.first?.seq == seq else { return }
         epochCancelUntil = .now() + .seconds(1)
         if OrderTrace.enabled { trace("CANCEL", "\(seq)") }
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
@@ -135,13 +136,12 @@ extension ClientSessionHandler {
         // arrives after the statement has finished must find the backend idle (PostgreSQL then drops
         // it), not running the next statement — or the vote's PREPARE, or the transaction's stamp.
         backends[lead].cancelsInFlight += 1
-        let channel = backends[lead].channel
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         cancelTarget(lead).send(on: context.eventLoop).whenComplete { _ in bound.value.epochCancelDelivered(channel) }
     }
 
     /// The server processed a cancel sent by `cancelForEpochs` to the backend session on `channel`.
-    func epochCancelDelivered(_ channel: Channel?) {
+    func epochCancelDelivered(_ channel: Channel) {
         guard let i = backends.indices.first(where: { backends[$0].channel === channel }) else { return }
         backends[i].cancelDelivered()
         flushBackend(i)
