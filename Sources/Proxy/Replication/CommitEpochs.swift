@@ -371,14 +371,9 @@ public final class CommitEpochs: Sendable {
         return seen
     }
 
-    static let waitingSQL = """
-    SELECT pid, wait_event_type, wait_event FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')
-    """
-
-    /// `waitingSQL` with the processes each one waits for, for the order trace.
-    static let waitingTracedSQL = """
-    SELECT pid, wait_event_type, wait_event, pg_catalog.pg_blocking_pids(pid)::text FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')
-    """
+    /// With the order trace on, also the processes each one waits for.
+    static let waitingSQL = "SELECT pid, wait_event_type, wait_event" + (OrderTrace.enabled ? ", pg_catalog.pg_blocking_pids(pid)::text" : "")
+        + " FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')"
 
     /// The processes among `pids` of `backendID` that wait on a lock or for their client.
     private func ask(_ backendID: String, _ pids: Set<Int32>) -> [(Int32, Wait)] {
@@ -386,7 +381,7 @@ public final class CommitEpochs: Sendable {
         let array = "{" + pids.map(String.init).joined(separator: ",") + "}"
         do {
             let c = try connection(backend)
-            let rows = try c.query(OrderTrace.enabled ? Self.waitingTracedSQL : Self.waitingSQL, [array], timeout: 0.5)
+            let rows = try c.query(Self.waitingSQL, [array], timeout: 0.5)
             if OrderTrace.enabled {
                 let text = rows.map { r in r.map { $0 ?? "-" }.joined(separator: ":") }.sorted().joined(separator: " ")
                 if connections.traced[backendID] != text {

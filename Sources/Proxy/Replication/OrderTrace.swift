@@ -32,20 +32,9 @@ enum OrderTrace {
         line.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
     }
 
-    /// The SQL of a simple Query or of the first Parse in `bytes`, on one line, at most 60 characters.
+    /// The SQL of a group (`ClientSessionHandler.firstSQL(of:)`), on one line, at most 60 characters.
     static func text(of bytes: ByteBuffer) -> String {
-        var b = bytes
-        while let type = b.readInteger(as: UInt8.self), let length = b.readInteger(as: Int32.self), length >= 4 {
-            guard var body = b.readSlice(length: Int(length) - 4) else { break }
-            if type == UInt8(ascii: "Q") {
-                return clip(body.readNullTerminatedString() ?? "")
-            }
-            if type == UInt8(ascii: "P") {
-                _ = body.readNullTerminatedString()
-                return clip(body.readNullTerminatedString() ?? "")
-            }
-        }
-        return "-"
+        ClientSessionHandler.firstSQL(of: bytes).map(clip) ?? "-"
     }
 
     private static func clip(_ s: String) -> String {

@@ -142,7 +142,7 @@ extension ClientSessionHandler {
 
     /// The server processed a cancel sent by `cancelForEpochs` to the backend session on `channel`.
     func epochCancelDelivered(_ channel: Channel) {
-        guard let i = backends.indices.first(where: { backends[$0].channel === channel }) else { return }
+        guard let i = backendIndex(of: channel) else { return }
         backends[i].cancelDelivered()
         flushBackend(i)
     }

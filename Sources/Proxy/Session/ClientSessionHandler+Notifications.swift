@@ -72,18 +72,21 @@ extension ClientSessionHandler {
         dispatch(b, kind: .hidden, waitsForLead: false)
     }
 
-    /// The first word of the first statement of a group's first message (a Query or a Parse), lower-cased.
-    static func firstStatement(of bytes: ByteBuffer) -> String? {
+    /// The SQL of a group's first message, when it is a Query or a Parse.
+    static func firstSQL(of bytes: ByteBuffer) -> String? {
         let r = bytes.readerIndex
         guard let length = bytes.getInteger(at: r + 1, as: Int32.self), length >= 4, let slice = bytes.getSlice(at: r, length: Int(length) + 1),
               let message = try? FrontendMessage(frame: PostgresFrame(bytes: slice)) else { return nil }
-        let sql: String
         switch message {
-        case let .query(q): sql = q
-        case let .parse(p): sql = p.query
+        case let .query(q): return q
+        case let .parse(p): return p.query
         default: return nil
         }
-        guard let first = SQLLexer.significant(String(sql.prefix(64))).first, first.kind == .word else { return nil }
+    }
+
+    /// The first word of the first statement of a group's first message (a Query or a Parse), lower-cased.
+    static func firstStatement(of bytes: ByteBuffer) -> String? {
+        guard let sql = firstSQL(of: bytes), let first = SQLLexer.significant(String(sql.prefix(64))).first, first.kind == .word else { return nil }
         return first.text
     }
 }

@@ -480,8 +480,7 @@ extension ClientSessionHandler {
                     // megabytes to it (psycopg2's 50 MB query) is the node's time, not the follower's.
                     let promise = context.eventLoop.makePromise(of: Void.self)
                     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-                    let index = i
-                    promise.futureResult.whenComplete { _ in bound.value.followerHasStatement(index, channel: channel) }
+                    promise.futureResult.whenComplete { _ in bound.value.followerHasStatement(channel) }
                     if backends[i].largeWritesInFlight == 0 { backends[i].largeWriteStarted = .now() }
                     backends[i].largeWritesInFlight += 1
                     backends[i].write(g.bytes, promise: promise)
@@ -499,9 +498,14 @@ extension ClientSessionHandler {
     /// Statements at least this large restart a follower's deadline once they are written to it.
     static let largeFollowerWrite = 1 << 20
 
-    /// A large statement has been written to follower `index`: its deadline counts from now.
-    func followerHasStatement(_ index: Int, channel: Channel) {
-        guard backends.indices.contains(index), backends[index].channel === channel else { return }
+    /// The backend of this session on `channel` (nil once that connection is no longer the session's).
+    func backendIndex(of channel: Channel) -> Int? {
+        backends.indices.first { backends[$0].channel === channel }
+    }
+
+    /// A large statement has been written to the follower on `channel`: its deadline counts from now.
+    func followerHasStatement(_ channel: Channel) {
+        guard let index = backendIndex(of: channel) else { return }
         backends[index].largeWritesInFlight = max(0, backends[index].largeWritesInFlight - 1)
         if backends[index].largeWritesInFlight == 0 { backends[index].largeWriteStarted = nil }
         guard backends[index].isLive else { return }
