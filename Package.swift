@@ -136,7 +136,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire", "TestSupport",
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire", "State", "TestSupport",
                                                      .product(name: "NIOCore", package: "swift-nio"),
                                                      .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "StateTests", dependencies: ["State", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),

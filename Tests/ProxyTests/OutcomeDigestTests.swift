@@ -5,11 +5,7 @@ import Wire
 
 /// What must agree across backends for one cycle, and what may differ harmlessly.
 @Suite struct OutcomeDigestTests {
-    func digest(_ messages: [BackendMessage], hashRows: Bool = true) -> OutcomeDigest {
-        var d = OutcomeDigest()
-        for m in messages { d.add(m.frame, hashRows: hashRows) }
-        return d
-    }
+    func digest(_ messages: [BackendMessage], hashRows: Bool = true) -> OutcomeDigest { OutcomeDigest(of: messages, hashRows: hashRows) }
 
     func row(_ values: String?...) -> BackendMessage {
         .dataRow(values.map { $0.map { ByteBuffer(string: $0) } })

@@ -5,11 +5,7 @@ import Wire
 
 /// Who is out of step after one cycle, and why: `OutcomeJudge`, without sockets.
 @Suite struct OutcomeJudgeTests {
-    func digest(_ messages: [BackendMessage]) -> OutcomeDigest {
-        var d = OutcomeDigest()
-        for m in messages { d.add(m.frame, hashRows: true) }
-        return d
-    }
+    func digest(_ messages: [BackendMessage]) -> OutcomeDigest { OutcomeDigest(of: messages) }
 
     func error(_ sqlState: String, _ message: String = "boom") -> BackendMessage {
         .errorResponse(ErrorFields(severity: "ERROR", sqlState: sqlState, message: message))

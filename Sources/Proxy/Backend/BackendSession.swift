@@ -59,8 +59,6 @@ struct BackendSession {
     var expected: [Expectation] = []
     /// The outcome of the cycle being answered now.
     var digest = OutcomeDigest()
-    /// Finished client cycles waiting to be compared with the other backends.
-    var completed: [(seq: Int, digest: OutcomeDigest)] = []
     /// The first ErrorResponse of the current prepare or finish cycle, byte-exact.
     var cycleError: PostgresFrame?
     /// The command tag of the current prepare or finish cycle.
@@ -99,10 +97,10 @@ struct BackendSession {
         return max(headSince, head.sentAt) + allowance
     }
 
-    /// The oldest cycle is finished: the next one starts counting now.
-    mutating func finishHead() {
+    /// The oldest cycle is finished: the next one starts counting `now`.
+    mutating func finishHead(at now: NIODeadline) {
         expected.removeFirst()
-        headSince = .now()
+        headSince = now
     }
 
     /// CancelRequests sent to this backend session whose connection the server has not yet closed, and

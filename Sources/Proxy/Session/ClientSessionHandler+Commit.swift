@@ -6,35 +6,6 @@ import NIOCore
 import State
 import Wire
 
-/// A commit vote in progress for one client COMMIT.
-struct CommitInProgress {
-    var gid: String
-    /// The client's COMMIT group, to answer it message by message.
-    var frames: [PostgresFrame]
-    var participants: [Int]
-    var prepared: [Int: Bool] = [:]
-    /// Transaction status of each participant after its prepare cycle.
-    var statusAfterPrepare: [Int: BackendMessage.TransactionStatus] = [:]
-    /// The first error of the prepare phase (the lead's if it has one), byte-exact.
-    var error: PostgresFrame?
-    var vote: CommitVote?
-    var finishing: Set<Int> = []
-    /// Successes of a rollback decision, failed once their ROLLBACK PREPARED is done.
-    var failAfterFinish: [Int] = []
-    /// The vote ends an autocommit write whose replies the client already has: it gets only the ReadyForQuery.
-    var autocommit = false
-    /// The lead's PREPARE failed with a timing outcome (see `CommitVote.init(prepared:timingFailure:)`).
-    var leadTimingFailure = false
-    /// The vote committed and waits for its turn to apply the COMMIT PREPAREDs (`CommitEpochs`).
-    var awaitingTurn = false
-    /// Followers whose COMMIT PREPARED goes once the lead's (`leadFinishing`) has finished: statements
-    /// were parked when the commit was granted (see `CommitEpochs.applyOnFollower`).
-    var followersAfterLead: [Int] = []
-    var leadFinishing: Int?
-    var finishCommand = ""
-    var finishSeq = 0
-}
-
 extension ClientSessionHandler {
     /// The DDL that creates pgchorus' schema in a database: the in-band commit log and the functions
     /// of `DeterministicValues` (run once per backend and database).
@@ -155,7 +126,7 @@ extension ClientSessionHandler {
         // (Its time is the transaction's, given: a default would differ per backend.)
         FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid, committed_at) VALUES ('\(gid)', '\(transactionTimestampLiteral())'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
         shared.votesInFlight.started(gid)
-        commit = CommitInProgress(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive }, autocommit: autocommit)
+        commit = CommitRound(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive }, autocommit: autocommit)
         logger.debug("commit vote started", metadata: ["gid": "\(gid)"])
         dispatch(b, kind: .prepare, waitsForLead: false)
     }
@@ -172,82 +143,65 @@ extension ClientSessionHandler {
     }
 
     func commitPrepareFinished(_ index: Int, status: BackendMessage.TransactionStatus) {
-        guard var c = commit, c.prepared[index] == nil else {
-            backends[index].cycleError = nil
-            backends[index].cycleTag = nil
-            return
-        }
-        let ok = backends[index].cycleError == nil && backends[index].cycleTag == "PREPARE TRANSACTION"
-        c.prepared[index] = ok
-        c.statusAfterPrepare[index] = status
-        if let e = backends[index].cycleError, c.error == nil || index == lead { c.error = e }
-        if index == lead, let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e),
-           let code = fields.sqlState, OutcomeDigest.timingSQLStates.contains(code) {
-            c.leadTimingFailure = true
-        }
-        if index == lead, let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e),
-           fields.sqlState == "0A000", fields.message?.contains("NOTIFY") == true {
+        let cycleError = backends[index].cycleError
+        let tag = backends[index].cycleTag
+        backends[index].cycleError = nil
+        backends[index].cycleTag = nil
+        guard var c = commit, c.phase == .preparing, c.prepared[index] == nil else { return }
+        let ok = cycleError == nil && tag == "PREPARE TRANSACTION"
+        var fields: ErrorFields?
+        if let cycleError, case let .errorResponse(f)? = try? BackendMessage(frame: cycleError) { fields = f }
+        if index == lead, let fields, fields.sqlState == "0A000", fields.message?.contains("NOTIFY") == true {
             // A routine notified that the catalog did not show (dynamic SQL …): this transaction is
             // lost to PostgreSQL's refusal, the next ones in this database go without the vote.
             shared.sequenceOrdering.notifiedAnyway(in: database)
             logger.warning("a routine in database \(database) notified, so PREPARE TRANSACTION was refused: its transactions commit without the vote from now on")
         }
         if !ok {
-            var why = ""
-            if let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e) {
-                why = ": \(fields.sqlState ?? "") \(fields.message ?? "")"
-                if fields.sqlState == "42P01", fields.message?.contains("pgchorus.commit_log") == true {
-                    // The database was dropped and created again under its name (through another node, or
-                    // behind pgchorus' back): this transaction is lost, the schema is made again at once.
-                    shared.forgetSchemas(backend: backends[index].backend.id, database: database)
-                    schemaCheckDue = true
-                }
+            let why = fields.map { ": \($0.sqlState ?? "") \($0.message ?? "")" } ?? ""
+            if let fields, fields.sqlState == "42P01", fields.message?.contains("pgchorus.commit_log") == true {
+                // The database was dropped and created again under its name (through another node, or
+                // behind pgchorus' back): this transaction is lost, the schema is made again at once.
+                shared.forgetSchemas(backend: backends[index].backend.id, database: database)
+                schemaCheckDue = true
             }
             logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)\(why)", metadata: ["gid": "\(c.gid)"])
         }
-        backends[index].cycleError = nil
-        backends[index].cycleTag = nil
+        let ready = c.prepareFinished(index, ok: ok, status: status, error: cycleError, isLead: index == lead,
+                                      timingError: fields?.sqlState.map { OutcomeDigest.timingSQLStates.contains($0) } ?? false)
         commit = c
-        decideIfReady()
+        if ready { decide() }
     }
 
-    /// A participant died or was failed during the vote: it counts as a failure.
+    /// A participant died or was failed during the vote: before the decision it counts as a failure;
+    /// while finishing it is no longer waited for.
     func commitParticipantLost(_ index: Int) {
-        guard var c = commit, c.participants.contains(index) else { return }
-        if c.vote == nil {
-            if c.prepared[index] == nil { c.prepared[index] = false }
-            commit = c
-            decideIfReady()
-        } else if c.finishing.contains(index) {
-            c.finishing.remove(index)
-            c.followersAfterLead.removeAll { $0 == index }
-            commit = c
+        guard var c = commit else { return }
+        let ready = c.participantLost(index)
+        commit = c
+        if ready {
+            decide()
+        } else if c.phase == .finishing {
             releaseFollowersAfterLead()
             answerIfFinished()
         }
     }
 
-    private func decideIfReady() {
-        guard var c = commit, c.vote == nil, c.participants.allSatisfy({ c.prepared[$0] != nil }) else { return }
-        if transactionDoomed {
-            // A statement of it may have seen a commit on some backends only (`doomForEpochs`).
-            c.error = BackendMessage.errorResponse(Self.epochDoomFailure).frame
-        }
-        let vote = CommitVote(prepared: c.participants.map { c.prepared[$0]! }, timingFailure: c.leadTimingFailure || transactionDoomed)
-        c.vote = vote
-        let successes = vote.finishOn.map { c.participants[$0] }
-        let toFail = vote.fail.map { c.participants[$0] }
-        logger.debug("commit vote: \(vote.decision), \(successes.count) prepared of \(c.participants.count)", metadata: ["gid": "\(c.gid)"])
+    /// Every participant's PREPARE outcome is in: the vote decides (`CommitRound.decide`).
+    private func decide() {
+        guard var c = commit, c.readyToDecide else { return }
+        // A statement of a doomed transaction may have seen a commit on some backends only (`doomForEpochs`).
+        let decision = c.decide(doomError: transactionDoomed ? BackendMessage.errorResponse(Self.epochDoomFailure).frame : nil)
+        logger.debug("commit vote: \(decision.vote.decision), \(decision.successes.count) prepared of \(c.participants.count)", metadata: ["gid": "\(c.gid)"])
         if shared.testHook == "exit-after-prepare" {
             logger.critical("test hook: exiting between PREPARE TRANSACTION and COMMIT PREPARED", metadata: ["gid": "\(c.gid)"])
             exit(75)
         }
-        (vote.decision == .commit ? ProxyMetrics.votesCommitted : ProxyMetrics.votesRolledBack).increment()
-        if vote.decision == .commit { c.awaitingTurn = true }
+        (decision.vote.decision == .commit ? ProxyMetrics.votesCommitted : ProxyMetrics.votesRolledBack).increment()
         // Stored before failing anyone: failBackend re-enters through commitParticipantLost.
         commit = c
-        if vote.decision == .commit {
-            for i in toFail {
+        if decision.vote.decision == .commit {
+            for i in decision.failNow {
                 failBackend(i, reason: "PREPARE TRANSACTION failed while the majority committed (\(c.gid))")
             }
             // The COMMIT PREPAREDs land in the node's order of commits and statements (`CommitEpochs`).
@@ -259,40 +213,20 @@ extension ClientSessionHandler {
 
     /// Sends the decision (COMMIT or ROLLBACK PREPARED) to every participant that prepared.
     private func finishVote() {
-        guard var c = commit, let vote = c.vote else {
+        guard var c = commit, c.phase == .decided else {
             endCommitTurn()
             return
         }
-        c.awaitingTurn = false
-        let successes = vote.finishOn.map { c.participants[$0] }
-        let toFail = vote.fail.map { c.participants[$0] }
-        let command = vote.decision == .commit ? "COMMIT PREPARED '\(c.gid)'" : "ROLLBACK PREPARED '\(c.gid)'"
-        var finishTargets = successes
-        if shared.testHook == "exit-after-first-commit-prepared" { finishTargets = Array(successes.prefix(1)) }
-        let seq = nextSeq
-        nextSeq += 1
         // With statements parked at the commit's grant, the followers' COMMIT PREPAREDs wait for the lead's.
-        let afterLead = vote.decision == .commit && finishTargets.contains(lead) && commitTurn.map { shared.epochs.hasDeferrals($0) } == true
-        c.finishCommand = command
-        c.finishSeq = seq
-        for i in finishTargets where backends[i].isLive {
-            c.finishing.insert(i)
-            if afterLead && i != lead {
-                c.followersAfterLead.append(i)
-            } else {
-                sendOwn(command, to: i, kind: .finish, seq: seq)
-            }
-        }
-        if afterLead { c.leadFinishing = lead }
-        // Failed participants still in an (aborted) transaction block are rolled back where they stay.
-        for i in c.participants where !successes.contains(i) && backends[i].isLive && !toFail.contains(i) {
-            if let s = c.statusAfterPrepare[i], s != .idle {
-                sendOwn("ROLLBACK", to: i, kind: .finish, seq: seq)
-                c.finishing.insert(i)
-            }
-        }
-        if vote.decision == .rollback { c.failAfterFinish = toFail }
+        let parked = commitTurn.map { shared.epochs.hasDeferrals($0) } == true
+        let live = backends.map(\.isLive)
+        guard let finish = c.finish(seq: nextSeq, lead: lead, live: { live[$0] }, followersWaitForLead: parked,
+                                    onlyFirst: shared.testHook == "exit-after-first-commit-prepared") else { return }
+        nextSeq += 1
         commit = c
+        for i in finish.now { sendOwn(finish.command, to: i, kind: .finish, seq: c.finishSeq) }
+        // Failed participants still in an (aborted) transaction block are rolled back where they stay.
+        for i in finish.rollback { sendOwn("ROLLBACK", to: i, kind: .finish, seq: c.finishSeq) }
         flushBackends()
         answerIfFinished()
     }
@@ -300,9 +234,9 @@ extension ClientSessionHandler {
     /// The lead's COMMIT PREPARED has finished (or the lead is gone): the followers held back for it go,
     /// each once the node's order lets it land there (`CommitEpochs.applyOnFollower`).
     private func releaseFollowersAfterLead() {
-        guard var c = commit, !c.followersAfterLead.isEmpty, let l = c.leadFinishing, !c.finishing.contains(l) || !backends[l].isLive else { return }
-        let followers = c.followersAfterLead
-        c.followersAfterLead = []
+        guard var c = commit else { return }
+        let followers = c.followersReleased(leadLive: c.leadFinishing.map { backends[$0].isLive } ?? false)
+        guard !followers.isEmpty else { return }
         commit = c
         let (command, seq, gid) = (c.finishCommand, c.finishSeq, c.gid)
         for i in followers where backends[i].isLive {
@@ -320,7 +254,7 @@ extension ClientSessionHandler {
     }
 
     func deferredFollowerCommit(_ command: String, to i: Int, seq: Int, gid: String) {
-        guard let c = commit, c.gid == gid, c.finishing.contains(i), backends[i].isLive else { return }
+        guard let c = commit, c.gid == gid, c.awaitsFinish(i), backends[i].isLive else { return }
         sendOwn(command, to: i, kind: .finish, seq: seq)
         flushBackend(i)
     }
@@ -328,21 +262,16 @@ extension ClientSessionHandler {
     // MARK: phase two
 
     func commitFinishFinished(_ index: Int) {
-        defer {
-            backends[index].cycleError = nil
-            backends[index].cycleTag = nil
-        }
-        guard var c = commit else { return }
-        if OrderTrace.enabled { trace("CD", "\(c.gid) \(backends[index].backend.id)") }
-        if let e = backends[index].cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e) {
-            logger.error("finishing \(c.gid) failed on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? "")")
-            if c.vote?.decision == .commit, backends[index].cycleTag == nil {
-                c.failAfterFinish.append(index)
-            }
-        }
+        let cycleError = backends[index].cycleError
+        let tag = backends[index].cycleTag
         backends[index].cycleError = nil
         backends[index].cycleTag = nil
-        c.finishing.remove(index)
+        guard var c = commit else { return }
+        if OrderTrace.enabled { trace("CD", "\(c.gid) \(backends[index].backend.id)") }
+        if let e = cycleError, case let .errorResponse(fields)? = try? BackendMessage(frame: e) {
+            logger.error("finishing \(c.gid) failed on backend \(backends[index].backend.description): \(fields.sqlState ?? "") \(fields.message ?? "")")
+        }
+        c.finishFinished(index, failed: cycleError != nil && tag == nil)
         commit = c
         releaseFollowersAfterLead()
         if shared.testHook == "exit-after-first-commit-prepared" {
@@ -352,45 +281,28 @@ extension ClientSessionHandler {
         answerIfFinished()
     }
 
+    /// Once every participant has finished: the round's failures are carried out and the client answered.
     private func answerIfFinished() {
-        guard let c = commit, let vote = c.vote, c.finishing.isEmpty, !c.awaitingTurn else { return }
+        guard var c = commit, c.answerIfFinished(), let vote = c.vote else { return }
         commit = nil
         shared.votesInFlight.ended(c.gid)
         let notifications = vote.decision == .commit ? heldNotifications : []
         endCommitTurn()
         // Every participant's transaction has ended: all are compared again.
-        leftToVote.removeAll()
+        comparison.transactionVoted()
         endDoom()
         wrapPending = false
         for i in c.failAfterFinish {
-            failBackend(i, reason: "PREPARE TRANSACTION succeeded while the majority failed (\(c.gid))")
+            failBackend(i, reason: vote.decision == .commit ? "COMMIT PREPARED failed while the majority committed (\(c.gid))"
+                                                            : "PREPARE TRANSACTION succeeded while the majority failed (\(c.gid))")
         }
         guard phase == .relaying else { return }
-        if c.autocommit && vote.decision == .rollback { writeClientError(c.error, gid: c.gid) }
-        var answeredError = false
-        for f in c.frames {
-            switch f.type {
-            case FrontendMessage.Kind.query.rawValue, FrontendMessage.Kind.execute.rawValue:
-                if vote.decision == .commit {
-                    writeClient(.commandComplete("COMMIT"))
-                } else {
-                    writeClientError(c.error, gid: c.gid)
-                    answeredError = true
-                }
-            case FrontendMessage.Kind.parse.rawValue where !answeredError:
-                writeClient(.parseComplete)
-            case FrontendMessage.Kind.bind.rawValue where !answeredError:
-                writeClient(.bindComplete)
-            case FrontendMessage.Kind.describe.rawValue where !answeredError:
-                if case .describe(.statement, _)? = try? FrontendMessage(frame: f) { writeClient(.parameterDescription([])) }
-                writeClient(.noData)
-            case FrontendMessage.Kind.close.rawValue where !answeredError:
-                writeClient(.closeComplete)
-            default:
-                break
+        for a in c.answer() {
+            switch a {
+            case let .message(m): writeClient(m)
+            case .error: writeClientError(c.error, gid: c.gid)
             }
         }
-        writeClient(.readyForQuery(.idle))
         cycleDelivered(nextSeq - 1, status: .idle)
         flushClient()
         // Committed on every backend: the notifications it held go now (dropped on a rollback).

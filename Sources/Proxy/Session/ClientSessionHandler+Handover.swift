@@ -8,7 +8,7 @@ extension ClientSessionHandler {
     /// session drops a lead the cluster failed before it sends anything, see `adoptClusterView`.)
     func noteLeadOrdering() {
         let waiting = phase != .closed && handoverTicket == nil && backends.indices.contains(lead)
-            && backends[lead].phase == .ready && unreleased.contains(where: \.waitsForLead)
+            && backends[lead].phase == .ready && leadFirst.waitsForLead
         let id = waiting ? backends[lead].backend.id : nil
         guard id != orderingLead else { return }
         shared.leadHandover.leadChanged(from: orderingLead, to: id)
@@ -44,7 +44,7 @@ extension ClientSessionHandler {
         handoverTimer = nil
         handoverTicket = nil
         guard phase == .relaying else { return }
-        for g in unreleased {
+        for g in leadFirst.groups {
             if let kind = g.kind, let seq = g.seq {
                 backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, answerWhenAll: g.answerWhenAll))
             }

@@ -38,7 +38,7 @@ extension ClientSessionHandler {
             stampTransactionIfNeeded(result)
         }
         noteEffects(of: result, seq: openPartial ?? nextSeq)
-        guard let seq = openPartial, let i = unreleased.firstIndex(where: { $0.seq == seq }) else {
+        guard let seq = openPartial, leadFirst.update(seq: seq, { $0.bytes.writeImmutableBuffer(result.bytes) }) else {
             let seq = nextSeq
             openPartial = seq
             openExtendedGroup = true
@@ -46,7 +46,6 @@ extension ClientSessionHandler {
             dispatch(result.bytes, kind: .client, waitsForLead: liveCount > 1, complete: false)
             return
         }
-        unreleased[i].bytes.writeImmutableBuffer(result.bytes)
         guard handoverTicket == nil else { return }
         backends[lead].write(result.bytes)
     }
@@ -82,16 +81,19 @@ extension ClientSessionHandler {
     /// Sends the last part of the open group to the lead; the group is complete and is released to
     /// the followers once the lead has answered it.
     func finishOpenGroup(_ bytes: ByteBuffer) {
-        guard let seq = openPartial, let i = unreleased.firstIndex(where: { $0.seq == seq }) else { return }
+        guard let seq = openPartial, let startedInTransaction = leadFirst.groups.first(where: { $0.seq == seq })?.startedInTransaction else { return }
         openPartial = nil
         openExtendedGroup = false
-        unreleased[i].bytes.writeImmutableBuffer(bytes)
-        unreleased[i].complete = true
+        // An autocommit write outside the vote: answered once every backend has it.
+        let answerWhenAll = openPartialWrites && liveCount > 1 && !startedInTransaction
+        leadFirst.update(seq: seq) {
+            $0.bytes.writeImmutableBuffer(bytes)
+            $0.complete = true
+            if answerWhenAll { $0.answerWhenAll = true }
+        }
         if openPartialWrites {
-            writingSeqs.insert(seq)
-            if liveCount > 1, !unreleased[i].startedInTransaction {
-                // An autocommit write outside the vote: answered once every backend has it.
-                unreleased[i].answerWhenAll = true
+            comparison.noteWrite(seq)
+            if answerWhenAll {
                 awaitingAll = seq
                 if let j = backends[lead].expected.firstIndex(where: { $0.seq == seq }) { backends[lead].expected[j].answerWhenAll = true }
             }

@@ -130,7 +130,7 @@ extension ClientSessionHandler {
     /// backend taken in, without anything being in flight.
     var isQuiet: Bool {
         guard phase == .relaying else { return true }
-        return lastStatus == .idle && commit == nil && !wrapPending && unreleased.isEmpty && !openExtendedGroup && openPartial == nil
+        return lastStatus == .idle && commit == nil && !wrapPending && leadFirst.isEmpty && !openExtendedGroup && openPartial == nil
             && routedRead == nil && epochWaiting == nil && waitingGroup == nil && handoverTicket == nil && awaitingAll == nil
             && backends.allSatisfy { !$0.isLive || $0.expected.isEmpty }
     }

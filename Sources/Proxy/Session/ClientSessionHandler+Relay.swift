@@ -53,19 +53,6 @@ struct GroupFlags {
 }
 
 extension ClientSessionHandler {
-    /// Replies that only acknowledge a message and are the same from every backend in step.
-    /// (A switch: asked for every backend message, where a Set lookup hashes.)
-    static func isAcknowledgement(_ type: UInt8) -> Bool {
-        switch type {
-        case BackendMessage.Kind.parseComplete.rawValue, BackendMessage.Kind.bindComplete.rawValue,
-             BackendMessage.Kind.closeComplete.rawValue, BackendMessage.Kind.noData.rawValue,
-             BackendMessage.Kind.parameterDescription.rawValue, BackendMessage.Kind.rowDescription.rawValue:
-            return true
-        default:
-            return false
-        }
-    }
-
     /// Flushes one backend outside any access to `backends`: a failing flush closes the channel
     /// synchronously, and its callbacks come straight back into this session.
     func flushBackend(_ index: Int) {
@@ -204,7 +191,7 @@ extension ClientSessionHandler {
             route(result.bytes, to: lead)
             return
         }
-        if replicated, cycle, result.isPlainRead, !result.writes, unreleased.isEmpty, routedRead == nil, !openExtendedGroup {
+        if replicated, cycle, result.isPlainRead, !result.writes, leadFirst.isEmpty, routedRead == nil, !openExtendedGroup {
             // A read of per-server state (catalogs, statistics, pg_backend_pid(), random() …) is the lead's
             // alone, in a transaction too: comparing it would fail backends for being different servers.
             if result.readsServerState, lastStatus != .failed {
@@ -274,7 +261,7 @@ extension ClientSessionHandler {
     func holdNotification(_ frames: [PostgresFrame]) -> Bool {
         guard liveCount > 1, lastStatus == .inTransaction, votedCommitAvailable, !transactionPreventsPrepare, !transactionUsedSavepoint,
               configuration.replication.twoPhaseCommit, frames.count == 1, frames[0].type == FrontendMessage.Kind.query.rawValue,
-              backends[lead].expected.isEmpty, unreleased.isEmpty, routedRead == nil, heldReady == nil, !openExtendedGroup,
+              backends[lead].expected.isEmpty, leadFirst.isEmpty, routedRead == nil, heldReady == nil, !openExtendedGroup,
               case let .query(sql)? = try? FrontendMessage(frame: frames[0]),
               let held = StatementAnalysis.heldNotification(of: sql), !routinesMayNotify() else { return false }
         heldNotifications.append(held.sql)
@@ -366,7 +353,7 @@ extension ClientSessionHandler {
             trailingCommitPending = flags.trailingCommit
         }
         let seq = nextSeq
-        if cycle && flags.writes { writingSeqs.insert(seq) }
+        if cycle && flags.writes { comparison.noteWrite(seq) }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
                  answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl,
                  createsLargeObject: flags.createsLargeObject)
@@ -386,7 +373,7 @@ extension ClientSessionHandler {
             seq = nextSeq
             nextSeq += 1
         }
-        unreleased.append(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady,
+        leadFirst.add(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady,
                                        answerWhenAll: answerWhenAll, startedInTransaction: lastStatus != .idle,
                                        mixesTransactionControl: mixesTransactionControl, complete: complete,
                                        createsLargeObject: createsLargeObject && waitsForLead))
@@ -421,9 +408,9 @@ extension ClientSessionHandler {
     /// that OID (`lo_create(oid)`), so every backend has the same large objects under the same OIDs
     /// (each server's OID counter is its own: temporary tables and TOAST move it).
     func largeObjectCreated(_ frame: PostgresFrame, seq: Int) {
-        guard let i = unreleased.firstIndex(where: { $0.seq == seq && $0.createsLargeObject }),
+        guard let held = leadFirst.groups.first(where: { $0.seq == seq && $0.createsLargeObject })?.bytes,
               case let .functionCallResponse(value)? = try? BackendMessage(frame: frame), var v = value,
-              let original = Self.largeObjectCreation(PostgresFrame(bytes: unreleased[i].bytes)) else { return }
+              let original = Self.largeObjectCreation(PostgresFrame(bytes: held)) else { return }
         let oid = original.resultFormat == 1 ? v.readInteger(as: UInt32.self) : v.readString(length: v.readableBytes).flatMap { UInt32($0) }
         guard let oid, oid != 0 else { return }
         var arg = ByteBuffer()
@@ -431,8 +418,10 @@ extension ClientSessionHandler {
         var b = ByteBuffer()
         FrontendMessage.functionCall(FrontendMessage.FunctionCall(functionOID: 715, argumentFormats: [1], arguments: [arg],
                                                                   resultFormat: original.resultFormat)).encode(into: &b)
-        unreleased[i].bytes = b
-        unreleased[i].createsLargeObject = false
+        leadFirst.update(seq: seq) {
+            $0.bytes = b
+            $0.createsLargeObject = false
+        }
     }
 
     /// Sends a read to one backend; its reply goes to the client as it comes.
@@ -445,54 +434,61 @@ extension ClientSessionHandler {
     }
 
     private func routedFrame(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
-        guard exp.seq > deliveredThrough else { return }
-        // Notifications come from the lead only.
-        if index != lead && frame.type == BackendMessage.Kind.notificationResponse.rawValue { return }
-        forwardToClient(frame)
-        if !Self.isAcknowledgement(frame.type) && frame.type != BackendMessage.Kind.noticeResponse.rawValue
-            && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
-            deliveringBytes = true
-        }
+        if delivery.routedMessage(frame.type, seq: exp.seq, fromLead: index == lead) { forwardToClient(frame) }
     }
 
+    /// The lead's 57014 is the node's own cancel (`cancelForEpochs`), not the client's.
+    private func isOwnEpochCancel(_ frame: PostgresFrame) -> Bool {
+        guard frame.type == BackendMessage.Kind.errorResponse.rawValue, let until = epochCancelUntil, NIODeadline.now() < until,
+              case let .errorResponse(fields)? = try? BackendMessage(frame: frame) else { return false }
+        return fields.sqlState == "57014"
+    }
+
+    /// Sends the followers what `LeadFirstRelease` lets go now.
     func releaseGroups() {
         // Nothing goes to the followers that a new lead waiting for its handover has not had.
         guard handoverTicket == nil else { return }
         epochTargetsDirty = true
         let now = NIODeadline.now()
-        while let g = unreleased.first, !g.waitsForLead || g.leadDone, g.complete {
-            unreleased.removeFirst()
-            if g.kind == .client, let status = g.leadTimingStatus, let seq = g.seq, !g.mixesTransactionControl {
+        // One at a time: carrying out a release may send more groups, which queue behind the rest.
+        for _ in 0..<1_000_000 {
+            guard let release = leadFirst.next(handoverPending: handoverTicket != nil) else { break }
+            switch release {
+            case let .followLeadOutcome(g, seq, status):
                 releaseLeadTimingOutcome(g, seq: seq, leadStatus: status)
-                continue
-            }
-            // Lead-first: a follower gets half as long again as the lead took, and the follower timeout on top.
-            let allowance = g.leadTook.map { followerAllowance(leadTook: $0) }
-            for i in backends.indices where i != lead && backends[i].isLive {
-                if let kind = g.kind, let seq = g.seq {
-                    backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
-                                                            sentAt: now, allowance: allowance))
-                    if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
-                    if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[i].backend.id)@\(backends[i].login.processID) \(OrderTrace.text(of: g.bytes))") }
-                }
-                if g.bytes.readableBytes >= Self.largeFollowerWrite, let context, let channel = backends[i].channel {
-                    // A follower's time counts from when it has the whole statement: writing many
-                    // megabytes to it (psycopg2's 50 MB query) is the node's time, not the follower's.
-                    let promise = context.eventLoop.makePromise(of: Void.self)
-                    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-                    promise.futureResult.whenComplete { _ in bound.value.followerHasStatement(channel) }
-                    if backends[i].largeWritesInFlight == 0 { backends[i].largeWriteStarted = .now() }
-                    backends[i].largeWritesInFlight += 1
-                    backends[i].write(g.bytes, promise: promise)
-                } else {
-                    backends[i].write(g.bytes)
-                }
+            case let .send(g, leadTook):
+                // Lead-first: a follower gets half as long again as the lead took, and the follower timeout on top.
+                sendToFollowers(g, allowance: leadTook.map { deadlines.allowance(leadTook: $0) }, now: now)
             }
         }
         armFollowerDeadline()
         releaseHeldMessages()
         // After the releases above: a session waiting for a new lead counts them first.
         noteLeadOrdering()
+    }
+
+    /// Writes a released group to every live follower, each owing its cycle from `now`.
+    private func sendToFollowers(_ g: PendingGroup, allowance: TimeAmount?, now: NIODeadline) {
+        for i in backends.indices where i != lead && backends[i].isLive {
+            if let kind = g.kind, let seq = g.seq {
+                backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
+                                                        sentAt: now, allowance: allowance))
+                if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
+                if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[i].backend.id)@\(backends[i].login.processID) \(OrderTrace.text(of: g.bytes))") }
+            }
+            if g.bytes.readableBytes >= Self.largeFollowerWrite, let context, let channel = backends[i].channel {
+                // A follower's time counts from when it has the whole statement: writing many
+                // megabytes to it (psycopg2's 50 MB query) is the node's time, not the follower's.
+                let promise = context.eventLoop.makePromise(of: Void.self)
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                promise.futureResult.whenComplete { _ in bound.value.followerHasStatement(channel) }
+                if backends[i].largeWritesInFlight == 0 { backends[i].largeWriteStarted = now }
+                backends[i].largeWritesInFlight += 1
+                backends[i].write(g.bytes, promise: promise)
+            } else {
+                backends[i].write(g.bytes)
+            }
+        }
     }
 
     /// Statements at least this large restart a follower's deadline once they are written to it.
@@ -514,12 +510,7 @@ extension ClientSessionHandler {
     }
 
     func markLeadDone(_ seq: Int, took: TimeAmount? = nil, timingStatus: UInt8? = nil) {
-        if let i = unreleased.firstIndex(where: { $0.seq == seq }) {
-            unreleased[i].leadDone = true
-            unreleased[i].leadTook = took
-            unreleased[i].leadTimingStatus = timingStatus
-            releaseGroups()
-        }
+        if leadFirst.leadAnswered(seq: seq, took: took, timingStatus: timingStatus) { releaseGroups() }
     }
 
     // MARK: backends → client
@@ -573,30 +564,18 @@ extension ClientSessionHandler {
                 // Its name may come back as a new database, without pgchorus' schema.
                 shared.forgetSchemas()
             }
-            if exp.holdReady && frame.type == BackendMessage.Kind.readyForQuery.rawValue {
-                // Kept back until the vote on this autocommit write is carried out.
-            } else if exp.answerWhenAll && frame.type == BackendMessage.Kind.readyForQuery.rawValue && exp.seq > deliveredThrough && liveCount > 1 {
+            switch delivery.leadMessage(frame.type, seq: exp.seq, holdReady: exp.holdReady, answerWhenAll: exp.answerWhenAll,
+                                        replicated: liveCount > 1, ownCancel: isOwnEpochCancel(frame)) {
+            case .forward:
+                forwardToClient(frame)
+            case .drop:
+                break
+            case .holdUntilAll:
                 // Kept back until every backend has done this autocommit write (`releaseHeldReady`).
                 heldReady = (exp.seq, frame)
-            } else if exp.seq > deliveredThrough {
-                if Self.isAcknowledgement(frame.type), acknowledgementsToSkip > 0 {
-                    // A new lead repeats what the old one had already acknowledged in this cycle.
-                    acknowledgementsToSkip -= 1
-                } else if frame.type == BackendMessage.Kind.errorResponse.rawValue, let until = epochCancelUntil, NIODeadline.now() < until,
-                          case let .errorResponse(fields)? = try? BackendMessage(frame: frame), fields.sqlState == "57014" {
-                    epochCancelUntil = nil
-                    writeClient(.errorResponse(Self.epochSerializationFailure))
-                    deliveringBytes = true
-                } else {
-                    forwardToClient(frame)
-                    // Notices and parameter changes do not tie the client to this backend's reply;
-                    // acknowledgements (ParseComplete, BindComplete, NoData …) are the same from any backend.
-                    if Self.isAcknowledgement(frame.type) {
-                        acknowledgementsDelivered += 1
-                    } else if frame.type != BackendMessage.Kind.noticeResponse.rawValue && frame.type != BackendMessage.Kind.parameterStatus.rawValue {
-                        deliveringBytes = true
-                    }
-                }
+            case .serializationFailure:
+                epochCancelUntil = nil
+                writeClient(.errorResponse(Self.epochSerializationFailure))
             }
             if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {
                 // The client now sends COPY data: the others must be in COPY too, and a cancel must reach them all.
@@ -638,7 +617,7 @@ extension ClientSessionHandler {
     }
 
     private func finishCycle(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
-        backends[index].finishHead()
+        backends[index].finishHead(at: .now())
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
@@ -646,7 +625,7 @@ extension ClientSessionHandler {
         case .client:
             var compared = liveCount > 1
             if index == lead {
-                let fresh = exp.seq > deliveredThrough
+                let fresh = delivery.owes(exp.seq)
                 if fresh { cycleDelivered(exp.seq, status: status) }
                 if copyInProgress {
                     copyInProgress = false
@@ -657,7 +636,7 @@ extension ClientSessionHandler {
                 let digest = backends[index].digest
                 var timingStatus: UInt8?
                 if compared, digest.timingSQLState != nil,
-                   let g = unreleased.first(where: { $0.seq == exp.seq }), !g.mixesTransactionControl {
+                   leadFirst.groups.first(where: { $0.seq == exp.seq })?.mixesTransactionControl == false {
                     timingStatus = digest.statusAfter
                     compared = false
                     logger.info("the lead ended a statement with \(digest.timingSQLState ?? ""): the other backends follow its outcome")
@@ -676,7 +655,7 @@ extension ClientSessionHandler {
             if OrderTrace.enabled { trace("D", "\(exp.seq) \(backends[index].backend.id)") }
             epochCycleFinished(exp.seq, on: index)
             if compared {
-                backends[index].completed.append((exp.seq, backends[index].digest))
+                comparison.finished(index, seq: exp.seq, digest: backends[index].digest)
             }
             backends[index].digest = OutcomeDigest()
             compareCompleted()
@@ -689,7 +668,7 @@ extension ClientSessionHandler {
         case .catalog:
             catalogLoaded()
         case .routedRead:
-            if exp.seq > deliveredThrough { cycleDelivered(exp.seq, status: status) }
+            if delivery.owes(exp.seq) { cycleDelivered(exp.seq, status: status) }
             routedRead = nil
             if index == lead, status == .failed, liveCount > 1 {
                 // The read failed inside a transaction block on the lead alone: the others' blocks are aborted too.
@@ -707,10 +686,7 @@ extension ClientSessionHandler {
 
     /// The client has the whole reply of cycle `seq` (or everything it will get of it).
     func cycleDelivered(_ seq: Int, status: BackendMessage.TransactionStatus) {
-        deliveredThrough = seq
-        deliveringBytes = false
-        acknowledgementsDelivered = 0
-        acknowledgementsToSkip = 0
+        delivery.delivered(seq)
         lastStatus = status
         if status == .idle {
             if commit == nil && !wrapPending { endDoom() }
@@ -754,47 +730,20 @@ extension ClientSessionHandler {
 
     // MARK: comparison and failures
 
-    /// Compares the finished cycles of all live backends, oldest first, and carries out what
-    /// `OutcomeJudge` decides: backends out of step are failed, a follower whose transaction block
-    /// is healthy where the lead's is aborted gets it aborted too.
+    /// Compares the finished cycles of all live backends, oldest first (`CycleComparison`), and carries
+    /// out what `OutcomeJudge` decides: backends out of step are failed, a follower whose transaction
+    /// block is healthy where the lead's is aborted gets it aborted too.
     func compareCompleted() {
         for _ in 0..<10_000 {
             let live = backends.indices.filter { backends[$0].isLive }
-            guard live.count > 1, live.allSatisfy({ !backends[$0].completed.isEmpty }) else {
-                if live.count <= 1 {
-                    for i in live { backends[i].completed.removeAll() }
-                    writingSeqs.removeAll()
-                }
-                return
-            }
-            var entries: [(index: Int, digest: OutcomeDigest)] = []
-            entries.reserveCapacity(live.count)
-            var seq = 0
-            for i in live {
-                let c = backends[i].completed.removeFirst()
-                seq = c.seq
-                if leftToVote.contains(i) {
-                    // Its transaction was aborted by a timing outcome: not compared until it ends.
-                    if c.digest.statusAfter == OutcomeJudge.idle { leftToVote.remove(i) }
-                    continue
-                }
-                entries.append((i, c.digest))
-            }
-            guard entries.count > 1, !isUncompared(seq) else {
-                writingSeqs.remove(seq)
-                continue
-            }
-            let wrote = writingSeqs.remove(seq) != nil
-            // The usual case, every backend alike: nothing to judge.
-            if entries.allSatisfy({ $0.digest == entries[0].digest }) { continue }
-            let verdict = OutcomeJudge.judge(entries, lead: lead, wrote: wrote)
+            guard let judged = comparison.next(live: live, lead: lead, uncompared: { isUncompared($0) }) else { return }
+            let verdict = judged.verdict
             for i in verdict.abortTransaction where backends[i].isLive {
                 sendOwn(Self.followLeadAbortSQL, to: i)
                 flushBackend(i)
             }
             for i in verdict.leaveToVote {
-                leftToVote.insert(i)
-                logger.info("backend \(backends[i].backend.description) ended a statement with \(entries.first { $0.index == i }?.digest.timingSQLState ?? "") where the lead did not: the commit vote will judge it")
+                logger.info("backend \(backends[i].backend.description) ended a statement with \(judged.entries.first { $0.index == i }?.digest.timingSQLState ?? "") where the lead did not: the commit vote will judge it")
             }
             for f in verdict.fail { failBackend(f.index, reason: f.reason) }
         }
@@ -850,13 +799,13 @@ extension ClientSessionHandler {
             if OrderTrace.enabled { trace("X", "\(seq) \(backends[i].backend.id)") }
             epochCycleFinished(seq, on: i)
         }
-        writingSeqs.remove(seq)
+        comparison.forget(seq)
     }
 
     /// Sends the lead's ReadyForQuery of an autocommit write once no live backend still owes that cycle.
     func releaseHeldReady() {
         guard let held = heldReady, phase == .relaying else { return }
-        let owed = unreleased.contains { $0.seq == held.seq }
+        let owed = leadFirst.holds(seq: held.seq)
             || backends.contains { $0.isLive && $0.expected.contains { $0.seq == held.seq } }
         guard !owed else { return }
         heldReady = nil
@@ -873,12 +822,12 @@ extension ClientSessionHandler {
         replayHeldFrames()
     }
 
-    // MARK: deadlines
+    // MARK: deadlines (decided by `FollowerDeadlines`)
 
     /// The lead finished cycle `seq`: followers already sent it (the vote, COPY data, what is not
     /// lead-first) must finish it within the follower timeout from now.
     func leadAnswered(_ seq: Int, sentAt: NIODeadline) {
-        let allowance = followerAllowance(leadTook: NIODeadline.now() - sentAt)
+        let allowance = deadlines.allowance(leadTook: NIODeadline.now() - sentAt)
         for i in backends.indices where i != lead && backends[i].isLive {
             for j in backends[i].expected.indices where backends[i].expected[j].seq == seq && backends[i].expected[j].allowance == nil {
                 backends[i].expected[j].allowance = allowance
@@ -887,31 +836,11 @@ extension ClientSessionHandler {
         armFollowerDeadline()
     }
 
-    /// When the lead, silent on its oldest cycle, is to be probed next: half of `follower_timeout`
-    /// after the cycle reached it, then again every half `follower_timeout` while it stays silent (a
-    /// probe is only a fresh connection and `SELECT 1`; the probe's own timeout decides).
-    func leadProbeDeadline() -> NIODeadline? {
-        guard backends.indices.contains(lead), backends[lead].isLive, liveCount > 1,
-              let sent = backends[lead].expected.first?.sentAt else { return nil }
-        let base = max(sent, backends[lead].headSince, leadProbedAt ?? sent)
-        return base + .nanoseconds(followerTimeout.nanoseconds / 2)
-    }
-
-    /// A follower's time for a cycle: half as long again as the lead took, plus the follower timeout.
-    func followerAllowance(leadTook: TimeAmount) -> TimeAmount {
-        .nanoseconds(leadTook.nanoseconds * 3 / 2) + followerTimeout
-    }
-
     /// Sets the timer for the earliest follower deadline (or lead probe) still pending.
     func armFollowerDeadline() {
         // With one live backend there is nobody to fail (and a past deadline must not re-arm at once).
-        guard let context, phase == .relaying || phase == .draining, liveCount > 1 else { return }
-        var earliest: NIODeadline?
-        for i in backends.indices where i != lead && backends[i].isLive {
-            if let d = backends[i].effectiveDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
-        }
-        if let probe = leadProbeDeadline(), earliest.map({ probe < $0 }) ?? true { earliest = probe }
-        guard let earliest else { return }
+        guard let context, phase == .relaying || phase == .draining,
+              let earliest = deadlines.nextCheck(backends, lead: lead, probedAt: leadProbedAt) else { return }
         if let t = deadlineTimer, t.at <= earliest { return }
         deadlineTimer?.task.cancel()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -919,22 +848,22 @@ extension ClientSessionHandler {
         deadlineTimer = (earliest, task)
     }
 
-    /// Fails every follower that has not finished its oldest cycle in time: a frozen or hung backend
-    /// costs the cluster at most the follower timeout, and a vote decides without it.
+    /// Fails every follower that has not finished its oldest cycle in time (a frozen or hung backend
+    /// costs the cluster at most the follower timeout, and a vote decides without it); asks for a
+    /// silent lead to be probed.
     func followerDeadlinePassed() {
         deadlineTimer = nil
         guard phase == .relaying || phase == .draining else { return }
         let now = NIODeadline.now()
-        let seconds = Double(followerTimeout.nanoseconds) / 1e9
-        for i in backends.indices where i != lead && backends[i].isLive {
-            if let d = backends[i].effectiveDeadline, d <= now, liveCount > 1 {
-                failBackend(i, reason: "did not answer within replication.follower_timeout (\(seconds) s) after the lead backend had")
-            }
+        let check = deadlines.check(backends, lead: lead, probedAt: leadProbedAt, now: now)
+        let seconds = Double(deadlines.followerTimeout.nanoseconds) / 1e9
+        for i in check.fail where backends[i].isLive {
+            failBackend(i, reason: "did not answer within replication.follower_timeout (\(seconds) s) after the lead backend had")
         }
-        if let probe = leadProbeDeadline(), probe <= now, liveCount > 1, let waitingSince = backends[lead].expected.first?.sentAt {
+        if let waited = check.probeLead, backends.indices.contains(lead), backends[lead].isLive {
             // The lead has been silent for long: the node checks whether it is alive (`BackendProber`).
             leadProbedAt = now
-            shared.prober.suspect(backends[lead].backend, waited: Double((now - waitingSince).nanoseconds) / 1e9)
+            shared.prober.suspect(backends[lead].backend, waited: Double(waited.nanoseconds) / 1e9)
         }
         flushBackends()
         flushClient()
@@ -954,9 +883,8 @@ extension ClientSessionHandler {
         let online = Set(shared.registry.online().map(\.id))
         let gone = backends.indices.filter { backends[$0].isLive && !online.contains(backends[$0].backend.id) }
         guard !gone.isEmpty else { return }
-        if gone.count == liveCount {
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
-                              message: "every backend of this session was taken out of service; reconnect to use the backends online now"))
+        if let ending = BackendLoss.clusterTookOut(gone: gone.count, live: liveCount) {
+            fatal(ending)
             return
         }
         for i in gone {
@@ -992,7 +920,7 @@ extension ClientSessionHandler {
         ProxyMetrics.backendsDropped.increment()
         backends[index].phase = .closed
         dropExpectations(index)
-        backends[index].completed.removeAll()
+        comparison.backendGone(index)
         backends[index].channel?.close(promise: nil)
         if index == lead { promoteLead() }
         if clusterOrderLockSeq != nil, clusterOrderOn == index {
@@ -1005,9 +933,8 @@ extension ClientSessionHandler {
         noteLeadOrdering()
         if let r = routedRead, r.target == index, phase == .relaying {
             // The backend serving a read failed: another one answers it, unless part of the reply was out.
-            if deliveringBytes {
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
-                                  message: "pgchorus lost the backend answering this query in the middle of its reply; reconnect and retry"))
+            if let ending = BackendLoss.routedReadLost(deliveringBytes: delivery.deliveringBytes) {
+                fatal(ending)
             } else {
                 route(r.bytes, to: lead, seq: r.seq)
                 flushBackend(lead)
@@ -1024,25 +951,24 @@ extension ClientSessionHandler {
     /// gets every cycle not yet released, unless the client already saw part of the old lead's reply.
     private func promoteLead() {
         guard phase == .relaying else { return }
-        guard let next = backends.indices.first(where: { backends[$0].isLive }) else {
-            if !fatalForwarded {
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus lost every backend of this session"))
-            } else {
-                close()
-            }
+        let next: Int
+        switch BackendLoss.promotion(nextLive: backends.indices.first { backends[$0].isLive }, deliveringBytes: delivery.deliveringBytes,
+                                     fatalForwarded: fatalForwarded) {
+        case let .endSession(error?):
+            fatal(error)
             return
-        }
-        if deliveringBytes {
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
-                              message: "pgchorus lost the lead backend in the middle of a reply; reconnect and retry the statement"))
+        case .endSession(nil):
+            close()
             return
+        case let .promote(index):
+            next = index
         }
         let old = backends[lead].backend
         lead = next
         catalogLoading = false
-        acknowledgementsToSkip = acknowledgementsDelivered
+        delivery.leadReplaced()
         logger.warning("lead backend of the session changed from \(old.description) to \(backends[lead].backend.description)")
-        for i in unreleased.indices { unreleased[i].leadDone = false }
+        leadFirst.leadReplaced()
         awaitHandover(after: old.id)
     }
 
@@ -1094,56 +1020,57 @@ extension ClientSessionHandler {
     }
 
     /// The one path for losing a backend once the session is relaying, whatever the cause (a clean
-    /// close, a FATAL, a reset, a read/write/TLS error): while another backend is live, this one is
-    /// failed cluster-wide and the session goes on; the last one ends the session with the cause.
+    /// close, a FATAL, a reset, a read/write/TLS error): `BackendLoss` decides.
     func backendLost(_ index: Int, cause: String) {
-        // (Already asked whether the lead's server still serves: its answer decides.)
-        if terminationCheck != nil, index == lead { return }
-        let others = backends.indices.filter { $0 != index && backends[$0].isLive }
-        if others.isEmpty {
+        let situation = BackendLoss.Situation(isLead: index == lead, othersLive: backends.indices.filter { $0 != index && backends[$0].isLive }.count,
+                                              draining: phase == .draining, fatalForwarded: fatalForwarded,
+                                              lastWords: backends[index].lastWords, checkingTermination: terminationCheck != nil)
+        switch BackendLoss.lost(situation, name: backends[index].backend.description, cause: cause) {
+        case .awaitTerminationCheck:
+            return
+        case let .endSession(error):
             backends[index].phase = .closed
             dropExpectations(index)
-            if phase == .draining || fatalForwarded {
+            if let error {
+                logger.warning("backend \(backends[index].backend.description) lost: \(cause)")
+                fatal(error)
+            } else {
                 close()
                 finishSession()
-            } else {
-                logger.warning("backend \(backends[index].backend.description) lost: \(cause)")
-                fatal(ErrorFields(severity: "FATAL", sqlState: "08006",
-                                  message: "pgchorus lost the connection to backend \(backends[index].backend.description): \(cause)"))
             }
-            return
-        }
-        if index == lead, phase == .relaying, let words = backends[index].lastWords, words.hasPrefix("57P01"), terminationCheck == nil,
-           let context {
-            // "terminating connection due to administrator command": pg_terminate_backend() of this
-            // session (the client's pid is the lead's) — or a fast shutdown. A server that still takes
-            // new sessions ended this one alone: the session ends as PostgreSQL's would, and no backend
-            // is failed. Until the answer, the session waits (client messages are held).
+        case .checkServing:
+            guard let context else {
+                failBackend(index, reason: BackendLoss.reason(lastWords: backends[index].lastWords, cause: cause))
+                return
+            }
             terminationCheck = cause
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
             shared.prober.checkServing(backends[index].backend) { serving in
                 loop.execute { bound.value.terminationChecked(index, serving: serving) }
             }
-            return
+        case let .fail(reason):
+            failBackend(index, reason: reason)
         }
-        failBackend(index, reason: backends[index].lastWords.map { "ended the session: \($0) (\(cause))" } ?? cause)
     }
 
-    /// The answer for a lead that ended this session with 57P01 (see `backendLost`).
+    /// The answer for a lead that ended this session with 57P01 (see `BackendLoss.Step.checkServing`).
     func terminationChecked(_ index: Int, serving: Bool) {
         guard let cause = terminationCheck else { return }
         terminationCheck = nil
         guard phase == .relaying || phase == .draining else { return }
-        if serving {
+        switch BackendLoss.terminationChecked(serving: serving, lastWords: backends[index].lastWords, cause: cause) {
+        case let .endSession(error):
             logger.info("the lead backend \(backends[index].backend.description) ended this session (pg_terminate_backend) and still serves: the session ends, no backend is failed")
             backends[index].phase = .closed
             dropExpectations(index)
             fatalForwarded = true
-            fatal(ErrorFields(severity: "FATAL", sqlState: "57P01", message: "terminating connection due to administrator command"))
-            return
+            if let error { fatal(error) } else { close() }
+        case let .fail(reason):
+            failBackend(index, reason: reason)
+            replayHeldFrames()
+        case .awaitTerminationCheck, .checkServing:
+            break
         }
-        failBackend(index, reason: backends[index].lastWords.map { "ended the session: \($0) (\(cause))" } ?? cause)
-        replayHeldFrames()
     }
 }

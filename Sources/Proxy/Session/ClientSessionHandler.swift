@@ -55,15 +55,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     // Replication state (see ClientSessionHandler+Relay.swift).
     var lead = 0
     var nextSeq = 1
-    /// The highest cycle whose replies have all reached the client.
-    var deliveredThrough = 0
-    /// Bytes of cycle `deliveredThrough + 1` already forwarded to the client.
-    var deliveringBytes = false
-    /// Acknowledgements of the current cycle already forwarded, and how many a new lead must not repeat.
-    var acknowledgementsDelivered = 0
-    var acknowledgementsToSkip = 0
-    /// Cycles sent to the lead but not yet to the other backends, oldest first.
-    var unreleased: [PendingGroup] = []
+    /// How far the client's view of the replies has got (see `ClientDelivery`).
+    var delivery = ClientDelivery()
+    /// Cycles sent to the lead but not yet to the other backends (see `LeadFirstRelease`).
+    var leadFirst = LeadFirstRelease()
     /// Client messages since the last group boundary.
     var currentGroup: [PostgresFrame] = []
     var currentGroupBytes = 0
@@ -84,7 +79,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var transactionUsedSavepoint = false
     var stampedTransactions = 0
     var tracker = StatementTracker(refuseVolatile: true)
-    var commit: CommitInProgress?
+    /// The commit vote running for the client's COMMIT (see `CommitRound`).
+    var commit: CommitRound?
     /// Client messages that arrived while a commit vote was running.
     var heldFrames: [PostgresFrame] = []
     var votedCommitAvailable = true
@@ -163,15 +159,13 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// A new lead waits for the statements its failed predecessor ordered (see `LeadHandover`).
     var handoverTicket: Int?
     var handoverTimer: Scheduled<Void>?
-    /// Cycles that could change data (for `OutcomeJudge`), until compared.
-    var writingSeqs: Set<Int> = []
+    /// The backends' finished cycles, until compared (see `CycleComparison`).
+    var comparison = CycleComparison()
     /// The lead's ReadyForQuery of an autocommit write, kept until every backend has finished it.
     var heldReady: (seq: Int, frame: PostgresFrame)?
     /// Such a cycle is on its way: later client messages wait until its answer has gone out, so no
     /// reply of a later cycle overtakes it.
     var awaitingAll: Int?
-    /// Followers whose transaction a timing outcome aborted while the lead's went on (`OutcomeJudge`).
-    var leftToVote: Set<Int> = []
     /// The open transaction rolls back at its vote, the client getting 40001 (`doomForEpochs`); its
     /// cycles from `doomFrom` on are not compared (a statement in it may have seen a commit on some
     /// backends only), nor those of the ranges of earlier such transactions.
@@ -182,8 +176,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var copyInProgress = false
     /// The earliest follower deadline a timer is set for.
     var deadlineTimer: (at: NIODeadline, task: Scheduled<Void>)?
-    /// Seconds a follower may take beyond the lead's own time for a cycle.
-    var followerTimeout: TimeAmount = .seconds(3)
+    /// A follower's time for a cycle, the lead's probe (`replication.follower_timeout`).
+    let deadlines: FollowerDeadlines
     /// When this session last asked for its silent lead to be probed.
     var leadProbedAt: NIODeadline?
     /// The cycle of a pipeline whose first messages were sent to the lead before its Sync arrived
@@ -217,7 +211,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         self.start = start
         self.configuration = shared.configuration
         self.logger = logger
-        self.followerTimeout = .milliseconds(Int64(configuration.replication.followerTimeout * 1000))
+        self.deadlines = FollowerDeadlines(followerTimeout: .milliseconds(Int64(configuration.replication.followerTimeout * 1000)))
         tracker = StatementTracker(refuseVolatile: configuration.replication.volatileFunctions == "refuse")
         tracker.refusePhysicalOrder = configuration.replication.physicalOrderWrites == "refuse"
         tracker.deterministic = configuration.backends.count > 1
@@ -275,7 +269,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     /// Gives the large messages back to the node's budget once every backend has been sent them.
     func releaseHeldMessages(force: Bool = false) {
-        guard heldReservation > 0, force || (unreleased.isEmpty && currentGroup.isEmpty && heldFrames.isEmpty && waitingGroup == nil && epochWaiting == nil) else { return }
+        guard heldReservation > 0, force || (leadFirst.isEmpty && currentGroup.isEmpty && heldFrames.isEmpty && waitingGroup == nil && epochWaiting == nil) else { return }
         shared.messageMemory.release(heldReservation)
         heldReservation = 0
     }

@@ -1,0 +1,66 @@
+import NIOCore
+
+/// Every wait on a backend has a deadline (**pure**: the time comes in as `now`). A follower has, for
+/// each cycle, half as long again as the lead took plus `replication.follower_timeout`, counted from
+/// when it reached the cycle or last sent something; one that misses it is failed, so a frozen or hung
+/// follower costs the cluster at most about the follower timeout. A silent lead is not failed by a
+/// session (it is the reference): it is probed (`BackendProber`) half a follower timeout after the
+/// cycle reached it and every half timeout after that, and the probe decides.
+struct FollowerDeadlines {
+    let followerTimeout: TimeAmount
+
+    /// What a deadline check decides.
+    struct Check: Equatable {
+        /// Followers to fail, in order.
+        var fail: [Int] = []
+        /// Ask the node to probe the lead, which has been silent this long on its oldest cycle.
+        var probeLead: TimeAmount?
+    }
+
+    /// A follower's time for a cycle the lead took `leadTook` for.
+    func allowance(leadTook: TimeAmount) -> TimeAmount {
+        .nanoseconds(leadTook.nanoseconds * 3 / 2) + followerTimeout
+    }
+
+    /// When the lead, silent on its oldest cycle, is to be probed next; nil when it owes nothing or
+    /// is the only live backend (nobody to go on with).
+    func leadProbe(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?) -> NIODeadline? {
+        guard backends.indices.contains(lead), backends[lead].isLive, Self.liveCount(backends) > 1,
+              let sent = backends[lead].expected.first?.sentAt else { return nil }
+        let base = max(sent, backends[lead].headSince, probedAt ?? sent)
+        return base + .nanoseconds(followerTimeout.nanoseconds / 2)
+    }
+
+    /// The earliest moment a check has something to do (a follower's deadline or the lead's probe);
+    /// nil when nothing is pending or only one backend is live.
+    func nextCheck(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?) -> NIODeadline? {
+        guard Self.liveCount(backends) > 1 else { return nil }
+        var earliest = leadProbe(backends, lead: lead, probedAt: probedAt)
+        for i in backends.indices where i != lead && backends[i].isLive {
+            if let d = backends[i].effectiveDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+        }
+        return earliest
+    }
+
+    /// At `now`: the followers past their deadline (never the last live backend) and whether the
+    /// lead is due for a probe.
+    func check(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?, now: NIODeadline) -> Check {
+        var result = Check()
+        var live = Self.liveCount(backends)
+        for i in backends.indices where i != lead && backends[i].isLive && live > 1 {
+            if let d = backends[i].effectiveDeadline, d <= now {
+                result.fail.append(i)
+                live -= 1
+            }
+        }
+        if live > 1, let probe = leadProbe(backends, lead: lead, probedAt: probedAt), probe <= now,
+           let waitingSince = backends[lead].expected.first?.sentAt {
+            result.probeLead = now - waitingSince
+        }
+        return result
+    }
+
+    static func liveCount(_ backends: [BackendSession]) -> Int {
+        backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) }
+    }
+}

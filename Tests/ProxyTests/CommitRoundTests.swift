@@ -1,0 +1,213 @@
+import NIOCore
+@testable import Proxy
+import Testing
+import Wire
+
+/// One COMMIT's two-phase commit, preparing → decided → finishing → answered, without sockets.
+@Suite struct CommitRoundTests {
+    let gid = "pgchorus:n1:42"
+
+    func query(_ sql: String) -> PostgresFrame {
+        var b = ByteBuffer()
+        FrontendMessage.query(sql).encode(into: &b)
+        return PostgresFrame(bytes: b)
+    }
+
+    var errorFrame: PostgresFrame {
+        BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "23505", message: "duplicate key")).frame
+    }
+
+    func round(_ participants: [Int] = [0, 1, 2], autocommit: Bool = false) -> CommitRound {
+        CommitRound(gid: gid, frames: autocommit ? [] : [query("COMMIT")], participants: participants, autocommit: autocommit)
+    }
+
+    /// Every participant prepared, the vote committed, its COMMIT PREPAREDs sent in cycle 4.
+    func committing(followersWaitForLead: Bool = false) -> (CommitRound, CommitRound.Finish?) {
+        var r = round()
+        for i in [0, 1, 2] { _ = r.prepareFinished(i, ok: true, status: .idle, error: nil, isLead: i == 0, timingError: false) }
+        _ = r.decide(doomError: nil)
+        let f = r.finish(seq: 4, lead: 0, live: { _ in true }, followersWaitForLead: followersWaitForLead)
+        return (r, f)
+    }
+
+    @Test func theVoteWaitsForEveryParticipant() {
+        var r = round()
+        let ready1 = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
+        #expect(!ready1)
+        let ready2 = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        #expect(!ready2)
+        // A second report of the same participant counts once.
+        let ready3 = r.prepareFinished(1, ok: false, status: .idle, error: nil, isLead: false, timingError: false)
+        #expect(!ready3)
+        #expect(r.prepared[1] == true)
+        // A backend that is not voting does not count.
+        let ready4 = r.prepareFinished(3, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        #expect(!ready4)
+        let ready5 = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        #expect(ready5)
+        #expect(r.phase == .preparing && r.readyToDecide)
+    }
+
+    @Test func aMajorityCommitsAndTheMinorityIsFailedAtOnce() {
+        var r = round()
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
+        _ = r.prepareFinished(1, ok: false, status: .failed, error: errorFrame, isLead: false, timingError: false)
+        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .commit && d.successes == [0, 2] && d.failNow == [1])
+        #expect(r.phase == .decided)
+        // Its turn came: COMMIT PREPARED on the successes; the failed one is not rolled back (it is failed).
+        let f = r.finish(seq: 9, lead: 0, live: { $0 != 1 }, followersWaitForLead: false)
+        #expect(f == CommitRound.Finish(command: "COMMIT PREPARED '\(gid)'", now: [0, 2], afterLead: [], rollback: []))
+        #expect(r.phase == .finishing && r.finishSeq == 9)
+        let answered1 = r.answerIfFinished()
+        #expect(!answered1)
+        r.finishFinished(0, failed: false)
+        r.finishFinished(2, failed: false)
+        let answered2 = r.answerIfFinished()
+        #expect(answered2)
+        let answered3 = r.answerIfFinished()
+        #expect(!answered3)
+        #expect(r.phase == .answered && r.failAfterFinish.isEmpty)
+        #expect(r.answer() == [.message(.commandComplete("COMMIT")), .message(.readyForQuery(.idle))])
+    }
+
+    @Test func aMajorityOfFailuresRollsBackAndFailsTheSuccessesAfterwards() {
+        var r = round()
+        _ = r.prepareFinished(0, ok: false, status: .failed, error: errorFrame, isLead: true, timingError: false)
+        _ = r.prepareFinished(1, ok: false, status: .failed, error: nil, isLead: false, timingError: false)
+        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .rollback && d.successes == [2] && d.failNow.isEmpty)
+        let f = r.finish(seq: 5, lead: 0, live: { _ in true }, followersWaitForLead: true)
+        // The failures' aborted blocks end with ROLLBACK; the success's prepared transaction is rolled back.
+        #expect(f == CommitRound.Finish(command: "ROLLBACK PREPARED '\(gid)'", now: [2], afterLead: [], rollback: [0, 1]))
+        r.finishFinished(2, failed: false)
+        r.finishFinished(0, failed: false)
+        let answeredBeforeLast = r.answerIfFinished()
+        #expect(!answeredBeforeLast)
+        r.finishFinished(1, failed: false)
+        let answered4 = r.answerIfFinished()
+        #expect(answered4)
+        #expect(r.failAfterFinish == [2])
+        #expect(r.error == errorFrame)
+        #expect(r.answer() == [.error, .message(.readyForQuery(.idle))])
+    }
+
+    @Test func aTieCommits() {
+        var r = round([0, 1])
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
+        _ = r.prepareFinished(1, ok: false, status: .failed, error: errorFrame, isLead: false, timingError: false)
+        let decision1 = r.decide(doomError: nil)
+        #expect(decision1.vote.decision == .commit)
+    }
+
+    @Test func aLeadsTimingOutcomeRollsBackAndFailsNobody() {
+        var r = round()
+        let serialization = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40001", message: "could not serialize")).frame
+        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        _ = r.prepareFinished(0, ok: false, status: .failed, error: serialization, isLead: true, timingError: true)
+        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .rollback && d.failNow.isEmpty && d.successes == [1, 2])
+        let f = r.finish(seq: 3, lead: 0, live: { _ in true }, followersWaitForLead: false)
+        // The lead's aborted block is rolled back in the same cycle; nobody is failed afterwards.
+        #expect(f?.now == [1, 2] && f?.rollback == [0])
+        for i in [0, 1, 2] { r.finishFinished(i, failed: false) }
+        let answered5 = r.answerIfFinished()
+        #expect(answered5 && r.failAfterFinish.isEmpty)
+        #expect(r.error == serialization)
+    }
+
+    @Test func aDoomedTransactionRollsBackWithItsOwnError() {
+        var r = round([0, 1])
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
+        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let doom = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40001", message: "doomed")).frame
+        let d = r.decide(doomError: doom)
+        #expect(d.vote.decision == .rollback && d.failNow.isEmpty)
+        #expect(r.error == doom)
+    }
+
+    @Test func aParticipantLostBeforeTheDecisionCountsAsAFailure() {
+        var r = round()
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
+        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let readyAfterLoss1 = r.participantLost(2)
+        #expect(readyAfterLoss1)
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .commit && d.failNow == [2])
+        // Lost again (its channel's close after the failure): nothing changes.
+        let readyAfterLoss2 = r.participantLost(2)
+        #expect(!readyAfterLoss2)
+    }
+
+    @Test func aParticipantLostWhileFinishingIsNotWaitedFor() {
+        var (r, _) = committing()
+        r.finishFinished(0, failed: false)
+        r.finishFinished(1, failed: false)
+        let readyAfterLoss3 = r.participantLost(2)
+        #expect(!readyAfterLoss3)
+        let answered6 = r.answerIfFinished()
+        #expect(answered6)
+    }
+
+    @Test func aCommitThatFailsOnOneBackendFailsItOnceTheRoundIsOver() {
+        var (r, _) = committing()
+        r.finishFinished(0, failed: false)
+        r.finishFinished(1, failed: true)
+        r.finishFinished(2, failed: false)
+        let answered7 = r.answerIfFinished()
+        #expect(answered7 && r.failAfterFinish == [1])
+    }
+
+    @Test func parkedStatementsMakeTheFollowersCommitAfterTheLead() {
+        var (r, f) = committing(followersWaitForLead: true)
+        #expect(f?.now == [0] && f?.afterLead == [1, 2])
+        let released1 = r.followersReleased(leadLive: true)
+        #expect(released1.isEmpty)
+        r.finishFinished(0, failed: false)
+        let released2 = r.followersReleased(leadLive: true)
+        #expect(released2 == [1, 2])
+        let released3 = r.followersReleased(leadLive: true)
+        #expect(released3.isEmpty)
+        #expect(r.awaitsFinish(1) && !r.awaitsFinish(0))
+        r.finishFinished(1, failed: false)
+        r.finishFinished(2, failed: false)
+        let answered8 = r.answerIfFinished()
+        #expect(answered8)
+    }
+
+    @Test func theFollowersGoWhenTheLeadIsLostBeforeItsCommitFinished() {
+        var (r, _) = committing(followersWaitForLead: true)
+        let readyAfterLoss4 = r.participantLost(0)
+        #expect(!readyAfterLoss4)
+        let released4 = r.followersReleased(leadLive: false)
+        #expect(released4 == [1, 2])
+    }
+
+    @Test func theAnswerFollowsTheClientsMessages() {
+        var parse = ByteBuffer()
+        FrontendMessage.parse(FrontendMessage.Parse(name: "", query: "COMMIT", parameterTypes: [])).encode(into: &parse)
+        var bind = ByteBuffer()
+        FrontendMessage.bind(FrontendMessage.Bind(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])).encode(into: &bind)
+        var execute = ByteBuffer()
+        FrontendMessage.execute(portal: "", maxRows: 0).encode(into: &execute)
+        let frames = [parse, bind, execute].map { PostgresFrame(bytes: $0) }
+        func decided(_ ok: Bool) -> CommitRound {
+            var r = CommitRound(gid: gid, frames: frames, participants: [0], autocommit: false)
+            _ = r.prepareFinished(0, ok: ok, status: ok ? .idle : .failed, error: ok ? nil : errorFrame, isLead: true, timingError: false)
+            _ = r.decide(doomError: nil)
+            return r
+        }
+        #expect(decided(true).answer() == [.message(.parseComplete), .message(.bindComplete), .message(.commandComplete("COMMIT")),
+                                           .message(.readyForQuery(.idle))])
+        #expect(decided(false).answer() == [.message(.parseComplete), .message(.bindComplete), .error, .message(.readyForQuery(.idle))])
+        // An autocommit write's client has its statement's replies: only the outcome and the ReadyForQuery.
+        var auto = round([0, 1], autocommit: true)
+        _ = auto.prepareFinished(0, ok: false, status: .failed, error: errorFrame, isLead: true, timingError: false)
+        _ = auto.prepareFinished(1, ok: false, status: .failed, error: nil, isLead: false, timingError: false)
+        _ = auto.decide(doomError: nil)
+        #expect(auto.answer() == [.error, .message(.readyForQuery(.idle))])
+    }
+}

@@ -1,0 +1,106 @@
+import NIOCore
+@testable import Proxy
+import State
+import Testing
+
+/// Every wait on a backend has a deadline: `FollowerDeadlines`' decisions, with the time as input.
+@Suite struct FollowerDeadlinesTests {
+    let deadlines = FollowerDeadlines(followerTimeout: .seconds(3))
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
+
+    /// Three ready backends that owe nothing, all counting from `t0`.
+    func session(_ count: Int = 3) -> [BackendSession] {
+        (0..<count).map { i in
+            var b = BackendSession(backend: Configuration.Backend(id: "db\(i + 1)", host: "127.0.0.1", port: 5432 + i),
+                                   login: BackendLogin(user: "u", credential: .none, nonce: "n"))
+            b.phase = .ready
+            b.headSince = t0
+            return b
+        }
+    }
+
+    func owe(_ b: inout BackendSession, sentAt: NIODeadline, allowance: TimeAmount?) {
+        b.expected.append(Expectation(seq: b.expected.count + 1, kind: .client, sentAt: sentAt, allowance: allowance))
+    }
+
+    @Test func aFollowerHasHalfAsLongAgainAsTheLeadPlusTheTimeout() {
+        #expect(deadlines.allowance(leadTook: .milliseconds(200)) == .milliseconds(3300))
+        #expect(deadlines.allowance(leadTook: .zero) == .seconds(3))
+    }
+
+    @Test func aFollowerPastItsDeadlineIsFailedAndOneWithinItIsNot() {
+        var b = session()
+        owe(&b[1], sentAt: t0, allowance: .seconds(3))
+        owe(&b[2], sentAt: t0, allowance: .seconds(5))
+        #expect(deadlines.nextCheck(b, lead: 0, probedAt: nil) == t0 + .seconds(3))
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .milliseconds(2999)).fail.isEmpty)
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(3)).fail == [1])
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(6)).fail == [1, 2])
+    }
+
+    @Test func aFollowerWithoutAnAllowanceWaitsForTheLead() {
+        // Sent before the lead answered (not lead-first): no deadline until the lead has.
+        var b = session()
+        owe(&b[1], sentAt: t0, allowance: nil)
+        #expect(deadlines.nextCheck(b, lead: 0, probedAt: nil) == nil)
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(100)).fail.isEmpty)
+    }
+
+    @Test func progressRestartsAFollowersTime() {
+        // A follower that sent something (rows of a long answer) counts from then; so does its next cycle.
+        var b = session()
+        owe(&b[1], sentAt: t0, allowance: .seconds(3))
+        b[1].headSince = t0 + .seconds(2)
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(4)).fail.isEmpty)
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(5)).fail == [1])
+    }
+
+    @Test func aLargeStatementStillBeingWrittenIsTheNodesTimeUpToABound() {
+        var b = session()
+        owe(&b[1], sentAt: t0, allowance: .seconds(3))
+        b[1].largeWritesInFlight = 1
+        b[1].largeWriteStarted = t0
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(10)).fail.isEmpty)
+        // A follower that stops reading altogether is still failed.
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(30)).fail == [1])
+    }
+
+    @Test func theLastLiveBackendIsNeverFailed() {
+        var b = session(2)
+        owe(&b[1], sentAt: t0, allowance: .seconds(3))
+        b[0].dying = true
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(60)).fail.isEmpty)
+        #expect(deadlines.nextCheck(b, lead: 0, probedAt: nil) == nil)
+        // Of two late followers with a live lead, both go: the lead carries on.
+        var c = session()
+        owe(&c[1], sentAt: t0, allowance: .seconds(3))
+        owe(&c[2], sentAt: t0, allowance: .seconds(3))
+        #expect(deadlines.check(c, lead: 0, probedAt: nil, now: t0 + .seconds(9)).fail == [1, 2])
+    }
+
+    @Test func aSilentLeadIsProbedNotFailed() {
+        var b = session()
+        owe(&b[0], sentAt: t0, allowance: nil)
+        #expect(deadlines.nextCheck(b, lead: 0, probedAt: nil) == t0 + .milliseconds(1500))
+        let early = deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(1))
+        #expect(early == FollowerDeadlines.Check())
+        let due = deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(2))
+        #expect(due.fail.isEmpty && due.probeLead == .seconds(2))
+        // Probed at 2 s: the next probe half a timeout later, not at once again.
+        #expect(deadlines.nextCheck(b, lead: 0, probedAt: t0 + .seconds(2)) == t0 + .milliseconds(3500))
+        #expect(deadlines.check(b, lead: 0, probedAt: t0 + .seconds(2), now: t0 + .seconds(3)).probeLead == nil)
+        // With no other live backend there is nothing to probe it for.
+        var alone = session(1)
+        owe(&alone[0], sentAt: t0, allowance: nil)
+        #expect(deadlines.nextCheck(alone, lead: 0, probedAt: nil) == nil)
+    }
+
+    @Test func theEarliestOfDeadlinesAndProbeIsWhenToLookNext() {
+        var b = session()
+        owe(&b[0], sentAt: t0, allowance: nil)
+        owe(&b[1], sentAt: t0, allowance: .seconds(1))
+        #expect(deadlines.nextCheck(b, lead: 0, probedAt: nil) == t0 + .seconds(1))
+        let check = deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(2))
+        #expect(check.fail == [1] && check.probeLead == .seconds(2))
+    }
+}
