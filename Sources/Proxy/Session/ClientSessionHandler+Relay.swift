@@ -163,15 +163,25 @@ extension ClientSessionHandler {
         if !result.isCommit { stampTransactionIfNeeded(result) }
         noteEffects(of: result, seq: nextSeq)
         let replicated = liveCount > 1
-        if cycle, result.isCommit, replicated, lastStatus == .inTransaction, wroteInTransaction,
-           votedCommitAvailable, !transactionPreventsPrepare, configuration.replication.twoPhaseCommit, !routinesMayNotify() {
-            startCommit(frames)
-            return
+        let situation = GroupRoute.Session(replicated: replicated, cycle: cycle, status: lastStatus, wroteInTransaction: wroteInTransaction,
+                                           twoPhaseCommit: configuration.replication.twoPhaseCommit, votedCommitAvailable: votedCommitAvailable,
+                                           transactionPreventsPrepare: transactionPreventsPrepare, openExtendedGroup: openExtendedGroup,
+                                           routedReadPending: routedRead != nil, nothingUnreleased: leadFirst.isEmpty,
+                                           readRouting: configuration.replication.readRouting)
+        var trailingBody: ByteBuffer?
+        let route = GroupRoute.decide(result, situation, routinesMayNotify: { routinesMayNotify() }, splitsAtTrailingCommit: {
+            trailingBody = trailingCommitBody(frames: frames, result: result)
+            return trailingBody != nil
+        })
+        if replicated, result.containsCommit, !result.isCommit, wroteInTransaction, route != .statementsThenVote {
+            logger.warning("COMMIT sent together with other statements in one message, not last or beside other transaction control: committed without the vote")
         }
-        if replicated, cycle, result.containsCommit, !result.isCommit, wroteInTransaction, votedCommitAvailable, !transactionPreventsPrepare,
-           configuration.replication.twoPhaseCommit, !routinesMayNotify(), let body = trailingCommitBody(frames: frames, result: result) {
-            // `BEGIN; …; COMMIT` in one message: the statements run as one cycle, then the COMMIT goes
-            // through the vote like a COMMIT of its own (the client sees one answer, as from PostgreSQL).
+        switch route {
+        case .vote:
+            startCommit(frames)
+        case .statementsThenVote:
+            guard let body = trailingBody else { return }
+            // The client sees one answer, as from PostgreSQL.
             let flags = GroupFlags(writes: true, mixesTransactionControl: result.mixesTransactionControl, trailingCommit: true,
                                    readsOnlyItsTarget: false)
             decideNotificationHold(result.bytes, containsCommit: true, voted: true)
@@ -180,49 +190,29 @@ extension ClientSessionHandler {
             } else {
                 sendInTurn(body, cycle: true, wrap: true, flags: flags)
             }
-            return
-        }
-        if replicated, result.containsCommit, !result.isCommit, wroteInTransaction {
-            logger.warning("COMMIT sent together with other statements in one message, not last or beside other transaction control: committed without the vote")
-        }
-        let routing = configuration.replication.readRouting
-        // A cursor over a per-backend read lives on the lead alone: its DECLARE, FETCH, MOVE and CLOSE go there.
-        if replicated, cycle, result.usesLeadOnlyCursor, routedRead == nil, !openExtendedGroup, lastStatus != .failed {
-            route(result.bytes, to: lead)
-            return
-        }
-        if replicated, cycle, result.isPlainRead, !result.writes, leadFirst.isEmpty, routedRead == nil, !openExtendedGroup {
-            // A read of per-server state (catalogs, statistics, pg_backend_pid(), random() …) is the lead's
-            // alone, in a transaction too: comparing it would fail backends for being different servers.
-            if result.readsServerState, lastStatus != .failed {
-                route(result.bytes, to: lead)
+        case .lead:
+            self.route(result.bytes, to: lead)
+        case .balanced:
+            let live = backends.indices.filter { backends[$0].isLive }
+            balanceCursor &+= 1
+            self.route(result.bytes, to: live[balanceCursor % live.count])
+        case let .all(wrap):
+            // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
+            // answered once every backend has done it: a session the client opens next may rely on it.
+            let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
+                                   mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
+                                   readsOnlyItsTarget: result.readsOnlyItsTarget,
+                                   createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil)
+            if replicated, cycle, !openExtendedGroup {
+                decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
+                if result.containsCommit { releaseNotificationsIntoTransaction() }
+            }
+            if replicated, cycle, needsSequenceOrder(result) {
+                waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
                 return
             }
-            if routing != "all", lastStatus == .idle {
-                let live = backends.indices.filter { backends[$0].isLive }
-                balanceCursor &+= 1
-                route(result.bytes, to: routing == "lead" ? lead : live[balanceCursor % live.count])
-                return
-            }
+            sendInTurn(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
         }
-        // An autocommit write runs as BEGIN; statement; PREPARE TRANSACTION and the vote, like COMMIT.
-        let wrap = replicated && cycle && result.writes && result.isWrappable && !result.hasDDL && !result.preventsPrepare && lastStatus == .idle
-            && configuration.replication.twoPhaseCommit && votedCommitAvailable && !routinesMayNotify()
-        // An autocommit write outside the vote (DDL, CREATE DATABASE/ROLE, COPY, or the vote off) is
-        // answered once every backend has done it: a session the client opens next may rely on it.
-        let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
-                               mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
-                               readsOnlyItsTarget: result.readsOnlyItsTarget,
-                               createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil)
-        if replicated, cycle, !openExtendedGroup {
-            decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
-            if result.containsCommit { releaseNotificationsIntoTransaction() }
-        }
-        if replicated, cycle, needsSequenceOrder(result) {
-            waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
-            return
-        }
-        sendInTurn(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
     }
 
     /// What the tracker needs to know before it processes a group: whether more than one backend is
