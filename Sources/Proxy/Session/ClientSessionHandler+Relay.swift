@@ -77,7 +77,7 @@ extension ClientSessionHandler {
         // COPY data continues the cycle that is awaited (COPY FROM STDIN is such a cycle): it never waits for it.
         let continuesCopy = frame.type == FrontendMessage.Kind.copyData.rawValue || frame.type == FrontendMessage.Kind.copyDone.rawValue
             || frame.type == FrontendMessage.Kind.copyFail.rawValue
-        if holdsClientFrames(continuesCopy: continuesCopy) || ((segmentRunning || segmentReady) && !admittingSegment && !continuesCopy) {
+        if holdsClientFrames(continuesCopy: continuesCopy) || (segments.inProgress && !admittingSegment && !continuesCopy) {
             heldFrames.append(frame)
             return
         }
@@ -118,11 +118,11 @@ extension ClientSessionHandler {
     /// Handles the client messages held while the session waited (vote, sequence turn, new lead, the
     /// parts of a cut Query); those that must wait again are held again, in order.
     func replayHeldFrames() {
-        if segmentReady {
+        if segments.ready {
             // The next part of a cut Query goes before the messages that came after the Query.
-            guard segmentEarlierReadies == 0, !holdsClientFrames(continuesCopy: false) else { return }
+            guard segments.mayAdmit, !holdsClientFrames(continuesCopy: false) else { return }
             admitNextSegment()
-            if segmentRunning || segmentReady {
+            if segments.inProgress {
                 flushBackends()
                 return
             }

@@ -24,57 +24,32 @@ extension ClientSessionHandler {
     /// Starts the parts of a cut Query (its first part now, the others as each one is answered).
     func runSegments(_ parts: [PostgresFrame]) {
         logger.debug("a COMMIT or ROLLBACK in the middle of a Query: it runs as \(parts.count) parts, each COMMIT through the vote")
-        segmentsLeft = parts
-        // Pipelined cycles before it may still be answering: the first part waits for their
-        // ReadyForQuery messages, so it is judged in the transaction state they leave.
-        segmentEarlierReadies = max(0, readiesOwed - 1)
-        if segmentEarlierReadies > 0 {
-            segmentReady = true
-            return
-        }
-        admitNextSegment()
+        if segments.start(parts, readiesOwed: readiesOwed) { admitNextSegment() }
     }
 
     /// Sends the next part as a client Query of its own.
     func admitNextSegment() {
-        guard !segmentsLeft.isEmpty else { return }
-        let part = segmentsLeft.removeFirst()
-        segmentRunning = !segmentsLeft.isEmpty
-        segmentFailed = false
-        segmentReady = false
+        guard let part = segments.nextPart() else { return }
         admittingSegment = true
         handleRelayFrame(part)
         admittingSegment = false
     }
 
-    /// Sees each message for the client while a cut Query waits or a part that is not the last runs
-    /// (the answers of cycles before the Query pass and are counted): returns false for
-    /// the part's ReadyForQuery, which is kept back (the next part is admitted on the next turn of
-    /// the event loop, once the session has settled); an ErrorResponse ends the message (the
-    /// remaining parts are dropped and that ReadyForQuery is the client's).
+    /// Sees each message for the client while a cut Query is in progress (`QuerySegments.clientMessage`):
+    /// false for a part's ReadyForQuery, which is kept back. What was held goes on at the next turn of
+    /// the event loop, once the session has settled.
     func segmentPassesToClient(_ bytes: ByteBuffer) -> Bool {
         guard let type = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) else { return true }
-        if segmentEarlierReadies > 0 {
-            if type == BackendMessage.Kind.readyForQuery.rawValue && bytes.readableBytes == 6 {
-                segmentEarlierReadies -= 1
-                if segmentEarlierReadies == 0 { scheduleHeldReplay() }
-            }
+        switch segments.clientMessage(type: type, length: bytes.readableBytes) {
+        case .pass:
             return true
-        }
-        guard segmentRunning else { return true }
-        if type == BackendMessage.Kind.errorResponse.rawValue {
-            segmentFailed = true
+        case .passAndGoOn:
+            scheduleHeldReplay()
             return true
+        case .keepAndGoOn:
+            scheduleHeldReplay()
+            return false
         }
-        guard type == BackendMessage.Kind.readyForQuery.rawValue, bytes.readableBytes == 6 else { return true }
-        segmentRunning = false
-        if segmentFailed {
-            segmentsLeft = []
-        } else {
-            segmentReady = true
-        }
-        scheduleHeldReplay()
-        return segmentReady ? false : true
     }
 
     /// Runs `replayHeldFrames` on the next turn of the event loop.

@@ -121,20 +121,12 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var wrapPending = false
     /// The wrapped group is the statements before a COMMIT of the same Query (`GroupFlags.trailingCommit`).
     var trailingCommitPending = false
-    /// The parts of a Query cut at its COMMITs not yet run (see ClientSessionHandler+Segments.swift).
-    var segmentsLeft: [PostgresFrame] = []
-    /// A part that is not the last runs: its ReadyForQuery is not the client's.
-    var segmentRunning = false
-    /// The running part answered an error: the rest of the Query is skipped.
-    var segmentFailed = false
-    /// The previous part has answered; the next one waits to be admitted (`replayHeldFrames`).
-    var segmentReady = false
+    /// The parts of a Query cut at its COMMITs (see `QuerySegments`).
+    var segments = QuerySegments()
     /// A part goes through `handleRelayFrame` now (it is not held behind itself).
     var admittingSegment = false
     /// ReadyForQuery messages the client is owed for cycles (Query, Sync, FunctionCall) taken in.
     var readiesOwed = 0
-    /// ReadyForQuery messages of cycles before a cut Query still to pass before its first part's.
-    var segmentEarlierReadies = 0
     /// An extended-protocol group ended by Flush is open on the lead: no query of ours may go in between.
     var openExtendedGroup = false
     /// The registry's view generation when this session last adopted the cluster's backend set.
@@ -345,7 +337,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// was gathered, so nothing is reordered.
     func writeClientBytes(_ bytes: ByteBuffer) {
         guard let context else { return }
-        if segmentRunning || segmentReady, !segmentPassesToClient(bytes) { return }
+        if segments.inProgress, !segmentPassesToClient(bytes) { return }
         if bytes.readableBytes == 6, bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) == BackendMessage.Kind.readyForQuery.rawValue {
             readiesOwed = max(0, readiesOwed - 1)
         }
