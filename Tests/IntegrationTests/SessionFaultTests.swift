@@ -46,6 +46,30 @@ import Wire
         }
     }
 
+    /// A client slow to read one statement's large answer holds back the lead (its replies go to the
+    /// client) but not the followers, which are still answering the statement before: they must not
+    /// miss their deadline for it (psycopg2's test_flush_on_write failed a follower this way).
+    @Test func aClientSlowToReadAnAnswerMakesNoFollowerMissItsDeadline() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 1\n") { proxy in
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try client.startup()
+                let size = 8 << 20
+                try client.send([.query("select repeat('a', \(size))"), .query("select repeat('b', \(size))")])
+                let first = try client.readUntilReady()
+                #expect(first.last == .readyForQuery(.idle), "\(first.count) messages")
+                // The second answer is not read for a while: the client's socket and pgchorusd's output fill.
+                try await Task.sleep(for: .seconds(4))
+                let second = try client.readUntilReady()
+                let lengths = (first + second).compactMap { m -> Int? in
+                    if case let .dataRow(values) = m { return values.first??.readableBytes } else { return nil }
+                }
+                #expect(lengths == [size, size])
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(backendReasons(proxy))")
+            }
+        }
+    }
+
     /// A cancel that reaches pgchorus while nothing runs must not cancel the next statement: the
     /// client's cancel connection closes only once every backend has taken it.
     @Test func aCancelWhileIdleNeverLandsOnTheNextStatement() async throws {

@@ -421,6 +421,7 @@ extension ClientSessionHandler {
         routedRead = (seq, bytes, index)
         backends[index].expected.append(Expectation(seq: seq, kind: .routedRead))
         backends[index].write(bytes)
+        if !clientWritable { applyClientBackpressure() }
     }
 
     private func routedFrame(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
@@ -958,6 +959,7 @@ extension ClientSessionHandler {
         catalogLoading = false
         delivery.leadReplaced()
         logger.warning("lead backend of the session changed from \(old.description) to \(backends[lead].backend.description)")
+        if !clientWritable { applyClientBackpressure() }
         leadFirst.leadReplaced()
         awaitHandover(after: old.id)
     }

@@ -42,6 +42,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var counted = false
     var fatalForwarded = false
     var clientNeedsFlush = false
+    /// The client's channel takes more output (see `applyClientBackpressure`).
+    var clientWritable = true
     /// Small messages for the client, gathered until the next flush (see `writeClientBytes`).
     var clientOutput = ByteBuffer()
     static let gatherLimit = 8192
@@ -305,9 +307,19 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // Backpressure: stop reading the backends while the client cannot take more.
-        let writable = context.channel.isWritable
-        for b in backends { b.channel?.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in } }
+        clientWritable = context.channel.isWritable
+        applyClientBackpressure()
+    }
+
+    /// Backpressure: while the client cannot take more, the backends whose replies go to it (the lead,
+    /// a backend answering a read routed to it) are not read. The followers' replies are only digested:
+    /// they are read on, so a client slow to read one statement's answer never makes a follower miss
+    /// its deadline on an earlier one.
+    func applyClientBackpressure() {
+        for i in backends.indices {
+            let read = clientWritable || !(i == lead || routedRead?.target == i)
+            backends[i].channel?.setOption(ChannelOptions.autoRead, value: read).whenFailure { _ in }
+        }
     }
 
     private func handleClientFrame(_ frame: PostgresFrame) {
