@@ -38,6 +38,11 @@ struct Expectation {
     var allowance: TimeAmount?
 }
 
+extension Array where Element == BackendSession {
+    /// The backends of a session that take statements now.
+    var liveCount: Int { reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
+}
+
 /// One client session's connection to one backend.
 struct BackendSession {
     enum Phase {

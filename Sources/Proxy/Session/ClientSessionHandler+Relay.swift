@@ -67,7 +67,7 @@ extension ClientSessionHandler {
         noteGateBusy()
     }
 
-    var liveCount: Int { backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
+    var liveCount: Int { backends.liveCount }
 
     // MARK: client → backends
 
@@ -1014,7 +1014,7 @@ extension ClientSessionHandler {
     /// The one path for losing a backend once the session is relaying, whatever the cause (a clean
     /// close, a FATAL, a reset, a read/write/TLS error): `BackendLoss` decides.
     func backendLost(_ index: Int, cause: String) {
-        let situation = BackendLoss.Situation(isLead: index == lead, othersLive: backends.indices.filter { $0 != index && backends[$0].isLive }.count,
+        let situation = BackendLoss.Situation(isLead: index == lead, othersLive: liveCount - (backends[index].isLive ? 1 : 0),
                                               draining: phase == .draining, fatalForwarded: fatalForwarded,
                                               lastWords: backends[index].lastWords, checkingTermination: terminationCheck != nil)
         switch BackendLoss.lost(situation, name: backends[index].backend.description, cause: cause) {

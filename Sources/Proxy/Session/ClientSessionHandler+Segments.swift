@@ -1,12 +1,9 @@
 import NIOCore
 import Wire
 
-/// A simple Query with a COMMIT (or ROLLBACK) in the middle — `BEGIN; …; COMMIT; BEGIN; …; COMMIT`
-/// from a migration tool or a psql script — runs as its parts, one after the other, each as a Query
-/// of its own (`StatementAnalysis.transactionSegments`), so each `BEGIN; …; COMMIT` goes through the
-/// vote. The client sees one answer, as from PostgreSQL: the parts' ReadyForQuery messages are kept
-/// back but for the last, and after an error the remaining parts are skipped (PostgreSQL skips the
-/// rest of a message after an error). Client messages that arrive meanwhile wait, in order.
+/// A simple Query with a COMMIT (or ROLLBACK) in the middle runs as its parts, each through the vote;
+/// `QuerySegments` decides what passes and when the next part goes. Client messages that arrive
+/// meanwhile wait, in order.
 extension ClientSessionHandler {
     /// Cuts `frame` into parts when it is a simple Query that needs it (several live backends, the
     /// vote on): nil when it goes as it is.

@@ -25,7 +25,7 @@ struct FollowerDeadlines {
     /// When the lead, silent on its oldest cycle, is to be probed next; nil when it owes nothing or
     /// is the only live backend (nobody to go on with).
     func leadProbe(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?) -> NIODeadline? {
-        guard backends.indices.contains(lead), backends[lead].isLive, Self.liveCount(backends) > 1,
+        guard backends.indices.contains(lead), backends[lead].isLive, backends.liveCount > 1,
               let sent = backends[lead].expected.first?.sentAt else { return nil }
         let base = max(sent, backends[lead].headSince, probedAt ?? sent)
         return base + .nanoseconds(followerTimeout.nanoseconds / 2)
@@ -34,7 +34,7 @@ struct FollowerDeadlines {
     /// The earliest moment a check has something to do (a follower's deadline or the lead's probe);
     /// nil when nothing is pending or only one backend is live.
     func nextCheck(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?) -> NIODeadline? {
-        guard Self.liveCount(backends) > 1 else { return nil }
+        guard backends.liveCount > 1 else { return nil }
         var earliest = leadProbe(backends, lead: lead, probedAt: probedAt)
         for i in backends.indices where i != lead && backends[i].isLive {
             if let d = backends[i].effectiveDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
@@ -46,7 +46,7 @@ struct FollowerDeadlines {
     /// lead is due for a probe.
     func check(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?, now: NIODeadline) -> Check {
         var result = Check()
-        var live = Self.liveCount(backends)
+        var live = backends.liveCount
         for i in backends.indices where i != lead && backends[i].isLive && live > 1 {
             if let d = backends[i].effectiveDeadline, d <= now {
                 result.fail.append(i)
@@ -58,9 +58,5 @@ struct FollowerDeadlines {
             result.probeLead = now - waitingSince
         }
         return result
-    }
-
-    static func liveCount(_ backends: [BackendSession]) -> Int {
-        backends.reduce(0) { $0 + ($1.isLive ? 1 : 0) }
     }
 }
