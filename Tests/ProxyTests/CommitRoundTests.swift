@@ -21,10 +21,20 @@ import Wire
         CommitRound(gid: gid, frames: autocommit ? [] : [query("COMMIT")], participants: participants, autocommit: autocommit)
     }
 
+    /// A round whose participants 0, 1, … (0 the lead) answered their PREPARE as `ok` says; a failure
+    /// left its transaction block aborted, with `errorFrame`.
+    func prepared(_ ok: [Bool], autocommit: Bool = false) -> CommitRound {
+        var r = round(Array(ok.indices), autocommit: autocommit)
+        for (i, success) in ok.enumerated() {
+            _ = r.prepareFinished(i, ok: success, status: success ? .idle : .failed, error: success ? nil : errorFrame,
+                                  isLead: i == 0, timingError: false)
+        }
+        return r
+    }
+
     /// Every participant prepared, the vote committed, its COMMIT PREPAREDs sent in cycle 4.
     func committing(followersWaitForLead: Bool = false) -> (CommitRound, CommitRound.Finish?) {
-        var r = round()
-        for i in [0, 1, 2] { _ = r.prepareFinished(i, ok: true, status: .idle, error: nil, isLead: i == 0, timingError: false) }
+        var r = prepared([true, true, true])
         _ = r.decide(doomError: nil)
         let f = r.finish(seq: 4, lead: 0, live: { _ in true }, followersWaitForLead: followersWaitForLead)
         return (r, f)
@@ -49,10 +59,7 @@ import Wire
     }
 
     @Test func aMajorityCommitsAndTheMinorityIsFailedAtOnce() {
-        var r = round()
-        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
-        _ = r.prepareFinished(1, ok: false, status: .failed, error: errorFrame, isLead: false, timingError: false)
-        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        var r = prepared([true, false, true])
         let d = r.decide(doomError: nil)
         #expect(d.vote.decision == .commit && d.successes == [0, 2] && d.failNow == [1])
         #expect(r.phase == .decided)
@@ -73,10 +80,7 @@ import Wire
     }
 
     @Test func aMajorityOfFailuresRollsBackAndFailsTheSuccessesAfterwards() {
-        var r = round()
-        _ = r.prepareFinished(0, ok: false, status: .failed, error: errorFrame, isLead: true, timingError: false)
-        _ = r.prepareFinished(1, ok: false, status: .failed, error: nil, isLead: false, timingError: false)
-        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        var r = prepared([false, false, true])
         let d = r.decide(doomError: nil)
         #expect(d.vote.decision == .rollback && d.successes == [2] && d.failNow.isEmpty)
         let f = r.finish(seq: 5, lead: 0, live: { _ in true }, followersWaitForLead: true)
@@ -95,9 +99,7 @@ import Wire
     }
 
     @Test func aTieCommits() {
-        var r = round([0, 1])
-        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
-        _ = r.prepareFinished(1, ok: false, status: .failed, error: errorFrame, isLead: false, timingError: false)
+        var r = prepared([true, false])
         let decision1 = r.decide(doomError: nil)
         #expect(decision1.vote.decision == .commit)
     }
@@ -120,9 +122,7 @@ import Wire
     }
 
     @Test func aDoomedTransactionRollsBackWithItsOwnError() {
-        var r = round([0, 1])
-        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
-        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        var r = prepared([true, true])
         let doom = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40001", message: "doomed")).frame
         let d = r.decide(doomError: doom)
         #expect(d.vote.decision == .rollback && d.failNow.isEmpty)
@@ -204,9 +204,7 @@ import Wire
                                            .message(.readyForQuery(.idle))])
         #expect(decided(false).answer() == [.message(.parseComplete), .message(.bindComplete), .error, .message(.readyForQuery(.idle))])
         // An autocommit write's client has its statement's replies: only the outcome and the ReadyForQuery.
-        var auto = round([0, 1], autocommit: true)
-        _ = auto.prepareFinished(0, ok: false, status: .failed, error: errorFrame, isLead: true, timingError: false)
-        _ = auto.prepareFinished(1, ok: false, status: .failed, error: nil, isLead: false, timingError: false)
+        var auto = prepared([false, false], autocommit: true)
         _ = auto.decide(doomError: nil)
         #expect(auto.answer() == [.error, .message(.readyForQuery(.idle))])
     }
