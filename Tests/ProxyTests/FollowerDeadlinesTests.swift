@@ -14,13 +14,13 @@ import Testing
             var b = BackendSession(backend: Configuration.Backend(id: "db\(i + 1)", host: "127.0.0.1", port: 5432 + i),
                                    login: BackendLogin(user: "u", credential: .none, nonce: "n"))
             b.phase = .ready
-            b.headSince = t0
+            b.owed = OwedCycles(since: t0)
             return b
         }
     }
 
     func owe(_ b: inout BackendSession, sentAt: NIODeadline, allowance: TimeAmount?) {
-        b.expected.append(Expectation(seq: b.expected.count + 1, kind: .client, sentAt: sentAt, allowance: allowance))
+        b.owed.add(Expectation(seq: b.owed.cycles.count + 1, kind: .client, sentAt: sentAt, allowance: allowance))
     }
 
     @Test func aFollowerHasHalfAsLongAgainAsTheLeadPlusTheTimeout() {
@@ -50,7 +50,7 @@ import Testing
         // A follower that sent something (rows of a long answer) counts from then; so does its next cycle.
         var b = session()
         owe(&b[1], sentAt: t0, allowance: .seconds(3))
-        b[1].headSince = t0 + .seconds(2)
+        b[1].owed.progress(at: t0 + .seconds(2))
         #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(4)).fail.isEmpty)
         #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(5)).fail == [1])
     }
@@ -58,8 +58,7 @@ import Testing
     @Test func aLargeStatementStillBeingWrittenIsTheNodesTimeUpToABound() {
         var b = session()
         owe(&b[1], sentAt: t0, allowance: .seconds(3))
-        b[1].largeWritesInFlight = 1
-        b[1].largeWriteStarted = t0
+        b[1].owed.largeWriteBegan(at: t0)
         #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(10)).fail.isEmpty)
         // A follower that stops reading altogether is still failed.
         #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(30)).fail == [1])

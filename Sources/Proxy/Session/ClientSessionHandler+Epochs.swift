@@ -111,7 +111,7 @@ extension ClientSessionHandler {
         epochTargetsDirty = false
         for (seq, turn) in epochTurns {
             let targets = turn.pending.sorted().filter { i in
-                backends[i].isLive && backends[i].expected.contains { $0.seq == seq }
+                backends[i].isLive && backends[i].owed.owes(seq)
             }.map(epochTarget)
             let pending = Set(turn.pending.filter { backends[$0].isLive }.map { backends[$0].backend.id })
             guard targets != turn.reported || pending != turn.reportedPending else { continue }
@@ -127,7 +127,7 @@ extension ClientSessionHandler {
     /// under REPEATABLE READ. The followers follow the lead's outcome (`releaseLeadTimingOutcome`).
     func cancelForEpochs(_ seq: Int) {
         guard phase == .relaying, let context, backends[lead].isLive, let channel = backends[lead].channel,
-              backends[lead].expected.first?.seq == seq else { return }
+              backends[lead].owed.head?.seq == seq else { return }
         epochCancelUntil = .now() + .seconds(1)
         if OrderTrace.enabled { trace("CANCEL", "\(seq)") }
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")

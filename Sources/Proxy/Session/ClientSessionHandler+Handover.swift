@@ -17,8 +17,7 @@ extension ClientSessionHandler {
 
     /// Drops what backend `index` still owes; the lead-ordered cycles among it no longer hold back a new lead.
     func dropExpectations(_ index: Int) {
-        let ordered = backends[index].expected.reduce(0) { $0 + ($1.ordered ? 1 : 0) }
-        backends[index].expected.removeAll()
+        let ordered = backends[index].owed.removeAll()
         if ordered > 0 { shared.leadHandover.finished(on: backends[index].backend.id, count: ordered) }
     }
 
@@ -46,7 +45,7 @@ extension ClientSessionHandler {
         guard phase == .relaying else { return }
         for g in leadFirst.groups {
             if let kind = g.kind, let seq = g.seq {
-                backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, answerWhenAll: g.answerWhenAll))
+                backends[lead].owed.add(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, answerWhenAll: g.answerWhenAll))
             }
             backends[lead].write(g.bytes)
         }

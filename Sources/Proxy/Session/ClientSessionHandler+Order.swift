@@ -168,7 +168,7 @@ extension ClientSessionHandler {
         catalogRows = SequenceOrdering.Catalog()
         var b = ByteBuffer()
         FrontendMessage.query(SequenceOrdering.catalogSQL).encode(into: &b)
-        backends[lead].expected.append(Expectation(seq: nextSeq, kind: .catalog))
+        backends[lead].owed.add(Expectation(seq: nextSeq, kind: .catalog))
         nextSeq += 1
         backends[lead].write(b)
     }

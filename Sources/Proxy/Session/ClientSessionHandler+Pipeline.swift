@@ -94,8 +94,8 @@ extension ClientSessionHandler {
         if openPartialWrites {
             comparison.noteWrite(seq)
             if answerWhenAll {
-                awaitingAll = seq
-                if let j = backends[lead].expected.firstIndex(where: { $0.seq == seq }) { backends[lead].expected[j].answerWhenAll = true }
+                self.answerWhenAll.expect(seq)
+                backends[lead].owed.answerWhenAll(seq)
             }
         }
         openPartialWrites = false

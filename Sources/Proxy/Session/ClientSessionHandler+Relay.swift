@@ -112,7 +112,7 @@ extension ClientSessionHandler {
     /// Client messages wait while the session is busy with something of its own (a vote, a turn, a new lead …).
     func holdsClientFrames(continuesCopy: Bool) -> Bool {
         commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
-            || gateTicket != nil || takingIn != nil || (awaitingAll != nil && !continuesCopy)
+            || gateTicket != nil || takingIn != nil || (answerWhenAll.awaiting != nil && !continuesCopy)
     }
 
     /// Handles the client messages held while the session waited (vote, sequence turn, new lead, the
@@ -251,7 +251,7 @@ extension ClientSessionHandler {
     func holdNotification(_ frames: [PostgresFrame]) -> Bool {
         guard liveCount > 1, lastStatus == .inTransaction, votedCommitAvailable, !transactionPreventsPrepare, !transactionUsedSavepoint,
               configuration.replication.twoPhaseCommit, frames.count == 1, frames[0].type == FrontendMessage.Kind.query.rawValue,
-              backends[lead].expected.isEmpty, leadFirst.isEmpty, routedRead == nil, heldReady == nil, !openExtendedGroup,
+              backends[lead].owed.isEmpty, leadFirst.isEmpty, routedRead == nil, !answerWhenAll.holdsReady, !openExtendedGroup,
               case let .query(sql)? = try? FrontendMessage(frame: frames[0]),
               let held = StatementAnalysis.heldNotification(of: sql), !routinesMayNotify() else { return false }
         heldNotifications.append(held.sql)
@@ -369,9 +369,9 @@ extension ClientSessionHandler {
                                        createsLargeObject: createsLargeObject && waitsForLead))
         // A new lead waiting for its handover gets this group with the others once it may.
         guard handoverTicket == nil else { return }
-        if answerWhenAll, let seq { awaitingAll = seq }
+        if answerWhenAll, let seq { self.answerWhenAll.expect(seq) }
         if let kind, let seq {
-            backends[lead].expected.append(Expectation(seq: seq, kind: kind, holdReady: holdReady, answerWhenAll: answerWhenAll))
+            backends[lead].owed.add(Expectation(seq: seq, kind: kind, holdReady: holdReady, answerWhenAll: answerWhenAll))
             if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[lead].backend.id)@\(backends[lead].login.processID) \(OrderTrace.text(of: bytes))") }
         }
         backends[lead].write(bytes)
@@ -419,7 +419,7 @@ extension ClientSessionHandler {
         let seq = existing ?? nextSeq
         if existing == nil { nextSeq += 1 }
         routedRead = (seq, bytes, index)
-        backends[index].expected.append(Expectation(seq: seq, kind: .routedRead))
+        backends[index].owed.add(Expectation(seq: seq, kind: .routedRead))
         backends[index].write(bytes)
         if !clientWritable { applyClientBackpressure() }
     }
@@ -462,7 +462,7 @@ extension ClientSessionHandler {
     private func sendToFollowers(_ g: PendingGroup, allowance: TimeAmount?, now: NIODeadline) {
         for i in backends.indices where i != lead && backends[i].isLive {
             if let kind = g.kind, let seq = g.seq {
-                backends[i].expected.append(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
+                backends[i].owed.add(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
                                                         sentAt: now, allowance: allowance))
                 if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
                 if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[i].backend.id)@\(backends[i].login.processID) \(OrderTrace.text(of: g.bytes))") }
@@ -473,8 +473,7 @@ extension ClientSessionHandler {
                 let promise = context.eventLoop.makePromise(of: Void.self)
                 let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
                 promise.futureResult.whenComplete { _ in bound.value.followerHasStatement(channel) }
-                if backends[i].largeWritesInFlight == 0 { backends[i].largeWriteStarted = now }
-                backends[i].largeWritesInFlight += 1
+                backends[i].owed.largeWriteBegan(at: now)
                 backends[i].write(g.bytes, promise: promise)
             } else {
                 backends[i].write(g.bytes)
@@ -493,10 +492,8 @@ extension ClientSessionHandler {
     /// A large statement has been written to the follower on `channel`: its deadline counts from now.
     func followerHasStatement(_ channel: Channel) {
         guard let index = backendIndex(of: channel) else { return }
-        backends[index].largeWritesInFlight = max(0, backends[index].largeWritesInFlight - 1)
-        if backends[index].largeWritesInFlight == 0 { backends[index].largeWriteStarted = nil }
+        backends[index].owed.largeWriteDone(at: .now())
         guard backends[index].isLive else { return }
-        backends[index].headSince = .now()
         armFollowerDeadline()
     }
 
@@ -536,7 +533,7 @@ extension ClientSessionHandler {
     static let dropDatabaseTag = Array("DROP DATABASE\0".utf8)
 
     private func leadFrame(_ frame: PostgresFrame) {
-        guard let exp = backends[lead].expected.first else {
+        guard let exp = backends[lead].owed.head else {
             // Between cycles only asynchronous messages arrive: notifications, notices, parameter changes.
             forwardToClient(frame)
             return
@@ -563,7 +560,7 @@ extension ClientSessionHandler {
                 break
             case .holdUntilAll:
                 // Kept back until every backend has done this autocommit write (`releaseHeldReady`).
-                heldReady = (exp.seq, frame)
+                answerWhenAll.hold(exp.seq, frame: frame)
             case .serializationFailure:
                 epochCancelUntil = nil
                 writeClient(.errorResponse(Self.epochSerializationFailure))
@@ -589,7 +586,7 @@ extension ClientSessionHandler {
     }
 
     private func followerFrame(_ index: Int, _ frame: PostgresFrame) {
-        guard let exp = backends[index].expected.first else { return }
+        guard let exp = backends[index].owed.head else { return }
         switch exp.kind {
         case .client:
             backends[index].digest.add(frame, hashRows: configuration.replication.compareRows)
@@ -608,7 +605,7 @@ extension ClientSessionHandler {
     }
 
     private func finishCycle(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
-        backends[index].finishHead(at: .now())
+        backends[index].owed.finishHead(at: .now())
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
@@ -633,7 +630,7 @@ extension ClientSessionHandler {
                     logger.info("the lead ended a statement with \(digest.timingSQLState ?? ""): the other backends follow its outcome")
                 }
                 markLeadDone(exp.seq, took: NIODeadline.now() - exp.sentAt, timingStatus: timingStatus)
-                if exp.seq == awaitingAll, heldReady?.seq != exp.seq { answeredAll(exp.seq) }
+                if answerWhenAll.leadFinished(exp.seq) { replayHeldFrames() }
                 if ddlSeqs.remove(exp.seq) != nil {
                     shared.sequenceOrdering.invalidate(database)
                     // Loaded again at once (on the lead, which sees this session's own DDL), so the
@@ -748,7 +745,7 @@ extension ClientSessionHandler {
     func sendOwn(_ bytes: ByteBuffer, to index: Int, kind: CycleKind = .hidden, seq: Int? = nil) {
         let cycle = seq ?? nextSeq
         if seq == nil { nextSeq += 1 }
-        backends[index].expected.append(Expectation(seq: cycle, kind: kind))
+        backends[index].owed.add(Expectation(seq: cycle, kind: kind))
         if OrderTrace.enabled, kind == .finish { trace("CP", "\(commit?.gid ?? "-") \(backends[index].backend.id)@\(backends[index].login.processID) \(OrderTrace.text(of: bytes))") }
         backends[index].write(bytes)
     }
@@ -795,11 +792,9 @@ extension ClientSessionHandler {
 
     /// Sends the lead's ReadyForQuery of an autocommit write once no live backend still owes that cycle.
     func releaseHeldReady() {
-        guard let held = heldReady, phase == .relaying else { return }
-        let owed = leadFirst.holds(seq: held.seq)
-            || backends.contains { $0.isLive && $0.expected.contains { $0.seq == held.seq } }
-        guard !owed else { return }
-        heldReady = nil
+        guard phase == .relaying, let held = answerWhenAll.releasable(stillOwed: { seq in
+            leadFirst.holds(seq: seq) || backends.contains { $0.isLive && $0.owed.owes(seq) }
+        }) else { return }
         writeClientBytes(held.frame.bytes)
         flushClient()
         answeredAll(held.seq)
@@ -808,8 +803,7 @@ extension ClientSessionHandler {
     /// The answer of an autocommit write outside the vote has gone to the client (held until every
     /// backend had it, or sent at once with one backend left): the client's next messages go on.
     func answeredAll(_ seq: Int) {
-        guard awaitingAll == seq else { return }
-        awaitingAll = nil
+        guard answerWhenAll.answered(seq) else { return }
         replayHeldFrames()
     }
 
@@ -820,9 +814,7 @@ extension ClientSessionHandler {
     func leadAnswered(_ seq: Int, sentAt: NIODeadline) {
         let allowance = deadlines.allowance(leadTook: NIODeadline.now() - sentAt)
         for i in backends.indices where i != lead && backends[i].isLive {
-            for j in backends[i].expected.indices where backends[i].expected[j].seq == seq && backends[i].expected[j].allowance == nil {
-                backends[i].expected[j].allowance = allowance
-            }
+            backends[i].owed.leadAnswered(seq, allowance: allowance)
         }
         armFollowerDeadline()
     }
@@ -968,9 +960,7 @@ extension ClientSessionHandler {
         // A backend that sends is not silent: its deadline (and the lead's probe) counts from now. A
         // follower streaming a large answer more slowly than the lead (pgchorus digests its rows) is
         // not failed for it; a frozen one sends nothing.
-        if backends.indices.contains(index), backends[index].phase == .ready, !backends[index].expected.isEmpty {
-            backends[index].headSince = .now()
-        }
+        if backends.indices.contains(index), backends[index].phase == .ready { backends[index].owed.progress(at: .now()) }
         flushBackends()
         flushClient()
     }

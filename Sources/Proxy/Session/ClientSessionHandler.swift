@@ -155,11 +155,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var handoverTimer: Scheduled<Void>?
     /// The backends' finished cycles, until compared (see `CycleComparison`).
     var comparison = CycleComparison()
-    /// The lead's ReadyForQuery of an autocommit write, kept until every backend has finished it.
-    var heldReady: (seq: Int, frame: PostgresFrame)?
-    /// Such a cycle is on its way: later client messages wait until its answer has gone out, so no
-    /// reply of a later cycle overtakes it.
-    var awaitingAll: Int?
+    /// An autocommit write outside the vote answered once every backend has done it (`AnswerWhenAll`).
+    var answerWhenAll = AnswerWhenAll()
     /// The open transaction rolls back at its vote, the client getting 40001 (`doomForEpochs`); its
     /// cycles from `doomFrom` on are not compared (a statement in it may have seen a commit on some
     /// backends only), nor those of the ranges of earlier such transactions.
@@ -404,7 +401,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
             copyInProgress = false
             flushBackends()
         }
-        if phase == .relaying, liveCount > 1, backends.contains(where: { $0.isLive && !$0.expected.isEmpty }) {
+        if phase == .relaying, liveCount > 1, backends.contains(where: { $0.isLive && !$0.owed.isEmpty }) {
             phase = .draining
             startupTimer?.cancel()
             if let loop = backends.first(where: { $0.channel != nil })?.channel?.eventLoop {
@@ -421,7 +418,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
 
     /// Ends a draining session once every live backend has answered everything it was sent.
     func finishDrainIfDone() {
-        guard phase == .draining, backends.allSatisfy({ !$0.isLive || $0.expected.isEmpty }) else { return }
+        guard phase == .draining, backends.allSatisfy({ !$0.isLive || $0.owed.isEmpty }) else { return }
         finishSession()
     }
 

@@ -26,8 +26,8 @@ struct FollowerDeadlines {
     /// is the only live backend (nobody to go on with).
     func leadProbe(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?) -> NIODeadline? {
         guard backends.indices.contains(lead), backends[lead].isLive, backends.liveCount > 1,
-              let sent = backends[lead].expected.first?.sentAt else { return nil }
-        let base = max(sent, backends[lead].headSince, probedAt ?? sent)
+              let sent = backends[lead].owed.head?.sentAt else { return nil }
+        let base = max(sent, backends[lead].owed.headSince, probedAt ?? sent)
         return base + .nanoseconds(followerTimeout.nanoseconds / 2)
     }
 
@@ -37,7 +37,7 @@ struct FollowerDeadlines {
         guard backends.liveCount > 1 else { return nil }
         var earliest = leadProbe(backends, lead: lead, probedAt: probedAt)
         for i in backends.indices where i != lead && backends[i].isLive {
-            if let d = backends[i].effectiveDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+            if let d = backends[i].owed.effectiveDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         }
         return earliest
     }
@@ -48,13 +48,13 @@ struct FollowerDeadlines {
         var result = Check()
         var live = backends.liveCount
         for i in backends.indices where i != lead && backends[i].isLive && live > 1 {
-            if let d = backends[i].effectiveDeadline, d <= now {
+            if let d = backends[i].owed.effectiveDeadline, d <= now {
                 result.fail.append(i)
                 live -= 1
             }
         }
         if live > 1, let probe = leadProbe(backends, lead: lead, probedAt: probedAt), probe <= now,
-           let waitingSince = backends[lead].expected.first?.sentAt {
+           let waitingSince = backends[lead].owed.head?.sentAt {
             result.probeLead = now - waitingSince
         }
         return result
