@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # pgchorusd's CPU time per statement (user and kernel, from /proc) at 1 client, for one or more
-# builds side by side: each build runs `pgchorus demo --backends N`, then pgbench (simple protocol)
+# builds side by side: each build runs `pgchorus demo --backends N`, then pgbench (PROTOCOL)
 # TPC-B and SELECT-only, ROUNDS times, the builds interleaved; prints the medians of the CPU time and
 # of pgbench's average latency. For before/after
 # figures of a change: build both (e.g. a worktree of the old commit), give both bin directories.
 #
 #   bench/cpu-per-statement.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]     (as root)
 #
-# ROUNDS (3), TPCB_TXS (3000), SELECT_TXS (15000) in the environment.
+# ROUNDS (3), TPCB_TXS (3000), SELECT_TXS (15000), PROTOCOL (simple; or extended, prepared) in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
 N=1; [ "${1:-}" = "-n" ] && { N=$2; shift 2; }
 [ $# -ge 1 ] || { echo "usage: bench/cpu-per-statement.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]" >&2; exit 2; }
-ROUNDS=${ROUNDS:-3}; TPCB_TXS=${TPCB_TXS:-3000}; SELECT_TXS=${SELECT_TXS:-15000}
+ROUNDS=${ROUNDS:-3}; PROTOCOL=${PROTOCOL:-simple}; TPCB_TXS=${TPCB_TXS:-3000}; SELECT_TXS=${SELECT_TXS:-15000}
 WORK=$(mktemp -d /tmp/pgchorus-cpu-XXXXXX); chmod 755 "$WORK"
 DEMOS=()
 trap 'for d in "${DEMOS[@]:-}"; do [ -n "$d" ] && kill "$d" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -37,7 +37,7 @@ measure() { # index workload-args statements-per-transaction transactions
   local i=$1 args=$2 per=$3 txs=$4 pid=${PIDS[$1]}
   local before after
   before=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
-  latency=$(pgbench -h 127.0.0.1 -p "${PORTS[$i]}" -U postgres -n -c 1 -t "$txs" -M simple $args postgres 2>&1 | awk '/latency average/ { print $4 * 1000 }')
+  latency=$(pgbench -h 127.0.0.1 -p "${PORTS[$i]}" -U postgres -n -c 1 -t "$txs" -M "$PROTOCOL" $args postgres 2>&1 | awk '/latency average/ { print $4 * 1000 }')
   after=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
   echo "$before $after" | awk -v n=$((txs * per)) -v hz="$HZ" -v l="$latency" '{ printf "%.1f %.1f %s\n", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n, l }'
 }
@@ -48,7 +48,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "select $i $(measure "$i" "-S" 1 "$SELECT_TXS")" >>"$WORK/results"
   done
 done
-echo "| build | backends | TPC-B simple: user / kernel µs per statement | latency per transaction (µs) | SELECT-only simple: user / kernel µs per statement | latency (µs) |"
+echo "| build | backends | TPC-B $PROTOCOL: user / kernel µs per statement | latency per transaction (µs) | SELECT-only $PROTOCOL: user / kernel µs per statement | latency (µs) |"
 echo "|---|---|---|---|---|---|"
 i=0
 for bin in "$@"; do

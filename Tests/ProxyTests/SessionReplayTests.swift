@@ -78,4 +78,42 @@ import Wire
         #expect(r.unreplayable == nil)
         #expect(r.settings.isEmpty)
     }
+
+    @Test func aTextSeenToChangeNothingIsPassedOverButSettingsAndTemporaryTablesCountEveryTime() {
+        var r = SessionReplay()
+        r.noteSQL("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+        r.noteSQL("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+        #expect(r.ordinary.count == 1 && r.settings.isEmpty && r.unreplayable == nil)
+        // A setting is carried each time it is made (the later one wins on replay).
+        r.noteSQL("SET search_path = a")
+        r.noteSQL("SET search_path = a")
+        #expect(r.settings == ["SET search_path = a", "SET search_path = a"])
+        // A text that makes the session unreplayable is never taken for ordinary.
+        r.noteSQL("SELECT * INTO TEMP t FROM x")
+        #expect(r.unreplayable == "a temporary table" && r.ordinary.count == 1)
+    }
+}
+
+/// The bounded memo of statement texts (`TextMemo`) behind the tracker's and the replay's shortcuts.
+@Suite struct TextMemoTests {
+    @Test func keepsAValuePerTextAndWorksItOutOnce() {
+        var memo = TextMemo<Int>(capacity: 4, maximumTextBytes: 16)
+        var made = 0
+        let first = memo.value(for: "BEGIN") { made += 1; return 7 }
+        let again = memo.value(for: "BEGIN") { made += 1; return 8 }
+        #expect(first == 7 && again == 7 && made == 1)
+    }
+
+    @Test func staysWithinItsBounds() {
+        var memo = TextMemo<Int>(capacity: 4, maximumTextBytes: 16)
+        memo.keep(1, for: String(repeating: "x", count: 17))
+        #expect(memo.count == 0)
+        for n in 0..<4 { memo.keep(n, for: "select \(n)") }
+        #expect(memo.count == 4)
+        // Replacing a kept text does not empty it; a fifth text starts afresh.
+        memo.keep(9, for: "select 0")
+        #expect(memo.count == 4 && memo["select 0"] == 9)
+        memo.keep(5, for: "select 5")
+        #expect(memo.count == 1 && memo["select 5"] == 5 && memo["select 0"] == nil)
+    }
 }

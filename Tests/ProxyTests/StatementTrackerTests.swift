@@ -133,6 +133,23 @@ import Wire
         #expect(try decode(r.bytes) == [.parse(.init(name: "s", query: "select $2, $3::timestamptz", parameterTypes: [0, 0, 1184]))])
     }
 
+    /// A text sent again (a driver parses its statement for every execution) is analysed once; the
+    /// kept analysis gives the same output, its highest parameter included, and a Query of that text too.
+    @Test func aTextSentAgainGetsTheSameOutputFromTheKeptAnalysis() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        for name in ["s", "s", "t"] {
+            let r = process(&tracker, [.parse(.init(name: name, query: "select $2, now()", parameterTypes: []))])
+            #expect(try decode(r.bytes) == [.parse(.init(name: name, query: "select $2, $3::timestamptz", parameterTypes: [0, 0, 1184]))])
+            #expect(tracker.statements[name]?.timeParameter == 3)
+        }
+        #expect(tracker.analyses.count == 1)
+        for _ in 0..<2 {
+            let q = process(&tracker, [.query("insert into t values (1)")])
+            #expect(q.writes && !q.isCommit)
+        }
+        #expect(tracker.analyses.count == 2)
+    }
+
     /// Parses `statement` (one client parameter plus the time) in one group, then binds it in the next.
     func bindAfterParse(parameterFormats: [Int16], parameters: [ByteBuffer?], query: String, types: [Int32]) throws -> FrontendMessage.Bind? {
         var tracker = StatementTracker(refuseVolatile: true)

@@ -53,6 +53,14 @@ struct StatementTracker {
     }
 
     var statements: [String: Prepared] = [:]
+    /// A statement text's analysis depends on the text alone: kept for texts sent again.
+    struct Analysed {
+        var analysis: StatementAnalysis
+        /// The highest `$n` in the text (worked out for Parse only).
+        var highestParameter: Int?
+        init(_ analysis: StatementAnalysis) { self.analysis = analysis }
+    }
+    var analyses = TextMemo<Analysed>()
     var portals: [String: String] = [:]
     var refuseVolatile: Bool
     /// Refuse writes that pick rows by physical order (`replication.physical_order_writes`).
@@ -170,7 +178,7 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = StatementAnalysis(sql)
+                let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
                 executes += 1
@@ -193,11 +201,16 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = StatementAnalysis(parse.query)
+                var analysed = analyses.value(for: parse.query) { Analysed(StatementAnalysis(parse.query)) }
+                if analysed.highestParameter == nil {
+                    analysed.highestParameter = StatementAnalysis.highestParameter(in: parse.query)
+                    analyses.keep(analysed, for: parse.query)
+                }
+                let analysis = analysed.analysis
                 var prepared = Prepared(analysis: analysis, timeParameter: nil)
                 // A client may write `$70000` (or a number beyond Int): bounded, so the counts below stay encodable.
                 let parameters = max(parse.parameterTypes.count,
-                                     min(StatementAnalysis.highestParameter(in: parse.query), Self.maximumParameters + 1))
+                                     min(analysed.highestParameter ?? 0, Self.maximumParameters + 1))
                 let time = rewrite && !analysis.timeExpressions.isEmpty
                 if let refusal = refusal(for: analysis, named: !parse.name.isEmpty) {
                     let count = min(parameters, Self.maximumParameters)

@@ -14,6 +14,8 @@ struct SessionReplay {
     var settings: [String] = []
     /// Why the session's state cannot be replayed on another backend (nil: it can).
     var unreplayable: String?
+    /// Texts seen to change nothing of this (a driver's statements come again and again).
+    var ordinary = TextMemo<Bool>()
 
     /// Notes what a client message does to the session's state.
     mutating func note(_ frame: PostgresFrame) {
@@ -37,8 +39,10 @@ struct SessionReplay {
     }
 
     /// Runs on every statement a client sends: it works on the text's bytes (a look at its first ones,
-    /// a scan for a few words) and builds nothing it does not keep.
+    /// a scan for a few words) and builds nothing it does not keep; a text already seen to change
+    /// nothing is passed over at once.
     mutating func noteSQL(_ sql: String) {
+        if ordinary[sql] != nil { return }
         let head = Self.head(of: sql)
         func starts(_ p: String) -> Bool { head.starts(with: p.utf8) }
         if starts("set local ") || starts("set transaction") || starts("set session characteristics") || starts("set constraints") {
@@ -60,24 +64,32 @@ struct SessionReplay {
             return
         }
         guard unreplayable == nil else { return }
-        let reasons: [(String, String)] = [
-            ("create temp", "a temporary table"), ("create local temp", "a temporary table"),
-            ("create global temp", "a temporary table"), ("listen ", "LISTEN"), ("prepare ", "a prepared statement made with SQL PREPARE"),
-            ("load ", "a loaded library"),
-        ]
-        for (prefix, what) in reasons where starts(prefix) && !starts("prepare transaction") {
+        for (prefix, what) in Self.unreplayablePrefixes where starts(prefix) && !starts("prepare transaction") {
             unreplayable = what
             return
         }
         // The rest may sit anywhere in the text: a quick look for the words first, the lexer's words
         // (outside literals and comments) only when one is there.
-        guard Self.mentions(sql, ["hold", "pg_advisory_lock", "temp"]) else { return }
+        guard Self.mentions(sql, needles: Self.wordsToLookAt) else {
+            ordinary.keep(true, for: sql)
+            return
+        }
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
         func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
         if words.contains(where: { $0.hasPrefix("pg_advisory_lock") }) { unreplayable = "a session-level advisory lock" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = "a temporary table" }
+        if unreplayable == nil { ordinary.keep(true, for: sql) }
     }
+
+    /// Statements whose start makes the session's state impossible to carry to another backend.
+    static let unreplayablePrefixes: [(String, String)] = [
+        ("create temp", "a temporary table"), ("create local temp", "a temporary table"),
+        ("create global temp", "a temporary table"), ("listen ", "LISTEN"), ("prepare ", "a prepared statement made with SQL PREPARE"),
+        ("load ", "a loaded library"),
+    ]
+    /// Words that may make it so anywhere in a statement (looked at closer when one is there).
+    static let wordsToLookAt = ["hold", "pg_advisory_lock", "temp"].map { Array($0.utf8) }
 
     static func isSpace(_ c: UInt8) -> Bool { c == 32 || (c >= 9 && c <= 13) }
 
@@ -105,7 +117,11 @@ struct SessionReplay {
 
     /// Whether any of `words` (lower-case ASCII) occurs in `sql`, ignoring ASCII case.
     static func mentions(_ sql: String, _ words: [String]) -> Bool {
-        let needles = words.map { Array($0.utf8) }
+        mentions(sql, needles: words.map { Array($0.utf8) })
+    }
+
+    /// `mentions` with the words as bytes (non-empty, lower-case ASCII).
+    static func mentions(_ sql: String, needles: [[UInt8]]) -> Bool {
         let scan = { (text: UnsafeBufferPointer<UInt8>) -> Bool in
             guard text.count > 0 else { return false }
             for i in 0..<text.count {
