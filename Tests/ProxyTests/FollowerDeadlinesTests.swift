@@ -103,3 +103,27 @@ import Testing
         #expect(check.fail == [1] && check.probeLead == .seconds(2))
     }
 }
+
+/// A deadline check that runs late (the node's event loop was busy with a large message) reads the
+/// replies that came meanwhile before it fails anyone, but not for ever.
+@Suite struct LateDeadlineCheckTests {
+    let deadlines = FollowerDeadlines(followerTimeout: .seconds(3))
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
+
+    @Test func aCheckOnTimeDecidesAtOnce() {
+        #expect(deadlines.recheck(due: t0, now: t0 + .milliseconds(5), deferringSince: nil) == nil)
+        #expect(deadlines.recheck(due: t0, now: t0 + FollowerDeadlines.lateCheck, deferringSince: nil) == nil)
+    }
+
+    @Test func aLateCheckLooksAgainOnceTheRepliesAreRead() {
+        let now = t0 + .seconds(2)
+        #expect(deadlines.recheck(due: t0, now: now, deferringSince: nil) == now + .milliseconds(20))
+        // Still late a second after the first deferral: put off again.
+        #expect(deadlines.recheck(due: now, now: now + .seconds(1), deferringSince: now) == now + .seconds(1) + .milliseconds(20))
+    }
+
+    @Test func aNodeBusyAllTheTimeStillDecidesAfterTheFollowerTimeout() {
+        let since = t0
+        #expect(deadlines.recheck(due: t0 + .seconds(3), now: t0 + .seconds(3) + .seconds(1), deferringSince: since) == nil)
+    }
+}

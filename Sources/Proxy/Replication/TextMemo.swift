@@ -14,7 +14,12 @@ struct TextMemo<Value> {
 
     var count: Int { values.count }
 
-    subscript(text: String) -> Value? { values[text] }
+    /// A text too long to keep is not looked up either: hashing a statement of many megabytes
+    /// (psycopg2 sends 50 MB queries) would cost more than it could save.
+    subscript(text: String) -> Value? {
+        guard text.utf8.count <= maximumTextBytes else { return nil }
+        return values[text]
+    }
 
     /// Keeps `value` for `text` (a text too long to keep is not kept).
     mutating func keep(_ value: Value, for text: String) {
@@ -25,7 +30,7 @@ struct TextMemo<Value> {
 
     /// `text`'s value, worked out by `make` if not kept.
     mutating func value(for text: String, _ make: () -> Value) -> Value {
-        if let v = values[text] { return v }
+        if let v = self[text] { return v }
         let v = make()
         keep(v, for: text)
         return v

@@ -835,9 +835,18 @@ extension ClientSessionHandler {
     /// costs the cluster at most the follower timeout, and a vote decides without it); asks for a
     /// silent lead to be probed.
     func followerDeadlinePassed() {
+        let due = deadlineTimer?.at
         deadlineTimer = nil
         guard phase == .relaying || phase == .draining else { return }
         let now = NIODeadline.now()
+        if let due, let again = deadlines.recheck(due: due, now: now, deferringSince: deadlineDeferredSince), let context {
+            // The loop was busy past the check's time: the replies that came meanwhile are read first.
+            if deadlineDeferredSince == nil { deadlineDeferredSince = now }
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            deadlineTimer = (again, context.eventLoop.scheduleTask(deadline: again) { bound.value.followerDeadlinePassed() })
+            return
+        }
+        deadlineDeferredSince = nil
         let check = deadlines.check(backends, lead: lead, probedAt: leadProbedAt, now: now)
         let seconds = Double(deadlines.followerTimeout.nanoseconds) / 1e9
         for i in check.fail where backends[i].isLive {

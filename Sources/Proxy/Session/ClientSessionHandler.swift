@@ -167,6 +167,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var copyInProgress = false
     /// The earliest follower deadline a timer is set for.
     var deadlineTimer: (at: NIODeadline, task: Scheduled<Void>)?
+    /// Since when deadline checks have been put off because they ran late (`FollowerDeadlines.recheck`).
+    var deadlineDeferredSince: NIODeadline?
     /// A follower's time for a cycle, the lead's probe (`replication.follower_timeout`).
     let deadlines: FollowerDeadlines
     /// When this session last asked for its silent lead to be probed.

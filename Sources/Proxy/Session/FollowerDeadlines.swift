@@ -17,6 +17,20 @@ struct FollowerDeadlines {
         var probeLead: TimeAmount?
     }
 
+    /// A check that runs this much later than it was due found the node's event loop busy (a message
+    /// of many megabytes lexed or digested): replies that came meanwhile may still be unread.
+    static let lateCheck = TimeAmount.milliseconds(250)
+
+    /// When a check that was due at `due` and runs at `now` should look again instead of deciding:
+    /// it ran late, so the backends' replies are read first (their time counts from what they sent).
+    /// Not for longer than the follower timeout since the first such deferral (`deferringSince`), so
+    /// a node that is busy all the time still fails a frozen follower. Nil: decide now.
+    func recheck(due: NIODeadline, now: NIODeadline, deferringSince: NIODeadline?) -> NIODeadline? {
+        guard now - due > Self.lateCheck else { return nil }
+        if let since = deferringSince, now - since > followerTimeout { return nil }
+        return now + .milliseconds(20)
+    }
+
     /// A follower's time for a cycle the lead took `leadTook` for.
     func allowance(leadTook: TimeAmount) -> TimeAmount {
         .nanoseconds(leadTook.nanoseconds * 3 / 2) + followerTimeout
