@@ -825,10 +825,14 @@ extension ClientSessionHandler {
         guard let context, phase == .relaying || phase == .draining,
               let earliest = deadlines.nextCheck(backends, lead: lead, probedAt: leadProbedAt) else { return }
         if let t = deadlineTimer, t.at <= earliest { return }
+        scheduleDeadlineCheck(at: earliest, on: context.eventLoop)
+    }
+
+    /// Runs `followerDeadlinePassed` at `deadline` (instead of any check set before).
+    private func scheduleDeadlineCheck(at deadline: NIODeadline, on loop: EventLoop) {
         deadlineTimer?.task.cancel()
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let task = context.eventLoop.scheduleTask(deadline: earliest) { bound.value.followerDeadlinePassed() }
-        deadlineTimer = (earliest, task)
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        deadlineTimer = (deadline, loop.scheduleTask(deadline: deadline) { bound.value.followerDeadlinePassed() })
     }
 
     /// Fails every follower that has not finished its oldest cycle in time (a frozen or hung backend
@@ -842,8 +846,7 @@ extension ClientSessionHandler {
         if let due, let again = deadlines.recheck(due: due, now: now, deferringSince: deadlineDeferredSince), let context {
             // The loop was busy past the check's time: the replies that came meanwhile are read first.
             if deadlineDeferredSince == nil { deadlineDeferredSince = now }
-            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            deadlineTimer = (again, context.eventLoop.scheduleTask(deadline: again) { bound.value.followerDeadlinePassed() })
+            scheduleDeadlineCheck(at: again, on: context.eventLoop)
             return
         }
         deadlineDeferredSince = nil
