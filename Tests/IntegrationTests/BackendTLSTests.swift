@@ -153,9 +153,11 @@ import Wire
         let root = "\(certs.directory)/trusted.crt"
         try FileManager.default.copyItem(atPath: certs.otherCA, toPath: root)
         try await withPostgresServers(count: 1, options: PostgresServerOptions(extraSettings: certs.serverSettings)) { servers in
-            try await withProxy(backends: servers, config: backendTLS("verify-ca", root: root)) { proxy in
+            // A TLS login in a debug build, beside the whole suite, may take more than the default 10 s.
+            try await withProxy(backends: servers, config: backendTLS("verify-ca", root: root),
+                                   proxy: "backend_connect_timeout = 60") { proxy in
                 func login() throws -> [String] {
-                    let client = try RawPostgresClient(port: proxy.port)
+                    let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 90)
                     var b = ByteBuffer()
                     StartupMessage(parameters: [("user", "postgres"), ("database", "postgres")]).encode(into: &b)
                     try client.send(b)

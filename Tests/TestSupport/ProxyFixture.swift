@@ -23,12 +23,13 @@ public func backendsTOML(_ servers: [LocalPostgresServer]) -> String {
     servers.map { "[[backends]]\nid = \"\($0.name)\"\nhost = \"127.0.0.1\"\nport = \($0.port)\n" }.joined(separator: "\n")
 }
 
-/// Starts a proxy with a configuration made of `[proxy]` on port 0, `extra` TOML (auth rules, TLS…)
-/// and the backends; `files` are written next to the configuration first (users file, certificates).
+/// Starts a proxy with a configuration made of `[proxy]` on port 0 (and `proxy`, more keys of that
+/// table), `extra` TOML (auth rules, TLS…) and the backends; `files` are written next to the configuration first (users file, certificates).
 /// The proxy is closed afterwards, also when `body` throws.
 public func withProxy<T>(
     backends: [LocalPostgresServer],
     config extra: String = "",
+    proxy proxyKeys: String = "",
     files: [String: String] = [:],
     isolation: isolated (any Actor)? = #isolation,
     _ body: (RunningProxy) async throws -> T
@@ -46,6 +47,7 @@ public func withProxy<T>(
     [proxy]
     listen_address = "127.0.0.1"
     listen_port = 0
+    \(proxyKeys)
 
     \(extra)
 

@@ -81,6 +81,13 @@ public final class LeadHandover: Sendable {
         return ticket
     }
 
+    /// What a handover from `failed` to `lead` still waits for: sessions that still lead on `failed`,
+    /// and lead-ordered statements still running on `lead` as a follower (for the error of a wait
+    /// that timed out).
+    func outstanding(failed: String, lead: String) -> (leading: Int, following: Int) {
+        state.withLock { ($0.leading[failed, default: 0], $0.following[lead, default: 0]) }
+    }
+
     /// Gives up waiting (session ending, or its new lead failed too).
     func cancel(_ ticket: Int) {
         state.withLock { $0.waiters.removeAll { $0.ticket == ticket } }

@@ -30,6 +30,7 @@ extension ClientSessionHandler {
         let loop = context.eventLoop
         handoverTimer = loop.scheduleTask(in: Self.handoverTimeout) { bound.value.handoverTimedOut() }
         // Set before the grant can run: it hops to this loop, so it comes after this call returns.
+        handoverFrom = failed
         handoverTicket = shared.leadHandover.awaitTurn(lead: backends[lead].backend.id, after: failed) { ticket in
             loop.execute { bound.value.handoverGranted(ticket) }
         }
@@ -66,6 +67,10 @@ extension ClientSessionHandler {
 
     private func handoverTimedOut() {
         guard handoverTicket != nil else { return }
+        if let failed = handoverFrom, backends.indices.contains(lead) {
+            let (leading, following) = shared.leadHandover.outstanding(failed: failed, lead: backends[lead].backend.id)
+            logger.error("the new lead backend \(backends[lead].backend.description) did not catch up with what \(failed) had ordered within \(Self.handoverTimeout.nanoseconds / 1_000_000_000) s: \(leading) session(s) still lead on \(failed), \(following) statement(s) it ordered still run on \(backends[lead].backend.id); the session ends")
+        }
         abandonHandover()
         // Something the old lead ordered cannot finish on the new one: ending this session rolls its
         // transaction back everywhere, which frees whatever it held.

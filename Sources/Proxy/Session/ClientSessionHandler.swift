@@ -152,6 +152,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderingLead: String?
     /// A new lead waits for the statements its failed predecessor ordered (see `LeadHandover`).
     var handoverTicket: Int?
+    /// The failed lead the handover waited for is from (for the error of a wait that timed out).
+    var handoverFrom: String?
     var handoverTimer: Scheduled<Void>?
     /// The backends' finished cycles, until compared (see `CycleComparison`).
     var comparison = CycleComparison()
