@@ -26,6 +26,15 @@ import Wire
     /// up by a lock taken there directly); session B waits on the lead for row 1. When the lead
     /// dies, B's update must not overtake A's on db2: on db3 A's update already holds the row, so
     /// the other order is a deadlock across two servers that neither of them can see.
+    /// A server's sessions, what they wait for and run, its locks not granted and its prepared transactions.
+    static let whoWaitsSQL = """
+        select concat_ws(' | ',
+          (select string_agg(format('pid %s %s %s:%s %s', pid, state, wait_event_type, wait_event, left(query, 60)), '; ')
+             from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()),
+          (select string_agg(format('%s %s by %s', locktype, mode, pid), '; ') from pg_locks where not granted),
+          (select string_agg(gid, ', ') from pg_prepared_xacts))
+        """
+
     @Test func aStatementResentToTheNewLeadWaitsForTheLocksTheOldLeadGranted() async throws {
         try await withPostgresServers(count: 3) { servers in
             // db2 is held up on purpose (a lock taken there directly): it must not be failed for being slow.
@@ -63,6 +72,12 @@ import Wire
                 try await Task.sleep(for: .seconds(1))
                 // A's updates now run on db2 in the order the old lead granted them.
                 #expect(completed(try blocker.query("rollback")) == ["ROLLBACK"])
+                // With the blocker gone A's updates run on db2 (B's, once re-sent there, may wait for A's lock).
+                let drained = try await eventually(20) {
+                    try servers[1].psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query not like '%v + 10%'") == "0"
+                }
+                let onDB2 = drained ? "" : try servers[1].psql(Self.whoWaitsSQL)
+                #expect(drained, "db2: \(onDB2)")
 
                 #expect(completed(try a.query("commit")) == ["COMMIT"])
                 let bUpdate = try b.readUntilReady()

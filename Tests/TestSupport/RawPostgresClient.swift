@@ -14,12 +14,14 @@ public final class RawPostgresClient: @unchecked Sendable {
     var inbound = ByteBuffer()
     var decoder = PostgresFrameDecoder(maximumMessageSize: 1 << 26)
 
-    /// Connects to host:port (127.0.0.1 unless told); every read waits at most `timeoutSeconds`.
+    /// Connects to host:port (127.0.0.1 unless told); every read, and every send the server does not
+    /// take, waits at most `timeoutSeconds`.
     public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket() failed") }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -42,7 +44,7 @@ public final class RawPostgresClient: @unchecked Sendable {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw Failure("send failed: errno \(errno)") }
+            guard n > 0 else { throw Failure("send failed or timed out: errno \(errno)") }
             offset += n
         }
     }

@@ -924,6 +924,8 @@ extension ClientSessionHandler {
             clusterOrderTaken()
         }
         updateCancelTargets()
+        unwritableBackends.remove(index)
+        readClientWhileBackendsTakeMore()
         // The failed lead will release nothing more (closed, or the session waits for a new lead).
         noteLeadOrdering()
         if let r = routedRead, r.target == index, phase == .relaying {
@@ -977,9 +979,42 @@ extension ClientSessionHandler {
         flushClient()
     }
 
+    /// Called from inside a write to `backends[index]` (NIO reports writability synchronously): it
+    /// must not touch `backends`.
     func backendWritabilityChanged(_ index: Int, _ writable: Bool) {
-        // Backpressure: stop reading the client while a backend cannot take more.
-        context?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
+        if writable {
+            unwritableBackends.remove(index)
+        } else if unwritableBackends.insert(index).inserted, let context {
+            // A follower that takes nothing for follower_timeout (frozen in the middle of a COPY the
+            // client streams, which the lead answers only at its end) is failed then, so the client is
+            // read again; a lead that stops is the prober's (`FollowerDeadlines`).
+            let episode = nextUnwritableEpisode
+            nextUnwritableEpisode &+= 1
+            unwritableEpisodes[index] = episode
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: deadlines.followerTimeout) { bound.value.unwritableTooLong(index, episode: episode) }
+        }
+        readClientWhileBackendsTakeMore()
+    }
+
+    /// Backend `index` has been unwritable since episode `episode` began, follower_timeout ago.
+    func unwritableTooLong(_ index: Int, episode: Int) {
+        guard unwritableBackends.contains(index), unwritableEpisodes[index] == episode, phase == .relaying || phase == .draining,
+              backends.indices.contains(index), backends[index].isLive, index != lead else { return }
+        let seconds = Double(deadlines.followerTimeout.nanoseconds) / 1e9
+        failBackend(index, reason: "took no data for replication.follower_timeout (\(seconds) s): its connection stayed full")
+        flushBackends()
+        flushClient()
+    }
+
+    /// Backpressure: the client is read only while every live backend can take more. (One backend's
+    /// writability alone must not decide: another may still be full, and a failed one never says
+    /// again that it is writable.)
+    func readClientWhileBackendsTakeMore() {
+        let read = unwritableBackends.isEmpty
+        guard read != clientReading else { return }
+        clientReading = read
+        context?.channel.setOption(ChannelOptions.autoRead, value: read).whenFailure { _ in }
     }
 
     func backendClosed(_ index: Int) {
