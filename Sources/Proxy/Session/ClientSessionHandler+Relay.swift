@@ -851,9 +851,8 @@ extension ClientSessionHandler {
         }
         deadlineDeferredSince = nil
         let check = deadlines.check(backends, lead: lead, probedAt: leadProbedAt, now: now)
-        let seconds = Double(deadlines.followerTimeout.nanoseconds) / 1e9
         for i in check.fail where backends[i].isLive {
-            failBackend(i, reason: "did not answer within replication.follower_timeout (\(seconds) s) after the lead backend had")
+            failBackend(i, reason: "did not answer within replication.follower_timeout (\(deadlines.timeoutSeconds) s) after the lead backend had")
         }
         if let waited = check.probeLead, backends.indices.contains(lead), backends[lead].isLive {
             // The lead has been silent for long: the node checks whether it is alive (`BackendProber`).
@@ -924,7 +923,7 @@ extension ClientSessionHandler {
             clusterOrderTaken()
         }
         updateCancelTargets()
-        unwritableBackends.remove(index)
+        unwritableSince[index] = nil
         readClientWhileBackendsTakeMore()
         // The failed lead will release nothing more (closed, or the session waits for a new lead).
         noteLeadOrdering()
@@ -983,26 +982,24 @@ extension ClientSessionHandler {
     /// must not touch `backends`.
     func backendWritabilityChanged(_ index: Int, _ writable: Bool) {
         if writable {
-            unwritableBackends.remove(index)
-        } else if unwritableBackends.insert(index).inserted, let context {
+            unwritableSince[index] = nil
+        } else if unwritableSince[index] == nil, let context {
             // A follower that takes nothing for follower_timeout (frozen in the middle of a COPY the
             // client streams, which the lead answers only at its end) is failed then, so the client is
             // read again; a lead that stops is the prober's (`FollowerDeadlines`).
-            let episode = nextUnwritableEpisode
-            nextUnwritableEpisode &+= 1
-            unwritableEpisodes[index] = episode
+            unwritableSince[index] = .now()
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: deadlines.followerTimeout) { bound.value.unwritableTooLong(index, episode: episode) }
+            context.eventLoop.scheduleTask(in: deadlines.followerTimeout) { bound.value.unwritableTooLong(index) }
         }
         readClientWhileBackendsTakeMore()
     }
 
-    /// Backend `index` has been unwritable since episode `episode` began, follower_timeout ago.
-    func unwritableTooLong(_ index: Int, episode: Int) {
-        guard unwritableBackends.contains(index), unwritableEpisodes[index] == episode, phase == .relaying || phase == .draining,
-              backends.indices.contains(index), backends[index].isLive, index != lead else { return }
-        let seconds = Double(deadlines.followerTimeout.nanoseconds) / 1e9
-        failBackend(index, reason: "took no data for replication.follower_timeout (\(seconds) s): its connection stayed full")
+    /// Fails follower `index` if its connection has been full for the whole follower timeout (a check
+    /// armed for an earlier time it was full finds it full only since later, and does nothing).
+    func unwritableTooLong(_ index: Int) {
+        guard let since = unwritableSince[index], NIODeadline.now() - since >= deadlines.followerTimeout,
+              phase == .relaying || phase == .draining, backends.indices.contains(index), backends[index].isLive, index != lead else { return }
+        failBackend(index, reason: "took no data for replication.follower_timeout (\(deadlines.timeoutSeconds) s): its connection stayed full")
         flushBackends()
         flushClient()
     }
@@ -1011,7 +1008,7 @@ extension ClientSessionHandler {
     /// writability alone must not decide: another may still be full, and a failed one never says
     /// again that it is writable.)
     func readClientWhileBackendsTakeMore() {
-        let read = unwritableBackends.isEmpty
+        let read = unwritableSince.isEmpty
         guard read != clientReading else { return }
         clientReading = read
         context?.channel.setOption(ChannelOptions.autoRead, value: read).whenFailure { _ in }

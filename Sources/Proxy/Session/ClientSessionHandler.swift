@@ -46,12 +46,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var clientWritable = true
     /// The client's channel is read (see `readClientWhileBackendsTakeMore`).
     var clientReading = true
-    /// Live backends whose connection takes no more writes now (NIO's writability): while there is
-    /// one, the client is not read. Kept apart from `backends`: NIO reports it from inside a write to one.
-    var unwritableBackends: Set<Int> = []
-    /// Which time each of them became unwritable (a check armed then applies to that time only).
-    var unwritableEpisodes: [Int: Int] = [:]
-    var nextUnwritableEpisode = 0
+    /// Live backends whose connection takes no more writes now (NIO's writability), and since when:
+    /// while there is one, the client is not read. Kept apart from `backends`: NIO reports it from
+    /// inside a write to one.
+    var unwritableSince: [Int: NIODeadline] = [:]
     /// Small messages for the client, gathered until the next flush (see `writeClientBytes`).
     var clientOutput = ByteBuffer()
     static let gatherLimit = 8192

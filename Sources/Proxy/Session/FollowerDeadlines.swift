@@ -31,6 +31,9 @@ struct FollowerDeadlines {
         return now + .milliseconds(20)
     }
 
+    /// The follower timeout in seconds, as failure reasons give it.
+    var timeoutSeconds: Double { Double(followerTimeout.nanoseconds) / 1e9 }
+
     /// A follower's time for a cycle the lead took `leadTook` for.
     func allowance(leadTook: TimeAmount) -> TimeAmount {
         .nanoseconds(leadTook.nanoseconds * 3 / 2) + followerTimeout
