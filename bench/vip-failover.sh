@@ -7,6 +7,7 @@
 # ~10 ms (two at once; owner changes). Prints the figures and writes bench/results/vip-failover.txt.
 #
 #   bench/vip-failover.sh [runs=10]        (as root; builds nothing: run `swift build` first)
+# BIN (.build/debug) the binaries, VIP_OUT (bench/results/vip-failover.txt) where the figures go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
@@ -163,4 +164,4 @@ loss30=$(lossy 30 "$LOSS_SECS"); echo "30 % loss: samples, with two holders, own
   echo "frozen owner (3 s), samples with two holders per run: $(tr '\n' ' ' < "$WORK/overlap")"
   set -- $loss10; echo "10 % of the owner's peer datagrams lost for $LOSS_SECS s: $1 samples, $2 with two holders, $3 owner changes"
   set -- $loss30; echo "30 % of the owner's peer datagrams lost for $LOSS_SECS s: $1 samples, $2 with two holders, $3 owner changes"
-} | tee bench/results/vip-failover.txt
+} | tee "${VIP_OUT:-bench/results/vip-failover.txt}"
