@@ -81,6 +81,42 @@ public final class LibPQConnection {
         return try collect(timeout: timeout)
     }
 
+    /// Statements prepared on this connection (`preparedQuery`), by name.
+    private var prepared: Set<String> = []
+
+    /// Like `query(_:_:timeout:)` for a statement run again and again (a probe every fraction of a
+    /// millisecond): prepared once on this connection as `name`, then only bound and executed, so the
+    /// server parses and plans it once (a view over catalogs costs it several times the run itself).
+    public func preparedQuery(_ name: String, _ sql: String, _ parameters: [String], timeout: Double) throws -> [[String?]] {
+        try sendPrepared(name, sql, parameters, timeout: timeout)
+        return try results(timeout: timeout)
+    }
+
+    /// The first half of `preparedQuery`: sends the execution and returns at once (preparing first,
+    /// and waiting for that, the first time), so several servers can be asked at the same time;
+    /// `results(timeout:)` collects the answer.
+    public func sendPrepared(_ name: String, _ sql: String, _ parameters: [String], timeout: Double) throws {
+        if !prepared.contains(name) {
+            guard PQsendPrepare(handle, name, sql, Int32(parameters.count), nil) == 1 else {
+                throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+            }
+            _ = try collect(timeout: timeout)
+            prepared.insert(name)
+        }
+        let cStrings = parameters.map { strdupSafe($0) }
+        defer { cStrings.forEach { free($0) } }
+        var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
+        guard PQsendQueryPrepared(handle, name, Int32(parameters.count), &pointers, nil, nil, 0) == 1 else {
+            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+        }
+    }
+
+    /// The rows of the statement sent (`sendPrepared`), waiting at most `timeout` seconds (the
+    /// connection is then unusable; drop it).
+    public func results(timeout: Double) throws -> [[String?]] {
+        try collect(timeout: timeout)
+    }
+
     /// The results of the query sent, waiting at most `timeout` seconds.
     private func collect(timeout: Double) throws -> [[String?]] {
         let deadline = Self.monotonicSeconds() + timeout

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Throughput of two or more builds side by side, interleaved: each build runs its own
+# `pgchorus demo --backends N` (pgbench data at SCALE), then pgbench runs ROUNDS times per build,
+# the builds alternating, and the medians of tps are printed with the runs. For the before/after
+# figures of one change at several clients (bench/cpu-per-statement.sh is the 1-client view).
+#
+#   bench/ab.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]     (as root)
+#
+# ROUNDS (3), SECS (10), CLIENTS (8), SCALE (10), PGBENCH_ARGS ("-M simple", TPC-B) in the environment;
+# e.g. PGBENCH_ARGS="-S -M prepared" for SELECT-only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/lib/postgresql/15/bin:$PATH"
+N=2; [ "${1:-}" = "-n" ] && { N=$2; shift 2; }
+[ $# -ge 1 ] || { echo "usage: bench/ab.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]" >&2; exit 2; }
+ROUNDS=${ROUNDS:-3}; SECS=${SECS:-10}; CLIENTS=${CLIENTS:-8}; SCALE=${SCALE:-10}; PGBENCH_ARGS=${PGBENCH_ARGS:--M simple}
+WORK=$(mktemp -d /tmp/pgchorus-ab-XXXXXX); chmod 755 "$WORK"
+DEMOS=()
+trap 'for d in "${DEMOS[@]:-}"; do [ -n "$d" ] && kill "$d" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+
+k=0; PORTS=()
+for bin in "$@"; do
+  port=$((26800 + 10 * k))
+  "$bin/pgchorus" demo --backends "$N" --port "$port" --dir "$WORK/demo$k" >"$WORK/demo$k.log" 2>&1 &
+  DEMOS+=($!)
+  for _ in $(seq 1 120); do grep -q "demo ready" "$WORK/demo$k.log" && break; sleep 1; done
+  grep -q "demo ready" "$WORK/demo$k.log" || { tail -20 "$WORK/demo$k.log"; exit 1; }
+  pgbench -h 127.0.0.1 -p "$port" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>&1
+  PORTS+=("$port")
+  k=$((k + 1))
+done
+
+for r in $(seq 1 "$ROUNDS"); do
+  for i in $(seq 0 $((k - 1))); do
+    cpu0=$(head -1 /proc/stat)
+    out=$(pgbench -h 127.0.0.1 -p "${PORTS[$i]}" -U postgres -n -c "$CLIENTS" -j 2 -T "$SECS" $PGBENCH_ARGS postgres 2>&1)
+    cpu1=$(head -1 /proc/stat)
+    # The share of this VM's CPU time the hypervisor took (steal): runs with much of it are not comparable.
+    steal=$(printf '%s\n%s\n' "$cpu0" "$cpu1" | awk '{ t = 0; for (f = 2; f <= 9; f++) t += $f; tot[NR] = t; st[NR] = $9 } END { printf "%.0f", 100 * (st[2] - st[1]) / (tot[2] - tot[1]) }')
+    tps=$(echo "$out" | awk '/^tps/ { printf "%.0f", $3 }')
+    failed=$(echo "$out" | awk '/number of failed/ { print $5 }')
+    echo "$i $tps ${failed:-0} $steal" >>"$WORK/results"
+    echo "round $r build $i ($(eval echo \${$((i + 1))})): ${tps:-?} tps, ${failed:-0} failed, steal ${steal} %" >&2
+  done
+done
+echo "| build | backends | clients | pgbench | tps (runs) | median | steal % (runs) |"
+echo "|---|---|---|---|---|---|---|"
+i=0
+for bin in "$@"; do
+  runs=$(awk -v i="$i" '$1 == i { print $2 }' "$WORK/results" | tr '\n' ' ')
+  med=$(awk -v i="$i" '$1 == i { print $2 }' "$WORK/results" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  steals=$(awk -v i="$i" '$1 == i { print $4 }' "$WORK/results" | tr '\n' ' ')
+  echo "| $bin | $N | $CLIENTS | $PGBENCH_ARGS | $runs| $med | $steals|"
+  i=$((i + 1))
+done
+# The backends of each demo must be identical afterwards.
+i=0
+for bin in "$@"; do
+  sums=""
+  for b in $(seq 1 "$N"); do
+    sums+="$(psql -h 127.0.0.1 -p "$((${PORTS[$i]} + b))" -U postgres -Atc "SELECT md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts" postgres) "
+  done
+  [ "$(echo $sums | tr ' ' '\n' | sort -u | wc -l)" = 1 ] && echo "- $bin: backends identical" || echo "- $bin: BACKENDS DIFFER: $sums"
+  i=$((i + 1))
+done
