@@ -27,6 +27,24 @@ import Testing
         #expect(!StatementAnalysis(sql).isCommit)
     }
 
+    // MARK: BEGIN (answered ahead)
+
+    @Test func aPlainBeginHasTheCommandTagPostgreSQLAnswersWith() {
+        for sql in ["BEGIN", "begin;", "  Begin ; ", "BEGIN WORK", "begin transaction", "/* b */ BEGIN -- go"] {
+            #expect(StatementAnalysis(sql).beginTag == "BEGIN", "\(sql)")
+        }
+        for sql in ["START TRANSACTION", "start transaction;"] {
+            #expect(StatementAnalysis(sql).beginTag == "START TRANSACTION", "\(sql)")
+        }
+        // Options may fail or change the transaction, several statements are answered together, and
+        // BEGIN ATOMIC is a routine body: PostgreSQL answers those.
+        for sql in ["BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN READ ONLY", "START TRANSACTION READ WRITE", "START",
+                    "BEGIN; SELECT 1", "BEGIN; COMMIT", "begin atomic", "BEGIN WORK WORK", "select 'begin'", "-- begin", "beginx",
+                    "COMMIT", "ROLLBACK"] {
+            #expect(StatementAnalysis(sql).beginTag == nil, "\(sql)")
+        }
+    }
+
     @Test func pgchorusOwnPreparedTransactionsAreNotTheClients() {
         for sql in ["COMMIT PREPARED 'pgchorus:node1:17-00ff'", "rollback prepared E'pgchorus:n:1'", "ROLLBACK PREPARED $$pgchorus:n:1$$",
                     "prepare transaction 'pgchorus:mine'", "select 1; commit prepared 'pgchorus:n:2'"] {

@@ -4,6 +4,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// The string is exactly one `COMMIT` / `END` (with optional `WORK`/`TRANSACTION`), the one
     /// statement the commit vote replaces.
     public var isCommit = false
+    /// The string is exactly one `BEGIN` (with optional `WORK`/`TRANSACTION`) or `START TRANSACTION`,
+    /// without options: from idle PostgreSQL answers it with this command tag and nothing else, always.
+    public var beginTag: String?
     /// The string has a transaction-control statement among others (e.g. `UPDATE …; COMMIT`).
     public var mixesTransactionControl = false
     /// Nothing in it can change data: SELECT/SHOW/VALUES/TABLE/EXPLAIN (without ANALYZE)/FETCH,
@@ -71,7 +74,7 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var deterministicRewrites: [DeterministicValues.Rewrite] = []
 
     public static func == (a: StatementAnalysis, b: StatementAnalysis) -> Bool {
-        a.isCommit == b.isCommit && a.mixesTransactionControl == b.mixesTransactionControl && a.isReadOnly == b.isReadOnly
+        a.isCommit == b.isCommit && a.beginTag == b.beginTag && a.mixesTransactionControl == b.mixesTransactionControl && a.isReadOnly == b.isReadOnly
             && a.isDDL == b.isDDL && a.volatileCalls == b.volatileCalls
             && a.timeExpressions.map(\.range) == b.timeExpressions.map(\.range) && a.timeExpressions.map(\.type) == b.timeExpressions.map(\.type)
             && a.deterministicRewrites == b.deterministicRewrites
@@ -139,6 +142,11 @@ public struct StatementAnalysis: Sendable, Equatable {
             let rest = statements[0].dropFirst().map(\.text)
             isCommit = rest.isEmpty || rest == ["work"] || rest == ["transaction"]
                 || rest == ["and", "no", "chain"] || rest == ["work", "and", "no", "chain"] || rest == ["transaction", "and", "no", "chain"]
+        }
+        if statements.count == 1, words[0] == "begin" || words[0] == "start" {
+            let rest = statements[0].dropFirst().map(\.text)
+            if words[0] == "begin", rest.isEmpty || rest == ["work"] || rest == ["transaction"] { beginTag = "BEGIN" }
+            if words[0] == "start", rest == ["transaction"] { beginTag = "START TRANSACTION" }
         }
         if statements.count > 1, words.contains(where: { Self.transactionControl.contains($0) }) {
             mixesTransactionControl = true

@@ -20,6 +20,8 @@ struct StatementTracker {
         var writes = false
         /// The group's only statement is COMMIT/END.
         var isCommit = false
+        /// The group is one simple Query of a plain `BEGIN`: its command tag (`StatementAnalysis.beginTag`).
+        var beginTag: String?
         /// The group has COMMIT/ROLLBACK next to other statements.
         var mixesTransactionControl = false
         /// Every statement is a plain read and the group creates nothing that must exist on every
@@ -181,6 +183,7 @@ struct StatementTracker {
                 let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
+                if single { result.beginTag = analysis.beginTag }
                 executes += 1
                 if analysis.isWrappable { wrappableExecutes += 1 }
                 if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }

@@ -207,12 +207,33 @@ extension ClientSessionHandler {
                 decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
                 if result.containsCommit { releaseNotificationsIntoTransaction() }
             }
+            if cycle, let tag = result.beginTag, lastStatus == .idle, readiesOwed == 1, routedRead == nil, !openExtendedGroup, !segments.inProgress {
+                answerBeginAhead(result.bytes, tag: tag)
+                return
+            }
             if replicated, cycle, needsSequenceOrder(result) {
                 waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
                 return
             }
             sendInTurn(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
         }
+    }
+
+    /// A plain `BEGIN` / `START TRANSACTION` (simple protocol) with nothing else owed to the client:
+    /// PostgreSQL answers it from idle with its command tag and nothing else, so the client has that answer at once and sends its
+    /// first statement a round trip sooner. The BEGIN itself goes to every backend now, as pgchorus'
+    /// own cycle (its reply unseen): each backend's transaction starts when it did before. It needs
+    /// no turn in the order of commits (it takes no snapshot), and its statements queue behind it.
+    func answerBeginAhead(_ bytes: ByteBuffer, tag: String) {
+        if schemaCheckDue, commit == nil {
+            schemaCheckDue = false
+            ensureCommitLog()
+        }
+        dispatch(bytes, kind: .hidden, waitsForLead: false)
+        writeClient(.commandComplete(tag))
+        writeClient(.readyForQuery(.inTransaction))
+        lastStatus = .inTransaction
+        flushClient()
     }
 
     /// What the tracker needs to know before it processes a group: whether more than one backend is
