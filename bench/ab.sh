@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of two or more builds side by side, interleaved: each build runs its own
 # `pgchorus demo --backends N` (pgbench data at SCALE), then pgbench runs ROUNDS times per build,
-# the builds alternating, and the medians of tps are printed with the runs. For the before/after
+# the builds alternating, and the medians of tps are printed with the runs, and percentiles of every
+# transaction's latency (pgbench -l: the low ones move least with a busy host's CPU steal). For the before/after
 # figures of one change at several clients (bench/cpu-per-statement.sh is the 1-client view).
 #
 #   bench/ab.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]     (as root)
@@ -33,7 +34,7 @@ done
 for r in $(seq 1 "$ROUNDS"); do
   for i in $(seq 0 $((k - 1))); do
     cpu0=$(head -1 /proc/stat)
-    out=$(pgbench -h 127.0.0.1 -p "${PORTS[$i]}" -U postgres -n -c "$CLIENTS" -j 2 -T "$SECS" $PGBENCH_ARGS postgres 2>&1)
+    out=$(cd "$WORK" && pgbench -h 127.0.0.1 -p "${PORTS[$i]}" -U postgres -n -c "$CLIENTS" -j 2 -T "$SECS" -l --log-prefix="lat$i" $PGBENCH_ARGS postgres 2>&1)
     cpu1=$(head -1 /proc/stat)
     # The share of this VM's CPU time the hypervisor took (steal): runs with much of it are not comparable.
     steal=$(printf '%s\n%s\n' "$cpu0" "$cpu1" | awk '{ t = 0; for (f = 2; f <= 9; f++) t += $f; tot[NR] = t; st[NR] = $9 } END { printf "%.0f", 100 * (st[2] - st[1]) / (tot[2] - tot[1]) }')
@@ -43,14 +44,15 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r build $i ($(eval echo \${$((i + 1))})): ${tps:-?} tps, ${failed:-0} failed, steal ${steal} %" >&2
   done
 done
-echo "| build | backends | clients | pgbench | tps (runs) | median | steal % (runs) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| build | backends | clients | pgbench | tps (runs) | median | latency p10 / p50 / p90 (µs) | steal % (runs) |"
+echo "|---|---|---|---|---|---|---|---|"
 i=0
 for bin in "$@"; do
   runs=$(awk -v i="$i" '$1 == i { print $2 }' "$WORK/results" | tr '\n' ' ')
   med=$(awk -v i="$i" '$1 == i { print $2 }' "$WORK/results" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
   steals=$(awk -v i="$i" '$1 == i { print $4 }' "$WORK/results" | tr '\n' ' ')
-  echo "| $bin | $N | $CLIENTS | $PGBENCH_ARGS | $runs| $med | $steals|"
+  lat=$(cat "$WORK"/lat"$i".* | awk '{ print $3 }' | sort -n | awk '{ v[NR] = $1 } END { printf "%d / %d / %d", v[int(NR * 0.1) + 1], v[int(NR * 0.5) + 1], v[int(NR * 0.9) + 1] }')
+  echo "| $bin | $N | $CLIENTS | $PGBENCH_ARGS | $runs| $med | $lat | $steals|"
   i=$((i + 1))
 done
 # The backends of each demo must be identical afterwards.
