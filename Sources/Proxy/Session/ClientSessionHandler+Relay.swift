@@ -229,11 +229,26 @@ extension ClientSessionHandler {
             schemaCheckDue = false
             ensureCommitLog()
         }
+        beginAheadSeq = nextSeq
         dispatch(bytes, kind: .hidden, waitsForLead: false)
         writeClient(.commandComplete(tag))
         writeClient(.readyForQuery(.inTransaction))
         lastStatus = .inTransaction
         flushClient()
+    }
+
+    /// A BEGIN answered ahead left backend `index` outside a transaction (a CancelRequest of the
+    /// client's that reached the server while it ran the BEGIN, the only way it can fail from idle).
+    /// The client believes it is in a transaction: a follower is failed; on the lead, whose answers
+    /// the client gets, nothing would keep the client's view, so the session ends.
+    func beginAheadMissed(_ index: Int, status: BackendMessage.TransactionStatus) {
+        let why = "BEGIN, answered ahead to the client, left backend \(backends[index].backend.description) outside a transaction (status \(status))"
+        if index == lead {
+            logger.warning("\(why): the session ends")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus ends the session: \(why)"))
+        } else {
+            failBackend(index, reason: why)
+        }
     }
 
     /// What the tracker needs to know before it processes a group: whether more than one backend is
@@ -688,6 +703,7 @@ extension ClientSessionHandler {
             }
         case .hidden:
             if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken() }
+            if exp.seq == beginAheadSeq, status != .inTransaction { beginAheadMissed(index, status: status) }
         }
         releaseHeldReady()
         finishDrainIfDone()

@@ -107,6 +107,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var clusterOrderOn: Int?
     /// The cycle of the cluster-wide sequence lock the statement in `waitingGroup` waits for.
     var clusterOrderLockSeq: Int?
+    /// The cycle of the last BEGIN answered ahead (`answerBeginAhead`): every backend must end it in a transaction.
+    var beginAheadSeq: Int?
     /// The lead ended the session with 57P01 and the node is asking whether its server still serves
     /// (`backendLost`): the cause of the loss, while the answer is awaited.
     var terminationCheck: String?
