@@ -220,8 +220,8 @@ extension ClientSessionHandler {
     }
 
     /// A plain `BEGIN` / `START TRANSACTION` (simple protocol) with nothing else owed to the client:
-    /// PostgreSQL answers it from idle with its command tag and nothing else, so the client has that answer at once and sends its
-    /// first statement a round trip sooner. The BEGIN itself goes to every backend now, as pgchorus'
+    /// PostgreSQL answers it from idle with its command tag and nothing else, so the client has that
+    /// answer at once and sends its first statement a round trip sooner. The BEGIN itself goes to every backend now, as pgchorus'
     /// own cycle (its reply unseen): each backend's transaction starts when it did before. It needs
     /// no turn in the order of commits (it takes no snapshot), and its statements queue behind it.
     func answerBeginAhead(_ bytes: ByteBuffer, tag: String) {
