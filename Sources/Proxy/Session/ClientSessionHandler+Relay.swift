@@ -225,10 +225,7 @@ extension ClientSessionHandler {
     /// own cycle (its reply unseen): each backend's transaction starts when it did before. It needs
     /// no turn in the order of commits (it takes no snapshot), and its statements queue behind it.
     func answerBeginAhead(_ bytes: ByteBuffer, tag: String) {
-        if schemaCheckDue, commit == nil {
-            schemaCheckDue = false
-            ensureCommitLog()
-        }
+        ensureCommitLogIfDue()
         beginAheadSeq = nextSeq
         dispatch(bytes, kind: .hidden, waitsForLead: false)
         writeClient(.commandComplete(tag))
@@ -362,13 +359,17 @@ extension ClientSessionHandler {
         }
     }
 
+    /// The schema is made again before the next transaction once a vote found it gone (`schemaCheckDue`).
+    func ensureCommitLogIfDue() {
+        guard schemaCheckDue, lastStatus == .idle, commit == nil else { return }
+        schemaCheckDue = false
+        ensureCommitLog()
+    }
+
     /// Dispatches a client group, wrapped for the vote when `wrap`; returns the group's cycle.
     @discardableResult
     func send(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags) -> Int {
-        if schemaCheckDue, lastStatus == .idle, commit == nil {
-            schemaCheckDue = false
-            ensureCommitLog()
-        }
+        ensureCommitLogIfDue()
         if wrap {
             if !flags.trailingCommit {
                 var begin = ByteBuffer()

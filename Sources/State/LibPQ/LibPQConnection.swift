@@ -43,7 +43,7 @@ public final class LibPQConnection {
         defer { cStrings.forEach { free($0) } }
         var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
         guard let result = PQexecParams(handle, sql, Int32(parameters.count), nil, &pointers, nil, nil, 0) else {
-            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+            throw connectionFailure()
         }
         defer { PQclear(result) }
         return try rows(of: result)
@@ -54,7 +54,7 @@ public final class LibPQConnection {
     @discardableResult
     public func simpleQuery(_ sql: String) throws -> [[String?]] {
         guard let result = PQexec(handle, sql) else {
-            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+            throw connectionFailure()
         }
         defer { PQclear(result) }
         return try rows(of: result)
@@ -64,9 +64,9 @@ public final class LibPQConnection {
     @discardableResult
     public func simpleQuery(_ sql: String, timeout: Double) throws -> [[String?]] {
         guard PQsendQuery(handle, sql) == 1 else {
-            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+            throw connectionFailure()
         }
-        return try collect(timeout: timeout)
+        return try results(timeout: timeout)
     }
 
     /// Like `query`, but gives up after `timeout` seconds (a frozen server answers nothing, and a
@@ -76,9 +76,9 @@ public final class LibPQConnection {
         defer { cStrings.forEach { free($0) } }
         var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
         guard PQsendQueryParams(handle, sql, Int32(parameters.count), nil, &pointers, nil, nil, 0) == 1 else {
-            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+            throw connectionFailure()
         }
-        return try collect(timeout: timeout)
+        return try results(timeout: timeout)
     }
 
     /// Statements prepared on this connection (`preparedQuery`), by name.
@@ -98,27 +98,27 @@ public final class LibPQConnection {
     public func sendPrepared(_ name: String, _ sql: String, _ parameters: [String], timeout: Double) throws {
         if !prepared.contains(name) {
             guard PQsendPrepare(handle, name, sql, Int32(parameters.count), nil) == 1 else {
-                throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+                throw connectionFailure()
             }
-            _ = try collect(timeout: timeout)
+            _ = try results(timeout: timeout)
             prepared.insert(name)
         }
         let cStrings = parameters.map { strdupSafe($0) }
         defer { cStrings.forEach { free($0) } }
         var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
         guard PQsendQueryPrepared(handle, name, Int32(parameters.count), &pointers, nil, nil, 0) == 1 else {
-            throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+            throw connectionFailure()
         }
     }
 
-    /// The rows of the statement sent (`sendPrepared`), waiting at most `timeout` seconds (the
-    /// connection is then unusable; drop it).
-    public func results(timeout: Double) throws -> [[String?]] {
-        try collect(timeout: timeout)
+    /// The connection's last error, naming the backend.
+    private func connectionFailure() -> Failure {
+        Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
     }
 
-    /// The results of the query sent, waiting at most `timeout` seconds.
-    private func collect(timeout: Double) throws -> [[String?]] {
+    /// The rows of the statement sent (`sendPrepared`, or by the calls here that time out), waiting at
+    /// most `timeout` seconds (the connection is then unusable; drop it).
+    public func results(timeout: Double) throws -> [[String?]] {
         let deadline = Self.monotonicSeconds() + timeout
         var rows: [[String?]]?
         var failure: Failure?
@@ -136,7 +136,7 @@ public final class LibPQConnection {
             var fd = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
             _ = poll(&fd, 1, Int32(max(1, left * 1000)))
             guard PQconsumeInput(handle) == 1 else {
-                throw Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
+                throw connectionFailure()
             }
         }
         throw Failure(description: "\(target): no answer within \(timeout) s")
