@@ -34,10 +34,12 @@ demo: build
 	.build/debug/pgchorus demo $(DEMO_ARGS)
 
 # The whole test suite against real PostgreSQL servers, psycopg2's own test suite through three
-# backends (compatibility stage), then the Debian package's tests.
+# backends (compatibility stage), then the Debian package's tests. A failed run ends with a digest of
+# its recorded issues (.ci/failure-digest.sh), the whole output stays in /tmp/pgchorus-swift-test.log.
 test: deps deb-deps
 	swift build --build-tests $(SWIFT_FLAGS)
-	swift test --skip-build $(SWIFT_FLAGS)
+	set -o pipefail; swift test --skip-build $(SWIFT_FLAGS) 2>&1 | tee /tmp/pgchorus-swift-test.log \
+		|| { .ci/failure-digest.sh /tmp/pgchorus-swift-test.log; exit 1; }
 	PGCHORUS_BIN=.build/debug PSYCOPG2_SUITE_OUT=/tmp/pgchorus-psycopg2-suite.md bench/psycopg2-suite.sh
 	Packaging/test-deb.sh
 

@@ -5,7 +5,7 @@ import Logging
 /// port, or on `options.port + i` when a port is given), runs `body` with them, and always stops
 /// and removes them afterwards, also when `body` throws or the task is cancelled.
 ///
-/// The servers start in parallel, on dedicated threads rather than Swift's cooperative pool,
+/// The servers start in parallel (a few per core at a time, across the process), on dedicated threads rather than Swift's cooperative pool,
 /// because `initdb` and `pg_ctl` block for seconds. If one fails to start, the others are removed
 /// and its error is thrown.
 public func withPostgresServers<T>(
@@ -36,14 +36,30 @@ public func withPostgresServers<T>(
     }
 }
 
-/// Starts every server in parallel; on any failure removes the ones that started and throws the
+/// How many servers of this process may be in `initdb`/`pg_ctl start` at once: two per core. A test
+/// suite starting a hundred servers at the same moment would otherwise starve the servers already
+/// running (a login could take longer than a client's connect timeout) without starting any sooner.
+private let startSlots = DispatchSemaphore(value: max(4, 2 * ProcessInfo.processInfo.activeProcessorCount))
+
+/// The process-wide queue of server starts (`withPostgresServers`).
+public enum ServerStarts {
+    /// Within `ServerStarts.$skipQueue.withValue(true) { … }` servers start without waiting for a
+    /// slot: for work on a run's critical path that starts a few servers at a time anyway (a test
+    /// suite run one test at a time beside suites whose tests all start at once).
+    @TaskLocal public static var skipQueue = false
+}
+
+/// Starts every server in parallel (at most `startSlots` at a time unless `ServerStarts.skipQueue`); on any failure removes the ones that started and throws the
 /// first failure (in server order).
 private func startServers(_ options: [PostgresServerOptions], logger: Logger) async throws -> [LocalPostgresServer] {
+    let queued = !ServerStarts.skipQueue
     let results = await withTaskGroup(of: (Int, Result<LocalPostgresServer, any Error>).self) { group in
         for (index, serverOptions) in options.enumerated() {
             group.addTask {
                 let result = await runOnDedicatedThread {
-                    Result { try LocalPostgresServer.start(options: serverOptions, logger: logger) }
+                    if queued { startSlots.wait() }
+                    defer { if queued { startSlots.signal() } }
+                    return Result { try LocalPostgresServer.start(options: serverOptions, logger: logger) }
                 }
                 return (index, result)
             }

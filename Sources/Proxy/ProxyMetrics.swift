@@ -15,6 +15,9 @@ enum ProxyMetrics {
     /// Transactions rolled back at their vote (client got 40001) because the order had to go on before
     /// one of their statements reached every backend (`CommitEpochs`, `doomForEpochs`).
     static let epochDooms = Counter(label: "pgchorus_snapshot_order_dooms_total")
+    /// Rounds of the order's probe that asked the backends which running statements wait on a lock
+    /// (`CommitEpochs`: only while a turn waits on statements that have run one probe interval).
+    static let epochProbes = Counter(label: "pgchorus_snapshot_order_probes_total")
     /// Turns that stopped waiting on running statements after `replication.follower_timeout`.
     static let epochForced = Counter(label: "pgchorus_snapshot_order_forced_total")
     /// The node went on without the cluster-wide order lock (`ClusterOrder`): not granted even after

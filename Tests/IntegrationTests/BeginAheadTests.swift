@@ -80,7 +80,7 @@ import Wire
     @Test func aBeginIsAnsweredWithoutWaitingForTheBackend() async throws {
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in
-                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 5)
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
                 _ = try client.startup()
                 try client.send(.query("CREATE TABLE t (id int)"))
                 _ = try client.readUntilReady()

@@ -229,7 +229,9 @@ import TestSupport
 
     @Test func aDeadNodesPreparedTransactionIsResolvedByThePeersAfterTheGracePeriod() async throws {
         try await withPostgresServers(count: 2) { servers in
-            let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 2\n" }
+            // A grace of 8 s: the prepared transaction must still be there when the test, perhaps
+            // resumed late on a busy run, looks for it after node 1's exit.
+            let extra = { (_: Int) in "[replication]\nresolve_interval = 1\nin_doubt_grace = 8\n" }
             try await withNodeCluster(count: 3, backends: servers, extra: extra) { cluster in
                 try await cluster.start(1, environment: ["PGCHORUS_TEST_HOOK": "exit-after-prepare"])
                 try await cluster.start(2)

@@ -175,7 +175,7 @@ import Wire
                 }
                 let out = try await notifier.value
                 #expect(out.exitCode == 0, "\(out.report)")
-                for _ in 0..<20 where heard.count < count {
+                for _ in 0..<300 where heard.count < count {
                     heard += try listener.query("select 1").compactMap { if case let .notificationResponse(_, _, payload) = $0 { payload } else { nil } }
                     try await Task.sleep(for: .milliseconds(50))
                 }
@@ -217,7 +217,7 @@ import Wire
                 #expect(try app.query("delete from pgchorus.held_notifications where session = 'someone-else'").contains(.commandComplete("DELETE 0")))
                 #expect(try app.query("commit").contains(.commandComplete("COMMIT")))
                 var heard: [String] = []
-                for _ in 0..<20 where heard.isEmpty {
+                for _ in 0..<150 where heard.isEmpty {
                     heard = try listener.query("select 1").compactMap { if case let .notificationResponse(_, _, payload) = $0 { payload } else { nil } }
                     if heard.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
                 }

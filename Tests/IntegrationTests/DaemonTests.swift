@@ -57,7 +57,7 @@ import TestSupport
             try process.run()
             defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
             var out: CommandOutput?
-            for _ in 0..<100 {
+            for _ in 0..<400 {
                 let attempt = try Clients.psql("host=127.0.0.1 port=\(port) user=postgres dbname=postgres", ["-A", "-t", "-c", "select 6 * 7"])
                 if attempt.exitCode == 0 { out = attempt; break }
                 try await Task.sleep(for: .milliseconds(100))
@@ -89,7 +89,7 @@ import TestSupport
             try process.run()
             defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
             var ok = false
-            for _ in 0..<100 {
+            for _ in 0..<400 {
                 if try Clients.psql("host=127.0.0.1 port=\(port) user=postgres dbname=postgres", ["-c", "create table t (v int)"]).exitCode == 0 { ok = true; break }
                 try await Task.sleep(for: .milliseconds(100))
             }

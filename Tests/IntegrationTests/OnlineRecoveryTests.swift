@@ -42,7 +42,8 @@ extension TimingSensitive {
     /// a database and a role made while db3 was out arrive; no transaction fails; all identical.
     @Test func recoversABackendUnderLoadThroughTwoNodes() async throws {
         try await withPostgresServers(count: 3, options: Self.logical) { servers in
-            try await withNodeCluster(count: 2, backends: servers, extra: { _ in Self.health }) { cluster in
+            // Quorum must hold throughout (a lost one refuses pgbench's writes): peers get 3 s, not 1.
+            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
                 try await cluster.start(1)
                 try await cluster.start(2)
                 #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
@@ -242,7 +243,9 @@ extension TimingSensitive {
         let extra = "[recovery]\ngate_timeout = 1\nslot_timeout = 2\n"
         try await withPostgresServers(count: 3, options: Self.logical) { servers in
             try await withNodeCluster(count: 1, backends: servers, extra: { _ in extra }) { cluster in
-                try await cluster.start(1, environment: when == "gate" ? ["PGCHORUS_TEST_RECOVERY_HOLD": "2"] : [:])
+                // The transaction opens while the recovery catches up, held there 8 s (not 2: on a
+                // busy run the poll below can resume seconds late and must still find it there).
+                try await cluster.start(1, environment: when == "gate" ? ["PGCHORUS_TEST_RECOVERY_HOLD": "8"] : [:])
                 #expect(try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key)"]).exitCode == 0)
                 #expect(try cluster.cli(1, ["detach", "db3"]).exitCode == 0)
                 let open = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 60)

@@ -70,7 +70,8 @@ extension TimingSensitive {
             defer { extraServer.remove() }
             try await withNodeCluster(count: 1, backends: servers, extra: { _ in Self.trustAll + Self.health }) { cluster in
                 let port = try await startUnderLoad(cluster)
-                async let load = runBlocking { try Clients.pgbench(port: port, Self.load(seconds: 8)) }
+                // (Bounded well below the default: a client left hanging is reported with what the backends were doing.)
+                let load = BackgroundRun { try Clients.pgbench(port: port, Self.load(seconds: 12), timeout: .seconds(90)) }
                 try await Task.sleep(for: .seconds(3))
                 // db3 leaves the file, and the listen port changes (that one waits for a restart).
                 try rewrite(cluster) { text in
@@ -82,7 +83,24 @@ extension TimingSensitive {
                 #expect(removed.stdout.contains("backends removed: db3"), "\(removed.report)")
                 #expect(removed.stdout.contains("needs a restart (running values kept): proxy.listen_port"), "\(removed.report)")
                 #expect(try await cluster.status(1).backends.map(\.id) == ["db1", "db2"])
-                let run = try await load
+                // Every open session leaves db3 at once (none keeps sending it statements until a timeout):
+                // while pgbench still runs, db3 soon has none of its sessions.
+                let db3 = servers[2]
+                let (left, conclusive) = try await runBlocking { () throws -> (String, Bool) in
+                    var count = "?"
+                    for _ in 0..<50 {
+                        count = try db3.psql("select count(*) from pg_stat_activity where application_name = 'pgbench'")
+                        if count == "0" { break }
+                        usleep(100_000)
+                    }
+                    return (count, !load.isFinished)
+                }
+                if conclusive { #expect(left == "0", "pgbench sessions still on db3 5 s after the reload removed it:\n\(cluster.problems(1))") }
+                let run: CommandOutput
+                do { run = try await load.value() } catch {
+                    Issue.record("\(error)\n\(Consistency.activity(servers))\nnode1:\n\(cluster.log(1).suffix(6000))")
+                    return
+                }
                 #expect(run.exitCode == 0, "\(run.report)")
                 #expect(run.stdout.contains("number of failed transactions: 0"), "\(run.report)")
                 let sums = try Consistency.checksums(Array(servers.prefix(2)))

@@ -2,6 +2,7 @@ import Foundation
 import LocalCluster
 import State
 import Testing
+import Wire
 import TestSupport
 
 /// Three real backends behind the proxy: every statement reaches all of them, commits are voted,
@@ -32,10 +33,15 @@ import TestSupport
             try await withProxy(backends: servers) { proxy in
                 let port = proxy.port
                 #expect(try await runBlocking { try Clients.pgbench(port: port, ["-i", "-s", "1", "-q"]) }.exitCode == 0)
-                async let bench = runBlocking { try Clients.pgbench(port: port, ["-M", "extended", "-c", "8", "-j", "2", "-T", "10", "-n"]) }
-                try await Task.sleep(for: .seconds(4))
-                try servers[0].stop(mode: .immediate)
-                let run = try await bench
+                // pgbench and the lead's stop 4 s into it both run off the cooperative pool, so the stop
+                // comes while pgbench runs however late this test's steps resume on a busy run.
+                let lead = servers[0]
+                let stop = BackgroundRun {
+                    usleep(4_000_000)
+                    try lead.stop(mode: .immediate)
+                }
+                let run = try await runBlocking { try Clients.pgbench(port: port, ["-M", "extended", "-c", "8", "-j", "2", "-T", "10", "-n"]) }
+                try await stop.value()
                 #expect(run.exitCode == 0, "\(run.report)")
                 #expect(run.stdout.contains("number of failed transactions: 0 "), "\(run.report)")
                 #expect(proxy.server.context.registry.status(of: "db1") == .failed)
@@ -140,19 +146,27 @@ import TestSupport
         }
     }
 
+    /// The sequence turn's tests: a SERIAL table `s`, a table `r` with one row to lock, and `count`
+    /// clients logged in through the proxy.
+    func turnClients(_ proxy: RunningProxy, count: Int) throws -> [RawPostgresClient] {
+        let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+            "create table s (id serial primary key, v int); create table r (id int primary key, v int); insert into r values (1, 0)"])
+        #expect(setup.exitCode == 0, "\(setup.report)")
+        return try (0..<count).map { _ in
+            let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 90)
+            _ = try client.startup()
+            return client
+        }
+    }
+
     /// A lock cycle through the sequence turn: B holds the turn while its INSERT … SELECT … FOR UPDATE
     /// waits on A's row lock, and A's next insert waits for the turn. With no turn ending for 10 s, A
     /// is ended with 40P01 (its transaction rolled back everywhere), and B goes on.
     @Test func aLockCycleThroughTheSequenceTurnEndsTheWaiter() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
-                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
-                    "create table s (id serial primary key, v int); create table r (id int primary key, v int); insert into r values (1, 0)"])
-                #expect(setup.exitCode == 0, "\(setup.report)")
-                let a = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
-                let b = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
-                _ = try a.startup()
-                _ = try b.startup()
+                let clients = try turnClients(proxy, count: 2)
+                let (a, b) = (clients[0], clients[1])
                 #expect(try a.query("BEGIN; UPDATE r SET v = 1 WHERE id = 1").allSatisfy { $0.errorState == nil })
                 #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
                 try b.send(.query("INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE"))
@@ -166,6 +180,42 @@ import TestSupport
                 #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
                 try expectBackendsInStep(proxy, servers)
                 #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0")
+            }
+        }
+    }
+
+    /// The same long wait for the turn, but the waiter is an autocommit INSERT: outside a transaction
+    /// it holds no lock, so no cycle can pass through it. B holds the turn while its INSERT … SELECT …
+    /// FOR UPDATE waits on C's row lock for longer than the 10 s; A waits on instead of being ended,
+    /// and once C commits, B and then A go through.
+    @Test func anAutocommitWaiterBehindALongTurnWaitsOnAndGoesThrough() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let clients = try turnClients(proxy, count: 3)
+                let (a, b, c) = (clients[0], clients[1], clients[2])
+                #expect(try c.query("BEGIN; UPDATE r SET v = 1 WHERE id = 1").allSatisfy { $0.errorState == nil })
+                #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
+                try b.send(.query("INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE"))
+                // A's insert is sent once B holds the turn (its INSERT waits on C's lock on the lead); C
+                // commits 14 s later (off the pool, so never sooner: A's wait must outlast the 10 s after
+                // which it used to be ended).
+                let lead = servers[0]
+                let aAnswer = try await runBlocking { () throws -> [BackendMessage] in
+                    for _ in 0..<300 {
+                        if try lead.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'INSERT INTO s%'") == "1" { break }
+                        usleep(100_000)
+                    }
+                    try a.send(.query("INSERT INTO s (v) VALUES (2)"))
+                    usleep(14_000_000)
+                    _ = try c.query("COMMIT")
+                    return try a.readUntilReady()
+                }
+                #expect(aAnswer.allSatisfy { $0.errorState == nil } && aAnswer.contains(.commandComplete("INSERT 0 1")), "\(aAnswer)")
+                let bDone = try b.readUntilReady()
+                #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
+                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == "1,2")
             }
         }
     }

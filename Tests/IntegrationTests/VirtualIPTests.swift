@@ -132,18 +132,22 @@ extension TimingSensitive {
     }
 
     /// Samples the holders every 10 ms for `seconds`: every moment with two, and each change.
+    /// Samples the holders every 10 ms for `seconds`, on a thread of its own: on a busy run the
+    /// cooperative pool can hold an `await` back for seconds, and the window would pass unsampled.
     func watchHolders(_ lab: NetworkLab, _ cluster: NodeCluster, seconds: Double) async throws -> (overlaps: [String], changes: [[Int]]) {
-        var overlaps: [String] = []
-        var changes: [[Int]] = []
-        let start = ContinuousClock.now
-        for _ in 0..<100_000 where ContinuousClock.now - start < .seconds(seconds) {
-            let h = try holders(lab, cluster)
-            let elapsed = (ContinuousClock.now - start).components
-            if h.count > 1 { overlaps.append(String(format: "%.2f s: ", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18) + "\(h)") }
-            if changes.last != h { changes.append(h) }
-            try await Task.sleep(for: .milliseconds(10))
+        try await runBlocking {
+            var overlaps: [String] = []
+            var changes: [[Int]] = []
+            let start = ContinuousClock.now
+            for _ in 0..<100_000 where ContinuousClock.now - start < .seconds(seconds) {
+                let h = try holders(lab, cluster)
+                let elapsed = (ContinuousClock.now - start).components
+                if h.count > 1 { overlaps.append(String(format: "%.2f s: ", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18) + "\(h)") }
+                if changes.last != h { changes.append(h) }
+                usleep(10_000)
+            }
+            return (overlaps, changes)
         }
-        return (overlaps, changes)
     }
 
     func waitForOneHolder(_ lab: NetworkLab, _ cluster: NodeCluster) async throws -> Int? {

@@ -123,6 +123,30 @@ import Testing
         #expect(registry.entry("db3")?.state.origin == "n1")
     }
 
+    /// A reload that removes a backend sets it `down`, then forgets it. Sessions compare the view's
+    /// generation with the one they saw: it must never come back to an earlier value, or a session
+    /// that looks only after the removal keeps the removed backend (CI once hung that way: its
+    /// sessions went on sending to a backend that had left the configuration).
+    @Test(arguments: [false, true])
+    func theViewGenerationNeverGoesBackWhenAReloadRemovesABackend(failedFirst: Bool) {
+        let registry = BackendRegistry(backends: backends, nodeID: "n1", logger: Logger(label: "t"), now: 0)
+        if failedFirst { #expect(registry.fail("db3", reason: "x", now: 1)) }
+        var seen = [registry.viewGeneration]
+        let recorded = LockedChanges()
+        registry.addListener { change, local in recorded.append(change, local) }
+        registry.reconfigure(added: [], removed: [backends[2]], order: ["db1", "db2"], now: 2)
+        seen.append(registry.viewGeneration)
+        #expect(registry.online().map(\.id) == ["db1", "db2"])
+        #expect(registry.entry("db3") == nil)
+        #expect(recorded.all().map(\.0.status) == [.down], "it leaves service like a detach, then is forgotten")
+        // Brought back by a later reload (it joins `down`), then removed again.
+        registry.reconfigure(added: [backends[2]], removed: [], order: ["db1", "db2", "db3"], now: 3)
+        seen.append(registry.viewGeneration)
+        registry.reconfigure(added: [], removed: [backends[2]], order: ["db1", "db2"], now: 4)
+        seen.append(registry.viewGeneration)
+        #expect(zip(seen, seen.dropFirst()).allSatisfy { $0 < $1 }, "generations seen: \(seen)")
+    }
+
     @Test func theLastOnlineBackendIsNeverFailed() {
         let registry = BackendRegistry(backends: Array(backends.prefix(2)), nodeID: "n1", logger: Logger(label: "t"), now: 0)
         #expect(registry.fail("db1", reason: "x", now: 1))

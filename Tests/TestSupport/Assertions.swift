@@ -11,6 +11,36 @@ public func runBlocking<Value: Sendable>(_ work: @escaping @Sendable () throws -
     }
 }
 
+/// Blocking `work` started at once on a thread of its own — unlike `async let … = runBlocking`, whose
+/// child task may wait seconds for a thread of the cooperative pool before the work even begins, on a
+/// busy run. For a client that must be running while the test does something else (a fault).
+public final class BackgroundRun<Value: Sendable>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var result: Result<Value, Error>?
+
+    public init(_ work: @escaping @Sendable () throws -> Value) {
+        let thread = Thread { [self] in
+            let outcome = Result { try work() }
+            lock.withLock { result = outcome }
+            done.signal()
+        }
+        thread.name = "pgchorus.test-client"
+        thread.start()
+    }
+
+    /// Waits (off the pool) until the work has ended; call it once.
+    public func value() async throws -> Value {
+        try await runBlocking { [self] in
+            done.wait()
+            return try lock.withLock { result! }.get()
+        }
+    }
+
+    /// Whether the work has ended (without waiting).
+    public var isFinished: Bool { lock.withLock { result != nil } }
+}
+
 extension CommandOutput {
     /// What a failed expectation prints: the command, its exit code and both outputs.
     public var report: String {

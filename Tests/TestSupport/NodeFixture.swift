@@ -36,6 +36,12 @@ public final class NodeCluster: @unchecked Sendable {
     }
 
     public func log(_ node: Int) -> String { (try? String(contentsOfFile: logPath(node), encoding: .utf8)) ?? "" }
+    /// The last `last` warning and error lines of node `node`'s log, one per line: what a failed
+    /// expectation should print about a node (quorum lost, a backend failed, a commit refused).
+    public func problems(_ node: Int, last: Int = 30) -> String {
+        log(node).split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" warning ") || $0.contains(" critical ") }
+            .suffix(last).joined(separator: "\n")
+    }
 
     /// Starts node `node` and waits until its admin socket answers (at most 30 s).
     public func start(_ node: Int, environment: [String: String] = [:]) async throws {
@@ -119,9 +125,12 @@ public struct FixtureError: Error, CustomStringConvertible {
 /// Writes the configurations of `count` nodes in front of `backends` (node i on 127.0.0.(i+1)),
 /// runs `body`, and stops every node and removes the directory afterwards, also on failure.
 /// `extra(i)` is TOML added to node i's configuration (health-check settings…); nodes are not started.
+/// `peerTimeout` is short so that failover tests run fast; a test that only needs quorum to hold
+/// through a busy run (the whole suite at once on two cores) gives it more.
 public func withNodeCluster<T>(
     count: Int,
     backends: [LocalPostgresServer],
+    peerTimeout: Double = 1,
     extra: (Int) -> String = { _ in "" },
     files: [String: String] = [:],
     clusterKeys: String = "",
@@ -154,7 +163,7 @@ public func withNodeCluster<T>(
         port = \(cluster.port)
         key_file = "../cluster.key"
         heartbeat_interval = 0.1
-        peer_timeout = 1
+        peer_timeout = \(peerTimeout)
         \(clusterKeys)
 
         \(members)

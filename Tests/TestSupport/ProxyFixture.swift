@@ -14,7 +14,7 @@ public struct RunningProxy: Sendable {
 
     /// A libpq connection string for this proxy.
     public func connectionString(user: String = "postgres", database: String = "postgres", extra: String = "") -> String {
-        "host=127.0.0.1 port=\(port) user=\(user) dbname=\(database) sslmode=disable connect_timeout=10 \(extra)"
+        "host=127.0.0.1 port=\(port) user=\(user) dbname=\(database) sslmode=disable connect_timeout=30 \(extra)"
     }
 }
 

@@ -15,8 +15,9 @@ public final class RawPostgresClient: @unchecked Sendable {
     var decoder = PostgresFrameDecoder(maximumMessageSize: 1 << 26)
 
     /// Connects to host:port (127.0.0.1 unless told); every read, and every send the server does not
-    /// take, waits at most `timeoutSeconds`.
-    public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 10) throws {
+    /// take, waits at most `timeoutSeconds` (a bound for a hang, not a timing: in-process proxies share
+    /// two event loops with every test of a busy run, and an answer can take seconds).
+    public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 60) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket() failed") }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)

@@ -297,7 +297,7 @@ public final class CommitEpochs: Sendable {
     private func probeLoop() {
         let bound = TimeAmount.nanoseconds(Int64(configuration.replication.followerTimeout * 1e9))
         for _ in 0..<1_000_000 {
-            let (blockers, targets, since, followerTargets, followersWait) = state.withLock { s -> ([Int], [Int: [Target]], NIODeadline?, [Target], Bool) in
+            let (blockers, since, followerTargets, followersWait) = state.withLock { s -> ([Int], NIODeadline?, [Target], Bool) in
                 let b = s.schedule.blockers
                 if b.isEmpty && s.followerWaits.isEmpty { s.probing = false }
                 // Where the statements the followers' commits wait for run now.
@@ -305,7 +305,7 @@ public final class CommitEpochs: Sendable {
                     s.unmet(s.deferrals[w.commit] ?? [], on: w.backend).flatMap { s.targets[$0] ?? [] }
                 }
                 let since = (Array(s.waitingSince.values) + [s.remoteSince].compactMap { $0 }).min()
-                return (b, s.targets.filter { b.contains($0.key) }, since, followerTargets, !s.followerWaits.isEmpty)
+                return (b, since, followerTargets, !s.followerWaits.isEmpty)
             }
             guard !blockers.isEmpty || followersWait else { return }
             if followersWait { releaseFollowers(seen: waitingTargets(followerTargets)) }
@@ -320,7 +320,16 @@ public final class CommitEpochs: Sendable {
                 continue
             }
             usleep(UInt32(Self.probeInterval.nanoseconds / 1000))
-            let found = waiting(blockers, targets)
+            // Most statements finish within the interval: ask only about those that still hold a turn
+            // up after it (and where they run now), not about the ones seen before it.
+            let (still, stillTargets) = state.withLock { s -> ([Int], [Int: [Target]]) in
+                let now = Set(s.schedule.blockers)
+                let still = blockers.filter(now.contains)
+                return (still, s.targets.filter { still.contains($0.key) })
+            }
+            guard !still.isEmpty else { continue }
+            ProxyMetrics.epochProbes.increment()
+            let found = waiting(still, stillTargets)
             park(found.parked, preSnapshot: found.preSnapshot)
         }
         state.withLock { $0.probing = false }

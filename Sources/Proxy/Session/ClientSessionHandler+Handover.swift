@@ -67,14 +67,19 @@ extension ClientSessionHandler {
 
     private func handoverTimedOut() {
         guard handoverTicket != nil else { return }
+        var detail: String?
         if let failed = handoverFrom, backends.indices.contains(lead) {
-            let (leading, following) = shared.leadHandover.outstanding(failed: failed, lead: backends[lead].backend.id)
-            logger.error("the new lead backend \(backends[lead].backend.description) did not catch up with what \(failed) had ordered within \(Self.handoverTimeout.nanoseconds / 1_000_000_000) s: \(leading) session(s) still lead on \(failed), \(following) statement(s) it ordered still run on \(backends[lead].backend.id); the session ends")
+            let newLead = backends[lead].backend.id
+            let (leading, following) = shared.leadHandover.outstanding(failed: failed, lead: newLead)
+            let outstanding = "\(leading) session(s) still wait on \(failed) as their lead; \(following) statement(s) the lead ordered still run on \(newLead)."
+            detail = outstanding
+            logger.error("the new lead backend \(backends[lead].backend.description) did not catch up with what \(failed) had ordered within \(Self.handoverTimeout.nanoseconds / 1_000_000_000) s: \(outstanding) The session ends.")
         }
         abandonHandover()
         // Something the old lead ordered cannot finish on the new one: ending this session rolls its
         // transaction back everywhere, which frees whatever it held.
         fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
-                          message: "pgchorus waited \(Self.handoverTimeout.nanoseconds / 1_000_000_000) s for the new lead backend to run what the failed lead had ordered; the transaction was rolled back, retry it"))
+                          message: "pgchorus waited \(Self.handoverTimeout.nanoseconds / 1_000_000_000) s for the new lead backend to run what the failed lead had ordered; the transaction was rolled back, retry it",
+                          detail: detail))
     }
 }

@@ -3,7 +3,8 @@ import NIOCore
 import Wire
 
 extension ClientSessionHandler {
-    /// A wait for the sequence turn with no turn ending meanwhile is a lock cycle: the waiter ends.
+    /// A wait for the sequence turn with no turn ending meanwhile is a lock cycle, when the waiter's
+    /// transaction may hold locks: the waiter ends.
     static let orderTimeout: TimeAmount = .seconds(10)
     /// However the turns move, no statement waits longer than this for its own.
     static let orderTimeoutLimit: TimeAmount = .seconds(120)
@@ -142,18 +143,32 @@ extension ClientSessionHandler {
 
     private func orderTimedOut() {
         guard waitingGroup != nil else { return }
-        // The order moved on meanwhile (another session's turn ended): a slow node, not a lock cycle —
-        // wait on, up to `orderTimeoutLimit` in all.
         let holder = shared.sequenceOrdering.holder()
-        if let w = orderWait, holder != w.holder, NIODeadline.now() - w.since < Self.orderTimeoutLimit {
+        let waited = NIODeadline.now() - (orderWait?.since ?? .now())
+        // A session outside any transaction, with nothing of its own running or sent ahead, holds no
+        // lock: no cycle can pass through it, however long the holder's statement takes (a loaded
+        // machine, a lock held by a third session).
+        let holdsNothing = lastStatus == .idle && !openExtendedGroup && !segments.inProgress && readiesOwed <= 1
+        let moved = orderWait.map { holder != $0.holder } ?? false
+        // The order moved on meanwhile (another session's turn ended), or nothing of this session can be
+        // in the holder's way: a slow node, not a lock cycle — wait on, up to `orderTimeoutLimit` in all.
+        if let w = orderWait, moved || holdsNothing, waited < Self.orderTimeoutLimit {
             armOrderTimer(since: w.since)
             return
         }
         abandonOrderWait()
+        let seconds = waited.nanoseconds / 1_000_000_000
+        if moved || holdsNothing {
+            let rolledBack = lastStatus == .idle ? "" : " and its transaction was rolled back"
+            fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
+                              message: "pgchorus waited \(seconds) s for its turn to draw sequence values, the longest a statement waits; the session ends\(rolledBack), retry it",
+                              detail: "Other sessions' statements held the turn that long."))
+            return
+        }
         // Another session holds the order while its statement waits, perhaps on a lock this
         // session's transaction holds: ending this session rolls its transaction back everywhere.
         fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
-                          message: "pgchorus waited \(Self.orderTimeout.nanoseconds / 1_000_000_000) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely); the transaction was rolled back, retry it"))
+                          message: "pgchorus waited \(seconds) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely); the transaction was rolled back, retry it"))
     }
 
     // MARK: the catalog of sequence-drawing tables

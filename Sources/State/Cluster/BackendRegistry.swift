@@ -25,6 +25,9 @@ public final class BackendRegistry: Sendable {
     public typealias Listener = @Sendable (_ change: BackendState, _ local: Bool) -> Void
 
     private let entries: Mutex<[Entry]>
+    /// What the entries a reload removed had added to `viewGeneration`, plus one for each removal:
+    /// kept so that the sum never goes back (raised while `entries` is held, read after it).
+    private let retiredGenerations = Mutex(0)
     private let listeners = Mutex<[Listener]>([])
     /// Why this node may not change the cluster's view now (no quorum), nil when it may (see `setFence`).
     private let fence = Mutex<Hook<@Sendable () -> String?>?>(nil)
@@ -81,9 +84,13 @@ public final class BackendRegistry: Sendable {
         entries.withLock { $0.map(\.state) }
     }
 
-    /// Grows with every accepted change: a session that saw another value has an outdated backend set.
+    /// Grows with every accepted change and every removal: a session that saw another value has an
+    /// outdated backend set. (A removed entry's generation stays counted in `retiredGenerations`: were
+    /// it dropped from the sum, a backend set `down` and then removed would bring the value back to
+    /// what sessions saw before, and those that had not looked in between would keep it.)
     public var viewGeneration: Int {
-        entries.withLock { $0.reduce(0) { $0 + $1.state.generation } }
+        let current = entries.withLock { $0.reduce(0) { $0 + $1.state.generation } }
+        return current + retiredGenerations.withLock { $0 }
     }
 
     public func status(of id: String) -> Status? {
@@ -129,6 +136,8 @@ public final class BackendRegistry: Sendable {
             setStatus(b.id, .down, reason: "removed from the configuration by a reload on \(nodeID)", now: now)
         }
         let changes = entries.withLock { entries -> [(BackendState, Entry)] in
+            let leaving = entries.filter { e in removed.contains { $0.id == e.backend.id } }
+            retiredGenerations.withLock { $0 += leaving.reduce(0) { $0 + $1.state.generation + 1 } }
             entries.removeAll { e in removed.contains { $0.id == e.backend.id } }
             var out: [(BackendState, Entry)] = []
             for b in added where !entries.contains(where: { $0.backend.id == b.id }) {

@@ -1,0 +1,6 @@
+# Helpers shared by the bench scripts (sourced; they run from the repository's root).
+
+# The share of this machine's CPU time the hypervisor took (steal) between two /proc/stat `cpu` lines,
+# in whole percent: runs with much of it are not comparable with the others (a busy host slows every
+# system, unevenly).
+steal_pct() { printf '%s\n%s\n' "$1" "$2" | awk '{ t = 0; for (f = 2; f <= 9; f++) t += $f; tot[NR] = t; st[NR] = $9 } END { d = tot[2] - tot[1]; printf "%.0f", (d > 0 ? 100 * (st[2] - st[1]) / d : 0) }'; }
