@@ -213,9 +213,15 @@ import TestSupport
                 #expect(aAnswer.allSatisfy { $0.errorState == nil } && aAnswer.contains(.commandComplete("INSERT 0 1")), "\(aAnswer)")
                 let bDone = try b.readUntilReady()
                 #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
-                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                // B's statement waited on the lead while C committed there: on a loaded machine it may not
+                // reach the follower before C's commit can wait no longer, and then its transaction rolls
+                // back at its vote with 40001 (docs/replication.md), the one other answer that keeps the
+                // backends identical. A's row is there either way.
+                let bCommit = try b.query("COMMIT")
+                let bState = bCommit.compactMap(\.errorState).first
+                #expect(bState == nil || bState == "40001", "\(bCommit)")
                 try expectBackendsInStep(proxy, servers)
-                #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == "1,2")
+                #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == (bState == nil ? "1,2" : "2"), "B's COMMIT: \(bCommit)")
             }
         }
     }
