@@ -3,6 +3,7 @@ import Glibc
 import LocalCluster
 import Testing
 import TestSupport
+import Wire
 
 /// `pgchorus reload` and SIGHUP against a real node under pgbench: what applies live applies, an
 /// invalid file changes nothing, backends leave and join without a session dropped.
@@ -121,6 +122,68 @@ extension TimingSensitive {
                 #expect(try await cluster.events(1).filter { $0.kind == "reload" }.count == reloadsBefore + 1)
                 // New sessions use the online backends only.
                 #expect(try Clients.psql(cluster.connectionString(1), ["-c", "select count(*) from pgbench_branches"]).exitCode == 0)
+            }
+        }
+    }
+
+    /// A backend a reload added, once recovered, is in the order of commits and statements like the
+    /// others: the order's probe sees a statement waiting there on a lock. (It used to know only the
+    /// backends of the start: a commit deferred on the new backend for such a statement waited while
+    /// the statement waited on the commit's locks there, and after `replication.follower_timeout` the
+    /// new backend was failed.)
+    @Test func aBackendAddedByAReloadAndRecoveredIsProbedLikeTheOthers() async throws {
+        try await withPostgresServers(count: 3, options: OnlineRecoveryTests.logical) { servers in
+            let start = Array(servers.prefix(2))
+            try await withNodeCluster(count: 1, backends: start, extra: { _ in Self.trustAll }) { cluster in
+                try await cluster.start(1)
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table r (id int primary key, v int); insert into r values (1, 0); create table u (id serial primary key, v int)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                try rewrite(cluster) { $0.replacingOccurrences(of: backendsTOML(start), with: backendsTOML(servers)) }
+                let reload = try cluster.cli(1, ["reload"])
+                #expect(reload.stdout.contains("backends added (down until recovered): db3"), "\(reload.report)")
+                let recover = try await runBlocking { try cluster.cli(1, ["recover", "db3", "--wait"]) }
+                #expect(recover.exitCode == 0 && recover.stdout.contains("backend db3 is online"), "\(recover.report)")
+
+                // C holds r's row; B's INSERT … SELECT … FOR UPDATE reads r and writes u, so it waits on the
+                // lead, is parked when C commits there, and C's COMMIT PREPARED on each follower waits until
+                // B waits on the same row there — on db3 too.
+                let port = cluster.port
+                let (b, c) = (try RawPostgresClient(port: port, host: "127.0.0.2"), try RawPostgresClient(port: port, host: "127.0.0.2"))
+                _ = try b.startup()
+                _ = try c.startup()
+                #expect(try c.query("BEGIN; UPDATE r SET v = 1 WHERE id = 1").allSatisfy { $0.errorState == nil })
+                #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
+                try b.send(.query("INSERT INTO u (v) SELECT v FROM r WHERE id = 1 FOR UPDATE"))
+                let lead = servers[0]
+                let cCommit = try await runBlocking { () throws -> [BackendMessage] in
+                    for _ in 0..<300 {
+                        if try lead.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'INSERT INTO u%'") == "1" { break }
+                        usleep(100_000)
+                    }
+                    return try c.query("COMMIT")
+                }
+                #expect(cCommit.allSatisfy { $0.errorState == nil }, "\(cCommit)")
+                let bDone = try b.readUntilReady()
+                #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
+                let bCommit = try b.query("COMMIT")
+                #expect(bCommit.allSatisfy { $0.errorState == nil }, "B's COMMIT: \(bCommit)\n\(cluster.problems(1))")
+                for server in servers {
+                    let rows = try server.psql("select string_agg(v::text, ',') from u")
+                    #expect(rows == "1", "\(server.name): \(rows)")
+                }
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+                let backends = try await cluster.status(1).backends
+                #expect(backends.allSatisfy { $0.status == "online" }, "\(backends.map { "\($0.id) \($0.status) \($0.reason)" })\n\(cluster.problems(1))")
+
+                // The probe asked db3; once db3 leaves service its connection there is closed.
+                let db3 = servers[2]
+                let probeSessions = "select count(*) from pg_stat_activity where application_name = 'pgchorus-epochs'"
+                #expect(try db3.psql(probeSessions) == "1")
+                let detach = try cluster.cli(1, ["detach", "db3"])
+                #expect(detach.exitCode == 0, "\(detach.report)")
+                let closed = try await cluster.waitUntil(seconds: 10) { try db3.psql(probeSessions) == "0" }
+                #expect(closed, "the order's probe still has a session on the detached db3")
             }
         }
     }

@@ -69,6 +69,9 @@ public final class CommitEpochs: Sendable {
     /// The cluster-wide half of the order (several clustering nodes), nil on a node of its own.
     private let order = Mutex<ClusterOrder?>(nil)
     let configuration: Configuration
+    /// The node's backends as reloads leave them: the probe finds a backend here by id (one added by a
+    /// reload is asked too) and lets go of its connection to one no longer online (failed, removed).
+    private let registry: BackendRegistry?
     let logger: Logger
     private let pool = Mutex<NIOThreadPool?>(nil)
     /// Used by the probe loop only, on the pool's single thread.
@@ -78,10 +81,16 @@ public final class CommitEpochs: Sendable {
     /// `registry` and `signal` make the order cluster-wide when several clustering nodes are configured.
     init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, signal: ClusterOrderSignal? = nil) {
         self.configuration = configuration
+        self.registry = registry
         self.logger = logger
         let clusterWide = configuration.replication.commitEpochs && configuration.replication.clusterOrder
             && configuration.cluster.nodes.count > 1 && registry != nil
         self.state = Mutex(State(schedule: EpochSchedule(clusterWide: clusterWide)))
+        // A backend that leaves service (failed, detached, removed by a reload) is not asked any more.
+        registry?.addListener { [weak self] change, _ in
+            guard change.status != .online else { return }
+            self?.pruneProbeConnections()
+        }
         guard clusterWide, let registry else { return }
         let signal = signal ?? ClusterOrderSignal()
         let made = ClusterOrder(configuration: configuration, registry: registry, signal: signal, logger: logger,
@@ -386,9 +395,32 @@ public final class CommitEpochs: Sendable {
     static let waitingSQL = "SELECT pid, wait_event_type, wait_event" + (OrderTrace.enabled ? ", pg_catalog.pg_blocking_pids(pid)::text" : "")
         + " FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int[]) AND state = 'active' AND wait_event_type IN ('Lock', 'Client')"
 
+    /// The backend `id` as the node knows it now (a reload may have added or removed it).
+    private func backend(_ id: String) -> Configuration.Backend? {
+        if let registry { return registry.entry(id)?.backend }
+        return configuration.backends.first { $0.id == id }
+    }
+
+    /// Closes the probe's connections to backends that are not online any more (failed, detached,
+    /// removed by a reload): an idle session on a server that left the cluster helps nobody. One
+    /// needed again is opened again by the next probe that asks there. Runs on the probe's thread.
+    private func pruneProbeConnections() {
+        guard let registry else { return }
+        let connections = self.connections
+        // No pool yet: the probe has opened no connection.
+        pool.withLock { $0 }?.submit { state in
+            guard case .active = state else { return }
+            let online = Set(registry.online().map(\.id))
+            for id in connections.byBackend.keys where !online.contains(id) {
+                connections.byBackend[id] = nil
+                connections.traced[id] = nil
+            }
+        }
+    }
+
     /// Asks `backendID` which of `pids` wait on a lock or for their client; nil when it cannot be asked.
     private func send(_ backendID: String, _ pids: Set<Int32>) -> LibPQConnection? {
-        guard let backend = configuration.backends.first(where: { $0.id == backendID }) else { return nil }
+        guard let backend = backend(backendID) else { return nil }
         let array = "{" + pids.map(String.init).joined(separator: ",") + "}"
         do {
             let c = try connection(backend)
