@@ -157,10 +157,7 @@ extension TimingSensitive {
                 try b.send(.query("INSERT INTO u (v) SELECT v FROM r WHERE id = 1 FOR UPDATE"))
                 let lead = servers[0]
                 let cCommit = try await runBlocking { () throws -> [BackendMessage] in
-                    for _ in 0..<300 {
-                        if try lead.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'INSERT INTO u%'") == "1" { break }
-                        usleep(100_000)
-                    }
+                    try Consistency.waitForLockWait(on: lead, statement: "INSERT INTO u")
                     return try c.query("COMMIT")
                 }
                 #expect(cCommit.allSatisfy { $0.errorState == nil }, "\(cCommit)")

@@ -201,10 +201,7 @@ import TestSupport
                 // which it used to be ended).
                 let lead = servers[0]
                 let aAnswer = try await runBlocking { () throws -> [BackendMessage] in
-                    for _ in 0..<300 {
-                        if try lead.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'INSERT INTO s%'") == "1" { break }
-                        usleep(100_000)
-                    }
+                    try Consistency.waitForLockWait(on: lead, statement: "INSERT INTO s")
                     try a.send(.query("INSERT INTO s (v) VALUES (2)"))
                     usleep(14_000_000)
                     _ = try c.query("COMMIT")
