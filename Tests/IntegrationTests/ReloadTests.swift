@@ -3,7 +3,6 @@ import Glibc
 import LocalCluster
 import Testing
 import TestSupport
-import Wire
 
 /// `pgchorus reload` and SIGHUP against a real node under pgbench: what applies live applies, an
 /// invalid file changes nothing, backends leave and join without a session dropped.
@@ -152,14 +151,9 @@ extension TimingSensitive {
                 let (b, c) = (try RawPostgresClient(port: port, host: "127.0.0.2"), try RawPostgresClient(port: port, host: "127.0.0.2"))
                 _ = try b.startup()
                 _ = try c.startup()
-                #expect(try c.query("BEGIN; UPDATE r SET v = 1 WHERE id = 1").allSatisfy { $0.errorState == nil })
-                #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
-                try b.send(.query("INSERT INTO u (v) SELECT v FROM r WHERE id = 1 FOR UPDATE"))
-                let lead = servers[0]
-                let cCommit = try await runBlocking { () throws -> [BackendMessage] in
-                    try Consistency.waitForLockWait(on: lead, statement: "INSERT INTO u")
-                    return try c.query("COMMIT")
-                }
+                try await waitBehindHeldRow(holder: c, waiter: b, statement: "INSERT INTO u (v) SELECT v FROM r WHERE id = 1 FOR UPDATE",
+                                            seenAs: "INSERT INTO u", on: servers[0])
+                let cCommit = try await runBlocking { try c.query("COMMIT") }
                 #expect(cCommit.allSatisfy { $0.errorState == nil }, "\(cCommit)")
                 let bDone = try b.readUntilReady()
                 #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")

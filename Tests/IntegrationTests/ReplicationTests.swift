@@ -167,10 +167,8 @@ import TestSupport
             try await withProxy(backends: servers) { proxy in
                 let clients = try turnClients(proxy, count: 2)
                 let (a, b) = (clients[0], clients[1])
-                #expect(try a.query("BEGIN; UPDATE r SET v = 1 WHERE id = 1").allSatisfy { $0.errorState == nil })
-                #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
-                try b.send(.query("INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE"))
-                try await Task.sleep(for: .seconds(1))
+                try await waitBehindHeldRow(holder: a, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
+                                            seenAs: "INSERT INTO s", on: servers[0])
                 let aSecond = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
                 let fatal = aSecond.first { $0.errorState != nil }
                 #expect(fatal?.errorState == "40P01", "\(aSecond)")
@@ -193,15 +191,12 @@ import TestSupport
             try await withProxy(backends: servers) { proxy in
                 let clients = try turnClients(proxy, count: 3)
                 let (a, b, c) = (clients[0], clients[1], clients[2])
-                #expect(try c.query("BEGIN; UPDATE r SET v = 1 WHERE id = 1").allSatisfy { $0.errorState == nil })
-                #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
-                try b.send(.query("INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE"))
                 // A's insert is sent once B holds the turn (its INSERT waits on C's lock on the lead); C
                 // commits 14 s later (off the pool, so never sooner: A's wait must outlast the 10 s after
                 // which it used to be ended).
-                let lead = servers[0]
+                try await waitBehindHeldRow(holder: c, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
+                                            seenAs: "INSERT INTO s", on: servers[0])
                 let aAnswer = try await runBlocking { () throws -> [BackendMessage] in
-                    try Consistency.waitForLockWait(on: lead, statement: "INSERT INTO s")
                     try a.send(.query("INSERT INTO s (v) VALUES (2)"))
                     usleep(14_000_000)
                     _ = try c.query("COMMIT")

@@ -1,4 +1,3 @@
-import Foundation
 import LocalCluster
 
 /// Compares backends directly (not through the proxy): one checksum per user table.
@@ -28,17 +27,6 @@ public enum Consistency {
             let prepared = (try? s.psql("select string_agg(gid, ' ') from pg_prepared_xacts")) ?? "?"
             return "\(s.name) sessions:\n\(sessions)\n\(s.name) prepared: \(prepared)"
         }.joined(separator: "\n")
-    }
-
-    /// Waits until a statement starting with `prefix` waits on a lock on `server` (polled every 100 ms,
-    /// at most 300 times); returns whether it was seen. It sleeps the thread: call it off the pool.
-    @discardableResult
-    public static func waitForLockWait(on server: LocalPostgresServer, statement prefix: String) throws -> Bool {
-        for _ in 0..<300 {
-            if try server.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '\(prefix)%'") == "1" { return true }
-            usleep(100_000)
-        }
-        return false
     }
 
     /// The number of pgchorus prepared transactions left on a server.
