@@ -13,15 +13,6 @@ import Wire
         messages.compactMap { if case let .commandComplete(tag) = $0 { tag } else { nil } }
     }
 
-    /// Polls `condition` every 100 ms for at most `seconds`.
-    func eventually(_ seconds: Int, _ condition: () throws -> Bool) async throws -> Bool {
-        for _ in 0..<(seconds * 10) {
-            if try condition() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return false
-    }
-
     /// Session A holds row 1 on the lead, and its update of row 1 still waits in line on db2 (held
     /// up by a lock taken there directly); session B waits on the lead for row 1. When the lead
     /// dies, B's update must not overtake A's on db2: on db3 A's update already holds the row, so
@@ -73,11 +64,7 @@ import Wire
                 let registry = proxy.server.context.registry
                 let (failed, released) = try await runBlocking { () throws -> (Bool, [BackendMessage]) in
                     try servers[0].stop(mode: .immediate)
-                    var failed = false
-                    for _ in 0..<300 where !failed {
-                        failed = registry.status(of: "db1") == .failed
-                        if !failed { usleep(100_000) }
-                    }
+                    let failed = eventuallyBlocking(30) { registry.status(of: "db1") == .failed }
                     // Both sessions have seen the lead go (a re-sent statement reaches db2 in microseconds).
                     usleep(1_000_000)
                     // A's updates now run on db2 in the order the old lead granted them.

@@ -119,7 +119,7 @@ import Wire
                 // A's message is on its way (its length is known, half of its body has come).
                 try a.send(Array(big.readableBytesView.prefix(big.readableBytes / 2)))
                 // (Polled: on a busy run the node's event loop may read it a while later.)
-                #expect(try await eventually(proxy) { $0 >= 3 << 20 - 100 }, "\(proxy.server.context.largeMessageBytesInUse) bytes counted")
+                #expect(try await eventually(30) { proxy.server.context.largeMessageBytesInUse >= 3 << 20 - 100 }, "\(proxy.server.context.largeMessageBytesInUse) bytes counted")
                 // B's does not fit beside it: a clear error, B's session ends, nothing else happens.
                 try b.send(medium)
                 let refused = try b.readUntilClosed()
@@ -140,14 +140,6 @@ import Wire
         }
     }
 
-    /// Whether the node's count of large-message bytes meets `condition` within 30 s.
-    func eventually(_ proxy: RunningProxy, _ condition: (Int) -> Bool) async throws -> Bool {
-        for _ in 0..<300 {
-            if condition(proxy.server.context.largeMessageBytesInUse) { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return false
-    }
-
-    func eventuallyZero(_ proxy: RunningProxy) async throws -> Bool { try await eventually(proxy) { $0 == 0 } }
+    /// Whether the node's count of large-message bytes is back to 0 within 30 s.
+    func eventuallyZero(_ proxy: RunningProxy) async throws -> Bool { try await eventually(30) { proxy.server.context.largeMessageBytesInUse == 0 } }
 }

@@ -88,10 +88,9 @@ extension TimingSensitive {
                 let db3 = servers[2]
                 let (left, conclusive) = try await runBlocking { () throws -> (String, Bool) in
                     var count = "?"
-                    for _ in 0..<50 {
+                    try eventuallyBlocking(5) {
                         count = try db3.psql("select count(*) from pg_stat_activity where application_name = 'pgbench'")
-                        if count == "0" { break }
-                        usleep(100_000)
+                        return count == "0"
                     }
                     return (count, !load.isFinished)
                 }

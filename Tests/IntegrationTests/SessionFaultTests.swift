@@ -12,15 +12,6 @@ import Wire
 /// or refuses a login costs the client nothing and never leaves a backend online that missed a write;
 /// timing outcomes (cancel, timeouts, deadlocks, serialization failures) fail nobody.
 @Suite struct SessionFaultTests {
-    /// Polls `condition` every 100 ms for at most `seconds`.
-    func eventually(_ seconds: Int, _ condition: () throws -> Bool) async throws -> Bool {
-        for _ in 0..<(seconds * 10) {
-            if try condition() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return false
-    }
-
     func online(_ proxy: RunningProxy) -> [String] {
         proxy.server.context.registry.online().map(\.id)
     }

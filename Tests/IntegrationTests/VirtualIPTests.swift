@@ -131,9 +131,9 @@ extension TimingSensitive {
         }
     }
 
-    /// Samples the holders every 10 ms for `seconds`: every moment with two, and each change.
-    /// Samples the holders every 10 ms for `seconds`, on a thread of its own: on a busy run the
-    /// cooperative pool can hold an `await` back for seconds, and the window would pass unsampled.
+    /// Samples the holders every 10 ms for `seconds`: every moment with two, and each change. On a
+    /// thread of its own: on a busy run the cooperative pool can hold an `await` back for seconds, and
+    /// the window would pass unsampled.
     func watchHolders(_ lab: NetworkLab, _ cluster: NodeCluster, seconds: Double) async throws -> (overlaps: [String], changes: [[Int]]) {
         try await runBlocking {
             var overlaps: [String] = []

@@ -11,6 +11,26 @@ public func runBlocking<Value: Sendable>(_ work: @escaping @Sendable () throws -
     }
 }
 
+/// Polls `condition` every 100 ms for at most `seconds`; whether it held.
+public func eventually(_ seconds: Double, _ condition: () throws -> Bool) async throws -> Bool {
+    for _ in 0..<max(1, Int(seconds * 10)) {
+        if try condition() { return true }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return false
+}
+
+/// `eventually` sleeping the calling thread between tries: for steps that run off the pool
+/// (`runBlocking`), where a busy run could hold an `await` back for seconds.
+@discardableResult
+public func eventuallyBlocking(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    for _ in 0..<max(1, Int(seconds * 10)) {
+        if try condition() { return true }
+        usleep(100_000)
+    }
+    return false
+}
+
 /// Blocking `work` started at once on a thread of its own — unlike `async let … = runBlocking`, whose
 /// child task may wait seconds for a thread of the cooperative pool before the work even begins, on a
 /// busy run. For a client that must be running while the test does something else (a fault).
