@@ -71,27 +71,27 @@ public final class CommitEpochs: Sendable {
     let configuration: Configuration
     /// The node's backends as reloads leave them: the probe finds a backend here by id (one added by a
     /// reload is asked too) and lets go of its connection to one no longer online (failed, removed).
-    private let registry: BackendRegistry?
+    private let registry: BackendRegistry
     let logger: Logger
     private let pool = Mutex<NIOThreadPool?>(nil)
     /// Used by the probe loop only, on the pool's single thread.
     private let connections = ProbeConnections()
     static let probeInterval: TimeAmount = .microseconds(300)
 
-    /// `registry` and `signal` make the order cluster-wide when several clustering nodes are configured.
-    init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, signal: ClusterOrderSignal? = nil) {
+    /// With several clustering nodes configured the order is cluster-wide (`signal` carries it).
+    init(configuration: Configuration, logger: Logger, registry: BackendRegistry, signal: ClusterOrderSignal? = nil) {
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
         let clusterWide = configuration.replication.commitEpochs && configuration.replication.clusterOrder
-            && configuration.cluster.nodes.count > 1 && registry != nil
+            && configuration.cluster.nodes.count > 1
         self.state = Mutex(State(schedule: EpochSchedule(clusterWide: clusterWide)))
         // A backend that leaves service (failed, detached, removed by a reload) is not asked any more.
-        registry?.addListener { [weak self] change, _ in
+        registry.addListener { [weak self] change, _ in
             guard change.status != .online else { return }
             self?.pruneProbeConnections()
         }
-        guard clusterWide, let registry else { return }
+        guard clusterWide else { return }
         let signal = signal ?? ClusterOrderSignal()
         let made = ClusterOrder(configuration: configuration, registry: registry, signal: signal, logger: logger,
                                 next: { [weak self] in self?.nextHold() }, reached: { [weak self] in self?.reached($0) })
@@ -397,16 +397,14 @@ public final class CommitEpochs: Sendable {
 
     /// The backend `id` as the node knows it now (a reload may have added or removed it).
     private func backend(_ id: String) -> Configuration.Backend? {
-        if let registry { return registry.entry(id)?.backend }
-        return configuration.backends.first { $0.id == id }
+        registry.entry(id)?.backend
     }
 
     /// Closes the probe's connections to backends that are not online any more (failed, detached,
     /// removed by a reload): an idle session on a server that left the cluster helps nobody. One
     /// needed again is opened again by the next probe that asks there. Runs on the probe's thread.
     private func pruneProbeConnections() {
-        guard let registry else { return }
-        let connections = self.connections
+        let (registry, connections) = (self.registry, self.connections)
         // No pool yet: the probe has opened no connection.
         pool.withLock { $0 }?.submit { state in
             guard case .active = state else { return }
