@@ -50,6 +50,8 @@ public final class ProxyContext: Sendable {
     let abandonedVotes: InDoubtResolver
     /// The votes this node's sessions are carrying out: the periodic resolver leaves them alone.
     public let votesInFlight = VotesInFlight()
+    /// How the node's own connections to the backends log in (the health-check login, kept live).
+    let login: NodeLogin
     /// Probes a lead backend that sessions have waited on for long.
     let prober: BackendProber
     /// The node's order of commits and statements (`replication.commit_epochs`).
@@ -73,8 +75,9 @@ public final class ProxyContext: Sendable {
         self.transactionSerial = Atomic(Int(now * 1000) * 1000)
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
         self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger, inFlight: votesInFlight)
-        self.prober = BackendProber(configuration: configuration, registry: self.registry, logger: logger)
-        self.epochs = CommitEpochs(configuration: configuration, logger: logger, registry: self.registry, signal: orderSignal)
+        self.login = NodeLogin(configuration)
+        self.prober = BackendProber(configuration: configuration, registry: self.registry, login: login, logger: logger)
+        self.epochs = CommitEpochs(configuration: configuration, logger: logger, registry: self.registry, login: login, signal: orderSignal)
         self.messageMemory = MessageMemory(limit: configuration.proxy.messageMemory)
         self.live = Mutex(Live(configuration: configuration, users: try Self.loadUsers(configuration), tlsContext: try Self.loadTLS(configuration),
                                backendTLS: try Self.loadBackendTLS(configuration)))
@@ -151,6 +154,7 @@ public final class ProxyContext: Sendable {
         let tls = try Self.loadTLS(configuration)
         let backendTLS = try Self.loadBackendTLS(configuration)
         live.withLock { $0 = Live(configuration: configuration, users: users, tlsContext: tls, backendTLS: backendTLS) }
+        login.update(configuration)
     }
 
     /// Takes a backend out of service on every node, with why.

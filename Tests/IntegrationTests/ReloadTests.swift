@@ -178,6 +178,59 @@ extension TimingSensitive {
         }
     }
 
+    /// `health_check.user` and `password` reach the node's own connections at a reload: once they
+    /// connect again, the order's lock probe (`pgchorus-epochs`) and the cluster-wide order lock
+    /// (`pgchorus-order`) log in as the reloaded role, as the health checks do (password-protected backends).
+    @Test func theNodesOwnConnectionsLogInAsTheReloadedHealthCheckUser() async throws {
+        let options = PostgresServerOptions(authMethod: "scram-sha-256", superuserPassword: "pw")
+        try await withPostgresServers(count: 2, options: options) { servers in
+            for server in servers { _ = try server.psql("create role ops superuser login password 'ops-pw'", password: "pw") }
+            let login = "[auth]\nusers_file = \"../users.txt\"\n\n" + Self.trustAll
+                + "\n[health_check]\nuser = \"postgres\"\npassword = \"pw\"\n"
+            try await withNodeCluster(count: 2, backends: servers, extra: { _ in login }, files: ["users.txt": "\"postgres\" \"pw\"\n"]) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table r (id int primary key, v int); insert into r values (1, 0); create table u (id serial primary key, v int)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let own = "select coalesce(string_agg(distinct usename, ','), '') from pg_stat_activity where application_name in ('pgchorus-epochs', 'pgchorus-order node1')"
+                let before = try await cluster.waitUntil(seconds: 10) { try servers[0].psql(own, password: "pw") == "postgres" }
+                let seenBefore = try servers[0].psql(own, password: "pw")
+                #expect(before, "node1's order connection on db1: \(seenBefore)")
+
+                try rewrite(cluster) { $0.replacingOccurrences(of: "user = \"postgres\"\npassword = \"pw\"", with: "user = \"ops\"\npassword = \"ops-pw\"") }
+                let reload = try cluster.cli(1, ["reload"])
+                #expect(reload.exitCode == 0 && reload.stdout.contains("health_check"), "\(reload.report)")
+                // The connections open now stay as they are; these end, and the next ones are the reload's.
+                for server in servers {
+                    _ = try server.psql("select pg_terminate_backend(pid) from pg_stat_activity where application_name in ('pgchorus-epochs', 'pgchorus-order node1')", password: "pw")
+                }
+
+                // C holds r's row; B's statement waits for it on the lead: C's commit needs the probe to see
+                // B waiting (a connection of its own), and the cluster-wide lock taken exclusive.
+                let port = cluster.port
+                let (b, c) = (try RawPostgresClient(port: port, host: "127.0.0.2"), try RawPostgresClient(port: port, host: "127.0.0.2"))
+                _ = try b.startup()
+                _ = try c.startup()
+                try await waitBehindHeldRow(holder: c, waiter: b, statement: "INSERT INTO u (v) SELECT v FROM r WHERE id = 1 FOR UPDATE",
+                                            seenAs: "INSERT INTO u", on: servers[0], password: "pw")
+                let cCommit = try await runBlocking { try c.query("COMMIT") }
+                #expect(cCommit.allSatisfy { $0.errorState == nil }, "\(cCommit)")
+                // With a second node, B's statement may be the one the order cancels (40001, docs/replication.md).
+                let bDone = try b.readUntilReady()
+                let bState = bDone.compactMap(\.errorState).first
+                #expect(bState == nil || bState == "40001", "\(bDone)")
+                #expect(try b.query(bState == nil ? "COMMIT" : "ROLLBACK").allSatisfy { $0.errorState == nil })
+                let after = try await cluster.waitUntil(seconds: 10) { try servers[0].psql(own, password: "pw") == "ops" }
+                let seenAfter = try servers[0].psql(own, password: "pw")
+                #expect(after, "node1's own connections on db1 log in as: \(seenAfter)\n\(cluster.problems(1))")
+                let probe = try servers[0].psql("select count(*) from pg_stat_activity where application_name = 'pgchorus-epochs' and usename = 'ops'", password: "pw")
+                #expect(probe == "1", "the order's probe on db1 as ops: \(probe)")
+                #expect(Set(try Consistency.checksums(servers, password: "pw")).count == 1)
+            }
+        }
+    }
+
     /// A backend added on one node only: each node's status warns about the other's list; once both
     /// have it, it is `down` on both and the warnings are gone.
     @Test func backendListsThatDifferBetweenNodesAreShownOnEveryNode() async throws {

@@ -11,8 +11,8 @@ public enum Consistency {
       where c.relkind = 'r' and n.nspname = 'public') x
     """
 
-    public static func checksums(_ servers: [LocalPostgresServer], database: String = "postgres") throws -> [String] {
-        try servers.map { try $0.psql(checksumSQL, database: database) }
+    public static func checksums(_ servers: [LocalPostgresServer], database: String = "postgres", password: String? = nil) throws -> [String] {
+        try servers.map { try $0.psql(checksumSQL, database: database, password: password) }
     }
 
     /// What each server's client sessions are doing now (state, wait, the statement's start) and the

@@ -13,14 +13,16 @@ import Synchronization
 final class BackendProber: Sendable {
     let configuration: Configuration
     let registry: BackendRegistry
+    let login: NodeLogin
     let logger: Logger
     /// Started at the first probe: most nodes never need one.
     private let pool = Mutex<NIOThreadPool?>(nil)
     private let inFlight = Mutex<Set<String>>([])
 
-    init(configuration: Configuration, registry: BackendRegistry, logger: Logger) {
+    init(configuration: Configuration, registry: BackendRegistry, login: NodeLogin, logger: Logger) {
         self.configuration = configuration
         self.registry = registry
+        self.login = login
         self.logger = logger
     }
 
@@ -40,7 +42,7 @@ final class BackendProber: Sendable {
 
     /// How a probe logs in: as the health checks do, its statement bounded by `timeout`.
     func conninfo(_ backend: Configuration.Backend) -> String {
-        let h = configuration.healthCheck
+        let h = login.healthCheck
         return LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
                                         connectTimeout: timeout, application: "pgchorus-probe",
                                         extra: "options=\(LibPQConnection.quote("-c statement_timeout=\(timeout * 1000)"))")

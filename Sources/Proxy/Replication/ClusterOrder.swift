@@ -42,6 +42,8 @@ final class ClusterOrder: Sendable {
     private let link = OrderLink()
     let configuration: Configuration
     let registry: BackendRegistry
+    /// The health-check login as last reloaded, for the order connection's next login.
+    let login: NodeLogin
     let logger: Logger
     let signal: ClusterOrderSignal
     /// Asks the schedule what to hold next; the schedule stops granting under the current hold when
@@ -50,10 +52,11 @@ final class ClusterOrder: Sendable {
     /// Tells the schedule what the node holds now.
     let reached: @Sendable (EpochSchedule.Hold) -> Void
 
-    init(configuration: Configuration, registry: BackendRegistry, signal: ClusterOrderSignal, logger: Logger,
+    init(configuration: Configuration, registry: BackendRegistry, login: NodeLogin, signal: ClusterOrderSignal, logger: Logger,
          next: @escaping @Sendable () -> EpochSchedule.Hold?, reached: @escaping @Sendable (EpochSchedule.Hold) -> Void) {
         self.configuration = configuration
         self.registry = registry
+        self.login = login
         self.signal = signal
         self.logger = logger
         self.next = next
@@ -132,7 +135,7 @@ final class ClusterOrder: Sendable {
         }
         for attempt in 0..<3 {
             do {
-                let c = try link.connection(lead: registry.online().first, configuration: configuration)
+                let c = try link.connection(lead: registry.online().first, configuration: configuration, login: login.healthCheck)
                 try move(c, to: want)
                 return want
             } catch let failure as LibPQConnection.Failure where failure.sqlState == "55P03" {
@@ -202,7 +205,7 @@ final class ClusterOrder: Sendable {
     /// Terminates, on the lead, the other nodes' order connections that hold the lock: those of nodes
     /// the state service finds dead when there are any (frozen or cut off), else every holder.
     private func terminateHolders(attempt: Int) {
-        guard attempt == 0, let c = try? link.connection(lead: registry.online().first, configuration: configuration) else { return }
+        guard attempt == 0, let c = try? link.connection(lead: registry.online().first, configuration: configuration, login: login.healthCheck) else { return }
         let holders = """
         SELECT a.pid, a.application_name
           FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
@@ -251,11 +254,10 @@ private final class OrderLink: @unchecked Sendable {
     var leadID: String?
     var held: EpochSchedule.Hold = .none
 
-    func connection(lead: Configuration.Backend?, configuration: Configuration) throws -> LibPQConnection {
+    func connection(lead: Configuration.Backend?, configuration: Configuration, login h: Configuration.HealthCheck) throws -> LibPQConnection {
         if let connection, lead?.id == leadID { return connection }
         close()
         guard let lead else { throw LibPQConnection.Failure(description: "no backend is online") }
-        let h = configuration.healthCheck
         let timeout = max(1, Int(configuration.replication.followerTimeout * 1000))
         let conninfo = LibPQConnection.conninfo(lead, database: h.database, user: h.user, password: h.password, connectTimeout: 2,
                                                 application: "\(ClusterOrder.applicationName) \(configuration.node.id)",

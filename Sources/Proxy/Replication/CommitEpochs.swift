@@ -72,6 +72,8 @@ public final class CommitEpochs: Sendable {
     /// The node's backends as reloads leave them: the probe finds a backend here by id (one added by a
     /// reload is asked too) and lets go of its connection to one no longer online (failed, removed).
     private let registry: BackendRegistry
+    /// The health-check login as last reloaded, for the probe's new connections.
+    private let login: NodeLogin
     let logger: Logger
     private let pool = Mutex<NIOThreadPool?>(nil)
     /// Used by the probe loop only, on the pool's single thread.
@@ -79,9 +81,10 @@ public final class CommitEpochs: Sendable {
     static let probeInterval: TimeAmount = .microseconds(300)
 
     /// With several clustering nodes configured the order is cluster-wide (`signal` carries it).
-    init(configuration: Configuration, logger: Logger, registry: BackendRegistry, signal: ClusterOrderSignal? = nil) {
+    init(configuration: Configuration, logger: Logger, registry: BackendRegistry, login: NodeLogin, signal: ClusterOrderSignal? = nil) {
         self.configuration = configuration
         self.registry = registry
+        self.login = login
         self.logger = logger
         let clusterWide = configuration.replication.commitEpochs && configuration.replication.clusterOrder
             && configuration.cluster.nodes.count > 1
@@ -93,7 +96,7 @@ public final class CommitEpochs: Sendable {
         }
         guard clusterWide else { return }
         let signal = signal ?? ClusterOrderSignal()
-        let made = ClusterOrder(configuration: configuration, registry: registry, signal: signal, logger: logger,
+        let made = ClusterOrder(configuration: configuration, registry: registry, login: login, signal: signal, logger: logger,
                                 next: { [weak self] in self?.nextHold() }, reached: { [weak self] in self?.reached($0) })
         order.withLock { $0 = made }
         signal.onReceive { [weak self] from in self?.remoteWants(from) }
@@ -455,7 +458,7 @@ public final class CommitEpochs: Sendable {
 
     private func connection(_ backend: Configuration.Backend) throws -> LibPQConnection {
         if let c = connections.byBackend[backend.id] { return c }
-        let h = configuration.healthCheck
+        let h = login.healthCheck
         let conninfo = LibPQConnection.conninfo(backend, database: h.database, user: h.user, password: h.password,
                                                 connectTimeout: 2, application: "pgchorus-epochs",
                                                 extra: "options=\(LibPQConnection.quote("-c statement_timeout=2000"))")
