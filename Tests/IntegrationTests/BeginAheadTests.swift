@@ -22,6 +22,23 @@ import Wire
         }
     }
 
+    /// Sends each group of `groups` (creating table t, a transaction that inserts 1 and rolls back, one
+    /// that inserts 2 and commits), each without error, then finds exactly the row 2 on every server.
+    func rollsBackAndCommitsEverywhere(port: Int, _ servers: [LocalPostgresServer], _ groups: [[FrontendMessage]],
+                                       sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let client = try RawPostgresClient(port: port)
+        _ = try client.startup()
+        for g in groups {
+            try client.send(g)
+            let reply = try client.readUntilReady()
+            #expect(reply.compactMap(\.errorState).isEmpty, "\(g): \(reply)", sourceLocation: sourceLocation)
+        }
+        for s in servers {
+            let c = try LibPQConnection(s.connectionString(), target: s.name)
+            #expect(try c.query("SELECT coalesce(string_agg(id::text, ','), '') FROM t") == [["2"]], sourceLocation: sourceLocation)
+        }
+    }
+
     @Test func aPlainBeginIsAnsweredAsPostgreSQLAnswersItAndOpensTheTransactionOnEveryBackend() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withProxy(backends: servers) { proxy in
@@ -38,18 +55,9 @@ import Wire
 
                 // The transaction the early answer opened is real on every backend: rolled back, nothing;
                 // committed (through the vote), the row everywhere.
-                let client = try RawPostgresClient(port: proxy.port)
-                _ = try client.startup()
-                for q in ["CREATE TABLE t (id int PRIMARY KEY)", "BEGIN", "INSERT INTO t VALUES (1)", "ROLLBACK",
-                          "BEGIN", "INSERT INTO t VALUES (2)", "COMMIT"] {
-                    try client.send(.query(q))
-                    let reply = try client.readUntilReady()
-                    #expect(reply.compactMap(\.errorState).isEmpty, "\(q): \(reply)")
-                }
-                for s in servers {
-                    let c = try LibPQConnection(s.connectionString(), target: s.name)
-                    #expect(try c.query("SELECT coalesce(string_agg(id::text, ','), '') FROM t") == [["2"]])
-                }
+                try rollsBackAndCommitsEverywhere(port: proxy.port, servers, [
+                    "CREATE TABLE t (id int PRIMARY KEY)", "BEGIN", "INSERT INTO t VALUES (1)", "ROLLBACK",
+                    "BEGIN", "INSERT INTO t VALUES (2)", "COMMIT"].map { [.query($0)] })
                 #expect(proxy.server.context.registry.online().count == 2)
             }
         }
@@ -76,27 +84,85 @@ import Wire
     }
 
     /// The answer does not wait for the backend: with the backend frozen (SIGSTOP of its processes) a
-    /// BEGIN is answered all the same, and the transaction goes on once it wakes.
-    @Test func aBeginIsAnsweredWithoutWaitingForTheBackend() async throws {
+    /// BEGIN — a simple Query, or the extended protocol's messages — is answered all the same, and the
+    /// transaction goes on once it wakes.
+    @Test(arguments: [false, true]) func aBeginIsAnsweredWithoutWaitingForTheBackend(extendedProtocol: Bool) async throws {
+        func messages(_ sql: String) -> [FrontendMessage] { extendedProtocol ? Self.extended(sql) : [.query(sql)] }
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in
-                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
                 _ = try client.startup()
                 try client.send(.query("CREATE TABLE t (id int)"))
                 _ = try client.readUntilReady()
                 TimingSensitive.BackendFaultTests.signalTree(servers[0], SIGSTOP)
                 defer { TimingSensitive.BackendFaultTests.signalTree(servers[0], SIGCONT) }
-                try client.send(.query("BEGIN"))
+                try client.send(messages("BEGIN"))
                 let answer = try client.readUntilReady()
                 TimingSensitive.BackendFaultTests.signalTree(servers[0], SIGCONT)
-                #expect(answer == [.commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
-                for q in ["INSERT INTO t VALUES (1)", "COMMIT"] {
-                    try client.send(.query(q))
+                #expect(answer == (extendedProtocol ? [.parseComplete, .bindComplete, .noData] : [])
+                            + [.commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
+                for sql in ["INSERT INTO t VALUES (1)", "COMMIT"] {
+                    try client.send(messages(sql))
                     let reply = try client.readUntilReady()
-                    #expect(reply.compactMap(\.errorState).isEmpty, "\(q): \(reply)")
+                    #expect(reply.compactMap(\.errorState).isEmpty, "\(sql): \(reply)")
                 }
                 let c = try LibPQConnection(servers[0].connectionString(), target: servers[0].name)
                 #expect(try c.query("SELECT count(*) FROM t") == [["1"]])
+            }
+        }
+    }
+
+    /// The messages a raw client gets for each group of extended-protocol messages, sent one group at a time.
+    func extendedReplies(port: Int, _ groups: [[FrontendMessage]]) throws -> [[BackendMessage]] {
+        let client = try RawPostgresClient(port: port)
+        _ = try client.startup()
+        return try groups.map { g in
+            try client.send(g)
+            return try client.readUntilReady()
+        }
+    }
+
+    /// `sql` as libpq's `PQexecParams` sends it (pgbench `-M extended`): Parse, Bind, Describe of the portal, Execute, Sync.
+    static func extended(_ sql: String, describe: Bool = true, parameters: [ByteBuffer?] = [], portal: String = "",
+                         resultFormats: [Int16] = []) -> [FrontendMessage] {
+        [.parse(.init(name: "", query: sql, parameterTypes: [])),
+         .bind(.init(portal: portal, statement: "", parameterFormats: [], parameters: parameters, resultFormats: resultFormats))]
+            + (describe ? [.describe(.portal, portal)] : []) + [.execute(portal: portal, maxRows: 0), .sync]
+    }
+
+    /// The extended protocol's plain BEGIN (pgbench `-M extended`) is answered ahead too, message for
+    /// message as PostgreSQL answers it; what PostgreSQL may answer otherwise (a parameter Bind refuses,
+    /// a named portal, a Describe of the statement, a BEGIN inside a transaction) goes to the backends as before.
+    @Test func anExtendedProtocolBeginIsAnsweredAsPostgreSQLAnswersIt() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let describeStatement: [FrontendMessage] = [.parse(.init(name: "", query: "BEGIN", parameterTypes: [])),
+                    .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+                    .describe(.statement, ""), .execute(portal: "", maxRows: 0), .sync]
+                let conversation: [[FrontendMessage]] = [
+                    Self.extended("BEGIN"), Self.extended("BEGIN"), Self.extended("ROLLBACK"),
+                    Self.extended("start transaction", describe: false, resultFormats: [1]), Self.extended("SHOW transaction_isolation"),
+                    Self.extended("COMMIT"),
+                    Self.extended("BEGIN", parameters: [ByteBuffer(string: "1")]),
+                    Self.extended("BEGIN", portal: "p1"), Self.extended("ROLLBACK"),
+                    describeStatement, Self.extended("ROLLBACK"),
+                    Self.extended("BEGIN", resultFormats: [0, 1]),
+                    Self.extended("BEGIN ISOLATION LEVEL SERIALIZABLE"), Self.extended("SHOW transaction_isolation"), Self.extended("END"),
+                ]
+                let through = try extendedReplies(port: proxy.port, conversation)
+                let direct = try extendedReplies(port: servers[0].port, conversation)
+                #expect(through == direct)
+                #expect(through[0] == [.parseComplete, .bindComplete, .noData, .commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
+                // The second BEGIN was PostgreSQL's to answer (inside a transaction): its warning came through.
+                #expect(through[1].contains { if case let .noticeResponse(f) = $0 { f.sqlState == "25001" } else { false } })
+                #expect(through[6].contains { $0.errorState == "08P01" }, "\(through[6])")
+
+                // The transaction it opened is real on every backend: rolled back, nothing; committed, the row everywhere.
+                try rollsBackAndCommitsEverywhere(port: proxy.port, servers, [
+                    [.query("CREATE TABLE t (id int PRIMARY KEY)")], Self.extended("BEGIN"), Self.extended("INSERT INTO t VALUES (1)"),
+                    Self.extended("ROLLBACK"), Self.extended("BEGIN", describe: false), Self.extended("INSERT INTO t VALUES (2)"),
+                    Self.extended("COMMIT")])
+                #expect(proxy.server.context.registry.online().count == 2)
             }
         }
     }

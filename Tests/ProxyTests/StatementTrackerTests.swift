@@ -36,6 +36,38 @@ import Wire
 
     func text(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
 
+    // MARK: A plain BEGIN alone (answered ahead)
+
+    /// A BEGIN's Parse, Bind, optional Describe of the portal, Execute, Sync.
+    func extendedBegin(_ sql: String = "BEGIN", name: String = "", types: [Int32] = [], portal: String = "",
+                       parameters: [ByteBuffer?] = [], resultFormats: [Int16] = [], describe: FrontendMessage? = .describe(.portal, "")) -> [FrontendMessage] {
+        [.parse(.init(name: name, query: sql, parameterTypes: types)),
+         .bind(.init(portal: portal, statement: name, parameterFormats: [], parameters: parameters, resultFormats: resultFormats))]
+            + (describe.map { [$0] } ?? []) + [.execute(portal: portal, maxRows: 0), .sync]
+    }
+
+    @Test func aPlainBeginAloneIsKnownInBothProtocols() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        #expect(process(&tracker, [.query("begin")]).beginAnswer == .init(tag: "BEGIN"))
+        #expect(process(&tracker, extendedBegin()).beginAnswer == .init(tag: "BEGIN", extended: true, noData: true))
+        #expect(process(&tracker, extendedBegin("START TRANSACTION", describe: nil)).beginAnswer
+                    == .init(tag: "START TRANSACTION", extended: true, noData: false))
+        #expect(process(&tracker, extendedBegin(resultFormats: [1])).beginAnswer != nil)
+        // What PostgreSQL may answer otherwise is not: a parameter (Bind fails), declared parameter types,
+        // a named statement (it may exist already), a named portal, a Describe of the statement,
+        // several result formats, another statement, something beside it, no Sync.
+        let others: [[FrontendMessage]] = [
+            extendedBegin(parameters: [text("1")]), extendedBegin(types: [23]), extendedBegin(name: "s1"),
+            extendedBegin(portal: "p"), extendedBegin(describe: .describe(.statement, "")), extendedBegin(resultFormats: [0, 1]),
+            extendedBegin("BEGIN ISOLATION LEVEL SERIALIZABLE"), extendedBegin("SELECT 1"),
+            extendedBegin(describe: .flush), Array(extendedBegin().dropLast()) + [.flush],
+            [.query("BEGIN; SELECT 1")],
+        ]
+        for messages in others {
+            #expect(process(&tracker, messages).beginAnswer == nil, "\(messages)")
+        }
+    }
+
     // MARK: Simple query
 
     @Test func simpleQueryTimeBecomesALiteral() throws {

@@ -20,8 +20,8 @@ struct StatementTracker {
         var writes = false
         /// The group's only statement is COMMIT/END.
         var isCommit = false
-        /// The group is one simple Query of a plain `BEGIN`: its command tag (`StatementAnalysis.beginTag`).
-        var beginTag: String?
+        /// The group is a plain `BEGIN` alone (`BeginAnswer`): what PostgreSQL answers it with from idle.
+        var beginAnswer: BeginAnswer?
         /// The group has COMMIT/ROLLBACK next to other statements.
         var mixesTransactionControl = false
         /// Every statement is a plain read and the group creates nothing that must exist on every
@@ -161,6 +161,35 @@ struct StatementTracker {
         if !leadOnlyCursors.isEmpty { leadOnlyCursors = leadOnlyCursors.filter(\.value) }
     }
 
+    /// A plain `BEGIN` sent alone, in the simple protocol (one Query) or the extended one: `Parse` of it
+    /// as the unnamed statement with no parameter types, `Bind` of that to the unnamed portal with no
+    /// parameters and at most one format code of each kind, `Describe` of the portal or not,
+    /// `Execute`, `Sync` (pgbench `-M extended`, libpq's `PQexecParams`). From idle PostgreSQL answers
+    /// it with nothing but acknowledgements — those below, the command tag, ReadyForQuery `T` — so
+    /// the node can give that answer itself (`answerBeginAhead`).
+    struct BeginAnswer: Equatable {
+        var tag: String
+        /// ParseComplete, BindComplete and (for the Describe) NoData come before the tag.
+        var extended = false
+        var noData = false
+    }
+
+    /// The extended protocol's plain BEGIN (`BeginAnswer`) among `frames`, already seen as four or
+    /// five messages with one Execute; nil for anything else (which PostgreSQL may answer otherwise:
+    /// a parameter makes Bind fail, a named statement may already exist, a named portal outlives the BEGIN).
+    func extendedBegin(_ frames: [PostgresFrame]) -> BeginAnswer? {
+        guard frames[frames.count - 1].type == FrontendMessage.Kind.sync.rawValue,
+              case let .parse(parse)? = try? FrontendMessage(frame: frames[0]), parse.name.isEmpty, parse.parameterTypes.isEmpty,
+              let tag = statements[""]?.analysis.beginTag,
+              case let .bind(bind)? = try? FrontendMessage(frame: frames[1]), bind.portal.isEmpty, bind.statement.isEmpty,
+              bind.parameters.isEmpty, bind.parameterFormats.count <= 1, bind.resultFormats.count <= 1,
+              case .execute(portal: "", maxRows: _)? = try? FrontendMessage(frame: frames[frames.count - 2]) else { return nil }
+        if frames.count == 5 {
+            guard case .describe(.portal, "")? = try? FrontendMessage(frame: frames[2]) else { return nil }
+        }
+        return BeginAnswer(tag: tag, extended: true, noData: frames.count == 5)
+    }
+
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
         var result = Result()
         // One message passed on unchanged (the usual Query) is not copied: its bytes go as they came.
@@ -183,7 +212,7 @@ struct StatementTracker {
                 let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
-                if single { result.beginTag = analysis.beginTag }
+                if single { result.beginAnswer = analysis.beginTag.map { BeginAnswer(tag: $0) } }
                 executes += 1
                 if analysis.isWrappable { wrappableExecutes += 1 }
                 if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
@@ -297,6 +326,7 @@ struct StatementTracker {
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
         if single && result.bytes.readableBytes == 0 { result.bytes = frames[0].bytes }
+        if executes == 1, frames.count == 4 || frames.count == 5 { result.beginAnswer = extendedBegin(frames) }
         return result
     }
 }

@@ -207,8 +207,8 @@ extension ClientSessionHandler {
                 decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
                 if result.containsCommit { releaseNotificationsIntoTransaction() }
             }
-            if cycle, let tag = result.beginTag, lastStatus == .idle, readiesOwed == 1, routedRead == nil, !openExtendedGroup, !segments.inProgress {
-                answerBeginAhead(result.bytes, tag: tag)
+            if cycle, let answer = result.beginAnswer, lastStatus == .idle, readiesOwed == 1, routedRead == nil, !openExtendedGroup, !segments.inProgress {
+                answerBeginAhead(result.bytes, answer)
                 return
             }
             if replicated, cycle, needsSequenceOrder(result) {
@@ -219,16 +219,22 @@ extension ClientSessionHandler {
         }
     }
 
-    /// A plain `BEGIN` / `START TRANSACTION` (simple protocol) with nothing else owed to the client:
-    /// PostgreSQL answers it from idle with its command tag and nothing else, so the client has that
+    /// A plain `BEGIN` / `START TRANSACTION` (simple or extended protocol, `StatementTracker.BeginAnswer`)
+    /// with nothing else owed to the client: PostgreSQL answers it from idle with its command tag and
+    /// nothing else but the extended protocol's acknowledgements, so the client has that
     /// answer at once and sends its first statement a round trip sooner. The BEGIN itself goes to every backend now, as pgchorus'
     /// own cycle (its reply unseen): each backend's transaction starts when it did before. It needs
     /// no turn in the order of commits (it takes no snapshot), and its statements queue behind it.
-    func answerBeginAhead(_ bytes: ByteBuffer, tag: String) {
+    func answerBeginAhead(_ bytes: ByteBuffer, _ answer: StatementTracker.BeginAnswer) {
         ensureCommitLogIfDue()
         beginAheadSeq = nextSeq
         dispatch(bytes, kind: .hidden, waitsForLead: false)
-        writeClient(.commandComplete(tag))
+        if answer.extended {
+            writeClient(.parseComplete)
+            writeClient(.bindComplete)
+            if answer.noData { writeClient(.noData) }
+        }
+        writeClient(.commandComplete(answer.tag))
         writeClient(.readyForQuery(.inTransaction))
         lastStatus = .inTransaction
         flushClient()
