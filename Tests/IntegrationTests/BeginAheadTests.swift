@@ -84,23 +84,35 @@ import Wire
     }
 
     /// The answer does not wait for the backend: with the backend frozen (SIGSTOP of its processes) a
-    /// BEGIN — a simple Query, or the extended protocol's messages — is answered all the same, and the
-    /// transaction goes on once it wakes.
-    @Test(arguments: [false, true]) func aBeginIsAnsweredWithoutWaitingForTheBackend(extendedProtocol: Bool) async throws {
-        func messages(_ sql: String) -> [FrontendMessage] { extendedProtocol ? Self.extended(sql) : [.query(sql)] }
+    /// BEGIN — a simple Query, the extended protocol's messages, a named statement's Bind — is answered
+    /// all the same, and the transaction goes on once it wakes.
+    @Test(arguments: ["simple", "extended", "prepared"]) func aBeginIsAnsweredWithoutWaitingForTheBackend(protocolMode: String) async throws {
+        func messages(_ sql: String) -> [FrontendMessage] {
+            switch protocolMode {
+            case "simple": [.query(sql)]
+            case "prepared" where sql == "BEGIN": Self.bound("b")
+            default: Self.extended(sql)
+            }
+        }
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in
                 let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
                 _ = try client.startup()
                 try client.send(.query("CREATE TABLE t (id int)"))
                 _ = try client.readUntilReady()
+                try client.send(Self.prepare("b"))
+                #expect(try client.readUntilReady() == [.parseComplete, .readyForQuery(.idle)])
                 TimingSensitive.BackendFaultTests.signalTree(servers[0], SIGSTOP)
                 defer { TimingSensitive.BackendFaultTests.signalTree(servers[0], SIGCONT) }
                 try client.send(messages("BEGIN"))
                 let answer = try client.readUntilReady()
                 TimingSensitive.BackendFaultTests.signalTree(servers[0], SIGCONT)
-                #expect(answer == (extendedProtocol ? [.parseComplete, .bindComplete, .noData] : [])
-                            + [.commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
+                let acknowledgements: [BackendMessage] = switch protocolMode {
+                case "simple": []
+                case "prepared": [.bindComplete, .noData]
+                default: [.parseComplete, .bindComplete, .noData]
+                }
+                #expect(answer == acknowledgements + [.commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
                 for sql in ["INSERT INTO t VALUES (1)", "COMMIT"] {
                     try client.send(messages(sql))
                     let reply = try client.readUntilReady()
@@ -130,6 +142,17 @@ import Wire
             + (describe ? [.describe(.portal, portal)] : []) + [.execute(portal: portal, maxRows: 0), .sync]
     }
 
+    /// Parse of `sql` as named statement `name`, and Sync (pgbench `-M prepared`, libpq's `PQprepare`).
+    static func prepare(_ name: String, _ sql: String = "BEGIN") -> [FrontendMessage] {
+        [.parse(.init(name: name, query: sql, parameterTypes: [])), .sync]
+    }
+
+    /// Named statement `name` bound to the unnamed portal and run (libpq's `PQexecPrepared`).
+    static func bound(_ name: String, describe: Bool = true) -> [FrontendMessage] {
+        [.bind(.init(portal: "", statement: name, parameterFormats: [], parameters: [], resultFormats: [0]))]
+            + (describe ? [.describe(.portal, "")] : []) + [.execute(portal: "", maxRows: 0), .sync]
+    }
+
     /// The extended protocol's plain BEGIN (pgbench `-M extended`) is answered ahead too, message for
     /// message as PostgreSQL answers it; what PostgreSQL may answer otherwise (a parameter Bind refuses,
     /// a named portal, a Describe of the statement, a BEGIN inside a transaction) goes to the backends as before.
@@ -148,6 +171,11 @@ import Wire
                     describeStatement, Self.extended("ROLLBACK"),
                     Self.extended("BEGIN", resultFormats: [0, 1]),
                     Self.extended("BEGIN ISOLATION LEVEL SERIALIZABLE"), Self.extended("SHOW transaction_isolation"), Self.extended("END"),
+                    // A named statement (pgbench -M prepared): answered ahead once its Parse was answered; parsed
+                    // again under the same name (PostgreSQL refuses), deallocated in SQL, closed: PostgreSQL's again.
+                    Self.prepare("b1"), Self.bound("b1"), Self.extended("ROLLBACK"), Self.prepare("b1"), Self.bound("b1", describe: false),
+                    Self.extended("COMMIT"), [.query("DEALLOCATE b1")], Self.bound("b1"), Self.prepare("b1"), Self.bound("b1"),
+                    [.close(.statement, "b1"), .sync], Self.extended("ROLLBACK"), Self.bound("b1"),
                 ]
                 let through = try extendedReplies(port: proxy.port, conversation)
                 let direct = try extendedReplies(port: servers[0].port, conversation)
@@ -156,6 +184,9 @@ import Wire
                 // The second BEGIN was PostgreSQL's to answer (inside a transaction): its warning came through.
                 #expect(through[1].contains { if case let .noticeResponse(f) = $0 { f.sqlState == "25001" } else { false } })
                 #expect(through[6].contains { $0.errorState == "08P01" }, "\(through[6])")
+                #expect(through[16] == [.bindComplete, .noData, .commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
+                #expect(through[18].contains { $0.errorState == "42P05" }, "\(through[18])")
+                #expect(through[22].contains { $0.errorState == "26000" }, "\(through[22])")
 
                 // The transaction it opened is real on every backend: rolled back, nothing; committed, the row everywhere.
                 try rollsBackAndCommitsEverywhere(port: proxy.port, servers, [

@@ -68,6 +68,37 @@ import Wire
         }
     }
 
+    /// A named BEGIN (pgbench `-M prepared`) is answered ahead only once the lead answered its Parse,
+    /// and no longer after a Close, a Parse of the name again, or anything that may deallocate it.
+    @Test func aNamedBeginIsAnsweredAheadOnlyWhileTheLeadIsKnownToHoldIt() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let bind: [FrontendMessage] = [.bind(.init(portal: "", statement: "b", parameterFormats: [], parameters: [], resultFormats: [0])),
+                                       .describe(.portal, ""), .execute(portal: "", maxRows: 0), .sync]
+        let parse: [FrontendMessage] = [.parse(.init(name: "u", query: "SELECT 1", parameterTypes: [])),
+                                        .parse(.init(name: "b", query: "BEGIN", parameterTypes: [])), .sync]
+        let parsed = process(&tracker, parse)
+        #expect(parsed.beginParses.map(\.parse) == [1] && parsed.beginParses.map(\.name) == ["b"])
+        #expect(process(&tracker, bind).beginAnswer == nil)
+        tracker.beginParsed("b")
+        #expect(process(&tracker, bind).beginAnswer == .init(tag: "BEGIN", extended: true, parse: false, noData: true))
+        #expect(process(&tracker, bind.filter { if case .describe = $0 { false } else { true } }).beginAnswer
+                    == .init(tag: "BEGIN", extended: true, parse: false, noData: false))
+        for gone: [FrontendMessage] in [[.query("DEALLOCATE b")], [.query("discard all")], [.close(.statement, "b"), .sync],
+                                        [.parse(.init(name: "b", query: "BEGIN", parameterTypes: [])), .sync],
+                                        [.parse(.init(name: "", query: "deallocate all", parameterTypes: [])), .sync]] {
+            _ = process(&tracker, [.close(.statement, "b"), .parse(.init(name: "b", query: "BEGIN", parameterTypes: [])), .sync])
+            tracker.beginParsed("b")
+            #expect(process(&tracker, bind).beginAnswer != nil)
+            _ = process(&tracker, gone)
+            #expect(process(&tracker, bind).beginAnswer == nil, "\(gone)")
+        }
+        // Not a plain BEGIN, or parameters declared: never one.
+        _ = process(&tracker, [.parse(.init(name: "b", query: "BEGIN READ ONLY", parameterTypes: [])), .sync])
+        tracker.beginParsed("b")
+        #expect(process(&tracker, bind).beginAnswer == nil)
+        #expect(process(&tracker, [.parse(.init(name: "c", query: "BEGIN", parameterTypes: [23])), .sync]).beginParses.isEmpty)
+    }
+
     // MARK: Simple query
 
     @Test func simpleQueryTimeBecomesALiteral() throws {

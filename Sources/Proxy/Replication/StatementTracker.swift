@@ -22,6 +22,9 @@ struct StatementTracker {
         var isCommit = false
         /// The group is a plain `BEGIN` alone (`BeginAnswer`): what PostgreSQL answers it with from idle.
         var beginAnswer: BeginAnswer?
+        /// Named statements of a plain BEGIN the group parses, with the place of their Parse among the
+        /// group's Parses: each becomes a `beginStatements` once the lead has answered that Parse.
+        var beginParses: [(parse: Int, name: String)] = []
         /// The group has COMMIT/ROLLBACK next to other statements.
         var mixesTransactionControl = false
         /// Every statement is a plain read and the group creates nothing that must exist on every
@@ -55,6 +58,9 @@ struct StatementTracker {
     }
 
     var statements: [String: Prepared] = [:]
+    /// Named statements of a plain BEGIN the lead is known to hold (its ParseComplete came, no Close,
+    /// `DEALLOCATE` or `DISCARD` since): a Bind of one alone is answered ahead (`BeginAnswer`).
+    private(set) var beginStatements: Set<String> = []
     /// A statement text's analysis depends on the text alone: kept for texts sent again.
     struct Analysed {
         var analysis: StatementAnalysis
@@ -169,25 +175,50 @@ struct StatementTracker {
     /// the node can give that answer itself (`answerBeginAhead`).
     struct BeginAnswer: Equatable {
         var tag: String
-        /// ParseComplete, BindComplete and (for the Describe) NoData come before the tag.
+        /// BindComplete and (for the Describe) NoData come before the tag, ParseComplete before them
+        /// when the group parsed the statement.
         var extended = false
+        var parse = true
         var noData = false
     }
 
-    /// The extended protocol's plain BEGIN (`BeginAnswer`) among `frames`, already seen as four or
-    /// five messages with one Execute; nil for anything else (which PostgreSQL may answer otherwise:
-    /// a parameter makes Bind fail, a named statement may already exist, a named portal outlives the BEGIN).
+    /// The extended protocol's plain BEGIN (`BeginAnswer`) among `frames`, already seen as three to
+    /// five messages with one Execute: Parse of the unnamed statement then its Bind, or a Bind alone of
+    /// a named statement the lead is known to hold (`beginStatements`; pgbench `-M prepared`); nil
+    /// for anything else (which PostgreSQL may answer otherwise: a parameter makes Bind fail, a named
+    /// statement may already exist or be gone, a named portal outlives the BEGIN).
     func extendedBegin(_ frames: [PostgresFrame]) -> BeginAnswer? {
         guard frames[frames.count - 1].type == FrontendMessage.Kind.sync.rawValue,
-              case let .parse(parse)? = try? FrontendMessage(frame: frames[0]), parse.name.isEmpty, parse.parameterTypes.isEmpty,
-              let tag = statements[""]?.analysis.beginTag,
-              case let .bind(bind)? = try? FrontendMessage(frame: frames[1]), bind.portal.isEmpty, bind.statement.isEmpty,
-              bind.parameters.isEmpty, bind.parameterFormats.count <= 1, bind.resultFormats.count <= 1,
               case .execute(portal: "", maxRows: _)? = try? FrontendMessage(frame: frames[frames.count - 2]) else { return nil }
-        if frames.count == 5 {
-            guard case .describe(.portal, "")? = try? FrontendMessage(frame: frames[2]) else { return nil }
+        let parsed = frames[0].type == FrontendMessage.Kind.parse.rawValue
+        if parsed {
+            guard case let .parse(parse)? = try? FrontendMessage(frame: frames[0]), parse.name.isEmpty, parse.parameterTypes.isEmpty
+            else { return nil }
         }
-        return BeginAnswer(tag: tag, extended: true, noData: frames.count == 5)
+        let bindAt = parsed ? 1 : 0
+        guard frames.count - bindAt == 3 || frames.count - bindAt == 4,
+              case let .bind(bind)? = try? FrontendMessage(frame: frames[bindAt]), bind.portal.isEmpty,
+              parsed ? bind.statement.isEmpty : beginStatements.contains(bind.statement),
+              let tag = statements[bind.statement]?.analysis.beginTag,
+              bind.parameters.isEmpty, bind.parameterFormats.count <= 1, bind.resultFormats.count <= 1 else { return nil }
+        let described = frames.count - bindAt == 4
+        if described {
+            guard case .describe(.portal, "")? = try? FrontendMessage(frame: frames[bindAt + 1]) else { return nil }
+        }
+        return BeginAnswer(tag: tag, extended: true, parse: parsed, noData: described)
+    }
+
+    /// The lead answered the Parse of named statement `name`, a plain BEGIN (`Result.beginParses`).
+    mutating func beginParsed(_ name: String) {
+        if statements[name]?.analysis.beginTag != nil { beginStatements.insert(name) }
+    }
+
+    /// Statement texts that may drop protocol-level prepared statements behind the tracker's back.
+    static let deallocating: [[UInt8]] = [Array("deallocate".utf8), Array("discard".utf8)]
+
+    /// A statement text that may deallocate prepared statements: none is known to be held any more.
+    private mutating func noteDeallocation(_ sql: String) {
+        if !beginStatements.isEmpty, SessionReplay.mentions(sql, needles: Self.deallocating) { beginStatements = [] }
     }
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
@@ -199,6 +230,7 @@ struct StatementTracker {
             if !single { result.bytes.appendReadableBytes(of: frame.bytes) }
         }
         var executes = 0
+        var parses = 0
         var commitExecutes = 0
         var wrappableExecutes = 0
         var targetOnlyExecutes = 0
@@ -210,6 +242,7 @@ struct StatementTracker {
                     continue
                 }
                 let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis
+                noteDeallocation(sql)
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
                 if single { result.beginAnswer = analysis.beginTag.map { BeginAnswer(tag: $0) } }
@@ -239,6 +272,13 @@ struct StatementTracker {
                     analyses.keep(analysed, for: parse.query)
                 }
                 let analysis = analysed.analysis
+                noteDeallocation(parse.query)
+                if !parse.name.isEmpty {
+                    // Parsed again: until the lead answers, it may have failed (the name was in use).
+                    beginStatements.remove(parse.name)
+                    if analysis.beginTag != nil, parse.parameterTypes.isEmpty { result.beginParses.append((parses, parse.name)) }
+                }
+                parses += 1
                 var prepared = Prepared(analysis: analysis, timeParameter: nil)
                 // A client may write `$70000` (or a number beyond Int): bounded, so the counts below stay encodable.
                 let parameters = max(parse.parameterTypes.count,
@@ -308,7 +348,12 @@ struct StatementTracker {
             case FrontendMessage.Kind.close.rawValue:
                 result.isPlainRead = false
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
-                    if target == .statement { statements[name] = nil } else { portals[name] = nil }
+                    if target == .statement {
+                        statements[name] = nil
+                        beginStatements.remove(name)
+                    } else {
+                        portals[name] = nil
+                    }
                 }
                 passUnchanged(frame)
             case FrontendMessage.Kind.functionCall.rawValue:
@@ -326,7 +371,7 @@ struct StatementTracker {
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
         if single && result.bytes.readableBytes == 0 { result.bytes = frames[0].bytes }
-        if executes == 1, frames.count == 4 || frames.count == 5 { result.beginAnswer = extendedBegin(frames) }
+        if executes == 1, frames.count >= 3, frames.count <= 5 { result.beginAnswer = extendedBegin(frames) }
         return result
     }
 }

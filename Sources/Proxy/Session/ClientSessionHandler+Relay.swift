@@ -50,6 +50,8 @@ struct GroupFlags {
     var readsOnlyItsTarget = false
     /// A FunctionCall that creates a large object with an OID of the server's choosing.
     var createsLargeObject = false
+    /// Named statements of a plain BEGIN the group parses (`StatementTracker.Result.beginParses`).
+    var beginParses: [(parse: Int, name: String)] = []
 }
 
 extension ClientSessionHandler {
@@ -202,7 +204,8 @@ extension ClientSessionHandler {
             let flags = GroupFlags(writes: result.writes, answerWhenAll: replicated && cycle && result.writes && !wrap && lastStatus == .idle,
                                    mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
                                    readsOnlyItsTarget: result.readsOnlyItsTarget,
-                                   createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil)
+                                   createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil,
+                                   beginParses: result.beginParses)
             if replicated, cycle, !openExtendedGroup {
                 decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
                 if result.containsCommit { releaseNotificationsIntoTransaction() }
@@ -230,7 +233,7 @@ extension ClientSessionHandler {
         beginAheadSeq = nextSeq
         dispatch(bytes, kind: .hidden, waitsForLead: false)
         if answer.extended {
-            writeClient(.parseComplete)
+            if answer.parse { writeClient(.parseComplete) }
             writeClient(.bindComplete)
             if answer.noData { writeClient(.noData) }
         }
@@ -238,6 +241,16 @@ extension ClientSessionHandler {
         writeClient(.readyForQuery(.inTransaction))
         lastStatus = .inTransaction
         flushClient()
+    }
+
+    /// The lead answered one more Parse of client cycle `seq`: PostgreSQL answers a group's Parses in
+    /// order (an error skips the rest), so the count says which; a named plain BEGIN among them is
+    /// known to be held from now on (`StatementTracker.beginStatements`).
+    func beginParseAnswered(_ seq: Int) {
+        guard let i = pendingBeginParses.firstIndex(where: { $0.seq == seq }) else { return }
+        let n = pendingBeginParses[i].seen
+        pendingBeginParses[i].seen += 1
+        for p in pendingBeginParses[i].parses where p.parse == n { tracker.beginParsed(p.name) }
     }
 
     /// A BEGIN answered ahead left backend `index` outside a transaction (a CancelRequest of the
@@ -387,6 +400,7 @@ extension ClientSessionHandler {
         }
         let seq = nextSeq
         if cycle && flags.writes { comparison.noteWrite(seq) }
+        if cycle, !flags.beginParses.isEmpty { pendingBeginParses.append((seq, 0, flags.beginParses)) }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
                  answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl,
                  createsLargeObject: flags.createsLargeObject)
@@ -590,6 +604,7 @@ extension ClientSessionHandler {
         switch exp.kind {
         case .client:
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
+            if frame.type == BackendMessage.Kind.parseComplete.rawValue, !pendingBeginParses.isEmpty { beginParseAnswered(exp.seq) }
             if frame.type == BackendMessage.Kind.functionCallResponse.rawValue { largeObjectCreated(frame, seq: exp.seq) }
             if frame.type == BackendMessage.Kind.commandComplete.rawValue, frame.body.readableBytesView.elementsEqual(Self.dropDatabaseTag) {
                 // Its name may come back as a new database, without pgchorus' schema.
@@ -652,6 +667,7 @@ extension ClientSessionHandler {
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
+        if index == lead, !pendingBeginParses.isEmpty { pendingBeginParses.removeAll { $0.seq <= exp.seq } }
         switch exp.kind {
         case .client:
             var compared = liveCount > 1

@@ -109,6 +109,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var clusterOrderLockSeq: Int?
     /// The cycle of the last BEGIN answered ahead (`answerBeginAhead`): every backend must end it in a transaction.
     var beginAheadSeq: Int?
+    /// Client cycles that parse named statements of a plain BEGIN (`StatementTracker.Result.beginParses`):
+    /// the lead's ParseCompletes of the cycle counted so far (`beginParseAnswered`).
+    var pendingBeginParses: [(seq: Int, seen: Int, parses: [(parse: Int, name: String)])] = []
     /// The lead ended the session with 57P01 and the node is asking whether its server still serves
     /// (`backendLost`): the cause of the loss, while the answer is awaited.
     var terminationCheck: String?
