@@ -188,9 +188,11 @@ struct StatementTracker {
     /// for anything else (which PostgreSQL may answer otherwise: a parameter makes Bind fail, a named
     /// statement may already exist or be gone, a named portal outlives the BEGIN).
     func extendedBegin(_ frames: [PostgresFrame]) -> BeginAnswer? {
+        let parsed = frames[0].type == FrontendMessage.Kind.parse.rawValue
+        // This runs for every extended-protocol statement: what costs no decoding is looked at first.
+        if parsed ? statements[""]?.analysis.beginTag == nil : beginStatements.isEmpty { return nil }
         guard frames[frames.count - 1].type == FrontendMessage.Kind.sync.rawValue,
               case .execute(portal: "", maxRows: _)? = try? FrontendMessage(frame: frames[frames.count - 2]) else { return nil }
-        let parsed = frames[0].type == FrontendMessage.Kind.parse.rawValue
         if parsed {
             guard case let .parse(parse)? = try? FrontendMessage(frame: frames[0]), parse.name.isEmpty, parse.parameterTypes.isEmpty
             else { return nil }
