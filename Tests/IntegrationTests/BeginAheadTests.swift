@@ -197,4 +197,66 @@ import Wire
             }
         }
     }
+
+    /// The messages a raw client gets for each group of messages, sent one group at a time, each group
+    /// read up to as many ReadyForQuery as it has Syncs and Queries.
+    func pipelinedReplies(port: Int, _ groups: [[FrontendMessage]]) throws -> [[BackendMessage]] {
+        let client = try RawPostgresClient(port: port)
+        _ = try client.startup()
+        return try groups.map { g in
+            try client.send(g)
+            let readies = g.filter { if case .sync = $0 { true } else if case .query = $0 { true } else { false } }.count
+            return try (0..<readies).flatMap { _ in try client.readUntilReady() }
+        }
+    }
+
+    /// A named BEGIN dropped before the lead answered its Parse (pipelined in the same write), dropped
+    /// by running an earlier-parsed `DEALLOCATE ALL`, or parsed in a pipeline an earlier error skips
+    /// (after a part ended by Flush) is not held: the Bind gets PostgreSQL's 26000, message for message
+    /// as directly. A function that deallocates is beyond what the node can see: the BEGIN answered
+    /// ahead misses on every backend alike, the session ends and no backend is failed.
+    @Test func aNamedBeginDroppedWhereTheNodeCannotTellIsNotAnsweredAheadAndFailsNoBackend() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let conversation: [[FrontendMessage]] = [
+                    Self.prepare("b1") + [.query("DEALLOCATE ALL")], Self.bound("b1"),
+                    Self.prepare("d", "DEALLOCATE ALL"), Self.prepare("b2"),
+                    [.bind(.init(portal: "", statement: "d", parameterFormats: [], parameters: [], resultFormats: [])),
+                     .execute(portal: "", maxRows: 0), .sync], Self.bound("b2"),
+                    [.parse(.init(name: "q", query: "SELECT 1/0", parameterTypes: [])),
+                     .bind(.init(portal: "", statement: "q", parameterFormats: [], parameters: [], resultFormats: [])),
+                     .execute(portal: "", maxRows: 0), .flush] + Self.prepare("b3"), Self.bound("b3"),
+                    Self.prepare("b4") + [.close(.statement, "b4"), .parse(.init(name: "b4", query: "BEGIN", parameterTypes: [23])), .sync],
+                    Self.bound("b4"),
+                ]
+                let through = try pipelinedReplies(port: proxy.port, conversation)
+                let direct = try pipelinedReplies(port: servers[0].port, conversation)
+                #expect(through == direct)
+                for i in [1, 5, 7] { #expect(through[i].contains { $0.errorState == "26000" }, "\(i): \(through[i])") }
+                #expect(through[9].contains { $0.errorState == "08P01" }, "\(through[9])")
+                let states = { proxy.server.context.registry.states().map { "\($0.id) \($0.status): \($0.reason)" } }
+                #expect(proxy.server.context.registry.online().count == 2, "\(states())")
+
+                let setup = try RawPostgresClient(port: proxy.port)
+                _ = try setup.startup()
+                #expect(try setup.query("CREATE FUNCTION dealloc() RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'DEALLOCATE ALL'; END$$")
+                    .compactMap(\.errorState).isEmpty)
+                let client = try RawPostgresClient(port: proxy.port)
+                _ = try client.startup()
+                try client.send(Self.prepare("b5"))
+                _ = try client.readUntilReady()
+                _ = try client.query("SELECT dealloc()")
+                try client.send(Self.bound("b5"))
+                // Answered ahead (the node cannot know), then the session ends: the backends all missed alike.
+                #expect(try client.readUntilReady() == [.bindComplete, .noData, .commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
+                let end = try client.readUntilClosed()
+                #expect(end.contains { $0.errorState == "08006" }, "\(end)")
+                // Both backends answered before the session ended (the lead's answer ends it; the follower's
+                // came first or is ignored once it has ended): neither was failed, and the node still serves.
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(proxy.server.context.registry.online().count == 2, "\(states())")
+                #expect(try setup.query("SELECT 1").compactMap(\.errorState).isEmpty)
+            }
+        }
+    }
 }

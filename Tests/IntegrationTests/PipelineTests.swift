@@ -45,6 +45,51 @@ import Wire
         }
     }
 
+    /// A part of a group ended by Flush goes to the followers at once, its cycle (after Sync) only once
+    /// the lead has answered it: the followers' answers to the part come before their cycle is owed.
+    /// They count with that cycle on every backend alike, whichever arrived first on the lead: no
+    /// follower is failed for it, sent in one write or waited for before the Sync (asyncpg's prepare).
+    @Test func answersToAPartEndedByFlushCountWithTheCycleThatFollowsOnEveryBackend() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                // The lead's cycle is slow (pg_sleep): a follower has answered the Flush part long before it gets the cycle.
+                let groups: [[FrontendMessage]] = [
+                    extended("SELECT 1") + [.flush] + extended("SELECT pg_sleep(0.2)") + [.sync],
+                    extended("SELECT 1/0") + [.flush] + extended("SELECT 2") + [.sync],
+                    [.parse(.init(name: "s", query: "SELECT $1::int + 1", parameterTypes: [])), .describe(.statement, "s"), .flush],
+                    [.bind(.init(portal: "", statement: "s", parameterFormats: [], parameters: [ByteBuffer(string: "41")], resultFormats: [])),
+                     .execute(portal: "", maxRows: 0), .sync],
+                ]
+                func conversation(_ port: Int) throws -> [[BackendMessage]] {
+                    let client = try RawPostgresClient(port: port, timeoutSeconds: 20)
+                    _ = try client.startup()
+                    var replies: [[BackendMessage]] = []
+                    for round in 0..<3 {
+                        for g in groups[0..<2] {
+                            try client.send(g)
+                            replies.append(try client.readUntilReady())
+                        }
+                        // Parse and Describe ended by Flush, their answers read before the rest is sent.
+                        try client.send(groups[2])
+                        var described: [BackendMessage] = []
+                        for _ in 0..<3 { if let m = try client.read() { described.append(m) } }
+                        try client.send(groups[3])
+                        replies.append(described + (try client.readUntilReady()))
+                        try client.send([.close(.statement, "s"), .sync])
+                        replies.append(try client.readUntilReady())
+                        #expect(proxy.server.context.registry.online().count == 2, "round \(round): \(proxy.server.context.registry.states().map(\.reason))")
+                    }
+                    return replies
+                }
+                let through = try conversation(proxy.port)
+                let direct = try conversation(servers[0].port)
+                #expect(through == direct)
+                #expect(through[1].contains { $0.errorState == "22012" }, "\(through[1])")
+                #expect(proxy.server.context.registry.online().count == 2, "\(proxy.server.context.registry.states().map(\.reason))")
+            }
+        }
+    }
+
     /// Statements sent back to back: the answer of DDL (held until every backend has it) is not
     /// overtaken by the replies of the statement after it.
     @Test func repliesOfPipelinedStatementsKeepTheirOrder() async throws {

@@ -79,22 +79,50 @@ import Wire
         let parsed = process(&tracker, parse)
         #expect(parsed.beginParses.map(\.parse) == [1] && parsed.beginParses.map(\.name) == ["b"])
         #expect(process(&tracker, bind).beginAnswer == nil)
-        tracker.beginParsed("b")
+        tracker.beginParsed("b", token: parsed.beginParses[0].token)
         #expect(process(&tracker, bind).beginAnswer == .init(tag: "BEGIN", extended: true, parse: false, noData: true))
         #expect(process(&tracker, bind.filter { if case .describe = $0 { false } else { true } }).beginAnswer
                     == .init(tag: "BEGIN", extended: true, parse: false, noData: false))
-        for gone: [FrontendMessage] in [[.query("DEALLOCATE b")], [.query("discard all")], [.close(.statement, "b"), .sync],
-                                        [.parse(.init(name: "b", query: "BEGIN", parameterTypes: [])), .sync],
-                                        [.parse(.init(name: "", query: "deallocate all", parameterTypes: [])), .sync]] {
-            _ = process(&tracker, [.close(.statement, "b"), .parse(.init(name: "b", query: "BEGIN", parameterTypes: [])), .sync])
-            tracker.beginParsed("b")
+        /// Parses "b" again (after a Close) and returns the token of that Parse.
+        func reparse() -> Int {
+            process(&tracker, [.close(.statement, "b"), .parse(.init(name: "b", query: "BEGIN", parameterTypes: [])), .sync]).beginParses[0].token
+        }
+        // A text that deallocates, run as a Query, parsed, or executed again from an earlier Parse.
+        _ = process(&tracker, [.parse(.init(name: "d", query: "DEALLOCATE ALL", parameterTypes: [])), .sync])
+        let executeD: [FrontendMessage] = [.bind(.init(portal: "", statement: "d", parameterFormats: [], parameters: [], resultFormats: [])),
+                                           .execute(portal: "", maxRows: 0), .sync]
+        let drops: [[FrontendMessage]] = [[.query("DEALLOCATE b")], [.query("discard all")], [.close(.statement, "b"), .sync],
+                                          [.parse(.init(name: "b", query: "BEGIN", parameterTypes: [])), .sync],
+                                          [.parse(.init(name: "b", query: "BEGIN", parameterTypes: [23])), .sync],
+                                          [.parse(.init(name: "", query: "deallocate all", parameterTypes: [])), .sync],
+                                          executeD,
+                                          // An Execute of a portal of a statement not seen parsed (SQL PREPARE): it may deallocate.
+                                          [.bind(.init(portal: "", statement: "sqlprepared", parameterFormats: [], parameters: [], resultFormats: [])),
+                                           .execute(portal: "", maxRows: 0), .sync]]
+        for gone in drops {
+            tracker.beginParsed("b", token: reparse())
             #expect(process(&tracker, bind).beginAnswer != nil)
             _ = process(&tracker, gone)
             #expect(process(&tracker, bind).beginAnswer == nil, "\(gone)")
         }
+        // Dropped after the Parse was sent but before the lead answered it (all pipelined): the answer
+        // to that Parse no longer says the statement is held.
+        for gone in drops {
+            let token = reparse()
+            _ = process(&tracker, gone)
+            tracker.beginParsed("b", token: token)
+            #expect(process(&tracker, bind).beginAnswer == nil, "before the answer: \(gone)")
+        }
+        // Parsed twice before the lead answered either: only the answer to the latest Parse counts.
+        let first = reparse(), second = reparse()
+        tracker.beginParsed("b", token: first)
+        #expect(process(&tracker, bind).beginAnswer == nil)
+        tracker.beginParsed("b", token: second)
+        #expect(process(&tracker, bind).beginAnswer != nil)
         // Not a plain BEGIN, or parameters declared: never one.
-        _ = process(&tracker, [.parse(.init(name: "b", query: "BEGIN READ ONLY", parameterTypes: [])), .sync])
-        tracker.beginParsed("b")
+        let readOnly = process(&tracker, [.parse(.init(name: "b", query: "BEGIN READ ONLY", parameterTypes: [])), .sync])
+        #expect(readOnly.beginParses.isEmpty)
+        tracker.beginParsed("b", token: second)
         #expect(process(&tracker, bind).beginAnswer == nil)
         #expect(process(&tracker, [.parse(.init(name: "c", query: "BEGIN", parameterTypes: [23])), .sync]).beginParses.isEmpty)
     }

@@ -9,6 +9,8 @@ import Wire
 struct StatementTracker {
     struct Prepared {
         var analysis: StatementAnalysis
+        /// Its text mentions `DEALLOCATE` or `DISCARD`: running it may drop prepared statements.
+        var deallocates = false
         /// For a named statement whose time expressions became parameter `$n`: n.
         var timeParameter: Int?
     }
@@ -24,7 +26,7 @@ struct StatementTracker {
         var beginAnswer: BeginAnswer?
         /// Named statements of a plain BEGIN the group parses, with the place of their Parse among the
         /// group's Parses: each becomes a `beginStatements` once the lead has answered that Parse.
-        var beginParses: [(parse: Int, name: String)] = []
+        var beginParses: [(parse: Int, name: String, token: Int)] = []
         /// The group has COMMIT/ROLLBACK next to other statements.
         var mixesTransactionControl = false
         /// Every statement is a plain read and the group creates nothing that must exist on every
@@ -66,7 +68,12 @@ struct StatementTracker {
         var analysis: StatementAnalysis
         /// The highest `$n` in the text (worked out for Parse only).
         var highestParameter: Int?
-        init(_ analysis: StatementAnalysis) { self.analysis = analysis }
+        /// The text mentions `DEALLOCATE` or `DISCARD` (`StatementTracker.deallocating`).
+        var deallocates: Bool
+        init(_ sql: String) {
+            analysis = StatementAnalysis(sql)
+            deallocates = SessionReplay.mentions(sql, needles: StatementTracker.deallocating)
+        }
     }
     var analyses = TextMemo<Analysed>()
     var portals: [String: String] = [:]
@@ -210,17 +217,38 @@ struct StatementTracker {
         return BeginAnswer(tag: tag, extended: true, parse: parsed, noData: described)
     }
 
-    /// The lead answered the Parse of named statement `name`, a plain BEGIN (`Result.beginParses`).
-    mutating func beginParsed(_ name: String) {
+    /// The lead answered the Parse of named statement `name`, a plain BEGIN (`Result.beginParses`):
+    /// it is held from now on unless something processed since that Parse may have dropped or
+    /// replaced it (a Close, the name parsed again, a text that may deallocate), which forgot `token`.
+    mutating func beginParsed(_ name: String, token: Int) {
+        guard pendingBegins[name] == token else { return }
+        pendingBegins[name] = nil
         if statements[name]?.analysis.beginTag != nil { beginStatements.insert(name) }
     }
 
     /// Statement texts that may drop protocol-level prepared statements behind the tracker's back.
     static let deallocating: [[UInt8]] = [Array("deallocate".utf8), Array("discard".utf8)]
 
-    /// A statement text that may deallocate prepared statements: none is known to be held any more.
-    private mutating func noteDeallocation(_ sql: String) {
-        if !beginStatements.isEmpty, SessionReplay.mentions(sql, needles: Self.deallocating) { beginStatements = [] }
+    /// Named plain BEGINs parsed, their Parse not yet answered by the lead: name → the token the
+    /// Parse was given (`Result.beginParses`). Anything that may drop the name forgets its entry.
+    private var pendingBegins: [String: Int] = [:]
+    private var beginTokens = 0
+
+    /// Something may have dropped or replaced named statement `name` (nil: any of them).
+    private mutating func forgetBegin(_ name: String?) {
+        if let name {
+            beginStatements.remove(name)
+            pendingBegins[name] = nil
+        } else {
+            beginStatements = []
+            pendingBegins = [:]
+        }
+    }
+
+    /// A statement that may deallocate prepared statements (its text, or an Execute of a statement
+    /// the tracker did not see parsed) was sent: none is known to be held any more.
+    private mutating func noteDeallocation(_ deallocates: Bool) {
+        if deallocates, !beginStatements.isEmpty || !pendingBegins.isEmpty { forgetBegin(nil) }
     }
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
@@ -243,8 +271,9 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis
-                noteDeallocation(sql)
+                let analysed = analyses.value(for: sql) { Analysed(sql) }
+                let analysis = analysed.analysis
+                noteDeallocation(analysed.deallocates)
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
                 if single { result.beginAnswer = analysis.beginTag.map { BeginAnswer(tag: $0) } }
@@ -268,20 +297,24 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                var analysed = analyses.value(for: parse.query) { Analysed(StatementAnalysis(parse.query)) }
+                var analysed = analyses.value(for: parse.query) { Analysed(parse.query) }
                 if analysed.highestParameter == nil {
                     analysed.highestParameter = StatementAnalysis.highestParameter(in: parse.query)
                     analyses.keep(analysed, for: parse.query)
                 }
                 let analysis = analysed.analysis
-                noteDeallocation(parse.query)
+                noteDeallocation(analysed.deallocates)
                 if !parse.name.isEmpty {
                     // Parsed again: until the lead answers, it may have failed (the name was in use).
-                    beginStatements.remove(parse.name)
-                    if analysis.beginTag != nil, parse.parameterTypes.isEmpty { result.beginParses.append((parses, parse.name)) }
+                    forgetBegin(parse.name)
+                    if analysis.beginTag != nil, parse.parameterTypes.isEmpty {
+                        beginTokens += 1
+                        pendingBegins[parse.name] = beginTokens
+                        result.beginParses.append((parses, parse.name, beginTokens))
+                    }
                 }
                 parses += 1
-                var prepared = Prepared(analysis: analysis, timeParameter: nil)
+                var prepared = Prepared(analysis: analysis, deallocates: analysed.deallocates, timeParameter: nil)
                 // A client may write `$70000` (or a number beyond Int): bounded, so the counts below stay encodable.
                 let parameters = max(parse.parameterTypes.count,
                                      min(analysed.highestParameter ?? 0, Self.maximumParameters + 1))
@@ -336,6 +369,7 @@ struct StatementTracker {
                 executes += 1
                 if case let .execute(portal, _)? = try? FrontendMessage(frame: frame),
                    let name = portals[portal], let prepared = statements[name] {
+                    noteDeallocation(prepared.deallocates)
                     result.note(prepared.analysis)
                     if prepared.analysis.isCommit { commitExecutes += 1 }
                     if prepared.analysis.isWrappable { wrappableExecutes += 1 }
@@ -345,6 +379,7 @@ struct StatementTracker {
                 } else {
                     result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
                     result.isPlainRead = false
+                    noteDeallocation(true) // and that it may deallocate
                 }
                 passUnchanged(frame)
             case FrontendMessage.Kind.close.rawValue:
@@ -352,7 +387,7 @@ struct StatementTracker {
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
                     if target == .statement {
                         statements[name] = nil
-                        beginStatements.remove(name)
+                        forgetBegin(name)
                     } else {
                         portals[name] = nil
                     }

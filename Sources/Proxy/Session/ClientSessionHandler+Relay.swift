@@ -51,7 +51,7 @@ struct GroupFlags {
     /// A FunctionCall that creates a large object with an OID of the server's choosing.
     var createsLargeObject = false
     /// Named statements of a plain BEGIN the group parses (`StatementTracker.Result.beginParses`).
-    var beginParses: [(parse: Int, name: String)] = []
+    var beginParses: [(parse: Int, name: String, token: Int)] = []
 }
 
 extension ClientSessionHandler {
@@ -231,6 +231,7 @@ extension ClientSessionHandler {
     func answerBeginAhead(_ bytes: ByteBuffer, _ answer: StatementTracker.BeginAnswer) {
         ensureCommitLogIfDue()
         beginAheadSeq = nextSeq
+        beginAheadAnswers.removeAll(keepingCapacity: true)
         dispatch(bytes, kind: .hidden, waitsForLead: false)
         if answer.extended {
             if answer.parse { writeClient(.parseComplete) }
@@ -250,20 +251,41 @@ extension ClientSessionHandler {
         guard let i = pendingBeginParses.firstIndex(where: { $0.seq == seq }) else { return }
         let n = pendingBeginParses[i].seen
         pendingBeginParses[i].seen += 1
-        for p in pendingBeginParses[i].parses where p.parse == n { tracker.beginParsed(p.name) }
+        for p in pendingBeginParses[i].parses where p.parse == n { tracker.beginParsed(p.name, token: p.token) }
     }
 
-    /// A BEGIN answered ahead left backend `index` outside a transaction (a CancelRequest of the
-    /// client's that reached the server while it ran the BEGIN, the only way it can fail from idle).
-    /// The client believes it is in a transaction: a follower is failed; on the lead, whose answers
-    /// the client gets, nothing would keep the client's view, so the session ends.
-    func beginAheadMissed(_ index: Int, status: BackendMessage.TransactionStatus) {
-        let why = "BEGIN, answered ahead to the client, left backend \(backends[index].backend.description) outside a transaction (status \(status))"
-        if index == lead {
-            logger.warning("\(why): the session ends")
-            fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus ends the session: \(why)"))
-        } else {
-            failBackend(index, reason: why)
+    /// Backend `index` answered the BEGIN answered ahead (`beginAheadSeq`), in a transaction or not.
+    /// It can miss one way on its own: a CancelRequest of the client's reached that server while it ran
+    /// the BEGIN. Every backend misses alike when the BEGIN was not what the session judged it to be
+    /// (a named statement dropped where the tracker cannot see it, by a function running `DEALLOCATE`):
+    /// then the backends agree and none is at fault. So the lead decides: if it is in a transaction, a
+    /// follower that is not has left the others and is failed; if the lead missed, the client's view
+    /// (in a transaction) can be kept nowhere, the session ends and no backend is failed.
+    func beginAheadAnswered(_ index: Int, status: BackendMessage.TransactionStatus) {
+        beginAheadAnswers[backends[index].backend.id] = status
+        decideBeginAhead()
+    }
+
+    /// Acts on the answers to the BEGIN answered ahead once the lead's is in (`beginAheadAnswered`);
+    /// also when a new lead takes over, which may have answered already.
+    func decideBeginAhead() {
+        guard beginAheadSeq != nil, let leadStatus = beginAheadAnswers[backends[lead].backend.id] else { return }
+        func why(_ index: Int, _ status: BackendMessage.TransactionStatus) -> String {
+            "BEGIN, answered ahead to the client, left backend \(backends[index].backend.description) outside a transaction (status \(status))"
+        }
+        if leadStatus != .inTransaction {
+            let missed = backends.indices.filter { beginAheadAnswers[backends[$0].backend.id].map { $0 != .inTransaction } ?? false }
+            beginAheadSeq = nil
+            beginAheadAnswers = [:]
+            let reason = why(lead, leadStatus)
+            logger.warning("\(reason) (and \(missed.count - 1) other backend(s) so far): a cancel that reached it during the BEGIN, or a prepared statement dropped where pgchorus cannot see it (a function running DEALLOCATE); the session ends, no backend is failed")
+            fatal(ErrorFields(severity: "FATAL", sqlState: "08006", message: "pgchorus ends the session: \(reason)"))
+            return
+        }
+        for i in backends.indices where i != lead && backends[i].isLive {
+            guard let status = beginAheadAnswers[backends[i].backend.id], status != .inTransaction else { continue }
+            beginAheadAnswers[backends[i].backend.id] = .inTransaction // failed once
+            failBackend(i, reason: why(i, status))
         }
     }
 
@@ -400,7 +422,9 @@ extension ClientSessionHandler {
         }
         let seq = nextSeq
         if cycle && flags.writes { comparison.noteWrite(seq) }
-        if cycle, !flags.beginParses.isEmpty { pendingBeginParses.append((seq, 0, flags.beginParses)) }
+        // (Not after a part ended by Flush: that part's replies are counted with this cycle's, so the
+        // count would not say which Parse was answered.)
+        if cycle, !openExtendedGroup, !flags.beginParses.isEmpty { pendingBeginParses.append((seq, 0, flags.beginParses)) }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
                  answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl,
                  createsLargeObject: flags.createsLargeObject)
@@ -591,7 +615,10 @@ extension ClientSessionHandler {
 
     private func leadFrame(_ frame: PostgresFrame) {
         guard let exp = backends[lead].owed.head else {
-            // Between cycles only asynchronous messages arrive: notifications, notices, parameter changes.
+            // Between cycles: asynchronous messages (notifications, notices, parameter changes, which
+            // the digest skips), or the answers to a part of a group the client ended with Flush, which
+            // count with the cycle that follows, on every backend alike (`followerFrame`).
+            if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
             forwardToClient(frame)
             return
         }
@@ -644,7 +671,13 @@ extension ClientSessionHandler {
     }
 
     private func followerFrame(_ index: Int, _ frame: PostgresFrame) {
-        guard let exp = backends[index].owed.head else { return }
+        guard let exp = backends[index].owed.head else {
+            // The answers to a part the client ended with Flush, sent ahead of its cycle (which a
+            // follower gets only once the lead has answered it): they count with that cycle, as on the
+            // lead, whichever came first there. (Asynchronous messages: the digest skips them.)
+            backends[index].digest.add(frame, hashRows: configuration.replication.compareRows)
+            return
+        }
         switch exp.kind {
         case .client:
             backends[index].digest.add(frame, hashRows: configuration.replication.compareRows)
@@ -726,7 +759,7 @@ extension ClientSessionHandler {
             }
         case .hidden:
             if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken() }
-            if exp.seq == beginAheadSeq, status != .inTransaction { beginAheadMissed(index, status: status) }
+            if exp.seq == beginAheadSeq { beginAheadAnswered(index, status: status) }
         }
         releaseHeldReady()
         finishDrainIfDone()
@@ -1027,6 +1060,7 @@ extension ClientSessionHandler {
         if !clientWritable { applyClientBackpressure() }
         leadFirst.leadReplaced()
         awaitHandover(after: old.id)
+        decideBeginAhead()
     }
 
     func backendReadComplete(_ index: Int) {

@@ -109,9 +109,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var clusterOrderLockSeq: Int?
     /// The cycle of the last BEGIN answered ahead (`answerBeginAhead`): every backend must end it in a transaction.
     var beginAheadSeq: Int?
+    /// The backends' answers so far to the BEGIN answered ahead, by backend id (`beginAheadAnswered`).
+    var beginAheadAnswers: [String: BackendMessage.TransactionStatus] = [:]
     /// Client cycles that parse named statements of a plain BEGIN (`StatementTracker.Result.beginParses`):
     /// the lead's ParseCompletes of the cycle counted so far (`beginParseAnswered`).
-    var pendingBeginParses: [(seq: Int, seen: Int, parses: [(parse: Int, name: String)])] = []
+    var pendingBeginParses: [(seq: Int, seen: Int, parses: [(parse: Int, name: String, token: Int)])] = []
     /// The lead ended the session with 57P01 and the node is asking whether its server still serves
     /// (`backendLost`): the cause of the loss, while the answer is awaited.
     var terminationCheck: String?
