@@ -1059,6 +1059,8 @@ extension ClientSessionHandler {
         logger.warning("lead backend of the session changed from \(old.description) to \(backends[lead].backend.description)")
         if !clientWritable { applyClientBackpressure() }
         leadFirst.leadReplaced()
+        // The new lead gets every cycle the old one had not finished from its start: its ParseCompletes count from the first.
+        for i in pendingBeginParses.indices { pendingBeginParses[i].seen = 0 }
         awaitHandover(after: old.id)
         decideBeginAhead()
     }
