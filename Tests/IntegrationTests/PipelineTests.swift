@@ -86,6 +86,22 @@ import Wire
                 #expect(through == direct)
                 #expect(through[1].contains { $0.errorState == "22012" }, "\(through[1])")
                 #expect(proxy.server.context.registry.online().count == 2, "\(proxy.server.context.registry.states().map(\.reason))")
+
+                // The lead's cycle after the part ends by statement_timeout: the followers get the lead's
+                // outcome instead of the cycle, and their answers to the part count with no cycle.
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 20)
+                _ = try client.startup()
+                #expect(try client.query("SET statement_timeout = '300ms'").compactMap(\.errorState).isEmpty)
+                for round in 0..<2 {
+                    try client.send(extended("SELECT 1") + [.flush] + extended("SELECT pg_sleep(2)") + [.sync])
+                    let timedOut = try client.readUntilReady()
+                    #expect(timedOut.contains { $0.errorState == "57014" }, "\(timedOut)")
+                    try client.send(extended("SELECT 2") + [.sync])
+                    let next = try client.readUntilReady()
+                    #expect(next.compactMap(\.errorState).isEmpty, "\(next)")
+                    #expect(proxy.server.context.registry.online().count == 2,
+                            "round \(round): \(proxy.server.context.registry.states().map(\.reason))")
+                }
             }
         }
     }

@@ -28,6 +28,9 @@ struct BackendSession {
     var owed = OwedCycles()
     /// The outcome of the cycle being answered now.
     var digest = OutcomeDigest()
+    /// Answers arriving between cycles are not counted until the next group is sent: they answer a
+    /// part (ended by Flush) of a cycle the lead's timing outcome replaced on this follower.
+    var skipsPartAnswers = false
     /// The first ErrorResponse of the current prepare or finish cycle, byte-exact.
     var cycleError: PostgresFrame?
     /// The command tag of the current prepare or finish cycle.

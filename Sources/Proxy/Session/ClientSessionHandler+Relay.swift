@@ -542,6 +542,7 @@ extension ClientSessionHandler {
     /// Writes a released group to every live follower, each owing its cycle from `now`.
     private func sendToFollowers(_ g: PendingGroup, allowance: TimeAmount?, now: NIODeadline) {
         for i in backends.indices where i != lead && backends[i].isLive {
+            backends[i].skipsPartAnswers = false
             if let kind = g.kind, let seq = g.seq {
                 backends[i].owed.add(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
                                                         sentAt: now, allowance: allowance))
@@ -675,7 +676,7 @@ extension ClientSessionHandler {
             // The answers to a part the client ended with Flush, sent ahead of its cycle (which a
             // follower gets only once the lead has answered it): they count with that cycle, as on the
             // lead, whichever came first there. (Asynchronous messages: the digest skips them.)
-            backends[index].digest.add(frame, hashRows: configuration.replication.compareRows)
+            if !backends[index].skipsPartAnswers { backends[index].digest.add(frame, hashRows: configuration.replication.compareRows) }
             return
         }
         switch exp.kind {
@@ -870,6 +871,10 @@ extension ClientSessionHandler {
         }
         if named.readableBytes > 0 { FrontendMessage.sync.encode(into: &named) }
         for i in backends.indices where i != lead && backends[i].isLive {
+            // The answers it gave to a part of this group ended by Flush count with no cycle now
+            // (those given so far, unless a cycle before this one is still being answered, and those to come).
+            if backends[i].owed.isEmpty { backends[i].digest = OutcomeDigest() }
+            backends[i].skipsPartAnswers = true
             if named.readableBytes > 0 { sendOwn(named, to: i) }
             if leadStatus == OutcomeJudge.failedTransaction {
                 sendOwn(Self.followLeadAbortSQL, to: i)
