@@ -54,9 +54,12 @@ extension TimingSensitive {
                     "alter table pgbench_history replica identity full; create table held (id int primary key, who text)"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
 
-                // The session opened before: a named statement and a setting it relies on.
+                // The session opened before: a named statement and a setting it relies on (and, before
+                // them, a named statement PostgreSQL refused, which must not keep db3 from getting "ins").
                 let held = try RawPostgresClient(port: port, host: "127.0.0.2", timeoutSeconds: 30)
                 _ = try held.startup()
+                try held.send([.parse(.init(name: "typo", query: "selec 1", parameterTypes: [])), .sync])
+                #expect(try held.readUntilReady().contains { $0.errorState == "42601" })
                 _ = try held.query("SET application_name = 'held-session'")
                 try held.send([.parse(.init(name: "ins", query: "insert into held values ($1::int, current_setting('application_name'))", parameterTypes: [])), .sync])
                 _ = try held.readUntilReady()

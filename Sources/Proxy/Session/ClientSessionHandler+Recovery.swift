@@ -266,11 +266,13 @@ extension ClientSessionHandler {
         let backend = backends[index].backend
         switch outcome {
         case .ready:
-            var statements = ByteBuffer()
-            for s in replay.statements { statements.writeImmutableBuffer(s.frame.bytes) }
-            if statements.readableBytes > 0 {
-                FrontendMessage.sync.encode(into: &statements)
-                sendOwn(statements, to: index)
+            // Each with a Sync of its own: one PostgreSQL refused here (a named Parse with a syntax
+            // error) fails there too, and does not make the server skip the ones after it.
+            for s in replay.statements {
+                var statement = ByteBuffer()
+                statement.writeImmutableBuffer(s.frame.bytes)
+                FrontendMessage.sync.encode(into: &statement)
+                sendOwn(statement, to: index)
             }
             if !replay.settings.isEmpty { sendOwn(replay.settings.joined(separator: "; "), to: index) }
             if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
