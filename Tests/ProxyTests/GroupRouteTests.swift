@@ -94,5 +94,8 @@ import Wire
         s = session(routing: "lead")
         s.openExtendedGroup = true
         #expect(route(select, s) == .all(wrap: false))
+        // An autocommit write after a part ended by Flush: not wrapped (no BEGIN of the node's between the part and its Sync).
+        #expect(route(update, s) == .all(wrap: false))
+        #expect(route(update, session(routing: "lead")) == .all(wrap: true))
     }
 }

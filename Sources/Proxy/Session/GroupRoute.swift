@@ -63,8 +63,11 @@ enum GroupRoute: Equatable {
             if r.readsServerState, s.status != .failed { return .lead }
             if s.readRouting != "all", s.status == .idle { return s.readRouting == "lead" ? .lead : .balanced }
         }
+        // Not after a part ended by Flush (`openExtendedGroup`): the wrap's BEGIN would go between that
+        // part and its Sync, where PostgreSQL skips it after an error in the part (the session then
+        // owed an answer that never came), and its answers would come between the part's and the cycle's.
         let wrap = s.replicated && s.cycle && r.writes && r.isWrappable && !r.hasDDL && !r.preventsPrepare && s.status == .idle
-            && s.twoPhaseCommit && s.votedCommitAvailable && !routinesMayNotify()
+            && !s.openExtendedGroup && s.twoPhaseCommit && s.votedCommitAvailable && !routinesMayNotify()
         return .all(wrap: wrap)
     }
 }
