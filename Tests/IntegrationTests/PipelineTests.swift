@@ -102,6 +102,23 @@ import Wire
                     #expect(proxy.server.context.registry.online().count == 2,
                             "round \(round): \(proxy.server.context.registry.states().map(\.reason))")
                 }
+                // A part that writes, then a cycle the lead ends by statement_timeout: the lead's implicit
+                // transaction rolls back, the part's row with it, and so on the followers (they ran the part).
+                #expect(try client.query("CREATE TABLE tt (id int PRIMARY KEY)").compactMap(\.errorState).isEmpty)
+                try client.send(extended("INSERT INTO tt VALUES (5)") + [.flush])
+                var part: [BackendMessage] = []
+                for _ in 0..<3 { if let m = try client.read() { part.append(m) } }
+                #expect(part.last == .commandComplete("INSERT 0 1"), "\(part)")
+                try client.send(extended("SELECT pg_sleep(2)") + [.sync])
+                let rolledBack = try client.readUntilReady()
+                #expect(rolledBack.contains { $0.errorState == "57014" }, "\(rolledBack)")
+                #expect(try client.query("SELECT 1").compactMap(\.errorState).isEmpty)
+                // (A follower finishes after the lead: its count is polled.)
+                let counts = { try servers.map { try $0.psql("select count(*) from tt") } }
+                let rolledBackEverywhere = try await eventually(10) { try counts() == ["0", "0"] }
+                let finalCounts = try counts()
+                #expect(rolledBackEverywhere, "\(finalCounts)")
+                #expect(proxy.server.context.registry.online().count == 2, "\(proxy.server.context.registry.states().map(\.reason))")
             }
         }
     }

@@ -541,6 +541,7 @@ extension ClientSessionHandler {
 
     /// Writes a released group to every live follower, each owing its cycle from `now`.
     private func sendToFollowers(_ g: PendingGroup, allowance: TimeAmount?, now: NIODeadline) {
+        if g.kind == nil { followersHavePartAhead = true } else if g.kind == .client { followersHavePartAhead = false }
         for i in backends.indices where i != lead && backends[i].isLive {
             backends[i].skipsPartAnswers = false
             if let kind = g.kind, let seq = g.seq {
@@ -869,6 +870,13 @@ extension ClientSessionHandler {
                 named.writeImmutableBuffer(frame.bytes)
             }
         }
+        // The lead's error rolled back the implicit transaction this group's parts ended by Flush ran in
+        // on it; the followers ran those parts already: an Execute of a portal that does not exist
+        // fails there too, and the Sync rolls their implicit transaction back (it used to commit it).
+        if followersHavePartAhead, leadStatus == OutcomeJudge.idle, !g.startedInTransaction {
+            FrontendMessage.execute(portal: "pgchorus_roll_back_parts", maxRows: 0).encode(into: &named)
+        }
+        followersHavePartAhead = false
         if named.readableBytes > 0 { FrontendMessage.sync.encode(into: &named) }
         for i in backends.indices where i != lead && backends[i].isLive {
             // The answers it gave to a part of this group ended by Flush count with no cycle now

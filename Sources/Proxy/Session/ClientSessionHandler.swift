@@ -109,6 +109,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var clusterOrderLockSeq: Int?
     /// The cycle of the last BEGIN answered ahead (`answerBeginAhead`): every backend must end it in a transaction.
     var beginAheadSeq: Int?
+    /// A part of a group the client ended with Flush has gone to the followers, its cycle not yet.
+    var followersHavePartAhead = false
     /// The backends' answers so far to the BEGIN answered ahead, by backend id (`beginAheadAnswered`).
     var beginAheadAnswers: [String: BackendMessage.TransactionStatus] = [:]
     /// Client cycles that parse named statements of a plain BEGIN (`StatementTracker.Result.beginParses`):
