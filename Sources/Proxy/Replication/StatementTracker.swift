@@ -68,12 +68,10 @@ struct StatementTracker {
         var analysis: StatementAnalysis
         /// The highest `$n` in the text (worked out for Parse only).
         var highestParameter: Int?
-        /// The text mentions `DEALLOCATE` or `DISCARD` (`StatementTracker.deallocating`).
-        var deallocates: Bool
-        init(_ sql: String) {
-            analysis = StatementAnalysis(sql)
-            deallocates = SessionReplay.mentions(sql, needles: StatementTracker.deallocating)
-        }
+        /// The text mentions `DEALLOCATE` or `DISCARD` (`StatementTracker.deallocating`; worked out
+        /// for Parse only, with `highestParameter`: a Query's text is looked at only when it matters).
+        var deallocates = false
+        init(_ analysis: StatementAnalysis) { self.analysis = analysis }
     }
     var analyses = TextMemo<Analysed>()
     var portals: [String: String] = [:]
@@ -229,6 +227,9 @@ struct StatementTracker {
     /// Statement texts that may drop protocol-level prepared statements behind the tracker's back.
     static let deallocating: [[UInt8]] = [Array("deallocate".utf8), Array("discard".utf8)]
 
+    /// Whether `sql` mentions `DEALLOCATE` or `DISCARD`.
+    static func mayDeallocate(_ sql: String) -> Bool { SessionReplay.mentions(sql, needles: deallocating) }
+
     /// Named plain BEGINs parsed, their Parse not yet answered by the lead: name → the token the
     /// Parse was given (`Result.beginParses`). Anything that may drop the name forgets its entry.
     private var pendingBegins: [String: Int] = [:]
@@ -247,8 +248,9 @@ struct StatementTracker {
 
     /// A statement that may deallocate prepared statements (its text, or an Execute of a statement
     /// the tracker did not see parsed) was sent: none is known to be held any more.
-    private mutating func noteDeallocation(_ deallocates: Bool) {
-        if deallocates, !beginStatements.isEmpty || !pendingBegins.isEmpty { forgetBegin(nil) }
+    /// (`deallocates` is worked out only while some named BEGIN is known or pending.)
+    private mutating func noteDeallocation(_ deallocates: @autoclosure () -> Bool) {
+        if !beginStatements.isEmpty || !pendingBegins.isEmpty, deallocates() { forgetBegin(nil) }
     }
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
@@ -271,9 +273,8 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                let analysed = analyses.value(for: sql) { Analysed(sql) }
-                let analysis = analysed.analysis
-                noteDeallocation(analysed.deallocates)
+                let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis
+                noteDeallocation(Self.mayDeallocate(sql))
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
                 if single { result.beginAnswer = analysis.beginTag.map { BeginAnswer(tag: $0) } }
@@ -297,9 +298,10 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                var analysed = analyses.value(for: parse.query) { Analysed(parse.query) }
+                var analysed = analyses.value(for: parse.query) { Analysed(StatementAnalysis(parse.query)) }
                 if analysed.highestParameter == nil {
                     analysed.highestParameter = StatementAnalysis.highestParameter(in: parse.query)
+                    analysed.deallocates = Self.mayDeallocate(parse.query)
                     analyses.keep(analysed, for: parse.query)
                 }
                 let analysis = analysed.analysis
