@@ -124,16 +124,6 @@ import Wire
         }
     }
 
-    /// The messages a raw client gets for each group of extended-protocol messages, sent one group at a time.
-    func extendedReplies(port: Int, _ groups: [[FrontendMessage]]) throws -> [[BackendMessage]] {
-        let client = try RawPostgresClient(port: port)
-        _ = try client.startup()
-        return try groups.map { g in
-            try client.send(g)
-            return try client.readUntilReady()
-        }
-    }
-
     /// `sql` as libpq's `PQexecParams` sends it (pgbench `-M extended`): Parse, Bind, Describe of the portal, Execute, Sync.
     static func extended(_ sql: String, describe: Bool = true, parameters: [ByteBuffer?] = [], portal: String = "",
                          resultFormats: [Int16] = []) -> [FrontendMessage] {
@@ -177,8 +167,8 @@ import Wire
                     Self.extended("COMMIT"), [.query("DEALLOCATE b1")], Self.bound("b1"), Self.prepare("b1"), Self.bound("b1"),
                     [.close(.statement, "b1"), .sync], Self.extended("ROLLBACK"), Self.bound("b1"),
                 ]
-                let through = try extendedReplies(port: proxy.port, conversation)
-                let direct = try extendedReplies(port: servers[0].port, conversation)
+                let through = try pipelinedReplies(port: proxy.port, conversation)
+                let direct = try pipelinedReplies(port: servers[0].port, conversation)
                 #expect(through == direct)
                 #expect(through[0] == [.parseComplete, .bindComplete, .noData, .commandComplete("BEGIN"), .readyForQuery(.inTransaction)])
                 // The second BEGIN was PostgreSQL's to answer (inside a transaction): its warning came through.
@@ -198,8 +188,8 @@ import Wire
         }
     }
 
-    /// The messages a raw client gets for each group of messages, sent one group at a time, each group
-    /// read up to as many ReadyForQuery as it has Syncs and Queries.
+    /// The messages a raw client gets for each group of messages (extended protocol or Queries), sent one
+    /// group at a time, each read up to as many ReadyForQuery as it has Syncs and Queries.
     func pipelinedReplies(port: Int, _ groups: [[FrontendMessage]]) throws -> [[BackendMessage]] {
         let client = try RawPostgresClient(port: port)
         _ = try client.startup()
@@ -234,8 +224,7 @@ import Wire
                 #expect(through == direct)
                 for i in [1, 5, 7] { #expect(through[i].contains { $0.errorState == "26000" }, "\(i): \(through[i])") }
                 #expect(through[9].contains { $0.errorState == "08P01" }, "\(through[9])")
-                let states = { proxy.server.context.registry.states().map { "\($0.id) \($0.status): \($0.reason)" } }
-                #expect(proxy.server.context.registry.online().count == 2, "\(states())")
+                #expect(proxy.server.context.registry.online().count == 2, "\(backendReasons(proxy))")
 
                 let setup = try RawPostgresClient(port: proxy.port)
                 _ = try setup.startup()
@@ -254,7 +243,7 @@ import Wire
                 // Both backends answered before the session ended (the lead's answer ends it; the follower's
                 // came first or is ignored once it has ended): neither was failed, and the node still serves.
                 try await Task.sleep(for: .milliseconds(500))
-                #expect(proxy.server.context.registry.online().count == 2, "\(states())")
+                #expect(proxy.server.context.registry.online().count == 2, "\(backendReasons(proxy))")
                 #expect(try setup.query("SELECT 1").compactMap(\.errorState).isEmpty)
             }
         }

@@ -7,6 +7,14 @@ import Wire
 /// Pipelines without Sync or Flush: PostgreSQL runs each message as it arrives and sends an error at
 /// once, and clients (psycopg 3's pipeline mode) wait for it before they send the Sync.
 @Suite struct PipelineTests {
+    /// The next `count` messages (fewer if the connection closes): the answers to a part ended by
+    /// Flush, read before the rest of the group is sent.
+    func answers(_ client: RawPostgresClient, _ count: Int) throws -> [BackendMessage] {
+        var out: [BackendMessage] = []
+        for _ in 0..<count { if let m = try client.read() { out.append(m) } }
+        return out
+    }
+
     func extended(_ sql: String) -> [FrontendMessage] {
         [.parse(.init(name: "", query: sql, parameterTypes: [])),
          .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
@@ -71,13 +79,12 @@ import Wire
                         }
                         // Parse and Describe ended by Flush, their answers read before the rest is sent.
                         try client.send(groups[2])
-                        var described: [BackendMessage] = []
-                        for _ in 0..<3 { if let m = try client.read() { described.append(m) } }
+                        let described = try answers(client, 3)
                         try client.send(groups[3])
                         replies.append(described + (try client.readUntilReady()))
                         try client.send([.close(.statement, "s"), .sync])
                         replies.append(try client.readUntilReady())
-                        #expect(proxy.server.context.registry.online().count == 2, "round \(round): \(proxy.server.context.registry.states().map(\.reason))")
+                        #expect(proxy.server.context.registry.online().count == 2, "round \(round): \(backendReasons(proxy))")
                     }
                     return replies
                 }
@@ -85,7 +92,7 @@ import Wire
                 let direct = try conversation(servers[0].port)
                 #expect(through == direct)
                 #expect(through[1].contains { $0.errorState == "22012" }, "\(through[1])")
-                #expect(proxy.server.context.registry.online().count == 2, "\(proxy.server.context.registry.states().map(\.reason))")
+                #expect(proxy.server.context.registry.online().count == 2, "\(backendReasons(proxy))")
 
                 // The lead's cycle after the part ends by statement_timeout: the followers get the lead's
                 // outcome instead of the cycle, and their answers to the part count with no cycle.
@@ -100,14 +107,13 @@ import Wire
                     let next = try client.readUntilReady()
                     #expect(next.compactMap(\.errorState).isEmpty, "\(next)")
                     #expect(proxy.server.context.registry.online().count == 2,
-                            "round \(round): \(proxy.server.context.registry.states().map(\.reason))")
+                            "round \(round): \(backendReasons(proxy))")
                 }
                 // A part that writes, then a cycle the lead ends by statement_timeout: the lead's implicit
                 // transaction rolls back, the part's row with it, and so on the followers (they ran the part).
                 #expect(try client.query("CREATE TABLE tt (id int PRIMARY KEY)").compactMap(\.errorState).isEmpty)
                 try client.send(extended("INSERT INTO tt VALUES (5)") + [.flush])
-                var part: [BackendMessage] = []
-                for _ in 0..<3 { if let m = try client.read() { part.append(m) } }
+                let part = try answers(client, 3)
                 #expect(part.last == .commandComplete("INSERT 0 1"), "\(part)")
                 try client.send(extended("SELECT pg_sleep(2)") + [.sync])
                 let rolledBack = try client.readUntilReady()
@@ -118,7 +124,7 @@ import Wire
                 let rolledBackEverywhere = try await eventually(10) { try counts() == ["0", "0"] }
                 let finalCounts = try counts()
                 #expect(rolledBackEverywhere, "\(finalCounts)")
-                #expect(proxy.server.context.registry.online().count == 2, "\(proxy.server.context.registry.states().map(\.reason))")
+                #expect(proxy.server.context.registry.online().count == 2, "\(backendReasons(proxy))")
             }
         }
     }
@@ -137,8 +143,7 @@ import Wire
                     for round in 0..<2 {
                         // The part fails (unique violation) and its error comes before the Sync is sent.
                         try client.send(extended("INSERT INTO wt VALUES (1)") + [.flush])
-                        var part: [BackendMessage] = []
-                        for _ in 0..<3 { if let m = try client.read() { part.append(m) } }
+                        let part = try answers(client, 3)
                         try client.send(extended("INSERT INTO wt VALUES (\(round + 2))") + [.sync])
                         replies.append(part + (try client.readUntilReady()))
                         // A part that succeeds, then a write in the same cycle.
@@ -153,7 +158,7 @@ import Wire
                 // (The first DROP's notice differs: the table existed when the direct run began.)
                 #expect(Array(through.dropFirst()) == Array(direct.dropFirst()))
                 #expect(through[1].contains { $0.errorState == "23505" }, "\(through[1])")
-                #expect(proxy.server.context.registry.online().count == 2, "\(proxy.server.context.registry.states().map(\.reason))")
+                #expect(proxy.server.context.registry.online().count == 2, "\(backendReasons(proxy))")
                 for s in servers { #expect(try s.psql("select string_agg(id::text, ',' order by id) from wt") == "1,10,11") }
             }
         }
