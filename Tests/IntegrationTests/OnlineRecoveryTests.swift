@@ -109,6 +109,86 @@ extension TimingSensitive {
         }
     }
 
+    /// A session open across a recovery gives the recovered backend its named statements as the
+    /// backends hold them: as sent to them (a time function made a parameter, gen_random_uuid() made
+    /// pgchorus'), the first of a name parsed twice (PostgreSQL refused the second), none dropped by
+    /// SQL DEALLOCATE, those parsed in a part ended by Flush and beside a COMMIT. Its statements then
+    /// run on the recovered backend as on the other, and the two stay identical.
+    @Test func aSessionGivesTheRecoveredBackendItsStatementsAsTheBackendsHoldThem() async throws {
+        try await withPostgresServers(count: 2, options: Self.logical) { servers in
+            try await withNodeCluster(count: 1, backends: servers) { cluster in
+                try await cluster.start(1)
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key, at timestamptz, u uuid)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let s = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 30)
+                _ = try s.startup()
+                func parse(_ name: String, _ sql: String) throws -> [BackendMessage] {
+                    try s.send([.parse(.init(name: name, query: sql, parameterTypes: [])), .sync])
+                    return try s.readUntilReady()
+                }
+                func run(_ name: String, _ values: [String] = []) throws -> [BackendMessage] {
+                    try s.send([.bind(.init(portal: "", statement: name, parameterFormats: [], parameters: values.map { ByteBuffer(string: $0) }, resultFormats: [])),
+                                .execute(portal: "", maxRows: 0), .sync])
+                    return try s.readUntilReady()
+                }
+                func value(_ replies: [BackendMessage]) -> String? {
+                    for m in replies { if case let .dataRow(cols) = m { return cols.first?.map { String(buffer: $0) } } }
+                    return nil
+                }
+                func ok(_ replies: [BackendMessage]) -> Bool { replies.allSatisfy { $0.errorState == nil } }
+
+                #expect(ok(try parse("ts", "insert into t (id, at) values ($1::int, now())")))
+                #expect(ok(try parse("uid", "insert into t (id, u) values ($1::int, gen_random_uuid())")))
+                #expect(ok(try parse("dup", "select 1")))
+                #expect(try parse("dup", "select 2").contains { $0.errorState == "42P05" })
+                #expect(ok(try parse("gone", "select 3")))
+                #expect(ok(try s.query("DEALLOCATE gone")))
+                // asyncpg's way: Parse and Describe ended by Flush, their answers read, then Sync.
+                try s.send([.parse(.init(name: "flushed", query: "select 4", parameterTypes: [])), .describe(.statement, "flushed"), .flush])
+                let described = try (0..<3).map { _ in try s.read() }
+                #expect(described.allSatisfy { $0 != nil && $0?.errorState == nil }, "\(described)")
+                try s.send([.sync])
+                #expect(ok(try s.readUntilReady()))
+                // A Parse refused in such a part, then the name parsed right.
+                try s.send([.parse(.init(name: "bad", query: "selec 5", parameterTypes: [])), .flush])
+                #expect(try s.read()?.errorState == "42601")
+                try s.send([.sync])
+                _ = try s.readUntilReady()
+                #expect(ok(try parse("bad", "select 5")))
+                // A named statement parsed beside a COMMIT (the vote sends it in a cycle of its own).
+                #expect(ok(try s.query("BEGIN")))
+                #expect(ok(try run("ts", ["1"])))
+                try s.send([.parse(.init(name: "late", query: "insert into t (id, at) values ($1::int, now())", parameterTypes: [])),
+                            .parse(.init(name: "c", query: "COMMIT", parameterTypes: [])),
+                            .bind(.init(portal: "", statement: "c", parameterFormats: [], parameters: [], resultFormats: [])),
+                            .execute(portal: "", maxRows: 0), .sync])
+                #expect(ok(try s.readUntilReady()))
+                #expect(ok(try run("late", ["2"])))
+                #expect(ok(try run("uid", ["3"])))
+
+                let detach = try cluster.cli(1, ["detach", "db2"])
+                #expect(detach.exitCode == 0, "\(detach.report)")
+                #expect(ok(try run("ts", ["4"])))
+                let recover = try await runBlocking { try cluster.cli(1, ["recover", "db2", "--wait"]) }
+                #expect(recover.exitCode == 0, "\(recover.report)\n\(cluster.log(1).suffix(3000))")
+
+                // The session's next statements take db2 in, and each runs there as on db1.
+                #expect(ok(try run("ts", ["10"])))
+                #expect(ok(try run("uid", ["11"])))
+                #expect(ok(try run("late", ["12"])))
+                #expect(value(try run("dup")) == "1")
+                #expect(ok(try parse("gone", "select 33")))
+                #expect(value(try run("gone")) == "33")
+                #expect(value(try run("flushed")) == "4")
+                #expect(value(try run("bad")) == "5")
+                let status = try await cluster.status(1)
+                #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
+                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,10,11,12")
+                #expect(try Self.differences(servers) == [])
+            }
+        }
+    }
+
     /// A table whose updates could not be replayed: refused with its name, before anything changes.
     /// Asked the way a database server's recovery agent asks: over the TCP admin API with its token.
     @Test func aTableWithoutReplicaIdentityIsRefusedBeforeAnythingChanges() async throws {

@@ -14,18 +14,68 @@ import Wire
 
     func parse(_ name: String, _ sql: String) -> PostgresFrame { frame(.parse(.init(name: name, query: sql, parameterTypes: []))) }
 
-    @Test func namedStatementsAreKeptUntilClosed() {
+    func parsed(_ parse: Int, _ name: String, _ sql: String) -> StatementChange {
+        .parsed(parse: parse, name: name, bytes: self.parse(name, sql).bytes)
+    }
+
+    func texts(_ r: SessionReplay) -> [String] {
+        r.statements.map { s in
+            guard case let .parse(p)? = try? FrontendMessage(frame: PostgresFrame(bytes: s.bytes)) else { return "?" }
+            return "\(s.name)=\(p.query)"
+        }
+    }
+
+    /// A named statement is kept once the lead answered its Parse, as it was sent; one PostgreSQL
+    /// refused (a syntax error, a name in use) never is; a Close or DEALLOCATE drops it, also while its
+    /// Parse is still unanswered.
+    @Test func namedStatementsAreKeptOnceTheLeadHasThemUntilDropped() {
         var r = SessionReplay()
-        r.note(parse("a", "select 1"))
-        r.note(parse("", "select 2"))
-        r.note(parse("b", "select 3"))
-        r.note(parse("a", "select 4"))
-        #expect(r.statements.map(\.name) == ["b", "a"])
-        r.note(frame(.close(.statement, "b")))
-        #expect(r.statements.map(\.name) == ["a"])
-        r.note(frame(.query("DEALLOCATE ALL")))
-        #expect(r.statements.isEmpty)
+        let sent = r.apply([parsed(0, "a", "select 1"), parsed(2, "b", "selec 3")])
+        #expect(sent.map(\.parse) == [0, 2])
+        #expect(sent.map(\.name) == ["a", "b"])
+        #expect(texts(r).isEmpty)
+        r.parseAnswered(sent[0].token)
+        r.parseUnanswered(sent[1].token)
+        r.parseAnswered(sent[1].token)
+        #expect(texts(r) == ["a=select 1"])
+        // The name in use: PostgreSQL refuses it (42P05) and keeps the first.
+        let again = r.apply([parsed(0, "a", "select 4")])
+        r.parseUnanswered(again[0].token)
+        #expect(texts(r) == ["a=select 1"])
+        // Closed and parsed again in one group: the new text.
+        let closed = r.apply([.closed("a"), parsed(0, "a", "select 5")])
+        #expect(texts(r).isEmpty)
+        r.parseAnswered(closed[0].token)
+        #expect(texts(r) == ["a=select 5"])
+        // Dropped while its Parse is unanswered: its answer keeps nothing.
+        let pending = r.apply([parsed(0, "c", "select 6"), .closed("c")])
+        r.parseAnswered(pending[0].token)
+        #expect(texts(r) == ["a=select 5"])
+        #expect(r.pendingParses.isEmpty)
         #expect(r.unreplayable == nil)
+    }
+
+    /// `DEALLOCATE [PREPARE] name | ALL` and `DISCARD ALL` in a client's text, a statement among others
+    /// or in another case; `DISCARD ALL` resets the settings too, `DEALLOCATE ALL` does not.
+    @Test func sqlDeallocateDropsNamedStatements() {
+        var r = SessionReplay()
+        let sent = r.apply([parsed(0, "a", "select 1"), parsed(1, "b", "select 2"), parsed(2, "Q\"x", "select 3"), parsed(3, "d", "select 4")])
+        for s in sent { r.parseAnswered(s.token) }
+        r.note(frame(.query("SET search_path = app")))
+        r.note(frame(.query("select 'deallocate a'; DeAllocate b")))
+        #expect(texts(r) == ["a=select 1", "Q\"x=select 3", "d=select 4"])
+        r.note(frame(.query("deallocate prepare \"Q\"\"x\"")))
+        #expect(texts(r) == ["a=select 1", "d=select 4"])
+        let pending = r.apply([parsed(0, "e", "select 5")])
+        r.note(frame(.query("DEALLOCATE ALL")))
+        r.parseAnswered(pending[0].token)
+        #expect(texts(r).isEmpty)
+        #expect(r.settings == ["SET search_path = app"])
+        let more = r.apply([parsed(0, "f", "select 6")])
+        r.parseAnswered(more[0].token)
+        r.note(frame(.query("DISCARD ALL")))
+        #expect(texts(r).isEmpty)
+        #expect(r.settings.isEmpty)
     }
 
     @Test func sessionSettingsAreReplayedTransactionOnesAreNot() {

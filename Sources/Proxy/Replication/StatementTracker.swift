@@ -27,6 +27,12 @@ struct StatementTracker {
         /// Named statements of a plain BEGIN the group parses, with the place of their Parse among the
         /// group's Parses: each becomes a `beginStatements` once the lead has answered that Parse.
         var beginParses: [(parse: Int, name: String, token: Int)] = []
+        /// How many Parse messages the group has (PostgreSQL answers them in order).
+        var parses = 0
+        /// The group's named Parses (the place of each among its Parses, and the message as it goes to
+        /// the backends, rewritten or not) and Closes of statements, in order: what a backend taken into
+        /// the session must be given (`SessionReplay`).
+        var statementChanges: [StatementChange] = []
         /// The group has COMMIT/ROLLBACK next to other statements.
         var mixesTransactionControl = false
         /// Every statement is a plain read and the group creates nothing that must exist on every
@@ -316,6 +322,7 @@ struct StatementTracker {
                     }
                 }
                 parses += 1
+                let start = result.bytes.writerIndex
                 var prepared = Prepared(analysis: analysis, deallocates: analysed.deallocates, timeParameter: nil)
                 // A client may write `$70000` (or a number beyond Int): bounded, so the counts below stay encodable.
                 let parameters = max(parse.parameterTypes.count,
@@ -344,7 +351,11 @@ struct StatementTracker {
                     passUnchanged(frame)
                 }
                 statements[parse.name] = prepared
-                if !parse.name.isEmpty { result.isPlainRead = false }
+                if !parse.name.isEmpty {
+                    result.isPlainRead = false
+                    let sent = result.bytes.writerIndex > start ? result.bytes.getSlice(at: start, length: result.bytes.writerIndex - start)! : frame.bytes
+                    result.statementChanges.append(.parsed(parse: parses - 1, name: parse.name, bytes: sent))
+                }
             case FrontendMessage.Kind.bind.rawValue:
                 // Only the names are needed unless a time parameter is added: the whole Bind
                 // (parameter arrays) is decoded just for that.
@@ -390,6 +401,7 @@ struct StatementTracker {
                     if target == .statement {
                         statements[name] = nil
                         forgetBegin(name)
+                        result.statementChanges.append(.closed(name))
                     } else {
                         portals[name] = nil
                     }
@@ -404,6 +416,7 @@ struct StatementTracker {
                 passUnchanged(frame)
             }
         }
+        result.parses = parses
         result.isCommit = executes == 1 && commitExecutes == 1
         result.readsOnlyItsTarget = executes == 1 && targetOnlyExecutes == 1
         result.isWrappable = executes == 1 && wrappableExecutes == 1
@@ -413,6 +426,12 @@ struct StatementTracker {
         if executes == 1, frames.count >= 3, frames.count <= 5 { result.beginAnswer = extendedBegin(frames) }
         return result
     }
+}
+
+/// A named statement made or dropped by a client message (`StatementTracker.Result.statementChanges`).
+enum StatementChange {
+    case parsed(parse: Int, name: String, bytes: ByteBuffer)
+    case closed(String)
 }
 
 extension StatementTracker.Result {

@@ -105,20 +105,33 @@ extension ClientSessionHandler {
         replayHeldFrames()
     }
 
-    func startCommit(_ frames: [PostgresFrame], autocommit: Bool = false) {
+    /// `changes`: the group's named Parses as the tracker sent them on (rewritten where it rewrote) and
+    /// its Closes of statements (`StatementTracker.Result.statementChanges`).
+    func startCommit(_ frames: [PostgresFrame], changes: [StatementChange] = [], autocommit: Bool = false) {
         let gid = shared.nextGlobalTransactionID()
         // Named statements created in this group must exist on the backends as the client believes;
         // they go in a cycle of their own, so an error there cannot swallow the PREPARE.
         var named = ByteBuffer()
+        var sent: [StatementChange] = []
+        var parses = 0
+        var parsed = changes.compactMap { change -> (name: String, bytes: ByteBuffer)? in
+            if case let .parsed(_, name, bytes) = change { return (name, bytes) }
+            return nil
+        }[...]
         for f in frames {
             if f.type == FrontendMessage.Kind.parse.rawValue, case let .parse(p)? = try? FrontendMessage(frame: f), !p.name.isEmpty {
-                named.writeImmutableBuffer(f.bytes)
+                let parse = parsed.popFirst() ?? (p.name, f.bytes)
+                sent.append(.parsed(parse: parses, name: parse.name, bytes: parse.bytes))
+                parses += 1
+                named.writeImmutableBuffer(parse.bytes)
             } else if f.type == FrontendMessage.Kind.close.rawValue {
+                if case let .close(.statement, name)? = try? FrontendMessage(frame: f) { sent.append(.closed(name)) }
                 named.writeImmutableBuffer(f.bytes)
             }
         }
         if named.readableBytes > 0 {
             FrontendMessage.sync.encode(into: &named)
+            noteParsesSent(seq: nextSeq, parses: parses, named: replay.apply(sent))
             dispatch(named, kind: .hidden, waitsForLead: false)
         }
         var b = ByteBuffer()

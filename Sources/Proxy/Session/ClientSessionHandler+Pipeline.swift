@@ -32,6 +32,7 @@ extension ClientSessionHandler {
 
     /// Sends one part of the open group to the lead (opening the group with its cycle if needed).
     private func appendToOpenGroup(_ result: StatementTracker.Result) {
+        noteOpenGroupParses(result, seq: openPartial ?? nextSeq)
         if result.writes { openPartialWrites = true }
         if openPartial == nil {
             if liveCount > 1 { decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: false) }
@@ -65,6 +66,7 @@ extension ClientSessionHandler {
             fatal(fencedError(fenced, detail: "it takes no writes"))
             return
         }
+        if let seq = openPartial { noteOpenGroupParses(result, seq: seq) }
         if result.writes { openPartialWrites = true }
         // (The last part's DDL or temporary table counts as a first part's does.)
         noteEffects(of: result, seq: openPartial ?? nextSeq)
@@ -76,6 +78,12 @@ extension ClientSessionHandler {
             return
         }
         finishOpenGroup(result.bytes)
+    }
+
+    /// The named statements a part of the open group (cycle `seq`) makes and drops (`noteParsesSent`).
+    private func noteOpenGroupParses(_ result: StatementTracker.Result, seq: Int) {
+        let named = result.statementChanges.isEmpty ? [] : replay.apply(result.statementChanges)
+        if result.parses > 0 || parsesSent.seq == nil { noteParsesSent(seq: seq, parses: result.parses, named: named) }
     }
 
     /// Sends the last part of the open group to the lead; the group is complete and is released to

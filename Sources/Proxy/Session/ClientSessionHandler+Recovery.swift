@@ -8,8 +8,13 @@ import Wire
 /// prepared statements and its `SET`s, replayed at a transaction boundary. What cannot be carried is
 /// remembered too: such a session ends with a clear error instead of going on without the backend.
 struct SessionReplay {
-    /// Named Parse messages still defined, in the order they were made.
-    var statements: [(name: String, frame: PostgresFrame)] = []
+    /// Named statements the backends hold, in the order they were made: each Parse as it went to
+    /// them (rewritten or not), recorded once the lead answered it (`parseAnswered`).
+    var statements: [(name: String, bytes: ByteBuffer)] = []
+    /// Named Parses sent whose answer from the lead has not come: token → name and message. One
+    /// PostgreSQL refuses (a syntax error, a name in use) never becomes a statement.
+    private(set) var pendingParses: [Int: (name: String, bytes: ByteBuffer)] = [:]
+    private var parseTokens = 0
     /// `SET` and `RESET` statements (session level), in order.
     var settings: [String] = []
     /// Why the session's state cannot be replayed on another backend (nil: it can).
@@ -17,25 +22,92 @@ struct SessionReplay {
     /// Texts seen to change nothing of this (a driver's statements come again and again).
     var ordinary = TextMemo<Bool>()
 
-    /// Notes what a client message does to the session's state.
+    /// Notes what a client message's text does to the session's state (when it arrives; a group's
+    /// named statements are followed when it is sent, `apply`).
     mutating func note(_ frame: PostgresFrame) {
         switch frame.type {
         case FrontendMessage.Kind.parse.rawValue:
             guard case let .parse(p)? = try? FrontendMessage(frame: frame) else { return }
             noteSQL(p.query)
-            if !p.name.isEmpty {
-                statements.removeAll { $0.name == p.name }
-                statements.append((p.name, frame))
-            }
-        case FrontendMessage.Kind.close.rawValue:
-            if case let .close(target, name)? = try? FrontendMessage(frame: frame), target == .statement {
-                statements.removeAll { $0.name == name }
-            }
         case FrontendMessage.Kind.query.rawValue:
             if case let .query(sql)? = try? FrontendMessage(frame: frame) { noteSQL(sql) }
         default:
             break
         }
+    }
+
+    /// A group is sent to the backends with these named Parses and Closes (in order): each Parse is
+    /// given a token, returned with its place among the group's Parses, to be answered by the lead.
+    mutating func apply(_ changes: [StatementChange]) -> [(parse: Int, name: String, token: Int)] {
+        var sent: [(parse: Int, name: String, token: Int)] = []
+        for change in changes {
+            switch change {
+            case let .parsed(parse, name, bytes):
+                parseTokens += 1
+                pendingParses[parseTokens] = (name, bytes)
+                sent.append((parse, name, parseTokens))
+            case let .closed(name):
+                dropped(name)
+            }
+        }
+        return sent
+    }
+
+    /// The lead answered the Parse of `token` with ParseComplete: the backends hold it (a statement of
+    /// that name before it was dropped, or PostgreSQL would have refused this one).
+    mutating func parseAnswered(_ token: Int) {
+        guard let p = pendingParses.removeValue(forKey: token) else { return }
+        statements.removeAll { $0.name == p.name }
+        statements.append(p)
+    }
+
+    /// The cycle of the Parse of `token` ended without its ParseComplete (refused, or skipped after an error).
+    mutating func parseUnanswered(_ token: Int) {
+        pendingParses[token] = nil
+    }
+
+    /// Named statement `name` was dropped (nil: every one), also one whose Parse is still unanswered.
+    mutating func dropped(_ name: String?) {
+        guard let name else {
+            statements = []
+            pendingParses = [:]
+            return
+        }
+        statements.removeAll { $0.name == name }
+        if pendingParses.values.contains(where: { $0.name == name }) { pendingParses = pendingParses.filter { $0.value.name != name } }
+    }
+
+    /// Words of statements that drop prepared statements (`noteDrops`).
+    static let droppingWords = StatementTracker.deallocating
+
+    /// Follows `DEALLOCATE [PREPARE] name | ALL` and `DISCARD ALL` (which also resets the settings) in
+    /// a text that mentions them: each statement of it is looked at by its words.
+    mutating func noteDrops(_ sql: String) {
+        var statement: [SQLToken] = []
+        func finish() {
+            defer { statement = [] }
+            guard let first = statement.first, first.kind == .word else { return }
+            var rest = statement.dropFirst()
+            if first.text == "discard" {
+                if rest.first?.kind == .word, rest.first?.text == "all" {
+                    dropped(nil)
+                    settings = []
+                }
+                return
+            }
+            guard first.text == "deallocate" else { return }
+            if rest.first?.kind == .word, rest.first?.text == "prepare" { rest = rest.dropFirst() }
+            guard let target = rest.first, rest.count == 1 else { return }
+            switch target.kind {
+            case .word: dropped(target.text == "all" ? nil : target.text)
+            case .quotedIdentifier: dropped(String(target.text.dropFirst().dropLast()).replacing("\"\"", with: "\""))
+            default: break
+            }
+        }
+        for token in SQLLexer.tokens(sql, trivia: false) {
+            if token.kind == .punctuation, token.text == ";" { finish() } else { statement.append(token) }
+        }
+        finish()
     }
 
     /// Runs on every statement a client sends: it works on the text's bytes (a look at its first ones,
@@ -58,11 +130,9 @@ struct SessionReplay {
                 return
             }
         }
-        if starts("deallocate all") || starts("discard all") {
-            statements = []
-            settings = []
-            return
-        }
+        // (Such a text is never kept as ordinary: it is looked at each time.)
+        let drops = Self.mentions(sql, needles: Self.droppingWords)
+        if drops { noteDrops(sql) }
         guard unreplayable == nil else { return }
         for (prefix, what) in Self.unreplayablePrefixes where starts(prefix) && !starts("prepare transaction") {
             unreplayable = what
@@ -71,7 +141,7 @@ struct SessionReplay {
         // The rest may sit anywhere in the text: a quick look for the words first, the lexer's words
         // (outside literals and comments) only when one is there.
         guard Self.mentions(sql, needles: Self.wordsToLookAt) else {
-            ordinary.keep(true, for: sql)
+            if !drops { ordinary.keep(true, for: sql) }
             return
         }
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
@@ -79,7 +149,7 @@ struct SessionReplay {
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
         if words.contains(where: { $0.hasPrefix("pg_advisory_lock") }) { unreplayable = "a session-level advisory lock" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = "a temporary table" }
-        if unreplayable == nil { ordinary.keep(true, for: sql) }
+        if unreplayable == nil, !drops { ordinary.keep(true, for: sql) }
     }
 
     /// Statements whose start makes the session's state impossible to carry to another backend.
@@ -270,7 +340,7 @@ extension ClientSessionHandler {
             // error) fails there too, and does not make the server skip the ones after it.
             for s in replay.statements {
                 var statement = ByteBuffer()
-                statement.writeImmutableBuffer(s.frame.bytes)
+                statement.writeImmutableBuffer(s.bytes)
                 FrontendMessage.sync.encode(into: &statement)
                 sendOwn(statement, to: index)
             }

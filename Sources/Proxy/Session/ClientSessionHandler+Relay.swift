@@ -52,6 +52,23 @@ struct GroupFlags {
     var createsLargeObject = false
     /// Named statements of a plain BEGIN the group parses (`StatementTracker.Result.beginParses`).
     var beginParses: [(parse: Int, name: String, token: Int)] = []
+    /// The group's Parses, and its named ones with their `SessionReplay` tokens (`noteParsesSent`).
+    var parses = 0
+    var namedParses: [(parse: Int, name: String, token: Int)] = []
+}
+
+/// A cycle's named Parses the lead has not all answered (`ClientSessionHandler.pendingParses`). The
+/// lead answers a cycle's Parses in order and skips the rest after an error, so the count of its
+/// ParseCompletes says which Parse each answers; the cycle's end settles those left unanswered.
+struct PendingParses {
+    /// The cycle (nil: parts ended by Flush whose cycle has not been sent; their answers may come first).
+    var seq: Int?
+    /// The lead's ParseCompletes of the cycle so far.
+    var seen = 0
+    /// Named plain BEGINs (`StatementTracker.beginParsed`), by place among the cycle's Parses.
+    var begins: [(parse: Int, name: String, token: Int)] = []
+    /// Named statements for a backend taken in later (`SessionReplay.parseAnswered`).
+    var named: [(parse: Int, name: String, token: Int)] = []
 }
 
 extension ClientSessionHandler {
@@ -180,7 +197,7 @@ extension ClientSessionHandler {
         }
         switch route {
         case .vote:
-            startCommit(frames)
+            startCommit(frames, changes: result.statementChanges)
         case .statementsThenVote:
             guard let body = trailingBody else { return }
             // The client sees one answer, as from PostgreSQL.
@@ -205,7 +222,8 @@ extension ClientSessionHandler {
                                    mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
                                    readsOnlyItsTarget: result.readsOnlyItsTarget,
                                    createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil,
-                                   beginParses: result.beginParses)
+                                   beginParses: result.beginParses, parses: result.parses,
+                                   namedParses: result.statementChanges.isEmpty ? [] : replay.apply(result.statementChanges))
             if replicated, cycle, !openExtendedGroup {
                 decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
                 if result.containsCommit { releaseNotificationsIntoTransaction() }
@@ -244,14 +262,46 @@ extension ClientSessionHandler {
         flushClient()
     }
 
-    /// The lead answered one more Parse of client cycle `seq`: PostgreSQL answers a group's Parses in
-    /// order (an error skips the rest), so the count says which; a named plain BEGIN among them is
-    /// known to be held from now on (`StatementTracker.beginStatements`).
-    func beginParseAnswered(_ seq: Int) {
-        guard let i = pendingBeginParses.firstIndex(where: { $0.seq == seq }) else { return }
-        let n = pendingBeginParses[i].seen
-        pendingBeginParses[i].seen += 1
-        for p in pendingBeginParses[i].parses where p.parse == n { tracker.beginParsed(p.name, token: p.token) }
+    /// `parses` Parses went to the lead as (part of) cycle `seq` (nil: a part ended by Flush, whose
+    /// cycle follows), with these named ones (their places counted within the group): kept in
+    /// `pendingParses`, their places counted from the cycle's first Parse, those of the parts before it included.
+    func noteParsesSent(seq: Int?, parses: Int, named: [(parse: Int, name: String, token: Int)],
+                        begins: [(parse: Int, name: String, token: Int)] = []) {
+        let joins = parsesSent.seq == seq || parsesSent.seq == nil
+        let offset = joins ? parsesSent.count : 0
+        parsesSent = (seq, offset + parses)
+        if joins, let i = pendingParses.firstIndex(where: { $0.seq == nil }) {
+            // The parts before it: their answers count with this cycle's.
+            pendingParses[i].seq = seq
+        }
+        guard !named.isEmpty || !begins.isEmpty else { return }
+        let i = pendingParses.firstIndex { $0.seq == seq } ?? {
+            pendingParses.append(PendingParses(seq: seq))
+            return pendingParses.count - 1
+        }()
+        pendingParses[i].named += named.map { ($0.parse + offset, $0.name, $0.token) }
+        pendingParses[i].begins += begins.map { ($0.parse + offset, $0.name, $0.token) }
+    }
+
+    /// The lead answered one more Parse of cycle `seq` (nil: between cycles, a Flush-ended part's):
+    /// PostgreSQL answers a group's Parses in order (an error skips the rest), so the count says which.
+    /// A named plain BEGIN among them is known to be held from now on (`StatementTracker.beginStatements`),
+    /// a named statement is one a backend taken in later must be given (`SessionReplay`).
+    func parseAnswered(_ seq: Int?) {
+        guard let i = pendingParses.firstIndex(where: { $0.seq == seq }) else { return }
+        let n = pendingParses[i].seen
+        pendingParses[i].seen += 1
+        for p in pendingParses[i].begins where p.parse == n { tracker.beginParsed(p.name, token: p.token) }
+        for p in pendingParses[i].named where p.parse == n { replay.parseAnswered(p.token) }
+    }
+
+    /// The lead ended cycle `seq`: Parses of it (and of earlier ones) not answered were refused or skipped.
+    func parsesSettled(upTo seq: Int) {
+        pendingParses.removeAll { entry in
+            guard let s = entry.seq, s <= seq else { return false }
+            for p in entry.named { replay.parseUnanswered(p.token) }
+            return true
+        }
     }
 
     /// Backend `index` answered the BEGIN answered ahead (`beginAheadSeq`), in a transaction or not.
@@ -424,7 +474,10 @@ extension ClientSessionHandler {
         if cycle && flags.writes { comparison.noteWrite(seq) }
         // (Not after a part ended by Flush: that part's replies are counted with this cycle's, so the
         // count would not say which Parse was answered.)
-        if cycle, !openExtendedGroup, !flags.beginParses.isEmpty { pendingBeginParses.append((seq, 0, flags.beginParses)) }
+        if flags.parses > 0 || parsesSent.seq == nil {
+            noteParsesSent(seq: cycle ? seq : nil, parses: flags.parses, named: flags.namedParses,
+                           begins: cycle && !openExtendedGroup ? flags.beginParses : [])
+        }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
                  answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl,
                  createsLargeObject: flags.createsLargeObject)
@@ -621,9 +674,11 @@ extension ClientSessionHandler {
             // the digest skips), or the answers to a part of a group the client ended with Flush, which
             // count with the cycle that follows, on every backend alike (`followerFrame`).
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
+            if frame.type == BackendMessage.Kind.parseComplete.rawValue, !pendingParses.isEmpty { parseAnswered(nil) }
             forwardToClient(frame)
             return
         }
+        if frame.type == BackendMessage.Kind.parseComplete.rawValue, !pendingParses.isEmpty { parseAnswered(exp.seq) }
         if frame.type == BackendMessage.Kind.notificationResponse.rawValue, exp.kind != .client, exp.kind != .routedRead {
             // Another session's notification, sent by PostgreSQL just before the ReadyForQuery of one of
             // pgchorus' own cycles (the transaction stamp, the vote, the catalog): it is the client's.
@@ -633,7 +688,6 @@ extension ClientSessionHandler {
         switch exp.kind {
         case .client:
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
-            if frame.type == BackendMessage.Kind.parseComplete.rawValue, !pendingBeginParses.isEmpty { beginParseAnswered(exp.seq) }
             if frame.type == BackendMessage.Kind.functionCallResponse.rawValue { largeObjectCreated(frame, seq: exp.seq) }
             if frame.type == BackendMessage.Kind.commandComplete.rawValue, frame.body.readableBytesView.elementsEqual(Self.dropDatabaseTag) {
                 // Its name may come back as a new database, without pgchorus' schema.
@@ -702,7 +756,7 @@ extension ClientSessionHandler {
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
-        if index == lead, !pendingBeginParses.isEmpty { pendingBeginParses.removeAll { $0.seq <= exp.seq } }
+        if index == lead, !pendingParses.isEmpty { parsesSettled(upTo: exp.seq) }
         switch exp.kind {
         case .client:
             var compared = liveCount > 1
@@ -1073,7 +1127,7 @@ extension ClientSessionHandler {
         if !clientWritable { applyClientBackpressure() }
         leadFirst.leadReplaced()
         // The new lead gets every cycle the old one had not finished from its start: its ParseCompletes count from the first.
-        for i in pendingBeginParses.indices { pendingBeginParses[i].seen = 0 }
+        for i in pendingParses.indices { pendingParses[i].seen = 0 }
         awaitHandover(after: old.id)
         decideBeginAhead()
     }

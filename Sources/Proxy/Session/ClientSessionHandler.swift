@@ -113,9 +113,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var followersHavePartAhead = false
     /// The backends' answers so far to the BEGIN answered ahead, by backend id (`beginAheadAnswered`).
     var beginAheadAnswers: [String: BackendMessage.TransactionStatus] = [:]
-    /// Client cycles that parse named statements of a plain BEGIN (`StatementTracker.Result.beginParses`):
-    /// the lead's ParseCompletes of the cycle counted so far (`beginParseAnswered`).
-    var pendingBeginParses: [(seq: Int, seen: Int, parses: [(parse: Int, name: String, token: Int)])] = []
+    /// Cycles sent with named Parses the lead has not answered yet (`noteParsesSent`, `parseAnswered`).
+    var pendingParses: [PendingParses] = []
+    /// The cycle whose Parses were sent last (nil: parts ended by Flush, their cycle not sent yet), and
+    /// how many went with it so far: a later part of it counts its Parses on from there.
+    var parsesSent: (seq: Int?, count: Int) = (-1, 0)
     /// The lead ended the session with 57P01 and the node is asking whether its server still serves
     /// (`backendLost`): the cause of the loss, while the answer is awaited.
     var terminationCheck: String?
