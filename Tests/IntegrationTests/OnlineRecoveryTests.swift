@@ -112,8 +112,9 @@ extension TimingSensitive {
     /// A session open across a recovery gives the recovered backend its named statements as the
     /// backends hold them: as sent to them (a time function made a parameter, gen_random_uuid() made
     /// pgchorus'), the first of a name parsed twice (PostgreSQL refused the second), none dropped by
-    /// SQL DEALLOCATE, those parsed in a part ended by Flush and beside a COMMIT. Its statements then
-    /// run on the recovered backend as on the other, and the two stay identical.
+    /// SQL DEALLOCATE, those parsed in a part ended by Flush and beside a COMMIT; and its settings, a
+    /// refused one among them. Its statements then run on the recovered backend as on the other, and
+    /// the two stay identical.
     @Test func aSessionGivesTheRecoveredBackendItsStatementsAsTheBackendsHoldThem() async throws {
         try await withPostgresServers(count: 2, options: Self.logical) { servers in
             try await withNodeCluster(count: 1, backends: servers) { cluster in
@@ -165,6 +166,12 @@ extension TimingSensitive {
                 #expect(ok(try s.readUntilReady()))
                 #expect(ok(try run("late", ["2"])))
                 #expect(ok(try run("uid", ["3"])))
+                // Settings: one refused (a typo) between two that hold, one set twice.
+                #expect(ok(try s.query("SET work_mem = '2MB'")))
+                #expect(try s.query("SET no_such_setting = 1").contains { $0.errorState == "42704" })
+                #expect(ok(try s.query("SET work_mem = '3MB'")))
+                #expect(ok(try s.query("SET application_name = 'carried'")))
+                #expect(ok(try parse("setting", "insert into t (id, u) values ($1::int, md5(current_setting('work_mem') || current_setting('application_name'))::uuid)")))
 
                 let detach = try cluster.cli(1, ["detach", "db2"])
                 #expect(detach.exitCode == 0, "\(detach.report)")
@@ -181,9 +188,10 @@ extension TimingSensitive {
                 #expect(value(try run("gone")) == "33")
                 #expect(value(try run("flushed")) == "4")
                 #expect(value(try run("bad")) == "5")
+                #expect(ok(try run("setting", ["13"])))
                 let status = try await cluster.status(1)
                 #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
-                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,10,11,12")
+                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,10,11,12,13")
                 #expect(try Self.differences(servers) == [])
             }
         }

@@ -84,8 +84,30 @@ import Wire
                     "RESET statement_timeout", "set datestyle = 'ISO'; select 1"] {
             r.note(frame(.query(sql)))
         }
-        #expect(r.settings == ["SET search_path = app, public", "RESET statement_timeout"])
+        #expect(r.settings == ["SET search_path = app, public"])
         #expect(r.unreplayable == nil)
+    }
+
+    /// The latest of each setting is kept, once: a session setting one again and again does not grow
+    /// what a backend taken in is given; RESET drops it, RESET ALL all but the role.
+    @Test func eachSettingIsReplayedOnceAsLastSet() {
+        var r = SessionReplay()
+        for i in 0..<1_000 { r.note(frame(.query("SET application_name = 'request \(i)'"))) }
+        for sql in ["SET SESSION work_mem = '8MB'", "set  TIME ZONE 'UTC'", "SET ROLE app", "SET timezone = 'Europe/Paris'",
+                    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "set work_mem to '16MB';"] {
+            r.note(frame(.query(sql)))
+        }
+        #expect(r.settings == ["SET application_name = 'request 999'", "SET ROLE app", "SET timezone = 'Europe/Paris'",
+                               "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "set work_mem to '16MB';"])
+        r.note(frame(.query("RESET work_mem")))
+        r.note(frame(.query("reset time zone")))
+        #expect(r.settings == ["SET application_name = 'request 999'", "SET ROLE app",
+                               "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"])
+        r.note(frame(.query("RESET ALL")))
+        #expect(r.settings == ["SET ROLE app"])
+        let long = "SET myapp." + String(repeating: "x", count: 80) + " = 1"
+        r.note(frame(.query(long)))
+        #expect(r.settings == ["SET ROLE app", long])
     }
 
     @Test(arguments: [
@@ -134,10 +156,12 @@ import Wire
         r.noteSQL("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
         r.noteSQL("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
         #expect(r.ordinary.count == 1 && r.settings.isEmpty && r.unreplayable == nil)
-        // A setting is carried each time it is made (the later one wins on replay).
+        // A setting is looked at each time it is made (the later one is replayed).
         r.noteSQL("SET search_path = a")
+        r.noteSQL("RESET search_path")
+        #expect(r.settings.isEmpty)
         r.noteSQL("SET search_path = a")
-        #expect(r.settings == ["SET search_path = a", "SET search_path = a"])
+        #expect(r.settings == ["SET search_path = a"])
         // A text that makes the session unreplayable is never taken for ordinary.
         r.noteSQL("SELECT * INTO TEMP t FROM x")
         #expect(r.unreplayable == "a temporary table" && r.ordinary.count == 1)

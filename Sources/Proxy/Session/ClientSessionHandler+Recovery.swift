@@ -15,8 +15,9 @@ struct SessionReplay {
     /// PostgreSQL refuses (a syntax error, a name in use) never becomes a statement.
     private(set) var pendingParses: [Int: (name: String, bytes: ByteBuffer)] = [:]
     private var parseTokens = 0
-    /// `SET` and `RESET` statements (session level), in order.
-    var settings: [String] = []
+    /// `SET` statements (session level) in force, in order, the latest for each setting (`settingKey`).
+    private(set) var settingEntries: [(key: String, sql: String)] = []
+    var settings: [String] { settingEntries.map(\.sql) }
     /// Why the session's state cannot be replayed on another backend (nil: it can).
     var unreplayable: String?
     /// Texts seen to change nothing of this (a driver's statements come again and again).
@@ -91,7 +92,7 @@ struct SessionReplay {
             if first.text == "discard" {
                 if rest.first?.kind == .word, rest.first?.text == "all" {
                     dropped(nil)
-                    settings = []
+                    settingEntries = []
                 }
                 return
             }
@@ -117,7 +118,7 @@ struct SessionReplay {
         if ordinary[sql] != nil { return }
         let head = Self.head(of: sql)
         func starts(_ p: String) -> Bool { head.starts(with: p.utf8) }
-        if starts("set local ") || starts("set transaction") || starts("set session characteristics") || starts("set constraints") {
+        if starts("set local ") || starts("set transaction") || starts("set constraints") {
             return
         }
         if starts("set ") || starts("reset ") {
@@ -126,7 +127,15 @@ struct SessionReplay {
             while let last = bytes.last, Self.isSpace(last) { bytes.removeLast() }
             if bytes.last == UInt8(ascii: ";") { bytes.removeLast() }
             if !bytes.contains(UInt8(ascii: ";")) {
-                settings.append(sql)
+                let key = Self.settingKey(head) ?? sql
+                // A setting set again replaces what was replayed for it; a RESET needs no replay (a
+                // backend taken in starts from the same defaults); RESET ALL leaves the role as it is.
+                if key == "all" {
+                    settingEntries.removeAll { $0.key != "role" && $0.key != "session authorization" }
+                } else {
+                    settingEntries.removeAll { $0.key == key }
+                    if starts("set ") { settingEntries.append((key, sql)) }
+                }
                 return
             }
         }
@@ -150,6 +159,17 @@ struct SessionReplay {
         if words.contains(where: { $0.hasPrefix("pg_advisory_lock") }) { unreplayable = "a session-level advisory lock" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = "a temporary table" }
         if unreplayable == nil, !drops { ordinary.keep(true, for: sql) }
+    }
+
+    /// The setting a `SET` or `RESET` (its `head`) is about, lower-cased: its name, or `time zone`,
+    /// `session authorization`, `session characteristics`, `all` (RESET ALL); nil when not told.
+    static func settingKey(_ head: [UInt8]) -> String? {
+        var rest = head.starts(with: "set ".utf8) ? head.dropFirst(4) : head.starts(with: "reset ".utf8) ? head.dropFirst(6) : head[...]
+        for two in ["session authorization", "session characteristics", "time zone"] where rest.starts(with: two.utf8) { return two }
+        if rest.starts(with: "session ".utf8) { rest = rest.dropFirst(8) }
+        let name = rest.prefix { $0 != 32 && $0 != UInt8(ascii: "=") }
+        guard !name.isEmpty, name.count < rest.count || head.count < 64 else { return nil }
+        return name.elementsEqual("timezone".utf8) ? "time zone" : String(decoding: name, as: UTF8.self)
     }
 
     /// Statements whose start makes the session's state impossible to carry to another backend.
@@ -344,7 +364,8 @@ extension ClientSessionHandler {
                 FrontendMessage.sync.encode(into: &statement)
                 sendOwn(statement, to: index)
             }
-            if !replay.settings.isEmpty { sendOwn(replay.settings.joined(separator: "; "), to: index) }
+            // The settings each on its own too: one refused there (as it was here: a typo) keeps none after it from it.
+            for setting in replay.settings { sendOwn(setting, to: index) }
             if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
             ProxyMetrics.backendsTakenIn.increment()
         default:
