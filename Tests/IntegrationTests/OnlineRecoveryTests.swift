@@ -112,7 +112,7 @@ extension TimingSensitive {
     /// A session open across a recovery gives the recovered backend its named statements as the
     /// backends hold them: as sent to them (a time function made a parameter, gen_random_uuid() made
     /// pgchorus'), the first of a name parsed twice (PostgreSQL refused the second), none dropped by
-    /// SQL DEALLOCATE, those parsed in a part ended by Flush and beside a COMMIT; and its settings, a
+    /// SQL DEALLOCATE, those parsed in or after a part ended by Flush and beside a COMMIT; and its settings, a
     /// refused one among them. Its statements then run on the recovered backend as on the other, and
     /// the two stay identical.
     @Test func aSessionGivesTheRecoveredBackendItsStatementsAsTheBackendsHoldThem() async throws {
@@ -156,6 +156,13 @@ extension TimingSensitive {
                 try s.send([.sync])
                 _ = try s.readUntilReady()
                 #expect(ok(try parse("bad", "select 5")))
+                // An unnamed statement in a part ended by Flush, answered before its cycle, then a named one there.
+                try s.send([.parse(.init(name: "", query: "select 6", parameterTypes: [])),
+                            .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+                            .execute(portal: "", maxRows: 0), .flush])
+                let part = try (0..<4).map { _ in try s.read() }
+                #expect(part.allSatisfy { $0 != nil && $0?.errorState == nil }, "\(part)")
+                #expect(ok(try parse("counted", "select 7")))
                 // A named statement parsed beside a COMMIT (the vote sends it in a cycle of its own).
                 #expect(ok(try s.query("BEGIN")))
                 #expect(ok(try run("ts", ["1"])))
@@ -188,6 +195,7 @@ extension TimingSensitive {
                 #expect(value(try run("gone")) == "33")
                 #expect(value(try run("flushed")) == "4")
                 #expect(value(try run("bad")) == "5")
+                #expect(value(try run("counted")) == "7")
                 #expect(ok(try run("setting", ["13"])))
                 let status = try await cluster.status(1)
                 #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")

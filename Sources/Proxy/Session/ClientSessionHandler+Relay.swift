@@ -63,8 +63,6 @@ struct GroupFlags {
 struct PendingParses {
     /// The cycle (nil: parts ended by Flush whose cycle has not been sent; their answers may come first).
     var seq: Int?
-    /// The lead's ParseCompletes of the cycle so far.
-    var seen = 0
     /// Named plain BEGINs (`StatementTracker.beginParsed`), by place among the cycle's Parses.
     var begins: [(parse: Int, name: String, token: Int)] = []
     /// Named statements for a backend taken in later (`SessionReplay.parseAnswered`).
@@ -284,13 +282,16 @@ extension ClientSessionHandler {
     }
 
     /// The lead answered one more Parse of cycle `seq` (nil: between cycles, a Flush-ended part's):
-    /// PostgreSQL answers a group's Parses in order (an error skips the rest), so the count says which.
-    /// A named plain BEGIN among them is known to be held from now on (`StatementTracker.beginStatements`),
-    /// a named statement is one a backend taken in later must be given (`SessionReplay`).
+    /// PostgreSQL answers a group's Parses in order (an error skips the rest), so the count of them
+    /// (`leadParses`, kept for every cycle: the named Parses may come in a later part than the first)
+    /// says which. A named plain BEGIN among them is known to be held from now on
+    /// (`StatementTracker.beginStatements`), a named statement is one a backend taken in later must be
+    /// given (`SessionReplay`).
     func parseAnswered(_ seq: Int?) {
-        guard let i = pendingParses.firstIndex(where: { $0.seq == seq }) else { return }
-        let n = pendingParses[i].seen
-        pendingParses[i].seen += 1
+        // Answers between cycles count with the cycle that follows, as their Parses do (`noteParsesSent`).
+        leadParses = leadParses.seq == seq || leadParses.seq == nil ? (seq, leadParses.count + 1) : (seq, 1)
+        guard !pendingParses.isEmpty, let i = pendingParses.firstIndex(where: { $0.seq == seq }) else { return }
+        let n = leadParses.count - 1
         for p in pendingParses[i].begins where p.parse == n { tracker.beginParsed(p.name, token: p.token) }
         for p in pendingParses[i].named where p.parse == n { replay.parseAnswered(p.token) }
     }
@@ -674,11 +675,11 @@ extension ClientSessionHandler {
             // the digest skips), or the answers to a part of a group the client ended with Flush, which
             // count with the cycle that follows, on every backend alike (`followerFrame`).
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
-            if frame.type == BackendMessage.Kind.parseComplete.rawValue, !pendingParses.isEmpty { parseAnswered(nil) }
+            if frame.type == BackendMessage.Kind.parseComplete.rawValue { parseAnswered(nil) }
             forwardToClient(frame)
             return
         }
-        if frame.type == BackendMessage.Kind.parseComplete.rawValue, !pendingParses.isEmpty { parseAnswered(exp.seq) }
+        if frame.type == BackendMessage.Kind.parseComplete.rawValue { parseAnswered(exp.seq) }
         if frame.type == BackendMessage.Kind.notificationResponse.rawValue, exp.kind != .client, exp.kind != .routedRead {
             // Another session's notification, sent by PostgreSQL just before the ReadyForQuery of one of
             // pgchorus' own cycles (the transaction stamp, the vote, the catalog): it is the client's.
@@ -756,7 +757,11 @@ extension ClientSessionHandler {
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
-        if index == lead, !pendingParses.isEmpty { parsesSettled(upTo: exp.seq) }
+        if index == lead {
+            // Parses answered from here on are the next cycle's.
+            leadParses = (-1, 0)
+            if !pendingParses.isEmpty { parsesSettled(upTo: exp.seq) }
+        }
         switch exp.kind {
         case .client:
             var compared = liveCount > 1
@@ -1127,7 +1132,7 @@ extension ClientSessionHandler {
         if !clientWritable { applyClientBackpressure() }
         leadFirst.leadReplaced()
         // The new lead gets every cycle the old one had not finished from its start: its ParseCompletes count from the first.
-        for i in pendingParses.indices { pendingParses[i].seen = 0 }
+        leadParses = (-1, 0)
         awaitHandover(after: old.id)
         decideBeginAhead()
     }
