@@ -112,14 +112,16 @@ extension TimingSensitive {
     /// A session open across a recovery gives the recovered backend its named statements as the
     /// backends hold them: as sent to them (a time function made a parameter, gen_random_uuid() made
     /// pgchorus'), the first of a name parsed twice (PostgreSQL refused the second), none dropped by
-    /// SQL DEALLOCATE, those parsed in or after a part ended by Flush and beside a COMMIT; and its settings, a
-    /// refused one among them. Its statements then run on the recovered backend as on the other, and
-    /// the two stay identical.
+    /// SQL DEALLOCATE, those parsed in or after a part ended by Flush and beside a COMMIT; and its
+    /// settings as the lead has them (a refused SET, one in a Query of several statements, ones a
+    /// rollback undid, a custom one, a role). Its statements then run on the recovered backend as on
+    /// the other, and the two stay identical.
     @Test func aSessionGivesTheRecoveredBackendItsStatementsAsTheBackendsHoldThem() async throws {
         try await withPostgresServers(count: 2, options: Self.logical) { servers in
             try await withNodeCluster(count: 1, backends: servers) { cluster in
                 try await cluster.start(1)
-                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key, at timestamptz, u uuid)"])
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key, at timestamptz, u uuid); create schema other; create table other.t (like public.t including all); "
+                    + "create role app_role; grant usage on schema other to app_role; grant all on t, other.t to app_role"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 let s = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 30)
                 _ = try s.startup()
@@ -178,7 +180,16 @@ extension TimingSensitive {
                 #expect(try s.query("SET no_such_setting = 1").contains { $0.errorState == "42704" })
                 #expect(ok(try s.query("SET work_mem = '3MB'")))
                 #expect(ok(try s.query("SET application_name = 'carried'")))
-                #expect(ok(try parse("setting", "insert into t (id, u) values ($1::int, md5(current_setting('work_mem') || current_setting('application_name'))::uuid)")))
+                #expect(ok(try parse("setting", "insert into t (id, u) values ($1::int, md5(current_setting('work_mem') || current_setting('application_name') "
+                    + "|| current_setting('app.tenant') || current_user)::uuid)")))
+                // Settings the lead has that no single SET shows (a Query of several statements), settings
+                // undone by a rollback (which the SETs alone would replay), a custom setting, a role.
+                #expect(ok(try s.query("SET work_mem = '4MB'; SELECT 1")))
+                #expect(ok(try s.query("SET app.tenant = 't1'")))
+                for sql in ["BEGIN", "SET app.tenant = 't2'", "SET search_path = other, public", "ROLLBACK", "SET ROLE app_role"] {
+                    #expect(ok(try s.query(sql)), "\(sql)")
+                }
+                #expect(ok(try run("setting", ["5"])))
 
                 let detach = try cluster.cli(1, ["detach", "db2"])
                 #expect(detach.exitCode == 0, "\(detach.report)")
@@ -199,7 +210,8 @@ extension TimingSensitive {
                 #expect(ok(try run("setting", ["13"])))
                 let status = try await cluster.status(1)
                 #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
-                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,10,11,12,13")
+                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,5,10,11,12,13")
+                #expect(try servers[1].psql("select count(*) from other.t") == "0")
                 #expect(try Self.differences(servers) == [])
             }
         }

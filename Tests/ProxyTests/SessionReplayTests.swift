@@ -88,6 +88,19 @@ import Wire
         #expect(r.unreplayable == nil)
     }
 
+    /// The question a take-in asks the lead names the custom settings the client SET (they do not show
+    /// in pg_settings), not pgchorus' own, and quotes the login user.
+    @Test func theSettingsQuestionNamesCustomSettingsAndQuotesTheUser() {
+        var r = SessionReplay()
+        for sql in ["SET app.tenant = 't1'", "SET work_mem = '4MB'", "SET pgchorus.seed = 'x'", "SET \"my.o'k\" = 1"] { r.note(frame(.query(sql))) }
+        let q = r.settingsQuery(loginUser: "o'neil")
+        #expect(q.contains("(VALUES ('app.tenant'), ('my.o''k'))"))
+        #expect(!q.contains("'work_mem'") && !q.contains("'pgchorus.seed'"))
+        #expect(q.contains("session_user <> 'o''neil'"))
+        #expect(q.hasSuffix(" ORDER BY 1"))
+        #expect(!SessionReplay().settingsQuery(loginUser: "u").contains("VALUES"))
+    }
+
     /// The latest of each setting is kept, once: a session setting one again and again does not grow
     /// what a backend taken in is given; RESET drops it, RESET ALL all but the role.
     @Test func eachSettingIsReplayedOnceAsLastSet() {

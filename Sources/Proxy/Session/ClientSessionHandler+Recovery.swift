@@ -161,6 +161,27 @@ struct SessionReplay {
         if unreplayable == nil, !drops { ordinary.keep(true, for: sql) }
     }
 
+    /// What the lead is asked for a backend being taken in: a statement per setting the session has
+    /// changed, as the lead has it now — a setting of a transaction that rolled back is undone there,
+    /// one made by `set_config()` or in a Query of several statements is there, a refused one is not.
+    /// (Custom `x.y` settings do not show in `pg_settings`: those the client SET are looked up by
+    /// name.) Then its session authorization and role. Rows: (order, statement).
+    func settingsQuery(loginUser: String) -> String {
+        func literal(_ s: String) -> String { "'" + s.replacing("'", with: "''") + "'" }
+        let setConfig = "pg_catalog.format('SELECT pg_catalog.set_config(%L, %L, false)', "
+        var parts = ["SELECT 1, \(setConfig)name, pg_catalog.current_setting(name)) FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'pgchorus.%'"]
+        let custom = settingEntries.map(\.key).filter { $0.contains(".") && !$0.hasPrefix("pgchorus.") && !$0.contains(" ") }.map { key in
+            key.count > 1 && key.hasPrefix("\"") && key.hasSuffix("\"") ? String(key.dropFirst().dropLast()).replacing("\"\"", with: "\"") : key
+        }
+        if !custom.isEmpty {
+            parts.append("SELECT 2, \(setConfig)n, v) FROM (VALUES \(custom.map { "(\(literal($0)))" }.joined(separator: ", "))) AS c(n), "
+                + "LATERAL (SELECT pg_catalog.current_setting(n, true) AS v) AS s WHERE v IS NOT NULL")
+        }
+        parts.append("SELECT 3, pg_catalog.format('SET SESSION AUTHORIZATION %I', session_user) WHERE session_user <> \(literal(loginUser))")
+        parts.append("SELECT 4, pg_catalog.format('SET ROLE %I', current_user) WHERE current_user <> session_user")
+        return parts.joined(separator: " UNION ALL ") + " ORDER BY 1"
+    }
+
     /// The setting a `SET` or `RESET` (its `head`) is about, lower-cased: its name, or `time zone`,
     /// `session authorization`, `session characteristics`, `all` (RESET ALL); nil when not told.
     static func settingKey(_ head: [UInt8]) -> String? {
@@ -331,10 +352,20 @@ extension ClientSessionHandler {
     }
 
     /// Connects and logs in to `joining` as the client's user, replays the session's state on them,
-    /// then lets the held client messages go on to every backend.
+    /// then lets the held client messages go on to every backend. Meanwhile the lead is asked for the
+    /// session's settings as they are (`SessionReplay.settingsQuery`).
     func takeIn(_ joining: [Configuration.Backend]) {
         guard let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        takeInSettings = []
+        takeInSettingsFailed = false
+        takenIn = []
+        takeInSettingsSeq = nextSeq
+        backends[lead].owed.add(Expectation(seq: nextSeq, kind: .sessionSettings))
+        nextSeq += 1
+        var question = ByteBuffer()
+        FrontendMessage.query(replay.settingsQuery(loginUser: start.user)).encode(into: &question)
+        backends[lead].write(question)
         takingIn = Set(joining.indices.map { backends.count + $0 })
         for backend in joining {
             logger.info("taking backend \(backend.id) into the session")
@@ -364,9 +395,8 @@ extension ClientSessionHandler {
                 FrontendMessage.sync.encode(into: &statement)
                 sendOwn(statement, to: index)
             }
-            // The settings each on its own too: one refused there (as it was here: a typo) keeps none after it from it.
-            for setting in replay.settings { sendOwn(setting, to: index) }
-            if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
+            // Its settings once the lead has said what they are (`finishTakeIn`).
+            takenIn.append(index)
             ProxyMetrics.backendsTakenIn.increment()
         default:
             backends[index].phase = .closed
@@ -381,9 +411,43 @@ extension ClientSessionHandler {
             if shared.registry.fencedReason() == nil { shared.failBackendClusterWide(backend.id, reason: reason) }
         }
         guard takingIn?.isEmpty == true else { return }
-        takingIn = nil
         takeInTimer?.cancel()
         takeInTimer = nil
+        finishTakeIn()
+    }
+
+    /// A row of the lead's answer to the settings question: its statement.
+    func recordSessionSetting(_ frame: PostgresFrame) {
+        if frame.type == BackendMessage.Kind.errorResponse.rawValue { takeInSettingsFailed = true }
+        guard frame.type == BackendMessage.Kind.dataRow.rawValue, case let .dataRow(columns)? = try? BackendMessage(frame: frame),
+              columns.count == 2, let statement = columns[1] else { return }
+        takeInSettings?.append(String(buffer: statement))
+    }
+
+    /// The lead has answered the settings question (or was lost before it did).
+    func sessionSettingsAnswered() {
+        takeInSettingsSeq = nil
+        guard phase == .relaying || phase == .draining else { return }
+        if takingIn?.isEmpty == true { finishTakeIn() }
+    }
+
+    /// Every login of the take-in has ended and the lead has answered the settings question: the
+    /// backends taken in get the settings, each in a Query of its own (one refused there keeps none
+    /// after it from it) — the lead's answer, or, had it none, the client's SETs as recorded — and
+    /// the held client messages go on.
+    private func finishTakeIn() {
+        guard takeInSettingsSeq == nil, takingIn?.isEmpty == true else { return }
+        let settings = takeInSettingsFailed ? replay.settings : takeInSettings ?? []
+        if takeInSettingsFailed {
+            logger.warning("the lead did not tell this session's settings: backend(s) taken in get the session's SET statements as sent")
+        }
+        for index in takenIn where backends[index].isLive {
+            for setting in settings { sendOwn(setting, to: index) }
+            if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
+        }
+        takenIn = []
+        takeInSettings = nil
+        takingIn = nil
         // The cluster's lead (the first online backend) leads this session too: every session orders
         // its locks on the same backend.
         if let first = shared.registry.online().first?.id,

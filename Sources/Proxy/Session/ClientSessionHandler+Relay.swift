@@ -719,6 +719,8 @@ extension ClientSessionHandler {
             recordInternalMessage(lead, frame)
         case .catalog:
             recordCatalogRow(frame)
+        case .sessionSettings:
+            recordSessionSetting(frame)
         case .routedRead:
             routedFrame(lead, exp, frame)
         case .hidden:
@@ -742,7 +744,7 @@ extension ClientSessionHandler {
             recordCommitMessage(index, frame)
         case .internalQuery:
             recordInternalMessage(index, frame)
-        case .catalog:
+        case .catalog, .sessionSettings:
             break
         case .routedRead:
             routedFrame(index, exp, frame)
@@ -756,7 +758,7 @@ extension ClientSessionHandler {
         backends[index].owed.finishHead(at: .now())
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
-        if index == lead, exp.kind != .routedRead, exp.kind != .catalog { leadAnswered(exp.seq, sentAt: exp.sentAt) }
+        if index == lead, exp.kind != .routedRead, exp.kind != .catalog, exp.kind != .sessionSettings { leadAnswered(exp.seq, sentAt: exp.sentAt) }
         if index == lead {
             // Parses answered from here on are the next cycle's.
             leadParses = (-1, 0)
@@ -808,6 +810,8 @@ extension ClientSessionHandler {
             internalQueryFinished(index)
         case .catalog:
             catalogLoaded()
+        case .sessionSettings:
+            sessionSettingsAnswered()
         case .routedRead:
             if delivery.owes(exp.seq) { cycleDelivered(exp.seq, status: status) }
             routedRead = nil
@@ -1133,6 +1137,11 @@ extension ClientSessionHandler {
         leadFirst.leadReplaced()
         // The new lead gets every cycle the old one had not finished from its start: its ParseCompletes count from the first.
         leadParses = (-1, 0)
+        if takeInSettingsSeq != nil {
+            // The old lead will not answer the settings question of a take-in.
+            takeInSettingsFailed = true
+            sessionSettingsAnswered()
+        }
         awaitHandover(after: old.id)
         decideBeginAhead()
     }

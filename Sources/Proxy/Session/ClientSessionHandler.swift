@@ -214,6 +214,15 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Backends being taken into the session (`takeIn`), and the timer bounding their login.
     var takingIn: Set<Int>?
     var takeInTimer: Scheduled<Void>?
+    /// The lead's answer to `SessionReplay.settingsQuery` while a take-in waits for it (`takeIn`):
+    /// the statements that give a backend taken in the session's settings (nil: none asked).
+    var takeInSettings: [String]?
+    /// That question's cycle on the lead, until answered (nil: answered, or the lead was lost).
+    var takeInSettingsSeq: Int?
+    /// The question failed: the settings as the client's SETs recorded them are given instead.
+    var takeInSettingsFailed = false
+    /// Backends taken in whose login is done, waiting for the settings (`finishTakeIn`).
+    var takenIn: [Int] = []
     /// The registry's view generation when the session last found no backend to take in.
     var joinCheckedGeneration = -1
     /// The start-up message the backends got (with the session's seed), for backends taken in later.

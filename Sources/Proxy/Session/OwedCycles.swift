@@ -17,6 +17,8 @@ enum CycleKind: Equatable {
     case routedRead
     /// A statement pgchorus adds around the client's (BEGIN/ROLLBACK of a wrapped autocommit write).
     case hidden
+    /// The session's settings asked of the lead for a backend being taken in (lead only, `takeIn`).
+    case sessionSettings
 }
 
 /// One cycle a backend owes replies for.
