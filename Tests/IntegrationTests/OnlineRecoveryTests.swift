@@ -112,7 +112,7 @@ extension TimingSensitive {
     /// A session open across a recovery gives the recovered backend its named statements as the
     /// backends hold them: as sent to them (a time function made a parameter, gen_random_uuid() made
     /// pgchorus'), the first of a name parsed twice (PostgreSQL refused the second), none dropped by
-    /// SQL DEALLOCATE, those parsed in or after a part ended by Flush and beside a COMMIT; and its
+    /// SQL DEALLOCATE or by a function, those parsed in or after a part ended by Flush and beside a COMMIT; and its
     /// settings as the lead has them (a refused SET, one in a Query of several statements, ones a
     /// rollback undid, a custom one, a role). Its statements then run on the recovered backend as on
     /// the other, and the two stay identical.
@@ -121,7 +121,8 @@ extension TimingSensitive {
             try await withNodeCluster(count: 1, backends: servers) { cluster in
                 try await cluster.start(1)
                 let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key, at timestamptz, u uuid); create schema other; create table other.t (like public.t including all); "
-                    + "create role app_role; grant usage on schema other to app_role; grant all on t, other.t to app_role"])
+                    + "create role app_role; grant usage on schema other to app_role; grant all on t, other.t to app_role; "
+                    + "create function drop_it() returns void language plpgsql as $f$ begin execute 'DEALLOCATE fdrop'; end $f$"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 let s = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 30)
                 _ = try s.startup()
@@ -146,6 +147,9 @@ extension TimingSensitive {
                 #expect(try parse("dup", "select 2").contains { $0.errorState == "42P05" })
                 #expect(ok(try parse("gone", "select 3")))
                 #expect(ok(try s.query("DEALLOCATE gone")))
+                // Dropped where pgchorus cannot see it: by a function.
+                #expect(ok(try parse("fdrop", "select 8")))
+                #expect(ok(try s.query("SELECT drop_it()")))
                 // asyncpg's way: Parse and Describe ended by Flush, their answers read, then Sync.
                 try s.send([.parse(.init(name: "flushed", query: "select 4", parameterTypes: [])), .describe(.statement, "flushed"), .flush])
                 let described = try (0..<3).map { _ in try s.read() }
@@ -204,6 +208,8 @@ extension TimingSensitive {
                 #expect(value(try run("dup")) == "1")
                 #expect(ok(try parse("gone", "select 33")))
                 #expect(value(try run("gone")) == "33")
+                #expect(ok(try parse("fdrop", "select 88")))
+                #expect(value(try run("fdrop")) == "88")
                 #expect(value(try run("flushed")) == "4")
                 #expect(value(try run("bad")) == "5")
                 #expect(value(try run("counted")) == "7")

@@ -97,6 +97,7 @@ import Wire
         #expect(q.contains("(VALUES ('app.tenant'), ('my.o''k'))"))
         #expect(!q.contains("'work_mem'") && !q.contains("'pgchorus.seed'"))
         #expect(q.contains("session_user <> 'o''neil'"))
+        #expect(q.contains("SELECT \(SessionReplay.preparedRow), name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql"))
         #expect(q.hasSuffix(" ORDER BY 1"))
         #expect(!SessionReplay().settingsQuery(loginUser: "u").contains("VALUES"))
     }

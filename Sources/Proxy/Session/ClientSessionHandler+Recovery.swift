@@ -161,7 +161,8 @@ struct SessionReplay {
         if unreplayable == nil, !drops { ordinary.keep(true, for: sql) }
     }
 
-    /// What the lead is asked for a backend being taken in: a statement per setting the session has
+    /// What the lead is asked for a backend being taken in: the names of the prepared statements it
+    /// holds (one dropped where pgchorus cannot see it is not carried), and a statement per setting the session has
     /// changed, as the lead has it now — a setting of a transaction that rolled back is undone there,
     /// one made by `set_config()` or in a Query of several statements is there, a refused one is not.
     /// (Custom `x.y` settings do not show in `pg_settings`: those the client SET are looked up by
@@ -179,8 +180,12 @@ struct SessionReplay {
         }
         parts.append("SELECT 3, pg_catalog.format('SET SESSION AUTHORIZATION %I', session_user) WHERE session_user <> \(literal(loginUser))")
         parts.append("SELECT 4, pg_catalog.format('SET ROLE %I', current_user) WHERE current_user <> session_user")
+        parts.append("SELECT \(Self.preparedRow), name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql")
         return parts.joined(separator: " UNION ALL ") + " ORDER BY 1"
     }
+
+    /// The rows of `settingsQuery` that name a prepared statement the lead holds (the others set a setting).
+    static let preparedRow = "5"
 
     /// The setting a `SET` or `RESET` (its `head`) is about, lower-cased: its name, or `time zone`,
     /// `session authorization`, `session characteristics`, `all` (RESET ALL); nil when not told.
@@ -358,6 +363,7 @@ extension ClientSessionHandler {
         guard let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         takeInSettings = []
+        takeInPrepared = []
         takeInSettingsFailed = false
         takenIn = []
         takeInSettingsSeq = nextSeq
@@ -387,15 +393,7 @@ extension ClientSessionHandler {
         let backend = backends[index].backend
         switch outcome {
         case .ready:
-            // Each with a Sync of its own: one PostgreSQL refused here (a named Parse with a syntax
-            // error) fails there too, and does not make the server skip the ones after it.
-            for s in replay.statements {
-                var statement = ByteBuffer()
-                statement.writeImmutableBuffer(s.bytes)
-                FrontendMessage.sync.encode(into: &statement)
-                sendOwn(statement, to: index)
-            }
-            // Its settings once the lead has said what they are (`finishTakeIn`).
+            // Its statements and settings once the lead has said what it holds (`finishTakeIn`).
             takenIn.append(index)
             ProxyMetrics.backendsTakenIn.increment()
         default:
@@ -416,12 +414,17 @@ extension ClientSessionHandler {
         finishTakeIn()
     }
 
-    /// A row of the lead's answer to the settings question: its statement.
+    /// A row of the lead's answer to the settings question: a statement that sets one, or the name of
+    /// a prepared statement the lead holds.
     func recordSessionSetting(_ frame: PostgresFrame) {
         if frame.type == BackendMessage.Kind.errorResponse.rawValue { takeInSettingsFailed = true }
         guard frame.type == BackendMessage.Kind.dataRow.rawValue, case let .dataRow(columns)? = try? BackendMessage(frame: frame),
-              columns.count == 2, let statement = columns[1] else { return }
-        takeInSettings?.append(String(buffer: statement))
+              columns.count == 2, let kind = columns[0], let value = columns[1] else { return }
+        if kind.readableBytesView.elementsEqual(SessionReplay.preparedRow.utf8) {
+            takeInPrepared.insert(String(buffer: value))
+        } else {
+            takeInSettings?.append(String(buffer: value))
+        }
     }
 
     /// The lead has answered the settings question (or was lost before it did).
@@ -440,13 +443,29 @@ extension ClientSessionHandler {
         let settings = takeInSettingsFailed ? replay.settings : takeInSettings ?? []
         if takeInSettingsFailed {
             logger.warning("the lead did not tell this session's settings: backend(s) taken in get the session's SET statements as sent")
+        } else {
+            // A statement dropped where pgchorus could not see it (a function running DEALLOCATE)
+            // is not carried: the lead no longer holds it.
+            for s in replay.statements where !takeInPrepared.contains(s.name) {
+                logger.info("named statement \(s.name) is gone from the lead: not given to the backend(s) taken in")
+                replay.dropped(s.name)
+            }
         }
         for index in takenIn where backends[index].isLive {
+            // Each with a Sync of its own: one PostgreSQL refused here (a named Parse with a syntax
+            // error) fails there too, and does not make the server skip the ones after it.
+            for s in replay.statements {
+                var statement = ByteBuffer()
+                statement.writeImmutableBuffer(s.bytes)
+                FrontendMessage.sync.encode(into: &statement)
+                sendOwn(statement, to: index)
+            }
             for setting in settings { sendOwn(setting, to: index) }
             if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
         }
         takenIn = []
         takeInSettings = nil
+        takeInPrepared = []
         takingIn = nil
         // The cluster's lead (the first online backend) leads this session too: every session orders
         // its locks on the same backend.

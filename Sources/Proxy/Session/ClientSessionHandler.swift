@@ -221,6 +221,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var takeInSettingsSeq: Int?
     /// The question failed: the settings as the client's SETs recorded them are given instead.
     var takeInSettingsFailed = false
+    /// The names of the prepared statements the lead holds, from the same answer.
+    var takeInPrepared: Set<String> = []
     /// Backends taken in whose login is done, waiting for the settings (`finishTakeIn`).
     var takenIn: [Int] = []
     /// The registry's view generation when the session last found no backend to take in.
