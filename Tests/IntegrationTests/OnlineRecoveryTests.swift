@@ -112,15 +112,16 @@ extension TimingSensitive {
     /// A session open across a recovery gives the recovered backend its named statements as the
     /// backends hold them: as sent to them (a time function made a parameter, gen_random_uuid() made
     /// pgchorus'), the first of a name parsed twice (PostgreSQL refused the second), none dropped by
-    /// SQL DEALLOCATE or by a function, those parsed in or after a part ended by Flush and beside a COMMIT; and its
+    /// SQL DEALLOCATE or by a function, but those a skipped Close or a refused DEALLOCATE left, those
+    /// parsed in or after a part ended by Flush, beside a COMMIT or in a pipeline's first part; and its
     /// settings as the lead has them (a refused SET, one in a Query of several statements, ones a
-    /// rollback undid, a custom one, a role). Its statements then run on the recovered backend as on
+    /// rollback undid, custom ones by SET and set_config(), one in LATIN1, a role). Its statements then run on the recovered backend as on
     /// the other, and the two stay identical.
     @Test func aSessionGivesTheRecoveredBackendItsStatementsAsTheBackendsHoldThem() async throws {
         try await withPostgresServers(count: 2, options: Self.logical) { servers in
             try await withNodeCluster(count: 1, backends: servers) { cluster in
                 try await cluster.start(1)
-                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key, at timestamptz, u uuid); create schema other; create table other.t (like public.t including all); "
+                let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key, at timestamptz, u uuid); create table w (id uuid primary key default gen_random_uuid(), v int); create schema other; create table other.t (like public.t including all); "
                     + "create role app_role; grant usage on schema other to app_role; grant all on t, other.t to app_role; "
                     + "create function drop_it() returns void language plpgsql as $f$ begin execute 'DEALLOCATE fdrop'; end $f$"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
@@ -179,13 +180,39 @@ extension TimingSensitive {
                 #expect(ok(try s.readUntilReady()))
                 #expect(ok(try run("late", ["2"])))
                 #expect(ok(try run("uid", ["3"])))
+                // A Close PostgreSQL skipped (an error before it in its group), a DEALLOCATE it refused
+                // (a failed transaction): the statements stay.
+                #expect(ok(try parse("kept", "select 9")))
+                try s.send([.parse(.init(name: "", query: "select 1/0", parameterTypes: [])),
+                            .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+                            .execute(portal: "", maxRows: 0), .close(.statement, "kept"), .sync])
+                #expect(try s.readUntilReady().contains { $0.errorState == "22012" })
+                #expect(ok(try parse("kept2", "select 10")))
+                #expect(ok(try s.query("BEGIN")))
+                #expect(try s.query("SELECT 1/0").contains { $0.errorState == "22012" })
+                #expect(try s.query("DEALLOCATE kept2").contains { $0.errorState == "25P02" })
+                #expect(ok(try s.query("ROLLBACK")))
+                // A pipeline's first part sent before its Sync (in a database whose transactions are stamped).
+                try s.send([.parse(.init(name: "early", query: "SELECT $1::text", parameterTypes: [])),
+                            .bind(.init(portal: "", statement: "early", parameterFormats: [], parameters: [ByteBuffer(string: "e")], resultFormats: [])),
+                            .execute(portal: "", maxRows: 0)])
+                try await Task.sleep(for: .milliseconds(500))
+                try s.send([.sync])
+                #expect(ok(try s.readUntilReady()))
                 // Settings: one refused (a typo) between two that hold, one set twice.
                 #expect(ok(try s.query("SET work_mem = '2MB'")))
                 #expect(try s.query("SET no_such_setting = 1").contains { $0.errorState == "42704" })
                 #expect(ok(try s.query("SET work_mem = '3MB'")))
                 #expect(ok(try s.query("SET application_name = 'carried'")))
                 #expect(ok(try parse("setting", "insert into t (id, u) values ($1::int, md5(current_setting('work_mem') || current_setting('application_name') "
-                    + "|| current_setting('app.tenant') || current_user)::uuid)")))
+                    + "|| current_setting('app.tenant') || current_setting('app.other') || current_setting('app.enc') || current_user)::uuid)")))
+                // A custom setting made by set_config(); one with a value sent in the session's LATIN1.
+                #expect(ok(try s.query("SELECT set_config('app.other', 'B', false)")))
+                #expect(ok(try s.query("SET client_encoding = 'LATIN1'")))
+                var latin1: [UInt8] = Array("SET app.enc = 'caf".utf8) + [0xE9] + Array("'".utf8) + [0]
+                latin1 = [UInt8(ascii: "Q")] + withUnsafeBytes(of: Int32(latin1.count + 4).bigEndian, Array.init) + latin1
+                try s.send(latin1)
+                #expect(ok(try s.readUntilReady()))
                 // Settings the lead has that no single SET shows (a Query of several statements), settings
                 // undone by a rollback (which the SETs alone would replay), a custom setting, a role.
                 #expect(ok(try s.query("SET work_mem = '4MB'; SELECT 1")))
@@ -213,6 +240,9 @@ extension TimingSensitive {
                 #expect(value(try run("flushed")) == "4")
                 #expect(value(try run("bad")) == "5")
                 #expect(value(try run("counted")) == "7")
+                #expect(value(try run("kept")) == "9")
+                #expect(value(try run("kept2")) == "10")
+                #expect(value(try run("early", ["x"])) == "x")
                 #expect(ok(try run("setting", ["13"])))
                 let status = try await cluster.status(1)
                 #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")

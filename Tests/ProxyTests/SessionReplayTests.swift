@@ -26,56 +26,59 @@ import Wire
     }
 
     /// A named statement is kept once the lead answered its Parse, as it was sent; one PostgreSQL
-    /// refused (a syntax error, a name in use) never is; a Close or DEALLOCATE drops it, also while its
-    /// Parse is still unanswered.
-    @Test func namedStatementsAreKeptOnceTheLeadHasThemUntilDropped() {
+    /// refused (a syntax error, a name in use) never is; a Close drops it once the lead answered it.
+    @Test func namedStatementsAreKeptOnceTheLeadHasThemUntilClosed() {
         var r = SessionReplay()
         let sent = r.apply([parsed(0, "a", "select 1"), parsed(2, "b", "selec 3")])
-        #expect(sent.map(\.parse) == [0, 2])
-        #expect(sent.map(\.name) == ["a", "b"])
+        #expect(sent.parses.map(\.parse) == [0, 2])
+        #expect(sent.parses.map(\.name) == ["a", "b"])
         #expect(texts(r).isEmpty)
-        r.parseAnswered(sent[0].token)
-        r.parseUnanswered(sent[1].token)
-        r.parseAnswered(sent[1].token)
+        r.parseAnswered(sent.parses[0].token)
+        r.parseUnanswered(sent.parses[1].token)
+        r.parseAnswered(sent.parses[1].token)
         #expect(texts(r) == ["a=select 1"])
         // The name in use: PostgreSQL refuses it (42P05) and keeps the first.
         let again = r.apply([parsed(0, "a", "select 4")])
-        r.parseUnanswered(again[0].token)
+        r.parseUnanswered(again.parses[0].token)
         #expect(texts(r) == ["a=select 1"])
-        // Closed and parsed again in one group: the new text.
-        let closed = r.apply([.closed("a"), parsed(0, "a", "select 5")])
-        #expect(texts(r).isEmpty)
-        r.parseAnswered(closed[0].token)
+        // Closed and parsed again in one group: the Close's answer comes first, then the Parse's.
+        let closed = r.apply([.closed(close: 1, name: "a"), parsed(0, "a", "select 5")])
+        #expect(closed.closes.map(\.close) == [1])
+        #expect(texts(r) == ["a=select 1"])
+        r.closeAnswered("a")
+        r.parseAnswered(closed.parses[0].token)
         #expect(texts(r) == ["a=select 5"])
-        // Dropped while its Parse is unanswered: its answer keeps nothing.
-        let pending = r.apply([parsed(0, "c", "select 6"), .closed("c")])
-        r.parseAnswered(pending[0].token)
+        // A Close PostgreSQL skipped (an error before it) is never answered: nothing is dropped.
+        _ = r.apply([.closed(close: 0, name: "a")])
         #expect(texts(r) == ["a=select 5"])
         #expect(r.pendingParses.isEmpty)
         #expect(r.unreplayable == nil)
     }
 
-    /// `DEALLOCATE [PREPARE] name | ALL` and `DISCARD ALL` in a client's text, a statement among others
-    /// or in another case; `DISCARD ALL` resets the settings too, `DEALLOCATE ALL` does not.
-    @Test func sqlDeallocateDropsNamedStatements() {
+    /// SQL `DEALLOCATE` drops nothing when it arrives (PostgreSQL may refuse it or never run it): the
+    /// lead names what it holds at the take-in (`keepOnly`). `DISCARD ALL` resets the recorded
+    /// settings, not the custom names asked of the lead.
+    @Test func statementsDroppedBySQLAreFoundByTheLeadsList() {
         var r = SessionReplay()
-        let sent = r.apply([parsed(0, "a", "select 1"), parsed(1, "b", "select 2"), parsed(2, "Q\"x", "select 3"), parsed(3, "d", "select 4")])
-        for s in sent { r.parseAnswered(s.token) }
+        let sent = r.apply([parsed(0, "a", "select 1"), parsed(1, "b", "select 2"), parsed(2, "d", "select 4")])
+        for p in sent.parses { r.parseAnswered(p.token) }
         r.note(frame(.query("SET search_path = app")))
+        r.note(frame(.query("SET app.tenant = 't'")))
         r.note(frame(.query("select 'deallocate a'; DeAllocate b")))
-        #expect(texts(r) == ["a=select 1", "Q\"x=select 3", "d=select 4"])
-        r.note(frame(.query("deallocate prepare \"Q\"\"x\"")))
+        #expect(texts(r) == ["a=select 1", "b=select 2", "d=select 4"])
+        #expect(r.keepOnly(["a", "d", "x"]) == ["b"])
         #expect(texts(r) == ["a=select 1", "d=select 4"])
-        let pending = r.apply([parsed(0, "e", "select 5")])
-        r.note(frame(.query("DEALLOCATE ALL")))
-        r.parseAnswered(pending[0].token)
-        #expect(texts(r).isEmpty)
-        #expect(r.settings == ["SET search_path = app"])
-        let more = r.apply([parsed(0, "f", "select 6")])
-        r.parseAnswered(more[0].token)
         r.note(frame(.query("DISCARD ALL")))
-        #expect(texts(r).isEmpty)
         #expect(r.settings.isEmpty)
+        #expect(r.customNames == ["app.tenant"])
+    }
+
+    /// Custom settings given to set_config() with a literal name are asked of the lead too.
+    @Test func setConfigNamesAreNoted() {
+        var r = SessionReplay()
+        r.note(frame(.query("SELECT pg_catalog.set_config('MyApp.Other', 'B', false), set_config(name, 'x', false) FROM t")))
+        r.note(frame(.query("select set_config('work_mem', '1MB', false), set_config('it''s.x', 'y', true)")))
+        #expect(r.customNames == ["myapp.other", "it's.x"])
     }
 
     @Test func sessionSettingsAreReplayedTransactionOnesAreNot() {
@@ -94,7 +97,7 @@ import Wire
         var r = SessionReplay()
         for sql in ["SET app.tenant = 't1'", "SET work_mem = '4MB'", "SET pgchorus.seed = 'x'", "SET \"my.o'k\" = 1"] { r.note(frame(.query(sql))) }
         let q = r.settingsQuery(loginUser: "o'neil")
-        #expect(q.contains("(VALUES ('app.tenant'), ('my.o''k'))"))
+        #expect(q.contains("(VALUES ('app.tenant'), ('my.o''k'))"), "\(q)")
         #expect(!q.contains("'work_mem'") && !q.contains("'pgchorus.seed'"))
         #expect(q.contains("session_user <> 'o''neil'"))
         #expect(q.contains("SELECT \(SessionReplay.preparedRow), name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql"))

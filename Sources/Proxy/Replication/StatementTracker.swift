@@ -27,8 +27,9 @@ struct StatementTracker {
         /// Named statements of a plain BEGIN the group parses, with the place of their Parse among the
         /// group's Parses: each becomes a `beginStatements` once the lead has answered that Parse.
         var beginParses: [(parse: Int, name: String, token: Int)] = []
-        /// How many Parse messages the group has (PostgreSQL answers them in order).
+        /// How many Parse and Close messages the group has (PostgreSQL answers them in order).
         var parses = 0
+        var closes = 0
         /// The group's named Parses (the place of each among its Parses, and the message as it goes to
         /// the backends, rewritten or not) and Closes of statements, in order: what a backend taken into
         /// the session must be given (`SessionReplay`).
@@ -269,6 +270,7 @@ struct StatementTracker {
         }
         var executes = 0
         var parses = 0
+        var closes = 0
         var commitExecutes = 0
         var wrappableExecutes = 0
         var targetOnlyExecutes = 0
@@ -398,10 +400,11 @@ struct StatementTracker {
             case FrontendMessage.Kind.close.rawValue:
                 result.isPlainRead = false
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
+                    closes += 1
                     if target == .statement {
                         statements[name] = nil
                         forgetBegin(name)
-                        result.statementChanges.append(.closed(name))
+                        result.statementChanges.append(.closed(close: closes - 1, name: name))
                     } else {
                         portals[name] = nil
                     }
@@ -417,6 +420,7 @@ struct StatementTracker {
             }
         }
         result.parses = parses
+        result.closes = closes
         result.isCommit = executes == 1 && commitExecutes == 1
         result.readsOnlyItsTarget = executes == 1 && targetOnlyExecutes == 1
         result.isWrappable = executes == 1 && wrappableExecutes == 1
@@ -431,7 +435,8 @@ struct StatementTracker {
 /// A named statement made or dropped by a client message (`StatementTracker.Result.statementChanges`).
 enum StatementChange {
     case parsed(parse: Int, name: String, bytes: ByteBuffer)
-    case closed(String)
+    /// `close`: the place of the Close among the group's Closes (of statements and portals).
+    case closed(close: Int, name: String)
 }
 
 extension StatementTracker.Result {

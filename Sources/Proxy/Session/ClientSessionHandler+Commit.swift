@@ -114,6 +114,7 @@ extension ClientSessionHandler {
         var named = ByteBuffer()
         var sent: [StatementChange] = []
         var parses = 0
+        var closes = 0
         var parsed = changes.compactMap { change -> (name: String, bytes: ByteBuffer)? in
             if case let .parsed(_, name, bytes) = change { return (name, bytes) }
             return nil
@@ -124,14 +125,15 @@ extension ClientSessionHandler {
                 sent.append(.parsed(parse: parses, name: parse.name, bytes: parse.bytes))
                 parses += 1
                 named.writeImmutableBuffer(parse.bytes)
-            } else if f.type == FrontendMessage.Kind.close.rawValue {
-                if case let .close(.statement, name)? = try? FrontendMessage(frame: f) { sent.append(.closed(name)) }
+            } else if f.type == FrontendMessage.Kind.close.rawValue, case let .close(target, name)? = try? FrontendMessage(frame: f) {
+                if target == .statement { sent.append(.closed(close: closes, name: name)) }
+                closes += 1
                 named.writeImmutableBuffer(f.bytes)
             }
         }
         if named.readableBytes > 0 {
             FrontendMessage.sync.encode(into: &named)
-            noteParsesSent(seq: nextSeq, parses: parses, named: replay.apply(sent))
+            noteParsesSent(seq: nextSeq, parses: parses, closes: closes, named: replay.apply(sent))
             dispatch(named, kind: .hidden, waitsForLead: false)
         }
         var b = ByteBuffer()

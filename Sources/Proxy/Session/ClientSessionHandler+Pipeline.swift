@@ -32,13 +32,14 @@ extension ClientSessionHandler {
 
     /// Sends one part of the open group to the lead (opening the group with its cycle if needed).
     private func appendToOpenGroup(_ result: StatementTracker.Result) {
-        noteOpenGroupParses(result, seq: openPartial ?? nextSeq)
         if result.writes { openPartialWrites = true }
         if openPartial == nil {
             if liveCount > 1 { decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: false) }
             stampTransactionIfNeeded(result)
         }
         noteEffects(of: result, seq: openPartial ?? nextSeq)
+        // (After the stamp and the hold, which may send cycles of their own: the group's cycle is the next.)
+        noteOpenGroupParses(result, seq: openPartial ?? nextSeq)
         guard let seq = openPartial, leadFirst.update(seq: seq, { $0.bytes.writeImmutableBuffer(result.bytes) }) else {
             let seq = nextSeq
             openPartial = seq
@@ -82,8 +83,10 @@ extension ClientSessionHandler {
 
     /// The named statements a part of the open group (cycle `seq`) makes and drops (`noteParsesSent`).
     private func noteOpenGroupParses(_ result: StatementTracker.Result, seq: Int) {
-        let named = result.statementChanges.isEmpty ? [] : replay.apply(result.statementChanges)
-        if result.parses > 0 || parsesSent.seq == nil { noteParsesSent(seq: seq, parses: result.parses, named: named) }
+        let named = result.statementChanges.isEmpty ? ([], []) : replay.apply(result.statementChanges)
+        if result.parses > 0 || result.closes > 0 || parsesSent.seq == nil {
+            noteParsesSent(seq: seq, parses: result.parses, closes: result.closes, named: named)
+        }
     }
 
     /// Sends the last part of the open group to the lead; the group is complete and is released to

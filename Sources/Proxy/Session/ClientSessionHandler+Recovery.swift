@@ -18,6 +18,13 @@ struct SessionReplay {
     /// `SET` statements (session level) in force, in order, the latest for each setting (`settingKey`).
     private(set) var settingEntries: [(key: String, sql: String)] = []
     var settings: [String] { settingEntries.map(\.sql) }
+    /// Custom `x.y` settings the client has set, by `SET` or by a `set_config()` with the name as a
+    /// literal (at most `maximumCustomNames`): `pg_settings` does not show them, so a take-in asks
+    /// the lead for each by name (`settingsQuery`). Never forgotten: a RESET or DISCARD may be rolled back.
+    private(set) var customNames: Set<String> = []
+    static let maximumCustomNames = 256
+    /// The word of `DISCARD ALL` (`noteDrops`).
+    static let discardWord = [Array("discard".utf8)]
     /// Why the session's state cannot be replayed on another backend (nil: it can).
     var unreplayable: String?
     /// Texts seen to change nothing of this (a driver's statements come again and again).
@@ -37,18 +44,19 @@ struct SessionReplay {
         }
     }
 
-    /// A group is sent to the backends with these named Parses and Closes (in order): each Parse is
-    /// given a token, returned with its place among the group's Parses, to be answered by the lead.
-    mutating func apply(_ changes: [StatementChange]) -> [(parse: Int, name: String, token: Int)] {
-        var sent: [(parse: Int, name: String, token: Int)] = []
+    /// A group is sent to the backends with these named Parses and Closes of statements: each Parse
+    /// is given a token, returned with its place among the group's Parses, to be answered by the lead;
+    /// each Close is returned with its place among the group's Closes (`closeAnswered`).
+    mutating func apply(_ changes: [StatementChange]) -> (parses: [(parse: Int, name: String, token: Int)], closes: [(close: Int, name: String)]) {
+        var sent: (parses: [(parse: Int, name: String, token: Int)], closes: [(close: Int, name: String)]) = ([], [])
         for change in changes {
             switch change {
             case let .parsed(parse, name, bytes):
                 parseTokens += 1
                 pendingParses[parseTokens] = (name, bytes)
-                sent.append((parse, name, parseTokens))
-            case let .closed(name):
-                dropped(name)
+                sent.parses.append((parse, name, parseTokens))
+            case let .closed(close, name):
+                sent.closes.append((close, name))
             }
         }
         return sent
@@ -67,43 +75,51 @@ struct SessionReplay {
         pendingParses[token] = nil
     }
 
-    /// Named statement `name` was dropped (nil: every one), also one whose Parse is still unanswered.
-    mutating func dropped(_ name: String?) {
-        guard let name else {
-            statements = []
-            pendingParses = [:]
-            return
-        }
+    /// The lead answered a Close of statement `name` with CloseComplete: the backends hold it no more.
+    /// (A Parse of the name sent before the Close was answered before it; one sent after, after it.)
+    mutating func closeAnswered(_ name: String) {
         statements.removeAll { $0.name == name }
-        if pendingParses.values.contains(where: { $0.name == name }) { pendingParses = pendingParses.filter { $0.value.name != name } }
     }
 
-    /// Words of statements that drop prepared statements (`noteDrops`).
-    static let droppingWords = StatementTracker.deallocating
+    /// Statements dropped where the session cannot count the answers (SQL `DEALLOCATE`, a function)
+    /// are found at the take-in: the lead names the statements it holds (`settingsQuery`).
+    mutating func keepOnly(_ held: Set<String>) -> [String] {
+        let gone = statements.map(\.name).filter { !held.contains($0) }
+        if !gone.isEmpty { statements.removeAll { !held.contains($0.name) } }
+        return gone
+    }
 
-    /// Follows `DEALLOCATE [PREPARE] name | ALL` and `DISCARD ALL` (which also resets the settings) in
-    /// a text that mentions them: each statement of it is looked at by its words.
+    static let setConfigWord = [Array("set_config".utf8)]
+
+    /// A custom setting's name (`customNames`), quoted or not; others are ignored.
+    mutating func noteCustomName(_ key: String) {
+        var name = key
+        if name.count > 1, name.hasPrefix("\""), name.hasSuffix("\"") { name = String(name.dropFirst().dropLast()).replacing("\"\"", with: "\"") }
+        guard name.contains("."), !name.lowercased().hasPrefix("pgchorus."), !name.contains(" "),
+              customNames.count < Self.maximumCustomNames else { return }
+        customNames.insert(name.lowercased())
+    }
+
+    /// The names given as literals to `set_config(…)` in a text.
+    mutating func noteSetConfigs(_ sql: String) {
+        let tokens = SQLLexer.tokens(sql, trivia: false)
+        for i in tokens.indices where tokens[i].kind == .word && tokens[i].text == "set_config" && i + 2 < tokens.count {
+            guard tokens[i + 1].text == "(", tokens[i + 2].kind == .string, tokens[i + 2].text.hasPrefix("'") else { continue }
+            noteCustomName(String(tokens[i + 2].text.dropFirst().dropLast()).replacing("''", with: "'"))
+        }
+    }
+
+    /// Follows `DISCARD ALL` in a text that mentions it (each statement of it looked at by its words):
+    /// the settings as recorded (`settings`, the fallback of a take-in) are reset. Prepared statements
+    /// dropped by SQL are found at the take-in instead (`keepOnly`): a DEALLOCATE that PostgreSQL
+    /// refused or never ran drops nothing.
     mutating func noteDrops(_ sql: String) {
         var statement: [SQLToken] = []
         func finish() {
             defer { statement = [] }
-            guard let first = statement.first, first.kind == .word else { return }
-            var rest = statement.dropFirst()
-            if first.text == "discard" {
-                if rest.first?.kind == .word, rest.first?.text == "all" {
-                    dropped(nil)
-                    settingEntries = []
-                }
-                return
-            }
-            guard first.text == "deallocate" else { return }
-            if rest.first?.kind == .word, rest.first?.text == "prepare" { rest = rest.dropFirst() }
-            guard let target = rest.first, rest.count == 1 else { return }
-            switch target.kind {
-            case .word: dropped(target.text == "all" ? nil : target.text)
-            case .quotedIdentifier: dropped(String(target.text.dropFirst().dropLast()).replacing("\"\"", with: "\""))
-            default: break
-            }
+            guard statement.count == 2, statement[0].kind == .word, statement[0].text == "discard",
+                  statement[1].kind == .word, statement[1].text == "all" else { return }
+            settingEntries = []
         }
         for token in SQLLexer.tokens(sql, trivia: false) {
             if token.kind == .punctuation, token.text == ";" { finish() } else { statement.append(token) }
@@ -128,6 +144,7 @@ struct SessionReplay {
             if bytes.last == UInt8(ascii: ";") { bytes.removeLast() }
             if !bytes.contains(UInt8(ascii: ";")) {
                 let key = Self.settingKey(head) ?? sql
+                noteCustomName(key)
                 // A setting set again replaces what was replayed for it; a RESET needs no replay (a
                 // backend taken in starts from the same defaults); RESET ALL leaves the role as it is.
                 if key == "all" {
@@ -140,8 +157,10 @@ struct SessionReplay {
             }
         }
         // (Such a text is never kept as ordinary: it is looked at each time.)
-        let drops = Self.mentions(sql, needles: Self.droppingWords)
+        let drops = Self.mentions(sql, needles: Self.discardWord)
         if drops { noteDrops(sql) }
+        // (Kept as ordinary afterwards if nothing else is there: the names are noted once.)
+        if Self.mentions(sql, needles: Self.setConfigWord) { noteSetConfigs(sql) }
         guard unreplayable == nil else { return }
         for (prefix, what) in Self.unreplayablePrefixes where starts(prefix) && !starts("prepare transaction") {
             unreplayable = what
@@ -169,13 +188,16 @@ struct SessionReplay {
     /// name.) Then its session authorization and role. Rows: (order, statement).
     func settingsQuery(loginUser: String) -> String {
         func literal(_ s: String) -> String { "'" + s.replacing("'", with: "''") + "'" }
-        let setConfig = "pg_catalog.format('SELECT pg_catalog.set_config(%L, %L, false)', "
-        var parts = ["SELECT 1, \(setConfig)name, pg_catalog.current_setting(name)) FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'pgchorus.%'"]
-        let custom = settingEntries.map(\.key).filter { $0.contains(".") && !$0.hasPrefix("pgchorus.") && !$0.contains(" ") }.map { key in
-            key.count > 1 && key.hasPrefix("\"") && key.hasSuffix("\"") ? String(key.dropFirst().dropLast()).replacing("\"\"", with: "\"") : key
-        }
+        // Name and value travel as hex of their UTF-8: the statement is ASCII whatever the session's
+        // client_encoding (the lead answers in it, and the backend taken in reads it in its own).
+        func hex(_ e: String) -> String { "pg_catalog.encode(pg_catalog.convert_to(\(e), 'UTF8'), 'hex')" }
+        let text = "pg_catalog.convert_from(pg_catalog.decode(%L, ''hex''), ''UTF8'')"
+        let setConfig = "pg_catalog.format('SELECT pg_catalog.set_config(\(text), \(text), false)', "
+        var parts = ["SELECT 1, \(setConfig)\(hex("name")), \(hex("pg_catalog.current_setting(name)"))) FROM pg_catalog.pg_settings "
+            + "WHERE source = 'session' AND name NOT LIKE 'pgchorus.%'"]
+        let custom = customNames.sorted()
         if !custom.isEmpty {
-            parts.append("SELECT 2, \(setConfig)n, v) FROM (VALUES \(custom.map { "(\(literal($0)))" }.joined(separator: ", "))) AS c(n), "
+            parts.append("SELECT 2, \(setConfig)\(hex("n")), \(hex("v"))) FROM (VALUES \(custom.map { "(\(literal($0)))" }.joined(separator: ", "))) AS c(n), "
                 + "LATERAL (SELECT pg_catalog.current_setting(n, true) AS v) AS s WHERE v IS NOT NULL")
         }
         parts.append("SELECT 3, pg_catalog.format('SET SESSION AUTHORIZATION %I', session_user) WHERE session_user <> \(literal(loginUser))")
@@ -444,14 +466,15 @@ extension ClientSessionHandler {
         if takeInSettingsFailed {
             logger.warning("the lead did not tell this session's settings: backend(s) taken in get the session's SET statements as sent")
         } else {
-            // A statement dropped where pgchorus could not see it (a function running DEALLOCATE)
-            // is not carried: the lead no longer holds it.
-            for s in replay.statements where !takeInPrepared.contains(s.name) {
-                logger.info("named statement \(s.name) is gone from the lead: not given to the backend(s) taken in")
-                replay.dropped(s.name)
-            }
+            // A statement dropped by SQL (DEALLOCATE, also in a function) is not carried: the lead
+            // no longer holds it.
+            let gone = replay.keepOnly(takeInPrepared)
+            if !gone.isEmpty { logger.debug("named statements gone from the lead, not given to the backend(s) taken in: \(gone)") }
         }
         for index in takenIn where backends[index].isLive {
+            // The settings first: a statement is parsed with the search_path in force.
+            for setting in settings { sendOwn(setting, to: index) }
+            if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
             // Each with a Sync of its own: one PostgreSQL refused here (a named Parse with a syntax
             // error) fails there too, and does not make the server skip the ones after it.
             for s in replay.statements {
@@ -460,8 +483,6 @@ extension ClientSessionHandler {
                 FrontendMessage.sync.encode(into: &statement)
                 sendOwn(statement, to: index)
             }
-            for setting in settings { sendOwn(setting, to: index) }
-            if notificationHold == true { sendOwn(Self.notificationHoldSQL(true), to: index) }
         }
         takenIn = []
         takeInSettings = nil

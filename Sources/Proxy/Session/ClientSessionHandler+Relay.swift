@@ -52,9 +52,11 @@ struct GroupFlags {
     var createsLargeObject = false
     /// Named statements of a plain BEGIN the group parses (`StatementTracker.Result.beginParses`).
     var beginParses: [(parse: Int, name: String, token: Int)] = []
-    /// The group's Parses, and its named ones with their `SessionReplay` tokens (`noteParsesSent`).
+    /// The group's Parses and Closes, its named Parses with their `SessionReplay` tokens and its
+    /// Closes of statements (`noteParsesSent`).
     var parses = 0
-    var namedParses: [(parse: Int, name: String, token: Int)] = []
+    var closes = 0
+    var named: (parses: [(parse: Int, name: String, token: Int)], closes: [(close: Int, name: String)]) = ([], [])
 }
 
 /// A cycle's named Parses the lead has not all answered (`ClientSessionHandler.pendingParses`). The
@@ -67,6 +69,8 @@ struct PendingParses {
     var begins: [(parse: Int, name: String, token: Int)] = []
     /// Named statements for a backend taken in later (`SessionReplay.parseAnswered`).
     var named: [(parse: Int, name: String, token: Int)] = []
+    /// Closes of statements, by place among the cycle's Closes (`SessionReplay.closeAnswered`).
+    var closes: [(close: Int, name: String)] = []
 }
 
 extension ClientSessionHandler {
@@ -220,8 +224,8 @@ extension ClientSessionHandler {
                                    mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
                                    readsOnlyItsTarget: result.readsOnlyItsTarget,
                                    createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil,
-                                   beginParses: result.beginParses, parses: result.parses,
-                                   namedParses: result.statementChanges.isEmpty ? [] : replay.apply(result.statementChanges))
+                                   beginParses: result.beginParses, parses: result.parses, closes: result.closes,
+                                   named: result.statementChanges.isEmpty ? ([], []) : replay.apply(result.statementChanges))
             if replicated, cycle, !openExtendedGroup {
                 decideNotificationHold(result.bytes, containsCommit: result.containsCommit, voted: wrap)
                 if result.containsCommit { releaseNotificationsIntoTransaction() }
@@ -263,22 +267,34 @@ extension ClientSessionHandler {
     /// `parses` Parses went to the lead as (part of) cycle `seq` (nil: a part ended by Flush, whose
     /// cycle follows), with these named ones (their places counted within the group): kept in
     /// `pendingParses`, their places counted from the cycle's first Parse, those of the parts before it included.
-    func noteParsesSent(seq: Int?, parses: Int, named: [(parse: Int, name: String, token: Int)],
+    func noteParsesSent(seq: Int?, parses: Int, closes: Int = 0,
+                        named: (parses: [(parse: Int, name: String, token: Int)], closes: [(close: Int, name: String)]),
                         begins: [(parse: Int, name: String, token: Int)] = []) {
         let joins = parsesSent.seq == seq || parsesSent.seq == nil
         let offset = joins ? parsesSent.count : 0
-        parsesSent = (seq, offset + parses)
+        let closeOffset = joins ? parsesSent.closes : 0
+        parsesSent = (seq, offset + parses, closeOffset + closes)
         if joins, let i = pendingParses.firstIndex(where: { $0.seq == nil }) {
             // The parts before it: their answers count with this cycle's.
             pendingParses[i].seq = seq
         }
-        guard !named.isEmpty || !begins.isEmpty else { return }
+        guard !named.parses.isEmpty || !named.closes.isEmpty || !begins.isEmpty else { return }
         let i = pendingParses.firstIndex { $0.seq == seq } ?? {
             pendingParses.append(PendingParses(seq: seq))
             return pendingParses.count - 1
         }()
-        pendingParses[i].named += named.map { ($0.parse + offset, $0.name, $0.token) }
+        pendingParses[i].named += named.parses.map { ($0.parse + offset, $0.name, $0.token) }
+        pendingParses[i].closes += named.closes.map { ($0.close + closeOffset, $0.name) }
         pendingParses[i].begins += begins.map { ($0.parse + offset, $0.name, $0.token) }
+    }
+
+    /// The lead answered one more Close of cycle `seq` (nil: between cycles), counted as Parses are
+    /// (`parseAnswered`): a Close of a statement PostgreSQL skipped after an error drops nothing.
+    func closeAnswered(_ seq: Int?) {
+        leadCloses = leadCloses.seq == seq || leadCloses.seq == nil ? (seq, leadCloses.count + 1) : (seq, 1)
+        guard !pendingParses.isEmpty, let i = pendingParses.firstIndex(where: { $0.seq == seq }) else { return }
+        let n = leadCloses.count - 1
+        for c in pendingParses[i].closes where c.close == n { replay.closeAnswered(c.name) }
     }
 
     /// The lead answered one more Parse of cycle `seq` (nil: between cycles, a Flush-ended part's):
@@ -475,8 +491,8 @@ extension ClientSessionHandler {
         if cycle && flags.writes { comparison.noteWrite(seq) }
         // (Not after a part ended by Flush: that part's replies are counted with this cycle's, so the
         // count would not say which Parse was answered.)
-        if flags.parses > 0 || parsesSent.seq == nil {
-            noteParsesSent(seq: cycle ? seq : nil, parses: flags.parses, named: flags.namedParses,
+        if flags.parses > 0 || flags.closes > 0 || parsesSent.seq == nil {
+            noteParsesSent(seq: cycle ? seq : nil, parses: flags.parses, closes: flags.closes, named: flags.named,
                            begins: cycle && !openExtendedGroup ? flags.beginParses : [])
         }
         dispatch(bytes, kind: cycle ? .client : nil, waitsForLead: cycle && liveCount > 1, holdReady: wrap,
@@ -676,10 +692,12 @@ extension ClientSessionHandler {
             // count with the cycle that follows, on every backend alike (`followerFrame`).
             if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
             if frame.type == BackendMessage.Kind.parseComplete.rawValue { parseAnswered(nil) }
+            if frame.type == BackendMessage.Kind.closeComplete.rawValue { closeAnswered(nil) }
             forwardToClient(frame)
             return
         }
         if frame.type == BackendMessage.Kind.parseComplete.rawValue { parseAnswered(exp.seq) }
+        if frame.type == BackendMessage.Kind.closeComplete.rawValue { closeAnswered(exp.seq) }
         if frame.type == BackendMessage.Kind.notificationResponse.rawValue, exp.kind != .client, exp.kind != .routedRead {
             // Another session's notification, sent by PostgreSQL just before the ReadyForQuery of one of
             // pgchorus' own cycles (the transaction stamp, the vote, the catalog): it is the client's.
@@ -760,8 +778,9 @@ extension ClientSessionHandler {
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog, exp.kind != .sessionSettings { leadAnswered(exp.seq, sentAt: exp.sentAt) }
         if index == lead {
-            // Parses answered from here on are the next cycle's.
+            // Parses and Closes answered from here on are the next cycle's.
             leadParses = (-1, 0)
+            leadCloses = (-1, 0)
             if !pendingParses.isEmpty { parsesSettled(upTo: exp.seq) }
         }
         switch exp.kind {
@@ -1137,6 +1156,7 @@ extension ClientSessionHandler {
         leadFirst.leadReplaced()
         // The new lead gets every cycle the old one had not finished from its start: its ParseCompletes count from the first.
         leadParses = (-1, 0)
+        leadCloses = (-1, 0)
         if takeInSettingsSeq != nil {
             // The old lead will not answer the settings question of a take-in.
             takeInSettingsFailed = true

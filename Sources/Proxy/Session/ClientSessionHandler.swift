@@ -117,9 +117,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var pendingParses: [PendingParses] = []
     /// The cycle whose Parses were sent last (nil: parts ended by Flush, their cycle not sent yet), and
     /// how many went with it so far: a later part of it counts its Parses on from there.
-    var parsesSent: (seq: Int?, count: Int) = (-1, 0)
-    /// The cycle the lead answered a Parse of last (nil: between cycles), and how many of its Parses it has answered.
+    var parsesSent: (seq: Int?, count: Int, closes: Int) = (-1, 0, 0)
+    /// The cycle the lead answered a Parse of last (nil: between cycles), and how many of its Parses
+    /// it has answered; the same for Closes.
     var leadParses: (seq: Int?, count: Int) = (-1, 0)
+    var leadCloses: (seq: Int?, count: Int) = (-1, 0)
     /// The lead ended the session with 57P01 and the node is asking whether its server still serves
     /// (`backendLost`): the cause of the loss, while the answer is awaited.
     var terminationCheck: String?
