@@ -199,6 +199,26 @@ extension TimingSensitive {
                 try await Task.sleep(for: .milliseconds(500))
                 try s.send([.sync])
                 #expect(ok(try s.readUntilReady()))
+                // A NOTIFY pgchorus holds for the vote, a part ended by Flush, then a savepoint in a named
+                // statement (the notifications go into the transaction, not between the part and its Sync);
+                // the same with an error in the part (PostgreSQL skips to the Sync: they are not waited for;
+                // before, the session waited for their answer and the follower was failed by timeout).
+                for failing in [false, true] {
+                    #expect(ok(try s.query("BEGIN")))
+                    #expect(ok(try s.query(failing ? "SELECT 1" : "INSERT INTO t (id) VALUES (6)")))
+                    #expect(ok(try s.query("NOTIFY ch")))
+                    try s.send([.parse(.init(name: "", query: failing ? "SELECT 1/0" : "SELECT 1", parameterTypes: [])),
+                                .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+                                .execute(portal: "", maxRows: 0), .flush])
+                    let answered = try (0..<(failing ? 2 : 4)).map { _ in try s.read() }
+                    #expect(answered.allSatisfy { $0 != nil } && answered.contains { $0?.errorState != nil } == failing, "\(answered)")
+                    let name = failing ? "sp_after_error" : "sp"
+                    try s.send([.parse(.init(name: name, query: "SAVEPOINT sp", parameterTypes: [])),
+                                .bind(.init(portal: "", statement: name, parameterFormats: [], parameters: [], resultFormats: [])),
+                                .execute(portal: "", maxRows: 0), .sync])
+                    #expect(try s.readUntilReady().last?.isReadyForQuery == true)
+                    #expect(ok(try s.query(failing ? "ROLLBACK" : "COMMIT")))
+                }
                 // Settings: one refused (a typo) between two that hold, one set twice.
                 #expect(ok(try s.query("SET work_mem = '2MB'")))
                 #expect(try s.query("SET no_such_setting = 1").contains { $0.errorState == "42704" })
@@ -243,10 +263,13 @@ extension TimingSensitive {
                 #expect(value(try run("kept")) == "9")
                 #expect(value(try run("kept2")) == "10")
                 #expect(value(try run("early", ["x"])) == "x")
+                #expect(ok(try s.query("BEGIN")))
+                #expect(ok(try run("sp")))
+                #expect(ok(try s.query("ROLLBACK")))
                 #expect(ok(try run("setting", ["13"])))
                 let status = try await cluster.status(1)
                 #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
-                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,5,10,11,12,13")
+                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,5,6,10,11,12,13")
                 #expect(try servers[1].psql("select count(*) from other.t") == "0")
                 #expect(try Self.differences(servers) == [])
             }

@@ -170,11 +170,19 @@ extension ClientSessionHandler {
         if cycle, holdNotification(frames) { return }
         prepareTracker()
         let result = tracker.process(frames) { transactionTimestampLiteral() }
-        if !heldNotifications.isEmpty, result.preventsPrepare || result.createsTemporaryObject || result.usesSavepoint
+        if !heldNotifications.isEmpty, heldNotificationsDue || result.preventsPrepare || result.createsTemporaryObject || result.usesSavepoint
             || (result.mixesTransactionControl && trailingCommitBody(frames: frames, result: result) == nil) {
             // The transaction cannot wait for the vote any more (or a savepoint could undo what is
             // held): the held notifications go in now, and its COMMIT goes without the vote as before.
-            sendHeldNotifications(intoTransaction: true)
+            // Not between a part the client ended with Flush and its Sync: after an error in the part
+            // PostgreSQL would skip them (the session waiting for an answer that never comes), and
+            // their answers would come in the middle of the part's. They go before the next group.
+            if openExtendedGroup {
+                heldNotificationsDue = true
+                transactionPreventsPrepare = true
+            } else {
+                sendHeldNotifications(intoTransaction: true)
+            }
         }
         if result.writes || configuration.cluster.readsWithoutQuorum == "refuse", liveCount > 1,
            let fenced = shared.registry.fencedReason() {
@@ -425,6 +433,7 @@ extension ClientSessionHandler {
     /// transaction: each backend notifies its listeners, and a listener's session passes on its
     /// lead's), or into the open transaction when it can no longer be voted.
     func sendHeldNotifications(intoTransaction: Bool) {
+        heldNotificationsDue = false
         guard !heldNotifications.isEmpty else { return }
         let sql = heldNotifications.map { $0.hasSuffix(";") ? String($0.dropLast()) : $0 }.joined(separator: ";\n")
         heldNotifications = []
@@ -469,7 +478,8 @@ extension ClientSessionHandler {
 
     /// The schema is made again before the next transaction once a vote found it gone (`schemaCheckDue`).
     func ensureCommitLogIfDue() {
-        guard schemaCheckDue, lastStatus == .idle, commit == nil else { return }
+        // (Not between a Flush-ended part and its Sync: see `sendHeldNotifications`' caller.)
+        guard schemaCheckDue, lastStatus == .idle, commit == nil, !openExtendedGroup else { return }
         schemaCheckDue = false
         ensureCommitLog()
     }
@@ -858,6 +868,7 @@ extension ClientSessionHandler {
             tracker.transactionEnded()
             // Not sent by the vote's commit: the transaction rolled back (or ended otherwise).
             heldNotifications = []
+            heldNotificationsDue = false
             transactionUsedSavepoint = false
             wroteInTransaction = false
             transactionTimestamp = nil

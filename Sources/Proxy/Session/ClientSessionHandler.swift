@@ -214,6 +214,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// What a backend taken into the session gets replayed.
     var replay = SessionReplay()
     /// Backends being taken into the session (`takeIn`), and the timer bounding their login.
+    /// The held notifications must go into the transaction before the next group (`endGroup`).
+    var heldNotificationsDue = false
     var takingIn: Set<Int>?
     var takeInTimer: Scheduled<Void>?
     /// The lead's answer to `SessionReplay.settingsQuery` while a take-in waits for it (`takeIn`):
