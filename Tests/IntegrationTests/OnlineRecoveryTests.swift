@@ -248,7 +248,11 @@ extension TimingSensitive {
                 let recover = try await runBlocking { try cluster.cli(1, ["recover", "db2", "--wait"]) }
                 #expect(recover.exitCode == 0, "\(recover.report)\n\(cluster.log(1).suffix(3000))")
 
-                // The session's next statements take db2 in, and each runs there as on db1.
+                // The session's next statements take db2 in, and each runs there as on db1. The first is
+                // a Query cut at its COMMITs: its first part is held for the take-in (it used to be held
+                // behind the cut Query for ever: the client hung).
+                let cut = try s.query("BEGIN; INSERT INTO t (id) VALUES (20); COMMIT; BEGIN; INSERT INTO t (id) VALUES (21); COMMIT; SELECT 'done'")
+                #expect(ok(cut) && value(cut) == "done", "\(cut)")
                 #expect(ok(try run("ts", ["10"])))
                 #expect(ok(try run("uid", ["11"])))
                 #expect(ok(try run("late", ["12"])))
@@ -269,9 +273,36 @@ extension TimingSensitive {
                 #expect(ok(try run("setting", ["13"])))
                 let status = try await cluster.status(1)
                 #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
-                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,5,6,10,11,12,13")
+                #expect(try servers[1].psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3,4,5,6,10,11,12,13,20,21")
                 #expect(try servers[1].psql("select count(*) from other.t") == "0")
                 #expect(try Self.differences(servers) == [])
+            }
+        }
+    }
+
+    /// A Query cut at its COMMITs whose next part meets the recovery's closed gate: the part waits
+    /// for the gate and the take-in, then runs (it used to wait for ever behind its own Query).
+    @Test func aCutQueryWhosePartMeetsTheGateGoesOn() async throws {
+        try await withPostgresServers(count: 3, options: Self.logical) { servers in
+            try await withNodeCluster(count: 1, backends: servers) { cluster in
+                try await cluster.start(1)
+                #expect(try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key)"]).exitCode == 0)
+                #expect(try cluster.cli(1, ["detach", "db3"]).exitCode == 0)
+                let s = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 60)
+                _ = try s.startup()
+                #expect(try s.query("SELECT 1").allSatisfy { $0.errorState == nil })
+                // The first part runs while the recovery reaches its gate; the second part meets it.
+                try s.send([.query("BEGIN; SELECT pg_sleep(3); INSERT INTO t VALUES (1); COMMIT; BEGIN; INSERT INTO t VALUES (2); COMMIT; SELECT 'done'")])
+                try await Task.sleep(for: .milliseconds(300))
+                let recover = try await runBlocking { try cluster.cli(1, ["recover", "db3", "--wait"]) }
+                #expect(recover.exitCode == 0, "\(recover.report)")
+                let replies = try s.readUntilReady()
+                #expect(replies.allSatisfy { $0.errorState == nil }, "\(replies)")
+                #expect(replies.contains { if case let .dataRow(cols) = $0 { cols.first??.getString(at: 0, length: 4) == "done" } else { false } })
+                #expect(try s.query("INSERT INTO t VALUES (3)").allSatisfy { $0.errorState == nil })
+                for server in servers { #expect(try server.psql("select string_agg(id::text, ',' order by id) from t") == "1,2,3") }
+                let status = try await cluster.status(1)
+                #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
             }
         }
     }

@@ -23,6 +23,24 @@ import Wire
         func message(_ type: UInt8, length: Int = 6) -> QuerySegments.Pass { segments.clientMessage(type: type, length: length) }
     }
 
+    /// A part held before it was sent (the recovery's gate, a take-in) is the next part again.
+    @Test func aPartPutBackIsAdmittedAgain() {
+        let s = Session()
+        let parts = [query("BEGIN; INSERT INTO t VALUES (1); COMMIT"), query("SELECT 1")]
+        #expect(s.start(parts, readiesOwed: 1))
+        #expect(s.next() == parts[0])
+        s.segments.putBack(parts[0])
+        #expect(s.segments.mayAdmit && !s.segments.running)
+        #expect(s.next() == parts[0])
+        #expect(s.segments.running)
+        #expect(s.message(ready) == .keepAndGoOn)
+        #expect(s.next() == parts[1])
+        s.segments.putBack(parts[1])
+        #expect(s.segments.mayAdmit)
+        #expect(s.next() == parts[1])
+        #expect(!s.segments.inProgress)
+    }
+
     @Test func thePartsRunOneAfterAnotherAndOnlyTheLastReadyForQueryPasses() {
         let s = Session()
         let parts = [query("BEGIN; INSERT INTO t VALUES (1); COMMIT"), query("BEGIN; INSERT INTO t VALUES (2); COMMIT")]

@@ -359,7 +359,20 @@ extension ClientSessionHandler {
     }
 
     private func holdCurrentGroup() {
-        heldFrames.insert(contentsOf: currentGroup, at: 0)
+        if admittingSegment, currentGroup.count == 1 {
+            // A part of a cut Query goes back to its parts (held client messages would wait behind
+            // the cut Query for ever): `replayHeldFrames` admits it again.
+            segments.putBack(currentGroup[0])
+        } else {
+            heldFrames.insert(contentsOf: currentGroup, at: 0)
+            // Their ReadyForQuery is counted again when they are handled again (`handleRelayFrame`):
+            // counted twice, a Query cut at its COMMITs later waited for an answer that never came.
+            if !admittingSegment, let last = currentGroup.last,
+               last.type == FrontendMessage.Kind.query.rawValue || last.type == FrontendMessage.Kind.sync.rawValue
+               || last.type == FrontendMessage.Kind.functionCall.rawValue {
+                readiesOwed = max(0, readiesOwed - 1)
+            }
+        }
         currentGroup = []
         currentGroupBytes = 0
     }

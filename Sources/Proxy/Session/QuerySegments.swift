@@ -49,6 +49,14 @@ struct QuerySegments {
         return part
     }
 
+    /// The part `nextPart` gave was held before it was sent (the recovery's gate, a backend being
+    /// taken in): it is the next part again, to be admitted when the session goes on.
+    mutating func putBack(_ part: PostgresFrame) {
+        left.insert(part, at: 0)
+        running = false
+        ready = true
+    }
+
     /// What happens to a message for the client while a cut Query is in progress.
     enum Pass: Equatable {
         /// It goes to the client.
