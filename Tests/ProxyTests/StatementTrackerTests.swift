@@ -148,14 +148,42 @@ import Wire
         var tracker = StatementTracker(refuseVolatile: true)
         for sql in ["select random()", "select pg_backend_pid()", "select txid_current()", "select * from t order by random() limit 1",
                     "explain select * from t", "show port", "select relname from pg_class where oid = 't'::regclass",
-                    "select count(*) from pg_stat_activity", "select xmin, * from t"] {
+                    "select count(*) from pg_stat_activity", "select xmin, * from t",
+                    // psql 15's \d t: OPERATOR(…) is no call, the catalog accessors only read.
+                    """
+                    SELECT c.oid,
+                      n.nspname,
+                      c.relname
+                    FROM pg_catalog.pg_class c
+                         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default
+                      AND pg_catalog.pg_table_is_visible(c.oid)
+                    ORDER BY 2, 3;
+                    """,
+                    "select pg_catalog.pg_get_statisticsobjdef_columns(oid) from pg_catalog.pg_statistic_ext",
+                    "select has_schema_privilege('public', 'usage'), pg_catalog.pg_opclass_is_visible(1)",
+                    """
+                    SELECT c.relchecks, c.relkind, am.amname FROM pg_catalog.pg_class c
+                     LEFT JOIN pg_catalog.pg_class tc ON (c.reltoastrelid = tc.oid)
+                    LEFT JOIN pg_catalog.pg_am am ON (c.relam = am.oid) WHERE c.oid = '16384';
+                    """,
+                    "SELECT pubname FROM pg_catalog.pg_publication p WHERE p.puballtables AND pg_catalog.pg_relation_is_publishable('16384')",
+                    "select pg_catalog.array_upper(prattrs::pg_catalog.int2[], 1) from pg_catalog.pg_publication_rel",
+                    // PostgreSQL's pg_… functions that only read, information_schema's (JDBC's getPrimaryKeys).
+                    "select pg_blocking_pids(1), pg_stat_get_db_blk_write_time(1), pg_size_pretty(pg_database_size('x'))",
+                    "select (information_schema._pg_expandarray(i.indkey)).n from pg_catalog.pg_index i"] {
             let r = process(&tracker, [.query(sql)])
             #expect(r.bytes == bytes([.query(sql)]), "\(sql)")
             #expect(r.readsServerState, "\(sql)")
             #expect(r.isPlainRead, "\(sql)")
         }
         // Reads of data are compared as before; EXPLAIN ANALYZE runs the statement.
-        for sql in ["select * from t", "select count(*) from orders where note = 'pg_dump'", "explain analyze select 1"] {
+        for sql in ["select * from t", "select count(*) from orders where note = 'pg_dump'", "explain analyze select 1",
+                    "select * from t where (id > 1) and (v < 2)",
+                    // PostgreSQL's functions that act run on every backend as before; other schemas' are user code.
+                    "select pg_advisory_lock(1)", "select pg_try_advisory_xact_lock(1)", "select pg_notify('c', 'x')",
+                    "select pg_stat_reset()", "select pg_catalog.set_config('a.b', '1', false)",
+                    "select pg_catalog.lo_unlink(1)", "select app.pg_get_x() from pg_class", "select my_fn() from pg_class"] {
             #expect(!process(&tracker, [.query(sql)]).readsServerState, "\(sql)")
         }
         // A named prepared statement must exist on every backend: its volatile read is still refused.

@@ -110,6 +110,33 @@ public struct StatementAnalysis: Sendable, Equatable {
         "pg_terminate_backend", "pg_cancel_backend",
     ]
 
+    /// Words before a parenthesis that are SQL, not a call: `OPERATOR(pg_catalog.~)` (how psql's `\d`
+    /// and other tools write an operator safe from the search_path), `JOIN … ON (…)`, `WHERE (…)` …;
+    /// and PostgreSQL's own functions named `pg_…` that only read (catalog accessors such as
+    /// `pg_get_expr()`, `pg_relation_is_publishable()`, sizes, statistics), and `has_…_privilege()`,
+    /// `array_…()`: their statements stay reads. (psql's `\d t` was sent to every backend and compared,
+    /// and a follower whose table has another OID, as every recovered backend's, was failed.) The `pg_…`
+    /// functions that act (locks, notifications, resets, slots, backups, signals) stay writes.
+    static func isSyntaxOrCatalogAccessor(_ name: String) -> Bool {
+        if syntaxBeforeParenthesis.contains(name) { return true }
+        if name.hasPrefix("pg_") { return !actingServerFunctionPrefixes.contains { name.hasPrefix($0) } }
+        return (name.hasPrefix("has_") && name.hasSuffix("_privilege")) || name.hasPrefix("array_")
+            || name == "shobj_description" || name == "_pg_expandarray"
+    }
+
+    static let syntaxBeforeParenthesis: Set<String> = [
+        "operator", "on", "where", "and", "or", "not", "when", "then", "else", "from", "join", "select", "as", "over",
+        "filter", "within", "by", "case", "is", "distinct", "union", "intersect", "except", "having", "limit", "offset",
+    ]
+
+    /// How the names of PostgreSQL's `pg_…` functions that change or signal something begin.
+    static let actingServerFunctionPrefixes: [String] = [
+        "pg_advisory", "pg_try_advisory", "pg_notify", "pg_stat_reset", "pg_stat_statements_reset", "pg_reload_conf",
+        "pg_rotate_logfile", "pg_create_", "pg_drop_", "pg_replication_", "pg_switch_wal", "pg_promote", "pg_backup_",
+        "pg_start_backup", "pg_stop_backup", "pg_wal_replay_", "pg_log_", "pg_import_", "pg_logical_", "pg_copy_",
+        "pg_file_", "pg_set_", "pg_clear_", "pg_restore_", "pg_truncate_",
+    ]
+
     static let routineWords: Set<String> = ["function", "procedure", "routine", "aggregate"]
     static let readOnlyStarts: Set<String> = ["select", "show", "values", "table", "fetch", "move", "explain", "with"]
     static let transactionControl: Set<String> = ["begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"]
@@ -393,7 +420,9 @@ public struct StatementAnalysis: Sendable, Equatable {
                 }
             }
             guard !qualified || builtin else {
-                if isCall { isReadOnly = false }
+                // information_schema's functions (`_pg_expandarray()`, as JDBC's metadata calls it) only read.
+                let readingSchema = i >= 2 && s[i - 2].kind == .word && s[i - 2].text == "information_schema"
+                if isCall && !(readingSchema && Self.isSyntaxOrCatalogAccessor(t.text)) { isReadOnly = false }
                 continue
             }
             // Definitions, and the rows of an INSERT … VALUES: made identical by the pgchorus functions.
@@ -418,7 +447,8 @@ public struct StatementAnalysis: Sendable, Equatable {
                 isReadOnly = false
                 callsNextval = true
             }
-            if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text) {
+            if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text)
+                && !Self.isSyntaxOrCatalogAccessor(t.text) {
                 isReadOnly = false
             }
             if ddl { continue }
