@@ -178,6 +178,12 @@ import Wire
             #expect(r.isPlainRead, "\(sql)")
         }
         // Reads of data are compared as before; EXPLAIN ANALYZE runs the statement.
+        // Reads calling PostgreSQL's pure functions are plain reads, not writes (a read of data: compared).
+        for sql in ["select lpad(name, 10), to_jsonb(t), generate_subscripts(a, 1) from t where (id > 1)",
+                    "select percentile_cont(0.5) within group (order by v) from t"] {
+            let r = process(&tracker, [.query(sql)])
+            #expect(!r.writes && r.isPlainRead && !r.readsServerState, "\(sql)")
+        }
         for sql in ["select * from t", "select count(*) from orders where note = 'pg_dump'", "explain analyze select 1",
                     "select * from t where (id > 1) and (v < 2)",
                     // PostgreSQL's functions that act run on every backend as before; other schemas' are user code.

@@ -106,6 +106,19 @@ public struct StatementAnalysis: Sendable, Equatable {
         "pg_table_is_visible", "pg_function_is_visible", "pg_type_is_visible", "numeric", "int4", "int8",
         "text", "float8", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each", "row", "values",
         "array", "lo_get", "loread", "lo_open", "lo_close", "lo_lseek", "lo_lseek64", "lo_tell", "lo_tell64",
+        // More of PostgreSQL's pure functions, as ORMs' and admin tools' catalog queries and reports call them.
+        "generate_subscripts", "current_schemas", "shobj_description", "translate", "initcap", "lpad", "rpad", "chr",
+        "ascii", "starts_with", "overlay", "bit_length", "regexp_match", "regexp_split_to_array",
+        "regexp_split_to_table", "string_to_table", "sqrt", "cbrt", "power", "exp", "ln", "log10", "trunc",
+        "width_bucket", "num_nulls", "num_nonnulls", "make_date", "make_time", "make_timestamp",
+        "make_timestamptz", "make_interval", "justify_days", "justify_hours", "justify_interval", "isfinite", "date_bin",
+        "to_json", "to_jsonb", "row_to_json", "array_to_json", "json_build_array", "jsonb_build_array", "json_object_agg",
+        "jsonb_object_agg", "jsonb_pretty", "jsonb_typeof", "json_typeof", "jsonb_array_length", "json_array_length",
+        "jsonb_object_keys", "json_object_keys", "jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path",
+        "json_extract_path_text", "jsonb_path_query", "jsonb_path_exists", "percentile_cont", "percentile_disc",
+        "first_value", "last_value", "nth_value", "ntile", "percent_rank", "cume_dist", "stddev_pop", "stddev_samp",
+        "var_pop", "var_samp", "corr", "bit_and", "bit_or", "masklen", "lower_inc",
+        "upper_inc", "isempty", "range_merge", "int2", "float4", "varchar", "bpchar",
         // They act on one server's processes, by the pids the lead gives: the lead's alone (a per-server read).
         "pg_terminate_backend", "pg_cancel_backend",
     ]
@@ -126,7 +139,7 @@ public struct StatementAnalysis: Sendable, Equatable {
 
     static let syntaxBeforeParenthesis: Set<String> = [
         "operator", "on", "where", "and", "or", "not", "when", "then", "else", "from", "join", "select", "as", "over",
-        "filter", "within", "by", "case", "is", "distinct", "union", "intersect", "except", "having", "limit", "offset",
+        "filter", "within", "group", "by", "case", "is", "distinct", "union", "intersect", "except", "having", "limit", "offset",
     ]
 
     /// How the names of PostgreSQL's `pg_…` functions that change or signal something begin.
