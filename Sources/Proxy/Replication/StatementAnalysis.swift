@@ -87,24 +87,20 @@ public struct StatementAnalysis: Sendable, Equatable {
         "txid_current", "pg_current_xact_id", "random_normal", "setseed", "inet_server_port", "pg_backend_pid",
     ]
 
-    /// Calls that read only, commonly used in queries (a call not listed makes a SELECT count as a write,
-    /// since a user function may write).
+    /// Calls that read only, commonly used in queries (a call neither listed nor taken in by
+    /// `isSyntaxOrCatalogAccessor` makes a SELECT count as a write, since a user function may write).
     static let readOnlyFunctions: Set<String> = [
         "count", "sum", "avg", "min", "max", "coalesce", "nullif", "greatest", "least", "lower", "upper", "length",
         "substr", "substring", "trim", "btrim", "ltrim", "rtrim", "abs", "round", "floor", "ceil", "ceiling", "mod",
         "concat", "concat_ws", "format", "to_char", "to_date", "to_timestamp", "to_number", "date_trunc", "date_part",
-        "extract", "age", "array_agg", "string_agg", "json_agg", "jsonb_agg", "json_build_object", "jsonb_build_object",
-        "row_number", "rank", "dense_rank", "lag", "lead", "generate_series", "unnest", "array_length", "cardinality",
-        "exists", "any", "all", "in", "cast", "current_setting", "version", "pg_sleep", "md5", "sha256", "encode",
+        "extract", "age", "string_agg", "json_agg", "jsonb_agg", "json_build_object", "jsonb_build_object",
+        "row_number", "rank", "dense_rank", "lag", "lead", "generate_series", "unnest", "cardinality",
+        "exists", "any", "all", "in", "cast", "current_setting", "version", "md5", "sha256", "encode",
         "decode", "replace", "split_part", "position", "strpos", "left", "right", "repeat", "reverse", "now",
-        "transaction_timestamp", "statement_timestamp", "pg_typeof", "quote_ident", "quote_literal", "regexp_replace",
+        "transaction_timestamp", "statement_timestamp", "quote_ident", "quote_literal", "regexp_replace",
         "regexp_matches", "octet_length", "char_length", "bool_and", "bool_or", "every", "stddev", "variance",
-        "pg_is_in_recovery", "current_database", "current_schema", "has_table_privilege", "pg_table_size",
-        "pg_relation_size", "pg_total_relation_size", "pg_database_size", "obj_description", "col_description",
-        "format_type", "pg_get_userbyid", "pg_get_expr", "pg_get_indexdef", "pg_get_constraintdef", "array_to_string",
-        "string_to_array", "pg_encoding_to_char", "pg_get_viewdef", "pg_get_triggerdef", "pg_get_functiondef",
-        "pg_table_is_visible", "pg_function_is_visible", "pg_type_is_visible", "numeric", "int4", "int8",
-        "text", "float8", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each", "row", "values",
+        "current_database", "current_schema", "obj_description", "col_description", "format_type", "string_to_array",
+        "numeric", "int4", "int8", "text", "float8", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each", "row", "values",
         "array", "lo_get", "loread", "lo_open", "lo_close", "lo_lseek", "lo_lseek64", "lo_tell", "lo_tell64",
         // More of PostgreSQL's pure functions, as ORMs' and admin tools' catalog queries and reports call them.
         "generate_subscripts", "current_schemas", "shobj_description", "translate", "initcap", "lpad", "rpad", "chr",
@@ -112,15 +108,12 @@ public struct StatementAnalysis: Sendable, Equatable {
         "regexp_split_to_table", "string_to_table", "sqrt", "cbrt", "power", "exp", "ln", "log10", "trunc",
         "width_bucket", "num_nulls", "num_nonnulls", "make_date", "make_time", "make_timestamp",
         "make_timestamptz", "make_interval", "justify_days", "justify_hours", "justify_interval", "isfinite", "date_bin",
-        "to_json", "to_jsonb", "row_to_json", "array_to_json", "json_build_array", "jsonb_build_array", "json_object_agg",
+        "to_json", "to_jsonb", "row_to_json", "json_build_array", "jsonb_build_array", "json_object_agg",
         "jsonb_object_agg", "jsonb_pretty", "jsonb_typeof", "json_typeof", "jsonb_array_length", "json_array_length",
         "jsonb_object_keys", "json_object_keys", "jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path",
         "json_extract_path_text", "jsonb_path_query", "jsonb_path_exists", "percentile_cont", "percentile_disc",
         "first_value", "last_value", "nth_value", "ntile", "percent_rank", "cume_dist", "stddev_pop", "stddev_samp",
-        "var_pop", "var_samp", "corr", "bit_and", "bit_or", "masklen", "lower_inc",
-        "upper_inc", "isempty", "range_merge", "int2", "float4", "varchar", "bpchar",
-        // They act on one server's processes, by the pids the lead gives: the lead's alone (a per-server read).
-        "pg_terminate_backend", "pg_cancel_backend",
+        "var_pop", "var_samp", "corr", "bit_and", "bit_or", "masklen", "lower_inc", "upper_inc", "isempty", "range_merge", "int2", "float4", "varchar", "bpchar",
     ]
 
     /// Words before a parenthesis that are SQL, not a call: `OPERATOR(pg_catalog.~)` (how psql's `\d`
@@ -129,12 +122,13 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// `pg_get_expr()`, `pg_relation_is_publishable()`, sizes, statistics), and `has_…_privilege()`,
     /// `array_…()`: their statements stay reads. (psql's `\d t` was sent to every backend and compared,
     /// and a follower whose table has another OID, as every recovered backend's, was failed.) The `pg_…`
-    /// functions that act (locks, notifications, resets, slots, backups, signals) stay writes.
+    /// functions that act (locks, notifications, resets, slots, backups) stay writes;
+    /// `pg_terminate_backend()` and `pg_cancel_backend()` act on one server's processes, by the pids the
+    /// lead gives: reads, the lead's alone (a per-server read).
     static func isSyntaxOrCatalogAccessor(_ name: String) -> Bool {
         if syntaxBeforeParenthesis.contains(name) { return true }
         if name.hasPrefix("pg_") { return !actingServerFunctionPrefixes.contains { name.hasPrefix($0) } }
-        return (name.hasPrefix("has_") && name.hasSuffix("_privilege")) || name.hasPrefix("array_")
-            || name == "shobj_description" || name == "_pg_expandarray"
+        return (name.hasPrefix("has_") && name.hasSuffix("_privilege")) || name.hasPrefix("array_") || name == "_pg_expandarray"
     }
 
     static let syntaxBeforeParenthesis: Set<String> = [
