@@ -82,6 +82,10 @@ public final class ProxyContext: Sendable {
         self.live = Mutex(Live(configuration: configuration, users: try Self.loadUsers(configuration), tlsContext: try Self.loadTLS(configuration),
                                backendTLS: try Self.loadBackendTLS(configuration)))
         let board = viewBoard
+        let ordering = sequenceOrdering
+        orderSignal.onCatalogChanges(received: { node, open, closed in
+            ordering.remoteChanges(from: node, open: open.map { ($0.id, $0.databases, $0.lease) }, closed: closed)
+        }, stale: { ordering.invalidateAll() })
         self.registry.addListener { change, _ in
             if change.status != .online { board.changed() }
         }

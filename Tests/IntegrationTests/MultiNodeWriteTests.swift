@@ -25,6 +25,29 @@ extension TimingSensitive {
         try? Clients.pgbench(port: port, ["-h", "127.0.0.\(node + 1)"] + arguments)
     }
 
+    /// pgbench through nodes 1 and 2 at once, 4 clients each, each node's own script (`script(node)`,
+    /// written to the cluster's directory); both runs are expected to end without a failed transaction.
+    static func scriptsThroughBothNodes(_ cluster: NodeCluster, transactions: Int, extra: [String] = [],
+                                        sourceLocation: SourceLocation = #_sourceLocation,
+                                        _ script: (Int) -> String) async throws {
+        var paths: [String] = []
+        for node in 1...2 {
+            let path = cluster.directory + "/node\(node).sql"
+            try script(node).write(toFile: path, atomically: true, encoding: .utf8)
+            paths.append(path)
+        }
+        let port = cluster.port
+        let first = paths[0], second = paths[1]
+        let arguments = ["-n", "-c", "4", "-j", "2", "-t", "\(transactions)"] + extra
+        async let one = runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.2"] + arguments + ["-f", first]) }
+        let two = try await runBlocking { try Clients.pgbench(port: port, ["-h", "127.0.0.3"] + arguments + ["-f", second]) }
+        let oneOut = try await one
+        for run in [oneOut, two] {
+            #expect(run.exitCode == 0, "\(run.report)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))", sourceLocation: sourceLocation)
+            #expect(run.stdout.contains("number of failed transactions: 0 "), "\(run.report)", sourceLocation: sourceLocation)
+        }
+    }
+
     /// The clients of the nodes that stayed up: each run ended well, without a failed transaction.
     static func expectNoFailedTransaction(_ runs: [CommandOutput?], sourceLocation: SourceLocation = #_sourceLocation) {
         for run in runs {
@@ -63,10 +86,8 @@ extension TimingSensitive {
                 let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                     "create table s (id serial primary key, node int, k int); create table hot (id int primary key, v int); insert into hot select g, 0 from generate_series(1, 4) g"])
                 #expect(create.exitCode == 0, "\(create.report)")
-                var scripts: [String] = []
-                for node in 1...2 {
-                    let path = cluster.directory + "/node\(node).sql"
-                    try """
+                try await Self.scriptsThroughBothNodes(cluster, transactions: 60, extra: ["--max-tries", "20"]) { node in
+                    """
                     \\set k random(1, 1000000)
                     \\set h random(1, 4)
                     insert into s (node, k) values (\(node), :k);
@@ -75,21 +96,7 @@ extension TimingSensitive {
                     update hot set v = v + 1 where id = greatest(:h, 5 - :h);
                     insert into s (node, k) values (\(node), -:k) returning id;
                     end;
-                    """.write(toFile: path, atomically: true, encoding: .utf8)
-                    scripts.append(path)
-                }
-                let port = cluster.port
-                let first = scripts[0], second = scripts[1]
-                async let one = runBlocking {
-                    try Clients.pgbench(port: port, ["-h", "127.0.0.2", "-n", "-c", "4", "-j", "2", "-t", "60", "--max-tries", "20", "-f", first])
-                }
-                let two = try await runBlocking {
-                    try Clients.pgbench(port: port, ["-h", "127.0.0.3", "-n", "-c", "4", "-j", "2", "-t", "60", "--max-tries", "20", "-f", second])
-                }
-                let oneOut = try await one
-                for run in [oneOut, two] {
-                    #expect(run.exitCode == 0, "\(run.report)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))")
-                    #expect(run.stdout.contains("number of failed transactions: 0 "), "\(run.report)")
+                    """
                 }
                 // Both nodes' rows, the same ids on every backend, and the hot rows' counters alike.
                 #expect(try servers[0].psql("select count(*), count(distinct node) from s") == "960|2")
@@ -103,6 +110,43 @@ extension TimingSensitive {
                     #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
                 }
                 for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+            }
+        }
+    }
+
+    /// A table with a SERIAL created through node 1 after node 2 had loaded its catalog (a migration
+    /// run through one node while the application writes through every node): node 2 learns of it
+    /// before its next statement, and the ids its inserts draw are identical on every backend.
+    @Test func aSerialTableCreatedThroughAnotherNodeIsOrderedOnEveryNode() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                let warm = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)"])
+                #expect(warm.exitCode == 0, "\(warm.report)")
+                // Node 2 loads its catalog (warm: no sequence) …
+                let load = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm values (1)"])
+                #expect(load.exitCode == 0, "\(load.report)")
+                // … then node 1 creates the SERIAL table, and an existing table gains an IDENTITY column.
+                let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table s (id serial primary key, node int, k int); alter table warm add column id int generated always as identity"])
+                #expect(create.exitCode == 0, "\(create.report)")
+                try await Self.scriptsThroughBothNodes(cluster, transactions: 50) { node in
+                    """
+                    \\set k random(1, 1000000)
+                    insert into s (node, k) values (\(node), :k);
+                    insert into warm (x) values (:k);
+                    """
+                }
+                let warned = "node1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))"
+                #expect(try servers[0].psql("select count(*), count(distinct node) from s") == "400|2")
+                let sums = try Consistency.checksums(servers)
+                #expect(Set(sums).count == 1, "backends differ: \(sums)\n\(warned)")
+                for i in 1...2 {
+                    let status = try await cluster.status(i)
+                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
+                }
             }
         }
     }

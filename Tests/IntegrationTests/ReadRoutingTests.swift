@@ -61,6 +61,42 @@ import TestSupport
         }
     }
 
+    /// Calls of functions the database marks STABLE or IMMUTABLE read: `to_regclass('t')::oid` (as admin
+    /// tools read the catalog) is the lead's alone and fails no backend whose OIDs differ, and a user's
+    /// STABLE function in a read is routed like any read (were it counted as a write, each backend's
+    /// own `port` would be compared and db2 failed). A writing function called by its quoted name
+    /// (`"Bump"()`) is a write: it runs on every backend (it ran on the lead alone).
+    @Test func callsOfStableFunctionsReadAndQuotedCallsOfWritersWrite() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            _ = try servers[1].psql("create table filler0 (); drop table filler0;")
+            try await withProxy(backends: servers, config: "[replication]\nread_routing = \"lead\"") { proxy in
+                let setup = """
+                create table t (id int primary key, v int);
+                create table hits (n int);
+                create function "Bump"() returns int language sql as $$ insert into hits values (1) returning 1 $$;
+                create function tenant() returns int stable language sql as $$ select 7 $$;
+                select 1;
+                """
+                let made = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1"], input: setup)
+                #expect(made.exitCode == 0, "\(made.report)")
+                let script = """
+                select 1;
+                select to_regclass('t')::oid::int;
+                select tenant(), current_setting('port');
+                select "Bump"();
+                select n from hits;
+                """
+                let out = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: script)
+                #expect(out.exitCode == 0, "\(out.report)")
+                let oids = try servers.map { try $0.psql("select 't'::regclass::oid::int") }
+                #expect(oids[0] != oids[1], "the test needs t to have another OID on db2")
+                #expect(out.stdoutLines == ["1", oids[0], "7|\(servers[0].port)", "1", "1"], "\(out.report)")
+                for s in servers { #expect(try s.psql("select count(*) from hits") == "1", "\(s.name)") }
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// Reads whose answers are per server (catalog OIDs, statistics, the backend's pid, random()) are the
     /// lead's alone, in and outside transactions: nobody is failed for being a different server, and a
     /// transaction in which such a read fails on the lead is aborted on every backend.

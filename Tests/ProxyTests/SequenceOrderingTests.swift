@@ -1,5 +1,6 @@
 @testable import Proxy
 import Synchronization
+import Foundation
 import Testing
 
 /// The node-wide catalog of tables that draw sequence values, and the order itself.
@@ -27,6 +28,48 @@ import Testing
         #expect(ordering.tables(in: "app").tables == nil)
         ordering.store(["orders", "invoices"], database: "app", generation: stale.generation)
         #expect(ordering.tables(in: "app").tables == ["orders", "invoices"])
+    }
+
+    /// DDL through another node (`remoteChanges`): its database's catalog is unknown while the change is
+    /// open, a load that began before it is dropped, and one after it ended is kept; other databases
+    /// keep theirs; a change whose close is lost ends with its lease.
+    @Test func ddlThroughAnotherNodeHoldsTheCatalogUnknownUntilItEnds() throws {
+        let ordering = SequenceOrdering()
+        let before = ordering.tables(in: "app")
+        ordering.store(["orders"], database: "app", generation: before.generation)
+        ordering.store(["ledger"], database: "other", generation: ordering.tables(in: "other").generation)
+        let loading = ordering.tables(in: "app") // a load starts here …
+        ordering.remoteChanges(from: "node2", open: [("c1", ["app"], 30)], closed: [])
+        #expect(ordering.tables(in: "app").tables == nil)
+        #expect(ordering.remoteChangeOpen(in: "app"))
+        #expect(ordering.tables(in: "other").tables == ["ledger"])
+        // … and ends while the change is open: dropped (it may have read the catalog before the DDL).
+        ordering.store(["orders"], database: "app", generation: loading.generation)
+        #expect(ordering.tables(in: "app").tables == nil)
+        // Renewed by the next message (a heartbeat listing it): still open, nothing loaded meanwhile.
+        ordering.remoteChanges(from: "node2", open: [("c1", ["app"], 30)], closed: [])
+        let during = ordering.tables(in: "app")
+        ordering.store(["orders"], database: "app", generation: during.generation)
+        #expect(ordering.tables(in: "app").tables == nil)
+        ordering.remoteChanges(from: "node2", open: [], closed: ["c1"])
+        #expect(!ordering.remoteChangeOpen(in: "app"))
+        let after = ordering.tables(in: "app")
+        #expect(after.tables == nil, "what was loaded before the DDL is stale")
+        ordering.store(["orders", "s"], database: "app", generation: after.generation)
+        #expect(ordering.tables(in: "app").tables == ["orders", "s"])
+        // A change whose close never arrives ends with its lease.
+        ordering.remoteChanges(from: "node3", open: [("c2", ["app"], 0.05)], closed: [])
+        #expect(ordering.tables(in: "app").tables == nil)
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(!ordering.remoteChangeOpen(in: "app"))
+        let expired = ordering.tables(in: "app")
+        #expect(expired.tables == nil)
+        ordering.store(["orders", "s"], database: "app", generation: expired.generation)
+        #expect(ordering.tables(in: "app").tables == ["orders", "s"])
+        // A peer heard again after it was lost: every catalog is loaded afresh.
+        ordering.invalidateAll()
+        #expect(ordering.tables(in: "app").tables == nil)
+        #expect(ordering.tables(in: "other").tables == nil)
     }
 
     @Test func theOrderIsGrantedOneHolderAtATimeInArrivalOrder() {

@@ -198,6 +198,39 @@ import Wire
         #expect(p.query.hasPrefix("DO $pgchorus$"))
     }
 
+    /// Calls the lists do not know are writes until the database's catalog shows every function of the
+    /// name to be STABLE or IMMUTABLE (`readers`), in the simple and the extended protocol; a name with
+    /// any VOLATILE definition stays a write, as does a statement that writes otherwise; a call by a
+    /// quoted name is a call.
+    @Test func theCatalogsStableFunctionsRead() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let reads = ["select to_regclass('t')::oid", "select tenant(), jsonb_set(doc, '{a}', '1') from t",
+                     "select st_distance(a, b) from app.places", "select public.tenant()"]
+        for sql in reads {
+            #expect(process(&tracker, [.query(sql)]).writes, "unknown while the catalog is: \(sql)")
+        }
+        tracker.readers = ["to_regclass", "tenant", "jsonb_set", "st_distance", "Bump"]
+        for sql in reads {
+            let r = process(&tracker, [.query(sql)])
+            #expect(!r.writes && r.isPlainRead, "\(sql)")
+        }
+        // Catalog reads stay the lead's alone; reads of data are compared.
+        #expect(process(&tracker, [.query("select to_regclass('t')::oid")]).readsServerState)
+        #expect(!process(&tracker, [.query("select tenant() from t")]).readsServerState)
+        let extended = process(&tracker, extendedBegin("select tenant() from t where id = $1", parameters: [ByteBuffer(string: "1")]))
+        #expect(!extended.writes && extended.isPlainRead)
+        for sql in ["select bump_counter()", "select tenant(), bump_counter()", "update t set v = tenant()",
+                    "select tenant() from t for update", "insert into t select tenant()", "select \"bump\"()"] {
+            #expect(process(&tracker, [.query(sql)]).writes, "\(sql)")
+        }
+        tracker.readers = nil
+        // A quoted call was not seen at all: a writing function called so made a read.
+        #expect(process(&tracker, [.query("select \"Bump\"()")]).writes)
+        #expect(process(&tracker, [.query("select x.\"Bump\"() from t x")]).writes)
+        #expect(!process(&tracker, [.query("select \"id\", \"v\" from \"t\"")]).writes)
+        #expect(StatementAnalysis("select \"Bump\"()").unknownCalls == ["Bump"])
+    }
+
     @Test func volatileCallIsRefusedWhenConfigured() throws {
         var tracker = StatementTracker(refuseVolatile: true)
         let r = process(&tracker, [.query("update t set a = random()")])

@@ -22,6 +22,13 @@ public final class SequenceOrdering: Sendable {
         /// Some routine's body calls `pgchorus.pg_notify` (its `pg_notify` was rewritten): its
         /// notifications are held while a transaction waits for the vote.
         var holdsNotifications = false
+        /// Function names whose every definition is STABLE or IMMUTABLE.
+        var readers: Set<String> = []
+        /// DDL of this database through other nodes that has not ended (`RemoteChange`), by node and
+        /// change id: while one is open the catalog counts as unknown and is not loaded.
+        var remote: [String: [String: NIODeadline]] = [:]
+        /// Loaded, not stale, and no DDL open through another node.
+        var usable: Bool { loadedGeneration == generation && remote.isEmpty }
     }
 
     /// What one catalog load found (rows of `catalogSQL`).
@@ -31,6 +38,7 @@ public final class SequenceOrdering: Sendable {
         var deterministic = false
         var notifies = false
         var holdsNotifications = false
+        var readers: Set<String> = []
         /// The load ended in an error: not to be stored.
         var failed = false
 
@@ -42,6 +50,7 @@ public final class SequenceOrdering: Sendable {
             case "f": deterministic = true
             case "n": notifies = true
             case "h": holdsNotifications = true
+            case "r": readers.insert(relation)
             default: break
             }
         }
@@ -68,7 +77,9 @@ public final class SequenceOrdering: Sendable {
     /// The catalog query, rows of (kind, relation, column): `s` a relation with an IDENTITY column or a
     /// nextval() default; `v` a column whose default gives each row its own value through the
     /// `pgchorus` functions of `DeterministicValues`; `f` once when some definition uses those
-    /// functions at all (a default or view, recorded in pg_depend, or a routine's body).
+    /// functions at all (a default or view, recorded in pg_depend, or a routine's body); `n`/`h` once
+    /// when some routine may notify / holds its notifications; `r` a function name whose every
+    /// definition, in any schema, is STABLE or IMMUTABLE (calls of it read: `StatementAnalysis.resolved`).
     static let catalogSQL = """
     SELECT DISTINCT 's', lower(c.relname), NULL::text FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -94,6 +105,8 @@ public final class SequenceOrdering: Sendable {
       SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ILIKE '%pgchorus.pg_notify%'
     )
+    UNION ALL SELECT 'r', p.proname::text, NULL FROM pg_catalog.pg_proc p
+    GROUP BY p.proname HAVING pg_catalog.bool_and(p.provolatile <> 'v')
     """
 
     /// Whether definitions in `database` use the `pgchorus` functions, or nil while unknown.
@@ -104,18 +117,81 @@ public final class SequenceOrdering: Sendable {
     /// What `value` reads of the catalog of `database`, when that catalog is loaded and not stale.
     private func loaded<T>(in database: String, _ value: (CatalogEntry) -> T) -> T? {
         catalog.withLock { c in
-            let e = c[database] ?? CatalogEntry()
-            return e.loadedGeneration == e.generation ? value(e) : nil
+            let e = Self.current(&c, database)
+            return e.usable ? value(e) : nil
         }
+    }
+
+    /// The entry of `database`, its expired remote changes let go (each a new generation: what was
+    /// loaded while one was open, before its DDL committed, is stale).
+    private static func current(_ c: inout [String: CatalogEntry], _ database: String, now: NIODeadline = .now()) -> CatalogEntry {
+        guard var e = c[database] else { return CatalogEntry() }
+        guard !e.remote.isEmpty else { return e }
+        var expired = false
+        for (node, changes) in e.remote {
+            let live = changes.filter { $0.value > now }
+            if live.count != changes.count { expired = true }
+            e.remote[node] = live.isEmpty ? nil : live
+        }
+        if expired { e.generation += 1 }
+        c[database] = e
+        return e
+    }
+
+    // MARK: DDL through other nodes
+
+    /// A peer's open catalog changes (`ClusterOrderSignal`): each database they name counts as
+    /// unknown while one is open (renewed for its lease by every message that lists it), and again
+    /// once it ends; `closed` ends changes at once.
+    public func remoteChanges(from node: String, open: [(id: String, databases: [String], lease: Double)], closed: [String]) {
+        let now = NIODeadline.now()
+        catalog.withLock { c in
+            for database in Array(c.keys) {
+                var e = Self.current(&c, database, now: now)
+                var mine = e.remote[node] ?? [:]
+                let before = mine.count
+                for id in closed { mine[id] = nil }
+                if mine.count != before { e.generation += 1 }
+                e.remote[node] = mine.isEmpty ? nil : mine
+                c[database] = e
+            }
+            for change in open {
+                for database in change.databases {
+                    var e = Self.current(&c, database, now: now)
+                    let lease = min(max(change.lease, 0), 60)
+                    if e.remote[node]?[change.id] == nil { e.generation += 1 }
+                    e.remote[node, default: [:]][change.id] = now + .milliseconds(Int64(lease * 1000))
+                    c[database] = e
+                }
+            }
+        }
+    }
+
+    /// Whether DDL of `database` through another node is open: its catalog is not loaded meanwhile.
+    func remoteChangeOpen(in database: String) -> Bool {
+        catalog.withLock { c in !Self.current(&c, database).remote.isEmpty }
+    }
+
+    /// Every catalog may be stale (a peer heard again after it was lost, quorum regained).
+    public func invalidateAll() {
+        catalog.withLock { c in
+            for k in Array(c.keys) { c[k]?.generation += 1 }
+        }
+    }
+
+    /// Function names of `database` whose every definition (any schema, any arguments) is STABLE or
+    /// IMMUTABLE, or nil while unknown (calls of functions not known otherwise then count as writes).
+    func readers(in database: String) -> Set<String>? {
+        loaded(in: database) { $0.readers }
     }
 
     /// Whether a routine of `database` (a trigger, a function) may notify — PostgreSQL then refuses
     /// to PREPARE the transaction that ran it — or nil while unknown.
     func routinesNotify(in database: String) -> Bool? {
         catalog.withLock { c in
-            let e = c[database] ?? CatalogEntry()
+            let e = Self.current(&c, database)
             if e.notifiedAnyway { return true }
-            return e.loadedGeneration == e.generation ? e.notifies : nil
+            return e.usable ? e.notifies : nil
         }
     }
 
@@ -134,8 +210,8 @@ public final class SequenceOrdering: Sendable {
     /// The known sequence-drawing tables of `database`, or nil while unknown (callers then assume all).
     func tables(in database: String) -> (tables: Set<String>?, generation: Int) {
         catalog.withLock { c in
-            let e = c[database] ?? CatalogEntry()
-            return (e.loadedGeneration == e.generation ? e.tables : nil, e.generation)
+            let e = Self.current(&c, database)
+            return (e.usable ? e.tables : nil, e.generation)
         }
     }
 
@@ -165,6 +241,7 @@ public final class SequenceOrdering: Sendable {
             e.perRowDefaults = loaded.perRowDefaults
             e.notifies = loaded.notifies
             e.holdsNotifications = loaded.holdsNotifications
+            e.readers = loaded.readers
             e.loadedGeneration = generation
             c[database] = e
         }

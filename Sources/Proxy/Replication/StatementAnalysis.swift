@@ -68,6 +68,17 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var namesPgchorusTransaction = false
     /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
     public var timeExpressions: [(range: Range<Int>, type: String)] = []
+    /// Calls of functions neither known to read (`readOnlyFunctions`) nor taken in by the rules
+    /// (`isSyntaxOrCatalogAccessor`), by name as PostgreSQL stores it (`pg_proc.proname`): a user's
+    /// function may write, so each makes the statement count as a write — unless the database's catalog
+    /// shows every function of that name to be STABLE or IMMUTABLE (`resolved(readers:)`).
+    public var unknownCalls: Set<String> = []
+    /// Nothing but `unknownCalls` makes the statement a write (it would be read-only without them).
+    var readOnlyButForUnknownCalls = false
+    /// `isPlainRead` as it would be, were the unknown calls readers.
+    var plainButForUnknownCalls = false
+    /// Some token reads per-server state (see `readsServerState`).
+    var touchesServerState = false
     /// Volatile calls in definitions (column defaults, views, function and DO bodies) and per-row calls
     /// in an INSERT's VALUES, to be replaced by the `pgchorus` functions that give every backend the
     /// same value (see `DeterministicValues`).
@@ -85,6 +96,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     static let volatileFunctions: Set<String> = [
         "random", "clock_timestamp", "timeofday", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v4",
         "txid_current", "pg_current_xact_id", "random_normal", "setseed", "inet_server_port", "pg_backend_pid",
+        // Each backend's own connection and transaction ids (STABLE in the catalog, but per server).
+        "inet_client_port", "txid_current_snapshot", "pg_current_snapshot",
+        "txid_current_if_assigned", "pg_current_xact_id_if_assigned",
     ]
 
     /// Calls that read only, commonly used in queries (a call neither listed nor taken in by
@@ -152,6 +166,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     public init(_ sql: String) {
         var touches = false
         defer {
+            readOnlyButForUnknownCalls = isReadOnly && !unknownCalls.isEmpty
+            plainButForUnknownCalls = isPlainRead
+            touchesServerState = touches
+            if !unknownCalls.isEmpty { isReadOnly = false }
             if !isReadOnly { isPlainRead = false }
             // A read of per-server state or of a per-backend value: answered by the lead alone, uncompared.
             if isReadOnly && isPlainRead && (!volatileCalls.isEmpty || touches) { readsServerState = true }
@@ -267,7 +285,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         func word(_ i: Int) -> String? { i < s.count && s[i].kind == .word ? s[i].text : nil }
         switch first {
         case "declare":
-            guard perBackend, isReadOnly, s.count > 2, let name = Self.folded(s[1]),
+            guard perBackend, isReadOnly, unknownCalls.isEmpty, s.count > 2, let name = Self.folded(s[1]),
                   let cursor = s.indices.first(where: { word($0) == "cursor" }),
                   let query = s.indices.first(where: { $0 > cursor && word($0) == "for" }) else { return }
             // FOR UPDATE/SHARE/NO KEY UPDATE/KEY SHARE in the query locks rows: every backend must run it.
@@ -404,6 +422,11 @@ public struct StatementAnalysis: Sendable, Equatable {
         // Column defaults, views, generated columns and routines: what CREATE and ALTER define.
         let definitions = ddl && (first == "create" || first == "alter")
         let perRowDefinitions = !hasFrom && !(first == "alter" && s.contains { $0.kind == .word && $0.text == "add" })
+        // A call by a quoted name (`"MyFunc"(…)`, `"public"."f"(…)`) is a call like any other (it was
+        // not seen at all: a writing function called so made a read).
+        for (i, t) in s.enumerated() where t.kind == .quotedIdentifier && i + 1 < s.count && s[i + 1].kind == .punctuation && s[i + 1].text == "(" {
+            if let name = Self.folded(t) { unknownCalls.insert(name) }
+        }
         for (i, t) in s.enumerated() where t.kind == .word {
             let next = i + 1 < s.count ? s[i + 1] : nil
             let previous = i > 0 ? s[i - 1] : nil
@@ -429,7 +452,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             guard !qualified || builtin else {
                 // information_schema's functions (`_pg_expandarray()`, as JDBC's metadata calls it) only read.
                 let readingSchema = i >= 2 && s[i - 2].kind == .word && s[i - 2].text == "information_schema"
-                if isCall && !(readingSchema && Self.isSyntaxOrCatalogAccessor(t.text)) { isReadOnly = false }
+                if isCall && !(readingSchema && Self.isSyntaxOrCatalogAccessor(t.text)) { unknownCalls.insert(t.text) }
                 continue
             }
             // Definitions, and the rows of an INSERT … VALUES: made identical by the pgchorus functions.
@@ -456,7 +479,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             }
             if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text)
                 && !Self.isSyntaxOrCatalogAccessor(t.text) {
-                isReadOnly = false
+                unknownCalls.insert(t.text)
             }
             if ddl { continue }
             // Time functions start with c, l, n, s or t: other words skip the comparisons below.
@@ -487,6 +510,21 @@ public struct StatementAnalysis: Sendable, Equatable {
                 volatileCalls.append(t.text.uppercased() + "(precision)")
             }
         }
+    }
+
+    /// The analysis as the catalog of the database it runs in shows it: when nothing but calls of
+    /// unknown functions made it a write and every function of each such name is STABLE or IMMUTABLE
+    /// there (`readers`: names whose every `pg_proc` row is), it is the read it looks like. PostgreSQL
+    /// forbids data changes in such functions (in SQL and PL/pgSQL bodies; one that calls a volatile
+    /// function that writes escapes the check, as PostgreSQL's documentation says), and pgpool-II judges
+    /// functions by the same mark.
+    public func resolved(readers: Set<String>?) -> StatementAnalysis {
+        guard readOnlyButForUnknownCalls, let readers, unknownCalls.isSubset(of: readers) else { return self }
+        var a = self
+        a.isReadOnly = true
+        a.isPlainRead = plainButForUnknownCalls
+        a.readsServerState = a.isPlainRead && (!volatileCalls.isEmpty || touchesServerState)
+        return a
     }
 
     /// Whether a routine's or DO block's body is SQL or PL/pgSQL (the only bodies rewritten): its

@@ -89,6 +89,9 @@ struct StatementTracker {
     var rewrite = true
     /// Columns with per-row volatile defaults, per table (`SequenceOrdering.perRowDefaults`), when known.
     var perRowDefaults: [String: Set<String>] = [:]
+    /// Function names whose every definition in the database is STABLE or IMMUTABLE
+    /// (`SequenceOrdering.readers`), when known: calls of them read (`StatementAnalysis.resolved`).
+    var readers: Set<String>?
     /// The cluster has several backends: definitions use the `pgchorus` functions (`DeterministicValues`),
     /// even while only one is online, so a backend that rejoins has the same definitions.
     var deterministic = false
@@ -281,7 +284,7 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis
+                let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis.resolved(readers: readers)
                 noteDeallocation(Self.mayDeallocate(sql))
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
@@ -385,12 +388,13 @@ struct StatementTracker {
                 if case let .execute(portal, _)? = try? FrontendMessage(frame: frame),
                    let name = portals[portal], let prepared = statements[name] {
                     noteDeallocation(prepared.deallocates)
-                    result.note(prepared.analysis)
-                    if prepared.analysis.isCommit { commitExecutes += 1 }
-                    if prepared.analysis.isWrappable { wrappableExecutes += 1 }
-                    if prepared.analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
-                    if !prepared.analysis.isReadOnly { result.writes = true }
-                    result.mixesTransactionControl = result.mixesTransactionControl || prepared.analysis.mixesTransactionControl
+                    let analysis = prepared.analysis.resolved(readers: readers)
+                    result.note(analysis)
+                    if analysis.isCommit { commitExecutes += 1 }
+                    if analysis.isWrappable { wrappableExecutes += 1 }
+                    if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
+                    if !analysis.isReadOnly { result.writes = true }
+                    result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 } else {
                     result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
                     result.isPlainRead = false

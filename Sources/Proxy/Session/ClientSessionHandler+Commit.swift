@@ -220,7 +220,12 @@ extension ClientSessionHandler {
                 failBackend(i, reason: "PREPARE TRANSACTION failed while the majority committed (\(c.gid))")
             }
             // The COMMIT PREPAREDs land in the node's order of commits and statements (`CommitEpochs`).
-            awaitCommitTurn { [self] in finishVote() }
+            if catalogChangeDue && catalogChange == nil {
+                // DDL of this transaction the peers were not told of (a path that did not hold its group).
+                announceCatalogChange { [self] in awaitCommitTurn { [self] in finishVote() } }
+            } else {
+                awaitCommitTurn { [self] in finishVote() }
+            }
         } else {
             finishVote()
         }

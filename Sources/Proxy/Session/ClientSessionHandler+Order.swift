@@ -131,6 +131,7 @@ extension ClientSessionHandler {
             shared.sequenceOrdering.release(t)
         }
         waitingGroup = nil
+        catalogHold = false
     }
 
     /// Looks at the sequence turn again in `orderTimeout`; `since` is when this wait began.
@@ -177,7 +178,8 @@ extension ClientSessionHandler {
         guard liveCount > 1, !catalogLoading, !openExtendedGroup, lastStatus != .failed, !copyInProgress,
               phase == .relaying || phase == .connectingBackends else { return }
         let state = shared.sequenceOrdering.tables(in: database)
-        guard state.tables == nil else { return }
+        // (Not while DDL through another node is open: what it loaded would be stale at its commit.)
+        guard state.tables == nil, !shared.sequenceOrdering.remoteChangeOpen(in: database) else { return }
         catalogLoading = true
         catalogGeneration = state.generation
         catalogRows = SequenceOrdering.Catalog()

@@ -74,6 +74,10 @@ extension ClientSessionHandler {
         if liveCount > 1, result.containsCommit, wroteInTransaction {
             logger.warning("COMMIT sent at the end of a pipeline whose first statements already ran: committed without the vote")
         }
+        if liveCount > 1, announcesCatalogChange(result) {
+            holdForCatalogChange(result.bytes, cycle: true, wrap: false, thenOrder: needsSequenceOrder(result))
+            return
+        }
         if liveCount > 1, needsSequenceOrder(result) {
             waitForOrder(result.bytes, cycle: true, wrap: false)
             return

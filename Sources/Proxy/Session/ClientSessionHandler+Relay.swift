@@ -214,6 +214,10 @@ extension ClientSessionHandler {
             let flags = GroupFlags(writes: true, mixesTransactionControl: result.mixesTransactionControl, trailingCommit: true,
                                    readsOnlyItsTarget: false)
             decideNotificationHold(result.bytes, containsCommit: true, voted: true)
+            if announcesCatalogChange(result) {
+                holdForCatalogChange(body, cycle: true, wrap: true, flags: flags, thenOrder: needsSequenceOrder(result))
+                return
+            }
             if needsSequenceOrder(result) {
                 waitForOrder(body, cycle: true, wrap: true, flags: flags)
             } else {
@@ -240,6 +244,10 @@ extension ClientSessionHandler {
             }
             if cycle, let answer = result.beginAnswer, lastStatus == .idle, readiesOwed == 1, routedRead == nil, !openExtendedGroup, !segments.inProgress {
                 answerBeginAhead(result.bytes, answer)
+                return
+            }
+            if replicated, cycle, announcesCatalogChange(result) {
+                holdForCatalogChange(result.bytes, cycle: cycle, wrap: wrap, flags: flags, thenOrder: needsSequenceOrder(result))
                 return
             }
             if replicated, cycle, needsSequenceOrder(result) {
@@ -369,6 +377,8 @@ extension ClientSessionHandler {
     func prepareTracker() {
         tracker.rewrite = liveCount > 1
         tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
+        tracker.readers = shared.sequenceOrdering.readers(in: database)
+        if tracker.readers == nil && tracker.rewrite { loadSequenceCatalogIfNeeded() }
     }
 
     /// The time literal of the current transaction (one per transaction, see `StatementTracker`).
@@ -473,6 +483,8 @@ extension ClientSessionHandler {
         if liveCount > 1, result.hasDDL {
             shared.sequenceOrdering.invalidate(database)
             ddlSeqs.insert(seq)
+            if catalogChange == nil { catalogChangeDue = true }
+            ddlInTransaction = true
         }
     }
 
@@ -874,6 +886,13 @@ extension ClientSessionHandler {
             transactionTimestamp = nil
             transactionStamped = false
             transactionPreventsPrepare = false
+            closeCatalogChange(afterCycle: seq)
+            if ddlInTransaction {
+                // What the reload after the DDL saw inside the transaction may have been rolled back
+                // (`ALTER FUNCTION f() STABLE; ROLLBACK` left f a reader): loaded again.
+                ddlInTransaction = false
+                shared.sequenceOrdering.invalidate(database)
+            }
         }
     }
 

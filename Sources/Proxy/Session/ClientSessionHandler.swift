@@ -127,6 +127,18 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var terminationCheck: String?
     /// A group waiting for the order, with whether it is a reply cycle.
     var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags)?
+    // Catalog changes told to the other nodes (see ClientSessionHandler+Catalog.swift).
+    /// The change this session's open DDL transaction has told the peers of, and the first cycle it covers.
+    var catalogChange: (id: String, from: Int)?
+    /// DDL ran in this transaction that the peers have not been told of yet.
+    var catalogChangeDue = false
+    /// DDL ran in this transaction: the catalog is loaded again once it has ended.
+    var ddlInTransaction = false
+    /// `waitingGroup` waits for the peers' acks of the catalog change (then for the sequence turn when `catalogHoldThenOrder`).
+    var catalogHold = false
+    var catalogHoldThenOrder = false
+    /// What goes on once the peers have acknowledged the change (`announceCatalogChange`).
+    var pendingCatalogBody: (() -> Void)?
     // Commit epochs (see ClientSessionHandler+Epochs.swift).
     /// A group waiting for its turn in the node's order of commits and statements.
     var epochWaiting: EpochWait?
@@ -429,6 +441,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     func shutDown() {
         if phase == .draining || phase == .closed { return }
         abandonOrderWait()
+        closeCatalogChange()
         abandonEpochWait()
         if copyInProgress, phase == .relaying {
             // The client left in the middle of COPY FROM STDIN: every backend ends the COPY (and rolls

@@ -13,6 +13,9 @@ public struct PeerMessage: Sendable, Equatable, Codable {
         /// "I wait for the cluster-wide order lock: let it go once your running statements are done"
         /// (`ClusterOrderSignal`): no view, not acknowledged.
         case epoch
+        /// "The catalogs of these databases change" (`CatalogChange`: DDL through the sender, not yet
+        /// ended): the receiver takes its catalogs of them as unknown, then answers `ack`.
+        case catalog
     }
 
     public var kind: Kind
@@ -36,6 +39,21 @@ public struct PeerMessage: Sendable, Equatable, Codable {
     public var gate: GateRequest?
     /// The sender's write gate, while it is closed.
     public var gateState: GateState?
+    /// The catalog changes open on the sender (every message but `ack` and `epoch` carries them, so a
+    /// lost one is made up by the next heartbeat and an open change is renewed; nil: none).
+    public var catalog: [CatalogChange]?
+    /// Ids of catalog changes the sender ended lately (the receiver forgets them at once, not at their lease).
+    public var catalogClosed: [String]?
+
+    /// DDL of a session of the sender in `databases` that has not ended yet (its transaction is open):
+    /// while it is listed, and for `lease` seconds after it was last heard of, the receiver holds what it
+    /// loaded of those databases' catalogs (sequence-drawing tables, per-row defaults, routines) for unknown.
+    public struct CatalogChange: Sendable, Equatable, Codable {
+        public var id: String
+        public var databases: [String]
+        public var lease: Double
+        public init(id: String, databases: [String], lease: Double) { self.id = id; self.databases = databases; self.lease = lease }
+    }
 
     public struct GateRequest: Sendable, Equatable, Codable {
         public var id: String
@@ -52,8 +70,8 @@ public struct PeerMessage: Sendable, Equatable, Codable {
 
     public init(kind: Kind, from: String, sentAt: Double, nonce: String, backends: [BackendState],
                 acknowledges: String? = nil, reachableBackends: Int? = nil, quorum: Bool? = nil, vip: VIPBeacon? = nil, to: String? = nil,
-                gate: GateRequest? = nil, gateState: GateState? = nil) {
-        self.gate = gate; self.gateState = gateState
+                gate: GateRequest? = nil, gateState: GateState? = nil, catalog: [CatalogChange]? = nil, catalogClosed: [String]? = nil) {
+        self.gate = gate; self.gateState = gateState; self.catalog = catalog; self.catalogClosed = catalogClosed
         self.kind = kind; self.from = from; self.sentAt = sentAt; self.nonce = nonce; self.backends = backends
         self.acknowledges = acknowledges; self.reachableBackends = reachableBackends; self.quorum = quorum; self.vip = vip; self.to = to
     }

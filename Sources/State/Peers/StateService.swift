@@ -52,6 +52,21 @@ public final class StateService: Service, Sendable {
         var peerGates: [String: PeerMessage.GateState] = [:]
         /// The backend ids each peer last reported (its configuration's).
         var peerBackends: [String: Set<String>] = [:]
+        /// Catalog changes open on this node (sessions' DDL whose transaction has not ended), by id.
+        var openCatalog: [String: PeerMessage.CatalogChange] = [:]
+        /// Changes ended lately, and until when (monotonic) the messages still say so.
+        var closedCatalog: [String: Double] = [:]
+        /// Announcements of changes waiting for the peers' acks, by change id.
+        var catalogWaits: [String: CatalogWait] = [:]
+    }
+
+    /// An open catalog change told to the peers, until each has acknowledged it or `deadline` (monotonic).
+    struct CatalogWait {
+        var waiting: Set<String>
+        /// The nonce of each message sent, and to which peer.
+        var nonces: [String: String] = [:]
+        var deadline: Double
+        var done: @Sendable (_ unacknowledged: [String]) -> Void
     }
 
     let configuration: Configuration
@@ -136,6 +151,12 @@ public final class StateService: Service, Sendable {
         }
         gate.onChange { [weak self] in self?.broadcastNow() }
         orderSignal.setAnnouncer({ [weak self] in self?.announceOrderRequest() }, deadPeers: { [weak self] in self?.deadPeers() ?? [] })
+        if cluster.nodes.count > 1 {
+            orderSignal.setCatalogAnnouncer(open: { [weak self] change, done in
+                guard let self else { return done([]) }
+                self.openCatalogChange(change, acknowledged: done)
+            }, close: { [weak self] id in self?.closeCatalogChange(id: id) })
+        }
     }
 
     /// Binds the peer socket; its handler reaches this service.
@@ -214,6 +235,83 @@ public final class StateService: Service, Sendable {
     /// Tells every peer this node waits for the cluster-wide order lock (a small message: no view).
     func announceOrderRequest() {
         for peer in configuration.cluster.nodes where peer.id != configuration.node.id { send(.epoch, to: peer) }
+    }
+
+    // MARK: catalog changes
+
+    /// Tells every peer not declared dead of `change` (a `catalog` message, sent again every 20 ms to
+    /// those that have not acknowledged it); `acknowledged` runs once all have, or after one peer
+    /// timeout with those that have not. Heartbeats carry the change from now on until it is closed.
+    func openCatalogChange(_ change: PeerMessage.CatalogChange, acknowledged: @escaping @Sendable ([String]) -> Void) {
+        let dead = Set(deadPeers())
+        let peers = configuration.cluster.nodes.filter { $0.id != configuration.node.id && !dead.contains($0.id) }.map(\.id)
+        let deadline = WallClock.monotonic() + configuration.cluster.peerTimeout
+        let waits = channel != nil && !peers.isEmpty
+        inner.withLock { s in
+            s.openCatalog[change.id] = change
+            s.closedCatalog[change.id] = nil
+            if waits { s.catalogWaits[change.id] = CatalogWait(waiting: Set(peers), deadline: deadline, done: acknowledged) }
+        }
+        guard waits else { return acknowledged([]) }
+        sendCatalogChange(change.id)
+    }
+
+    private func sendCatalogChange(_ id: String) {
+        let now = WallClock.monotonic()
+        let (targets, expired) = inner.withLock { s -> ([String], CatalogWait?) in
+            guard let w = s.catalogWaits[id] else { return ([], nil) }
+            if now >= w.deadline {
+                s.catalogWaits[id] = nil
+                return ([], w)
+            }
+            return (Array(w.waiting), nil)
+        }
+        if let expired { return expired.done(expired.waiting.sorted()) }
+        guard !targets.isEmpty else { return }
+        for peer in configuration.cluster.nodes where targets.contains(peer.id) {
+            let nonce = PeerMessage.makeNonce()
+            inner.withLock { $0.catalogWaits[id]?.nonces[nonce] = peer.id }
+            send(.catalog, to: peer, nonce: nonce)
+        }
+        group.next().scheduleTask(in: .milliseconds(20)) { [weak self] in self?.sendCatalogChange(id) }
+    }
+
+    /// The change's transaction has ended: the peers are told at once (and by the next messages, for
+    /// one lease), unacknowledged; a peer that misses it all lets the change go when its lease runs out.
+    func closeCatalogChange(id: String) {
+        let wait = inner.withLock { s -> CatalogWait? in
+            guard let change = s.openCatalog.removeValue(forKey: id) else { return nil }
+            s.closedCatalog[id] = WallClock.monotonic() + change.lease
+            return s.catalogWaits.removeValue(forKey: id)
+        }
+        wait?.done(wait?.waiting.sorted() ?? [])
+        for peer in configuration.cluster.nodes where peer.id != configuration.node.id { send(.catalog, to: peer) }
+    }
+
+    /// The open changes and those closed lately, for a message (nil for none).
+    private func catalogFields() -> ([PeerMessage.CatalogChange]?, [String]?) {
+        let now = WallClock.monotonic()
+        return inner.withLock { s in
+            s.closedCatalog = s.closedCatalog.filter { $0.value > now }
+            return (s.openCatalog.isEmpty ? nil : s.openCatalog.values.sorted { $0.id < $1.id },
+                    s.closedCatalog.isEmpty ? nil : s.closedCatalog.keys.sorted())
+        }
+    }
+
+    /// A peer acknowledged message `nonce`: the announcement it was part of waits no longer for that peer.
+    private func catalogAcknowledged(_ nonce: String, from peer: String) {
+        let done = inner.withLock { s -> CatalogWait? in
+            guard let (id, w) = s.catalogWaits.first(where: { $0.value.nonces[nonce] == peer }) else { return nil }
+            var wait = w
+            wait.waiting.remove(peer)
+            guard wait.waiting.isEmpty else {
+                s.catalogWaits[id] = wait
+                return nil
+            }
+            s.catalogWaits[id] = nil
+            return wait
+        }
+        done?.done([])
     }
 
     /// Where the peers' backend lists differ from this node's (a reload done on some nodes only).
@@ -376,6 +474,8 @@ public final class StateService: Service, Sendable {
             s.hadQuorum = q
             return (t, q, changed)
         }
+        // A peer heard again, or quorum regained: DDL may have gone by unheard meanwhile.
+        if changes.contains(where: { $0.1 }) || (quorumChanged && quorum) { orderSignal.catalogsMayBeStale() }
         for (peer, alive) in changes {
             if alive {
                 logger.notice("peer node is alive", metadata: ["peer": "\(peer.node.id)"])
@@ -397,16 +497,18 @@ public final class StateService: Service, Sendable {
         }
     }
 
-    private func send(_ kind: PeerMessage.Kind, to peer: Configuration.ClusterNode, acknowledging: String? = nil) {
+    private func send(_ kind: PeerMessage.Kind, to peer: Configuration.ClusterNode, acknowledging: String? = nil,
+                      nonce: String = PeerMessage.makeNonce()) {
         guard channel != nil, let key else { return }
-        let brief = kind == .ack || kind == .epoch
+        let brief = kind == .ack || kind == .epoch || kind == .catalog
         let reachable = brief ? nil : hooks.withLock { $0.reachable }?.call()
         let (gateRequest, gateState) = brief ? (nil, nil) : gateFields()
-        let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: PeerMessage.makeNonce(),
+        let (catalog, closed) = kind == .ack || kind == .epoch ? (nil, nil) : catalogFields()
+        let message = PeerMessage(kind: kind, from: configuration.node.id, sentAt: WallClock.unixTime(), nonce: nonce,
                                   backends: brief ? [] : registry.states(), acknowledges: acknowledging,
                                   reachableBackends: reachable, quorum: brief ? nil : hasQuorum(),
                                   vip: brief ? nil : vipHooks.withLock { $0 }?.beacon(), to: peer.id,
-                                  gate: gateRequest, gateState: gateState)
+                                  gate: gateRequest, gateState: gateState, catalog: catalog, catalogClosed: closed)
         if kind == .notice {
             // Only the latest notice counts: an ack of an older one does not cover a newer change.
             inner.withLock { $0.noticeNonces[peer.id] = [message.nonce] }
@@ -452,6 +554,13 @@ public final class StateService: Service, Sendable {
             orderSignal.received(from: message.from)
             return
         }
+        if message.kind == .catalog {
+            // Taken in before the ack goes: the sender's DDL may commit once it has it.
+            orderSignal.receivedCatalogChanges(from: message.from, open: message.catalog ?? [], closed: message.catalogClosed ?? [])
+            if let peer = configuration.cluster.node(message.from) { send(.ack, to: peer, acknowledging: message.nonce) }
+            return
+        }
+        if message.kind == .ack, let n = message.acknowledges { catalogAcknowledged(n, from: message.from) }
         inner.withLock { s in
             _ = s.membership.heard(from: message.from, at: now, reachableBackends: message.reachableBackends, quorum: message.quorum)
             if message.kind == .ack, let n = message.acknowledges, s.noticeNonces[message.from]?.contains(n) == true {
@@ -465,6 +574,9 @@ public final class StateService: Service, Sendable {
         for b in message.backends where registry.apply(b) { applied += 1 }
         // After the backends: a gate withdrawn at a cut-over opens only once the backend is known online.
         receivedGate(message)
+        if message.kind != .ack {
+            orderSignal.receivedCatalogChanges(from: message.from, open: message.catalog ?? [], closed: message.catalogClosed ?? [])
+        }
         if applied > 0 {
             logger.info("applied \(applied) backend change(s) from a peer", metadata: ["peer": "\(message.from)", "kind": "\(message.kind.rawValue)"])
         }
