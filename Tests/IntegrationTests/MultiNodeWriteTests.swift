@@ -115,8 +115,9 @@ extension TimingSensitive {
     }
 
     /// A table with a SERIAL created through node 1 after node 2 had loaded its catalog (a migration
-    /// run through one node while the application writes through every node): node 2 learns of it
-    /// before its next statement, and the ids its inserts draw are identical on every backend.
+    /// run through one node while the application writes through every node), an IDENTITY column
+    /// added, a table created in a DO block: node 2 learns of each before its next statement, and the
+    /// ids its inserts draw are identical on every backend.
     @Test func aSerialTableCreatedThroughAnotherNodeIsOrderedOnEveryNode() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
@@ -132,11 +133,18 @@ extension TimingSensitive {
                 let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                     "create table s (id serial primary key, node int, k int); alter table warm add column id int generated always as identity"])
                 #expect(create.exitCode == 0, "\(create.report)")
+                // Node 2 loads its catalog again; then a migration's DO block creates another SERIAL table.
+                let reload = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm (x) values (2)"])
+                #expect(reload.exitCode == 0, "\(reload.report)")
+                let block = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
+                #expect(block.exitCode == 0, "\(block.report)")
                 try await Self.scriptsThroughBothNodes(cluster, transactions: 50) { node in
                     """
                     \\set k random(1, 1000000)
                     insert into s (node, k) values (\(node), :k);
                     insert into warm (x) values (:k);
+                    insert into d (k) values (:k);
                     """
                 }
                 let warned = "node1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))"

@@ -218,6 +218,30 @@ import TestSupport
         }
     }
 
+    /// A SERIAL table a migration creates in a DO block, after the node had loaded its catalog: the
+    /// node loads it again (a DO block may change the catalog, as DDL does), so concurrent inserts
+    /// take the turn and the ids are identical on every backend (they were not: the catalog said the
+    /// table drew nothing).
+    @Test func aSerialTableCreatedInADoBlockIsOrdered() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let warm = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)",
+                                                                       "-c", "insert into warm values (1)"])
+                #expect(warm.exitCode == 0, "\(warm.report)")
+                let block = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
+                #expect(block.exitCode == 0, "\(block.report)")
+                let script = proxy.directory + "/d.sql"
+                try "insert into d (k) values (:client_id);\n".write(toFile: script, atomically: true, encoding: .utf8)
+                let port = proxy.port
+                let run = try await runBlocking { try Clients.pgbench(port: port, ["-c", "8", "-j", "2", "-t", "50", "-n", "-f", script]) }
+                #expect(run.exitCode == 0, "\(run.report)")
+                #expect(try servers[0].psql("select count(*) from d") == "400")
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     @Test func serialAndIdentityInsertsFromManyClientsStayIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -15,6 +15,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// DDL (CREATE/ALTER/DROP …): a time function inside it (a column default, a view) cannot be
     /// made one value, so it counts as a volatile call.
     public var isDDL = false
+    /// Some statement is a `DO` block: like DDL it may change the catalog (migrations create tables
+    /// and functions in blocks that check first), though it is no DDL for the vote.
+    public var runsAnonymousBlock = false
     /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
     public var volatileCalls: [String] = []
     /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
@@ -237,6 +240,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             if s.contains(where: { $0.kind == .word && $0.text == "pg_notify" }) { preventsPrepare = true }
             let ddl = Self.ddlStarts.contains(first)
             if ddl { isDDL = true }
+            if first == "do" { runsAnonymousBlock = true }
             analyse(s, first: first, ddl: ddl)
             timeExpressions += DeterministicValues.typedTimeLiterals(s)
             if first == "do" || (first == "create" && s.contains { $0.kind == .word && ($0.text == "function" || $0.text == "procedure") }),

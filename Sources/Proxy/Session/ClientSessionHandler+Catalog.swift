@@ -14,7 +14,7 @@ import State
 extension ClientSessionHandler {
     /// Whether a group with this result must wait for the peers' acks before it goes (DDL not told yet).
     func announcesCatalogChange(_ result: StatementTracker.Result) -> Bool {
-        configuration.cluster.nodes.count > 1 && catalogChange == nil && (result.hasDDL || catalogChangeDue)
+        configuration.cluster.nodes.count > 1 && catalogChange == nil && (result.mayChangeCatalog || catalogChangeDue)
     }
 
     /// Holds the group until the peers have acknowledged the change, then sends it (through the

@@ -480,7 +480,7 @@ extension ClientSessionHandler {
             votedCommitAvailable = false
             logger.info("the session created a temporary table: its commits go without the vote from now on")
         }
-        if liveCount > 1, result.hasDDL {
+        if liveCount > 1, result.mayChangeCatalog {
             shared.sequenceOrdering.invalidate(database)
             ddlSeqs.insert(seq)
             if catalogChange == nil { catalogChangeDue = true }
