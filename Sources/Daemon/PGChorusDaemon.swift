@@ -95,6 +95,7 @@ public struct PGChorusDaemon: AsyncParsableCommand {
             // Periodically, also those of peers the cluster declared dead (after the grace period).
             resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger,
                                        deadNodes: { stateService.deadPeers() }, inFlight: context.votesInFlight)
+            resolver.onCommitted { context.catalogsMayBeStale() }
             if configuration.replication.twoPhaseCommit && configuration.backends.count > 1 {
                 for (backend, reason) in await resolver.backendsWithoutPreparedTransactions() {
                     logger.error("backend refused: \(reason)")

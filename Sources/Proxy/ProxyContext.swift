@@ -63,6 +63,12 @@ public final class ProxyContext: Sendable {
     /// Requests for the cluster-wide order lock, to and from the peers (through the state service).
     public let orderSignal: ClusterOrderSignal
 
+    /// Every database's catalog is loaded again before it is used next (an in-doubt transaction, perhaps
+    /// DDL, was committed by a resolver).
+    public func catalogsMayBeStale() {
+        sequenceOrdering.invalidateAll()
+    }
+
     /// `registry` is the node's (backed by the state database); tests and tools may leave it out.
     public init(configuration: Configuration, logger: Logger, registry: BackendRegistry? = nil, gate: WriteGate = WriteGate(),
                 orderSignal: ClusterOrderSignal = ClusterOrderSignal()) throws {
@@ -86,6 +92,7 @@ public final class ProxyContext: Sendable {
         orderSignal.onCatalogChanges(received: { node, open, closed in
             ordering.remoteChanges(from: node, open: open.map { ($0.id, $0.databases, $0.lease) }, closed: closed)
         }, stale: { ordering.invalidateAll() })
+        abandonedVotes.onCommitted { ordering.invalidateAll() }
         self.registry.addListener { change, _ in
             if change.status != .online { board.changed() }
         }

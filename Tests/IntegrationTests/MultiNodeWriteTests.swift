@@ -116,8 +116,9 @@ extension TimingSensitive {
 
     /// A table with a SERIAL created through node 1 after node 2 had loaded its catalog (a migration
     /// run through one node while the application writes through every node), an IDENTITY column
-    /// added, a table created in a DO block: node 2 learns of each before its next statement, and the
-    /// ids its inserts draw are identical on every backend.
+    /// added, a table created in a DO block, DDL pipelined behind the end of an earlier DDL transaction:
+    /// node 2 learns of each before its next statement, and the ids its inserts draw are identical on
+    /// every backend.
     @Test func aSerialTableCreatedThroughAnotherNodeIsOrderedOnEveryNode() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
@@ -139,12 +140,26 @@ extension TimingSensitive {
                 let block = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                     "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
                 #expect(block.exitCode == 0, "\(block.report)")
+                // A client pipelines the end of one DDL transaction and the next one's DDL (three Queries
+                // in one write): the second DDL is covered too, until its own transaction ends.
+                let pipelined = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+                defer { pipelined.disconnect() }
+                _ = try pipelined.startup()
+                for sql in ["begin", "create table a1 (x int)"] {
+                    #expect(try pipelined.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+                }
+                try pipelined.send(.query("rollback"), .query("begin"), .query("create table p (id serial primary key, k int)"))
+                for _ in 0..<3 { #expect(try pipelined.readUntilReady().allSatisfy { $0.errorState == nil }) }
+                let again = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm (x) values (3)"])
+                #expect(again.exitCode == 0, "\(again.report)")
+                #expect(try pipelined.query("commit").allSatisfy { $0.errorState == nil })
                 try await Self.scriptsThroughBothNodes(cluster, transactions: 50) { node in
                     """
                     \\set k random(1, 1000000)
                     insert into s (node, k) values (\(node), :k);
                     insert into warm (x) values (:k);
                     insert into d (k) values (:k);
+                    insert into p (k) values (:k);
                     """
                 }
                 let warned = "node1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))"

@@ -218,6 +218,46 @@ import TestSupport
         }
     }
 
+    /// 8 pgbench clients insert 50 rows each into `table` (a SERIAL `id`, an int `k`): all 400 arrive
+    /// and the backends end identical, every one online.
+    static func insertsFromEightClientsStayIdentical(_ proxy: RunningProxy, _ servers: [LocalPostgresServer], into table: String,
+                                                     sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let script = proxy.directory + "/\(table).sql"
+        try "insert into \(table) (k) values (:client_id);\n".write(toFile: script, atomically: true, encoding: .utf8)
+        let port = proxy.port
+        let run = try await runBlocking { try Clients.pgbench(port: port, ["-c", "8", "-j", "2", "-t", "50", "-n", "-f", script]) }
+        #expect(run.exitCode == 0, "\(run.report)", sourceLocation: sourceLocation)
+        #expect(try servers[0].psql("select count(*) from \(table)") == "400", sourceLocation: sourceLocation)
+        try expectBackendsInStep(proxy, servers, sourceLocation: sourceLocation)
+    }
+
+    /// A session in a REPEATABLE READ transaction that began before another session's DDL loads the
+    /// catalog (it is unknown once that DDL has ended): what it reads is its old snapshot, without the
+    /// new SERIAL table, and is not kept for the node — inserts into the table take the turn and the
+    /// ids are identical on every backend (they were not: the stale load was stored).
+    @Test func aCatalogLoadInAnOldSnapshotIsNotKept() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let warm = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)",
+                                                                       "-c", "insert into warm values (1)"])
+                #expect(warm.exitCode == 0, "\(warm.report)")
+                let old = try RawPostgresClient(port: proxy.port)
+                defer { old.disconnect() }
+                _ = try old.startup()
+                #expect(try old.query("begin isolation level repeatable read").allSatisfy { $0.errorState == nil })
+                #expect(try old.query("select count(*) from warm").allSatisfy { $0.errorState == nil })
+                let ddl = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "begin; create table s (id serial primary key, k int); commit;"])
+                #expect(ddl.exitCode == 0, "\(ddl.report)")
+                // The old snapshot's session makes the node load the catalog now.
+                #expect(try old.query("select 1").allSatisfy { $0.errorState == nil })
+                #expect(try old.query("select 2").allSatisfy { $0.errorState == nil })
+                #expect(try old.query("commit").allSatisfy { $0.errorState == nil })
+                try await Self.insertsFromEightClientsStayIdentical(proxy, servers, into: "s")
+            }
+        }
+    }
+
     /// A SERIAL table a migration creates in a DO block, after the node had loaded its catalog: the
     /// node loads it again (a DO block may change the catalog, as DDL does), so concurrent inserts
     /// take the turn and the ids are identical on every backend (they were not: the catalog said the
@@ -231,13 +271,7 @@ import TestSupport
                 let block = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
                     "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
                 #expect(block.exitCode == 0, "\(block.report)")
-                let script = proxy.directory + "/d.sql"
-                try "insert into d (k) values (:client_id);\n".write(toFile: script, atomically: true, encoding: .utf8)
-                let port = proxy.port
-                let run = try await runBlocking { try Clients.pgbench(port: port, ["-c", "8", "-j", "2", "-t", "50", "-n", "-f", script]) }
-                #expect(run.exitCode == 0, "\(run.report)")
-                #expect(try servers[0].psql("select count(*) from d") == "400")
-                try expectBackendsInStep(proxy, servers)
+                try await Self.insertsFromEightClientsStayIdentical(proxy, servers, into: "d")
             }
         }
     }

@@ -229,6 +229,16 @@ import Wire
         #expect(process(&tracker, [.query("select x.\"Bump\"() from t x")]).writes)
         #expect(!process(&tracker, [.query("select \"id\", \"v\" from \"t\"")]).writes)
         #expect(StatementAnalysis("select \"Bump\"()").unknownCalls == ["Bump"])
+        // A quoted nextval() draws a sequence value: the turn.
+        #expect(StatementAnalysis("select \"nextval\"('s')").callsNextval)
+        // Column lists of aliases and common table expressions are no calls; a call with a column
+        // definition list is a call.
+        for sql in ["with \"c\"(a) as (select 1) select * from \"c\"", "with c(a) as (select 1), \"d\"(b) as materialized (select 2) select * from c, d",
+                    "select relname from pg_class as \"x\"(a)", "select * from generate_series(1, 2) as g(n)"] {
+            #expect(!process(&tracker, [.query(sql)]).writes, "\(sql)")
+        }
+        #expect(process(&tracker, [.query("select * from f(1) as (a int, b text)")]).writes)
+        #expect(process(&tracker, [.query("with c as (select 1) select * from \"f\"(1) as (a int)")]).writes)
     }
 
     @Test func volatileCallIsRefusedWhenConfigured() throws {

@@ -38,6 +38,16 @@ public struct InDoubtResolver: Service, Sendable {
     /// This node's votes that sessions are still carrying out (`VotesInFlight`): never in doubt,
     /// however long they wait (for their commit turn, a slow backend).
     let inFlight: VotesInFlight?
+    /// Runs after a run committed something: an abandoned vote may have been DDL (`ProxyContext.catalogsMayBeStale`).
+    private let committedHook = CommittedHook()
+
+    public func onCommitted(_ hook: @escaping @Sendable () -> Void) {
+        committedHook.hook.withLock { $0 = hook }
+    }
+
+    final class CommittedHook: Sendable {
+        let hook = Mutex<(@Sendable () -> Void)?>(nil)
+    }
 
     public init(configuration: Configuration, registry: BackendRegistry, logger: Logger, deadNodes: @escaping @Sendable () -> [String] = { [] },
                 inFlight: VotesInFlight? = nil) {
@@ -206,6 +216,7 @@ public struct InDoubtResolver: Service, Sendable {
             }
         }
         for e in report.errors { logger.warning("in-doubt resolver: \(e)") }
+        if !report.committed.isEmpty { committedHook.hook.withLock { $0 }?() }
         return report
     }
 }

@@ -39,6 +39,8 @@ public final class SequenceOrdering: Sendable {
         var notifies = false
         var holdsNotifications = false
         var readers: Set<String> = []
+        /// The `i` row came: the load's snapshot is its own (see `catalogSQL`).
+        var fresh = false
         /// The load ended in an error: not to be stored.
         var failed = false
 
@@ -51,6 +53,7 @@ public final class SequenceOrdering: Sendable {
             case "n": notifies = true
             case "h": holdsNotifications = true
             case "r": readers.insert(relation)
+            case "i": fresh = true
             default: break
             }
         }
@@ -79,7 +82,11 @@ public final class SequenceOrdering: Sendable {
     /// `pgchorus` functions of `DeterministicValues`; `f` once when some definition uses those
     /// functions at all (a default or view, recorded in pg_depend, or a routine's body); `n`/`h` once
     /// when some routine may notify / holds its notifications; `r` a function name whose every
-    /// definition, in any schema, is STABLE or IMMUTABLE (calls of it read: `StatementAnalysis.resolved`).
+    /// definition, in any schema, is a STABLE or IMMUTABLE function, or an aggregate whose every support
+    /// function is (PostgreSQL marks every aggregate IMMUTABLE, whatever its transition function does;
+    /// procedures and window functions do not count): calls of it read (`StatementAnalysis.resolved`);
+    /// `i` once when the load saw the catalog as it is now — not from a REPEATABLE READ or SERIALIZABLE
+    /// snapshot taken earlier in the session's transaction, whose load is not stored.
     static let catalogSQL = """
     SELECT DISTINCT 's', lower(c.relname), NULL::text FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -105,8 +112,15 @@ public final class SequenceOrdering: Sendable {
       SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ILIKE '%pgchorus.pg_notify%'
     )
-    UNION ALL SELECT 'r', p.proname::text, NULL FROM pg_catalog.pg_proc p
-    GROUP BY p.proname HAVING pg_catalog.bool_and(p.provolatile <> 'v')
+    UNION ALL SELECT 'r', f.proname::text, NULL FROM (
+      SELECT p.proname, p.provolatile <> 'v' AND (p.prokind = 'f' OR (p.prokind = 'a' AND p.oid NOT IN (
+        SELECT a.aggfnoid FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s
+          ON s.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)
+        WHERE s.provolatile = 'v'))) AS reads
+      FROM pg_catalog.pg_proc p
+    ) f GROUP BY f.proname HAVING pg_catalog.bool_and(f.reads)
+    UNION ALL SELECT 'i', '', NULL WHERE pg_catalog.current_setting('transaction_isolation') = 'read committed'
+      OR pg_catalog.now() = pg_catalog.statement_timestamp()
     """
 
     /// Whether definitions in `database` use the `pgchorus` functions, or nil while unknown.

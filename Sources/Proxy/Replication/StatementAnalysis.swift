@@ -15,9 +15,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// DDL (CREATE/ALTER/DROP …): a time function inside it (a column default, a view) cannot be
     /// made one value, so it counts as a volatile call.
     public var isDDL = false
-    /// Some statement is a `DO` block: like DDL it may change the catalog (migrations create tables
-    /// and functions in blocks that check first), though it is no DDL for the vote.
-    public var runsAnonymousBlock = false
+    /// Some statement may change what pgchorus loads of the catalog (`SequenceOrdering.catalogSQL`):
+    /// CREATE, ALTER, DROP, or a `DO` block (migrations create tables and functions in blocks that
+    /// check first; it is no DDL for the vote). Not TRUNCATE, VACUUM, GRANT, COMMENT …, which are DDL.
+    public var changesCatalog = false
     /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
     public var volatileCalls: [String] = []
     /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
@@ -240,7 +241,10 @@ public struct StatementAnalysis: Sendable, Equatable {
             if s.contains(where: { $0.kind == .word && $0.text == "pg_notify" }) { preventsPrepare = true }
             let ddl = Self.ddlStarts.contains(first)
             if ddl { isDDL = true }
-            if first == "do" { runsAnonymousBlock = true }
+            switch first {
+            case "create", "alter", "drop", "do": changesCatalog = true
+            default: break
+            }
             analyse(s, first: first, ddl: ddl)
             timeExpressions += DeterministicValues.typedTimeLiterals(s)
             if first == "do" || (first == "create" && s.contains { $0.kind == .word && ($0.text == "function" || $0.text == "procedure") }),
@@ -428,8 +432,15 @@ public struct StatementAnalysis: Sendable, Equatable {
         let perRowDefinitions = !hasFrom && !(first == "alter" && s.contains { $0.kind == .word && $0.text == "add" })
         // A call by a quoted name (`"MyFunc"(…)`, `"public"."f"(…)`) is a call like any other (it was
         // not seen at all: a writing function called so made a read).
-        for (i, t) in s.enumerated() where t.kind == .quotedIdentifier && i + 1 < s.count && s[i + 1].kind == .punctuation && s[i + 1].text == "(" {
-            if let name = Self.folded(t) { unknownCalls.insert(name) }
+        for (i, t) in s.enumerated() where t.kind == .quotedIdentifier && i + 1 < s.count && s[i + 1].kind == .punctuation && s[i + 1].text == "("
+            && !Self.namesColumnList(s, at: i) {
+            guard let name = Self.folded(t) else { continue }
+            if name == "nextval" || name == "setval" {
+                isReadOnly = false
+                callsNextval = true
+            } else {
+                unknownCalls.insert(name)
+            }
         }
         for (i, t) in s.enumerated() where t.kind == .word {
             let next = i + 1 < s.count ? s[i + 1] : nil
@@ -482,7 +493,7 @@ public struct StatementAnalysis: Sendable, Equatable {
                 callsNextval = true
             }
             if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text)
-                && !Self.isSyntaxOrCatalogAccessor(t.text) {
+                && !Self.isSyntaxOrCatalogAccessor(t.text) && !Self.namesColumnList(s, at: i) {
                 unknownCalls.insert(t.text)
             }
             if ddl { continue }
@@ -513,6 +524,35 @@ public struct StatementAnalysis: Sendable, Equatable {
             if isCall, t.text == "current_timestamp" || t.text == "current_time" || t.text == "localtimestamp" || t.text == "localtime" {
                 volatileCalls.append(t.text.uppercased() + "(precision)")
             }
+        }
+    }
+
+    /// Whether the name at `i`, followed by a parenthesis, names a column list rather than calling a
+    /// function: an alias's (`FROM f() AS x(a, b)`, `AS "x"(a)`) or a common table expression's
+    /// (`WITH c(a) AS (…)`, `, "d"(b) AS (…)`: the parenthesis closes before AS and a statement).
+    static func namesColumnList(_ s: [SQLToken], at i: Int) -> Bool {
+        if i > 0, s[i - 1].kind == .word, s[i - 1].text == "as" { return true }
+        var depth = 0
+        var j = i + 1
+        while j < s.count {
+            if s[j].kind == .punctuation {
+                if s[j].text == "(" { depth += 1 }
+                if s[j].text == ")" {
+                    depth -= 1
+                    if depth == 0 { break }
+                }
+            }
+            j += 1
+        }
+        guard j + 1 < s.count, s[j + 1].kind == .word, s[j + 1].text == "as" else { return false }
+        // A CTE's body is a statement; `FROM f(1) AS (a int, b text)` is a call with a column
+        // definition list, and stays a call.
+        var k = j + 2
+        while k < s.count, s[k].kind == .word, s[k].text == "not" || s[k].text == "materialized" { k += 1 }
+        guard k + 1 < s.count, s[k].kind == .punctuation, s[k].text == "(", s[k + 1].kind == .word else { return false }
+        switch s[k + 1].text {
+        case "select", "values", "insert", "update", "delete", "merge", "with", "table": return true
+        default: return false
         }
     }
 

@@ -49,7 +49,7 @@ struct StatementTracker {
         var insertTargets: [String] = []
         /// The group has DDL (which may add or drop SERIAL/IDENTITY columns).
         var hasDDL = false
-        /// The group has DDL or a `DO` block: the catalog may change.
+        /// The group may change the catalog (`StatementAnalysis.changesCatalog`).
         var mayChangeCatalog = false
         /// One statement that reads no table but the one it writes or locks (`StatementAnalysis.readsOnlyItsTarget`).
         var readsOnlyItsTarget = false
@@ -457,6 +457,6 @@ extension StatementTracker.Result {
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets
         if analysis.isDDL { hasDDL = true }
-        if analysis.isDDL || analysis.runsAnonymousBlock { mayChangeCatalog = true }
+        if analysis.changesCatalog { mayChangeCatalog = true }
     }
 }

@@ -201,7 +201,9 @@ extension ClientSessionHandler {
     func catalogLoaded() {
         catalogLoading = false
         // A load that failed (e.g. in an aborted transaction) stores nothing: the catalog stays unknown.
-        if !catalogRows.failed { shared.sequenceOrdering.store(catalogRows, database: database, generation: catalogGeneration) }
+        // Nor one that read an older snapshot of the session's REPEATABLE READ transaction: it could
+        // miss DDL committed since (a SERIAL table's inserts would take no turn).
+        if !catalogRows.failed && catalogRows.fresh { shared.sequenceOrdering.store(catalogRows, database: database, generation: catalogGeneration) }
         catalogRows = SequenceOrdering.Catalog()
     }
 }

@@ -483,7 +483,14 @@ extension ClientSessionHandler {
         if liveCount > 1, result.mayChangeCatalog {
             shared.sequenceOrdering.invalidate(database)
             ddlSeqs.insert(seq)
-            if catalogChange == nil { catalogChangeDue = true }
+            if var change = catalogChange {
+                // A change still open for an earlier transaction whose end is not delivered yet
+                // (pipelined): it now covers this DDL too, until this transaction ends.
+                change.from = max(change.from, seq)
+                catalogChange = change
+            } else {
+                catalogChangeDue = true
+            }
             ddlInTransaction = true
         }
     }

@@ -284,7 +284,8 @@ public final class StateService: Service, Sendable {
             s.closedCatalog[id] = WallClock.monotonic() + change.lease
             return s.catalogWaits.removeValue(forKey: id)
         }
-        wait?.done(wait?.waiting.sorted() ?? [])
+        // (Closed before every ack came: the session ended meanwhile; nothing waits for them now.)
+        wait?.done([])
         for peer in configuration.cluster.nodes where peer.id != configuration.node.id { send(.catalog, to: peer) }
     }
 
