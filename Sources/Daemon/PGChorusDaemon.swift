@@ -94,8 +94,8 @@ public struct PGChorusDaemon: AsyncParsableCommand {
             // Nothing of this run is in flight yet: every prepared transaction of this node is in doubt.
             // Periodically, also those of peers the cluster declared dead (after the grace period).
             resolver = InDoubtResolver(configuration: configuration, registry: context.registry, logger: logger,
-                                       deadNodes: { stateService.deadPeers() }, inFlight: context.votesInFlight)
-            resolver.onCommitted { context.catalogsMayBeStale() }
+                                       deadNodes: { stateService.deadPeers() }, inFlight: context.votesInFlight,
+                                       committed: { context.catalogsMayBeStale() })
             if configuration.replication.twoPhaseCommit && configuration.backends.count > 1 {
                 for (backend, reason) in await resolver.backendsWithoutPreparedTransactions() {
                     logger.error("backend refused: \(reason)")

@@ -80,7 +80,9 @@ public final class ProxyContext: Sendable {
         // Seeded from the clock so ids of a restarted node never repeat those of its previous run.
         self.transactionSerial = Atomic(Int(now * 1000) * 1000)
         self.testHook = WallClock.environment("PGCHORUS_TEST_HOOK")
-        self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger, inFlight: votesInFlight)
+        let ordering = sequenceOrdering
+        self.abandonedVotes = InDoubtResolver(configuration: configuration, registry: self.registry, logger: logger, inFlight: votesInFlight,
+                                              committed: { ordering.invalidateAll() })
         self.login = NodeLogin(configuration)
         self.prober = BackendProber(configuration: configuration, registry: self.registry, login: login, logger: logger)
         self.epochs = CommitEpochs(configuration: configuration, logger: logger, registry: self.registry, login: login, signal: orderSignal)
@@ -88,11 +90,9 @@ public final class ProxyContext: Sendable {
         self.live = Mutex(Live(configuration: configuration, users: try Self.loadUsers(configuration), tlsContext: try Self.loadTLS(configuration),
                                backendTLS: try Self.loadBackendTLS(configuration)))
         let board = viewBoard
-        let ordering = sequenceOrdering
         orderSignal.onCatalogChanges(received: { node, open, closed in
             ordering.remoteChanges(from: node, open: open.map { ($0.id, $0.databases, $0.lease) }, closed: closed)
         }, stale: { ordering.invalidateAll() })
-        abandonedVotes.onCommitted { ordering.invalidateAll() }
         self.registry.addListener { change, _ in
             if change.status != .online { board.changed() }
         }

@@ -39,18 +39,11 @@ public struct InDoubtResolver: Service, Sendable {
     /// however long they wait (for their commit turn, a slow backend).
     let inFlight: VotesInFlight?
     /// Runs after a run committed something: an abandoned vote may have been DDL (`ProxyContext.catalogsMayBeStale`).
-    private let committedHook = CommittedHook()
-
-    public func onCommitted(_ hook: @escaping @Sendable () -> Void) {
-        committedHook.hook.withLock { $0 = hook }
-    }
-
-    final class CommittedHook: Sendable {
-        let hook = Mutex<(@Sendable () -> Void)?>(nil)
-    }
+    let committed: (@Sendable () -> Void)?
 
     public init(configuration: Configuration, registry: BackendRegistry, logger: Logger, deadNodes: @escaping @Sendable () -> [String] = { [] },
-                inFlight: VotesInFlight? = nil) {
+                inFlight: VotesInFlight? = nil, committed: (@Sendable () -> Void)? = nil) {
+        self.committed = committed
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
@@ -216,7 +209,7 @@ public struct InDoubtResolver: Service, Sendable {
             }
         }
         for e in report.errors { logger.warning("in-doubt resolver: \(e)") }
-        if !report.committed.isEmpty { committedHook.hook.withLock { $0 }?() }
+        if !report.committed.isEmpty { committed?() }
         return report
     }
 }

@@ -175,7 +175,7 @@ extension ClientSessionHandler {
     // MARK: the catalog of sequence-drawing tables
 
     func loadSequenceCatalogIfNeeded() {
-        guard liveCount > 1, !catalogLoading, !openExtendedGroup, lastStatus != .failed, !copyInProgress,
+        guard liveCount > 1, !catalogLoading, !catalogSnapshotOld, !openExtendedGroup, lastStatus != .failed, !copyInProgress,
               phase == .relaying || phase == .connectingBackends else { return }
         let state = shared.sequenceOrdering.tables(in: database)
         // (Not while DDL through another node is open: what it loaded would be stale at its commit.)
@@ -204,6 +204,7 @@ extension ClientSessionHandler {
         // Nor one that read an older snapshot of the session's REPEATABLE READ transaction: it could
         // miss DDL committed since (a SERIAL table's inserts would take no turn).
         if !catalogRows.failed && catalogRows.fresh { shared.sequenceOrdering.store(catalogRows, database: database, generation: catalogGeneration) }
+        if !catalogRows.failed && !catalogRows.fresh { catalogSnapshotOld = true }
         catalogRows = SequenceOrdering.Catalog()
     }
 }

@@ -894,6 +894,7 @@ extension ClientSessionHandler {
             transactionStamped = false
             transactionPreventsPrepare = false
             closeCatalogChange(afterCycle: seq)
+            catalogSnapshotOld = false
             if ddlInTransaction {
                 // What the reload after the DDL saw inside the transaction may have been rolled back
                 // (`ALTER FUNCTION f() STABLE; ROLLBACK` left f a reader): loaded again.

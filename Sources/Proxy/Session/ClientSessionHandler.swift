@@ -134,6 +134,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogChangeDue = false
     /// DDL ran in this transaction: the catalog is loaded again once it has ended.
     var ddlInTransaction = false
+    /// A catalog load of this transaction read an older snapshot (not kept): no other is sent before
+    /// the transaction ends, since none could be kept either.
+    var catalogSnapshotOld = false
     /// `waitingGroup` waits for the peers' acks of the catalog change (then for the sequence turn when `catalogHoldThenOrder`).
     var catalogHold = false
     var catalogHoldThenOrder = false
