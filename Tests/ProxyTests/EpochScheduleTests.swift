@@ -202,6 +202,36 @@ import Testing
         #expect(s.wantedHold == .none)
     }
 
+    /// DDL through one node while that node applies a commit, and another node waits for the lock: once
+    /// the commit is applied the node must let the lock go (it starts no exclusive statement while
+    /// another node waits), not keep it exclusive for a statement it will not start. Before, it kept
+    /// it: every node's order stood still until the other node disconnected this one's order
+    /// connection after `replication.follower_timeout`, and then still thought it held the lock.
+    @Test func anExclusiveStatementQueuedBehindACommitLetsTheLockGoToAWaitingNode() {
+        var s = EpochSchedule(clusterWide: true)
+        _ = s.held(.shared)
+        let parked = s.request(.statement)
+        #expect(parked.granted == [parked.ticket])
+        _ = s.park([parked.ticket])
+        let c = s.request(.commit)
+        #expect(s.wantedHold == .exclusive)
+        _ = s.held(.none)
+        #expect(s.held(.exclusive) == [c.ticket])
+        let ddl = s.request(.exclusive)
+        #expect(ddl.granted.isEmpty)
+        s.remoteWants()
+        // While the commit applies the lock stays exclusive.
+        #expect(s.wantedHold == .exclusive)
+        #expect(s.end(c.ticket).isEmpty)
+        // Applied: the DDL does not start while the other node waits, so the lock goes to that node.
+        #expect(s.wantedHold == .none)
+        #expect(s.held(.none).isEmpty)
+        #expect(!s.remoteWaiting)
+        // Then the DDL wants the lock exclusive again and runs once it is held.
+        #expect(s.wantedHold == .exclusive)
+        #expect(s.held(.exclusive) == [ddl.ticket])
+    }
+
     @Test func aNodeOnItsOwnOrdersAsBefore() {
         var s = EpochSchedule()
         #expect(s.hold == .exclusive)

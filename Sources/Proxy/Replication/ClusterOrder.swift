@@ -122,6 +122,7 @@ final class ClusterOrder: Sendable {
 
     /// Moves from what is held on the lead to `want`; returns what the node may rely on.
     private func take(_ want: EpochSchedule.Hold) -> EpochSchedule.Hold {
+        if OrderTrace.enabled { OrderTrace.note(configuration.node.id, "HW", "\(want) held=\(link.held)") }
         // A node without quorum takes no writes and fails no backend; holding the lock would only
         // stall the nodes that do (it hears no request to let it go). Its reads go unordered.
         if want != .none, let fenced = registry.fencedReason() {

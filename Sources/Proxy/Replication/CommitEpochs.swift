@@ -245,6 +245,7 @@ public final class CommitEpochs: Sendable {
 
     /// A turn is over (finished on every backend) or no longer wanted.
     func end(_ ticket: Int) {
+        if OrderTrace.enabled { OrderTrace.note(configuration.node.id, "EE", "\(ticket)") }
         let (grants, move) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
             s.targets[ticket] = nil
             s.pending[ticket] = nil
@@ -271,6 +272,7 @@ public final class CommitEpochs: Sendable {
 
     private func park(_ tickets: [Int], preSnapshot: Set<Int> = []) {
         guard !tickets.isEmpty else { return }
+        if OrderTrace.enabled { OrderTrace.note(configuration.node.id, "PK", "\(tickets)") }
         let (grants, move) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
             s.preSnapshot.formUnion(preSnapshot.filter { s.schedule.isGranted($0) })
             let granted = s.schedule.park(tickets)
@@ -477,7 +479,8 @@ public final class CommitEpochs: Sendable {
 extension CommitEpochs.State {
     /// The grant callbacks of `tickets` (granted now), taken out with their waiting times.
     mutating func take(_ tickets: [Int]) -> [@Sendable () -> Void] {
-        tickets.compactMap { t in
+        if OrderTrace.enabled, !tickets.isEmpty { OrderTrace.note("-", "EG", "\(tickets) hold=\(schedule.hold) wanted=\(schedule.wantedHold) remote=\(schedule.remoteWaiting)") }
+        return tickets.compactMap { t in
             waitingSince[t] = nil
             return grants.removeValue(forKey: t)
         }

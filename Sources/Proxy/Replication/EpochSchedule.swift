@@ -89,7 +89,11 @@ public struct EpochSchedule: Sendable {
             return .exclusive
         }
         if hold == .exclusive && unparked { return .exclusive }
-        if !queuedCommits.isEmpty || queue.first?.kind == .exclusive {
+        // Commits are applied under a held exclusive lock even while another node waits (then it is let
+        // go); an exclusive statement is not started then (`admit`), so it must not keep the lock either:
+        // wanting it exclusive while never granting under it held every node's order until another node
+        // disconnected this one's order connection (DDL through one node racing commits through another).
+        if !queuedCommits.isEmpty || (queue.first?.kind == .exclusive && !remoteWaiting) {
             if allStatementsParked { return .exclusive }
         }
         if unparked { return hold == .none ? .shared : hold }

@@ -10,7 +10,12 @@ import NIOCore
 /// `W s<session> <seq> <backend>@<pid> <sql>` a client statement written to a backend, `D`/`X` the
 /// same finished there / replaced by the lead's outcome, `CP s<session> <gid> <backend>@<pid> <sql>`
 /// and `CD` a COMMIT/ROLLBACK PREPARED written and finished, `H <hold>` the cluster-wide hold reached,
-/// `CANCEL`/`DOOM s<session> <seq>`, `P <backend> <pid:type:event:blockers …>` what the probe saw.
+/// `CANCEL`/`DOOM s<session> <seq>`, `P <backend> <pid:type:event:blockers …>` what the probe saw;
+/// the schedule's turns: `ER s<session> <ticket> <kind> now|waits <sql>` asked, `EG [tickets] …` granted
+/// later (with the hold, the wanted hold and whether another node waits), `EE <ticket>` ended, `PK
+/// [tickets]` parked, `HW <want> held=<hold>` the order thread moving; the sequence turn: `SW` wanted,
+/// `SG` granted, `SL`/`ST`/`SU` its cluster-wide lock asked, taken, released; `KH`/`KA` DDL held for
+/// the peers' acknowledgement and acknowledged.
 enum OrderTrace {
     static let fd: Int32 = {
         guard let path = getenv("PGCHORUS_ORDER_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return -1 }

@@ -23,7 +23,9 @@ extension ClientSessionHandler {
         waitingGroup = (bytes, cycle, wrap, flags)
         catalogHold = true
         catalogHoldThenOrder = thenOrder
+        if OrderTrace.enabled { trace("KH", "catalog hold \(OrderTrace.text(of: bytes))") }
         announceCatalogChange { [self] in
+            if OrderTrace.enabled { trace("KA", "catalog acknowledged") }
             guard catalogHold else { return }
             catalogHold = false
             guard phase == .relaying, let (bytes, cycle, wrap, flags) = waitingGroup else { return }

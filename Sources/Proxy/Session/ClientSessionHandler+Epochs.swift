@@ -46,6 +46,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let (ticket, now) = shared.epochs.request(kind) { loop.execute { bound.value.epochGranted() } }
+        if OrderTrace.enabled { trace("ER", "\(ticket) \(kind) \(now ? "now" : "waits") \(OrderTrace.text(of: bytes))") }
         let wait = EpochWait(ticket: ticket, bytes: bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: underOrder)
         if now {
             sendGranted(wait)

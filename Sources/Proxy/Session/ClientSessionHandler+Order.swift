@@ -21,6 +21,7 @@ extension ClientSessionHandler {
     func takeClusterOrder() {
         guard configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive else { return }
         sendOwn("SELECT pg_catalog.pg_advisory_lock(\(Self.clusterOrderLock))", to: lead)
+        if OrderTrace.enabled { trace("SL", "lock1 asked on \(backends[lead].backend.id)@\(backends[lead].login.processID)") }
         clusterOrderOn = lead
     }
 
@@ -29,6 +30,7 @@ extension ClientSessionHandler {
         clusterOrderOn = nil
         guard backends[i].isLive, backends[i].phase == .ready else { return }
         sendOwn("SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
+        if OrderTrace.enabled { trace("SU", "lock1 released") }
         flushBackend(i)
     }
 
@@ -51,6 +53,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         armOrderTimer(since: .now())
+        if OrderTrace.enabled { trace("SW", "sequence turn wanted \(OrderTrace.text(of: bytes))") }
         waitingTicket = shared.sequenceOrdering.acquire {
             loop.execute { bound.value.orderGranted() }
         }
@@ -59,6 +62,7 @@ extension ClientSessionHandler {
     func orderGranted() {
         orderTimer?.cancel()
         orderTimer = nil
+        if OrderTrace.enabled { trace("SG", "sequence turn granted") }
         let granted = waitingTicket
         waitingTicket = nil
         guard phase == .relaying, let (bytes, cycle, wrap, flags) = waitingGroup else {
@@ -97,6 +101,7 @@ extension ClientSessionHandler {
     /// The lead answered the cluster-wide lock (or went away meanwhile): the statement waiting for it goes.
     func clusterOrderTaken() {
         clusterOrderLockSeq = nil
+        if OrderTrace.enabled { trace("ST", "lock1 taken") }
         guard phase == .relaying, let (bytes, cycle, wrap, flags) = waitingGroup else { return }
         waitingGroup = nil
         sendInTurn(bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: true)
