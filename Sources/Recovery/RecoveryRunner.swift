@@ -201,12 +201,31 @@ public final class RecoveryRunner: @unchecked Sendable {
         _ = try run("pg_restore", ["-h", target.host, "-p", String(target.port), "-U", user, "-d", "template1", "-C", "--exit-on-error",
                                    "-j", String(configuration.recovery.jobs), directory], backend: target)
         onProgress("\(db): subscription", size)
+        // Test hook: wait this many seconds between the restore and the subscription (DDL in that window).
+        if let hold = Double(WallClock.environment("PGCHORUS_TEST_RECOVERY_HOLD_BEFORE_SUBSCRIPTION") ?? ""), hold > 0 {
+            usleep(UInt32(min(hold, 60) * 1_000_000))
+        }
         let c = try connect(target, db)
-        try c.simpleQuery("""
-            CREATE SUBSCRIPTION \(Self.subscription) CONNECTION \(Self.literal(conninfo(donor, db)))
-            PUBLICATION \(Self.publication)
-            WITH (create_slot = false, slot_name = \(Self.literal(slot)), copy_data = false, disable_on_error = true, synchronous_commit = 'on', enabled = true)
-            """)
+        do {
+            try c.simpleQuery("""
+                CREATE SUBSCRIPTION \(Self.subscription) CONNECTION \(Self.literal(conninfo(donor, db)))
+                PUBLICATION \(Self.publication)
+                WITH (create_slot = false, slot_name = \(Self.literal(slot)), copy_data = false, disable_on_error = true, synchronous_commit = 'on', enabled = true)
+                """)
+        } catch {
+            // A table created on the donor after the dump's snapshot is in the publication but not on
+            // the target: the subscription refuses it ("relation … does not exist"). Say why.
+            if let ddl = try? ddlDuringRecovery(in: db) { throw Failure(ddl) }
+            throw error
+        }
+    }
+
+    /// The first DDL the donor's event trigger noted in database `db` since the recovery began, as the
+    /// reason the recovery fails; nil when there was none.
+    func ddlDuringRecovery(in db: String) throws -> String? {
+        let d = try connect(donor, db)
+        guard let tag = try d.query("SELECT tag FROM pgchorus.recovery_ddl ORDER BY at LIMIT 1").first?.first.flatMap({ $0 }) else { return nil }
+        return "DDL ran in database \(db) during the recovery (\(tag)); logical replication does not carry it — recover again"
     }
 
     /// Databases on the target that the donor does not have (dropped: they are not the cluster's).
@@ -232,6 +251,10 @@ public final class RecoveryRunner: @unchecked Sendable {
     /// Why the replay cannot go on (a subscription disabled by an apply error, DDL or large objects
     /// written on the donor), or nil.
     public func problems(databases: [String]) throws -> String? {
+        // DDL first: a replay that stopped after it (an insert into a table the target lacks) stopped because of it.
+        for db in databases {
+            if let ddl = try ddlDuringRecovery(in: db) { return ddl }
+        }
         let t = try connect(target, "postgres")
         let subs = try t.query("""
             SELECT d.datname, s.subenabled FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE s.subname = $1
@@ -241,12 +264,6 @@ public final class RecoveryRunner: @unchecked Sendable {
         }
         if subs.count < databases.count {
             return "a subscription of the recovery is missing on \(target.id) (dropped by someone?)"
-        }
-        for db in databases {
-            let d = try connect(donor, db)
-            if let tag = try d.query("SELECT tag FROM pgchorus.recovery_ddl ORDER BY at LIMIT 1").first?.first.flatMap({ $0 }) {
-                return "DDL ran in database \(db) during the recovery (\(tag)); logical replication does not carry it — recover again"
-            }
         }
         return nil
     }

@@ -337,22 +337,30 @@ extension TimingSensitive {
     }
 
     /// Held in its catch-up (test hook), a recovery meets something the replay cannot carry: a row
-    /// written on the target behind pgchorus' back (an apply conflict), or DDL. It fails, the backend
-    /// stays failed with the reason, and the replication objects are gone.
-    @Test(arguments: ["conflict", "ddl"])
+    /// written on the target behind pgchorus' back (an apply conflict), or DDL; or, held between the
+    /// restore and the subscription, a table created after the dump's snapshot (the subscription
+    /// refuses a published table the target lacks: "relation … does not exist" was the reason given).
+    /// It fails, the backend stays failed with the reason, and the replication objects are gone.
+    @Test(arguments: ["conflict", "ddl", "table"])
     func whatTheReplayCannotCarryFailsTheRecovery(kind: String) async throws {
         try await withPostgresServers(count: 2, options: Self.logical) { servers in
             try await withNodeCluster(count: 1, backends: servers) { cluster in
-                try await cluster.start(1, environment: ["PGCHORUS_TEST_RECOVERY_HOLD": "30"])
+                let hold = kind == "table" ? ["PGCHORUS_TEST_RECOVERY_HOLD_BEFORE_SUBSCRIPTION": "3"] : ["PGCHORUS_TEST_RECOVERY_HOLD": "30"]
+                try await cluster.start(1, environment: hold)
                 let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key)"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 #expect(try cluster.cli(1, ["detach", "db2"]).exitCode == 0)
                 let start = try cluster.cli(1, ["recover", "db2"])
                 #expect(start.exitCode == 0, "\(start.report)")
-                let catchingUp = try await cluster.waitUntil(seconds: 30) { try await cluster.status(1).recovery?.phase == "catching-up" }
+                let reached = try await cluster.waitUntil(seconds: 30) {
+                    let r = try await cluster.status(1).recovery
+                    return kind == "table" ? r?.detail.hasSuffix("postgres: subscription") == true : r?.phase == "catching-up"
+                }
                 let during = try await cluster.status(1).recovery
-                #expect(catchingUp, "\(during.map { StatusRendering.recovery($0) } ?? "no recovery")")
-                if kind == "conflict" {
+                #expect(reached, "\(during.map { StatusRendering.recovery($0) } ?? "no recovery")")
+                if kind == "table" {
+                    #expect(try Clients.psql(cluster.connectionString(1), ["-c", "create table t2 (id int primary key); insert into t2 values (1)"]).exitCode == 0)
+                } else if kind == "conflict" {
                     _ = try servers[1].psql("insert into t values (7)")
                     #expect(try Clients.psql(cluster.connectionString(1), ["-c", "insert into t values (7)"]).exitCode == 0)
                 } else {
