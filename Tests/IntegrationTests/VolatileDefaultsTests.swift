@@ -57,6 +57,10 @@ extension TimingSensitive {
             try await withProxy(backends: servers) { proxy in
                 let script = """
                 create table lits as select 'now'::timestamp as a, 'today'::date as b, timestamp 'tomorrow' as c, current_time(4) as d;
+                create table stamped (id int, at timestamptz default 'now', day date default 'today', note text default 'now');
+                alter table stamped add column local timestamp(3) default 'now';
+                alter table stamped alter column at set default 'now';
+                insert into stamped (id) values (1), (2);
                 create table items (id int primary key);
                 insert into items select generate_series(1, 50);
                 alter table items add column ref uuid default gen_random_uuid();
@@ -72,6 +76,9 @@ extension TimingSensitive {
                 let out = try Clients.psql(proxy.connectionString(), ["-At"], input: script)
                 #expect(out.exitCode == 0, "\(out.report)")
                 #expect(out.stderr.contains("pgchorus refuses gen_random_uuid() in ALTER TABLE"), "\(out.report)")
+                // An untyped time default whose column type the statement does not say is refused, with the typed way.
+                #expect(out.stderr.contains("in ALTER COLUMN … SET DEFAULT"), "\(out.report)")
+                #expect(out.stderr.contains("SET DEFAULT 'now'::timestamptz"), "\(out.report)")
                 #expect(out.stderr.contains("SET DEFAULT"), "the hint names the way: \(out.report)")
                 #expect(out.stderr.contains("pgchorus refuses INSERT … SELECT … FROM without ORDER BY into items.ref"), "\(out.report)")
                 #expect(out.stdoutLines.last == "208", "\(out.report)")

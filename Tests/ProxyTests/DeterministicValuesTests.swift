@@ -109,6 +109,26 @@ import Testing
         }
     }
 
+    /// `DEFAULT 'now'` of a time column is read when the DDL runs and kept for every later row: each
+    /// backend kept its own time (the rows inserted afterwards all differed). Now the transaction's time.
+    @Test func untypedTimeDefaultsOfTimeColumnsBecomeTheTransactionsTime() {
+        let t = Self.t
+        #expect(rewritten("create table a (id int, b timestamptz default 'now', c date DEFAULT ' Today ', d text default 'now', e timestamp(3) with time zone not null default 'NOW')")
+            == "create table a (id int, b timestamptz default (('\(t)'::timestamptz)::timestamptz), c date DEFAULT ((('\(t)'::timestamptz)::date + 0)::date), d text default 'now', e timestamp(3) with time zone not null default (('\(t)'::timestamptz)::timestamptz))")
+        #expect(rewritten("alter table a add column h timestamp default 'now', add if not exists i time without time zone default 'yesterday'")
+            == "alter table a add column h timestamp default (('\(t)'::timestamptz)::timestamp), add if not exists i time without time zone default ((('\(t)'::timestamptz)::date - 1)::time)")
+        // Other types, arrays and typed literals are left to what they are.
+        for sql in ["create table a (s text default 'today', n numeric(3, 1) default '1')", "create table a (ts timestamptz[] default '{}')",
+                    "alter table a add column s varchar(10) default 'now'"] {
+            #expect(rewritten(sql) == sql, "\(sql)")
+            #expect(StatementAnalysis(sql).volatileCalls.isEmpty, "\(sql)")
+        }
+        // SET DEFAULT does not say the column's type: an untyped one is refused, a typed one is not.
+        #expect(StatementAnalysis("alter table a alter column b set default 'now'").volatileCalls == [StatementAnalysis.untypedTimeDefault])
+        #expect(StatementAnalysis("alter table a alter column b set default 'now'::timestamptz").volatileCalls.isEmpty)
+        #expect(StatementTracker.refusal([StatementAnalysis.untypedTimeDefault]).contains("SET DEFAULT ''now''::timestamptz"))
+    }
+
     @Test func insertSelectsWhoseRowsComeInPhysicalOrder() {
         let a = StatementAnalysis("insert into items (id) select id + 100 from items")
         #expect(a.unorderedInsertSelects.map(\.relation) == ["items"])

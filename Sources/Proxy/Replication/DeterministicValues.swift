@@ -253,6 +253,53 @@ public enum DeterministicValues {
         return out
     }
 
+    /// Untyped time literals given as a column's default in CREATE TABLE or ALTER TABLE … ADD
+    /// (`ts timestamptz DEFAULT 'now'`): PostgreSQL reads them when it runs the DDL, with the column's
+    /// type, and keeps that time as the default of every later row — each backend its own time. Those
+    /// of a column whose type is a time type come back like `typedTimeLiterals`' (the transaction's
+    /// time, the same everywhere); a column of another type (`status text DEFAULT 'now'`) keeps the
+    /// text. `unknown` is true when `ALTER COLUMN … SET DEFAULT` gives one, whose column type the
+    /// statement does not say.
+    static func timeDefaults(_ s: [SQLToken], first: String) -> (typed: [(range: Range<Int>, type: String)], unknown: Bool) {
+        guard first == "create" || first == "alter" else { return ([], false) }
+        func word(_ j: Int) -> String? { j >= 0 && j < s.count && s[j].kind == .word ? s[j].text : nil }
+        func punct(_ j: Int, _ p: String) -> Bool { j >= 0 && j < s.count && s[j].kind == .punctuation && s[j].text == p }
+        var typed: [(range: Range<Int>, type: String)] = []
+        var unknown = false
+        for (i, t) in s.enumerated() where t.kind == .string && word(i - 1) == "default" {
+            guard let literal = timeLiteral(t), let day = timeLiterals[literal] else { continue }
+            // Typed forms ('now'::date, CAST) are `typedTimeLiterals`'.
+            if punct(i + 1, ":") && punct(i + 2, ":") { continue }
+            if word(i - 2) == "set" { unknown = true; continue }
+            // The column definition this DEFAULT belongs to: back to a ',' or '(' at its own depth (in
+            // ALTER TABLE, to its ADD).
+            var j = i - 2, depth = 0
+            while j >= 0 {
+                if punct(j, ")") { depth += 1 } else if punct(j, "(") { if depth == 0 { break }; depth -= 1 } else if depth == 0, punct(j, ",") || (first == "alter" && word(j) == "add") { break }
+                j -= 1
+            }
+            if first == "alter" && word(j) != "add" { continue }
+            var k = j + 1
+            // ALTER TABLE … ADD [COLUMN] [IF NOT EXISTS] name type …
+            while let w = word(k), ["column", "if", "not", "exists"].contains(w), k < i { k += 1 }
+            // k is the column's name; its type follows.
+            let typeAt = k + 1
+            var type: String?
+            switch word(typeAt) {
+            case "timestamptz", "date", "timetz": type = word(typeAt)
+            case "timestamp", "time":
+                var m = typeAt + 1
+                if punct(m, "(") { m += 3 }
+                let zone = word(m) == "with" && word(m + 1) == "time" && word(m + 2) == "zone"
+                type = word(typeAt)! + (zone ? "tz" : "")
+            default: break
+            }
+            guard let type, !punct(typeAt + 1, "[") else { continue }
+            typed.append((t.range, day.map { "day\($0 < 0 ? "- \(-$0)" : "+ \($0)"):\(type)" } ?? "cast:\(type)"))
+        }
+        return (typed, unknown)
+    }
+
     /// The SQL replacing a time expression of `type` (see `StatementAnalysis.timeExpressions`) by
     /// `value` (a quoted timestamptz literal, a `$n` parameter or an expression giving a timestamptz).
     static func timeReplacement(type: String, value: String, cast: Bool = true) -> String {

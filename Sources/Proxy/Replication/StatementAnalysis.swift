@@ -247,6 +247,9 @@ public struct StatementAnalysis: Sendable, Equatable {
             }
             analyse(s, first: first, ddl: ddl)
             timeExpressions += DeterministicValues.typedTimeLiterals(s)
+            let defaults = DeterministicValues.timeDefaults(s, first: first)
+            timeExpressions += defaults.typed
+            if defaults.unknown { volatileCalls.append(Self.untypedTimeDefault) }
             if first == "do" || (first == "create" && s.contains { $0.kind == .word && ($0.text == "function" || $0.text == "procedure") }),
                Self.bodyIsSQL(s, first: first) {
                 for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
@@ -257,6 +260,9 @@ public struct StatementAnalysis: Sendable, Equatable {
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
         if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches) }
     }
+
+    /// What the refusal names for `ALTER COLUMN … SET DEFAULT 'now'` (see `DeterministicValues.timeDefaults`).
+    static let untypedTimeDefault = "an untyped 'now', 'today', 'tomorrow' or 'yesterday' in ALTER COLUMN … SET DEFAULT (PostgreSQL reads it now, with the column's type, and keeps that time for every later row)"
 
     /// Whether `s` prepares, commits or rolls back a transaction whose gid starts with `pgchorus:`.
     static func namesPgchorusGid(_ s: [SQLToken], first: String) -> Bool {

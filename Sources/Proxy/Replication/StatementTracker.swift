@@ -113,8 +113,10 @@ struct StatementTracker {
     static func refusal(_ calls: [String]) -> String {
         let list = calls.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
         // A per-row value over rows each backend takes in its own order (see `DeterministicValues`).
-        let ordered = calls.contains { $0.contains(" in ") }
-        let hint = ordered
+        let ordered = calls.contains { $0.contains(" in ") && $0 != StatementAnalysis.untypedTimeDefault }
+        let hint = calls.contains(StatementAnalysis.untypedTimeDefault)
+            ? "Give the default its type (SET DEFAULT ''now''::timestamptz, ''today''::date): pgchorus gives it the same time on every backend; or SET DEFAULT now() for the time of each row."
+            : ordered
             ? "Give existing rows values computed from their key (e.g. md5(id::text)::uuid), then set the default with ALTER TABLE … ALTER COLUMN … SET DEFAULT: pgchorus makes the values of new rows identical on every backend."
             : "Compute the value in the application and send it as a literal or parameter, or use it in a column default or in INSERT … VALUES (pgchorus makes those identical), or set replication.volatile_functions = \"allow\" in pgchorus.toml (backends may then diverge)."
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
