@@ -132,7 +132,8 @@ extension TimingSensitive {
                 #expect(load.exitCode == 0, "\(load.report)")
                 // … then node 1 creates the SERIAL table, and an existing table gains an IDENTITY column.
                 let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
-                    "create table s (id serial primary key, node int, k int); alter table warm add column id int generated always as identity"])
+                    "create table s (id serial primary key, node int, k int); alter table warm add column id int not null default 0; "
+                    + "alter table warm alter column id drop default; alter table warm alter column id add generated always as identity"])
                 #expect(create.exitCode == 0, "\(create.report)")
                 // Node 2 loads its catalog again; then a migration's DO block creates another SERIAL table.
                 let reload = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm (x) values (2)"])

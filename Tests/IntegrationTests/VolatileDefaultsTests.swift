@@ -64,6 +64,7 @@ extension TimingSensitive {
                 create table items (id int primary key);
                 insert into items select generate_series(1, 50);
                 alter table items add column ref uuid default gen_random_uuid();
+                alter table items add column n serial;
                 alter table items add column ref uuid;
                 update items set ref = md5(id::text)::uuid;
                 alter table items alter column ref set default gen_random_uuid();
@@ -76,6 +77,9 @@ extension TimingSensitive {
                 let out = try Clients.psql(proxy.connectionString(), ["-At"], input: script)
                 #expect(out.exitCode == 0, "\(out.report)")
                 #expect(out.stderr.contains("pgchorus refuses gen_random_uuid() in ALTER TABLE"), "\(out.report)")
+                // A SERIAL added to existing rows numbers them in each backend's physical order: refused, with the way out.
+                #expect(out.stderr.contains("pgchorus refuses SERIAL in ALTER TABLE … ADD"), "\(out.report)")
+                #expect(out.stderr.contains("row_number() OVER (ORDER BY id)"), "\(out.report)")
                 // An untyped time default whose column type the statement does not say is refused, with the typed way.
                 #expect(out.stderr.contains("in ALTER COLUMN … SET DEFAULT"), "\(out.report)")
                 #expect(out.stderr.contains("SET DEFAULT 'now'::timestamptz"), "\(out.report)")

@@ -261,6 +261,46 @@ public struct StatementAnalysis: Sendable, Equatable {
         if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches) }
     }
 
+    /// The columns `ALTER TABLE … ADD [COLUMN]` adds that draw a sequence value for every existing row
+    /// (SERIAL, GENERATED … AS IDENTITY, a nextval() default), as refusals: PostgreSQL fills existing
+    /// rows in a scan of the table, in each backend's physical order (which updates and (auto)vacuum
+    /// make differ), so row k got id n on one backend and another id elsewhere. `ALTER COLUMN … ADD
+    /// GENERATED … AS IDENTITY` keeps the existing values and is not one of them.
+    static func sequenceColumnsAdded(_ s: [SQLToken]) -> [String] {
+        func word(_ j: Int) -> String? { j >= 0 && j < s.count && s[j].kind == .word ? s[j].text : nil }
+        guard word(1) == "table" else { return [] }
+        let fill = Self.sequenceFill
+        var out: [String] = []
+        for (i, t) in s.enumerated() where t.kind == .word && t.text == "add" {
+            // ALTER COLUMN c ADD GENERATED …, ADD CONSTRAINT …, ADD PRIMARY KEY …: no column is filled.
+            var k = i + 1
+            if word(k) == "column" { k += 1 }
+            if let w = word(k), ["constraint", "primary", "unique", "check", "foreign", "exclude", "generated"].contains(w) { continue }
+            // The column definition: to the next ',' at its own depth.
+            var depth = 0, j = k
+            var found: String?
+            while j < s.count {
+                let p = s[j]
+                if p.kind == .punctuation {
+                    if p.text == "(" { depth += 1 } else if p.text == ")" { depth -= 1 } else if p.text == ",", depth == 0 { break }
+                } else if p.kind == .word, found == nil {
+                    switch p.text {
+                    case "serial", "bigserial", "smallserial", "serial2", "serial4", "serial8": found = p.text.uppercased()
+                    case "identity" where word(j - 1) == "as": found = "GENERATED … AS IDENTITY"
+                    case "nextval" where j + 1 < s.count && s[j + 1].text == "(": found = "nextval()"
+                    default: break
+                    }
+                }
+                j += 1
+            }
+            if let found { out.append(found + fill) }
+        }
+        return out
+    }
+
+    /// The end of what the refusal names for a sequence column added (see `sequenceColumnsAdded`).
+    static let sequenceFill = " in ALTER TABLE … ADD (existing rows are numbered in each backend's physical order)"
+
     /// What the refusal names for `ALTER COLUMN … SET DEFAULT 'now'` (see `DeterministicValues.timeDefaults`).
     static let untypedTimeDefault = "an untyped 'now', 'today', 'tomorrow' or 'yesterday' in ALTER COLUMN … SET DEFAULT (PostgreSQL reads it now, with the column's type, and keeps that time for every later row)"
 
@@ -436,6 +476,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         // Column defaults, views, generated columns and routines: what CREATE and ALTER define.
         let definitions = ddl && (first == "create" || first == "alter")
         let perRowDefinitions = !hasFrom && !(first == "alter" && s.contains { $0.kind == .word && $0.text == "add" })
+        if first == "alter" { volatileCalls += Self.sequenceColumnsAdded(s) }
         // A call by a quoted name (`"MyFunc"(…)`, `"public"."f"(…)`) is a call like any other (it was
         // not seen at all: a writing function called so made a read).
         for (i, t) in s.enumerated() where t.kind == .quotedIdentifier && i + 1 < s.count && s[i + 1].kind == .punctuation && s[i + 1].text == "("
