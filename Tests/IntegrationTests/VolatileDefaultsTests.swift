@@ -65,6 +65,8 @@ extension TimingSensitive {
                 insert into items select generate_series(1, 50);
                 alter table items add column ref uuid default gen_random_uuid();
                 alter table items add column n serial;
+                create sequence ids;
+                create table numbered as select nextval('ids') as n, id from items;
                 alter table items add column ref uuid;
                 update items set ref = md5(id::text)::uuid;
                 alter table items alter column ref set default gen_random_uuid();
@@ -80,6 +82,8 @@ extension TimingSensitive {
                 // A SERIAL added to existing rows numbers them in each backend's physical order: refused, with the way out.
                 #expect(out.stderr.contains("pgchorus refuses SERIAL in ALTER TABLE … ADD"), "\(out.report)")
                 #expect(out.stderr.contains("row_number() OVER (ORDER BY id)"), "\(out.report)")
+                // So does a nextval() per row of a scan.
+                #expect(out.stderr.contains("pgchorus refuses nextval() in CREATE TABLE … AS SELECT … FROM without ORDER BY"), "\(out.report)")
                 // An untyped time default whose column type the statement does not say is refused, with the typed way.
                 #expect(out.stderr.contains("in ALTER COLUMN … SET DEFAULT"), "\(out.report)")
                 #expect(out.stderr.contains("SET DEFAULT 'now'::timestamptz"), "\(out.report)")

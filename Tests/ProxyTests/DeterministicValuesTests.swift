@@ -146,6 +146,23 @@ import Testing
         #expect(StatementTracker.refusal(["SERIAL" + StatementAnalysis.sequenceFill]).contains("row_number() OVER (ORDER BY id)"))
     }
 
+    /// nextval() drawing one value per row in a scan's order (each backend's physical order): refused;
+    /// in rows given in the statement's order, or over an ORDER BY, accepted (and takes the sequence turn).
+    @Test func nextvalPerRowInPhysicalOrderIsRefused() {
+        let note = StatementAnalysis.physicalOrderNote
+        #expect(StatementAnalysis("update src set k = k + nextval('s9')").volatileCalls == ["nextval() in UPDATE" + note])
+        #expect(StatementAnalysis("insert into dst (id, k) select nextval('s9'), k from src").volatileCalls == ["nextval() in INSERT … SELECT … FROM without ORDER BY" + note])
+        #expect(StatementAnalysis("create table d2 as select nextval('s9') n, k from src").volatileCalls == ["nextval() in CREATE TABLE … AS SELECT … FROM without ORDER BY" + note])
+        for sql in ["insert into dst (id, k) values (nextval('s9'), 1), (nextval('s9'), 2)", "select nextval('s9')",
+                    "insert into dst (id, k) select nextval('s9'), k from src order by k", "insert into dst (id) select nextval('s9') from generate_series(1, 3)",
+                    "create table t (id bigint default nextval('s9'))", "select setval('s9', 10)"] {
+            let a = StatementAnalysis(sql)
+            #expect(a.volatileCalls.isEmpty, "\(sql)")
+            #expect(a.callsNextval, "\(sql)")
+        }
+        #expect(StatementTracker.refusal(["nextval() in UPDATE" + note]).contains("row_number() OVER (ORDER BY id)"))
+    }
+
     @Test func insertSelectsWhoseRowsComeInPhysicalOrder() {
         let a = StatementAnalysis("insert into items (id) select id + 100 from items")
         #expect(a.unorderedInsertSelects.map(\.relation) == ["items"])

@@ -298,6 +298,23 @@ public struct StatementAnalysis: Sendable, Equatable {
         return out
     }
 
+    /// Where a nextval() call draws one value per row in the order a scan returns the rows — each
+    /// backend's physical order, which updates and (auto)vacuum make differ — or nil: `UPDATE … SET n =
+    /// nextval(…)`, and `INSERT … SELECT nextval(…) … FROM` / `CREATE TABLE … AS SELECT nextval(…) …
+    /// FROM` without an ORDER BY. (In `INSERT … VALUES` the rows come in the statement's order.)
+    static func nextvalOverPhysicalOrder(_ s: [SQLToken], first: String, hasFrom: Bool) -> String? {
+        switch first {
+        case "update": return "UPDATE"
+        case "insert" where hasFrom && !rowsComeInOrder(s): return "INSERT … SELECT … FROM without ORDER BY"
+        case "create" where hasFrom && !rowsComeInOrder(s) && s.contains(where: { $0.kind == .word && $0.text == "as" }):
+            return "CREATE TABLE … AS SELECT … FROM without ORDER BY"
+        default: return nil
+        }
+    }
+
+    /// The end of what the refusal names for `nextvalOverPhysicalOrder`.
+    static let physicalOrderNote = " (one value per row, in each backend's physical order)"
+
     /// The end of what the refusal names for a sequence column added (see `sequenceColumnsAdded`).
     static let sequenceFill = " in ALTER TABLE … ADD (existing rows are numbered in each backend's physical order)"
 
@@ -538,6 +555,9 @@ public struct StatementAnalysis: Sendable, Equatable {
             if isCall && (t.text == "nextval" || t.text == "setval") {
                 isReadOnly = false
                 callsNextval = true
+                if t.text == "nextval", let where_ = Self.nextvalOverPhysicalOrder(s, first: first, hasFrom: hasFrom) {
+                    volatileCalls.append("nextval() in \(where_)" + Self.physicalOrderNote)
+                }
             }
             if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text)
                 && !Self.isSyntaxOrCatalogAccessor(t.text) && !Self.namesColumnList(s, at: i) {

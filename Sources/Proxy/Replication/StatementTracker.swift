@@ -113,8 +113,11 @@ struct StatementTracker {
     static func refusal(_ calls: [String]) -> String {
         let list = calls.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
         // A per-row value over rows each backend takes in its own order (see `DeterministicValues`).
-        let ordered = calls.contains { $0.contains(" in ") && $0 != StatementAnalysis.untypedTimeDefault && !$0.hasSuffix(StatementAnalysis.sequenceFill) }
-        let hint = calls.contains(where: { $0.hasSuffix(StatementAnalysis.sequenceFill) })
+        let ordered = calls.contains { $0.contains(" in ") && $0 != StatementAnalysis.untypedTimeDefault && !$0.hasSuffix(StatementAnalysis.sequenceFill)
+            && !$0.hasSuffix(StatementAnalysis.physicalOrderNote) }
+        let hint = calls.contains(where: { $0.hasSuffix(StatementAnalysis.physicalOrderNote) })
+            ? "Give the rows a complete order: ORDER BY a unique key in the SELECT; for an UPDATE, number the rows with row_number() OVER (ORDER BY id) in a FROM subquery and add one value drawn once (SELECT nextval(…)) or setval() the sequence after."
+            : calls.contains(where: { $0.hasSuffix(StatementAnalysis.sequenceFill) })
             ? "Add the column without it, number the existing rows in a complete order (UPDATE t SET n = r.n FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM t) r WHERE t.id = r.id), then give the column its default or identity (ALTER COLUMN … SET DEFAULT nextval(…), or SET NOT NULL and ADD GENERATED … AS IDENTITY) and setval() its sequence past the highest value."
             : calls.contains(StatementAnalysis.untypedTimeDefault)
             ? "Give the default its type (SET DEFAULT ''now''::timestamptz, ''today''::date): pgchorus gives it the same time on every backend; or SET DEFAULT now() for the time of each row."
