@@ -300,11 +300,13 @@ public struct StatementAnalysis: Sendable, Equatable {
 
     /// Where a nextval() call draws one value per row in the order a scan returns the rows — each
     /// backend's physical order, which updates and (auto)vacuum make differ — or nil: `UPDATE … SET n =
-    /// nextval(…)`, and `INSERT … SELECT nextval(…) … FROM` / `CREATE TABLE … AS SELECT nextval(…) …
-    /// FROM` without an ORDER BY. (In `INSERT … VALUES` the rows come in the statement's order.)
+    /// nextval(…)` of every row (no WHERE: one with a WHERE, `… WHERE id = $1` numbering an invoice,
+    /// usually meets one row, which the statement alone cannot tell), and `INSERT … SELECT nextval(…)
+    /// … FROM` / `CREATE TABLE … AS SELECT nextval(…) … FROM` without an ORDER BY. (In `INSERT …
+    /// VALUES` the rows come in the statement's order.)
     static func nextvalOverPhysicalOrder(_ s: [SQLToken], first: String, hasFrom: Bool) -> String? {
         switch first {
-        case "update": return "UPDATE"
+        case "update" where !s.contains(where: { $0.kind == .word && $0.text == "where" }): return "UPDATE of every row"
         case "insert" where hasFrom && !rowsComeInOrder(s): return "INSERT … SELECT … FROM without ORDER BY"
         case "create" where hasFrom && !rowsComeInOrder(s) && s.contains(where: { $0.kind == .word && $0.text == "as" }):
             return "CREATE TABLE … AS SELECT … FROM without ORDER BY"
