@@ -385,6 +385,36 @@ extension TimingSensitive {
         }
     }
 
+    /// An idle node whose order connection another node disconnected on the lead (as `terminateHolders`
+    /// does with a holder it finds stuck) notices at once, says so, and takes the lock again: before,
+    /// it counted on the lock until its next change of hold, which an idle node does not make.
+    @Test func anIdleNodeWhoseOrderConnectionWasDisconnectedTakesTheLockAgain() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
+                try await Self.startWithPgbench(cluster)
+                let lead = servers[0]
+                let holds = """
+                    select coalesce(string_agg(a.pid::text, ','), '') from pg_locks l join pg_stat_activity a on a.pid = l.pid
+                    where l.locktype = 'advisory' and l.granted and l.classid = 7451037 and l.objid = 2 and a.application_name = 'pgchorus-order node2'
+                    """
+                // Node 2 writes once: it holds the lock shared from then on, idle.
+                let write = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "update pgbench_branches set bbalance = bbalance + 1 where bid = 1"])
+                #expect(write.exitCode == 0, "\(write.report)")
+                let held = try await cluster.waitUntil(seconds: 10) { try lead.psql(holds) != "" }
+                let before = try lead.psql(holds)
+                #expect(held, "node 2 holds no order lock after writing")
+                #expect(try lead.psql("select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgchorus-order node2'") == "1")
+                // Taken again through a new connection, with nothing written through node 2 meanwhile.
+                let again = try await cluster.waitUntil(seconds: 10) { let now = try lead.psql(holds); return now != "" && now != before }
+                #expect(again, "node 2 did not take the lock again: \(cluster.problems(2))")
+                #expect(cluster.log(2).contains("the cluster-wide order connection was closed on the lead"), "\(cluster.problems(2))")
+                // And the order goes on through both nodes.
+                try await Self.scriptsThroughBothNodes(cluster, transactions: 20) { _ in "\\set b random(1, 1)\nupdate pgbench_branches set bbalance = bbalance + 1 where bid = :b;\n" }
+                try await Self.expectInStep(cluster, servers, nodes: 1...2)
+            }
+        }
+    }
+
     /// A node cut off from its peers by a firewall rule (nftables drops its state-service datagrams;
     /// its sends fail with EPERM) while clients write through all three nodes: it loses quorum and
     /// takes no writes, the other two go on without a failed transaction (their commits do not wait

@@ -34,6 +34,9 @@ final class ClusterOrder: Sendable {
         /// The lead the lock should be held on, when it changed since the connection was made.
         var leadChanged = false
         var announcing: RepeatedTask?
+        /// The look at the idle order connection (`watchLink`), and whether one is queued or running.
+        var watching: RepeatedTask?
+        var checking = false
     }
 
     private let inner = Mutex(Inner())
@@ -63,6 +66,36 @@ final class ClusterOrder: Sendable {
         self.reached = reached
         pool.start()
         registry.addListener { [weak self] _, _ in self?.leadMayHaveChanged() }
+        // Another node that found this one's hold stuck disconnects its order connection on the lead
+        // (`terminateHolders`); an idle node would not notice until its next change of hold, and meanwhile
+        // count on a lock it no longer has. Looked at every 50 ms while nothing else runs on the order's thread.
+        let watch = MultiThreadedEventLoopGroup.singleton.next().scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) { [weak self] _ in
+            self?.watchLink()
+        }
+        inner.withLock { $0.watching = watch }
+    }
+
+    /// Submits a look at the idle order connection (see `init`).
+    private func watchLink() {
+        let idle = inner.withLock { s -> Bool in
+            guard !s.running, !s.stopped, !s.checking else { return false }
+            s.checking = true
+            return true
+        }
+        guard idle else { return }
+        let me = self
+        pool.submit { _ in me.checkLink() }
+    }
+
+    /// On the order's thread: an order connection the lead closed while the node held the lock through
+    /// it means the lock is gone: the schedule is told it holds nothing, and it is taken again.
+    private func checkLink() {
+        defer { inner.withLock { $0.checking = false } }
+        guard let c = link.connection, link.held != .none, c.closedByServer() else { return }
+        logger.warning("the cluster-wide order connection was closed on the lead while this node held the lock \(link.held == .shared ? "shared" : "exclusive") (another node found it stuck and disconnected it, or the lead restarted): it is taken again")
+        link.close()
+        reached(.none)
+        kick()
     }
 
     /// The schedule wants another hold: the order's thread works until it holds what is wanted.
@@ -244,6 +277,8 @@ final class ClusterOrder: Sendable {
             s.stopped = true
             s.announcing?.cancel()
             s.announcing = nil
+            s.watching?.cancel()
+            s.watching = nil
         }
         pool.shutdownGracefully { _ in }
     }

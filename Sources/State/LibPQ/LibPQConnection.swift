@@ -111,6 +111,20 @@ public final class LibPQConnection {
         }
     }
 
+    /// Whether the server has closed this idle connection (terminated it, or restarted): reads what
+    /// has arrived without waiting. Only for a connection with no statement in flight.
+    public func closedByServer() -> Bool {
+        var fd = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+        guard poll(&fd, 1, 0) > 0 else { return PQstatus(handle) != CONNECTION_OK }
+        // A terminated session sends its FATAL, then end of file: reading both leaves the connection bad.
+        for _ in 0..<4 where PQconsumeInput(handle) == 1 && PQstatus(handle) == CONNECTION_OK {
+            while PQisBusy(handle) == 0, let result = PQgetResult(handle) { PQclear(result) }
+            fd.revents = 0
+            guard poll(&fd, 1, 0) > 0 else { return false }
+        }
+        return true
+    }
+
     /// The connection's last error, naming the backend.
     private func connectionFailure() -> Failure {
         Failure(description: "\(target): \(String(cString: PQerrorMessage(handle)).trimmingWhitespace())")
