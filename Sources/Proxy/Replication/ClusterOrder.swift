@@ -77,14 +77,18 @@ final class ClusterOrder: Sendable {
 
     /// Submits a look at the idle order connection (see `init`).
     private func watchLink() {
-        let idle = inner.withLock { s -> Bool in
+        onOrderThread({ s in
             guard !s.running, !s.stopped, !s.checking else { return false }
             s.checking = true
             return true
-        }
-        guard idle else { return }
+        }, { $0.checkLink() })
+    }
+
+    /// Runs `body` on the order's thread when `claim` (under the lock) says it is to run.
+    private func onOrderThread(_ claim: (inout Inner) -> Bool, _ body: @escaping @Sendable (ClusterOrder) -> Void) {
+        guard inner.withLock({ claim(&$0) }) else { return }
         let me = self
-        pool.submit { _ in me.checkLink() }
+        pool.submit { _ in body(me) }
     }
 
     /// On the order's thread: an order connection the lead closed while the node held the lock through
@@ -100,15 +104,12 @@ final class ClusterOrder: Sendable {
 
     /// The schedule wants another hold: the order's thread works until it holds what is wanted.
     func kick() {
-        let start = inner.withLock { s -> Bool in
+        onOrderThread({ s in
             s.dirty = true
             guard !s.running, !s.stopped else { return false }
             s.running = true
             return true
-        }
-        guard start else { return }
-        let me = self
-        pool.submit { _ in me.work() }
+        }, { $0.work() })
     }
 
     private func leadMayHaveChanged() {
