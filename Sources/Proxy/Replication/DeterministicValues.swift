@@ -178,17 +178,16 @@ public enum DeterministicValues {
     static func replacement(in tokens: [SQLToken], at i: Int, offset: Int = 0) -> Rewrite? {
         let t = tokens[i]
         guard t.kind == .word else { return nil }
-        func punct(_ j: Int, _ p: String) -> Bool { j >= 0 && j < tokens.count && tokens[j].kind == .punctuation && tokens[j].text == p }
-        let qualified = punct(i - 1, ".")
+        let qualified = tokens.isPunctuation(".", at: i - 1)
         let builtin = qualified && i >= 2 && tokens[i - 2].kind == .word && tokens[i - 2].text == "pg_catalog"
         if qualified && !builtin { return nil }
         let start = (builtin ? tokens[i - 2].range.lowerBound : t.range.lowerBound) + offset
-        if let call = callReplacements[t.text], punct(i + 1, "("), punct(i + 2, ")") {
+        if let call = callReplacements[t.text], tokens.isPunctuation("(", at: i + 1), tokens.isPunctuation(")", at: i + 2) {
             return Rewrite(range: start..<(tokens[i + 2].range.upperBound + offset), text: call)
         }
         if let type = timeKeywords[t.text] {
-            if punct(i + 1, "(") {
-                guard type != "date", i + 3 < tokens.count, tokens[i + 2].kind == .number, punct(i + 3, ")") else { return nil }
+            if tokens.isPunctuation("(", at: i + 1) {
+                guard type != "date", i + 3 < tokens.count, tokens[i + 2].kind == .number, tokens.isPunctuation(")", at: i + 3) else { return nil }
                 return Rewrite(range: start..<(tokens[i + 3].range.upperBound + offset),
                                text: keywordReplacement(type: type, precision: tokens[i + 2].text))
             }
@@ -202,8 +201,7 @@ public enum DeterministicValues {
     static func notifyReplacement(in tokens: [SQLToken], at i: Int, offset: Int) -> Rewrite? {
         let t = tokens[i]
         guard t.kind == .word, t.text == "pg_notify", i + 1 < tokens.count, tokens[i + 1].kind == .punctuation, tokens[i + 1].text == "(" else { return nil }
-        func punct(_ j: Int, _ p: String) -> Bool { j >= 0 && tokens[j].kind == .punctuation && tokens[j].text == p }
-        let qualified = punct(i - 1, ".")
+        let qualified = tokens.isPunctuation(".", at: i - 1)
         let builtin = qualified && i >= 2 && tokens[i - 2].kind == .word && tokens[i - 2].text == "pg_catalog"
         if qualified && !builtin { return nil }
         let start = (builtin ? tokens[i - 2].range.lowerBound : t.range.lowerBound) + offset
@@ -224,12 +222,10 @@ public enum DeterministicValues {
     /// `'now'` is left alone: without a type it may be text.
     static func typedTimeLiterals(_ s: [SQLToken]) -> [(range: Range<Int>, type: String)] {
         var out: [(range: Range<Int>, type: String)] = []
-        func word(_ j: Int) -> String? { j >= 0 && j < s.count && s[j].kind == .word ? s[j].text : nil }
-        func punct(_ j: Int, _ p: String) -> Bool { j >= 0 && j < s.count && s[j].kind == .punctuation && s[j].text == p }
         for (i, t) in s.enumerated() where t.kind == .string {
             guard let literal = timeLiteral(t), let day = timeLiterals[literal] else { continue }
             let offset = day.map { $0 < 0 ? "- \(-$0)" : "+ \($0)" }
-            if (punct(i + 1, ":") && punct(i + 2, ":")) || (word(i + 1) == "as" && punct(i - 1, "(") && word(i - 2) == "cast") {
+            if (s.isPunctuation(":", at: i + 1) && s.isPunctuation(":", at: i + 2)) || (s.word(at: i + 1) == "as" && s.isPunctuation("(", at: i - 1) && s.word(at: i - 2) == "cast") {
                 // The cast that follows gives the type.
                 out.append((t.range, offset.map { "day\($0)" } ?? "(literal)"))
                 continue
@@ -237,13 +233,13 @@ public enum DeterministicValues {
             // type 'literal': the type's words end right before the string.
             var first = i - 1
             var type: String?
-            switch word(i - 1) {
+            switch s.word(at: i - 1) {
             case "date", "timestamp", "timestamptz", "time", "timetz":
-                type = word(i - 1)
-            case "zone" where (word(i - 2) == "time") && (word(i - 3) == "with" || word(i - 3) == "without")
-                && (word(i - 4) == "timestamp" || word(i - 4) == "time"):
+                type = s.word(at: i - 1)
+            case "zone" where (s.word(at: i - 2) == "time") && (s.word(at: i - 3) == "with" || s.word(at: i - 3) == "without")
+                && (s.word(at: i - 4) == "timestamp" || s.word(at: i - 4) == "time"):
                 first = i - 4
-                type = (word(i - 4)! == "timestamp" ? "timestamp" : "time") + (word(i - 3) == "with" ? "tz" : "")
+                type = (s.word(at: i - 4)! == "timestamp" ? "timestamp" : "time") + (s.word(at: i - 3) == "with" ? "tz" : "")
             default:
                 break
             }
@@ -262,39 +258,37 @@ public enum DeterministicValues {
     /// statement does not say.
     static func timeDefaults(_ s: [SQLToken], first: String) -> (typed: [(range: Range<Int>, type: String)], unknown: Bool) {
         guard first == "create" || first == "alter" else { return ([], false) }
-        func word(_ j: Int) -> String? { j >= 0 && j < s.count && s[j].kind == .word ? s[j].text : nil }
-        func punct(_ j: Int, _ p: String) -> Bool { j >= 0 && j < s.count && s[j].kind == .punctuation && s[j].text == p }
         var typed: [(range: Range<Int>, type: String)] = []
         var unknown = false
-        for (i, t) in s.enumerated() where t.kind == .string && word(i - 1) == "default" {
+        for (i, t) in s.enumerated() where t.kind == .string && s.word(at: i - 1) == "default" {
             guard let literal = timeLiteral(t), let day = timeLiterals[literal] else { continue }
             // Typed forms ('now'::date, CAST) are `typedTimeLiterals`'.
-            if punct(i + 1, ":") && punct(i + 2, ":") { continue }
-            if word(i - 2) == "set" { unknown = true; continue }
+            if s.isPunctuation(":", at: i + 1) && s.isPunctuation(":", at: i + 2) { continue }
+            if s.word(at: i - 2) == "set" { unknown = true; continue }
             // The column definition this DEFAULT belongs to: back to a ',' or '(' at its own depth (in
             // ALTER TABLE, to its ADD).
             var j = i - 2, depth = 0
             while j >= 0 {
-                if punct(j, ")") { depth += 1 } else if punct(j, "(") { if depth == 0 { break }; depth -= 1 } else if depth == 0, punct(j, ",") || (first == "alter" && word(j) == "add") { break }
+                if s.isPunctuation(")", at: j) { depth += 1 } else if s.isPunctuation("(", at: j) { if depth == 0 { break }; depth -= 1 } else if depth == 0, s.isPunctuation(",", at: j) || (first == "alter" && s.word(at: j) == "add") { break }
                 j -= 1
             }
-            if first == "alter" && word(j) != "add" { continue }
+            if first == "alter" && s.word(at: j) != "add" { continue }
             var k = j + 1
             // ALTER TABLE … ADD [COLUMN] [IF NOT EXISTS] name type …
-            while let w = word(k), ["column", "if", "not", "exists"].contains(w), k < i { k += 1 }
+            while let w = s.word(at: k), ["column", "if", "not", "exists"].contains(w), k < i { k += 1 }
             // k is the column's name; its type follows.
             let typeAt = k + 1
             var type: String?
-            switch word(typeAt) {
-            case "timestamptz", "date", "timetz": type = word(typeAt)
+            switch s.word(at: typeAt) {
+            case "timestamptz", "date", "timetz": type = s.word(at: typeAt)
             case "timestamp", "time":
                 var m = typeAt + 1
-                if punct(m, "(") { m += 3 }
-                let zone = word(m) == "with" && word(m + 1) == "time" && word(m + 2) == "zone"
-                type = word(typeAt)! + (zone ? "tz" : "")
+                if s.isPunctuation("(", at: m) { m += 3 }
+                let zone = s.word(at: m) == "with" && s.word(at: m + 1) == "time" && s.word(at: m + 2) == "zone"
+                type = s.word(at: typeAt)! + (zone ? "tz" : "")
             default: break
             }
-            guard let type, !punct(typeAt + 1, "[") else { continue }
+            guard let type, !s.isPunctuation("[", at: typeAt + 1) else { continue }
             typed.append((t.range, day.map { "day\($0 < 0 ? "- \(-$0)" : "+ \($0)"):\(type)" } ?? "cast:\(type)"))
         }
         return (typed, unknown)

@@ -132,3 +132,11 @@ public enum SQLLexer {
         tokens(sql, trivia: false)
     }
 }
+
+extension Array where Element == SQLToken {
+    /// The word (lower-cased) at `j`, or nil: out of range, or not an unquoted word.
+    func word(at j: Int) -> String? { j >= 0 && j < count && self[j].kind == .word ? self[j].text : nil }
+
+    /// Whether the token at `j` is the punctuation `p`.
+    func isPunctuation(_ p: String, at j: Int) -> Bool { j >= 0 && j < count && self[j].kind == .punctuation && self[j].text == p }
+}

@@ -267,15 +267,14 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// make differ), so row k got id n on one backend and another id elsewhere. `ALTER COLUMN … ADD
     /// GENERATED … AS IDENTITY` keeps the existing values and is not one of them.
     static func sequenceColumnsAdded(_ s: [SQLToken]) -> [String] {
-        func word(_ j: Int) -> String? { j >= 0 && j < s.count && s[j].kind == .word ? s[j].text : nil }
-        guard word(1) == "table" else { return [] }
+        guard s.word(at: 1) == "table" else { return [] }
         let fill = Self.sequenceFill
         var out: [String] = []
         for (i, t) in s.enumerated() where t.kind == .word && t.text == "add" {
             // ALTER COLUMN c ADD GENERATED …, ADD CONSTRAINT …, ADD PRIMARY KEY …: no column is filled.
             var k = i + 1
-            if word(k) == "column" { k += 1 }
-            if let w = word(k), ["constraint", "primary", "unique", "check", "foreign", "exclude", "generated"].contains(w) { continue }
+            if s.word(at: k) == "column" { k += 1 }
+            if let w = s.word(at: k), ["constraint", "primary", "unique", "check", "foreign", "exclude", "generated"].contains(w) { continue }
             // The column definition: to the next ',' at its own depth.
             var depth = 0, j = k
             var found: String?
@@ -286,7 +285,7 @@ public struct StatementAnalysis: Sendable, Equatable {
                 } else if p.kind == .word, found == nil {
                     switch p.text {
                     case "serial", "bigserial", "smallserial", "serial2", "serial4", "serial8": found = p.text.uppercased()
-                    case "identity" where word(j - 1) == "as": found = "GENERATED … AS IDENTITY"
+                    case "identity" where s.word(at: j - 1) == "as": found = "GENERATED … AS IDENTITY"
                     case "nextval" where j + 1 < s.count && s[j + 1].text == "(": found = "nextval()"
                     default: break
                     }

@@ -112,21 +112,28 @@ struct StatementTracker {
     /// A statement that fails on every backend alike, in place of one that would diverge.
     static func refusal(_ calls: [String]) -> String {
         let list = calls.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
-        // A per-row value over rows each backend takes in its own order (see `DeterministicValues`).
-        let ordered = calls.contains { $0.contains(" in ") && $0 != StatementAnalysis.untypedTimeDefault && !$0.hasSuffix(StatementAnalysis.sequenceFill)
-            && !$0.hasSuffix(StatementAnalysis.physicalOrderNote) }
-        let hint = calls.contains(where: { $0.hasSuffix(StatementAnalysis.physicalOrderNote) })
-            ? "Give the rows a complete order: ORDER BY a unique key in the SELECT; for an UPDATE, number the rows with row_number() OVER (ORDER BY id) in a FROM subquery and add one value drawn once (SELECT nextval(…)) or setval() the sequence after."
-            : calls.contains(where: { $0.hasSuffix(StatementAnalysis.sequenceFill) })
-            ? "Add the column without it, number the existing rows in a complete order (UPDATE t SET n = r.n FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM t) r WHERE t.id = r.id), then give the column its default or identity (ALTER COLUMN … SET DEFAULT nextval(…), or SET NOT NULL and ADD GENERATED … AS IDENTITY) and setval() its sequence past the highest value."
-            : calls.contains(StatementAnalysis.untypedTimeDefault)
-            ? "Give the default its type (SET DEFAULT ''now''::timestamptz, ''today''::date): pgchorus gives it the same time on every backend; or SET DEFAULT now() for the time of each row."
-            : ordered
-            ? "Give existing rows values computed from their key (e.g. md5(id::text)::uuid), then set the default with ALTER TABLE … ALTER COLUMN … SET DEFAULT: pgchorus makes the values of new rows identical on every backend."
-            : "Compute the value in the application and send it as a literal or parameter, or use it in a column default or in INSERT … VALUES (pgchorus makes those identical), or set replication.volatile_functions = \"allow\" in pgchorus.toml (backends may then diverge)."
+        let hint = refusalHint(calls)
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
             + "MESSAGE = 'pgchorus refuses \(list): the value would differ on each backend', "
             + "HINT = '\(hint)'; END $pgchorus$"
+    }
+
+    /// The way out a refusal names: the first kind of call in `calls` that has its own (SQL-quoted).
+    static func refusalHint(_ calls: [String]) -> String {
+        if calls.contains(where: { $0.hasSuffix(StatementAnalysis.physicalOrderNote) }) {
+            return "Give the rows a complete order: ORDER BY a unique key in the SELECT; for an UPDATE, number the rows with row_number() OVER (ORDER BY id) in a FROM subquery and add one value drawn once (SELECT nextval(…)) or setval() the sequence after."
+        }
+        if calls.contains(where: { $0.hasSuffix(StatementAnalysis.sequenceFill) }) {
+            return "Add the column without it, number the existing rows in a complete order (UPDATE t SET n = r.n FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM t) r WHERE t.id = r.id), then give the column its default or identity (ALTER COLUMN … SET DEFAULT nextval(…), or SET NOT NULL and ADD GENERATED … AS IDENTITY) and setval() its sequence past the highest value."
+        }
+        if calls.contains(StatementAnalysis.untypedTimeDefault) {
+            return "Give the default its type (SET DEFAULT ''now''::timestamptz, ''today''::date): pgchorus gives it the same time on every backend; or SET DEFAULT now() for the time of each row."
+        }
+        // A per-row value over rows each backend takes in its own order (see `DeterministicValues`).
+        if calls.contains(where: { $0.contains(" in ") }) {
+            return "Give existing rows values computed from their key (e.g. md5(id::text)::uuid), then set the default with ALTER TABLE … ALTER COLUMN … SET DEFAULT: pgchorus makes the values of new rows identical on every backend."
+        }
+        return "Compute the value in the application and send it as a literal or parameter, or use it in a column default or in INSERT … VALUES (pgchorus makes those identical), or set replication.volatile_functions = \"allow\" in pgchorus.toml (backends may then diverge)."
     }
 
     /// In place of a client's COMMIT PREPARED, ROLLBACK PREPARED or PREPARE TRANSACTION of a gid in
