@@ -231,30 +231,38 @@ import TestSupport
         try expectBackendsInStep(proxy, servers, sourceLocation: sourceLocation)
     }
 
+    /// Two backends behind one node whose catalog is loaded (a table `warm` created and written through it).
+    static func withLoadedCatalog(_ body: (RunningProxy, [LocalPostgresServer]) async throws -> Void,
+                                  sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let warm = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)",
+                                                                       "-c", "insert into warm values (1)"])
+                #expect(warm.exitCode == 0, "\(warm.report)", sourceLocation: sourceLocation)
+                try await body(proxy, servers)
+            }
+        }
+    }
+
     /// A session in a REPEATABLE READ transaction that began before another session's DDL loads the
     /// catalog (it is unknown once that DDL has ended): what it reads is its old snapshot, without the
     /// new SERIAL table, and is not kept for the node — inserts into the table take the turn and the
     /// ids are identical on every backend (they were not: the stale load was stored).
     @Test func aCatalogLoadInAnOldSnapshotIsNotKept() async throws {
-        try await withPostgresServers(count: 2) { servers in
-            try await withProxy(backends: servers) { proxy in
-                let warm = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)",
-                                                                       "-c", "insert into warm values (1)"])
-                #expect(warm.exitCode == 0, "\(warm.report)")
-                let old = try RawPostgresClient(port: proxy.port)
-                defer { old.disconnect() }
-                _ = try old.startup()
-                #expect(try old.query("begin isolation level repeatable read").allSatisfy { $0.errorState == nil })
-                #expect(try old.query("select count(*) from warm").allSatisfy { $0.errorState == nil })
-                let ddl = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
-                    "begin; create table s (id serial primary key, k int); commit;"])
-                #expect(ddl.exitCode == 0, "\(ddl.report)")
-                // The old snapshot's session makes the node load the catalog now.
-                #expect(try old.query("select 1").allSatisfy { $0.errorState == nil })
-                #expect(try old.query("select 2").allSatisfy { $0.errorState == nil })
-                #expect(try old.query("commit").allSatisfy { $0.errorState == nil })
-                try await Self.insertsFromEightClientsStayIdentical(proxy, servers, into: "s")
-            }
+        try await Self.withLoadedCatalog { proxy, servers in
+            let old = try RawPostgresClient(port: proxy.port)
+            defer { old.disconnect() }
+            _ = try old.startup()
+            #expect(try old.query("begin isolation level repeatable read").allSatisfy { $0.errorState == nil })
+            #expect(try old.query("select count(*) from warm").allSatisfy { $0.errorState == nil })
+            let ddl = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                "begin; create table s (id serial primary key, k int); commit;"])
+            #expect(ddl.exitCode == 0, "\(ddl.report)")
+            // The old snapshot's session makes the node load the catalog now.
+            #expect(try old.query("select 1").allSatisfy { $0.errorState == nil })
+            #expect(try old.query("select 2").allSatisfy { $0.errorState == nil })
+            #expect(try old.query("commit").allSatisfy { $0.errorState == nil })
+            try await Self.insertsFromEightClientsStayIdentical(proxy, servers, into: "s")
         }
     }
 
@@ -263,16 +271,11 @@ import TestSupport
     /// take the turn and the ids are identical on every backend (they were not: the catalog said the
     /// table drew nothing).
     @Test func aSerialTableCreatedInADoBlockIsOrdered() async throws {
-        try await withPostgresServers(count: 2) { servers in
-            try await withProxy(backends: servers) { proxy in
-                let warm = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)",
-                                                                       "-c", "insert into warm values (1)"])
-                #expect(warm.exitCode == 0, "\(warm.report)")
-                let block = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
-                    "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
-                #expect(block.exitCode == 0, "\(block.report)")
-                try await Self.insertsFromEightClientsStayIdentical(proxy, servers, into: "d")
-            }
+        try await Self.withLoadedCatalog { proxy, servers in
+            let block = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
+            #expect(block.exitCode == 0, "\(block.report)")
+            try await Self.insertsFromEightClientsStayIdentical(proxy, servers, into: "d")
         }
     }
 
