@@ -113,7 +113,7 @@ import TestSupport
                 update events set note = note || '!' where id > 1 returning id, at;
                 commit;
                 create temp table scratch as select * from events;
-                insert into events (at, note) select at, 'from temp' from scratch where id = 1;
+                insert into events (at, note) select at, 'from temp' from scratch where id = 1 order by id;
                 \\copy events (at, note) from stdin
                 2020-01-01 00:00:00+00\tcopied
                 \\.

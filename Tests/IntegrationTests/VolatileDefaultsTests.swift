@@ -95,5 +95,42 @@ extension TimingSensitive {
             }
         }
     }
+
+    /// SERIAL ids given to the rows of an INSERT … SELECT in each backend's scan order: with the two
+    /// backends' physical orders made to differ (an UPDATE that changes nothing, run on one of them
+    /// alone), such an insert is refused — also right after the DDL that created its table, when the
+    /// catalog is not loaded yet (a migration creating a table, then filling it) — while one row met by
+    /// a unique key, one aggregate row and an ORDER BY pass, and the backends stay identical.
+    @Test func serialIdsOfAnUnorderedInsertSelectAreRefusedUnlessOneRowIsMet() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: """
+                create table src (id int primary key, v text);
+                insert into src select g, 'v' || g from generate_series(1, 20) g;
+                """)
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                // Rows 1–5 move to the end of the second backend's heap; their values stay.
+                _ = try servers[1].psql("update src set v = v where id <= 5")
+                #expect(try servers[0].psql("select string_agg(id::text, ',') from (select id from src limit 3) s") == "1,2,3")
+                #expect(try servers[1].psql("select string_agg(id::text, ',') from (select id from src limit 3) s") == "6,7,8")
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: """
+                create table dst (id serial primary key, v text);
+                insert into dst (v) select v from src;
+                insert into dst (v) select v from src where v like 'v1%';
+                insert into dst (v) select v from src where id = 3;
+                insert into dst (v) select max(v) from src;
+                insert into dst (v) select v from src order by id;
+                select count(*), count(distinct id) from dst;
+                """)
+                #expect(out.exitCode == 0, "\(out.report)")
+                let refusals = out.stderr.components(separatedBy: "pgchorus refuses INSERT … SELECT … FROM without ORDER BY into dst.id").count - 1
+                #expect(refusals == 2, "\(out.report)")
+                #expect(out.stderr.contains("WHERE id = $1"), "the hint names what passes: \(out.report)")
+                #expect(out.stdoutLines.last == "22|22", "\(out.report)")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+                #expect(proxy.server.context.registry.online().count == 2)
+            }
+        }
+    }
 }
 }

@@ -153,7 +153,14 @@ import Testing
         #expect(StatementAnalysis("update src set k = k + nextval('s9')").volatileCalls == ["nextval() in UPDATE of every row" + note])
         // One row by its key (an invoice numbered): the statement cannot tell how many rows, and such an UPDATE usually meets one.
         #expect(StatementAnalysis("update orders set invoice = nextval('inv') where id = $1").volatileCalls.isEmpty)
-        #expect(StatementAnalysis("insert into dst (id, k) select nextval('s9'), k from src").volatileCalls == ["nextval() in INSERT … SELECT … FROM without ORDER BY" + note])
+        // INSERT … SELECT nextval(…): judged with the catalog's unique keys (`UnorderedInsert`).
+        let insert = StatementAnalysis("insert into dst (id, k) select nextval('s9'), k from src")
+        #expect(insert.volatileCalls.isEmpty && insert.unorderedInsertSelects.first?.drawsNextval == true)
+        var tracker = StatementTracker(refuseVolatile: true)
+        #expect(tracker.refusal(for: insert)?.contains("nextval() in INSERT … SELECT … FROM without ORDER BY (one value per row") == true)
+        tracker.rowOrder.uniqueKeys = ["src": [["id"]]]
+        #expect(tracker.refusal(for: StatementAnalysis("insert into dst (id, k) select nextval('s9'), k from src where id = $1")) == nil)
+        #expect(tracker.refusal(for: StatementAnalysis("insert into dst (id, k) select nextval('s9'), k from src where k = $1")) != nil)
         #expect(StatementAnalysis("create table d2 as select nextval('s9') n, k from src").volatileCalls == ["nextval() in CREATE TABLE … AS SELECT … FROM without ORDER BY" + note])
         for sql in ["insert into dst (id, k) values (nextval('s9'), 1), (nextval('s9'), 2)", "select nextval('s9')",
                     "insert into dst (id, k) select nextval('s9'), k from src order by k", "insert into dst (id) select nextval('s9') from generate_series(1, 3)",
@@ -169,7 +176,8 @@ import Testing
         let a = StatementAnalysis("insert into items (id) select id + 100 from items")
         #expect(a.unorderedInsertSelects.map(\.relation) == ["items"])
         #expect(a.unorderedInsertSelects.first?.columns == ["id"])
-        #expect(StatementAnalysis("INSERT INTO public.Items SELECT * FROM other").unorderedInsertSelects.first?.columns == nil)
+        #expect(StatementAnalysis("INSERT INTO public.Items SELECT a, b * 2 FROM other").unorderedInsertSelects.first?.columns == nil)
+        #expect(StatementAnalysis("INSERT INTO public.Items SELECT o.* FROM other o").unorderedInsertSelects.isEmpty)
         #expect(StatementAnalysis("insert into items (\"Id\", ref) select 1, 2 from t").unorderedInsertSelects.first?.columns == ["Id", "ref"])
         for ordered in ["insert into items (id) select id from t order by id", "insert into items (id) select g from generate_series(1, 5) g",
                         "insert into items (id) values (1)", "insert into items (id) select 1"] {
@@ -178,15 +186,78 @@ import Testing
         #expect(!StatementAnalysis("insert into items (id) select g from generate_series(1, 5) g, t").unorderedInsertSelects.isEmpty)
 
         var tracker = StatementTracker(refuseVolatile: true)
-        tracker.perRowDefaults = ["items": ["ref", "score"]]
+        tracker.rowOrder.perRowDefaults = ["items": ["ref", "score"]]
         #expect(tracker.refusal(for: a)?.contains("into items.ref, items.score") == true)
         #expect(tracker.refusal(for: StatementAnalysis("insert into items (id, ref, score) select 1, 2, 3 from t")) == nil)
         #expect(tracker.refusal(for: StatementAnalysis("insert into other (id) select id from items")) == nil)
     }
 
+    /// SERIAL/IDENTITY ids (and per-row defaults) given to the rows of an INSERT … SELECT in each
+    /// backend's scan order: refused unless the SELECT is ordered or meets one row at most.
+    @Test func sequenceColumnsFilledInScanOrderAreRefusedUnlessOneRowIsMet() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        tracker.rewrite = true
+        tracker.rowOrder = RowOrderCatalog(perRowDefaults: ["audit": ["ref"]], sequenceColumns: ["orders": ["id"], "audit": ["id"]],
+                                           uniqueKeys: ["users": [["id"], ["tenant", "email"]], "orders": [["id"]]])
+        let refused = [
+            "insert into orders (customer, total) select id, 0 from users",
+            "INSERT INTO public.orders (customer) SELECT u.id FROM users u WHERE u.tenant = $1",
+            "insert into orders (customer) select id from users where email = $1 or id = $2",
+            "insert into orders (customer) select u.id from users u join t on t.id = u.id where u.id = 5",
+            "insert into orders (customer) select id from users, t where users.id = 5",
+            "insert into orders (customer) select customer from orders group by customer having count(*) > 1",
+            "insert into orders (customer) select unnest(array_agg(id)) from users",
+            "insert into orders (customer) select count(*) over () from users",
+            "insert into orders (customer) select id from users where id = 5 union select 7",
+            "insert into orders (customer) select id from (select id from users order by id) s",
+            "insert into orders (customer) select string_agg(id::text, ',' order by id) from users group by tenant",
+            "insert into orders (customer) select id from users where id = id",
+            "insert into orders (customer) select id from users where id = $1 + 1",
+            "insert into audit (note) select 'x' from users where email = $1",
+            "insert into orders (customer) select id from users where id = 5 and email is distinct from $1 or true",
+        ]
+        for sql in refused {
+            #expect(tracker.refusal(for: StatementAnalysis(sql))?.contains("pgchorus refuses INSERT … SELECT … FROM without ORDER BY into") == true, "\(sql)")
+        }
+        let accepted = [
+            "insert into orders (customer, total) select id, 0 from users order by id",
+            "insert into orders (customer) select id from users where id = $1",
+            "insert into orders (customer) select u.id from only public.users as u where u.id = $1::bigint and u.active",
+            "insert into orders (customer) select id from users where tenant = 'a' and \"email\" = cast($2 as text)",
+            "insert into orders (customer) select id from users x where -7 = x.id for update",
+            "insert into orders (customer) select coalesce(max(customer), 0) + 1 from orders where total > 0",
+            "insert into orders (customer) select count(*) from users",
+            "insert into orders (customer) select $1 where not exists (select 1 from orders where customer = $1)",
+            "insert into orders (id, customer) select id, customer from orders_old",
+            "insert into orders (customer) select id from users where id = 3 on conflict (customer) do update set total = 1 where orders.id > 0",
+            "insert into orders select * from orders_old",
+            "insert into other (a) select id from users",
+            "insert into orders (customer) select g from generate_series(1, 3) g",
+            "insert into audit (id, ref) select id, id from users",
+        ]
+        for sql in accepted {
+            #expect(tracker.refusal(for: StatementAnalysis(sql)) == nil, "\(sql)")
+        }
+        // `replication.physical_order_writes = "allow"` lets sequence columns be numbered so; per-row defaults stay refused.
+        tracker.refusePhysicalOrder = false
+        #expect(tracker.refusal(for: StatementAnalysis(refused[0])) == nil)
+        #expect(tracker.refusal(for: StatementAnalysis(refused[13])) != nil)
+        // Without the catalog, nothing to judge by.
+        tracker.rowOrder = RowOrderCatalog()
+        tracker.refusePhysicalOrder = true
+        #expect(tracker.refusal(for: StatementAnalysis(refused[0])) == nil)
+    }
+
     @Test func catalogRowsByKind() {
         var c = SequenceOrdering.Catalog()
         c.add(kind: "s", relation: "orders", column: nil)
+        c.add(kind: "s", relation: "lines", column: "n")
+        c.add(kind: "u", relation: "lines", column: "order_id\u{1F}n")
+        c.add(kind: "u", relation: "lines", column: "id")
+        #expect(c.sequenceColumns == ["lines": ["n"]] && c.uniqueKeys == ["lines": [["order_id", "n"], ["id"]]])
+        c.sequenceColumns = [:]
+        c.uniqueKeys = [:]
+        c.sequenceTables.remove("lines")
         c.add(kind: "v", relation: "accounts", column: "id")
         c.add(kind: "v", relation: "accounts", column: "score")
         #expect(!c.deterministic)

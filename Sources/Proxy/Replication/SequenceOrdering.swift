@@ -15,6 +15,10 @@ public final class SequenceOrdering: Sendable {
         var deterministic = false
         /// Columns whose default gives each row its own value (`pgchorus.gen_random_uuid()` …), per table.
         var perRowDefaults: [String: Set<String>] = [:]
+        /// Columns that draw a sequence value (SERIAL, IDENTITY, a nextval() default), per table.
+        var sequenceColumns: [String: Set<String>] = [:]
+        /// Unique keys of plain columns (column lists), per table.
+        var uniqueKeys: [String: [[String]]] = [:]
         /// Some routine's body may notify (`pg_notify`, `NOTIFY`): a trigger may make PREPARE impossible.
         var notifies = false
         /// A PREPARE failed for a notification although the catalog did not say so (dynamic SQL …).
@@ -35,6 +39,8 @@ public final class SequenceOrdering: Sendable {
     struct Catalog: Sendable, Equatable {
         var sequenceTables: Set<String> = []
         var perRowDefaults: [String: Set<String>] = [:]
+        var sequenceColumns: [String: Set<String>] = [:]
+        var uniqueKeys: [String: [[String]]] = [:]
         var deterministic = false
         var notifies = false
         var holdsNotifications = false
@@ -47,7 +53,10 @@ public final class SequenceOrdering: Sendable {
         /// Takes one row of `catalogSQL`: kind, relation, column.
         mutating func add(kind: String, relation: String, column: String?) {
             switch kind {
-            case "s": sequenceTables.insert(relation)
+            case "s":
+                sequenceTables.insert(relation)
+                if let column { sequenceColumns[relation, default: []].insert(column) }
+            case "u": if let column { uniqueKeys[relation, default: []].append(column.split(separator: "\u{1F}").map(String.init)) }
             case "v": if let column { perRowDefaults[relation, default: []].insert(column) }
             case "f": deterministic = true
             case "n": notifies = true
@@ -77,8 +86,10 @@ public final class SequenceOrdering: Sendable {
 
     // MARK: which tables draw sequence values
 
-    /// The catalog query, rows of (kind, relation, column): `s` a relation with an IDENTITY column or a
-    /// nextval() default; `v` a column whose default gives each row its own value through the
+    /// The catalog query, rows of (kind, relation, column): `s` a relation's IDENTITY column or column
+    /// with a nextval() default; `u` a unique key of a table's plain columns (not partial, not
+    /// deferrable, of a table no other relation shares its name with and no table inherits from; its
+    /// columns in the third field, separated by U+001F); `v` a column whose default gives each row its own value through the
     /// `pgchorus` functions of `DeterministicValues`; `f` once when some definition uses those
     /// functions at all (a default or view, recorded in pg_depend, or a routine's body); `n`/`h` once
     /// when some routine may notify / holds its notifications; `r` a function name whose every
@@ -88,10 +99,18 @@ public final class SequenceOrdering: Sendable {
     /// `i` once when the load saw the catalog as it is now — not from a REPEATABLE READ or SERIALIZABLE
     /// snapshot taken earlier in the session's transaction, whose load is not stored.
     static let catalogSQL = """
-    SELECT DISTINCT 's', lower(c.relname), NULL::text FROM pg_catalog.pg_class c
+    SELECT DISTINCT 's', lower(c.relname), a.attname::text FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
     WHERE c.relkind IN ('r', 'p') AND (a.attidentity <> '' OR pg_catalog.pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%')
+    UNION ALL SELECT 'u', lower(c.relname), (SELECT pg_catalog.string_agg(a.attname::text, pg_catalog.chr(31) ORDER BY k.n)
+      FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(attnum, n)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum)
+    FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+    WHERE c.relkind IN ('r', 'p') AND i.indisunique AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL
+      AND (c.relkind = 'p' OR NOT c.relhassubclass)
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class o WHERE lower(o.relname) = lower(c.relname) AND o.oid <> c.oid
+        AND o.relkind IN ('r', 'p', 'v', 'm', 'f'))
     UNION ALL SELECT 'v', lower(c.relname), a.attname::text FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
@@ -239,6 +258,11 @@ public final class SequenceOrdering: Sendable {
         loaded(in: database) { $0.perRowDefaults }
     }
 
+    /// What judges an `INSERT … SELECT` without ORDER BY in `database` (`UnorderedInsert`), or nil while unknown.
+    func rowOrderCatalog(in database: String) -> RowOrderCatalog? {
+        loaded(in: database) { RowOrderCatalog(perRowDefaults: $0.perRowDefaults, sequenceColumns: $0.sequenceColumns, uniqueKeys: $0.uniqueKeys) }
+    }
+
     /// Stores a load of sequence-drawing tables only (see `store(_:database:generation:)`).
     func store(_ tables: Set<String>, database: String, generation: Int) {
         store(Catalog(sequenceTables: tables), database: database, generation: generation)
@@ -253,6 +277,8 @@ public final class SequenceOrdering: Sendable {
             e.tables = loaded.sequenceTables
             e.deterministic = loaded.deterministic
             e.perRowDefaults = loaded.perRowDefaults
+            e.sequenceColumns = loaded.sequenceColumns
+            e.uniqueKeys = loaded.uniqueKeys
             e.notifies = loaded.notifies
             e.holdsNotifications = loaded.holdsNotifications
             e.readers = loaded.readers
@@ -299,4 +325,12 @@ public final class SequenceOrdering: Sendable {
         }
         next?.grant()
     }
+}
+
+/// Per table: the columns whose defaults give each row its own value, those that draw a sequence
+/// value, and the unique keys (see `SequenceOrdering.catalogSQL`).
+public struct RowOrderCatalog: Sendable, Equatable {
+    public var perRowDefaults: [String: Set<String>] = [:]
+    public var sequenceColumns: [String: Set<String>] = [:]
+    public var uniqueKeys: [String: [[String]]] = [:]
 }

@@ -51,10 +51,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var closesCursor = false
     /// SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO [SAVEPOINT] among the statements.
     public var usesSavepoint = false
-    /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): the
-    /// relation and the columns named (nil: all). A per-row default of a column not named would give
-    /// the rows their values in each backend's physical order.
-    public var unorderedInsertSelects: [(relation: String, columns: [String]?)] = []
+    /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): a
+    /// per-row default of a column not named, or a nextval() of the select list, would give the rows
+    /// their values in each backend's physical order — unless the SELECT meets one row at most.
+    public var unorderedInsertSelects: [UnorderedInsert] = []
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
@@ -93,7 +93,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             && a.isDDL == b.isDDL && a.volatileCalls == b.volatileCalls
             && a.timeExpressions.map(\.range) == b.timeExpressions.map(\.range) && a.timeExpressions.map(\.type) == b.timeExpressions.map(\.type)
             && a.deterministicRewrites == b.deterministicRewrites
-            && a.unorderedInsertSelects.map(\.relation) == b.unorderedInsertSelects.map(\.relation)
+            && a.unorderedInsertSelects == b.unorderedInsertSelects
     }
 
     /// Functions whose result differs per backend; refused (or allowed) by `replication.volatile_functions`.
@@ -300,13 +300,13 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Where a nextval() call draws one value per row in the order a scan returns the rows — each
     /// backend's physical order, which updates and (auto)vacuum make differ — or nil: `UPDATE … SET n =
     /// nextval(…)` of every row (no WHERE: one with a WHERE, `… WHERE id = $1` numbering an invoice,
-    /// usually meets one row, which the statement alone cannot tell), and `INSERT … SELECT nextval(…)
-    /// … FROM` / `CREATE TABLE … AS SELECT nextval(…) … FROM` without an ORDER BY. (In `INSERT …
-    /// VALUES` the rows come in the statement's order.)
+    /// usually meets one row, which the statement alone cannot tell), and `CREATE TABLE … AS SELECT
+    /// nextval(…) … FROM` without an ORDER BY. (In `INSERT … VALUES` the rows come in the statement's
+    /// order; `INSERT … SELECT nextval(…) … FROM` is judged with the catalog's unique keys,
+    /// `UnorderedInsert`.)
     static func nextvalOverPhysicalOrder(_ s: [SQLToken], first: String, hasFrom: Bool) -> String? {
         switch first {
         case "update" where !s.contains(where: { $0.kind == .word && $0.text == "where" }): return "UPDATE of every row"
-        case "insert" where hasFrom && !rowsComeInOrder(s): return "INSERT … SELECT … FROM without ORDER BY"
         case "create" where hasFrom && !rowsComeInOrder(s) && s.contains(where: { $0.kind == .word && $0.text == "as" }):
             return "CREATE TABLE … AS SELECT … FROM without ORDER BY"
         default: return nil
@@ -488,9 +488,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         let hasFrom = s.contains { $0.kind == .word && $0.text == "from" }
         // Rows in the order they are written (no FROM to scan): a per-row value per row, alike everywhere.
         let perRowValues = first == "insert" && !hasFrom
-        if first == "insert", hasFrom, let target = Self.insertColumns(s), !Self.rowsComeInOrder(s) {
-            unorderedInsertSelects.append(target)
-        }
+        if first == "insert", let insert = UnorderedInsert.of(s) { unorderedInsertSelects.append(insert) }
         // Column defaults, views, generated columns and routines: what CREATE and ALTER define.
         let definitions = ddl && (first == "create" || first == "alter")
         let perRowDefinitions = !hasFrom && !(first == "alter" && s.contains { $0.kind == .word && $0.text == "add" })

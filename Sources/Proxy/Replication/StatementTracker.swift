@@ -89,8 +89,9 @@ struct StatementTracker {
     var refusePhysicalOrder = true
     /// With one backend nothing can diverge: statements pass unchanged.
     var rewrite = true
-    /// Columns with per-row volatile defaults, per table (`SequenceOrdering.perRowDefaults`), when known.
-    var perRowDefaults: [String: Set<String>] = [:]
+    /// Columns with per-row defaults and sequence columns, and unique keys, per table
+    /// (`SequenceOrdering.rowOrderCatalog`), when known.
+    var rowOrder = RowOrderCatalog()
     /// Function names whose every definition in the database is STABLE or IMMUTABLE
     /// (`SequenceOrdering.readers`), when known: calls of them read (`StatementAnalysis.resolved`).
     var readers: Set<String>?
@@ -153,13 +154,28 @@ struct StatementTracker {
     }
 
     /// A statement that fails on every backend alike, in place of an INSERT … SELECT whose rows would
-    /// get per-row default values in each backend's own order.
+    /// get per-row default values (or sequence values) in each backend's own order.
     static func unorderedDefaultsRefusal(_ columns: [String]) -> String {
         let list = columns.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
             + "MESSAGE = 'pgchorus refuses INSERT … SELECT … FROM without ORDER BY into \(list): that default gives each row its own value, and each backend would take the rows in its own physical order', "
-            + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or give that column its values in the statement.'; END $pgchorus$"
+            + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or give that column its values in the statement. "
+            + "A SELECT that meets one row by a unique key (WHERE id = $1) or aggregates without GROUP BY needs none.'; END $pgchorus$"
     }
+
+    /// What `unorderedDefaultsRefusal` names for `insert` — its omitted columns whose default gives
+    /// each row its own value (SERIAL/IDENTITY ones only when `sequences`) — unless the SELECT meets
+    /// one row at most.
+    func unorderedDefaults(_ insert: UnorderedInsert, sequences: Bool) -> [String] {
+        var drawing = rowOrder.perRowDefaults[insert.relation] ?? []
+        if sequences { drawing.formUnion(rowOrder.sequenceColumns[insert.relation] ?? []) }
+        drawing.subtract(insert.columns ?? [])
+        guard !drawing.isEmpty, !insert.meetsOneRow(uniqueKeys: rowOrder.uniqueKeys) else { return [] }
+        return drawing.sorted().map { "\(insert.relation).\($0)" }
+    }
+
+    /// The refusal's entry for `nextval()` drawn in the select list of an INSERT … SELECT without ORDER BY.
+    static let insertSelectNextval = "nextval() in INSERT … SELECT … FROM without ORDER BY" + StatementAnalysis.physicalOrderNote
 
     /// The refusal for `analysis` when it is to be refused, nil when it may run. `named`: a named
     /// prepared statement, which every backend must have, so its reads cannot go to the lead alone.
@@ -167,13 +183,15 @@ struct StatementTracker {
         if analysis.namesPgchorusTransaction { return Self.ownTransactionRefusal }
         guard rewrite else { return nil }
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
-        let unordered = analysis.unorderedInsertSelects.flatMap { insert -> [String] in
-            guard let defaults = perRowDefaults[insert.relation] else { return [] }
-            return defaults.subtracting(insert.columns ?? []).sorted().map { "\(insert.relation).\($0)" }
-        }
+        // (Sequence columns numbered in scan order are what `replication.physical_order_writes` allows.)
+        let unordered = analysis.unorderedInsertSelects.flatMap { unorderedDefaults($0, sequences: refusePhysicalOrder) }
         if !unordered.isEmpty { return Self.unorderedDefaultsRefusal(unordered) }
+        var volatile = analysis.volatileCalls
+        if analysis.unorderedInsertSelects.contains(where: { $0.drawsNextval && !$0.meetsOneRow(uniqueKeys: rowOrder.uniqueKeys) }) {
+            volatile.append(Self.insertSelectNextval)
+        }
         // A read with such a call is answered by the lead alone (`readsServerState`): nothing to refuse.
-        if refuseVolatile && !analysis.volatileCalls.isEmpty && (named || !analysis.readsServerState) { return Self.refusal(analysis.volatileCalls) }
+        if refuseVolatile && !volatile.isEmpty && (named || !analysis.readsServerState) { return Self.refusal(volatile) }
         return nil
     }
 

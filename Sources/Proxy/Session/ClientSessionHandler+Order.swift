@@ -203,7 +203,54 @@ extension ClientSessionHandler {
         }
     }
 
+    /// Holds the current group while the catalog loads when one of its statements is an INSERT …
+    /// SELECT without ORDER BY, which is judged with the catalog (`UnorderedInsert`): after DDL (a
+    /// migration creating a table, then filling it from another) it would otherwise pass unjudged.
+    /// Once only per group: a load that fails or cannot start lets it pass as before.
+    func holdForCatalog() -> Bool {
+        let waited = catalogWaited
+        catalogWaited = false
+        // (The catalog is known nearly always: the group's texts are looked at only when it is not.)
+        guard !waited, liveCount > 1, shared.sequenceOrdering.tables(in: database).tables == nil,
+              currentGroup.contains(where: Self.mayInsertUnordered) else { return false }
+        loadSequenceCatalogIfNeeded()
+        guard catalogLoading else { return false }
+        catalogWait = true
+        holdCurrentGroup()
+        return true
+    }
+
+    /// A Query or Parse whose text has an `INSERT … SELECT … FROM` without ORDER BY.
+    static func mayInsertUnordered(_ frame: PostgresFrame) -> Bool {
+        guard frame.type == FrontendMessage.Kind.query.rawValue || frame.type == FrontendMessage.Kind.parse.rawValue else { return false }
+        let sql: String
+        switch try? FrontendMessage(frame: frame) {
+        case let .query(q)?: sql = q
+        case let .parse(p)?: sql = p.query
+        default: return false
+        }
+        guard SessionReplay.mentions(sql, needles: insertSelectNeedles) else { return false }
+        return !StatementAnalysis(sql).unorderedInsertSelects.isEmpty
+    }
+
+    /// What a text must mention to be analysed for `mayInsertUnordered`.
+    static let insertSelectNeedles: [[UInt8]] = [Array("insert".utf8)]
+
+    /// The catalog load a group waits for ended (or its lead was replaced): the group goes on.
+    func endCatalogWait() {
+        guard catalogWait, let context else { return }
+        catalogWait = false
+        catalogWaited = true
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            guard bound.value.phase == .relaying else { return }
+            bound.value.replayHeldFrames()
+            bound.value.flushClient()
+        }
+    }
+
     func catalogLoaded() {
+        defer { endCatalogWait() }
         catalogLoading = false
         // A load that failed (e.g. in an aborted transaction) stores nothing: the catalog stays unknown.
         // Nor one that read an older snapshot of the session's REPEATABLE READ transaction: it could

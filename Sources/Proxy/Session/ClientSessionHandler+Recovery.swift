@@ -358,7 +358,7 @@ extension ClientSessionHandler {
         return joining
     }
 
-    private func holdCurrentGroup() {
+    func holdCurrentGroup() {
         if admittingSegment, currentGroup.count == 1 {
             // A part of a cut Query goes back to its parts (held client messages would wait behind
             // the cut Query for ever): `replayHeldFrames` admits it again.

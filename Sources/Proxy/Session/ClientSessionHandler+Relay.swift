@@ -133,7 +133,7 @@ extension ClientSessionHandler {
     /// Client messages wait while the session is busy with something of its own (a vote, a turn, a new lead …).
     func holdsClientFrames(continuesCopy: Bool) -> Bool {
         commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
-            || gateTicket != nil || takingIn != nil || (answerWhenAll.awaiting != nil && !continuesCopy)
+            || gateTicket != nil || takingIn != nil || catalogWait || (answerWhenAll.awaiting != nil && !continuesCopy)
     }
 
     /// Handles the client messages held while the session waited (vote, sequence turn, new lead, the
@@ -163,6 +163,7 @@ extension ClientSessionHandler {
             endOpenGroup(cycle: cycle)
             return
         }
+        if holdForCatalog() { return }
         if cycle { ProxyMetrics.statements.increment() }
         let frames = currentGroup
         currentGroup = []
@@ -376,7 +377,7 @@ extension ClientSessionHandler {
     /// live (else statements pass unchanged) and the database's per-row volatile defaults.
     func prepareTracker() {
         tracker.rewrite = liveCount > 1
-        tracker.perRowDefaults = shared.sequenceOrdering.perRowDefaults(in: database) ?? [:]
+        tracker.rowOrder = shared.sequenceOrdering.rowOrderCatalog(in: database) ?? RowOrderCatalog()
         tracker.readers = shared.sequenceOrdering.readers(in: database)
         if tracker.readers == nil && tracker.rewrite { loadSequenceCatalogIfNeeded() }
     }
@@ -1188,6 +1189,7 @@ extension ClientSessionHandler {
         let old = backends[lead].backend
         lead = next
         catalogLoading = false
+        endCatalogWait()
         delivery.leadReplaced()
         logger.warning("lead backend of the session changed from \(old.description) to \(backends[lead].backend.description)")
         if !clientWritable { applyClientBackpressure() }

@@ -173,6 +173,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// When this session began waiting for the sequence turn, and who held it at the last look.
     var orderWait: (since: NIODeadline, holder: Int?)?
     var catalogLoading = false
+    /// The current group waits for the catalog load (`holdForCatalog`).
+    var catalogWait = false
+    /// The group replayed after such a wait does not wait again.
+    var catalogWaited = false
     var catalogGeneration = 0
     var catalogRows = SequenceOrdering.Catalog()
     /// A read sent to one backend only: kept until answered, to send it elsewhere if that backend fails.
