@@ -132,5 +132,59 @@ extension TimingSensitive {
             }
         }
     }
+
+    /// Reads that pick or aggregate rows in each backend's physical order (`LIMIT` without ORDER BY,
+    /// `string_agg()` without one) are per-server answers: with the two backends' orders made to
+    /// differ, they fail no backend — sent as a simple Query, and as a named prepared statement
+    /// (pgbench `-M prepared`, whose first run goes to both backends). Such an aggregate in a write is
+    /// refused; with its own ORDER BY it passes, and the backends stay identical.
+    @Test func readsInPhysicalOrderFailNoBackendAndSuchAggregatesInWritesAreRefused() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: """
+                create table q (id int primary key, v text);
+                insert into q select g, 'v' || g from generate_series(1, 20) g;
+                create table lists (id serial primary key, s text);
+                """)
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                _ = try servers[1].psql("update q set v = v where id <= 5")
+                #expect(try servers[0].psql("select id from q limit 1") == "1")
+                #expect(try servers[1].psql("select id from q limit 1") == "6")
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: """
+                select id from q limit 1;
+                select string_agg(v, ',') is not null from q;
+                begin;
+                select count(*) from q;
+                select v from q offset 19;
+                commit;
+                insert into lists (s) select string_agg(v, ',') from q;
+                update lists set s = (select array_agg(id)::text from q);
+                insert into lists (s) select string_agg(v, ',' order by id) from q;
+                insert into lists (s) select array_agg(distinct id)::text from q;
+                select count(*) from lists;
+                """)
+                #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses string_agg() in a write without ORDER BY"), "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses array_agg() in a write without ORDER BY"), "\(out.report)")
+                #expect(out.stdoutLines.last == "2", "\(out.report)")
+                // A named statement parsed and run in one group (JDBC, asyncpg): its first run goes to both backends.
+                let client = try RawPostgresClient(port: proxy.port)
+                defer { client.disconnect() }
+                try client.startup()
+                try client.send([.parse(.init(name: "first_q", query: "select id from q limit 1", parameterTypes: [])),
+                                 .bind(.init(portal: "", statement: "first_q", parameterFormats: [], parameters: [], resultFormats: [0])),
+                                 .execute(portal: "", maxRows: 0), .sync])
+                let answer = try client.readUntilReady()
+                #expect(answer.allSatisfy { $0.errorState == nil } && answer.contains { if case .dataRow = $0 { return true } else { return false } }, "\(answer)")
+                #expect(proxy.server.context.registry.online().count == 2, "a backend was failed for a named statement's rows")
+                let script = proxy.directory + "/limit.sql"
+                try "select id from q limit 1;\nselect string_agg(v, ',') from q;\n".write(toFile: script, atomically: true, encoding: .utf8)
+                let bench = try Clients.pgbench(port: proxy.port, ["-n", "-M", "prepared", "-c", "2", "-t", "5", "-f", script])
+                #expect(bench.exitCode == 0, "\(bench.report)")
+                #expect(proxy.server.context.registry.online().count == 2, "a backend was failed for its physical order")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+            }
+        }
+    }
 }
 }

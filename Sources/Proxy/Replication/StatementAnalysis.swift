@@ -26,8 +26,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var isPlainRead = true
     /// A plain read whose answer is per server, not data: a call whose value differs per backend
     /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
-    /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts). The lead answers it
-    /// alone and it is not compared.
+    /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts), or rows picked or
+    /// aggregated in each backend's physical order (`readsPhysicalOrder`). The lead answers it alone
+    /// and it is not compared.
     public var readsServerState = false
     /// One statement that may run inside a transaction block (INSERT, UPDATE, DELETE, MERGE, SELECT,
     /// WITH, VALUES; not COPY, whose data must flow before the vote): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
@@ -83,6 +84,11 @@ public struct StatementAnalysis: Sendable, Equatable {
     var plainButForUnknownCalls = false
     /// Some token reads per-server state (see `readsServerState`).
     var touchesServerState = false
+    /// A read (no row written or locked) picks or aggregates rows by each backend's physical order
+    /// (`physicalOrderPicks`: `SELECT … LIMIT 1` without ORDER BY, `string_agg(v, ',')`): its answer
+    /// is per server, like a per-backend value's (`readsServerState`). (Compared, it failed a healthy
+    /// follower whose rows lie in another order — every recovered backend's.)
+    var readsPhysicalOrder = false
     /// Volatile calls in definitions (column defaults, views, function and DO bodies) and per-row calls
     /// in an INSERT's VALUES, to be replaced by the `pgchorus` functions that give every backend the
     /// same value (see `DeterministicValues`).
@@ -176,7 +182,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             if !unknownCalls.isEmpty { isReadOnly = false }
             if !isReadOnly { isPlainRead = false }
             // A read of per-server state or of a per-backend value: answered by the lead alone, uncompared.
-            if isReadOnly && isPlainRead && (!volatileCalls.isEmpty || touches) { readsServerState = true }
+            if isReadOnly && isPlainRead && (!volatileCalls.isEmpty || touches || readsPhysicalOrder) { readsServerState = true }
         }
         var tokens = SQLLexer.significant(sql)
         touches = Self.touchesServerState(tokens)
@@ -254,11 +260,12 @@ public struct StatementAnalysis: Sendable, Equatable {
                Self.bodyIsSQL(s, first: first) {
                 for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
             }
-            physicalOrderClauses += Self.physicalOrderClauses(s, first: first)
+            let picks = Self.physicalOrderPicks(s)
+            if Self.writesRows(s, first: first) { physicalOrderClauses += picks } else if !picks.isEmpty { readsPhysicalOrder = true }
             if Self.namesPgchorusGid(s, first: first) { namesPgchorusTransaction = true }
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
-        if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches) }
+        if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches || readsPhysicalOrder) }
     }
 
     /// The columns `ALTER TABLE … ADD [COLUMN]` adds that draw a sequence value for every existing row
@@ -432,37 +439,83 @@ public struct StatementAnalysis: Sendable, Equatable {
         }
     }
 
+    /// Aggregates whose value follows the order their rows come in, called without an ORDER BY of
+    /// their own (`string_agg(name, ',')`, `array_agg(id)`, `json_agg(t)` …): each backend aggregates
+    /// its rows in its own physical order. Not with DISTINCT (PostgreSQL sorts the input for it), nor
+    /// as window calls (`… OVER (…)`).
+    static func unorderedAggregates(_ s: [SQLToken]) -> [String] {
+        var out: [String] = []
+        for i in s.indices {
+            guard let name = s.word(at: i), orderSensitiveAggregates.contains(name), s.isPunctuation("(", at: i + 1),
+                  !s.isPunctuation(".", at: i - 1) || s.word(at: i - 2) == "pg_catalog", s.word(at: i + 2) != "distinct" else { continue }
+            var depth = 0
+            var ordered = false
+            var close = s.count
+            for j in (i + 1)..<s.count {
+                if s.isPunctuation("(", at: j) { depth += 1 }
+                if s.isPunctuation(")", at: j) { depth -= 1; if depth == 0 { close = j; break } }
+                if depth == 1, s.word(at: j) == "order", s.word(at: j + 1) == "by" { ordered = true }
+            }
+            var after = close + 1
+            if s.word(at: after) == "filter", s.isPunctuation("(", at: after + 1) {
+                var d = 0
+                for j in (after + 1)..<s.count {
+                    if s.isPunctuation("(", at: j) { d += 1 }
+                    if s.isPunctuation(")", at: j) { d -= 1; if d == 0 { after = j + 1; break } }
+                }
+            }
+            if !ordered, s.word(at: after) != "over", s.word(at: after) != "within" { out.append("\(name)()") }
+        }
+        return out
+    }
+
+    /// Aggregates whose result depends on the order of their input rows.
+    static let orderSensitiveAggregates: Set<String> = [
+        "array_agg", "string_agg", "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "xmlagg",
+        "json_agg_strict", "jsonb_agg_strict", "json_object_agg_strict", "jsonb_object_agg_strict", "json_arrayagg", "json_objectagg",
+    ]
+
     /// The clauses of a writing statement that choose rows by their physical order (see `physicalOrderClauses`).
     static func physicalOrderClauses(_ s: [SQLToken], first: String) -> [String] {
-        func word(_ i: Int) -> String? { i < s.count && s[i].kind == .word ? s[i].text : nil }
-        let writes: Bool
+        writesRows(s, first: first) ? physicalOrderPicks(s) : []
+    }
+
+    /// Whether the statement writes rows or locks them (`SELECT … FOR UPDATE/SHARE`, `SELECT … INTO`,
+    /// a CTE that writes, CREATE TABLE … AS).
+    static func writesRows(_ s: [SQLToken], first: String) -> Bool {
         switch first {
-        case "insert", "update", "delete", "merge": writes = true
-        case "create": writes = s.contains { $0.kind == .word && $0.text == "as" }
+        case "insert", "update", "delete", "merge": return true
+        case "create": return s.contains { $0.kind == .word && $0.text == "as" }
         case "select", "with":
-            writes = s.contains { t in
+            return s.contains { t in
                 guard t.kind == .word else { return false }
                 switch t.text {
-                case "insert", "update", "delete", "merge", "into": return true
+                case "insert", "update", "delete", "merge", "into", "share": return true
                 default: return false
                 }
             }
-        default: writes = false
+        default: return false
         }
-        guard writes else { return [] }
+    }
+
+    /// The clauses that pick or aggregate rows by their physical order: `LIMIT`, `OFFSET`, `FETCH
+    /// FIRST`, `DISTINCT ON` in a statement without ORDER BY, an order-sensitive aggregate without
+    /// its own ORDER BY (`unorderedAggregates`), `ctid`.
+    static func physicalOrderPicks(_ s: [SQLToken]) -> [String] {
         var clauses: [String] = []
         var ordered = false
         for i in s.indices {
-            switch word(i) {
-            case "order" where word(i + 1) == "by": ordered = true
+            switch s.word(at: i) {
+            case "order" where s.word(at: i + 1) == "by": ordered = true
             case "limit": clauses.append("LIMIT")
             case "offset": clauses.append("OFFSET")
-            case "fetch" where word(i + 1) == "first" || word(i + 1) == "next": clauses.append("FETCH FIRST")
-            case "distinct" where word(i + 1) == "on": clauses.append("DISTINCT ON")
+            case "fetch" where s.word(at: i + 1) == "first" || s.word(at: i + 1) == "next": clauses.append("FETCH FIRST")
+            case "distinct" where s.word(at: i + 1) == "on": clauses.append("DISTINCT ON")
             default: break
             }
         }
         if ordered { clauses = [] }
+        clauses += unorderedAggregates(s)
         if s.contains(where: { $0.kind == .word && $0.text == "ctid" }) { clauses.append("ctid") }
         var seen: Set<String> = []
         return clauses.filter { seen.insert($0).inserted }
@@ -633,7 +686,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         var a = self
         a.isReadOnly = true
         a.isPlainRead = plainButForUnknownCalls
-        a.readsServerState = a.isPlainRead && (!volatileCalls.isEmpty || touchesServerState)
+        a.readsServerState = a.isPlainRead && (!volatileCalls.isEmpty || touchesServerState || readsPhysicalOrder)
         return a
     }
 

@@ -149,8 +149,8 @@ struct StatementTracker {
     static func physicalOrderRefusal(_ clauses: [String]) -> String {
         let list = clauses.joined(separator: ", ")
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
-            + "MESSAGE = 'pgchorus refuses \(list) in a write without ORDER BY: each backend would choose other rows (their physical order differs)', "
-            + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or set replication.physical_order_writes = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
+            + "MESSAGE = 'pgchorus refuses \(list) in a write without ORDER BY: each backend would choose other rows, or aggregate them in another order (their physical order differs)', "
+            + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key; in an aggregate, string_agg(name, '','' ORDER BY id)), or set replication.physical_order_writes = \"allow\" in pgchorus.toml (backends may then diverge).'; END $pgchorus$"
     }
 
     /// A statement that fails on every backend alike, in place of an INSERT … SELECT whose rows would

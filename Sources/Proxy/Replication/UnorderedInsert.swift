@@ -10,8 +10,8 @@ public struct UnorderedInsert: Sendable, Equatable {
     public var relation: String
     /// The columns named (nil: all), as PostgreSQL folds them.
     public var columns: [String]?
-    /// The SELECT gives at most one row whatever the tables hold: aggregates without GROUP BY
-    /// (`SELECT max(n) + 1 FROM t`), or no FROM at its own level (`SELECT $1 WHERE NOT EXISTS (…)`,
+    /// The SELECT gives at most one row whatever the tables hold, or rows in an order of its own:
+    /// aggregates without GROUP BY (`SELECT max(n) + 1 FROM t`), or no FROM at its own level (`SELECT $1 WHERE NOT EXISTS (…)`,
     /// whose rows, if a set-returning call gives several, come in the statement's own order).
     public var atMostOneRow = false
     /// The SELECT reads one table and its WHERE compares these of its columns with constants
@@ -39,14 +39,6 @@ public struct UnorderedInsert: Sendable, Equatable {
         "bit_and", "bit_or", "bit_xor", "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "xmlagg",
         "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "range_agg", "range_intersect_agg",
         "percentile_cont", "percentile_disc", "mode", "corr", "covar_pop", "covar_samp",
-    ]
-    /// Set-returning calls: beside an aggregate they give several rows (`unnest(array_agg(x))`).
-    static let setReturning: Set<String> = [
-        "unnest", "generate_series", "generate_subscripts", "json_array_elements", "jsonb_array_elements",
-        "json_array_elements_text", "jsonb_array_elements_text", "json_each", "jsonb_each", "json_each_text",
-        "jsonb_each_text", "json_object_keys", "jsonb_object_keys", "regexp_matches", "regexp_split_to_table",
-        "string_to_table", "jsonb_path_query", "json_populate_recordset", "jsonb_populate_recordset",
-        "json_to_recordset", "jsonb_to_recordset",
     ]
     /// Words that end the clause before them at the SELECT's own level.
     static let clauseEnds: Set<String> = [
@@ -100,8 +92,10 @@ public struct UnorderedInsert: Sendable, Equatable {
             return insert
         }
         let listCalls = calls(in: s, start + 1, from.at, aggregatesOnly: true)
-        if !clauses.contains(where: { $0.word == "group" }), listCalls.contains(where: aggregates.contains),
-           !calls(in: s, start + 1, from.at).contains(where: setReturning.contains) {
+        // (A set-returning call over the aggregate's one row, `generate_series(1, count(*))`, gives its
+        // rows in its own order; an aggregate that follows its input's order is refused on its own,
+        // `StatementAnalysis.unorderedAggregates`.)
+        if !clauses.contains(where: { $0.word == "group" }), listCalls.contains(where: aggregates.contains) {
             insert.atMostOneRow = true
             return insert
         }

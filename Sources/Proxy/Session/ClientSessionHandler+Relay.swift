@@ -50,6 +50,10 @@ struct GroupFlags {
     var readsOnlyItsTarget = false
     /// A FunctionCall that creates a large object with an OID of the server's choosing.
     var createsLargeObject = false
+    /// A read whose rows are per server (`StatementAnalysis.readsServerState`) that goes to every
+    /// backend all the same (a named statement's first run, a read behind unreleased cycles): its
+    /// rows are not compared (`rowsUncompared`), its kinds, tags and errors still are.
+    var perServerRows = false
     /// Named statements of a plain BEGIN the group parses (`StatementTracker.Result.beginParses`).
     var beginParses: [(parse: Int, name: String, token: Int)] = []
     /// The group's Parses and Closes, its named Parses with their `SessionReplay` tokens and its
@@ -237,6 +241,7 @@ extension ClientSessionHandler {
                                    mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
                                    readsOnlyItsTarget: result.readsOnlyItsTarget,
                                    createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil,
+                                   perServerRows: replicated && result.readsServerState && !result.writes,
                                    beginParses: result.beginParses, parses: result.parses, closes: result.closes,
                                    named: result.statementChanges.isEmpty ? ([], []) : replay.apply(result.statementChanges))
             if replicated, cycle, !openExtendedGroup {
@@ -519,6 +524,7 @@ extension ClientSessionHandler {
         }
         let seq = nextSeq
         if cycle && flags.writes { comparison.noteWrite(seq) }
+        if flags.perServerRows || partRowsPerServer { noteRowsUncompared(seq, cycle: cycle) }
         // (Not after a part ended by Flush: that part's replies are counted with this cycle's, so the
         // count would not say which Parse was answered.)
         if flags.parses > 0 || flags.closes > 0 || parsesSent.seq == nil {
@@ -534,6 +540,25 @@ extension ClientSessionHandler {
         } ?? false
         if cycle { openExtendedGroup = false } else if !copy { openExtendedGroup = true }
         return seq
+    }
+
+    /// The rows of cycle `seq` (or of the cycle a part ended by Flush belongs to, when not `cycle`)
+    /// are per server: they are not hashed for the comparison. Cycles every live backend has finished
+    /// are forgotten here.
+    func noteRowsUncompared(_ seq: Int, cycle: Bool) {
+        guard cycle else {
+            partRowsPerServer = true
+            return
+        }
+        partRowsPerServer = false
+        let oldest = backends.indices.filter { backends[$0].isLive }.compactMap { backends[$0].owed.head?.seq }.min() ?? seq
+        rowsUncompared = rowsUncompared.filter { $0 >= oldest }
+        rowsUncompared.insert(seq)
+    }
+
+    /// Whether the rows of cycle `seq` are hashed for the comparison.
+    func hashesRows(_ seq: Int) -> Bool {
+        configuration.replication.compareRows && (rowsUncompared.isEmpty || !rowsUncompared.contains(seq))
     }
 
     /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
@@ -736,7 +761,7 @@ extension ClientSessionHandler {
         }
         switch exp.kind {
         case .client:
-            if liveCount > 1 { backends[lead].digest.add(frame, hashRows: configuration.replication.compareRows) }
+            if liveCount > 1 { backends[lead].digest.add(frame, hashRows: hashesRows(exp.seq)) }
             if frame.type == BackendMessage.Kind.functionCallResponse.rawValue { largeObjectCreated(frame, seq: exp.seq) }
             if frame.type == BackendMessage.Kind.commandComplete.rawValue, frame.body.readableBytesView.elementsEqual(Self.dropDatabaseTag) {
                 // Its name may come back as a new database, without pgchorus' schema.
@@ -787,7 +812,7 @@ extension ClientSessionHandler {
         }
         switch exp.kind {
         case .client:
-            backends[index].digest.add(frame, hashRows: configuration.replication.compareRows)
+            backends[index].digest.add(frame, hashRows: hashesRows(exp.seq))
         case .prepare, .finish:
             recordCommitMessage(index, frame)
         case .internalQuery:

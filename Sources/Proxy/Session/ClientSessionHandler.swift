@@ -173,6 +173,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// When this session began waiting for the sequence turn, and who held it at the last look.
     var orderWait: (since: NIODeadline, holder: Int?)?
     var catalogLoading = false
+    /// Cycles whose rows are per server and not compared (`noteRowsUncompared`).
+    var rowsUncompared: Set<Int> = []
+    /// A part ended by Flush had such rows: so has the cycle it belongs to.
+    var partRowsPerServer = false
     /// The current group waits for the catalog load (`holdForCatalog`).
     var catalogWait = false
     /// The group replayed after such a wait does not wait again.
