@@ -100,19 +100,10 @@ extension TimingSensitive {
     /// backends' physical orders made to differ (an UPDATE that changes nothing, run on one of them
     /// alone), such an insert is refused — also right after the DDL that created its table, when the
     /// catalog is not loaded yet (a migration creating a table, then filling it) — while one row met by
-    /// a unique key, one aggregate row and an ORDER BY pass, and the backends stay identical.
+    /// a unique key, one aggregate row and an ORDER BY pass; so is an UPDATE drawing nextval() for the
+    /// rows a WHERE without a unique key meets, while one by its key passes; the backends stay identical.
     @Test func serialIdsOfAnUnorderedInsertSelectAreRefusedUnlessOneRowIsMet() async throws {
-        try await withPostgresServers(count: 2) { servers in
-            try await withProxy(backends: servers) { proxy in
-                let setup = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: """
-                create table src (id int primary key, v text);
-                insert into src select g, 'v' || g from generate_series(1, 20) g;
-                """)
-                #expect(setup.exitCode == 0, "\(setup.report)")
-                // Rows 1–5 move to the end of the second backend's heap; their values stay.
-                _ = try servers[1].psql("update src set v = v where id <= 5")
-                #expect(try servers[0].psql("select string_agg(id::text, ',') from (select id from src limit 3) s") == "1,2,3")
-                #expect(try servers[1].psql("select string_agg(id::text, ',') from (select id from src limit 3) s") == "6,7,8")
+        try await withRowsInTwoOrders(table: "src") { servers, proxy in
                 let out = try Clients.psql(proxy.connectionString(), ["-At"], input: """
                 create table dst (id serial primary key, v text);
                 insert into dst (v) select v from src;
@@ -120,16 +111,21 @@ extension TimingSensitive {
                 insert into dst (v) select v from src where id = 3;
                 insert into dst (v) select max(v) from src;
                 insert into dst (v) select v from src order by id;
+                create sequence inv;
+                alter table src add column invoice bigint;
+                update src set invoice = nextval('inv') where v like 'v1%';
+                update src set invoice = nextval('inv') where id = 4;
                 select count(*), count(distinct id) from dst;
                 """)
                 #expect(out.exitCode == 0, "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses nextval() in an UPDATE whose WHERE pins no unique key"), "\(out.report)")
+                #expect(try servers[0].psql("select count(invoice) from src") == "1")
                 let refusals = out.stderr.components(separatedBy: "pgchorus refuses INSERT … SELECT … FROM without ORDER BY into dst.id").count - 1
                 #expect(refusals == 2, "\(out.report)")
                 #expect(out.stderr.contains("WHERE id = $1"), "the hint names what passes: \(out.report)")
                 #expect(out.stdoutLines.last == "22|22", "\(out.report)")
                 #expect(Set(try Consistency.checksums(servers)).count == 1)
                 #expect(proxy.server.context.registry.online().count == 2)
-            }
         }
     }
 
@@ -139,17 +135,7 @@ extension TimingSensitive {
     /// (pgbench `-M prepared`, whose first run goes to both backends). Such an aggregate in a write is
     /// refused; with its own ORDER BY it passes, and the backends stay identical.
     @Test func readsInPhysicalOrderFailNoBackendAndSuchAggregatesInWritesAreRefused() async throws {
-        try await withPostgresServers(count: 2) { servers in
-            try await withProxy(backends: servers) { proxy in
-                let setup = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: """
-                create table q (id int primary key, v text);
-                insert into q select g, 'v' || g from generate_series(1, 20) g;
-                create table lists (id serial primary key, s text);
-                """)
-                #expect(setup.exitCode == 0, "\(setup.report)")
-                _ = try servers[1].psql("update q set v = v where id <= 5")
-                #expect(try servers[0].psql("select id from q limit 1") == "1")
-                #expect(try servers[1].psql("select id from q limit 1") == "6")
+        try await withRowsInTwoOrders(table: "q", and: "create table lists (id serial primary key, s text)") { servers, proxy in
                 let out = try Clients.psql(proxy.connectionString(), ["-At"], input: """
                 select id from q limit 1;
                 select string_agg(v, ',') is not null from q;
@@ -183,6 +169,26 @@ extension TimingSensitive {
                 #expect(bench.exitCode == 0, "\(bench.report)")
                 #expect(proxy.server.context.registry.online().count == 2, "a backend was failed for its physical order")
                 #expect(Set(try Consistency.checksums(servers)).count == 1)
+        }
+    }
+
+    /// Two backends behind a proxy, `table` (id int primary key, v text; ids 1–20) created through it
+    /// (with `more` SQL), then rows 1–5 moved to the end of the second backend's heap by an UPDATE that
+    /// changes no value, run on it alone: a scan meets the rows in another order on each backend.
+    func withRowsInTwoOrders(table: String, and more: String = "",
+                             _ body: ([LocalPostgresServer], RunningProxy) async throws -> Void) async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: """
+                create table \(table) (id int primary key, v text);
+                insert into \(table) select g, 'v' || g from generate_series(1, 20) g;
+                \(more);
+                """)
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                _ = try servers[1].psql("update \(table) set v = v where id <= 5")
+                #expect(try servers[0].psql("select string_agg(id::text, ',') from (select id from \(table) limit 3) s") == "1,2,3")
+                #expect(try servers[1].psql("select string_agg(id::text, ',') from (select id from \(table) limit 3) s") == "6,7,8")
+                try await body(servers, proxy)
             }
         }
     }

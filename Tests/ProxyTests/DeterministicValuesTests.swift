@@ -161,6 +161,19 @@ import Testing
         tracker.rowOrder.uniqueKeys = ["src": [["id"]]]
         #expect(tracker.refusal(for: StatementAnalysis("insert into dst (id, k) select nextval('s9'), k from src where id = $1")) == nil)
         #expect(tracker.refusal(for: StatementAnalysis("insert into dst (id, k) select nextval('s9'), k from src where k = $1")) != nil)
+        // UPDATE … WHERE drawing nextval(): one row by a unique key passes, anything else is refused —
+        // once the catalog is known (without it, nothing to tell one row from many by).
+        let invoice = StatementAnalysis("update orders o set invoice = nextval('inv') where o.id = $1::bigint returning invoice")
+        #expect(invoice.nextvalUpdates == [UnorderedInsert.Keyed(relation: "orders", columns: ["id"])] && invoice.volatileCalls.isEmpty)
+        let batch = StatementAnalysis("update orders set invoice = nextval('inv') where status = 'ready' or id = 1")
+        #expect(batch.nextvalUpdates == [UnorderedInsert.Keyed(relation: "orders", columns: [])])
+        tracker.rowOrder.uniqueKeys["orders"] = [["id"]]
+        #expect(tracker.refusal(for: invoice) == nil && tracker.refusal(for: batch) == nil)
+        tracker.rowOrderKnown = true
+        #expect(tracker.refusal(for: invoice) == nil)
+        #expect(tracker.refusal(for: batch)?.contains("nextval() in an UPDATE whose WHERE pins no unique key") == true)
+        #expect(tracker.refusal(for: StatementAnalysis("update orders set n = n + 1 where status = 'ready'")) == nil)
+        #expect(StatementAnalysis("update orders set invoice = nextval('inv') from batch b where orders.id = b.order_id").nextvalUpdates.first?.columns == [])
         #expect(StatementAnalysis("create table d2 as select nextval('s9') n, k from src").volatileCalls == ["nextval() in CREATE TABLE … AS SELECT … FROM without ORDER BY" + note])
         for sql in ["insert into dst (id, k) values (nextval('s9'), 1), (nextval('s9'), 2)", "select nextval('s9')",
                     "insert into dst (id, k) select nextval('s9'), k from src order by k", "insert into dst (id) select nextval('s9') from generate_series(1, 3)",

@@ -58,6 +58,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var unorderedInsertSelects: [UnorderedInsert] = []
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
+    /// UPDATEs with a WHERE that call nextval(): the table and the columns their WHERE pins to
+    /// constants. Unless those hold a unique key, the rows met get their values in each backend's
+    /// scan order (`StatementTracker.refusal(for:)` judges with the catalog).
+    public var nextvalUpdates: [UnorderedInsert.Keyed] = []
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
     /// their SERIAL/IDENTITY defaults draw sequence values.
     public var insertTargets: [String] = []
@@ -558,6 +562,7 @@ public struct StatementAnalysis: Sendable, Equatable {
                 unknownCalls.insert(name)
             }
         }
+        var drawsInUpdate = false
         for (i, t) in s.enumerated() where t.kind == .word {
             let next = i + 1 < s.count ? s[i + 1] : nil
             let previous = i > 0 ? s[i - 1] : nil
@@ -609,6 +614,9 @@ public struct StatementAnalysis: Sendable, Equatable {
                 callsNextval = true
                 if t.text == "nextval", let where_ = Self.nextvalOverPhysicalOrder(s, first: first, hasFrom: hasFrom) {
                     volatileCalls.append("nextval() in \(where_)" + Self.physicalOrderNote)
+                } else if t.text == "nextval", first == "update", !drawsInUpdate, let keyed = UnorderedInsert.keyedUpdate(s) {
+                    drawsInUpdate = true
+                    nextvalUpdates.append(keyed)
                 }
             }
             if isCall && t.text != "nextval" && t.text != "setval" && !Self.readOnlyFunctions.contains(t.text)

@@ -92,6 +92,8 @@ struct StatementTracker {
     /// Columns with per-row defaults and sequence columns, and unique keys, per table
     /// (`SequenceOrdering.rowOrderCatalog`), when known.
     var rowOrder = RowOrderCatalog()
+    /// `rowOrder` was loaded (not a stand-in while the catalog is unknown).
+    var rowOrderKnown = false
     /// Function names whose every definition in the database is STABLE or IMMUTABLE
     /// (`SequenceOrdering.readers`), when known: calls of them read (`StatementAnalysis.resolved`).
     var readers: Set<String>?
@@ -174,6 +176,9 @@ struct StatementTracker {
         return drawing.sorted().map { "\(insert.relation).\($0)" }
     }
 
+    /// The refusal's entry for `nextval()` in an UPDATE whose WHERE may meet several rows.
+    static let updateNextval = "nextval() in an UPDATE whose WHERE pins no unique key" + StatementAnalysis.physicalOrderNote
+
     /// The refusal's entry for `nextval()` drawn in the select list of an INSERT … SELECT without ORDER BY.
     static let insertSelectNextval = "nextval() in INSERT … SELECT … FROM without ORDER BY" + StatementAnalysis.physicalOrderNote
 
@@ -189,6 +194,10 @@ struct StatementTracker {
         var volatile = analysis.volatileCalls
         if analysis.unorderedInsertSelects.contains(where: { $0.drawsNextval && !$0.meetsOneRow(uniqueKeys: rowOrder.uniqueKeys) }) {
             volatile.append(Self.insertSelectNextval)
+        }
+        // (Without the catalog, an UPDATE … WHERE id = $1 cannot be told from one meeting many rows: it runs.)
+        if rowOrderKnown, analysis.nextvalUpdates.contains(where: { !$0.meetsOneRow(uniqueKeys: rowOrder.uniqueKeys) }) {
+            volatile.append(Self.updateNextval)
         }
         // A read with such a call is answered by the lead alone (`readsServerState`): nothing to refuse.
         if refuseVolatile && !volatile.isEmpty && (named || !analysis.readsServerState) { return Self.refusal(volatile) }

@@ -24,13 +24,16 @@ public struct UnorderedInsert: Sendable, Equatable {
     public struct Keyed: Sendable, Equatable {
         public var relation: String
         public var columns: Set<String>
+
+        /// Some unique key of the relation has all its columns among `columns`.
+        public func meetsOneRow(uniqueKeys: [String: [[String]]]) -> Bool {
+            uniqueKeys[relation]?.contains { !$0.isEmpty && $0.allSatisfy(columns.contains) } == true
+        }
     }
 
     /// Whether the catalog's unique keys (column lists, per relation) show the SELECT meets at most one row.
     public func meetsOneRow(uniqueKeys: [String: [[String]]]) -> Bool {
-        if atMostOneRow { return true }
-        guard let keyed, let keys = uniqueKeys[keyed.relation] else { return false }
-        return keys.contains { !$0.isEmpty && $0.allSatisfy(keyed.columns.contains) }
+        atMostOneRow || keyed?.meetsOneRow(uniqueKeys: uniqueKeys) == true
     }
 
     /// Aggregates: one row per group, one row without GROUP BY.
@@ -47,7 +50,7 @@ public struct UnorderedInsert: Sendable, Equatable {
     ]
     /// Words after a FROM item that are no alias.
     static let notAliases: Set<String> = clauseEnds.union([
-        "join", "inner", "left", "right", "full", "cross", "natural", "lateral", "tablesample", "using",
+        "join", "inner", "left", "right", "full", "cross", "natural", "lateral", "tablesample", "using", "set",
     ])
 
     /// The INSERT … SELECT of `s` (one statement's significant tokens) when its rows come in a scan's
@@ -135,7 +138,35 @@ public struct UnorderedInsert: Sendable, Equatable {
     /// `FROM [ONLY] [schema.]table [[AS] alias] WHERE a = $1 AND t.b = 'x' …`: the table and the columns
     /// its WHERE pins to constants; nil for anything else (joins, several tables, OR at the top).
     private static func keyed(_ s: [SQLToken], from: Int, clauses: [(word: String, at: Int)]) -> Keyed? {
-        var i = from + 1
+        guard let t = tableAndAlias(s, at: from + 1), s.word(at: t.next) == "where",
+              let w = clauses.firstIndex(where: { $0.at == t.next }) else { return nil }
+        // (`a IS DISTINCT FROM b` does not end it.)
+        let end = clauses[(w + 1)...].first(where: { $0.word != "from" })?.at ?? s.count
+        guard let columns = pinnedColumns(s, t.next + 1, end, of: [t.relation, t.alias ?? t.relation]) else { return nil }
+        return Keyed(relation: t.relation, columns: columns)
+    }
+
+    /// `UPDATE [ONLY] t [[AS] alias] SET … [FROM …] WHERE …`: the table updated and the columns of it
+    /// the WHERE pins to constants (none: an empty set); nil when `s` is no UPDATE with a WHERE.
+    static func keyedUpdate(_ s: [SQLToken]) -> Keyed? {
+        guard s.word(at: 0) == "update", let t = tableAndAlias(s, at: 1) else { return nil }
+        var depth = 0
+        var whereAt: Int?
+        var end = s.count
+        for j in t.next..<s.count {
+            if s[j].kind == .punctuation { if s[j].text == "(" { depth += 1 } else if s[j].text == ")" { depth -= 1 } }
+            guard depth == 0, let word = s.word(at: j) else { continue }
+            if word == "where", whereAt == nil { whereAt = j }
+            if word == "returning" { end = j; break }
+        }
+        guard let w = whereAt, w < end else { return nil }
+        return Keyed(relation: t.relation, columns: pinnedColumns(s, w + 1, end, of: [t.relation, t.alias ?? t.relation]) ?? [])
+    }
+
+    /// `[ONLY] [schema.]table [*] [[AS] alias]` at `i`: the table (lower-cased, without schema), its
+    /// alias, and the index after them.
+    private static func tableAndAlias(_ s: [SQLToken], at start: Int) -> (relation: String, alias: String?, next: Int)? {
+        var i = start
         if s.word(at: i) == "only" { i += 1 }
         var relation: String?
         while i < s.count, s[i].kind == .word || s[i].kind == .quotedIdentifier {
@@ -143,20 +174,23 @@ public struct UnorderedInsert: Sendable, Equatable {
             if s.isPunctuation(".", at: i + 1) { i += 2 } else { i += 1; break }
         }
         guard let relation else { return nil }
+        if s.isPunctuation("*", at: i) { i += 1 }
         var alias: String?
         if s.word(at: i) == "as" { i += 1 }
         if i < s.count, s[i].kind == .quotedIdentifier || (s[i].kind == .word && !notAliases.contains(s[i].text)) {
             alias = StatementAnalysis.folded(s[i])
             i += 1
         }
-        guard s.word(at: i) == "where", let w = clauses.firstIndex(where: { $0.at == i }) else { return nil }
-        // (`a IS DISTINCT FROM b` does not end it.)
-        let end = clauses[(w + 1)...].first(where: { $0.word != "from" })?.at ?? s.count
-        // The conjuncts at the WHERE's own level.
+        return (relation, alias, i)
+    }
+
+    /// The columns (of the table called one of `names`) that the conjuncts of the WHERE between
+    /// `lower` and `upper` compare with constants; nil when an OR joins them at the top.
+    private static func pinnedColumns(_ s: [SQLToken], _ lower: Int, _ upper: Int, of names: Set<String>) -> Set<String>? {
         var conjuncts: [Range<Int>] = []
         var depth = 0
-        var begin = i + 1
-        for j in (i + 1)..<end {
+        var begin = lower
+        for j in lower..<max(lower, upper) {
             if s[j].kind == .punctuation { if s[j].text == "(" { depth += 1 } else if s[j].text == ")" { depth -= 1 } }
             guard depth == 0, let word = s.word(at: j) else { continue }
             if word == "or" { return nil }
@@ -165,8 +199,7 @@ public struct UnorderedInsert: Sendable, Equatable {
                 begin = j + 1
             }
         }
-        conjuncts.append(begin..<end)
-        let names: Set<String> = [relation, alias ?? relation]
+        conjuncts.append(begin..<max(begin, upper))
         var columns: Set<String> = []
         for c in conjuncts {
             guard let eq = c.first(where: { s.isPunctuation("=", at: $0) }) else { continue }
@@ -176,7 +209,7 @@ public struct UnorderedInsert: Sendable, Equatable {
                 columns.insert(column)
             }
         }
-        return columns.isEmpty ? nil : Keyed(relation: relation, columns: columns)
+        return columns
     }
 
     /// The column `r` names exactly (`col`, `t.col`, `"Col"`), of the table called one of `names`.

@@ -204,7 +204,8 @@ extension ClientSessionHandler {
     }
 
     /// Holds the current group while the catalog loads when one of its statements is an INSERT …
-    /// SELECT without ORDER BY, which is judged with the catalog (`UnorderedInsert`): after DDL (a
+    /// SELECT without ORDER BY or an UPDATE … WHERE calling nextval(), which are judged with the
+    /// catalog (`UnorderedInsert`, `StatementAnalysis.nextvalUpdates`): after DDL (a
     /// migration creating a table, then filling it from another) it would otherwise pass unjudged.
     /// Once only per group: a load that fails or cannot start lets it pass as before.
     func holdForCatalog() -> Bool {
@@ -220,7 +221,8 @@ extension ClientSessionHandler {
         return true
     }
 
-    /// A Query or Parse whose text has an `INSERT … SELECT … FROM` without ORDER BY.
+    /// A Query or Parse whose text has an `INSERT … SELECT … FROM` without ORDER BY, or an UPDATE with a
+    /// WHERE that calls nextval().
     static func mayInsertUnordered(_ frame: PostgresFrame) -> Bool {
         guard frame.type == FrontendMessage.Kind.query.rawValue || frame.type == FrontendMessage.Kind.parse.rawValue else { return false }
         let sql: String
@@ -230,11 +232,12 @@ extension ClientSessionHandler {
         default: return false
         }
         guard SessionReplay.mentions(sql, needles: insertSelectNeedles) else { return false }
-        return !StatementAnalysis(sql).unorderedInsertSelects.isEmpty
+        let analysis = StatementAnalysis(sql)
+        return !analysis.unorderedInsertSelects.isEmpty || !analysis.nextvalUpdates.isEmpty
     }
 
-    /// What a text must mention to be analysed for `mayInsertUnordered`.
-    static let insertSelectNeedles: [[UInt8]] = [Array("insert".utf8)]
+    /// What a text must mention (one of them) to be analysed for `mayInsertUnordered`.
+    static let insertSelectNeedles: [[UInt8]] = [Array("insert".utf8), Array("nextval".utf8)]
 
     /// The catalog load a group waits for ended (or its lead was replaced): the group goes on.
     func endCatalogWait() {

@@ -382,7 +382,9 @@ extension ClientSessionHandler {
     /// live (else statements pass unchanged) and the database's per-row volatile defaults.
     func prepareTracker() {
         tracker.rewrite = liveCount > 1
-        tracker.rowOrder = shared.sequenceOrdering.rowOrderCatalog(in: database) ?? RowOrderCatalog()
+        let rowOrder = shared.sequenceOrdering.rowOrderCatalog(in: database)
+        tracker.rowOrder = rowOrder ?? RowOrderCatalog()
+        tracker.rowOrderKnown = rowOrder != nil
         tracker.readers = shared.sequenceOrdering.readers(in: database)
         if tracker.readers == nil && tracker.rewrite { loadSequenceCatalogIfNeeded() }
     }
@@ -524,7 +526,9 @@ extension ClientSessionHandler {
         }
         let seq = nextSeq
         if cycle && flags.writes { comparison.noteWrite(seq) }
-        if flags.perServerRows || partRowsPerServer { noteRowsUncompared(seq, cycle: cycle) }
+        // (Not a cycle that follows parts ended by Flush: a follower may count the parts' answers with
+        // the cycle or before it, the lead before it, so their rows are hashed alike only as before.)
+        if flags.perServerRows, cycle, !openExtendedGroup { noteRowsUncompared(seq) }
         // (Not after a part ended by Flush: that part's replies are counted with this cycle's, so the
         // count would not say which Parse was answered.)
         if flags.parses > 0 || flags.closes > 0 || parsesSent.seq == nil {
@@ -542,15 +546,9 @@ extension ClientSessionHandler {
         return seq
     }
 
-    /// The rows of cycle `seq` (or of the cycle a part ended by Flush belongs to, when not `cycle`)
-    /// are per server: they are not hashed for the comparison. Cycles every live backend has finished
-    /// are forgotten here.
-    func noteRowsUncompared(_ seq: Int, cycle: Bool) {
-        guard cycle else {
-            partRowsPerServer = true
-            return
-        }
-        partRowsPerServer = false
+    /// The rows of cycle `seq` are per server: they are not hashed for the comparison. Cycles every
+    /// live backend has finished are forgotten here.
+    func noteRowsUncompared(_ seq: Int) {
         let oldest = backends.indices.filter { backends[$0].isLive }.compactMap { backends[$0].owed.head?.seq }.min() ?? seq
         rowsUncompared = rowsUncompared.filter { $0 >= oldest }
         rowsUncompared.insert(seq)

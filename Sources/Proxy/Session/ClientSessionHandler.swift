@@ -175,8 +175,6 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogLoading = false
     /// Cycles whose rows are per server and not compared (`noteRowsUncompared`).
     var rowsUncompared: Set<Int> = []
-    /// A part ended by Flush had such rows: so has the cycle it belongs to.
-    var partRowsPerServer = false
     /// The current group waits for the catalog load (`holdForCatalog`).
     var catalogWait = false
     /// The group replayed after such a wait does not wait again.
