@@ -172,6 +172,39 @@ extension TimingSensitive {
         }
     }
 
+    /// A job queue (psycopg2 workers taking jobs with `SELECT … FOR UPDATE SKIP LOCKED`, then marking
+    /// them by key; pgbench doing the same in the extended and prepared protocols) through three
+    /// backends: each backend would skip the locks held there and pick its own row, so the statement
+    /// runs on the lead alone and its choice is every backend's. No backend is failed, every job is
+    /// taken once, the backends stay identical; the one-statement form (`UPDATE … WHERE id = (SELECT
+    /// … SKIP LOCKED)`), which wrote other rows on each backend with both online, is refused.
+    @Test func aJobQueueTakingJobsWithSkipLockedStaysIdentical() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let run = try Clients.pythonScript("job_queue.py", [proxy.connectionString(), "6", "40"], timeout: .seconds(150))
+                #expect(run.exitCode == 0 && run.stdoutLines.last == "PASSED", "\(run.report)")
+                let script = proxy.directory + "/take.sql"
+                try """
+                \\set w random(1, 1000000)
+                begin;
+                select id from jobs where not taken order by id limit 1 for update skip locked \\gset
+                update jobs set taken = true, worker = :w where id = :id;
+                end;
+                """.write(toFile: script, atomically: true, encoding: .utf8)
+                let more = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"],
+                                            input: "insert into jobs (id) select g from generate_series(1001, 1400) g;")
+                #expect(more.exitCode == 0, "\(more.report)")
+                for mode in ["extended", "prepared"] {
+                    let bench = try Clients.pgbench(port: proxy.port, ["-n", "-M", mode, "-c", "4", "-t", "40", "-f", script])
+                    #expect(bench.exitCode == 0 && bench.stdout.contains("number of failed transactions: 0"), "\(mode): \(bench.report)")
+                }
+                #expect(try servers[0].psql("select count(*) from jobs where taken") == "560")
+                #expect(proxy.server.context.registry.online().count == 3, "a backend was failed by the queue")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+            }
+        }
+    }
+
     /// Two backends behind a proxy, `table` (id int primary key, v text; ids 1–20) created through it
     /// (with `more` SQL), then rows 1–5 moved to the end of the second backend's heap by an UPDATE that
     /// changes no value, run on it alone: a scan meets the rows in another order on each backend.

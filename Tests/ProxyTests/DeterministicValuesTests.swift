@@ -1,5 +1,6 @@
 @testable import Proxy
 import Testing
+import Wire
 
 /// Volatile values in definitions and in an INSERT's rows become the `pgchorus` functions; time
 /// literals become the transaction's time; per-row values over rows in physical order stay refused.
@@ -224,6 +225,32 @@ import Testing
         #expect(StatementAnalysis("select id from q limit 1 for share").physicalOrderClauses == ["LIMIT"])
         #expect(StatementAnalysis("select id from q limit 1 for update skip locked").physicalOrderClauses == ["LIMIT"])
         #expect(StatementTracker.physicalOrderRefusal(["string_agg()"]).contains("ORDER BY id)), or set"))
+    }
+
+    /// `SELECT … FOR UPDATE SKIP LOCKED` alone is a take the lead answers; a write that skips locked
+    /// rows is refused.
+    @Test func skipLockedTakesAndWrites() {
+        for sql in ["select id from jobs where not taken order by id limit 1 for update skip locked",
+                    "SELECT * FROM jobs WHERE queue = $1 ORDER BY id LIMIT 10 FOR NO KEY UPDATE SKIP LOCKED",
+                    "with q as (select id from jobs order by id limit 5) select id from jobs where id in (select id from q) for share skip locked"] {
+            let a = StatementAnalysis(sql)
+            #expect(a.skipsLocked && !a.writesSkippingLocked && !a.isReadOnly, "\(sql)")
+        }
+        for sql in ["update jobs set taken = true where id = (select id from jobs order by id limit 1 for update skip locked) returning id",
+                    "with next as (select id from jobs order by id limit 1 for update skip locked) update jobs set taken = true from next where jobs.id = next.id",
+                    "delete from queue where id in (select id from queue order by id limit 10 for update skip locked) returning *",
+                    "select id into taken_ids from jobs order by id limit 1 for update skip locked"] {
+            let a = StatementAnalysis(sql)
+            #expect(!a.skipsLocked && a.writesSkippingLocked, "\(sql)")
+            #expect(StatementTracker(refuseVolatile: true).refusal(for: a) == StatementTracker.skipLockedRefusal, "\(sql)")
+        }
+        #expect(!StatementAnalysis("select id from jobs order by id limit 1 for update").skipsLocked)
+        #expect(!StatementAnalysis("select id, my_claim(id) from jobs order by id limit 1 for update skip locked").skipsLocked)
+        var tracker = StatementTracker(refuseVolatile: true)
+        let take = tracker.process([FrontendMessage.query("select id from jobs order by id limit 1 for update skip locked").frame]) { "" }
+        let named = tracker.process([FrontendMessage.parse(.init(name: "take", query: "select id from jobs limit 1 for update skip locked", parameterTypes: [])).frame, FrontendMessage.sync.frame]) { "" }
+        #expect(!named.skipsLocked, "a named Parse goes everywhere")
+        #expect(take.skipsLocked && take.writes)
     }
 
     /// SERIAL/IDENTITY ids (and per-row defaults) given to the rows of an INSERT … SELECT in each

@@ -86,6 +86,19 @@ import Wire
         #expect(route(cursor, session(status: .inTransaction)) == .lead)
     }
 
+    /// A job queue's `SELECT … FOR UPDATE SKIP LOCKED`: the lead's choice, in a transaction or not;
+    /// behind unreleased groups or in an aborted block, everywhere (its rows then uncompared).
+    @Test func aSkipLockedTakeIsTheLeadsAlone() {
+        let take = result { $0.writes = true; $0.isPlainRead = false; $0.skipsLocked = true }
+        #expect(route(take, session()) == .lead)
+        #expect(route(take, session(status: .inTransaction, wrote: true)) == .lead)
+        #expect(route(take, session(status: .failed)) == .all(wrap: false))
+        var s = session(status: .inTransaction)
+        s.nothingUnreleased = false
+        #expect(route(take, s) == .all(wrap: false))
+        #expect(route(take, session(replicated: false)) == .all(wrap: false))
+    }
+
     @Test func aFlushOrCopyDataIsNeverRoutedAlone() {
         var s = session(routing: "lead")
         s.cycle = false

@@ -58,6 +58,17 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var unorderedInsertSelects: [UnorderedInsert] = []
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
+    /// One `SELECT … FOR UPDATE/SHARE … SKIP LOCKED` (a job queue taking its next job) that writes
+    /// nothing else and calls no function that might: which rows it skips depends on which other
+    /// sessions hold locks on each backend at that moment, so each backend would lock and return
+    /// other rows. It runs on the lead alone (`GroupRoute`); the writes that follow, by the keys the
+    /// lead returned, go everywhere.
+    public var skipsLocked = false
+    /// A statement that writes and skips locked rows (`UPDATE jobs SET … WHERE id = (SELECT id … FOR
+    /// UPDATE SKIP LOCKED)`, a CTE that does, DELETE … RETURNING of such rows): each backend would
+    /// write other rows, the lead's answer alike whatever the others did (it diverged silently).
+    /// Refused (`StatementTracker.skipLockedRefusal`).
+    public var writesSkippingLocked = false
     /// UPDATEs with a WHERE that call nextval(): the table and the columns their WHERE pins to
     /// constants. Unless those hold a unique key, the rows met get their values in each backend's
     /// scan order (`StatementTracker.refusal(for:)` judges with the catalog).
@@ -264,11 +275,15 @@ public struct StatementAnalysis: Sendable, Equatable {
                Self.bodyIsSQL(s, first: first) {
                 for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
             }
+            if s.indices.contains(where: { s.word(at: $0) == "skip" && s.word(at: $0 + 1) == "locked" }), !Self.skipsLocked(s, first: first) {
+                writesSkippingLocked = true
+            }
             let picks = Self.physicalOrderPicks(s)
             if Self.writesRows(s, first: first) { physicalOrderClauses += picks } else if !picks.isEmpty { readsPhysicalOrder = true }
             if Self.namesPgchorusGid(s, first: first) { namesPgchorusTransaction = true }
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
+        if statements.count == 1, unknownCalls.isEmpty, volatileCalls.isEmpty { skipsLocked = Self.skipsLocked(statements[0], first: words[0]) }
         if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches || readsPhysicalOrder) }
     }
 
@@ -403,6 +418,22 @@ public struct StatementAnalysis: Sendable, Equatable {
                 return false
             }
         }
+    }
+
+    /// See `skipsLocked`.
+    static func skipsLocked(_ s: [SQLToken], first: String) -> Bool {
+        guard first == "select" || first == "with" else { return false }
+        var skip = false
+        for i in s.indices {
+            switch s.word(at: i) {
+            case "skip" where s.word(at: i + 1) == "locked": skip = true
+            case "insert", "delete", "merge", "into", "nextval", "setval": return false
+            // FOR UPDATE, FOR NO KEY UPDATE only.
+            case "update" where s.word(at: i - 1) != "for" && s.word(at: i - 1) != "key": return false
+            default: break
+            }
+        }
+        return skip
     }
 
     /// See `readsOnlyItsTarget`.

@@ -55,6 +55,9 @@ struct StatementTracker {
         var readsOnlyItsTarget = false
         /// Some statement is a read of per-server state (`StatementAnalysis.readsServerState`).
         var readsServerState = false
+        /// The group is one `SELECT … FOR UPDATE … SKIP LOCKED` (`StatementAnalysis.skipsLocked`),
+        /// with no named statement or portal: it may run on the lead alone.
+        var skipsLocked = false
         /// Some statement calls the `pgchorus` functions of `DeterministicValues` (rewritten here).
         var usesDeterministicValues = false
         /// Some statement makes PREPARE TRANSACTION impossible (`StatementAnalysis.preventsPrepare`).
@@ -146,6 +149,12 @@ struct StatementTracker {
         + "MESSAGE = 'pgchorus refuses to let a client prepare, commit or roll back a transaction named pgchorus:…', "
         + "HINT = 'Those are pgchorus'' own two-phase commits: its commit vote and in-doubt resolver finish them. Name your own prepared transactions otherwise.'; END $pgchorus$"
 
+    /// A statement that fails on every backend alike, in place of a write that skips locked rows
+    /// (`StatementAnalysis.writesSkippingLocked`).
+    static let skipLockedRefusal = "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
+        + "MESSAGE = 'pgchorus refuses SKIP LOCKED in a statement that writes: each backend skips the rows other sessions lock there, so each would write other rows', "
+        + "HINT = 'Take the rows with a SELECT … FOR UPDATE SKIP LOCKED of their own (pgchorus runs it on the lead alone and returns its choice), then write them by key in the same transaction (UPDATE jobs SET … WHERE id = ANY($1)).'; END $pgchorus$"
+
     /// A statement that fails on every backend alike, in place of a write that would choose other rows
     /// on each backend.
     static func physicalOrderRefusal(_ clauses: [String]) -> String {
@@ -187,6 +196,7 @@ struct StatementTracker {
     func refusal(for analysis: StatementAnalysis, named: Bool = false) -> String? {
         if analysis.namesPgchorusTransaction { return Self.ownTransactionRefusal }
         guard rewrite else { return nil }
+        if analysis.writesSkippingLocked { return Self.skipLockedRefusal }
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
         // (Sequence columns numbered in scan order are what `replication.physical_order_writes` allows.)
         let unordered = analysis.unorderedInsertSelects.flatMap { unorderedDefaults($0, sequences: refusePhysicalOrder) }
@@ -320,6 +330,9 @@ struct StatementTracker {
         var commitExecutes = 0
         var wrappableExecutes = 0
         var targetOnlyExecutes = 0
+        var skipLockedExecutes = 0
+        // No named statement or portal made or dropped, no unknown Execute (see `Result.skipsLocked`).
+        var plainShape = true
         for frame in frames {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
@@ -335,6 +348,7 @@ struct StatementTracker {
                 executes += 1
                 if analysis.isWrappable { wrappableExecutes += 1 }
                 if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
+                if analysis.skipsLocked { skipLockedExecutes += 1 }
                 if analysis.isCommit { commitExecutes += 1 }
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
@@ -401,6 +415,7 @@ struct StatementTracker {
                 statements[parse.name] = prepared
                 if !parse.name.isEmpty {
                     result.isPlainRead = false
+                    plainShape = false
                     let sent = result.bytes.writerIndex > start ? result.bytes.getSlice(at: start, length: result.bytes.writerIndex - start)! : frame.bytes
                     result.statementChanges.append(.parsed(parse: parses - 1, name: parse.name, bytes: sent))
                 }
@@ -412,7 +427,10 @@ struct StatementTracker {
                     continue
                 }
                 portals[names.portal] = names.statement
-                if !names.portal.isEmpty { result.isPlainRead = false }
+                if !names.portal.isEmpty {
+                    result.isPlainRead = false
+                    plainShape = false
+                }
                 if let n = statements[names.statement]?.timeParameter, case var .bind(bind)? = try? FrontendMessage(frame: frame),
                    bind.parameters.count == n - 1 {
                     switch bind.parameterFormats.count {
@@ -436,16 +454,19 @@ struct StatementTracker {
                     if analysis.isCommit { commitExecutes += 1 }
                     if analysis.isWrappable { wrappableExecutes += 1 }
                     if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
+                    if analysis.skipsLocked { skipLockedExecutes += 1 }
                     if !analysis.isReadOnly { result.writes = true }
                     result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 } else {
                     result.writes = true // a statement we did not see prepared (e.g. SQL PREPARE): assume it writes
                     result.isPlainRead = false
+                    plainShape = false
                     noteDeallocation(true) // and that it may deallocate
                 }
                 passUnchanged(frame)
             case FrontendMessage.Kind.close.rawValue:
                 result.isPlainRead = false
+                plainShape = false
                 if case let .close(target, name)? = try? FrontendMessage(frame: frame) {
                     closes += 1
                     if target == .statement {
@@ -461,6 +482,7 @@ struct StatementTracker {
                 executes += 1
                 result.writes = true
                 result.isPlainRead = false
+                plainShape = false
                 passUnchanged(frame)
             default:
                 passUnchanged(frame)
@@ -470,6 +492,7 @@ struct StatementTracker {
         result.closes = closes
         result.isCommit = executes == 1 && commitExecutes == 1
         result.readsOnlyItsTarget = executes == 1 && targetOnlyExecutes == 1
+        result.skipsLocked = executes == 1 && skipLockedExecutes == 1 && plainShape
         result.isWrappable = executes == 1 && wrappableExecutes == 1
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }

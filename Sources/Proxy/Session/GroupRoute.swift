@@ -59,6 +59,11 @@ enum GroupRoute: Equatable {
         if s.replicated, s.cycle, r.usesLeadOnlyCursor, !s.routedReadPending, !s.openExtendedGroup, s.status != .failed {
             return .lead
         }
+        // A job queue's `SELECT … FOR UPDATE SKIP LOCKED`: each backend would skip other sessions' locks
+        // as they stand there, and lock and return other rows; the lead's choice is the session's.
+        if s.replicated, s.cycle, r.skipsLocked, s.nothingUnreleased, !s.routedReadPending, !s.openExtendedGroup, s.status != .failed {
+            return .lead
+        }
         if s.replicated, s.cycle, r.isPlainRead, !r.writes, s.nothingUnreleased, !s.routedReadPending, !s.openExtendedGroup {
             if r.readsServerState, s.status != .failed { return .lead }
             if s.readRouting != "all", s.status == .idle { return s.readRouting == "lead" ? .lead : .balanced }

@@ -1,0 +1,61 @@
+"""A job queue through pgchorusd, as job-queue libraries run one: workers take their next job with
+SELECT … FOR UPDATE SKIP LOCKED and mark it by key in the same transaction; the one-statement form
+(UPDATE … WHERE id = (SELECT … SKIP LOCKED)) must be refused. Prints PASSED and exits 0 when every
+job was taken exactly once and the refusal came."""
+import sys
+import threading
+import time
+
+import psycopg2
+
+dsn, workers, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+deadline = time.monotonic() + 100
+setup = psycopg2.connect(dsn)
+setup.autocommit = True
+cur = setup.cursor()
+cur.execute("create table jobs (id int primary key, taken bool not null default false, worker int, taken_at timestamptz)")
+cur.execute("insert into jobs (id) select g from generate_series(1, %s) g", (workers * per,))
+errors = []
+taken = []
+
+
+def work(w):
+    try:
+        conn = psycopg2.connect(dsn)
+        for _ in range(per):
+            if time.monotonic() > deadline:
+                errors.append(f"worker {w}: out of time")
+                return
+            with conn:
+                with conn.cursor() as k:
+                    k.execute("select id from jobs where not taken order by id limit 1 for update skip locked")
+                    row = k.fetchone()
+                    if row is None:
+                        errors.append(f"worker {w}: no job left")
+                        return
+                    k.execute("update jobs set taken = true, worker = %s, taken_at = now() where id = %s and not taken", (w, row[0]))
+                    if k.rowcount != 1:
+                        errors.append(f"worker {w}: job {row[0]} was taken twice")
+                    taken.append(row[0])
+        conn.close()
+    except Exception as e:  # noqa: BLE001 - reported, the test fails on it
+        errors.append(f"worker {w}: {e}")
+
+
+threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(110)
+cur.execute("select count(*) filter (where taken), count(distinct worker) from jobs")
+done, by = cur.fetchone()
+refused = False
+try:
+    cur.execute("update jobs set worker = 0 where id = (select id from jobs order by id limit 1 for update skip locked)")
+except psycopg2.Error as e:
+    refused = e.pgcode == "0A000" and "SKIP LOCKED" in str(e)
+print("errors", errors[:3])
+print("taken", done, "distinct", len(set(taken)), "workers", by, "refused", refused)
+ok = not errors and done == workers * per and len(set(taken)) == workers * per and refused
+print("PASSED" if ok else "FAILED")
+sys.exit(0 if ok else 1)
