@@ -249,7 +249,11 @@ import Wire
         var tracker = StatementTracker(refuseVolatile: true)
         let take = tracker.process([FrontendMessage.query("select id from jobs order by id limit 1 for update skip locked").frame]) { "" }
         let named = tracker.process([FrontendMessage.parse(.init(name: "take", query: "select id from jobs limit 1 for update skip locked", parameterTypes: [])).frame, FrontendMessage.sync.frame]) { "" }
-        #expect(!named.skipsLocked, "a named Parse goes everywhere")
+        #expect(!named.skipsLocked && named.skipLockedRows == false, "a named Parse goes everywhere (and runs nothing)")
+        let parsedAndRun = tracker.process([FrontendMessage.parse(.init(name: "take2", query: "select id from jobs limit 1 for update skip locked", parameterTypes: [])).frame,
+                                            FrontendMessage.bind(.init(portal: "", statement: "take2", parameterFormats: [], parameters: [], resultFormats: [])).frame,
+                                            FrontendMessage.execute(portal: "", maxRows: 0).frame, FrontendMessage.sync.frame]) { "" }
+        #expect(!parsedAndRun.skipsLocked && parsedAndRun.skipLockedRows, "parsed and run at once (JDBC): everywhere, its rows uncompared")
         #expect(take.skipsLocked && take.writes)
     }
 

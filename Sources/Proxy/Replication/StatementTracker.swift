@@ -58,6 +58,9 @@ struct StatementTracker {
         /// The group is one `SELECT … FOR UPDATE … SKIP LOCKED` (`StatementAnalysis.skipsLocked`),
         /// with no named statement or portal: it may run on the lead alone.
         var skipsLocked = false
+        /// The group runs one such statement (with a named statement or portal, too): where it goes
+        /// to every backend, its rows are per backend.
+        var skipLockedRows = false
         /// Some statement calls the `pgchorus` functions of `DeterministicValues` (rewritten here).
         var usesDeterministicValues = false
         /// Some statement makes PREPARE TRANSACTION impossible (`StatementAnalysis.preventsPrepare`).
@@ -492,7 +495,8 @@ struct StatementTracker {
         result.closes = closes
         result.isCommit = executes == 1 && commitExecutes == 1
         result.readsOnlyItsTarget = executes == 1 && targetOnlyExecutes == 1
-        result.skipsLocked = executes == 1 && skipLockedExecutes == 1 && plainShape
+        result.skipLockedRows = executes == 1 && skipLockedExecutes == 1
+        result.skipsLocked = result.skipLockedRows && plainShape
         result.isWrappable = executes == 1 && wrappableExecutes == 1
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
