@@ -177,7 +177,9 @@ extension TimingSensitive {
     /// backends: each backend would skip the locks held there and pick its own row, so the statement
     /// runs on the lead alone and its choice is every backend's. No backend is failed, every job is
     /// taken once, the backends stay identical; the one-statement form (`UPDATE … WHERE id = (SELECT
-    /// … SKIP LOCKED)`), which wrote other rows on each backend with both online, is refused.
+    /// … SKIP LOCKED)`), which wrote other rows on each backend with both online, is refused. Leader
+    /// election by `pg_try_advisory_lock()` (which failed a follower that answered by its own
+    /// sessions' locks) is answered by the lead alone; a try-lock inside a write is refused.
     @Test func aJobQueueTakingJobsWithSkipLockedStaysIdentical() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in

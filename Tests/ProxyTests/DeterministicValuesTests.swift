@@ -234,27 +234,39 @@ import Wire
                     "SELECT * FROM jobs WHERE queue = $1 ORDER BY id LIMIT 10 FOR NO KEY UPDATE SKIP LOCKED",
                     "with q as (select id from jobs order by id limit 5) select id from jobs where id in (select id from q) for share skip locked"] {
             let a = StatementAnalysis(sql)
-            #expect(a.skipsLocked && !a.writesSkippingLocked && !a.isReadOnly, "\(sql)")
+            #expect(a.locksOnLeadAlone && a.writesByLockState.isEmpty && !a.isReadOnly, "\(sql)")
         }
         for sql in ["update jobs set taken = true where id = (select id from jobs order by id limit 1 for update skip locked) returning id",
                     "with next as (select id from jobs order by id limit 1 for update skip locked) update jobs set taken = true from next where jobs.id = next.id",
                     "delete from queue where id in (select id from queue order by id limit 10 for update skip locked) returning *",
                     "select id into taken_ids from jobs order by id limit 1 for update skip locked"] {
             let a = StatementAnalysis(sql)
-            #expect(!a.skipsLocked && a.writesSkippingLocked, "\(sql)")
-            #expect(StatementTracker(refuseVolatile: true).refusal(for: a) == StatementTracker.skipLockedRefusal, "\(sql)")
+            #expect(!a.locksOnLeadAlone && a.writesByLockState == ["SKIP LOCKED"], "\(sql)")
+            #expect(StatementTracker(refuseVolatile: true).refusal(for: a) == StatementTracker.lockStateRefusal(["SKIP LOCKED"]), "\(sql)")
         }
-        #expect(!StatementAnalysis("select id from jobs order by id limit 1 for update").skipsLocked)
-        #expect(!StatementAnalysis("select id, my_claim(id) from jobs order by id limit 1 for update skip locked").skipsLocked)
+        // Advisory locks: taken and released on the lead alone; a try-lock in a write refused.
+        for sql in ["select pg_try_advisory_lock(7)", "SELECT pg_advisory_unlock(7), pg_advisory_unlock_all()",
+                    "select pg_catalog.pg_try_advisory_xact_lock(hashtext($1))", "select id from jobs where pg_try_advisory_lock(id) order by id limit 1"] {
+            // (hashtext() is known to read once the catalog says it is IMMUTABLE.)
+            let a = StatementAnalysis(sql).resolved(readers: ["hashtext"])
+            #expect(a.locksOnLeadAlone && a.writesByLockState.isEmpty && !a.isReadOnly, "\(sql)")
+        }
+        let claim = StatementAnalysis("update jobs set worker = 1 where id = 3 and pg_try_advisory_lock(id)")
+        #expect(!claim.locksOnLeadAlone && claim.writesByLockState == ["pg_try_advisory_lock()"])
+        #expect(StatementTracker(refuseVolatile: true).refusal(for: claim)?.contains("refuses pg_try_advisory_lock() in a statement that writes") == true)
+        #expect(!StatementAnalysis("select pg_try_advisory_lock(7), my_func()").locksOnLeadAlone)
+        #expect(!StatementAnalysis("insert into t select pg_advisory_xact_lock(1)").locksOnLeadAlone)
+        #expect(!StatementAnalysis("select id from jobs order by id limit 1 for update").locksOnLeadAlone)
+        #expect(!StatementAnalysis("select id, my_claim(id) from jobs order by id limit 1 for update skip locked").locksOnLeadAlone)
         var tracker = StatementTracker(refuseVolatile: true)
         let take = tracker.process([FrontendMessage.query("select id from jobs order by id limit 1 for update skip locked").frame]) { "" }
         let named = tracker.process([FrontendMessage.parse(.init(name: "take", query: "select id from jobs limit 1 for update skip locked", parameterTypes: [])).frame, FrontendMessage.sync.frame]) { "" }
-        #expect(!named.skipsLocked && named.skipLockedRows == false, "a named Parse goes everywhere (and runs nothing)")
+        #expect(!named.locksOnLeadAlone && named.lockRowsPerBackend == false, "a named Parse goes everywhere (and runs nothing)")
         let parsedAndRun = tracker.process([FrontendMessage.parse(.init(name: "take2", query: "select id from jobs limit 1 for update skip locked", parameterTypes: [])).frame,
                                             FrontendMessage.bind(.init(portal: "", statement: "take2", parameterFormats: [], parameters: [], resultFormats: [])).frame,
                                             FrontendMessage.execute(portal: "", maxRows: 0).frame, FrontendMessage.sync.frame]) { "" }
-        #expect(!parsedAndRun.skipsLocked && parsedAndRun.skipLockedRows, "parsed and run at once (JDBC): everywhere, its rows uncompared")
-        #expect(take.skipsLocked && take.writes)
+        #expect(!parsedAndRun.locksOnLeadAlone && parsedAndRun.lockRowsPerBackend, "parsed and run at once (JDBC): everywhere, its rows uncompared")
+        #expect(take.locksOnLeadAlone && take.writes)
     }
 
     /// SERIAL/IDENTITY ids (and per-row defaults) given to the rows of an INSERT … SELECT in each

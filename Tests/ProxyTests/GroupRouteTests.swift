@@ -89,7 +89,7 @@ import Wire
     /// A job queue's `SELECT … FOR UPDATE SKIP LOCKED`: the lead's choice, in a transaction or not;
     /// behind unreleased groups or in an aborted block, everywhere (its rows then uncompared).
     @Test func aSkipLockedTakeIsTheLeadsAlone() {
-        let take = result { $0.writes = true; $0.isPlainRead = false; $0.skipsLocked = true }
+        let take = result { $0.writes = true; $0.isPlainRead = false; $0.locksOnLeadAlone = true }
         #expect(route(take, session()) == .lead)
         #expect(route(take, session(status: .inTransaction, wrote: true)) == .lead)
         #expect(route(take, session(status: .failed)) == .all(wrap: false))

@@ -58,17 +58,20 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var unorderedInsertSelects: [UnorderedInsert] = []
     /// The statement draws sequence values explicitly (nextval/setval).
     public var callsNextval = false
-    /// One `SELECT … FOR UPDATE/SHARE … SKIP LOCKED` (a job queue taking its next job) that writes
-    /// nothing else and calls no function that might: which rows it skips depends on which other
-    /// sessions hold locks on each backend at that moment, so each backend would lock and return
-    /// other rows. It runs on the lead alone (`GroupRoute`); the writes that follow, by the keys the
-    /// lead returned, go everywhere.
-    public var skipsLocked = false
-    /// A statement that writes and skips locked rows (`UPDATE jobs SET … WHERE id = (SELECT id … FOR
-    /// UPDATE SKIP LOCKED)`, a CTE that does, DELETE … RETURNING of such rows): each backend would
-    /// write other rows, the lead's answer alike whatever the others did (it diverged silently).
-    /// Refused (`StatementTracker.skipLockedRefusal`).
-    public var writesSkippingLocked = false
+    /// One statement whose only effect is on locks that live on the lead alone: a `SELECT … FOR
+    /// UPDATE/SHARE … SKIP LOCKED` (a job queue taking its next job), or a SELECT calling the
+    /// advisory lock functions (`pg_try_advisory_lock(k)` electing a leader, `pg_advisory_unlock(k)`),
+    /// writing nothing and calling no other function that might. Whether a lock is free depends on
+    /// which other sessions hold it on each backend at that moment, so each backend would answer
+    /// otherwise (a follower's other answer failed it). It runs on the lead alone (`GroupRoute`);
+    /// the writes that follow, by the keys the lead returned, go everywhere.
+    public var locksOnLeadAlone = false
+    /// What makes a writing statement depend on the locks of each backend's other sessions: `SKIP
+    /// LOCKED` (`UPDATE jobs SET … WHERE id = (SELECT id … FOR UPDATE SKIP LOCKED)`, a CTE that does,
+    /// DELETE … RETURNING of such rows) or a `pg_try_advisory_…()` call: each backend would write
+    /// other rows, the lead's answer alike whatever the others did (it diverged silently). Refused
+    /// (`StatementTracker.lockStateRefusal`).
+    public var writesByLockState: [String] = []
     /// UPDATEs with a WHERE that call nextval(): the table and the columns their WHERE pins to
     /// constants. Unless those hold a unique key, the rows met get their values in each backend's
     /// scan order (`StatementTracker.refusal(for:)` judges with the catalog).
@@ -93,6 +96,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// function may write, so each makes the statement count as a write — unless the database's catalog
     /// shows every function of that name to be STABLE or IMMUTABLE (`resolved(readers:)`).
     public var unknownCalls: Set<String> = []
+    /// `locksOnLeadAlone` as it would be, were the unknown calls (other than the advisory lock
+    /// functions) readers.
+    var locksOnLeadAloneButForUnknownCalls = false
     /// Nothing but `unknownCalls` makes the statement a write (it would be read-only without them).
     var readOnlyButForUnknownCalls = false
     /// `isPlainRead` as it would be, were the unknown calls readers.
@@ -275,15 +281,16 @@ public struct StatementAnalysis: Sendable, Equatable {
                Self.bodyIsSQL(s, first: first) {
                 for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
             }
-            if s.indices.contains(where: { s.word(at: $0) == "skip" && s.word(at: $0 + 1) == "locked" }), !Self.skipsLocked(s, first: first) {
-                writesSkippingLocked = true
-            }
+            if !Self.locksOnLeadAlone(s, first: first) { writesByLockState += Self.lockStateClauses(s) }
             let picks = Self.physicalOrderPicks(s)
             if Self.writesRows(s, first: first) { physicalOrderClauses += picks } else if !picks.isEmpty { readsPhysicalOrder = true }
             if Self.namesPgchorusGid(s, first: first) { namesPgchorusTransaction = true }
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
-        if statements.count == 1, unknownCalls.isEmpty, volatileCalls.isEmpty { skipsLocked = Self.skipsLocked(statements[0], first: words[0]) }
+        if statements.count == 1, volatileCalls.isEmpty, writesByLockState.isEmpty, Self.locksOnLeadAlone(statements[0], first: words[0]) {
+            locksOnLeadAloneButForUnknownCalls = true
+            locksOnLeadAlone = unknownCalls.allSatisfy(Self.advisoryLockFunctions.contains)
+        }
         if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches || readsPhysicalOrder) }
     }
 
@@ -420,21 +427,45 @@ public struct StatementAnalysis: Sendable, Equatable {
         }
     }
 
-    /// See `skipsLocked`.
-    static func skipsLocked(_ s: [SQLToken], first: String) -> Bool {
-        guard first == "select" || first == "with" else { return false }
-        var skip = false
+    /// See `locksOnLeadAlone`: a SELECT that writes nothing (row locks aside) and skips locked rows
+    /// or calls an advisory lock function.
+    static func locksOnLeadAlone(_ s: [SQLToken], first: String) -> Bool {
+        guard first == "select" || first == "with", takesRowLocksOnly(s) else { return false }
+        return !lockStateClauses(s).isEmpty || s.indices.contains { j in
+            s.word(at: j).map(advisoryLockFunctions.contains) == true && s.isPunctuation("(", at: j + 1)
+        }
+    }
+
+    /// No word of `s` writes (INSERT, DELETE, MERGE, INTO, nextval/setval, UPDATE but in FOR [NO KEY] UPDATE).
+    static func takesRowLocksOnly(_ s: [SQLToken]) -> Bool {
         for i in s.indices {
             switch s.word(at: i) {
-            case "skip" where s.word(at: i + 1) == "locked": skip = true
             case "insert", "delete", "merge", "into", "nextval", "setval": return false
-            // FOR UPDATE, FOR NO KEY UPDATE only.
             case "update" where s.word(at: i - 1) != "for" && s.word(at: i - 1) != "key": return false
             default: break
             }
         }
-        return skip
+        return true
     }
+
+    /// `SKIP LOCKED` and `pg_try_advisory_…()` calls in `s` (see `writesByLockState`).
+    static func lockStateClauses(_ s: [SQLToken]) -> [String] {
+        var out: [String] = []
+        for i in s.indices {
+            if s.word(at: i) == "skip", s.word(at: i + 1) == "locked", !out.contains("SKIP LOCKED") { out.append("SKIP LOCKED") }
+            if let name = s.word(at: i), name.hasPrefix("pg_try_advisory"), s.isPunctuation("(", at: i + 1), !out.contains(name + "()") {
+                out.append(name + "()")
+            }
+        }
+        return out
+    }
+
+    /// PostgreSQL's advisory lock functions (the locks live on the lead alone, see `locksOnLeadAlone`).
+    static let advisoryLockFunctions: Set<String> = [
+        "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+        "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared", "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared",
+        "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
+    ]
 
     /// See `readsOnlyItsTarget`.
     static func readsOnlyItsTarget(_ s: [SQLToken], first: String) -> Bool {
@@ -721,6 +752,12 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// function that writes escapes the check, as PostgreSQL's documentation says), and pgpool-II judges
     /// functions by the same mark.
     public func resolved(readers: Set<String>?) -> StatementAnalysis {
+        if locksOnLeadAloneButForUnknownCalls, !locksOnLeadAlone, let readers,
+           unknownCalls.allSatisfy({ readers.contains($0) || Self.advisoryLockFunctions.contains($0) }) {
+            var a = self
+            a.locksOnLeadAlone = true
+            return a
+        }
         guard readOnlyButForUnknownCalls, let readers, unknownCalls.isSubset(of: readers) else { return self }
         var a = self
         a.isReadOnly = true

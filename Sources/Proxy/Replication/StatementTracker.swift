@@ -55,12 +55,12 @@ struct StatementTracker {
         var readsOnlyItsTarget = false
         /// Some statement is a read of per-server state (`StatementAnalysis.readsServerState`).
         var readsServerState = false
-        /// The group is one `SELECT … FOR UPDATE … SKIP LOCKED` (`StatementAnalysis.skipsLocked`),
+        /// The group is one `SELECT … FOR UPDATE … SKIP LOCKED` (`StatementAnalysis.locksOnLeadAlone`),
         /// with no named statement or portal: it may run on the lead alone.
-        var skipsLocked = false
+        var locksOnLeadAlone = false
         /// The group runs one such statement (with a named statement or portal, too): where it goes
         /// to every backend, its rows are per backend.
-        var skipLockedRows = false
+        var lockRowsPerBackend = false
         /// Some statement calls the `pgchorus` functions of `DeterministicValues` (rewritten here).
         var usesDeterministicValues = false
         /// Some statement makes PREPARE TRANSACTION impossible (`StatementAnalysis.preventsPrepare`).
@@ -152,11 +152,13 @@ struct StatementTracker {
         + "MESSAGE = 'pgchorus refuses to let a client prepare, commit or roll back a transaction named pgchorus:…', "
         + "HINT = 'Those are pgchorus'' own two-phase commits: its commit vote and in-doubt resolver finish them. Name your own prepared transactions otherwise.'; END $pgchorus$"
 
-    /// A statement that fails on every backend alike, in place of a write that skips locked rows
-    /// (`StatementAnalysis.writesSkippingLocked`).
-    static let skipLockedRefusal = "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
-        + "MESSAGE = 'pgchorus refuses SKIP LOCKED in a statement that writes: each backend skips the rows other sessions lock there, so each would write other rows', "
-        + "HINT = 'Take the rows with a SELECT … FOR UPDATE SKIP LOCKED of their own (pgchorus runs it on the lead alone and returns its choice), then write them by key in the same transaction (UPDATE jobs SET … WHERE id = ANY($1)).'; END $pgchorus$"
+    /// A statement that fails on every backend alike, in place of a write that depends on other
+    /// sessions' locks on each backend (`StatementAnalysis.writesByLockState`).
+    static func lockStateRefusal(_ what: [String]) -> String {
+        "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            + "MESSAGE = 'pgchorus refuses \(what.joined(separator: ", ")) in a statement that writes: whether a lock is free depends on the other sessions of each backend at that moment, so each would write other rows', "
+            + "HINT = 'Take the locks in a SELECT of their own (SELECT id FROM jobs … FOR UPDATE SKIP LOCKED, SELECT pg_try_advisory_lock(k): pgchorus runs it on the lead alone and returns its choice), then write by key in the same transaction (UPDATE jobs SET … WHERE id = ANY($1)).'; END $pgchorus$"
+    }
 
     /// A statement that fails on every backend alike, in place of a write that would choose other rows
     /// on each backend.
@@ -199,7 +201,7 @@ struct StatementTracker {
     func refusal(for analysis: StatementAnalysis, named: Bool = false) -> String? {
         if analysis.namesPgchorusTransaction { return Self.ownTransactionRefusal }
         guard rewrite else { return nil }
-        if analysis.writesSkippingLocked { return Self.skipLockedRefusal }
+        if !analysis.writesByLockState.isEmpty { return Self.lockStateRefusal(analysis.writesByLockState) }
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
         // (Sequence columns numbered in scan order are what `replication.physical_order_writes` allows.)
         let unordered = analysis.unorderedInsertSelects.flatMap { unorderedDefaults($0, sequences: refusePhysicalOrder) }
@@ -333,8 +335,8 @@ struct StatementTracker {
         var commitExecutes = 0
         var wrappableExecutes = 0
         var targetOnlyExecutes = 0
-        var skipLockedExecutes = 0
-        // No named statement or portal made or dropped, no unknown Execute (see `Result.skipsLocked`).
+        var leadLockExecutes = 0
+        // No named statement or portal made or dropped, no unknown Execute (see `Result.locksOnLeadAlone`).
         var plainShape = true
         for frame in frames {
             switch frame.type {
@@ -351,7 +353,7 @@ struct StatementTracker {
                 executes += 1
                 if analysis.isWrappable { wrappableExecutes += 1 }
                 if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
-                if analysis.skipsLocked { skipLockedExecutes += 1 }
+                if analysis.locksOnLeadAlone { leadLockExecutes += 1 }
                 if analysis.isCommit { commitExecutes += 1 }
                 result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 if !analysis.isReadOnly { result.writes = true }
@@ -457,7 +459,7 @@ struct StatementTracker {
                     if analysis.isCommit { commitExecutes += 1 }
                     if analysis.isWrappable { wrappableExecutes += 1 }
                     if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
-                    if analysis.skipsLocked { skipLockedExecutes += 1 }
+                    if analysis.locksOnLeadAlone { leadLockExecutes += 1 }
                     if !analysis.isReadOnly { result.writes = true }
                     result.mixesTransactionControl = result.mixesTransactionControl || analysis.mixesTransactionControl
                 } else {
@@ -495,8 +497,8 @@ struct StatementTracker {
         result.closes = closes
         result.isCommit = executes == 1 && commitExecutes == 1
         result.readsOnlyItsTarget = executes == 1 && targetOnlyExecutes == 1
-        result.skipLockedRows = executes == 1 && skipLockedExecutes == 1
-        result.skipsLocked = result.skipLockedRows && plainShape
+        result.lockRowsPerBackend = executes == 1 && leadLockExecutes == 1
+        result.locksOnLeadAlone = result.lockRowsPerBackend && plainShape
         result.isWrappable = executes == 1 && wrappableExecutes == 1
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }

@@ -241,7 +241,7 @@ extension ClientSessionHandler {
                                    mixesTransactionControl: result.mixesTransactionControl, commits: result.isCommit,
                                    readsOnlyItsTarget: result.readsOnlyItsTarget,
                                    createsLargeObject: replicated && frames.count == 1 && Self.largeObjectCreation(frames[0]) != nil,
-                                   perServerRows: replicated && ((result.readsServerState && !result.writes) || result.skipLockedRows),
+                                   perServerRows: replicated && ((result.readsServerState && !result.writes) || result.lockRowsPerBackend),
                                    beginParses: result.beginParses, parses: result.parses, closes: result.closes,
                                    named: result.statementChanges.isEmpty ? ([], []) : replay.apply(result.statementChanges))
             if replicated, cycle, !openExtendedGroup {

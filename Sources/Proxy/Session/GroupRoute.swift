@@ -61,7 +61,7 @@ enum GroupRoute: Equatable {
         }
         // A job queue's `SELECT … FOR UPDATE SKIP LOCKED`: each backend would skip other sessions' locks
         // as they stand there, and lock and return other rows; the lead's choice is the session's.
-        if s.replicated, s.cycle, r.skipsLocked, s.nothingUnreleased, !s.routedReadPending, !s.openExtendedGroup, s.status != .failed {
+        if s.replicated, s.cycle, r.locksOnLeadAlone, s.nothingUnreleased, !s.routedReadPending, !s.openExtendedGroup, s.status != .failed {
             return .lead
         }
         if s.replicated, s.cycle, r.isPlainRead, !r.writes, s.nothingUnreleased, !s.routedReadPending, !s.openExtendedGroup {

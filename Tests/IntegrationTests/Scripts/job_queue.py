@@ -1,7 +1,8 @@
 """A job queue through pgchorusd, as job-queue libraries run one: workers take their next job with
 SELECT … FOR UPDATE SKIP LOCKED and mark it by key in the same transaction; the one-statement form
-(UPDATE … WHERE id = (SELECT … SKIP LOCKED)) must be refused. Prints PASSED and exits 0 when every
-job was taken exactly once and the refusal came."""
+(UPDATE … WHERE id = (SELECT … SKIP LOCKED)) must be refused. Then leader election with
+pg_try_advisory_lock(); a try-lock inside a write must be refused. Prints PASSED and exits 0 when
+every job was taken exactly once, every round counted once, and both refusals came."""
 import sys
 import threading
 import time
@@ -54,8 +55,51 @@ try:
     cur.execute("update jobs set worker = 0 where id = (select id from jobs order by id limit 1 for update skip locked)")
 except psycopg2.Error as e:
     refused = e.pgcode == "0A000" and "SKIP LOCKED" in str(e)
+
+# Leader election with a session advisory lock, as schedulers run it: whoever gets the lock does the
+# round's work, then lets go. Each backend would answer the try-lock by its own sessions' locks.
+cur.execute("create table rounds (id int primary key, n int not null)")
+cur.execute("insert into rounds values (1, 0)")
+led = []
+
+
+def elect(w):
+    try:
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        k = conn.cursor()
+        for _ in range(per):
+            if time.monotonic() > deadline:
+                errors.append(f"elector {w}: out of time")
+                return
+            k.execute("select pg_try_advisory_lock(7451)")
+            if k.fetchone()[0]:
+                k.execute("update rounds set n = n + 1 where id = 1")
+                led.append(w)
+                k.execute("select pg_advisory_unlock(7451)")
+                if not k.fetchone()[0]:
+                    errors.append(f"elector {w}: the lock it held was not its own")
+        conn.close()
+    except Exception as e:  # noqa: BLE001 - reported, the test fails on it
+        errors.append(f"elector {w}: {e}")
+
+
+threads = [threading.Thread(target=elect, args=(w,)) for w in range(workers)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(110)
+cur.execute("select n from rounds where id = 1")
+rounds = cur.fetchone()[0]
+claim_refused = False
+try:
+    cur.execute("update rounds set n = 0 where id = 1 and pg_try_advisory_lock(id)")
+except psycopg2.Error as e:
+    claim_refused = e.pgcode == "0A000" and "pg_try_advisory_lock()" in str(e)
 print("errors", errors[:3])
 print("taken", done, "distinct", len(set(taken)), "workers", by, "refused", refused)
-ok = not errors and done == workers * per and len(set(taken)) == workers * per and refused
+print("rounds", rounds, "led", len(led), "claim refused", claim_refused)
+ok = (not errors and done == workers * per and len(set(taken)) == workers * per and refused
+      and rounds == len(led) and len(led) > 0 and claim_refused)
 print("PASSED" if ok else "FAILED")
 sys.exit(0 if ok else 1)
