@@ -10,7 +10,7 @@ import time
 import psycopg2
 
 dsn, workers, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-deadline = time.monotonic() + 100
+deadline = time.monotonic() + 60
 setup = psycopg2.connect(dsn)
 setup.autocommit = True
 cur = setup.cursor()
@@ -18,6 +18,24 @@ cur.execute("create table jobs (id int primary key, taken bool not null default 
 cur.execute("insert into jobs (id) select g from generate_series(1, %s) g", (workers * per,))
 errors = []
 taken = []
+
+
+def run_all(target):
+    """Runs `target(w)` in one thread per worker, each joined within the deadline."""
+    threads = [threading.Thread(target=target, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(1, deadline + 10 - time.monotonic()))
+
+
+def refused_naming(sql, what):
+    """Whether pgchorusd refuses `sql` (0A000) naming `what`."""
+    try:
+        cur.execute(sql)
+    except psycopg2.Error as e:
+        return e.pgcode == "0A000" and what in str(e)
+    return False
 
 
 def work(w):
@@ -43,18 +61,10 @@ def work(w):
         errors.append(f"worker {w}: {e}")
 
 
-threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join(110)
+run_all(work)
 cur.execute("select count(*) filter (where taken), count(distinct worker) from jobs")
 done, by = cur.fetchone()
-refused = False
-try:
-    cur.execute("update jobs set worker = 0 where id = (select id from jobs order by id limit 1 for update skip locked)")
-except psycopg2.Error as e:
-    refused = e.pgcode == "0A000" and "SKIP LOCKED" in str(e)
+refused = refused_naming("update jobs set worker = 0 where id = (select id from jobs order by id limit 1 for update skip locked)", "SKIP LOCKED")
 
 # Leader election with a session advisory lock, as schedulers run it: whoever gets the lock does the
 # round's work, then lets go. Each backend would answer the try-lock by its own sessions' locks.
@@ -84,18 +94,10 @@ def elect(w):
         errors.append(f"elector {w}: {e}")
 
 
-threads = [threading.Thread(target=elect, args=(w,)) for w in range(workers)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join(110)
+run_all(elect)
 cur.execute("select n from rounds where id = 1")
 rounds = cur.fetchone()[0]
-claim_refused = False
-try:
-    cur.execute("update rounds set n = 0 where id = 1 and pg_try_advisory_lock(id)")
-except psycopg2.Error as e:
-    claim_refused = e.pgcode == "0A000" and "pg_try_advisory_lock()" in str(e)
+claim_refused = refused_naming("update rounds set n = 0 where id = 1 and pg_try_advisory_lock(id)", "pg_try_advisory_lock()")
 print("errors", errors[:3])
 print("taken", done, "distinct", len(set(taken)), "workers", by, "refused", refused)
 print("rounds", rounds, "led", len(led), "claim refused", claim_refused)
