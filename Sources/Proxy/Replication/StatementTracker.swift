@@ -55,7 +55,8 @@ struct StatementTracker {
         var readsOnlyItsTarget = false
         /// Some statement is a read of per-server state (`StatementAnalysis.readsServerState`).
         var readsServerState = false
-        /// The group is one `SELECT … FOR UPDATE … SKIP LOCKED` (`StatementAnalysis.locksOnLeadAlone`),
+        /// The group is one statement whose only effect is on locks that live on the lead alone (a
+        /// `SELECT … FOR UPDATE … SKIP LOCKED`, advisory lock calls: `StatementAnalysis.locksOnLeadAlone`),
         /// with no named statement or portal: it may run on the lead alone.
         var locksOnLeadAlone = false
         /// The group runs one such statement (with a named statement or portal, too): where it goes

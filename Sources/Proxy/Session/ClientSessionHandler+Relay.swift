@@ -50,9 +50,10 @@ struct GroupFlags {
     var readsOnlyItsTarget = false
     /// A FunctionCall that creates a large object with an OID of the server's choosing.
     var createsLargeObject = false
-    /// A read whose rows are per server (`StatementAnalysis.readsServerState`) that goes to every
-    /// backend all the same (a named statement's first run, a read behind unreleased cycles): its
-    /// rows are not compared (`rowsUncompared`), its kinds, tags and errors still are.
+    /// A read whose rows are per server (`StatementAnalysis.readsServerState`), or a statement on locks
+    /// that live on the lead (`StatementTracker.Result.lockRowsPerBackend`), that goes to every backend
+    /// all the same (a named statement's first run, a read behind unreleased cycles): its rows are not
+    /// compared (`rowsUncompared`), its kinds, tags and errors still are.
     var perServerRows = false
     /// Named statements of a plain BEGIN the group parses (`StatementTracker.Result.beginParses`).
     var beginParses: [(parse: Int, name: String, token: Int)] = []

@@ -59,8 +59,8 @@ enum GroupRoute: Equatable {
         if s.replicated, s.cycle, r.usesLeadOnlyCursor, !s.routedReadPending, !s.openExtendedGroup, s.status != .failed {
             return .lead
         }
-        // A job queue's `SELECT … FOR UPDATE SKIP LOCKED`: each backend would skip other sessions' locks
-        // as they stand there, and lock and return other rows; the lead's choice is the session's.
+        // A job queue's `SELECT … FOR UPDATE SKIP LOCKED`, a `SELECT pg_try_advisory_lock(k)`: each backend
+        // would answer by its own sessions' locks as they stand there; the lead's answer is the session's.
         if s.replicated, s.cycle, r.locksOnLeadAlone, s.nothingUnreleased, !s.routedReadPending, !s.openExtendedGroup, s.status != .failed {
             return .lead
         }
