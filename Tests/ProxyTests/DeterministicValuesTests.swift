@@ -212,13 +212,15 @@ import Wire
         for sql in ["select id from q limit 1", "select string_agg(v, ',') from q", "select json_agg(q) from q where id < 3",
                     "select v from q offset 3", "select distinct on (v) v, id from q", "select array_agg(id) filter (where id > 1) from q"] {
             let a = StatementAnalysis(sql)
-            #expect(a.readsServerState && a.isPlainRead && a.physicalOrderClauses.isEmpty, "\(sql)")
+            #expect(a.readsServerState && a.perServerByOrderOnly && a.isPlainRead && a.physicalOrderClauses.isEmpty, "\(sql)")
         }
         for sql in ["select id from q order by id limit 1", "select string_agg(v, ',' order by id) from q", "select array_agg(distinct id) from q",
                     "select string_agg(v, ',') over (order by id) from q", "select count(*) from q", "select percentile_cont(0.5) within group (order by id) from q",
                     "select my.string_agg(v) from q"] {
             #expect(!StatementAnalysis(sql).readsServerState, "\(sql)")
         }
+        #expect(!StatementAnalysis("select random() from q limit 1").perServerByOrderOnly)
+        #expect(!StatementAnalysis("select relname from pg_class limit 1").perServerByOrderOnly)
         #expect(StatementAnalysis("insert into lists (s) select string_agg(v, ',') from q").physicalOrderClauses == ["string_agg()"])
         #expect(StatementAnalysis("update lists set s = (select array_agg(id)::text from q)").physicalOrderClauses == ["array_agg()"])
         #expect(StatementAnalysis("insert into lists (s) select string_agg(v, ',' order by id) from q").physicalOrderClauses.isEmpty)

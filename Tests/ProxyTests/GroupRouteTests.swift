@@ -77,7 +77,12 @@ import Wire
     }
 
     @Test func aReadOfPerServerStateIsTheLeadsAloneEvenInATransaction() {
-        let catalog = result { $0.isPlainRead = true; $0.readsServerState = true }
+        let catalog = result { $0.isPlainRead = true; $0.readsServerState = true; $0.perServerNeedsLead = true }
+        // A read whose rows physical order picks (`SELECT … LIMIT 1`): the lead's alone outside a
+        // transaction; inside one everywhere (its rows uncompared), so every snapshot starts alike.
+        let picked = result { $0.isPlainRead = true; $0.readsServerState = true }
+        #expect(route(picked, session()) == .lead)
+        #expect(route(picked, session(status: .inTransaction)) == .all(wrap: false))
         #expect(route(catalog, session()) == .lead)
         #expect(route(catalog, session(status: .inTransaction)) == .lead)
         // In an aborted block every backend must answer the same error.

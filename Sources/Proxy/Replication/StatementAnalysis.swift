@@ -110,6 +110,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// is per server, like a per-backend value's (`readsServerState`). (Compared, it failed a healthy
     /// follower whose rows lie in another order — every recovered backend's.)
     var readsPhysicalOrder = false
+    /// `readsServerState` for no other reason than `readsPhysicalOrder`: its answer is per server,
+    /// but it may run everywhere (its rows uncompared) — which a transaction needs, so that the
+    /// followers take their snapshot at the same statement as the lead (REPEATABLE READ).
+    var perServerByOrderOnly = false
     /// Volatile calls in definitions (column defaults, views, function and DO bodies) and per-row calls
     /// in an INSERT's VALUES, to be replaced by the `pgchorus` functions that give every backend the
     /// same value (see `DeterministicValues`).
@@ -204,6 +208,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             if !isReadOnly { isPlainRead = false }
             // A read of per-server state or of a per-backend value: answered by the lead alone, uncompared.
             if isReadOnly && isPlainRead && (!volatileCalls.isEmpty || touches || readsPhysicalOrder) { readsServerState = true }
+            perServerByOrderOnly = readsServerState && volatileCalls.isEmpty && !touches
         }
         var tokens = SQLLexer.significant(sql)
         touches = Self.touchesServerState(tokens)
@@ -763,6 +768,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         a.isReadOnly = true
         a.isPlainRead = plainButForUnknownCalls
         a.readsServerState = a.isPlainRead && (!volatileCalls.isEmpty || touchesServerState || readsPhysicalOrder)
+        a.perServerByOrderOnly = a.readsServerState && volatileCalls.isEmpty && !touchesServerState
         return a
     }
 

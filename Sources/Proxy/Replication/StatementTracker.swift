@@ -55,6 +55,9 @@ struct StatementTracker {
         var readsOnlyItsTarget = false
         /// Some statement is a read of per-server state (`StatementAnalysis.readsServerState`).
         var readsServerState = false
+        /// Some such statement is so for more than its rows' physical order (a per-backend value, the
+        /// catalogs): it must run on the lead alone (`StatementAnalysis.perServerByOrderOnly`).
+        var perServerNeedsLead = false
         /// The group is one statement whose only effect is on locks that live on the lead alone (a
         /// `SELECT … FOR UPDATE … SKIP LOCKED`, advisory lock calls: `StatementAnalysis.locksOnLeadAlone`),
         /// with no named statement or portal: it may run on the lead alone.
@@ -519,7 +522,10 @@ enum StatementChange {
 extension StatementTracker.Result {
     mutating func note(_ analysis: StatementAnalysis) {
         if !analysis.isPlainRead { isPlainRead = false }
-        if analysis.readsServerState { readsServerState = true }
+        if analysis.readsServerState {
+            readsServerState = true
+            if !analysis.perServerByOrderOnly { perServerNeedsLead = true }
+        }
         if !analysis.deterministicRewrites.isEmpty { usesDeterministicValues = true }
         if analysis.preventsPrepare { preventsPrepare = true }
         if analysis.containsCommit { containsCommit = true }

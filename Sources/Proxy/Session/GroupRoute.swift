@@ -65,7 +65,10 @@ enum GroupRoute: Equatable {
             return .lead
         }
         if s.replicated, s.cycle, r.isPlainRead, !r.writes, s.nothingUnreleased, !s.routedReadPending, !s.openExtendedGroup {
-            if r.readsServerState, s.status != .failed { return .lead }
+            // A read whose rows physical order picks goes everywhere inside a transaction (its rows
+            // uncompared): a REPEATABLE READ transaction takes its snapshot at its first statement,
+            // and the followers must take theirs there too.
+            if r.readsServerState, s.status != .failed, r.perServerNeedsLead || s.status == .idle { return .lead }
             if s.readRouting != "all", s.status == .idle { return s.readRouting == "lead" ? .lead : .balanced }
         }
         // Not after a part ended by Flush (`openExtendedGroup`): the wrap's BEGIN would go between that
