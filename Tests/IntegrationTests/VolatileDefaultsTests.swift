@@ -172,6 +172,29 @@ extension TimingSensitive {
         }
     }
 
+    /// A REPEATABLE READ transaction whose first statement is a read picked by physical order
+    /// (`SELECT … LIMIT 1`): its snapshot starts there on every backend, so a commit of another
+    /// session after it is unseen everywhere — the read goes to every backend inside a transaction
+    /// (its rows uncompared), not to the lead alone, where the followers' snapshots would start later.
+    @Test func aRepeatableReadSnapshotStartsAtAPhysicalOrderReadOnEveryBackend() async throws {
+        try await withRowsInTwoOrders(table: "q", and: "create table copied (id int primary key, v text)") { servers, proxy in
+            let a = try RawPostgresClient(port: proxy.port)
+            defer { a.disconnect() }
+            try a.startup()
+            for sql in ["BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT v FROM q LIMIT 1"] {
+                #expect(try a.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+            }
+            let b = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1", "-c", "update q set v = 'changed' where id = 10"])
+            #expect(b.exitCode == 0, "\(b.report)")
+            for sql in ["INSERT INTO copied SELECT id, v FROM q WHERE id = 10", "COMMIT"] {
+                #expect(try a.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+            }
+            for server in servers { #expect(try server.psql("select v from copied") == "v10", "\(server.name)") }
+            #expect(proxy.server.context.registry.online().count == 2)
+            #expect(Set(try Consistency.checksums(servers)).count == 1)
+        }
+    }
+
     /// A job queue (psycopg2 workers taking jobs with `SELECT … FOR UPDATE SKIP LOCKED`, then marking
     /// them by key; pgbench doing the same in the extended and prepared protocols) through three
     /// backends: each backend would skip the locks held there and pick its own row, so the statement
