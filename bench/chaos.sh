@@ -18,8 +18,8 @@ export PATH="/usr/lib/postgresql/15/bin:$PATH"
 DUR=${1:-70}; RUNS=${2:-1}
 KILL=${KILL:-db2}; FREEZE=${FREEZE:-db3}
 P=${PGCHORUS_BENCH_PORT:-18432}
-if [ -z "${BIN:-}" ]; then BIN=.build/debug; [ -x .build/release/pgchorus ] && BIN=.build/release; fi
-[ -x "$BIN/pgchorus" ] || { echo "bench/chaos.sh: no $BIN/pgchorus; run swift build first" >&2; exit 2; }
+. bench/lib.sh
+pick_bin bench/chaos.sh pgchorus
 OUT="bench/results/chaos-$(date +%Y%m%d-%H%M).md"
 mkdir -p bench/results
 {

@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
 DUR=${1:-10}; RUNS=${2:-3}
 P=${PGCHORUS_BENCH_PORT:-18532}
-if [ -z "${BIN:-}" ]; then BIN=.build/debug; [ -x .build/release/pgchorus ] && BIN=.build/release; fi
-[ -x "$BIN/pgchorus" ] || { echo "bench/job-queue.sh: no $BIN/pgchorus; run swift build first" >&2; exit 2; }
+. bench/lib.sh
+pick_bin bench/job-queue.sh pgchorus
 OUT="bench/results/job-queue-$(date +%Y%m%d-%H%M).md"
 mkdir -p bench/results
 W=$(mktemp -d /tmp/pgchorus-jobq-XXXXXX); chmod 755 "$W"

@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
 SECS=${1:-10}; REPS=${2:-3}
 CLIENTS=${BENCH_CLIENTS:-6}
-if [ -z "${BIN:-}" ]; then BIN=.build/debug; [ -x .build/release/pgchorusd ] && BIN=.build/release; fi
-[ -x "$BIN/pgchorusd" ] || { echo "bench/multi-node.sh: no $BIN/pgchorusd; run swift build first" >&2; exit 2; }
+. bench/lib.sh
+pick_bin bench/multi-node.sh pgchorusd
 BASE=${BENCH_PORT:-26400}
 WORK=$(mktemp -d /tmp/pgchorus-multinode-XXXXXX); chmod 755 "$WORK"
 PIDS=()

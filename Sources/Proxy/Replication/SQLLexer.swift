@@ -139,4 +139,13 @@ extension Array where Element == SQLToken {
 
     /// Whether the token at `j` is the punctuation `p`.
     func isPunctuation(_ p: String, at j: Int) -> Bool { j >= 0 && j < count && self[j].kind == .punctuation && self[j].text == p }
+
+    /// The index of the parenthesis that closes the one at `open` (the last index when none does).
+    func closingParenthesis(of open: Int) -> Int {
+        var depth = 0
+        for i in open..<count where self[i].kind == .punctuation {
+            if self[i].text == "(" { depth += 1 } else if self[i].text == ")" { depth -= 1; if depth == 0 { return i } }
+        }
+        return count - 1
+    }
 }

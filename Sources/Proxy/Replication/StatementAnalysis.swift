@@ -286,16 +286,17 @@ public struct StatementAnalysis: Sendable, Equatable {
                Self.bodyIsSQL(s, first: first) {
                 for t in s where t.kind == .string { deterministicRewrites += DeterministicValues.bodyRewrites(t) }
             }
-            if !Self.locksOnLeadAlone(s, first: first) { writesByLockState += Self.lockStateClauses(s) }
+            let lockShape = Self.locksOnLeadAlone(s, first: first)
+            if !lockShape { writesByLockState += Self.lockStateClauses(s) }
+            if statements.count == 1, lockShape, volatileCalls.isEmpty {
+                locksOnLeadAloneButForUnknownCalls = true
+                locksOnLeadAlone = unknownCalls.allSatisfy(Self.advisoryLockFunctions.contains)
+            }
             let picks = Self.physicalOrderPicks(s)
             if Self.writesRows(s, first: first) { physicalOrderClauses += picks } else if !picks.isEmpty { readsPhysicalOrder = true }
             if Self.namesPgchorusGid(s, first: first) { namesPgchorusTransaction = true }
         }
         if statements.count == 1 { readsOnlyItsTarget = Self.readsOnlyItsTarget(statements[0], first: words[0]) }
-        if statements.count == 1, volatileCalls.isEmpty, writesByLockState.isEmpty, Self.locksOnLeadAlone(statements[0], first: words[0]) {
-            locksOnLeadAloneButForUnknownCalls = true
-            locksOnLeadAlone = unknownCalls.allSatisfy(Self.advisoryLockFunctions.contains)
-        }
         if statements.count == 1 { noteCursor(statements[0], first: words[0], perBackend: !volatileCalls.isEmpty || touches || readsPhysicalOrder) }
     }
 
@@ -519,22 +520,17 @@ public struct StatementAnalysis: Sendable, Equatable {
         for i in s.indices {
             guard let name = s.word(at: i), orderSensitiveAggregates.contains(name), s.isPunctuation("(", at: i + 1),
                   !s.isPunctuation(".", at: i - 1) || s.word(at: i - 2) == "pg_catalog", s.word(at: i + 2) != "distinct" else { continue }
+            let close = s.closingParenthesis(of: i + 1)
+            // An ORDER BY of the call's own (not of a subquery in its arguments).
             var depth = 0
             var ordered = false
-            var close = s.count
-            for j in (i + 1)..<s.count {
+            for j in (i + 1)..<close {
                 if s.isPunctuation("(", at: j) { depth += 1 }
-                if s.isPunctuation(")", at: j) { depth -= 1; if depth == 0 { close = j; break } }
+                if s.isPunctuation(")", at: j) { depth -= 1 }
                 if depth == 1, s.word(at: j) == "order", s.word(at: j + 1) == "by" { ordered = true }
             }
             var after = close + 1
-            if s.word(at: after) == "filter", s.isPunctuation("(", at: after + 1) {
-                var d = 0
-                for j in (after + 1)..<s.count {
-                    if s.isPunctuation("(", at: j) { d += 1 }
-                    if s.isPunctuation(")", at: j) { d -= 1; if d == 0 { after = j + 1; break } }
-                }
-            }
+            if s.word(at: after) == "filter", s.isPunctuation("(", at: after + 1) { after = s.closingParenthesis(of: after + 1) + 1 }
             if !ordered, s.word(at: after) != "over", s.word(at: after) != "within" { out.append("\(name)()") }
         }
         return out

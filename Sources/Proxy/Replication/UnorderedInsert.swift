@@ -113,26 +113,17 @@ public struct UnorderedInsert: Sendable, Equatable {
         var i = lower
         while i < upper {
             if s.isPunctuation("(", at: i), s.word(at: i + 1) == "select" || s.word(at: i + 1) == "with" {
-                i = closing(s, i) + 1
+                i = s.closingParenthesis(of: i) + 1
                 continue
             }
             if let name = s.word(at: i), s.isPunctuation("(", at: i + 1), !s.isPunctuation(".", at: i - 1) {
-                var after = closing(s, i + 1) + 1
-                if s.word(at: after) == "filter", s.isPunctuation("(", at: after + 1) { after = closing(s, after + 1) + 1 }
+                var after = s.closingParenthesis(of: i + 1) + 1
+                if s.word(at: after) == "filter", s.isPunctuation("(", at: after + 1) { after = s.closingParenthesis(of: after + 1) + 1 }
                 if !(aggregatesOnly && s.word(at: after) == "over") { out.append(name) }
             }
             i += 1
         }
         return out
-    }
-
-    /// The index of the parenthesis that closes the one at `open` (the last index if none does).
-    private static func closing(_ s: [SQLToken], _ open: Int) -> Int {
-        var depth = 0
-        for i in open..<s.count where s[i].kind == .punctuation {
-            if s[i].text == "(" { depth += 1 } else if s[i].text == ")" { depth -= 1; if depth == 0 { return i } }
-        }
-        return s.count - 1
     }
 
     /// `FROM [ONLY] [schema.]table [[AS] alias] WHERE a = $1 AND t.b = 'x' …`: the table and the columns
@@ -243,7 +234,7 @@ public struct UnorderedInsert: Sendable, Equatable {
             }
         }
         if s.word(at: i) == "cast", s.isPunctuation("(", at: i + 1) {
-            let close = closing(s, i + 1)
+            let close = s.closingParenthesis(of: i + 1)
             guard close == r.upperBound - 1, literal(i + 2) || (s.isPunctuation("-", at: i + 2) && literal(i + 3)) else { return false }
             let value = s.isPunctuation("-", at: i + 2) ? i + 3 : i + 2
             return s.word(at: value + 1) == "as" && typeTokens((value + 2)..<close)
