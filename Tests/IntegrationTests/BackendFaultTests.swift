@@ -89,6 +89,55 @@ extension TimingSensitive {
         }
     }
 
+    /// Connections waiting in the accept queue of the server listening on 127.0.0.1:`port` (its
+    /// listening socket's Recv-Q): a frozen postmaster accepts none, so each probe that reached it stays there.
+    static func acceptQueue(port: Int) throws -> Int {
+        let out = try CommandRunner.run("/usr/bin/ss", ["-Hltn", "sport = :\(port)"], timeout: .seconds(10))
+        return out.stdout.split(separator: "\n").compactMap { line in line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } }.reduce(0, +)
+    }
+
+    /// A lead that stops answering new connections for a moment — here its postmaster stopped (the
+    /// session's own connection keeps working) until the liveness probe has found it silent once, as a
+    /// node whose threads went unscheduled for a few seconds on a saturated machine saw it — is probed
+    /// once more and stays online: one silent probe does not fail a backend. The session's statement
+    /// completes, nothing is failed. (A lead frozen for good is failed after the second silent probe:
+    /// `aBackendFaultUnderLoadCostsTheClientsNothing(freeze, 0)`.)
+    @Test func aLeadSilentForOneLivenessProbeIsProbedAgainAndStaysOnline() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            // The health checks off: only the probe connects to the lead while its postmaster is stopped.
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 2\n[health_check]\nenabled = false\n") { proxy in
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                _ = try client.startup()
+                let lead = servers[0]
+                guard let postmaster = Self.postmasterPID(lead) else {
+                    Issue.record("no postmaster.pid in \(lead.dataDirectory)")
+                    return
+                }
+                kill(postmaster, SIGSTOP)
+                defer { kill(postmaster, SIGCONT) }
+                async let reply = runBlocking {
+                    try client.send(.query("select pg_sleep(8)"))
+                    return try client.readUntilReady()
+                }
+                // The probe starts after 1 s of silence and times out after 2 s; the second one queues
+                // behind the first. At most 30 s.
+                var queued = 0
+                for _ in 0..<300 {
+                    queued = try await runBlocking { try Self.acceptQueue(port: lead.port) }
+                    if queued >= 2 || proxy.server.context.registry.status(of: "db1") != .online { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                kill(postmaster, SIGCONT)
+                #expect(queued >= 2, "a second probe never reached the lead; \(backendReasons(proxy))")
+                let answer = try await reply
+                #expect(answer.contains(.commandComplete("SELECT 1")), "\(answer)")
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+                try client.send(.query("select 1"))
+                #expect(try client.readUntilReady().contains(.commandComplete("SELECT 1")))
+            }
+        }
+    }
+
     /// Every fault of a follower and of the lead; `PGCHORUS_FAULT_CASE=kill:2` (fault:victim) runs
     /// one of them three times instead, to chase a race.
     static let cases: [(Fault, Int)] = {

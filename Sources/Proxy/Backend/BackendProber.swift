@@ -7,9 +7,16 @@ import Synchronization
 /// for minutes on the lead, so silence alone proves nothing; when a session has waited
 /// half of `replication.follower_timeout` on its lead, the node opens a fresh connection to that backend
 /// (libpq, on threads of its own) and asks `SELECT 1`. A backend that does not answer at all within
-/// `follower_timeout` (at least 2 s), or refuses the TCP connection, is failed cluster-wide, so every session waiting on
-/// it goes on with a new lead. An answer of any kind — even an error such as "too many clients" —
+/// `follower_timeout` (at least 2 s), twice running, or refuses the TCP connection, is failed cluster-wide, so every
+/// session waiting on it goes on with a new lead. An answer of any kind — even an error such as "too many clients" —
 /// shows the server is alive. At most one probe per backend runs at a time, shared by all sessions.
+///
+/// One silent probe is not enough (like keepalived's `fall` and pgpool-II's health check retries):
+/// a stall of this node itself — its threads not scheduled for a few seconds on a saturated machine,
+/// a paused virtual machine — or a postmaster busy for a moment makes one connection time out while
+/// the server is well, and failing a healthy lead costs an online recovery. A second probe at once,
+/// with a fresh connection and the full timeout again, separates that from a frozen or cut-off
+/// server; a refused connection is a definite answer and fails it at once.
 final class BackendProber: Sendable {
     let configuration: Configuration
     let registry: BackendRegistry
@@ -62,20 +69,36 @@ final class BackendProber: Sendable {
         threads().submit { state in
             defer { _ = me.inFlight.withLock { $0.remove(backend.id) } }
             guard state == .active, me.registry.status(of: backend.id) == .online else { return }
-            let conninfo = me.conninfo(backend)
-            do {
-                let c = try LibPQConnection(conninfo, target: backend.description)
-                try c.query("SELECT 1")
-            } catch let failure as LibPQConnection.Failure {
-                guard Self.isSilence(failure.description) else { return }
-                let reason = "did not answer a liveness probe within \(me.timeout) s while a session had waited \(Int(waited)) s on it (\(failure.description))"
-                me.logger.error("backend does not answer", metadata: ["backend": "\(backend.id)", "reason": "\(reason)"])
-                me.registry.fail(backend.id, reason: reason, now: WallClock.unixTime())
-            } catch {
-                return
+            guard var silence = me.silence(of: backend) else { return }
+            if !Self.isRefusal(silence) {
+                me.logger.warning("backend did not answer a liveness probe; probing it once more",
+                                  metadata: ["backend": "\(backend.id)", "timeout": "\(me.timeout) s", "reason": "\(silence)"])
+                guard me.registry.status(of: backend.id) == .online, let again = me.silence(of: backend) else { return }
+                silence = again
             }
+            let tries = Self.isRefusal(silence) ? "" : " twice running"
+            let reason = "did not answer a liveness probe within \(me.timeout) s\(tries) while a session had waited \(Int(waited)) s on it (\(silence))"
+            me.logger.error("backend does not answer", metadata: ["backend": "\(backend.id)", "reason": "\(reason)"])
+            me.registry.fail(backend.id, reason: reason, now: WallClock.unixTime())
         }
     }
+
+    /// One probe on the calling thread: nil when `backend` answered (even with an error), else what
+    /// libpq said of the silence.
+    private func silence(of backend: Configuration.Backend) -> String? {
+        do {
+            let c = try LibPQConnection(conninfo(backend), target: backend.description)
+            try c.query("SELECT 1")
+            return nil
+        } catch let failure as LibPQConnection.Failure {
+            return Self.isSilence(failure.description) ? failure.description : nil
+        } catch {
+            return nil
+        }
+    }
+
+    /// A refused TCP connection: nothing listens there, no stall explains it.
+    static func isRefusal(_ message: String) -> Bool { message.contains("Connection refused") }
 
     /// Whether `backend` serves a new session now (it logs in and answers `SELECT 1`); `answer` runs on
     /// a probe thread. A server shutting down refuses the login ("the database system is shutting down").
