@@ -156,7 +156,7 @@ extension TimingSensitive {
                 // A named statement parsed and run in one group (JDBC, asyncpg): its first run goes to both backends.
                 let client = try RawPostgresClient(port: proxy.port)
                 defer { client.disconnect() }
-                try client.startup()
+                _ = try client.startup()
                 try client.send([.parse(.init(name: "first_q", query: "select id from q limit 1", parameterTypes: [])),
                                  .bind(.init(portal: "", statement: "first_q", parameterFormats: [], parameters: [], resultFormats: [0])),
                                  .execute(portal: "", maxRows: 0), .sync])
@@ -172,16 +172,23 @@ extension TimingSensitive {
         }
     }
 
-    /// A REPEATABLE READ transaction whose first statement is a read picked by physical order
-    /// (`SELECT … LIMIT 1`): its snapshot starts there on every backend, so a commit of another
-    /// session after it is unseen everywhere — the read goes to every backend inside a transaction
-    /// (its rows uncompared), not to the lead alone, where the followers' snapshots would start later.
-    @Test func aRepeatableReadSnapshotStartsAtAPhysicalOrderReadOnEveryBackend() async throws {
+    /// A REPEATABLE READ transaction whose first statement is a per-server answer: a read picked by
+    /// physical order (`SELECT … LIMIT 1`, which goes to every backend inside a transaction, its rows
+    /// uncompared), a per-backend value, a job queue's `SKIP LOCKED` take, an advisory lock, a cursor
+    /// over a per-backend value (those four on the lead alone). Its snapshot starts there on every
+    /// backend, so a commit of another session after it is unseen everywhere: where the statement goes
+    /// to the lead alone, `SELECT 1` goes to every backend first in its turn of the order. (Without it
+    /// the followers' snapshots started at the INSERT, after the other session's UPDATE: the follower
+    /// copied 'changed', the lead 'v10', both online.)
+    @Test(arguments: ["SELECT v FROM q LIMIT 1", "SELECT pg_backend_pid()",
+                      "SELECT id FROM q WHERE id > 15 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                      "SELECT pg_try_advisory_xact_lock(7)", "DECLARE c CURSOR FOR SELECT random() FROM q"])
+    func aRepeatableReadSnapshotStartsAtItsFirstStatementOnEveryBackend(first: String) async throws {
         try await withRowsInTwoOrders(table: "q", and: "create table copied (id int primary key, v text)") { servers, proxy in
             let a = try RawPostgresClient(port: proxy.port)
             defer { a.disconnect() }
-            try a.startup()
-            for sql in ["BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT v FROM q LIMIT 1"] {
+            _ = try a.startup()
+            for sql in ["BEGIN", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", first] {
                 #expect(try a.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
             }
             let b = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1", "-c", "update q set v = 'changed' where id = 10"])

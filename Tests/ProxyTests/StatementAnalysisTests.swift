@@ -27,6 +27,24 @@ import Testing
         #expect(!StatementAnalysis(sql).isCommit)
     }
 
+    // MARK: snapshots
+
+    /// What fixes a REPEATABLE READ transaction's snapshot, as PostgreSQL takes one
+    /// (`PlannedStmtRequiresSnapshot`); where unsure, none (the session then takes one everywhere itself).
+    @Test func theStatementsThatTakeASnapshotAreKnown() {
+        for sql in ["select 1", "SELECT pg_backend_pid()", "with x as (select 1) select * from x", "insert into t values (1)",
+                    "update t set v = 1", "declare c cursor for select random()", "table t", "values (1)", "set local x = 1; select 1",
+                    "explain select 1", "create table t (id int)", "do $$ begin end $$", "copy t to stdout", "truncate t"] {
+            #expect(StatementAnalysis(sql).takesSnapshot, "\(sql)")
+        }
+        for sql in ["begin", "BEGIN ISOLATION LEVEL REPEATABLE READ", "start transaction", "set transaction isolation level serializable",
+                    "SET search_path = a", "reset all", "show work_mem", "lock table t in exclusive mode", "savepoint s", "release s",
+                    "rollback to s", "fetch 1 from c", "move c", "close c", "listen c", "notify c", "commit", "checkpoint",
+                    "discard all", "deallocate all", "prepare transaction 'x'", "(select 1)", ""] {
+            #expect(!StatementAnalysis(sql).takesSnapshot, "\(sql)")
+        }
+    }
+
     // MARK: BEGIN (answered ahead)
 
     @Test func aPlainBeginHasTheCommandTagPostgreSQLAnswersWith() {

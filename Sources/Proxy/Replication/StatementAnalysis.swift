@@ -24,6 +24,11 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
     /// no session state, so it may run on one backend only (`read_routing`).
     public var isPlainRead = true
+    /// Some statement takes a snapshot when it runs: the first such one in a REPEATABLE READ or
+    /// SERIALIZABLE transaction fixes the transaction's (PostgreSQL's `PlannedStmtRequiresSnapshot`:
+    /// all but transaction control, SET/RESET/SHOW, LOCK, LISTEN/NOTIFY, FETCH/MOVE, CHECKPOINT, and
+    /// here also CLOSE, DISCARD, DEALLOCATE, PREPARE, LOAD: where unsure, none).
+    public var takesSnapshot = false
     /// A plain read whose answer is per server, not data: a call whose value differs per backend
     /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
     /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts), or rows picked or
@@ -126,6 +131,12 @@ public struct StatementAnalysis: Sendable, Equatable {
             && a.deterministicRewrites == b.deterministicRewrites
             && a.unorderedInsertSelects == b.unorderedInsertSelects
     }
+
+    /// First words of statements that take no snapshot (`takesSnapshot`).
+    static let snapshotless: Set<String> = [
+        "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "prepare", "set", "reset",
+        "show", "lock", "listen", "unlisten", "notify", "fetch", "move", "close", "checkpoint", "discard", "deallocate", "load",
+    ]
 
     /// Functions whose result differs per backend; refused (or allowed) by `replication.volatile_functions`.
     static let volatileFunctions: Set<String> = [
@@ -251,6 +262,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             case "select", "show", "values", "table", "explain", "with": break
             default: isPlainRead = false
             }
+            if !first.isEmpty, !Self.snapshotless.contains(first) { takesSnapshot = true }
             if first == "select" || first == "with", s.contains(where: { $0.kind == .word && $0.text == "into" }) {
                 // SELECT … INTO creates a table.
                 isReadOnly = false

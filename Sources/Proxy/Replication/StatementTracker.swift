@@ -76,6 +76,8 @@ struct StatementTracker {
         var usesLeadOnlyCursor = false
         /// Some statement uses a savepoint (`StatementAnalysis.usesSavepoint`).
         var usesSavepoint = false
+        /// Some statement run takes a snapshot (`StatementAnalysis.takesSnapshot`).
+        var takesSnapshot = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -530,6 +532,7 @@ extension StatementTracker.Result {
         if analysis.preventsPrepare { preventsPrepare = true }
         if analysis.containsCommit { containsCommit = true }
         if analysis.usesSavepoint { usesSavepoint = true }
+        if analysis.takesSnapshot { takesSnapshot = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

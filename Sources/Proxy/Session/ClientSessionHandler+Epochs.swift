@@ -11,6 +11,9 @@ struct EpochWait {
     var flags: GroupFlags
     /// The group holds the sequence turn: its cycle is the one the turn is held for.
     var underOrder: Bool
+    /// `bytes` is pgchorus' own snapshot-taking statement, its replies unseen, and this read goes to
+    /// the lead alone right after it (`routeTakingSnapshotEverywhere`).
+    var thenRoute: ByteBuffer? = nil
 }
 
 /// A turn held by a cycle the session sent.
@@ -37,27 +40,54 @@ extension ClientSessionHandler {
     }
 
     /// Sends a client group once the node's order lets it start (at once, usually).
-    func sendInTurn(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags, underOrder: Bool = false) {
+    func sendInTurn(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags, underOrder: Bool = false, thenRoute: ByteBuffer? = nil) {
+        let wait = EpochWait(ticket: 0, bytes: bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: underOrder, thenRoute: thenRoute)
         guard let kind = epochKind(cycle: cycle, flags: flags), let context else {
-            let seq = send(bytes, cycle: cycle, wrap: wrap, flags: flags)
-            if underOrder { orderSeq = seq }
+            sendNow(wait)
             return
         }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let (ticket, now) = shared.epochs.request(kind) { loop.execute { bound.value.epochGranted() } }
         if OrderTrace.enabled { trace("ER", "\(ticket) \(kind) \(now ? "now" : "waits") \(OrderTrace.text(of: bytes))") }
-        let wait = EpochWait(ticket: ticket, bytes: bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: underOrder)
+        var waiting = wait
+        waiting.ticket = ticket
         if now {
-            sendGranted(wait)
+            sendGranted(waiting)
         } else {
-            epochWaiting = wait
+            epochWaiting = waiting
         }
     }
 
+    /// The first statement of a transaction that takes a snapshot goes to the lead alone (a per-server
+    /// read, a `SKIP LOCKED` take, a lead-only cursor): under REPEATABLE READ the lead's snapshot would
+    /// be fixed there and the followers' only at the next statement that reaches them, which may see
+    /// commits the lead's does not — and a write copying what the transaction read then differs.
+    /// `SELECT 1` goes to every backend first, in its turn of the order, its replies unseen, so every
+    /// backend takes its snapshot there; then `read` goes to the lead (right behind it, no round trip).
+    func routeTakingSnapshotEverywhere(_ read: ByteBuffer) {
+        snapshotEverywhere = true
+        var b = ByteBuffer()
+        FrontendMessage.query("SELECT 1").encode(into: &b)
+        sendInTurn(b, cycle: true, wrap: false, flags: GroupFlags(), thenRoute: read)
+    }
+
+    /// Sends what waited (or needed no turn); the seq of the cycle that holds the turn.
+    @discardableResult
+    private func sendNow(_ w: EpochWait) -> Int {
+        guard let read = w.thenRoute else {
+            let seq = send(w.bytes, cycle: w.cycle, wrap: w.wrap, flags: w.flags)
+            if w.underOrder { orderSeq = seq }
+            return seq
+        }
+        let seq = nextSeq
+        dispatch(w.bytes, kind: .hidden, waitsForLead: false)
+        route(read, to: lead)
+        return seq
+    }
+
     private func sendGranted(_ w: EpochWait) {
-        let seq = send(w.bytes, cycle: w.cycle, wrap: w.wrap, flags: w.flags)
-        if w.underOrder { orderSeq = seq }
+        let seq = sendNow(w)
         // Only a write can wait on a row lock on the lead and need cancelling (see `cancelForEpochs`).
         if w.flags.writes, let context {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)

@@ -208,6 +208,8 @@ extension ClientSessionHandler {
             trailingBody = trailingCommitBody(frames: frames, result: result)
             return trailingBody != nil
         })
+        if lastStatus == .idle { snapshotEverywhere = false }
+        if result.takesSnapshot, route == .statementsThenVote || route == .all(wrap: false) || route == .all(wrap: true) { snapshotEverywhere = true }
         if replicated, result.containsCommit, !result.isCommit, wroteInTransaction, route != .statementsThenVote {
             logger.warning("COMMIT sent together with other statements in one message, not last or beside other transaction control: committed without the vote")
         }
@@ -230,7 +232,11 @@ extension ClientSessionHandler {
                 sendInTurn(body, cycle: true, wrap: true, flags: flags)
             }
         case .lead:
-            self.route(result.bytes, to: lead)
+            if replicated, cycle, lastStatus == .inTransaction, result.takesSnapshot, !snapshotEverywhere {
+                routeTakingSnapshotEverywhere(result.bytes)
+            } else {
+                self.route(result.bytes, to: lead)
+            }
         case .balanced:
             let live = backends.indices.filter { backends[$0].isLive }
             balanceCursor &+= 1
@@ -896,6 +902,7 @@ extension ClientSessionHandler {
                 flushBackends()
             }
         case .hidden:
+            epochCycleFinished(exp.seq, on: index)
             if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken() }
             if exp.seq == beginAheadSeq { beginAheadAnswered(index, status: status) }
         }

@@ -76,6 +76,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The current transaction's stamp went to the backends (`DeterministicValues.stampSQL`), and how
     /// many transactions this session has stamped.
     var transactionStamped = false
+    /// The open transaction has taken its snapshot on every backend: a statement that takes one has
+    /// gone to all of them (`routeTakingSnapshotEverywhere`). Unset by every group sent from idle.
+    var snapshotEverywhere = false
     /// The transaction ran something PostgreSQL cannot PREPARE after (NOTIFY, LISTEN …): it commits without the vote.
     var transactionPreventsPrepare = false
     /// Notifications held until the vote commits (`holdNotification`).
