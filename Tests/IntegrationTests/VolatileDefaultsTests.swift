@@ -116,14 +116,21 @@ extension TimingSensitive {
                 update src set invoice = nextval('inv') where v like 'v1%';
                 update src set invoice = nextval('inv') where id = 4;
                 select count(*), count(distinct id) from dst;
+                create table gone (id serial primary key, v text);
+                with moved as (delete from src where id <= 3 or id > 17 returning *) insert into gone (v) select v from moved;
+                with moved as (delete from src where id <= 3 or id > 17 returning *) insert into gone (v) select v from moved order by id;
+                select string_agg(v, ',' order by id) from gone;
                 """)
                 #expect(out.exitCode == 0, "\(out.report)")
+                // The archive pattern led by a WITH: the DELETE returns the rows in each backend's scan order.
+                #expect(out.stderr.contains("pgchorus refuses INSERT … SELECT … FROM without ORDER BY into gone.id"), "\(out.report)")
+                #expect(out.stdoutLines.last == "v1,v2,v3,v18,v19,v20", "\(out.report)")
                 #expect(out.stderr.contains("pgchorus refuses nextval() in an UPDATE whose WHERE pins no unique key"), "\(out.report)")
                 #expect(try servers[0].psql("select count(invoice) from src") == "1")
                 let refusals = out.stderr.components(separatedBy: "pgchorus refuses INSERT … SELECT … FROM without ORDER BY into dst.id").count - 1
                 #expect(refusals == 2, "\(out.report)")
                 #expect(out.stderr.contains("WHERE id = $1"), "the hint names what passes: \(out.report)")
-                #expect(out.stdoutLines.last == "22|22", "\(out.report)")
+                #expect(out.stdoutLines.contains("22|22"), "\(out.report)")
                 #expect(Set(try Consistency.checksums(servers)).count == 1)
                 #expect(proxy.server.context.registry.online().count == 2)
         }

@@ -293,6 +293,12 @@ import Wire
             "insert into orders (customer) select id from users where id = $1 + 1",
             "insert into audit (note) select 'x' from users where email = $1",
             "insert into orders (customer) select id from users where id = 5 and email is distinct from $1 or true",
+            // Led by a WITH: the archive pattern, a recursive CTE, a CTE that shadows a keyed table.
+            "with moved as (delete from orders_old returning *) insert into orders (customer) select customer from moved",
+            "WITH RECURSIVE r(n) AS (select 1 union all select n + 1 from r where n < 3) insert into orders (customer) select n from r",
+            "with users as not materialized (select * from users_old) insert into orders (customer) select id from users where id = 5",
+            "insert into orders (customer) with \"Users\" as (select id from users_old) select id from \"Users\" where id = 5",
+            "with a as (select 1), b as (select 2) insert into public.orders (customer) select id from users",
         ]
         for sql in refused {
             #expect(tracker.refusal(for: StatementAnalysis(sql))?.contains("pgchorus refuses INSERT … SELECT … FROM without ORDER BY into") == true, "\(sql)")
@@ -313,6 +319,10 @@ import Wire
             "insert into orders (customer) select g from generate_series(1, 3) g",
             "insert into orders (customer) select generate_series(1, count(*)) from users",
             "insert into audit (id, ref) select id, id from users",
+            "with moved as (delete from orders_old returning *) insert into orders (customer) select customer from moved order by id",
+            "with c as (select 1) insert into orders (customer) select count(*) from users",
+            "with x (a) as (select 1) insert into orders (customer) select id from users where id = $1",
+            "with moved as (delete from orders_old returning *) insert into orders select * from moved",
         ]
         for sql in accepted {
             #expect(tracker.refusal(for: StatementAnalysis(sql)) == nil, "\(sql)")

@@ -620,7 +620,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         let hasFrom = s.contains { $0.kind == .word && $0.text == "from" }
         // Rows in the order they are written (no FROM to scan): a per-row value per row, alike everywhere.
         let perRowValues = first == "insert" && !hasFrom
-        if first == "insert", let insert = UnorderedInsert.of(s) { unorderedInsertSelects.append(insert) }
+        if first == "insert" || first == "with", let insert = UnorderedInsert.of(s) { unorderedInsertSelects.append(insert) }
         // Column defaults, views, generated columns and routines: what CREATE and ALTER define.
         let definitions = ddl && (first == "create" || first == "alter")
         let perRowDefinitions = !hasFrom && !(first == "alter" && s.contains { $0.kind == .word && $0.text == "add" })

@@ -57,7 +57,41 @@ public struct UnorderedInsert: Sendable, Equatable {
     /// order, else nil. Only an ORDER BY of the SELECT itself orders them (one in a subquery, a window
     /// or an aggregate does not); a FROM of one set-returning call gives them in its own order
     /// (`StatementAnalysis.rowsComeInOrder`).
+    ///
+    /// Led by a WITH (`WITH moved AS (DELETE FROM queue … RETURNING *) INSERT INTO archive (job, v)
+    /// SELECT id, v FROM moved`), the INSERT after its common table expressions; a SELECT reading one
+    /// of them (or one after `INSERT INTO t (…) WITH …`) is never keyed by a table's unique key.
     static func of(_ s: [SQLToken]) -> UnorderedInsert? {
+        guard s.word(at: 0) == "with" else { return of(s, ctes: []) }
+        guard let w = commonTableExpressions(s, at: 0), s.word(at: w.next) == "insert" else { return nil }
+        return of(Array(s[w.next...]), ctes: w.names)
+    }
+
+    /// `WITH [RECURSIVE] name [(columns)] AS [[NOT] MATERIALIZED] (…) [, …]` at `start`: the names and
+    /// the index after the list; nil for anything else (a recursive query's SEARCH or CYCLE clause too).
+    static func commonTableExpressions(_ s: [SQLToken], at start: Int) -> (names: Set<String>, next: Int)? {
+        guard s.word(at: start) == "with" else { return nil }
+        var i = start + 1
+        if s.word(at: i) == "recursive" { i += 1 }
+        var names: Set<String> = []
+        for _ in 0..<1000 {
+            guard i < s.count, s[i].kind == .word || s[i].kind == .quotedIdentifier, let name = StatementAnalysis.folded(s[i]) else { return nil }
+            names.insert(name.lowercased())
+            i += 1
+            if s.isPunctuation("(", at: i) { i = s.closingParenthesis(of: i) + 1 }
+            guard s.word(at: i) == "as" else { return nil }
+            i += 1
+            if s.word(at: i) == "not" { i += 1 }
+            if s.word(at: i) == "materialized" { i += 1 }
+            guard s.isPunctuation("(", at: i) else { return nil }
+            i = s.closingParenthesis(of: i) + 1
+            guard s.isPunctuation(",", at: i) else { return (names, i) }
+            i += 1
+        }
+        return nil
+    }
+
+    private static func of(_ s: [SQLToken], ctes: Set<String>) -> UnorderedInsert? {
         guard s.contains(where: { $0.kind == .word && $0.text == "from" }), let target = StatementAnalysis.insertColumns(s) else { return nil }
         let orderBy = s.indices.contains { s.word(at: $0) == "order" && s.word(at: $0 + 1) == "by" }
         if !orderBy && StatementAnalysis.rowsComeInOrder(s) { return nil }
@@ -71,6 +105,9 @@ public struct UnorderedInsert: Sendable, Equatable {
             if depth == 0, t.kind == .word, t.text == "select" { select = i; break }
         }
         guard let start = select else { return insert }
+        // `INSERT INTO t (…) WITH c AS (…) SELECT …`: the SELECT may read c.
+        var ctes = ctes
+        if let w = (2..<start).first(where: { s.word(at: $0) == "with" }), let list = commonTableExpressions(s, at: w) { ctes.formUnion(list.names) }
         // Its clauses at its own level.
         var clauses: [(word: String, at: Int)] = []
         depth = 0
@@ -102,7 +139,7 @@ public struct UnorderedInsert: Sendable, Equatable {
             insert.atMostOneRow = true
             return insert
         }
-        insert.keyed = keyed(s, from: from.at, clauses: clauses)
+        insert.keyed = keyed(s, from: from.at, clauses: clauses).flatMap { ctes.contains($0.relation) ? nil : $0 }
         return insert
     }
 
