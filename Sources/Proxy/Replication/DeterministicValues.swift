@@ -250,7 +250,7 @@ public enum DeterministicValues {
     }
 
     /// Untyped time literals given as a column's default in CREATE TABLE or ALTER TABLE … ADD
-    /// (`ts timestamptz DEFAULT 'now'`): PostgreSQL reads them when it runs the DDL, with the column's
+    /// (`ts timestamptz DEFAULT 'now'`), or a domain's in CREATE DOMAIN: PostgreSQL reads them when it runs the DDL, with the column's
     /// type, and keeps that time as the default of every later row — each backend its own time. Those
     /// of a column whose type is a time type come back like `typedTimeLiterals`' (the transaction's
     /// time, the same everywhere); a column of another type (`status text DEFAULT 'now'`) keeps the
@@ -265,19 +265,30 @@ public enum DeterministicValues {
             // Typed forms ('now'::date, CAST) are `typedTimeLiterals`'.
             if s.isPunctuation(":", at: i + 1) && s.isPunctuation(":", at: i + 2) { continue }
             if s.word(at: i - 2) == "set" { unknown = true; continue }
-            // The column definition this DEFAULT belongs to: back to a ',' or '(' at its own depth (in
-            // ALTER TABLE, to its ADD).
-            var j = i - 2, depth = 0
-            while j >= 0 {
-                if s.isPunctuation(")", at: j) { depth += 1 } else if s.isPunctuation("(", at: j) { if depth == 0 { break }; depth -= 1 } else if depth == 0, s.isPunctuation(",", at: j) || (first == "alter" && s.word(at: j) == "add") { break }
-                j -= 1
+            let typeAt: Int
+            if first == "create", s.word(at: 1) == "domain" {
+                // CREATE DOMAIN [schema.]name [AS] type … DEFAULT 'now': every column of the domain
+                // without a default of its own gets that time.
+                var m = 2
+                while m + 1 < i, s.isPunctuation(".", at: m + 1) { m += 2 }
+                m += 1
+                if s.word(at: m) == "as" { m += 1 }
+                typeAt = m
+            } else {
+                // The column definition this DEFAULT belongs to: back to a ',' or '(' at its own depth (in
+                // ALTER TABLE, to its ADD).
+                var j = i - 2, depth = 0
+                while j >= 0 {
+                    if s.isPunctuation(")", at: j) { depth += 1 } else if s.isPunctuation("(", at: j) { if depth == 0 { break }; depth -= 1 } else if depth == 0, s.isPunctuation(",", at: j) || (first == "alter" && s.word(at: j) == "add") { break }
+                    j -= 1
+                }
+                if first == "alter" && s.word(at: j) != "add" { continue }
+                var k = j + 1
+                // ALTER TABLE … ADD [COLUMN] [IF NOT EXISTS] name type …
+                while let w = s.word(at: k), ["column", "if", "not", "exists"].contains(w), k < i { k += 1 }
+                // k is the column's name; its type follows.
+                typeAt = k + 1
             }
-            if first == "alter" && s.word(at: j) != "add" { continue }
-            var k = j + 1
-            // ALTER TABLE … ADD [COLUMN] [IF NOT EXISTS] name type …
-            while let w = s.word(at: k), ["column", "if", "not", "exists"].contains(w), k < i { k += 1 }
-            // k is the column's name; its type follows.
-            let typeAt = k + 1
             var type: String?
             switch s.word(at: typeAt) {
             case "timestamptz", "date", "timetz": type = s.word(at: typeAt)
