@@ -65,9 +65,13 @@ fuzz: deps
 	swift build -c release --package-path Fuzz --scratch-path .build/fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
 	FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SECONDS=$(FUZZ_SECONDS) Fuzz/run.sh
 
-# The binaries the package ships: Swift runtime linked statically, full RELRO.
+# Release builds of the two executables (the package ships pgchorus alone, also pgchorusd by the
+# name it is started with; the benchmarks run .build/release/pgchorusd): Swift runtime linked
+# statically, full RELRO. By product: the test support targets need the test toolchain.
+RELEASE_FLAGS = -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
 release: deps
-	swift build -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
+	swift build $(RELEASE_FLAGS) --product pgchorus
+	swift build $(RELEASE_FLAGS) --product pgchorusd
 
 clean:
 	rm -rf .build

@@ -184,18 +184,24 @@ extension TimingSensitive {
     /// uncompared), a per-backend value, a job queue's `SKIP LOCKED` take, an advisory lock, a cursor
     /// over a per-backend value (those four on the lead alone). Its snapshot starts there on every
     /// backend, so a commit of another session after it is unseen everywhere: where the statement goes
-    /// to the lead alone, `SELECT 1` goes to every backend first in its turn of the order. (Without it
-    /// the followers' snapshots started at the INSERT, after the other session's UPDATE: the follower
-    /// copied 'changed', the lead 'v10', both online.)
+    /// to the lead alone, a read of the isolation level goes to every backend first in its turn of the
+    /// order. (Without it the followers' snapshots started at the INSERT, after the other session's
+    /// UPDATE: the follower copied 'changed', the lead 'v10', both online.) The session first runs a
+    /// READ COMMITTED transaction the same way, from which it learns it need not do so while nothing
+    /// changes the isolation level; then the level is set for the transaction, or as the session's
+    /// default before a plain BEGIN.
     @Test(arguments: ["SELECT v FROM q LIMIT 1", "SELECT pg_backend_pid()",
                       "SELECT id FROM q WHERE id > 15 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                      "SELECT pg_try_advisory_xact_lock(7)", "DECLARE c CURSOR FOR SELECT random() FROM q"])
-    func aRepeatableReadSnapshotStartsAtItsFirstStatementOnEveryBackend(first: String) async throws {
+                      "SELECT pg_try_advisory_xact_lock(7)", "DECLARE c CURSOR FOR SELECT random() FROM q"],
+          [true, false])
+    func aRepeatableReadSnapshotStartsAtItsFirstStatementOnEveryBackend(first: String, sessionDefault: Bool) async throws {
         try await withRowsInTwoOrders(table: "q", and: "create table copied (id int primary key, v text)") { servers, proxy in
             let a = try RawPostgresClient(port: proxy.port)
             defer { a.disconnect() }
             _ = try a.startup()
-            for sql in ["BEGIN", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", first] {
+            let isolation = sessionDefault ? ["SET default_transaction_isolation = 'repeatable read'", "BEGIN"]
+                : ["BEGIN", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
+            for sql in ["BEGIN", first, "COMMIT"] + isolation + [first] {
                 #expect(try a.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
             }
             let b = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1", "-c", "update q set v = 'changed' where id = 10"])

@@ -45,6 +45,17 @@ import Testing
         }
     }
 
+    @Test func theStatementsThatMayChangeAnIsolationLevelAreKnown() {
+        for sql in ["BEGIN ISOLATION LEVEL REPEATABLE READ", "start transaction isolation level serializable", "set transaction isolation level serializable",
+                    "SET default_transaction_isolation = 'repeatable read'", "set session characteristics as transaction isolation level serializable",
+                    "select set_config('default_transaction_isolation', 'serializable', false)", "reset all", "discard all", "RESET default_transaction_isolation"] {
+            #expect(StatementAnalysis(sql).mentionsIsolation, "\(sql)")
+        }
+        for sql in ["begin", "set search_path = a", "select 1", "commit", "set transaction read only"] {
+            #expect(!StatementAnalysis(sql).mentionsIsolation, "\(sql)")
+        }
+    }
+
     // MARK: BEGIN (answered ahead)
 
     @Test func aPlainBeginHasTheCommandTagPostgreSQLAnswersWith() {

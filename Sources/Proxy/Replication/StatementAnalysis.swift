@@ -29,6 +29,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// all but transaction control, SET/RESET/SHOW, LOCK, LISTEN/NOTIFY, FETCH/MOVE, CHECKPOINT, and
     /// here also CLOSE, DISCARD, DEALLOCATE, PREPARE, LOAD: where unsure, none).
     public var takesSnapshot = false
+    /// Some statement may change a transaction's isolation level or the session's default for it
+    /// (`BEGIN ISOLATION LEVEL …`, `SET TRANSACTION …`, `SET default_transaction_isolation`, `SET
+    /// SESSION CHARACTERISTICS`, `set_config()`, `RESET`, `DISCARD`).
+    public var mentionsIsolation = false
     /// A plain read whose answer is per server, not data: a call whose value differs per backend
     /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
     /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts), or rows picked or
@@ -131,6 +135,9 @@ public struct StatementAnalysis: Sendable, Equatable {
             && a.deterministicRewrites == b.deterministicRewrites
             && a.unorderedInsertSelects == b.unorderedInsertSelects
     }
+
+    /// Words of statements that may change an isolation level (`mentionsIsolation`).
+    static let isolationWords: Set<String> = ["isolation", "default_transaction_isolation", "characteristics", "set_config"]
 
     /// First words of statements that take no snapshot (`takesSnapshot`).
     static let snapshotless: Set<String> = [
@@ -263,6 +270,9 @@ public struct StatementAnalysis: Sendable, Equatable {
             default: isPlainRead = false
             }
             if !first.isEmpty, !Self.snapshotless.contains(first) { takesSnapshot = true }
+            if first == "reset" || first == "discard" || s.contains(where: { $0.kind == .word && Self.isolationWords.contains($0.text) }) {
+                mentionsIsolation = true
+            }
             if first == "select" || first == "with", s.contains(where: { $0.kind == .word && $0.text == "into" }) {
                 // SELECT … INTO creates a table.
                 isReadOnly = false

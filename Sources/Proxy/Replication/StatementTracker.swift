@@ -78,6 +78,8 @@ struct StatementTracker {
         var usesSavepoint = false
         /// Some statement run takes a snapshot (`StatementAnalysis.takesSnapshot`).
         var takesSnapshot = false
+        /// Some statement may change an isolation level (`StatementAnalysis.mentionsIsolation`).
+        var mentionsIsolation = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -533,6 +535,7 @@ extension StatementTracker.Result {
         if analysis.containsCommit { containsCommit = true }
         if analysis.usesSavepoint { usesSavepoint = true }
         if analysis.takesSnapshot { takesSnapshot = true }
+        if analysis.mentionsIsolation { mentionsIsolation = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

@@ -63,12 +63,15 @@ extension ClientSessionHandler {
     /// read, a `SKIP LOCKED` take, a lead-only cursor): under REPEATABLE READ the lead's snapshot would
     /// be fixed there and the followers' only at the next statement that reaches them, which may see
     /// commits the lead's does not — and a write copying what the transaction read then differs.
-    /// `SELECT 1` goes to every backend first, in its turn of the order, its replies unseen, so every
-    /// backend takes its snapshot there; then `read` goes to the lead (right behind it, no round trip).
+    /// A `SELECT` of the transaction's isolation level goes to every backend first, in its turn of the
+    /// order, its replies unseen but for the lead's answer, so every backend takes its snapshot there;
+    /// then `read` goes to the lead (right behind it, no round trip). The answer, in a transaction that
+    /// set no isolation level, says whether the session's transactions are READ COMMITTED
+    /// (`readCommittedKnown`): then none of its later transactions needs this.
     func routeTakingSnapshotEverywhere(_ read: ByteBuffer) {
         snapshotEverywhere = true
         var b = ByteBuffer()
-        FrontendMessage.query("SELECT 1").encode(into: &b)
+        FrontendMessage.query("SELECT pg_catalog.current_setting('transaction_isolation')").encode(into: &b)
         sendInTurn(b, cycle: true, wrap: false, flags: GroupFlags(), thenRoute: read)
     }
 
@@ -81,6 +84,7 @@ extension ClientSessionHandler {
             return seq
         }
         let seq = nextSeq
+        snapshotIsolationSeq = transactionMentionsIsolation ? nil : seq
         dispatch(w.bytes, kind: .hidden, waitsForLead: false)
         route(read, to: lead)
         return seq

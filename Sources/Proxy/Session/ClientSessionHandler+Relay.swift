@@ -208,8 +208,21 @@ extension ClientSessionHandler {
             trailingBody = trailingCommitBody(frames: frames, result: result)
             return trailingBody != nil
         })
-        if lastStatus == .idle { snapshotEverywhere = false }
-        if result.takesSnapshot, route == .statementsThenVote || route == .all(wrap: false) || route == .all(wrap: true) { snapshotEverywhere = true }
+        if lastStatus == .idle {
+            snapshotEverywhere = false
+            transactionMentionsIsolation = false
+        }
+        if result.mentionsIsolation {
+            transactionMentionsIsolation = true
+            readCommittedKnown = false
+            snapshotIsolationSeq = nil
+        }
+        if result.takesSnapshot {
+            switch route {
+            case .all, .statementsThenVote: snapshotEverywhere = true
+            case .vote, .lead, .balanced: break
+            }
+        }
         if replicated, result.containsCommit, !result.isCommit, wroteInTransaction, route != .statementsThenVote {
             logger.warning("COMMIT sent together with other statements in one message, not last or beside other transaction control: committed without the vote")
         }
@@ -232,7 +245,8 @@ extension ClientSessionHandler {
                 sendInTurn(body, cycle: true, wrap: true, flags: flags)
             }
         case .lead:
-            if replicated, cycle, lastStatus == .inTransaction, result.takesSnapshot, !snapshotEverywhere {
+            if replicated, cycle, lastStatus == .inTransaction, result.takesSnapshot, !snapshotEverywhere,
+               !readCommittedKnown || transactionMentionsIsolation {
                 routeTakingSnapshotEverywhere(result.bytes)
             } else {
                 self.route(result.bytes, to: lead)
@@ -802,7 +816,11 @@ extension ClientSessionHandler {
         case .routedRead:
             routedFrame(lead, exp, frame)
         case .hidden:
-            break
+            if exp.seq == snapshotIsolationSeq, frame.type == BackendMessage.Kind.dataRow.rawValue,
+               case let .dataRow(columns)? = try? BackendMessage(frame: frame), columns.count == 1 {
+                readCommittedKnown = columns[0].map { String(buffer: $0) } == "read committed"
+                snapshotIsolationSeq = nil
+            }
         }
         if frame.type == BackendMessage.Kind.readyForQuery.rawValue { finishCycle(lead, exp, frame) }
     }

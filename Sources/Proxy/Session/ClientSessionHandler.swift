@@ -79,6 +79,15 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The open transaction has taken its snapshot on every backend: a statement that takes one has
     /// gone to all of them (`routeTakingSnapshotEverywhere`). Unset by every group sent from idle.
     var snapshotEverywhere = false
+    /// The session's transactions are READ COMMITTED, as its lead answered when the snapshot was
+    /// taken everywhere in a transaction that set no isolation level (`snapshotIsolationSeq`);
+    /// forgotten at any statement that may change it (`StatementAnalysis.mentionsIsolation`). Each
+    /// statement of such a transaction takes a snapshot of its own: none need be taken everywhere.
+    var readCommittedKnown = false
+    /// The open transaction ran a statement that may change its isolation level.
+    var transactionMentionsIsolation = false
+    /// The hidden cycle that took the snapshot everywhere and asks the lead the transaction's isolation level.
+    var snapshotIsolationSeq: Int?
     /// The transaction ran something PostgreSQL cannot PREPARE after (NOTIFY, LISTEN …): it commits without the vote.
     var transactionPreventsPrepare = false
     /// Notifications held until the vote commits (`holdNotification`).
