@@ -19,7 +19,7 @@ DUR=${1:-70}; RUNS=${2:-1}
 KILL=${KILL:-db2}; FREEZE=${FREEZE:-db3}
 P=${PGCHORUS_BENCH_PORT:-18432}
 . bench/lib.sh
-pick_bin bench/chaos.sh pgchorus
+pick_bin bench/chaos.sh pgchorus pgchorusd
 OUT="bench/results/chaos-$(date +%Y%m%d-%H%M).md"
 mkdir -p bench/results
 {

@@ -14,7 +14,7 @@ export PATH="/usr/lib/postgresql/15/bin:$PATH"
 DUR=${1:-10}; RUNS=${2:-3}
 P=${PGCHORUS_BENCH_PORT:-18532}
 . bench/lib.sh
-pick_bin bench/job-queue.sh pgchorus
+pick_bin bench/job-queue.sh pgchorus pgchorusd
 OUT="bench/results/job-queue-$(date +%Y%m%d-%H%M).md"
 mkdir -p bench/results
 W=$(mktemp -d /tmp/pgchorus-jobq-XXXXXX); chmod 755 "$W"

@@ -87,14 +87,19 @@ final class BackendProber: Sendable {
     /// libpq said of the silence.
     private func silence(of backend: Configuration.Backend) -> String? {
         do {
-            let c = try LibPQConnection(conninfo(backend), target: backend.description)
-            try c.query("SELECT 1")
+            try ask(backend)
             return nil
         } catch let failure as LibPQConnection.Failure {
             return Self.isSilence(failure.description) ? failure.description : nil
         } catch {
             return nil
         }
+    }
+
+    /// Logs in to `backend` with a fresh connection and asks `SELECT 1`, on the calling thread.
+    private func ask(_ backend: Configuration.Backend) throws {
+        let c = try LibPQConnection(conninfo(backend), target: backend.description)
+        try c.query("SELECT 1")
     }
 
     /// A refused TCP connection: nothing listens there, no stall explains it.
@@ -106,14 +111,7 @@ final class BackendProber: Sendable {
         let me = self
         threads().submit { state in
             guard state == .active else { return answer(false) }
-            let conninfo = me.conninfo(backend)
-            do {
-                let c = try LibPQConnection(conninfo, target: backend.description)
-                try c.query("SELECT 1")
-                answer(true)
-            } catch {
-                answer(false)
-            }
+            answer((try? me.ask(backend)) != nil)
         }
     }
 

@@ -744,18 +744,7 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// (`WITH c(a) AS (…)`, `, "d"(b) AS (…)`: the parenthesis closes before AS and a statement).
     static func namesColumnList(_ s: [SQLToken], at i: Int) -> Bool {
         if i > 0, s[i - 1].kind == .word, s[i - 1].text == "as" { return true }
-        var depth = 0
-        var j = i + 1
-        while j < s.count {
-            if s[j].kind == .punctuation {
-                if s[j].text == "(" { depth += 1 }
-                if s[j].text == ")" {
-                    depth -= 1
-                    if depth == 0 { break }
-                }
-            }
-            j += 1
-        }
+        let j = s.closingParenthesis(of: i + 1)
         guard j + 1 < s.count, s[j + 1].kind == .word, s[j + 1].text == "as" else { return false }
         // A CTE's body is a statement; `FROM f(1) AS (a int, b text)` is a call with a column
         // definition list, and stays a call.
