@@ -93,4 +93,75 @@ import Wire
             }
         }
     }
+
+    /// Locks that live on the lead alone — a session-level advisory lock (leader election by
+    /// `pg_try_advisory_lock`), rows a transaction took `FOR UPDATE SKIP LOCKED` (a job queue) — go with
+    /// a lead that fails. A session holding them cannot go on as if it held them (another session takes
+    /// them on the next lead: two leaders, one job run twice): it ends, as on a crashed server, and its
+    /// open transaction rolls back. Sessions holding none go on, as before.
+    @Test func aSessionHoldingLocksThatLiveOnTheLeadAloneEndsWhenTheLeadFails() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table jobs (id int primary key, done boolean not null default false, note text); insert into jobs (id) select generate_series(1, 5)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                func session() throws -> RawPostgresClient {
+                    let c = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                    _ = try c.startup()
+                    return c
+                }
+                func value(_ replies: [BackendMessage]) -> String? {
+                    for case let .dataRow(columns) in replies { return columns.first.flatMap { $0.map { String(buffer: $0) } } }
+                    return nil
+                }
+                let leader = try session()
+                #expect(value(try leader.query("select pg_try_advisory_lock(42)")) == "t")
+                let worker = try session()
+                #expect(completed(try worker.query("begin")) == ["BEGIN"])
+                #expect(completed(try worker.query("update jobs set note = 'worker' where id = 5")) == ["UPDATE 1"])
+                #expect(value(try worker.query("select id from jobs order by id limit 1 for update skip locked")) == "1")
+                // A lock taken and let go, and a transaction-level lock of a transaction that ended: nothing held.
+                let former = try session()
+                #expect(value(try former.query("select pg_try_advisory_lock(43)")) == "t")
+                #expect(value(try former.query("select pg_advisory_unlock_all()")) != nil)
+                #expect(completed(try former.query("begin; select pg_advisory_xact_lock(44); commit")) == ["BEGIN", "SELECT 1", "COMMIT"])
+                let plain = try session()
+                #expect(completed(try plain.query("begin")) == ["BEGIN"])
+                #expect(completed(try plain.query("update jobs set note = 'plain' where id = 4")) == ["UPDATE 1"])
+
+                let registry = proxy.server.context.registry
+                let failed = try await runBlocking { () throws -> Bool in
+                    try servers[0].stop(mode: .immediate)
+                    return eventuallyBlocking(30) { registry.status(of: "db1") == .failed }
+                }
+                #expect(failed, "db1 was not failed within 30 s of its stop")
+
+                func ended(_ c: RawPostgresClient, _ sql: String) throws -> ErrorFields? {
+                    try? c.send(.query(sql))
+                    for case let .errorResponse(fields) in try c.readUntilReady() { return fields }
+                    return nil
+                }
+                let leaderEnd = try ended(leader, "select 1")
+                #expect(leaderEnd?.sqlState == "08006" && leaderEnd?.severity == "FATAL"
+                        && leaderEnd?.message?.contains("session-level advisory lock") == true, "\(String(describing: leaderEnd))")
+                let workerEnd = try ended(worker, "update jobs set done = true where id = 1")
+                #expect(workerEnd?.sqlState == "08006" && workerEnd?.message?.contains("FOR UPDATE SKIP LOCKED") == true, "\(String(describing: workerEnd))")
+                // The others go on; the lock and the job are free for whoever takes them now.
+                #expect(completed(try former.query("select 1")) == ["SELECT 1"])
+                #expect(completed(try plain.query("update jobs set note = 'plain again' where id = 4")) == ["UPDATE 1"])
+                #expect(completed(try plain.query("commit")) == ["COMMIT"])
+                let next = try session()
+                #expect(value(try next.query("select pg_try_advisory_lock(42)")) == "t")
+                #expect(value(try next.query("select id from jobs order by id limit 1 for update skip locked")) == "1")
+                // The worker's transaction rolled back on every backend left.
+                let rows = "select string_agg(id || ':' || done || ':' || coalesce(note, ''), ',' order by id) from jobs"
+                for s in servers.dropFirst() {
+                    let rolledBack = try await eventually(10) { try s.psql(rows) == "1:false:,2:false:,3:false:,4:false:plain again,5:false:" }
+                    let now = try s.psql(rows)
+                    #expect(rolledBack, "\(s.name): \(now)")
+                }
+                #expect(registry.online().map(\.id) == ["db2", "db3"])
+            }
+        }
+    }
 }

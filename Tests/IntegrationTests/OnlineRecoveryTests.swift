@@ -307,6 +307,58 @@ extension TimingSensitive {
         }
     }
 
+    /// A session-level advisory lock lives on the session's lead alone. A backend brought back as a
+    /// follower needs none of it: the session takes it in and keeps its lock (it used to end for a
+    /// `pg_advisory_lock`). A backend brought back that takes the lead (the first in configuration
+    /// order) does not hold it: the session ends rather than go on believing it holds a lock another
+    /// session may now take (before, a `pg_try_advisory_lock` holder went on: two leaders).
+    @Test func aSessionKeepsItsAdvisoryLockUnlessABackendTakenInTakesTheLead() async throws {
+        try await withPostgresServers(count: 2, options: Self.logical) { servers in
+            try await withNodeCluster(count: 1, backends: servers) { cluster in
+                try await cluster.start(1)
+                #expect(try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key)"]).exitCode == 0)
+                func session() throws -> RawPostgresClient {
+                    let c = try RawPostgresClient(port: cluster.port, host: "127.0.0.2", timeoutSeconds: 60)
+                    _ = try c.startup()
+                    return c
+                }
+                func ok(_ replies: [BackendMessage]) -> Bool { !replies.isEmpty && replies.allSatisfy { $0.errorState == nil } }
+                func value(_ replies: [BackendMessage]) -> String? {
+                    for case let .dataRow(columns) in replies { return columns.first.flatMap { $0.map { String(buffer: $0) } } }
+                    return nil
+                }
+                let heldOn = "select count(*) from pg_locks where locktype = 'advisory' and granted and objid = "
+
+                // A follower comes back: the holder takes it in and keeps its lock on the lead.
+                #expect(try cluster.cli(1, ["detach", "db2"]).exitCode == 0)
+                let holder = try session()
+                #expect(ok(try holder.query("select pg_advisory_lock(7)")))
+                var recover = try await runBlocking { try cluster.cli(1, ["recover", "db2", "--wait"]) }
+                #expect(recover.exitCode == 0, "\(recover.report)")
+                #expect(ok(try holder.query("insert into t values (1)")))
+                #expect(try servers[1].psql("select count(*) from t") == "1")
+                #expect(try servers[0].psql(heldOn + "7") == "1")
+
+                // The lead comes back: a session holding a lock on the lead it had meanwhile ends.
+                #expect(try cluster.cli(1, ["detach", "db1"]).exitCode == 0)
+                let elected = try session()
+                #expect(value(try elected.query("select pg_try_advisory_lock(9)")) == "t")
+                recover = try await runBlocking { try cluster.cli(1, ["recover", "db1", "--wait"]) }
+                #expect(recover.exitCode == 0, "\(recover.report)")
+                try? elected.send(.query("insert into t values (2)"))
+                let end = try elected.readUntilReady().compactMap { m -> ErrorFields? in if case let .errorResponse(f) = m { f } else { nil } }.first
+                #expect(end?.sqlState == "08006" && end?.message?.contains("brought into service") == true
+                        && end?.message?.contains("session-level advisory lock") == true, "\(String(describing: end))")
+                let next = try session()
+                #expect(value(try next.query("select pg_try_advisory_lock(9)")) == "t")
+                #expect(try servers[0].psql(heldOn + "9") == "1")
+                for server in servers { #expect(try server.psql("select count(*) from t") == "1") }
+                let status = try await cluster.status(1)
+                #expect(status.backends.allSatisfy { $0.status == "online" }, "\(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
+            }
+        }
+    }
+
     /// A table whose updates could not be replayed: refused with its name, before anything changes.
     /// Asked the way a database server's recovery agent asks: over the TCP admin API with its token.
     @Test func aTableWithoutReplicaIdentityIsRefusedBeforeAnythingChanges() async throws {

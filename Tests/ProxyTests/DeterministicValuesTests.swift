@@ -279,6 +279,24 @@ import Wire
 
     /// SERIAL/IDENTITY ids (and per-row defaults) given to the rows of an INSERT … SELECT in each
     /// backend's scan order: refused unless the SELECT is ordered or meets one row at most.
+    /// The session ends when the lead holding a session-level advisory lock stops leading it: such a
+    /// lock is told from a transaction's (which ends with the transaction), and so is releasing them all.
+    @Test func sessionLevelAdvisoryLocksAreToldFromTransactionOnes() {
+        for sql in ["select pg_try_advisory_lock(7)", "SELECT pg_catalog.pg_advisory_lock(1, 2)", "select pg_advisory_lock_shared(3)",
+                    "select PG_TRY_ADVISORY_LOCK_SHARED(hashtext('x'))", "select id from jobs where pg_try_advisory_lock(id) order by id limit 1"] {
+            let a = StatementAnalysis(sql)
+            #expect(a.takesSessionLock && !a.releasesSessionLocks, "\(sql)")
+        }
+        for sql in ["select pg_try_advisory_xact_lock(7)", "select pg_advisory_xact_lock_shared(1)", "select pg_advisory_unlock(7)",
+                    "select 'pg_advisory_lock(1)'", "select 1 -- pg_try_advisory_lock(1)", "select id from jobs limit 1 for update skip locked"] {
+            #expect(!StatementAnalysis(sql).takesSessionLock, "\(sql)")
+        }
+        for sql in ["select pg_advisory_unlock_all()", "DISCARD ALL", "discard all;"] {
+            #expect(StatementAnalysis(sql).releasesSessionLocks, "\(sql)")
+        }
+        #expect(!StatementAnalysis("discard plans").releasesSessionLocks)
+    }
+
     @Test func sequenceColumnsFilledInScanOrderAreRefusedUnlessOneRowIsMet() {
         var tracker = StatementTracker(refuseVolatile: true)
         tracker.rewrite = true

@@ -33,6 +33,12 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// (`BEGIN ISOLATION LEVEL …`, `SET TRANSACTION …`, `SET default_transaction_isolation`, `SET
     /// SESSION CHARACTERISTICS`, `set_config()`, `RESET`, `DISCARD`).
     public var mentionsIsolation = false
+    /// Some statement calls a function that takes a session-level advisory lock (`pg_advisory_lock`,
+    /// `pg_try_advisory_lock` and their `_shared` forms): held on the lead alone (`locksOnLeadAlone`)
+    /// until the session unlocks it or ends.
+    public var takesSessionLock = false
+    /// Some statement releases every session-level advisory lock (`pg_advisory_unlock_all()`, `DISCARD ALL`).
+    public var releasesSessionLocks = false
     /// A plain read whose answer is per server, not data: a call whose value differs per backend
     /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
     /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts), or rows picked or
@@ -220,6 +226,8 @@ public struct StatementAnalysis: Sendable, Equatable {
         var touches = false
         defer {
             readOnlyButForUnknownCalls = isReadOnly && !unknownCalls.isEmpty
+            takesSessionLock = !unknownCalls.isDisjoint(with: Self.sessionLockFunctions)
+            if unknownCalls.contains("pg_advisory_unlock_all") { releasesSessionLocks = true }
             plainButForUnknownCalls = isPlainRead
             touchesServerState = touches
             if !unknownCalls.isEmpty { isReadOnly = false }
@@ -273,6 +281,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             if first == "reset" || first == "discard" || s.contains(where: { $0.kind == .word && Self.isolationWords.contains($0.text) }) {
                 mentionsIsolation = true
             }
+            if first == "discard", s.count >= 2, s[1].kind == .word, s[1].text == "all" { releasesSessionLocks = true }
             if first == "select" || first == "with", s.contains(where: { $0.kind == .word && $0.text == "into" }) {
                 // SELECT … INTO creates a table.
                 isReadOnly = false
@@ -493,6 +502,11 @@ public struct StatementAnalysis: Sendable, Equatable {
         "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
         "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared", "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared",
         "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
+    ]
+
+    /// The advisory lock functions whose lock outlives the transaction (`takesSessionLock`).
+    static let sessionLockFunctions: Set<String> = [
+        "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
     ]
 
     /// See `readsOnlyItsTarget`.

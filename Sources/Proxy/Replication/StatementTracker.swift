@@ -80,6 +80,10 @@ struct StatementTracker {
         var takesSnapshot = false
         /// Some statement may change an isolation level (`StatementAnalysis.mentionsIsolation`).
         var mentionsIsolation = false
+        /// Some statement takes a session-level advisory lock (`StatementAnalysis.takesSessionLock`).
+        var takesSessionLock = false
+        /// Some statement releases them all (`StatementAnalysis.releasesSessionLocks`).
+        var releasesSessionLocks = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -536,6 +540,8 @@ extension StatementTracker.Result {
         if analysis.usesSavepoint { usesSavepoint = true }
         if analysis.takesSnapshot { takesSnapshot = true }
         if analysis.mentionsIsolation { mentionsIsolation = true }
+        if analysis.takesSessionLock { takesSessionLock = true }
+        if analysis.releasesSessionLocks { releasesSessionLocks = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

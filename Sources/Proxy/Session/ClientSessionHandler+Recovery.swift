@@ -175,7 +175,6 @@ struct SessionReplay {
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
         func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
-        if words.contains(where: { $0.hasPrefix("pg_advisory_lock") }) { unreplayable = "a session-level advisory lock" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = "a temporary table" }
         if unreplayable == nil, !drops { ordinary.keep(true, for: sql) }
     }
@@ -227,7 +226,7 @@ struct SessionReplay {
         ("load ", "a loaded library"),
     ]
     /// Words that may make it so anywhere in a statement (looked at closer when one is there).
-    static let wordsToLookAt = ["hold", "pg_advisory_lock", "temp"].map { Array($0.utf8) }
+    static let wordsToLookAt = ["hold", "temp"].map { Array($0.utf8) }
 
     static func isSpace(_ c: UInt8) -> Bool { c == 32 || (c >= 9 && c <= 13) }
 
@@ -505,6 +504,11 @@ extension ClientSessionHandler {
         // its locks on the same backend.
         if let first = shared.registry.online().first?.id,
            let i = backends.indices.first(where: { backends[$0].isLive && backends[$0].backend.id == first }), i != lead {
+            if let error = leadLocksLostError(lead: backends[lead].backend.id, becauseOf: "hands the lead to backend \(first), brought into service") {
+                logger.warning("session ends: backend \(first) came into service and leads now, and this session held a session-level advisory lock on its lead")
+                fatal(error)
+                return
+            }
             lead = i
             noteLeadOrdering()
         }

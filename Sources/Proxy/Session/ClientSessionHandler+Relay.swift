@@ -211,7 +211,14 @@ extension ClientSessionHandler {
         if lastStatus == .idle {
             snapshotEverywhere = false
             transactionMentionsIsolation = false
+            leadLocks.transactionLocks = false
         }
+        if result.takesSessionLock {
+            leadLocks.sessionLocks = true
+        } else if result.releasesSessionLocks {
+            leadLocks.sessionLocks = false
+        }
+        if route == .lead, result.locksOnLeadAlone, lastStatus != .idle { leadLocks.transactionLocks = true }
         if result.mentionsIsolation {
             transactionMentionsIsolation = true
             readCommittedKnown = false
@@ -1236,6 +1243,11 @@ extension ClientSessionHandler {
             next = index
         }
         let old = backends[lead].backend
+        if let error = leadLocksLostError(lead: old.id, becauseOf: "failed") {
+            logger.warning("session ends: its lead backend \(old.description) failed while the session held locks that live on the lead alone")
+            fatal(error)
+            return
+        }
         lead = next
         catalogLoading = false
         endCatalogWait()
@@ -1253,6 +1265,28 @@ extension ClientSessionHandler {
         }
         awaitHandover(after: old.id)
         decideBeginAhead()
+    }
+
+    /// The error that ends a session whose lead `lead` stops leading it (`becauseOf`: "failed", or
+    /// hands the lead to a backend taken in) while it holds locks that live there alone
+    /// (`leadLocks`): another session could take them on the next lead while this client goes on
+    /// believing it holds them (two workers on one job, two leaders elected). As when a PostgreSQL
+    /// server crashes, the connection ends; the backends roll back the open transaction. Nil when
+    /// the session holds none.
+    func leadLocksLostError(lead: String, becauseOf what: String) -> ErrorFields? {
+        let held: String
+        if leadLocks.sessionLocks {
+            held = "a session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock)"
+        } else if leadLocks.transactionLocks, lastStatus != .idle, commit == nil {
+            // (Once its COMMIT is being voted, its writes by the keys it took hold their rows on every
+            // backend: the vote decides, as for any lead lost then.)
+            held = "locks of its open transaction (rows taken FOR UPDATE SKIP LOCKED, advisory locks)"
+        } else {
+            return nil
+        }
+        return ErrorFields(severity: "FATAL", sqlState: "08006",
+                           message: "pgchorus ended this session: its lead backend \(lead) \(what), and this session held \(held) there, which another session may now take",
+                           hint: "Reconnect and take the locks again; the open transaction, if any, was rolled back on every backend.")
     }
 
     func backendReadComplete(_ index: Int) {

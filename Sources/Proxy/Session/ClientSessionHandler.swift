@@ -88,6 +88,12 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var transactionMentionsIsolation = false
     /// The hidden cycle that took the snapshot everywhere and asks the lead the transaction's isolation level.
     var snapshotIsolationSeq: Int?
+    /// Locks that live on the lead alone and that the session may hold: a session-level advisory lock
+    /// (`sessionLocks`, until `pg_advisory_unlock_all()` or `DISCARD ALL`), or, in the open transaction,
+    /// rows taken `FOR UPDATE … SKIP LOCKED` and transaction-level advisory locks (`transactionLocks`,
+    /// unset by every group sent from idle). The session cannot go on without the backend that holds
+    /// them (`leadLocksLostError`).
+    var leadLocks = (sessionLocks: false, transactionLocks: false)
     /// The transaction ran something PostgreSQL cannot PREPARE after (NOTIFY, LISTEN …): it commits without the vote.
     var transactionPreventsPrepare = false
     /// Notifications held until the vote commits (`holdNotification`).
