@@ -218,7 +218,9 @@ extension ClientSessionHandler {
         } else if result.releasesSessionLocks {
             leadLocks.sessionLocks = false
         }
-        if route == .lead, result.locksOnLeadAlone, lastStatus != .idle { leadLocks.transactionLocks = true }
+        // (Also where such a take goes to every backend, a named statement's: each backend locked the
+        // rows it chose, the client's are the lead's.)
+        if result.lockRowsPerBackend, lastStatus != .idle { leadLocks.transactionLocks = true }
         if result.mentionsIsolation {
             transactionMentionsIsolation = true
             readCommittedKnown = false
