@@ -179,30 +179,40 @@ import Wire
     }
 
     /// The same under load, as applications run it: 6 workers taking jobs with `SKIP LOCKED` and 3
-    /// electors taking turns with `pg_try_advisory_lock()` through three backends, the lead stopped
-    /// once a quarter of the jobs are done; sessions that lose their connection reconnect
-    /// (`Scripts/job_queue_faults.py`). No worker finds its job taken by another while it held it, no
-    /// elector finds the lock it led with gone, every job is done once, and the two backends left
-    /// stay online and identical.
-    @Test func aJobQueueAndLeaderElectionGoThroughTheLeadFailing() async throws {
+    /// electors taking turns with `pg_try_advisory_lock()` through three backends, a backend stopped
+    /// (immediate shutdown) or frozen (SIGSTOP) once a quarter of the jobs are done; sessions that
+    /// lose their connection reconnect (`Scripts/job_queue_faults.py`). No worker finds its job taken
+    /// by another while it held it, no elector finds the lock it led with gone, every job is done once,
+    /// and the two backends left stay online and identical. A follower's loss costs no session its
+    /// connection; the lead's ends those holding its locks (before, the lead's loss had two workers
+    /// mark one job each and an elector find its lock gone).
+    @Test(arguments: [("stop", 0), ("stop", 2), ("freeze", 2)])
+    func aJobQueueAndLeaderElectionGoThroughABackendFailing(fault: String, victim: Int) async throws {
         try await withPostgresServers(count: 3) { servers in
-            try await withProxy(backends: servers) { proxy in
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 2\n") { proxy in
                 let jobs = 1200
                 let dsn = proxy.connectionString()
-                async let run = runBlocking { try Clients.pythonScript("job_queue_faults.py", [dsn, "6", "\(jobs)", "3"], timeout: .seconds(150)) }
+                let name = servers[victim].name
+                let watched = servers[victim == 1 ? 2 : 1]
+                async let run = runBlocking {
+                    try Clients.pythonScript("job_queue_faults.py", [dsn, "6", "\(jobs)", "3", victim == 0 ? "lead" : "follower"], timeout: .seconds(150))
+                }
                 let registry = proxy.server.context.registry
-                let stopped = try await runBlocking { () throws -> Bool in
+                defer { if fault == "freeze" { TimingSensitive.BackendFaultTests.signalTree(servers[victim], SIGCONT) } }
+                let failed = try await runBlocking { () throws -> Bool in
                     // Up to 60 s for a quarter of the jobs (the table appears once the script has made it).
-                    let started = eventuallyBlocking(60) { (Int((try? servers[1].psql("select count(*) from jobs where taken")) ?? "") ?? 0) >= jobs / 4 }
+                    let started = eventuallyBlocking(60) { (Int((try? watched.psql("select count(*) from jobs where taken")) ?? "") ?? 0) >= jobs / 4 }
                     guard started else { return false }
-                    try servers[0].stop(mode: .immediate)
-                    return eventuallyBlocking(30) { registry.status(of: "db1") == .failed }
+                    if fault == "freeze" { TimingSensitive.BackendFaultTests.signalTree(servers[victim], SIGSTOP) } else { try servers[victim].stop(mode: .immediate) }
+                    return eventuallyBlocking(30) { registry.status(of: name) == .failed }
                 }
                 let out = try await run
-                #expect(stopped, "the lead was not stopped and failed in the middle of the run: \(out.report)")
+                if fault == "freeze" { TimingSensitive.BackendFaultTests.signalTree(servers[victim], SIGCONT) }
+                #expect(failed, "\(name) was not hit and failed in the middle of the run: \(out.report)")
                 #expect(out.exitCode == 0 && out.stdoutLines.last == "PASSED", "\(out.report)")
-                #expect(registry.online().map(\.id) == ["db2", "db3"], "\(registry.online().map(\.id))")
-                #expect(Set(try Consistency.checksums(Array(servers.dropFirst()))).count == 1)
+                let left = servers.indices.filter { $0 != victim }
+                #expect(registry.online().map(\.id) == left.map { servers[$0].name }, "\(registry.online().map(\.id))")
+                #expect(Set(try Consistency.checksums(left.map { servers[$0] })).count == 1)
             }
         }
     }
