@@ -2,6 +2,7 @@ import Foundation
 import LocalCluster
 import Testing
 import TestSupport
+import Wire
 
 /// Volatile defaults and values made identical on every backend (`DeterministicValues`): an
 /// application's schema with `DEFAULT gen_random_uuid()`, `DEFAULT now()`, triggers and views runs
@@ -246,6 +247,43 @@ extension TimingSensitive {
                 #expect(try servers[0].psql("select count(*) from jobs where taken") == "560")
                 #expect(proxy.server.context.registry.online().count == 3, "a backend was failed by the queue")
                 #expect(Set(try Consistency.checksums(servers)).count == 1)
+            }
+        }
+    }
+
+    /// A job queue that takes its jobs inside a routine (`SELECT take_job()`, whose body takes a row
+    /// `FOR UPDATE SKIP LOCKED` and marks it, or tries an advisory lock): each backend would answer by
+    /// its own sessions' locks and mark another row — silently when the routine returns nothing the
+    /// node compares. Such calls are refused with the way out, from the catalog, in the same session
+    /// that created the routine, in the simple and the extended protocol; other routines run.
+    @Test func aRoutineThatTakesRowsBySkipLockedIsRefused() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: """
+                create table jobs (id int primary key, taken boolean not null default false);
+                insert into jobs (id) select generate_series(1, 5);
+                create function take_job() returns void language plpgsql as $f$
+                begin
+                  update jobs set taken = true where id = (select id from jobs where not taken order by id limit 1 for update skip locked);
+                end $f$;
+                create function elect() returns boolean language sql as $f$ select pg_try_advisory_lock(7) $f$;
+                create function count_jobs() returns bigint language sql as $f$ select count(*) from jobs $f$;
+                select take_job();
+                select 1 from elect();
+                select count_jobs();
+                """)
+                #expect(out.stderr.contains("pgchorus refuses take_job(): its body takes rows FOR UPDATE SKIP LOCKED"), "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses elect()"), "\(out.report)")
+                #expect(out.stdoutLines.last == "5", "\(out.report)")
+                let c = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try c.startup()
+                try c.send([.parse(.init(name: "take", query: "SELECT public.take_job()", parameterTypes: [])),
+                            .bind(.init(portal: "", statement: "take", parameterFormats: [], parameters: [], resultFormats: [])),
+                            .execute(portal: "", maxRows: 0), .sync])
+                let refused = try c.readUntilReady().compactMap { m -> ErrorFields? in if case let .errorResponse(f) = m { f } else { nil } }.first
+                #expect(refused?.sqlState == "0A000" && refused?.message?.contains("take_job()") == true, "\(String(describing: refused))")
+                for server in servers { #expect(try server.psql("select count(*) from jobs where taken") == "0") }
+                #expect(proxy.server.context.registry.online().count == 2)
             }
         }
     }

@@ -297,6 +297,23 @@ import Wire
         #expect(!StatementAnalysis("discard plans").releasesSessionLocks)
     }
 
+    /// A call of a routine whose body takes rows SKIP LOCKED (the catalog names them) is refused, in
+    /// any statement; other calls are not.
+    @Test func callsOfRoutinesThatTakeRowsBySkipLockedAreRefused() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        tracker.lockStateRoutines = ["take_job"]
+        for sql in ["select take_job()", "SELECT * FROM public.take_job(5)", "insert into log select take_job()"] {
+            #expect(tracker.refusal(for: StatementAnalysis(sql))?.contains("pgchorus refuses take_job(): its body takes rows FOR UPDATE SKIP LOCKED") == true, "\(sql)")
+        }
+        for sql in ["select other_job()", "select 'take_job()'", "select 1"] {
+            #expect(tracker.refusal(for: StatementAnalysis(sql)) == nil, "\(sql)")
+        }
+        #expect(SequenceOrdering.catalogSQL.contains("'k'"))
+        var catalog = SequenceOrdering.Catalog()
+        catalog.add(kind: "k", relation: "take_job", column: nil)
+        #expect(catalog.lockStateRoutines == ["take_job"])
+    }
+
     @Test func sequenceColumnsFilledInScanOrderAreRefusedUnlessOneRowIsMet() {
         var tracker = StatementTracker(refuseVolatile: true)
         tracker.rewrite = true

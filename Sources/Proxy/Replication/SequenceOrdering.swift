@@ -28,6 +28,8 @@ public final class SequenceOrdering: Sendable {
         var holdsNotifications = false
         /// Function names whose every definition is STABLE or IMMUTABLE.
         var readers: Set<String> = []
+        /// Function names some definition of which takes rows `SKIP LOCKED` or tries an advisory lock.
+        var lockStateRoutines: Set<String> = []
         /// DDL of this database through other nodes that has not ended (`RemoteChange`), by node and
         /// change id: while one is open the catalog counts as unknown and is not loaded.
         var remote: [String: [String: NIODeadline]] = [:]
@@ -45,6 +47,7 @@ public final class SequenceOrdering: Sendable {
         var notifies = false
         var holdsNotifications = false
         var readers: Set<String> = []
+        var lockStateRoutines: Set<String> = []
         /// The `i` row came: the load's snapshot is its own (see `catalogSQL`).
         var fresh = false
         /// The load ended in an error: not to be stored.
@@ -62,6 +65,7 @@ public final class SequenceOrdering: Sendable {
             case "n": notifies = true
             case "h": holdsNotifications = true
             case "r": readers.insert(relation)
+            case "k": lockStateRoutines.insert(relation)
             case "i": fresh = true
             default: break
             }
@@ -131,6 +135,8 @@ public final class SequenceOrdering: Sendable {
       SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ILIKE '%pgchorus.pg_notify%'
     )
+    UNION ALL SELECT DISTINCT 'k', p.proname::text, NULL FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ~* '(skip\\s+locked|pg_try_advisory)'
     UNION ALL SELECT 'r', f.proname::text, NULL FROM (
       SELECT p.proname, p.provolatile <> 'v' AND (p.prokind = 'f' OR (p.prokind = 'a' AND p.oid NOT IN (
         SELECT a.aggfnoid FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s
@@ -218,6 +224,12 @@ public final class SequenceOrdering: Sendable {
         loaded(in: database) { $0.readers }
     }
 
+    /// Function names of `database` some definition of which takes rows `SKIP LOCKED` or tries an
+    /// advisory lock (`StatementTracker.lockStateRoutines`); empty while unknown.
+    func lockStateRoutines(in database: String) -> Set<String> {
+        loaded(in: database) { $0.lockStateRoutines } ?? []
+    }
+
     /// Whether a routine of `database` (a trigger, a function) may notify — PostgreSQL then refuses
     /// to PREPARE the transaction that ran it — or nil while unknown.
     func routinesNotify(in database: String) -> Bool? {
@@ -282,6 +294,7 @@ public final class SequenceOrdering: Sendable {
             e.notifies = loaded.notifies
             e.holdsNotifications = loaded.holdsNotifications
             e.readers = loaded.readers
+            e.lockStateRoutines = loaded.lockStateRoutines
             e.loadedGeneration = generation
             c[database] = e
         }

@@ -115,6 +115,9 @@ struct StatementTracker {
     /// Function names whose every definition in the database is STABLE or IMMUTABLE
     /// (`SequenceOrdering.readers`), when known: calls of them read (`StatementAnalysis.resolved`).
     var readers: Set<String>?
+    /// User functions of the database whose body takes rows `SKIP LOCKED` or tries an advisory lock
+    /// (`SequenceOrdering.lockStateRoutines`): a call of one is refused (`lockStateRoutineRefusal`).
+    var lockStateRoutines: Set<String> = []
     /// The cluster has several backends: definitions use the `pgchorus` functions (`DeterministicValues`),
     /// even while only one is online, so a backend that rejoins has the same definitions.
     var deterministic = false
@@ -172,6 +175,16 @@ struct StatementTracker {
             + "HINT = 'Take the locks in a SELECT of their own (SELECT id FROM jobs … FOR UPDATE SKIP LOCKED, SELECT pg_try_advisory_lock(k): pgchorus runs it on the lead alone and returns its choice), then write by key in the same transaction (UPDATE jobs SET … WHERE id = ANY($1)).'; END $pgchorus$"
     }
 
+    /// A statement that fails on every backend alike, in place of a call of a routine whose body takes
+    /// rows `SKIP LOCKED` or tries an advisory lock (a job queue's `take_job()`): each backend would
+    /// answer by the locks of its own sessions and take, mark or return other rows, and a routine may
+    /// write, so it cannot run on the lead alone either.
+    static func lockStateRoutineRefusal(_ names: [String]) -> String {
+        "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            + "MESSAGE = 'pgchorus refuses \(names.map { "\($0)()" }.joined(separator: ", ")): its body takes rows FOR UPDATE SKIP LOCKED or tries an advisory lock, which each backend would answer by the locks of its own sessions, taking other rows', "
+            + "HINT = 'Take the rows or locks in a SELECT of their own (SELECT id FROM jobs … FOR UPDATE SKIP LOCKED, SELECT pg_try_advisory_lock(k): pgchorus runs it on the lead alone and returns its choice), then pass the keys to the routine or write by key in the same transaction.'; END $pgchorus$"
+    }
+
     /// A statement that fails on every backend alike, in place of a write that would choose other rows
     /// on each backend.
     static func physicalOrderRefusal(_ clauses: [String]) -> String {
@@ -214,6 +227,9 @@ struct StatementTracker {
         if analysis.namesPgchorusTransaction { return Self.ownTransactionRefusal }
         guard rewrite else { return nil }
         if !analysis.writesByLockState.isEmpty { return Self.lockStateRefusal(analysis.writesByLockState) }
+        if !lockStateRoutines.isEmpty, !analysis.unknownCalls.isDisjoint(with: lockStateRoutines) {
+            return Self.lockStateRoutineRefusal(analysis.unknownCalls.intersection(lockStateRoutines).sorted())
+        }
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
         // (Sequence columns numbered in scan order are what `replication.physical_order_writes` allows.)
         let unordered = analysis.unorderedInsertSelects.flatMap { unorderedDefaults($0, sequences: refusePhysicalOrder) }

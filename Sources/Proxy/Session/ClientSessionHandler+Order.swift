@@ -205,15 +205,17 @@ extension ClientSessionHandler {
 
     /// Holds the current group while the catalog loads when one of its statements is an INSERT …
     /// SELECT without ORDER BY or an UPDATE … WHERE calling nextval(), which are judged with the
-    /// catalog (`UnorderedInsert`, `StatementAnalysis.nextvalUpdates`): after DDL (a
-    /// migration creating a table, then filling it from another) it would otherwise pass unjudged.
-    /// Once only per group: a load that fails or cannot start lets it pass as before.
+    /// catalog (`UnorderedInsert`, `StatementAnalysis.nextvalUpdates`), or calls a user function
+    /// (one whose body takes rows SKIP LOCKED is refused, `StatementTracker.lockStateRoutines`):
+    /// after DDL (a migration creating a table, then filling it from another; a routine created,
+    /// then called) it would otherwise pass unjudged. Once only per group: a load that fails or
+    /// cannot start lets it pass as before.
     func holdForCatalog() -> Bool {
         let waited = catalogWaited
         catalogWaited = false
         // (The catalog is known nearly always: the group's texts are looked at only when it is not.)
         guard !waited, liveCount > 1, shared.sequenceOrdering.tables(in: database).tables == nil,
-              currentGroup.contains(where: Self.mayInsertUnordered) else { return false }
+              currentGroup.contains(where: Self.judgedByCatalog) else { return false }
         loadSequenceCatalogIfNeeded()
         guard catalogLoading else { return false }
         catalogWait = true
@@ -221,9 +223,9 @@ extension ClientSessionHandler {
         return true
     }
 
-    /// A Query or Parse whose text has an `INSERT … SELECT … FROM` without ORDER BY, or an UPDATE with a
-    /// WHERE that calls nextval().
-    static func mayInsertUnordered(_ frame: PostgresFrame) -> Bool {
+    /// A Query or Parse whose text has an `INSERT … SELECT … FROM` without ORDER BY, an UPDATE with a
+    /// WHERE that calls nextval(), or a call of a function PostgreSQL's own names do not cover.
+    static func judgedByCatalog(_ frame: PostgresFrame) -> Bool {
         guard frame.type == FrontendMessage.Kind.query.rawValue || frame.type == FrontendMessage.Kind.parse.rawValue else { return false }
         let sql: String
         switch try? FrontendMessage(frame: frame) {
@@ -231,13 +233,10 @@ extension ClientSessionHandler {
         case let .parse(p)?: sql = p.query
         default: return false
         }
-        guard SessionReplay.mentions(sql, needles: insertSelectNeedles) else { return false }
         let analysis = StatementAnalysis(sql)
         return !analysis.unorderedInsertSelects.isEmpty || !analysis.nextvalUpdates.isEmpty
+            || !analysis.unknownCalls.isSubset(of: StatementAnalysis.advisoryLockFunctions)
     }
-
-    /// What a text must mention (one of them) to be analysed for `mayInsertUnordered`.
-    static let insertSelectNeedles: [[UInt8]] = [Array("insert".utf8), Array("nextval".utf8)]
 
     /// The catalog load a group waits for ended (or its lead was replaced): the group goes on.
     func endCatalogWait() {

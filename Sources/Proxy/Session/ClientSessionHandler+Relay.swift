@@ -416,6 +416,7 @@ extension ClientSessionHandler {
         tracker.rowOrder = rowOrder ?? RowOrderCatalog()
         tracker.rowOrderKnown = rowOrder != nil
         tracker.readers = shared.sequenceOrdering.readers(in: database)
+        tracker.lockStateRoutines = shared.sequenceOrdering.lockStateRoutines(in: database)
         if tracker.readers == nil && tracker.rewrite { loadSequenceCatalogIfNeeded() }
     }
 
