@@ -180,7 +180,7 @@ import Wire
 
     /// The same under load, as applications run it: 6 workers taking jobs with `SKIP LOCKED` and 3
     /// electors taking turns with `pg_try_advisory_lock()` through three backends, a backend stopped
-    /// (immediate shutdown) or frozen (SIGSTOP) once a quarter of the jobs are done; sessions that
+    /// (immediate shutdown) or frozen (SIGSTOP) once a tenth of the jobs are done; sessions that
     /// lose their connection reconnect (`Scripts/job_queue_faults.py`). No worker finds its job taken
     /// by another while it held it, no elector finds the lock it led with gone, every job is done once,
     /// and the two backends left stay online and identical. A follower's loss costs no session its
@@ -190,25 +190,26 @@ import Wire
     func aJobQueueAndLeaderElectionGoThroughABackendFailing(fault: String, victim: Int) async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 2\n") { proxy in
-                let jobs = 1200
+                let jobs = 400
                 let dsn = proxy.connectionString()
                 let name = servers[victim].name
                 let watched = servers[victim == 1 ? 2 : 1]
                 async let run = runBlocking {
-                    try Clients.pythonScript("job_queue_faults.py", [dsn, "6", "\(jobs)", "3", victim == 0 ? "lead" : "follower"], timeout: .seconds(150))
+                    try Clients.pythonScript("job_queue_faults.py", [dsn, "6", "\(jobs)", "3", victim == 0 ? "lead" : "follower"], timeout: .seconds(200))
                 }
                 let registry = proxy.server.context.registry
                 defer { if fault == "freeze" { TimingSensitive.BackendFaultTests.signalTree(servers[victim], SIGCONT) } }
-                let failed = try await runBlocking { () throws -> Bool in
-                    // Up to 60 s for a quarter of the jobs (the table appears once the script has made it).
-                    let started = eventuallyBlocking(60) { (Int((try? watched.psql("select count(*) from jobs where taken")) ?? "") ?? 0) >= jobs / 4 }
-                    guard started else { return false }
+                let (failed, doneAtFault) = try await runBlocking { () throws -> (Bool, Int) in
+                    // Up to 60 s for a tenth of the jobs (the table appears once the script has made it).
+                    func done() -> Int { Int((try? watched.psql("select count(*) from jobs where taken")) ?? "") ?? 0 }
+                    guard eventuallyBlocking(60, { done() >= jobs / 10 }) else { return (false, done()) }
                     if fault == "freeze" { TimingSensitive.BackendFaultTests.signalTree(servers[victim], SIGSTOP) } else { try servers[victim].stop(mode: .immediate) }
-                    return eventuallyBlocking(30) { registry.status(of: name) == .failed }
+                    let atFault = done()
+                    return (eventuallyBlocking(30) { registry.status(of: name) == .failed }, atFault)
                 }
                 let out = try await run
                 if fault == "freeze" { TimingSensitive.BackendFaultTests.signalTree(servers[victim], SIGCONT) }
-                #expect(failed, "\(name) was not hit and failed in the middle of the run: \(out.report)")
+                #expect(failed && doneAtFault < jobs, "\(name) was not hit and failed in the middle of the run (\(doneAtFault) jobs done at the fault): \(out.report)")
                 #expect(out.exitCode == 0 && out.stdoutLines.last == "PASSED", "\(out.report)")
                 let left = servers.indices.filter { $0 != victim }
                 #expect(registry.online().map(\.id) == left.map { servers[$0].name }, "\(registry.online().map(\.id))")
