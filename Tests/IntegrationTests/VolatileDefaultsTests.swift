@@ -255,7 +255,8 @@ extension TimingSensitive {
     /// `FOR UPDATE SKIP LOCKED` and marks it, or tries an advisory lock): each backend would answer by
     /// its own sessions' locks and mark another row — silently when the routine returns nothing the
     /// node compares. Such calls are refused with the way out, from the catalog, in the same session
-    /// that created the routine, in the simple and the extended protocol; other routines run.
+    /// that created the routine, in the simple and the extended protocol; other routines run. A DO
+    /// block doing the same is refused by its text.
     @Test func aRoutineThatTakesRowsBySkipLockedIsRefused() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withProxy(backends: servers) { proxy in
@@ -270,10 +271,12 @@ extension TimingSensitive {
                 create function count_jobs() returns bigint language sql as $f$ select count(*) from jobs $f$;
                 select take_job();
                 select 1 from elect();
+                do $d$ begin update jobs set taken = true where id = (select id from jobs order by id limit 1 for update skip locked); end $d$;
                 select count_jobs();
                 """)
                 #expect(out.stderr.contains("pgchorus refuses take_job(): its body takes rows FOR UPDATE SKIP LOCKED"), "\(out.report)")
                 #expect(out.stderr.contains("pgchorus refuses elect()"), "\(out.report)")
+                #expect(out.stderr.contains("pgchorus refuses a DO block that takes rows SKIP LOCKED"), "\(out.report)")
                 #expect(out.stdoutLines.last == "5", "\(out.report)")
                 let c = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
                 _ = try c.startup()

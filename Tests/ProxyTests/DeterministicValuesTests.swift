@@ -308,6 +308,12 @@ import Wire
         for sql in ["select other_job()", "select 'take_job()'", "select 1"] {
             #expect(tracker.refusal(for: StatementAnalysis(sql)) == nil, "\(sql)")
         }
+        // A DO block doing the same is refused by its text.
+        let block = StatementAnalysis("DO $$ BEGIN UPDATE jobs SET taken = true WHERE id = (SELECT id FROM jobs ORDER BY id LIMIT 1 FOR UPDATE\n SKIP LOCKED); END $$")
+        #expect(block.writesByLockState == ["a DO block that takes rows SKIP LOCKED or tries an advisory lock"])
+        #expect(tracker.refusal(for: block)?.contains("pgchorus refuses a DO block that takes rows SKIP LOCKED") == true)
+        #expect(!StatementAnalysis("DO $x$ BEGIN PERFORM pg_try_advisory_xact_lock(1); END $x$").writesByLockState.isEmpty)
+        #expect(StatementAnalysis("DO $$ BEGIN UPDATE jobs SET note = 'skip locked' WHERE id = 1; END $$").writesByLockState.isEmpty)
         #expect(SequenceOrdering.catalogSQL.contains("'k'"))
         var catalog = SequenceOrdering.Catalog()
         catalog.add(kind: "k", relation: "take_job", column: nil)

@@ -323,12 +323,16 @@ public enum DeterministicValues {
     /// Rewrites inside the dollar-quoted body of a function, procedure or DO block: its time and
     /// per-row calls run when the body runs, so they become the `pgchorus` functions (and a typed time
     /// literal becomes `pgchorus.now()`, read when the body runs).
-    static func bodyRewrites(_ token: SQLToken) -> [Rewrite] {
-        guard token.kind == .string, token.text.first == "$", let tagEnd = token.text.dropFirst().firstIndex(of: "$") else { return [] }
+    /// The text inside a dollar-quoted string (a routine's or DO block's body) and where it starts in the statement.
+    static func bodyContent(_ token: SQLToken) -> (content: String, offset: Int)? {
+        guard token.kind == .string, token.text.first == "$", let tagEnd = token.text.dropFirst().firstIndex(of: "$") else { return nil }
         let tagLength = token.text.utf8.distance(from: token.text.startIndex, to: tagEnd) + 1
-        guard token.text.utf8.count >= 2 * tagLength else { return [] }
-        let content = String(decoding: Array(token.text.utf8)[tagLength..<(token.text.utf8.count - tagLength)], as: UTF8.self)
-        let offset = token.range.lowerBound + tagLength
+        guard token.text.utf8.count >= 2 * tagLength else { return nil }
+        return (String(decoding: Array(token.text.utf8)[tagLength..<(token.text.utf8.count - tagLength)], as: UTF8.self), token.range.lowerBound + tagLength)
+    }
+
+    static func bodyRewrites(_ token: SQLToken) -> [Rewrite] {
+        guard let (content, offset) = bodyContent(token) else { return [] }
         let tokens = SQLLexer.significant(content)
         var out: [Rewrite] = []
         var i = 0

@@ -319,6 +319,7 @@ public struct StatementAnalysis: Sendable, Equatable {
             }
             let lockShape = Self.locksOnLeadAlone(s, first: first)
             if !lockShape { writesByLockState += Self.lockStateClauses(s) }
+            if first == "do", s.contains(where: Self.bodyTakesLocksByTheirState) { writesByLockState.append("a DO block that takes rows SKIP LOCKED or tries an advisory lock") }
             if statements.count == 1, lockShape, volatileCalls.isEmpty {
                 locksOnLeadAloneButForUnknownCalls = true
                 locksOnLeadAlone = unknownCalls.allSatisfy(Self.advisoryLockFunctions.contains)
@@ -495,6 +496,15 @@ public struct StatementAnalysis: Sendable, Equatable {
             }
         }
         return out
+    }
+
+    /// A dollar-quoted body (a DO block's) that takes rows `SKIP LOCKED` or calls `pg_try_advisory_…`:
+    /// each backend would run it by the locks of its own sessions (as the catalog tells of routines,
+    /// `StatementTracker.lockStateRoutines`).
+    static func bodyTakesLocksByTheirState(_ token: SQLToken) -> Bool {
+        guard let body = DeterministicValues.bodyContent(token) else { return false }
+        let words = SQLLexer.significant(body.content).filter { $0.kind == .word }.map(\.text)
+        return zip(words, words.dropFirst()).contains { $0 == "skip" && $1 == "locked" } || words.contains { $0.hasPrefix("pg_try_advisory") }
     }
 
     /// PostgreSQL's advisory lock functions (the locks live on the lead alone, see `locksOnLeadAlone`).
