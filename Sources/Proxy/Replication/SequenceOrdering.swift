@@ -218,16 +218,12 @@ public final class SequenceOrdering: Sendable {
         }
     }
 
-    /// Function names of `database` whose every definition (any schema, any arguments) is STABLE or
-    /// IMMUTABLE, or nil while unknown (calls of functions not known otherwise then count as writes).
-    func readers(in database: String) -> Set<String>? {
-        loaded(in: database) { $0.readers }
-    }
-
-    /// Function names of `database` some definition of which takes rows `SKIP LOCKED` or tries an
-    /// advisory lock (`StatementTracker.lockStateRoutines`); empty while unknown.
-    func lockStateRoutines(in database: String) -> Set<String> {
-        loaded(in: database) { $0.lockStateRoutines } ?? []
+    /// What the catalog of `database` says of its functions, or nil while unknown: `readers`, the names
+    /// whose every definition (any schema, any arguments) is STABLE or IMMUTABLE (calls of functions not
+    /// known otherwise count as writes while unknown); `lockState`, the names some definition of which
+    /// takes rows `SKIP LOCKED` or tries an advisory lock (`StatementTracker.lockStateRoutines`).
+    func routines(in database: String) -> (readers: Set<String>, lockState: Set<String>)? {
+        loaded(in: database) { ($0.readers, $0.lockStateRoutines) }
     }
 
     /// Whether a routine of `database` (a trigger, a function) may notify — PostgreSQL then refuses

@@ -113,10 +113,10 @@ struct StatementTracker {
     /// `rowOrder` was loaded (not a stand-in while the catalog is unknown).
     var rowOrderKnown = false
     /// Function names whose every definition in the database is STABLE or IMMUTABLE
-    /// (`SequenceOrdering.readers`), when known: calls of them read (`StatementAnalysis.resolved`).
+    /// (`SequenceOrdering.routines`), when known: calls of them read (`StatementAnalysis.resolved`).
     var readers: Set<String>?
     /// User functions of the database whose body takes rows `SKIP LOCKED` or tries an advisory lock
-    /// (`SequenceOrdering.lockStateRoutines`): a call of one is refused (`lockStateRoutineRefusal`).
+    /// (`SequenceOrdering.routines`): a call of one is refused (`lockStateRoutineRefusal`).
     var lockStateRoutines: Set<String> = []
     /// The cluster has several backends: definitions use the `pgchorus` functions (`DeterministicValues`),
     /// even while only one is online, so a backend that rejoins has the same definitions.

@@ -415,8 +415,9 @@ extension ClientSessionHandler {
         let rowOrder = shared.sequenceOrdering.rowOrderCatalog(in: database)
         tracker.rowOrder = rowOrder ?? RowOrderCatalog()
         tracker.rowOrderKnown = rowOrder != nil
-        tracker.readers = shared.sequenceOrdering.readers(in: database)
-        tracker.lockStateRoutines = shared.sequenceOrdering.lockStateRoutines(in: database)
+        let routines = shared.sequenceOrdering.routines(in: database)
+        tracker.readers = routines?.readers
+        tracker.lockStateRoutines = routines?.lockState ?? []
         if tracker.readers == nil && tracker.rewrite { loadSequenceCatalogIfNeeded() }
     }
 
