@@ -116,6 +116,14 @@ import Wire
                 }
                 let leader = try session()
                 #expect(value(try leader.query("select pg_try_advisory_lock(42)")) == "t")
+                // An elector that tried and lost holds nothing (asked in the text and the binary format).
+                let loser = try session()
+                #expect(value(try loser.query("select pg_try_advisory_lock(42)")) == "f")
+                try loser.send([.parse(.init(name: "", query: "SELECT pg_catalog.pg_try_advisory_lock(42) AS won", parameterTypes: [])),
+                                .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [1])),
+                                .execute(portal: "", maxRows: 0), .sync])
+                let binary = try loser.readUntilReady()
+                #expect(binary.contains { if case let .dataRow(columns) = $0 { columns.first??.readableBytesView.first == 0 } else { false } }, "\(binary)")
                 let worker = try session()
                 #expect(completed(try worker.query("begin")) == ["BEGIN"])
                 #expect(completed(try worker.query("update jobs set note = 'worker' where id = 5")) == ["UPDATE 1"])
@@ -158,6 +166,7 @@ import Wire
                 #expect(namedEnd?.sqlState == "08006" && namedEnd?.message?.contains("FOR UPDATE SKIP LOCKED") == true, "\(String(describing: namedEnd))")
                 // The others go on; the lock and the job are free for whoever takes them now.
                 #expect(completed(try former.query("select 1")) == ["SELECT 1"])
+                #expect(completed(try loser.query("select 1")) == ["SELECT 1"])
                 #expect(completed(try plain.query("update jobs set note = 'plain again' where id = 4")) == ["UPDATE 1"])
                 #expect(completed(try plain.query("commit")) == ["COMMIT"])
                 let next = try session()

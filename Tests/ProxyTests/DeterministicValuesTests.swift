@@ -295,6 +295,23 @@ import Wire
             #expect(StatementAnalysis(sql).releasesSessionLocks, "\(sql)")
         }
         #expect(!StatementAnalysis("discard plans").releasesSessionLocks)
+        // A bare try: its one value says whether it took the lock.
+        for sql in ["select pg_try_advisory_lock(7)", "SELECT pg_catalog.pg_try_advisory_lock_shared(1, 2) AS won", "select pg_try_advisory_lock(hashtext('x'))"] {
+            #expect(StatementAnalysis(sql).barelyTriesSessionLock, "\(sql)")
+        }
+        for sql in ["select pg_advisory_lock(7)", "select pg_try_advisory_lock(1), pg_try_advisory_lock(2)",
+                    "select pg_try_advisory_lock(1) and pg_try_advisory_lock(2)", "select id from jobs where pg_try_advisory_lock(id) limit 1",
+                    "select pg_try_advisory_lock(7); select 1", "select pg_try_advisory_xact_lock(7)"] {
+            #expect(!StatementAnalysis(sql).barelyTriesSessionLock, "\(sql)")
+        }
+        // With a call that may write (a user function the catalog does not show to read), the try goes
+        // to every backend: its answer is not the session's alone.
+        var tracker = StatementTracker(refuseVolatile: true)
+        tracker.readers = ["hashtext"]
+        let known = tracker.process([FrontendMessage.query("select pg_try_advisory_lock(hashtext('x'))").frame]) { "" }
+        #expect(known.barelyTriesSessionLock && known.locksOnLeadAlone)
+        let unknown = tracker.process([FrontendMessage.query("select pg_try_advisory_lock(my_key())").frame]) { "" }
+        #expect(!unknown.barelyTriesSessionLock && unknown.takesSessionLock)
     }
 
     /// A call of a routine whose body takes rows SKIP LOCKED (the catalog names them) is refused, in

@@ -39,6 +39,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var takesSessionLock = false
     /// Some statement releases every session-level advisory lock (`pg_advisory_unlock_all()`, `DISCARD ALL`).
     public var releasesSessionLocks = false
+    /// The string is one `SELECT pg_try_advisory_lock(…)` (or `_shared`) and nothing else — no FROM,
+    /// no WHERE, no second try: its one value says whether it took the lock (a leader election's poll).
+    /// (Other calls in it are judged by `locksOnLeadAlone`: only readers may be there.)
+    public var barelyTriesSessionLock = false
     /// A plain read whose answer is per server, not data: a call whose value differs per backend
     /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
     /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts), or rows picked or
@@ -282,6 +286,12 @@ public struct StatementAnalysis: Sendable, Equatable {
                 mentionsIsolation = true
             }
             if first == "discard", s.count >= 2, s[1].kind == .word, s[1].text == "all" { releasesSessionLocks = true }
+            if statements.count == 1, first == "select",
+               !s.contains(where: { $0.kind == .word && ($0.text == "from" || $0.text == "where") }),
+               case let tries = s.filter({ $0.kind == .word && $0.text.hasPrefix("pg_try_advisory") }),
+               tries.count == 1, tries[0].text.hasPrefix("pg_try_advisory_lock") {
+                barelyTriesSessionLock = true
+            }
             if first == "select" || first == "with", s.contains(where: { $0.kind == .word && $0.text == "into" }) {
                 // SELECT … INTO creates a table.
                 isReadOnly = false

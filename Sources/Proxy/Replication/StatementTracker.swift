@@ -84,6 +84,9 @@ struct StatementTracker {
         var takesSessionLock = false
         /// Some statement releases them all (`StatementAnalysis.releasesSessionLocks`).
         var releasesSessionLocks = false
+        /// The group runs one statement, a bare try of a session-level advisory lock
+        /// (`StatementAnalysis.barelyTriesSessionLock`): the lead's one value says whether it took it.
+        var barelyTriesSessionLock = false
     }
 
     var statements: [String: Prepared] = [:]
@@ -527,6 +530,7 @@ struct StatementTracker {
         result.readsOnlyItsTarget = executes == 1 && targetOnlyExecutes == 1
         result.lockRowsPerBackend = executes == 1 && leadLockExecutes == 1
         result.locksOnLeadAlone = result.lockRowsPerBackend && plainShape
+        result.barelyTriesSessionLock = result.barelyTriesSessionLock && result.locksOnLeadAlone
         result.isWrappable = executes == 1 && wrappableExecutes == 1
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
@@ -558,6 +562,7 @@ extension StatementTracker.Result {
         if analysis.mentionsIsolation { mentionsIsolation = true }
         if analysis.takesSessionLock { takesSessionLock = true }
         if analysis.releasesSessionLocks { releasesSessionLocks = true }
+        if analysis.barelyTriesSessionLock { barelyTriesSessionLock = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets

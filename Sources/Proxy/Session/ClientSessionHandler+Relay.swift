@@ -214,6 +214,7 @@ extension ClientSessionHandler {
             leadLocks.transactionLocks = false
         }
         if result.takesSessionLock {
+            sessionLocksBeforeTry = route == .lead && result.barelyTriesSessionLock ? leadLocks.sessionLocks : nil
             leadLocks.sessionLocks = true
         } else if result.releasesSessionLocks {
             leadLocks.sessionLocks = false
@@ -661,6 +662,15 @@ extension ClientSessionHandler {
     }
 
     private func routedFrame(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
+        if let before = sessionLocksBeforeTry, index == lead {
+            if frame.type == BackendMessage.Kind.dataRow.rawValue, case let .dataRow(columns)? = try? BackendMessage(frame: frame),
+               columns.count == 1, let value = columns[0], value.readableBytes == 1,
+               let byte = value.getInteger(at: value.readerIndex, as: UInt8.self), byte == UInt8(ascii: "f") || byte == 0 {
+                // The try took no lock (text `f`, or binary false): the session holds what it held before.
+                leadLocks.sessionLocks = before
+            }
+            if frame.type == BackendMessage.Kind.readyForQuery.rawValue { sessionLocksBeforeTry = nil }
+        }
         if delivery.routedMessage(frame.type, seq: exp.seq, fromLead: index == lead) { forwardToClient(frame) }
     }
 

@@ -94,6 +94,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// unset by every group sent from idle). The session cannot go on without the backend that holds
     /// them (`leadLocksLostError`).
     var leadLocks = (sessionLocks: false, transactionLocks: false)
+    /// What `leadLocks.sessionLocks` was before a bare `SELECT pg_try_advisory_lock(…)` sent to the
+    /// lead alone: its answer `f` (no lock taken) puts it back (a leader election's poll that lost).
+    var sessionLocksBeforeTry: Bool?
     /// The transaction ran something PostgreSQL cannot PREPARE after (NOTIFY, LISTEN …): it commits without the vote.
     var transactionPreventsPrepare = false
     /// Notifications held until the vote commits (`holdNotification`).
