@@ -105,7 +105,11 @@ extension TimingSensitive {
     @Test func aLeadSilentForOneLivenessProbeIsProbedAgainAndStaysOnline() async throws {
         try await withPostgresServers(count: 2) { servers in
             // The health checks off: only the probe connects to the lead while its postmaster is stopped.
-            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 2\n[health_check]\nenabled = false\n") { proxy in
+            // follower_timeout 5 s: the lead is probed after 2.5 s of silence, the second probe starts at
+            // 7.5 s and times out at 12.5 s — five seconds for this test to see it queued and thaw the
+            // postmaster, even on a loaded machine (with 2 s, a CI run beside the whole suite missed
+            // the one-second window and the second probe failed the lead).
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 5\n[health_check]\nenabled = false\n") { proxy in
                 let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
                 _ = try client.startup()
                 let lead = servers[0]
@@ -116,11 +120,11 @@ extension TimingSensitive {
                 kill(postmaster, SIGSTOP)
                 defer { kill(postmaster, SIGCONT) }
                 async let reply = runBlocking {
-                    try client.send(.query("select pg_sleep(8)"))
+                    try client.send(.query("select pg_sleep(20)"))
                     return try client.readUntilReady()
                 }
-                // The probe starts after 1 s of silence and times out after 2 s; the second one queues
-                // behind the first. At most 30 s.
+                // The second probe queues behind the first (whose connection the frozen postmaster never
+                // accepted). At most 30 s.
                 var queued = 0
                 for _ in 0..<300 {
                     queued = try await runBlocking { try Self.acceptQueue(port: lead.port) }
