@@ -199,7 +199,7 @@ import Wire
                 StartupMessage(parameters: [("user", "postgres"), ("database", "postgres")]).encode(into: &b)
                 try client.send(b)
                 let reply = try client.readUntilClosed()
-                let error = reply.compactMap { m -> ErrorFields? in if case let .errorResponse(f) = m { f } else { nil } }.first
+                let error = reply.firstError
                 #expect(error?.sqlState == "08006", "\(reply)")
                 #expect(error?.message?.contains("over TLS") == true, "\(error?.message ?? "")")
                 #expect(error?.message?.contains("db") == true, "the backend is named: \(error?.message ?? "")")

@@ -110,15 +110,11 @@ import Wire
                     _ = try c.startup()
                     return c
                 }
-                func value(_ replies: [BackendMessage]) -> String? {
-                    for case let .dataRow(columns) in replies { return columns.first.flatMap { $0.map { String(buffer: $0) } } }
-                    return nil
-                }
                 let leader = try session()
-                #expect(value(try leader.query("select pg_try_advisory_lock(42)")) == "t")
+                #expect(try leader.query("select pg_try_advisory_lock(42)").firstValue == "t")
                 // An elector that tried and lost holds nothing (asked in the text and the binary format).
                 let loser = try session()
-                #expect(value(try loser.query("select pg_try_advisory_lock(42)")) == "f")
+                #expect(try loser.query("select pg_try_advisory_lock(42)").firstValue == "f")
                 try loser.send([.parse(.init(name: "", query: "SELECT pg_catalog.pg_try_advisory_lock(42) AS won", parameterTypes: [])),
                                 .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [1])),
                                 .execute(portal: "", maxRows: 0), .sync])
@@ -127,7 +123,7 @@ import Wire
                 let worker = try session()
                 #expect(completed(try worker.query("begin")) == ["BEGIN"])
                 #expect(completed(try worker.query("update jobs set note = 'worker' where id = 5")) == ["UPDATE 1"])
-                #expect(value(try worker.query("select id from jobs order by id limit 1 for update skip locked")) == "1")
+                #expect(try worker.query("select id from jobs order by id limit 1 for update skip locked").firstValue == "1")
                 // A driver's named statement (asyncpg, JDBC's after a few runs): the take goes to every
                 // backend, each locking the rows it chose, the lead's answered.
                 let named = try session()
@@ -135,11 +131,11 @@ import Wire
                 try named.send([.parse(.init(name: "take", query: "select id from jobs where id between 2 and 3 order by id limit 1 for update skip locked", parameterTypes: [])),
                                 .bind(.init(portal: "", statement: "take", parameterFormats: [], parameters: [], resultFormats: [])),
                                 .execute(portal: "", maxRows: 0), .sync])
-                #expect(value(try named.readUntilReady()) == "2")
+                #expect(try named.readUntilReady().firstValue == "2")
                 // A lock taken and let go, and a transaction-level lock of a transaction that ended: nothing held.
                 let former = try session()
-                #expect(value(try former.query("select pg_try_advisory_lock(43)")) == "t")
-                #expect(value(try former.query("select pg_advisory_unlock_all()")) != nil)
+                #expect(try former.query("select pg_try_advisory_lock(43)").firstValue == "t")
+                #expect(try former.query("select pg_advisory_unlock_all()").firstValue != nil)
                 #expect(completed(try former.query("begin; select pg_advisory_xact_lock(44); commit")) == ["BEGIN", "SELECT 1", "COMMIT"])
                 let plain = try session()
                 #expect(completed(try plain.query("begin")) == ["BEGIN"])
@@ -154,8 +150,7 @@ import Wire
 
                 func ended(_ c: RawPostgresClient, _ sql: String) throws -> ErrorFields? {
                     try? c.send(.query(sql))
-                    for case let .errorResponse(fields) in try c.readUntilReady() { return fields }
-                    return nil
+                    return try c.readUntilReady().firstError
                 }
                 let leaderEnd = try ended(leader, "select 1")
                 #expect(leaderEnd?.sqlState == "08006" && leaderEnd?.severity == "FATAL"
@@ -170,10 +165,10 @@ import Wire
                 #expect(completed(try plain.query("update jobs set note = 'plain again' where id = 4")) == ["UPDATE 1"])
                 #expect(completed(try plain.query("commit")) == ["COMMIT"])
                 let next = try session()
-                #expect(value(try next.query("select pg_try_advisory_lock(42)")) == "t")
+                #expect(try next.query("select pg_try_advisory_lock(42)").firstValue == "t")
                 #expect(completed(try next.query("begin")) == ["BEGIN"])
-                #expect(value(try next.query("select id from jobs order by id limit 1 for update skip locked")) == "1")
-                #expect(value(try next.query("select id from jobs where id between 2 and 3 order by id limit 1 for update skip locked")) == "2")
+                #expect(try next.query("select id from jobs order by id limit 1 for update skip locked").firstValue == "1")
+                #expect(try next.query("select id from jobs where id between 2 and 3 order by id limit 1 for update skip locked").firstValue == "2")
                 #expect(completed(try next.query("rollback")) == ["ROLLBACK"])
                 // The worker's transaction rolled back on every backend left.
                 let rows = "select string_agg(id || ':' || done || ':' || coalesce(note, ''), ',' order by id) from jobs"

@@ -136,10 +136,6 @@ extension TimingSensitive {
                                 .execute(portal: "", maxRows: 0), .sync])
                     return try s.readUntilReady()
                 }
-                func value(_ replies: [BackendMessage]) -> String? {
-                    for m in replies { if case let .dataRow(cols) = m { return cols.first?.map { String(buffer: $0) } } }
-                    return nil
-                }
                 func ok(_ replies: [BackendMessage]) -> Bool { replies.allSatisfy { $0.errorState == nil } }
 
                 #expect(ok(try parse("ts", "insert into t (id, at) values ($1::int, now())")))
@@ -252,21 +248,21 @@ extension TimingSensitive {
                 // a Query cut at its COMMITs: its first part is held for the take-in (it used to be held
                 // behind the cut Query for ever: the client hung).
                 let cut = try s.query("BEGIN; INSERT INTO t (id) VALUES (20); COMMIT; BEGIN; INSERT INTO t (id) VALUES (21); COMMIT; SELECT 'done'")
-                #expect(ok(cut) && value(cut) == "done", "\(cut)")
+                #expect(ok(cut) && cut.firstValue == "done", "\(cut)")
                 #expect(ok(try run("ts", ["10"])))
                 #expect(ok(try run("uid", ["11"])))
                 #expect(ok(try run("late", ["12"])))
-                #expect(value(try run("dup")) == "1")
+                #expect(try run("dup").firstValue == "1")
                 #expect(ok(try parse("gone", "select 33")))
-                #expect(value(try run("gone")) == "33")
+                #expect(try run("gone").firstValue == "33")
                 #expect(ok(try parse("fdrop", "select 88")))
-                #expect(value(try run("fdrop")) == "88")
-                #expect(value(try run("flushed")) == "4")
-                #expect(value(try run("bad")) == "5")
-                #expect(value(try run("counted")) == "7")
-                #expect(value(try run("kept")) == "9")
-                #expect(value(try run("kept2")) == "10")
-                #expect(value(try run("early", ["x"])) == "x")
+                #expect(try run("fdrop").firstValue == "88")
+                #expect(try run("flushed").firstValue == "4")
+                #expect(try run("bad").firstValue == "5")
+                #expect(try run("counted").firstValue == "7")
+                #expect(try run("kept").firstValue == "9")
+                #expect(try run("kept2").firstValue == "10")
+                #expect(try run("early", ["x"]).firstValue == "x")
                 #expect(ok(try s.query("BEGIN")))
                 #expect(ok(try run("sp")))
                 #expect(ok(try s.query("ROLLBACK")))
@@ -323,10 +319,6 @@ extension TimingSensitive {
                     return c
                 }
                 func ok(_ replies: [BackendMessage]) -> Bool { !replies.isEmpty && replies.allSatisfy { $0.errorState == nil } }
-                func value(_ replies: [BackendMessage]) -> String? {
-                    for case let .dataRow(columns) in replies { return columns.first.flatMap { $0.map { String(buffer: $0) } } }
-                    return nil
-                }
                 let heldOn = "select count(*) from pg_locks where locktype = 'advisory' and granted and objid = "
 
                 // A follower comes back: the holder takes it in and keeps its lock on the lead.
@@ -342,15 +334,15 @@ extension TimingSensitive {
                 // The lead comes back: a session holding a lock on the lead it had meanwhile ends.
                 #expect(try cluster.cli(1, ["detach", "db1"]).exitCode == 0)
                 let elected = try session()
-                #expect(value(try elected.query("select pg_try_advisory_lock(9)")) == "t")
+                #expect(try elected.query("select pg_try_advisory_lock(9)").firstValue == "t")
                 recover = try await runBlocking { try cluster.cli(1, ["recover", "db1", "--wait"]) }
                 #expect(recover.exitCode == 0, "\(recover.report)")
                 try? elected.send(.query("insert into t values (2)"))
-                let end = try elected.readUntilReady().compactMap { m -> ErrorFields? in if case let .errorResponse(f) = m { f } else { nil } }.first
+                let end = try elected.readUntilReady().firstError
                 #expect(end?.sqlState == "08006" && end?.message?.contains("brought into service") == true
                         && end?.message?.contains("session-level advisory lock") == true, "\(String(describing: end))")
                 let next = try session()
-                #expect(value(try next.query("select pg_try_advisory_lock(9)")) == "t")
+                #expect(try next.query("select pg_try_advisory_lock(9)").firstValue == "t")
                 #expect(try servers[0].psql(heldOn + "9") == "1")
                 for server in servers { #expect(try server.psql("select count(*) from t") == "1") }
                 let status = try await cluster.status(1)

@@ -283,7 +283,7 @@ extension TimingSensitive {
                 try c.send([.parse(.init(name: "take", query: "SELECT public.take_job()", parameterTypes: [])),
                             .bind(.init(portal: "", statement: "take", parameterFormats: [], parameters: [], resultFormats: [])),
                             .execute(portal: "", maxRows: 0), .sync])
-                let refused = try c.readUntilReady().compactMap { m -> ErrorFields? in if case let .errorResponse(f) = m { f } else { nil } }.first
+                let refused = try c.readUntilReady().firstError
                 #expect(refused?.sqlState == "0A000" && refused?.message?.contains("take_job()") == true, "\(String(describing: refused))")
                 for server in servers { #expect(try server.psql("select count(*) from jobs where taken") == "0") }
                 #expect(proxy.server.context.registry.online().count == 2)

@@ -138,3 +138,17 @@ extension BackendMessage {
         return false
     }
 }
+
+extension Array where Element == BackendMessage {
+    /// The first column of the first DataRow, as text (nil: no row, or NULL).
+    public var firstValue: String? {
+        for case let .dataRow(columns) in self { return columns.first.flatMap { $0.map { String(buffer: $0) } } }
+        return nil
+    }
+
+    /// The fields of the first ErrorResponse, if any.
+    public var firstError: ErrorFields? {
+        for case let .errorResponse(fields) in self { return fields }
+        return nil
+    }
+}
