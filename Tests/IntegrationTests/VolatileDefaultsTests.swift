@@ -291,6 +291,70 @@ extension TimingSensitive {
         }
     }
 
+    /// A trigger whose routine takes a job `SKIP LOCKED` would take another job on each backend while
+    /// a session holds one on the lead alone (a worker's take runs there): the backends diverge, both
+    /// online. Writes that fire it are refused, also the first one right after the trigger was created;
+    /// writes that fire no such trigger go on.
+    @Test func aWriteThatFiresATriggerTakingRowsBySkipLockedIsRefused() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: """
+                create table jobs (id int primary key, taken_by int);
+                insert into jobs (id) select generate_series(1, 5);
+                create table results (id int primary key, job int);
+                """)
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                // A worker holds job 1 (its take runs on the lead alone) while the trigger is created and fired.
+                let worker = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try worker.startup()
+                _ = try worker.query("BEGIN")
+                #expect(try worker.query("SELECT id FROM jobs WHERE taken_by IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED").firstValue == "1")
+                // The trigger is created in a transaction; another session writes the moment it commits.
+                #expect(try Clients.psql(proxy.connectionString(), ["-At", "-v", "ON_ERROR_STOP=1"], input: """
+                create function take_for_result() returns trigger language plpgsql as $f$
+                begin
+                  new.job := (select id from jobs where taken_by is null order by id limit 1 for update skip locked);
+                  update jobs set taken_by = new.id where id = new.job;
+                  return new;
+                end $f$;
+                """).exitCode == 0)
+                let a = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try a.startup()
+                let b = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                _ = try b.startup()
+                _ = try a.query("begin")
+                #expect(try a.query("create trigger take before insert on results for each row execute function take_for_result()").firstError == nil)
+                #expect(try a.query("commit").firstError == nil)
+                let first = try b.query("insert into results (id) values (1)").firstError
+                #expect(first?.sqlState == "0A000" && first?.message?.contains("pgchorus refuses INSERT of results (its trigger runs take_for_result())") == true,
+                        "\(String(describing: first))")
+                a.disconnect()
+                b.disconnect()
+                let out = try Clients.psql(proxy.connectionString(), ["-At"], input: """
+                insert into results (id) values (2);
+                update results set job = 7;
+                insert into jobs (id) values (6);
+                select count(*) from results;
+                """)
+                #expect(out.stderr.contains("pgchorus refuses INSERT of results (its trigger runs take_for_result())"), "\(out.report)")
+                // The UPDATE fires no such trigger (it is for INSERT), nor does a write of another table.
+                #expect(out.stdoutLines.contains("UPDATE 0") && out.stdoutLines.contains("INSERT 0 1"), "\(out.report)")
+                #expect(out.stdoutLines.last == "0", "\(out.report)")
+                _ = try worker.query("ROLLBACK")
+                worker.disconnect()
+                // (Without the refusal the lead's trigger skipped the worker's job 1 and took job 2, the follower's job 1.)
+                let jobs = "select string_agg(id || ':' || coalesce(taken_by::text, '-'), ',' order by id) from jobs"
+                #expect(try servers[0].psql(jobs) == servers[1].psql(jobs))
+                for server in servers {
+                    #expect(try server.psql("select count(*) from results") == "0")
+                    #expect(try server.psql("select count(*) from jobs where taken_by is not null") == "0")
+                    #expect(try server.psql("select count(*) from jobs") == "6")
+                }
+                #expect(proxy.server.context.registry.online().count == 2)
+            }
+        }
+    }
+
     /// Two backends behind a proxy, `table` (id int primary key, v text; ids 1–20) created through it
     /// (with `more` SQL), then rows 1–5 moved to the end of the second backend's heap by an UPDATE that
     /// changes no value, run on it alone: a scan meets the rows in another order on each backend.

@@ -337,6 +337,104 @@ import Wire
         #expect(catalog.lockStateRoutines == ["take_job"])
     }
 
+    @Test func textsDifferingOnlyInTheirNumbersShareOneAnalysis() {
+        #expect(StatementAnalysis.numbersMasked("UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311;")
+            == "UPDATE pgbench_accounts SET abalance = abalance + -0 WHERE aid = 0;")
+        #expect(StatementAnalysis.numbersMasked("select t1.c2 from t1 where x = $1 and y = 1.5e3") == "select t1.c2 from t1 where x = $1 and y = 0.0e3")
+        #expect(StatementAnalysis.numbersMasked("select 'a1 2', \"7x\", 'it''s 3' from t where id = 3") == "select 'a1 2', \"7x\", 'it''s 3' from t where id = 0")
+        #expect(StatementAnalysis.numbersMasked("create table t1 (id int)") == nil)
+        for unfollowed in ["select 1 -- one", "/* 1 */ select 1", "select $$1$$, 2", "select $f$ 1 $f$", "select E'\\'' , 1", "select 'unclosed 1", "select \"unclosed 1"] {
+            #expect(StatementAnalysis.numbersMasked(unfollowed) == nil, "\(unfollowed)")
+        }
+        // No rule looks at a number's value: every statement below analyses alike with other numbers.
+        let templates = [
+            "UPDATE pgbench_accounts SET abalance = abalance + # WHERE aid = #;", "SELECT abalance FROM pgbench_accounts WHERE aid = #;",
+            "UPDATE pgbench_tellers SET tbalance = tbalance + # WHERE tid = #;",
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (#, #, #, #, CURRENT_TIMESTAMP);",
+            "select id from jobs where not taken order by id limit # for update skip locked", "select pg_try_advisory_lock(#)",
+            "select pg_advisory_unlock(#), pg_advisory_xact_lock(#)", "select * from jobs where pg_try_advisory_lock(id) limit #",
+            "update jobs set taken = true where id = (select id from jobs where not taken limit # for update skip locked)",
+            "insert into orders (customer, total) select id, # from users", "insert into t select g from generate_series(#, #) g",
+            "update t set n = nextval('s') where id = #", "delete from t where id in (select id from t limit #)", "select * from t limit # offset #",
+            "select string_agg(v, ',') from t where id < #", "insert into results (id) values (#) on conflict (id) do update set job = #",
+            "select #, random()", "set statement_timeout = #", "fetch # from c", "declare c cursor for select * from t where id > #",
+            "begin; update t set v = # where id = #; commit", "with x as (update t set v = v + # where id = # returning *) select * from x",
+            "select * from t1 join t2 on t1.id = t2.id where t2.v = #", "select pg_sleep(#)", "insert into t (id, at) values (#, now())",
+            "select count(*) from t where created > now() - interval '1 day' and id > #", "insert into u (id) values (#), (#) returning id",
+            "select setval('s', #)", "select lo_create(#)", "copy t from stdin with (format csv, header #)", "select x::numeric(#, #) from t",
+        ]
+        for template in templates {
+            let a = template.replacingOccurrences(of: "#", with: "1")
+            let b = template.split(separator: "#", omittingEmptySubsequences: false).enumerated()
+                .map { $0.offset == 0 ? String($0.element) : "\(52311 + $0.offset * 7)" + $0.element }.joined()
+            let shape = StatementAnalysis.numbersMasked(a)
+            #expect(shape != nil && shape == StatementAnalysis.numbersMasked(b), "\(a) / \(b)")
+            let analysis = StatementAnalysis(a)
+            if analysis.fitsEveryTextOfItsShape { #expect(analysis == StatementAnalysis(b), "\(a) / \(b)") }
+        }
+        // The tracker: a text of a known shape is not analysed again; one that points into its text is.
+        var tracker = StatementTracker(refuseVolatile: true)
+        _ = tracker.analysedQuery("UPDATE pgbench_accounts SET abalance = abalance + -5 WHERE aid = 7;")
+        #expect(tracker.shapes.count == 1 && tracker.analyses.count == 0)
+        _ = tracker.analysedQuery("UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311;")
+        #expect(tracker.shapes.count == 1 && tracker.analyses.count == 0)
+        let timed = tracker.analysedQuery("INSERT INTO h (aid, mtime) VALUES (3, CURRENT_TIMESTAMP)")
+        #expect(!timed.timeExpressions.isEmpty && tracker.analyses.count == 1)
+        #expect(tracker.analysedQuery("INSERT INTO h (aid, mtime) VALUES (41, CURRENT_TIMESTAMP)")
+            == StatementAnalysis("INSERT INTO h (aid, mtime) VALUES (41, CURRENT_TIMESTAMP)"))
+    }
+
+    @Test func writesThatFireATriggerTakingRowsBySkipLockedAreRefused() {
+        typealias W = StatementAnalysis.WriteTarget
+        let cases: [(String, [W])] = [
+            ("insert into results (id) values (1)", [W(table: "results", event: "insert")]),
+            ("INSERT INTO public.results VALUES (1) ON CONFLICT (id) DO UPDATE SET job = 2",
+             [W(table: "results", event: "insert"), W(table: "results", event: "update")]),
+            ("UPDATE ONLY public.\"Results\" SET job = 1 WHERE id = 1", [W(table: "results", event: "update")]),
+            ("delete from results where id = 1", [W(table: "results", event: "delete")]),
+            ("with d as (delete from only results returning *) insert into log select id from d order by id",
+             [W(table: "log", event: "insert"), W(table: "results", event: "delete")]),
+            ("with x as (select 1) update results set job = 1", [W(table: "results", event: "update")]),
+            ("truncate table results, s.other *, third", [W(table: "results", event: "truncate"), W(table: "other", event: "truncate"), W(table: "third", event: "truncate")]),
+            ("merge into results r using src s on r.id = s.id when matched then update set job = s.job",
+             [W(table: "results", event: "insert"), W(table: "results", event: "update"), W(table: "results", event: "delete")]),
+            ("copy results (id) from stdin", [W(table: "results", event: "insert")]),
+            ("select * from results for update", []),
+            ("select * from results for no key update skip locked", []),
+            ("copy results to stdout", []),
+            ("create rule r as on insert to a do instead update results set job = 1", []),
+        ]
+        for (sql, targets) in cases {
+            #expect(Set(StatementAnalysis(sql).writeTargets) == Set(targets), "\(sql)")
+        }
+        var tracker = StatementTracker(refuseVolatile: true)
+        tracker.lockStateTriggers = [W(table: "results", event: "insert"): ["take_for_result"], W(table: "results", event: "update"): ["take_for_result"]]
+        for sql in ["insert into results (id) values (1)", "update results set job = 3 where id = 1",
+                    "with n as (insert into results (id) values (2) returning id) select id from n",
+                    "merge into results r using src s on r.id = s.id when not matched then insert (id) values (s.id)"] {
+            let refusal = tracker.refusal(for: StatementAnalysis(sql))
+            #expect(refusal?.contains("pgchorus refuses") == true && refusal?.contains("of results (its trigger runs take_for_result())") == true, "\(sql): \(refusal ?? "nil")")
+            #expect(refusal?.contains("ERRCODE = '0A000'") == true)
+        }
+        // Creating the trigger calls nothing.
+        tracker.lockStateRoutines = ["take_for_result"]
+        #expect(StatementAnalysis("CREATE TRIGGER take BEFORE INSERT ON results FOR EACH ROW EXECUTE FUNCTION public.take_for_result()").triggerRoutines == ["take_for_result"])
+        #expect(tracker.refusal(for: StatementAnalysis("create trigger take before insert on results for each row execute procedure take_for_result()")) == nil)
+        #expect(tracker.refusal(for: StatementAnalysis("select take_for_result()"))?.contains("pgchorus refuses take_for_result()") == true)
+        // Statements that fire no such trigger run: a DELETE (the trigger is for INSERT and UPDATE), a
+        // read, a write of another table, a row lock.
+        for sql in ["delete from results where id = 1", "select * from results", "insert into jobs (id) values (9)",
+                    "select id from results where id = 1 for update", "truncate results"] {
+            #expect(tracker.refusal(for: StatementAnalysis(sql)) == nil, "\(sql)")
+        }
+        // The catalog's rows: one per event the trigger fires on.
+        #expect(SequenceOrdering.catalogSQL.contains("'t', lower(c.relname)"))
+        var catalog = SequenceOrdering.Catalog()
+        catalog.add(kind: "t", relation: "results", column: "insert:take_for_result")
+        catalog.add(kind: "t", relation: "results", column: "update:take_for_result")
+        #expect(catalog.lockStateTriggers == tracker.lockStateTriggers)
+    }
+
     @Test func sequenceColumnsFilledInScanOrderAreRefusedUnlessOneRowIsMet() {
         var tracker = StatementTracker(refuseVolatile: true)
         tracker.rewrite = true

@@ -30,6 +30,8 @@ public final class SequenceOrdering: Sendable {
         var readers: Set<String> = []
         /// Function names some definition of which takes rows `SKIP LOCKED` or tries an advisory lock.
         var lockStateRoutines: Set<String> = []
+        /// Tables with an enabled trigger whose routine does so: the routines' names, per table and event.
+        var lockStateTriggers: [StatementAnalysis.WriteTarget: Set<String>] = [:]
         /// DDL of this database through other nodes that has not ended (`RemoteChange`), by node and
         /// change id: while one is open the catalog counts as unknown and is not loaded.
         var remote: [String: [String: NIODeadline]] = [:]
@@ -48,6 +50,7 @@ public final class SequenceOrdering: Sendable {
         var holdsNotifications = false
         var readers: Set<String> = []
         var lockStateRoutines: Set<String> = []
+        var lockStateTriggers: [StatementAnalysis.WriteTarget: Set<String>] = [:]
         /// The `i` row came: the load's snapshot is its own (see `catalogSQL`).
         var fresh = false
         /// The load ended in an error: not to be stored.
@@ -66,6 +69,11 @@ public final class SequenceOrdering: Sendable {
             case "h": holdsNotifications = true
             case "r": readers.insert(relation)
             case "k": lockStateRoutines.insert(relation)
+            case "t":
+                if let column, let colon = column.firstIndex(of: ":") {
+                    let target = StatementAnalysis.WriteTarget(table: relation, event: String(column[..<colon]))
+                    lockStateTriggers[target, default: []].insert(String(column[column.index(after: colon)...]))
+                }
             case "i": fresh = true
             default: break
             }
@@ -100,6 +108,9 @@ public final class SequenceOrdering: Sendable {
     /// definition, in any schema, is a STABLE or IMMUTABLE function, or an aggregate whose every support
     /// function is (PostgreSQL marks every aggregate IMMUTABLE, whatever its transition function does;
     /// procedures and window functions do not count): calls of it read (`StatementAnalysis.resolved`);
+    /// `k` a function name some definition of which takes rows `SKIP LOCKED` or tries an advisory lock;
+    /// `t` a table with an enabled trigger whose routine does so (the event and the routine's name,
+    /// `insert:take_job`, in the third field: one row per event the trigger fires on);
     /// `i` once when the load saw the catalog as it is now — not from a REPEATABLE READ or SERIALIZABLE
     /// snapshot taken earlier in the session's transaction, whose load is not stored.
     static let catalogSQL = """
@@ -137,6 +148,10 @@ public final class SequenceOrdering: Sendable {
     )
     UNION ALL SELECT DISTINCT 'k', p.proname::text, NULL FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname NOT IN ('pgchorus', 'pg_catalog', 'information_schema') AND p.prosrc ~* '(skip\\s+locked|pg_try_advisory)'
+    UNION ALL SELECT DISTINCT 't', lower(c.relname), e.event || ':' || p.proname FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN (VALUES ('insert', 4), ('delete', 8), ('update', 16), ('truncate', 32)) e(event, bit) ON (t.tgtype::int & e.bit) <> 0
+      WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND p.prosrc ~* '(skip\\s+locked|pg_try_advisory)'
     UNION ALL SELECT 'r', f.proname::text, NULL FROM (
       SELECT p.proname, p.provolatile <> 'v' AND (p.prokind = 'f' OR (p.prokind = 'a' AND p.oid NOT IN (
         SELECT a.aggfnoid FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s
@@ -221,9 +236,10 @@ public final class SequenceOrdering: Sendable {
     /// What the catalog of `database` says of its functions, or nil while unknown: `readers`, the names
     /// whose every definition (any schema, any arguments) is STABLE or IMMUTABLE (calls of functions not
     /// known otherwise count as writes while unknown); `lockState`, the names some definition of which
-    /// takes rows `SKIP LOCKED` or tries an advisory lock (`StatementTracker.lockStateRoutines`).
-    func routines(in database: String) -> (readers: Set<String>, lockState: Set<String>)? {
-        loaded(in: database) { ($0.readers, $0.lockStateRoutines) }
+    /// takes rows `SKIP LOCKED` or tries an advisory lock (`StatementTracker.lockStateRoutines`);
+    /// `triggers`, the tables whose triggers run such a routine (`StatementTracker.lockStateTriggers`).
+    func routines(in database: String) -> (readers: Set<String>, lockState: Set<String>, triggers: [StatementAnalysis.WriteTarget: Set<String>])? {
+        loaded(in: database) { ($0.readers, $0.lockStateRoutines, $0.lockStateTriggers) }
     }
 
     /// Whether a routine of `database` (a trigger, a function) may notify — PostgreSQL then refuses
@@ -291,6 +307,7 @@ public final class SequenceOrdering: Sendable {
             e.holdsNotifications = loaded.holdsNotifications
             e.readers = loaded.readers
             e.lockStateRoutines = loaded.lockStateRoutines
+            e.lockStateTriggers = loaded.lockStateTriggers
             e.loadedGeneration = generation
             c[database] = e
         }

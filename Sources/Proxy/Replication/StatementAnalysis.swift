@@ -98,6 +98,12 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
     /// their SERIAL/IDENTITY defaults draw sequence values.
     public var insertTargets: [String] = []
+    /// The tables a statement inserts into, updates, deletes from or truncates, with the event
+    /// (`writeTargets`): their triggers for it fire on every backend.
+    public var writeTargets: [WriteTarget] = []
+    /// The routine `CREATE TRIGGER … EXECUTE FUNCTION f()` names: not called by the statement (a call
+    /// of a lock-state routine is refused, `StatementTracker.lockStateRoutines`; the trigger's writes are judged instead).
+    public var triggerRoutines: Set<String> = []
     /// Clauses of a write that pick rows by physical order (`LIMIT`, `OFFSET`, `FETCH FIRST`, `DISTINCT ON`
     /// in a statement without ORDER BY, `ctid`): each backend would pick its own rows.
     public var physicalOrderClauses: [String] = []
@@ -330,6 +336,11 @@ public struct StatementAnalysis: Sendable, Equatable {
             let lockShape = Self.locksOnLeadAlone(s, first: first)
             if !lockShape { writesByLockState += Self.lockStateClauses(s) }
             if first == "do", s.contains(where: Self.bodyTakesLocksByTheirState) { writesByLockState.append("a DO block that takes rows SKIP LOCKED or tries an advisory lock") }
+            if first == "create", s.contains(where: { $0.kind == .word && $0.text == "trigger" }),
+               let e = s.indices.first(where: { s.word(at: $0) == "execute" && (s.word(at: $0 + 1) == "function" || s.word(at: $0 + 1) == "procedure") }),
+               let routine = Self.relationName(s, at: e + 2) {
+                triggerRoutines.insert(routine.name)
+            }
             if statements.count == 1, lockShape, volatileCalls.isEmpty {
                 locksOnLeadAloneButForUnknownCalls = true
                 locksOnLeadAlone = unknownCalls.allSatisfy(Self.advisoryLockFunctions.contains)
@@ -661,6 +672,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         }
         if first == "explain", s.contains(where: { $0.kind == .word && $0.text == "analyze" }) { isReadOnly = false }
         insertTargets += Self.insertTargets(s)
+        writeTargets += Self.writeTargets(s, first: first)
         let hasFrom = s.contains { $0.kind == .word && $0.text == "from" }
         // Rows in the order they are written (no FROM to scan): a per-row value per row, alike everywhere.
         let perRowValues = first == "insert" && !hasFrom
@@ -858,20 +870,135 @@ public struct StatementAnalysis: Sendable, Equatable {
         return true
     }
 
+    /// Whether the analysis holds nothing that points into its text (`timeExpressions`,
+    /// `deterministicRewrites`: byte ranges to rewrite): then it is that of every text of its shape
+    /// (`numbersMasked`), since no rule looks at a number's value, only at its being one.
+    var fitsEveryTextOfItsShape: Bool { timeExpressions.isEmpty && deterministicRewrites.isEmpty }
+
+    /// `sql` with every number written in it outside quotes (a run of digits not inside a name: `aid =
+    /// 52311`, `- 4977`, `1.5`, not `t1` or `$1`) replaced by `0` — the shape that texts differing only in
+    /// their numbers share, as pgbench's and many drivers' simple-protocol statements do (their keys
+    /// written into the text). Nil when there is no such number, or the text has what this plain scan
+    /// does not follow: dollar quotes, backslashes, comments, an unclosed quote.
+    static func numbersMasked(_ sql: String) -> String? {
+        let b = Array(sql.utf8)
+        // (A backslash may escape a quote: E'…\'…'.)
+        guard !b.contains(UInt8(ascii: "\\")) else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(b.count)
+        var masked = false
+        var i = 0
+        func isDigit(_ c: UInt8) -> Bool { c >= 48 && c <= 57 }
+        func inName(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || isDigit(c) || c == 36 || c >= 128 }
+        while i < b.count {
+            let c = b[i]
+            switch c {
+            case UInt8(ascii: "'"), UInt8(ascii: "\""):
+                // A string or quoted name, copied as it is ('' and "" inside close and reopen it).
+                guard let close = b[(i + 1)...].firstIndex(of: c) else { return nil }
+                out.append(contentsOf: b[i...close])
+                i = close + 1
+            case UInt8(ascii: "$") where i + 1 < b.count && !isDigit(b[i + 1]):
+                return nil
+            case UInt8(ascii: "-") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "-"):
+                return nil
+            case UInt8(ascii: "/") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "*"):
+                return nil
+            case _ where isDigit(c) && !(i > 0 && inName(b[i - 1])):
+                out.append(UInt8(ascii: "0"))
+                masked = true
+                i += 1
+                while i < b.count, isDigit(b[i]) { i += 1 }
+            default:
+                out.append(c)
+                i += 1
+                // The rest of a name's digits go as they are.
+                while i < b.count, isDigit(b[i]), inName(c) { out.append(b[i]); i += 1 }
+            }
+        }
+        return masked ? String(decoding: out, as: UTF8.self) : nil
+    }
+
+    /// The relation named at `i` (`schema.name` or `name`; the last part, lower-cased) and the index after it.
+    static func relationName(_ s: [SQLToken], at i: Int) -> (name: String, next: Int)? {
+        var j = i
+        var name: String?
+        while j < s.count, s[j].kind == .word || s[j].kind == .quotedIdentifier {
+            let t = s[j]
+            name = t.kind == .word ? t.text : String(t.text.dropFirst().dropLast()).lowercased()
+            if j + 1 < s.count, s[j + 1].kind == .punctuation, s[j + 1].text == "." { j += 2 } else { break }
+        }
+        return name.map { ($0, j + 1) }
+    }
+
+    /// A table (lower-cased relation name) and the event of a write of it that fires its triggers:
+    /// `insert`, `update`, `delete` or `truncate` (PostgreSQL's `pg_trigger.tgtype` bits).
+    public struct WriteTarget: Sendable, Hashable {
+        public var table: String
+        public var event: String
+        public init(table: String, event: String) {
+            self.table = table
+            self.event = event
+        }
+    }
+
+    /// The tables a statement writes, with the events that fire their triggers: `INSERT INTO t` (also
+    /// `UPDATE` with `ON CONFLICT … DO UPDATE`), `COPY t … FROM`, `MERGE INTO t` (all three),
+    /// `UPDATE [ONLY] t`, `DELETE FROM [ONLY] t` (also in a CTE), `TRUNCATE [TABLE] [ONLY] t, u`. Only
+    /// in a statement that writes them when it runs, not in a definition such as `CREATE RULE … DO
+    /// INSTEAD UPDATE t`.
+    static func writeTargets(_ s: [SQLToken], first: String) -> [WriteTarget] {
+        switch first {
+        case "insert", "update", "delete", "merge", "with", "copy", "truncate": break
+        default: return []
+        }
+        var out: [WriteTarget] = []
+        func add(_ name: String?, _ events: [String]) {
+            if let name { out += events.map { WriteTarget(table: name, event: $0) } }
+        }
+        func relation(after i: Int) -> (name: String, next: Int)? {
+            relationName(s, at: s.word(at: i) == "only" ? i + 1 : i)
+        }
+        lazy var upsert = zip(s, s.dropFirst()).contains { $0.kind == .word && $0.text == "do" && $1.kind == .word && $1.text == "update" }
+        for i in s.indices where s[i].kind == .word {
+            // (Runs for every write's every word: other first letters skip the comparisons below.)
+            switch s[i].text.utf8.first {
+            case UInt8(ascii: "i"), UInt8(ascii: "m"), UInt8(ascii: "c"), UInt8(ascii: "u"), UInt8(ascii: "d"), UInt8(ascii: "t"): break
+            default: continue
+            }
+            // A statement's own keyword: first, after a CTE's `(`, or after the CTEs' closing `)`
+            // (not `FOR UPDATE`, `ON CONFLICT DO UPDATE`, or a column called so).
+            let starts = i == 0 || s.isPunctuation("(", at: i - 1) || s.isPunctuation(")", at: i - 1)
+            switch s.word(at: i) {
+            case "insert" where s.word(at: i + 1) == "into":
+                add(relationName(s, at: i + 2)?.name, upsert ? ["insert", "update"] : ["insert"])
+            case "merge" where s.word(at: i + 1) == "into":
+                add(relation(after: i + 2)?.name, ["insert", "update", "delete"])
+            case "copy" where i == 0 && s.contains(where: { $0.kind == .word && $0.text == "from" }):
+                add(relationName(s, at: 1)?.name, ["insert"])
+            case "update" where starts:
+                add(relation(after: i + 1)?.name, ["update"])
+            case "delete" where starts && s.word(at: i + 1) == "from":
+                add(relation(after: i + 2)?.name, ["delete"])
+            case "truncate" where i == 0:
+                var j = s.word(at: 1) == "table" ? 2 : 1
+                while let r = relation(after: j) {
+                    add(r.name, ["truncate"])
+                    j = r.next
+                    if s.isPunctuation("*", at: j) { j += 1 }
+                    guard s.isPunctuation(",", at: j) else { break }
+                    j += 1
+                }
+            default: break
+            }
+        }
+        return out
+    }
+
     /// The relations a statement inserts into: `INSERT INTO x`, `COPY x … FROM`, `MERGE INTO x`
     /// (anywhere in the statement, so CTEs count too).
     static func insertTargets(_ s: [SQLToken]) -> [String] {
-        func relation(at i: Int) -> String? {
-            var j = i
-            var name: String?
-            // schema.name or name; the relation name is the last part.
-            while j < s.count, s[j].kind == .word || s[j].kind == .quotedIdentifier {
-                let t = s[j]
-                name = t.kind == .word ? t.text : String(t.text.dropFirst().dropLast()).lowercased()
-                if j + 1 < s.count, s[j + 1].kind == .punctuation, s[j + 1].text == "." { j += 2 } else { break }
-            }
-            return name
-        }
+        func relation(at i: Int) -> String? { relationName(s, at: i)?.name }
         var out: [String] = []
         for (i, t) in s.enumerated() where t.kind == .word {
             let next = i + 1 < s.count ? s[i + 1] : nil

@@ -104,6 +104,9 @@ struct StatementTracker {
         init(_ analysis: StatementAnalysis) { self.analysis = analysis }
     }
     var analyses = TextMemo<Analysed>()
+    /// Analyses of Query texts by their shape (`StatementAnalysis.numbersMasked`): a text that differs
+    /// from one analysed before only in its numbers is not analysed again (`analysedQuery`).
+    var shapes = TextMemo<StatementAnalysis>()
     var portals: [String: String] = [:]
     var refuseVolatile: Bool
     /// Refuse writes that pick rows by physical order (`replication.physical_order_writes`).
@@ -121,6 +124,10 @@ struct StatementTracker {
     /// User functions of the database whose body takes rows `SKIP LOCKED` or tries an advisory lock
     /// (`SequenceOrdering.routines`): a call of one is refused (`lockStateRoutineRefusal`).
     var lockStateRoutines: Set<String> = []
+    /// Tables with a trigger whose routine takes rows `SKIP LOCKED` or tries an advisory lock: those
+    /// routines per table and event (`SequenceOrdering.routines`); a write that fires one is refused
+    /// (`lockStateTriggerRefusal`).
+    var lockStateTriggers: [StatementAnalysis.WriteTarget: Set<String>] = [:]
     /// The cluster has several backends: definitions use the `pgchorus` functions (`DeterministicValues`),
     /// even while only one is online, so a backend that rejoins has the same definitions.
     var deterministic = false
@@ -188,6 +195,16 @@ struct StatementTracker {
             + "HINT = 'Take the rows or locks in a SELECT of their own (SELECT id FROM jobs … FOR UPDATE SKIP LOCKED, SELECT pg_try_advisory_lock(k): pgchorus runs it on the lead alone and returns its choice), then pass the keys to the routine or write by key in the same transaction.'; END $pgchorus$"
     }
 
+    /// A statement that fails on every backend alike, in place of a write that fires a trigger running
+    /// such a routine (`lockStateRoutineRefusal`): every backend fires it, each by its own sessions' locks.
+    static func lockStateTriggerRefusal(_ fired: [(target: StatementAnalysis.WriteTarget, routines: [String])]) -> String {
+        let list = fired.map { "\($0.target.event.uppercased()) of \($0.target.table) (its trigger runs \($0.routines.map { "\($0)()" }.joined(separator: ", ")))" }
+            .joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
+        return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            + "MESSAGE = 'pgchorus refuses \(list): that routine takes rows FOR UPDATE SKIP LOCKED or tries an advisory lock, which each backend would answer by the locks of its own sessions, taking other rows', "
+            + "HINT = 'Take the rows or locks in a SELECT of their own (SELECT id FROM jobs … FOR UPDATE SKIP LOCKED: pgchorus runs it on the lead alone and returns its choice) and write by key in the same transaction, instead of in the trigger.'; END $pgchorus$"
+    }
+
     /// A statement that fails on every backend alike, in place of a write that would choose other rows
     /// on each backend.
     static func physicalOrderRefusal(_ clauses: [String]) -> String {
@@ -230,8 +247,13 @@ struct StatementTracker {
         if analysis.namesPgchorusTransaction { return Self.ownTransactionRefusal }
         guard rewrite else { return nil }
         if !analysis.writesByLockState.isEmpty { return Self.lockStateRefusal(analysis.writesByLockState) }
-        if !lockStateRoutines.isEmpty, !analysis.unknownCalls.isDisjoint(with: lockStateRoutines) {
-            return Self.lockStateRoutineRefusal(analysis.unknownCalls.intersection(lockStateRoutines).sorted())
+        if !lockStateRoutines.isEmpty, case let calls = analysis.unknownCalls.subtracting(analysis.triggerRoutines),
+           !calls.isDisjoint(with: lockStateRoutines) {
+            return Self.lockStateRoutineRefusal(calls.intersection(lockStateRoutines).sorted())
+        }
+        if !lockStateTriggers.isEmpty,
+           case let fired = Set(analysis.writeTargets).compactMap({ t in lockStateTriggers[t].map { (target: t, routines: $0.sorted()) } }), !fired.isEmpty {
+            return Self.lockStateTriggerRefusal(fired.sorted { ($0.target.table, $0.target.event) < ($1.target.table, $1.target.event) })
         }
         if refusePhysicalOrder && !analysis.physicalOrderClauses.isEmpty { return Self.physicalOrderRefusal(analysis.physicalOrderClauses) }
         // (Sequence columns numbered in scan order are what `replication.physical_order_writes` allows.)
@@ -248,6 +270,23 @@ struct StatementTracker {
         // A read with such a call is answered by the lead alone (`readsServerState`): nothing to refuse.
         if refuseVolatile && !volatile.isEmpty && (named || !analysis.readsServerState) { return Self.refusal(volatile) }
         return nil
+    }
+
+    /// The analysis of a Query's text: kept by text (`BEGIN`, a statement sent again), and by shape when
+    /// nothing in it points into the text (`StatementAnalysis.fitsEveryTextOfItsShape`) — pgbench's
+    /// `UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311` is analysed once, not
+    /// once per key (the analysis was a quarter of pgchorusd's user time in TPC-B `-M simple`).
+    mutating func analysedQuery(_ sql: String) -> StatementAnalysis {
+        if let kept = analyses[sql] { return kept.analysis }
+        let shape = StatementAnalysis.numbersMasked(sql)
+        if let shape, let kept = shapes[shape] { return kept }
+        let analysis = StatementAnalysis(sql)
+        if let shape, analysis.fitsEveryTextOfItsShape {
+            shapes.keep(analysis, for: shape)
+        } else {
+            analyses.keep(Analysed(analysis), for: sql)
+        }
+        return analysis
     }
 
     /// Keeps `leadOnlyCursors` and marks a group that uses one of them (simple Query, one statement).
@@ -376,7 +415,7 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = analyses.value(for: sql) { Analysed(StatementAnalysis(sql)) }.analysis.resolved(readers: readers)
+                let analysis = analysedQuery(sql).resolved(readers: readers)
                 noteDeallocation(Self.mayDeallocate(sql))
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }

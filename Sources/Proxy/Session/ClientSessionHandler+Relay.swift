@@ -419,6 +419,7 @@ extension ClientSessionHandler {
         let routines = shared.sequenceOrdering.routines(in: database)
         tracker.readers = routines?.readers
         tracker.lockStateRoutines = routines?.lockState ?? []
+        tracker.lockStateTriggers = routines?.triggers ?? [:]
         if tracker.readers == nil && tracker.rewrite { loadSequenceCatalogIfNeeded() }
     }
 
