@@ -407,6 +407,8 @@ import Wire
         for (sql, targets) in cases {
             #expect(Set(StatementAnalysis(sql).writeTargets) == Set(targets), "\(sql)")
         }
+        // MERGE INTO ONLY names its table after ONLY (its SERIAL columns draw in the sequence turn too).
+        #expect(StatementAnalysis("merge into only results r using src s on r.id = s.id when not matched then insert (id) values (s.id)").insertTargets == ["results"])
         var tracker = StatementTracker(refuseVolatile: true)
         tracker.lockStateTriggers = [W(table: "results", event: "insert"): ["take_for_result"], W(table: "results", event: "update"): ["take_for_result"]]
         for sql in ["insert into results (id) values (1)", "update results set job = 3 where id = 1",

@@ -26,13 +26,17 @@ public enum SQLLexer {
 
     /// Every token; without whitespace and comments unless `trivia`. Runs on every statement a
     /// client sends, so it works on bytes and builds no string it does not keep.
+    /// A byte that may start an unquoted name (a letter, `_`, any non-ASCII byte).
+    static func isIdentStart(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || c >= 128 }
+
+    /// A byte that may go on an unquoted name (also a digit or `$`).
+    static func isIdentChar(_ c: UInt8) -> Bool { isIdentStart(c) || (c >= 48 && c <= 57) || c == 36 }
+
     static func tokens(_ sql: String, trivia: Bool) -> [SQLToken] {
         let b = Array(sql.utf8)
         var out: [SQLToken] = []
         out.reserveCapacity(b.count / 3)
         var i = 0
-        func isIdentStart(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || c >= 128 }
-        func isIdentChar(_ c: UInt8) -> Bool { isIdentStart(c) || (c >= 48 && c <= 57) || c == 36 }
         func isSpace(_ c: UInt8) -> Bool { c == 32 || c == 9 || c == 10 || c == 13 || c == 12 }
         func text(_ r: Range<Int>) -> String { b.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[r]), as: UTF8.self) } }
         /// A word lower-cased: ASCII directly, anything else through Unicode case mapping.
@@ -91,10 +95,10 @@ public enum SQLLexer {
                     i += 1
                 }
                 out.append(SQLToken(kind: .quotedIdentifier, text: text(start..<i), range: start..<i))
-            } else if c == 36, i + 1 < b.count, b[i + 1] == 36 || isIdentStart(b[i + 1]) {
+            } else if c == 36, i + 1 < b.count, b[i + 1] == 36 || Self.isIdentStart(b[i + 1]) {
                 // $tag$ … $tag$ (a $1 parameter does not start with a letter, so it is not this)
                 var j = i + 1
-                while j < b.count, b[j] != 36, isIdentChar(b[j]) { j += 1 }
+                while j < b.count, b[j] != 36, Self.isIdentChar(b[j]) { j += 1 }
                 if j < b.count, b[j] == 36 {
                     let tag = Array(b[i...j])
                     var k = j + 1
@@ -109,8 +113,8 @@ public enum SQLLexer {
                     i += 1
                     out.append(SQLToken(kind: .other, text: "$", range: start..<i))
                 }
-            } else if isIdentStart(c) {
-                while i < b.count, isIdentChar(b[i]) { i += 1 }
+            } else if Self.isIdentStart(c) {
+                while i < b.count, Self.isIdentChar(b[i]) { i += 1 }
                 out.append(SQLToken(kind: .word, text: lowered(start..<i), range: start..<i))
             } else if c >= 48 && c <= 57 {
                 while i < b.count, (b[i] >= 48 && b[i] <= 57) || b[i] == 46 || b[i] == 101 || b[i] == 69 { i += 1 }

@@ -889,7 +889,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         var masked = false
         var i = 0
         func isDigit(_ c: UInt8) -> Bool { c >= 48 && c <= 57 }
-        func inName(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || isDigit(c) || c == 36 || c >= 128 }
+        let inName = SQLLexer.isIdentChar
         while i < b.count {
             let c = b[i]
             switch c {
@@ -960,22 +960,23 @@ public struct StatementAnalysis: Sendable, Equatable {
             relationName(s, at: s.word(at: i) == "only" ? i + 1 : i)
         }
         lazy var upsert = zip(s, s.dropFirst()).contains { $0.kind == .word && $0.text == "do" && $1.kind == .word && $1.text == "update" }
+        for target in insertingTargets(s) {
+            switch target.verb {
+            case "merge": add(target.relation, ["insert", "update", "delete"])
+            case "insert": add(target.relation, upsert ? ["insert", "update"] : ["insert"])
+            default: add(target.relation, ["insert"])
+            }
+        }
         for i in s.indices where s[i].kind == .word {
             // (Runs for every write's every word: other first letters skip the comparisons below.)
             switch s[i].text.utf8.first {
-            case UInt8(ascii: "i"), UInt8(ascii: "m"), UInt8(ascii: "c"), UInt8(ascii: "u"), UInt8(ascii: "d"), UInt8(ascii: "t"): break
+            case UInt8(ascii: "u"), UInt8(ascii: "d"), UInt8(ascii: "t"): break
             default: continue
             }
             // A statement's own keyword: first, after a CTE's `(`, or after the CTEs' closing `)`
             // (not `FOR UPDATE`, `ON CONFLICT DO UPDATE`, or a column called so).
             let starts = i == 0 || s.isPunctuation("(", at: i - 1) || s.isPunctuation(")", at: i - 1)
             switch s.word(at: i) {
-            case "insert" where s.word(at: i + 1) == "into":
-                add(relationName(s, at: i + 2)?.name, upsert ? ["insert", "update"] : ["insert"])
-            case "merge" where s.word(at: i + 1) == "into":
-                add(relation(after: i + 2)?.name, ["insert", "update", "delete"])
-            case "copy" where i == 0 && s.contains(where: { $0.kind == .word && $0.text == "from" }):
-                add(relationName(s, at: 1)?.name, ["insert"])
             case "update" where starts:
                 add(relation(after: i + 1)?.name, ["update"])
             case "delete" where starts && s.word(at: i + 1) == "from":
@@ -998,15 +999,21 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// The relations a statement inserts into: `INSERT INTO x`, `COPY x … FROM`, `MERGE INTO x`
     /// (anywhere in the statement, so CTEs count too).
     static func insertTargets(_ s: [SQLToken]) -> [String] {
-        func relation(at i: Int) -> String? { relationName(s, at: i)?.name }
-        var out: [String] = []
+        insertingTargets(s).map(\.relation)
+    }
+
+    /// `insertTargets` with the verb that inserts into each (`insert`, `merge`, `copy`): what
+    /// `writeTargets` tells their triggers' events by.
+    static func insertingTargets(_ s: [SQLToken]) -> [(verb: String, relation: String)] {
+        var out: [(verb: String, relation: String)] = []
         for (i, t) in s.enumerated() where t.kind == .word {
-            let next = i + 1 < s.count ? s[i + 1] : nil
-            if (t.text == "insert" || t.text == "merge"), next?.kind == .word, next?.text == "into", let r = relation(at: i + 2) {
-                out.append(r)
-            } else if t.text == "copy", i == 0, let r = relation(at: i + 1),
+            if (t.text == "insert" || t.text == "merge"), s.word(at: i + 1) == "into",
+               // (MERGE INTO ONLY t)
+               let r = relationName(s, at: t.text == "merge" && s.word(at: i + 2) == "only" ? i + 3 : i + 2) {
+                out.append((t.text, r.name))
+            } else if t.text == "copy", i == 0, let r = relationName(s, at: i + 1),
                       s.contains(where: { $0.kind == .word && $0.text == "from" }) {
-                out.append(r)
+                out.append((t.text, r.name))
             }
         }
         return out
