@@ -53,7 +53,7 @@ public final class ProxyContext: Sendable {
     /// How the node's own connections to the backends log in (the health-check login, kept live).
     let login: NodeLogin
     /// Probes a lead backend that sessions have waited on for long.
-    let prober: BackendProber
+    public let prober: BackendProber
     /// The node's order of commits and statements (`replication.commit_epochs`).
     let epochs: CommitEpochs
     /// The node's budget for large client messages (`proxy.message_memory`).

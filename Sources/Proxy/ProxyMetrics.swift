@@ -25,4 +25,9 @@ enum ProxyMetrics {
     static let clusterOrderForced = Counter(label: "pgchorus_cluster_order_forced_total")
     /// Other nodes' order connections disconnected on the lead for holding the lock too long.
     static let clusterOrderTerminations = Counter(label: "pgchorus_cluster_order_terminations_total")
+    /// Liveness probes of a silent lead (`BackendProber`), by what they found: an answer of any kind,
+    /// silence (no answer within the timeout), or a refused connection.
+    static let probesAnswered = Counter(label: "pgchorus_liveness_probes_total", dimensions: [("result", "answered")])
+    static let probesSilent = Counter(label: "pgchorus_liveness_probes_total", dimensions: [("result", "silent")])
+    static let probesRefused = Counter(label: "pgchorus_liveness_probes_total", dimensions: [("result", "refused")])
 }

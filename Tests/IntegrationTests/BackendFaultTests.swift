@@ -105,36 +105,42 @@ extension TimingSensitive {
     @Test func aLeadSilentForOneLivenessProbeIsProbedAgainAndStaysOnline() async throws {
         try await withPostgresServers(count: 2) { servers in
             // The health checks off: only the probe connects to the lead while its postmaster is stopped.
-            // follower_timeout 5 s: the lead is probed after 2.5 s of silence, the second probe starts at
-            // 7.5 s and times out at 12.5 s — five seconds for this test to see it queued and thaw the
-            // postmaster, even on a loaded machine (with 2 s, a CI run beside the whole suite missed
-            // the one-second window and the second probe failed the lead).
-            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 5\n[health_check]\nenabled = false\n") { proxy in
-                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+            // follower_timeout 8 s: the lead is probed after 4 s of silence, that probe is found silent
+            // at 12 s and the second one has until 20 s. The postmaster is thawed the moment the node
+            // counts the first silent probe, so the second has nearly its whole timeout even on a
+            // loaded machine (watching the accept queue for the second probe instead left it a window
+            // a CI run beside the whole suite missed).
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 8\n[health_check]\nenabled = false\n") { proxy in
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 90)
                 _ = try client.startup()
                 let lead = servers[0]
                 guard let postmaster = Self.postmasterPID(lead) else {
                     Issue.record("no postmaster.pid in \(lead.dataDirectory)")
                     return
                 }
+                let prober = proxy.server.context.prober
                 kill(postmaster, SIGSTOP)
                 defer { kill(postmaster, SIGCONT) }
                 async let reply = runBlocking {
-                    try client.send(.query("select pg_sleep(20)"))
+                    try client.send(.query("select pg_sleep(24)"))
                     return try client.readUntilReady()
                 }
-                // The second probe queues behind the first (whose connection the frozen postmaster never
-                // accepted). At most 30 s.
-                var queued = 0
-                for _ in 0..<300 {
-                    queued = try await runBlocking { try Self.acceptQueue(port: lead.port) }
-                    if queued >= 2 || proxy.server.context.registry.status(of: "db1") != .online { break }
+                // At most 60 s for the first probe to be found silent.
+                for _ in 0..<600 {
+                    if prober.counts(of: "db1").silent >= 1 || proxy.server.context.registry.status(of: "db1") != .online { break }
                     try await Task.sleep(for: .milliseconds(100))
                 }
+                let queued = try await runBlocking { try Self.acceptQueue(port: lead.port) }
                 kill(postmaster, SIGCONT)
-                #expect(queued >= 2, "a second probe never reached the lead; \(backendReasons(proxy))")
+                #expect(prober.counts(of: "db1").silent == 1, "\(prober.counts(of: "db1")); \(backendReasons(proxy))")
+                // The silent probe's connection, never accepted, and the second probe's behind it.
+                #expect(queued >= 1, "the probe never reached the lead")
+                // The statement ends at 24 s, after the second probe's timeout: that probe has answered
+                // or failed the lead by then (later probes, every 4 s while the statement runs, answer too).
                 let answer = try await reply
                 #expect(answer.contains(.commandComplete("SELECT 1")), "\(answer)")
+                let counts = prober.counts(of: "db1")
+                #expect(counts.silent == 1 && counts.refused == 0 && counts.answered >= 1, "\(counts)")
                 #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
                 try client.send(.query("select 1"))
                 #expect(try client.readUntilReady().contains(.commandComplete("SELECT 1")))

@@ -17,7 +17,7 @@ import Synchronization
 /// the server is well, and failing a healthy lead costs an online recovery. A second probe at once,
 /// with a fresh connection and the full timeout again, separates that from a frozen or cut-off
 /// server; a refused connection is a definite answer and fails it at once.
-final class BackendProber: Sendable {
+public final class BackendProber: Sendable {
     let configuration: Configuration
     let registry: BackendRegistry
     let login: NodeLogin
@@ -25,6 +25,32 @@ final class BackendProber: Sendable {
     /// Started at the first probe: most nodes never need one.
     private let pool = Mutex<NIOThreadPool?>(nil)
     private let inFlight = Mutex<Set<String>>([])
+    /// What the probes of each backend found so far (also counted in `ProxyMetrics`).
+    private let outcomes = Mutex<[String: ProbeCounts]>([:])
+
+    /// How many liveness probes of one backend found it answering, silent, or refusing connections.
+    public struct ProbeCounts: Equatable, Sendable {
+        public var answered = 0
+        public var silent = 0
+        public var refused = 0
+    }
+
+    /// What the probes of `backendID` found since this node started.
+    public func counts(of backendID: String) -> ProbeCounts {
+        outcomes.withLock { $0[backendID] ?? ProbeCounts() }
+    }
+
+    private func record(_ backendID: String, _ silence: String?) {
+        outcomes.withLock { all in
+            var c = all[backendID] ?? ProbeCounts()
+            switch silence {
+            case nil: c.answered += 1; ProxyMetrics.probesAnswered.increment()
+            case let s? where Self.isRefusal(s): c.refused += 1; ProxyMetrics.probesRefused.increment()
+            case _?: c.silent += 1; ProxyMetrics.probesSilent.increment()
+            }
+            all[backendID] = c
+        }
+    }
 
     init(configuration: Configuration, registry: BackendRegistry, login: NodeLogin, logger: Logger) {
         self.configuration = configuration
@@ -86,14 +112,17 @@ final class BackendProber: Sendable {
     /// One probe on the calling thread: nil when `backend` answered (even with an error), else what
     /// libpq said of the silence.
     private func silence(of backend: Configuration.Backend) -> String? {
+        let found: String?
         do {
             try ask(backend)
-            return nil
+            found = nil
         } catch let failure as LibPQConnection.Failure {
-            return Self.isSilence(failure.description) ? failure.description : nil
+            found = Self.isSilence(failure.description) ? failure.description : nil
         } catch {
-            return nil
+            found = nil
         }
+        record(backend.id, found)
+        return found
     }
 
     /// Logs in to `backend` with a fresh connection and asks `SELECT 1`, on the calling thread.
