@@ -30,6 +30,44 @@ extension TimingSensitive {
         try await run("mixed")
     }
 
+    /// An autocommit `COPY … FROM STDIN` waits for its client's data on every backend (parked in the
+    /// order) while other sessions commit transactions: the commits go on beside it, and the COPY,
+    /// which commits on each backend at its own end (outside the vote), is never cancelled on the lead
+    /// — the followers would commit it all the same. Until 2026-12-05 a commit granted while the COPY
+    /// waited there, before it had reached a follower, had it cancelled on the lead: the client got
+    /// 40001 and both followers were failed for committing it (seen in the ORM workload under load).
+    @Test func anAutocommitCopyWaitingForItsClientIsNotCancelledByCommitsBesideIt() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-c", "create table loaded (id int, v text)", "-c", "create table moves (id serial primary key, n int)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let dsn = proxy.connectionString()
+                let port = proxy.port
+                let rows = proxy.directory + "/rows.tsv"
+                try (1...20).map { "\($0)\trow \($0)\n" }.joined().write(toFile: rows, atomically: true, encoding: .utf8)
+                let transaction = proxy.directory + "/move.sql"
+                try "begin;\ninsert into moves (n) values (:client_id);\ncommit;\n".write(toFile: transaction, atomically: true, encoding: .utf8)
+                // Transactions committing through pgbench (3 clients, 600 each) beside three psql
+                // sessions running 150 autocommit COPYs each, every one of them waiting for its client's
+                // data on every backend for a moment. Bounded: 120 s each.
+                async let committers = runBlocking {
+                    try Clients.pgbench(port: port, ["-n", "-M", "simple", "-c", "3", "-j", "1", "-t", "600", "-f", transaction], timeout: .seconds(120))
+                }
+                let script = String(repeating: "\\copy loaded (id, v) from '\(rows)'\n", count: 150)
+                async let c1 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
+                async let c2 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
+                async let c3 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
+                for copier in try await [c1, c2, c3] {
+                    #expect(copier.exitCode == 0, "\(copier.report); \(backendReasons(proxy))")
+                }
+                let commits = try await committers
+                #expect(commits.exitCode == 0 && commits.stdout.contains("number of failed transactions: 0"), "\(commits.report)")
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select count(*) from loaded") == "9000")
+            }
+        }
+    }
+
     /// Writes that choose rows by physical order are refused with the clause named; ordered by a key they run.
     @Test func writesThatPickRowsByPhysicalOrderAreRefusedByClause() async throws {
         try await withPostgresServers(count: 2) { servers in

@@ -42,6 +42,10 @@ public final class CommitEpochs: Sendable {
         var dooms: [Int: @Sendable () -> Void] = [:]
         /// Statements that read no table but the one they write (never cancelled, never waited for once stuck).
         var targetOnly: Set<Int> = []
+        /// Writes that must not be cancelled on the lead alone: they commit on each backend at their
+        /// own end, outside the vote (an autocommit COPY or DDL), so the followers would commit them
+        /// all the same. Waited for like the others (bounded), never cancelled.
+        var uncancellable: Set<Int> = []
         /// Statements parked while waiting *before* their snapshot (a relation lock, the sequence turn's
         /// advisory lock): a commit applied meanwhile is seen alike everywhere, and making a follower's
         /// commit wait for them would only form a cycle (they wait for the very lock's holder).
@@ -120,7 +124,14 @@ public final class CommitEpochs: Sendable {
             let w = s.schedule.wantedHold
             guard w != s.schedule.hold else { return (nil, [], []) }
             let go = s.beforeLettingGo(to: w, now: .now(), bound: Self.releaseCancelBound)
-            if go.wait { return (nil, go.cancels, []) }
+            if go.wait {
+                if go.cancels.isEmpty && go.marked > 0 {
+                    // Only statements that are not cancelled: look again once the bound has passed.
+                    let me = self
+                    MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: Self.releaseCancelBound + .milliseconds(5)) { me.order.withLock { $0 }?.kick() }
+                }
+                return (nil, go.cancels, [])
+            }
             let dooms = go.dooms
             if !go.overdue.isEmpty, s.releaseWarned.insert(go.overdue[0]).inserted {
                 let undoomed = go.overdue.count - dooms.count
@@ -226,11 +237,20 @@ public final class CommitEpochs: Sendable {
     /// `doom` marks the statement's transaction to be rolled back at its vote (the client gets 40001):
     /// where the order must go on without the statement before it has reached every backend, it may see
     /// a commit on some backends and not on others, and its transaction must not commit anywhere.
-    func onCancel(_ ticket: Int, readsOnlyItsTarget: Bool, _ cancel: @escaping @Sendable () -> Void,
+    /// No `cancel`: a write that commits on each backend at its own end (outside the vote), which the
+    /// followers would commit whatever the lead did: it is waited for as the others are (bounded), not
+    /// cancelled.
+    func onCancel(_ ticket: Int, readsOnlyItsTarget: Bool, _ cancel: (@Sendable () -> Void)?,
                   doom: (@Sendable () -> Void)? = nil) {
         state.withLock { s in
             guard s.schedule.isGranted(ticket) else { return }
-            if readsOnlyItsTarget { s.targetOnly.insert(ticket) } else { s.cancels[ticket] = cancel }
+            if readsOnlyItsTarget {
+                s.targetOnly.insert(ticket)
+            } else if let cancel {
+                s.cancels[ticket] = cancel
+            } else {
+                s.uncancellable.insert(ticket)
+            }
             if !readsOnlyItsTarget, let doom { s.dooms[ticket] = doom }
         }
     }
@@ -258,6 +278,7 @@ public final class CommitEpochs: Sendable {
             s.releaseCancels[ticket] = nil
             s.releaseWarned.remove(ticket)
             s.targetOnly.remove(ticket)
+            s.uncancellable.remove(ticket)
             s.preSnapshot.remove(ticket)
             let granted = s.schedule.end(ticket)
             s.noteGranted(granted)
@@ -505,6 +526,8 @@ extension CommitEpochs.State {
     struct LetGo {
         var wait = false
         var cancels: [@Sendable () -> Void] = []
+        /// Statements waited for from now on (cancelled, or `uncancellable`).
+        var marked = 0
         var dooms: [@Sendable () -> Void] = []
         var overdue: [Int] = []
     }
@@ -513,11 +536,12 @@ extension CommitEpochs.State {
         var go = LetGo()
         guard schedule.hold != .none, !(schedule.hold == .exclusive && wanted == .shared) else { return go }
         let early = schedule.parkedStatements.filter { t in
-            !targetOnly.contains(t) && !preSnapshot.contains(t) && cancels[t] != nil
+            !targetOnly.contains(t) && !preSnapshot.contains(t) && (cancels[t] != nil || uncancellable.contains(t))
                 && (pending[t]?.count ?? 0) > (targets[t]?.count ?? 0)
         }
         for t in early where releaseCancels[t] == nil {
             releaseCancels[t] = now
+            go.marked += 1
             if let c = cancels[t] { go.cancels.append(c) }
         }
         if early.contains(where: { t in releaseCancels[t].map { now - $0 < bound } ?? false }) {

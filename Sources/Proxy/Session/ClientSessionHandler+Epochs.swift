@@ -96,8 +96,14 @@ extension ClientSessionHandler {
         if w.flags.writes, let context {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
-            shared.epochs.onCancel(w.ticket, readsOnlyItsTarget: w.flags.readsOnlyItsTarget,
-                                   { loop.execute { bound.value.cancelForEpochs(seq) } },
+            // A write that commits on each backend at its own end (autocommit COPY or DDL, a COMMIT
+            // among other statements: outside the vote) is never cancelled on the lead: the followers
+            // would commit it all the same, and be failed for it (an autocommit COPY waiting for its
+            // client's data, parked, was cancelled so when a commit beside it went on before the COPY
+            // had reached a follower).
+            let outsideVote = w.flags.answerWhenAll || w.flags.mixesTransactionControl || w.flags.commits
+            let cancel: (@Sendable () -> Void)? = outsideVote ? nil : { @Sendable in loop.execute { bound.value.cancelForEpochs(seq) } }
+            shared.epochs.onCancel(w.ticket, readsOnlyItsTarget: w.flags.readsOnlyItsTarget, cancel,
                                    doom: { loop.execute { bound.value.doomForEpochs(seq) } })
             // Test hook: every write goes as if the order had gone on without it (SnapshotOrderTests).
             if shared.testHook == "doom-writes" { doomForEpochs(seq) }
