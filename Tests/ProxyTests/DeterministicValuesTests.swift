@@ -362,6 +362,10 @@ import Wire
             "select * from t1 join t2 on t1.id = t2.id where t2.v = #", "select pg_sleep(#)", "insert into t (id, at) values (#, now())",
             "select count(*) from t where created > now() - interval '1 day' and id > #", "insert into u (id) values (#), (#) returning id",
             "select setval('s', #)", "select lo_create(#)", "copy t from stdin with (format csv, header #)", "select x::numeric(#, #) from t",
+            // Byte ranges to rewrite, before, between and after numbers.
+            "insert into t (id, at, n) values (#, now(), #)", "insert into t values (#, gen_random_uuid(), #, CURRENT_DATE, #), (#, random(), #, LOCALTIMESTAMP)",
+            "select #, 'now'::timestamp, #, timestamp 'today', # from t where at < current_timestamp - interval '1 day'",
+            "update t set at = CURRENT_TIMESTAMP, n = # where id = #",
         ]
         for template in templates {
             let a = template.replacingOccurrences(of: "#", with: "1")
@@ -371,17 +375,41 @@ import Wire
             #expect(shape != nil && shape == StatementAnalysis.numbersMasked(b), "\(a) / \(b)")
             let analysis = StatementAnalysis(a)
             if analysis.fitsEveryTextOfItsShape { #expect(analysis == StatementAnalysis(b), "\(a) / \(b)") }
+            // One kept in the shape's terms is, moved into another text's, that text's own analysis.
+            guard let na = StatementAnalysis.maskedShape(a)?.numbers, let nb = StatementAnalysis.maskedShape(b)?.numbers,
+                  let shaped = analysis.intoShape(na) else {
+                Issue.record("\(a): not kept by shape")
+                continue
+            }
+            #expect(shaped.fromShape(nb) == StatementAnalysis(b), "\(a) / \(b)")
+            #expect(shaped.fromShape(na) == analysis, "\(a)")
         }
+        #expect(StatementAnalysis("insert into t values (1, 'now'::date)").intoShape(StatementAnalysis.maskedShape("insert into t values (1, 'now'::date)")!.numbers) != nil)
+        // A number inside a range to rewrite: its rewrite carries it, so the analysis is not shared.
+        let precise = "insert into t values (1, CURRENT_TIMESTAMP(3))"
+        #expect(StatementAnalysis(precise).intoShape(StatementAnalysis.maskedShape(precise)!.numbers) == nil)
+        // The time keywords with a precision become the transaction's time at that precision.
+        let v = "'2026-12-05 12:00:00.123456+00'"
+        #expect(StatementAnalysis(precise).rewriting(in: precise, time: v, deterministic: true) == "insert into t values (1, (\(v)::timestamptz)::timestamptz(3))")
+        let local = "update t set a = localtimestamp(0), b = current_time(2), c = LOCALTIME (4) where id = 1"
+        #expect(StatementAnalysis(local).rewriting(in: local, time: v, deterministic: true)
+            == "update t set a = (\(v)::timestamptz)::timestamp(0), b = (\(v)::timestamptz)::timetz(2), c = (\(v)::timestamptz)::time(4) where id = 1")
         // The tracker: a text of a known shape is not analysed again; one that points into its text is.
         var tracker = StatementTracker(refuseVolatile: true)
         _ = tracker.analysedQuery("UPDATE pgbench_accounts SET abalance = abalance + -5 WHERE aid = 7;")
         #expect(tracker.shapes.count == 1 && tracker.analyses.count == 0)
         _ = tracker.analysedQuery("UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311;")
         #expect(tracker.shapes.count == 1 && tracker.analyses.count == 0)
+        // One with a range to rewrite is kept by shape too, its range moved into each text.
         let timed = tracker.analysedQuery("INSERT INTO h (aid, mtime) VALUES (3, CURRENT_TIMESTAMP)")
-        #expect(!timed.timeExpressions.isEmpty && tracker.analyses.count == 1)
-        #expect(tracker.analysedQuery("INSERT INTO h (aid, mtime) VALUES (41, CURRENT_TIMESTAMP)")
-            == StatementAnalysis("INSERT INTO h (aid, mtime) VALUES (41, CURRENT_TIMESTAMP)"))
+        #expect(!timed.timeExpressions.isEmpty && tracker.shapes.count == 2 && tracker.analyses.count == 0)
+        let other = "INSERT INTO h (aid, mtime) VALUES (41977, CURRENT_TIMESTAMP)"
+        let reused = tracker.analysedQuery(other)
+        #expect(reused == StatementAnalysis(other) && tracker.shapes.count == 2)
+        #expect(reused.rewriting(in: other, time: "'2026-12-05 12:00:00+00'", deterministic: true) == "INSERT INTO h (aid, mtime) VALUES (41977, '2026-12-05 12:00:00+00'::timestamptz)")
+        // A number inside the range (a precision) keeps the analysis by text.
+        _ = tracker.analysedQuery("select localtime(3), 1")
+        #expect(tracker.shapes.count == 2 && tracker.analyses.count == 1)
     }
 
     @Test func writesThatFireATriggerTakingRowsBySkipLockedAreRefused() {

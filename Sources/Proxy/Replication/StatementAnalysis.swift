@@ -766,7 +766,6 @@ public struct StatementAnalysis: Sendable, Equatable {
                     timeExpressions.append((start..<s[i + 2].range.upperBound, "timestamptz"))
                 }
             case "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime":
-                guard !isCall else { continue } // CURRENT_TIMESTAMP(3): left alone, counted as volatile below
                 let type: String
                 switch t.text {
                 case "current_date": type = "date"
@@ -775,12 +774,18 @@ public struct StatementAnalysis: Sendable, Equatable {
                 case "localtime": type = "time"
                 default: type = "timestamptz"
                 }
-                timeExpressions.append((t.range, type))
+                guard isCall else {
+                    timeExpressions.append((t.range, type))
+                    continue
+                }
+                // CURRENT_TIMESTAMP(3): the transaction's time at that precision, as the keyword rounds it.
+                if type != "date", i + 3 < s.count, s[i + 2].kind == .number, s.isPunctuation(")", at: i + 3) {
+                    timeExpressions.append((t.range.lowerBound..<s[i + 3].range.upperBound, "\(type)(\(s[i + 2].text))"))
+                } else {
+                    volatileCalls.append(t.text.uppercased() + "(…)")
+                }
             default:
                 break
-            }
-            if isCall, t.text == "current_timestamp" || t.text == "current_time" || t.text == "localtimestamp" || t.text == "localtime" {
-                volatileCalls.append(t.text.uppercased() + "(precision)")
             }
         }
     }
@@ -875,18 +880,29 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// (`numbersMasked`), since no rule looks at a number's value, only at its being one.
     var fitsEveryTextOfItsShape: Bool { timeExpressions.isEmpty && deterministicRewrites.isEmpty }
 
+    /// A number `maskedShape` replaced: where it starts in the shape (where its `0` stands) and in
+    /// the text, and its length in the text.
+    struct MaskedNumber: Equatable {
+        var shapeAt: Int
+        var textAt: Int
+        var length: Int
+    }
+
     /// `sql` with every number written in it outside quotes (a run of digits not inside a name: `aid =
     /// 52311`, `- 4977`, `1.5`, not `t1` or `$1`) replaced by `0` — the shape that texts differing only in
     /// their numbers share, as pgbench's and many drivers' simple-protocol statements do (their keys
     /// written into the text). Nil when there is no such number, or the text has what this plain scan
     /// does not follow: dollar quotes, backslashes, comments, an unclosed quote.
-    static func numbersMasked(_ sql: String) -> String? {
+    static func numbersMasked(_ sql: String) -> String? { maskedShape(sql)?.shape }
+
+    /// `numbersMasked`'s shape of `sql` and the numbers it replaced, in order.
+    static func maskedShape(_ sql: String) -> (shape: String, numbers: [MaskedNumber])? {
         let b = Array(sql.utf8)
         // (A backslash may escape a quote: E'…\'…'.)
         guard !b.contains(UInt8(ascii: "\\")) else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(b.count)
-        var masked = false
+        var numbers: [MaskedNumber] = []
         var i = 0
         func isDigit(_ c: UInt8) -> Bool { c >= 48 && c <= 57 }
         let inName = SQLLexer.isIdentChar
@@ -905,10 +921,11 @@ public struct StatementAnalysis: Sendable, Equatable {
             case UInt8(ascii: "/") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "*"):
                 return nil
             case _ where isDigit(c) && !(i > 0 && inName(b[i - 1])):
-                out.append(UInt8(ascii: "0"))
-                masked = true
+                let start = i
                 i += 1
                 while i < b.count, isDigit(b[i]) { i += 1 }
+                numbers.append(MaskedNumber(shapeAt: out.count, textAt: start, length: i - start))
+                out.append(UInt8(ascii: "0"))
             default:
                 out.append(c)
                 i += 1
@@ -916,7 +933,49 @@ public struct StatementAnalysis: Sendable, Equatable {
                 while i < b.count, isDigit(b[i]), inName(c) { out.append(b[i]); i += 1 }
             }
         }
-        return masked ? String(decoding: out, as: UTF8.self) : nil
+        return numbers.isEmpty ? nil : (String(decoding: out, as: UTF8.self), numbers)
+    }
+
+    /// This analysis of a text whose numbers `maskedShape` gave as `numbers`, its byte ranges moved
+    /// into that text's shape — so that it serves every text of the shape (`fromShape`). Nil when a
+    /// range holds a number (`CURRENT_TIMESTAMP(3)`: its rewrite carries the precision).
+    func intoShape(_ numbers: [MaskedNumber]) -> StatementAnalysis? {
+        func moved(_ r: Range<Int>) -> Range<Int>? {
+            var shift = 0
+            for n in numbers {
+                if n.textAt + n.length <= r.lowerBound { shift += n.length - 1; continue }
+                if n.textAt < r.upperBound { return nil }
+                break
+            }
+            return (r.lowerBound - shift)..<(r.upperBound - shift)
+        }
+        var a = self
+        for (k, e) in a.timeExpressions.enumerated() {
+            guard let r = moved(e.range) else { return nil }
+            a.timeExpressions[k].range = r
+        }
+        for (k, e) in a.deterministicRewrites.enumerated() {
+            guard let r = moved(e.range) else { return nil }
+            a.deterministicRewrites[k].range = r
+        }
+        return a
+    }
+
+    /// An analysis kept in its shape's terms (`intoShape`), its byte ranges moved into the text whose
+    /// numbers `maskedShape` gave as `numbers`.
+    func fromShape(_ numbers: [MaskedNumber]) -> StatementAnalysis {
+        func moved(_ r: Range<Int>) -> Range<Int> {
+            var shift = 0
+            for n in numbers {
+                guard n.shapeAt < r.lowerBound else { break }
+                shift += n.length - 1
+            }
+            return (r.lowerBound + shift)..<(r.upperBound + shift)
+        }
+        var a = self
+        for k in a.timeExpressions.indices { a.timeExpressions[k].range = moved(a.timeExpressions[k].range) }
+        for k in a.deterministicRewrites.indices { a.deterministicRewrites[k].range = moved(a.deterministicRewrites[k].range) }
+        return a
     }
 
     /// The relation named at `i` (`schema.name` or `name`; the last part, lower-cased) and the index after it.

@@ -272,17 +272,22 @@ struct StatementTracker {
         return nil
     }
 
-    /// The analysis of a Query's text: kept by text (`BEGIN`, a statement sent again), and by shape when
-    /// nothing in it points into the text (`StatementAnalysis.fitsEveryTextOfItsShape`) — pgbench's
-    /// `UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311` is analysed once, not
-    /// once per key (the analysis was a quarter of pgchorusd's user time in TPC-B `-M simple`).
+    /// The analysis of a Query's text: kept by text (`BEGIN`, a statement sent again), and by shape
+    /// (`StatementAnalysis.maskedShape`) — pgbench's `UPDATE pgbench_accounts SET abalance = abalance +
+    /// -4977 WHERE aid = 52311` is analysed once, not once per key (the analysis was a quarter of
+    /// pgchorusd's user time in TPC-B `-M simple`). The byte ranges of what the statement has rewritten
+    /// (its `CURRENT_TIMESTAMP`, as in pgbench's `INSERT INTO pgbench_history`) are kept in the shape's
+    /// terms and moved into each text's (`intoShape`, `fromShape`); an analysis with a number inside
+    /// such a range is kept by text.
     mutating func analysedQuery(_ sql: String) -> StatementAnalysis {
         if let kept = analyses[sql] { return kept.analysis }
-        let shape = StatementAnalysis.numbersMasked(sql)
-        if let shape, let kept = shapes[shape] { return kept }
+        let masked = StatementAnalysis.maskedShape(sql)
+        if let masked, let kept = shapes[masked.shape] {
+            return kept.fitsEveryTextOfItsShape ? kept : kept.fromShape(masked.numbers)
+        }
         let analysis = StatementAnalysis(sql)
-        if let shape, analysis.fitsEveryTextOfItsShape {
-            shapes.keep(analysis, for: shape)
+        if let masked, let shaped = analysis.fitsEveryTextOfItsShape ? analysis : analysis.intoShape(masked.numbers) {
+            shapes.keep(shaped, for: masked.shape)
         } else {
             analyses.keep(Analysed(analysis), for: sql)
         }
