@@ -230,20 +230,29 @@ public enum DeterministicValues {
                 out.append((t.range, offset.map { "day\($0)" } ?? "(literal)"))
                 continue
             }
-            // type 'literal': the type's words end right before the string.
+            // type 'literal': the type's words end right before the string — `timestamp`, `time(3)`,
+            // `timestamp(6) with time zone` …
             var first = i - 1
-            var type: String?
-            switch s.word(at: i - 1) {
-            case "date", "timestamp", "timestamptz", "time", "timetz":
-                type = s.word(at: i - 1)
-            case "zone" where (s.word(at: i - 2) == "time") && (s.word(at: i - 3) == "with" || s.word(at: i - 3) == "without")
-                && (s.word(at: i - 4) == "timestamp" || s.word(at: i - 4) == "time"):
+            var zone: String?
+            if s.word(at: i - 1) == "zone", s.word(at: i - 2) == "time", let w = s.word(at: i - 3), w == "with" || w == "without" {
+                zone = w
                 first = i - 4
-                type = (s.word(at: i - 4)! == "timestamp" ? "timestamp" : "time") + (s.word(at: i - 3) == "with" ? "tz" : "")
-            default:
-                break
             }
-            guard let type else { continue }
+            var precision: String?
+            if first >= 3, s.isPunctuation(")", at: first), s[first - 1].kind == .number, s.isPunctuation("(", at: first - 2) {
+                precision = s[first - 1].text
+                first -= 3
+            }
+            var type: String?
+            switch s.word(at: first) {
+            case "date" where zone == nil && precision == nil: type = "date"
+            case "timestamptz" where zone == nil: type = "timestamptz"
+            case "timetz" where zone == nil: type = "timetz"
+            case "timestamp", "time": type = s.word(at: first)! + (zone == "with" ? "tz" : "")
+            default: break
+            }
+            guard var type else { continue }
+            if let precision { type += "(\(precision))" }
             out.append((s[first].range.lowerBound..<t.range.upperBound, offset.map { "day\($0):\(type)" } ?? "cast:\(type)"))
         }
         return out
