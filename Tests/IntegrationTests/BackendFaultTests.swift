@@ -140,7 +140,7 @@ extension TimingSensitive {
                 let answer = try await reply
                 #expect(answer.contains(.commandComplete("SELECT 1")), "\(answer)")
                 let counts = prober.counts(of: "db1")
-                #expect(counts.silent == 1 && counts.refused == 0 && counts.answered >= 1, "\(counts)")
+                #expect(counts.silent >= 1 && counts.refused == 0 && counts.answered >= 1, "\(counts)")
                 #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
                 try client.send(.query("select 1"))
                 #expect(try client.readUntilReady().contains(.commandComplete("SELECT 1")))
