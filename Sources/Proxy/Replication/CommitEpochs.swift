@@ -120,18 +120,11 @@ public final class CommitEpochs: Sendable {
     /// lead and waited for, at most `releaseCancelBound`: the other node's commit must not land on a
     /// follower before such a statement starts there.
     private func nextHold() -> EpochSchedule.Hold? {
-        let (wanted, cancels, dooms) = state.withLock { s -> (EpochSchedule.Hold?, [@Sendable () -> Void], [@Sendable () -> Void]) in
+        let (wanted, cancels, dooms, marked) = state.withLock { s -> (EpochSchedule.Hold?, [@Sendable () -> Void], [@Sendable () -> Void], Bool) in
             let w = s.schedule.wantedHold
-            guard w != s.schedule.hold else { return (nil, [], []) }
+            guard w != s.schedule.hold else { return (nil, [], [], false) }
             let go = s.beforeLettingGo(to: w, now: .now(), bound: Self.releaseCancelBound)
-            if go.wait {
-                if go.cancels.isEmpty && go.marked > 0 {
-                    // Only statements that are not cancelled: look again once the bound has passed.
-                    let me = self
-                    MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: Self.releaseCancelBound + .milliseconds(5)) { me.order.withLock { $0 }?.kick() }
-                }
-                return (nil, go.cancels, [])
-            }
+            if go.wait { return (nil, go.cancels, [], go.marked > 0) }
             let dooms = go.dooms
             if !go.overdue.isEmpty, s.releaseWarned.insert(go.overdue[0]).inserted {
                 let undoomed = go.overdue.count - dooms.count
@@ -139,12 +132,15 @@ public final class CommitEpochs: Sendable {
                 ProxyMetrics.clusterOrderForced.increment()
             }
             if s.schedule.hold != .none { _ = s.schedule.held(.none) }
-            return (w, [], dooms)
+            return (w, [], dooms, false)
         }
         for d in dooms { d() }
         if !cancels.isEmpty {
             ProxyMetrics.epochCancels.increment(by: cancels.count)
             for c in cancels { c() }
+        }
+        if marked {
+            // Statements waited for from now on (cancelled or not): look again once the bound has passed.
             let me = self
             MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: Self.releaseCancelBound + .milliseconds(5)) { me.order.withLock { $0 }?.kick() }
         }

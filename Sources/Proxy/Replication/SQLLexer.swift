@@ -24,14 +24,14 @@ public enum SQLLexer {
         tokens(sql, trivia: true)
     }
 
-    /// Every token; without whitespace and comments unless `trivia`. Runs on every statement a
-    /// client sends, so it works on bytes and builds no string it does not keep.
     /// A byte that may start an unquoted name (a letter, `_`, any non-ASCII byte).
     static func isIdentStart(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || c >= 128 }
 
     /// A byte that may go on an unquoted name (also a digit or `$`).
     static func isIdentChar(_ c: UInt8) -> Bool { isIdentStart(c) || (c >= 48 && c <= 57) || c == 36 }
 
+    /// Every token; without whitespace and comments unless `trivia`. Runs on every statement a
+    /// client sends, so it works on bytes and builds no string it does not keep.
     static func tokens(_ sql: String, trivia: Bool) -> [SQLToken] {
         let b = Array(sql.utf8)
         var out: [SQLToken] = []

@@ -940,7 +940,7 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// into that text's shape — so that it serves every text of the shape (`fromShape`). Nil when a
     /// range holds a number (`CURRENT_TIMESTAMP(3)`: its rewrite carries the precision).
     func intoShape(_ numbers: [MaskedNumber]) -> StatementAnalysis? {
-        func moved(_ r: Range<Int>) -> Range<Int>? {
+        movingRanges { r in
             var shift = 0
             for n in numbers {
                 if n.textAt + n.length <= r.lowerBound { shift += n.length - 1; continue }
@@ -949,32 +949,34 @@ public struct StatementAnalysis: Sendable, Equatable {
             }
             return (r.lowerBound - shift)..<(r.upperBound - shift)
         }
-        var a = self
-        for (k, e) in a.timeExpressions.enumerated() {
-            guard let r = moved(e.range) else { return nil }
-            a.timeExpressions[k].range = r
-        }
-        for (k, e) in a.deterministicRewrites.enumerated() {
-            guard let r = moved(e.range) else { return nil }
-            a.deterministicRewrites[k].range = r
-        }
-        return a
     }
 
     /// An analysis kept in its shape's terms (`intoShape`), its byte ranges moved into the text whose
     /// numbers `maskedShape` gave as `numbers`.
     func fromShape(_ numbers: [MaskedNumber]) -> StatementAnalysis {
-        func moved(_ r: Range<Int>) -> Range<Int> {
+        movingRanges { r in
             var shift = 0
             for n in numbers {
                 guard n.shapeAt < r.lowerBound else { break }
                 shift += n.length - 1
             }
             return (r.lowerBound + shift)..<(r.upperBound + shift)
-        }
+        }! // (every range moves: never nil)
+    }
+
+    /// This analysis with every byte range it holds given by `move` (itself when it holds none: the
+    /// usual case, on the path of every statement); nil when `move` gives nil for one.
+    private func movingRanges(_ move: (Range<Int>) -> Range<Int>?) -> StatementAnalysis? {
+        guard !fitsEveryTextOfItsShape else { return self }
         var a = self
-        for k in a.timeExpressions.indices { a.timeExpressions[k].range = moved(a.timeExpressions[k].range) }
-        for k in a.deterministicRewrites.indices { a.deterministicRewrites[k].range = moved(a.deterministicRewrites[k].range) }
+        for k in a.timeExpressions.indices {
+            guard let r = move(a.timeExpressions[k].range) else { return nil }
+            a.timeExpressions[k].range = r
+        }
+        for k in a.deterministicRewrites.indices {
+            guard let r = move(a.deterministicRewrites[k].range) else { return nil }
+            a.deterministicRewrites[k].range = r
+        }
         return a
     }
 

@@ -143,9 +143,14 @@ struct StatementTracker {
     /// Parameter counts are 16-bit on the wire: a Parse may not declare more.
     static let maximumParameters = Int(UInt16.max)
 
+    /// `text` as it goes inside a quoted SQL literal of a refusal (its quotes doubled).
+    static func inLiteral(_ text: String) -> String {
+        text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
+    }
+
     /// A statement that fails on every backend alike, in place of one that would diverge.
     static func refusal(_ calls: [String]) -> String {
-        let list = calls.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
+        let list = Self.inLiteral(calls.joined(separator: ", "))
         let hint = refusalHint(calls)
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
             + "MESSAGE = 'pgchorus refuses \(list): the value would differ on each backend', "
@@ -198,8 +203,8 @@ struct StatementTracker {
     /// A statement that fails on every backend alike, in place of a write that fires a trigger running
     /// such a routine (`lockStateRoutineRefusal`): every backend fires it, each by its own sessions' locks.
     static func lockStateTriggerRefusal(_ fired: [(target: StatementAnalysis.WriteTarget, routines: [String])]) -> String {
-        let list = fired.map { "\($0.target.event.uppercased()) of \($0.target.table) (its trigger runs \($0.routines.map { "\($0)()" }.joined(separator: ", ")))" }
-            .joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
+        let list = inLiteral(fired.map { "\($0.target.event.uppercased()) of \($0.target.table) (its trigger runs \($0.routines.map { "\($0)()" }.joined(separator: ", ")))" }
+            .joined(separator: ", "))
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
             + "MESSAGE = 'pgchorus refuses \(list): that routine takes rows FOR UPDATE SKIP LOCKED or tries an advisory lock, which each backend would answer by the locks of its own sessions, taking other rows', "
             + "HINT = 'Take the rows or locks in a SELECT of their own (SELECT id FROM jobs … FOR UPDATE SKIP LOCKED: pgchorus runs it on the lead alone and returns its choice) and write by key in the same transaction, instead of in the trigger.'; END $pgchorus$"
@@ -217,7 +222,7 @@ struct StatementTracker {
     /// A statement that fails on every backend alike, in place of an INSERT … SELECT whose rows would
     /// get per-row default values (or sequence values) in each backend's own order.
     static func unorderedDefaultsRefusal(_ columns: [String]) -> String {
-        let list = columns.joined(separator: ", ").split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''")
+        let list = Self.inLiteral(columns.joined(separator: ", "))
         return "DO $pgchorus$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', "
             + "MESSAGE = 'pgchorus refuses INSERT … SELECT … FROM without ORDER BY into \(list): that default gives each row its own value, and each backend would take the rows in its own physical order', "
             + "HINT = 'Add an ORDER BY that orders the rows completely (e.g. by the primary key), or give that column its values in the statement. "
@@ -282,11 +287,9 @@ struct StatementTracker {
     mutating func analysedQuery(_ sql: String) -> StatementAnalysis {
         if let kept = analyses[sql] { return kept.analysis }
         let masked = StatementAnalysis.maskedShape(sql)
-        if let masked, let kept = shapes[masked.shape] {
-            return kept.fitsEveryTextOfItsShape ? kept : kept.fromShape(masked.numbers)
-        }
+        if let masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
         let analysis = StatementAnalysis(sql)
-        if let masked, let shaped = analysis.fitsEveryTextOfItsShape ? analysis : analysis.intoShape(masked.numbers) {
+        if let masked, let shaped = analysis.intoShape(masked.numbers) {
             shapes.keep(shaped, for: masked.shape)
         } else {
             analyses.keep(Analysed(analysis), for: sql)
