@@ -68,6 +68,46 @@ extension TimingSensitive {
         }
     }
 
+    /// An autocommit COPY's commit takes its place in the order of commits like any other write's: a
+    /// session counting the copied rows into a table of its own, autocommit, beside two sessions copying
+    /// rows in, writes the same counts on every backend. (Until 2026-12-06 an autocommit COPY committed
+    /// on each backend at its own end, outside the vote: a count that ran on the lead after that commit
+    /// and on a follower before it wrote different numbers there, every backend online.)
+    @Test func anAutocommitCopysCommitIsOrderedAgainstStatementsReadingItsRows() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-c", "create table loaded (id int, v text)", "-c", "create table counts (n bigint)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let dsn = proxy.connectionString()
+                let port = proxy.port
+                let rows = proxy.directory + "/rows.tsv"
+                try (1...50).map { "\($0)\trow \($0)\n" }.joined().write(toFile: rows, atomically: true, encoding: .utf8)
+                let counting = proxy.directory + "/count.sql"
+                try "insert into counts select count(*) from loaded;\n".write(toFile: counting, atomically: true, encoding: .utf8)
+                // Two sessions counting (500 autocommit INSERT … SELECT each) beside two psql sessions
+                // running 200 autocommit COPYs of 50 rows each. Bounded: 120 s each.
+                async let counters = runBlocking {
+                    try Clients.pgbench(port: port, ["-n", "-M", "simple", "-c", "2", "-j", "1", "-t", "500", "-f", counting], timeout: .seconds(120))
+                }
+                let script = String(repeating: "\\copy loaded (id, v) from '\(rows)'\n", count: 200)
+                async let c1 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
+                async let c2 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
+                for copier in try await [c1, c2] {
+                    #expect(copier.exitCode == 0, "\(copier.report); \(backendReasons(proxy))")
+                }
+                let counts = try await counters
+                #expect(counts.exitCode == 0 && counts.stdout.contains("number of failed transactions: 0"), "\(counts.report)")
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select count(*) from loaded") == "20000")
+                #expect(try servers[0].psql("select count(*) from counts") == "1000")
+                // Every COPY and every INSERT went through the vote (one commit-log row each).
+                #expect(try Int(servers[0].psql("select count(*) from pgchorus.commit_log")) ?? 0 >= 1400)
+                // The counts saw COPYs at many points, not all before or all after (else nothing was tested).
+                #expect(try Int(servers[0].psql("select count(distinct n) from counts")) ?? 0 > 10)
+            }
+        }
+    }
+
     /// Writes that choose rows by physical order are refused with the clause named; ordered by a key they run.
     @Test func writesThatPickRowsByPhysicalOrderAreRefusedByClause() async throws {
         try await withPostgresServers(count: 2) { servers in

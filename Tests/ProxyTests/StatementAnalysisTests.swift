@@ -345,6 +345,8 @@ import Testing
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, CURRENT_TIMESTAMP)",
         "select v from t where id = 2 for update",
         "SELECT * FROM jobs WHERE id = $1 FOR NO KEY UPDATE",
+        "COPY loaded (id, v) FROM STDIN",
+        "copy public.loaded from stdin with (format csv, header true) where id > 5",
     ])
     func readsOnlyItsTarget(sql: String) {
         #expect(StatementAnalysis(sql).readsOnlyItsTarget)
@@ -362,6 +364,8 @@ import Testing
         "update t set x = 1 where exists (select 1 from u)",
         "with d as (delete from t returning *) insert into u select * from d",
         "update t set x = 1 where id = 1; update t set x = 2 where id = 2",
+        "copy (select * from t) to stdout",
+        "copy t to stdout",
     ])
     func readsOtherRows(sql: String) {
         #expect(!StatementAnalysis(sql).readsOnlyItsTarget)

@@ -50,8 +50,12 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// and it is not compared.
     public var readsServerState = false
     /// One statement that may run inside a transaction block (INSERT, UPDATE, DELETE, MERGE, SELECT,
-    /// WITH, VALUES; not COPY, whose data must flow before the vote): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
+    /// WITH, VALUES, COPY): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
     public var isWrappable = false
+    /// The statement is a COPY: wrapped only when it comes as a simple Query (an extended-protocol
+    /// COPY's Sync is ignored by PostgreSQL in copy-in mode and sent again after CopyDone, which the
+    /// wrap's held ReadyForQuery does not count).
+    public var isCopy = false
     /// The statement creates a temporary table (PostgreSQL cannot PREPARE a transaction that used one).
     public var createsTemporaryObject = false
     /// Something PostgreSQL refuses to PREPARE TRANSACTION after: NOTIFY or pg_notify(), LISTEN,
@@ -108,7 +112,7 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// in a statement without ORDER BY, `ctid`): each backend would pick its own rows.
     public var physicalOrderClauses: [String] = []
     /// One statement that reads no table but the one it writes or locks (UPDATE/DELETE without FROM,
-    /// USING, joins or subqueries; INSERT … VALUES; SELECT … FOR UPDATE of one table): waiting on a row
+    /// USING, joins or subqueries; INSERT … VALUES; COPY … FROM; SELECT … FOR UPDATE of one table): waiting on a row
     /// lock, it sees the committed version of that row (PostgreSQL's re-check) on every backend alike.
     public var readsOnlyItsTarget = false
     /// `COMMIT PREPARED`, `ROLLBACK PREPARED` or `PREPARE TRANSACTION` of a gid in pgchorus' own
@@ -279,6 +283,9 @@ public struct StatementAnalysis: Sendable, Equatable {
         if statements.count == 1 {
             switch words[0] {
             case "insert", "update", "delete", "merge", "select", "with", "values": isWrappable = true
+            case "copy":
+                isWrappable = true
+                isCopy = true
             default: isWrappable = false
             }
         }
@@ -542,6 +549,12 @@ public struct StatementAnalysis: Sendable, Equatable {
 
     /// See `readsOnlyItsTarget`.
     static func readsOnlyItsTarget(_ s: [SQLToken], first: String) -> Bool {
+        if first == "copy" {
+            // `COPY t [(columns)] FROM …`: rows from the client, a file or a program, into one table (a
+            // COPY FROM's WHERE takes no subquery); not `COPY (query) TO …`.
+            return s.count > 2 && !s.isPunctuation("(", at: 1)
+                && s.contains { $0.kind == .word && $0.text == "from" } && !s.contains { $0.kind == .word && $0.text == "select" }
+        }
         var selects = 0, froms = 0
         var fromIndex: Int?
         for (i, t) in s.enumerated() where t.kind == .word {

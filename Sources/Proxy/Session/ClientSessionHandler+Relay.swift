@@ -137,8 +137,9 @@ extension ClientSessionHandler {
 
     /// Client messages wait while the session is busy with something of its own (a vote, a turn, a new lead …).
     func holdsClientFrames(continuesCopy: Bool) -> Bool {
-        commit != nil || waitingGroup != nil || epochWaiting != nil || wrapPending || handoverTicket != nil || terminationCheck != nil
-            || gateTicket != nil || takingIn != nil || catalogWait || (answerWhenAll.awaiting != nil && !continuesCopy)
+        // (A wrapped autocommit COPY FROM STDIN's data goes on while its vote is pending: the vote follows it.)
+        commit != nil || waitingGroup != nil || epochWaiting != nil || (wrapPending && !continuesCopy) || handoverTicket != nil
+            || terminationCheck != nil || gateTicket != nil || takingIn != nil || catalogWait || (answerWhenAll.awaiting != nil && !continuesCopy)
     }
 
     /// Handles the client messages held while the session waited (vote, sequence turn, new lead, the
