@@ -31,38 +31,19 @@ extension TimingSensitive {
     }
 
     /// An autocommit `COPY … FROM STDIN` waits for its client's data on every backend (parked in the
-    /// order) while other sessions commit transactions: the commits go on beside it, and the COPY,
-    /// which commits on each backend at its own end (outside the vote), is never cancelled on the lead
-    /// — the followers would commit it all the same. Until 2026-12-05 a commit granted while the COPY
-    /// waited there, before it had reached a follower, had it cancelled on the lead: the client got
-    /// 40001 and both followers were failed for committing it (seen in the ORM workload under load).
+    /// order) while other sessions commit transactions: the commits go on beside it, and the COPY is
+    /// never cancelled on the lead. Until 2026-12-05 a commit granted while the COPY waited there,
+    /// before it had reached a follower, had it cancelled on the lead: the client got 40001 and (the
+    /// COPY then committing outside the vote) both followers were failed for committing it (seen in
+    /// the ORM workload under load).
     @Test func anAutocommitCopyWaitingForItsClientIsNotCancelledByCommitsBesideIt() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
-                let setup = try Clients.psql(proxy.connectionString(), ["-c", "create table loaded (id int, v text)", "-c", "create table moves (id serial primary key, n int)"])
-                #expect(setup.exitCode == 0, "\(setup.report)")
-                let dsn = proxy.connectionString()
-                let port = proxy.port
-                let rows = proxy.directory + "/rows.tsv"
-                try (1...20).map { "\($0)\trow \($0)\n" }.joined().write(toFile: rows, atomically: true, encoding: .utf8)
-                let transaction = proxy.directory + "/move.sql"
-                try "begin;\ninsert into moves (n) values (:client_id);\ncommit;\n".write(toFile: transaction, atomically: true, encoding: .utf8)
                 // Transactions committing through pgbench (3 clients, 600 each) beside three psql
                 // sessions running 150 autocommit COPYs each, every one of them waiting for its client's
-                // data on every backend for a moment. Bounded: 120 s each.
-                async let committers = runBlocking {
-                    try Clients.pgbench(port: port, ["-n", "-M", "simple", "-c", "3", "-j", "1", "-t", "600", "-f", transaction], timeout: .seconds(120))
-                }
-                let script = String(repeating: "\\copy loaded (id, v) from '\(rows)'\n", count: 150)
-                async let c1 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
-                async let c2 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
-                async let c3 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
-                for copier in try await [c1, c2, c3] {
-                    #expect(copier.exitCode == 0, "\(copier.report); \(backendReasons(proxy))")
-                }
-                let commits = try await committers
-                #expect(commits.exitCode == 0 && commits.stdout.contains("number of failed transactions: 0"), "\(commits.report)")
-                try expectBackendsInStep(proxy, servers)
+                // data on every backend for a moment.
+                try await Self.copies(through: proxy, servers, table: "moves (id serial primary key, n int)", rows: 20, copiers: 3, each: 150,
+                                      beside: "begin;\ninsert into moves (n) values (:client_id);\ncommit;\n", clients: 3, transactions: 600)
                 #expect(try servers[0].psql("select count(*) from loaded") == "9000")
             }
         }
@@ -76,28 +57,10 @@ extension TimingSensitive {
     @Test func anAutocommitCopysCommitIsOrderedAgainstStatementsReadingItsRows() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
-                let setup = try Clients.psql(proxy.connectionString(), ["-c", "create table loaded (id int, v text)", "-c", "create table counts (n bigint)"])
-                #expect(setup.exitCode == 0, "\(setup.report)")
-                let dsn = proxy.connectionString()
-                let port = proxy.port
-                let rows = proxy.directory + "/rows.tsv"
-                try (1...50).map { "\($0)\trow \($0)\n" }.joined().write(toFile: rows, atomically: true, encoding: .utf8)
-                let counting = proxy.directory + "/count.sql"
-                try "insert into counts select count(*) from loaded;\n".write(toFile: counting, atomically: true, encoding: .utf8)
                 // Two sessions counting (500 autocommit INSERT … SELECT each) beside two psql sessions
-                // running 200 autocommit COPYs of 50 rows each. Bounded: 120 s each.
-                async let counters = runBlocking {
-                    try Clients.pgbench(port: port, ["-n", "-M", "simple", "-c", "2", "-j", "1", "-t", "500", "-f", counting], timeout: .seconds(120))
-                }
-                let script = String(repeating: "\\copy loaded (id, v) from '\(rows)'\n", count: 200)
-                async let c1 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
-                async let c2 = runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: script, timeout: .seconds(120)) }
-                for copier in try await [c1, c2] {
-                    #expect(copier.exitCode == 0, "\(copier.report); \(backendReasons(proxy))")
-                }
-                let counts = try await counters
-                #expect(counts.exitCode == 0 && counts.stdout.contains("number of failed transactions: 0"), "\(counts.report)")
-                try expectBackendsInStep(proxy, servers)
+                // running 200 autocommit COPYs of 50 rows each.
+                try await Self.copies(through: proxy, servers, table: "counts (n bigint)", rows: 50, copiers: 2, each: 200,
+                                      beside: "insert into counts select count(*) from loaded;\n", clients: 2, transactions: 500)
                 #expect(try servers[0].psql("select count(*) from loaded") == "20000")
                 #expect(try servers[0].psql("select count(*) from counts") == "1000")
                 // Every COPY and every INSERT went through the vote (one commit-log row each).
@@ -106,6 +69,37 @@ extension TimingSensitive {
                 #expect(try Int(servers[0].psql("select count(distinct n) from counts")) ?? 0 > 10)
             }
         }
+    }
+
+    /// `copiers` psql sessions each running `each` autocommit `\copy` of `rows` rows into table
+    /// `loaded`, beside pgbench running `script` (`clients` × `transactions`, on `table` it creates):
+    /// every client succeeds, every backend ends online and identical. Bounded: 120 s each.
+    static func copies(through proxy: RunningProxy, _ servers: [LocalPostgresServer], table: String, rows: Int, copiers: Int, each: Int,
+                       beside script: String, clients: Int, transactions: Int) async throws {
+        let setup = try Clients.psql(proxy.connectionString(), ["-c", "create table loaded (id int, v text)", "-c", "create table \(table)"])
+        #expect(setup.exitCode == 0, "\(setup.report)")
+        let dsn = proxy.connectionString()
+        let port = proxy.port
+        let data = proxy.directory + "/rows.tsv"
+        try (1...rows).map { "\($0)\trow \($0)\n" }.joined().write(toFile: data, atomically: true, encoding: .utf8)
+        let custom = proxy.directory + "/beside.sql"
+        try script.write(toFile: custom, atomically: true, encoding: .utf8)
+        async let others = runBlocking {
+            try Clients.pgbench(port: port, ["-n", "-M", "simple", "-c", "\(clients)", "-j", "1", "-t", "\(transactions)", "-f", custom], timeout: .seconds(120))
+        }
+        let copy = String(repeating: "\\copy loaded (id, v) from '\(data)'\n", count: each)
+        let results = try await withThrowingTaskGroup(of: CommandOutput.self) { group in
+            for _ in 0..<copiers {
+                group.addTask { try await runBlocking { try Clients.psql(dsn, ["-v", "ON_ERROR_STOP=1", "-q"], input: copy, timeout: .seconds(120)) } }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        for copier in results {
+            #expect(copier.exitCode == 0, "\(copier.report); \(backendReasons(proxy))")
+        }
+        let other = try await others
+        #expect(other.exitCode == 0 && other.stdout.contains("number of failed transactions: 0"), "\(other.report)")
+        try expectBackendsInStep(proxy, servers)
     }
 
     /// Writes that choose rows by physical order are refused with the clause named; ordered by a key they run.
