@@ -163,6 +163,30 @@ import Wire
         }
     }
 
+    /// A client whose session pgchorus ends while more of its data is on the way still reads the
+    /// reason: the session's output ends after the FATAL and what the client still sends is read and
+    /// dropped until it closes. (Closing at once with data unread resets the connection: the client
+    /// may get ECONNRESET instead of the error.)
+    @Test func aSessionEndedWhileTheClientStillSendsGivesTheClientItsError() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            try await withProxy(backends: servers) { proxy in
+                for _ in 0..<5 {
+                    let c = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                    _ = try c.startup()
+                    // An unknown message type, then 1 MiB more in the same write (a pipeline the session
+                    // will not read); the send may fail once the session ends, which is not the point.
+                    var bytes: [UInt8] = [0x7a, 0, 0, 0, 4]
+                    var query = ByteBuffer()
+                    FrontendMessage.query("select '" + String(repeating: "x", count: 1 << 20) + "'").encode(into: &query)
+                    bytes += Array(query.readableBytesView)
+                    try? c.send(bytes)
+                    let answer = try c.readUntilClosed()
+                    #expect(answer.compactMap(\.errorState) == ["08P01"], "\(answer)")
+                }
+            }
+        }
+    }
+
     @Test func sslAndGSSRequestsAreAnsweredWithOneByte() async throws {
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -327,11 +327,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
                           message: "pgchorus is out of memory for large client messages: this message of \(mib(length)) MiB does not fit in the \(mib(shared.messageMemory.limit)) MiB the node keeps for them (proxy.message_memory), \(mib(shared.messageMemory.inUse)) MiB in use",
                           hint: "Retry later, or send the data in smaller statements (COPY streams rows in small messages).")))
         flushClient()
-        // The rest of the message is still coming: closing at once would reset the connection and the
-        // client could lose the error. Its output ends now; what it still sends is dropped; it closes
-        // (or is closed in 5 s).
+        // The rest of the message is still coming: what it still sends is dropped (`closeAfterFinalMessage`).
         if let context {
-            context.close(mode: .output, promise: nil)
+            context.closeAfterFinalMessage()
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             context.eventLoop.scheduleTask(in: .seconds(5)) { bound.value.close() }
         }
@@ -346,7 +344,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard phase != .closed, !inboundFailed else { return }
+        // (Once the session has ended, what the client still sends is dropped: `closeAfterFinalMessage`.)
+        guard phase != .closed, phase != .draining, !inboundFailed else { return }
         inbound.append(unwrapInboundIn(data))
         readInbound()
     }
@@ -355,7 +354,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     private func readInbound() {
         guard let context else { return }
         do {
-            while phase != .closed, !inboundFailed {
+            while phase != .closed, phase != .draining, !inboundFailed {
                 guard reserveArrivingMessage() else { return }
                 guard let message = try inbound.next() else { break }
                 switch message {
@@ -454,17 +453,21 @@ final class ClientSessionHandler: ChannelInboundHandler {
         context.flush()
     }
 
-    /// Sends a final error to the client and ends the session.
+    /// Sends a final error to the client and ends the session (the client reads the error even if it
+    /// is still sending: `closeAfterFinalMessage`).
     func fatal(_ fields: ErrorFields) {
         guard phase != .closed else { return }
         writeClient(.errorResponse(fields))
-        close()
+        flushClient()
+        context?.closeAfterFinalMessage()
+        shutDown()
     }
 
     func close() {
         guard phase != .closed else { return }
         flushClient()
-        context?.close(promise: nil)
+        // A backend's FATAL forwarded to the client is its final message like pgchorus' own.
+        if fatalForwarded { context?.closeAfterFinalMessage() } else { context?.close(promise: nil) }
         shutDown()
     }
 

@@ -257,7 +257,8 @@ final class ClientStartupHandler: ChannelInboundHandler, RemovableChannelHandler
     private func fatal(_ fields: ErrorFields) {
         guard let context, context.channel.isActive else { return finish() }
         write(.errorResponse(fields))
-        close()
+        context.closeAfterFinalMessage()
+        finish()
     }
 
     private func close() {
