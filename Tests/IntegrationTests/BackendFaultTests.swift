@@ -89,6 +89,53 @@ extension TimingSensitive {
         }
     }
 
+    /// The lead killed while a client streams a COPY, autocommit (voted since 2026-12-06) or in a
+    /// transaction: the COPY goes on on the two others, the first of them answers it, the vote commits
+    /// it there; the client sees nothing of the failure. (Until 2026-12-06 the session ended with
+    /// 08006 "lost the lead backend in the middle of a reply" — the CopyInResponse was taken for a
+    /// reply under way — and, that fixed, the new lead waited 30 s for the COPY it was running to end
+    /// while the client's data for it waited for the new lead.)
+    @Test(arguments: [false, true])
+    func aLeadKilledInTheMiddleOfACopyCostsTheClientNothing(inTransaction: Bool) async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table big (id int primary key, pad text)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                _ = try client.startup()
+                if inTransaction { #expect(try client.query("begin").contains(.commandComplete("BEGIN"))) }
+                try client.send(.query("copy big from stdin"))
+                #expect(try client.read().map { if case .copyInResponse = $0 { true } else { false } } == true)
+                let pad = String(repeating: "x", count: 100)
+                @Sendable func chunk(_ n: Int) -> ByteBuffer {
+                    var text = ""
+                    for i in (n * 1000 + 1)...(n * 1000 + 1000) { text += "\(i)\t\(pad)\n" }
+                    var b = ByteBuffer()
+                    FrontendMessage.copyData(ByteBuffer(string: text)).encode(into: &b)
+                    return b
+                }
+                let registry = proxy.server.context.registry
+                try await runBlocking {
+                    for n in 0..<20 { try client.send(chunk(n)) }
+                    try servers[0].stop(mode: .immediate)
+                    #expect(eventuallyBlocking(30) { registry.status(of: "db1") == .failed }, "db1 was not failed within 30 s of its stop")
+                    for n in 20..<40 { try client.send(chunk(n)) }
+                    try client.send(.copyDone)
+                }
+                let reply = try client.readUntilReady()
+                #expect(reply.contains(.commandComplete("COPY 40000")), "\(reply)")
+                #expect(reply.last == .readyForQuery(inTransaction ? .inTransaction : .idle), "\(reply)")
+                if inTransaction { #expect(try client.query("commit").contains(.commandComplete("COMMIT"))) }
+                #expect(try client.query("select count(*) from big").contains(.commandComplete("SELECT 1")))
+                #expect(online(proxy) == ["db2", "db3"], "\(backendReasons(proxy))")
+                for s in servers[1...] {
+                    #expect(try s.psql("select count(*) from big") == "40000")
+                    #expect(try Consistency.preparedCount(s) == 0)
+                }
+            }
+        }
+    }
+
     /// Connections waiting in the accept queue of the server listening on 127.0.0.1:`port` (its
     /// listening socket's Recv-Q): a frozen postmaster accepts none, so each probe that reached it stays there.
     static func acceptQueue(port: Int) throws -> Int {

@@ -53,6 +53,24 @@ import Wire
         #expect(s.lead(parse, seq: 2) == .forward)
     }
 
+    /// A client streaming a COPY FROM STDIN has had only the CopyInResponse, which every backend sends
+    /// alike: a new lead (a follower already in that COPY) can answer the COPY at its end.
+    @Test func aCopyInTheClientStreamsCanBeAnsweredByANewLead() {
+        let s = Session()
+        #expect(s.lead(Kind.copyInResponse.rawValue) == .forward)
+        #expect(!s.state.deliveringBytes)
+        s.state.leadReplaced()
+        // A new lead that had not started the COPY yet answers it from its start: its CopyInResponse is a repeat.
+        #expect(s.lead(Kind.copyInResponse.rawValue) == .drop)
+        #expect(s.lead(complete) == .forward)
+        #expect(s.lead(ready) == .forward)
+        // A COPY TO STDOUT's rows tie the client to the lead as any rows do.
+        s.state.delivered(1)
+        #expect(s.lead(Kind.copyOutResponse.rawValue, seq: 2) == .forward)
+        #expect(s.lead(Kind.copyData.rawValue, seq: 2) == .forward)
+        #expect(s.state.deliveringBytes)
+    }
+
     @Test func aCycleTheClientHasIsNotAnsweredTwice() {
         let s = Session()
         s.state.delivered(3)

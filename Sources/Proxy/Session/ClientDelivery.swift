@@ -30,12 +30,15 @@ struct ClientDelivery {
     }
 
     /// Replies that only acknowledge a message and are the same from every backend in step.
+    /// CopyInResponse too (the table's column count and formats): a lead lost while the client streams
+    /// a COPY FROM STDIN is replaced by a follower already in that COPY, which answers it at its end.
     /// (A switch: asked for every backend message, where a Set lookup hashes.)
     static func isAcknowledgement(_ type: UInt8) -> Bool {
         switch type {
         case BackendMessage.Kind.parseComplete.rawValue, BackendMessage.Kind.bindComplete.rawValue,
              BackendMessage.Kind.closeComplete.rawValue, BackendMessage.Kind.noData.rawValue,
-             BackendMessage.Kind.parameterDescription.rawValue, BackendMessage.Kind.rowDescription.rawValue:
+             BackendMessage.Kind.parameterDescription.rawValue, BackendMessage.Kind.rowDescription.rawValue,
+             BackendMessage.Kind.copyInResponse.rawValue:
             return true
         default:
             return false

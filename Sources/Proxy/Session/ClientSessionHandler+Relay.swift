@@ -137,8 +137,10 @@ extension ClientSessionHandler {
 
     /// Client messages wait while the session is busy with something of its own (a vote, a turn, a new lead …).
     func holdsClientFrames(continuesCopy: Bool) -> Bool {
-        // (A wrapped autocommit COPY FROM STDIN's data goes on while its vote is pending: the vote follows it.)
-        commit != nil || waitingGroup != nil || epochWaiting != nil || (wrapPending && !continuesCopy) || handoverTicket != nil
+        // COPY data continues a COPY FROM STDIN that runs: while its vote is pending (a wrapped autocommit
+        // COPY: the vote follows it), and while a new lead catches up with what the failed one ordered
+        // (the COPY is among that: it ends only with its data).
+        commit != nil || waitingGroup != nil || epochWaiting != nil || ((wrapPending || handoverTicket != nil) && !continuesCopy)
             || terminationCheck != nil || gateTicket != nil || takingIn != nil || catalogWait || (answerWhenAll.awaiting != nil && !continuesCopy)
     }
 
@@ -574,11 +576,15 @@ extension ClientSessionHandler {
                  answerWhenAll: cycle && flags.answerWhenAll, mixesTransactionControl: flags.mixesTransactionControl,
                  createsLargeObject: flags.createsLargeObject)
         // COPY data continues its cycle: it leaves no extended-protocol group open.
-        let copy = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self).map {
+        if cycle { openExtendedGroup = false } else if !Self.continuesCopy(bytes) { openExtendedGroup = true }
+        return seq
+    }
+
+    /// The group is COPY data, CopyDone or CopyFail: it continues the COPY FROM STDIN that runs.
+    static func continuesCopy(_ bytes: ByteBuffer) -> Bool {
+        bytes.getInteger(at: bytes.readerIndex, as: UInt8.self).map {
             $0 == FrontendMessage.Kind.copyData.rawValue || $0 == FrontendMessage.Kind.copyDone.rawValue || $0 == FrontendMessage.Kind.copyFail.rawValue
         } ?? false
-        if cycle { openExtendedGroup = false } else if !copy { openExtendedGroup = true }
-        return seq
     }
 
     /// The rows of cycle `seq` are per server: they are not hashed for the comparison. Cycles every
@@ -601,6 +607,13 @@ extension ClientSessionHandler {
         if kind != nil {
             seq = nextSeq
             nextSeq += 1
+        }
+        if handoverTicket != nil, kind == nil, leadFirst.isEmpty, Self.continuesCopy(bytes) {
+            // A new lead waits for its handover — for what the failed lead ordered to end on it, the
+            // COPY FROM STDIN that runs on every backend among it (nothing older is held back): its
+            // data goes to all of them at once, or that COPY would never end.
+            for i in backends.indices where backends[i].isLive { backends[i].write(bytes) }
+            return
         }
         leadFirst.add(PendingGroup(seq: seq, kind: kind, bytes: bytes, waitsForLead: waitsForLead, holdReady: holdReady,
                                        answerWhenAll: answerWhenAll, startedInTransaction: lastStatus != .idle,
