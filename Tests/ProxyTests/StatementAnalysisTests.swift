@@ -166,7 +166,7 @@ import Testing
     @Test(arguments: [
         "SELECT 1", "select * from t where a = 1", "SHOW search_path", "VALUES (1), (2)", "EXPLAIN SELECT * FROM t",
         "select count(*) from t", "select coalesce(max(a), 0) from t", "TABLE t", "select now()",
-        "select 'insert into t values (1)'", "select a from t -- for update",
+        "select 'insert into t values (1)'", "select a from t -- for update", "select lo_get(16385)",
     ])
     func isReadOnly(sql: String) {
         #expect(StatementAnalysis(sql).isReadOnly)
@@ -180,6 +180,8 @@ import Testing
         "with x as (insert into t values (1) returning *) select * from x",
         "with x as (delete from t returning *) select count(*) from x", "select 1; delete from t",
         "truncate t", "copy t from stdin",
+        // Large-object descriptors are the session's on every backend (a plain dump's restore).
+        "SELECT pg_catalog.lo_open('16385', 131072)", "select lo_close(0)", "select loread(0, 100)", "select lo_lseek(0, 5, 0)",
     ])
     func isNotReadOnly(sql: String) {
         #expect(!StatementAnalysis(sql).isReadOnly)

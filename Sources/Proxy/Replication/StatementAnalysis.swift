@@ -188,7 +188,10 @@ public struct StatementAnalysis: Sendable, Equatable {
         "regexp_matches", "octet_length", "char_length", "bool_and", "bool_or", "every", "stddev", "variance",
         "current_database", "current_schema", "obj_description", "col_description", "format_type", "string_to_array",
         "numeric", "int4", "int8", "text", "float8", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each", "row", "values",
-        "array", "lo_get", "loread", "lo_open", "lo_close", "lo_lseek", "lo_lseek64", "lo_tell", "lo_tell64",
+        // Not `lo_open`, `lo_close`, `loread`, `lo_lseek`: they open, close or move a large-object
+        // descriptor of the session, which the statements after them use on every backend (a plain
+        // dump's `SELECT pg_catalog.lo_open(…)` then `lowrite(0, …)`).
+        "array", "lo_get", "lo_tell", "lo_tell64",
         // More of PostgreSQL's pure functions, as ORMs' and admin tools' catalog queries and reports call them.
         "generate_subscripts", "current_schemas", "shobj_description", "translate", "initcap", "lpad", "rpad", "chr",
         "ascii", "starts_with", "overlay", "bit_length", "regexp_match", "regexp_split_to_array",
