@@ -4,7 +4,8 @@ import TestSupport
 
 /// Bringing an existing database into the cluster: a dump of a server outside it restored through
 /// pgchorusd — psql with a plain dump, pg_restore with a custom one — leaves every backend identical
-/// to the source and to each other, every backend online.
+/// to the source and to each other, every backend online; a dump taken through pgchorusd is each
+/// backend's own.
 @Suite struct DumpRestoreTests {
     /// A schema with what applications' databases hold: pgbench's tables, SERIAL and IDENTITY columns,
     /// volatile defaults, an enum, a view and a materialized view, a PL/pgSQL trigger, a partitioned
@@ -73,6 +74,20 @@ import TestSupport
                 let extras = try servers.map { try $0.psql(Self.extrasSQL, database: "restored") }
                 let originalExtras = try source.psql(Self.extrasSQL)
                 #expect(extras.allSatisfy { $0 == originalExtras }, "source \(originalExtras); backends \(extras)")
+                // A dump taken through pgchorusd is the dump of each backend (comments and the random key
+                // of pg_dump's `\restrict` line aside).
+                func dumpText(_ connection: String) throws -> String {
+                    let out = try CommandRunner.run(try PostgresBinaries.path(of: "pg_dump"), ["-d", connection],
+                                                    environment: ["PGPASSFILE": "/nonexistent"], timeout: .seconds(120))
+                    #expect(out.exitCode == 0, "\(out.report)")
+                    return out.stdout.split(separator: "\n").filter { !$0.hasPrefix("--") && !$0.hasPrefix("\\restrict") && !$0.hasPrefix("\\unrestrict") }
+                        .joined(separator: "\n")
+                }
+                let throughProxy = try dumpText(target)
+                for s in servers {
+                    #expect(try dumpText(s.connectionString(database: "restored")) == throughProxy, "\(s.name)")
+                }
+                #expect(throughProxy.contains("COPY public.pgbench_accounts"))
                 // The restored database takes writes as any other.
                 let write = try Clients.psql(target, ["-v", "ON_ERROR_STOP=1", "-c", "insert into people (name) values ('new')",
                                                       "-c", "insert into orders (person, amount) values (301, 60)"])
