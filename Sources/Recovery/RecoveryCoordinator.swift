@@ -28,6 +28,10 @@ public struct RecoveryProgress: Sendable, Codable, Equatable {
     public var startedAt: Double
     public var finishedAt: Double?
     public var error: String?
+    /// Times the copy started over because DDL ran on the donor, and why the last time (nil: none;
+    /// also from nodes of an earlier version).
+    public var restarts: Int?
+    public var restartReason: String?
 
     /// Ended, clean-up included.
     public var finished: Bool { finishedAt != nil }
@@ -145,7 +149,15 @@ public final class RecoveryCoordinator: Service, Sendable {
             let action = actions.removeFirst()
             let event = await perform(action, runner: runner, plan: plan, id: id, gateClosedAt: &gateClosedAt)
             if let event {
+                let restartsBefore = plan.schemaRestarts
                 actions += plan.handle(event)
+                if plan.schemaRestarts > restartsBefore, let why = plan.restartReason {
+                    logger.warning("recovery starts its copy over: \(why)", metadata: [
+                        "backend": "\(runner.target.id)", "recovery": "\(id)",
+                        "attempt": "\(plan.schemaRestarts + 1) of \(RecoveryPlan.maxSchemaAttempts)"])
+                    let (restarts, reason) = (plan.schemaRestarts, why)
+                    update { $0.restarts = restarts; $0.restartReason = reason }
+                }
             }
             let (phase, databases, copied, failure) = (plan.phase, plan.databases, plan.copied, plan.failure)
             update {
@@ -239,6 +251,8 @@ public final class RecoveryCoordinator: Service, Sendable {
             }
         } catch let t as RecoveryRunner.GateTimeout {
             return .gateTimedOut(t.description)
+        } catch let s as RecoveryRunner.SchemaChanged {
+            return .schemaChanged(s.description)
         } catch {
             return .failed("\(error)")
         }

@@ -3,7 +3,10 @@
 /// checking → globals → copying (one database after the other) → catching up → gating → cutting over
 /// → online; any error on the way → failed, after the replication objects are cleaned up and the
 /// gate is open again. A gate that cannot close in time (a long transaction) sends the recovery back
-/// to catching up, up to `maxGateAttempts` times: the clients are never the ones abandoned.
+/// to catching up, up to `maxGateAttempts` times: the clients are never the ones abandoned. DDL on
+/// the donor during the copy or the replay (logical replication does not carry it) starts the copy
+/// over from the globals, up to `maxSchemaAttempts` attempts in all: a migration run meanwhile
+/// costs the recovery time, not the recovery.
 public struct RecoveryPlan: Sendable, Equatable {
     public enum Phase: String, Sendable, Codable, Equatable {
         case checking, globals, copying, catchingUp = "catching-up", gating, cuttingOver = "cutting-over", online, failed
@@ -23,6 +26,8 @@ public struct RecoveryPlan: Sendable, Equatable {
         case gateClosed
         /// The gate could not drain in time.
         case gateTimedOut(String)
+        /// DDL ran on the donor since its database's copy began (the reason names it).
+        case schemaChanged(String)
         case cutOver
         case failed(String)
         case cancelled
@@ -44,11 +49,15 @@ public struct RecoveryPlan: Sendable, Equatable {
     }
 
     public static let maxGateAttempts = 3
+    public static let maxSchemaAttempts = 3
 
     public private(set) var phase: Phase = .checking
     public private(set) var databases: [String] = []
     public private(set) var copied: Int = 0
     public private(set) var gateAttempts = 0
+    /// Times the copy started over because the donor's schema changed, and the last such reason.
+    public private(set) var schemaRestarts = 0
+    public private(set) var restartReason: String?
     public private(set) var failure: String?
 
     public init() {}
@@ -80,6 +89,19 @@ public struct RecoveryPlan: Sendable, Equatable {
             }
             phase = .catchingUp
             return [.openGate, .waitForCatchUp]
+        case let (.copying, .schemaChanged(why)), let (.catchingUp, .schemaChanged(why)), let (.gating, .schemaChanged(why)),
+             let (.cuttingOver, .schemaChanged(why)):
+            let gateClosed = phase == .gating || phase == .cuttingOver
+            guard schemaRestarts + 1 < Self.maxSchemaAttempts else {
+                return fail("\(why) — the schema changed during each of \(Self.maxSchemaAttempts) attempts; recover again once the schema change is done",
+                            gateClosed: gateClosed)
+            }
+            schemaRestarts += 1
+            restartReason = why
+            copied = 0
+            gateAttempts = 0
+            phase = .globals
+            return (gateClosed ? [.openGate] : []) + [.cleanUp, .copyGlobals]
         case (.cuttingOver, .cutOver):
             phase = .online
             return [.markOnline, .openGate, .cleanUp]

@@ -153,7 +153,7 @@ public final class RecoveryRunner: @unchecked Sendable {
         let d = try connect(donor, db)
         let oid = try d.query("SELECT oid FROM pg_database WHERE datname = current_database()").first?.first.flatMap { $0 } ?? "0"
         let slot = Self.slotPrefix + oid
-        // DDL during the recovery is not replayed: it is noted, and the recovery fails (see `problems`).
+        // DDL during the recovery is not replayed: it is noted, and the copy starts over (`SchemaChanged`).
         try d.simpleQuery("""
             DROP EVENT TRIGGER IF EXISTS \(Self.ddlTrigger);
             CREATE SCHEMA IF NOT EXISTS pgchorus;
@@ -215,17 +215,22 @@ public final class RecoveryRunner: @unchecked Sendable {
         } catch {
             // A table created on the donor after the dump's snapshot is in the publication but not on
             // the target: the subscription refuses it ("relation … does not exist"). Say why.
-            if let ddl = try? ddlDuringRecovery(in: db) { throw Failure(ddl) }
+            if let ddl = try? ddlDuringRecovery(in: db) { throw SchemaChanged(description: ddl) }
             throw error
         }
     }
 
-    /// The first DDL the donor's event trigger noted in database `db` since the recovery began, as the
-    /// reason the recovery fails; nil when there was none.
+    /// DDL ran on the donor since its database's copy began: the copy must start over.
+    public struct SchemaChanged: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The first DDL the donor's event trigger noted in database `db` since its copy began, as the
+    /// reason the copy starts over; nil when there was none.
     func ddlDuringRecovery(in db: String) throws -> String? {
         let d = try connect(donor, db)
         guard let tag = try d.query("SELECT tag FROM pgchorus.recovery_ddl ORDER BY at LIMIT 1").first?.first.flatMap({ $0 }) else { return nil }
-        return "DDL ran in database \(db) during the recovery (\(tag)); logical replication does not carry it — recover again"
+        return "DDL ran in database \(db) during the recovery (\(tag)); logical replication does not carry it"
     }
 
     /// Databases on the target that the donor does not have (dropped: they are not the cluster's).
@@ -248,12 +253,12 @@ public final class RecoveryRunner: @unchecked Sendable {
         return Int64(rows.first?[0] ?? "0") ?? 0
     }
 
-    /// Why the replay cannot go on (a subscription disabled by an apply error, DDL or large objects
-    /// written on the donor), or nil.
+    /// Why the replay cannot go on (a subscription disabled by an apply error, large objects written
+    /// on the donor), or nil; DDL on the donor throws `SchemaChanged`.
     public func problems(databases: [String]) throws -> String? {
         // DDL first: a replay that stopped after it (an insert into a table the target lacks) stopped because of it.
         for db in databases {
-            if let ddl = try ddlDuringRecovery(in: db) { return ddl }
+            if let ddl = try ddlDuringRecovery(in: db) { throw SchemaChanged(description: ddl) }
         }
         let t = try connect(target, "postgres")
         let subs = try t.query("""

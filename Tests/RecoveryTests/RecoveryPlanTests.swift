@@ -62,6 +62,32 @@ import Testing
         #expect(plan.failure?.contains("could not close") == true)
     }
 
+    /// DDL on the donor (a migration during the recovery) starts the copy over from the globals —
+    /// cleaned up first, the gate opened first if it was closed — and the recovery can still finish;
+    /// the schema changing during every attempt fails it.
+    @Test func aSchemaChangeStartsTheCopyOverThenGivesUp() {
+        let ddl = "DDL ran in database app during the recovery (CREATE INDEX)"
+        var (plan, actions) = run([.checked(databases: ["postgres", "app"]), .globalsCopied, .databaseCopied("postgres"), .schemaChanged(ddl)])
+        #expect(plan.phase == .globals && plan.copied == 0 && plan.schemaRestarts == 1 && plan.restartReason == ddl)
+        #expect(actions.suffix(2) == [.cleanUp, .copyGlobals])
+        #expect(!actions.contains(.openGate))
+        // During the cut-over, with the gate closed: it opens first.
+        actions = plan.handle(.globalsCopied) + plan.handle(.databaseCopied("postgres")) + plan.handle(.databaseCopied("app"))
+            + plan.handle(.caughtUp) + plan.handle(.gateClosed) + plan.handle(.schemaChanged(ddl))
+        #expect(actions.suffix(3) == [.openGate, .cleanUp, .copyGlobals])
+        #expect(plan.phase == .globals && plan.schemaRestarts == 2)
+        // A third attempt that sees no DDL finishes.
+        var finishing = plan
+        _ = finishing.handle(.globalsCopied) + finishing.handle(.databaseCopied("postgres")) + finishing.handle(.databaseCopied("app"))
+        _ = finishing.handle(.caughtUp) + finishing.handle(.gateClosed) + finishing.handle(.cutOver)
+        #expect(finishing.phase == .online)
+        // One that sees DDL again gives up, naming it.
+        actions = plan.handle(.globalsCopied) + plan.handle(.databaseCopied("postgres")) + plan.handle(.schemaChanged(ddl))
+        #expect(plan.phase == .failed)
+        #expect(actions.suffix(2) == [.cleanUp, .markFailed(plan.failure ?? "")])
+        #expect(plan.failure?.hasPrefix(ddl) == true && plan.failure?.contains("each of \(RecoveryPlan.maxSchemaAttempts) attempts") == true)
+    }
+
     @Test func cancellingStopsAtTheNextStep() {
         let (plan, actions) = run([.checked(databases: ["postgres"]), .cancelled])
         #expect(plan.phase == .failed)

@@ -68,6 +68,7 @@ public enum StatusRendering {
         if let b = r.bytes, r.phase == "copying" { parts.append(bytes(b)) }
         if let l = r.lagBytes, r.phase == "catching-up" || r.phase == "gating" { parts.append("lag \(bytes(l))") }
         if let g = r.gateStall { parts.append("gate stall \(decimals(g, 3)) s") }
+        if let n = r.restarts, n > 0 { parts.append("copy started over \(n) time\(n == 1 ? "" : "s") (\(r.restartReason ?? "DDL on the donor"))") }
         if let e = r.error { parts.append("error: \(e)") }
         let end = r.finishedAt ?? Date().timeIntervalSince1970
         parts.append("\(decimals(end - r.startedAt, 1)) s")
