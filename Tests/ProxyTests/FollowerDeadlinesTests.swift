@@ -38,6 +38,23 @@ import Testing
         #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(6)).fail == [1, 2])
     }
 
+    /// A follower whose statements waited on a commit the node itself held back there (a COMMIT
+    /// PREPARED deferred by the order of commits) has the timeout from the end of that wait; one the
+    /// node did not hold back is failed as before.
+    @Test func aFollowerTheNodeHeldBackHasTheTimeoutFromThen() {
+        var b = session()
+        owe(&b[1], sentAt: t0, allowance: .seconds(3))
+        owe(&b[2], sentAt: t0, allowance: .seconds(3))
+        let heldUntil = t0 + .seconds(2)
+        let held: (Int) -> NIODeadline? = { $0 == 1 ? heldUntil : nil }
+        let at4 = deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(4), heldBack: held)
+        #expect(at4.fail == [2])
+        #expect(at4.recheckAt == heldUntil + .seconds(3))
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: heldUntil + .seconds(3), heldBack: held).fail == [1, 2])
+        // Held back long ago (before its statement was even sent): no extra time.
+        #expect(deadlines.check(b, lead: 0, probedAt: nil, now: t0 + .seconds(3), heldBack: { _ in t0 - .seconds(10) }).fail == [1, 2])
+    }
+
     @Test func aFollowerWithoutAnAllowanceWaitsForTheLead() {
         // Sent before the lead answered (not lead-first): no deadline until the lead has.
         var b = session()

@@ -34,6 +34,8 @@ public final class CommitEpochs: Sendable {
         var deferrals: [Int: Set<Int>] = [:]
         /// Followers whose COMMIT PREPAREDs wait for parked statements to reach them.
         var followerWaits: [FollowerWait] = []
+        /// When a COMMIT PREPARED was last held back on each follower (`heldBack(_:)`).
+        var lastHeldBack: [String: NIODeadline] = [:]
         /// How to cancel each running statement on the lead (given by its session).
         var cancels: [Int: @Sendable () -> Void] = [:]
         /// How to doom each running statement's transaction (given by its session): it is rolled back
@@ -248,6 +250,15 @@ public final class CommitEpochs: Sendable {
                 s.uncancellable.insert(ticket)
             }
             if !readsOnlyItsTarget, let doom { s.dooms[ticket] = doom }
+        }
+    }
+
+    /// When the node last held a COMMIT PREPARED back on follower `backend` (now, while it does); nil
+    /// if it never did. The follower's statements may wait on that commit's locks meanwhile: its
+    /// deadline counts from the end of such a wait, not through it (`FollowerDeadlines`).
+    func heldBack(_ backend: String) -> NIODeadline? {
+        state.withLock { s in
+            s.followerWaits.contains { $0.backend == backend } ? .now() : s.lastHeldBack[backend]
         }
     }
 
@@ -591,6 +602,7 @@ extension CommitEpochs.State {
             // A cancel that did not end the statement in time (lost, or it ignored it): go on, logged.
             let hopeless = !open.isEmpty && open.allSatisfy { t in cancelled[t].map { now - $0 > CommitEpochs.followerDeferral * 5 } ?? false }
                 || now - w.since > CommitEpochs.followerDeferral * 25
+            lastHeldBack[w.backend] = now
             if open.isEmpty || hopeless {
                 if hopeless {
                     deferralsTimedOut += 1

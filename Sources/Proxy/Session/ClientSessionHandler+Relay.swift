@@ -1135,7 +1135,9 @@ extension ClientSessionHandler {
     func armFollowerDeadline() {
         // With one live backend there is nobody to fail (and a past deadline must not re-arm at once).
         guard let context, phase == .relaying || phase == .draining,
-              let earliest = deadlines.nextCheck(backends, lead: lead, probedAt: leadProbedAt) else { return }
+              var earliest = deadlines.nextCheck(backends, lead: lead, probedAt: leadProbedAt) else { return }
+        // A follower the node held back has its time from then (`followerDeadlinePassed`): not sooner.
+        if let held = deadlineHeldBackUntil { if held > .now() { earliest = max(earliest, held) } else { deadlineHeldBackUntil = nil } }
         if let t = deadlineTimer, t.at <= earliest { return }
         scheduleDeadlineCheck(at: earliest, on: context.eventLoop)
     }
@@ -1162,9 +1164,14 @@ extension ClientSessionHandler {
             return
         }
         deadlineDeferredSince = nil
-        let check = deadlines.check(backends, lead: lead, probedAt: leadProbedAt, now: now)
+        let epochs = shared.epochs
+        let check = deadlines.check(backends, lead: lead, probedAt: leadProbedAt, now: now) { epochs.heldBack(self.backends[$0].backend.id) }
         for i in check.fail where backends[i].isLive {
             failBackend(i, reason: "did not answer within replication.follower_timeout (\(deadlines.timeoutSeconds) s) after the lead backend had")
+        }
+        if let again = check.recheckAt, let context {
+            deadlineHeldBackUntil = again
+            scheduleDeadlineCheck(at: again, on: context.eventLoop)
         }
         if let waited = check.probeLead, backends.indices.contains(lead), backends[lead].isLive {
             // The lead has been silent for long: the node checks whether it is alive (`BackendProber`).

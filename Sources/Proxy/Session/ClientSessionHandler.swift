@@ -178,6 +178,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var epochCancelUntil: NIODeadline?
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
+    /// Followers past their deadline were held back by the node's order lately: no deadline check before this.
+    var deadlineHeldBackUntil: NIODeadline?
     /// The wrapped group is the statements before a COMMIT of the same Query (`GroupFlags.trailingCommit`).
     var trailingCommitPending = false
     /// The parts of a Query cut at its COMMITs (see `QuerySegments`).

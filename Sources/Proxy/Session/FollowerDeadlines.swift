@@ -15,6 +15,9 @@ struct FollowerDeadlines {
         var fail: [Int] = []
         /// Ask the node to probe the lead, which has been silent this long on its oldest cycle.
         var probeLead: TimeAmount?
+        /// Followers past their deadline that the node itself held back lately get the timeout from
+        /// then: look again at this time.
+        var recheckAt: NIODeadline?
     }
 
     /// A check that runs this much later than it was due found the node's event loop busy (a message
@@ -60,12 +63,19 @@ struct FollowerDeadlines {
     }
 
     /// At `now`: the followers past their deadline (never the last live backend) and whether the
-    /// lead is due for a probe.
-    func check(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?, now: NIODeadline) -> Check {
+    /// lead is due for a probe. `heldBack`: when the node last held a COMMIT PREPARED back on a
+    /// follower (`CommitEpochs.heldBack`) — its statements may have waited on that commit's locks,
+    /// a wait of the node's making: such a follower has the timeout from then before it is failed.
+    func check(_ backends: [BackendSession], lead: Int, probedAt: NIODeadline?, now: NIODeadline,
+               heldBack: (Int) -> NIODeadline? = { _ in nil }) -> Check {
         var result = Check()
         var live = backends.liveCount
         for i in backends.indices where i != lead && backends[i].isLive && live > 1 {
             if let d = backends[i].owed.effectiveDeadline, d <= now {
+                if let held = heldBack(i), held + followerTimeout > now {
+                    result.recheckAt = min(result.recheckAt ?? held + followerTimeout, held + followerTimeout)
+                    continue
+                }
                 result.fail.append(i)
                 live -= 1
             }
