@@ -28,10 +28,7 @@ server_xacts() { psql -h 127.0.0.1 -p "$(($1 + 1))" -U postgres -Atc "SELECT sum
 k=0; PORTS=()
 for bin in "$@"; do
   port=$((26800 + 10 * k))
-  "$bin/pgchorus" demo --backends "$N" --port "$port" --dir "$WORK/demo$k" >"$WORK/demo$k.log" 2>&1 &
-  DEMOS+=($!)
-  for _ in $(seq 1 120); do grep -q "demo ready" "$WORK/demo$k.log" && break; sleep 1; done
-  grep -q "demo ready" "$WORK/demo$k.log" || { tail -20 "$WORK/demo$k.log"; exit 1; }
+  start_demo "$bin" "$port" "$N" "$WORK/demo$k"
   pgbench -h 127.0.0.1 -p "$port" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>&1
   PORTS+=("$port")
   k=$((k + 1))

@@ -10,6 +10,7 @@
 # ROUNDS (3), TPCB_TXS (3000), SELECT_TXS (15000), PROTOCOL (simple; or extended, prepared) in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
 N=1; [ "${1:-}" = "-n" ] && { N=$2; shift 2; }
 [ $# -ge 1 ] || { echo "usage: bench/cpu-per-statement.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]" >&2; exit 2; }
@@ -22,10 +23,7 @@ HZ=$(getconf CLK_TCK)
 k=0; PORTS=(); PIDS=()
 for bin in "$@"; do
   port=$((26700 + 10 * k))
-  "$bin/pgchorus" demo --backends "$N" --port "$port" --dir "$WORK/demo$k" >"$WORK/demo$k.log" 2>&1 &
-  DEMOS+=($!)
-  for _ in $(seq 1 120); do grep -q "demo ready" "$WORK/demo$k.log" && break; sleep 1; done
-  grep -q "demo ready" "$WORK/demo$k.log" || { tail -20 "$WORK/demo$k.log"; exit 1; }
+  start_demo "$bin" "$port" "$N" "$WORK/demo$k"
   pgbench -h 127.0.0.1 -p "$port" -U postgres -i -s 1 -q postgres >/dev/null 2>&1
   PORTS+=("$port")
   # The demo's own pgchorusd: the one whose configuration is in this demo's directory.

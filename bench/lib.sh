@@ -17,3 +17,14 @@ pick_bin() {
     [ -x "$BIN/$p" ] || { echo "$script: no $BIN/$p; run swift build or make release (or make demo) first" >&2; exit 2; }
   done
 }
+
+# Starts `pgchorus demo --backends $3` of build $1 on port $2 in directory $4 (its log $4.log) in the
+# background, adds its pid to DEMOS, and waits until it is ready (at most 120 s; else prints the log's
+# tail and stops the script).
+start_demo() {
+  local bin=$1 port=$2 n=$3 dir=$4
+  "$bin/pgchorus" demo --backends "$n" --port "$port" --dir "$dir" >"$dir.log" 2>&1 &
+  DEMOS+=($!)
+  for _ in $(seq 1 120); do grep -q "demo ready" "$dir.log" && break; sleep 1; done
+  grep -q "demo ready" "$dir.log" || { tail -20 "$dir.log"; exit 1; }
+}
