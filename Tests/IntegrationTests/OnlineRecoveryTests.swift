@@ -423,7 +423,9 @@ extension TimingSensitive {
     func aSchemaChangeDuringTheRecoveryStartsItsCopyOver(kind: String) async throws {
         try await withPostgresServers(count: 2, options: Self.logical) { servers in
             try await withNodeCluster(count: 1, backends: servers) { cluster in
-                let hold = kind == "table" ? ["PGCHORUS_TEST_RECOVERY_HOLD_BEFORE_SUBSCRIPTION": "3"] : ["PGCHORUS_TEST_RECOVERY_HOLD": "6"]
+                // Each attempt's catch-up is held 10 s (test hook), so the DDL lands inside the first
+                // one even on a loaded machine; the second attempt is held as long, then cuts over.
+                let hold = kind == "table" ? ["PGCHORUS_TEST_RECOVERY_HOLD_BEFORE_SUBSCRIPTION": "3"] : ["PGCHORUS_TEST_RECOVERY_HOLD": "10"]
                 try await cluster.start(1, environment: hold)
                 let setup = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table t (id int primary key)",
                                                                             "-c", "insert into t select generate_series(1, 100)"])
