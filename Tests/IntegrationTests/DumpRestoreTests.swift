@@ -56,6 +56,12 @@ import TestSupport
                                                    ["-d", source.connectionString(), "-F", format == "plain" ? "p" : "c", "-f", dump],
                                                    environment: ["PGPASSFILE": "/nonexistent"], timeout: .seconds(120))
                 #expect(dumped.exitCode == 0, "\(dumped.report)")
+                // Each backend hands out its own OIDs: burn some on the followers, a different number on
+                // each, so the restored objects' OIDs differ as they do on a cluster with a history
+                // (pg_dump reads catalogs by OID; a CI run once had them differ by chance).
+                for (s, n) in [(servers[1], 2), (servers[2], 5)] {
+                    for _ in 0..<n { _ = try s.psql("create table oid_burn (a int); drop table oid_burn") }
+                }
                 let created = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create database restored"])
                 #expect(created.exitCode == 0, "\(created.report)")
                 let target = proxy.connectionString(database: "restored")

@@ -36,6 +36,22 @@ import Wire
 
     func text(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
 
+    // MARK: SQL PREPARE / EXECUTE
+
+    /// pg_dump's catalog reads by OID, made with SQL PREPARE: their EXECUTE is a read of per-server
+    /// state (the lead's alone), not a statement of unknown effect; one of a write stays unknown.
+    @Test func anExecuteOfACatalogReadMadeWithSQLPrepareIsThatRead() {
+        var tracker = StatementTracker(refuseVolatile: true)
+        _ = process(&tracker, [.query("PREPARE dumpFunc(pg_catalog.oid) AS\nSELECT proretset, prosrc FROM pg_catalog.pg_proc WHERE oid = $1")])
+        _ = process(&tracker, [.query("prepare bump(int) as update t set n = n + $1")])
+        let read = process(&tracker, [.query("EXECUTE dumpFunc('16423')")])
+        #expect(read.isPlainRead && !read.writes && read.readsServerState)
+        let write = process(&tracker, [.query("execute bump(1)")])
+        #expect(write.writes && !write.isPlainRead)
+        _ = process(&tracker, [.query("DEALLOCATE dumpFunc")])
+        #expect(process(&tracker, [.query("EXECUTE dumpFunc('16423')")]).writes)
+    }
+
     // MARK: A plain BEGIN alone (answered ahead)
 
     /// A BEGIN's Parse, Bind, optional Describe of the portal, Execute, Sync.

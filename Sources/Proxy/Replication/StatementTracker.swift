@@ -133,6 +133,11 @@ struct StatementTracker {
     var deterministic = false
     /// Cursors declared on the lead alone (`StatementAnalysis.leadOnlyCursor`), and whether WITH HOLD.
     var leadOnlyCursors: [String: Bool] = [:]
+    /// Statements the client made with SQL `PREPARE name AS <a plain read of per-server state>`
+    /// (pg_dump's `dumpFunc`, `dumpTableAttach` …: catalog reads by OID): their `EXECUTE name(…)` is
+    /// that read, the lead's alone — not a statement of unknown effect sent everywhere and compared,
+    /// where each backend's own OIDs made the followers answer otherwise and outvote the lead.
+    var sqlPreparedReads: [String: StatementAnalysis] = [:]
 
     init(refuseVolatile: Bool) {
         self.refuseVolatile = refuseVolatile
@@ -374,6 +379,39 @@ struct StatementTracker {
     static let deallocating: [[UInt8]] = [Array("deallocate".utf8), Array("discard".utf8)]
 
     /// Whether `sql` mentions `DEALLOCATE` or `DISCARD`.
+    /// For `EXECUTE name(…)` of a read made with SQL PREPARE (`sqlPreparedReads`): that read's analysis.
+    /// Notes `PREPARE name AS …` (and forgets them at DEALLOCATE or DISCARD). Nil otherwise; only
+    /// texts beginning with one of those words are lexed here.
+    mutating func sqlPrepared(_ sql: String) -> StatementAnalysis? {
+        guard let c = sql.utf8.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x09 && $0 != 0x0D }),
+              c | 0x20 == UInt8(ascii: "p") || c | 0x20 == UInt8(ascii: "e") || c | 0x20 == UInt8(ascii: "d") else { return nil }
+        let t = SQLLexer.tokens(sql).filter { $0.kind != .comment && $0.kind != .whitespace }
+        guard t.count >= 2, t[0].kind == .word, t[1].kind == .word || t[1].kind == .quotedIdentifier else { return nil }
+        switch t[0].text {
+        case "execute":
+            return sqlPreparedReads[t[1].text]
+        case "deallocate", "discard":
+            sqlPreparedReads.removeAll()
+        case "prepare" where t[1].text != "transaction" || t[1].kind == .quotedIdentifier:
+            var depth = 0
+            var body: Int?
+            for tok in t.dropFirst(2) {
+                if tok.kind == .punctuation, tok.text == "(" { depth += 1 }
+                if tok.kind == .punctuation, tok.text == ")" { depth -= 1 }
+                if depth == 0, tok.kind == .word, tok.text == "as" { body = tok.range.upperBound; break }
+            }
+            sqlPreparedReads[t[1].text] = nil
+            guard let body, let inner = String(sql.utf8.dropFirst(body)) else { return nil }
+            let read = StatementAnalysis(inner).resolved(readers: readers)
+            if read.isPlainRead, read.isReadOnly, read.readsServerState, read.timeExpressions.isEmpty, read.deterministicRewrites.isEmpty {
+                sqlPreparedReads[t[1].text] = read
+            }
+        default:
+            break
+        }
+        return nil
+    }
+
     static func mayDeallocate(_ sql: String) -> Bool { SessionReplay.mentions(sql, needles: deallocating) }
 
     /// Named plain BEGINs parsed, their Parse not yet answered by the lead: name → the token the
@@ -423,7 +461,7 @@ struct StatementTracker {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = analysedQuery(sql).resolved(readers: readers)
+                let analysis = sqlPrepared(sql) ?? analysedQuery(sql).resolved(readers: readers)
                 noteDeallocation(Self.mayDeallocate(sql))
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
