@@ -380,18 +380,16 @@ struct StatementTracker {
 
     /// Whether `sql` mentions `DEALLOCATE` or `DISCARD`.
     /// For `EXECUTE name(…)` of a read made with SQL PREPARE (`sqlPreparedReads`): that read's analysis.
-    /// Notes `PREPARE name AS …` (and forgets them at DEALLOCATE or DISCARD). Nil otherwise; only
-    /// texts beginning with one of those words are lexed here.
+    /// Notes `PREPARE name AS …` (`noteDeallocation` forgets them). Nil otherwise; only texts beginning
+    /// with one of those two words are lexed here.
     mutating func sqlPrepared(_ sql: String) -> StatementAnalysis? {
-        guard let c = sql.utf8.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x09 && $0 != 0x0D }),
-              c | 0x20 == UInt8(ascii: "p") || c | 0x20 == UInt8(ascii: "e") || c | 0x20 == UInt8(ascii: "d") else { return nil }
-        let t = SQLLexer.tokens(sql).filter { $0.kind != .comment && $0.kind != .whitespace }
+        let head = sql.utf8.drop { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D }.prefix(7).map { $0 | 0x20 }
+        guard head.elementsEqual("prepare".utf8) || head.elementsEqual("execute".utf8) else { return nil }
+        let t = SQLLexer.tokens(sql, trivia: false)
         guard t.count >= 2, t[0].kind == .word, t[1].kind == .word || t[1].kind == .quotedIdentifier else { return nil }
         switch t[0].text {
         case "execute":
             return sqlPreparedReads[t[1].text]
-        case "deallocate", "discard":
-            sqlPreparedReads.removeAll()
         case "prepare" where t[1].text != "transaction" || t[1].kind == .quotedIdentifier:
             var depth = 0
             var body: Int?
@@ -434,7 +432,9 @@ struct StatementTracker {
     /// the tracker did not see parsed) was sent: none is known to be held any more.
     /// (`deallocates` is worked out only while some named BEGIN is known or pending.)
     private mutating func noteDeallocation(_ deallocates: @autoclosure () -> Bool) {
-        if !beginStatements.isEmpty || !pendingBegins.isEmpty, deallocates() { forgetBegin(nil) }
+        guard !beginStatements.isEmpty || !pendingBegins.isEmpty || !sqlPreparedReads.isEmpty, deallocates() else { return }
+        if !beginStatements.isEmpty || !pendingBegins.isEmpty { forgetBegin(nil) }
+        sqlPreparedReads.removeAll()
     }
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {

@@ -101,8 +101,7 @@ extension ClientSessionHandler {
     /// FunctionCall (a reply cycle with a ReadyForQuery) or at Flush and COPY data (sent on at once).
     func handleRelayFrame(_ frame: PostgresFrame) {
         // COPY data continues the cycle that is awaited (COPY FROM STDIN is such a cycle): it never waits for it.
-        let continuesCopy = frame.type == FrontendMessage.Kind.copyData.rawValue || frame.type == FrontendMessage.Kind.copyDone.rawValue
-            || frame.type == FrontendMessage.Kind.copyFail.rawValue
+        let continuesCopy = Self.continuesCopy(type: frame.type)
         if holdsClientFrames(continuesCopy: continuesCopy) || (segments.inProgress && !admittingSegment && !continuesCopy) {
             heldFrames.append(frame)
             return
@@ -582,9 +581,12 @@ extension ClientSessionHandler {
 
     /// The group is COPY data, CopyDone or CopyFail: it continues the COPY FROM STDIN that runs.
     static func continuesCopy(_ bytes: ByteBuffer) -> Bool {
-        bytes.getInteger(at: bytes.readerIndex, as: UInt8.self).map {
-            $0 == FrontendMessage.Kind.copyData.rawValue || $0 == FrontendMessage.Kind.copyDone.rawValue || $0 == FrontendMessage.Kind.copyFail.rawValue
-        } ?? false
+        bytes.getInteger(at: bytes.readerIndex, as: UInt8.self).map(continuesCopy(type:)) ?? false
+    }
+
+    /// A client message of this type continues the COPY FROM STDIN that runs.
+    static func continuesCopy(type: UInt8) -> Bool {
+        type == FrontendMessage.Kind.copyData.rawValue || type == FrontendMessage.Kind.copyDone.rawValue || type == FrontendMessage.Kind.copyFail.rawValue
     }
 
     /// The rows of cycle `seq` are per server: they are not hashed for the comparison. Cycles every
