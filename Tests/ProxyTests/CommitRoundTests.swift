@@ -27,7 +27,7 @@ import Wire
         var r = round(Array(ok.indices), autocommit: autocommit)
         for (i, success) in ok.enumerated() {
             _ = r.prepareFinished(i, ok: success, status: success ? .idle : .failed, error: success ? nil : errorFrame,
-                                  isLead: i == 0, timingError: false)
+                                  isLead: i == 0, timingSQLState: nil)
         }
         return r
     }
@@ -42,18 +42,18 @@ import Wire
 
     @Test func theVoteWaitsForEveryParticipant() {
         var r = round()
-        let ready1 = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
+        let ready1 = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
         #expect(!ready1)
-        let ready2 = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let ready2 = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
         #expect(!ready2)
         // A second report of the same participant counts once.
-        let ready3 = r.prepareFinished(1, ok: false, status: .idle, error: nil, isLead: false, timingError: false)
+        let ready3 = r.prepareFinished(1, ok: false, status: .idle, error: nil, isLead: false, timingSQLState: nil)
         #expect(!ready3)
         #expect(r.prepared[1] == true)
         // A backend that is not voting does not count.
-        let ready4 = r.prepareFinished(3, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let ready4 = r.prepareFinished(3, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
         #expect(!ready4)
-        let ready5 = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        let ready5 = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
         #expect(ready5)
         #expect(r.phase == .preparing && r.readyToDecide)
     }
@@ -107,9 +107,9 @@ import Wire
     @Test func aLeadsTimingOutcomeRollsBackAndFailsNobody() {
         var r = round()
         let serialization = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40001", message: "could not serialize")).frame
-        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
-        _ = r.prepareFinished(0, ok: false, status: .failed, error: serialization, isLead: true, timingError: true)
-        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
+        _ = r.prepareFinished(0, ok: false, status: .failed, error: serialization, isLead: true, timingSQLState: "40001")
+        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
         let d = r.decide(doomError: nil)
         #expect(d.vote.decision == .rollback && d.failNow.isEmpty && d.successes == [1, 2])
         let f = r.finish(seq: 3, lead: 0, live: { _ in true }, followersWaitForLead: false)
@@ -119,6 +119,52 @@ import Wire
         let answered5 = r.answerIfFinished()
         #expect(answered5 && r.failAfterFinish.isEmpty)
         #expect(r.error == serialization)
+    }
+
+    /// Serializable transactions on three backends: a follower alone may have to abort one (its own
+    /// interleaving of the concurrent transactions). The transaction rolls back everywhere, the
+    /// client gets that follower's 40001 to retry, and nobody is failed — before, the vote failed
+    /// that follower (or, two followers aborting it, the lead).
+    @Test func aFollowersConflictRollsBackAndFailsNobody() {
+        let serialization = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40001", message: "could not serialize")).frame
+        for conflicted in [[1], [1, 2]] {
+            var r = round()
+            for i in [0, 1, 2] {
+                let c = conflicted.contains(i)
+                _ = r.prepareFinished(i, ok: !c, status: .idle, error: c ? serialization : nil, isLead: i == 0, timingSQLState: c ? "40001" : nil)
+            }
+            let d = r.decide(doomError: nil)
+            #expect(d.vote.decision == .rollback && d.failNow.isEmpty && d.successes == [0, 1, 2].filter { !conflicted.contains($0) })
+            let f = r.finish(seq: 3, lead: 0, live: { _ in true }, followersWaitForLead: false)
+            #expect(f?.command == "ROLLBACK PREPARED '\(gid)'")
+            for i in [0, 1, 2] { r.finishFinished(i, failed: false) }
+            let answered = r.answerIfFinished()
+            #expect(answered && r.failAfterFinish.isEmpty)
+            #expect(r.error == serialization)
+            #expect(r.answer() == [.error, .message(.readyForQuery(.idle))])
+        }
+        // A deadlock that aborted a follower's block earlier (its PREPARE then fails with 25P02) counts alike.
+        var r = round()
+        let aborted = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40P01", message: "deadlock on db2")).frame
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
+        _ = r.prepareFinished(1, ok: false, status: .failed, error: aborted, isLead: false, timingSQLState: "40P01")
+        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .rollback && d.failNow.isEmpty && r.error == aborted)
+        #expect(r.finish(seq: 3, lead: 0, live: { _ in true }, followersWaitForLead: false)?.rollback == [1])
+    }
+
+    /// A follower alone timing out (a statement or lock timeout, a cancel) is slower or blocked where
+    /// the others are not: the majority commits and fails it, so one slow server cannot make every
+    /// transaction fail.
+    @Test func aFollowersTimeoutIsStillJudgedByTheVote() {
+        let timeout = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "57014", message: "statement timeout")).frame
+        var r = round()
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
+        _ = r.prepareFinished(1, ok: false, status: .failed, error: timeout, isLead: false, timingSQLState: "57014")
+        _ = r.prepareFinished(2, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .commit && d.failNow == [1])
     }
 
     @Test func aDoomedTransactionRollsBackWithItsOwnError() {
@@ -131,8 +177,8 @@ import Wire
 
     @Test func aParticipantLostBeforeTheDecisionCountsAsAFailure() {
         var r = round()
-        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingError: false)
-        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingError: false)
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
+        _ = r.prepareFinished(1, ok: true, status: .idle, error: nil, isLead: false, timingSQLState: nil)
         let readyAfterLoss1 = r.participantLost(2)
         #expect(readyAfterLoss1)
         let d = r.decide(doomError: nil)
@@ -196,7 +242,7 @@ import Wire
         let frames = [parse, bind, execute].map { PostgresFrame(bytes: $0) }
         func decided(_ ok: Bool) -> CommitRound {
             var r = CommitRound(gid: gid, frames: frames, participants: [0], autocommit: false)
-            _ = r.prepareFinished(0, ok: ok, status: ok ? .idle : .failed, error: ok ? nil : errorFrame, isLead: true, timingError: false)
+            _ = r.prepareFinished(0, ok: ok, status: ok ? .idle : .failed, error: ok ? nil : errorFrame, isLead: true, timingSQLState: nil)
             _ = r.decide(doomError: nil)
             return r
         }

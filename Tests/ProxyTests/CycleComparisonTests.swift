@@ -87,7 +87,7 @@ import Wire
         c.finished(2, seq: 1, digest: serializationFailure)
         let first = drain(&c, live: [0, 1, 2])
         #expect(first.first?.verdict.leaveToVote == [2] && first.first?.verdict.fail.isEmpty == true)
-        #expect(c.leftToVote == [2])
+        #expect(c.leftToVote == [2: "40001"])
         // Cycle 2: its aborted block answers differently; it is not compared (the vote will judge it).
         c.finished(0, seq: 2, digest: updated)
         c.finished(1, seq: 2, digest: updated)
@@ -114,7 +114,7 @@ import Wire
         c.finished(1, seq: 1, digest: serializationFailure)
         c.finished(2, seq: 1, digest: updated)
         _ = drain(&c, live: [0, 1, 2])
-        #expect(c.leftToVote == [1])
+        #expect(c.leftToVote == [1: "40001"])
         c.transactionVoted()
         #expect(c.leftToVote.isEmpty)
     }

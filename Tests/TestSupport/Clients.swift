@@ -23,10 +23,11 @@ public enum Clients {
     }
 
     /// Runs pgbench with `arguments` against host/port (user postgres, database postgres).
-    public static func pgbench(port: Int, _ arguments: [String], timeout: Duration = .seconds(300)) throws -> CommandOutput {
+    public static func pgbench(port: Int, _ arguments: [String], environment: [String: String] = [:],
+                               timeout: Duration = .seconds(300)) throws -> CommandOutput {
         try CommandRunner.run(try PostgresBinaries.path(of: "pgbench"),
                               ["-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres"] + arguments + ["postgres"],
-                              environment: ["PGPASSFILE": "/nonexistent"], timeout: timeout)
+                              environment: environment.merging(["PGPASSFILE": "/nonexistent"]) { a, _ in a }, timeout: timeout)
     }
 
     /// Runs one of the Python (psycopg2) client scripts with the connection string as its first argument.

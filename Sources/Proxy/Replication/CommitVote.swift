@@ -14,10 +14,12 @@ public struct CommitVote: Sendable, Equatable {
     public let fail: [Int]
 
     /// `prepared[i]` is true when backend i answered PREPARE TRANSACTION successfully.
-    /// `timingFailure`: the lead's PREPARE failed with a timing outcome (a serialization failure, a
-    /// deadlock, a cancel): that outcome is the transaction's. It is rolled back where it prepared and
-    /// nobody is failed, however the others voted: a serializable transaction that one server had to
-    /// abort is not evidence against the servers that could commit it.
+    /// `timingFailure`: the transaction ended with a timing outcome — the lead's PREPARE failed with
+    /// one (a serialization failure, a deadlock, a cancel), or a follower's transaction with a
+    /// serialization failure or deadlock (`CommitRound.conflictSQLStates`): that outcome is the
+    /// transaction's. It is rolled back where it prepared and nobody is failed, however the others
+    /// voted: a serializable transaction that one server had to abort is not evidence against the
+    /// servers that could commit it, nor against the server that could not.
     public init(prepared: [Bool], timingFailure: Bool) {
         if timingFailure {
             self.init(decision: .rollback, finishOn: prepared.indices.filter { prepared[$0] }, fail: [])

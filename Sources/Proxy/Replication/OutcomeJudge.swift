@@ -8,7 +8,8 @@
 ///   follower still in a healthy transaction block while the lead's is aborted gets its transaction
 ///   aborted too, so what follows gives the same outcomes everywhere.
 /// - A follower whose transaction block a timing outcome aborted while the lead's went on is left to
-///   the commit vote (its PREPARE fails; the vote fails it if the others commit).
+///   the commit vote (its PREPARE fails: a serialization failure or deadlock rolls the transaction
+///   back everywhere, failing nobody; a timeout or cancel fails it if the others commit).
 /// - Otherwise the majority outcome wins (a tie goes to the side of the lead) and every other
 ///   backend is failed, with a reason that names what differed.
 struct OutcomeJudge {

@@ -182,8 +182,15 @@ extension ClientSessionHandler {
             }
             logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)\(why)", metadata: ["gid": "\(c.gid)"])
         }
-        let ready = c.prepareFinished(index, ok: ok, status: status, error: cycleError, isLead: index == lead,
-                                      timingError: fields?.sqlState.map { OutcomeDigest.timingSQLStates.contains($0) } ?? false)
+        // A follower whose transaction a timing outcome aborted earlier (left to the vote by the
+        // comparison) fails its PREPARE with 25P02: the outcome that counts is the earlier one.
+        var error = cycleError
+        var timing = fields?.sqlState.flatMap { OutcomeDigest.timingSQLStates.contains($0) ? $0 : nil }
+        if !ok, index != lead, let earlier = comparison.leftToVote[index] {
+            timing = earlier
+            error = BackendMessage.errorResponse(Self.followerConflict(earlier, on: backends[index].backend.description)).frame
+        }
+        let ready = c.prepareFinished(index, ok: ok, status: status, error: error, isLead: index == lead, timingSQLState: timing)
         commit = c
         if ready { decide() }
     }
@@ -330,6 +337,16 @@ extension ClientSessionHandler {
         sendHeldNotifications(intoTransaction: false)
         if vote.decision == .commit { releaseNotificationsAfterCommit() }
         replayHeldFrames()
+    }
+
+    /// The client's error when a follower alone ended the transaction with a timing outcome before
+    /// its PREPARE and the vote rolled it back (always for `CommitRound.conflictSQLStates`).
+    static func followerConflict(_ sqlState: String, on backend: String) -> ErrorFields {
+        let what = ["40001": "could not serialize access", "40P01": "deadlock detected", "55P03": "lock timeout",
+                    "57014": "statement timeout or cancel"][sqlState] ?? "SQLSTATE \(sqlState)"
+        return ErrorFields(severity: "ERROR", sqlState: sqlState,
+                           message: "\(what) on backend \(backend), not on the lead backend: pgchorus rolled this transaction back on every backend",
+                           hint: "Retry the transaction.")
     }
 
     private func writeClientError(_ frame: PostgresFrame?, gid: String) {

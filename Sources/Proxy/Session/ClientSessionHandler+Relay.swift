@@ -1034,7 +1034,7 @@ extension ClientSessionHandler {
                 flushBackend(i)
             }
             for i in verdict.leaveToVote {
-                logger.info("backend \(backends[i].backend.description) ended a statement with \(judged.entries.first { $0.index == i }?.digest.timingSQLState ?? "") where the lead did not: the commit vote will judge it")
+                logger.info("backend \(backends[i].backend.description) ended a statement with \(judged.entries.first { $0.index == i }?.digest.timingSQLState ?? "") where the lead did not: the commit vote will judge it (a serialization failure or deadlock rolls the transaction back everywhere)")
             }
             for f in verdict.fail { failBackend(f.index, reason: f.reason) }
         }

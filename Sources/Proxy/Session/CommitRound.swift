@@ -30,8 +30,10 @@ struct CommitRound {
     private(set) var statusAfterPrepare: [Int: BackendMessage.TransactionStatus] = [:]
     /// The first error of the prepare phase (the lead's if it has one), byte-exact: the client's on a rollback.
     private(set) var error: PostgresFrame?
-    /// The lead's PREPARE failed with a timing outcome (see `CommitVote.init(prepared:timingFailure:)`).
-    private(set) var leadTimingFailure = false
+    /// The transaction's outcome is a timing one (see `CommitVote.init(prepared:timingFailure:)`): the
+    /// lead's PREPARE failed with one, or a follower's transaction ended with a conflict between
+    /// transactions (`conflictSQLStates`).
+    private(set) var timingFailure = false
     private(set) var vote: CommitVote?
     /// Participants still finishing (COMMIT/ROLLBACK PREPARED, or ROLLBACK of an aborted block).
     private(set) var finishing: Set<Int> = []
@@ -72,18 +74,36 @@ struct CommitRound {
         var rollback: [Int]
     }
 
+    /// A serialization failure or a deadlock: a conflict between concurrent transactions, which each
+    /// server resolves on its own timing. Whichever backend had it — the lead, or a follower alone —
+    /// the transaction rolls back everywhere and nobody is failed: such an outcome says nothing
+    /// against a server, and the client retries it as it retries one from PostgreSQL. (A follower
+    /// alone ending it with a statement or lock timeout, or a cancel, is slower or blocked where the
+    /// others are not: the vote fails it, so one slow server cannot fail every transaction.)
+    static let conflictSQLStates: Set<String> = ["40001", "40P01"]
+
     /// Participant `index` ended its prepare cycle: `ok` when it answered PREPARE TRANSACTION, with its
-    /// first error if any (a timing SQLSTATE of the lead's makes the outcome the transaction's).
+    /// first error if any. `timingSQLState`: the timing outcome its transaction ended with (at its
+    /// PREPARE, or earlier in the transaction for a follower the comparison left to the vote): any of
+    /// the lead's, or a follower's conflict (`conflictSQLStates`), makes the outcome the transaction's.
     /// Returns true when every participant's outcome is in and the round is ready to decide.
     mutating func prepareFinished(_ index: Int, ok: Bool, status: BackendMessage.TransactionStatus, error: PostgresFrame?,
-                                  isLead: Bool, timingError: Bool) -> Bool {
+                                  isLead: Bool, timingSQLState: String?) -> Bool {
         guard phase == .preparing, participants.contains(index), prepared[index] == nil else { return false }
         prepared[index] = ok
         statusAfterPrepare[index] = status
-        if let error, self.error == nil || isLead { self.error = error }
-        if isLead && timingError { leadTimingFailure = true }
+        let decisive = !ok && timingSQLState.map { isLead || Self.conflictSQLStates.contains($0) } == true
+        // The client's error: the lead's, else a decisive follower's conflict, else the first.
+        if let error, self.error == nil || isLead || (decisive && !errorIsLeads) {
+            self.error = error
+            errorIsLeads = isLead
+        }
+        if decisive { timingFailure = true }
         return readyToDecide
     }
+
+    /// `error` is the lead's own.
+    private var errorIsLeads = false
 
     var readyToDecide: Bool { phase == .preparing && participants.allSatisfy { prepared[$0] != nil } }
 
@@ -91,7 +111,7 @@ struct CommitRound {
     /// rolls back with `doomError` as the client's answer and fails nobody, as a lead's timing outcome does.
     mutating func decide(doomError: PostgresFrame?) -> Decision {
         if let doomError { error = doomError }
-        let vote = CommitVote(prepared: participants.map { prepared[$0] ?? false }, timingFailure: leadTimingFailure || doomError != nil)
+        let vote = CommitVote(prepared: participants.map { prepared[$0] ?? false }, timingFailure: timingFailure || doomError != nil)
         self.vote = vote
         phase = .decided
         let successes = vote.finishOn.map { participants[$0] }

@@ -9,8 +9,9 @@ struct CycleComparison {
     private(set) var waiting: [[(seq: Int, digest: OutcomeDigest)]] = []
     /// Cycles that could change data (for `OutcomeJudge`), until compared.
     private(set) var writing: Set<Int> = []
-    /// Followers left to the commit vote (see `OutcomeJudge.Verdict.leaveToVote`).
-    private(set) var leftToVote: Set<Int> = []
+    /// Followers left to the commit vote (see `OutcomeJudge.Verdict.leaveToVote`), with the timing
+    /// SQLSTATE that aborted their transaction.
+    private(set) var leftToVote: [Int: String] = [:]
 
     /// One cycle where the backends did not all agree.
     struct Judged {
@@ -56,9 +57,9 @@ struct CycleComparison {
             for i in live {
                 let c = waiting[i].removeFirst()
                 seq = c.seq
-                if leftToVote.contains(i) {
+                if leftToVote[i] != nil {
                     // Its transaction was aborted by a timing outcome: not compared until it ends.
-                    if c.digest.statusAfter == OutcomeJudge.idle { leftToVote.remove(i) }
+                    if c.digest.statusAfter == OutcomeJudge.idle { leftToVote[i] = nil }
                     continue
                 }
                 entries.append((i, c.digest))
@@ -68,7 +69,9 @@ struct CycleComparison {
             // The usual case, every backend alike: nothing to judge.
             if entries.allSatisfy({ $0.digest == entries[0].digest }) { continue }
             let verdict = OutcomeJudge.judge(entries, lead: lead, wrote: wrote)
-            leftToVote.formUnion(verdict.leaveToVote)
+            for i in verdict.leaveToVote {
+                leftToVote[i] = entries.first { $0.index == i }?.digest.timingSQLState ?? "40001"
+            }
             return Judged(seq: seq, entries: entries, verdict: verdict)
         }
         return nil
