@@ -15,6 +15,60 @@ import Wire
     }
 
 
+    /// A `COPY … FROM STDIN` in the extended protocol, as tokio-postgres' `copy_in` sends it: Parse,
+    /// Bind, Execute and Sync, then (PostgreSQL ignoring that Sync in copy-in mode) the data, CopyDone
+    /// and a second Sync. On three backends, in autocommit and in a transaction: the client gets
+    /// `COPY 3000` and one ReadyForQuery, every backend holds the rows, all stay online, and the
+    /// autocommit COPY is voted like any write (its commit-log row), so its commit takes its place in
+    /// the order of commits.
+    @Test(arguments: [false, true]) func anExtendedProtocolCopyLoadsEveryBackendAndIsVoted(inTransaction: Bool) async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                _ = try client.startup()
+                #expect(try client.query("create table ext_copy (id int, v text)").compactMap(\.errorState) == [])
+                let votesBefore = try servers.map { try $0.psql("select count(*) from pgchorus.commit_log") }
+                if inTransaction { #expect(try client.query("begin").compactMap(\.errorState) == []) }
+                for round in 0..<3 {
+                    try client.send(extended("copy ext_copy (id, v) from stdin") + [.sync])
+                    #expect(try client.read() == .parseComplete)
+                    #expect(try client.read() == .bindComplete)
+                    guard case .copyInResponse? = try client.read() else { Issue.record("no CopyInResponse"); return }
+                    var rows: [FrontendMessage] = []
+                    for chunk in 0..<10 {
+                        let text = (1...100).map { "\(round * 1000 + chunk * 100 + $0)\trow \($0)\n" }.joined()
+                        rows.append(.copyData(ByteBuffer(string: text)))
+                    }
+                    try client.send(rows + [.copyDone, .sync])
+                    let answer = try client.readUntilReady()
+                    #expect(answer == [.commandComplete("COPY 1000"), .readyForQuery(inTransaction ? .inTransaction : .idle)], "\(answer)")
+                }
+                if inTransaction { #expect(try client.query("commit").compactMap(\.errorState) == []) }
+                let count = try client.query("select count(*) from ext_copy")
+                #expect(count.contains(.dataRow([ByteBuffer(string: "3000")])), "\(count)")
+                for s in servers { #expect(try s.psql("select count(*), sum(id) from ext_copy") == "3000|4501500") }
+                let votes = try servers.map { try $0.psql("select count(*) from pgchorus.commit_log") }
+                // Three autocommit COPYs voted, or the one transaction.
+                #expect(zip(votesBefore, votes).allSatisfy { (Int($1) ?? 0) - (Int($0) ?? 0) == (inTransaction ? 1 : 3) }, "\(votesBefore) → \(votes)")
+                // A row PostgreSQL refuses, and a CopyFail: the client gets the error and one ReadyForQuery,
+                // nothing is loaded, nobody is failed, and the session goes on.
+                for end: FrontendMessage in [.copyDone, .copyFail("the client gave up")] {
+                    try client.send(extended("copy ext_copy (id, v) from stdin") + [.sync])
+                    _ = try client.read()
+                    _ = try client.read()
+                    guard case .copyInResponse? = try client.read() else { Issue.record("no CopyInResponse"); return }
+                    let row = end == .copyDone ? "not a number\tbad\n" : "1\tgood\n"
+                    try client.send([.copyData(ByteBuffer(string: row)), end, .sync])
+                    let answer = try client.readUntilReady()
+                    #expect(answer.compactMap(\.errorState) == [end == .copyDone ? "22P02" : "57014"], "\(answer)")
+                    #expect(answer.last == .readyForQuery(.idle), "\(answer)")
+                }
+                #expect(try client.query("select count(*) from ext_copy").contains(.dataRow([ByteBuffer(string: "3000")])))
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     @Test func pipelineOfThreeSyncsWithAnErrorInTheMiddleGivesThreeReadyForQuery() async throws {
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in

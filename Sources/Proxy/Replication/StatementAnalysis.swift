@@ -52,10 +52,6 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// One statement that may run inside a transaction block (INSERT, UPDATE, DELETE, MERGE, SELECT,
     /// WITH, VALUES, COPY): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
     public var isWrappable = false
-    /// The statement is a COPY: wrapped only when it comes as a simple Query (an extended-protocol
-    /// COPY's Sync is ignored by PostgreSQL in copy-in mode and sent again after CopyDone, which the
-    /// wrap's held ReadyForQuery does not count).
-    public var isCopy = false
     /// The statement creates a temporary table (PostgreSQL cannot PREPARE a transaction that used one).
     public var createsTemporaryObject = false
     /// Something PostgreSQL refuses to PREPARE TRANSACTION after: NOTIFY or pg_notify(), LISTEN,
@@ -285,10 +281,7 @@ public struct StatementAnalysis: Sendable, Equatable {
         if statements.isEmpty { isPlainRead = false }
         if statements.count == 1 {
             switch words[0] {
-            case "insert", "update", "delete", "merge", "select", "with", "values": isWrappable = true
-            case "copy":
-                isWrappable = true
-                isCopy = true
+            case "insert", "update", "delete", "merge", "select", "with", "values", "copy": isWrappable = true
             default: isWrappable = false
             }
         }

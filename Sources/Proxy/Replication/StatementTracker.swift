@@ -573,7 +573,7 @@ struct StatementTracker {
                     let analysis = prepared.analysis.resolved(readers: readers)
                     result.note(analysis)
                     if analysis.isCommit { commitExecutes += 1 }
-                    if analysis.isWrappable, !analysis.isCopy { wrappableExecutes += 1 }
+                    if analysis.isWrappable { wrappableExecutes += 1 }
                     if analysis.readsOnlyItsTarget { targetOnlyExecutes += 1 }
                     if analysis.locksOnLeadAlone { leadLockExecutes += 1 }
                     if !analysis.isReadOnly { result.writes = true }

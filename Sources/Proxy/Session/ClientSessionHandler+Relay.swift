@@ -101,10 +101,20 @@ extension ClientSessionHandler {
     /// FunctionCall (a reply cycle with a ReadyForQuery) or at Flush and COPY data (sent on at once).
     func handleRelayFrame(_ frame: PostgresFrame) {
         // COPY data continues the cycle that is awaited (COPY FROM STDIN is such a cycle): it never waits for it.
-        let continuesCopy = Self.continuesCopy(type: frame.type)
+        // So does the Sync that ends an extended-protocol COPY (`extendedCopySyncOwed`).
+        let endsExtendedCopy = extendedCopySyncOwed && frame.type == FrontendMessage.Kind.sync.rawValue
+        let continuesCopy = Self.continuesCopy(type: frame.type) || endsExtendedCopy
         if holdsClientFrames(continuesCopy: continuesCopy) || (segments.inProgress && !admittingSegment && !continuesCopy) {
             heldFrames.append(frame)
             return
+        }
+        if extendedCopySyncOwed {
+            if frame.type == FrontendMessage.Kind.copyDone.rawValue || frame.type == FrontendMessage.Kind.copyFail.rawValue {
+                extendedCopyEnded = true
+            } else if endsExtendedCopy {
+                relayExtendedCopySync(frame)
+                return
+            }
         }
         guard let kind = FrontendMessage.Kind(rawValue: frame.type) else {
             fatal(ErrorFields(severity: "FATAL", sqlState: "08P01",
@@ -115,7 +125,10 @@ extension ClientSessionHandler {
             close()
             return
         }
-        if !admittingSegment, kind == .query || kind == .sync || kind == .functionCall { readiesOwed += 1 }
+        if !admittingSegment, kind == .query || kind == .sync || kind == .functionCall {
+            readiesOwed += 1
+            lastCycleEndedWithSync = kind == .sync
+        }
         if kind == .query, currentGroup.isEmpty, !admittingSegment, let parts = transactionSegments(frame) {
             replay.note(frame)
             runSegments(parts)
@@ -132,6 +145,22 @@ extension ClientSessionHandler {
         default:
             if currentGroupBytes > configuration.proxy.maxMessageSize { endGroup(cycle: false) }
         }
+    }
+
+    /// A Sync while an extended-protocol COPY FROM STDIN runs goes on like its data, in a group of its
+    /// own that is no cycle: PostgreSQL ignored the COPY group's own Sync in copy-in mode (and ignores
+    /// any sent before the CopyDone); the first after CopyDone or CopyFail is answered with the
+    /// COPY cycle's ReadyForQuery. The client, which sent two Syncs, gets one ReadyForQuery, as from
+    /// PostgreSQL. Until 2026-12-06 that Sync was a cycle of its own, waiting for a ReadyForQuery that
+    /// never came: with two backends or more the session hung (tokio-postgres' `copy_in`, libpq's
+    /// `PQexecParams` of a COPY).
+    private func relayExtendedCopySync(_ frame: PostgresFrame) {
+        if extendedCopyEnded {
+            extendedCopySyncOwed = false
+            extendedCopyEnded = false
+        }
+        replay.note(frame)
+        dispatch(frame.bytes, kind: nil, waitsForLead: false, continuesCopy: true)
     }
 
     /// Client messages wait while the session is busy with something of its own (a vote, a turn, a new lead …).
@@ -604,13 +633,14 @@ extension ClientSessionHandler {
 
     /// Sends a group to the lead now and to the others when `releaseGroups` lets it go.
     func dispatch(_ bytes: ByteBuffer, kind: CycleKind?, waitsForLead: Bool, holdReady: Bool = false,
-                  answerWhenAll: Bool = false, mixesTransactionControl: Bool = false, complete: Bool = true, createsLargeObject: Bool = false) {
+                  answerWhenAll: Bool = false, mixesTransactionControl: Bool = false, complete: Bool = true, createsLargeObject: Bool = false,
+                  continuesCopy: Bool = false) {
         var seq: Int?
         if kind != nil {
             seq = nextSeq
             nextSeq += 1
         }
-        if handoverTicket != nil, kind == nil, leadFirst.isEmpty, Self.continuesCopy(bytes) {
+        if handoverTicket != nil, kind == nil, leadFirst.isEmpty, continuesCopy || Self.continuesCopy(bytes) {
             // A new lead waits for its handover — for what the failed lead ordered to end on it, the
             // COPY FROM STDIN that runs on every backend among it (nothing older is held back): its
             // data goes to all of them at once, or that COPY would never end.
@@ -840,6 +870,10 @@ extension ClientSessionHandler {
             if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {
                 // The client now sends COPY data: the others must be in COPY too, and a cancel must reach them all.
                 copyInProgress = true
+                if lastCycleEndedWithSync {
+                    extendedCopySyncOwed = true
+                    extendedCopyEnded = false
+                }
                 updateCancelTargets()
                 markLeadDone(exp.seq)
             }
@@ -907,6 +941,8 @@ extension ClientSessionHandler {
                 if fresh { cycleDelivered(exp.seq, status: status) }
                 if copyInProgress {
                     copyInProgress = false
+                    extendedCopySyncOwed = false
+                    extendedCopyEnded = false
                     updateCancelTargets()
                 }
                 // A timing outcome of the lead (cancel, timeout, deadlock, serialization failure) is the

@@ -232,6 +232,14 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var uncomparedRanges: [ClosedRange<Int>] = []
     /// The lead is in COPY FROM STDIN: a client's cancel then reaches every backend (they all read the data).
     var copyInProgress = false
+    /// The client's latest reply cycle ended with Sync (an extended-protocol group), not a Query.
+    var lastCycleEndedWithSync = false
+    /// A COPY FROM STDIN started by an extended-protocol group runs: PostgreSQL ignored that group's
+    /// Sync in copy-in mode, so the Sync the client sends after its CopyDone or CopyFail is the one the
+    /// backends answer with the COPY cycle's ReadyForQuery. That Sync continues the COPY like its data
+    /// (no cycle of its own); `extendedCopyEnded` once the client's CopyDone/CopyFail has gone.
+    var extendedCopySyncOwed = false
+    var extendedCopyEnded = false
     /// The earliest follower deadline a timer is set for.
     var deadlineTimer: (at: NIODeadline, task: Scheduled<Void>)?
     /// Since when deadline checks have been put off because they ran late (`FollowerDeadlines.recheck`).
@@ -483,6 +491,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
             // it back) now, instead of waiting for data that never comes while holding the sequence turn.
             var fail = ByteBuffer()
             FrontendMessage.copyFail("pgchorus: the client disconnected during COPY").encode(into: &fail)
+            // (An extended-protocol COPY's backends then discard everything up to a Sync.)
+            if extendedCopySyncOwed && !extendedCopyEnded { FrontendMessage.sync.encode(into: &fail) }
             for i in backends.indices where backends[i].isLive { backends[i].write(fail) }
             copyInProgress = false
             flushBackends()
