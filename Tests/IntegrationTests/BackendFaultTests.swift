@@ -94,9 +94,10 @@ extension TimingSensitive {
     /// it there; the client sees nothing of the failure. (Until 2026-12-06 the session ended with
     /// 08006 "lost the lead backend in the middle of a reply" — the CopyInResponse was taken for a
     /// reply under way — and, that fixed, the new lead waited 30 s for the COPY it was running to end
-    /// while the client's data for it waited for the new lead.)
-    @Test(arguments: [false, true])
-    func aLeadKilledInTheMiddleOfACopyCostsTheClientNothing(inTransaction: Bool) async throws {
+    /// while the client's data for it waited for the new lead.) Sent as a simple Query (psql) or in
+    /// the extended protocol (Parse/Bind/Execute/Sync, then the data, CopyDone and Sync: tokio-postgres).
+    @Test(arguments: [false, true], [false, true])
+    func aLeadKilledInTheMiddleOfACopyCostsTheClientNothing(inTransaction: Bool, extended: Bool) async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
                 let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table big (id int primary key, pad text)"])
@@ -104,7 +105,15 @@ extension TimingSensitive {
                 let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
                 _ = try client.startup()
                 if inTransaction { #expect(try client.query("begin").contains(.commandComplete("BEGIN"))) }
-                try client.send(.query("copy big from stdin"))
+                if extended {
+                    try client.send([.parse(.init(name: "", query: "copy big from stdin", parameterTypes: [])),
+                                     .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+                                     .execute(portal: "", maxRows: 0), .sync])
+                    #expect(try client.read() == .parseComplete)
+                    #expect(try client.read() == .bindComplete)
+                } else {
+                    try client.send(.query("copy big from stdin"))
+                }
                 #expect(try client.read().map { if case .copyInResponse = $0 { true } else { false } } == true)
                 let pad = String(repeating: "x", count: 100)
                 @Sendable func chunk(_ n: Int) -> ByteBuffer {
@@ -120,7 +129,7 @@ extension TimingSensitive {
                     try servers[0].stop(mode: .immediate)
                     #expect(eventuallyBlocking(30) { registry.status(of: "db1") == .failed }, "db1 was not failed within 30 s of its stop")
                     for n in 20..<40 { try client.send(chunk(n)) }
-                    try client.send(.copyDone)
+                    try client.send(extended ? [.copyDone, .sync] : [.copyDone])
                 }
                 let reply = try client.readUntilReady()
                 #expect(reply.contains(.commandComplete("COPY 40000")), "\(reply)")

@@ -107,15 +107,25 @@ import Wire
     // MARK: session end
 
     /// A client that drops in the middle of COPY into a SERIAL table: the COPY ends at once on every
-    /// backend, and another session's inserts (which need the same sequence turn) go on.
-    @Test func aClientThatDropsMidCopyHoldsNobodyUp() async throws {
+    /// backend, and another session's inserts (which need the same sequence turn) go on. The COPY sent
+    /// as a simple Query or in the extended protocol (whose backends, after pgchorus' CopyFail, wait
+    /// for a Sync before they answer).
+    @Test(arguments: [false, true]) func aClientThatDropsMidCopyHoldsNobodyUp(extended: Bool) async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
                 let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table s (id serial primary key, note text)"])
                 #expect(setup.exitCode == 0, "\(setup.report)")
                 let copier = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
                 _ = try copier.startup()
-                try copier.send(.query("copy s (note) from stdin"))
+                if extended {
+                    try copier.send([.parse(.init(name: "", query: "copy s (note) from stdin", parameterTypes: [])),
+                                     .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+                                     .execute(portal: "", maxRows: 0), .sync])
+                    #expect(try copier.read() == .parseComplete)
+                    #expect(try copier.read() == .bindComplete)
+                } else {
+                    try copier.send(.query("copy s (note) from stdin"))
+                }
                 #expect(try copier.read().map { if case .copyInResponse = $0 { true } else { false } } == true)
                 var data = ByteBuffer()
                 FrontendMessage.copyData(ByteBuffer(string: "a\nb\nc\n")).encode(into: &data)
