@@ -4,7 +4,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 
 # What a fresh Debian 12 lacks to build, demo and test pgchorus (installed only when missing).
 APT_PACKAGES := postgresql postgresql-client postgresql-contrib libpq-dev libmnl-dev libpcap-dev \
-	pkg-config openssl python3-psycopg2 python3-pip iproute2 libsqlite3-dev tcpdump bind9-utils bind9-dnsutils dnsmasq-base nftables
+	pkg-config openssl python3-psycopg2 python3-psycopg python3-pip iproute2 libsqlite3-dev tcpdump bind9-utils bind9-dnsutils dnsmasq-base nftables
 
 # What `make deb` and the package tests need besides.
 DEB_PACKAGES := dpkg-dev binutils xz-utils lintian debootstrap systemd man-db

@@ -12,6 +12,15 @@ import TestSupport
         return out
     }
 
+    /// psycopg 3 (python3-psycopg): server-side parameters, libpq's pipeline mode (`executemany`,
+    /// `Connection.pipeline()`, an error inside one), automatic prepared statements and DEALLOCATE ALL,
+    /// binary COPY, COPY … TO STDOUT with a parameter, a named cursor, a cancel; then pipelined
+    /// transactions beside sessions counting their rows. Every step answers as PostgreSQL does
+    /// directly (the script passes against one server too) and the three backends end identical.
+    @Test func psycopg3PipelinesAndServerSideParameters() async throws {
+        try await runClientCheck("psycopg3_client.py", "pipeline", timeout: .seconds(150))
+    }
+
     @Test func parametersNullByteaNamedCursorAndExecutemany() async throws {
         try await withPostgresServers(count: 1) { servers in
             try await withProxy(backends: servers) { proxy in

@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""psycopg 3 (Debian's python3-psycopg) through pgchorus: what it sends that psycopg2 never does —
+server-side parameters (Parse/Bind/Execute for every query with parameters), libpq's pipeline mode
+(`executemany`, `Connection.pipeline()`: many statements and Syncs in flight), automatic prepared
+statements, binary COPY, COPY … TO STDOUT with parameters (an extended-protocol COPY) — alone and from
+several sessions at once. Prints `ok …` lines and ends with `PASSED <check>`; the Swift test then
+compares the backends directly.
+
+pipeline  everything above, then 4 sessions for 10 s writing in pipelines beside sessions counting the
+          rows they commit (`INSERT … SELECT count(*)`).
+"""
+import sys
+import threading
+
+import psycopg
+
+from checks import CheckFailed, expect, in_threads, ok
+
+
+def one(conn, sql, params=None):
+    return conn.execute(sql, params).fetchone()[0]
+
+
+def pipeline(dsn):
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("create table items (id serial primary key, v text not null, n int not null)")
+        c.execute("create table counts (id serial primary key, n bigint not null)")
+    ok("schema")
+
+    with psycopg.connect(dsn) as c:
+        c.execute("insert into items (v, n) values (%s, %s)", ("tx", 1))
+        expect(one(c, "select count(*) from items where v = %s", ("tx",)) == 1, "a parameterised insert in a transaction")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("insert into items (v, n) values (%s, %s)", ("auto", 2))
+        expect(one(c, "select count(*) from items where v = %s", ("auto",)) == 1, "a parameterised autocommit insert")
+    ok("server-side parameters")
+
+    with psycopg.connect(dsn) as c:
+        with c.cursor() as cur:
+            cur.executemany("insert into items (v, n) values (%s, %s)", [("many", i) for i in range(200)])
+        c.commit()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        with c.cursor() as cur:
+            cur.executemany("insert into items (v, n) values (%s, %s) returning id", [("many-auto", i) for i in range(100)], returning=True)
+            ids = []
+            while True:
+                ids.append(cur.fetchone()[0])
+                if not cur.nextset():
+                    break
+        expect(len(set(ids)) == 100, "executemany … RETURNING gave %d distinct ids" % len(set(ids)))
+        expect(one(c, "select count(*) from items where v like %s", ("many%",)) == 300, "executemany's rows")
+    ok("executemany in pipeline mode")
+
+    with psycopg.connect(dsn) as c:
+        with c.pipeline():
+            for i in range(50):
+                c.execute("insert into items (v, n) values (%s, %s)", ("pipe", i))
+            cur = c.execute("select count(*) from items where v = %s", ("pipe",))
+        expect(cur.fetchone()[0] == 50, "a pipeline sees its own rows")
+        c.commit()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        with c.pipeline() as p:
+            for i in range(50):
+                c.execute("insert into items (v, n) values (%s, %s)", ("pipe-auto", i))
+            p.sync()
+            cur = c.execute("select count(*) from items where v = %s", ("pipe-auto",))
+        expect(cur.fetchone()[0] == 50, "an autocommit pipeline's rows")
+        # An error in a pipeline: PostgreSQL skips everything up to the Sync, and the implicit
+        # transaction of the statements before it rolls back with it.
+        try:
+            with c.pipeline():
+                c.execute("insert into items (v, n) values (%s, %s)", ("pipe-error", 1))
+                c.execute("select 1 / 0")
+                c.execute("insert into items (v, n) values (%s, %s)", ("pipe-error", 2))
+            raise CheckFailed("the pipeline with a division by zero succeeded")
+        except psycopg.errors.DivisionByZero:
+            pass
+        expect(one(c, "select count(*) from items where v = %s", ("pipe-error",)) == 0, "a failed pipeline's rows are gone")
+        expect(one(c, "select 42") == 42, "the session goes on after a failed pipeline")
+    ok("explicit pipelines, with an error")
+
+    with psycopg.connect(dsn, autocommit=True) as c:
+        with c.cursor() as cur:
+            with cur.copy("copy items (v, n) from stdin") as cp:
+                for i in range(1000):
+                    cp.write_row(("copy", i))
+            with cur.copy("copy items (v, n) from stdin (format binary)") as cp:
+                cp.set_types(["text", "int4"])
+                for i in range(500):
+                    cp.write_row(("copy-binary", i))
+            with cur.copy("copy (select v, n from items where v = %s order by n) to stdout", ("copy",)) as cp:
+                rows = list(cp.rows())
+        expect(len(rows) == 1000 and rows[999] == ("copy", "999"), "COPY TO STDOUT with a parameter: %d rows" % len(rows))
+        expect(one(c, "select count(*) from items where v = %s", ("copy-binary",)) == 500, "binary COPY's rows")
+    ok("COPY text and binary in, COPY out with a parameter")
+
+    with psycopg.connect(dsn, prepare_threshold=0) as c:
+        for i in range(20):
+            c.execute("insert into items (v, n) values (%s, %s)", ("prepared", i))
+        for i in range(5):
+            expect(one(c, "select count(*) from items where v = %s and n = %s", ("prepared", i)) == 1, "a prepared read")
+        c.commit()
+        c.execute("deallocate all")
+        expect(one(c, "select count(*) from items where v = %s", ("prepared",)) == 20, "prepared statements after DEALLOCATE ALL")
+        c.commit()
+    ok("automatic prepared statements")
+
+    with psycopg.connect(dsn) as c:
+        with c.cursor(name="big") as cur:
+            cur.itersize = 7
+            cur.execute("select id, v from items order by id")
+            seen = sum(1 for _ in cur)
+        expect(seen == one(c, "select count(*) from items"), "a server-side cursor read %d rows" % seen)
+        c.commit()
+    ok("server-side cursor")
+
+    with psycopg.connect(dsn) as c:
+        threading.Timer(0.5, c.cancel).start()
+        try:
+            c.execute("select pg_sleep(5)")
+            raise CheckFailed("the cancelled statement finished")
+        except psycopg.errors.QueryCanceled:
+            c.rollback()
+        expect(one(c, "select 1") == 1, "the session goes on after a cancel")
+        c.commit()
+    ok("cancel")
+
+    def writer(stop):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for round in range(10_000):
+                if stop.is_set():
+                    return
+                with c.pipeline():
+                    with c.transaction():
+                        for i in range(5):
+                            c.execute("insert into items (v, n) values (%s, %s)", ("concurrent", round))
+
+    def counter(stop):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for _ in range(10_000):
+                if stop.is_set():
+                    return
+                try:
+                    c.execute("insert into counts (n) select count(*) from items where v = %s", ("concurrent",))
+                except psycopg.errors.SerializationFailure:
+                    pass  # the order's 40001: the client retries (here: the next round)
+
+    in_threads([writer, writer, counter, counter], 10)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        written = one(c, "select count(*) from items where v = %s", ("concurrent",))
+        counted = one(c, "select count(distinct n) from counts")
+    expect(written > 0 and written % 5 == 0, "pipelined transactions of 5 rows wrote %d rows" % written)
+    expect(counted > 1, "the counts saw the writes at %d points only" % counted)
+    ok("pipelines beside counting sessions: %d rows, %d distinct counts" % (written, counted))
+
+
+CHECKS = {"pipeline": pipeline}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[2] not in CHECKS:
+        print("usage: %s CONNECTION_STRING {%s}" % (sys.argv[0], "|".join(CHECKS)), file=sys.stderr)
+        sys.exit(2)
+    try:
+        CHECKS[sys.argv[2]](sys.argv[1])
+    except CheckFailed as e:
+        print("FAILED %s: %s" % (sys.argv[2], e), file=sys.stderr)
+        sys.exit(1)
+    except psycopg.Error as e:
+        print("FAILED %s: %s (SQLSTATE %s): %s" % (sys.argv[2], type(e).__name__, e.sqlstate, e), file=sys.stderr)
+        sys.exit(1)
+    print("PASSED " + sys.argv[2], flush=True)
