@@ -13,6 +13,50 @@ import Wire
         try await runClientCheck("commit_client.py", "commits")
     }
 
+    /// A temporary table: the transaction that creates it commits without the vote (PostgreSQL cannot
+    /// PREPARE it); one dropped at its commit (`ON COMMIT DROP`, an ETL's staging table) costs the
+    /// session nothing more, and one that outlives it costs the vote until `DISCARD ALL` (what a
+    /// pooler sends before it hands the connection on) or `DISCARD TEMP`. Until 2026-12-06 a session
+    /// that had ever created one committed without the vote for good.
+    @Test func temporaryTablesCostTheVoteOnlyWhileTheyLive() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port)
+                _ = try client.startup()
+                func run(_ sql: String) throws {
+                    let answer = try client.query(sql)
+                    #expect(answer.compactMap(\.errorState) == [], "\(sql): \(answer)")
+                }
+                func votes() throws -> Int { Int(try servers[0].psql("select count(*) from pgchorus.commit_log")) ?? -1 }
+                try run("create table target (id int primary key)")
+                var before = try votes()
+                try run("begin; create temp table stage (id int) on commit drop; insert into stage values (1), (2); insert into target select id from stage; commit")
+                #expect(try votes() == before, "the transaction with the temporary table commits without the vote")
+                try run("begin; insert into target values (3); commit")
+                try run("insert into target values (4)")
+                #expect(try votes() == before + 2, "after ON COMMIT DROP the session's writes are voted")
+                try run("create temp table keep (id int)")
+                try run("insert into keep values (1)")
+                before = try votes()
+                try run("begin; insert into target values (5); commit")
+                #expect(try votes() == before, "while a temporary table lives its session's commits go without the vote")
+                try run("discard all")
+                before = try votes()
+                try run("begin; insert into target values (6); commit")
+                try run("insert into target values (7)")
+                #expect(try votes() == before + 2, "after DISCARD ALL the session's writes are voted again")
+                #expect(try client.query("select * from keep").compactMap(\.errorState) == ["42P01"])
+                try run("create temp table again (id int)")
+                try run("discard temp")
+                before = try votes()
+                try run("insert into target values (8)")
+                #expect(try votes() == before + 1, "after DISCARD TEMP too")
+                for s in servers { #expect(try s.psql("select string_agg(id::text, ',' order by id) from target") == "1,2,3,4,5,6,7,8") }
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// NOTIFY / pg_notify() in a transaction: held until the vote has committed, delivered once
     /// and in order after it, never on rollback; savepoints behave as in PostgreSQL.
     @Test func notificationsAreHeldUntilTheVoteCommits() async throws {

@@ -31,6 +31,16 @@ import Testing
 
     /// What fixes a REPEATABLE READ transaction's snapshot, as PostgreSQL takes one
     /// (`PlannedStmtRequiresSnapshot`); where unsure, none (the session then takes one everywhere itself).
+    @Test func temporaryTablesAndWhatDropsThemAreKnown() {
+        let session = StatementAnalysis("create temp table keep (id int)")
+        #expect(session.createsTemporaryObject && !session.temporaryObjectDroppedAtCommit)
+        let staging = StatementAnalysis("CREATE TEMPORARY TABLE stage ON COMMIT DROP AS SELECT * FROM t")
+        #expect(staging.createsTemporaryObject && staging.temporaryObjectDroppedAtCommit)
+        #expect(StatementAnalysis("create temp table s (id int) on commit delete rows").temporaryObjectDroppedAtCommit == false)
+        for sql in ["discard all", "DISCARD TEMP", "discard temporary"] { #expect(StatementAnalysis(sql).discardsTemporaryObjects, "\(sql)") }
+        for sql in ["discard plans", "discard sequences", "select 'discard all'"] { #expect(!StatementAnalysis(sql).discardsTemporaryObjects, "\(sql)") }
+    }
+
     @Test func theStatementsThatTakeASnapshotAreKnown() {
         for sql in ["select 1", "SELECT pg_backend_pid()", "with x as (select 1) select * from x", "insert into t values (1)",
                     "update t set v = 1", "declare c cursor for select random()", "table t", "values (1)", "set local x = 1; select 1",

@@ -54,6 +54,10 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var isWrappable = false
     /// The statement creates a temporary table (PostgreSQL cannot PREPARE a transaction that used one).
     public var createsTemporaryObject = false
+    /// …one dropped when its transaction commits (`ON COMMIT DROP`): later transactions may PREPARE.
+    public var temporaryObjectDroppedAtCommit = false
+    /// `DISCARD ALL` or `DISCARD TEMP`: the session's temporary tables are gone.
+    public var discardsTemporaryObjects = false
     /// Something PostgreSQL refuses to PREPARE TRANSACTION after: NOTIFY or pg_notify(), LISTEN,
     /// UNLISTEN, a cursor declared WITH HOLD. Its transaction commits without the vote.
     public var preventsPrepare = false
@@ -308,6 +312,13 @@ public struct StatementAnalysis: Sendable, Equatable {
             if (first == "create" || first == "select" || first == "with"),
                s.contains(where: { $0.kind == .word && ($0.text == "temp" || $0.text == "temporary") }) {
                 createsTemporaryObject = true
+                let w = s.map { $0.kind == .word ? $0.text : "" }
+                if zip(w, zip(w.dropFirst(), w.dropFirst(2))).contains(where: { $0 == "on" && $1.0 == "commit" && $1.1 == "drop" }) {
+                    temporaryObjectDroppedAtCommit = true
+                }
+            }
+            if first == "discard", s.count >= 2, s[1].kind == .word, ["all", "temp", "temporary"].contains(s[1].text) {
+                discardsTemporaryObjects = true
             }
             if first == "savepoint" || first == "release" || (first == "rollback" && s.dropFirst().contains { $0.kind == .word && $0.text == "to" }) {
                 usesSavepoint = true

@@ -43,6 +43,10 @@ struct StatementTracker {
         var isWrappable = false
         /// The group creates a temporary table.
         var createsTemporaryObject = false
+        /// …one that outlives its transaction (not `ON COMMIT DROP`).
+        var createsSessionTemporaryObject = false
+        /// The group has `DISCARD ALL` or `DISCARD TEMP`.
+        var discardsTemporaryObjects = false
         /// The group calls nextval/setval explicitly.
         var callsNextval = false
         /// Relations the group inserts into.
@@ -649,6 +653,8 @@ extension StatementTracker.Result {
         if analysis.releasesSessionLocks { releasesSessionLocks = true }
         if analysis.barelyTriesSessionLock { barelyTriesSessionLock = true }
         if analysis.createsTemporaryObject { createsTemporaryObject = true }
+        if analysis.createsTemporaryObject && !analysis.temporaryObjectDroppedAtCommit { createsSessionTemporaryObject = true }
+        if analysis.discardsTemporaryObjects { discardsTemporaryObjects = true }
         if analysis.callsNextval { callsNextval = true }
         insertTargets += analysis.insertTargets
         if analysis.isDDL { hasDDL = true }

@@ -61,6 +61,7 @@ extension ClientSessionHandler {
     func internalQueryFinished(_ index: Int) {
         if backends[index].cycleError != nil {
             votedCommitAvailable = false
+            votedCommitLostToTemporaryTables = false
         } else {
             let key = "\(backends[index].backend.id)/\(database)"
             _ = shared.commitLogReady.withLock { $0.insert(key) }

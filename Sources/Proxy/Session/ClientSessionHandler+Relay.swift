@@ -548,10 +548,19 @@ extension ClientSessionHandler {
             logger.debug("the transaction ran NOTIFY, LISTEN, UNLISTEN or declared a WITH HOLD cursor: it commits without the vote")
         }
         if result.preventsPrepare { transactionPreventsPrepare = true }
-        if result.createsTemporaryObject && votedCommitAvailable {
-            // PostgreSQL refuses PREPARE TRANSACTION for a transaction that used a temporary table.
+        // PostgreSQL refuses PREPARE TRANSACTION for a transaction that used a temporary table: the
+        // one that creates it commits without the vote, and while a table outlives it (not ON COMMIT
+        // DROP) every later one, until DISCARD ALL/TEMP outside a transaction (what a pooler sends
+        // before it hands the connection on) drops them all.
+        if result.createsTemporaryObject { transactionPreventsPrepare = true }
+        if result.createsSessionTemporaryObject && votedCommitAvailable {
             votedCommitAvailable = false
-            logger.info("the session created a temporary table: its commits go without the vote from now on")
+            votedCommitLostToTemporaryTables = true
+            logger.info("the session created a temporary table: its commits go without the vote until DISCARD ALL or DISCARD TEMP")
+        } else if result.discardsTemporaryObjects, votedCommitLostToTemporaryTables, lastStatus == .idle, !result.createsTemporaryObject {
+            votedCommitAvailable = true
+            votedCommitLostToTemporaryTables = false
+            logger.info("the session's temporary tables were discarded: its commits go through the vote again")
         }
         if liveCount > 1, result.mayChangeCatalog {
             shared.sequenceOrdering.invalidate(database)

@@ -113,6 +113,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Client messages that arrived while a commit vote was running.
     var heldFrames: [PostgresFrame] = []
     var votedCommitAvailable = true
+    /// `votedCommitAvailable` is off only because the session has temporary tables (DISCARD turns it on again).
+    var votedCommitLostToTemporaryTables = false
     /// pgchorus' schema was found missing in this database (dropped and created again under the same
     /// name): it is made again before the session's next group.
     var schemaCheckDue = false
