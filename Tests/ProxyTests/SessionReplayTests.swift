@@ -141,6 +141,16 @@ import Wire
         #expect(r.unreplayable == what)
     }
 
+    /// A temporary table dropped at its transaction's commit is gone by the boundary where a backend is taken in.
+    @Test func aTemporaryTableDroppedAtCommitIsNoSessionState() {
+        var r = SessionReplay()
+        r.note(frame(.query("create temp table stage (a int) on commit drop")))
+        r.note(frame(.query("CREATE TEMPORARY TABLE s2 ON COMMIT DROP AS SELECT 1")))
+        #expect(r.unreplayable == nil)
+        r.note(frame(.query("create temp table keep (a int) on commit delete rows")))
+        #expect(r.unreplayable == "a temporary table")
+    }
+
     @Test func theHeadIsLowerCasedWithItsWhiteSpaceFolded() {
         #expect(String(decoding: SessionReplay.head(of: "  \n\tSET\t\tLOCAL  work_mem"), as: UTF8.self) == "set local work_mem")
         #expect(SessionReplay.head(of: String(repeating: "A", count: 200)).count == 64)

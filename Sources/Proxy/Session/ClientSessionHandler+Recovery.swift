@@ -163,6 +163,8 @@ struct SessionReplay {
         if Self.mentions(sql, needles: Self.setConfigWord) { noteSetConfigs(sql) }
         guard unreplayable == nil else { return }
         for (prefix, what) in Self.unreplayablePrefixes where starts(prefix) && !starts("prepare transaction") {
+            // A table dropped at its transaction's commit is gone by the boundary where a backend is taken in.
+            if what == Self.temporaryTable, StatementAnalysis(sql).temporaryObjectDroppedAtCommit { return }
             unreplayable = what
             return
         }
@@ -175,7 +177,7 @@ struct SessionReplay {
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
         func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
-        if follows("into", { $0.hasPrefix("temp") }) { unreplayable = "a temporary table" }
+        if follows("into", { $0.hasPrefix("temp") }) { unreplayable = Self.temporaryTable }
         if unreplayable == nil, !drops { ordinary.keep(true, for: sql) }
     }
 
@@ -220,9 +222,10 @@ struct SessionReplay {
     }
 
     /// Statements whose start makes the session's state impossible to carry to another backend.
+    static let temporaryTable = "a temporary table"
     static let unreplayablePrefixes: [(String, String)] = [
-        ("create temp", "a temporary table"), ("create local temp", "a temporary table"),
-        ("create global temp", "a temporary table"), ("listen ", "LISTEN"), ("prepare ", "a prepared statement made with SQL PREPARE"),
+        ("create temp", temporaryTable), ("create local temp", temporaryTable),
+        ("create global temp", temporaryTable), ("listen ", "LISTEN"), ("prepare ", "a prepared statement made with SQL PREPARE"),
         ("load ", "a loaded library"),
     ]
     /// Words that may make it so anywhere in a statement (looked at closer when one is there).
