@@ -73,6 +73,28 @@ extension TimingSensitive {
         }
     }
 
+    /// psycopg 3's pipelines through two nodes at once, three backends: transactions of five INSERTs
+    /// into a SERIAL table sent as one pipeline (psycopg prepares the statement in the middle of one,
+    /// so parts of it reach the lead before its Sync), beside sessions counting the rows. Before
+    /// 2026-12-06 the sequence turn's cluster-wide lock was asked on the lead in the middle of such a
+    /// pipeline: its answer was taken for the pipeline's, and the lead was failed against the two
+    /// followers ("got T where the others had 2") — or, the parts having drawn their ids outside the
+    /// order, one backend's counts differed, all online (2 of 6 runs of 20 s).
+    @Test func psycopg3PipelinesThroughTwoNodesStayIdentical() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                let (one, two) = (cluster.connectionString(1), cluster.connectionString(2))
+                let run = try await runBlocking { try Clients.pythonScript("psycopg3_client.py", [one, "two-nodes", two], timeout: .seconds(150)) }
+                #expect(run.exitCode == 0, "\(run.report)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))")
+                #expect(run.stdoutLines.last == "PASSED two-nodes", "\(run.report)")
+                try await Self.expectInStep(cluster, servers, nodes: 1...2)
+            }
+        }
+    }
+
     /// The repro: `insert into s(node, k)` from pgbench through each node at once, beside
     /// transactions through both nodes that update the same four rows (in one order: they wait on each
     /// other on the lead, and never deadlock).

@@ -46,6 +46,31 @@ extension ClientSessionHandler {
         return result.insertTargets.contains { tables.contains($0) }
     }
 
+    /// Whether a group must wait for the sequence turn before it is sent. A reply cycle that draws
+    /// sequence values does, unless its turn is held already (taken for the parts of its extended
+    /// group that went ahead). A part the client ended with Flush runs before its Sync: one that draws
+    /// sequence values takes the turn first, and with several clustering nodes so does the first part
+    /// of any group in a database where something may draw them — the turn's cluster-wide lock is
+    /// asked on the lead with a Query of its own, which must not land in the middle of an extended
+    /// group there (its answer was taken for the group's: the lead was failed against the followers,
+    /// and the parts drew sequence values outside the order; psycopg 3's pipelines through two nodes).
+    func needsOrderFirst(cycle: Bool, _ result: StatementTracker.Result) -> Bool {
+        if openExtendedGroup, let held = orderSeq, held == nextSeq { return false }
+        if cycle { return needsSequenceOrder(result) }
+        guard !Self.continuesCopy(result.bytes) else { return false }
+        if configuration.cluster.nodes.count > 1 {
+            return !openExtendedGroup && (needsSequenceOrder(result) || mayDrawSequences())
+        }
+        return needsSequenceOrder(result)
+    }
+
+    /// Something in this database may draw sequence values (a SERIAL/IDENTITY table; unknown while
+    /// its catalog is not loaded).
+    func mayDrawSequences() -> Bool {
+        guard let tables = shared.sequenceOrdering.tables(in: database).tables else { return true }
+        return !tables.isEmpty
+    }
+
     /// Holds `bytes` until this session's turn to draw sequence values.
     func waitForOrder(_ bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags = GroupFlags()) {
         guard let context else { return }
@@ -74,7 +99,9 @@ extension ClientSessionHandler {
         // only if every backend is done, otherwise the queue order keeps it (tickets are FIFO).
         orderTicket = granted
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
-        if openPartial == nil, configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive {
+        // (Never a Query of pgchorus' own in the middle of an extended group on the lead: see `needsOrderFirst`.)
+        let groupOpen = openPartial != nil || openExtendedGroup
+        if !groupOpen, configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive {
             // The cluster-wide lock in a round trip of its own: the statement takes its place in the
             // order of commits and statements (`sendInTurn`) once the lock is held. Waiting for it
             // inside that turn, pipelined in front of the statement, let commits land meanwhile; the
@@ -86,7 +113,11 @@ extension ClientSessionHandler {
             flushBackends()
             return
         }
-        takeClusterOrder()
+        if !groupOpen {
+            takeClusterOrder()
+        } else if configuration.cluster.nodes.count > 1, clusterOrderOn == nil {
+            logger.warning("a pipeline began before it was seen to draw sequence values: its statements take this node's sequence turn but not the cluster-wide one (their values may be drawn in another order than another node's on some backends)")
+        }
         if let open = openPartial {
             // The end of a pipeline whose first messages already run on the lead.
             finishOpenGroup(bytes)

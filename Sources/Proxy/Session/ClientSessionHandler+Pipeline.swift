@@ -18,6 +18,9 @@ extension ClientSessionHandler {
         guard phase == .relaying, !currentGroup.isEmpty, commit == nil, waitingGroup == nil, epochWaiting == nil, !wrapPending,
               handoverTicket == nil, gateTicket == nil, takingIn == nil else { return }
         if openPartial == nil, !mayForwardEarly() { return }
+        // With several clustering nodes, a group that may draw sequence values waits for its Flush or
+        // Sync: its turn is taken before anything of it reaches the lead (`needsOrderFirst`).
+        if openPartial == nil, liveCount > 1, configuration.cluster.nodes.count > 1, mayDrawSequences() { return }
         prepareTracker()
         var trial = tracker
         let result = trial.process(currentGroup) { transactionTimestampLiteral() }

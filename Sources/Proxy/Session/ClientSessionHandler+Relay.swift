@@ -318,7 +318,7 @@ extension ClientSessionHandler {
                 holdForCatalogChange(result.bytes, cycle: cycle, wrap: wrap, flags: flags, thenOrder: needsSequenceOrder(result))
                 return
             }
-            if replicated, cycle, needsSequenceOrder(result) {
+            if replicated, needsOrderFirst(cycle: cycle, result) {
                 waitForOrder(result.bytes, cycle: cycle, wrap: wrap, flags: flags)
                 return
             }

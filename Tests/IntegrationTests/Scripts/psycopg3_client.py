@@ -8,6 +8,10 @@ compares the backends directly.
 
 pipeline  everything above, then 4 sessions for 10 s writing in pipelines beside sessions counting the
           rows they commit (`INSERT … SELECT count(*)`).
+two-nodes (CONNECTION_STRING is node 1's, a third argument node 2's) three rounds: the tables made
+          again through node 1, then for 8 s two sessions per node writing pipelined transactions of
+          five rows into a SERIAL table (psycopg prepares the INSERT in the middle of a pipeline) and
+          one per node counting them.
 """
 import sys
 import threading
@@ -154,14 +158,51 @@ def pipeline(dsn):
     ok("pipelines beside counting sessions: %d rows, %d distinct counts" % (written, counted))
 
 
-CHECKS = {"pipeline": pipeline}
+def two_nodes(dsn, other):
+    for round in range(3):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("drop table if exists items, counts")
+            c.execute("create table items (id serial primary key, v text not null, n int not null)")
+            c.execute("create table counts (id serial primary key, n bigint not null)")
+
+        def writer(node):
+            def run(stop):
+                with psycopg.connect(node, autocommit=True) as c:
+                    for r in range(100_000):
+                        if stop.is_set():
+                            return
+                        with c.pipeline():
+                            with c.transaction():
+                                for i in range(5):
+                                    c.execute("insert into items (v, n) values (%s, %s)", ("w", r))
+            return run
+
+        def counter(node):
+            def run(stop):
+                with psycopg.connect(node, autocommit=True) as c:
+                    for _ in range(100_000):
+                        if stop.is_set():
+                            return
+                        c.execute("insert into counts (n) select count(*) from items")
+            return run
+
+        in_threads([writer(dsn), writer(dsn), counter(dsn), writer(other), writer(other), counter(other)], 8)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            written = one(c, "select count(*) from items")
+            counted = one(c, "select count(distinct n) from counts")
+        expect(written > 0 and written % 5 == 0, "round %d: pipelined transactions of 5 rows wrote %d rows" % (round, written))
+        expect(counted > 1, "round %d: the counts saw the writes at %d points only" % (round, counted))
+        ok("round %d through two nodes: %d rows, %d distinct counts" % (round, written, counted))
+
+
+CHECKS = {"pipeline": pipeline, "two-nodes": two_nodes}
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[2] not in CHECKS:
-        print("usage: %s CONNECTION_STRING {%s}" % (sys.argv[0], "|".join(CHECKS)), file=sys.stderr)
+    if len(sys.argv) < 3 or sys.argv[2] not in CHECKS:
+        print("usage: %s CONNECTION_STRING {%s} [CONNECTION_STRING]" % (sys.argv[0], "|".join(CHECKS)), file=sys.stderr)
         sys.exit(2)
     try:
-        CHECKS[sys.argv[2]](sys.argv[1])
+        CHECKS[sys.argv[2]](sys.argv[1], *sys.argv[3:])
     except CheckFailed as e:
         print("FAILED %s: %s" % (sys.argv[2], e), file=sys.stderr)
         sys.exit(1)
