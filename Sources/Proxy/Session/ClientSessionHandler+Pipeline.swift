@@ -10,7 +10,9 @@ import Wire
 ///
 /// Not forwarded early (held until the Sync, as before): a part that commits or mixes transaction
 /// control with other statements (the vote must replace the COMMIT) and a part that draws sequence
-/// values (it must wait for its turn). A group forwarded early is never wrapped in the vote: its
+/// values (it must wait for its turn) — with several clustering nodes, any group in a database where
+/// something may draw them (the turn's cluster-wide lock cannot be asked on the lead once a part runs
+/// there: `needsOrderFirst`). A group forwarded early is never wrapped in the vote: its
 /// statements already run outside a BEGIN, so as an autocommit write it is answered once every
 /// backend has done it.
 extension ClientSessionHandler {
