@@ -105,16 +105,7 @@ extension TimingSensitive {
                 let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
                 _ = try client.startup()
                 if inTransaction { #expect(try client.query("begin").contains(.commandComplete("BEGIN"))) }
-                if extended {
-                    try client.send([.parse(.init(name: "", query: "copy big from stdin", parameterTypes: [])),
-                                     .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
-                                     .execute(portal: "", maxRows: 0), .sync])
-                    #expect(try client.read() == .parseComplete)
-                    #expect(try client.read() == .bindComplete)
-                } else {
-                    try client.send(.query("copy big from stdin"))
-                }
-                #expect(try client.read().map { if case .copyInResponse = $0 { true } else { false } } == true)
+                #expect(try client.startCopy("copy big from stdin", extended: extended))
                 let pad = String(repeating: "x", count: 100)
                 @Sendable func chunk(_ n: Int) -> ByteBuffer {
                     var text = ""

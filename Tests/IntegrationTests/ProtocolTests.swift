@@ -30,10 +30,7 @@ import Wire
                 let votesBefore = try servers.map { try $0.psql("select count(*) from pgchorus.commit_log") }
                 if inTransaction { #expect(try client.query("begin").compactMap(\.errorState) == []) }
                 for round in 0..<3 {
-                    try client.send(extended("copy ext_copy (id, v) from stdin") + [.sync])
-                    #expect(try client.read() == .parseComplete)
-                    #expect(try client.read() == .bindComplete)
-                    guard case .copyInResponse? = try client.read() else { Issue.record("no CopyInResponse"); return }
+                    guard try client.startCopy("copy ext_copy (id, v) from stdin", extended: true) else { Issue.record("no CopyInResponse"); return }
                     var rows: [FrontendMessage] = []
                     for chunk in 0..<10 {
                         let text = (1...100).map { "\(round * 1000 + chunk * 100 + $0)\trow \($0)\n" }.joined()
@@ -53,10 +50,7 @@ import Wire
                 // A row PostgreSQL refuses, and a CopyFail: the client gets the error and one ReadyForQuery,
                 // nothing is loaded, nobody is failed, and the session goes on.
                 for end: FrontendMessage in [.copyDone, .copyFail("the client gave up")] {
-                    try client.send(extended("copy ext_copy (id, v) from stdin") + [.sync])
-                    _ = try client.read()
-                    _ = try client.read()
-                    guard case .copyInResponse? = try client.read() else { Issue.record("no CopyInResponse"); return }
+                    guard try client.startCopy("copy ext_copy (id, v) from stdin", extended: true) else { Issue.record("no CopyInResponse"); return }
                     let row = end == .copyDone ? "not a number\tbad\n" : "1\tgood\n"
                     try client.send([.copyData(ByteBuffer(string: row)), end, .sync])
                     let answer = try client.readUntilReady()

@@ -115,6 +115,22 @@ public final class RawPostgresClient: @unchecked Sendable {
         return try readUntilReady()
     }
 
+    /// Starts `COPY … FROM STDIN` — a simple Query, or (`extended`) Parse/Bind/Execute/Sync as
+    /// tokio-postgres and libpq's `PQexecParams` send it — and reads up to its CopyInResponse; false
+    /// when another message came first. (An extended COPY ends with CopyDone and a second Sync.)
+    public func startCopy(_ sql: String, extended: Bool) throws -> Bool {
+        if extended {
+            try send([.parse(.init(name: "", query: sql, parameterTypes: [])),
+                      .bind(.init(portal: "", statement: "", parameterFormats: [], parameters: [], resultFormats: [])),
+                      .execute(portal: "", maxRows: 0), .sync])
+            guard try read() == .parseComplete, try read() == .bindComplete else { return false }
+        } else {
+            try send(.query(sql))
+        }
+        if case .copyInResponse? = try read() { return true }
+        return false
+    }
+
     /// Sends a StartupMessage for a trust login and reads up to the first ReadyForQuery.
     public func startup(user: String = "postgres", database: String = "postgres", extra: [(String, String)] = [],
                         protocolMinor: Int = 0) throws -> [BackendMessage] {

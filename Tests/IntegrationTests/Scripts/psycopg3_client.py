@@ -6,7 +6,7 @@ statements, binary COPY, COPY … TO STDOUT with parameters (an extended-protoco
 several sessions at once. Prints `ok …` lines and ends with `PASSED <check>`; the Swift test then
 compares the backends directly.
 
-pipeline  everything above, then 4 sessions for 10 s writing in pipelines beside sessions counting the
+pipeline  everything above, then 4 sessions for 6 s writing in pipelines beside sessions counting the
           rows they commit (`INSERT … SELECT count(*)`).
 two-nodes (CONNECTION_STRING is node 1's, a third argument node 2's) three rounds: the tables made
           again through node 1, then for 8 s two sessions per node writing pipelined transactions of
@@ -149,7 +149,7 @@ def pipeline(dsn):
                 except psycopg.errors.SerializationFailure:
                     pass  # the order's 40001: the client retries (here: the next round)
 
-    in_threads([writer, writer, counter, counter], 10)
+    in_threads([writer, writer, counter, counter], 6)
     with psycopg.connect(dsn, autocommit=True) as c:
         written = one(c, "select count(*) from items where v = %s", ("concurrent",))
         counted = one(c, "select count(distinct n) from counts")
