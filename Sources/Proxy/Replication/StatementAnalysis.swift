@@ -317,7 +317,9 @@ public struct StatementAnalysis: Sendable, Equatable {
                     temporaryObjectDroppedAtCommit = true
                 }
             }
-            if first == "discard", s.count >= 2, s[1].kind == .word, ["all", "temp", "temporary"].contains(s[1].text) {
+            // (Alone in its Query: among others it runs in an implicit transaction block, which DISCARD
+            // ALL refuses and whose rollback would bring DISCARD TEMP's tables back.)
+            if statements.count == 1, first == "discard", s.count >= 2, s[1].kind == .word, ["all", "temp", "temporary"].contains(s[1].text) {
                 discardsTemporaryObjects = true
             }
             if first == "savepoint" || first == "release" || (first == "rollback" && s.dropFirst().contains { $0.kind == .word && $0.text == "to" }) {

@@ -621,6 +621,7 @@ struct StatementTracker {
         result.locksOnLeadAlone = result.lockRowsPerBackend && plainShape
         result.barelyTriesSessionLock = result.barelyTriesSessionLock && result.locksOnLeadAlone
         result.isWrappable = executes == 1 && wrappableExecutes == 1
+        if executes != 1 { result.discardsTemporaryObjects = false }
         if executes == 0 { result.isPlainRead = false }
         if commitExecutes > 0 && executes > 1 { result.mixesTransactionControl = true }
         if single && result.bytes.readableBytes == 0 { result.bytes = frames[0].bytes }

@@ -181,7 +181,10 @@ extension ClientSessionHandler {
                 shared.forgetSchemas(backend: backends[index].backend.id, database: database)
                 schemaCheckDue = true
             }
-            logger.warning("PREPARE TRANSACTION failed on backend \(backends[index].backend.description)\(why)", metadata: ["gid": "\(c.gid)"])
+            // (A serialization failure or deadlock is the workload's, not the backend's: not a warning.)
+            let conflict = fields?.sqlState.map { CommitRound.conflictSQLStates.contains($0) } == true
+            logger.log(level: conflict ? .info : .warning, "PREPARE TRANSACTION failed on backend \(backends[index].backend.description)\(why)",
+                       metadata: ["gid": "\(c.gid)"])
         }
         // A follower whose transaction a timing outcome aborted earlier (left to the vote by the
         // comparison) fails its PREPARE with 25P02: the outcome that counts is the earlier one.

@@ -557,7 +557,8 @@ extension ClientSessionHandler {
             votedCommitAvailable = false
             votedCommitLostToTemporaryTables = true
             logger.info("the session created a temporary table: its commits go without the vote until DISCARD ALL or DISCARD TEMP")
-        } else if result.discardsTemporaryObjects, votedCommitLostToTemporaryTables, lastStatus == .idle, !result.createsTemporaryObject {
+        } else if result.discardsTemporaryObjects, votedCommitLostToTemporaryTables, lastStatus == .idle, !openExtendedGroup,
+                  !result.createsTemporaryObject {
             votedCommitAvailable = true
             votedCommitLostToTemporaryTables = false
             logger.info("the session's temporary tables were discarded: its commits go through the vote again")
