@@ -25,6 +25,36 @@ def one(conn, sql, params=None):
     return conn.execute(sql, params).fetchone()[0]
 
 
+def pipelined_writer(dsn, v):
+    """A worker writing transactions of five rows `(v, round)` into `items`, each sent as one pipeline."""
+    def run(stop):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for round in range(100_000):
+                if stop.is_set():
+                    return
+                with c.pipeline():
+                    with c.transaction():
+                        for i in range(5):
+                            c.execute("insert into items (v, n) values (%s, %s)", (v, round))
+    return run
+
+
+def row_counter(dsn, v, retries=False):
+    """A worker inserting into `counts` how many rows of `items` have `v`; with `retries`, a 40001
+    (the order's: the client retries) only skips that round."""
+    def run(stop):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for _ in range(100_000):
+                if stop.is_set():
+                    return
+                try:
+                    c.execute("insert into counts (n) select count(*) from items where v = %s", (v,))
+                except psycopg.errors.SerializationFailure:
+                    if not retries:
+                        raise
+    return run
+
+
 def pipeline(dsn):
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("create table items (id serial primary key, v text not null, n int not null)")
@@ -129,26 +159,7 @@ def pipeline(dsn):
         c.commit()
     ok("cancel")
 
-    def writer(stop):
-        with psycopg.connect(dsn, autocommit=True) as c:
-            for round in range(10_000):
-                if stop.is_set():
-                    return
-                with c.pipeline():
-                    with c.transaction():
-                        for i in range(5):
-                            c.execute("insert into items (v, n) values (%s, %s)", ("concurrent", round))
-
-    def counter(stop):
-        with psycopg.connect(dsn, autocommit=True) as c:
-            for _ in range(10_000):
-                if stop.is_set():
-                    return
-                try:
-                    c.execute("insert into counts (n) select count(*) from items where v = %s", ("concurrent",))
-                except psycopg.errors.SerializationFailure:
-                    pass  # the order's 40001: the client retries (here: the next round)
-
+    writer, counter = pipelined_writer(dsn, "concurrent"), row_counter(dsn, "concurrent", retries=True)
     in_threads([writer, writer, counter, counter], 6)
     with psycopg.connect(dsn, autocommit=True) as c:
         written = one(c, "select count(*) from items where v = %s", ("concurrent",))
@@ -165,28 +176,8 @@ def two_nodes(dsn, other):
             c.execute("create table items (id serial primary key, v text not null, n int not null)")
             c.execute("create table counts (id serial primary key, n bigint not null)")
 
-        def writer(node):
-            def run(stop):
-                with psycopg.connect(node, autocommit=True) as c:
-                    for r in range(100_000):
-                        if stop.is_set():
-                            return
-                        with c.pipeline():
-                            with c.transaction():
-                                for i in range(5):
-                                    c.execute("insert into items (v, n) values (%s, %s)", ("w", r))
-            return run
-
-        def counter(node):
-            def run(stop):
-                with psycopg.connect(node, autocommit=True) as c:
-                    for _ in range(100_000):
-                        if stop.is_set():
-                            return
-                        c.execute("insert into counts (n) select count(*) from items")
-            return run
-
-        in_threads([writer(dsn), writer(dsn), counter(dsn), writer(other), writer(other), counter(other)], 8)
+        workers = [pipelined_writer(node, "w") for node in (dsn, dsn, other, other)]
+        in_threads(workers + [row_counter(dsn, "w"), row_counter(other, "w")], 8)
         with psycopg.connect(dsn, autocommit=True) as c:
             written = one(c, "select count(*) from items")
             counted = one(c, "select count(distinct n) from counts")
