@@ -15,6 +15,44 @@ import Wire
     }
 
 
+    /// PostgreSQL sends a cycle's replies with its ReadyForQuery. An autocommit write's ReadyForQuery
+    /// waits for the vote, which waits for every backend: the lead's `CommandComplete` waits with it,
+    /// or a client that reads a reply's results up to the next one — pgbench does, for every session
+    /// of its thread — blocks on the missing ReadyForQuery, and the sessions blocked with it may hold
+    /// the locks a follower waits for (a deadlock broken only by failing the followers: 2026-12-06).
+    /// db3 is held up on purpose by a lock taken there directly; once db2 has done the write (sent
+    /// to the followers when the lead's reply was read), the client must have nothing yet.
+    @Test(arguments: ["insert into held_reply values (1)", "update held_reply set v = v + 1"])
+    func aVotedWritesReplyReachesTheClientWithItsReadyForQuery(write: String) async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 120\n") { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
+                    "create table held_reply (v int); insert into held_reply values (0)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let blocker = try RawPostgresClient(port: servers[2].port, timeoutSeconds: 30)
+                _ = try blocker.startup()
+                #expect(try blocker.query("begin; lock table held_reply in exclusive mode").compactMap(\.errorState) == [])
+
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                _ = try client.startup()
+                try client.send(query(write))
+                #expect(try await eventually(30) {
+                    try servers[1].psql("select (select count(*) from pg_stat_activity where state = 'idle in transaction' and backend_xid is not null) + (select count(*) from pg_prepared_xacts)") != "0"
+                        && servers[2].psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "1"
+                }, "the write did not reach db2, or does not wait on db3")
+                #expect(client.bytesWaiting() == 0, "the client has part of the reply before its ReadyForQuery")
+
+                #expect(try blocker.query("rollback").compactMap(\.errorState) == [])
+                let reply = try client.readUntilReady()
+                let tags = reply.compactMap { if case let .commandComplete(tag) = $0 { tag } else { nil } }
+                #expect(tags == [write.hasPrefix("insert") ? "INSERT 0 1" : "UPDATE 1"], "\(reply)")
+                #expect(reply.last.map { if case .readyForQuery(.idle) = $0 { true } else { false } } == true, "\(reply)")
+                #expect(Set(try Consistency.checksums(servers)).count == 1)
+                #expect(proxy.server.context.registry.online().count == 3)
+            }
+        }
+    }
+
     /// A `COPY … FROM STDIN` in the extended protocol, as tokio-postgres' `copy_in` sends it: Parse,
     /// Bind, Execute and Sync, then (PostgreSQL ignoring that Sync in copy-in mode) the data, CopyDone
     /// and a second Sync. On three backends, in autocommit and in a transaction: the client gets

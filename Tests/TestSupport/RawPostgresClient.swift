@@ -68,6 +68,13 @@ public final class RawPostgresClient: @unchecked Sendable {
         return inbound.readBytes(length: count)
     }
 
+    /// Bytes the server has sent that were not read yet (buffered here or in the socket), without waiting.
+    public func bytesWaiting() -> Int {
+        var pending: Int32 = 0
+        _ = ioctl(fd, UInt(FIONREAD), &pending)
+        return inbound.readableBytes + Int(pending)
+    }
+
     /// Fills the buffer from the socket; false at end of stream.
     private func fill() throws -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)

@@ -15,7 +15,9 @@ import NIOCore
 /// later (with the hold, the wanted hold and whether another node waits), `EE <ticket>` ended, `PK
 /// [tickets]` parked, `HW <want> held=<hold>` the order thread moving; the sequence turn: `SW` wanted,
 /// `SG` granted, `SL`/`ST`/`SU` its cluster-wide lock asked, taken, released; `KH`/`KA` DDL held for
-/// the peers' acknowledgement and acknowledged.
+/// the peers' acknowledgement and acknowledged; the client's side: `CR s<session> held=… <what holds>`
+/// a Sync or Query from the client (and whether the session holds it), `RQ` a ReadyForQuery written
+/// to the client, `RF` flushed to it.
 enum OrderTrace {
     static let fd: Int32 = {
         guard let path = getenv("PGCHORUS_ORDER_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return -1 }

@@ -168,7 +168,10 @@ extension ClientSessionHandler {
     /// under REPEATABLE READ. The followers follow the lead's outcome (`releaseLeadTimingOutcome`).
     func cancelForEpochs(_ seq: Int) {
         guard phase == .relaying, let context, backends[lead].isLive, let channel = backends[lead].channel,
-              backends[lead].owed.head?.seq == seq else { return }
+              backends[lead].owed.head?.seq == seq else {
+            if OrderTrace.enabled { trace("CANCEL-SKIP", "\(seq) phase=\(phase) head=\(backends[lead].owed.head.map { "\($0.seq)" } ?? "-")") }
+            return
+        }
         epochCancelUntil = .now() + .seconds(1)
         if OrderTrace.enabled { trace("CANCEL", "\(seq)") }
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")

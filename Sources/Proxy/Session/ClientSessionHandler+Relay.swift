@@ -104,6 +104,9 @@ extension ClientSessionHandler {
         // So does the Sync that ends an extended-protocol COPY (`extendedCopySyncOwed`).
         let endsExtendedCopy = extendedCopySyncOwed && frame.type == FrontendMessage.Kind.sync.rawValue
         let continuesCopy = Self.continuesCopy(type: frame.type) || endsExtendedCopy
+        if OrderTrace.enabled, frame.type == FrontendMessage.Kind.sync.rawValue || frame.type == FrontendMessage.Kind.query.rawValue {
+            trace("CR", "held=\(holdsClientFrames(continuesCopy: continuesCopy)) commit=\(commit != nil) group=\(waitingGroup != nil) epoch=\(epochWaiting != nil) wrap=\(wrapPending) catalog=\(catalogWait) all=\(answerWhenAll.awaiting != nil) boundary=\(segments.inProgress)")
+        }
         if holdsClientFrames(continuesCopy: continuesCopy) || (segments.inProgress && !admittingSegment && !continuesCopy) {
             heldFrames.append(frame)
             return
@@ -869,10 +872,12 @@ extension ClientSessionHandler {
             case .forward:
                 forwardToClient(frame)
             case .drop:
-                break
+                // The vote answers the client: the reply waits for its ReadyForQuery (`clientReadyWithheld`).
+                if exp.holdReady, frame.type == BackendMessage.Kind.readyForQuery.rawValue, delivery.owes(exp.seq) { clientReadyWithheld = true }
             case .holdUntilAll:
                 // Kept back until every backend has done this autocommit write (`releaseHeldReady`).
                 answerWhenAll.hold(exp.seq, frame: frame)
+                clientReadyWithheld = true
             case .serializationFailure:
                 epochCancelUntil = nil
                 writeClient(.errorResponse(Self.epochSerializationFailure))

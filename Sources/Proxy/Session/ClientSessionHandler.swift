@@ -42,6 +42,16 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var counted = false
     var fatalForwarded = false
     var clientNeedsFlush = false
+    /// The lead's reply to the client's cycle is written but for its ReadyForQuery, which waits for the
+    /// vote (an autocommit write) or for every backend (a write outside the vote): the reply is not
+    /// flushed before it (`flushClient`). PostgreSQL sends a cycle's replies with its ReadyForQuery
+    /// (or when its 8 KB buffer fills); a client that reads a reply's results until the next one
+    /// blocks on the missing ReadyForQuery otherwise — pgbench does, and with it every other session
+    /// of its thread, some holding the locks the vote waits for (followers failed for a missed
+    /// deadline, 2026-12-06).
+    var clientReadyWithheld = false
+    /// Bytes written to the client since its last flush.
+    var clientUnflushed = 0
     /// The client's channel takes more output (see `applyClientBackpressure`).
     var clientWritable = true
     /// The client's channel is read (see `readClientWhileBackendsTakeMore`).
@@ -182,6 +192,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var wrapPending = false
     /// Followers past their deadline were held back by the node's order lately: no deadline check before this.
     var deadlineHeldBackUntil: NIODeadline?
+    /// Order trace only: a ReadyForQuery was written to the client and not flushed yet.
+    var readyUnflushed = false
     /// The wrapped group is the statements before a COMMIT of the same Query (`GroupFlags.trailingCommit`).
     var trailingCommitPending = false
     /// The parts of a Query cut at its COMMITs (see `QuerySegments`).
@@ -338,7 +350,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         writeClient(.errorResponse(ErrorFields(severity: "FATAL", sqlState: "53200",
                           message: "pgchorus is out of memory for large client messages: this message of \(mib(length)) MiB does not fit in the \(mib(shared.messageMemory.limit)) MiB the node keeps for them (proxy.message_memory), \(mib(shared.messageMemory.inUse)) MiB in use",
                           hint: "Retry later, or send the data in smaller statements (COPY streams rows in small messages).")))
-        flushClient()
+        flushClient(force: true)
         // The rest of the message is still coming: what it still sends is dropped (`closeAfterFinalMessage`).
         if let context {
             context.closeAfterFinalMessage()
@@ -440,8 +452,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
         if segments.inProgress, !segmentPassesToClient(bytes) { return }
         if bytes.readableBytes == 6, bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) == BackendMessage.Kind.readyForQuery.rawValue {
             readiesOwed = max(0, readiesOwed - 1)
+            clientReadyWithheld = false
+            if OrderTrace.enabled { trace("RQ", "unflushed"); readyUnflushed = true }
         }
         clientNeedsFlush = true
+        clientUnflushed += bytes.readableBytes
         if bytes.readableBytes >= Self.gatherLimit {
             writeGatheredClientBytes(context)
             context.write(NIOAny(bytes), promise: nil)
@@ -457,12 +472,17 @@ final class ClientSessionHandler: ChannelInboundHandler {
         clientOutput = ByteBuffer()
     }
 
-    func flushClient() {
+    /// Sends what was written to the client. Not while its cycle's ReadyForQuery is withheld
+    /// (`clientReadyWithheld`) and less than `gatherLimit` waits, unless `force` (the session ends).
+    func flushClient(force: Bool = false) {
         noteGateBusy()
         guard clientNeedsFlush, let context else { return }
+        if clientReadyWithheld, !force, clientUnflushed < Self.gatherLimit { return }
         clientNeedsFlush = false
+        clientUnflushed = 0
         writeGatheredClientBytes(context)
         context.flush()
+        if readyUnflushed { readyUnflushed = false; trace("RF", "flushed") }
     }
 
     /// Sends a final error to the client and ends the session (the client reads the error even if it
@@ -470,14 +490,14 @@ final class ClientSessionHandler: ChannelInboundHandler {
     func fatal(_ fields: ErrorFields) {
         guard phase != .closed else { return }
         writeClient(.errorResponse(fields))
-        flushClient()
+        flushClient(force: true)
         context?.closeAfterFinalMessage()
         shutDown()
     }
 
     func close() {
         guard phase != .closed else { return }
-        flushClient()
+        flushClient(force: true)
         // A backend's FATAL forwarded to the client is its final message like pgchorus' own.
         if fatalForwarded { context?.closeAfterFinalMessage() } else { context?.close(promise: nil) }
         shutDown()
