@@ -21,6 +21,8 @@ extension ClientSessionHandler {
     /// Starts the parts of a cut Query (its first part now, the others as each one is answered).
     func runSegments(_ parts: [PostgresFrame]) {
         logger.debug("a COMMIT or ROLLBACK in the middle of a Query: it runs as \(parts.count) parts, each COMMIT through the vote")
+        // As from PostgreSQL, the parts' replies reach the client with the last part's ReadyForQuery.
+        clientReadyWithheld = true
         if segments.start(parts, readiesOwed: readiesOwed) { admitNextSegment() }
     }
 

@@ -43,7 +43,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var fatalForwarded = false
     var clientNeedsFlush = false
     /// The lead's reply to the client's cycle is written but for its ReadyForQuery, which waits for the
-    /// vote (an autocommit write) or for every backend (a write outside the vote): the reply is not
+    /// vote (an autocommit write) or for every backend (a write outside the vote), or a Query cut at
+    /// its COMMITs runs (its parts' replies go with its last ReadyForQuery): the reply is not
     /// flushed before it (`flushClient`). PostgreSQL sends a cycle's replies with its ReadyForQuery
     /// (or when its 8 KB buffer fills); a client that reads a reply's results until the next one
     /// blocks on the missing ReadyForQuery otherwise — pgbench does, and with it every other session
@@ -452,7 +453,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
         if segments.inProgress, !segmentPassesToClient(bytes) { return }
         if bytes.readableBytes == 6, bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) == BackendMessage.Kind.readyForQuery.rawValue {
             readiesOwed = max(0, readiesOwed - 1)
-            clientReadyWithheld = false
+            // (A cut Query's reply is open until its last part's ReadyForQuery: `runSegments`.)
+            if !segments.inProgress { clientReadyWithheld = false }
             if OrderTrace.enabled { trace("RQ", "unflushed"); readyUnflushed = true }
         }
         clientNeedsFlush = true
@@ -473,11 +475,12 @@ final class ClientSessionHandler: ChannelInboundHandler {
     }
 
     /// Sends what was written to the client. Not while its cycle's ReadyForQuery is withheld
-    /// (`clientReadyWithheld`) and less than `gatherLimit` waits, unless `force` (the session ends).
+    /// (`clientReadyWithheld`) and less than `gatherLimit` waits, unless `force` (the session ends)
+    /// or the client is to send COPY data (it waits for the CopyInResponse).
     func flushClient(force: Bool = false) {
         noteGateBusy()
         guard clientNeedsFlush, let context else { return }
-        if clientReadyWithheld, !force, clientUnflushed < Self.gatherLimit { return }
+        if clientReadyWithheld, !force, !copyInProgress, clientUnflushed < Self.gatherLimit { return }
         clientNeedsFlush = false
         clientUnflushed = 0
         writeGatheredClientBytes(context)
