@@ -15,6 +15,10 @@ enum ProxyMetrics {
     /// Transactions rolled back at their vote (client got 40001) because the order had to go on before
     /// one of their statements reached every backend (`CommitEpochs`, `doomForEpochs`).
     static let epochDooms = Counter(label: "pgchorus_snapshot_order_dooms_total")
+    /// Sequence-drawing statements that ended differently on the backends, after which the followers'
+    /// sequences were set to the lead's (`SequenceResync`), and those where that failed.
+    static let sequenceResyncs = Counter(label: "pgchorus_sequence_resyncs_total")
+    static let sequenceResyncFailures = Counter(label: "pgchorus_sequence_resync_failures_total")
     /// Rounds of the order's probe that asked the backends which running statements wait on a lock
     /// (`CommitEpochs`: only while a turn waits on statements that have run one probe interval).
     static let epochProbes = Counter(label: "pgchorus_snapshot_order_probes_total")

@@ -10,6 +10,19 @@ extension TimingSensitive {
 @Suite(.serialized) struct MultiNodeWriteTests {
     static let health = "[health_check]\ninterval = 0.5\ntimeout = 5\nfailures = 3\n"
 
+    /// `backends` PostgreSQL servers and two nodes in front of them, both started and hearing each other.
+    static func withTwoNodes(backends: Int, _ body: ([LocalPostgresServer], NodeCluster) async throws -> Void) async throws {
+        try await withPostgresServers(count: backends) { servers in
+            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
+                try await cluster.start(1)
+                try await cluster.start(2)
+                // (A node takes writes once it hears a majority: here both.)
+                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
+                try await body(servers, cluster)
+            }
+        }
+    }
+
     /// Starts every node of `cluster`, checks that each hears a majority, and creates pgbench's
     /// tables (scale 1) through node 1.
     static func startWithPgbench(_ cluster: NodeCluster, sourceLocation: SourceLocation = #_sourceLocation) async throws {
@@ -81,17 +94,12 @@ extension TimingSensitive {
     /// followers ("got T where the others had 2") — or, the parts having drawn their ids outside the
     /// order, one backend's counts differed, all online (2 of 6 runs of 20 s).
     @Test func psycopg3PipelinesThroughTwoNodesStayIdentical() async throws {
-        try await withPostgresServers(count: 3) { servers in
-            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
-                try await cluster.start(1)
-                try await cluster.start(2)
-                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
-                let (one, two) = (cluster.connectionString(1), cluster.connectionString(2))
-                let run = try await runBlocking { try Clients.pythonScript("psycopg3_client.py", [one, "two-nodes", two], timeout: .seconds(150)) }
-                #expect(run.exitCode == 0, "\(run.report)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))")
-                #expect(run.stdoutLines.last == "PASSED two-nodes", "\(run.report)")
-                try await Self.expectInStep(cluster, servers, nodes: 1...2)
-            }
+        try await Self.withTwoNodes(backends: 3) { servers, cluster in
+            let (one, two) = (cluster.connectionString(1), cluster.connectionString(2))
+            let run = try await runBlocking { try Clients.pythonScript("psycopg3_client.py", [one, "two-nodes", two], timeout: .seconds(150)) }
+            #expect(run.exitCode == 0, "\(run.report)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))")
+            #expect(run.stdoutLines.last == "PASSED two-nodes", "\(run.report)")
+            try await Self.expectInStep(cluster, servers, nodes: 1...2)
         }
     }
 
@@ -99,39 +107,80 @@ extension TimingSensitive {
     /// transactions through both nodes that update the same four rows (in one order: they wait on each
     /// other on the lead, and never deadlock).
     @Test func serialIdsFromTwoWritingNodesAreIdenticalOnEveryBackend() async throws {
-        try await withPostgresServers(count: 2) { servers in
-            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
-                try await cluster.start(1)
-                try await cluster.start(2)
-                // (A node takes writes once it hears a majority: here both.)
-                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
-                let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
-                    "create table s (id serial primary key, node int, k int); create table hot (id int primary key, v int); insert into hot select g, 0 from generate_series(1, 4) g"])
-                #expect(create.exitCode == 0, "\(create.report)")
-                try await Self.scriptsThroughBothNodes(cluster, transactions: 60, extra: ["--max-tries", "20"]) { node in
-                    """
-                    \\set k random(1, 1000000)
-                    \\set h random(1, 4)
-                    insert into s (node, k) values (\(node), :k);
-                    begin;
-                    update hot set v = v + 1 where id = least(:h, 5 - :h);
-                    update hot set v = v + 1 where id = greatest(:h, 5 - :h);
-                    insert into s (node, k) values (\(node), -:k) returning id;
-                    end;
-                    """
-                }
-                // Both nodes' rows, the same ids on every backend, and the hot rows' counters alike.
-                #expect(try servers[0].psql("select count(*), count(distinct node) from s") == "960|2")
-                let sums = try Consistency.checksums(servers)
-                // What the nodes warned about (a follower failed, the order forced …) goes with any failure below.
-                let warned = "node1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))"
-                #expect(Set(sums).count == 1, "backends differ: \(sums)\n\(warned)")
-                #expect(try servers[0].psql("select sum(v) from hot") == "960")
-                for i in 1...2 {
-                    let status = try await cluster.status(i)
-                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
-                }
-                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                "create table s (id serial primary key, node int, k int); create table hot (id int primary key, v int); insert into hot select g, 0 from generate_series(1, 4) g"])
+            #expect(create.exitCode == 0, "\(create.report)")
+            try await Self.scriptsThroughBothNodes(cluster, transactions: 60, extra: ["--max-tries", "20"]) { node in
+                """
+                \\set k random(1, 1000000)
+                \\set h random(1, 4)
+                insert into s (node, k) values (\(node), :k);
+                begin;
+                update hot set v = v + 1 where id = least(:h, 5 - :h);
+                update hot set v = v + 1 where id = greatest(:h, 5 - :h);
+                insert into s (node, k) values (\(node), -:k) returning id;
+                end;
+                """
+            }
+            // Both nodes' rows, the same ids on every backend, and the hot rows' counters alike.
+            #expect(try servers[0].psql("select count(*), count(distinct node) from s") == "960|2")
+            let sums = try Consistency.checksums(servers)
+            // What the nodes warned about (a follower failed, the order forced …) goes with any failure below.
+            let warned = "node1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))"
+            #expect(Set(sums).count == 1, "backends differ: \(sums)\n\(warned)")
+            #expect(try servers[0].psql("select sum(v) from hot") == "960")
+            for i in 1...2 {
+                let status = try await cluster.status(i)
+                #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
+            }
+            for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+        }
+    }
+
+    /// An insert into a SERIAL table that fails inside a transaction block (a duplicate key) leaves the
+    /// session's block aborted, where PostgreSQL refuses every statement — also pgchorus' release of
+    /// the cluster-wide sequence lock, which outlives the transaction. The release is sent again once the
+    /// block has ended (ROLLBACK, or ROLLBACK TO SAVEPOINT); until 2026-12-06 the lock stayed with the
+    /// session, and every other session's sequence-drawing statement, through either node, waited for
+    /// that client to disconnect.
+    @Test func aSequenceDrawingStatementFailingInATransactionLetsTheClusterWideTurnGo() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                "create table s (id serial primary key, k int unique); insert into s (k) values (1)"])
+            #expect(create.exitCode == 0, "\(create.report)")
+            // Sessions holding the sequence lock (class 7451037, key 1) on the lead, db1.
+            let holders = "select count(*) from pg_locks where locktype = 'advisory' and classid = 7451037 and objid = 1 and granted"
+            let held = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            defer { held.disconnect() }
+            _ = try held.startup()
+            #expect(try held.query("begin").allSatisfy { $0.errorState == nil })
+            #expect(try held.query("insert into s (k) values (1)").compactMap(\.errorState) == ["23505"])
+            #expect(try held.query("rollback").allSatisfy { $0.errorState == nil })
+            // The same inside a block that goes on after ROLLBACK TO SAVEPOINT.
+            for sql in ["begin", "savepoint a"] { #expect(try held.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)") }
+            #expect(try held.query("insert into s (k) values (1)").compactMap(\.errorState) == ["23505"])
+            #expect(try held.query("rollback to savepoint a").allSatisfy { $0.errorState == nil })
+            // The session stays connected, its transaction open: nobody holds the lock any more …
+            #expect(try servers[0].psql(holders) == "0")
+            // … and sequence-drawing statements through node 2 and through another session of node 1
+            // go on (bounded: they would otherwise wait up to 120 s, then end with 40P01).
+            for (node, k) in [(2, 2), (1, 3)] {
+                let insert = try Clients.psql(cluster.connectionString(node), ["-v", "ON_ERROR_STOP=1", "-c", "insert into s (k) values (\(k))"],
+                                              timeout: .seconds(30))
+                #expect(insert.exitCode == 0, "node \(node): \(insert.report)")
+            }
+            #expect(try held.query("insert into s (k) values (4)").allSatisfy { $0.errorState == nil })
+            #expect(try held.query("commit").allSatisfy { $0.errorState == nil })
+            #expect(try servers[0].psql(holders) == "0")
+            // (The failed inserts drew ids 2 and 3 on every backend alike: the statement ran on the lead
+            // first and the followers with it, each failing alike.)
+            #expect(try servers[0].psql("select string_agg(k::text, ',' order by id) from s") == "1,2,3,4")
+            let sums = try Consistency.checksums(servers)
+            #expect(Set(sums).count == 1, "backends differ: \(sums)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))")
+            for i in 1...2 {
+                let status = try await cluster.status(i)
+                #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
             }
         }
     }
@@ -142,57 +191,52 @@ extension TimingSensitive {
     /// node 2 learns of each before its next statement, and the ids its inserts draw are identical on
     /// every backend.
     @Test func aSerialTableCreatedThroughAnotherNodeIsOrderedOnEveryNode() async throws {
-        try await withPostgresServers(count: 2) { servers in
-            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
-                try await cluster.start(1)
-                try await cluster.start(2)
-                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
-                let warm = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)"])
-                #expect(warm.exitCode == 0, "\(warm.report)")
-                // Node 2 loads its catalog (warm: no sequence) …
-                let load = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm values (1)"])
-                #expect(load.exitCode == 0, "\(load.report)")
-                // … then node 1 creates the SERIAL table, and an existing table gains an IDENTITY column.
-                let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
-                    "create table s (id serial primary key, node int, k int); alter table warm add column id int not null default 0; "
-                    + "alter table warm alter column id drop default; alter table warm alter column id add generated always as identity"])
-                #expect(create.exitCode == 0, "\(create.report)")
-                // Node 2 loads its catalog again; then a migration's DO block creates another SERIAL table.
-                let reload = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm (x) values (2)"])
-                #expect(reload.exitCode == 0, "\(reload.report)")
-                let block = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
-                    "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
-                #expect(block.exitCode == 0, "\(block.report)")
-                // A client pipelines the end of one DDL transaction and the next one's DDL (three Queries
-                // in one write): the second DDL is covered too, until its own transaction ends.
-                let pipelined = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
-                defer { pipelined.disconnect() }
-                _ = try pipelined.startup()
-                for sql in ["begin", "create table a1 (x int)"] {
-                    #expect(try pipelined.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
-                }
-                try pipelined.send(.query("rollback"), .query("begin"), .query("create table p (id serial primary key, k int)"))
-                for _ in 0..<3 { #expect(try pipelined.readUntilReady().allSatisfy { $0.errorState == nil }) }
-                let again = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm (x) values (3)"])
-                #expect(again.exitCode == 0, "\(again.report)")
-                #expect(try pipelined.query("commit").allSatisfy { $0.errorState == nil })
-                try await Self.scriptsThroughBothNodes(cluster, transactions: 50) { node in
-                    """
-                    \\set k random(1, 1000000)
-                    insert into s (node, k) values (\(node), :k);
-                    insert into warm (x) values (:k);
-                    insert into d (k) values (:k);
-                    insert into p (k) values (:k);
-                    """
-                }
-                let warned = "node1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))"
-                #expect(try servers[0].psql("select count(*), count(distinct node) from s") == "400|2")
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "backends differ: \(sums)\n\(warned)")
-                for i in 1...2 {
-                    let status = try await cluster.status(i)
-                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
-                }
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let warm = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table warm (x int)"])
+            #expect(warm.exitCode == 0, "\(warm.report)")
+            // Node 2 loads its catalog (warm: no sequence) …
+            let load = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm values (1)"])
+            #expect(load.exitCode == 0, "\(load.report)")
+            // … then node 1 creates the SERIAL table, and an existing table gains an IDENTITY column.
+            let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                "create table s (id serial primary key, node int, k int); alter table warm add column id int not null default 0; "
+                + "alter table warm alter column id drop default; alter table warm alter column id add generated always as identity"])
+            #expect(create.exitCode == 0, "\(create.report)")
+            // Node 2 loads its catalog again; then a migration's DO block creates another SERIAL table.
+            let reload = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm (x) values (2)"])
+            #expect(reload.exitCode == 0, "\(reload.report)")
+            let block = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                "do $$ begin if to_regclass('d') is null then create table d (id serial primary key, k int); end if; end $$"])
+            #expect(block.exitCode == 0, "\(block.report)")
+            // A client pipelines the end of one DDL transaction and the next one's DDL (three Queries
+            // in one write): the second DDL is covered too, until its own transaction ends.
+            let pipelined = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            defer { pipelined.disconnect() }
+            _ = try pipelined.startup()
+            for sql in ["begin", "create table a1 (x int)"] {
+                #expect(try pipelined.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+            }
+            try pipelined.send(.query("rollback"), .query("begin"), .query("create table p (id serial primary key, k int)"))
+            for _ in 0..<3 { #expect(try pipelined.readUntilReady().allSatisfy { $0.errorState == nil }) }
+            let again = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into warm (x) values (3)"])
+            #expect(again.exitCode == 0, "\(again.report)")
+            #expect(try pipelined.query("commit").allSatisfy { $0.errorState == nil })
+            try await Self.scriptsThroughBothNodes(cluster, transactions: 50) { node in
+                """
+                \\set k random(1, 1000000)
+                insert into s (node, k) values (\(node), :k);
+                insert into warm (x) values (:k);
+                insert into d (k) values (:k);
+                insert into p (k) values (:k);
+                """
+            }
+            let warned = "node1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))"
+            #expect(try servers[0].psql("select count(*), count(distinct node) from s") == "400|2")
+            let sums = try Consistency.checksums(servers)
+            #expect(Set(sums).count == 1, "backends differ: \(sums)\n\(warned)")
+            for i in 1...2 {
+                let status = try await cluster.status(i)
+                #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends.map { "\($0.id) \($0.status) \($0.reason)" })")
             }
         }
     }
@@ -213,23 +257,18 @@ extension TimingSensitive {
     }
 
     func writesThatReadAnotherNodesCommitsAreIdenticalEverywhere(_ check: String) async throws {
-        try await withPostgresServers(count: 3) { servers in
-            try await withNodeCluster(count: 2, backends: servers, peerTimeout: 3, extra: { _ in Self.health }) { cluster in
-                try await cluster.start(1)
-                try await cluster.start(2)
-                #expect(try await cluster.nodesWithoutQuorum(1...2) == [], "nodes without quorum")
-                let dsn = cluster.connectionString(1) + " ;; " + cluster.connectionString(2)
-                let out = try await runBlocking { try Clients.pythonScript("snapshot_client.py", [dsn, check], timeout: .seconds(150)) }
-                #expect(out.exitCode == 0, "\(out.report)")
-                #expect(out.stdoutLines.last == "PASSED \(check)", "\(out.report)")
-                let sums = try Consistency.checksums(servers)
-                #expect(Set(sums).count == 1, "backends differ: \(sums)")
-                for i in 1...2 {
-                    let status = try await cluster.status(i)
-                    #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
-                }
-                for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
+        try await Self.withTwoNodes(backends: 3) { servers, cluster in
+            let dsn = cluster.connectionString(1) + " ;; " + cluster.connectionString(2)
+            let out = try await runBlocking { try Clients.pythonScript("snapshot_client.py", [dsn, check], timeout: .seconds(150)) }
+            #expect(out.exitCode == 0, "\(out.report)")
+            #expect(out.stdoutLines.last == "PASSED \(check)", "\(out.report)")
+            let sums = try Consistency.checksums(servers)
+            #expect(Set(sums).count == 1, "backends differ: \(sums)")
+            for i in 1...2 {
+                let status = try await cluster.status(i)
+                #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
             }
+            for s in servers { #expect(try Consistency.preparedCount(s) == 0) }
         }
     }
 

@@ -37,6 +37,62 @@ import Wire
         }
     }
 
+    /// A statement that draws sequence values and ends on the lead with a timing outcome — the victim of
+    /// a deadlock, a statement timeout, in autocommit and in a block — drew values there that the
+    /// followers, which get the lead's outcome instead of running it, never drew: their sequences are
+    /// set to the lead's before the next statement draws (`SequenceResync`). Until 2026-12-06 the next
+    /// id differed: the followers failed when a RETURNING compared it, the backends differed silently
+    /// when nothing did.
+    @Test func aSequenceDrawingStatementEndedByATimingOutcomeLeavesTheSequencesAlike() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                func clean(_ c: RawPostgresClient, _ sqls: [String]) throws {
+                    for sql in sqls { #expect(try c.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)") }
+                }
+                let a = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                let b = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                defer { a.disconnect(); b.disconnect() }
+                _ = try a.startup()
+                _ = try b.startup()
+                try clean(a, ["create table s (id serial primary key, k int unique)", "create table acc (id int primary key, v int)",
+                              "insert into acc values (1, 0)"])
+                // 1. A deadlock: b waits for a's row, then a's insert waits for b's key; a, which checks
+                // first (deadlock_timeout), is the victim after drawing its id on the lead.
+                try clean(a, ["set deadlock_timeout = '100ms'", "begin", "update acc set v = 1 where id = 1"])
+                try clean(b, ["set deadlock_timeout = '10s'", "begin", "insert into s (k) values (1)"])
+                try b.send(.query("update acc set v = 2 where id = 1"))
+                var waiting = false
+                for _ in 0..<100 where !waiting {
+                    waiting = try servers[0].psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "1"
+                    if !waiting { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                #expect(waiting, "b's update never waited on the lead")
+                #expect(try a.query("insert into s (k) values (1)").compactMap(\.errorState) == ["40P01"])
+                try clean(a, ["rollback"])
+                #expect(try b.readUntilReady().allSatisfy { $0.errorState == nil })
+                try clean(b, ["commit"])
+                // 2. A statement timeout in an insert drawing one value per row: in autocommit, in a block.
+                let slowInsert = "insert into s (k) select g from generate_series(100, 400) g where pg_sleep(0.01) is not null"
+                try clean(a, ["set statement_timeout = '300ms'"])
+                #expect(try a.query(slowInsert).compactMap(\.errorState) == ["57014"])
+                try clean(a, ["begin"])
+                #expect(try a.query(slowInsert.replacingOccurrences(of: "100, 400", with: "500, 800")).compactMap(\.errorState) == ["57014"])
+                try clean(a, ["rollback", "set statement_timeout = 0"])
+                // The next ids are the same everywhere: compared by RETURNING, and in the tables.
+                let next = try b.query("insert into s (k) values (-1) returning id")
+                #expect(next.allSatisfy { $0.errorState == nil }, "\(next)")
+                try clean(b, ["insert into s (k) values (-2)"])
+                #expect(online(proxy) == ["db1", "db2", "db3"], "\(backendReasons(proxy))")
+                let sequences = try servers.map { try $0.psql("select last_value from s_id_seq") }
+                #expect(Set(sequences).count == 1, "\(sequences)")
+                let rows = try servers.map { try $0.psql("select string_agg(id || ':' || k, ',' order by id) from s") }
+                #expect(Set(rows).count == 1, "\(rows)")
+                // (Ids 2 and the timed-out inserts' were drawn on the lead and are skipped everywhere.)
+                #expect(rows[0].hasPrefix("1:1,") && !rows[0].hasPrefix("1:1,2:"), "\(rows)")
+            }
+        }
+    }
+
     /// A client slow to read one statement's large answer holds back the lead (its replies go to the
     /// client) but not the followers, which are still answering the statement before: they must not
     /// miss their deadline for it (psycopg2's test_flush_on_write failed a follower this way).

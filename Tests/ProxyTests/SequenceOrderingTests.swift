@@ -86,3 +86,28 @@ import Testing
         #expect(granted.withLock { $0 } == [1, 2, 3])
     }
 }
+
+/// What sets a follower's sequences to the lead's after a sequence-drawing statement ended differently
+/// on the backends (`SequenceResync.setvals`).
+@Suite struct SequenceResyncTests {
+    @Test func onlyTheSequencesThatDifferAreSetAndANeverDrawnOneGoesBackToItsStart() {
+        let lead: [String: SequenceResync.Value] = [
+            "public.s_id_seq": .init(last: "7", start: "1"),
+            "public.same": .init(last: "3", start: "1"),
+            "\"Odd\".\"it's\"": .init(last: nil, start: "100"),
+            "public.only_on_lead": .init(last: "2", start: "1"),
+        ]
+        let follower: [String: SequenceResync.Value] = [
+            "public.s_id_seq": .init(last: "6", start: "1"),
+            "public.same": .init(last: "3", start: "1"),
+            "\"Odd\".\"it's\"": .init(last: "101", start: "100"),
+        ]
+        let set = SequenceResync.setvals(wanted: lead, have: follower)
+        #expect(set.map(\.name) == ["\"Odd\".\"it's\"", "public.s_id_seq"])
+        #expect(set.map(\.sql) == [
+            "SELECT pg_catalog.setval('\"Odd\".\"it''s\"'::regclass, 100, false)",
+            "SELECT pg_catalog.setval('public.s_id_seq'::regclass, 7, true)",
+        ])
+        #expect(SequenceResync.setvals(wanted: lead, have: lead).isEmpty)
+    }
+}

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import Wire
 
 extension ClientSessionHandler {
@@ -28,10 +29,34 @@ extension ClientSessionHandler {
     func releaseClusterOrder() {
         guard let i = clusterOrderOn else { return }
         clusterOrderOn = nil
+        sendClusterUnlock(to: i)
+    }
+
+    private func sendClusterUnlock(to i: Int) {
         guard backends[i].isLive, backends[i].phase == .ready else { return }
+        clusterUnlockSeqs.insert(nextSeq)
         sendOwn("SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
         if OrderTrace.enabled { trace("SU", "lock1 released") }
         flushBackend(i)
+    }
+
+    /// Backend `index` ended a cycle with transaction status `status`. A release of the cluster-wide
+    /// lock that ran in an aborted transaction block let nothing go (PostgreSQL refuses every statement
+    /// there, and a session-level lock outlives the transaction): the statement that drew sequence
+    /// values failed inside a transaction (a duplicate key, a deadlock). It is sent again once the block
+    /// has ended (ROLLBACK, or ROLLBACK TO SAVEPOINT) — until 2026-12-06 it was not, and every other
+    /// node's (and this node's other sessions') sequence-drawing statements waited until this client
+    /// disconnected. Never into an extended group or a COPY in progress on the backend.
+    func retryClusterUnlocks(_ index: Int, cycle seq: Int, status: BackendMessage.TransactionStatus) {
+        if clusterUnlockSeqs.remove(seq) != nil, status == .failed {
+            clusterUnlocksOwed[index, default: 0] += 1
+            if OrderTrace.enabled { trace("SU", "lock1 release refused in an aborted transaction: owed") }
+            return
+        }
+        guard status != .failed, let owed = clusterUnlocksOwed[index], !openExtendedGroup, openPartial == nil,
+              !copyInProgress, phase == .relaying else { return }
+        clusterUnlocksOwed[index] = nil
+        for _ in 0..<owed { sendClusterUnlock(to: index) }
     }
 
     /// Whether a group draws sequence values: explicit nextval/setval, or an insert into a table
@@ -144,7 +169,55 @@ extension ClientSessionHandler {
     func orderFinished(on index: Int) {
         guard orderSeq != nil else { return }
         orderPending.remove(index)
-        if orderPending.allSatisfy({ !backends[$0].isLive }) { releaseOrder() }
+        guard orderPending.allSatisfy({ !backends[$0].isLive }) else { return }
+        if orderResyncDue { resyncSequencesThenRelease() } else { releaseOrder() }
+    }
+
+    /// Backend `index` ended the statement under the order with a timing outcome (the lead's is the
+    /// followers' too, who then never ran it), or its transaction is doomed (the followers ran it with
+    /// another snapshot): the backends may have drawn different counts of values.
+    func noteOrderOutcome(_ seq: Int, on index: Int) {
+        guard seq == orderSeq, liveCount > 1, backends[index].digest.timingSQLState != nil || isUncompared(seq) else { return }
+        orderResyncDue = true
+    }
+
+    /// Sets every follower's sequences to the lead's (`SequenceResync`), then lets the turn go: until
+    /// 2026-12-06 a lead that ended an insert into a SERIAL table with a deadlock (its value drawn,
+    /// the followers never running it) left the next ids one apart — the follower failed when they were
+    /// compared, the backends silently different when not. The turn (and the cluster-wide lock) stays
+    /// held meanwhile, so no other statement draws values on any node.
+    func resyncSequencesThenRelease() {
+        orderResyncDue = false
+        let followers = backends.indices.filter { $0 != lead && backends[$0].isLive }.map { backends[$0].backend }
+        guard let context, let seq = orderSeq, backends[lead].isLive, !followers.isEmpty else {
+            releaseOrder()
+            return
+        }
+        let leadBackend = backends[lead].backend
+        let database = self.database
+        let configuration = self.configuration
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ProxyMetrics.sequenceResyncs.increment()
+        if OrderTrace.enabled { trace("SR", "\(seq) sequences set to the lead's") }
+        NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) {
+            SequenceResync.run(lead: leadBackend, followers: followers, database: database, configuration: configuration)
+        }.whenComplete { result in
+            let outcome = (try? result.get()) ?? SequenceResync.Outcome(failures: ["the node's thread pool is not running"])
+            bound.value.sequencesResynced(seq, outcome)
+        }
+    }
+
+    private func sequencesResynced(_ seq: Int, _ outcome: SequenceResync.Outcome) {
+        if !outcome.set.isEmpty {
+            logger.notice("a statement that drew sequence values ended differently on the backends (a timing outcome of the lead, or a doomed transaction): the followers' sequences were set to the lead's", metadata: [
+                "sequences": "\(outcome.set.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.joined(separator: ", "))" }.joined(separator: "; "))"])
+        }
+        if !outcome.failures.isEmpty {
+            ProxyMetrics.sequenceResyncFailures.increment()
+            logger.warning("a statement that drew sequence values ended differently on the backends, and their sequences could not all be set to the lead's: the next values drawn there may differ (\(outcome.failures.joined(separator: "; ")))")
+        }
+        guard orderSeq == seq else { return }
+        releaseOrder()
     }
 
     /// Gives back the turn held for the statement that finished (or is abandoned).

@@ -980,6 +980,7 @@ extension ClientSessionHandler {
                 }
                 if exp.holdReady && fresh { autocommitStatementDone(status: status) }
             }
+            noteOrderOutcome(exp.seq, on: index)
             if exp.seq == orderSeq { orderFinished(on: index) }
             if OrderTrace.enabled { trace("D", "\(exp.seq) \(backends[index].backend.id)") }
             epochCycleFinished(exp.seq, on: index)
@@ -1013,6 +1014,7 @@ extension ClientSessionHandler {
             if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken() }
             if exp.seq == beginAheadSeq { beginAheadAnswered(index, status: status) }
         }
+        if !clusterUnlocksOwed.isEmpty || !clusterUnlockSeqs.isEmpty { retryClusterUnlocks(index, cycle: exp.seq, status: status) }
         releaseHeldReady()
         finishDrainIfDone()
     }

@@ -1,0 +1,79 @@
+import State
+
+/// Sequences set equal after a statement that drew sequence values ended differently on the backends:
+/// the lead ended it with a timing outcome (a deadlock, a serialization failure, a cancel, a lock
+/// timeout) after drawing some values, and the followers got that outcome instead of running it; or
+/// its transaction was doomed and the followers ran it with another snapshot. Sequences are not
+/// transactional: the values the lead drew stay drawn, and the next insert would get another id on
+/// the lead than on the followers (a false failure when the ids are compared, silent divergence when
+/// they are not). Run while the statement's sequence turn is still held — no other sequence-drawing
+/// statement runs on any node — through connections of the node's own (the session's may be in an
+/// aborted transaction block): every follower's sequences are set to the lead's (`setval`).
+enum SequenceResync {
+    /// Every sequence of the database: its name (quoted), its last value (nil when never drawn), its start.
+    static let readSQL = "SELECT pg_catalog.format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences"
+
+    struct Value: Equatable {
+        var last: String?
+        var start: String
+    }
+
+    /// What one run did: the names set, per follower id; and what failed (the lead's read, or a follower's).
+    struct Outcome: Sendable {
+        var set: [String: [String]] = [:]
+        var failures: [String] = []
+    }
+
+    /// Sets each follower's sequences to the lead's (a follower that fails does not stop the others).
+    static func run(lead: Configuration.Backend, followers: [Configuration.Backend], database: String,
+                    configuration: Configuration) -> Outcome {
+        func connect(_ b: Configuration.Backend) throws -> LibPQConnection {
+            try LibPQConnection(LibPQConnection.conninfo(b, database: database, user: configuration.replication.resolverUser,
+                                                         password: configuration.replication.resolverPassword, connectTimeout: 5,
+                                                         application: "pgchorus-sequences"),
+                                target: "\(b.description) database \(database)")
+        }
+        var outcome = Outcome()
+        let wanted: [String: Value]
+        do {
+            wanted = try values(connect(lead))
+        } catch {
+            outcome.failures.append("\(lead.id) (the lead): \(error)")
+            return outcome
+        }
+        for f in followers {
+            do {
+                let c = try connect(f)
+                let statements = setvals(wanted: wanted, have: try values(c))
+                guard !statements.isEmpty else { continue }
+                _ = try c.simpleQuery(statements.map(\.sql).joined(separator: "; "), timeout: 10)
+                outcome.set[f.id] = statements.map(\.name)
+            } catch {
+                outcome.failures.append("\(f.id): \(error)")
+            }
+        }
+        return outcome
+    }
+
+    static func values(_ c: LibPQConnection) throws -> [String: Value] {
+        var out: [String: Value] = [:]
+        for row in try c.simpleQuery(readSQL, timeout: 10) where row.count == 3 {
+            guard let name = row[0], let start = row[2] else { continue }
+            out[name] = Value(last: row[1], start: start)
+        }
+        return out
+    }
+
+    /// What makes `have` (a follower's) equal to `wanted` (the lead's), sequence by sequence (**pure**).
+    static func setvals(wanted: [String: Value], have: [String: Value]) -> [(name: String, sql: String)] {
+        wanted.keys.sorted().compactMap { name in
+            guard let w = wanted[name], let h = have[name], h != w else { return nil }
+            let target = "pg_catalog.setval(\(literal(name))::regclass, "
+            return (name, "SELECT " + target + (w.last.map { "\($0), true)" } ?? "\(w.start), false)"))
+        }
+    }
+
+    static func literal(_ s: String) -> String {
+        "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'"
+    }
+}
