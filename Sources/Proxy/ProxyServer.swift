@@ -55,6 +55,7 @@ public final class ProxyServer: Service, Sendable {
         try? await boundChannel.close()
         context.prober.shutdown()
         context.epochs.shutdown()
+        context.sequenceOrdering.shutdown()
     }
 }
 

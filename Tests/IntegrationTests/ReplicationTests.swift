@@ -162,8 +162,10 @@ import TestSupport
     }
 
     /// A lock cycle through the sequence turn: B holds the turn while its INSERT … SELECT … FOR UPDATE
-    /// waits on A's row lock, and A's next insert waits for the turn. With no turn ending for 10 s, A
-    /// is ended with 40P01 (its transaction rolled back everywhere), and B goes on.
+    /// waits on A's row lock, and A's next insert waits for the turn. A looks after 1 s whether the
+    /// holder waits for it on the lead (`pg_blocking_pids`): it does, so A is ended with 40P01 "deadlock
+    /// detected" (its transaction rolled back everywhere), and B goes on. (Until 2026-12-06 only the 10 s
+    /// with no turn ending ended it: "while no other turn ended".)
     @Test func aLockCycleThroughTheSequenceTurnEndsTheWaiter() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
@@ -174,12 +176,54 @@ import TestSupport
                 let aSecond = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
                 let fatal = aSecond.first { $0.errorState != nil }
                 #expect(fatal?.errorState == "40P01", "\(aSecond)")
-                if case let .errorResponse(f)? = fatal { #expect(f.message?.contains("while no other turn ended") == true, "\(f)") }
+                if case let .errorResponse(f)? = fatal {
+                    #expect(f.message?.hasPrefix("deadlock detected: the statement holding pgchorus' turn") == true, "\(f)")
+                }
                 let bDone = try b.readUntilReady()
                 #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
                 #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
                 try expectBackendsInStep(proxy, servers)
                 #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0")
+            }
+        }
+    }
+
+    /// The same cycle through a third session: B holds the turn while its insert waits on C's row lock,
+    /// C's UPDATE waits on A's, and A's insert waits for the turn. The holder waits for A through C
+    /// (the closure of `pg_blocking_pids`): A is ended with 40P01 "deadlock detected" (its transaction
+    /// rolled back everywhere), and C and then B go on. (Seen first in an upsert workload: three
+    /// sessions updating counters and upserting into a SERIAL table stalled 10 s at each such cycle.)
+    @Test func aLockCycleThroughTheSequenceTurnAndAThirdSessionEndsTheWaiter() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let clients = try turnClients(proxy, count: 3)
+                let (a, b, c) = (clients[0], clients[1], clients[2])
+                #expect(try a.query("INSERT INTO r VALUES (2, 0)").allSatisfy { $0.errorState == nil })
+                try await waitBehindHeldRow(holder: c, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
+                                            seenAs: "INSERT INTO s", on: servers[0])
+                #expect(try a.query("BEGIN; UPDATE r SET v = 2 WHERE id = 2").allSatisfy { $0.errorState == nil })
+                try c.send(.query("UPDATE r SET v = 3 WHERE id = 2"))
+                let lead = servers[0]
+                let bothWait = try await runBlocking {
+                    try eventuallyBlocking(30) {
+                        try lead.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "2"
+                    }
+                }
+                #expect(bothWait, "B and C wait on the lead")
+                let aSecond = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
+                let fatal = aSecond.first { $0.errorState != nil }
+                #expect(fatal?.errorState == "40P01", "\(aSecond)")
+                if case let .errorResponse(f)? = fatal {
+                    #expect(f.message?.hasPrefix("deadlock detected: the statement holding pgchorus' turn") == true, "\(f)")
+                }
+                #expect(try c.readUntilReady().allSatisfy { $0.errorState == nil })
+                #expect(try c.query("COMMIT").allSatisfy { $0.errorState == nil })
+                let bDone = try b.readUntilReady()
+                #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
+                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "1")
+                #expect(try servers[0].psql("select string_agg(id || '=' || v, ',' order by id) from r") == "1=1,2=3")
             }
         }
     }

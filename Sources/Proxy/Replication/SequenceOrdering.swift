@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Keeps sequence values identical on every backend. Statements that draw sequence values
@@ -87,12 +88,34 @@ public final class SequenceOrdering: Sendable {
 
     struct LockState {
         var holder: Int?
+        /// Where the holder's statement runs on its lead: backend id and server process id.
+        var holderLead: (backend: String, pid: Int32)?
         var waiters: [Waiter] = []
         var nextTicket = 1
     }
 
     private let catalog = Mutex<[String: CatalogEntry]>([:])
     private let lock = Mutex(LockState())
+    /// The thread of `SequenceResync` (started at its first use): its own, as the process-wide pool may
+    /// be busy with other blocking work while the turn waits for it.
+    private let resyncPool = Mutex<NIOThreadPool?>(nil)
+
+    /// Runs `body` on the resync thread; the result comes on `eventLoop`.
+    func runResync<T: Sendable>(on eventLoop: EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
+        let pool = resyncPool.withLock { pool -> NIOThreadPool in
+            if let pool { return pool }
+            let started = NIOThreadPool(numberOfThreads: 1)
+            started.start()
+            pool = started
+            return started
+        }
+        return pool.runIfActive(eventLoop: eventLoop, body)
+    }
+
+    /// Stops the resync thread (the server is closing).
+    func shutdown() {
+        resyncPool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
+    }
 
     public init() {}
 
@@ -336,11 +359,24 @@ public final class SequenceOrdering: Sendable {
         lock.withLock { $0.holder }
     }
 
+    /// The holder (`ticket`) runs its statement in this server process of its lead backend.
+    func noteHolderLead(_ ticket: Int, backend: String, pid: Int32) {
+        lock.withLock { s in
+            if s.holder == ticket { s.holderLead = (backend, pid) }
+        }
+    }
+
+    /// The lead backend and server process of the holder's statement, when it said so.
+    func holderLead() -> (backend: String, pid: Int32)? {
+        lock.withLock { $0.holder == nil ? nil : $0.holderLead }
+    }
+
     /// Gives the order back (or gives up waiting for it).
     func release(_ ticket: Int) {
         let next = lock.withLock { s -> Waiter? in
             if s.holder == ticket {
                 s.holder = nil
+                s.holderLead = nil
                 guard !s.waiters.isEmpty else { return nil }
                 let w = s.waiters.removeFirst()
                 s.holder = w.ticket

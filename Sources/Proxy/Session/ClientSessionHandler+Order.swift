@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import NIOPosix
 import Wire
 
 extension ClientSessionHandler {
@@ -112,6 +111,8 @@ extension ClientSessionHandler {
     func orderGranted() {
         orderTimer?.cancel()
         orderTimer = nil
+        orderCycleTimer?.cancel()
+        orderCycleTimer = nil
         if OrderTrace.enabled { trace("SG", "sequence turn granted") }
         let granted = waitingTicket
         waitingTicket = nil
@@ -124,6 +125,9 @@ extension ClientSessionHandler {
         // only if every backend is done, otherwise the queue order keeps it (tickets are FIFO).
         orderTicket = granted
         orderPending = Set(backends.indices.filter { backends[$0].isLive })
+        if let granted, backends[lead].isLive {
+            shared.sequenceOrdering.noteHolderLead(granted, backend: backends[lead].backend.id, pid: backends[lead].login.processID)
+        }
         // (Never a Query of pgchorus' own in the middle of an extended group on the lead: see `needsOrderFirst`.)
         let groupOpen = openPartial != nil || openExtendedGroup
         if !groupOpen, configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive {
@@ -199,7 +203,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         ProxyMetrics.sequenceResyncs.increment()
         if OrderTrace.enabled { trace("SR", "\(seq) sequences set to the lead's") }
-        NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) {
+        shared.sequenceOrdering.runResync(on: context.eventLoop) {
             SequenceResync.run(lead: leadBackend, followers: followers, database: database, configuration: configuration)
         }.whenComplete { result in
             let outcome = (try? result.get()) ?? SequenceResync.Outcome(failures: ["the node's thread pool is not running"])
@@ -235,6 +239,8 @@ extension ClientSessionHandler {
     func abandonOrderWait() {
         orderTimer?.cancel()
         orderTimer = nil
+        orderCycleTimer?.cancel()
+        orderCycleTimer = nil
         if let t = waitingTicket {
             waitingTicket = nil
             shared.sequenceOrdering.release(t)
@@ -249,6 +255,70 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         orderWait = (since: since, holder: shared.sequenceOrdering.holder())
         orderTimer = context.eventLoop.scheduleTask(in: Self.orderTimeout) { bound.value.orderTimedOut() }
+        armOrderCycleCheck()
+    }
+
+    /// How long a session in a transaction waits for the turn before it looks for a lock cycle with
+    /// the holder (PostgreSQL's own `deadlock_timeout` is 1 s).
+    static let orderCycleCheckDelay: TimeAmount = .seconds(1)
+
+    private func armOrderCycleCheck() {
+        guard let context, orderCycleTimer == nil else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        orderCycleTimer = context.eventLoop.scheduleTask(in: Self.orderCycleCheckDelay) { bound.value.checkOrderCycle() }
+    }
+
+    /// A session inside a transaction waits for the sequence turn, whose holder's statement may wait
+    /// on the lead for a lock this session's transaction holds (an insert into a SERIAL table waiting
+    /// for this transaction's uncommitted duplicate key, an upsert's conflict): a cycle PostgreSQL cannot
+    /// see, as half of it is pgchorus' turn. The lead is asked (on this session's own connection,
+    /// idle while its statement waits) whether the holder's server process waits for this one, directly
+    /// or through other sessions (`pg_blocking_pids`, `orderCycleSQL`); if it does, this session ends at once with 40P01 and its transaction rolls
+    /// back everywhere, letting the holder go on — until 2026-12-06 only the 10 s timer
+    /// (`orderTimedOut`) ended it, a stall of 10 s for every such cycle of an upsert-heavy workload.
+    func checkOrderCycle() {
+        orderCycleTimer = nil
+        guard waitingGroup != nil, phase == .relaying else { return }
+        guard orderCycleCheckSeq == nil, lastStatus == .inTransaction, backends[lead].isLive, backends[lead].phase == .ready,
+              !openExtendedGroup, openPartial == nil, !copyInProgress,
+              let holder = shared.sequenceOrdering.holderLead(), holder.backend == backends[lead].backend.id,
+              holder.pid != backends[lead].login.processID else {
+            armOrderCycleCheck()
+            return
+        }
+        orderCycleCheckSeq = nextSeq
+        orderCycleFound = false
+        sendOwn(Self.orderCycleSQL(holder: holder.pid, waiter: backends[lead].login.processID), to: lead)
+        flushBackend(lead)
+    }
+
+    /// Whether `waiter` is among the server processes `holder` waits for, directly or through others
+    /// (the closure of `pg_blocking_pids`; finite: each process is taken once).
+    static func orderCycleSQL(holder: Int32, waiter: Int32) -> String {
+        "WITH RECURSIVE blockers(pid) AS (SELECT pg_catalog.unnest(pg_catalog.pg_blocking_pids(\(holder))) "
+            + "UNION SELECT p FROM blockers, pg_catalog.unnest(pg_catalog.pg_blocking_pids(blockers.pid)) AS p) "
+            + "SELECT EXISTS (SELECT 1 FROM blockers WHERE pid = \(waiter))"
+    }
+
+    /// A row of the look for a lock cycle (`checkOrderCycle`).
+    func recordOrderCycleRow(_ frame: PostgresFrame) {
+        if case let .dataRow(columns)? = try? BackendMessage(frame: frame), columns.count == 1 {
+            orderCycleFound = columns[0].map { String(buffer: $0) } == "t"
+        }
+    }
+
+    /// The lead answered the look for a lock cycle.
+    func orderCycleChecked() {
+        orderCycleCheckSeq = nil
+        guard waitingGroup != nil, phase == .relaying else { return }
+        guard orderCycleFound else {
+            armOrderCycleCheck()
+            return
+        }
+        abandonOrderWait()
+        ProxyMetrics.sequenceTurnCycles.increment()
+        fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
+                          message: "deadlock detected: the statement holding pgchorus' turn to draw sequence values waits for a lock this session's transaction holds, while this session waits for that turn; the session ends and its transaction is rolled back, retry it"))
     }
 
     private func orderTimedOut() {
