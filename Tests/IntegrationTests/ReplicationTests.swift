@@ -228,6 +228,37 @@ import TestSupport
         }
     }
 
+    /// A REPEATABLE READ transaction whose first statement waits for the turn more than a second:
+    /// the look for a lock cycle must not take the transaction's snapshot on the lead alone (it is
+    /// asked on a connection of the node's own). A row committed meanwhile is counted alike everywhere.
+    @Test func aRepeatableReadWaiterForTheTurnTakesItsSnapshotEverywhereAlike() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let clients = try turnClients(proxy, count: 4)
+                let (a, b, c, d) = (clients[0], clients[1], clients[2], clients[3])
+                try await waitBehindHeldRow(holder: c, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
+                                            seenAs: "INSERT INTO s", on: servers[0])
+                #expect(try a.query("BEGIN ISOLATION LEVEL REPEATABLE READ").allSatisfy { $0.errorState == nil })
+                try a.send(.query("INSERT INTO s (v) SELECT count(*) FROM r"))
+                // A waits for the turn through two looks for a lock cycle; then a row is committed.
+                try await Task.sleep(for: .milliseconds(2500))
+                #expect(try d.query("INSERT INTO r VALUES (2, 0)").allSatisfy { $0.errorState == nil })
+                #expect(try c.query("COMMIT").allSatisfy { $0.errorState == nil })
+                // B waited on the lead while D committed there: the order cancels it with 40001 (the
+                // followers could not run it with the lead's snapshot) or it goes through.
+                let bDone = try b.readUntilReady()
+                let bState = bDone.compactMap(\.errorState).first
+                #expect(bState == nil || bState == "40001", "\(bDone)")
+                #expect(try b.query(bState == nil ? "COMMIT" : "ROLLBACK").allSatisfy { $0.errorState == nil })
+                let aDone = try a.readUntilReady()
+                #expect(aDone.allSatisfy { $0.errorState == nil }, "\(aDone)")
+                #expect(try a.query("COMMIT").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == (bState == nil ? "1,2" : "2"))
+            }
+        }
+    }
+
     /// The same long wait for the turn, but the waiter is an autocommit INSERT: outside a transaction
     /// it holds no lock, so no cycle can pass through it. B holds the turn while its INSERT … SELECT …
     /// FOR UPDATE waits on C's row lock for longer than the 10 s; A waits on instead of being ended,

@@ -96,8 +96,8 @@ public final class SequenceOrdering: Sendable {
 
     private let catalog = Mutex<[String: CatalogEntry]>([:])
     private let lock = Mutex(LockState())
-    /// The thread of `SequenceResync` (started at its first use): its own, as the process-wide pool may
-    /// be busy with other blocking work while the turn waits for it.
+    /// The thread of `SequenceResync` and of the waiters' looks for a lock cycle (started at its first
+    /// use): its own, as the process-wide pool may be busy with other blocking work while the turn waits.
     private let resyncPool = Mutex<NIOThreadPool?>(nil)
 
     /// Runs `body` on the resync thread; the result comes on `eventLoop`.

@@ -28,10 +28,7 @@ enum SequenceResync {
     static func run(lead: Configuration.Backend, followers: [Configuration.Backend], database: String,
                     configuration: Configuration) -> Outcome {
         func connect(_ b: Configuration.Backend) throws -> LibPQConnection {
-            try LibPQConnection(LibPQConnection.conninfo(b, database: database, user: configuration.replication.resolverUser,
-                                                         password: configuration.replication.resolverPassword, connectTimeout: 5,
-                                                         application: "pgchorus-sequences"),
-                                target: "\(b.description) database \(database)")
+            try Self.connect(b, database: database, configuration: configuration)
         }
         var outcome = Outcome()
         let wanted: [String: Value]
@@ -53,6 +50,32 @@ enum SequenceResync {
             }
         }
         return outcome
+    }
+
+    /// A connection of the node's own (`replication.resolver_user`) to `database` on `b`.
+    static func connect(_ b: Configuration.Backend, database: String, configuration: Configuration) throws -> LibPQConnection {
+        try LibPQConnection(LibPQConnection.conninfo(b, database: database, user: configuration.replication.resolverUser,
+                                                     password: configuration.replication.resolverPassword, connectTimeout: 5,
+                                                     application: "pgchorus-sequences"),
+                            target: "\(b.description) database \(database)")
+    }
+
+    /// Whether server process `holder` on the lead waits for `waiter`, directly or through others (the
+    /// closure of `pg_blocking_pids`; finite: each process is taken once); nil when the lead cannot
+    /// say. Asked on a connection of the node's own: a query on the waiter's session would take its
+    /// transaction's snapshot on the lead alone under REPEATABLE READ.
+    static func holderWaits(for waiter: Int32, holder: Int32, lead: Configuration.Backend, database: String,
+                            configuration: Configuration) -> Bool? {
+        guard let c = try? connect(lead, database: database, configuration: configuration),
+              let rows = try? c.simpleQuery(cycleSQL(holder: holder, waiter: waiter), timeout: 5),
+              let answer = rows.first?.first ?? nil else { return nil }
+        return answer == "t"
+    }
+
+    static func cycleSQL(holder: Int32, waiter: Int32) -> String {
+        "WITH RECURSIVE blockers(pid) AS (SELECT pg_catalog.unnest(pg_catalog.pg_blocking_pids(\(holder))) "
+            + "UNION SELECT p FROM blockers, pg_catalog.unnest(pg_catalog.pg_blocking_pids(blockers.pid)) AS p) "
+            + "SELECT EXISTS (SELECT 1 FROM blockers WHERE pid = \(waiter))"
     }
 
     static func values(_ c: LibPQConnection) throws -> [String: Value] {

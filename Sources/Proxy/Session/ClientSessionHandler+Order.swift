@@ -271,47 +271,38 @@ extension ClientSessionHandler {
     /// A session inside a transaction waits for the sequence turn, whose holder's statement may wait
     /// on the lead for a lock this session's transaction holds (an insert into a SERIAL table waiting
     /// for this transaction's uncommitted duplicate key, an upsert's conflict): a cycle PostgreSQL cannot
-    /// see, as half of it is pgchorus' turn. The lead is asked (on this session's own connection,
-    /// idle while its statement waits) whether the holder's server process waits for this one, directly
-    /// or through other sessions (`pg_blocking_pids`, `orderCycleSQL`); if it does, this session ends at once with 40P01 and its transaction rolls
-    /// back everywhere, letting the holder go on — until 2026-12-06 only the 10 s timer
-    /// (`orderTimedOut`) ended it, a stall of 10 s for every such cycle of an upsert-heavy workload.
+    /// see, as half of it is pgchorus' turn. The lead is asked, on a connection of the node's own,
+    /// whether the holder's server process waits for this session's, directly or through other
+    /// sessions (`SequenceResync.holderWaits`); if it does, this session ends at once with 40P01 and its
+    /// transaction rolls back everywhere, letting the holder go on — until 2026-12-06 only the 10 s
+    /// timer (`orderTimedOut`) ended it, a stall of 10 s for every such cycle of an upsert workload.
     func checkOrderCycle() {
         orderCycleTimer = nil
-        guard waitingGroup != nil, phase == .relaying else { return }
-        guard orderCycleCheckSeq == nil, lastStatus == .inTransaction, backends[lead].isLive, backends[lead].phase == .ready,
-              !openExtendedGroup, openPartial == nil, !copyInProgress,
+        guard waitingGroup != nil, phase == .relaying, let context else { return }
+        guard !orderCycleChecking, lastStatus == .inTransaction, backends[lead].isLive, backends[lead].phase == .ready,
               let holder = shared.sequenceOrdering.holderLead(), holder.backend == backends[lead].backend.id,
               holder.pid != backends[lead].login.processID else {
             armOrderCycleCheck()
             return
         }
-        orderCycleCheckSeq = nextSeq
-        orderCycleFound = false
-        sendOwn(Self.orderCycleSQL(holder: holder.pid, waiter: backends[lead].login.processID), to: lead)
-        flushBackend(lead)
-    }
-
-    /// Whether `waiter` is among the server processes `holder` waits for, directly or through others
-    /// (the closure of `pg_blocking_pids`; finite: each process is taken once).
-    static func orderCycleSQL(holder: Int32, waiter: Int32) -> String {
-        "WITH RECURSIVE blockers(pid) AS (SELECT pg_catalog.unnest(pg_catalog.pg_blocking_pids(\(holder))) "
-            + "UNION SELECT p FROM blockers, pg_catalog.unnest(pg_catalog.pg_blocking_pids(blockers.pid)) AS p) "
-            + "SELECT EXISTS (SELECT 1 FROM blockers WHERE pid = \(waiter))"
-    }
-
-    /// A row of the look for a lock cycle (`checkOrderCycle`).
-    func recordOrderCycleRow(_ frame: PostgresFrame) {
-        if case let .dataRow(columns)? = try? BackendMessage(frame: frame), columns.count == 1 {
-            orderCycleFound = columns[0].map { String(buffer: $0) } == "t"
+        orderCycleChecking = true
+        let waiter = backends[lead].login.processID
+        let leadBackend = backends[lead].backend
+        let database = self.database
+        let configuration = self.configuration
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        shared.sequenceOrdering.runResync(on: context.eventLoop) {
+            SequenceResync.holderWaits(for: waiter, holder: holder.pid, lead: leadBackend, database: database, configuration: configuration)
+        }.whenComplete { result in
+            bound.value.orderCycleChecked(waiter: waiter, found: (try? result.get()) ?? nil)
         }
     }
 
-    /// The lead answered the look for a lock cycle.
-    func orderCycleChecked() {
-        orderCycleCheckSeq = nil
+    /// The lead answered the look for a lock cycle (`found` nil: it could not say).
+    private func orderCycleChecked(waiter: Int32, found: Bool?) {
+        orderCycleChecking = false
         guard waitingGroup != nil, phase == .relaying else { return }
-        guard orderCycleFound else {
+        guard found == true, backends[lead].isLive, backends[lead].login.processID == waiter else {
             armOrderCycleCheck()
             return
         }

@@ -903,7 +903,6 @@ extension ClientSessionHandler {
         case .routedRead:
             routedFrame(lead, exp, frame)
         case .hidden:
-            if exp.seq == orderCycleCheckSeq, frame.type == BackendMessage.Kind.dataRow.rawValue { recordOrderCycleRow(frame) }
             if exp.seq == snapshotIsolationSeq, frame.type == BackendMessage.Kind.dataRow.rawValue,
                case let .dataRow(columns)? = try? BackendMessage(frame: frame), columns.count == 1 {
                 readCommittedKnown = columns[0].map { String(buffer: $0) } == "read committed"
@@ -1013,7 +1012,6 @@ extension ClientSessionHandler {
         case .hidden:
             epochCycleFinished(exp.seq, on: index)
             if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken() }
-            if index == lead, exp.seq == orderCycleCheckSeq { orderCycleChecked() }
             if exp.seq == beginAheadSeq { beginAheadAnswered(index, status: status) }
         }
         if !clusterUnlocksOwed.isEmpty || !clusterUnlockSeqs.isEmpty { retryClusterUnlocks(index, cycle: exp.seq, status: status) }

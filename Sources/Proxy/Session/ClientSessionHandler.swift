@@ -216,11 +216,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// The registry's view generation when this session last adopted the cluster's backend set.
     var seenViewGeneration = 0
     var orderTimer: Scheduled<Void>?
-    /// The next look for a lock cycle with the turn's holder (`checkOrderCycle`), and the cycle of the
-    /// look on the lead while it is answered (with whether the holder waits for this session).
+    /// The next look for a lock cycle with the turn's holder (`checkOrderCycle`), and whether one is
+    /// being answered.
     var orderCycleTimer: Scheduled<Void>?
-    var orderCycleCheckSeq: Int?
-    var orderCycleFound = false
+    var orderCycleChecking = false
     /// When this session began waiting for the sequence turn, and who held it at the last look.
     var orderWait: (since: NIODeadline, holder: Int?)?
     var catalogLoading = false
