@@ -58,7 +58,6 @@ public final class RecoveryRunner: @unchecked Sendable {
     }
 
     static func ident(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-    static func literal(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
 
     // MARK: checks
 
@@ -121,7 +120,7 @@ public final class RecoveryRunner: @unchecked Sendable {
         for row in try t.query("SELECT gid, database FROM pg_prepared_xacts") {
             guard let gid = row[0], let db = row[1] else { continue }
             let c = try connect(target, db)
-            try c.simpleQuery("ROLLBACK PREPARED \(Self.literal(gid))")
+            try c.simpleQuery("ROLLBACK PREPARED \(LibPQConnection.literal(gid))")
         }
         return databases
     }
@@ -208,9 +207,9 @@ public final class RecoveryRunner: @unchecked Sendable {
         let c = try connect(target, db)
         do {
             try c.simpleQuery("""
-                CREATE SUBSCRIPTION \(Self.subscription) CONNECTION \(Self.literal(conninfo(donor, db)))
+                CREATE SUBSCRIPTION \(Self.subscription) CONNECTION \(LibPQConnection.literal(conninfo(donor, db)))
                 PUBLICATION \(Self.publication)
-                WITH (create_slot = false, slot_name = \(Self.literal(slot)), copy_data = false, disable_on_error = true, synchronous_commit = 'on', enabled = true)
+                WITH (create_slot = false, slot_name = \(LibPQConnection.literal(slot)), copy_data = false, disable_on_error = true, synchronous_commit = 'on', enabled = true)
                 """)
         } catch {
             // A table created on the donor after the dump's snapshot is in the publication but not on
@@ -305,7 +304,7 @@ public final class RecoveryRunner: @unchecked Sendable {
             var setvals: [String] = []
             for row in try dc.query("SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences WHERE schemaname <> 'pgchorus'") {
                 guard let name = row[0], let v = try dc.query("SELECT last_value, is_called FROM \(name)").first, let last = v[0] else { continue }
-                setvals.append("SELECT pg_catalog.setval(\(Self.literal(name)), \(last), \(v[1] == "t"))")
+                setvals.append("SELECT pg_catalog.setval(\(LibPQConnection.literal(name)), \(last), \(v[1] == "t"))")
             }
             if !setvals.isEmpty { try tc.simpleQuery(setvals.joined(separator: ";")) }
             guard WallClock.monotonic() < deadline else { throw GateTimeout(description: "setting the sequences took longer than recovery.gate_timeout") }

@@ -91,12 +91,8 @@ enum SequenceResync {
     static func setvals(wanted: [String: Value], have: [String: Value]) -> [(name: String, sql: String)] {
         wanted.keys.sorted().compactMap { name in
             guard let w = wanted[name], let h = have[name], h != w else { return nil }
-            let target = "pg_catalog.setval(\(literal(name))::regclass, "
+            let target = "pg_catalog.setval(\(LibPQConnection.literal(name))::regclass, "
             return (name, "SELECT " + target + (w.last.map { "\($0), true)" } ?? "\(w.start), false)"))
         }
-    }
-
-    static func literal(_ s: String) -> String {
-        "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'"
     }
 }

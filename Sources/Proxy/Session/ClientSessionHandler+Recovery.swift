@@ -188,7 +188,7 @@ struct SessionReplay {
     /// (Custom `x.y` settings do not show in `pg_settings`: those the client SET are looked up by
     /// name.) Then its session authorization and role. Rows: (order, statement).
     func settingsQuery(loginUser: String) -> String {
-        func literal(_ s: String) -> String { "'" + s.replacing("'", with: "''") + "'" }
+        let literal = LibPQConnection.literal
         // Name and value travel as hex of their UTF-8: the statement is ASCII whatever the session's
         // client_encoding (the lead answers in it, and the backend taken in reads it in its own).
         func hex(_ e: String) -> String { "pg_catalog.encode(pg_catalog.convert_to(\(e), 'UTF8'), 'hex')" }

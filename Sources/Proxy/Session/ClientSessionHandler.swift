@@ -145,10 +145,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// how many of them ran in an aborted transaction (and so let nothing go): sent again once the
     /// backend's transaction is no longer aborted (`retryClusterUnlocks`).
     var clusterUnlockSeqs: Set<Int> = []
+    var clusterUnlocksOwed: [Int: Int] = [:]
     /// The statement under the order ended so that the backends may have drawn different counts of
     /// sequence values: they are set equal before its turn is let go (`resyncSequencesThenRelease`).
     var orderResyncDue = false
-    var clusterUnlocksOwed: [Int: Int] = [:]
     /// The cycle of the last BEGIN answered ahead (`answerBeginAhead`): every backend must end it in a transaction.
     var beginAheadSeq: Int?
     /// A part of a group the client ended with Flush has gone to the followers, its cycle not yet.

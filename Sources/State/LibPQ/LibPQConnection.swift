@@ -191,6 +191,11 @@ public final class LibPQConnection {
         return s
     }
 
+    /// A SQL string literal of `value` (standard_conforming_strings: only `'` is doubled).
+    public static func literal(_ value: String) -> String {
+        "'" + value.replacingAll("'", with: "''") + "'"
+    }
+
     /// Quotes a value for a libpq connection string.
     public static func quote(_ value: String) -> String {
         "'" + value.replacingAll("\\", with: "\\\\").replacingAll("'", with: "\\'") + "'"
