@@ -19,9 +19,13 @@ enum ProxyMetrics {
     /// sequences were set to the lead's (`SequenceResync`), and those where that failed.
     static let sequenceResyncs = Counter(label: "pgchorus_sequence_resyncs_total")
     static let sequenceResyncFailures = Counter(label: "pgchorus_sequence_resync_failures_total")
-    /// Sessions ended with 40P01 because the statement holding the sequence turn waited on the lead
-    /// for a lock of theirs while they waited for the turn (`checkOrderCycle`).
+    /// Statements answered with 40P01 (or sessions ended, when a statement cannot be answered alone)
+    /// because the statement holding the sequence turn waited on the lead for a lock of their
+    /// transaction while they waited for the turn (`checkOrderCycle`).
     static let sequenceTurnCycles = Counter(label: "pgchorus_sequence_turn_deadlocks_total")
+    /// Statements answered with the lead's error when it refused the cluster-wide sequence lock (the
+    /// session's lock or statement timeout, a deadlock PostgreSQL found; `clusterOrderRefused`).
+    static let sequenceTurnRefusals = Counter(label: "pgchorus_sequence_turn_refusals_total")
     /// Rounds of the order's probe that asked the backends which running statements wait on a lock
     /// (`CommitEpochs`: only while a turn waits on statements that have run one probe interval).
     static let epochProbes = Counter(label: "pgchorus_snapshot_order_probes_total")

@@ -185,6 +185,109 @@ extension TimingSensitive {
         }
     }
 
+    /// Creates `s` (a SERIAL table) and `t` (one row, k = 0) through node 1; a session straight on the lead.
+    static func serialTableAndLeadSession(_ servers: [LocalPostgresServer], _ cluster: NodeCluster,
+                                          sourceLocation: SourceLocation = #_sourceLocation) throws -> RawPostgresClient {
+        let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+            "create table s (id serial primary key, k int); create table t (k int); insert into t values (0)"])
+        #expect(create.exitCode == 0, "\(create.report)", sourceLocation: sourceLocation)
+        let direct = try RawPostgresClient(port: servers[0].port)
+        _ = try direct.startup()
+        return direct
+    }
+
+    /// Every backend holds `rows` in `s` (id:k) and t's k still 0, the backends are identical and
+    /// online on both nodes.
+    static func expectRowsInStepAndOnline(_ servers: [LocalPostgresServer], _ cluster: NodeCluster, rows: String,
+                                          sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        for server in servers {
+            #expect(try server.psql("select string_agg(id || ':' || k, ',' order by id) from s") == rows, "\(server.port)", sourceLocation: sourceLocation)
+            #expect(try server.psql("select k from t") == "0", "\(server.port)", sourceLocation: sourceLocation)
+        }
+        let sums = try Consistency.checksums(servers)
+        #expect(Set(sums).count == 1, "backends differ: \(sums)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))",
+                sourceLocation: sourceLocation)
+        for i in 1...2 {
+            let status = try await cluster.status(i)
+            #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// The cluster-wide sequence lock is held elsewhere (here by a session on the lead itself, as a
+    /// statement of another node holds it) longer than the session's own `lock_timeout`: the statement
+    /// fails with the lock timeout, as PostgreSQL fails a statement that waited for a lock too long, and
+    /// runs nowhere — in autocommit, and inside a block (every backend's block aborted alike, the session
+    /// kept). Until 2026-12-06 it went on without the lock: in autocommit it drew its ids outside the
+    /// cluster-wide order, in a block it ran on a lead whose transaction the timeout had just aborted
+    /// while the followers' had not.
+    @Test func aLockTimeoutWhileTheClusterWideTurnIsHeldFailsOnlyTheStatement() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let direct = try Self.serialTableAndLeadSession(servers, cluster)
+            defer { direct.disconnect() }
+            #expect(try direct.query("select pg_advisory_lock(7451037, 1)").allSatisfy { $0.errorState == nil })
+            let client = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            defer { client.disconnect() }
+            _ = try client.startup()
+            #expect(try client.query("set lock_timeout = '300ms'").allSatisfy { $0.errorState == nil })
+            let autocommit = try client.query("insert into s (k) values (1)")
+            #expect(autocommit.compactMap(\.errorState) == ["55P03"], "\(autocommit)")
+            #expect(autocommit.last == .readyForQuery(.idle), "\(autocommit)")
+            for sql in ["begin", "update t set k = 1"] { #expect(try client.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)") }
+            let inBlock = try client.query("insert into s (k) values (2)")
+            #expect(inBlock.compactMap(\.errorState) == ["55P03"], "\(inBlock)")
+            #expect(inBlock.last == .readyForQuery(.failed), "\(inBlock)")
+            #expect(try client.query("select 1").compactMap(\.errorState) == ["25P02"])
+            #expect(try client.query("rollback").allSatisfy { $0.errorState == nil })
+            // The lock let go, the same session and node 2 draw ids again, alike everywhere.
+            #expect(try direct.query("select pg_advisory_unlock(7451037, 1)").allSatisfy { $0.errorState == nil })
+            #expect(try client.query("insert into s (k) values (3)").allSatisfy { $0.errorState == nil })
+            let node2 = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into s (k) values (4)"],
+                                         timeout: .seconds(30))
+            #expect(node2.exitCode == 0, "\(node2.report)")
+            try await Self.expectRowsInStepAndOnline(servers, cluster, rows: "1:3,2:4")
+        }
+    }
+
+    /// A lock cycle PostgreSQL sees through the cluster-wide sequence lock: the lock's holder (a
+    /// session on the lead, as a statement of another node) waits for a lock this session's transaction
+    /// holds, and this session's insert asks for the cluster-wide lock. PostgreSQL ends the wait for the
+    /// cluster-wide lock with 40P01; the client gets that deadlock as PostgreSQL's own victim would (the
+    /// statement fails, the transaction is aborted on every backend, the session kept), and nothing
+    /// differs. Until 2026-12-06 the insert was sent on into the lead's aborted transaction while the
+    /// followers ran it.
+    @Test func aDeadlockOnTheClusterWideTurnFailsTheStatementOnEveryBackend() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let direct = try Self.serialTableAndLeadSession(servers, cluster)
+            defer { direct.disconnect() }
+            // (The holder checks for a deadlock only after 10 s: the session through node 1 finds it first.)
+            for sql in ["set deadlock_timeout = '10s'", "select pg_advisory_lock(7451037, 1)"] {
+                #expect(try direct.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+            }
+            let client = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            defer { client.disconnect() }
+            _ = try client.startup()
+            for sql in ["begin", "update t set k = 1", "select pg_advisory_xact_lock(42)"] {
+                #expect(try client.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+            }
+            try direct.send(.query("select pg_advisory_lock(42)"))
+            let lead = servers[0]
+            let waits = try await runBlocking {
+                try eventuallyBlocking(30) { try lead.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "1" }
+            }
+            #expect(waits, "the holder waits for the session's lock on the lead")
+            let insert = try await runBlocking { try client.query("insert into s (k) values (1)") }
+            #expect(insert.compactMap(\.errorState) == ["40P01"], "\(insert)")
+            #expect(insert.last == .readyForQuery(.failed), "\(insert)")
+            #expect(try client.query("rollback").allSatisfy { $0.errorState == nil })
+            #expect(try direct.readUntilReady().allSatisfy { $0.errorState == nil })
+            for sql in ["select pg_advisory_unlock(42)", "select pg_advisory_unlock(7451037, 1)"] {
+                #expect(try direct.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+            }
+            #expect(try client.query("insert into s (k) values (2)").allSatisfy { $0.errorState == nil })
+            try await Self.expectRowsInStepAndOnline(servers, cluster, rows: "1:2")
+        }
+    }
+
     /// A table with a SERIAL created through node 1 after node 2 had loaded its catalog (a migration
     /// run through one node while the application writes through every node), an IDENTITY column
     /// added, a table created in a DO block, DDL pipelined behind the end of an earlier DDL transaction:

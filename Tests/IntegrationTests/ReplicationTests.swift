@@ -174,11 +174,15 @@ import TestSupport
                 try await waitBehindHeldRow(holder: a, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
                                             seenAs: "INSERT INTO s", on: servers[0])
                 let aSecond = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
-                let fatal = aSecond.first { $0.errorState != nil }
-                #expect(fatal?.errorState == "40P01", "\(aSecond)")
-                if case let .errorResponse(f)? = fatal {
+                let failure = aSecond.first { $0.errorState != nil }
+                #expect(failure?.errorState == "40P01", "\(aSecond)")
+                if case let .errorResponse(f)? = failure {
                     #expect(f.message?.hasPrefix("deadlock detected: the statement holding pgchorus' turn") == true, "\(f)")
+                    // As PostgreSQL's own deadlock victim: the statement fails, the session goes on.
+                    #expect(f.severity == "ERROR", "\(f)")
                 }
+                #expect(aSecond.last == .readyForQuery(.failed), "\(aSecond)")
+                #expect(try a.query("ROLLBACK").allSatisfy { $0.errorState == nil })
                 let bDone = try b.readUntilReady()
                 #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
                 #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
@@ -211,11 +215,15 @@ import TestSupport
                 }
                 #expect(bothWait, "B and C wait on the lead")
                 let aSecond = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
-                let fatal = aSecond.first { $0.errorState != nil }
-                #expect(fatal?.errorState == "40P01", "\(aSecond)")
-                if case let .errorResponse(f)? = fatal {
+                let failure = aSecond.first { $0.errorState != nil }
+                #expect(failure?.errorState == "40P01", "\(aSecond)")
+                if case let .errorResponse(f)? = failure {
                     #expect(f.message?.hasPrefix("deadlock detected: the statement holding pgchorus' turn") == true, "\(f)")
+                    // As PostgreSQL's own deadlock victim: the statement fails, the session goes on.
+                    #expect(f.severity == "ERROR", "\(f)")
                 }
+                #expect(aSecond.last == .readyForQuery(.failed), "\(aSecond)")
+                #expect(try a.query("ROLLBACK").allSatisfy { $0.errorState == nil })
                 #expect(try c.readUntilReady().allSatisfy { $0.errorState == nil })
                 #expect(try c.query("COMMIT").allSatisfy { $0.errorState == nil })
                 let bDone = try b.readUntilReady()

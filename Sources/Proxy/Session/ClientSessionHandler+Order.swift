@@ -158,15 +158,77 @@ extension ClientSessionHandler {
         replayHeldFrames()
     }
 
-    /// The lead answered the cluster-wide lock (or went away meanwhile): the statement waiting for it goes.
-    func clusterOrderTaken() {
+    /// The lead answered the cluster-wide lock (or went away meanwhile, `leadStatus` nil): the statement
+    /// waiting for it goes — unless the lead refused the lock (`clusterOrderRefused`).
+    func clusterOrderTaken(leadStatus: BackendMessage.TransactionStatus? = nil) {
         clusterOrderLockSeq = nil
+        let refusal = clusterOrderLockError
+        clusterOrderLockError = nil
+        if let refusal, let leadStatus, clusterOrderOn != nil {
+            clusterOrderOn = nil
+            clusterOrderRefused(refusal, leadStatus: leadStatus)
+            return
+        }
         if OrderTrace.enabled { trace("ST", "lock1 taken") }
         guard phase == .relaying, let (bytes, cycle, wrap, flags) = waitingGroup else { return }
         waitingGroup = nil
         sendInTurn(bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: true)
         flushBackends()
         replayHeldFrames()
+    }
+
+    /// The lead answered the cluster-wide lock with an error, so the lock is not held: the session's
+    /// own `lock_timeout` or `statement_timeout` ran out while another node's statement held it, a
+    /// deadlock PostgreSQL found (the holder's statement waits for a row this transaction holds), or
+    /// the block was aborted already. The statement is not run anywhere and the client gets that error,
+    /// as from PostgreSQL for a statement that waited for a lock (`answerWaitingGroup`). Until
+    /// 2026-12-06 the statement was sent all the same: without the lock in autocommit (drawing values
+    /// outside the cluster-wide order), and in a block on a lead whose transaction the error had just
+    /// aborted while the followers' had not — the backends then answered it differently.
+    private func clusterOrderRefused(_ refusal: ErrorFields, leadStatus: BackendMessage.TransactionStatus) {
+        releaseOrder()
+        var fields = refusal
+        if fields["D"] == nil {
+            fields.fields.append(ErrorFields.Field(code: 0x44, value: "The statement waited for pgchorus' cluster-wide turn to draw sequence values (an advisory lock on the lead backend, held by a statement of another clustering node); it was not run."))
+        }
+        logger.info("the lead refused the cluster-wide sequence lock (\(refusal.sqlState ?? "") \(refusal.message ?? "")): the statement waiting for it is answered with that error, not run")
+        ProxyMetrics.sequenceTurnRefusals.increment()
+        guard answerWaitingGroup(with: fields, alreadyAborted: leadStatus == .failed ? [lead] : []) else {
+            abandonOrderWait()
+            fatal(ErrorFields(severity: "FATAL", sqlState: refusal.sqlState ?? "55P03",
+                              message: "pgchorus could not take its cluster-wide turn to draw sequence values: \(refusal.message ?? "the lead refused it"); the session ends and its transaction is rolled back, retry it"))
+            return
+        }
+    }
+
+    /// Answers the group waiting for the sequence turn with `fields` (an error), as PostgreSQL answers
+    /// a statement that fails before it does anything, without running it on any backend: outside a
+    /// transaction block nothing else is needed; inside one, every backend's block is aborted like the
+    /// client's (`followLeadAbortSQL`, but for `alreadyAborted`), the session and its connections kept.
+    /// False, and nothing done, when the session cannot answer it so — a part ended by Flush (the
+    /// client would wait for a Sync's answer), replies of earlier cycles still to come: the caller
+    /// ends the session instead.
+    func answerWaitingGroup(with fields: ErrorFields, alreadyAborted: Set<Int> = []) -> Bool {
+        guard phase == .relaying, let waiting = waitingGroup, waiting.cycle, openPartial == nil, !openExtendedGroup,
+              !segments.inProgress, commit == nil, !wrapPending, leadFirst.isEmpty, routedRead == nil, epochWaiting == nil,
+              handoverTicket == nil, answerWhenAll.awaiting == nil, !copyInProgress,
+              backends.allSatisfy({ !$0.isLive || $0.owed.cycles.allSatisfy { $0.kind == .hidden } }) else { return false }
+        abandonOrderWait()
+        let status: BackendMessage.TransactionStatus = lastStatus == .idle ? .idle : .failed
+        if status == .failed, lastStatus != .failed {
+            for i in backends.indices where backends[i].isLive && !alreadyAborted.contains(i) {
+                sendOwn(Self.followLeadAbortSQL, to: i)
+            }
+            flushBackends()
+        }
+        let seq = nextSeq
+        nextSeq += 1
+        writeClient(.errorResponse(fields))
+        writeClient(.readyForQuery(status))
+        cycleDelivered(seq, status: status)
+        flushClient()
+        replayHeldFrames()
+        return true
     }
 
     /// A backend finished (or left) the cycle running under the order.
@@ -306,10 +368,14 @@ extension ClientSessionHandler {
             armOrderCycleCheck()
             return
         }
-        abandonOrderWait()
         ProxyMetrics.sequenceTurnCycles.increment()
-        fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
-                          message: "deadlock detected: the statement holding pgchorus' turn to draw sequence values waits for a lock this session's transaction holds, while this session waits for that turn; the session ends and its transaction is rolled back, retry it"))
+        let cycle = "deadlock detected: the statement holding pgchorus' turn to draw sequence values waits for a lock this session's transaction holds, while this session waits for that turn"
+        // As PostgreSQL ends a deadlock's victim: the statement fails, the transaction is aborted.
+        if answerWaitingGroup(with: ErrorFields(severity: "ERROR", sqlState: "40P01", message: cycle,
+                                                detail: "The statement was not run; the transaction is aborted on every backend.",
+                                                hint: "Roll the transaction back and retry it.")) { return }
+        abandonOrderWait()
+        fatal(ErrorFields(severity: "FATAL", sqlState: "40P01", message: "\(cycle); the session ends and its transaction is rolled back, retry it"))
     }
 
     private func orderTimedOut() {
@@ -327,19 +393,21 @@ extension ClientSessionHandler {
             armOrderTimer(since: w.since)
             return
         }
-        abandonOrderWait()
         let seconds = waited.nanoseconds / 1_000_000_000
-        if moved || holdsNothing {
-            let rolledBack = lastStatus == .idle ? "" : " and its transaction was rolled back"
-            fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
-                              message: "pgchorus waited \(seconds) s for its turn to draw sequence values, the longest a statement waits; the session ends\(rolledBack), retry it",
-                              detail: "Other sessions' statements held the turn that long."))
-            return
-        }
-        // Another session holds the order while its statement waits, perhaps on a lock this
-        // session's transaction holds: ending this session rolls its transaction back everywhere.
-        fatal(ErrorFields(severity: "FATAL", sqlState: "40P01",
-                          message: "pgchorus waited \(seconds) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely); the transaction was rolled back, retry it"))
+        let message = moved || holdsNothing
+            ? "pgchorus waited \(seconds) s for its turn to draw sequence values, the longest a statement waits"
+            : "pgchorus waited \(seconds) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely)"
+        let detail = moved || holdsNothing ? "Other sessions' statements held the turn that long. " : ""
+        // Another session holds the order while its statement waits, perhaps on a lock this session's
+        // transaction holds: the statement fails and the transaction is aborted on every backend,
+        // which lets those locks go (until 2026-12-06 the session was ended).
+        let inBlock = lastStatus != .idle
+        if answerWaitingGroup(with: ErrorFields(severity: "ERROR", sqlState: "40P01", message: message,
+                                                detail: detail + (inBlock ? "The statement was not run; the transaction is aborted on every backend." : "The statement was not run."),
+                                                hint: inBlock ? "Roll the transaction back and retry it." : "Retry it.")) { return }
+        abandonOrderWait()
+        let rolledBack = inBlock ? " and its transaction is rolled back" : ""
+        fatal(ErrorFields(severity: "FATAL", sqlState: "40P01", message: "\(message); the session ends\(rolledBack), retry it"))
     }
 
     // MARK: the catalog of sequence-drawing tables

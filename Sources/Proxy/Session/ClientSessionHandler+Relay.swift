@@ -903,6 +903,10 @@ extension ClientSessionHandler {
         case .routedRead:
             routedFrame(lead, exp, frame)
         case .hidden:
+            if exp.seq == clusterOrderLockSeq, frame.type == BackendMessage.Kind.errorResponse.rawValue,
+               case let .errorResponse(fields)? = try? BackendMessage(frame: frame) {
+                clusterOrderLockError = fields
+            }
             if exp.seq == snapshotIsolationSeq, frame.type == BackendMessage.Kind.dataRow.rawValue,
                case let .dataRow(columns)? = try? BackendMessage(frame: frame), columns.count == 1 {
                 readCommittedKnown = columns[0].map { String(buffer: $0) } == "read committed"
@@ -1011,7 +1015,7 @@ extension ClientSessionHandler {
             }
         case .hidden:
             epochCycleFinished(exp.seq, on: index)
-            if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken() }
+            if index == lead, exp.seq == clusterOrderLockSeq { clusterOrderTaken(leadStatus: status) }
             if exp.seq == beginAheadSeq { beginAheadAnswered(index, status: status) }
         }
         if !clusterUnlocksOwed.isEmpty || !clusterUnlockSeqs.isEmpty { retryClusterUnlocks(index, cycle: exp.seq, status: status) }

@@ -141,6 +141,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var clusterOrderOn: Int?
     /// The cycle of the cluster-wide sequence lock the statement in `waitingGroup` waits for.
     var clusterOrderLockSeq: Int?
+    /// The lead's error in that cycle: the lock was not taken (a timeout, a deadlock, an aborted block).
+    var clusterOrderLockError: ErrorFields?
     /// The cycles that let the cluster-wide sequence lock go (`releaseClusterOrder`), and, per backend,
     /// how many of them ran in an aborted transaction (and so let nothing go): sent again once the
     /// backend's transaction is no longer aborted (`retryClusterUnlocks`).
