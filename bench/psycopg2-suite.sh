@@ -6,6 +6,8 @@
 # exits 1 when a test fails through pgchorus that is not in KNOWN below, or a backend is not online.
 #
 #   bench/psycopg2-suite.sh            (as root; needs python3-psycopg2, python3-pip and PyPI for the sdist)
+#   PSYCOPG2_NODES=2 bench/psycopg2-suite.sh   (through node 1 of a two-node demo cluster: every
+#                                       sequence-drawing statement also takes the cluster-wide turn)
 #
 # Writes bench/results/psycopg2-<date>.md (or $PSYCOPG2_SUITE_OUT) and prints the same. `make test`
 # runs it as its compatibility stage with the debug build (`make test-psycopg2`).
@@ -13,6 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:/usr/lib/postgresql/15/bin:$PATH"
 PORT=${PGCHORUS_BENCH_PORT:-18432}
+NODES=${PSYCOPG2_NODES:-1}
+# With several nodes, node 1 listens on 127.0.0.2 and its configuration is node1/pgchorus.toml.
+if [ "$NODES" -gt 1 ]; then HOST=127.0.0.2; CONF=node1/pgchorus.toml; else HOST=127.0.0.1; CONF=pgchorus.toml; fi
 # The release build, brought up to date (PGCHORUS_BIN=.build/debug to use the debug build as it is).
 BIN=${PGCHORUS_BIN:-.build/release}
 [ -n "${PGCHORUS_BIN:-}" ] || swift build -c release >/dev/null
@@ -36,22 +41,22 @@ class Timed(unittest.TextTestResult):
 result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout, resultclass=Timed).run(tests.test_suite())
 PY
 
-"$BIN/pgchorus" demo --backends 3 --port "$PORT" --dir "$work/cluster" >"$work/demo.log" 2>&1 &
+"$BIN/pgchorus" demo --backends 3 --nodes "$NODES" --port "$PORT" --dir "$work/cluster" >"$work/demo.log" 2>&1 &
 demo=$!
 for _ in $(seq 1 120); do grep -q "demo ready" "$work/demo.log" && break; sleep 1; done
 grep -q "demo ready" "$work/demo.log" || { echo "the demo did not start:"; tail -20 "$work/demo.log"; exit 1; }
 
-suite() { # label port database
-  psql -h 127.0.0.1 -p "$2" -U postgres -X -q -c "create database $3" >/dev/null
-  (cd "$work/psycopg2-$version" && PSYCOPG2_TESTDB=$3 PSYCOPG2_TESTDB_HOST=127.0.0.1 PSYCOPG2_TESTDB_PORT=$2 PSYCOPG2_TESTDB_USER=postgres \
+suite() { # label host port database
+  psql -h "$2" -p "$3" -U postgres -X -q -c "create database $4" >/dev/null
+  (cd "$work/psycopg2-$version" && PSYCOPG2_TESTDB=$4 PSYCOPG2_TESTDB_HOST=$2 PSYCOPG2_TESTDB_PORT=$3 PSYCOPG2_TESTDB_USER=postgres \
     timeout 1200 /usr/bin/python3 "$work/run.py" >"$work/$1.log" 2>&1) || true
 }
 # Through pgchorusd first, then directly against db1 (a database of its own): a direct run first
 # would move db1's OID counter ahead of the others' (large objects take server-chosen OIDs).
-suite pgchorus "$PORT" psycopg2_test
-status=$("$BIN/pgchorus" backends --config "$work/cluster/pgchorus.toml" || true)
+suite pgchorus "$HOST" "$PORT" psycopg2_test
+status=$("$BIN/pgchorus" backends --config "$work/cluster/$CONF" || true)
 
-suite direct $((PORT + 1)) psycopg2_direct
+suite direct 127.0.0.1 $((PORT + 1)) psycopg2_direct
 outcomes() { grep -E ' \.\.\. (ok|FAIL|ERROR|skipped.*|expected failure)$' "$work/$1.log" | sed -E 's/^([0-9:]+ )?([^ ]+) \(([^)]+)\).* \.\.\. (ok|FAIL|ERROR|skipped|expected failure).*/\3 \4/' | sort; }
 outcomes direct >"$work/direct.txt"; outcomes pgchorus >"$work/pgchorus.txt"
 count() { awk -v k="$2" '$2 == k' "$work/$1.txt" | wc -l; }
@@ -64,7 +69,7 @@ sums=$(for p in 1 2 3; do psql -h 127.0.0.1 -p $((PORT + p)) -U postgres -X -At 
 OUT=${PSYCOPG2_SUITE_OUT:-bench/results/psycopg2-$(date +%Y%m%d-%H%M).md}
 mkdir -p bench/results
 {
-  echo "# psycopg2 $version's test suite, directly and through pgchorusd (3 backends)"
+  echo "# psycopg2 $version's test suite, directly and through pgchorusd (3 backends$([ "$NODES" -gt 1 ] && echo ", node 1 of $NODES"))"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), PostgreSQL $(psql --version | awk '{print $3}'), \`bench/psycopg2-suite.sh\` ($BIN)."
   echo

@@ -163,9 +163,10 @@ import TestSupport
 
     /// A lock cycle through the sequence turn: B holds the turn while its INSERT … SELECT … FOR UPDATE
     /// waits on A's row lock, and A's next insert waits for the turn. A looks after 1 s whether the
-    /// holder waits for it on the lead (`pg_blocking_pids`): it does, so A is ended with 40P01 "deadlock
-    /// detected" (its transaction rolled back everywhere), and B goes on. (Until 2026-12-06 only the 10 s
-    /// with no turn ending ended it: "while no other turn ended".)
+    /// holder waits for it on the lead (`pg_blocking_pids`): it does, so A's insert fails with ERROR
+    /// 40P01 "deadlock detected" (not run, its transaction aborted everywhere, the session kept), and B
+    /// goes on. (Until 2026-12-06 only the 10 s with no turn ending ended it: "while no other turn
+    /// ended"; later that day the whole session was ended with FATAL.)
     @Test func aLockCycleThroughTheSequenceTurnEndsTheWaiter() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
@@ -232,6 +233,39 @@ import TestSupport
                 try expectBackendsInStep(proxy, servers)
                 #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "1")
                 #expect(try servers[0].psql("select string_agg(id || '=' || v, ',' order by id) from r") == "1=1,2=3")
+            }
+        }
+    }
+
+    /// A client cancels its statement while it waits inside pgchorus for the sequence turn (held by
+    /// another session's insert waiting on a row lock): the statement is answered with 57014 and never
+    /// runs, as PostgreSQL ends a statement waiting for a lock, and the session goes on. (Until
+    /// 2026-12-06 the cancel reached only the idle backends and was lost: the insert ran once the turn came.)
+    @Test func aCancelWhileWaitingForTheSequenceTurnEndsTheStatement() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let clients = try turnClients(proxy, count: 3)
+                let (a, b, c) = (clients[0], clients[1], clients[2])
+                try await waitBehindHeldRow(holder: a, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
+                                            seenAs: "INSERT INTO s", on: servers[0])
+                #expect(c.keyData != nil, "BackendKeyData at startup")
+                try c.send(.query("INSERT INTO s (v) VALUES (7)"))
+                // (Sent again until answered: the first may come before the session holds the insert.)
+                var answered = false
+                for _ in 0..<50 where !answered {
+                    try c.cancel(port: proxy.port)
+                    try await Task.sleep(for: .milliseconds(200))
+                    answered = c.bytesWaiting() > 0
+                }
+                #expect(answered, "the cancel ended the statement waiting for the turn")
+                #expect(try a.query("COMMIT").allSatisfy { $0.errorState == nil })
+                let reply = try c.readUntilReady()
+                #expect(reply.compactMap(\.errorState) == ["57014"], "\(reply)")
+                #expect(reply.last == .readyForQuery(.idle), "\(reply)")
+                #expect(try b.readUntilReady().allSatisfy { $0.errorState == nil })
+                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                #expect(try c.query("SELECT count(*) FROM s WHERE v = 7").firstValue == "0")
+                try expectBackendsInStep(proxy, servers)
             }
         }
     }

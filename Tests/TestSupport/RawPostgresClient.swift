@@ -145,7 +145,23 @@ public final class RawPostgresClient: @unchecked Sendable {
         StartupMessage(protocolMajor: 3, protocolMinor: protocolMinor,
                        parameters: [("user", user), ("database", database)] + extra.map { (name: $0.0, value: $0.1) }).encode(into: &b)
         try send(b)
-        return try readUntilReady()
+        let reply = try readUntilReady()
+        for case let .backendKeyData(pid, key) in reply { keyData = (pid, key) }
+        return reply
+    }
+
+    /// The process id and secret key the server gave at `startup` (for a CancelRequest).
+    public private(set) var keyData: (processID: Int32, secretKey: [UInt8])?
+
+    /// Sends a CancelRequest for this client's session on a connection of its own to `port`, and waits
+    /// for the server to close it.
+    public func cancel(port: Int, host: String = "127.0.0.1") throws {
+        guard let keyData else { return }
+        let canceller = try RawPostgresClient(port: port, host: host)
+        var b = ByteBuffer()
+        CancelRequest(processID: keyData.processID, secretKey: keyData.secretKey).encode(into: &b)
+        try canceller.send(b)
+        _ = try canceller.readUntilClosed()
     }
 }
 

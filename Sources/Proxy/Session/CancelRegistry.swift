@@ -14,6 +14,8 @@ public final class CancelRegistry: Sendable {
     struct Entry {
         var secretKey: [UInt8]
         var targets: [Target]
+        /// Told of every cancel of the session (a statement it holds back from the backends).
+        var onCancel: (@Sendable () -> Void)?
     }
 
     private let entries = Mutex<[Int32: Entry]>([:])
@@ -41,15 +43,21 @@ public final class CancelRegistry: Sendable {
         entries.withLock { $0[processID]?.targets = targets }
     }
 
+    /// `handler` is called (on the canceller's thread) for each valid cancel of the session.
+    public func setCancelHandler(_ handler: @escaping @Sendable () -> Void, for processID: Int32) {
+        entries.withLock { $0[processID]?.onCancel = handler }
+    }
+
     public func unregister(_ processID: Int32) {
         _ = entries.withLock { $0.removeValue(forKey: processID) }
     }
 
-    /// The backend sessions to cancel for a client's CancelRequest; empty when the key is unknown or wrong.
-    public func targets(for request: CancelRequest) -> [Target] {
+    /// The backend sessions to cancel for a client's CancelRequest, and the session's own handler;
+    /// none when the key is unknown or wrong.
+    public func targets(for request: CancelRequest) -> (targets: [Target], session: (@Sendable () -> Void)?) {
         entries.withLock { e in
-            guard let entry = e[request.processID], SCRAM.constantTimeEqual(entry.secretKey, request.secretKey) else { return [] }
-            return entry.targets
+            guard let entry = e[request.processID], SCRAM.constantTimeEqual(entry.secretKey, request.secretKey) else { return ([], nil) }
+            return (entry.targets, entry.onCancel)
         }
     }
 

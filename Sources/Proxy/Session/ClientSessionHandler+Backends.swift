@@ -233,6 +233,11 @@ extension ClientSessionHandler {
         virtualSecretKey = key.secretKey
         logger[metadataKey: "session"] = "\(virtualProcessID)"
         updateCancelTargets()
+        if let context {
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            shared.cancelRegistry.setCancelHandler({ loop.execute { bound.value.clientCancelled() } }, for: virtualProcessID)
+        }
         writeClient(.authentication(.ok))
         for p in backends[lead].login.parameters { writeClient(.parameterStatus(name: p.name, value: p.value)) }
         writeClient(.backendKeyData(processID: virtualProcessID, secretKey: virtualSecretKey))

@@ -231,6 +231,20 @@ extension ClientSessionHandler {
         return true
     }
 
+    /// The client cancelled while its statement waits for the sequence turn inside pgchorus, where no
+    /// backend runs it (the backends ignore the cancel, or cancel an earlier statement): it is answered
+    /// with PostgreSQL's cancel (57014) and not run, as PostgreSQL ends a statement waiting for a lock.
+    /// Until 2026-12-06 the cancel was lost and the statement ran once its turn came. (A wait for the
+    /// cluster-wide lock runs on the lead, where the cancel ends it: `clusterOrderRefused`.)
+    func clientCancelled() {
+        guard waitingGroup != nil, waitingTicket != nil, clusterOrderLockSeq == nil else { return }
+        let cancelled = ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request",
+                                    detail: "The statement waited for pgchorus' turn to draw sequence values; it was not run.")
+        if answerWaitingGroup(with: cancelled) {
+            logger.info("a statement waiting for the sequence turn was cancelled by its client: not run")
+        }
+    }
+
     /// A backend finished (or left) the cycle running under the order.
     func orderFinished(on index: Int) {
         guard orderSeq != nil else { return }

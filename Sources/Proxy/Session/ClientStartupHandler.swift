@@ -234,10 +234,13 @@ final class ClientStartupHandler: ChannelInboundHandler, RemovableChannelHandler
 
     private func handleCancel(_ request: CancelRequest, context: ChannelHandlerContext) {
         phase = .done
-        let targets = shared.cancelRegistry.targets(for: request)
-        if targets.isEmpty {
+        let (targets, session) = shared.cancelRegistry.targets(for: request)
+        if targets.isEmpty && session == nil {
             logger.debug("cancel request for an unknown session \(request.processID)")
         }
+        // A statement the session still holds back (waiting for its turn to draw sequence values)
+        // is cancelled there: no backend runs it yet.
+        session?()
         // The client's connection closes once every backend has taken the cancel (libpq waits for
         // that close): a cancel must not land on the client's next statement instead.
         let loop = context.eventLoop
