@@ -176,12 +176,47 @@ extension TimingSensitive {
             // (The failed inserts drew ids 2 and 3 on every backend alike: the statement ran on the lead
             // first and the followers with it, each failing alike.)
             #expect(try servers[0].psql("select string_agg(k::text, ',' order by id) from s") == "1,2,3,4")
-            let sums = try Consistency.checksums(servers)
-            #expect(Set(sums).count == 1, "backends differ: \(sums)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))")
-            for i in 1...2 {
-                let status = try await cluster.status(i)
-                #expect(status.backends.allSatisfy { $0.status == "online" }, "node\(i): \(status.backends)")
+            try await Self.expectInStepAndOnline(servers, cluster)
+        }
+    }
+
+    /// A duplicate key on an insert into a SERIAL table inside a transaction, and the client leaves the
+    /// aborted block open (a psql user gone to lunch): the cluster-wide lock is let go at once — the
+    /// lead's aborted block replaced by another, which the client cannot tell apart — so inserts
+    /// through node 2 and through another session of node 1 go on. The block still answers as aborted
+    /// (25P02; COMMIT answered ROLLBACK), and the ids are the same everywhere. (Until 2026-12-06 they
+    /// waited until the client ended its block.)
+    @Test func aFailedBlockLeftOpenDoesNotHoldTheClusterWideTurn() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
+                "create table s (id serial primary key, k int unique); insert into s (k) values (1)"])
+            #expect(create.exitCode == 0, "\(create.report)")
+            let held = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            defer { held.disconnect() }
+            _ = try held.startup()
+            #expect(try held.query("begin isolation level repeatable read").allSatisfy { $0.errorState == nil })
+            let failed = try held.query("insert into s (k) values (1)")
+            #expect(failed.compactMap(\.errorState) == ["23505"], "\(failed)")
+            #expect(failed.last == .readyForQuery(.failed), "\(failed)")
+            let lead = servers[0]
+            let released = try await runBlocking {
+                try eventuallyBlocking(30) {
+                    try lead.psql("select count(*) from pg_locks where locktype = 'advisory' and classid = 7451037 and objid = 1 and granted") == "0"
+                }
             }
+            #expect(released, "the cluster-wide lock is let go while the failed block stays open")
+            for (node, k) in [(2, 2), (1, 3)] {
+                let insert = try Clients.psql(cluster.connectionString(node), ["-v", "ON_ERROR_STOP=1", "-c", "insert into s (k) values (\(k))"],
+                                              timeout: .seconds(30))
+                #expect(insert.exitCode == 0, "node \(node): \(insert.report)")
+            }
+            #expect(try held.query("select 1").compactMap(\.errorState) == ["25P02"])
+            let commit = try held.query("commit")
+            #expect(commit.contains(.commandComplete("ROLLBACK")) && commit.allSatisfy { $0.errorState == nil }, "\(commit)")
+            #expect(commit.last == .readyForQuery(.idle), "\(commit)")
+            #expect(try held.query("insert into s (k) values (4)").allSatisfy { $0.errorState == nil })
+            #expect(try servers[0].psql("select string_agg(k::text, ',' order by id) from s") == "1,2,3,4")
+            try await Self.expectInStepAndOnline(servers, cluster)
         }
     }
 
@@ -204,6 +239,12 @@ extension TimingSensitive {
             #expect(try server.psql("select string_agg(id || ':' || k, ',' order by id) from s") == rows, "\(server.port)", sourceLocation: sourceLocation)
             #expect(try server.psql("select k from t") == "0", "\(server.port)", sourceLocation: sourceLocation)
         }
+        try await expectInStepAndOnline(servers, cluster, sourceLocation: sourceLocation)
+    }
+
+    /// The backends are identical, and online on both nodes.
+    static func expectInStepAndOnline(_ servers: [LocalPostgresServer], _ cluster: NodeCluster,
+                                      sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let sums = try Consistency.checksums(servers)
         #expect(Set(sums).count == 1, "backends differ: \(sums)\nnode1:\n\(cluster.problems(1))\nnode2:\n\(cluster.problems(2))",
                 sourceLocation: sourceLocation)

@@ -48,6 +48,7 @@ extension ClientSessionHandler {
     /// disconnected. Never into an extended group or a COPY in progress on the backend.
     func retryClusterUnlocks(_ index: Int, cycle seq: Int, status: BackendMessage.TransactionStatus) {
         if clusterUnlockSeqs.remove(seq) != nil, status == .failed {
+            if releaseFromAbortedBlock(index) { return }
             clusterUnlocksOwed[index, default: 0] += 1
             if OrderTrace.enabled { trace("SU", "lock1 release refused in an aborted transaction: owed") }
             return
@@ -56,6 +57,26 @@ extension ClientSessionHandler {
               !copyInProgress, phase == .relaying else { return }
         clusterUnlocksOwed[index] = nil
         for _ in 0..<owed { sendClusterUnlock(to: index) }
+    }
+
+    /// The release of the cluster-wide lock ran into backend `index`'s aborted transaction block. When
+    /// the transaction used no savepoint, nothing of it can be kept: the client can only end it (a
+    /// `ROLLBACK`, or a `COMMIT` answered `ROLLBACK`; `AND CHAIN` starts from the session's defaults
+    /// after an aborted block). So that backend's block is rolled back, the lock let go, and a new block
+    /// aborted in its place, in one Query of pgchorus' own — the client sees the same aborted block,
+    /// and the other nodes' sequence-drawing statements go on at once. Until 2026-12-06 they waited
+    /// until the client ended its block (a psql user who hit a duplicate key and left the session
+    /// open stalled every node's inserts into SERIAL tables). Only with nothing else of the session's
+    /// queued on that backend (a client's `ROLLBACK` sent behind the failed statement must not be
+    /// undone), and never in an extended group or a COPY: otherwise the release stays owed until the
+    /// block ends, as it does when the transaction used a savepoint (one the client may roll back to).
+    private func releaseFromAbortedBlock(_ index: Int) -> Bool {
+        guard !transactionUsedSavepoint, backends[index].isLive, backends[index].phase == .ready, backends[index].owed.isEmpty,
+              !openExtendedGroup, openPartial == nil, !copyInProgress, commit == nil, !wrapPending, phase == .relaying else { return false }
+        sendOwn("ROLLBACK; SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock)); BEGIN; \(Self.followLeadAbortSQL)", to: index)
+        if OrderTrace.enabled { trace("SU", "lock1 released by replacing the aborted block") }
+        flushBackend(index)
+        return true
     }
 
     /// Whether a group draws sequence values: explicit nextval/setval, or an insert into a table
