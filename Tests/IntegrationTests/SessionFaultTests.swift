@@ -37,6 +37,48 @@ import Wire
         }
     }
 
+    /// The client's `statement_timeout` runs out on slower followers alone (here their table is held
+    /// locked there directly; a cold cache after a recovery, or a loaded host, makes a follower slower
+    /// the same way): the client has the lead's rows, and the followers' timeouts fail nobody — a read
+    /// outside a transaction changed nothing there. Until 2026-12-06 a follower was failed for it (with
+    /// three backends, two such followers outvoted the lead).
+    @Test func aReadThatTimesOutOnSlowerFollowersAloneFailsNobody() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table r (id int); insert into r values (1)"])
+                #expect(setup.exitCode == 0, "\(setup.report)")
+                let lockers = try servers.dropFirst().map { server in
+                    let c = try RawPostgresClient(port: server.port)
+                    _ = try c.startup()
+                    return c
+                }
+                defer { lockers.forEach { $0.disconnect() } }
+                for c in lockers {
+                    #expect(try c.query("begin; lock table r in access exclusive mode").allSatisfy { $0.errorState == nil })
+                }
+                let client = try RawPostgresClient(port: proxy.port)
+                defer { client.disconnect() }
+                _ = try client.startup()
+                #expect(try client.query("set statement_timeout = '300ms'").allSatisfy { $0.errorState == nil })
+                let read = try client.query("select count(*) from r")
+                #expect(read.compactMap(\.errorState).isEmpty, "\(read)")
+                #expect(read.firstValue == "1", "\(read)")
+                // The followers end the read with their timeout; then the node has judged it.
+                let followers = Array(servers.dropFirst())
+                let ended = try await runBlocking {
+                    try eventuallyBlocking(30) {
+                        try followers.allSatisfy { try $0.psql("select count(*) from pg_stat_activity where query = 'select count(*) from r' and state = 'active'") == "0" }
+                    }
+                }
+                #expect(ended, "the followers' reads ended")
+                for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
+                for c in lockers { #expect(try c.query("commit").allSatisfy { $0.errorState == nil }) }
+                #expect(try client.query("select count(*) from r").firstValue == "1")
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// A statement that draws sequence values and ends on the lead with a timing outcome — the victim of
     /// a deadlock, a statement timeout, in autocommit and in a block — drew values there that the
     /// followers, which get the lead's outcome instead of running it, never drew: their sequences are

@@ -86,6 +86,22 @@ import Wire
         #expect(OutcomeJudge.judge([(0, committed), (1, committed), (2, cancelled)], lead: 0, wrote: true).fail.map(\.index) == [2])
     }
 
+    @Test(arguments: ["57014", "55P03", "40P01", "40001"])
+    func aReadOutsideATransactionThatAFollowerAloneEndedWithATimingOutcomeFailsNobody(sqlState: String) {
+        // (A statement_timeout running out on a slower follower: nothing changed there.)
+        let answered = rows([["1", "x"]])
+        let timedOut = digest([error(sqlState), .readyForQuery(.idle)])
+        #expect(OutcomeJudge.judge([(0, answered), (1, timedOut)], lead: 0, wrote: false) == OutcomeJudge.Verdict())
+        // Two such followers do not outvote the lead.
+        #expect(OutcomeJudge.judge([(0, answered), (1, timedOut), (2, timedOut)], lead: 0, wrote: false) == OutcomeJudge.Verdict())
+        // A follower that answered otherwise is still failed beside them.
+        let other = rows([["2", "x"]])
+        #expect(OutcomeJudge.judge([(0, answered), (1, timedOut), (2, other)], lead: 0, wrote: false).fail.map(\.index) == [2])
+        // A write is another matter (above): it lacks what the lead committed.
+        let committed = digest([.commandComplete("INSERT 0 1"), .readyForQuery(.idle)])
+        #expect(OutcomeJudge.judge([(0, committed), (1, timedOut)], lead: 0, wrote: true).fail.map(\.index) == [1])
+    }
+
     @Test func theVoteFollowsTheLeadsTimingFailure() {
         // The lead could not PREPARE (40001): rolled back where it prepared, nobody failed.
         let v = CommitVote(prepared: [false, true, true], timingFailure: true)

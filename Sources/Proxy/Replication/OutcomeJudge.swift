@@ -10,6 +10,9 @@
 /// - A follower whose transaction block a timing outcome aborted while the lead's went on is left to
 ///   the commit vote (its PREPARE fails: a serialization failure or deadlock rolls the transaction
 ///   back everywhere, failing nobody; a timeout or cancel fails it if the others commit).
+/// - A follower whose read outside a transaction alone ended with a timing outcome (the client's
+///   `statement_timeout` running out on a slower follower, one with a cold cache after its recovery)
+///   changed nothing: it is not failed.
 /// - Otherwise the majority outcome wins (a tie goes to the side of the lead) and every other
 ///   backend is failed, with a reason that names what differed.
 struct OutcomeJudge {
@@ -59,6 +62,11 @@ struct OutcomeJudge {
                 verdict.leaveToVote.append(e.index)
             }
             judged.removeAll { verdict.leaveToVote.contains($0.index) }
+            // (Until 2026-12-06 it was outvoted by the lead — with three backends, two such followers
+            // outvoted the lead.)
+            if !wrote && leadDigest.statusAfter == idle {
+                judged.removeAll { $0.index != lead && $0.digest.timingSQLState != nil && $0.digest.statusAfter == idle }
+            }
         }
         var groups: [(digest: OutcomeDigest, members: [Int])] = []
         for e in judged {
