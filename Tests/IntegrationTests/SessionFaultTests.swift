@@ -75,6 +75,25 @@ import Wire
                 for c in lockers { #expect(try c.query("commit").allSatisfy { $0.errorState == nil }) }
                 #expect(try client.query("select count(*) from r").firstValue == "1")
                 try expectBackendsInStep(proxy, servers)
+                // The same inside a transaction that only reads (the followers' blocks aborted, the lead's
+                // committed: nothing to apply anywhere).
+                for c in lockers {
+                    #expect(try c.query("begin; lock table r in access exclusive mode").allSatisfy { $0.errorState == nil })
+                }
+                #expect(try client.query("begin").allSatisfy { $0.errorState == nil })
+                let inBlock = try client.query("select count(*) from r")
+                #expect(inBlock.compactMap(\.errorState).isEmpty, "\(inBlock)")
+                let endedInBlock = try await runBlocking {
+                    try eventuallyBlocking(30) {
+                        try followers.allSatisfy { try $0.psql("select count(*) from pg_stat_activity where query = 'select count(*) from r' and state = 'active'") == "0" }
+                    }
+                }
+                #expect(endedInBlock, "the followers' reads ended")
+                let commit = try client.query("commit")
+                #expect(commit == [.commandComplete("COMMIT"), .readyForQuery(.idle)], "\(commit)")
+                for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
+                for c in lockers { #expect(try c.query("commit").allSatisfy { $0.errorState == nil }) }
+                try expectBackendsInStep(proxy, servers)
             }
         }
     }
