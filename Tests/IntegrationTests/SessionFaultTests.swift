@@ -18,6 +18,31 @@ import Wire
 
     // MARK: timing outcomes
 
+    /// Table r (one row, id 1) made through the proxy; on each follower a session of its own holding r
+    /// locked (ACCESS EXCLUSIVE, in a transaction: that follower's statements on r wait); a client
+    /// through the proxy.
+    func followersLockingR(_ proxy: RunningProxy, _ servers: [LocalPostgresServer],
+                           sourceLocation: SourceLocation = #_sourceLocation) throws -> (lockers: [RawPostgresClient], client: RawPostgresClient) {
+        let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table r (id int); insert into r values (1)"])
+        #expect(setup.exitCode == 0, "\(setup.report)", sourceLocation: sourceLocation)
+        let lockers = try servers.dropFirst().map { server in
+            let c = try RawPostgresClient(port: server.port)
+            _ = try c.startup()
+            return c
+        }
+        lockR(lockers, sourceLocation: sourceLocation)
+        let client = try RawPostgresClient(port: proxy.port)
+        _ = try client.startup()
+        return (lockers, client)
+    }
+
+    func lockR(_ lockers: [RawPostgresClient], sourceLocation: SourceLocation = #_sourceLocation) {
+        for c in lockers {
+            #expect((try? c.query("begin; lock table r in access exclusive mode"))?.allSatisfy { $0.errorState == nil } == true,
+                    sourceLocation: sourceLocation)
+        }
+    }
+
     @Test func cancelsTimeoutsLockWaitsDeadlocksAndSerializationFailuresFailNoBackend() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
@@ -45,20 +70,8 @@ import Wire
     @Test func aReadThatTimesOutOnSlowerFollowersAloneFailsNobody() async throws {
         try await withPostgresServers(count: 3) { servers in
             try await withProxy(backends: servers) { proxy in
-                let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c", "create table r (id int); insert into r values (1)"])
-                #expect(setup.exitCode == 0, "\(setup.report)")
-                let lockers = try servers.dropFirst().map { server in
-                    let c = try RawPostgresClient(port: server.port)
-                    _ = try c.startup()
-                    return c
-                }
-                defer { lockers.forEach { $0.disconnect() } }
-                for c in lockers {
-                    #expect(try c.query("begin; lock table r in access exclusive mode").allSatisfy { $0.errorState == nil })
-                }
-                let client = try RawPostgresClient(port: proxy.port)
-                defer { client.disconnect() }
-                _ = try client.startup()
+                let (lockers, client) = try followersLockingR(proxy, servers)
+                defer { (lockers + [client]).forEach { $0.disconnect() } }
                 #expect(try client.query("set statement_timeout = '300ms'").allSatisfy { $0.errorState == nil })
                 let read = try client.query("select count(*) from r")
                 #expect(read.compactMap(\.errorState).isEmpty, "\(read)")
@@ -77,9 +90,7 @@ import Wire
                 try expectBackendsInStep(proxy, servers)
                 // The same inside a transaction that only reads (the followers' blocks aborted, the lead's
                 // committed: nothing to apply anywhere).
-                for c in lockers {
-                    #expect(try c.query("begin; lock table r in access exclusive mode").allSatisfy { $0.errorState == nil })
-                }
+                lockR(lockers)
                 #expect(try client.query("begin").allSatisfy { $0.errorState == nil })
                 let inBlock = try client.query("select count(*) from r")
                 #expect(inBlock.compactMap(\.errorState).isEmpty, "\(inBlock)")
@@ -93,6 +104,28 @@ import Wire
                 #expect(commit == [.commandComplete("COMMIT"), .readyForQuery(.idle)], "\(commit)")
                 for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
                 for c in lockers { #expect(try c.query("commit").allSatisfy { $0.errorState == nil }) }
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
+    /// A write in a transaction that the client's `lock_timeout` ends on two followers of three alone
+    /// (a lock held there directly): the vote rolls the transaction back — the client gets a follower's
+    /// lock timeout at COMMIT — and fails nobody: the lead could commit, the others were slower. Until
+    /// 2026-12-06 the two followers outvoted the lead, which was failed.
+    @Test func aWriteThatTimesOutOnTwoFollowersOfThreeFailsNobody() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let (lockers, client) = try followersLockingR(proxy, servers)
+                defer { (lockers + [client]).forEach { $0.disconnect() } }
+                for sql in ["set lock_timeout = '300ms'", "begin", "update r set id = 2"] {
+                    #expect(try client.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
+                }
+                let commit = try client.query("commit")
+                #expect(commit.compactMap(\.errorState) == ["55P03"], "\(commit)")
+                #expect(commit.last == .readyForQuery(.idle), "\(commit)")
+                for c in lockers { #expect(try c.query("commit").allSatisfy { $0.errorState == nil }) }
+                #expect(try client.query("select string_agg(id::text, ',') from r").firstValue == "1")
                 try expectBackendsInStep(proxy, servers)
             }
         }

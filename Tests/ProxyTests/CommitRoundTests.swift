@@ -167,6 +167,46 @@ import Wire
         #expect(d.vote.decision == .commit && d.failNow == [1])
     }
 
+    /// Two followers of three timing out outvote the lead: the transaction rolls back (the client gets
+    /// a follower's timeout), and nobody is failed — the lead could commit, the others were slower.
+    @Test func slowFollowersOutvotingTheLeadRollBackAndFailNobody() {
+        let timeout = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "55P03", message: "lock timeout")).frame
+        var r = round()
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
+        _ = r.prepareFinished(1, ok: false, status: .failed, error: timeout, isLead: false, timingSQLState: "55P03")
+        _ = r.prepareFinished(2, ok: false, status: .failed, error: timeout, isLead: false, timingSQLState: "57014")
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .rollback && d.vote.fail.isEmpty && d.failNow.isEmpty, "\(d)")
+        #expect(d.successes == [0])
+        #expect(r.error == timeout)
+        // One of them failing otherwise (a constraint): the majority rule as before, the lead failed.
+        var mixed = round()
+        _ = mixed.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
+        _ = mixed.prepareFinished(1, ok: false, status: .failed, error: timeout, isLead: false, timingSQLState: "55P03")
+        _ = mixed.prepareFinished(2, ok: false, status: .failed, error: errorFrame, isLead: false, timingSQLState: nil)
+        #expect(mixed.decide(doomError: nil).vote.fail == [0])
+    }
+
+    /// A follower's PREPARE failed (25P02) before the comparison had judged the statement that aborted
+    /// its block with a timing outcome: learnt before the decision, it counts as that outcome — a
+    /// conflict rolls back and fails nobody, with the conflict as the client's error.
+    @Test func aFollowersTimingOutcomeLearntAfterItsPrepareCountsAsIt() {
+        let aborted = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "25P02", message: "aborted")).frame
+        let conflict = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40001", message: "conflict on db2")).frame
+        var r = round([0, 1])
+        _ = r.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
+        _ = r.prepareFinished(1, ok: false, status: .failed, error: aborted, isLead: false, timingSQLState: nil)
+        r.followerTimingKnownLate(1, timingSQLState: "40001", error: conflict)
+        let d = r.decide(doomError: nil)
+        #expect(d.vote.decision == .rollback && d.vote.fail.isEmpty, "\(d)")
+        #expect(r.error == conflict)
+        // Without it, the tie commits and the follower is failed.
+        var plain = round([0, 1])
+        _ = plain.prepareFinished(0, ok: true, status: .idle, error: nil, isLead: true, timingSQLState: nil)
+        _ = plain.prepareFinished(1, ok: false, status: .failed, error: aborted, isLead: false, timingSQLState: nil)
+        #expect(plain.decide(doomError: nil).failNow == [1])
+    }
+
     @Test func aDoomedTransactionRollsBackWithItsOwnError() {
         var r = prepared([true, true])
         let doom = BackendMessage.errorResponse(ErrorFields(severity: "ERROR", sqlState: "40001", message: "doomed")).frame

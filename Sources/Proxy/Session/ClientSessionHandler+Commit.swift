@@ -216,6 +216,12 @@ extension ClientSessionHandler {
     /// Every participant's PREPARE outcome is in: the vote decides (`CommitRound.decide`).
     private func decide() {
         guard var c = commit, c.readyToDecide else { return }
+        // Every earlier cycle has been compared by now (each backend answers its PREPARE after them).
+        for i in c.participants where i != lead && c.prepared[i] == false {
+            guard let earlier = comparison.leftToVote[i] else { continue }
+            c.followerTimingKnownLate(i, timingSQLState: earlier,
+                                      error: BackendMessage.errorResponse(Self.followerConflict(earlier, on: backends[i].backend.description)).frame)
+        }
         // A statement of a doomed transaction may have seen a commit on some backends only (`doomForEpochs`).
         let decision = c.decide(doomError: transactionDoomed ? BackendMessage.errorResponse(Self.epochDoomFailure).frame : nil)
         logger.debug("commit vote: \(decision.vote.decision), \(decision.successes.count) prepared of \(c.participants.count)", metadata: ["gid": "\(c.gid)"])

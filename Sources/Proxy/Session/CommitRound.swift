@@ -34,6 +34,9 @@ struct CommitRound {
     /// lead's PREPARE failed with one, or a follower's transaction ended with a conflict between
     /// transactions (`conflictSQLStates`).
     private(set) var timingFailure = false
+    /// Followers whose PREPARE failed with a timing outcome that is not a conflict (a statement or
+    /// lock timeout, a cancel: slower or blocked where the others are not).
+    private(set) var slowFollowers: Set<Int> = []
     private(set) var vote: CommitVote?
     /// Participants still finishing (COMMIT/ROLLBACK PREPARED, or ROLLBACK of an aborted block).
     private(set) var finishing: Set<Int> = []
@@ -97,13 +100,37 @@ struct CommitRound {
         if let error, self.error == nil || isLead || (decisive && !errorIsLeads) {
             self.error = error
             errorIsLeads = isLead
+            errorFrom = index
         }
         if decisive { timingFailure = true }
+        if !ok, !isLead, timingSQLState != nil { timingKnown.insert(index) }
+        if !ok, !isLead, !decisive, timingSQLState != nil { slowFollowers.insert(index) }
         return readyToDecide
     }
 
-    /// `error` is the lead's own.
+    /// Follower `index` failed its PREPARE in a transaction block that a timing outcome (`timingSQLState`)
+    /// had aborted earlier, which the comparison judged only after that failure came in (the follower
+    /// finished the statement and its PREPARE before another follower finished the statement): it
+    /// counts as if known then, with `error` as its error. Until 2026-12-06 it counted as an ordinary
+    /// failure (25P02): a follower's serialization failure could have it failed instead of rolling
+    /// the transaction back, and two slow followers of three had the lead failed.
+    mutating func followerTimingKnownLate(_ index: Int, timingSQLState: String, error: PostgresFrame) {
+        guard phase == .preparing, prepared[index] == false, !timingKnown.contains(index) else { return }
+        timingKnown.insert(index)
+        let decisive = Self.conflictSQLStates.contains(timingSQLState)
+        if self.error == nil || errorFrom == index || (decisive && !errorIsLeads) {
+            self.error = error
+            errorIsLeads = false
+            errorFrom = index
+        }
+        if decisive { timingFailure = true } else { slowFollowers.insert(index) }
+    }
+
+    /// `error` is the lead's own; which participant's it is.
     private var errorIsLeads = false
+    private var errorFrom: Int?
+    /// Followers whose failed PREPARE is known to come from a timing outcome.
+    private var timingKnown: Set<Int> = []
 
     var readyToDecide: Bool { phase == .preparing && participants.allSatisfy { prepared[$0] != nil } }
 
@@ -111,7 +138,13 @@ struct CommitRound {
     /// rolls back with `doomError` as the client's answer and fails nobody, as a lead's timing outcome does.
     mutating func decide(doomError: PostgresFrame?) -> Decision {
         if let doomError { error = doomError }
-        let vote = CommitVote(prepared: participants.map { prepared[$0] ?? false }, timingFailure: timingFailure || doomError != nil)
+        let ok = participants.map { prepared[$0] ?? false }
+        // Followers that were only slower (their timeouts) outnumbering the successes roll the
+        // transaction back, and that says nothing against the servers that could commit it: nobody is
+        // failed (until 2026-12-06 two slow followers of three had the lead failed).
+        let onlySlowFailed = participants.indices.allSatisfy { ok[$0] || slowFollowers.contains(participants[$0]) }
+        let vote = CommitVote(prepared: ok, timingFailure: timingFailure || doomError != nil
+                                  || (onlySlowFailed && CommitVote(prepared: ok).decision == .rollback))
         self.vote = vote
         phase = .decided
         let successes = vote.finishOn.map { participants[$0] }
