@@ -131,6 +131,28 @@ import Wire
         }
     }
 
+    /// The client's own `idle_in_transaction_session_timeout` (in a transaction) and `idle_session_timeout`
+    /// (outside one) end its idle session on every backend: the client gets PostgreSQL's FATAL, and no
+    /// backend is failed for ending it first. Until 2026-12-06 the follower whose timer fired first was.
+    @Test func aClientsOwnIdleTimeoutsEndTheSessionAndFailNobody() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                for (setting, inBlock, state) in [("idle_in_transaction_session_timeout", true, "25P03"), ("idle_session_timeout", false, "57P05")] {
+                    let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                    defer { client.disconnect() }
+                    _ = try client.startup()
+                    #expect(try client.query("set \(setting) = '300ms'").allSatisfy { $0.errorState == nil })
+                    if inBlock { #expect(try client.query("begin; select 1").allSatisfy { $0.errorState == nil }) }
+                    let last = try client.readUntilClosed()
+                    #expect(last.compactMap(\.errorState) == [state], "\(setting): \(last)")
+                    for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
+                    #expect(online(proxy) == ["db1", "db2", "db3"], "\(setting): \(backendReasons(proxy))")
+                }
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// A statement that draws sequence values and ends on the lead with a timing outcome — the victim of
     /// a deadlock, a statement timeout, in autocommit and in a block — drew values there that the
     /// followers, which get the lead's outcome instead of running it, never drew: their sequences are

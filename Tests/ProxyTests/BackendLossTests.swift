@@ -26,6 +26,20 @@ import Wire
             == .fail(reason: "ended the session: XX000 crash (connection lost)"))
     }
 
+    @Test(arguments: ["25P03 terminating connection due to idle-in-transaction timeout", "57P05 terminating connection due to idle-session timeout",
+                      "25P04 terminating connection due to transaction timeout"])
+    func aSessionTimeoutOfTheClientsEndsAnIdleSessionAndFailsNobody(words: String) {
+        for lead in [false, true] {
+            var s = situation(lead: lead, lastWords: words)
+            s.sessionIdle = true
+            #expect(BackendLoss.lost(s, name: "db2", cause: "connection lost")
+                == .endSession(ErrorFields(severity: "FATAL", sqlState: String(words.prefix(5)), message: String(words.dropFirst(6)))))
+            // With something in flight it is an ordinary loss.
+            s.sessionIdle = false
+            #expect(BackendLoss.lost(s, name: "db2", cause: "connection lost") == .fail(reason: "ended the session: \(words) (connection lost)"))
+        }
+    }
+
     @Test func theLastBackendEndsTheSession() {
         guard case let .endSession(error?) = BackendLoss.lost(situation(lead: true, others: 0), name: "db1 (127.0.0.1:5432)", cause: "connection lost") else {
             Issue.record("the last backend's loss must end the session with an error")

@@ -20,6 +20,9 @@ enum BackendLoss {
         var lastWords: String?
         /// The node is asking whether the lead's server still serves (see `Step.checkServing`).
         var checkingTermination: Bool
+        /// Nothing of the session is in flight on any backend, nor a vote: it is idle, in a
+        /// transaction block or not.
+        var sessionIdle = false
     }
 
     enum Step: Equatable {
@@ -40,6 +43,7 @@ enum BackendLoss {
     /// What to do about backend `name` lost for `cause`.
     static func lost(_ s: Situation, name: String, cause: String) -> Step {
         if s.checkingTermination && s.isLead { return .awaitTerminationCheck }
+        if !s.draining, !s.fatalForwarded, s.sessionIdle, let timeout = sessionTimeout(s.lastWords) { return .endSession(timeout) }
         if s.othersLive == 0 {
             if s.draining || s.fatalForwarded { return .endSession(nil) }
             return .endSession(ErrorFields(severity: "FATAL", sqlState: "08006",
@@ -57,6 +61,20 @@ enum BackendLoss {
             return .endSession(ErrorFields(severity: "FATAL", sqlState: "57P01", message: "terminating connection due to administrator command"))
         }
         return .fail(reason: reason(lastWords: lastWords, cause: cause))
+    }
+
+    /// The FATALs of the session timeouts a client sets — `idle_in_transaction_session_timeout`
+    /// (25P03), `idle_session_timeout` (57P05), PostgreSQL 17's `transaction_timeout` (25P04): every
+    /// backend applies the session's settings alike, so the first backend to end the idle session
+    /// ends it for the client, as PostgreSQL would, and nobody is failed. Until 2026-12-06 the follower
+    /// whose timer fired first was failed (a role with `idle_in_transaction_session_timeout` set failed
+    /// a backend each time a client idled that long in a transaction).
+    static let sessionTimeoutStates: Set<String> = ["25P03", "25P04", "57P05"]
+
+    /// The FATAL for the client when `lastWords` ("SQLSTATE message") are a session timeout's.
+    static func sessionTimeout(_ lastWords: String?) -> ErrorFields? {
+        guard let words = lastWords, words.count > 6, sessionTimeoutStates.contains(String(words.prefix(5))) else { return nil }
+        return ErrorFields(severity: "FATAL", sqlState: String(words.prefix(5)), message: String(words.dropFirst(6)))
     }
 
     static func reason(lastWords: String?, cause: String) -> String {

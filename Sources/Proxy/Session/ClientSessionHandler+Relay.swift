@@ -1465,14 +1465,19 @@ extension ClientSessionHandler {
     func backendLost(_ index: Int, cause: String) {
         let situation = BackendLoss.Situation(isLead: index == lead, othersLive: liveCount - (backends[index].isLive ? 1 : 0),
                                               draining: phase == .draining, fatalForwarded: fatalForwarded,
-                                              lastWords: backends[index].lastWords, checkingTermination: terminationCheck != nil)
+                                              lastWords: backends[index].lastWords, checkingTermination: terminationCheck != nil,
+                                              sessionIdle: commit == nil && !wrapPending && leadFirst.isEmpty && waitingGroup == nil && epochWaiting == nil
+                                                  && backends.allSatisfy { !$0.isLive || $0.owed.isEmpty })
         switch BackendLoss.lost(situation, name: backends[index].backend.description, cause: cause) {
         case .awaitTerminationCheck:
             return
         case let .endSession(error):
             backends[index].phase = .closed
             dropExpectations(index)
-            if let error {
+            if let error, BackendLoss.sessionTimeoutStates.contains(error.sqlState ?? "") {
+                logger.info("backend \(backends[index].backend.description) ended the idle session with the client's own timeout (\(error.sqlState ?? "") \(error.message ?? "")): the session ends, no backend is failed")
+                fatal(error)
+            } else if let error {
                 logger.warning("backend \(backends[index].backend.description) lost: \(cause)")
                 fatal(error)
             } else {
