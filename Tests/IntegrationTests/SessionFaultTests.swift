@@ -313,6 +313,31 @@ import Wire
         }
     }
 
+    /// A follower with no connection slot left for the session (here the role's connection limit,
+    /// reached there alone, as a follower's lower `max_connections` is in a burst of clients): the
+    /// client gets PostgreSQL's 53300 and no backend is failed; once a slot is free, sessions open on
+    /// every backend again. Until 2026-12-06 the follower was failed.
+    @Test func aFollowerWithNoConnectionSlotLeftRefusesTheClientAndFailsNobody() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                for s in servers { _ = try s.psql("create role app login") }
+                _ = try servers[1].psql("alter role app connection limit 1")
+                let holder = try RawPostgresClient(port: servers[1].port)
+                defer { holder.disconnect() }
+                #expect(try holder.startup(user: "app").last == .readyForQuery(.idle))
+                let refused = try Clients.psql(proxy.connectionString(user: "app"), ["-c", "select 1"])
+                #expect(refused.exitCode != 0 && refused.stderr.contains("too many connections"), "\(refused.report)")
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+                holder.disconnect()
+                let opened = try await runBlocking {
+                    try eventuallyBlocking(30) { try Clients.psql(proxy.connectionString(user: "app"), ["-c", "select 1"]).exitCode == 0 }
+                }
+                #expect(opened, "a session opens once the follower has a slot")
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// CREATE DATABASE is answered once every backend has it: a session opened at once uses all.
     @Test(arguments: 1...3) func aDatabaseCreatedThroughTheProxyIsUsableOnEveryBackendAtOnce(run: Int) async throws {
         try await withPostgresServers(count: 3) { servers in

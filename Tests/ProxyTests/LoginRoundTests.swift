@@ -39,6 +39,15 @@ import Wire
         #expect(round([.unreachable("connection refused"), .refused(missingDatabase)]).decision == .refuseClient(index: 1, fail: [0]))
     }
 
+    /// A backend with no connection slot left (`max_connections`, a role's or database's connection
+    /// limit): full, not out of step — the client gets its refusal, nobody is failed but the unreachable.
+    @Test func aBackendWithNoConnectionSlotLeftRefusesTheClientAndFailsNobody() {
+        let full = ErrorFields(severity: "FATAL", sqlState: "53300", message: "sorry, too many clients already")
+        #expect(round([.ready, .refused(full), .ready]).decision == .refuseClient(index: 1, fail: []))
+        #expect(round([.ready, .refused(full), .unreachable("reset")]).decision == .refuseClient(index: 1, fail: [2]))
+        #expect(round([.refused(missingDatabase), .ready, .refused(full)]).decision == .refuseClient(index: 2, fail: []))
+    }
+
     @Test func aTLSFailureRefusesTheClientAndFailsNobody() {
         #expect(round([.ready, .tlsRefused("certificate verify failed"), .ready]).decision == .refuseClientTLS(index: 1))
         #expect(round([.unreachable("a"), .ready, .tlsRefused("x")]).decision == .refuseClientTLS(index: 2))

@@ -189,6 +189,9 @@ extension ClientSessionHandler {
         case let .refuseClient(refused, fail):
             for i in fail { failAtLogin(i) }
             if case let .refused(fields) = loginRound.outcomes[refused] {
+                if fields.sqlState == "53300", loginRound.outcomes.contains(.ready) {
+                    logger.warning("backend \(backends[refused].backend.description) has no connection slot left for this session (\(fields.message ?? "53300")): the client is refused, no backend is failed (every session needs a connection on every backend: its max_connections bounds the cluster's)")
+                }
                 fatalForwarded = true
                 fatal(fields)
             }

@@ -9,7 +9,10 @@ import Wire
 /// many connections for the user) and reaches it as PostgreSQL's own error. A TLS failure (the
 /// backend's certificate does not verify, or it will not encrypt under `sslmode` `require` or
 /// stricter) refuses the client and fails nobody: the node's own configuration or the certificate is
-/// at fault, not the backend's data, and the health checks (same settings) report it.
+/// at fault, not the backend's data, and the health checks (same settings) report it. So does a
+/// backend with no connection slot left for the session (`53300`: `max_connections`, or the role's
+/// or database's `CONNECTION LIMIT`, reached there): it is full, not out of step, and the client gets
+/// its refusal as from PostgreSQL at capacity.
 struct LoginRound: Equatable {
     enum Outcome: Equatable {
         case pending
@@ -54,10 +57,15 @@ struct LoginRound: Equatable {
             return .refuseClientTLS(index: tls)
         }
         let ready = outcomes.indices.filter { outcomes[$0] == .ready }
+        let unreachable = outcomes.indices.filter { if case .unreachable = outcomes[$0] { true } else { false } }
+        // (Until 2026-12-06 such a backend was failed: a burst of clients beyond one follower's
+        // `max_connections` failed it, and each online recovery that followed.)
+        if let full = outcomes.indices.first(where: { if case let .refused(f) = outcomes[$0] { f.sqlState == "53300" } else { false } }) {
+            return .refuseClient(index: full, fail: unreachable)
+        }
         if !ready.isEmpty {
             return .proceed(fail: outcomes.indices.filter { outcomes[$0] != .ready })
         }
-        let unreachable = outcomes.indices.filter { if case .unreachable = outcomes[$0] { true } else { false } }
         if let refused = outcomes.indices.first(where: { if case .refused = outcomes[$0] { true } else { false } }) {
             return .refuseClient(index: refused, fail: unreachable)
         }
