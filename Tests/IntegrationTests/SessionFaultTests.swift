@@ -313,6 +313,29 @@ import Wire
         }
     }
 
+    /// An operator's script ends a role's sessions on one follower server (`pg_terminate_backend` of
+    /// every session of that application there), in a transaction and outside one: the server still
+    /// serves, so only the session was ended — the client gets PostgreSQL's FATAL 57P01 and no backend
+    /// is failed. Until 2026-12-06 only the lead's termination was looked at so; the follower was failed.
+    @Test func aSessionTerminatedOnAFollowerServerEndsAndFailsNobody() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                for inBlock in [true, false] {
+                    let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                    defer { client.disconnect() }
+                    _ = try client.startup(extra: [("application_name", "victim")])
+                    #expect(try client.query(inBlock ? "begin; select 1" : "select 1").allSatisfy { $0.errorState == nil })
+                    #expect(try servers[1].psql("select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'victim'") == "1")
+                    let last = try client.readUntilClosed()
+                    #expect(last.compactMap(\.errorState) == ["57P01"], "in a block: \(inBlock): \(last)")
+                    for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
+                    #expect(online(proxy) == ["db1", "db2", "db3"], "in a block: \(inBlock): \(backendReasons(proxy))")
+                }
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// A follower with no connection slot left for the session (here the role's connection limit,
     /// reached there alone, as a follower's lower `max_connections` is in a burst of clients): the
     /// client gets PostgreSQL's 53300 and no backend is failed; once a slot is free, sessions open on

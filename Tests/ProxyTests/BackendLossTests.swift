@@ -20,8 +20,8 @@ import Wire
     }
 
     @Test func aFatalIsNamedInTheReason() {
-        let step = BackendLoss.lost(situation(lastWords: "57P01 terminating connection due to administrator command"), name: "db2", cause: "connection lost")
-        #expect(step == .fail(reason: "ended the session: 57P01 terminating connection due to administrator command (connection lost)"))
+        let step = BackendLoss.lost(situation(lastWords: "57P02 terminating connection because of crash of another server process"), name: "db2", cause: "connection lost")
+        #expect(step == .fail(reason: "ended the session: 57P02 terminating connection because of crash of another server process (connection lost)"))
         #expect(BackendLoss.lost(situation(lead: true, lastWords: "XX000 crash"), name: "db1", cause: "connection lost")
             == .fail(reason: "ended the session: XX000 crash (connection lost)"))
     }
@@ -55,12 +55,19 @@ import Wire
     @Test func aLeadThatEndedTheSessionWith57P01IsAskedAboutFirst() {
         let words = "57P01 terminating connection due to administrator command"
         #expect(BackendLoss.lost(situation(lead: true, lastWords: words), name: "db1", cause: "connection lost") == .checkServing)
-        // A follower saying it is failed as usual; so is a lead while the client has gone.
-        #expect(BackendLoss.lost(situation(lead: false, lastWords: words), name: "db2", cause: "c") == .fail(reason: "ended the session: \(words) (c)"))
+        // A follower's too (an operator's script ending a role's sessions on that server); while
+        // another backend is being asked about, it is failed as usual; so is a lead while the client has gone.
+        #expect(BackendLoss.lost(situation(lead: false, lastWords: words), name: "db2", cause: "c") == .checkServing)
+        var another = situation(lead: false, lastWords: words)
+        another.checkingAnother = true
+        #expect(BackendLoss.lost(another, name: "db2", cause: "c") == .fail(reason: "ended the session: \(words) (c)"))
         #expect(BackendLoss.lost(situation(lead: true, draining: true, lastWords: words), name: "db1", cause: "c") == .fail(reason: "ended the session: \(words) (c)"))
-        // While asking, a second loss report of the lead waits for the answer.
+        // While asking, a second loss report of the backend asked about waits for the answer; another
+        // backend's loss is its own.
         #expect(BackendLoss.lost(situation(lead: true, lastWords: words, checking: true), name: "db1", cause: "c") == .awaitTerminationCheck)
-        #expect(BackendLoss.lost(situation(lead: false, checking: true), name: "db2", cause: "c") == .fail(reason: "c"))
+        var other = situation(lead: false)
+        other.checkingAnother = true
+        #expect(BackendLoss.lost(other, name: "db2", cause: "c") == .fail(reason: "c"))
     }
 
     @Test func theTerminationAnswerDecides() {

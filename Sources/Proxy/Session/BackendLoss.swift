@@ -18,8 +18,10 @@ enum BackendLoss {
         var fatalForwarded: Bool
         /// What the backend said in its FATAL, if it did ("57P01 terminating connection …").
         var lastWords: String?
-        /// The node is asking whether the lead's server still serves (see `Step.checkServing`).
+        /// The node is asking whether this backend's server still serves (see `Step.checkServing`).
         var checkingTermination: Bool
+        /// The node is asking that about another backend of the session (one check at a time).
+        var checkingAnother = false
         /// Nothing of the session is in flight on any backend, nor a vote: it is idle, in a
         /// transaction block or not.
         var sessionIdle = false
@@ -31,10 +33,11 @@ enum BackendLoss {
         /// The last backend is gone: the session ends, with this error for the client (nil: quietly,
         /// while draining or after a FATAL was forwarded).
         case endSession(ErrorFields?)
-        /// The lead ended the session with 57P01 ("terminating connection due to administrator
-        /// command"): `pg_terminate_backend()` of this session — the client's pid is the lead's — or
-        /// a fast shutdown. The node asks whether the server still takes sessions; meanwhile the
-        /// session waits (client messages are held).
+        /// The backend ended the session with 57P01 ("terminating connection due to administrator
+        /// command"): `pg_terminate_backend()` of this session — on the lead, the client's pid is the
+        /// lead's; on a follower, an operator's script ending sessions on that server — or a fast
+        /// shutdown. The node asks whether the server still takes sessions; meanwhile the session
+        /// waits (client messages are held).
         case checkServing
         /// Failed cluster-wide with this reason; the session goes on.
         case fail(reason: String)
@@ -42,20 +45,22 @@ enum BackendLoss {
 
     /// What to do about backend `name` lost for `cause`.
     static func lost(_ s: Situation, name: String, cause: String) -> Step {
-        if s.checkingTermination && s.isLead { return .awaitTerminationCheck }
+        if s.checkingTermination { return .awaitTerminationCheck }
         if !s.draining, !s.fatalForwarded, s.sessionIdle, let timeout = sessionTimeout(s.lastWords) { return .endSession(timeout) }
         if s.othersLive == 0 {
             if s.draining || s.fatalForwarded { return .endSession(nil) }
             return .endSession(ErrorFields(severity: "FATAL", sqlState: "08006",
                                            message: "pgchorus lost the connection to backend \(name): \(cause)"))
         }
-        if s.isLead, !s.draining, !s.checkingTermination, s.lastWords?.hasPrefix("57P01") == true { return .checkServing }
+        // (Until 2026-12-06 only the lead's: a follower whose session an operator's script ended there
+        // — `pg_terminate_backend` of every session of a role, on each server — was failed.)
+        if !s.draining, !s.checkingAnother, s.lastWords?.hasPrefix("57P01") == true { return .checkServing }
         return .fail(reason: reason(lastWords: s.lastWords, cause: cause))
     }
 
-    /// The answer for a lead that ended the session with 57P01: a server that still serves ended this
-    /// session alone, which then ends as PostgreSQL's would and fails no backend; otherwise the lead is
-    /// failed like any lost backend.
+    /// The answer for a backend that ended the session with 57P01: a server that still serves ended
+    /// this session alone, which then ends as PostgreSQL's would and fails no backend; otherwise the
+    /// backend is failed like any lost backend.
     static func terminationChecked(serving: Bool, lastWords: String?, cause: String) -> Step {
         if serving {
             return .endSession(ErrorFields(severity: "FATAL", sqlState: "57P01", message: "terminating connection due to administrator command"))

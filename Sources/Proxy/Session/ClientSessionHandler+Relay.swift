@@ -1465,7 +1465,9 @@ extension ClientSessionHandler {
     func backendLost(_ index: Int, cause: String) {
         let situation = BackendLoss.Situation(isLead: index == lead, othersLive: liveCount - (backends[index].isLive ? 1 : 0),
                                               draining: phase == .draining, fatalForwarded: fatalForwarded,
-                                              lastWords: backends[index].lastWords, checkingTermination: terminationCheck != nil,
+                                              lastWords: backends[index].lastWords,
+                                              checkingTermination: terminationCheck != nil && terminationCheckIndex == index,
+                                              checkingAnother: terminationCheck != nil && terminationCheckIndex != index,
                                               sessionIdle: commit == nil && !wrapPending && leadFirst.isEmpty && waitingGroup == nil && epochWaiting == nil
                                                   && backends.allSatisfy { !$0.isLive || $0.owed.isEmpty })
         switch BackendLoss.lost(situation, name: backends[index].backend.description, cause: cause) {
@@ -1490,6 +1492,7 @@ extension ClientSessionHandler {
                 return
             }
             terminationCheck = cause
+            terminationCheckIndex = index
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
             shared.prober.checkServing(backends[index].backend) { serving in
@@ -1500,14 +1503,15 @@ extension ClientSessionHandler {
         }
     }
 
-    /// The answer for a lead that ended this session with 57P01 (see `BackendLoss.Step.checkServing`).
+    /// The answer for a backend that ended this session with 57P01 (see `BackendLoss.Step.checkServing`).
     func terminationChecked(_ index: Int, serving: Bool) {
-        guard let cause = terminationCheck else { return }
+        guard let cause = terminationCheck, terminationCheckIndex == index else { return }
         terminationCheck = nil
+        terminationCheckIndex = nil
         guard phase == .relaying || phase == .draining else { return }
         switch BackendLoss.terminationChecked(serving: serving, lastWords: backends[index].lastWords, cause: cause) {
         case let .endSession(error):
-            logger.info("the lead backend \(backends[index].backend.description) ended this session (pg_terminate_backend) and still serves: the session ends, no backend is failed")
+            logger.info("backend \(backends[index].backend.description)\(index == lead ? " (the lead)" : "") ended this session (pg_terminate_backend) and still serves: the session ends, no backend is failed")
             backends[index].phase = .closed
             dropExpectations(index)
             fatalForwarded = true

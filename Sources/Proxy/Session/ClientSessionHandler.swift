@@ -166,9 +166,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// it has answered; the same for Closes.
     var leadParses: (seq: Int?, count: Int) = (-1, 0)
     var leadCloses: (seq: Int?, count: Int) = (-1, 0)
-    /// The lead ended the session with 57P01 and the node is asking whether its server still serves
-    /// (`backendLost`): the cause of the loss, while the answer is awaited.
+    /// A backend ended the session with 57P01 and the node is asking whether its server still serves
+    /// (`backendLost`): which, and the cause of the loss, while the answer is awaited.
     var terminationCheck: String?
+    var terminationCheckIndex: Int?
     /// A group waiting for the order, with whether it is a reply cycle.
     var waitingGroup: (bytes: ByteBuffer, cycle: Bool, wrap: Bool, flags: GroupFlags)?
     // Catalog changes told to the other nodes (see ClientSessionHandler+Catalog.swift).
