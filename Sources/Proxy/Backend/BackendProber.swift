@@ -22,8 +22,9 @@ public final class BackendProber: Sendable {
     let registry: BackendRegistry
     let login: NodeLogin
     let logger: Logger
-    /// Started at the first probe: most nodes never need one.
-    private let pool = Mutex<NIOThreadPool?>(nil)
+    /// Started at the first probe: most nodes never need one. One thread per backend: a probe of a
+    /// frozen backend must not hold up another's.
+    private let pool: LazyThreadPool
     private let inFlight = Mutex<Set<String>>([])
     /// What the probes of each backend found so far (also counted in `ProxyMetrics`).
     private let outcomes = Mutex<[String: ProbeCounts]>([:])
@@ -57,17 +58,7 @@ public final class BackendProber: Sendable {
         self.registry = registry
         self.login = login
         self.logger = logger
-    }
-
-    private func threads() -> NIOThreadPool {
-        pool.withLock { pool in
-            if let pool { return pool }
-            // One thread per backend: a probe of a frozen backend must not hold up another's.
-            let started = NIOThreadPool(numberOfThreads: max(1, configuration.backends.count))
-            started.start()
-            pool = started
-            return started
-        }
+        self.pool = LazyThreadPool(threads: configuration.backends.count)
     }
 
     /// The seconds a probe waits for an answer (libpq's connect_timeout has a floor of 2 s).
@@ -92,7 +83,7 @@ public final class BackendProber: Sendable {
         let started = inFlight.withLock { $0.insert(backend.id).inserted }
         guard started else { return }
         let me = self
-        threads().submit { state in
+        pool.started.submit { state in
             defer { _ = me.inFlight.withLock { $0.remove(backend.id) } }
             guard state == .active, me.registry.status(of: backend.id) == .online else { return }
             guard var silence = me.silence(of: backend) else { return }
@@ -138,13 +129,13 @@ public final class BackendProber: Sendable {
     /// a probe thread. A server shutting down refuses the login ("the database system is shutting down").
     func checkServing(_ backend: Configuration.Backend, _ answer: @escaping @Sendable (Bool) -> Void) {
         let me = self
-        threads().submit { state in
+        pool.started.submit { state in
             guard state == .active else { return answer(false) }
             answer((try? me.ask(backend)) != nil)
         }
     }
 
     func shutdown() {
-        pool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
+        pool.shutdown()
     }
 }

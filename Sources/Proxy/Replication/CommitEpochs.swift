@@ -81,7 +81,7 @@ public final class CommitEpochs: Sendable {
     /// The health-check login as last reloaded, for the probe's new connections.
     private let login: NodeLogin
     let logger: Logger
-    private let pool = Mutex<NIOThreadPool?>(nil)
+    private let pool = LazyThreadPool(threads: 1)
     /// Used by the probe loop only, on the pool's single thread.
     private let connections = ProbeConnections()
     static let probeInterval: TimeAmount = .microseconds(300)
@@ -313,16 +313,6 @@ public final class CommitEpochs: Sendable {
 
     // MARK: the probe
 
-    private func threads() -> NIOThreadPool {
-        pool.withLock { pool in
-            if let pool { return pool }
-            let started = NIOThreadPool(numberOfThreads: 1)
-            started.start()
-            pool = started
-            return started
-        }
-    }
-
     private func probeIfBlocked() {
         let start = state.withLock { s -> Bool in
             guard !s.probing, !s.schedule.blockers.isEmpty || !s.followerWaits.isEmpty else { return false }
@@ -331,7 +321,7 @@ public final class CommitEpochs: Sendable {
         }
         guard start else { return }
         let me = self
-        threads().submit { _ in me.probeLoop() }
+        pool.started.submit { _ in me.probeLoop() }
     }
 
     /// Asks the backends about the blockers until nothing waits on a running statement (bounded by
@@ -439,7 +429,7 @@ public final class CommitEpochs: Sendable {
     private func pruneProbeConnections() {
         let (registry, connections) = (self.registry, self.connections)
         // No pool yet: the probe has opened no connection.
-        pool.withLock { $0 }?.submit { state in
+        pool.ifStarted?.submit { state in
             guard case .active = state else { return }
             let online = Set(registry.online().map(\.id))
             for id in connections.byBackend.keys where !online.contains(id) {
@@ -500,7 +490,7 @@ public final class CommitEpochs: Sendable {
     func shutdown() {
         order.withLock { $0 }?.shutdown()
         // The connections close with the pool's thread (the probe loop is their only user).
-        pool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
+        pool.shutdown()
     }
 }
 

@@ -98,23 +98,16 @@ public final class SequenceOrdering: Sendable {
     private let lock = Mutex(LockState())
     /// The thread of `SequenceResync` and of the waiters' looks for a lock cycle (started at its first
     /// use): its own, as the process-wide pool may be busy with other blocking work while the turn waits.
-    private let resyncPool = Mutex<NIOThreadPool?>(nil)
+    private let resyncPool = LazyThreadPool(threads: 1)
 
     /// Runs `body` on the resync thread; the result comes on `eventLoop`.
     func runResync<T: Sendable>(on eventLoop: EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
-        let pool = resyncPool.withLock { pool -> NIOThreadPool in
-            if let pool { return pool }
-            let started = NIOThreadPool(numberOfThreads: 1)
-            started.start()
-            pool = started
-            return started
-        }
-        return pool.runIfActive(eventLoop: eventLoop, body)
+        resyncPool.started.runIfActive(eventLoop: eventLoop, body)
     }
 
     /// Stops the resync thread (the server is closing).
     func shutdown() {
-        resyncPool.withLock { $0?.shutdownGracefully { _ in }; $0 = nil }
+        resyncPool.shutdown()
     }
 
     public init() {}
