@@ -237,6 +237,38 @@ import TestSupport
         }
     }
 
+    /// The same cycle through a session-level advisory lock: B holds the turn while its statement waits
+    /// on the lead for A's session lock, and A's insert in a transaction waits for the turn. Aborting
+    /// A's transaction would not let a session lock go, so A's session is ended (FATAL 40P01) — B then
+    /// goes on. (Answering A with an ERROR, as a cycle through its transaction's locks is, left B
+    /// waiting.)
+    @Test func aLockCycleThroughASessionLockEndsTheWaitersSession() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let clients = try turnClients(proxy, count: 2)
+                let (a, b) = (clients[0], clients[1])
+                #expect(try a.query("SELECT pg_advisory_lock(99)").allSatisfy { $0.errorState == nil })
+                #expect(try b.query("BEGIN").allSatisfy { $0.errorState == nil })
+                try b.send(.query("SELECT nextval('s_id_seq'), pg_advisory_lock(99)"))
+                let lead = servers[0]
+                let waits = try await runBlocking {
+                    try eventuallyBlocking(30) { try lead.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'SELECT nextval%'") == "1" }
+                }
+                #expect(waits, "B waits for A's session lock under the turn")
+                #expect(try a.query("BEGIN").allSatisfy { $0.errorState == nil })
+                let aSecond = try await runBlocking { try a.send(.query("INSERT INTO s (v) VALUES (2)")); return try a.readUntilClosed() }
+                let failure = aSecond.first { $0.errorState != nil }
+                #expect(failure?.errorState == "40P01", "\(aSecond)")
+                if case let .errorResponse(f)? = failure { #expect(f.severity == "FATAL", "\(f)") }
+                let bDone = try b.readUntilReady()
+                #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
+                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                #expect(try b.query("SELECT pg_advisory_unlock(99)").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// A client cancels its statement while it waits inside pgchorus for the sequence turn (held by
     /// another session's insert waiting on a row lock): the statement is answered with 57014 and never
     /// runs, as PostgreSQL ends a statement waiting for a lock, and the session goes on. (Until

@@ -405,8 +405,10 @@ extension ClientSessionHandler {
         }
         ProxyMetrics.sequenceTurnCycles.increment()
         let cycle = "deadlock detected: the statement holding pgchorus' turn to draw sequence values waits for a lock this session's transaction holds, while this session waits for that turn"
-        // As PostgreSQL ends a deadlock's victim: the statement fails, the transaction is aborted.
-        if answerWaitingGroup(with: ErrorFields(severity: "ERROR", sqlState: "40P01", message: cycle,
+        // As PostgreSQL ends a deadlock's victim: the statement fails, the transaction is aborted —
+        // which lets the transaction's locks go, not a session-level advisory lock the session may
+        // hold (the holder may wait for that one): then the session ends, as before.
+        if !leadLocks.sessionLocks, answerWaitingGroup(with: ErrorFields(severity: "ERROR", sqlState: "40P01", message: cycle,
                                                 detail: "The statement was not run; the transaction is aborted on every backend.",
                                                 hint: "Roll the transaction back and retry it.")) { return }
         abandonOrderWait()
@@ -436,8 +438,10 @@ extension ClientSessionHandler {
         // Another session holds the order while its statement waits, perhaps on a lock this session's
         // transaction holds: the statement fails and the transaction is aborted on every backend,
         // which lets those locks go (until 2026-12-06 the session was ended).
+        // (A holder stuck while the session may hold a session-level advisory lock: a cycle through it
+        // ends only with the session.)
         let inBlock = lastStatus != .idle
-        if answerWaitingGroup(with: ErrorFields(severity: "ERROR", sqlState: "40P01", message: message,
+        if moved || !leadLocks.sessionLocks, answerWaitingGroup(with: ErrorFields(severity: "ERROR", sqlState: "40P01", message: message,
                                                 detail: detail + (inBlock ? "The statement was not run; the transaction is aborted on every backend." : "The statement was not run."),
                                                 hint: inBlock ? "Roll the transaction back and retry it." : "Retry it.")) { return }
         abandonOrderWait()
