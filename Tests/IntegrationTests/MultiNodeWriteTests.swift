@@ -151,9 +151,8 @@ extension TimingSensitive {
             #expect(create.exitCode == 0, "\(create.report)")
             // Sessions holding the sequence lock (class 7451037, key 1) on the lead, db1.
             let holders = "select count(*) from pg_locks where locktype = 'advisory' and classid = 7451037 and objid = 1 and granted"
-            let held = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            let held = try Self.sessionThroughNode1(cluster)
             defer { held.disconnect() }
-            _ = try held.startup()
             #expect(try held.query("begin").allSatisfy { $0.errorState == nil })
             #expect(try held.query("insert into s (k) values (1)").compactMap(\.errorState) == ["23505"])
             #expect(try held.query("rollback").allSatisfy { $0.errorState == nil })
@@ -191,9 +190,8 @@ extension TimingSensitive {
             let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c",
                 "create table s (id serial primary key, k int unique); insert into s (k) values (1)"])
             #expect(create.exitCode == 0, "\(create.report)")
-            let held = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            let held = try Self.sessionThroughNode1(cluster)
             defer { held.disconnect() }
-            _ = try held.startup()
             #expect(try held.query("begin isolation level repeatable read").allSatisfy { $0.errorState == nil })
             let failed = try held.query("insert into s (k) values (1)")
             #expect(failed.compactMap(\.errorState) == ["23505"], "\(failed)")
@@ -218,6 +216,13 @@ extension TimingSensitive {
             #expect(try servers[0].psql("select string_agg(k::text, ',' order by id) from s") == "1,2,3,4")
             try await Self.expectInStepAndOnline(servers, cluster)
         }
+    }
+
+    /// A client session through node 1 (127.0.0.2), logged in.
+    static func sessionThroughNode1(_ cluster: NodeCluster) throws -> RawPostgresClient {
+        let client = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+        _ = try client.startup()
+        return client
     }
 
     /// Creates `s` (a SERIAL table) and `t` (one row, k = 0) through node 1; a session straight on the lead.
@@ -266,9 +271,8 @@ extension TimingSensitive {
             let direct = try Self.serialTableAndLeadSession(servers, cluster)
             defer { direct.disconnect() }
             #expect(try direct.query("select pg_advisory_lock(7451037, 1)").allSatisfy { $0.errorState == nil })
-            let client = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            let client = try Self.sessionThroughNode1(cluster)
             defer { client.disconnect() }
-            _ = try client.startup()
             #expect(try client.query("set lock_timeout = '300ms'").allSatisfy { $0.errorState == nil })
             let autocommit = try client.query("insert into s (k) values (1)")
             #expect(autocommit.compactMap(\.errorState) == ["55P03"], "\(autocommit)")
@@ -304,9 +308,8 @@ extension TimingSensitive {
             for sql in ["set deadlock_timeout = '10s'", "select pg_advisory_lock(7451037, 1)"] {
                 #expect(try direct.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
             }
-            let client = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            let client = try Self.sessionThroughNode1(cluster)
             defer { client.disconnect() }
-            _ = try client.startup()
             for sql in ["begin", "update t set k = 1", "select pg_advisory_xact_lock(42)"] {
                 #expect(try client.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
             }
@@ -354,9 +357,8 @@ extension TimingSensitive {
             #expect(block.exitCode == 0, "\(block.report)")
             // A client pipelines the end of one DDL transaction and the next one's DDL (three Queries
             // in one write): the second DDL is covered too, until its own transaction ends.
-            let pipelined = try RawPostgresClient(port: cluster.port, host: "127.0.0.2")
+            let pipelined = try Self.sessionThroughNode1(cluster)
             defer { pipelined.disconnect() }
-            _ = try pipelined.startup()
             for sql in ["begin", "create table a1 (x int)"] {
                 #expect(try pipelined.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)")
             }

@@ -36,6 +36,23 @@ import Wire
         return (lockers, client)
     }
 
+    /// Watches the backends for up to 2 s while all are online (a backend failed for what just
+    /// happened is failed within milliseconds of it): what is expected of them is asserted after.
+    func watchForFailures(_ proxy: RunningProxy) async throws {
+        for _ in 0..<20 where online(proxy).count == proxy.server.context.configuration.backends.count {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// The client's session ends with PostgreSQL's FATAL `state`, and every backend stays online.
+    func expectSessionEndedFailingNobody(_ client: RawPostgresClient, _ proxy: RunningProxy, with state: String, _ what: String,
+                                         sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let last = try client.readUntilClosed()
+        #expect(last.compactMap(\.errorState) == [state], "\(what): \(last)", sourceLocation: sourceLocation)
+        try await watchForFailures(proxy)
+        #expect(online(proxy) == ["db1", "db2", "db3"], "\(what): \(backendReasons(proxy))", sourceLocation: sourceLocation)
+    }
+
     func lockR(_ lockers: [RawPostgresClient], sourceLocation: SourceLocation = #_sourceLocation) {
         for c in lockers {
             #expect((try? c.query("begin; lock table r in access exclusive mode"))?.allSatisfy { $0.errorState == nil } == true,
@@ -84,7 +101,7 @@ import Wire
                     }
                 }
                 #expect(ended, "the followers' reads ended")
-                for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
+                try await watchForFailures(proxy)
                 for c in lockers { #expect(try c.query("commit").allSatisfy { $0.errorState == nil }) }
                 #expect(try client.query("select count(*) from r").firstValue == "1")
                 try expectBackendsInStep(proxy, servers)
@@ -102,7 +119,7 @@ import Wire
                 #expect(endedInBlock, "the followers' reads ended")
                 let commit = try client.query("commit")
                 #expect(commit == [.commandComplete("COMMIT"), .readyForQuery(.idle)], "\(commit)")
-                for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
+                try await watchForFailures(proxy)
                 for c in lockers { #expect(try c.query("commit").allSatisfy { $0.errorState == nil }) }
                 try expectBackendsInStep(proxy, servers)
             }
@@ -143,10 +160,7 @@ import Wire
                     _ = try client.startup()
                     #expect(try client.query("set \(setting) = '300ms'").allSatisfy { $0.errorState == nil })
                     if inBlock { #expect(try client.query("begin; select 1").allSatisfy { $0.errorState == nil }) }
-                    let last = try client.readUntilClosed()
-                    #expect(last.compactMap(\.errorState) == [state], "\(setting): \(last)")
-                    for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
-                    #expect(online(proxy) == ["db1", "db2", "db3"], "\(setting): \(backendReasons(proxy))")
+                    try await expectSessionEndedFailingNobody(client, proxy, with: state, setting)
                 }
                 try expectBackendsInStep(proxy, servers)
             }
@@ -326,10 +340,7 @@ import Wire
                     _ = try client.startup(extra: [("application_name", "victim")])
                     #expect(try client.query(inBlock ? "begin; select 1" : "select 1").allSatisfy { $0.errorState == nil })
                     #expect(try servers[1].psql("select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'victim'") == "1")
-                    let last = try client.readUntilClosed()
-                    #expect(last.compactMap(\.errorState) == ["57P01"], "in a block: \(inBlock): \(last)")
-                    for _ in 0..<20 where online(proxy).count == 3 { try await Task.sleep(for: .milliseconds(100)) }
-                    #expect(online(proxy) == ["db1", "db2", "db3"], "in a block: \(inBlock): \(backendReasons(proxy))")
+                    try await expectSessionEndedFailingNobody(client, proxy, with: "57P01", "in a block: \(inBlock)")
                 }
                 try expectBackendsInStep(proxy, servers)
             }
