@@ -230,10 +230,7 @@ extension ClientSessionHandler {
     /// client would wait for a Sync's answer), replies of earlier cycles still to come: the caller
     /// ends the session instead.
     func answerWaitingGroup(with fields: ErrorFields, alreadyAborted: Set<Int> = []) -> Bool {
-        guard phase == .relaying, let waiting = waitingGroup, waiting.cycle, openPartial == nil, !openExtendedGroup,
-              !segments.inProgress, commit == nil, !wrapPending, leadFirst.isEmpty, routedRead == nil, epochWaiting == nil,
-              handoverTicket == nil, answerWhenAll.awaiting == nil, !copyInProgress,
-              backends.allSatisfy({ !$0.isLive || $0.owed.cycles.allSatisfy { $0.kind == .hidden } }) else { return false }
+        guard phase == .relaying, let waiting = waitingGroup, waiting.cycle, nothingUnderWay else { return false }
         abandonOrderWait()
         let status: BackendMessage.TransactionStatus = lastStatus == .idle ? .idle : .failed
         if status == .failed, lastStatus != .failed {
@@ -264,6 +261,16 @@ extension ClientSessionHandler {
         if answerWaitingGroup(with: cancelled) {
             logger.info("a statement waiting for the sequence turn was cancelled by its client: not run")
         }
+    }
+
+    /// Nothing of the client's is under way but a group waiting for the sequence turn: no vote, no group
+    /// held or sent and unanswered (pgchorus' own hidden cycles aside), no extended group, COPY or cut
+    /// Query open. What `answerWaitingGroup` needs to answer that group alone, and, with nothing owed at
+    /// all, what `backendLost` calls an idle session.
+    var nothingUnderWay: Bool {
+        commit == nil && !wrapPending && leadFirst.isEmpty && openPartial == nil && !openExtendedGroup && !segments.inProgress
+            && !copyInProgress && routedRead == nil && epochWaiting == nil && handoverTicket == nil && answerWhenAll.awaiting == nil
+            && backends.allSatisfy { !$0.isLive || $0.owed.cycles.allSatisfy { $0.kind == .hidden } }
     }
 
     /// A backend finished (or left) the cycle running under the order.

@@ -1468,8 +1468,7 @@ extension ClientSessionHandler {
                                               lastWords: backends[index].lastWords,
                                               checkingTermination: terminationCheck != nil && terminationCheckIndex == index,
                                               checkingAnother: terminationCheck != nil && terminationCheckIndex != index,
-                                              sessionIdle: commit == nil && !wrapPending && leadFirst.isEmpty && waitingGroup == nil && epochWaiting == nil
-                                                  && backends.allSatisfy { !$0.isLive || $0.owed.isEmpty })
+                                              sessionIdle: waitingGroup == nil && nothingUnderWay && backends.allSatisfy { !$0.isLive || $0.owed.isEmpty })
         switch BackendLoss.lost(situation, name: backends[index].backend.description, cause: cause) {
         case .awaitTerminationCheck:
             return
