@@ -150,6 +150,17 @@ import TestSupport
 
     /// The sequence turn's tests: a SERIAL table `s`, a table `r` with one row to lock, and `count`
     /// clients logged in through the proxy.
+    /// Cancels `client`'s statement through the proxy until an answer waits (the first cancel may come
+    /// before pgchorus holds the statement); whether one came within 10 s.
+    func cancelUntilAnswered(_ client: RawPostgresClient, port: Int) async throws -> Bool {
+        for _ in 0..<50 {
+            try client.cancel(port: port)
+            try await Task.sleep(for: .milliseconds(200))
+            if client.bytesWaiting() > 0 { return true }
+        }
+        return false
+    }
+
     func turnClients(_ proxy: RunningProxy, count: Int) throws -> [RawPostgresClient] {
         let setup = try Clients.psql(proxy.connectionString(), ["-v", "ON_ERROR_STOP=1", "-c",
             "create table s (id serial primary key, v int); create table r (id int primary key, v int); insert into r values (1, 0)"])
@@ -229,7 +240,8 @@ import TestSupport
                 #expect(try c.query("COMMIT").allSatisfy { $0.errorState == nil })
                 let bDone = try b.readUntilReady()
                 #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
-                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                let bCommit = try b.query("COMMIT")
+                #expect(bCommit.allSatisfy { $0.errorState == nil }, "\(bCommit)")
                 try expectBackendsInStep(proxy, servers)
                 #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "1")
                 #expect(try servers[0].psql("select string_agg(id || '=' || v, ',' order by id) from r") == "1=1,2=3")
@@ -283,12 +295,7 @@ import TestSupport
                 #expect(c.keyData != nil, "BackendKeyData at startup")
                 try c.send(.query("INSERT INTO s (v) VALUES (7)"))
                 // (Sent again until answered: the first may come before the session holds the insert.)
-                var answered = false
-                for _ in 0..<50 where !answered {
-                    try c.cancel(port: proxy.port)
-                    try await Task.sleep(for: .milliseconds(200))
-                    answered = c.bytesWaiting() > 0
-                }
+                let answered = try await cancelUntilAnswered(c, port: proxy.port)
                 #expect(answered, "the cancel ended the statement waiting for the turn")
                 #expect(try a.query("COMMIT").allSatisfy { $0.errorState == nil })
                 let reply = try c.readUntilReady()
@@ -329,6 +336,74 @@ import TestSupport
                 #expect(try a.query("COMMIT").allSatisfy { $0.errorState == nil })
                 try expectBackendsInStep(proxy, servers)
                 #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == (bState == nil ? "1,2" : "2"))
+            }
+        }
+    }
+
+    /// The client cancels the statement that holds the sequence turn while it waits on the lead for a
+    /// row lock (psql's Ctrl-C on an insert into a SERIAL table): it gets 57014 as from PostgreSQL, and
+    /// the turn goes at once to the insert waiting for it — the cancelled statement ran nowhere else.
+    @Test func aClientCancelOfTheTurnHoldersStatementLetsTheTurnGo() async throws {
+        try await cancelTheTurnHolder(holdingFollowerSequence: false)
+    }
+
+    /// The turn's holder ended on the lead with a timing outcome (a client's cancel), so it sets the
+    /// followers' sequences to the lead's before it gives the turn back (`SequenceResync`), and that
+    /// takes long (a session of the test's own holds the follower's sequence, as a loaded host would
+    /// stall it). A transaction waiting for the turn meanwhile is not ended after 10 s as if in a lock
+    /// cycle with the holder: the holder is on its way to giving the turn back, and the waiter goes
+    /// through once it has. (A loaded CI host ended such a waiter with 40P01 "while no other turn
+    /// ended": the resync queued behind the waiters' looks for a cycle, on one thread.)
+    @Test func aWaiterBehindALongSequenceResyncWaitsOn() async throws {
+        try await cancelTheTurnHolder(holdingFollowerSequence: true)
+    }
+
+    /// B holds the turn, its insert waiting on the lead for C's row lock; A's insert in a transaction
+    /// waits for the turn; B's client cancels its statement. With `holdingFollowerSequence` a session
+    /// of the test's own holds the follower's sequence from the start past A's 10 s.
+    func cancelTheTurnHolder(holdingFollowerSequence: Bool) async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let clients = try turnClients(proxy, count: 3)
+                let (a, b, c) = (clients[0], clients[1], clients[2])
+                let direct = holdingFollowerSequence ? try RawPostgresClient(port: servers[1].port, timeoutSeconds: 60) : nil
+                if let direct {
+                    _ = try direct.startup()
+                    #expect(try direct.query("BEGIN; ALTER SEQUENCE s_id_seq CACHE 1").allSatisfy { $0.errorState == nil })
+                }
+                try await waitBehindHeldRow(holder: c, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
+                                            seenAs: "INSERT INTO s", on: servers[0])
+                #expect(try a.query("BEGIN").allSatisfy { $0.errorState == nil })
+                let aSent = ContinuousClock.now
+                try a.send(.query("INSERT INTO s (v) VALUES (2)"))
+                try await Task.sleep(for: direct == nil ? .milliseconds(300) : .seconds(4))
+                #expect(a.bytesWaiting() == 0, "A's insert waits for the turn B holds")
+                let answered = try await cancelUntilAnswered(b, port: proxy.port)
+                #expect(answered, "the cancel ended B's statement")
+                let bDone = try b.readUntilReady()
+                #expect(bDone.compactMap(\.errorState) == ["57014"], "\(bDone)")
+                #expect(bDone.last == .readyForQuery(.failed), "\(bDone)")
+                if let direct {
+                    // Past A's 10 s: still waiting, not ended.
+                    try await Task.sleep(until: aSent + .seconds(11))
+                    #expect(a.bytesWaiting() == 0, "A waits on while the holder sets the follower's sequences")
+                    #expect(try direct.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+                } else {
+                    // B's block is left open: A's insert goes through all the same, long before any fallback.
+                    var aAnswered = false
+                    for _ in 0..<25 where !aAnswered {
+                        try await Task.sleep(for: .milliseconds(200))
+                        aAnswered = a.bytesWaiting() > 0
+                    }
+                    #expect(aAnswered, "A's insert got the turn once B's statement was cancelled")
+                }
+                let aDone = try a.readUntilReady()
+                #expect(aDone.allSatisfy { $0.errorState == nil }, "\(aDone)")
+                #expect(try a.query("COMMIT").allSatisfy { $0.errorState == nil })
+                #expect(try b.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+                #expect(try c.query("COMMIT").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "2")
             }
         }
     }

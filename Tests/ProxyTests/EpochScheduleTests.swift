@@ -333,20 +333,48 @@ import Testing
         #expect(!d.wait && d.cancels.isEmpty && d.overdue.isEmpty)
     }
 
-    /// Within its bound the commit still waits for the statement, and nothing is doomed.
-    @Test func aFollowerCommitWithinItsBoundWaitsAndDoomsNothing() {
-        var state = CommitEpochs.State(schedule: EpochSchedule())
+    /// One statement running on db2 (pid 42) that db2's COMMIT PREPARED of `commit` has waited for since
+    /// `since`: its doom counts in `doomed`, the commit's going ahead in `went`.
+    func followerCommitWaiting(_ state: inout CommitEpochs.State, commit: Int, since: NIODeadline, doomed: Count, went: Count) -> Int {
         let statement = state.schedule.request(.statement).ticket
-        let doomed = Count(), went = Count()
         state.dooms[statement] = { doomed.n += 1 }
         state.pending[statement] = ["db2"]
         state.targets[statement] = [CommitEpochs.Target(backend: "db2", pid: 42)]
-        let commit = 1_000
         state.deferrals[commit] = [statement]
-        state.followerWaits = [CommitEpochs.FollowerWait(commit: commit, backend: "db2", since: .now(), go: { went.n += 1 })]
+        state.followerWaits = [CommitEpochs.FollowerWait(commit: commit, backend: "db2", since: since, go: { went.n += 1 })]
+        return statement
+    }
+
+    /// Within its bound the commit still waits for the statement, and nothing is doomed.
+    @Test func aFollowerCommitWithinItsBoundWaitsAndDoomsNothing() {
+        var state = CommitEpochs.State(schedule: EpochSchedule())
+        let doomed = Count(), went = Count()
+        _ = followerCommitWaiting(&state, commit: 1_000, since: .now(), doomed: doomed, went: went)
         for callback in state.readyFollowers(waiting: []) { callback() }
         #expect(went.n == 0)
         #expect(doomed.n == 0)
         #expect(state.followerWaits.count == 1)
+    }
+
+    /// A statement cancelled on the lead too late (it had finished there) and now running on the
+    /// follower is waited for past the cancel's bound: the commit goes ahead of it only after the
+    /// overall bound, and its transaction is not doomed before. (A loaded CI host took more than the
+    /// cancel's second to carry such a statement to its follower, and its transaction got 40001.)
+    @Test func aStatementCancelledTooLateAndRunningOnTheFollowerIsWaitedFor() {
+        var state = CommitEpochs.State(schedule: EpochSchedule())
+        let doomed = Count(), went = Count()
+        let statement = followerCommitWaiting(&state, commit: 1_000, since: .now() - TimeAmount.seconds(2), doomed: doomed, went: went)
+        state.cancelled[statement] = NIODeadline.now() - TimeAmount.seconds(2)
+        for callback in state.readyFollowers(waiting: []) { callback() }
+        #expect(went.n == 0 && doomed.n == 0, "still waited for")
+        #expect(state.followerWaits.count == 1)
+        // Not yet on the follower, cancelled as long ago: the commit goes ahead, the transaction doomed.
+        state.targets[statement] = [CommitEpochs.Target(backend: "db1", pid: 41)]
+        for callback in state.readyFollowers(waiting: []) { callback() }
+        #expect(went.n == 1 && doomed.n == 1)
+        // Past the overall bound, even running on the follower.
+        _ = followerCommitWaiting(&state, commit: 1_001, since: .now() - TimeAmount.seconds(10), doomed: doomed, went: went)
+        for callback in state.readyFollowers(waiting: []) { callback() }
+        #expect(went.n == 2 && doomed.n == 2)
     }
 }

@@ -589,9 +589,14 @@ extension CommitEpochs.State {
                 cancelled[t] = now
                 if let c = cancels[t] { ready.append(c) }
             }
-            // A cancel that did not end the statement in time (lost, or it ignored it): go on, logged.
-            let hopeless = !open.isEmpty && open.allSatisfy { t in cancelled[t].map { now - $0 > CommitEpochs.followerDeferral * 5 } ?? false }
-                || now - w.since > CommitEpochs.followerDeferral * 25
+            // A cancel that did not end the statement in time (lost, or it ignored it): go on, logged. A
+            // statement running on this follower by now finished on the lead (the cancel came too late):
+            // it is about to finish here too, and only the overall bound gives up on it (on a loaded
+            // host it may take more than a second to get here after the cancel).
+            let hopeless = !open.isEmpty && open.allSatisfy { t in
+                !(targets[t] ?? []).contains { $0.backend == w.backend }
+                    && cancelled[t].map { now - $0 > CommitEpochs.followerDeferral * 5 } ?? false
+            } || now - w.since > CommitEpochs.followerDeferral * 25
             lastHeldBack[w.backend] = now
             if open.isEmpty || hopeless {
                 if hopeless {

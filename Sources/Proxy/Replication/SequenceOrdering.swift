@@ -90,24 +90,37 @@ public final class SequenceOrdering: Sendable {
         var holder: Int?
         /// Where the holder's statement runs on its lead: backend id and server process id.
         var holderLead: (backend: String, pid: Int32)?
+        /// The holder's statement has ended and the followers' sequences are being set to the lead's
+        /// (`SequenceResync`): pgchorus' own bounded work, no lock of a client's in its way.
+        var resyncing = false
         var waiters: [Waiter] = []
         var nextTicket = 1
     }
 
     private let catalog = Mutex<[String: CatalogEntry]>([:])
     private let lock = Mutex(LockState())
-    /// The thread of `SequenceResync` and of the waiters' looks for a lock cycle (started at its first
-    /// use): its own, as the process-wide pool may be busy with other blocking work while the turn waits.
+    /// The thread of `SequenceResync` (started at its first use): its own, as the process-wide pool may
+    /// be busy with other blocking work while the turn waits.
     private let resyncPool = LazyThreadPool(threads: 1)
+    /// The thread of the waiters' looks for a lock cycle: another one, so that a resync, which ends a
+    /// turn, never queues behind looks (each a connection to the lead, every second per waiter — on a
+    /// loaded host a resync waited behind them until a waiter's 10 s ran out).
+    private let cycleLookPool = LazyThreadPool(threads: 1)
 
     /// Runs `body` on the resync thread; the result comes on `eventLoop`.
     func runResync<T: Sendable>(on eventLoop: EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
         resyncPool.started.runIfActive(eventLoop: eventLoop, body)
     }
 
-    /// Stops the resync thread (the server is closing).
+    /// Runs `body` on the thread of the looks for a lock cycle; the result comes on `eventLoop`.
+    func runCycleLook<T: Sendable>(on eventLoop: EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
+        cycleLookPool.started.runIfActive(eventLoop: eventLoop, body)
+    }
+
+    /// Stops both threads (the server is closing).
     func shutdown() {
         resyncPool.shutdown()
+        cycleLookPool.shutdown()
     }
 
     public init() {}
@@ -364,12 +377,29 @@ public final class SequenceOrdering: Sendable {
         lock.withLock { $0.holder == nil ? nil : $0.holderLead }
     }
 
+    /// The holder (`ticket`) sets the followers' sequences to the lead's before it gives the order
+    /// back: its statement runs nowhere any more (no lock cycle can pass through it).
+    func holderResyncs(_ ticket: Int) {
+        lock.withLock { s in
+            if s.holder == ticket {
+                s.holderLead = nil
+                s.resyncing = true
+            }
+        }
+    }
+
+    /// Whether the holder is setting the followers' sequences (`holderResyncs`).
+    func holderIsResyncing() -> Bool {
+        lock.withLock { $0.holder != nil && $0.resyncing }
+    }
+
     /// Gives the order back (or gives up waiting for it).
     func release(_ ticket: Int) {
         let next = lock.withLock { s -> Waiter? in
             if s.holder == ticket {
                 s.holder = nil
                 s.holderLead = nil
+                s.resyncing = false
                 guard !s.waiters.isEmpty else { return nil }
                 let w = s.waiters.removeFirst()
                 s.holder = w.ticket

@@ -172,7 +172,11 @@ extension ClientSessionHandler {
             if OrderTrace.enabled { trace("CANCEL-SKIP", "\(seq) phase=\(phase) head=\(backends[lead].owed.head.map { "\($0.seq)" } ?? "-")") }
             return
         }
-        epochCancelUntil = .now() + .seconds(1)
+        // Its 57014 is the node's own while the request is on its way and a second after the server has
+        // processed it (a cancel may land on the statement after the one meant), and always on `seq`:
+        // on a loaded host either may take more than a second.
+        epochCancelUntil = .distantFuture
+        epochCancelSeq = seq
         if OrderTrace.enabled { trace("CANCEL", "\(seq)") }
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
         ProxyMetrics.epochCancels.increment()
@@ -187,6 +191,7 @@ extension ClientSessionHandler {
     /// The server processed a cancel sent by `cancelForEpochs` to the backend session on `channel`.
     func epochCancelDelivered(_ channel: Channel) {
         guard let i = backendIndex(of: channel) else { return }
+        if epochCancelUntil == .distantFuture { epochCancelUntil = .now() + .seconds(1) }
         backends[i].cancelDelivered()
         flushBackend(i)
     }

@@ -306,6 +306,7 @@ extension ClientSessionHandler {
         let configuration = self.configuration
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         ProxyMetrics.sequenceResyncs.increment()
+        if let t = orderTicket { shared.sequenceOrdering.holderResyncs(t) }
         if OrderTrace.enabled { trace("SR", "\(seq) sequences set to the lead's") }
         shared.sequenceOrdering.runResync(on: context.eventLoop) {
             SequenceResync.run(lead: leadBackend, followers: followers, database: database, configuration: configuration)
@@ -395,7 +396,7 @@ extension ClientSessionHandler {
         let database = self.database
         let configuration = self.configuration
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        shared.sequenceOrdering.runResync(on: context.eventLoop) {
+        shared.sequenceOrdering.runCycleLook(on: context.eventLoop) {
             SequenceResync.holderWaits(for: waiter, holder: holder.pid, lead: leadBackend, database: database, configuration: configuration)
         }.whenComplete { result in
             bound.value.orderCycleChecked(waiter: waiter, found: (try? result.get()) ?? nil)
@@ -430,7 +431,9 @@ extension ClientSessionHandler {
         // lock: no cycle can pass through it, however long the holder's statement takes (a loaded
         // machine, a lock held by a third session).
         let holdsNothing = lastStatus == .idle && !openExtendedGroup && !segments.inProgress && readiesOwed <= 1
-        let moved = orderWait.map { holder != $0.holder } ?? false
+        // The holder setting the followers' sequences (pgchorus' own work, bounded by its timeouts) is
+        // on its way to giving the turn back, as one whose turn has ended.
+        let moved = (orderWait.map { holder != $0.holder } ?? false) || shared.sequenceOrdering.holderIsResyncing()
         // The order moved on meanwhile (another session's turn ended), or nothing of this session can be
         // in the holder's way: a slow node, not a lock cycle — wait on, up to `orderTimeoutLimit` in all.
         if let w = orderWait, moved || holdsNothing, waited < Self.orderTimeoutLimit {

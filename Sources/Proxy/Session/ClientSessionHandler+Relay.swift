@@ -735,8 +735,9 @@ extension ClientSessionHandler {
     }
 
     /// The lead's 57014 is the node's own cancel (`cancelForEpochs`), not the client's.
-    private func isOwnEpochCancel(_ frame: PostgresFrame) -> Bool {
-        guard frame.type == BackendMessage.Kind.errorResponse.rawValue, let until = epochCancelUntil, NIODeadline.now() < until,
+    private func isOwnEpochCancel(_ frame: PostgresFrame, seq: Int) -> Bool {
+        guard frame.type == BackendMessage.Kind.errorResponse.rawValue,
+              seq == epochCancelSeq || epochCancelUntil.map({ NIODeadline.now() < $0 }) == true,
               case let .errorResponse(fields)? = try? BackendMessage(frame: frame) else { return false }
         return fields.sqlState == "57014"
     }
@@ -868,7 +869,7 @@ extension ClientSessionHandler {
                 shared.forgetSchemas()
             }
             switch delivery.leadMessage(frame.type, seq: exp.seq, holdReady: exp.holdReady, answerWhenAll: exp.answerWhenAll,
-                                        replicated: liveCount > 1, ownCancel: isOwnEpochCancel(frame)) {
+                                        replicated: liveCount > 1, ownCancel: isOwnEpochCancel(frame, seq: exp.seq)) {
             case .forward:
                 forwardToClient(frame)
             case .drop:
@@ -880,6 +881,7 @@ extension ClientSessionHandler {
                 clientReadyWithheld = true
             case .serializationFailure:
                 epochCancelUntil = nil
+                epochCancelSeq = nil
                 writeClient(.errorResponse(Self.epochSerializationFailure))
             }
             if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {

@@ -200,6 +200,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Until when a 57014 from the lead is the node's own cancel (`cancelForEpochs`; a cancel may land on
     /// the statement after the one meant): it reaches the client as a serialization failure (40001).
     var epochCancelUntil: NIODeadline?
+    /// The cycle `cancelForEpochs` last cancelled: the lead's 57014 on it is the node's own at any time.
+    var epochCancelSeq: Int?
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
     /// Followers past their deadline were held back by the node's order lately: no deadline check before this.
