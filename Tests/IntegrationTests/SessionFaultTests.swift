@@ -392,6 +392,51 @@ import Wire
         }
     }
 
+    /// A statement waiting inside pgchorus for its turn in the order of commits and statements — behind
+    /// another session's autocommit `CREATE TABLE … AS`, which runs while nothing else does — is ended
+    /// by its client's cancel with 57014 and not run, as PostgreSQL ends a statement waiting for a lock;
+    /// inside a transaction block the block is aborted on every backend. (Until 2026-12-06 the cancel
+    /// was lost: psql's Ctrl-C was answered only once the other statement had ended, and the insert ran.)
+    @Test func aCancelWhileWaitingForTheOrderEndsTheStatement() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let x = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                _ = try x.startup()
+                _ = try y.startup()
+                #expect(try y.query("CREATE TABLE t (v int)").allSatisfy { $0.errorState == nil })
+                for inBlock in [false, true] {
+                    if inBlock { #expect(try y.query("BEGIN").allSatisfy { $0.errorState == nil }) }
+                    // Timed on a thread of its own: Swift's cooperative pool may be held for seconds by
+                    // other tests' blocking calls, and the steps must fall within the 4 s.
+                    let port = proxy.port
+                    let (waited, answered, xRan) = try await runBlocking {
+                        try x.send(.query("CREATE TABLE slow\(inBlock ? 2 : 1) AS SELECT 1 AS x FROM pg_sleep(4)"))
+                        Thread.sleep(forTimeInterval: 0.5)
+                        try y.send(.query("INSERT INTO t VALUES (1)"))
+                        Thread.sleep(forTimeInterval: 0.3)
+                        let waited = y.bytesWaiting() == 0
+                        try y.cancel(port: port)
+                        for _ in 0..<20 where y.bytesWaiting() == 0 { Thread.sleep(forTimeInterval: 0.1) }
+                        return (waited, y.bytesWaiting() > 0, x.bytesWaiting() == 0)
+                    }
+                    #expect(waited, "the insert waits behind the CREATE TABLE … AS")
+                    #expect(answered, "the cancel ended the waiting insert")
+                    #expect(xRan, "before the CREATE TABLE … AS ended")
+                    let reply = try y.readUntilReady()
+                    #expect(reply.compactMap(\.errorState) == ["57014"], "\(reply)")
+                    #expect(reply.last == .readyForQuery(inBlock ? .failed : .idle), "\(reply)")
+                    let xDone = try x.readUntilReady()
+                    #expect(xDone.allSatisfy { $0.errorState == nil }, "\(xDone)")
+                    if inBlock { #expect(try y.query("ROLLBACK").allSatisfy { $0.errorState == nil }) }
+                }
+                #expect(try y.query("SELECT count(*) FROM t").firstValue == "0")
+                try expectBackendsInStep(proxy, servers)
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+            }
+        }
+    }
+
     /// A database dropped and created again under its name is a new database without pgchorus' schema:
     /// through the proxy the schema is made again for the next session (psycopg2's suite drops and
     /// creates its test database); behind its back, the first vote finds it missing and the session's

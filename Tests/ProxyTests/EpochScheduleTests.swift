@@ -356,8 +356,8 @@ import Testing
         #expect(state.followerWaits.count == 1)
     }
 
-    /// A statement cancelled on the lead too late (it had finished there) and now running on the
-    /// follower is waited for past the cancel's bound: the commit goes ahead of it only after the
+    /// A statement cancelled on the lead too late (it had finished there), on its way to the follower
+    /// or running there, is waited for past the cancel's bound: the commit goes ahead of it only after the
     /// overall bound, and its transaction is not doomed before. (A loaded CI host took more than the
     /// cancel's second to carry such a statement to its follower, and its transaction got 40001.)
     @Test func aStatementCancelledTooLateAndRunningOnTheFollowerIsWaitedFor() {
@@ -368,7 +368,11 @@ import Testing
         for callback in state.readyFollowers(waiting: []) { callback() }
         #expect(went.n == 0 && doomed.n == 0, "still waited for")
         #expect(state.followerWaits.count == 1)
-        // Not yet on the follower, cancelled as long ago: the commit goes ahead, the transaction doomed.
+        // Finished on the lead, not yet sent to the follower (running nowhere): waited for as well.
+        state.targets[statement] = []
+        for callback in state.readyFollowers(waiting: []) { callback() }
+        #expect(went.n == 0 && doomed.n == 0, "still waited for on its way")
+        // Still on the lead, cancelled as long ago: the commit goes ahead, the transaction doomed.
         state.targets[statement] = [CommitEpochs.Target(backend: "db1", pid: 41)]
         for callback in state.readyFollowers(waiting: []) { callback() }
         #expect(went.n == 1 && doomed.n == 1)

@@ -590,11 +590,12 @@ extension CommitEpochs.State {
                 if let c = cancels[t] { ready.append(c) }
             }
             // A cancel that did not end the statement in time (lost, or it ignored it): go on, logged. A
-            // statement running on this follower by now finished on the lead (the cancel came too late):
-            // it is about to finish here too, and only the overall bound gives up on it (on a loaded
-            // host it may take more than a second to get here after the cancel).
+            // statement that runs on no other backend by now — finished on the lead (the cancel came too
+            // late), on its way to this follower or running there — is about to finish here too, and
+            // only the overall bound gives up on it (on a loaded host carrying it over may take more
+            // than a second after the cancel).
             let hopeless = !open.isEmpty && open.allSatisfy { t in
-                !(targets[t] ?? []).contains { $0.backend == w.backend }
+                (targets[t] ?? []).contains { $0.backend != w.backend }
                     && cancelled[t].map { now - $0 > CommitEpochs.followerDeferral * 5 } ?? false
             } || now - w.since > CommitEpochs.followerDeferral * 25
             lastHeldBack[w.backend] = now

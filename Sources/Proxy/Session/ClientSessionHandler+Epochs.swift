@@ -190,8 +190,9 @@ extension ClientSessionHandler {
 
     /// The server processed a cancel sent by `cancelForEpochs` to the backend session on `channel`.
     func epochCancelDelivered(_ channel: Channel) {
-        guard let i = backendIndex(of: channel) else { return }
+        // (Also when the backend has left the session meanwhile: a later cancel of the client's own is its.)
         if epochCancelUntil == .distantFuture { epochCancelUntil = .now() + .seconds(1) }
+        guard let i = backendIndex(of: channel) else { return }
         backends[i].cancelDelivered()
         flushBackend(i)
     }

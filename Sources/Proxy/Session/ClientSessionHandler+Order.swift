@@ -232,6 +232,31 @@ extension ClientSessionHandler {
     func answerWaitingGroup(with fields: ErrorFields, alreadyAborted: Set<Int> = []) -> Bool {
         guard phase == .relaying, let waiting = waitingGroup, waiting.cycle, nothingUnderWay else { return false }
         abandonOrderWait()
+        answerUnsentGroup(with: fields, alreadyAborted: alreadyAborted)
+        return true
+    }
+
+    /// The same for a group waiting for its turn in the order of commits and statements (`epochWaiting`):
+    /// behind an autocommit DDL or COPY, which runs while nothing else does, or a commit being applied.
+    /// A group holding the sequence turn already (any insert while the catalog is reloaded after DDL)
+    /// gives it back first. Not pgchorus' own snapshot-taking statement for a read behind it.
+    func answerEpochWaitingGroup(with fields: ErrorFields) -> Bool {
+        guard phase == .relaying, let w = epochWaiting, w.cycle, w.thenRoute == nil, waitingGroup == nil else { return false }
+        epochWaiting = nil
+        guard nothingUnderWay else {
+            epochWaiting = w
+            return false
+        }
+        shared.epochs.end(w.ticket)
+        if w.underOrder { releaseOrder() }
+        answerUnsentGroup(with: fields, alreadyAborted: [])
+        return true
+    }
+
+    /// Answers the client's group that waits inside pgchorus, sent to no backend, with `fields`, as
+    /// PostgreSQL answers a statement that fails: inside a transaction block the transaction is aborted
+    /// on every live backend (but `alreadyAborted`).
+    private func answerUnsentGroup(with fields: ErrorFields, alreadyAborted: Set<Int>) {
         let status: BackendMessage.TransactionStatus = lastStatus == .idle ? .idle : .failed
         if status == .failed, lastStatus != .failed {
             for i in backends.indices where backends[i].isLive && !alreadyAborted.contains(i) {
@@ -246,15 +271,24 @@ extension ClientSessionHandler {
         cycleDelivered(seq, status: status)
         flushClient()
         replayHeldFrames()
-        return true
     }
 
-    /// The client cancelled while its statement waits for the sequence turn inside pgchorus, where no
-    /// backend runs it (the backends ignore the cancel, or cancel an earlier statement): it is answered
-    /// with PostgreSQL's cancel (57014) and not run, as PostgreSQL ends a statement waiting for a lock.
-    /// Until 2026-12-06 the cancel was lost and the statement ran once its turn came. (A wait for the
-    /// cluster-wide lock runs on the lead, where the cancel ends it: `clusterOrderRefused`.)
+    /// The client cancelled while its statement waits inside pgchorus, where no backend runs it (the
+    /// backends ignore the cancel, or cancel an earlier statement): it is answered with PostgreSQL's
+    /// cancel (57014) and not run, as PostgreSQL ends a statement waiting for a lock. Until 2026-12-06
+    /// the cancel was lost and the statement ran once its turn came: of the sequence turn, or of the
+    /// order of commits and statements (psql's Ctrl-C on a `SELECT 1` waiting behind another session's
+    /// `CREATE TABLE … AS` was answered only once that had ended). (A wait for the cluster-wide lock
+    /// runs on the lead, where the cancel ends it: `clusterOrderRefused`.)
     func clientCancelled() {
+        if epochWaiting != nil {
+            let cancelled = ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request",
+                                        detail: "The statement waited for its turn in pgchorus' order of commits and statements; it was not run.")
+            if answerEpochWaitingGroup(with: cancelled) {
+                logger.info("a statement waiting for its turn in the order of commits and statements was cancelled by its client: not run")
+            }
+            return
+        }
         guard waitingGroup != nil, waitingTicket != nil, clusterOrderLockSeq == nil else { return }
         let cancelled = ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request",
                                     detail: "The statement waited for pgchorus' turn to draw sequence values; it was not run.")
