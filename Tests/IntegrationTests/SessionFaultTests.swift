@@ -410,9 +410,13 @@ import Wire
                     // Timed on a thread of its own: Swift's cooperative pool may be held for seconds by
                     // other tests' blocking calls, and the steps must fall within the 4 s.
                     let port = proxy.port
+                    let lead = servers[0]
                     let (waited, answered, xRan) = try await runBlocking {
                         try x.send(.query("CREATE TABLE slow\(inBlock ? 2 : 1) AS SELECT 1 AS x FROM pg_sleep(4)"))
-                        Thread.sleep(forTimeInterval: 0.5)
+                        // (Until it runs on the lead: on a loaded host it may take its turn later than sent.)
+                        for _ in 0..<30 where (try? lead.psql("select count(*) from pg_stat_activity where query like 'CREATE TABLE slow%' and state = 'active'")) != "1" {
+                            Thread.sleep(forTimeInterval: 0.1)
+                        }
                         try y.send(.query("INSERT INTO t VALUES (1)"))
                         Thread.sleep(forTimeInterval: 0.3)
                         let waited = y.bytesWaiting() == 0

@@ -34,6 +34,12 @@ import Wire
             s.sessionIdle = true
             #expect(BackendLoss.lost(s, name: "db2", cause: "connection lost")
                 == .endSession(ErrorFields(severity: "FATAL", sqlState: String(words.prefix(5)), message: String(words.dropFirst(6)))))
+            // Once the client has another backend's FATAL, or the session is ending: quietly, nobody failed.
+            for (forwarded, draining) in [(true, false), (false, true)] {
+                var after = situation(lead: lead, others: 1, draining: draining, fatalForwarded: forwarded, lastWords: words)
+                after.sessionIdle = false
+                #expect(BackendLoss.lost(after, name: "db2", cause: "connection lost") == .endSession(nil))
+            }
             // With something in flight it is an ordinary loss.
             s.sessionIdle = false
             #expect(BackendLoss.lost(s, name: "db2", cause: "connection lost") == .fail(reason: "ended the session: \(words) (connection lost)"))

@@ -46,7 +46,13 @@ enum BackendLoss {
     /// What to do about backend `name` lost for `cause`.
     static func lost(_ s: Situation, name: String, cause: String) -> Step {
         if s.checkingTermination { return .awaitTerminationCheck }
-        if !s.draining, !s.fatalForwarded, s.sessionIdle, let timeout = sessionTimeout(s.lastWords) { return .endSession(timeout) }
+        if let timeout = sessionTimeout(s.lastWords) {
+            // Every backend ends the idle session at once: once the client has its FATAL (another
+            // backend's, forwarded) or the session is ending, the others' ends fail nobody either
+            // (until 2026-12-06 a backend whose close came after the last one's forwarded FATAL was failed).
+            if s.draining || s.fatalForwarded { return .endSession(nil) }
+            if s.sessionIdle { return .endSession(timeout) }
+        }
         if s.othersLive == 0 {
             if s.draining || s.fatalForwarded { return .endSession(nil) }
             return .endSession(ErrorFields(severity: "FATAL", sqlState: "08006",

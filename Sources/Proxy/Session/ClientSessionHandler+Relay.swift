@@ -818,14 +818,20 @@ extension ClientSessionHandler {
             backendLoginFrame(index, frame)
         case .ready:
             guard phase == .relaying || phase == .draining, !backends[index].dying else { return }
-            if frame.type == BackendMessage.Kind.errorResponse.rawValue, liveCount > 1,
+            if frame.type == BackendMessage.Kind.errorResponse.rawValue,
                case let .errorResponse(fields)? = try? BackendMessage(frame: frame),
                fields.severity == "FATAL" || fields.severity == "PANIC" {
-                // This backend is going away while others can carry on: its last words are logged, not forwarded.
-                logger.warning("backend \(backends[index].backend.description) ended the session: \(fields.sqlState ?? "") \(fields.message ?? "")")
-                backends[index].dying = true
+                // Kept also from the last live backend: when every backend ends the session at once (the
+                // client's idle timeouts), the last one's close may come before the others', and its
+                // last words decide how the session ends (until 2026-12-06 the client then got 08006
+                // "lost the connection" instead of PostgreSQL's 25P03 on a loaded host).
                 backends[index].lastWords = "\(fields.sqlState ?? "") \(fields.message ?? "")"
-                return
+                if liveCount > 1 {
+                    // This backend is going away while others can carry on: its last words are logged, not forwarded.
+                    logger.warning("backend \(backends[index].backend.description) ended the session: \(fields.sqlState ?? "") \(fields.message ?? "")")
+                    backends[index].dying = true
+                    return
+                }
             }
             if frame.type == BackendMessage.Kind.noticeResponse.rawValue, liveCount > 1,
                case let .noticeResponse(fields)? = try? BackendMessage(frame: frame), fields.sqlState?.hasPrefix("57P") == true {
