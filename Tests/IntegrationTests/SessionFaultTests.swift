@@ -399,7 +399,9 @@ import Wire
     /// was lost: psql's Ctrl-C was answered only once the other statement had ended, and the insert ran.)
     @Test func aCancelWhileWaitingForTheOrderEndsTheStatement() async throws {
         try await withPostgresServers(count: 2) { servers in
-            try await withProxy(backends: servers) { proxy in
+            // (follower_timeout 20 s: past it the order stops holding statements back for one running,
+            // and on a loaded host the steps below may come that late.)
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 20\n") { proxy in
                 let x = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
                 let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
                 _ = try x.startup()
@@ -408,11 +410,11 @@ import Wire
                 for inBlock in [false, true] {
                     if inBlock { #expect(try y.query("BEGIN").allSatisfy { $0.errorState == nil }) }
                     // Timed on a thread of its own: Swift's cooperative pool may be held for seconds by
-                    // other tests' blocking calls, and the steps must fall within the 4 s.
+                    // other tests' blocking calls, and the steps must fall within the 8 s.
                     let port = proxy.port
                     let lead = servers[0]
                     let (waited, answered, xRan) = try await runBlocking {
-                        try x.send(.query("CREATE TABLE slow\(inBlock ? 2 : 1) AS SELECT 1 AS x FROM pg_sleep(4)"))
+                        try x.send(.query("CREATE TABLE slow\(inBlock ? 2 : 1) AS SELECT 1 AS x FROM pg_sleep(8)"))
                         // (Until it runs on the lead: on a loaded host it may take its turn later than sent.)
                         for _ in 0..<30 where (try? lead.psql("select count(*) from pg_stat_activity where query like 'CREATE TABLE slow%' and state = 'active'")) != "1" {
                             Thread.sleep(forTimeInterval: 0.1)
