@@ -381,4 +381,37 @@ import Testing
         for callback in state.readyFollowers(waiting: []) { callback() }
         #expect(went.n == 2 && doomed.n == 2)
     }
+
+    /// A process the probe sees waiting for its client counts as waiting only where its statement is in
+    /// `COPY … FROM STDIN` (`State.awaitsClient`): elsewhere it has not read the statement yet, or has
+    /// just finished it (pg_stat_activity pairs a `state` of moments ago with the wait of now). Until
+    /// 2026-12-06 such a sighting parked a statement that a follower had not started yet, and another
+    /// node's COMMIT PREPARED reached that follower first: psycopg 3's `INSERT … SELECT count(*)`
+    /// beside pipelined writers through two nodes counted differently there (the order trace: the
+    /// statement written to every backend, the lead done, `P db1 …:Client:ClientRead`, `PK`, then the
+    /// other node's `CP` on db3 before db3 had run it).
+    @Test func aWaitForTheClientCountsOnlyInCopyFromStdin() {
+        var state = CommitEpochs.State(schedule: EpochSchedule())
+        let statement = state.schedule.request(.statement).ticket
+        let lead = CommitEpochs.Target(backend: "db1", pid: 41), follower = CommitEpochs.Target(backend: "db2", pid: 42)
+        state.targets[statement] = [lead, follower]
+        let seen: [CommitEpochs.Target: CommitEpochs.Wait] = [lead: .client, follower: .afterSnapshot]
+        #expect(state.waitsThatCount(seen) == [follower: .afterSnapshot], "a row lock counts, the client read does not")
+        state.awaitsClient.insert(statement)
+        #expect(state.waitsThatCount(seen) == seen, "in COPY FROM STDIN both count")
+    }
+
+    /// The same for a follower's COMMIT PREPARED waiting for a statement parked at its grant: the
+    /// statement seen on that follower waiting for its client is waited for, unless it is in COPY.
+    @Test func aFollowerCommitWaitsForAStatementSeenReadingItsClientOutsideCopy() {
+        var state = CommitEpochs.State(schedule: EpochSchedule())
+        let doomed = Count(), went = Count()
+        let statement = followerCommitWaiting(&state, commit: 1_000, since: .now(), doomed: doomed, went: went)
+        let seen: [CommitEpochs.Target: CommitEpochs.Wait] = [CommitEpochs.Target(backend: "db2", pid: 42): .client]
+        for callback in state.readyFollowers(waiting: Set(state.waitsThatCount(seen).keys)) { callback() }
+        #expect(went.n == 0, "not yet started there, perhaps: the commit waits")
+        state.awaitsClient.insert(statement)
+        for callback in state.readyFollowers(waiting: Set(state.waitsThatCount(seen).keys)) { callback() }
+        #expect(went.n == 1 && doomed.n == 0, "waiting for COPY data there: the commit goes")
+    }
 }

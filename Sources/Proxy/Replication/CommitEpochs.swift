@@ -52,6 +52,15 @@ public final class CommitEpochs: Sendable {
         /// advisory lock): a commit applied meanwhile is seen alike everywhere, and making a follower's
         /// commit wait for them would only form a cycle (they wait for the very lock's holder).
         var preSnapshot: Set<Int> = []
+        /// Statements whose session is in `COPY … FROM STDIN`: the backends wait for the client's data.
+        /// Only there does a process seen waiting for its client (`ClientRead`) count as waiting: a
+        /// backend that has a statement not yet read, or has just finished one, shows the same — and
+        /// pg_stat_activity pairs a `state` of some moments ago with the wait of now, so even `active`
+        /// does not tell a statement under way. Until 2026-12-06 any such sighting parked the statement,
+        /// and a commit went ahead of it on the backend that had not yet started it (psycopg 3's
+        /// `INSERT … SELECT count(*)` beside pipelined writers through two nodes: one backend's counts
+        /// differed, every backend online, about 1 run in 20).
+        var awaitsClient: Set<Int> = []
         /// Statements cancelled to let a follower's commit go, and when.
         var cancelled: [Int: NIODeadline] = [:]
         /// Follower waits that went on without their statements since the probe last logged.
@@ -203,10 +212,11 @@ public final class CommitEpochs: Sendable {
 
     /// Where a granted statement runs now (the lead, then the followers still running it), and the
     /// backends that have still to finish it (including those it has not been sent to yet).
-    func running(_ ticket: Int, on targets: [Target], pending: Set<String>) {
+    func running(_ ticket: Int, on targets: [Target], pending: Set<String>, awaitsClient: Bool = false) {
         let ready = state.withLock { s -> [@Sendable () -> Void] in
             s.targets[ticket] = targets
             s.pending[ticket] = pending
+            if awaitsClient { s.awaitsClient.insert(ticket) } else { s.awaitsClient.remove(ticket) }
             return s.readyFollowers(waiting: [])
         }
         for g in ready { g() }
@@ -287,6 +297,7 @@ public final class CommitEpochs: Sendable {
             s.targetOnly.remove(ticket)
             s.uncancellable.remove(ticket)
             s.preSnapshot.remove(ticket)
+            s.awaitsClient.remove(ticket)
             let granted = s.schedule.end(ticket)
             s.noteGranted(granted)
             return (s.take(granted) + s.readyFollowers(waiting: []), s.schedule.wantedHold != s.schedule.hold)
@@ -384,7 +395,8 @@ public final class CommitEpochs: Sendable {
     /// The blockers whose every target process waits on a lock or for its client, and those of them
     /// that wait before their snapshot everywhere (see `State.preSnapshot`).
     private func waiting(_ blockers: [Int], _ targets: [Int: [Target]]) -> (parked: [Int], preSnapshot: Set<Int>) {
-        let found = waits(blockers.flatMap { targets[$0] ?? [] })
+        let seen = waits(blockers.flatMap { targets[$0] ?? [] })
+        let found = state.withLock { $0.waitsThatCount(seen) }
         let parked = blockers.filter { t in
             guard let ts = targets[t], !ts.isEmpty else { return false }
             return ts.allSatisfy { found[$0] != nil }
@@ -394,14 +406,18 @@ public final class CommitEpochs: Sendable {
 
     /// Those of `targets` whose process waits on a lock or for its client.
     private func waitingTargets(_ targets: [Target]) -> Set<Target> {
-        Set(waits(targets).keys)
+        let seen = waits(targets)
+        return Set(state.withLock { $0.waitsThatCount(seen) }.keys)
     }
 
-    enum Wait { case beforeSnapshot, afterSnapshot }
+    /// What a process seen waiting waits for: a lock taken before the statement's snapshot, one taken
+    /// after it, or its client (which counts only in `COPY … FROM STDIN`: `State.awaitsClient`).
+    enum Wait { case beforeSnapshot, afterSnapshot, client }
 
     /// What each of `targets` that waits waits for (one query per backend): a row lock (`transactionid`,
-    /// `tuple`) or the client's data after its snapshot; any other lock (a relation, an advisory lock
-    /// such as the sequence turn's, taken before the statement) before it.
+    /// `tuple`) or its client reading its rows (`ClientWrite`) after its snapshot, the client's data
+    /// (`ClientRead`); any other lock (a relation, an
+    /// advisory lock such as the sequence turn's, taken before the statement) before it.
     private func waits(_ targets: [Target]) -> [Target: Wait] {
         var byBackend: [String: Set<Int32>] = [:]
         for t in targets where t.pid != 0 { byBackend[t.backend, default: []].insert(t.pid) }
@@ -467,7 +483,9 @@ public final class CommitEpochs: Sendable {
             }
             return rows.compactMap { row -> (Int32, Wait)? in
                 guard row.count >= 3, let text = row[0], let pid = Int32(text) else { return nil }
-                let rowLock = row[1] == "Client" || row[2] == "transactionid" || row[2] == "tuple"
+                // Blocked writing its rows to pgchorus (a client slow to read them): under way, after its snapshot.
+                if row[1] == "Client" { return (pid, row[2] == "ClientWrite" ? .afterSnapshot : .client) }
+                let rowLock = row[2] == "transactionid" || row[2] == "tuple"
                 return (pid, rowLock ? .afterSnapshot : .beforeSnapshot)
             }
         } catch {
@@ -549,6 +567,14 @@ extension CommitEpochs.State {
         // The lock goes without them: their transactions must not commit anywhere.
         go.dooms = doom(go.overdue)
         return go
+    }
+
+    /// Of what the probe saw, the waits that count: every lock wait, and a wait for the client only
+    /// where a statement in `COPY … FROM STDIN` runs (`awaitsClient`).
+    func waitsThatCount(_ seen: [CommitEpochs.Target: CommitEpochs.Wait]) -> [CommitEpochs.Target: CommitEpochs.Wait] {
+        guard seen.values.contains(.client) else { return seen }
+        let copying = Set(awaitsClient.flatMap { targets[$0] ?? [] })
+        return seen.filter { $0.value != .client || copying.contains($0.key) }
     }
 
     /// Takes out the doom callbacks of `tickets` (each runs once), to be run outside the lock.

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOCore
 
 /// A diagnostic trace of the order of statements and commits on each backend, for investigating the
 /// cluster-wide order (`bench/order-trace.py` reads it). Off unless `PGCHORUS_ORDER_TRACE` names a
@@ -39,12 +38,8 @@ enum OrderTrace {
         line.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
     }
 
-    /// The SQL of a group (`ClientSessionHandler.firstSQL(of:)`), on one line, at most 60 characters.
-    static func text(of bytes: ByteBuffer) -> String {
-        ClientSessionHandler.firstSQL(of: bytes).map(clip) ?? "-"
-    }
-
-    private static func clip(_ s: String) -> String {
+    /// A statement's SQL on one line, at most 60 characters.
+    static func clip(_ s: String) -> String {
         let one = s.split(whereSeparator: { $0 == "\n" || $0 == "\t" || $0 == "\r" }).joined(separator: " ")
         return String(one.prefix(60))
     }

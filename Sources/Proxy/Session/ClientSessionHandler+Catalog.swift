@@ -23,7 +23,7 @@ extension ClientSessionHandler {
         waitingGroup = (bytes, cycle, wrap, flags)
         catalogHold = true
         catalogHoldThenOrder = thenOrder
-        if OrderTrace.enabled { trace("KH", "catalog hold \(OrderTrace.text(of: bytes))") }
+        if OrderTrace.enabled { trace("KH", "catalog hold \(traceText(of: bytes))") }
         announceCatalogChange { [self] in
             if OrderTrace.enabled { trace("KA", "catalog acknowledged") }
             guard catalogHold else { return }

@@ -24,6 +24,7 @@ struct EpochTurn {
     /// Where the node was last told the statement runs, and which backends have still to finish it.
     var reported: [CommitEpochs.Target] = []
     var reportedPending: Set<String> = []
+    var reportedAwaitsClient = false
 }
 
 /// The session's part in `CommitEpochs`: every cycle that goes to all backends takes a turn before it
@@ -49,7 +50,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let (ticket, now) = shared.epochs.request(kind) { loop.execute { bound.value.epochGranted() } }
-        if OrderTrace.enabled { trace("ER", "\(ticket) \(kind) \(now ? "now" : "waits") \(OrderTrace.text(of: bytes))") }
+        if OrderTrace.enabled { trace("ER", "\(ticket) \(kind) \(now ? "now" : "waits") \(traceText(of: bytes))") }
         var waiting = wait
         waiting.ticket = ticket
         if now {
@@ -155,10 +156,13 @@ extension ClientSessionHandler {
                 backends[i].isLive && backends[i].owed.owes(seq)
             }.map(epochTarget)
             let pending = Set(turn.pending.filter { backends[$0].isLive }.map { backends[$0].backend.id })
-            guard targets != turn.reported || pending != turn.reportedPending else { continue }
+            // The cycle in COPY FROM STDIN (the lead's oldest owed): its backends wait for the client's data.
+            let awaitsClient = copyInProgress && backends[lead].owed.head?.seq == seq
+            guard targets != turn.reported || pending != turn.reportedPending || awaitsClient != turn.reportedAwaitsClient else { continue }
             epochTurns[seq]?.reported = targets
             epochTurns[seq]?.reportedPending = pending
-            shared.epochs.running(turn.ticket, on: targets, pending: pending)
+            epochTurns[seq]?.reportedAwaitsClient = awaitsClient
+            shared.epochs.running(turn.ticket, on: targets, pending: pending, awaitsClient: awaitsClient)
         }
     }
 

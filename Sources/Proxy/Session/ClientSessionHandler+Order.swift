@@ -123,7 +123,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         armOrderTimer(since: .now())
-        if OrderTrace.enabled { trace("SW", "sequence turn wanted \(OrderTrace.text(of: bytes))") }
+        if OrderTrace.enabled { trace("SW", "sequence turn wanted \(traceText(of: bytes))") }
         waitingTicket = shared.sequenceOrdering.acquire {
             loop.execute { bound.value.orderGranted() }
         }
@@ -242,11 +242,8 @@ extension ClientSessionHandler {
     /// gives it back first. Not pgchorus' own snapshot-taking statement for a read behind it.
     func answerEpochWaitingGroup(with fields: ErrorFields) -> Bool {
         guard phase == .relaying, let w = epochWaiting, w.cycle, w.thenRoute == nil, waitingGroup == nil else { return false }
+        guard nothingUnderWay(butTheEpochWait: true) else { return false }
         epochWaiting = nil
-        guard nothingUnderWay else {
-            epochWaiting = w
-            return false
-        }
         shared.epochs.end(w.ticket)
         if w.underOrder { releaseOrder() }
         answerUnsentGroup(with: fields, alreadyAborted: [])
@@ -281,18 +278,17 @@ extension ClientSessionHandler {
     /// `CREATE TABLE … AS` was answered only once that had ended). (A wait for the cluster-wide lock
     /// runs on the lead, where the cancel ends it: `clusterOrderRefused`.)
     func clientCancelled() {
+        func cancelled(_ detail: String) -> ErrorFields {
+            ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request", detail: detail)
+        }
         if epochWaiting != nil {
-            let cancelled = ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request",
-                                        detail: "The statement waited for its turn in pgchorus' order of commits and statements; it was not run.")
-            if answerEpochWaitingGroup(with: cancelled) {
+            if answerEpochWaitingGroup(with: cancelled("The statement waited for its turn in pgchorus' order of commits and statements; it was not run.")) {
                 logger.info("a statement waiting for its turn in the order of commits and statements was cancelled by its client: not run")
             }
             return
         }
         guard waitingGroup != nil, waitingTicket != nil, clusterOrderLockSeq == nil else { return }
-        let cancelled = ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request",
-                                    detail: "The statement waited for pgchorus' turn to draw sequence values; it was not run.")
-        if answerWaitingGroup(with: cancelled) {
+        if answerWaitingGroup(with: cancelled("The statement waited for pgchorus' turn to draw sequence values; it was not run.")) {
             logger.info("a statement waiting for the sequence turn was cancelled by its client: not run")
         }
     }
@@ -301,9 +297,14 @@ extension ClientSessionHandler {
     /// held or sent and unanswered (pgchorus' own hidden cycles aside), no extended group, COPY or cut
     /// Query open. What `answerWaitingGroup` needs to answer that group alone, and, with nothing owed at
     /// all, what `backendLost` calls an idle session.
-    var nothingUnderWay: Bool {
+    var nothingUnderWay: Bool { nothingUnderWay(butTheEpochWait: false) }
+
+    /// `nothingUnderWay`, leaving out the group waiting for its turn in the order of commits and
+    /// statements when `butTheEpochWait` (what `answerEpochWaitingGroup` answers alone).
+    func nothingUnderWay(butTheEpochWait: Bool) -> Bool {
         commit == nil && !wrapPending && leadFirst.isEmpty && openPartial == nil && !openExtendedGroup && !segments.inProgress
-            && !copyInProgress && routedRead == nil && epochWaiting == nil && handoverTicket == nil && answerWhenAll.awaiting == nil
+            && !copyInProgress && routedRead == nil && (butTheEpochWait || epochWaiting == nil) && handoverTicket == nil
+            && answerWhenAll.awaiting == nil
             && backends.allSatisfy { !$0.isLive || $0.owed.cycles.allSatisfy { $0.kind == .hidden } }
     }
 

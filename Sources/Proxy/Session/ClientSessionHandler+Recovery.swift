@@ -286,9 +286,7 @@ extension ClientSessionHandler {
     /// backend taken in, without anything being in flight.
     var isQuiet: Bool {
         guard phase == .relaying else { return true }
-        return lastStatus == .idle && commit == nil && !wrapPending && leadFirst.isEmpty && !openExtendedGroup && openPartial == nil
-            && routedRead == nil && epochWaiting == nil && waitingGroup == nil && handoverTicket == nil && answerWhenAll.awaiting == nil
-            && backends.allSatisfy { !$0.isLive || $0.owed.isEmpty }
+        return lastStatus == .idle && waitingGroup == nil && nothingUnderWay && backends.allSatisfy { !$0.isLive || $0.owed.isEmpty }
     }
 
     /// Tells the node's gate when this session turns busy or quiet (called after every flush).

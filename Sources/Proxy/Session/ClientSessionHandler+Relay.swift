@@ -669,7 +669,7 @@ extension ClientSessionHandler {
         if answerWhenAll, let seq { self.answerWhenAll.expect(seq) }
         if let kind, let seq {
             backends[lead].owed.add(Expectation(seq: seq, kind: kind, holdReady: holdReady, answerWhenAll: answerWhenAll))
-            if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[lead].backend.id)@\(backends[lead].login.processID) \(OrderTrace.text(of: bytes))") }
+            if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[lead].backend.id)@\(backends[lead].login.processID) \(traceText(of: bytes))") }
         }
         backends[lead].write(bytes)
         epochTargetsDirty = true
@@ -774,7 +774,7 @@ extension ClientSessionHandler {
                 backends[i].owed.add(Expectation(seq: seq, kind: kind, holdReady: g.holdReady, ordered: g.waitsForLead,
                                                         sentAt: now, allowance: allowance))
                 if g.waitsForLead { shared.leadHandover.released(to: backends[i].backend.id) }
-                if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[i].backend.id)@\(backends[i].login.processID) \(OrderTrace.text(of: g.bytes))") }
+                if OrderTrace.enabled, kind == .client { trace("W", "\(seq) \(backends[i].backend.id)@\(backends[i].login.processID) \(traceText(of: g.bytes))") }
             }
             if g.bytes.readableBytes >= Self.largeFollowerWrite, let context, let channel = backends[i].channel {
                 // A follower's time counts from when it has the whole statement: writing many
@@ -893,6 +893,9 @@ extension ClientSessionHandler {
             if frame.type == BackendMessage.Kind.copyInResponse.rawValue || frame.type == BackendMessage.Kind.copyBothResponse.rawValue {
                 // The client now sends COPY data: the others must be in COPY too, and a cancel must reach them all.
                 copyInProgress = true
+                // (Its backends now wait for the client's data: the order's probe may count that as a wait.)
+                epochTargetsDirty = true
+                reportEpochTargets()
                 if lastCycleEndedWithSync {
                     extendedCopySyncOwed = true
                     extendedCopyEnded = false
@@ -968,6 +971,7 @@ extension ClientSessionHandler {
                 if fresh { cycleDelivered(exp.seq, status: status) }
                 if copyInProgress {
                     copyInProgress = false
+                    epochTargetsDirty = true
                     extendedCopySyncOwed = false
                     extendedCopyEnded = false
                     updateCancelTargets()
@@ -1114,8 +1118,28 @@ extension ClientSessionHandler {
         let cycle = seq ?? nextSeq
         if seq == nil { nextSeq += 1 }
         backends[index].owed.add(Expectation(seq: cycle, kind: kind))
-        if OrderTrace.enabled, kind == .finish { trace("CP", "\(commit?.gid ?? "-") \(backends[index].backend.id)@\(backends[index].login.processID) \(OrderTrace.text(of: bytes))") }
+        if OrderTrace.enabled, kind == .finish { trace("CP", "\(commit?.gid ?? "-") \(backends[index].backend.id)@\(backends[index].login.processID) \(traceText(of: bytes))") }
         backends[index].write(bytes)
+    }
+
+    /// The SQL of a client group for the order trace: its first Query or Parse, else the named
+    /// statement its first Bind runs (`[name] sql`, as its Parse was seen), else `-`. Named statements'
+    /// texts are kept only while tracing.
+    func traceText(of bytes: ByteBuffer) -> String {
+        var b = bytes
+        var first: String?
+        while first == nil, b.readableBytes >= 5, let length = b.getInteger(at: b.readerIndex + 1, as: Int32.self), length >= 4,
+              let slice = b.readSlice(length: Int(length) + 1) {
+            switch try? FrontendMessage(frame: PostgresFrame(bytes: slice)) {
+            case let .query(q)?: first = q
+            case let .parse(p)?:
+                if !p.name.isEmpty { traceTexts[p.name] = p.query }
+                first = p.query
+            case let .bind(bind)?: first = "[\(bind.statement)] " + (traceTexts[bind.statement] ?? "?")
+            default: break
+            }
+        }
+        return first.map(OrderTrace.clip) ?? "-"
     }
 
     /// One event of this session in the order trace (`OrderTrace`).

@@ -119,6 +119,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var transactionUsedSavepoint = false
     var stampedTransactions = 0
     var tracker = StatementTracker(refuseVolatile: true)
+    /// Named statements' SQL, kept only while the order trace is on (`traceText(of:)`).
+    var traceTexts: [String: String] = [:]
     /// The commit vote running for the client's COMMIT (see `CommitRound`).
     var commit: CommitRound?
     /// Client messages that arrived while a commit vote was running.
