@@ -9,6 +9,11 @@ before C was written, and *overlapping* otherwise (C applied while S was startin
 the same relation on every backend; the report lists each S and C whose relations differ, with
 the events around them.
 
+Limit: "written to a backend" stands for "started there". A loaded backend may read a statement some
+time after it was written, and a commit written meanwhile lands before it there: that is not reported.
+Look instead for a statement parked (`PK`) right after the probe saw it waiting (`P`), then another
+commit (`CP`) on a backend that had not finished it (how the ClientRead parks of 2026-12-06 showed).
+
 usage: order-trace.py TRACE [--match REGEX] [--context N]
 """
 import argparse

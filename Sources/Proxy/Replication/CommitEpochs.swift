@@ -392,7 +392,8 @@ public final class CommitEpochs: Sendable {
         for g in ready { g() }
     }
 
-    /// The blockers whose every target process waits on a lock or for its client, and those of them
+    /// The blockers whose every target process waits on a lock or for its client (in COPY FROM STDIN
+    /// only: `State.awaitsClient`), and those of them
     /// that wait before their snapshot everywhere (see `State.preSnapshot`).
     private func waiting(_ blockers: [Int], _ targets: [Int: [Target]]) -> (parked: [Int], preSnapshot: Set<Int>) {
         let seen = waits(blockers.flatMap { targets[$0] ?? [] })
@@ -404,7 +405,7 @@ public final class CommitEpochs: Sendable {
         return (parked, Set(parked.filter { t in (targets[t] ?? []).allSatisfy { found[$0] == .beforeSnapshot } }))
     }
 
-    /// Those of `targets` whose process waits on a lock or for its client.
+    /// Those of `targets` whose process waits on a lock or for its client (in COPY FROM STDIN only).
     private func waitingTargets(_ targets: [Target]) -> Set<Target> {
         let seen = waits(targets)
         return Set(state.withLock { $0.waitsThatCount(seen) }.keys)
@@ -415,9 +416,9 @@ public final class CommitEpochs: Sendable {
     enum Wait { case beforeSnapshot, afterSnapshot, client }
 
     /// What each of `targets` that waits waits for (one query per backend): a row lock (`transactionid`,
-    /// `tuple`) or its client reading its rows (`ClientWrite`) after its snapshot, the client's data
-    /// (`ClientRead`); any other lock (a relation, an
-    /// advisory lock such as the sequence turn's, taken before the statement) before it.
+    /// `tuple`) or its client reading its rows (`ClientWrite`) after its snapshot; the client's data
+    /// (`ClientRead`); any other lock (a relation, an advisory lock such as the sequence turn's, taken
+    /// before the statement) before it.
     private func waits(_ targets: [Target]) -> [Target: Wait] {
         var byBackend: [String: Set<Int32>] = [:]
         for t in targets where t.pid != 0 { byBackend[t.backend, default: []].insert(t.pid) }
@@ -483,7 +484,8 @@ public final class CommitEpochs: Sendable {
             }
             return rows.compactMap { row -> (Int32, Wait)? in
                 guard row.count >= 3, let text = row[0], let pid = Int32(text) else { return nil }
-                // Blocked writing its rows to pgchorus (a client slow to read them): under way, after its snapshot.
+                // `ClientWrite`: blocked writing its rows to pgchorus (a client slow to read them), under
+                // way after its snapshot. `ClientRead` counts only in COPY FROM STDIN (`waitsThatCount`).
                 if row[1] == "Client" { return (pid, row[2] == "ClientWrite" ? .afterSnapshot : .client) }
                 let rowLock = row[2] == "transactionid" || row[2] == "tuple"
                 return (pid, rowLock ? .afterSnapshot : .beforeSnapshot)
