@@ -399,9 +399,9 @@ import Wire
     /// was lost: psql's Ctrl-C was answered only once the other statement had ended, and the insert ran.)
     @Test func aCancelWhileWaitingForTheOrderEndsTheStatement() async throws {
         try await withPostgresServers(count: 2) { servers in
-            // (follower_timeout 20 s: past it the order stops holding statements back for one running,
+            // (follower_timeout 40 s: past it the order stops holding statements back for one running,
             // and on a loaded host the steps below may come that late.)
-            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 20\n") { proxy in
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 40\n") { proxy in
                 let x = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
                 let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
                 _ = try x.startup()
@@ -410,22 +410,29 @@ import Wire
                 for inBlock in [false, true] {
                     if inBlock { #expect(try y.query("BEGIN").allSatisfy { $0.errorState == nil }) }
                     // Timed on a thread of its own: Swift's cooperative pool may be held for seconds by
-                    // other tests' blocking calls, and the steps must fall within the 8 s.
+                    // other tests' blocking calls, and the steps must fall within the 20 s. (A loaded CI
+                    // rehearsal once took longer than 8 s from the CREATE TABLE … AS to the cancel's
+                    // arrival: the insert then ran after it, as it should.)
                     let port = proxy.port
                     let lead = servers[0]
-                    let (waited, answered, xRan) = try await runBlocking {
-                        try x.send(.query("CREATE TABLE slow\(inBlock ? 2 : 1) AS SELECT 1 AS x FROM pg_sleep(8)"))
+                    let (running, waited, answered, xRan) = try await runBlocking {
+                        try x.send(.query("CREATE TABLE slow\(inBlock ? 2 : 1) AS SELECT 1 AS x FROM pg_sleep(20)"))
                         // (Until it runs on the lead: on a loaded host it may take its turn later than sent.)
-                        for _ in 0..<30 where (try? lead.psql("select count(*) from pg_stat_activity where query like 'CREATE TABLE slow%' and state = 'active'")) != "1" {
+                        let active = "select count(*) from pg_stat_activity where query like 'CREATE TABLE slow%' and state = 'active'"
+                        var running = false
+                        for _ in 0..<100 {
+                            running = (try? lead.psql(active)) == "1"
+                            if running { break }
                             Thread.sleep(forTimeInterval: 0.1)
                         }
                         try y.send(.query("INSERT INTO t VALUES (1)"))
                         Thread.sleep(forTimeInterval: 0.3)
                         let waited = y.bytesWaiting() == 0
                         try y.cancel(port: port)
-                        for _ in 0..<20 where y.bytesWaiting() == 0 { Thread.sleep(forTimeInterval: 0.1) }
-                        return (waited, y.bytesWaiting() > 0, x.bytesWaiting() == 0)
+                        for _ in 0..<100 where y.bytesWaiting() == 0 { Thread.sleep(forTimeInterval: 0.1) }
+                        return (running, waited, y.bytesWaiting() > 0, x.bytesWaiting() == 0)
                     }
+                    #expect(running, "the CREATE TABLE … AS runs on the lead before the insert is sent")
                     #expect(waited, "the insert waits behind the CREATE TABLE … AS")
                     #expect(answered, "the cancel ended the waiting insert")
                     #expect(xRan, "before the CREATE TABLE … AS ended")
