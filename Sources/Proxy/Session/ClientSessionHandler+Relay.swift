@@ -1123,19 +1123,20 @@ extension ClientSessionHandler {
     }
 
     /// The SQL of a client group for the order trace: its first Query or Parse, else the named
-    /// statement its first Bind runs (`[name] sql`, as its Parse was seen), else `-`. Named statements'
-    /// texts are kept only while tracing.
+    /// statement its first Bind runs (`[name] sql`, as its Parse was seen), else `-`. Every named
+    /// Parse of the group is kept (only while tracing), for the Binds of later groups.
     func traceText(of bytes: ByteBuffer) -> String {
         var b = bytes
+        var decoder = PostgresFrameDecoder()
         var first: String?
-        while first == nil, b.readableBytes >= 5, let length = b.getInteger(at: b.readerIndex + 1, as: Int32.self), length >= 4,
-              let slice = b.readSlice(length: Int(length) + 1) {
-            switch try? FrontendMessage(frame: PostgresFrame(bytes: slice)) {
-            case let .query(q)?: first = q
+        for _ in 0..<100_000 {
+            guard let frame = try? decoder.decode(buffer: &b) else { break }
+            switch try? FrontendMessage(frame: frame) {
+            case let .query(q)?: first = first ?? q
             case let .parse(p)?:
                 if !p.name.isEmpty { traceTexts[p.name] = p.query }
-                first = p.query
-            case let .bind(bind)?: first = "[\(bind.statement)] " + (traceTexts[bind.statement] ?? "?")
+                first = first ?? p.query
+            case let .bind(bind)?: first = first ?? "[\(bind.statement)] " + (traceTexts[bind.statement] ?? "?")
             default: break
             }
         }
