@@ -29,7 +29,7 @@ public final class CommitEpochs: Sendable {
         /// When each waiting turn asked (the bound counts from the oldest).
         var waitingSince: [Int: NIODeadline] = [:]
         /// The backends each statement has still to finish (sent or not yet).
-        var pending: [Int: Set<String>] = [:]
+        var pending: [Int: [String]] = [:]
         /// For each commit granted while statements were parked: those statements.
         var deferrals: [Int: Set<Int>] = [:]
         /// Followers whose COMMIT PREPAREDs wait for parked statements to reach them.
@@ -212,11 +212,11 @@ public final class CommitEpochs: Sendable {
 
     /// Where a granted statement runs now (the lead, then the followers still running it), and the
     /// backends that have still to finish it (including those it has not been sent to yet).
-    func running(_ ticket: Int, on targets: [Target], pending: Set<String>, awaitsClient: Bool = false) {
+    func running(_ ticket: Int, on targets: [Target], pending: [String], awaitsClient: Bool = false) {
         let ready = state.withLock { s -> [@Sendable () -> Void] in
             s.targets[ticket] = targets
             s.pending[ticket] = pending
-            if awaitsClient { s.awaitsClient.insert(ticket) } else { s.awaitsClient.remove(ticket) }
+            if awaitsClient { s.awaitsClient.insert(ticket) } else if !s.awaitsClient.isEmpty { s.awaitsClient.remove(ticket) }
             return s.readyFollowers(waiting: [])
         }
         for g in ready { g() }
@@ -284,20 +284,7 @@ public final class CommitEpochs: Sendable {
     func end(_ ticket: Int) {
         if OrderTrace.enabled { OrderTrace.note(configuration.node.id, "EE", "\(ticket)") }
         let (grants, move) = state.withLock { s -> ([@Sendable () -> Void], Bool) in
-            s.targets[ticket] = nil
-            s.pending[ticket] = nil
-            s.grants[ticket] = nil
-            s.waitingSince[ticket] = nil
-            s.deferrals[ticket] = nil
-            s.cancels[ticket] = nil
-            s.dooms[ticket] = nil
-            s.cancelled[ticket] = nil
-            s.releaseCancels[ticket] = nil
-            s.releaseWarned.remove(ticket)
-            s.targetOnly.remove(ticket)
-            s.uncancellable.remove(ticket)
-            s.preSnapshot.remove(ticket)
-            s.awaitsClient.remove(ticket)
+            s.forget(ticket)
             let granted = s.schedule.end(ticket)
             s.noteGranted(granted)
             return (s.take(granted) + s.readyFollowers(waiting: []), s.schedule.wantedHold != s.schedule.hold)
@@ -649,4 +636,26 @@ private final class ProbeConnections: @unchecked Sendable {
     var byBackend: [String: LibPQConnection] = [:]
     /// What the order trace last wrote of each backend's waits (`OrderTrace`).
     var traced: [String: String] = [:]
+}
+
+extension CommitEpochs.State {
+    /// Drops whatever is kept of turn `ticket` (it ended). The collections that hold nothing (most of
+    /// them, at most moments: they are for writes, waits, parked statements) are not asked, which
+    /// saves hashing the ticket a dozen times for every statement.
+    mutating func forget(_ ticket: Int) {
+        if !targets.isEmpty { targets[ticket] = nil }
+        if !pending.isEmpty { pending[ticket] = nil }
+        if !grants.isEmpty { grants[ticket] = nil }
+        if !waitingSince.isEmpty { waitingSince[ticket] = nil }
+        if !deferrals.isEmpty { deferrals[ticket] = nil }
+        if !cancels.isEmpty { cancels[ticket] = nil }
+        if !dooms.isEmpty { dooms[ticket] = nil }
+        if !cancelled.isEmpty { cancelled[ticket] = nil }
+        if !releaseCancels.isEmpty { releaseCancels[ticket] = nil }
+        if !releaseWarned.isEmpty { releaseWarned.remove(ticket) }
+        if !targetOnly.isEmpty { targetOnly.remove(ticket) }
+        if !uncancellable.isEmpty { uncancellable.remove(ticket) }
+        if !preSnapshot.isEmpty { preSnapshot.remove(ticket) }
+        if !awaitsClient.isEmpty { awaitsClient.remove(ticket) }
+    }
 }

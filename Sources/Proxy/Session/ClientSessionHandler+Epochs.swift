@@ -19,11 +19,13 @@ struct EpochWait {
 /// A turn held by a cycle the session sent.
 struct EpochTurn {
     var ticket: Int
-    /// The backends that have still to finish the cycle.
-    var pending: Set<Int>
-    /// Where the node was last told the statement runs, and which backends have still to finish it.
-    var reported: [CommitEpochs.Target] = []
-    var reportedPending: Set<String> = []
+    /// The backends that have still to finish the cycle, by index, in order.
+    var pending: [Int]
+    /// What the node was last told (`reportEpochTargets`): the backends the statement runs on (by
+    /// index, with the session's process there), the live backends that have still to finish it, and
+    /// whether it waits for its client's COPY data.
+    var reportedTargets: [(index: Int, pid: Int32)] = []
+    var reportedPending: [Int] = []
     var reportedAwaitsClient = false
 }
 
@@ -109,8 +111,7 @@ extension ClientSessionHandler {
             // Test hook: every write goes as if the order had gone on without it (SnapshotOrderTests).
             if shared.testHook == "doom-writes" { doomForEpochs(seq) }
         }
-        let live = Set(backends.indices.filter { backends[$0].isLive })
-        epochTurns[seq] = EpochTurn(ticket: w.ticket, pending: live)
+        epochTurns[seq] = EpochTurn(ticket: w.ticket, pending: backends.indices.filter { backends[$0].isLive })
         epochTargetsDirty = true
         reportEpochTargets()
     }
@@ -127,43 +128,61 @@ extension ClientSessionHandler {
         replayHeldFrames()
     }
 
-    private func epochTarget(_ index: Int) -> CommitEpochs.Target {
-        CommitEpochs.Target(backend: backends[index].backend.id, pid: backends[index].login.processID)
-    }
-
     /// Backend `index` finished cycle `seq` (or will not run it): the turn ends when every live backend has.
+    /// (The turn is changed in place: a copy taken out of `epochTurns` and changed would copy its arrays.)
     func epochCycleFinished(_ seq: Int, on index: Int) {
-        guard var turn = epochTurns[seq] else { return }
-        turn.pending.remove(index)
-        if !turn.pending.contains(where: { backends[$0].isLive }) {
+        guard let ticket = epochTurns[seq]?.ticket else { return }
+        epochTurns[seq]?.pending.removeAll { $0 == index }
+        guard epochTurns[seq]?.pending.contains(where: { backends[$0].isLive }) == true else {
             epochTurns[seq] = nil
-            shared.epochs.end(turn.ticket)
+            shared.epochs.end(ticket)
             return
         }
-        epochTurns[seq] = turn
         epochTargetsDirty = true
         reportEpochTargets()
     }
 
     /// Tells the node where each statement holding a turn runs now: the live backends it has been sent
     /// to and not finished (lead-first: the lead, then the followers; a new lead once it is re-sent).
-    /// Only those can be seen waiting on a lock. Called when the session flushes what it wrote.
+    /// Only those can be seen waiting on a lock. Called when the session flushes what it wrote, several
+    /// times a statement: what is unchanged is found so without building anything, and the turns
+    /// are updated after the walk over them (an assignment into `epochTurns` while it is being
+    /// walked would copy the whole dictionary).
     func reportEpochTargets() {
         guard epochTargetsDirty, !epochTurns.isEmpty else { return }
         epochTargetsDirty = false
+        var changed: [(seq: Int, turn: EpochTurn)] = []
         for (seq, turn) in epochTurns {
-            let targets = turn.pending.sorted().filter { i in
-                backends[i].isLive && backends[i].owed.owes(seq)
-            }.map(epochTarget)
-            let pending = Set(turn.pending.filter { backends[$0].isLive }.map { backends[$0].backend.id })
             // The cycle in COPY FROM STDIN (the lead's oldest owed): its backends wait for the client's data.
             let awaitsClient = copyInProgress && backends[lead].owed.head?.seq == seq
-            guard targets != turn.reported || pending != turn.reportedPending || awaitsClient != turn.reportedAwaitsClient else { continue }
-            epochTurns[seq]?.reported = targets
-            epochTurns[seq]?.reportedPending = pending
-            epochTurns[seq]?.reportedAwaitsClient = awaitsClient
-            shared.epochs.running(turn.ticket, on: targets, pending: pending, awaitsClient: awaitsClient)
+            guard reportDiffers(turn, seq: seq, awaitsClient: awaitsClient) else { continue }
+            var t = turn
+            t.reportedPending = turn.pending.filter { backends[$0].isLive }
+            t.reportedTargets = t.reportedPending.filter { backends[$0].owed.owes(seq) }.map { ($0, backends[$0].login.processID) }
+            t.reportedAwaitsClient = awaitsClient
+            changed.append((seq, t))
         }
+        for (seq, t) in changed {
+            epochTurns[seq] = t
+            let targets = t.reportedTargets.map { CommitEpochs.Target(backend: backends[$0.index].backend.id, pid: $0.pid) }
+            shared.epochs.running(t.ticket, on: targets, pending: t.reportedPending.map { backends[$0].backend.id },
+                                  awaitsClient: t.reportedAwaitsClient)
+        }
+    }
+
+    /// Whether what `reportEpochTargets` would tell the node of `turn` now differs from what it last told.
+    private func reportDiffers(_ turn: EpochTurn, seq: Int, awaitsClient: Bool) -> Bool {
+        if awaitsClient != turn.reportedAwaitsClient { return true }
+        var p = 0, t = 0
+        for i in turn.pending where backends[i].isLive {
+            guard p < turn.reportedPending.count, turn.reportedPending[p] == i else { return true }
+            p += 1
+            guard backends[i].owed.owes(seq) else { continue }
+            guard t < turn.reportedTargets.count, turn.reportedTargets[t].index == i,
+                  turn.reportedTargets[t].pid == backends[i].login.processID else { return true }
+            t += 1
+        }
+        return p != turn.reportedPending.count || t != turn.reportedTargets.count
     }
 
     /// The node cannot start cycle `seq` on a follower before a commit that the lead applied while the
