@@ -53,14 +53,7 @@ EOF
   echo "COMMIT PREPARED 'ceiling-:client_id';"; } >"$WORK/vote.sql"
 
 # Part 2's second node: the demo's configuration, commit_epochs off, its own port, socket and state.
-sed -e 's/^id = "node1"/id = "ceiling-unordered"/' -e "s/^listen_port = $PORT/listen_port = $OFF/" \
-    -e 's/^socket = "admin.sock"/socket = "unordered.sock"/' -e 's/^state_directory = "state"/state_directory = "unordered-state"/' \
-    "$WORK/demo/pgchorus.toml" >"$WORK/demo/unordered.toml"
-printf '\n[replication]\ncommit_epochs = false\n' >>"$WORK/demo/unordered.toml"
-"$BIN/pgchorusd" --config "$WORK/demo/unordered.toml" >"$WORK/unordered.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 60); do grep -q "listening" "$WORK/unordered.log" && break; sleep 0.5; done
-grep -q "listening" "$WORK/unordered.log" || { tail -20 "$WORK/unordered.log"; exit 1; }
+start_order_off_node "$BIN" "$WORK/demo" "$PORT" "$OFF"
 
 # CPU ticks so far of a PostgreSQL server (the postmaster, its live children and those it has reaped).
 server_ticks() {

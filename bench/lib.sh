@@ -28,3 +28,20 @@ start_demo() {
   for _ in $(seq 1 120); do grep -q "demo ready" "$dir.log" && break; sleep 1; done
   grep -q "demo ready" "$dir.log" || { tail -20 "$dir.log"; exit 1; }
 }
+
+# Starts a second pgchorusd of build $1 in front of the backends of the demo in directory $2 (whose own
+# pgchorusd listens on port $3), on port $4, with `replication.commit_epochs = false` (the order of
+# commits and statements off; its own node id, admin socket and state directory; log $2/order-off.log),
+# adds its pid to PIDS and waits until it listens (at most 30 s; else prints the log's tail and stops
+# the script).
+start_order_off_node() {
+  local bin=$1 dir=$2 port=$3 off=$4
+  sed -e 's/^id = "node1"/id = "order-off"/' -e "s/^listen_port = $port/listen_port = $off/" \
+      -e 's/^socket = "admin.sock"/socket = "order-off.sock"/' -e 's/^state_directory = "state"/state_directory = "order-off-state"/' \
+      "$dir/pgchorus.toml" >"$dir/order-off.toml"
+  printf '\n[replication]\ncommit_epochs = false\n' >>"$dir/order-off.toml"
+  "$bin/pgchorusd" --config "$dir/order-off.toml" >"$dir/order-off.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 60); do grep -q "listening" "$dir/order-off.log" && break; sleep 0.5; done
+  grep -q "listening" "$dir/order-off.log" || { tail -20 "$dir/order-off.log"; exit 1; }
+}
