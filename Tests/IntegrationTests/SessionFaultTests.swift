@@ -167,6 +167,26 @@ import Wire
         }
     }
 
+    /// The client's `idle_in_transaction_session_timeout` runs out on the lead while a follower is still
+    /// running the read whose answer the client has (every backend runs it; here that follower sleeps
+    /// a second in it): the session ends with PostgreSQL's FATAL and nobody is failed. Until 2026-12-07
+    /// the lead was failed so (a follower slower than the timeout on a loaded CI host).
+    @Test func aFollowerStillRunningAnAnsweredReadWhenTheIdleTimeoutEndsTheSessionFailsNobody() async throws {
+        try await withPostgresServers(count: 3) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let client = try RawPostgresClient(port: proxy.port, timeoutSeconds: 30)
+                defer { client.disconnect() }
+                _ = try client.startup()
+                #expect(try client.query("set idle_in_transaction_session_timeout = '300ms'").allSatisfy { $0.errorState == nil })
+                let slow = "select pg_sleep(case when current_setting('port') = '\(servers[2].port)' then 1 else 0 end)"
+                let reply = try client.query("begin; \(slow)")
+                #expect(reply.allSatisfy { $0.errorState == nil }, "\(reply)")
+                try await expectSessionEndedFailingNobody(client, proxy, with: "25P03", "idle_in_transaction_session_timeout")
+                try expectBackendsInStep(proxy, servers)
+            }
+        }
+    }
+
     /// A statement that draws sequence values and ends on the lead with a timing outcome — the victim of
     /// a deadlock, a statement timeout, in autocommit and in a block — drew values there that the
     /// followers, which get the lead's outcome instead of running it, never drew: their sequences are
@@ -444,6 +464,39 @@ import Wire
                     if inBlock { #expect(try y.query("ROLLBACK").allSatisfy { $0.errorState == nil }) }
                 }
                 #expect(try y.query("SELECT count(*) FROM t").firstValue == "0")
+                try expectBackendsInStep(proxy, servers)
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+            }
+        }
+    }
+
+    /// pgchorus' catalog load after DDL inside a transaction block runs in the client's block on the
+    /// lead, before the session's next statement: when the client's `statement_timeout` (or a cancel)
+    /// ends it there, the lead's block alone is aborted. The followers' blocks are aborted too, the
+    /// statement held for the load is answered with the load's error, and nobody is failed. (Until
+    /// 2026-12-07 the load went with the client's next statement pipelined behind it: the lead answered
+    /// that 25P02, the followers ran it, and they were failed; CI saw it with a cancel.)
+    @Test func aCatalogLoadEndedByTheClientsTimeoutInABlockFailsNobody() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            // A catalog that takes long to read (about half a second here): 1,500 functions with long
+            // bodies, the same on both backends, made before pgchorus starts.
+            let pad = "DO $$ BEGIN FOR i IN 1..1500 LOOP EXECUTE pg_catalog.format('CREATE FUNCTION pad_%s() RETURNS int LANGUAGE sql AS %L', i, 'SELECT 1 /* ' || repeat('padding ', 2500) || ' */'); END LOOP; END $$"
+            for s in servers { _ = try s.psql(pad) }
+            try await withProxy(backends: servers) { proxy in
+                let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                defer { y.disconnect() }
+                _ = try y.startup()
+                #expect(try y.query("CREATE TABLE t (v int)").allSatisfy { $0.errorState == nil })
+                for statement in ["BEGIN", "SET LOCAL statement_timeout = '200ms'", "CREATE TABLE u (v int)"] {
+                    let reply = try y.query(statement)
+                    #expect(reply.allSatisfy { $0.errorState == nil }, "\(statement): \(reply)")
+                }
+                let insert = try y.query("INSERT INTO t VALUES (1)")
+                #expect(insert.compactMap(\.errorState) == ["57014"], "\(insert)")
+                #expect(insert.last == .readyForQuery(.failed), "\(insert)")
+                #expect(try y.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+                #expect(try y.query("SELECT count(*) FROM t").firstValue == "0")
+                #expect(try y.query("SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'u'").firstValue == "0")
                 try expectBackendsInStep(proxy, servers)
                 #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
             }

@@ -47,6 +47,9 @@ struct BackendSession {
 
     var isLive: Bool { phase == .ready && !dying }
 
+    /// The transaction status of the backend's last ReadyForQuery.
+    var status = BackendMessage.TransactionStatus.idle
+
     /// CancelRequests sent to this backend session whose connection the server has not yet closed, and
     /// what was written meanwhile: held back, so a cancel that arrives late cannot land on what comes
     /// after the statement it was meant for (pgchorus' own statements of the transaction included).

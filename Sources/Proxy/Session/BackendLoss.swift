@@ -22,8 +22,9 @@ enum BackendLoss {
         var checkingTermination: Bool
         /// The node is asking that about another backend of the session (one check at a time).
         var checkingAnother = false
-        /// Nothing of the session is in flight on any backend, nor a vote: it is idle, in a
-        /// transaction block or not.
+        /// Nothing of the client's is in flight, nor a vote, and the lost backend had finished all it
+        /// was sent: the session is idle, in a transaction block or not (other backends may still be
+        /// finishing cycles whose answers the client has).
         var sessionIdle = false
     }
 

@@ -253,7 +253,7 @@ extension ClientSessionHandler {
     /// Answers the client's group that waits inside pgchorus, sent to no backend, with `fields`, as
     /// PostgreSQL answers a statement that fails: inside a transaction block the transaction is aborted
     /// on every live backend (but `alreadyAborted`).
-    private func answerUnsentGroup(with fields: ErrorFields, alreadyAborted: Set<Int>) {
+    func answerUnsentGroup(with fields: ErrorFields, alreadyAborted: Set<Int>) {
         let status: BackendMessage.TransactionStatus = lastStatus == .idle ? .idle : .failed
         if status == .failed, lastStatus != .failed {
             for i in backends.indices where backends[i].isLive && !alreadyAborted.contains(i) {
@@ -294,18 +294,23 @@ extension ClientSessionHandler {
     }
 
     /// Nothing of the client's is under way but a group waiting for the sequence turn: no vote, no group
-    /// held or sent and unanswered (pgchorus' own hidden cycles aside), no extended group, COPY or cut
+    /// held or sent and unanswered (pgchorus' own hidden cycles and catalog load aside), no extended group, COPY or cut
     /// Query open. What `answerWaitingGroup` needs to answer that group alone, and, with nothing owed at
     /// all, what `backendLost` calls an idle session.
     var nothingUnderWay: Bool { nothingUnderWay(butTheEpochWait: false) }
 
     /// `nothingUnderWay`, leaving out the group waiting for its turn in the order of commits and
-    /// statements when `butTheEpochWait` (what `answerEpochWaitingGroup` answers alone).
-    func nothingUnderWay(butTheEpochWait: Bool) -> Bool {
+    /// statements when `butTheEpochWait` (what `answerEpochWaitingGroup` answers alone), and client
+    /// cycles whose answers the client has when `answeredAside` (backends still finishing them).
+    func nothingUnderWay(butTheEpochWait: Bool, answeredAside: Bool = false) -> Bool {
         commit == nil && !wrapPending && leadFirst.isEmpty && openPartial == nil && !openExtendedGroup && !segments.inProgress
             && !copyInProgress && routedRead == nil && (butTheEpochWait || epochWaiting == nil) && handoverTicket == nil
             && answerWhenAll.awaiting == nil
-            && backends.allSatisfy { !$0.isLive || $0.owed.cycles.allSatisfy { $0.kind == .hidden } }
+            && backends.allSatisfy { b in
+                !b.isLive || b.owed.cycles.allSatisfy {
+                    $0.kind == .hidden || $0.kind == .catalog || (answeredAside && $0.kind == .client && !delivery.owes($0.seq))
+                }
+            }
     }
 
     /// A backend finished (or left) the cycle running under the order.
@@ -496,15 +501,24 @@ extension ClientSessionHandler {
 
     // MARK: the catalog of sequence-drawing tables
 
-    func loadSequenceCatalogIfNeeded() {
+    ///
+    /// The load is a Query of pgchorus' own on the session's lead (which sees the session's own DDL).
+    /// It goes when the lead is idle outside a transaction block, where it is a transaction of its own
+    /// whatever befalls it; inside a block only for a group held until it has ended (`heldGroup`,
+    /// `holdForCatalog`). In a block, an error of the load aborts the lead's block alone — a client's
+    /// cancel landing on it, or the client's `statement_timeout` — and a client statement sent behind
+    /// it would then be answered 25P02 by the lead and run by the followers: until 2026-12-07 the
+    /// followers were failed so (a cancel of an insert waiting for its turn, in CI).
+    func loadSequenceCatalogIfNeeded(heldGroup: Bool = false) {
         guard liveCount > 1, !catalogLoading, !catalogSnapshotOld, !openExtendedGroup, lastStatus != .failed, !copyInProgress,
-              phase == .relaying || phase == .connectingBackends else { return }
+              phase == .relaying || phase == .connectingBackends, heldGroup || leadIdleOutsideBlock else { return }
         let state = shared.sequenceOrdering.tables(in: database)
         // (Not while DDL through another node is open: what it loaded would be stale at its commit.)
         guard state.tables == nil, !shared.sequenceOrdering.remoteChangeOpen(in: database) else { return }
         catalogLoading = true
         catalogGeneration = state.generation
         catalogRows = SequenceOrdering.Catalog()
+        catalogError = nil
         var b = ByteBuffer()
         FrontendMessage.query(SequenceOrdering.catalogSQL).encode(into: &b)
         backends[lead].owed.add(Expectation(seq: nextSeq, kind: .catalog))
@@ -512,8 +526,17 @@ extension ClientSessionHandler {
         backends[lead].write(b)
     }
 
+    /// The lead has answered everything it was sent and its last answer said idle, outside a block;
+    /// nothing of an extended group went ahead to it.
+    var leadIdleOutsideBlock: Bool {
+        lastStatus == .idle && openPartial == nil && backends[lead].owed.isEmpty && backends[lead].status == .idle
+    }
+
     func recordCatalogRow(_ frame: PostgresFrame) {
-        if frame.type == BackendMessage.Kind.errorResponse.rawValue { catalogRows.failed = true }
+        if frame.type == BackendMessage.Kind.errorResponse.rawValue {
+            catalogRows.failed = true
+            if case let .errorResponse(fields)? = try? BackendMessage(frame: frame) { catalogError = fields }
+        }
         if frame.type == BackendMessage.Kind.dataRow.rawValue, case let .dataRow(columns)? = try? BackendMessage(frame: frame),
            columns.count == 3, let kind = columns[0], let relation = columns[1] {
             catalogRows.add(kind: String(buffer: kind), relation: String(buffer: relation), column: columns[2].map { String(buffer: $0) })
@@ -527,13 +550,17 @@ extension ClientSessionHandler {
     /// after DDL (a migration creating a table, then filling it from another; a routine created,
     /// then called) it would otherwise pass unjudged. Once only per group: a load that fails or
     /// cannot start lets it pass as before.
+    ///
+    /// Inside a transaction block (or with anything of the session's still on the lead), where a load
+    /// goes only for a held group, every group waits for a load while the catalog is unknown (after
+    /// DDL: one round trip to the lead per DDL statement).
     func holdForCatalog() -> Bool {
         let waited = catalogWaited
         catalogWaited = false
         // (The catalog is known nearly always: the group's texts are looked at only when it is not.)
         guard !waited, liveCount > 1, shared.sequenceOrdering.tables(in: database).tables == nil,
-              currentGroup.contains(where: Self.judgedByCatalog) else { return false }
-        loadSequenceCatalogIfNeeded()
+              !leadIdleOutsideBlock || currentGroup.contains(where: Self.judgedByCatalog) else { return false }
+        loadSequenceCatalogIfNeeded(heldGroup: true)
         guard catalogLoading else { return false }
         catalogWait = true
         holdCurrentGroup()
@@ -555,6 +582,19 @@ extension ClientSessionHandler {
             || !analysis.unknownCalls.isSubset(of: StatementAnalysis.advisoryLockFunctions)
     }
 
+    /// The first group after a catalog load that aborted the transaction block (`catalogAbort`) is
+    /// answered with the load's error, not run, when nothing else of the client's is under way;
+    /// otherwise it goes to every backend, each of which answers 25P02 (every block is aborted).
+    func answerCatalogAbort() -> Bool {
+        guard let fields = catalogAbort else { return false }
+        catalogAbort = nil
+        guard lastStatus != .idle, !admittingSegment, nothingUnderWay else { return false }
+        currentGroup = []
+        currentGroupBytes = 0
+        answerUnsentGroup(with: fields, alreadyAborted: Set(backends.indices))
+        return true
+    }
+
     /// The catalog load a group waits for ended (or its lead was replaced): the group goes on.
     func endCatalogWait() {
         guard catalogWait, let context else { return }
@@ -568,9 +608,21 @@ extension ClientSessionHandler {
         }
     }
 
-    func catalogLoaded() {
+    func catalogLoaded(leadStatus: BackendMessage.TransactionStatus) {
         defer { endCatalogWait() }
         catalogLoading = false
+        if leadStatus == .failed, phase == .relaying {
+            // The load aborted the lead's transaction block (or ran in one aborted already): the
+            // followers' blocks are aborted too, before the held group goes anywhere, and that group is
+            // answered with the load's error (`answerCatalogAbort`) — as PostgreSQL answers a statement
+            // its client cancelled, or whose `statement_timeout` ran out.
+            let fields = catalogError ?? ErrorFields(severity: "ERROR", sqlState: "25P02",
+                                                     message: "current transaction is aborted, commands ignored until end of transaction block")
+            for i in backends.indices where i != lead && backends[i].isLive { sendOwn(Self.followLeadAbortSQL, to: i) }
+            flushBackends()
+            catalogAbort = fields
+            logger.info("pgchorus' catalog load ended the transaction block on the lead (\(fields.sqlState ?? "") \(fields.message ?? "")): the other backends' blocks are aborted too and the client's statement held for the load gets that error")
+        }
         // A load that failed (e.g. in an aborted transaction) stores nothing: the catalog stays unknown.
         // Nor one that read an older snapshot of the session's REPEATABLE READ transaction: it could
         // miss DDL committed since (a SERIAL table's inserts would take no turn).

@@ -202,6 +202,7 @@ extension ClientSessionHandler {
             endOpenGroup(cycle: cycle)
             return
         }
+        if cycle, answerCatalogAbort() { return }
         if holdForCatalog() { return }
         if cycle { ProxyMetrics.statements.increment() }
         let frames = currentGroup
@@ -956,6 +957,7 @@ extension ClientSessionHandler {
         backends[index].owed.finishHead(at: .now())
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
+        backends[index].status = status
         if index == lead, exp.kind != .routedRead, exp.kind != .catalog, exp.kind != .sessionSettings { leadAnswered(exp.seq, sentAt: exp.sentAt) }
         if index == lead {
             // Parses and Closes answered from here on are the next cycle's.
@@ -990,8 +992,9 @@ extension ClientSessionHandler {
                 if answerWhenAll.leadFinished(exp.seq) { replayHeldFrames() }
                 if ddlSeqs.remove(exp.seq) != nil {
                     shared.sequenceOrdering.invalidate(database)
-                    // Loaded again at once (on the lead, which sees this session's own DDL), so the
-                    // statements that follow are judged by the new definitions.
+                    // Loaded again at once when the lead is idle outside a block, else before the
+                    // session's next group (`holdForCatalog`; on the lead, which sees this session's own
+                    // DDL), so the statements that follow are judged by the new definitions.
                     loadSequenceCatalogIfNeeded()
                 }
                 if exp.holdReady && fresh { autocommitStatementDone(status: status) }
@@ -1012,7 +1015,7 @@ extension ClientSessionHandler {
         case .internalQuery:
             internalQueryFinished(index)
         case .catalog:
-            catalogLoaded()
+            catalogLoaded(leadStatus: status)
         case .sessionSettings:
             sessionSettingsAnswered()
         case .routedRead:
@@ -1052,6 +1055,7 @@ extension ClientSessionHandler {
             transactionPreventsPrepare = false
             closeCatalogChange(afterCycle: seq)
             catalogSnapshotOld = false
+            catalogAbort = nil
             if ddlInTransaction {
                 // What the reload after the DDL saw inside the transaction may have been rolled back
                 // (`ALTER FUNCTION f() STABLE; ROLLBACK` left f a reader): loaded again.
@@ -1493,6 +1497,18 @@ extension ClientSessionHandler {
         }
     }
 
+    /// Whether the session is idle as its client sees it, for a session timeout of the client's that
+    /// backend `index` ended it with: nothing of the client's held, waiting, in a vote or unanswered,
+    /// and that backend had finished all it was sent. Other backends may still be finishing cycles
+    /// whose answers the client already has (a read that every backend runs: on a loaded host a
+    /// follower may answer it later than the client's `idle_in_transaction_session_timeout`; until
+    /// 2026-12-07 the lead whose timer fired meanwhile was failed, in CI).
+    func idleForSessionTimeout(lost index: Int) -> Bool {
+        guard waitingGroup == nil, heldFrames.isEmpty, !catalogWait, backends[index].owed.isEmpty,
+              nothingUnderWay(butTheEpochWait: false, answeredAside: true) else { return false }
+        return true
+    }
+
     /// The one path for losing a backend once the session is relaying, whatever the cause (a clean
     /// close, a FATAL, a reset, a read/write/TLS error): `BackendLoss` decides.
     func backendLost(_ index: Int, cause: String) {
@@ -1501,7 +1517,7 @@ extension ClientSessionHandler {
                                               lastWords: backends[index].lastWords,
                                               checkingTermination: terminationCheck != nil && terminationCheckIndex == index,
                                               checkingAnother: terminationCheck != nil && terminationCheckIndex != index,
-                                              sessionIdle: waitingGroup == nil && nothingUnderWay && backends.allSatisfy { !$0.isLive || $0.owed.isEmpty })
+                                              sessionIdle: idleForSessionTimeout(lost: index))
         switch BackendLoss.lost(situation, name: backends[index].backend.description, cause: cause) {
         case .awaitTerminationCheck:
             return

@@ -238,6 +238,12 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogWaited = false
     var catalogGeneration = 0
     var catalogRows = SequenceOrdering.Catalog()
+    /// The error the lead answered the catalog load with, if any.
+    var catalogError: ErrorFields?
+    /// A catalog load inside the transaction block failed on the lead and aborted its block (a client's
+    /// cancel or `statement_timeout` landed on it): the followers' blocks were aborted too, and the
+    /// group held for the load is answered with this error (`answerCatalogAbort`).
+    var catalogAbort: ErrorFields?
     /// A read sent to one backend only: kept until answered, to send it elsewhere if that backend fails.
     var routedRead: (seq: Int, bytes: ByteBuffer, target: Int)?
     var balanceCursor = Int.random(in: 0..<1024)
