@@ -388,6 +388,17 @@ public final class SequenceOrdering: Sendable {
         }
     }
 
+    /// The holder has set the followers' sequences before its statement (`resyncSequencesThenSend`),
+    /// which runs now on its lead: `backend`, server process `pid`.
+    func holderResynced(_ ticket: Int, backend: String, pid: Int32) {
+        lock.withLock { s in
+            if s.holder == ticket {
+                s.holderLead = (backend, pid)
+                s.resyncing = false
+            }
+        }
+    }
+
     /// Whether the holder is setting the followers' sequences (`holderResyncs`).
     func holderIsResyncing() -> Bool {
         lock.withLock { $0.holder != nil && $0.resyncing }

@@ -11,7 +11,7 @@ import State
 /// aborted transaction block): every follower's sequences are set to the lead's (`setval`).
 enum SequenceResync {
     /// Every sequence of the database: its name (quoted), its last value (nil when never drawn), its start.
-    static let readSQL = "SELECT pg_catalog.format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences"
+    static let readSQL = "SELECT pg_catalog.format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences WHERE schemaname <> 'pgchorus'"
 
     struct Value: Equatable {
         var last: String?

@@ -28,6 +28,7 @@ extension ClientSessionHandler {
         EXCEPTION WHEN unique_violation OR duplicate_function OR insufficient_privilege THEN NULL;
         END;
       END IF;
+    \(ClusterOrderMarks.schemaDDL)
       IF to_regprocedure('pgchorus.release_notifications()') IS NULL THEN
         BEGIN
     \(DeterministicValues.notificationsDDL)

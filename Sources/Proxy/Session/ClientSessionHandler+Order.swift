@@ -18,9 +18,15 @@ extension ClientSessionHandler {
     /// backend — which every node shares — pipelined in front of the statement (no extra round trip
     /// unless another node holds it), and gives it back when the statement has run on every backend.
     /// A lead that fails takes the lock with it; a node that dies releases it when its connections close.
+    ///
+    /// Every holder also takes a number on the lead and gives it back as released with the lock
+    /// (`ClusterOrderMarks`): a holder whose node died while its statement had drawn values on some
+    /// backends only never released its number, and the next holder sets every follower's sequences
+    /// to the lead's before its own statement (`resyncSequencesThenSend`).
     func takeClusterOrder() {
         guard configuration.cluster.nodes.count > 1, clusterOrderOn == nil, backends[lead].isLive else { return }
-        sendOwn("SELECT pg_catalog.pg_advisory_lock(\(Self.clusterOrderLock))", to: lead)
+        clusterOrderMarks = nil
+        sendOwn("SELECT pg_catalog.pg_advisory_lock(\(Self.clusterOrderLock)); \(ClusterOrderMarks.takeSQL)", to: lead)
         if OrderTrace.enabled { trace("SL", "lock1 asked on \(backends[lead].backend.id)@\(backends[lead].login.processID)") }
         clusterOrderOn = lead
     }
@@ -34,7 +40,7 @@ extension ClientSessionHandler {
     private func sendClusterUnlock(to i: Int) {
         guard backends[i].isLive, backends[i].phase == .ready else { return }
         clusterUnlockSeqs.insert(nextSeq)
-        sendOwn("SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
+        sendOwn("\(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
         if OrderTrace.enabled { trace("SU", "lock1 released") }
         flushBackend(i)
     }
@@ -73,7 +79,7 @@ extension ClientSessionHandler {
     private func releaseFromAbortedBlock(_ index: Int) -> Bool {
         guard !transactionUsedSavepoint, backends[index].isLive, backends[index].phase == .ready, backends[index].owed.isEmpty,
               !openExtendedGroup, openPartial == nil, !copyInProgress, commit == nil, !wrapPending, phase == .relaying else { return false }
-        sendOwn("ROLLBACK; SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock)); BEGIN; \(Self.followLeadAbortSQL)", to: index)
+        sendOwn("ROLLBACK; \(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock)); BEGIN; \(Self.followLeadAbortSQL)", to: index)
         if OrderTrace.enabled { trace("SU", "lock1 released by replacing the aborted block") }
         flushBackend(index)
         return true
@@ -191,11 +197,75 @@ extension ClientSessionHandler {
             return
         }
         if OrderTrace.enabled { trace("ST", "lock1 taken") }
+        let marks = clusterOrderMarks
+        clusterOrderMarks = nil
+        clusterOrderTakenMark = marks?.taken
+        guard phase == .relaying, waitingGroup != nil else { return }
+        if let marks, !ClusterOrderMarks.cleanlyReleased(taken: marks.taken, released: marks.released) {
+            resyncSequencesThenSend()
+            return
+        }
+        sendWaitingGroupInTurn()
+    }
+
+    /// The statement that waited for the cluster-wide lock takes its place in the order of commits and statements.
+    private func sendWaitingGroupInTurn() {
         guard phase == .relaying, let (bytes, cycle, wrap, flags) = waitingGroup else { return }
         waitingGroup = nil
         sendInTurn(bytes, cycle: cycle, wrap: wrap, flags: flags, underOrder: true)
         flushBackends()
         replayHeldFrames()
+    }
+
+    /// The previous holder of the cluster-wide lock never released its number: its node died (or lost
+    /// its lead connection) while holding it, perhaps after its statement had drawn sequence values on
+    /// some backends and not others. Every follower's sequences are set to the lead's (`SequenceResync`,
+    /// as after a timing outcome) before this session's statement runs; the turn and the lock stay held
+    /// meanwhile. Until 2026-12-07 the next ids then differed between the backends, silently when not
+    /// returned (a SIGKILLed node in CI).
+    private func resyncSequencesThenSend() {
+        let started = resyncSequences(trace: "sequences set to the lead's: the previous holder of lock1 never released it",
+                                      why: "a node died holding the cluster-wide sequence lock after its statement may have drawn values on some backends only") { bound, _ in
+            let session = bound.value
+            if let t = session.orderTicket, session.backends[session.lead].isLive {
+                session.shared.sequenceOrdering.holderResynced(t, backend: session.backends[session.lead].backend.id,
+                                                              pid: session.backends[session.lead].login.processID)
+            }
+            session.sendWaitingGroupInTurn()
+        }
+        if !started { sendWaitingGroupInTurn() }
+    }
+
+    /// Sets every follower's sequences to the lead's on the resync thread (the turn held meanwhile),
+    /// logs what was set or failed (`why` says what made it due), then calls `then` on the event
+    /// loop. False, and nothing done, with no live follower or lead.
+    private func resyncSequences(trace what: String, why: String,
+                                 then: @escaping (NIOLoopBound<ClientSessionHandler>, SequenceResync.Outcome) -> Void) -> Bool {
+        let followers = backends.indices.filter { $0 != lead && backends[$0].isLive }.map { backends[$0].backend }
+        guard let context, backends[lead].isLive, !followers.isEmpty else { return false }
+        let leadBackend = backends[lead].backend
+        let database = self.database
+        let configuration = self.configuration
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ProxyMetrics.sequenceResyncs.increment()
+        if let t = orderTicket { shared.sequenceOrdering.holderResyncs(t) }
+        if OrderTrace.enabled { trace("SR", what) }
+        shared.sequenceOrdering.runResync(on: context.eventLoop) {
+            SequenceResync.run(lead: leadBackend, followers: followers, database: database, configuration: configuration)
+        }.whenComplete { result in
+            let outcome = (try? result.get()) ?? SequenceResync.Outcome(failures: ["the node's thread pool is not running"])
+            let session = bound.value
+            if !outcome.set.isEmpty {
+                session.logger.notice("\(why): the followers' sequences were set to the lead's", metadata: [
+                    "sequences": "\(outcome.set.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.joined(separator: ", "))" }.joined(separator: "; "))"])
+            }
+            if !outcome.failures.isEmpty {
+                ProxyMetrics.sequenceResyncFailures.increment()
+                session.logger.warning("\(why), and the followers' sequences could not all be set to the lead's: the next values drawn there may differ (\(outcome.failures.joined(separator: "; ")))")
+            }
+            then(bound, outcome)
+        }
+        return true
     }
 
     /// The lead answered the cluster-wide lock with an error, so the lock is not held: the session's
@@ -336,37 +406,16 @@ extension ClientSessionHandler {
     /// held meanwhile, so no other statement draws values on any node.
     func resyncSequencesThenRelease() {
         orderResyncDue = false
-        let followers = backends.indices.filter { $0 != lead && backends[$0].isLive }.map { backends[$0].backend }
-        guard let context, let seq = orderSeq, backends[lead].isLive, !followers.isEmpty else {
+        guard let seq = orderSeq else {
             releaseOrder()
             return
         }
-        let leadBackend = backends[lead].backend
-        let database = self.database
-        let configuration = self.configuration
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        ProxyMetrics.sequenceResyncs.increment()
-        if let t = orderTicket { shared.sequenceOrdering.holderResyncs(t) }
-        if OrderTrace.enabled { trace("SR", "\(seq) sequences set to the lead's") }
-        shared.sequenceOrdering.runResync(on: context.eventLoop) {
-            SequenceResync.run(lead: leadBackend, followers: followers, database: database, configuration: configuration)
-        }.whenComplete { result in
-            let outcome = (try? result.get()) ?? SequenceResync.Outcome(failures: ["the node's thread pool is not running"])
-            bound.value.sequencesResynced(seq, outcome)
+        let started = resyncSequences(trace: "\(seq) sequences set to the lead's",
+                                      why: "a statement that drew sequence values ended differently on the backends (a timing outcome of the lead, or a doomed transaction)") { bound, _ in
+            guard bound.value.orderSeq == seq else { return }
+            bound.value.releaseOrder()
         }
-    }
-
-    private func sequencesResynced(_ seq: Int, _ outcome: SequenceResync.Outcome) {
-        if !outcome.set.isEmpty {
-            logger.notice("a statement that drew sequence values ended differently on the backends (a timing outcome of the lead, or a doomed transaction): the followers' sequences were set to the lead's", metadata: [
-                "sequences": "\(outcome.set.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.joined(separator: ", "))" }.joined(separator: "; "))"])
-        }
-        if !outcome.failures.isEmpty {
-            ProxyMetrics.sequenceResyncFailures.increment()
-            logger.warning("a statement that drew sequence values ended differently on the backends, and their sequences could not all be set to the lead's: the next values drawn there may differ (\(outcome.failures.joined(separator: "; ")))")
-        }
-        guard orderSeq == seq else { return }
-        releaseOrder()
+        if !started { releaseOrder() }
     }
 
     /// Gives back the turn held for the statement that finished (or is abandoned).

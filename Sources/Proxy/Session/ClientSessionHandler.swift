@@ -145,6 +145,12 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var clusterOrderLockSeq: Int?
     /// The lead's error in that cycle: the lock was not taken (a timeout, a deadlock, an aborted block).
     var clusterOrderLockError: ErrorFields?
+    /// What the lock's cycle read of the holders' marks on the lead (`ClusterOrderMarks`): this
+    /// holder's number, and the last number released cleanly (nil: never). Nil when the marks' sequences
+    /// are missing (a schema made by an earlier version, or a user who may not create them).
+    var clusterOrderMarks: (taken: Int64, released: Int64?)?
+    /// This session's number as holder of the cluster-wide lock, released with it (`sendClusterUnlock`).
+    var clusterOrderTakenMark: Int64?
     /// The cycles that let the cluster-wide sequence lock go (`releaseClusterOrder`), and, per backend,
     /// how many of them ran in an aborted transaction (and so let nothing go): sent again once the
     /// backend's transaction is no longer aborted (`retryClusterUnlocks`).

@@ -1,0 +1,39 @@
+/// The numbers the holders of the cluster-wide sequence lock take and give back on the lead backend
+/// (two sequences of pgchorus' schema, `pgchorus.order_taken` and `pgchorus.order_released`), so
+/// that a holder can tell whether the one before it released the lock or died holding it. The lock
+/// is a session-level advisory lock: a node that dies (SIGKILL, a host lost) lets it go when its
+/// connections close, perhaps after its statement drew sequence values on the lead and not on a
+/// follower. Sequences are not transactional: the numbers stay whatever befalls the transactions
+/// around them. Only a holder of the lock touches them.
+enum ClusterOrderMarks {
+    /// Run right after the lock is taken, in the same Query: this holder's number and the last one
+    /// released (NULL when never, or when the sequences are missing: `to_regclass` gives NULL and
+    /// both functions are strict).
+    static let takeSQL = "SELECT pg_catalog.nextval(pg_catalog.to_regclass('pgchorus.order_taken')), "
+        + "pg_catalog.pg_sequence_last_value(pg_catalog.to_regclass('pgchorus.order_released'))"
+
+    /// Run right before the lock is let go, in the same Query (with the trailing "; "): this holder's
+    /// number given back. Empty when it has none.
+    static func releaseSQL(_ taken: Int64?) -> String {
+        guard let taken, taken > 0 else { return "" }
+        return "SELECT pg_catalog.setval(pg_catalog.to_regclass('pgchorus.order_released'), \(taken)); "
+    }
+
+    /// The holder before `taken` released its number (or there was none).
+    static func cleanlyReleased(taken: Int64, released: Int64?) -> Bool {
+        taken - 1 == (released ?? 0)
+    }
+
+    /// The sequences, in `schemaDDL`: anyone may take and give back numbers (every client's session
+    /// may hold the lock). Missing privileges leave them out: the lock is then taken without numbers.
+    static let schemaDDL = """
+      IF to_regclass('pgchorus.order_released') IS NULL THEN
+        BEGIN
+          CREATE SEQUENCE IF NOT EXISTS pgchorus.order_taken;
+          CREATE SEQUENCE IF NOT EXISTS pgchorus.order_released;
+          GRANT USAGE, SELECT, UPDATE ON SEQUENCE pgchorus.order_taken, pgchorus.order_released TO PUBLIC;
+        EXCEPTION WHEN unique_violation OR duplicate_table OR duplicate_object OR insufficient_privilege OR invalid_schema_name THEN NULL;
+        END;
+      END IF;
+    """
+}
