@@ -110,4 +110,18 @@ import Testing
         ])
         #expect(SequenceResync.setvals(wanted: lead, have: lead).isEmpty)
     }
+
+    /// The holders' numbers of the cluster-wide lock: a holder that never gave its number back shows
+    /// in the next one's, which then realigns them with its release.
+    @Test func aHolderThatNeverReleasedItsNumberShowsInTheNextOnes() {
+        #expect(ClusterOrderMarks.cleanlyReleased(taken: 1, released: nil))
+        #expect(ClusterOrderMarks.cleanlyReleased(taken: 8, released: 7))
+        #expect(!ClusterOrderMarks.cleanlyReleased(taken: 9, released: 7))
+        #expect(!ClusterOrderMarks.cleanlyReleased(taken: 2, released: nil))
+        #expect(ClusterOrderMarks.releaseSQL(nil, realign: false) == "")
+        #expect(ClusterOrderMarks.releaseSQL(8, realign: false)
+            == "SELECT pg_catalog.nextval(pg_catalog.to_regclass('pgchorus.order_released')); ")
+        #expect(ClusterOrderMarks.releaseSQL(9, realign: true)
+            == "SELECT pg_catalog.setval(pg_catalog.to_regclass('pgchorus.order_released'), 9); ")
+    }
 }

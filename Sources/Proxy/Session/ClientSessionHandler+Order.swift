@@ -40,7 +40,7 @@ extension ClientSessionHandler {
     private func sendClusterUnlock(to i: Int) {
         guard backends[i].isLive, backends[i].phase == .ready else { return }
         clusterUnlockSeqs.insert(nextSeq)
-        sendOwn("\(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
+        sendOwn("\(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark, realign: clusterOrderRealign))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
         if OrderTrace.enabled { trace("SU", "lock1 released") }
         flushBackend(i)
     }
@@ -79,7 +79,7 @@ extension ClientSessionHandler {
     private func releaseFromAbortedBlock(_ index: Int) -> Bool {
         guard !transactionUsedSavepoint, backends[index].isLive, backends[index].phase == .ready, backends[index].owed.isEmpty,
               !openExtendedGroup, openPartial == nil, !copyInProgress, commit == nil, !wrapPending, phase == .relaying else { return false }
-        sendOwn("ROLLBACK; \(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock)); BEGIN; \(Self.followLeadAbortSQL)", to: index)
+        sendOwn("ROLLBACK; \(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark, realign: clusterOrderRealign))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock)); BEGIN; \(Self.followLeadAbortSQL)", to: index)
         if OrderTrace.enabled { trace("SU", "lock1 released by replacing the aborted block") }
         flushBackend(index)
         return true
@@ -200,8 +200,9 @@ extension ClientSessionHandler {
         let marks = clusterOrderMarks
         clusterOrderMarks = nil
         clusterOrderTakenMark = marks?.taken
+        clusterOrderRealign = marks.map { !ClusterOrderMarks.cleanlyReleased(taken: $0.taken, released: $0.released) } ?? false
         guard phase == .relaying, waitingGroup != nil else { return }
-        if let marks, !ClusterOrderMarks.cleanlyReleased(taken: marks.taken, released: marks.released) {
+        if clusterOrderRealign {
             resyncSequencesThenSend()
             return
         }

@@ -149,8 +149,10 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// holder's number, and the last number released cleanly (nil: never). Nil when the marks' sequences
     /// are missing (a schema made by an earlier version, or a user who may not create them).
     var clusterOrderMarks: (taken: Int64, released: Int64?)?
-    /// This session's number as holder of the cluster-wide lock, released with it (`sendClusterUnlock`).
+    /// This session's number as holder of the cluster-wide lock, released with it (`sendClusterUnlock`),
+    /// and whether the holder before it had not released its own (the release then realigns them).
     var clusterOrderTakenMark: Int64?
+    var clusterOrderRealign = false
     /// The cycles that let the cluster-wide sequence lock go (`releaseClusterOrder`), and, per backend,
     /// how many of them ran in an aborted transaction (and so let nothing go): sent again once the
     /// backend's transaction is no longer aborted (`retryClusterUnlocks`).
