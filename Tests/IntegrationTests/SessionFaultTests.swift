@@ -475,8 +475,9 @@ import Wire
     /// ends it there, the lead's block alone is aborted. The followers' blocks are aborted too, the
     /// statement held for the load is answered with the load's error, and nobody is failed. (Until
     /// 2026-12-07 the load went with the client's next statement pipelined behind it: the lead answered
-    /// that 25P02, the followers ran it, and they were failed; CI saw it with a cancel.)
-    @Test func aCatalogLoadEndedByTheClientsTimeoutInABlockFailsNobody() async throws {
+    /// that 25P02, the followers ran it, and they were failed; CI saw it with a cancel.) The same with
+    /// the client's cancel while its statement is held for the load.
+    @Test func aCatalogLoadEndedByTheClientsTimeoutOrCancelInABlockFailsNobody() async throws {
         try await withPostgresServers(count: 2) { servers in
             // A catalog that takes long to read (about half a second here): 1,500 functions with long
             // bodies, the same on both backends, made before pgchorus starts.
@@ -494,6 +495,23 @@ import Wire
                 let insert = try y.query("INSERT INTO t VALUES (1)")
                 #expect(insert.compactMap(\.errorState) == ["57014"], "\(insert)")
                 #expect(insert.last == .readyForQuery(.failed), "\(insert)")
+                #expect(try y.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+                // The client's cancel while its insert is held for the load (which takes about half a
+                // second): whether it lands on the load on the lead or the load has not started or has
+                // ended there, the insert is answered 57014 and not run, the block aborted everywhere.
+                for statement in ["BEGIN", "CREATE TABLE u (v int)"] {
+                    let reply = try y.query(statement)
+                    #expect(reply.allSatisfy { $0.errorState == nil }, "\(statement): \(reply)")
+                }
+                let port = proxy.port
+                try await runBlocking {
+                    try y.send(.query("INSERT INTO t VALUES (2)"))
+                    Thread.sleep(forTimeInterval: 0.1)
+                    try y.cancel(port: port)
+                }
+                let cancelled = try y.readUntilReady()
+                #expect(cancelled.compactMap(\.errorState) == ["57014"], "\(cancelled)")
+                #expect(cancelled.last == .readyForQuery(.failed), "\(cancelled)")
                 #expect(try y.query("ROLLBACK").allSatisfy { $0.errorState == nil })
                 #expect(try y.query("SELECT count(*) FROM t").firstValue == "0")
                 #expect(try y.query("SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'u'").firstValue == "0")

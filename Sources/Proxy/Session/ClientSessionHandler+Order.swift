@@ -349,8 +349,12 @@ extension ClientSessionHandler {
     /// `CREATE TABLE … AS` was answered only once that had ended). (A wait for the cluster-wide lock
     /// runs on the lead, where the cancel ends it: `clusterOrderRefused`.)
     func clientCancelled() {
-        func cancelled(_ detail: String) -> ErrorFields {
-            ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request", detail: detail)
+        let cancelled = Self.heldStatementCancelled
+        if catalogWait {
+            // Answered once the load has ended (`catalogLoaded`): the load may be running on the lead,
+            // where the cancel may land on it too.
+            catalogCancelled = true
+            return
         }
         if epochWaiting != nil {
             if answerEpochWaitingGroup(with: cancelled("The statement waited for its turn in pgchorus' order of commits and statements; it was not run.")) {
@@ -362,6 +366,11 @@ extension ClientSessionHandler {
         if answerWaitingGroup(with: cancelled("The statement waited for pgchorus' turn to draw sequence values; it was not run.")) {
             logger.info("a statement waiting for the sequence turn was cancelled by its client: not run")
         }
+    }
+
+    /// PostgreSQL's answer to a cancelled statement, for one pgchorus held and never sent (`detail` says where it waited).
+    static func heldStatementCancelled(_ detail: String) -> ErrorFields {
+        ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request", detail: detail)
     }
 
     /// Nothing of the client's is under way but a group waiting for the sequence turn: no vote, no group
@@ -632,16 +641,19 @@ extension ClientSessionHandler {
             || !analysis.unknownCalls.isSubset(of: StatementAnalysis.advisoryLockFunctions)
     }
 
-    /// The first group after a catalog load that aborted the transaction block (`catalogAbort`) is
-    /// answered with the load's error, not run, when nothing else of the client's is under way;
-    /// otherwise it goes to every backend, each of which answers 25P02 (every block is aborted).
-    func answerCatalogAbort() -> Bool {
-        guard let fields = catalogAbort else { return false }
+    /// The first group after a catalog load that aborted the transaction block, or that its client
+    /// cancelled while it was held for the load (`catalogAbort`), is answered with that error, not
+    /// run, when nothing else of the client's is under way (inside a block, the block is aborted on
+    /// every backend). Otherwise it goes on: after an aborted load to every backend, each of which
+    /// answers 25P02 (every block is aborted); after a cancel, run (the cancel is lost, as it was for
+    /// every held group until 2026-12-07).
+    func answerCatalogAbort(cycle: Bool) -> Bool {
+        guard let abort = catalogAbort else { return false }
         catalogAbort = nil
-        guard lastStatus != .idle, !admittingSegment, nothingUnderWay else { return false }
+        guard cycle, !abort.abortedEverywhere || lastStatus != .idle, !admittingSegment, nothingUnderWay else { return false }
         currentGroup = []
         currentGroupBytes = 0
-        answerUnsentGroup(with: fields, alreadyAborted: Set(backends.indices))
+        answerUnsentGroup(with: abort.fields, alreadyAborted: abort.abortedEverywhere ? Set(backends.indices) : [])
         return true
     }
 
@@ -670,9 +682,13 @@ extension ClientSessionHandler {
                                                      message: "current transaction is aborted, commands ignored until end of transaction block")
             for i in backends.indices where i != lead && backends[i].isLive { sendOwn(Self.followLeadAbortSQL, to: i) }
             flushBackends()
-            catalogAbort = fields
+            catalogAbort = (fields, true)
             logger.info("pgchorus' catalog load ended the transaction block on the lead (\(fields.sqlState ?? "") \(fields.message ?? "")): the other backends' blocks are aborted too and the client's statement held for the load gets that error")
+        } else if catalogCancelled, catalogWait {
+            catalogAbort = (Self.heldStatementCancelled("The statement waited for pgchorus' catalog load after DDL; it was not run."), false)
+            logger.info("a statement held for the catalog load was cancelled by its client: not run")
         }
+        catalogCancelled = false
         // A load that failed (e.g. in an aborted transaction) stores nothing: the catalog stays unknown.
         // Nor one that read an older snapshot of the session's REPEATABLE READ transaction: it could
         // miss DDL committed since (a SERIAL table's inserts would take no turn).

@@ -202,7 +202,7 @@ extension ClientSessionHandler {
             endOpenGroup(cycle: cycle)
             return
         }
-        if cycle, answerCatalogAbort() { return }
+        if answerCatalogAbort(cycle: cycle) { return }
         if holdForCatalog() { return }
         if cycle { ProxyMetrics.statements.increment() }
         let frames = currentGroup
@@ -1387,6 +1387,7 @@ extension ClientSessionHandler {
         }
         lead = next
         catalogLoading = false
+        catalogCancelled = false
         endCatalogWait()
         delivery.leadReplaced()
         logger.warning("lead backend of the session changed from \(old.description) to \(backends[lead].backend.description)")

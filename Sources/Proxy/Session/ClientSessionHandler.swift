@@ -248,10 +248,13 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogRows = SequenceOrdering.Catalog()
     /// The error the lead answered the catalog load with, if any.
     var catalogError: ErrorFields?
-    /// A catalog load inside the transaction block failed on the lead and aborted its block (a client's
-    /// cancel or `statement_timeout` landed on it): the followers' blocks were aborted too, and the
-    /// group held for the load is answered with this error (`answerCatalogAbort`).
-    var catalogAbort: ErrorFields?
+    /// The group held for the catalog load is answered with this error, not run (`answerCatalogAbort`):
+    /// the load failed on the lead and aborted its block (a client's cancel or `statement_timeout` landed
+    /// on it; the followers' blocks were aborted too: `abortedEverywhere`), or the client cancelled
+    /// while the group was held (`catalogCancelled`).
+    var catalogAbort: (fields: ErrorFields, abortedEverywhere: Bool)?
+    /// The client cancelled while its group was held for the catalog load.
+    var catalogCancelled = false
     /// A read sent to one backend only: kept until answered, to send it elsewhere if that backend fails.
     var routedRead: (seq: Int, bytes: ByteBuffer, target: Int)?
     var balanceCursor = Int.random(in: 0..<1024)
