@@ -755,6 +755,30 @@ extension TimingSensitive {
         }
     }
 
+    /// A session whose transactions are read-only (`default_transaction_read_only`, a reporting role)
+    /// runs a statement that takes the cluster-wide sequence lock (an explicit `nextval`): it gets
+    /// PostgreSQL's refusal, and the lock is let go — another node's insert goes on at once. (The
+    /// holders' numbers are not taken in a read-only transaction, where `nextval` is refused: taking
+    /// one there would fail the lock's own Query after the lock was taken, and nothing let it go.)
+    @Test func aReadOnlySessionTakingTheSequenceLockLetsItGo() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table s (id serial primary key, node int)"])
+            #expect(create.exitCode == 0, "\(create.report)")
+            // (The reader's session stays open: its close would let any lock it holds go.)
+            let reader = try RawPostgresClient(port: cluster.port, host: cluster.address(1), timeoutSeconds: 30)
+            defer { reader.disconnect() }
+            _ = try reader.startup()
+            #expect(try reader.query("set default_transaction_read_only = on").allSatisfy { $0.errorState == nil })
+            let refused = try reader.query("select nextval('s_id_seq')")
+            #expect(refused.compactMap(\.errorState) == ["25006"], "\(refused)")
+            let insert = try Clients.psql(cluster.connectionString(2), ["-At", "-v", "ON_ERROR_STOP=1", "-c", "set statement_timeout = '20s'",
+                                                                         "-c", "insert into s (node) values (2) returning id"])
+            #expect(insert.exitCode == 0, "\(insert.report)")
+            for s in servers { #expect(try s.psql("select string_agg(id::text, ',') from s") == "1") }
+            try await Self.expectInStep(cluster, servers, nodes: 1...2)
+        }
+    }
+
     /// TPC-B and SERIAL inserts through three nodes at once; one node is killed (SIGKILL) mid-run: the
     /// clients of the other two go on without a failed transaction, the dead node's prepared
     /// transactions are resolved by its peers, and the backends end identical.

@@ -8,19 +8,26 @@
 enum ClusterOrderMarks {
     /// Run right after the lock is taken, in the same Query: this holder's number and the last one
     /// released (NULL when never, or when the sequences are missing: `to_regclass` gives NULL and
-    /// both functions are strict).
-    static let takeSQL = "SELECT pg_catalog.nextval(pg_catalog.to_regclass('pgchorus.order_taken')), "
+    /// both functions are strict). No number in a read-only transaction, where `nextval` is refused
+    /// — and where no statement can draw sequence values, so a holder dying there diverges nothing.
+    /// (Refused, it would leave the lock, just taken, held for good: the lock's refusal lets nothing go.)
+    static let takeSQL = "SELECT CASE WHEN \(writable) THEN pg_catalog.nextval(pg_catalog.to_regclass('pgchorus.order_taken')) END, "
         + "pg_catalog.pg_sequence_last_value(pg_catalog.to_regclass('pgchorus.order_released'))"
+
+    /// The transaction may write (`nextval`/`setval` are refused otherwise; CASE runs only the branch taken).
+    static let writable = "pg_catalog.current_setting('transaction_read_only') = 'off'"
 
     /// Run right before the lock is let go, in the same Query (with the trailing "; "): a number given
     /// back — `nextval`, which writes WAL (and so makes its transaction take an xid and flush at
     /// commit) once in 32 calls; after a holder that did not give its number back (`realign`), this
     /// holder's number set there (`setval`, which always writes WAL), so the next holder finds the
     /// two in step again. Empty when the holder has no number.
+    /// (In a read-only transaction — a client's `BEGIN READ ONLY` pipelined ahead of the release —
+    /// nothing is given back: the next holder resyncs once, needlessly, and realigns them.)
     static func releaseSQL(_ taken: Int64?, realign: Bool) -> String {
         guard let taken, taken > 0 else { return "" }
-        if realign { return "SELECT pg_catalog.setval(pg_catalog.to_regclass('pgchorus.order_released'), \(taken)); " }
-        return "SELECT pg_catalog.nextval(pg_catalog.to_regclass('pgchorus.order_released')); "
+        if realign { return "SELECT CASE WHEN \(writable) THEN pg_catalog.setval(pg_catalog.to_regclass('pgchorus.order_released'), \(taken)) END; " }
+        return "SELECT CASE WHEN \(writable) THEN pg_catalog.nextval(pg_catalog.to_regclass('pgchorus.order_released')) END; "
     }
 
     /// The holder before `taken` released its number (or there was none). (Both sequences also jump
