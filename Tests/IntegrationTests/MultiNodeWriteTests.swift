@@ -718,7 +718,7 @@ extension TimingSensitive {
     /// follower's server process is then ended as the node's would be). Its transaction commits
     /// nowhere; the next holder of the lock finds the dead holder's number never released and sets the
     /// follower's sequences to the lead's before its own insert: the next ids are the same on both
-    /// backends. Until 2026-12-07 they differed by one, silently (seen in CI as
+    /// backends. Until 2026-12-07 they differed by one, silently (seen in a full test run as
     /// `threeNodesWritingAtOnceSurviveTheLossOfOne`).
     @Test func aNodeKilledHoldingTheSequenceLockLeavesTheNextIdsAlike() async throws {
         try await withPostgresServers(count: 2) { servers in

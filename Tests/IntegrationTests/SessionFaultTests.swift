@@ -479,9 +479,9 @@ import Wire
     /// the client's cancel while its statement is held for the load.
     @Test func aCatalogLoadEndedByTheClientsTimeoutOrCancelInABlockFailsNobody() async throws {
         try await withPostgresServers(count: 2) { servers in
-            // A catalog that takes long to read (about half a second here): 1,500 functions with long
+            // A catalog that takes long to read (about a second here): 3,000 functions with long
             // bodies, the same on both backends, made before pgchorus starts.
-            let pad = "DO $$ BEGIN FOR i IN 1..1500 LOOP EXECUTE pg_catalog.format('CREATE FUNCTION pad_%s() RETURNS int LANGUAGE sql AS %L', i, 'SELECT 1 /* ' || repeat('padding ', 2500) || ' */'); END LOOP; END $$"
+            let pad = "DO $$ BEGIN FOR i IN 1..3000 LOOP EXECUTE pg_catalog.format('CREATE FUNCTION pad_%s() RETURNS int LANGUAGE sql AS %L', i, 'SELECT 1 /* ' || repeat('padding ', 2500) || ' */'); END LOOP; END $$"
             for s in servers { _ = try s.psql(pad) }
             try await withProxy(backends: servers) { proxy in
                 let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
@@ -496,19 +496,32 @@ import Wire
                 #expect(insert.compactMap(\.errorState) == ["57014"], "\(insert)")
                 #expect(insert.last == .readyForQuery(.failed), "\(insert)")
                 #expect(try y.query("ROLLBACK").allSatisfy { $0.errorState == nil })
-                // The client's cancel while its insert is held for the load (which takes about half a
-                // second): whether it lands on the load on the lead or the load has not started or has
-                // ended there, the insert is answered 57014 and not run, the block aborted everywhere.
+                // The client's cancel while its insert is held for the load (which takes about a
+                // second): whether it lands on the load on the lead or the load has ended there, the
+                // insert is answered 57014 and not run, the block aborted everywhere.
                 for statement in ["BEGIN", "CREATE TABLE u (v int)"] {
                     let reply = try y.query(statement)
                     #expect(reply.allSatisfy { $0.errorState == nil }, "\(statement): \(reply)")
                 }
+                // (Once the load runs on the lead: only a held group makes it run inside a block. A cancel
+                // that came before pgchorus had read the insert would find nothing to cancel, as it would
+                // in PostgreSQL before the server had read the statement.)
                 let port = proxy.port
-                try await runBlocking {
+                let lead = servers[0]
+                let loading = try await runBlocking { () throws -> Bool in
                     try y.send(.query("INSERT INTO t VALUES (2)"))
-                    Thread.sleep(forTimeInterval: 0.1)
+                    let running = "select count(*) from pg_stat_activity where state = 'active' and query like 'SELECT DISTINCT ''s''%'"
+                    for _ in 0..<300 {
+                        if (try? lead.psql(running)) == "1" {
+                            try y.cancel(port: port)
+                            return true
+                        }
+                        Thread.sleep(forTimeInterval: 0.01)
+                    }
                     try y.cancel(port: port)
+                    return false
                 }
+                #expect(loading, "the catalog load ran on the lead while the insert was held")
                 let cancelled = try y.readUntilReady()
                 #expect(cancelled.compactMap(\.errorState) == ["57014"], "\(cancelled)")
                 #expect(cancelled.last == .readyForQuery(.failed), "\(cancelled)")

@@ -223,7 +223,7 @@ extension ClientSessionHandler {
     /// some backends and not others. Every follower's sequences are set to the lead's (`SequenceResync`,
     /// as after a timing outcome) before this session's statement runs; the turn and the lock stay held
     /// meanwhile. Until 2026-12-07 the next ids then differed between the backends, silently when not
-    /// returned (a SIGKILLed node in CI).
+    /// returned (a SIGKILLed node in a full test run).
     private func resyncSequencesThenSend() {
         let started = resyncSequences(trace: "sequences set to the lead's: the previous holder of lock1 never released it",
                                       why: "a node died holding the cluster-wide sequence lock after its statement may have drawn values on some backends only") { bound, _ in

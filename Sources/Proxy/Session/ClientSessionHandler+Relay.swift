@@ -1508,7 +1508,7 @@ extension ClientSessionHandler {
     /// and that backend had finished all it was sent. Other backends may still be finishing cycles
     /// whose answers the client already has (a read that every backend runs: on a loaded host a
     /// follower may answer it later than the client's `idle_in_transaction_session_timeout`; until
-    /// 2026-12-07 the lead whose timer fired meanwhile was failed, in CI).
+    /// 2026-12-07 the lead whose timer fired meanwhile was failed, in a full test run).
     func idleForSessionTimeout(lost index: Int) -> Bool {
         guard waitingGroup == nil, heldFrames.isEmpty, !catalogWait, backends[index].owed.isEmpty,
               nothingUnderWay(butTheEpochWait: false, answeredAside: true) else { return false }
