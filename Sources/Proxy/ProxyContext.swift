@@ -55,7 +55,7 @@ public final class ProxyContext: Sendable {
     /// Probes a lead backend that sessions have waited on for long.
     public let prober: BackendProber
     /// The node's order of commits and statements (`replication.commit_epochs`).
-    let epochs: CommitEpochs
+    public let epochs: CommitEpochs
     /// The node's budget for large client messages (`proxy.message_memory`).
     let messageMemory: MessageMemory
     /// Closed for a moment at an online recovery's cut-over: sessions start no transaction meanwhile.

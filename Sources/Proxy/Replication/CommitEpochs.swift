@@ -192,6 +192,9 @@ public final class CommitEpochs: Sendable {
 
     /// Asks for a turn; `grant` runs later (on any thread: hop to your event loop) unless it is
     /// granted at once, which the result says.
+    /// How many statements (or commits) wait for their turn now.
+    public var waitingTurns: Int { state.withLock { $0.waitingSince.count } }
+
     func request(_ kind: EpochSchedule.Kind, grant: @escaping @Sendable () -> Void) -> (ticket: Int, now: Bool) {
         if order.withLock({ $0 })?.retakeAfterFence() == true { reached(.none) }
         let (ticket, others, now, move) = state.withLock { s -> (Int, [@Sendable () -> Void], Bool, Bool) in
