@@ -779,6 +779,68 @@ extension TimingSensitive {
         }
     }
 
+    /// A statement waiting for the cluster-wide sequence lock (another node's insert holds it) is ended
+    /// by its client's cancel: pgchorus' own lock Query runs on the lead ahead of it, and a cancel that
+    /// finds it there ends the wait (the session forwards a client's cancel to pgchorus' own statements
+    /// only where the client's statement waits on them). The holder's insert then finishes; the ids are
+    /// alike on both backends and nobody is failed.
+    @Test func aCancelEndsAStatementWaitingForTheClusterWideSequenceLock() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let create = try Clients.psql(cluster.connectionString(1), ["-v", "ON_ERROR_STOP=1", "-c", "create table s (id serial primary key, node int)"])
+            #expect(create.exitCode == 0, "\(create.report)")
+            // Node 1's insert holds the cluster-wide lock while it waits on the follower (a lock taken
+            // there directly).
+            let locker = try RawPostgresClient(port: servers[1].port, timeoutSeconds: 60)
+            defer { locker.disconnect() }
+            _ = try locker.startup()
+            #expect(try locker.query("begin; lock table s in access exclusive mode").allSatisfy { $0.errorState == nil })
+            let one = try RawPostgresClient(port: cluster.port, host: cluster.address(1), timeoutSeconds: 60)
+            let two = try RawPostgresClient(port: cluster.port, host: cluster.address(2), timeoutSeconds: 60)
+            defer { one.disconnect(); two.disconnect() }
+            _ = try one.startup()
+            _ = try two.startup()
+            let port = cluster.port
+            let host2 = cluster.address(2)
+            let lead = servers[0]
+            let follower = servers[1]
+            let (holding, waiting, answered, oneStillWaits) = try await runBlocking { () throws -> (Bool, Bool, Bool, Bool) in
+                try one.send(.query("insert into s (node) values (1)"))
+                let blocked = "select count(*) from pg_stat_activity where query like 'insert into s (node) values (1)%' and wait_event_type = 'Lock'"
+                var holding = false
+                for _ in 0..<200 {
+                    holding = (try? follower.psql(blocked)) == "1"
+                    if holding { break }
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+                try two.send(.query("insert into s (node) values (2)"))
+                let lockWait = "select count(*) from pg_stat_activity where wait_event = 'advisory'"
+                var waiting = false
+                for _ in 0..<200 {
+                    waiting = (try? lead.psql(lockWait)) == "1"
+                    if waiting { break }
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+                try two.cancel(port: port, host: host2)
+                for _ in 0..<200 where two.bytesWaiting() == 0 { Thread.sleep(forTimeInterval: 0.05) }
+                return (holding, waiting, two.bytesWaiting() > 0, one.bytesWaiting() == 0)
+            }
+            #expect(holding, "node 1's insert waits on the follower, holding the cluster-wide lock")
+            #expect(waiting, "node 2's insert waits for the cluster-wide lock on the lead")
+            #expect(answered, "the cancel ended node 2's wait")
+            #expect(oneStillWaits, "before node 1's insert ended")
+            let cancelled = try two.readUntilReady()
+            #expect(cancelled.compactMap(\.errorState) == ["57014"], "\(cancelled)")
+            #expect(try locker.query("commit").allSatisfy { $0.errorState == nil })
+            let inserted = try one.readUntilReady()
+            #expect(inserted.allSatisfy { $0.errorState == nil }, "\(inserted)")
+            let next = try two.query("insert into s (node) values (2) returning id")
+            #expect(next.allSatisfy { $0.errorState == nil }, "\(next)")
+            let ids = try servers.map { try $0.psql("select string_agg(id::text || ':' || node, ',' order by id) from s") }
+            #expect(Set(ids).count == 1, "ids differ between the backends: \(ids)")
+            try await Self.expectInStep(cluster, servers, nodes: 1...2)
+        }
+    }
+
     /// TPC-B and SERIAL inserts through three nodes at once; one node is killed (SIGKILL) mid-run: the
     /// clients of the other two go on without a failed transaction, the dead node's prepared
     /// transactions are resolved by its peers, and the backends end identical.

@@ -480,6 +480,50 @@ import Wire
         }
     }
 
+    /// With `read_routing = "balance"` a read outside a transaction runs on one backend, the lead or
+    /// not: the client's cancel ends it there, wherever it runs (the session sends the cancel to the
+    /// backend running the client's statement). Until 2026-12-07 a client's cancel went to the lead
+    /// alone, and a read balanced onto another backend ran to its end. Two reads in a row land on
+    /// both backends; nobody is failed.
+    @Test func aCancelEndsABalancedReadOnWhicheverBackendRunsIt() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers, config: "[replication]\nread_routing = \"balance\"\n") { proxy in
+                let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 120)
+                defer { y.disconnect() }
+                _ = try y.startup()
+                let port = proxy.port
+                var ranOn: Set<Int> = []
+                for round in 1...2 {
+                    let (where_, waitedBeforeCancel) = try await runBlocking { () throws -> (Int?, Bool) in
+                        // About a minute of work on an idle server: it ends only if cancelled.
+                        try y.send(.query("SELECT count(*) FROM generate_series(1, 2000000000) AS \"round\(round)\""))
+                        let active = "select count(*) from pg_stat_activity where state = 'active' and query like 'SELECT count(*) FROM generate_series(1, 2000000000) AS \"round\(round)\"%'"
+                        for _ in 0..<300 {
+                            if let i = servers.indices.first(where: { (try? servers[$0].psql(active)) == "1" }) {
+                                let quiet = y.bytesWaiting() == 0
+                                try y.cancel(port: port)
+                                return (i, quiet)
+                            }
+                            Thread.sleep(forTimeInterval: 0.05)
+                        }
+                        try y.cancel(port: port)
+                        return (nil, false)
+                    }
+                    #expect(where_ != nil, "round \(round): the read ran on a backend")
+                    #expect(waitedBeforeCancel, "round \(round): the read had not ended before the cancel")
+                    if let where_ { ranOn.insert(where_) }
+                    let reply = try y.readUntilReady()
+                    #expect(reply.compactMap(\.errorState) == ["57014"], "round \(round) on backend \(where_.map { "db\($0 + 1)" } ?? "?"): \(reply)")
+                    #expect(reply.last == .readyForQuery(.idle), "\(reply)")
+                }
+                #expect(ranOn == [0, 1], "the two reads ran on both backends: \(ranOn)")
+                #expect(try y.query("SELECT 1").firstValue == "1")
+                try await watchForFailures(proxy)
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+            }
+        }
+    }
+
     /// pgchorus' catalog load after DDL inside a transaction block runs in the client's block on the
     /// lead, before the session's next statement: when the client's `statement_timeout` (or a cancel)
     /// ends it there, the lead's block alone is aborted. The followers' blocks are aborted too, the

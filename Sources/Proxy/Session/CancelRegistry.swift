@@ -1,7 +1,8 @@
 import Synchronization
 import Wire
 
-/// Maps the cancel keys pgchorus gave its clients to the keys of their backend sessions.
+/// Maps the cancel keys pgchorus gave its clients to their sessions, which forward a client's cancel
+/// to the backend sessions running its statement (`ClientSessionHandler.clientCancelRequested`).
 public final class CancelRegistry: Sendable {
     /// One backend session to cancel: where it is and the key it sent.
     public struct Target: Sendable, Equatable {
@@ -13,9 +14,9 @@ public final class CancelRegistry: Sendable {
 
     struct Entry {
         var secretKey: [UInt8]
-        var targets: [Target]
-        /// Told of every cancel of the session (a statement it holds back from the backends).
-        var onCancel: (@Sendable () -> Void)?
+        /// Told of every cancel of the session, which forwards it to the backends running the client's
+        /// statement, and calls the closure it is given once those have taken it.
+        var onCancel: (@Sendable (_ delivered: @escaping @Sendable () -> Void) -> Void)?
     }
 
     private let entries = Mutex<[Int32: Entry]>([:])
@@ -31,7 +32,7 @@ public final class CancelRegistry: Sendable {
             let pid = attempt == 0 && (preferred ?? 0) > 0 ? preferred! : Int32.random(in: 1...Int32.max, using: &rng)
             let inserted = entries.withLock { e -> Bool in
                 guard e[pid] == nil else { return false }
-                e[pid] = Entry(secretKey: key, targets: [])
+                e[pid] = Entry(secretKey: key)
                 return true
             }
             if inserted { return (pid, key) }
@@ -39,12 +40,9 @@ public final class CancelRegistry: Sendable {
         preconditionFailure("could not allocate a cancel key after 1000 tries")
     }
 
-    public func setTargets(_ targets: [Target], for processID: Int32) {
-        entries.withLock { $0[processID]?.targets = targets }
-    }
-
-    /// `handler` is called (on the canceller's thread) for each valid cancel of the session.
-    public func setCancelHandler(_ handler: @escaping @Sendable () -> Void, for processID: Int32) {
+    /// `handler` is called (on the canceller's thread) for each valid cancel of the session; it must
+    /// call the closure it gets once the cancel has been delivered (or found nothing to cancel).
+    public func setCancelHandler(_ handler: @escaping @Sendable (_ delivered: @escaping @Sendable () -> Void) -> Void, for processID: Int32) {
         entries.withLock { $0[processID]?.onCancel = handler }
     }
 
@@ -52,12 +50,11 @@ public final class CancelRegistry: Sendable {
         _ = entries.withLock { $0.removeValue(forKey: processID) }
     }
 
-    /// The backend sessions to cancel for a client's CancelRequest, and the session's own handler;
-    /// none when the key is unknown or wrong.
-    public func targets(for request: CancelRequest) -> (targets: [Target], session: (@Sendable () -> Void)?) {
+    /// The handler of the session a client's CancelRequest is for; nil when the key is unknown or wrong.
+    public func handler(for request: CancelRequest) -> (@Sendable (_ delivered: @escaping @Sendable () -> Void) -> Void)? {
         entries.withLock { e in
-            guard let entry = e[request.processID], SCRAM.constantTimeEqual(entry.secretKey, request.secretKey) else { return ([], nil) }
-            return (entry.targets, entry.onCancel)
+            guard let entry = e[request.processID], SCRAM.constantTimeEqual(entry.secretKey, request.secretKey) else { return nil }
+            return entry.onCancel
         }
     }
 

@@ -235,11 +235,12 @@ extension ClientSessionHandler {
         virtualProcessID = key.processID
         virtualSecretKey = key.secretKey
         logger[metadataKey: "session"] = "\(virtualProcessID)"
-        updateCancelTargets()
         if let context {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
-            shared.cancelRegistry.setCancelHandler({ loop.execute { bound.value.clientCancelled() } }, for: virtualProcessID)
+            shared.cancelRegistry.setCancelHandler({ delivered in
+                loop.execute { bound.value.clientCancelRequested(delivered: delivered) }
+            }, for: virtualProcessID)
         }
         writeClient(.authentication(.ok))
         for p in backends[lead].login.parameters { writeClient(.parameterStatus(name: p.name, value: p.value)) }
@@ -260,15 +261,6 @@ extension ClientSessionHandler {
         for f in early { handleRelayFrame(f) }
         forwardOpenGroup()
         flushBackends()
-    }
-
-    /// A client's cancel goes to the lead only: the others get a statement once the lead has finished
-    /// it, and follow the lead's outcome (a cancel reaching a follower would cancel an older statement
-    /// the lead completed). During COPY FROM STDIN every backend reads the client's data, so all are cancelled.
-    func updateCancelTargets() {
-        guard virtualProcessID != 0 else { return }
-        let targets = backends.indices.filter { backends[$0].isLive && (copyInProgress || $0 == lead) }
-        shared.cancelRegistry.setTargets(targets.map(cancelTarget), for: virtualProcessID)
     }
 
     /// What a CancelRequest for this session's process on backend `index` needs.

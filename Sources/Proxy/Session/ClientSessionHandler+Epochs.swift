@@ -203,18 +203,31 @@ extension ClientSessionHandler {
         if OrderTrace.enabled { trace("CANCEL", "\(seq)") }
         logger.debug("cancelling a statement on the lead that waits for a commit the followers must apply before it: the client gets 40001")
         ProxyMetrics.epochCancels.increment()
-        // Nothing more goes to the lead until the server has processed the request: a cancel that
-        // arrives after the statement has finished must find the backend idle (PostgreSQL then drops
-        // it), not running the next statement — or the vote's PREPARE, or the transaction's stamp.
-        backends[lead].cancelsInFlight += 1
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        cancelTarget(lead).send(on: context.eventLoop).whenComplete { _ in bound.value.epochCancelDelivered(channel) }
+        sendCancel(to: lead, channel: channel).whenComplete { _ in bound.value.epochCancelDelivered() }
     }
 
-    /// The server processed a cancel sent by `cancelForEpochs` to the backend session on `channel`.
-    func epochCancelDelivered(_ channel: Channel) {
+    /// The server processed a cancel sent by `cancelForEpochs`.
+    func epochCancelDelivered() {
         // (Also when the backend has left the session meanwhile: a later cancel of the client's own is its.)
         if epochCancelUntil == .distantFuture { epochCancelUntil = .now() + .seconds(1) }
+    }
+
+    /// Sends a CancelRequest to backend `index`'s session (on `channel`). Nothing more goes to that
+    /// backend until the server has processed the request: a cancel that arrives after the statement
+    /// has finished must find the backend idle (PostgreSQL then drops it), not running the next
+    /// statement — or the vote's PREPARE, or the transaction's stamp.
+    func sendCancel(to index: Int, channel: Channel) -> EventLoopFuture<Void> {
+        backends[index].cancelsInFlight += 1
+        let loop = channel.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let sent = cancelTarget(index).send(on: loop)
+        sent.whenComplete { _ in bound.value.cancelDelivered(channel) }
+        return sent
+    }
+
+    /// The server processed a cancel sent to the backend session on `channel`: what was written to it meanwhile goes now.
+    func cancelDelivered(_ channel: Channel) {
         guard let i = backendIndex(of: channel) else { return }
         backends[i].cancelDelivered()
         flushBackend(i)

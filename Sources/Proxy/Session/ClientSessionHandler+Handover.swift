@@ -19,6 +19,7 @@ extension ClientSessionHandler {
     func dropExpectations(_ index: Int) {
         let ordered = backends[index].owed.removeAll()
         if ordered > 0 { shared.leadHandover.finished(on: backends[index].backend.id, count: ordered) }
+        settleDeferredCancels()
     }
 
     /// The lead changed from `failed`: groups for the new lead queue up (and client messages wait)

@@ -368,6 +368,78 @@ extension ClientSessionHandler {
         }
     }
 
+    /// A client's CancelRequest for this session (its own connection, which closes once `delivered`
+    /// is called). A statement pgchorus still holds back is answered here (`clientCancelled`); on the
+    /// backends the cancel goes to the session of each one running the client's statement — the lead
+    /// (a follower runs a statement only once the lead has finished it, and follows the lead's
+    /// outcome), every backend during COPY FROM STDIN (all read the client's data), a backend running a
+    /// read routed to it alone (`read_routing`) — and never to a statement of pgchorus' own that the
+    /// client's does not wait on (`clientCycleToCancel`): where one runs ahead of the client's (the
+    /// transaction's stamp, the snapshot-taking read, the hidden BEGIN), the cancel waits until the
+    /// client's statement starts there. Until 2026-12-07 it went to the lead at once, where it could
+    /// end pgchorus' own statement instead (aborting the lead's transaction block alone, and a
+    /// follower failed at the client's next statement), and never to a backend running a balanced
+    /// read. A backend running nothing of the client's gets nothing, as PostgreSQL drops a cancel that
+    /// finds its session idle. While it is on its way nothing more is written to that backend
+    /// (`sendCancel`).
+    func clientCancelRequested(delivered: @escaping @Sendable () -> Void) {
+        guard phase == .relaying || phase == .draining, let context else {
+            delivered()
+            return
+        }
+        // (What runs is looked at before a held statement is answered: answering one inside a block
+        // sends the followers pgchorus' own abort, which is not the client's to cancel.)
+        let targets = backends.indices.compactMap { i in backends[i].isLive ? clientCycleToCancel(on: i).map { (i, $0) } : nil }
+        clientCancelled()
+        var sent: [EventLoopFuture<Void>] = []
+        for (i, target) in targets {
+            guard let channel = backends[i].channel else { continue }
+            if backends[i].owed.head?.seq == target {
+                sent.append(sendCancel(to: i, channel: channel))
+            } else {
+                let done = context.eventLoop.makePromise(of: Void.self)
+                deferredCancels.append((backends[i].backend.id, target, done))
+                sent.append(done.futureResult)
+            }
+        }
+        EventLoopFuture.andAllComplete(sent, on: context.eventLoop).whenComplete { _ in delivered() }
+    }
+
+    /// The cycle that a client's cancel is for on backend `index`: the oldest one owed there that runs
+    /// for the client — a read routed to it alone; on the lead (on every backend during COPY) the
+    /// client's statements; on the lead also the vote's PREPARE (the client's COMMIT: a cancel there is
+    /// a timing outcome of the lead, which rolls the transaction back everywhere, failing nobody) and
+    /// the cluster-wide sequence lock's Query while the client's statement waits for it (a cancel
+    /// there is answered as the lock's refusal, `clusterOrderRefused`).
+    private func clientCycleToCancel(on index: Int) -> Int? {
+        let isLead = index == lead
+        let cancelsClientCycles = isLead || copyInProgress
+        return backends[index].owed.cycles.first {
+            $0.kind == .routedRead || (cancelsClientCycles && $0.kind == .client)
+                || (isLead && $0.kind == .prepare) || (isLead && $0.kind == .hidden && $0.seq == clusterOrderLockSeq && waitingGroup != nil)
+        }?.seq
+    }
+
+    /// Sends the deferred cancels whose client cycle now runs on its backend; drops (as done) those
+    /// whose cycle that backend no longer owes (it left the session, or the cycle was dropped).
+    func settleDeferredCancels() {
+        guard !deferredCancels.isEmpty else { return }
+        var waiting: [(backend: String, seq: Int, done: EventLoopPromise<Void>)] = []
+        for d in deferredCancels {
+            guard let i = backends.firstIndex(where: { $0.backend.id == d.backend }), backends[i].isLive,
+                  let channel = backends[i].channel, backends[i].owed.owes(d.seq) else {
+                d.done.succeed(())
+                continue
+            }
+            if backends[i].owed.head?.seq == d.seq {
+                sendCancel(to: i, channel: channel).cascade(to: d.done)
+            } else {
+                waiting.append(d)
+            }
+        }
+        deferredCancels = waiting
+    }
+
     /// PostgreSQL's answer to a cancelled statement, for one pgchorus held and never sent (`detail` says where it waited).
     static func heldStatementCancelled(_ detail: String) -> ErrorFields {
         ErrorFields(severity: "ERROR", sqlState: "57014", message: "canceling statement due to user request", detail: detail)

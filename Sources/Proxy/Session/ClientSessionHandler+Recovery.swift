@@ -513,7 +513,6 @@ extension ClientSessionHandler {
             lead = i
             noteLeadOrdering()
         }
-        updateCancelTargets()
         seenViewGeneration = shared.registry.viewGeneration
         logger.debug("session backends now", metadata: ["backends": "\(backends.filter(\.isLive).map(\.backend.id))"])
         replayHeldFrames()

@@ -901,7 +901,6 @@ extension ClientSessionHandler {
                     extendedCopySyncOwed = true
                     extendedCopyEnded = false
                 }
-                updateCancelTargets()
                 markLeadDone(exp.seq)
             }
         case .prepare, .finish:
@@ -960,6 +959,7 @@ extension ClientSessionHandler {
 
     private func finishCycle(_ index: Int, _ exp: Expectation, _ frame: PostgresFrame) {
         backends[index].owed.finishHead(at: .now())
+        if !deferredCancels.isEmpty { settleDeferredCancels() }
         if exp.ordered { shared.leadHandover.finished(on: backends[index].backend.id) }
         let status = frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(BackendMessage.TransactionStatus.init) ?? .idle
         backends[index].status = status
@@ -981,7 +981,6 @@ extension ClientSessionHandler {
                     epochTargetsDirty = true
                     extendedCopySyncOwed = false
                     extendedCopyEnded = false
-                    updateCancelTargets()
                 }
                 // A timing outcome of the lead (cancel, timeout, deadlock, serialization failure) is the
                 // session's: followers not sent the statement yet get that outcome instead of it.
@@ -1342,7 +1341,6 @@ extension ClientSessionHandler {
             clusterOrderOn = nil
             clusterOrderTaken()
         }
-        updateCancelTargets()
         unwritableSince[index] = nil
         readClientWhileBackendsTakeMore()
         // The failed lead will release nothing more (closed, or the session waits for a new lead).

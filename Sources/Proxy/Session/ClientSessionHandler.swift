@@ -212,6 +212,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var epochCancelUntil: NIODeadline?
     /// The cycle `cancelForEpochs` last cancelled: the lead's 57014 on it is the node's own at any time.
     var epochCancelSeq: Int?
+    /// Client cancels waiting for a statement of pgchorus' own to end on a backend before the client's
+    /// cycle `seq` behind it starts there (`clientCancelRequested`), each done when sent or moot.
+    var deferredCancels: [(backend: String, seq: Int, done: EventLoopPromise<Void>)] = []
     /// An autocommit write is between its BEGIN and its vote: client messages wait.
     var wrapPending = false
     /// Followers past their deadline were held back by the node's order lately: no deadline check before this.

@@ -234,20 +234,30 @@ final class ClientStartupHandler: ChannelInboundHandler, RemovableChannelHandler
 
     private func handleCancel(_ request: CancelRequest, context: ChannelHandlerContext) {
         phase = .done
-        let (targets, session) = shared.cancelRegistry.targets(for: request)
-        if targets.isEmpty && session == nil {
+        guard let session = shared.cancelRegistry.handler(for: request) else {
             logger.debug("cancel request for an unknown session \(request.processID)")
+            close()
+            return
         }
-        // A statement the session still holds back (waiting for its turn to draw sequence values)
-        // is cancelled there: no backend runs it yet.
-        session?()
         // The client's connection closes once every backend has taken the cancel (libpq waits for
         // that close): a cancel must not land on the client's next statement instead.
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
-        let sent = targets.map { $0.send(on: loop) }
-        EventLoopFuture.andAllComplete(sent, on: loop).whenComplete { _ in bound.value.close() }
+        // The session forwards it: to the backends running the client's statement, not to a statement
+        // of pgchorus' own ahead of it (`ClientSessionHandler.clientCancelRequested`), and a statement it
+        // still holds back is cancelled there. Its answer may wait for such a statement of its own to
+        // end; the connection closes after 30 s at the latest.
+        let closed = loop.makePromise(of: Void.self)
+        let limit = loop.scheduleTask(in: Self.cancelForwardBound) { closed.succeed(()) }
+        closed.futureResult.whenComplete { _ in
+            limit.cancel()
+            bound.value.close()
+        }
+        session { closed.succeed(()) }
     }
+
+    /// The longest a client's cancel connection stays open while its session forwards the cancel.
+    static let cancelForwardBound = TimeAmount.seconds(30)
 
     private func write(_ message: BackendMessage) {
         guard let context else { return }
