@@ -524,6 +524,65 @@ import Wire
         }
     }
 
+    /// A transaction's first statement in a database whose definitions use pgchorus' per-transaction
+    /// values goes to the lead behind the transaction's stamp (a statement of pgchorus' own). A client's
+    /// cancel that comes while the stamp is still ahead of its statement there (the lead's backend
+    /// process is stopped meanwhile, so both wait) ends the client's statement once it runs, not the
+    /// stamp. Until 2026-12-07 the cancel went to the lead at once: it found the stamp (or an idle
+    /// session) instead, and the statement then ran to its end — or, landing on the stamp, aborted the
+    /// lead's block alone. Nobody is failed; the backends stay alike.
+    @Test func aCancelBehindAStatementOfPgchorusOwnEndsTheClientsStatement() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                defer { y.disconnect() }
+                _ = try y.startup()
+                for statement in ["CREATE TABLE t (v int, at timestamptz DEFAULT now())", "INSERT INTO t (v) VALUES (1)", "BEGIN"] {
+                    let reply = try y.query(statement)
+                    #expect(reply.allSatisfy { $0.errorState == nil }, "\(statement): \(reply)")
+                }
+                let port = proxy.port
+                let lead = servers[0]
+                let (stopped, cancelReturned) = try await runBlocking { () throws -> (Bool, Bool) in
+                    // The session's process on the lead: the one in a transaction block (the BEGIN).
+                    let find = "select pid from pg_stat_activity where backend_type = 'client backend' and state = 'idle in transaction'"
+                    var pid: Int32?
+                    for _ in 0..<100 {
+                        pid = (try? lead.psql(find)).flatMap { Int32($0) }
+                        if pid != nil { break }
+                        Thread.sleep(forTimeInterval: 0.05)
+                    }
+                    guard let pid, kill(pid, SIGSTOP) == 0 else { return (false, false) }
+                    defer { kill(pid, SIGCONT) }
+                    try y.send(.query("SELECT count(*) FROM t, pg_sleep(5)"))
+                    Thread.sleep(forTimeInterval: 0.5)
+                    // The cancel's connection closes once the cancel is delivered: here only after the
+                    // lead's process runs again (a thread of its own waits for it).
+                    let returned = ManagedAtomicFlag()
+                    let canceller = Thread {
+                        try? y.cancel(port: port)
+                        returned.set()
+                    }
+                    canceller.start()
+                    Thread.sleep(forTimeInterval: 0.5)
+                    kill(pid, SIGCONT)
+                    for _ in 0..<100 where !returned.isSet { Thread.sleep(forTimeInterval: 0.05) }
+                    return (true, returned.isSet)
+                }
+                #expect(stopped, "the session's process on the lead was found and stopped")
+                #expect(cancelReturned, "the cancel was delivered")
+                let reply = try y.readUntilReady()
+                #expect(reply.compactMap(\.errorState) == ["57014"], "\(reply)")
+                #expect(reply.last == .readyForQuery(.failed), "\(reply)")
+                #expect(try y.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+                #expect(try y.query("INSERT INTO t (v) VALUES (2)").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                try await watchForFailures(proxy)
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+            }
+        }
+    }
+
     /// pgchorus' catalog load after DDL inside a transaction block runs in the client's block on the
     /// lead, before the session's next statement: when the client's `statement_timeout` (or a cancel)
     /// ends it there, the lead's block alone is aborted. The followers' blocks are aborted too, the
@@ -656,4 +715,12 @@ extension TimingSensitive {
         }
     }
 }
+}
+
+/// A flag one thread sets and another reads.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
