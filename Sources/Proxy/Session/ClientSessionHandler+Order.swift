@@ -411,12 +411,16 @@ extension ClientSessionHandler {
     /// a timing outcome of the lead, which rolls the transaction back everywhere, failing nobody) and
     /// the cluster-wide sequence lock's Query while the client's statement waits for it (a cancel
     /// there is answered as the lock's refusal, `clusterOrderRefused`).
+    /// During COPY FROM STDIN a follower's is the COPY itself (the lead's cycle), not an older
+    /// statement it may still be finishing.
     private func clientCycleToCancel(on index: Int) -> Int? {
         let isLead = index == lead
-        let cancelsClientCycles = isLead || copyInProgress
+        if copyInProgress, !isLead, let copy = backends[lead].owed.head?.seq {
+            return backends[index].owed.owes(copy) ? copy : nil
+        }
         return backends[index].owed.cycles.first {
-            $0.kind == .routedRead || (cancelsClientCycles && $0.kind == .client)
-                || (isLead && $0.kind == .prepare) || (isLead && $0.kind == .hidden && $0.seq == clusterOrderLockSeq && waitingGroup != nil)
+            $0.kind == .routedRead || (isLead && ($0.kind == .client || $0.kind == .prepare))
+                || (isLead && $0.kind == .hidden && $0.seq == clusterOrderLockSeq && waitingGroup != nil)
         }?.seq
     }
 
