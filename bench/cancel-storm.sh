@@ -20,7 +20,7 @@ W=$(mktemp -d /tmp/pgchorus-storm-XXXXXX); chmod 755 "$W"
 "$BIN/pgchorus" demo --backends "$N" --port "$P" --dir "$W/c" > "$W/demo.log" 2>&1 &
 DEMO=$!
 trap 'kill $DEMO 2>/dev/null; wait $DEMO 2>/dev/null; rm -rf "$W"' EXIT
-for _ in $(seq 1 120); do grep -q "demo ready" "$W/demo.log" && break; sleep 1; done
+for _ in $(seq 1 120); do grep -qs "demo ready" "$W/demo.log" && break; sleep 1; done
 grep -q "demo ready" "$W/demo.log" || { tail -20 "$W/demo.log"; exit 1; }
 echo "CANCEL_GAP_MS=${CANCEL_GAP_MS:-10} bench/cancel-storm.sh $DUR $WORKERS $N, $(date -u '+%Y-%m-%d %H:%M UTC'), \`$BIN\`"
 /usr/bin/python3 bench/cancel-storm.py "host=127.0.0.1 port=$P user=postgres dbname=postgres" "$WORKERS" "$DUR"

@@ -166,7 +166,7 @@ extension TimingSensitive {
                     return
                 }
                 let prober = proxy.server.context.prober
-                kill(postmaster, SIGSTOP)
+                #expect(kill(postmaster, SIGSTOP) == 0, "SIGSTOP of the lead's postmaster \(postmaster): errno \(errno)")
                 defer { kill(postmaster, SIGCONT) }
                 async let reply = runBlocking {
                     try client.send(.query("select pg_sleep(24)"))
@@ -176,16 +176,20 @@ extension TimingSensitive {
                 // thread of its own: on a busy test run the cooperative pool can hold this test's next
                 // step back for seconds (a CI run saw both probes silent before the test looked).
                 let registry = proxy.server.context.registry
-                let queued = try await runBlocking { () throws -> Int in
+                let (queued, state) = try await runBlocking { () throws -> (Int, String) in
                     for _ in 0..<3000 {
                         if prober.counts(of: "db1").silent >= 1 || registry.status(of: "db1") != .online { break }
                         usleep(20_000)
                     }
                     let queued = try Self.acceptQueue(port: lead.port)
+                    // (Its state, for the failure message: a run once found no probe silent, as if the
+                    // postmaster had not been stopped — `T` is stopped.)
+                    let state = (try? String(contentsOfFile: "/proc/\(postmaster)/stat", encoding: .utf8))
+                        .flatMap { $0.split(separator: ")").last?.split(separator: " ").first }.map(String.init) ?? "?"
                     kill(postmaster, SIGCONT)
-                    return queued
+                    return (queued, state)
                 }
-                #expect(prober.counts(of: "db1").silent == 1, "\(prober.counts(of: "db1")); \(backendReasons(proxy))")
+                #expect(prober.counts(of: "db1").silent == 1, "\(prober.counts(of: "db1")); postmaster state \(state); \(backendReasons(proxy))")
                 // The silent probe's connection, never accepted, and the second probe's behind it.
                 #expect(queued >= 1, "the probe never reached the lead")
                 // The statement ends at 24 s, after the second probe's timeout: that probe has answered
