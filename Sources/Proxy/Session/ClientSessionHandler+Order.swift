@@ -395,17 +395,13 @@ extension ClientSessionHandler {
         // sends the followers pgchorus' own abort, which is not the client's to cancel.)
         let targets = backends.indices.compactMap { i in backends[i].isLive ? clientCycleToCancel(on: i).map { (i, $0) } : nil }
         clientCancelled()
-        var sent: [EventLoopFuture<Void>] = []
-        for (i, target) in targets {
-            guard let channel = backends[i].channel else { continue }
-            if backends[i].owed.head?.seq == target {
-                sent.append(sendCancel(to: i, channel: channel))
-            } else {
-                let done = context.eventLoop.makePromise(of: Void.self)
-                deferredCancels.append((backends[i].backend.id, target, done))
-                sent.append(done.futureResult)
-            }
+        // Each goes now where its cycle runs already, later where one of pgchorus' own runs ahead of it.
+        let sent = targets.map { i, target in
+            let done = context.eventLoop.makePromise(of: Void.self)
+            deferredCancels.append((backends[i].backend.id, target, done))
+            return done.futureResult
         }
+        settleDeferredCancels()
         EventLoopFuture.andAllComplete(sent, on: context.eventLoop).whenComplete { _ in delivered() }
     }
 
