@@ -293,6 +293,51 @@ extension TimingSensitive {
         }
     }
 
+    /// The client's `statement_timeout` ends the cluster-wide lock's Query on the lead after the lock
+    /// was granted: the number the holder takes with it (`pgchorus.order_taken`) waits here on that
+    /// sequence's lock, held by a session on the lead — as a cancel or a timeout can land there between
+    /// the lock and the Query's end. PostgreSQL keeps a session-level advisory lock whatever befalls the
+    /// statement that took it. The statement fails with the timeout and runs nowhere, in autocommit and
+    /// inside a block (every backend's block aborted alike), and the lock is let go: this session and
+    /// node 2 draw ids again at once. Until 2026-12-07 the session took the refusal for "not taken" and
+    /// kept the lock until the client disconnected: every node's inserts into SERIAL tables waited.
+    @Test func aStatementEndedJustAfterTakingTheClusterWideLockLetsItGo() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let direct = try Self.serialTableAndLeadSession(servers, cluster)
+            defer { direct.disconnect() }
+            let client = try Self.sessionThroughNode1(cluster)
+            defer { client.disconnect() }
+            // The schema (and its sequences) made, the lock taken and given back once.
+            #expect(try client.query("insert into s (k) values (1)").allSatisfy { $0.errorState == nil })
+            #expect(try servers[0].psql("select to_regclass('pgchorus.order_taken') is not null") == "t")
+            let held = "select count(*) from pg_locks where locktype = 'advisory' and classid = 7451037 and objid = 1"
+            #expect(try client.query("set statement_timeout = '500ms'").allSatisfy { $0.errorState == nil })
+            for inBlock in [false, true] {
+                #expect(try direct.query("begin; alter sequence pgchorus.order_taken cache 1").allSatisfy { $0.errorState == nil })
+                if inBlock {
+                    for sql in ["begin", "update t set k = 1"] { #expect(try client.query(sql).allSatisfy { $0.errorState == nil }, "\(sql)") }
+                }
+                let ended = try client.query("insert into s (k) values (2)")
+                #expect(ended.compactMap(\.errorState) == ["57014"], "in a block: \(inBlock) \(ended)")
+                #expect(ended.last == .readyForQuery(inBlock ? .failed : .idle), "\(ended)")
+                #expect(try direct.query("commit").allSatisfy { $0.errorState == nil })
+                let released = try await cluster.waitUntil(seconds: 10) { try servers[0].psql(held) == "0" }
+                let locks = try servers[0].psql("select string_agg(pid || ' ' || granted, ', ') from pg_locks where locktype = 'advisory'")
+                #expect(released, "in a block: \(inBlock): the cluster-wide lock is still held on the lead: \(locks)")
+                if inBlock {
+                    #expect(try client.query("select 1").compactMap(\.errorState) == ["25P02"])
+                    #expect(try client.query("rollback").allSatisfy { $0.errorState == nil })
+                }
+            }
+            #expect(try client.query("reset statement_timeout").allSatisfy { $0.errorState == nil })
+            #expect(try client.query("insert into s (k) values (3)").allSatisfy { $0.errorState == nil })
+            let node2 = try Clients.psql(cluster.connectionString(2), ["-v", "ON_ERROR_STOP=1", "-c", "insert into s (k) values (4)"],
+                                         timeout: .seconds(30))
+            #expect(node2.exitCode == 0, "\(node2.report)")
+            try await Self.expectRowsInStepAndOnline(servers, cluster, rows: "1:1,2:3,3:4")
+        }
+    }
+
     /// A lock cycle PostgreSQL sees through the cluster-wide sequence lock: the lock's holder (a
     /// session on the lead, as a statement of another node) waits for a lock this session's transaction
     /// holds, and this session's insert asks for the cluster-wide lock. PostgreSQL ends the wait for the
@@ -838,6 +883,39 @@ extension TimingSensitive {
             let ids = try servers.map { try $0.psql("select string_agg(id::text || ':' || node, ',' order by id) from s") }
             #expect(Set(ids).count == 1, "ids differ between the backends: \(ids)")
             try await Self.expectInStep(cluster, servers, nodes: 1...2)
+        }
+    }
+
+    /// DDL through node 1 waits until node 2 has acknowledged that it changes the catalog; node 2 is
+    /// frozen (SIGSTOP), so the wait lasts until `cluster.peer_timeout`. The client's cancel ends it:
+    /// `57014`, and the DDL runs nowhere — not once node 2 is seen to have stopped answering either —
+    /// while the session goes on. Until 2026-12-07 the cancel was lost there and the
+    /// table created once the wait had timed out.
+    @Test func aCancelEndsDDLWaitingForTheOtherNodesAcknowledgement() async throws {
+        try await Self.withTwoNodes(backends: 2) { servers, cluster in
+            let client = try Self.sessionThroughNode1(cluster)
+            defer { client.disconnect() }
+            cluster.freeze(2, true)
+            defer { cluster.freeze(2, false) }
+            let port = cluster.port, host = cluster.address(1)
+            try await runBlocking {
+                try client.send(.query("create table c (k int)"))
+                Thread.sleep(forTimeInterval: 0.5)
+                try client.cancel(port: port, host: host)
+            }
+            let reply = try client.readUntilReady()
+            #expect(reply.compactMap(\.errorState) == ["57014"], "\(reply)")
+            #expect(reply.last == .readyForQuery(.idle), "\(reply)")
+            // Node 2 frozen past `cluster.peer_timeout`, where the wait would have ended and the DDL gone.
+            let waitEnded = try await cluster.waitUntil(seconds: 20) { cluster.log(1).contains("peer node is not answering") }
+            #expect(waitEnded, "node 1 saw node 2 stop answering: \(cluster.problems(1))")
+            cluster.freeze(2, false)
+            #expect(try client.query("select 1").allSatisfy { $0.errorState == nil })
+            for server in servers { #expect(try server.psql("select to_regclass('c') is null") == "t", "\(server.port)") }
+            let quorum = try await cluster.waitUntil(seconds: 20) { try await cluster.nodesWithoutQuorum(1...2) == [] }
+            #expect(quorum, "both nodes hear each other again")
+            #expect(try client.query("create table c (k int); insert into c values (1)").allSatisfy { $0.errorState == nil })
+            try await Self.expectInStepAndOnline(servers, cluster)
         }
     }
 

@@ -59,19 +59,22 @@ extension ClientSessionHandler {
         let loop = context.eventLoop
         let database = database
         logger.debug("DDL in database \(database): telling the other nodes before it commits", metadata: ["change": "\(id)"])
-        pendingCatalogBody = body
+        pendingCatalogBody = (id, body)
         shared.orderSignal.openCatalogChange(PeerMessage.CatalogChange(id: id, databases: [database], lease: lease)) { unacknowledged in
-            loop.execute { bound.value.catalogChangeAcknowledged(unacknowledged) }
+            loop.execute { bound.value.catalogChangeAcknowledged(id: id, unacknowledged) }
         }
     }
 
-    func catalogChangeAcknowledged(_ unacknowledged: [String]) {
+    /// The peers acknowledged change `id` (but `unacknowledged`): what waited for it goes. Only for the
+    /// change it waits for: a DDL whose client cancelled the wait (`clientCancelled`) ended its change
+    /// with its transaction, and a later DDL's must not go on the earlier one's acknowledgement.
+    func catalogChangeAcknowledged(id: String, _ unacknowledged: [String]) {
         if !unacknowledged.isEmpty {
             logger.warning("node(s) \(unacknowledged.joined(separator: ", ")) did not acknowledge within cluster.peer_timeout that DDL changes database \(database)'s catalog: the DDL goes on; they learn of it from this node's next heartbeats")
         }
-        guard let body = pendingCatalogBody else { return }
+        guard let pending = pendingCatalogBody, pending.id == id else { return }
         pendingCatalogBody = nil
-        body()
+        pending.body()
     }
 
     /// The session's transaction has ended (cycle `seq` delivered idle) or the session ends: the

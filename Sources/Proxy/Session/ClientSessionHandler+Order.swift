@@ -37,10 +37,19 @@ extension ClientSessionHandler {
         sendClusterUnlock(to: i)
     }
 
-    private func sendClusterUnlock(to i: Int) {
+    /// Lets the cluster-wide lock go only if this session holds it (no WARNING in the server's log when
+    /// it does not): after a refusal, which may have come before or after the lock was taken, and on the
+    /// paths that release it from an aborted transaction block. (It reads `pg_locks`, which takes every
+    /// lock partition: not on the path of a statement that took the lock and ran.)
+    static let clusterUnlockIfHeldSQL = "SELECT pg_catalog.pg_advisory_unlock(\(clusterOrderLock)) FROM pg_catalog.pg_locks "
+        + "WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND classid = \(clusterOrderLock.split(separator: ",")[0]) "
+        + "AND objid = 1 AND objsubid = 2 AND granted"
+
+    private func sendClusterUnlock(to i: Int, onlyIfHeld: Bool = false) {
         guard backends[i].isLive, backends[i].phase == .ready else { return }
         clusterUnlockSeqs.insert(nextSeq)
-        sendOwn("\(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark, realign: clusterOrderRealign))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))", to: i)
+        let unlock = onlyIfHeld ? Self.clusterUnlockIfHeldSQL : "SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock))"
+        sendOwn("\(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark, realign: clusterOrderRealign))\(unlock)", to: i)
         if OrderTrace.enabled { trace("SU", "lock1 released") }
         flushBackend(i)
     }
@@ -62,7 +71,7 @@ extension ClientSessionHandler {
         guard status != .failed, let owed = clusterUnlocksOwed[index], !openExtendedGroup, openPartial == nil,
               !copyInProgress, phase == .relaying else { return }
         clusterUnlocksOwed[index] = nil
-        for _ in 0..<owed { sendClusterUnlock(to: index) }
+        for _ in 0..<owed { sendClusterUnlock(to: index, onlyIfHeld: true) }
     }
 
     /// The release of the cluster-wide lock ran into backend `index`'s aborted transaction block. When
@@ -79,7 +88,7 @@ extension ClientSessionHandler {
     private func releaseFromAbortedBlock(_ index: Int) -> Bool {
         guard !transactionUsedSavepoint, backends[index].isLive, backends[index].phase == .ready, backends[index].owed.isEmpty,
               !openExtendedGroup, openPartial == nil, !copyInProgress, commit == nil, !wrapPending, phase == .relaying else { return false }
-        sendOwn("ROLLBACK; \(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark, realign: clusterOrderRealign))SELECT pg_catalog.pg_advisory_unlock(\(Self.clusterOrderLock)); BEGIN; \(Self.followLeadAbortSQL)", to: index)
+        sendOwn("ROLLBACK; \(ClusterOrderMarks.releaseSQL(clusterOrderTakenMark, realign: clusterOrderRealign))\(Self.clusterUnlockIfHeldSQL); BEGIN; \(Self.followLeadAbortSQL)", to: index)
         if OrderTrace.enabled { trace("SU", "lock1 released by replacing the aborted block") }
         flushBackend(index)
         return true
@@ -191,8 +200,17 @@ extension ClientSessionHandler {
         clusterOrderLockSeq = nil
         let refusal = clusterOrderLockError
         clusterOrderLockError = nil
-        if let refusal, let leadStatus, clusterOrderOn != nil {
+        if let refusal, let leadStatus, let on = clusterOrderOn {
+            // PostgreSQL keeps a session-level advisory lock whatever befalls the statement that took
+            // it: the refusal may have come after the lock was granted (the client's statement_timeout
+            // or cancel ending the Query while it takes its number). Until 2026-12-07 the session took
+            // every refusal for "not taken" and kept the lock until the client disconnected: every
+            // node's statements drawing sequence values waited for it. It is let go if held (from an
+            // aborted block as `retryClusterUnlocks` does), before the client is answered.
             clusterOrderOn = nil
+            clusterOrderTakenMark = nil
+            clusterOrderRealign = false
+            sendClusterUnlock(to: on, onlyIfHeld: true)
             clusterOrderRefused(refusal, leadStatus: leadStatus)
             return
         }
@@ -363,6 +381,16 @@ extension ClientSessionHandler {
             if Self.onlyRollsBack(w.bytes) { return }
             if answerEpochWaitingGroup(with: cancelled("The statement waited for its turn in pgchorus' order of commits and statements; it was not run.")) {
                 logger.info("a statement waiting for its turn in the order of commits and statements was cancelled by its client: not run")
+            }
+            return
+        }
+        if catalogHold, waitingGroup != nil {
+            // DDL waiting until the other clustering nodes acknowledge that it changes the catalog
+            // (`holdForCatalogChange`, up to `cluster.peer_timeout` when a peer is slow to answer):
+            // until 2026-12-07 the cancel was lost and the DDL ran once they had. The change told to
+            // the peers ends with the transaction, as after any DDL.
+            if answerWaitingGroup(with: cancelled("The statement waited for the other clustering nodes to acknowledge that it changes the catalog; it was not run.")) {
+                logger.info("DDL waiting for the other nodes' acknowledgement was cancelled by its client: not run")
             }
             return
         }

@@ -196,7 +196,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogHold = false
     var catalogHoldThenOrder = false
     /// What goes on once the peers have acknowledged the change (`announceCatalogChange`).
-    var pendingCatalogBody: (() -> Void)?
+    var pendingCatalogBody: (id: String, body: () -> Void)?
     // Commit epochs (see ClientSessionHandler+Epochs.swift).
     /// A group waiting for its turn in the node's order of commits and statements.
     var epochWaiting: EpochWait?
