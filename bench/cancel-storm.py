@@ -9,7 +9,11 @@ after a statement, during the vote). Cancelled transactions are rolled back and 
 line of counts; any error other than a cancel's (57014) or the aborted block after it (25P02) is
 printed and counted as unexpected.
 
-    cancel-storm.py DSN WORKERS SECONDS
+    cancel-storm.py DSN[;DSN…] WORKERS SECONDS
+
+With several DSNs (one per clustering node) worker n connects through DSN n mod their count. Every
+session runs with statement_timeout = 30 s: a statement stalled that long (a turn or lock never let
+go) is printed and counted as unexpected, not as a cancel.
 """
 import os
 import random
@@ -20,14 +24,15 @@ import time
 import psycopg2
 import psycopg2.errors
 
-dsn, workers, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+dsns, workers, seconds = sys.argv[1].split(";"), int(sys.argv[2]), float(sys.argv[3])
+dsns = [d + " options='-c statement_timeout=30000'" for d in dsns]
 gap = float(os.environ.get("CANCEL_GAP_MS", "10")) / 1000
 deadline = time.monotonic() + seconds
 lock = threading.Lock()
 counts = {"committed": 0, "cancelled": 0, "rollbacks cancelled": 0, "cancels": 0, "unexpected": 0}
 conns = []
 
-setup = psycopg2.connect(dsn)
+setup = psycopg2.connect(dsns[0])
 setup.autocommit = True
 with setup.cursor() as c:
     c.execute("drop table if exists storm_acc, storm_log")
@@ -38,6 +43,7 @@ setup.close()
 
 
 def worker(n):
+    dsn = dsns[n % len(dsns)]
     conn = psycopg2.connect(dsn)
     with lock:
         conns.append(conn)
@@ -58,9 +64,12 @@ def worker(n):
                 conn.commit()
             with lock:
                 counts["committed"] += 1
-        except psycopg2.errors.QueryCanceled:
+        except psycopg2.errors.QueryCanceled as e:
+            stalled = "statement timeout" in str(e)
             with lock:
-                counts["cancelled"] += 1
+                counts["unexpected" if stalled else "cancelled"] += 1
+            if stalled:
+                print(f"unexpected: a statement ran into the 30 s statement_timeout: {e}".strip(), flush=True)
         except psycopg2.Error as e:
             with lock:
                 counts["unexpected"] += 1

@@ -4,7 +4,10 @@
 # transaction left. A cancel that lands on a statement of pgchorus' own, or on one backend's copy of
 # the client's statement alone, shows as a failed backend or differing tables.
 #
-#   [CANCEL_GAP_MS=10] bench/cancel-storm.sh [seconds] [workers] [backends]     (as root; default 30 s, 8 workers, 2 backends)
+#   [CANCEL_GAP_MS=10] [NODES=1] bench/cancel-storm.sh [seconds] [workers] [backends]     (as root; default 30 s, 8 workers, 2 backends)
+#
+# NODES=2 (or 3) runs `pgchorus demo --nodes` and spreads the workers over the nodes (127.0.0.2, …):
+# their sequence-drawing inserts then take the cluster-wide sequence lock, which the cancels race too.
 #
 # Prints the counts, the backends' states and whether the tables are identical; exits 1 if not all
 # online or not identical. Everything on 127.0.0.1.
@@ -17,15 +20,22 @@ P=${PGCHORUS_BENCH_PORT:-18532}
 pick_bin bench/cancel-storm.sh pgchorus pgchorusd
 dpkg -s python3-psycopg2 >/dev/null 2>&1 || apt-get install -y -qq python3-psycopg2 >/dev/null
 W=$(mktemp -d /tmp/pgchorus-storm-XXXXXX); chmod 755 "$W"
-"$BIN/pgchorus" demo --backends "$N" --port "$P" --dir "$W/c" > "$W/demo.log" 2>&1 &
+NODES=${NODES:-1}
+"$BIN/pgchorus" demo --backends "$N" --nodes "$NODES" --port "$P" --dir "$W/c" > "$W/demo.log" 2>&1 &
 DEMO=$!
 trap 'kill $DEMO 2>/dev/null; wait $DEMO 2>/dev/null; rm -rf "$W"' EXIT
 for _ in $(seq 1 120); do grep -qs "demo ready" "$W/demo.log" && break; sleep 1; done
 grep -q "demo ready" "$W/demo.log" || { tail -20 "$W/demo.log"; exit 1; }
-echo "CANCEL_GAP_MS=${CANCEL_GAP_MS:-10} bench/cancel-storm.sh $DUR $WORKERS $N, $(date -u '+%Y-%m-%d %H:%M UTC'), \`$BIN\`"
-/usr/bin/python3 bench/cancel-storm.py "host=127.0.0.1 port=$P user=postgres dbname=postgres" "$WORKERS" "$DUR"
+echo "CANCEL_GAP_MS=${CANCEL_GAP_MS:-10} NODES=$NODES bench/cancel-storm.sh $DUR $WORKERS $N, $(date -u '+%Y-%m-%d %H:%M UTC'), \`$BIN\`"
+if [ "$NODES" = 1 ]; then
+  DSNS="host=127.0.0.1 port=$P user=postgres dbname=postgres"; CONF="$W/c/pgchorus.toml"
+else
+  DSNS=$(for i in $(seq 1 "$NODES"); do printf 'host=127.0.0.%d port=%d user=postgres dbname=postgres;' $((i + 1)) "$P"; done)
+  DSNS=${DSNS%;}; CONF="$W/c/node1/pgchorus.toml"
+fi
+/usr/bin/python3 bench/cancel-storm.py "$DSNS" "$WORKERS" "$DUR"
 sleep 2
-status=$("$BIN/pgchorus" status --config "$W/c/pgchorus.toml" 2>&1)
+status=$("$BIN/pgchorus" status --config "$CONF" 2>&1)
 echo "$status" | grep -E '^backends:|^ *db[0-9]' || echo "$status"
 ok=0
 online=$(echo "$status" | grep -cE '^ *db[0-9].*online')
