@@ -534,6 +534,66 @@ import Wire
         }
     }
 
+    /// A client's `statement_timeout` counts the time pgchorus holds its statement: a `SELECT 1` held
+    /// for its turn behind another session's 4 s `CREATE TABLE … AS` (which runs while nothing else
+    /// does) is answered `57014` "canceling statement due to statement timeout" once its 1 s has run
+    /// out — while the `CREATE TABLE … AS` still runs — and not run; the session goes on. The value is
+    /// the session's as the lead has it: set by `SET` (the statement in autocommit), by the login's
+    /// `options` (inside a block: the block aborted on every backend); after `SET statement_timeout =
+    /// 0` the next held statement waits for its turn and runs. Until 2026-12-07 a held statement
+    /// waited out the DDL whatever its timeout.
+    @Test func aStatementHeldLongerThanItsStatementTimeoutEndsWithIt() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 40\n") { proxy in
+                let x = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                let bySet = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                let byLogin = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                defer { x.disconnect(); bySet.disconnect(); byLogin.disconnect() }
+                _ = try x.startup()
+                _ = try bySet.startup()
+                _ = try byLogin.startup(extra: [("options", "-c statement_timeout=1000")])
+                #expect(try bySet.query("SET statement_timeout = '1s'").allSatisfy { $0.errorState == nil })
+                let lead = servers[0]
+                /// `x` runs a `CREATE TABLE … AS` of `seconds`; once it runs on the lead, `y` sends `SELECT 1`
+                /// and its reply is read: with it, whether `x` was still unanswered then.
+                func heldBehindDDL(_ y: RawPostgresClient, _ n: Int, seconds: Int) async throws -> ([BackendMessage], Bool) {
+                    try await runBlocking { () throws -> ([BackendMessage], Bool) in
+                        try x.send(.query("CREATE TABLE slow\(n) AS SELECT 1 AS x FROM pg_sleep(\(seconds))"))
+                        let active = "select count(*) from pg_stat_activity where query like 'CREATE TABLE slow\(n)%' and state = 'active'"
+                        for _ in 0..<100 where (try? lead.psql(active)) != "1" { Thread.sleep(forTimeInterval: 0.05) }
+                        try y.send(.query("SELECT 1"))
+                        let reply = try y.readUntilReady()
+                        return (reply, x.bytesWaiting() == 0)
+                    }
+                }
+                let (autocommit, ddlRanOn1) = try await heldBehindDDL(bySet, 1, seconds: 4)
+                #expect(autocommit.compactMap(\.errorState) == ["57014"], "\(autocommit)")
+                #expect(autocommit.firstError?.message == "canceling statement due to statement timeout", "\(autocommit)")
+                #expect(autocommit.last == .readyForQuery(.idle), "\(autocommit)")
+                #expect(ddlRanOn1, "answered while the CREATE TABLE … AS still ran")
+                #expect(try x.readUntilReady().allSatisfy { $0.errorState == nil })
+
+                #expect(try byLogin.query("BEGIN").allSatisfy { $0.errorState == nil })
+                let (inBlock, ddlRanOn2) = try await heldBehindDDL(byLogin, 2, seconds: 4)
+                #expect(inBlock.firstError?.message == "canceling statement due to statement timeout", "\(inBlock)")
+                #expect(inBlock.last == .readyForQuery(.failed), "\(inBlock)")
+                #expect(ddlRanOn2, "answered while the CREATE TABLE … AS still ran")
+                #expect(try x.readUntilReady().allSatisfy { $0.errorState == nil })
+                let aborted = try byLogin.query("SELECT 1")
+                #expect(aborted.compactMap(\.errorState) == ["25P02"], "\(aborted)")
+                #expect(try byLogin.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+
+                // No timeout any more: the held statement waits for its turn and runs.
+                #expect(try bySet.query("SET statement_timeout = 0").allSatisfy { $0.errorState == nil })
+                let (waited, _) = try await heldBehindDDL(bySet, 3, seconds: 2)
+                #expect(waited.allSatisfy { $0.errorState == nil } && waited.firstValue == "1", "\(waited)")
+                #expect(try x.readUntilReady().allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+            }
+        }
+    }
+
     /// With `read_routing = "balance"` a read outside a transaction runs on one backend, the lead or
     /// not: the client's cancel ends it there, wherever it runs (the session sends the cancel to the
     /// backend running the client's statement). Until 2026-12-07 a client's cancel went to the lead

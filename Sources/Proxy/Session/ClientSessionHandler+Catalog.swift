@@ -23,6 +23,7 @@ extension ClientSessionHandler {
         waitingGroup = (bytes, cycle, wrap, flags)
         catalogHold = true
         catalogHoldThenOrder = thenOrder
+        noteHoldStarted()
         if OrderTrace.enabled { trace("KH", "catalog hold \(traceText(of: bytes))") }
         announceCatalogChange { [self] in
             if OrderTrace.enabled { trace("KA", "catalog acknowledged") }

@@ -59,6 +59,7 @@ extension ClientSessionHandler {
             sendGranted(waiting)
         } else {
             epochWaiting = waiting
+            noteHoldStarted()
         }
     }
 

@@ -138,6 +138,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         armOrderTimer(since: .now())
+        noteHoldStarted()
         if OrderTrace.enabled { trace("SW", "sequence turn wanted \(traceText(of: bytes))") }
         waitingTicket = shared.sequenceOrdering.acquire {
             loop.execute { bound.value.orderGranted() }
@@ -367,37 +368,42 @@ extension ClientSessionHandler {
     /// `CREATE TABLE … AS` was answered only once that had ended). (A wait for the cluster-wide lock
     /// runs on the lead, where the cancel ends it: `clusterOrderRefused`.)
     func clientCancelled() {
-        let cancelled = Self.heldStatementCancelled
         if catalogWait {
             // Answered once the load has ended (`catalogLoaded`): the load may be running on the lead,
             // where the cancel may land on it too.
             catalogCancelled = true
             return
         }
+        answerHeldStatement(Self.heldStatementCancelled, because: "was cancelled by its client")
+    }
+
+    /// Answers the client statement pgchorus holds (`statementHeld`) with `error` (made with a detail
+    /// saying where it waited) — a client's cancel, its `statement_timeout` — and never runs it. False
+    /// when it cannot be answered alone (then it goes on when its turn comes).
+    @discardableResult
+    func answerHeldStatement(_ error: (String) -> ErrorFields, because cause: String) -> Bool {
         if let w = epochWaiting {
             // A ROLLBACK waiting for its turn runs when its turn comes: answered 57014 it left the
             // client's transaction aborted and its `rollback()` raising (69 of 3,441 transactions under
             // bench/cancel-storm.sh); PostgreSQL's window for cancelling a ROLLBACK is its few µs.
-            if Self.onlyRollsBack(w.bytes) { return }
-            if answerEpochWaitingGroup(with: cancelled("The statement waited for its turn in pgchorus' order of commits and statements; it was not run.")) {
-                logger.info("a statement waiting for its turn in the order of commits and statements was cancelled by its client: not run")
-            }
-            return
+            if Self.onlyRollsBack(w.bytes) { return false }
+            guard answerEpochWaitingGroup(with: error("The statement waited for its turn in pgchorus' order of commits and statements; it was not run.")) else { return false }
+            logger.info("a statement waiting for its turn in the order of commits and statements \(cause): not run")
+            return true
         }
         if catalogHold, waitingGroup != nil {
             // DDL waiting until the other clustering nodes acknowledge that it changes the catalog
             // (`holdForCatalogChange`, up to `cluster.peer_timeout` when a peer is slow to answer):
-            // until 2026-12-07 the cancel was lost and the DDL ran once they had. The change told to
+            // until 2026-12-07 a cancel was lost and the DDL ran once they had. The change told to
             // the peers ends with the transaction, as after any DDL.
-            if answerWaitingGroup(with: cancelled("The statement waited for the other clustering nodes to acknowledge that it changes the catalog; it was not run.")) {
-                logger.info("DDL waiting for the other nodes' acknowledgement was cancelled by its client: not run")
-            }
-            return
+            guard answerWaitingGroup(with: error("The statement waited for the other clustering nodes to acknowledge that it changes the catalog; it was not run.")) else { return false }
+            logger.info("DDL waiting for the other nodes' acknowledgement \(cause): not run")
+            return true
         }
-        guard waitingGroup != nil, waitingTicket != nil, clusterOrderLockSeq == nil else { return }
-        if answerWaitingGroup(with: cancelled("The statement waited for pgchorus' turn to draw sequence values; it was not run.")) {
-            logger.info("a statement waiting for the sequence turn was cancelled by its client: not run")
-        }
+        guard waitingGroup != nil, waitingTicket != nil, clusterOrderLockSeq == nil else { return false }
+        guard answerWaitingGroup(with: error("The statement waited for pgchorus' turn to draw sequence values; it was not run.")) else { return false }
+        logger.info("a statement waiting for the sequence turn \(cause): not run")
+        return true
     }
 
     /// A client's CancelRequest for this session (its own connection, which closes once `delivered`

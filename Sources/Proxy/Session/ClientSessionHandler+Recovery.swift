@@ -25,10 +25,13 @@ struct SessionReplay {
     static let maximumCustomNames = 256
     /// The word of `DISCARD ALL` (`noteDrops`).
     static let discardWord = [Array("discard".utf8)]
+    static let statementTimeoutWord = [Array("statement_timeout".utf8)]
     /// Why the session's state cannot be replayed on another backend (nil: it can).
     var unreplayable: String?
     /// Texts seen to change nothing of this (a driver's statements come again and again).
     var ordinary = TextMemo<Bool>()
+    /// A statement may have changed the session's `statement_timeout` (the session asks the lead again).
+    var timeoutMayHaveChanged = false
 
     /// Notes what a client message's text does to the session's state (when it arrives; a group's
     /// named statements are followed when it is sent, `apply`).
@@ -135,6 +138,7 @@ struct SessionReplay {
         let head = Self.head(of: sql)
         func starts(_ p: String) -> Bool { head.starts(with: p.utf8) }
         if starts("set local ") || starts("set transaction") || starts("set constraints") {
+            if starts("set local statement_timeout") { timeoutMayHaveChanged = true }
             return
         }
         if starts("set ") || starts("reset ") {
@@ -144,6 +148,7 @@ struct SessionReplay {
             if bytes.last == UInt8(ascii: ";") { bytes.removeLast() }
             if !bytes.contains(UInt8(ascii: ";")) {
                 let key = Self.settingKey(head) ?? sql
+                if key == "statement_timeout" || key == "all" { timeoutMayHaveChanged = true }
                 noteCustomName(key)
                 // A setting set again replaces what was replayed for it; a RESET needs no replay (a
                 // backend taken in starts from the same defaults); RESET ALL leaves the role as it is.
@@ -161,6 +166,9 @@ struct SessionReplay {
         if drops { noteDrops(sql) }
         // (Kept as ordinary afterwards if nothing else is there: the names are noted once.)
         if Self.mentions(sql, needles: Self.setConfigWord) { noteSetConfigs(sql) }
+        // (Never kept as ordinary: each run may change it.)
+        let namesTimeout = Self.mentions(sql, needles: Self.statementTimeoutWord)
+        if drops || namesTimeout { timeoutMayHaveChanged = true }
         guard unreplayable == nil else { return }
         for (prefix, what) in Self.unreplayablePrefixes where starts(prefix) && !starts("prepare transaction") {
             // A table dropped at its transaction's commit is gone by the boundary where a backend is taken in.
@@ -171,14 +179,14 @@ struct SessionReplay {
         // The rest may sit anywhere in the text: a quick look for the words first, the lexer's words
         // (outside literals and comments) only when one is there.
         guard Self.mentions(sql, needles: Self.wordsToLookAt) else {
-            if !drops { ordinary.keep(true, for: sql) }
+            if !drops, !namesTimeout { ordinary.keep(true, for: sql) }
             return
         }
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
         func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = Self.temporaryTable }
-        if unreplayable == nil, !drops { ordinary.keep(true, for: sql) }
+        if unreplayable == nil, !drops, !namesTimeout { ordinary.keep(true, for: sql) }
     }
 
     /// What the lead is asked for a backend being taken in: the names of the prepared statements it

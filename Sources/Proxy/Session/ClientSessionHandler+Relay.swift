@@ -923,6 +923,7 @@ extension ClientSessionHandler {
                let taken = columns[0].flatMap({ Int64(String(buffer: $0)) }) {
                 clusterOrderMarks = (taken, columns[1].flatMap { Int64(String(buffer: $0)) })
             }
+            if exp.seq == statementTimeoutSeq, frame.type == BackendMessage.Kind.dataRow.rawValue { noteStatementTimeout(frame) }
             if exp.seq == snapshotIsolationSeq, frame.type == BackendMessage.Kind.dataRow.rawValue,
                case let .dataRow(columns)? = try? BackendMessage(frame: frame), columns.count == 1 {
                 readCommittedKnown = columns[0].map { String(buffer: $0) } == "read committed"

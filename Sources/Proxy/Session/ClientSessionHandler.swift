@@ -197,6 +197,15 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogHoldThenOrder = false
     /// What goes on once the peers have acknowledged the change (`announceCatalogChange`).
     var pendingCatalogBody: (id: String, body: () -> Void)?
+    // The client's statement_timeout over held statements (see ClientSessionHandler+StatementTimeout.swift).
+    /// The lead's last answer to `SHOW statement_timeout`, in ms (0: none), asked once known to be due.
+    var statementTimeoutMilliseconds = 0
+    var statementTimeoutKnown = false
+    /// The hidden cycle asking it.
+    var statementTimeoutSeq: Int?
+    /// When the statement held now runs out of its timeout, and the one timer that looks (with its deadline).
+    var heldDeadline: NIODeadline?
+    var heldTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     // Commit epochs (see ClientSessionHandler+Epochs.swift).
     /// A group waiting for its turn in the node's order of commits and statements.
     var epochWaiting: EpochWait?
@@ -525,6 +534,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         writeGatheredClientBytes(context)
         context.flush()
         if readyUnflushed { readyUnflushed = false; trace("RF", "flushed") }
+        if !statementTimeoutKnown || replay.timeoutMayHaveChanged { askStatementTimeoutIfDue() }
     }
 
     /// Sends a final error to the client and ends the session (the client reads the error even if it
