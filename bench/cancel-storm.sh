@@ -4,7 +4,8 @@
 # transaction left. A cancel that lands on a statement of pgchorus' own, or on one backend's copy of
 # the client's statement alone, shows as a failed backend or differing tables.
 #
-#   [CANCEL_GAP_MS=10] [NODES=1] bench/cancel-storm.sh [seconds] [workers] [backends]     (as root; default 30 s, 8 workers, 2 backends)
+#   [CANCEL_GAP_MS=10] [NODES=1] [STATEMENT_TIMEOUT_MS=30000] bench/cancel-storm.sh [seconds] [workers] [backends]
+#   (as root; default 30 s, 8 workers, 2 backends)
 #
 # NODES=2 (or 3) runs `pgchorus demo --nodes` and spreads the workers over the nodes (127.0.0.2, …):
 # their sequence-drawing inserts then take the cluster-wide sequence lock, which the cancels race too.
@@ -26,14 +27,17 @@ DEMO=$!
 trap 'kill $DEMO 2>/dev/null; wait $DEMO 2>/dev/null; rm -rf "$W"' EXIT
 for _ in $(seq 1 120); do grep -qs "demo ready" "$W/demo.log" && break; sleep 1; done
 grep -q "demo ready" "$W/demo.log" || { tail -20 "$W/demo.log"; exit 1; }
-echo "CANCEL_GAP_MS=${CANCEL_GAP_MS:-10} NODES=$NODES bench/cancel-storm.sh $DUR $WORKERS $N, $(date -u '+%Y-%m-%d %H:%M UTC'), \`$BIN\`"
+echo "CANCEL_GAP_MS=${CANCEL_GAP_MS:-10} NODES=$NODES STATEMENT_TIMEOUT_MS=${STATEMENT_TIMEOUT_MS:-30000} bench/cancel-storm.sh $DUR $WORKERS $N, $(date -u '+%Y-%m-%d %H:%M UTC'), \`$BIN\`"
 if [ "$NODES" = 1 ]; then
   DSNS="host=127.0.0.1 port=$P user=postgres dbname=postgres"; CONF="$W/c/pgchorus.toml"
 else
   DSNS=$(for i in $(seq 1 "$NODES"); do printf 'host=127.0.0.%d port=%d user=postgres dbname=postgres;' $((i + 1)) "$P"; done)
   DSNS=${DSNS%;}; CONF="$W/c/node1/pgchorus.toml"
 fi
-/usr/bin/python3 bench/cancel-storm.py "$DSNS" "$WORKERS" "$DUR"
+timeout $((DUR * 2 + 60)) /usr/bin/python3 bench/cancel-storm.py "$DSNS" "$WORKERS" "$DUR"
+rc=$?
+[ "$rc" = 124 ] && { echo "THE RUN DID NOT END (a stall?)"; exit 1; }
+[ "$rc" = 0 ] || { echo "cancel-storm.py exited $rc"; exit 1; }
 sleep 2
 status=$("$BIN/pgchorus" status --config "$CONF" 2>&1)
 echo "$status" | grep -E '^backends:|^ *db[0-9]' || echo "$status"
