@@ -594,6 +594,53 @@ import Wire
         }
     }
 
+    /// The client's `statement_timeout` never ends pgchorus' own statements on its connections: the
+    /// vote's commit-log row waits on a follower (a session there holds that table locked) longer
+    /// than the client's 500 ms, and the transaction commits on both backends once the lock goes, both
+    /// online; the session's `statement_timeout` is what it was afterwards and still ends its own
+    /// statements. Until 2026-12-07 the timeout ended the follower's PREPARE and the follower was
+    /// failed (a tie commits): a client's setting failing a backend.
+    @Test func aClientsStatementTimeoutNeverEndsTheVoteOnABackend() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers, config: "[replication]\nfollower_timeout = 40\n") { proxy in
+                let y = try RawPostgresClient(port: proxy.port, timeoutSeconds: 60)
+                defer { y.disconnect() }
+                _ = try y.startup(extra: [("options", "-c statement_timeout=500")])
+                #expect(try y.query("CREATE TABLE t (v int)").allSatisfy { $0.errorState == nil })
+                let locker = try RawPostgresClient(port: servers[1].port, timeoutSeconds: 60)
+                defer { locker.disconnect() }
+                _ = try locker.startup()
+                #expect(try locker.query("BEGIN; LOCK TABLE pgchorus.commit_log IN ACCESS EXCLUSIVE MODE").allSatisfy { $0.errorState == nil })
+                #expect(try y.query("BEGIN; INSERT INTO t VALUES (1)").allSatisfy { $0.errorState == nil })
+                let follower = servers[1]
+                let waited = try await runBlocking { () throws -> Bool in
+                    try y.send(.query("COMMIT"))
+                    // The follower's commit-log row waits for the lock, past the client's 500 ms.
+                    let waiting = "select count(*) from pg_stat_activity where query like '%INSERT INTO pgchorus.commit_log%' and wait_event_type = 'Lock'"
+                    var seen = false
+                    for _ in 0..<100 {
+                        seen = (try? follower.psql(waiting)) == "1"
+                        if seen { break }
+                        Thread.sleep(forTimeInterval: 0.05)
+                    }
+                    Thread.sleep(forTimeInterval: 1)
+                    return seen && (try? follower.psql(waiting)) == "1"
+                }
+                #expect(waited, "the follower's commit-log row still waits for the lock after the client's statement_timeout")
+                #expect(try locker.query("COMMIT").allSatisfy { $0.errorState == nil })
+                let committed = try y.readUntilReady()
+                #expect(committed.allSatisfy { $0.errorState == nil } && committed.last == .readyForQuery(.idle), "\(committed)")
+                for server in servers { #expect(try server.psql("select count(*) from t") == "1", "\(server.port)") }
+                try expectBackendsInStep(proxy, servers)
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+                #expect(try y.query("SHOW statement_timeout").firstValue == "500ms")
+                let slow = try y.query("SELECT pg_sleep(2)")
+                #expect(slow.firstError?.message == "canceling statement due to statement timeout", "\(slow)")
+                #expect(online(proxy) == ["db1", "db2"], "\(backendReasons(proxy))")
+            }
+        }
+    }
+
     /// With `read_routing = "balance"` a read outside a transaction runs on one backend, the lead or
     /// not: the client's cancel ends it there, wherever it runs (the session sends the cancel to the
     /// backend running the client's statement). Until 2026-12-07 a client's cancel went to the lead

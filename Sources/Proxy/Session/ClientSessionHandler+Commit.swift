@@ -47,7 +47,8 @@ extension ClientSessionHandler {
         }
         guard missing else { return }
         var b = ByteBuffer()
-        FrontendMessage.query(Self.schemaDDL).encode(into: &b)
+        // (Sent while the session is idle: the setting ends with the Query's implicit transaction.)
+        FrontendMessage.query("\(Self.noTimeoutInTransaction)\(Self.schemaDDL)").encode(into: &b)
         dispatch(b, kind: .internalQuery, waitsForLead: false)
     }
 
@@ -141,7 +142,9 @@ extension ClientSessionHandler {
         var b = ByteBuffer()
         // The commit-log row makes the decision readable from any backend once one COMMIT PREPARED ran.
         // (Its time is the transaction's, given: a default would differ per backend.)
-        FrontendMessage.query("INSERT INTO pgchorus.commit_log (gid, committed_at) VALUES ('\(gid)', '\(transactionTimestampLiteral())'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
+        // (The setting ends with the transaction, which PREPARE ends.)
+        let untimed = ownStatementsMayTimeOut ? Self.noTimeoutInTransaction : ""
+        FrontendMessage.query("\(untimed)INSERT INTO pgchorus.commit_log (gid, committed_at) VALUES ('\(gid)', '\(transactionTimestampLiteral())'); PREPARE TRANSACTION '\(gid)'").encode(into: &b)
         shared.votesInFlight.started(gid)
         commit = CommitRound(gid: gid, frames: frames, participants: backends.indices.filter { backends[$0].isLive }, autocommit: autocommit)
         logger.debug("commit vote started", metadata: ["gid": "\(gid)"])
@@ -262,7 +265,7 @@ extension ClientSessionHandler {
                                     onlyFirst: shared.testHook == "exit-after-first-commit-prepared") else { return }
         nextSeq += 1
         commit = c
-        for i in finish.now { sendOwn(finish.command, to: i, kind: .finish, seq: c.finishSeq) }
+        for i in finish.now { sendFinish(finish.command, to: i, seq: c.finishSeq) }
         // Failed participants still in an (aborted) transaction block are rolled back where they stay.
         for i in finish.rollback { sendOwn("ROLLBACK", to: i, kind: .finish, seq: c.finishSeq) }
         flushBackends()
@@ -286,15 +289,48 @@ extension ClientSessionHandler {
                     loop.execute { bound.value.deferredFollowerCommit(command, to: i, seq: seq, gid: gid) }
                 }
             }
-            if now { sendOwn(command, to: i, kind: .finish, seq: seq) }
+            if now { sendFinish(command, to: i, seq: seq) }
         }
         flushBackends()
     }
 
     func deferredFollowerCommit(_ command: String, to i: Int, seq: Int, gid: String) {
         guard let c = commit, c.gid == gid, c.awaitsFinish(i), backends[i].isLive else { return }
-        sendOwn(command, to: i, kind: .finish, seq: seq)
+        sendFinish(command, to: i, seq: seq)
         flushBackend(i)
+    }
+
+    /// The vote's COMMIT or ROLLBACK PREPARED on backend `i`. It runs on the client's connection, where
+    /// the client's `statement_timeout` would end it — on one backend alone (a follower's COMMIT
+    /// PREPARED slower than the lead's under load), which fails that backend ("COMMIT PREPARED failed
+    /// while the majority committed"): a client's setting failing a backend. PostgreSQL refuses COMMIT
+    /// PREPARED in a Query of several statements, so when the session may have a timeout
+    /// (`ownStatementsMayTimeOut`) the setting is put aside around it in Queries of pgchorus' own, and
+    /// given back as it was (a `SET` inside the committed transaction included).
+    private func sendFinish(_ command: String, to i: Int, seq: Int) {
+        let untimed = ownStatementsMayTimeOut
+        if untimed { sendOwn(Self.timeoutPutAsideSQL, to: i) }
+        sendOwn(command, to: i, kind: .finish, seq: seq)
+        if untimed { sendOwn(Self.timeoutGivenBackSQL, to: i) }
+    }
+
+    /// pgchorus' own statements on the client's connection (its schema, the vote's PREPARE and COMMIT
+    /// PREPARED) must not end by the client's `statement_timeout`: a timeout there says nothing of the
+    /// client's statements and, landing on one backend alone, failed it. Until 2026-12-07 they could
+    /// (`bench/cancel-storm.sh` with `STATEMENT_TIMEOUT_MS=20` on a fresh database: the schema's DDL
+    /// ended by the timeout, "schema pgchorus does not exist" for the next `DEFAULT now()` table).
+    /// In front of statements in one transaction that ends with them (a Query of several statements
+    /// outside a block, or a block ended by PREPARE TRANSACTION).
+    static let noTimeoutInTransaction = "SET LOCAL statement_timeout = 0; "
+    static let timeoutPutAsideSQL = "SELECT pg_catalog.set_config('pgchorus.statement_timeout', pg_catalog.current_setting('statement_timeout'), false), "
+        + "pg_catalog.set_config('statement_timeout', '0', false)"
+    static let timeoutGivenBackSQL = "SELECT pg_catalog.set_config('statement_timeout', "
+        + "COALESCE(pg_catalog.current_setting('pgchorus.statement_timeout', true), pg_catalog.current_setting('statement_timeout')), false)"
+
+    /// The session may have a `statement_timeout` (the lead's last answer, or a statement since that
+    /// may have changed it, or not asked yet).
+    var ownStatementsMayTimeOut: Bool {
+        statementTimeoutMilliseconds > 0 || replay.timeoutMayHaveChanged || !statementTimeoutKnown
     }
 
     // MARK: phase two
