@@ -14,21 +14,26 @@ import Wire
 /// client's cancel of a held statement is. A statement sent after a hold gets its full timeout on the
 /// backends: the bound is the held part plus PostgreSQL's own.
 ///
-/// The value is the lead's: `SHOW statement_timeout` (no snapshot, no lock) asked on the session's own
-/// connection there once the session is logged in (when it uses several backends), and again once the
-/// lead is idle outside a transaction block after a statement that may have changed it (a `SET` or
-/// `RESET` of it, `RESET ALL`, `DISCARD ALL`, `set_config()`, any text naming it): so a role's or
-/// database's default, the login's `options`, and a `SET` rolled back with its transaction all count.
-/// A change made inside a transaction block counts once the block has ended.
+/// The value is the lead's: `SHOW statement_timeout` (no snapshot, no lock) on the session's own
+/// connection there, asked once the session is logged in (when it uses several backends) and again
+/// after a statement that may have changed it (a `SET`, `SET LOCAL` or `RESET` of it, `RESET ALL`,
+/// `DISCARD ALL`, any text naming it) — once the client has every answer and the lead is idle outside
+/// a transaction block, or at the latest when a statement starts waiting, in which case the wait is
+/// timed from its start once the answer is in. So a role's or database's default, the login's
+/// `options`, and a `SET` undone by ROLLBACK all count.
 extension ClientSessionHandler {
     /// Asks the lead for the session's `statement_timeout` when it is not known or may have changed:
-    /// once the client has every answer (`flushClient`) — so whatever it sent has run on the lead —
-    /// while nothing of the session's runs there, outside a transaction block.
+    /// once the client has every answer (`flushClient`, `finishCycle`) — so whatever it sent has run
+    /// on the lead — while nothing of the session's runs there, outside a transaction block.
     func askStatementTimeoutIfDue() {
         guard phase == .relaying, liveCount > 1, !statementTimeoutKnown || replay.timeoutMayHaveChanged, readiesOwed == 0,
               heldFrames.isEmpty, currentGroup.isEmpty, waitingGroup == nil, epochWaiting == nil, backends[lead].isLive,
               backends[lead].phase == .ready, backends[lead].owed.isEmpty, lastStatus == .idle, commit == nil,
               !openExtendedGroup, openPartial == nil, !copyInProgress, !segments.inProgress else { return }
+        askStatementTimeout()
+    }
+
+    private func askStatementTimeout() {
         replay.timeoutMayHaveChanged = false
         statementTimeoutKnown = true
         statementTimeoutSeq = nextSeq
@@ -36,11 +41,13 @@ extension ClientSessionHandler {
         flushBackend(lead)
     }
 
-    /// A row of the lead's answer to `SHOW statement_timeout`.
+    /// A row of the lead's answer to `SHOW statement_timeout`: a statement waiting meanwhile is timed
+    /// from the start of its wait.
     func noteStatementTimeout(_ frame: PostgresFrame) {
         guard case let .dataRow(columns)? = try? BackendMessage(frame: frame), columns.count == 1,
               let value = columns[0].map({ String(buffer: $0) }) else { return }
         statementTimeoutMilliseconds = Self.milliseconds(ofSetting: value) ?? 0
+        if let since = heldSince, statementHeld { armHeldTimeout(since: since) }
     }
 
     /// A time setting as `SHOW` prints it (`0`, `500ms`, `5s`, `1min`, `2h`, `1d`; no unit: ms), in
@@ -64,8 +71,23 @@ extension ClientSessionHandler {
     /// `holdForCatalogChange`): its timeout runs from now. One timer per session at most: a timer armed
     /// for an earlier hold finds the current one's deadline when it fires.
     func noteHoldStarted() {
+        let since = NIODeadline.now()
+        heldSince = since
+        if !statementTimeoutKnown || replay.timeoutMayHaveChanged {
+            // Not known (the session has not been idle since it may have changed): asked now, behind
+            // what runs on the lead; the wait is timed once the answer is in. (A SET of it waiting
+            // here itself is seen only at the next statement that names it.)
+            guard liveCount > 1, backends[lead].isLive, backends[lead].phase == .ready, !(statementTimeoutSeq.map { backends[lead].owed.owes($0) } ?? false),
+                  lastStatus != .failed, !openExtendedGroup, openPartial == nil, !copyInProgress, !segments.inProgress else { return }
+            askStatementTimeout()
+            return
+        }
+        armHeldTimeout(since: since)
+    }
+
+    private func armHeldTimeout(since: NIODeadline) {
         guard statementTimeoutMilliseconds > 0, let context else { return }
-        let deadline = NIODeadline.now() + .milliseconds(Int64(statementTimeoutMilliseconds))
+        let deadline = since + .milliseconds(Int64(statementTimeoutMilliseconds))
         heldDeadline = deadline
         if let armed = heldTimer, armed.deadline <= deadline { return }
         heldTimer?.task.cancel()

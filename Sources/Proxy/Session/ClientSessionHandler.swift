@@ -203,7 +203,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var statementTimeoutKnown = false
     /// The hidden cycle asking it.
     var statementTimeoutSeq: Int?
-    /// When the statement held now runs out of its timeout, and the one timer that looks (with its deadline).
+    /// When the statement held now started waiting and runs out of its timeout, and the one timer
+    /// that looks (with its deadline).
+    var heldSince: NIODeadline?
     var heldDeadline: NIODeadline?
     var heldTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     // Commit epochs (see ClientSessionHandler+Epochs.swift).
