@@ -535,7 +535,7 @@ import Wire
     }
 
     /// A client's `statement_timeout` counts the time pgchorus holds its statement: a `SELECT 1` held
-    /// for its turn behind another session's 4 s `CREATE TABLE … AS` (which runs while nothing else
+    /// for its turn behind another session's 6 s `CREATE TABLE … AS` (which runs while nothing else
     /// does) is answered `57014` "canceling statement due to statement timeout" once its 1 s has run
     /// out — while the `CREATE TABLE … AS` still runs — and not run; the session goes on. The value is
     /// the session's as the lead has it: set by `SET` (the statement in autocommit), by the login's
@@ -553,20 +553,24 @@ import Wire
                 _ = try bySet.startup()
                 _ = try byLogin.startup(extra: [("options", "-c statement_timeout=1000")])
                 #expect(try bySet.query("SET statement_timeout = '1s'").allSatisfy { $0.errorState == nil })
-                let lead = servers[0]
+                // Watches the lead on a connection of its own (a psql per look took seconds on a loaded
+                // host: the DDL had ended there before the statement was sent).
+                let watcher = try RawPostgresClient(port: servers[0].port, timeoutSeconds: 60)
+                defer { watcher.disconnect() }
+                _ = try watcher.startup()
                 /// `x` runs a `CREATE TABLE … AS` of `seconds`; once it runs on the lead, `y` sends `SELECT 1`
                 /// and its reply is read: with it, whether `x` was still unanswered then.
                 func heldBehindDDL(_ y: RawPostgresClient, _ n: Int, seconds: Int) async throws -> ([BackendMessage], Bool) {
                     try await runBlocking { () throws -> ([BackendMessage], Bool) in
                         try x.send(.query("CREATE TABLE slow\(n) AS SELECT 1 AS x FROM pg_sleep(\(seconds))"))
                         let active = "select count(*) from pg_stat_activity where query like 'CREATE TABLE slow\(n)%' and state = 'active'"
-                        for _ in 0..<100 where (try? lead.psql(active)) != "1" { Thread.sleep(forTimeInterval: 0.05) }
+                        for _ in 0..<500 where (try? watcher.query(active))?.firstValue != "1" { Thread.sleep(forTimeInterval: 0.01) }
                         try y.send(.query("SELECT 1"))
                         let reply = try y.readUntilReady()
                         return (reply, x.bytesWaiting() == 0)
                     }
                 }
-                let (autocommit, ddlRanOn1) = try await heldBehindDDL(bySet, 1, seconds: 4)
+                let (autocommit, ddlRanOn1) = try await heldBehindDDL(bySet, 1, seconds: 6)
                 #expect(autocommit.compactMap(\.errorState) == ["57014"], "\(autocommit)")
                 #expect(autocommit.firstError?.message == "canceling statement due to statement timeout", "\(autocommit)")
                 #expect(autocommit.last == .readyForQuery(.idle), "\(autocommit)")
@@ -574,7 +578,7 @@ import Wire
                 #expect(try x.readUntilReady().allSatisfy { $0.errorState == nil })
 
                 #expect(try byLogin.query("BEGIN").allSatisfy { $0.errorState == nil })
-                let (inBlock, ddlRanOn2) = try await heldBehindDDL(byLogin, 2, seconds: 4)
+                let (inBlock, ddlRanOn2) = try await heldBehindDDL(byLogin, 2, seconds: 6)
                 #expect(inBlock.firstError?.message == "canceling statement due to statement timeout", "\(inBlock)")
                 #expect(inBlock.last == .readyForQuery(.failed), "\(inBlock)")
                 #expect(ddlRanOn2, "answered while the CREATE TABLE … AS still ran")

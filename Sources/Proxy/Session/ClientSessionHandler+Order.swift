@@ -762,6 +762,7 @@ extension ClientSessionHandler {
         guard catalogLoading else { return false }
         catalogWait = true
         holdCurrentGroup()
+        noteHoldStarted()
         return true
     }
 
@@ -828,11 +829,13 @@ extension ClientSessionHandler {
             flushBackends()
             catalogAbort = (fields, true)
             logger.info("pgchorus' catalog load ended the transaction block on the lead (\(fields.sqlState ?? "") \(fields.message ?? "")): the other backends' blocks are aborted too and the client's statement held for the load gets that error")
-        } else if catalogCancelled, catalogWait {
-            catalogAbort = (Self.heldStatementCancelled("The statement waited for pgchorus' catalog load after DDL; it was not run."), false)
-            logger.info("a statement held for the catalog load was cancelled by its client: not run")
+        } else if catalogCancelled || catalogTimedOut, catalogWait {
+            let error = catalogCancelled ? Self.heldStatementCancelled : Self.heldStatementTimedOut
+            catalogAbort = (error("The statement waited for pgchorus' catalog load after DDL; it was not run."), false)
+            logger.info("a statement held for the catalog load \(catalogCancelled ? "was cancelled by its client" : "ran out of its statement_timeout"): not run")
         }
         catalogCancelled = false
+        catalogTimedOut = false
         // A load that failed (e.g. in an aborted transaction) stores nothing: the catalog stays unknown.
         // Nor one that read an older snapshot of the session's REPEATABLE READ transaction: it could
         // miss DDL committed since (a SERIAL table's inserts would take no turn).

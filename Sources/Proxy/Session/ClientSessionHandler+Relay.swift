@@ -1388,6 +1388,7 @@ extension ClientSessionHandler {
         lead = next
         catalogLoading = false
         catalogCancelled = false
+        catalogTimedOut = false
         endCatalogWait()
         delivery.leadReplaced()
         logger.warning("lead backend of the session changed from \(old.description) to \(backends[lead].backend.description)")

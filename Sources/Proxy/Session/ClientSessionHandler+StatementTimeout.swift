@@ -110,14 +110,20 @@ extension ClientSessionHandler {
             return
         }
         heldDeadline = nil
+        if catalogWait {
+            // Answered once the load has ended (`catalogLoaded`), as a cancel is: the load runs on the
+            // lead under the same timeout.
+            catalogTimedOut = true
+            return
+        }
         answerHeldStatement(Self.heldStatementTimedOut, because: "ran out of its statement_timeout")
     }
 
-    /// A client statement waits inside pgchorus where no backend runs it: for its turn in the order of
-    /// commits and statements, for the sequence turn (not for the cluster-wide lock, which the lead
-    /// times), for the other nodes' acknowledgement of DDL.
+    /// A client statement waits inside pgchorus where no backend runs it: for the catalog load after
+    /// DDL, for its turn in the order of commits and statements, for the sequence turn (not for the
+    /// cluster-wide lock, which the lead times), for the other nodes' acknowledgement of DDL.
     var statementHeld: Bool {
-        epochWaiting != nil || (waitingGroup != nil && (catalogHold || (waitingTicket != nil && clusterOrderLockSeq == nil)))
+        catalogWait || epochWaiting != nil || (waitingGroup != nil && (catalogHold || (waitingTicket != nil && clusterOrderLockSeq == nil)))
     }
 
     /// PostgreSQL's answer to a statement that ran out of its `statement_timeout`, for one pgchorus held

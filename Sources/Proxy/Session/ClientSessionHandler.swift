@@ -269,6 +269,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var catalogAbort: (fields: ErrorFields, abortedEverywhere: Bool)?
     /// The client cancelled while its group was held for the catalog load.
     var catalogCancelled = false
+    /// The same for the client's `statement_timeout` running out meanwhile (`heldTimerFired`).
+    var catalogTimedOut = false
     /// A read sent to one backend only: kept until answered, to send it elsewhere if that backend fails.
     var routedRead: (seq: Int, bytes: ByteBuffer, target: Int)?
     var balanceCursor = Int.random(in: 0..<1024)
