@@ -326,7 +326,20 @@ import TestSupport
     /// A REPEATABLE READ transaction whose first statement waits for the turn more than a second:
     /// the look for a lock cycle must not take the transaction's snapshot on the lead alone (it is
     /// asked on a connection of the node's own). A row committed meanwhile is counted alike everywhere.
+    ///
+    /// On a host loaded enough that C's commit and B's statement take longer than A's 10 s, the node
+    /// ends A's wait as a likely lock cycle ("while no other turn ended", 40P01) before the row
+    /// commits: the scenario did not happen, and it is played once more on fresh servers (two clean-
+    /// clone CI runs of 2026-12-07 took 132 and 215 s for this test's 6 s and ended so).
     @Test func aRepeatableReadWaiterForTheTurnTakesItsSnapshotEverywhereAlike() async throws {
+        for attempt in 1...2 {
+            if try await repeatableReadWaiterScenario(lastAttempt: attempt == 2) { break }
+        }
+    }
+
+    /// False when A's wait was ended by the 10 s rule and `lastAttempt` is false (nothing checked).
+    func repeatableReadWaiterScenario(lastAttempt: Bool) async throws -> Bool {
+        let played = ManagedAtomicFlag()
         try await withPostgresServers(count: 2) { servers in
             try await withProxy(backends: servers) { proxy in
                 let clients = try turnClients(proxy, count: 4)
@@ -350,12 +363,17 @@ import TestSupport
                 #expect(bState == nil || bState == "40001", "\(bDone)")
                 #expect(try b.query(bState == nil ? "COMMIT" : "ROLLBACK").allSatisfy { $0.errorState == nil })
                 let aDone = try a.readUntilReady()
+                if !lastAttempt, aDone.firstError?.sqlState == "40P01", aDone.firstError?.message?.contains("while no other turn ended") == true {
+                    return
+                }
+                played.set()
                 #expect(aDone.allSatisfy { $0.errorState == nil }, "\(aDone)")
                 #expect(try a.query("COMMIT").allSatisfy { $0.errorState == nil })
                 try expectBackendsInStep(proxy, servers)
                 #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == (bState == nil ? "1,2" : "2"))
             }
         }
+        return played.isSet
     }
 
     /// The client cancels the statement that holds the sequence turn while it waits on the lead for a
