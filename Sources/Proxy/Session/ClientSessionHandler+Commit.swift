@@ -300,32 +300,23 @@ extension ClientSessionHandler {
         flushBackend(i)
     }
 
-    /// The vote's COMMIT or ROLLBACK PREPARED on backend `i`. It runs on the client's connection, where
-    /// the client's `statement_timeout` would end it — on one backend alone (a follower's COMMIT
-    /// PREPARED slower than the lead's under load), which fails that backend ("COMMIT PREPARED failed
-    /// while the majority committed"): a client's setting failing a backend. PostgreSQL refuses COMMIT
-    /// PREPARED in a Query of several statements, so when the session may have a timeout
-    /// (`ownStatementsMayTimeOut`) the setting is put aside around it in Queries of pgchorus' own, and
-    /// given back as it was (a `SET` inside the committed transaction included).
+    /// The vote's COMMIT or ROLLBACK PREPARED on backend `i`. (It runs under the client's
+    /// `statement_timeout`: PostgreSQL refuses it in a Query of several statements, and putting the
+    /// setting aside in Queries of pgchorus' own around it cost sessions with a timeout 14 % of their
+    /// TPC-B throughput on 2 backends — `bench/ab.sh`, 2026-12-07 — for a statement that rarely takes
+    /// long; not done. A COMMIT PREPARED ended by it fails that backend, as before.)
     private func sendFinish(_ command: String, to i: Int, seq: Int) {
-        let untimed = ownStatementsMayTimeOut
-        if untimed { sendOwn(Self.timeoutPutAsideSQL, to: i) }
         sendOwn(command, to: i, kind: .finish, seq: seq)
-        if untimed { sendOwn(Self.timeoutGivenBackSQL, to: i) }
     }
 
-    /// pgchorus' own statements on the client's connection (its schema, the vote's PREPARE and COMMIT
-    /// PREPARED) must not end by the client's `statement_timeout`: a timeout there says nothing of the
+    /// pgchorus' own statements on the client's connection (its schema, the vote's PREPARE) must not
+    /// end by the client's `statement_timeout`: a timeout there says nothing of the
     /// client's statements and, landing on one backend alone, failed it. Until 2026-12-07 they could
     /// (`bench/cancel-storm.sh` with `STATEMENT_TIMEOUT_MS=20` on a fresh database: the schema's DDL
     /// ended by the timeout, "schema pgchorus does not exist" for the next `DEFAULT now()` table).
     /// In front of statements in one transaction that ends with them (a Query of several statements
     /// outside a block, or a block ended by PREPARE TRANSACTION).
     static let noTimeoutInTransaction = "SET LOCAL statement_timeout = 0; "
-    static let timeoutPutAsideSQL = "SELECT pg_catalog.set_config('pgchorus.statement_timeout', pg_catalog.current_setting('statement_timeout'), false), "
-        + "pg_catalog.set_config('statement_timeout', '0', false)"
-    static let timeoutGivenBackSQL = "SELECT pg_catalog.set_config('statement_timeout', "
-        + "COALESCE(pg_catalog.current_setting('pgchorus.statement_timeout', true), pg_catalog.current_setting('statement_timeout')), false)"
 
     /// The session may have a `statement_timeout` (the lead's last answer, or a statement since that
     /// may have changed it, or not asked yet).
