@@ -28,6 +28,7 @@ import psycopg2.errors
 
 dsns, workers, seconds = sys.argv[1].split(";"), int(sys.argv[2]), float(sys.argv[3])
 timeout_ms = int(os.environ.get("STATEMENT_TIMEOUT_MS", "30000"))
+setup_dsn = dsns[0] + " options='-c statement_timeout=0'"  # (its DDL may wait for the other nodes' acknowledgement)
 dsns = [d + f" options='-c statement_timeout={timeout_ms}'" for d in dsns]
 gap = float(os.environ.get("CANCEL_GAP_MS", "10")) / 1000
 deadline = time.monotonic() + seconds
@@ -35,7 +36,7 @@ lock = threading.Lock()
 counts = {"committed": 0, "cancelled": 0, "timed out": 0, "rollbacks cancelled": 0, "cancels": 0, "unexpected": 0}
 conns = []
 
-setup = psycopg2.connect(dsns[0])
+setup = psycopg2.connect(setup_dsn)
 setup.autocommit = True
 with setup.cursor() as c:
     c.execute("drop table if exists storm_acc, storm_log")
