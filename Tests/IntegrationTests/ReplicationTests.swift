@@ -361,7 +361,8 @@ import TestSupport
                 let bDone = try b.readUntilReady()
                 let bState = bDone.compactMap(\.errorState).first
                 #expect(bState == nil || bState == "40001", "\(bDone)")
-                #expect(try b.query(bState == nil ? "COMMIT" : "ROLLBACK").allSatisfy { $0.errorState == nil })
+                let bEnd = try b.query(bState == nil ? "COMMIT" : "ROLLBACK")
+                #expect(bEnd.allSatisfy { $0.errorState == nil }, "B (\(bDone)) ended with \(bEnd)")
                 let aDone = try a.readUntilReady()
                 if !lastAttempt, aDone.firstError?.sqlState == "40P01", aDone.firstError?.message?.contains("while no other turn ended") == true {
                     return
