@@ -265,7 +265,7 @@ extension ClientSessionHandler {
                                     onlyFirst: shared.testHook == "exit-after-first-commit-prepared") else { return }
         nextSeq += 1
         commit = c
-        for i in finish.now { sendFinish(finish.command, to: i, seq: c.finishSeq) }
+        for i in finish.now { sendOwn(finish.command, to: i, kind: .finish, seq: c.finishSeq) }
         // Failed participants still in an (aborted) transaction block are rolled back where they stay.
         for i in finish.rollback { sendOwn("ROLLBACK", to: i, kind: .finish, seq: c.finishSeq) }
         flushBackends()
@@ -289,24 +289,15 @@ extension ClientSessionHandler {
                     loop.execute { bound.value.deferredFollowerCommit(command, to: i, seq: seq, gid: gid) }
                 }
             }
-            if now { sendFinish(command, to: i, seq: seq) }
+            if now { sendOwn(command, to: i, kind: .finish, seq: seq) }
         }
         flushBackends()
     }
 
     func deferredFollowerCommit(_ command: String, to i: Int, seq: Int, gid: String) {
         guard let c = commit, c.gid == gid, c.awaitsFinish(i), backends[i].isLive else { return }
-        sendFinish(command, to: i, seq: seq)
-        flushBackend(i)
-    }
-
-    /// The vote's COMMIT or ROLLBACK PREPARED on backend `i`. (It runs under the client's
-    /// `statement_timeout`: PostgreSQL refuses it in a Query of several statements, and putting the
-    /// setting aside in Queries of pgchorus' own around it cost sessions with a timeout 14 % of their
-    /// TPC-B throughput on 2 backends — `bench/ab.sh`, 2026-12-07 — for a statement that rarely takes
-    /// long; not done. A COMMIT PREPARED ended by it fails that backend, as before.)
-    private func sendFinish(_ command: String, to i: Int, seq: Int) {
         sendOwn(command, to: i, kind: .finish, seq: seq)
+        flushBackend(i)
     }
 
     /// pgchorus' own statements on the client's connection (its schema, the vote's PREPARE) must not
@@ -315,13 +306,17 @@ extension ClientSessionHandler {
     /// (`bench/cancel-storm.sh` with `STATEMENT_TIMEOUT_MS=20` on a fresh database: the schema's DDL
     /// ended by the timeout, "schema pgchorus does not exist" for the next `DEFAULT now()` table).
     /// In front of statements in one transaction that ends with them (a Query of several statements
-    /// outside a block, or a block ended by PREPARE TRANSACTION).
+    /// outside a block, or a block ended by PREPARE TRANSACTION). Not COMMIT/ROLLBACK PREPARED, which
+    /// PostgreSQL refuses in a Query of several statements: putting the setting aside in Queries of
+    /// pgchorus' own around it cost sessions with a timeout 14 % of their TPC-B throughput on 2 backends
+    /// (`bench/ab.sh`, 2026-12-07), for a statement that rarely takes long; one ended by the timeout
+    /// fails that backend, as before.
     static let noTimeoutInTransaction = "SET LOCAL statement_timeout = 0; "
 
     /// The session may have a `statement_timeout` (the lead's last answer, or a statement since that
     /// may have changed it, or not asked yet).
     var ownStatementsMayTimeOut: Bool {
-        statementTimeoutMilliseconds > 0 || replay.timeoutMayHaveChanged || !statementTimeoutKnown
+        statementTimeoutMilliseconds > 0 || statementTimeoutDue
     }
 
     // MARK: phase two

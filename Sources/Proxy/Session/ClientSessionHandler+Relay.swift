@@ -1039,7 +1039,7 @@ extension ClientSessionHandler {
             if exp.seq == beginAheadSeq { beginAheadAnswered(index, status: status) }
         }
         if !clusterUnlocksOwed.isEmpty || !clusterUnlockSeqs.isEmpty { retryClusterUnlocks(index, cycle: exp.seq, status: status) }
-        if !statementTimeoutKnown || replay.timeoutMayHaveChanged { askStatementTimeoutIfDue() }
+        if statementTimeoutDue { askStatementTimeoutIfDue() }
         releaseHeldReady()
         finishDrainIfDone()
     }

@@ -26,12 +26,15 @@ extension ClientSessionHandler {
     /// once the client has every answer (`flushClient`, `finishCycle`) — so whatever it sent has run
     /// on the lead — while nothing of the session's runs there, outside a transaction block.
     func askStatementTimeoutIfDue() {
-        guard phase == .relaying, liveCount > 1, !statementTimeoutKnown || replay.timeoutMayHaveChanged, readiesOwed == 0,
+        guard phase == .relaying, liveCount > 1, statementTimeoutDue, readiesOwed == 0,
               heldFrames.isEmpty, currentGroup.isEmpty, waitingGroup == nil, epochWaiting == nil, backends[lead].isLive,
               backends[lead].phase == .ready, backends[lead].owed.isEmpty, lastStatus == .idle, commit == nil,
               !openExtendedGroup, openPartial == nil, !copyInProgress, !segments.inProgress else { return }
         askStatementTimeout()
     }
+
+    /// The lead has not been asked yet, or a statement since may have changed the value.
+    var statementTimeoutDue: Bool { !statementTimeoutKnown || replay.timeoutMayHaveChanged }
 
     private func askStatementTimeout() {
         replay.timeoutMayHaveChanged = false
@@ -73,7 +76,7 @@ extension ClientSessionHandler {
     func noteHoldStarted() {
         let since = NIODeadline.now()
         heldSince = since
-        if !statementTimeoutKnown || replay.timeoutMayHaveChanged {
+        if statementTimeoutDue {
             // Not known (the session has not been idle since it may have changed): asked now, behind
             // what runs on the lead; the wait is timed once the answer is in. (A SET of it waiting
             // here itself is seen only at the next statement that names it.)

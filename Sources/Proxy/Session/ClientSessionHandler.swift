@@ -538,7 +538,7 @@ final class ClientSessionHandler: ChannelInboundHandler {
         writeGatheredClientBytes(context)
         context.flush()
         if readyUnflushed { readyUnflushed = false; trace("RF", "flushed") }
-        if !statementTimeoutKnown || replay.timeoutMayHaveChanged { askStatementTimeoutIfDue() }
+        if statementTimeoutDue { askStatementTimeoutIfDue() }
     }
 
     /// Sends a final error to the client and ends the session (the client reads the error even if it
