@@ -356,13 +356,12 @@ import TestSupport
                 }
                 #expect(dDone.allSatisfy { $0.errorState == nil }, "\(dDone)")
                 #expect(cDone.allSatisfy { $0.errorState == nil }, "\(cDone)")
-                // B waited on the lead while D committed there: the order cancels it with 40001 (the
-                // followers could not run it with the lead's snapshot) or it goes through.
-                let bDone = try b.readUntilReady()
-                let bState = bDone.compactMap(\.errorState).first
-                #expect(bState == nil || bState == "40001", "\(bDone)")
-                let bEnd = try b.query(bState == nil ? "COMMIT" : "ROLLBACK")
-                #expect(bEnd.allSatisfy { $0.errorState == nil }, "B (\(bDone)) ended with \(bEnd)")
+                // B waited on the lead while D committed there: the order cancels its statement with
+                // 40001 (the followers could not run it with the lead's snapshot), or — on a loaded host,
+                // its write not on the follower within the order's 1 s — dooms its transaction (COMMIT
+                // answered 40001), or it goes through. (Until 2026-12-07 the doom was not allowed for:
+                // this test failed so inside full parallel runs, the backends identical.)
+                let bCommitted = try Self.holderCommitsOrGets40001(b)
                 let aDone = try a.readUntilReady()
                 if !lastAttempt, aDone.firstError?.sqlState == "40P01", aDone.firstError?.message?.contains("while no other turn ended") == true {
                     return
@@ -371,7 +370,7 @@ import TestSupport
                 #expect(aDone.allSatisfy { $0.errorState == nil }, "\(aDone)")
                 #expect(try a.query("COMMIT").allSatisfy { $0.errorState == nil })
                 try expectBackendsInStep(proxy, servers)
-                #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == (bState == nil ? "1,2" : "2"))
+                #expect(try servers[0].psql("select string_agg(v::text, ',' order by id) from s") == (bCommitted ? "1,2" : "2"))
             }
         }
         return played.isSet
