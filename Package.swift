@@ -116,6 +116,10 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "pgchorusd", dependencies: ["Daemon"]),
+        // bench/relay-floor.sh's measuring stick: the least a SwiftNIO relay costs (not shipped).
+        .executableTarget(name: "relay-floor", dependencies: [.product(name: "NIOCore", package: "swift-nio"),
+                                                               .product(name: "NIOPosix", package: "swift-nio")],
+                          path: "bench/relay-floor", swiftSettings: [.swiftLanguageMode(.v5)]),
         .executableTarget(
             name: "pgchorus",
             dependencies: [
