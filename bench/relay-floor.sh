@@ -49,7 +49,9 @@ runuser -u postgres -- pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1
 "$FLOOR" $((BASE + 12)) "$DB" raw >"$WORK/raw.log" 2>&1 & PIDS+=($!)
 "$FLOOR" $((BASE + 13)) "$DB" framed >"$WORK/framed.log" 2>&1 & PIDS+=($!)
 sleep 2
-PGB=$(pgrep -x pgbouncer -n); [ -n "$PGB" ] || { echo "pgbouncer did not start: $(cat "$WORK/pgbouncer/log")" >&2; exit 1; }; PIDS+=("$PGB")
+for _ in $(seq 1 20); do [ -s "$WORK/pgbouncer/pid" ] && break; sleep 0.5; done
+PGB=$(cat "$WORK/pgbouncer/pid" 2>/dev/null || true)
+[ -n "$PGB" ] || { echo "pgbouncer did not start: $(cat "$WORK/pgbouncer/log" 2>/dev/null)" >&2; exit 1; }; PIDS+=("$PGB")
 pid_of() { case $1 in direct) echo "";; pgbouncer) echo "$PGB";; nio-raw) pgrep -f "relay-floor $((BASE + 12))";; nio-framed) pgrep -f "relay-floor $((BASE + 13))";; pgchorusd) pgrep -f "pgchorusd.*$WORK/demo/" | head -1;; esac; }
 port_of() { case $1 in direct) echo "$DB";; pgbouncer) echo $((BASE + 11));; nio-raw) echo $((BASE + 12));; nio-framed) echo $((BASE + 13));; pgchorusd) echo "$BASE";; esac; }
 cpu_of() { [ -n "$1" ] && awk '{ print $14 + $15 }' "/proc/$1/stat" || echo 0; }
