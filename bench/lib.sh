@@ -45,3 +45,30 @@ start_order_off_node() {
   for _ in $(seq 1 60); do grep -q "listening" "$dir/order-off.log" && break; sleep 0.5; done
   grep -q "listening" "$dir/order-off.log" || { tail -20 "$dir/order-off.log"; exit 1; }
 }
+
+# Starts pgbouncer (session mode, any user trusted) as postgres in directory $1, listening on
+# 127.0.0.1:$2 in front of the PostgreSQL server on 127.0.0.1:$3; waits for its pid file (at most
+# 10 s; else prints its log and stops the script) and sets PGBOUNCER_PID.
+start_pgbouncer() {
+  local dir=$1 port=$2 server=$3
+  mkdir -p "$dir"; chown postgres "$dir"
+  cat > "$dir/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$server dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = any
+pool_mode = session
+max_client_conn = 400
+default_pool_size = 100
+logfile = $dir/log
+pidfile = $dir/pid
+INI
+  chown postgres "$dir/pgbouncer.ini"
+  runuser -u postgres -- pgbouncer "$dir/pgbouncer.ini" >/dev/null 2>&1 &
+  for _ in $(seq 1 20); do [ -s "$dir/pid" ] && break; sleep 0.5; done
+  PGBOUNCER_PID=$(cat "$dir/pid" 2>/dev/null || true)
+  [ -n "$PGBOUNCER_PID" ] || { echo "pgbouncer did not start: $(cat "$dir/log" 2>/dev/null)" >&2; exit 1; }
+}

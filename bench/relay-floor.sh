@@ -29,29 +29,10 @@ start_demo "$BIN" "$BASE" 1 "$WORK/demo"
 DB=$(sed -n 's/.*db1 :\([0-9]*\).*/\1/p' "$WORK/demo.log" | head -1)
 pgbench -h 127.0.0.1 -p "$DB" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 
-mkdir -p "$WORK/pgbouncer"; chown postgres "$WORK/pgbouncer"
-cat > "$WORK/pgbouncer/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$DB dbname=postgres user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $((BASE + 11))
-unix_socket_dir =
-auth_type = any
-pool_mode = session
-max_client_conn = 400
-default_pool_size = 100
-logfile = $WORK/pgbouncer/log
-pidfile = $WORK/pgbouncer/pid
-INI
-chown postgres "$WORK/pgbouncer/pgbouncer.ini"
-runuser -u postgres -- pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
+start_pgbouncer "$WORK/pgbouncer" $((BASE + 11)) "$DB"; PGB=$PGBOUNCER_PID; PIDS+=("$PGB")
 "$FLOOR" $((BASE + 12)) "$DB" raw >"$WORK/raw.log" 2>&1 & PIDS+=($!)
 "$FLOOR" $((BASE + 13)) "$DB" framed >"$WORK/framed.log" 2>&1 & PIDS+=($!)
 sleep 2
-for _ in $(seq 1 20); do [ -s "$WORK/pgbouncer/pid" ] && break; sleep 0.5; done
-PGB=$(cat "$WORK/pgbouncer/pid" 2>/dev/null || true)
-[ -n "$PGB" ] || { echo "pgbouncer did not start: $(cat "$WORK/pgbouncer/log" 2>/dev/null)" >&2; exit 1; }; PIDS+=("$PGB")
 pid_of() { case $1 in direct) echo "";; pgbouncer) echo "$PGB";; nio-raw) pgrep -f "relay-floor $((BASE + 12))";; nio-framed) pgrep -f "relay-floor $((BASE + 13))";; pgchorusd) pgrep -f "pgchorusd.*$WORK/demo/" | head -1;; esac; }
 port_of() { case $1 in direct) echo "$DB";; pgbouncer) echo $((BASE + 11));; nio-raw) echo $((BASE + 12));; nio-framed) echo $((BASE + 13));; pgchorusd) echo "$BASE";; esac; }
 cpu_of() { [ -n "$1" ] && awk '{ print $14 + $15 }' "/proc/$1/stat" || echo 0; }
