@@ -12,7 +12,7 @@ DEB_PACKAGES := dpkg-dev binutils xz-utils lintian debootstrap systemd man-db
 SWIFT_FLAGS ?=
 DEMO_ARGS ?=
 
-.PHONY: all deps deb-deps build demo test test-psycopg2 test-deb deb release fuzz clean
+.PHONY: all deps deb-deps build demo test test-psycopg2 test-deb deb release release-product fuzz clean
 
 all: build
 
@@ -67,11 +67,18 @@ fuzz: deps
 
 # Release builds of the two executables (the package ships pgchorus alone, also pgchorusd by the
 # name it is started with; the benchmarks run .build/release/pgchorusd): Swift runtime linked
-# statically, full RELRO. By product: the test support targets need the test toolchain.
-RELEASE_FLAGS = -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
+# statically, full RELRO, and no run-time exclusivity checks in any module, SwiftNIO's included
+# (a sixth of pgchorusd's instructions per TPC-B transaction: BENCHMARKS.md; debug builds, which the
+# tests run, keep them). Packaging/build-deb.sh builds with the same flags. By product: the test
+# support targets need the test toolchain. `make release-product PRODUCT=relay-floor`: one more
+# product with the same flags (bench/relay-floor.sh).
+RELEASE_FLAGS = -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now -Xswiftc -enforce-exclusivity=unchecked
 release: deps
 	swift build $(RELEASE_FLAGS) --product pgchorus
 	swift build $(RELEASE_FLAGS) --product pgchorusd
+
+release-product:
+	swift build $(RELEASE_FLAGS) --product $(PRODUCT)
 
 clean:
 	rm -rf .build

@@ -13,7 +13,7 @@ export PATH="/opt/swift/usr/bin:/usr/lib/postgresql/15/bin:$PATH"
 SECS=${1:-5}
 TXS=${BREAKDOWN_TRANSACTIONS:-2000}
 BIN=${BIN:-.build/release}
-[ -n "${BIN_READY:-}" ] || swift build -c release >/dev/null
+[ -n "${BIN_READY:-}" ] || make -s release >/dev/null
 for tool in tcpdump strace; do command -v $tool >/dev/null || { echo "bench/breakdown.sh: needs $tool" >&2; exit 2; }; done
 WORK=$(mktemp -d /tmp/pgchorus-breakdown-XXXXXX); chmod 755 "$WORK"
 DEMO=""

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:/usr/lib/postgresql/15/bin:$PATH"
 RUNS=${1:-1}
 PORT=${PGCHORUS_BENCH_PORT:-17432}
-[ -x .build/release/pgchorus ] || swift build -c release >/dev/null
+[ -x .build/release/pgchorus ] || make -s release >/dev/null
 OUT="bench/results/fault-stall-$(date +%Y%m%d-%H%M).md"
 mkdir -p bench/results
 {

@@ -11,7 +11,7 @@ export PATH="/opt/swift/usr/bin:/usr/lib/postgresql/15/bin:$PATH"
 BACKENDS=${1:-3}; SECS=${2:-10}; CLIENTS=${3:-4}; REPS=${4:-2}
 PORT=${PGCHORUS_BENCH_PORT:-17432}
 BIN=${PGCHORUS_BIN:-}
-if [ -z "$BIN" ]; then swift build -c release >/dev/null; BIN=.build/release; fi
+if [ -z "$BIN" ]; then make -s release >/dev/null; BIN=.build/release; fi
 DIR=$(mktemp -d /tmp/pgchorus-bench-XXXXXX); chmod 755 "$DIR"
 "$BIN/pgchorus" demo --backends "$BACKENDS" --port "$PORT" --dir "$DIR/cluster" >"$DIR/demo.log" 2>&1 &
 DEMO=$!

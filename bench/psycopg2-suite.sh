@@ -20,7 +20,7 @@ NODES=${PSYCOPG2_NODES:-1}
 if [ "$NODES" -gt 1 ]; then HOST=127.0.0.2; CONF=node1/pgchorus.toml; else HOST=127.0.0.1; CONF=pgchorus.toml; fi
 # The release build, brought up to date (PGCHORUS_BIN=.build/debug to use the debug build as it is).
 BIN=${PGCHORUS_BIN:-.build/release}
-[ -n "${PGCHORUS_BIN:-}" ] || swift build -c release >/dev/null
+[ -n "${PGCHORUS_BIN:-}" ] || make -s release >/dev/null
 # Tests expected to fail through pgchorus (none since named cursors over clock_timestamp() live on the lead).
 KNOWN="${KNOWN:-}"
 

@@ -16,7 +16,7 @@ SCALES=${1:-"10 50"}
 RUNS=${2:-1}
 PORT=${PGCHORUS_BENCH_PORT:-17532}
 BIN=${PGCHORUS_BIN:-.build/release}
-if [ "$BIN" = .build/release ]; then swift build -c release >/dev/null; fi
+if [ "$BIN" = .build/release ]; then make -s release >/dev/null; fi
 OUT="bench/results/recovery-$(date +%Y%m%d-%H%M).md"
 mkdir -p bench/results
 {

@@ -18,8 +18,9 @@ ROUNDS=${ROUNDS:-3}; SECS=${SECS:-5}; CLIENTS=${CLIENTS:-8}; MODE=${MODE:-prepar
 BIN=${BIN:-.build/release}
 pick_bin relay-floor.sh pgchorus pgchorusd
 dpkg -s pgbouncer >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; }
-swift build -c release --static-swift-stdlib --product relay-floor >/dev/null
-FLOOR=$(swift build -c release --static-swift-stdlib --show-bin-path)/relay-floor
+# (With pgchorusd's own release flags: `make release-product`.)
+make -s release-product PRODUCT=relay-floor >/dev/null
+FLOOR=$(swift build -c release --show-bin-path)/relay-floor
 WORK=$(mktemp -d /tmp/pgchorus-floor-XXXXXX); chmod 755 "$WORK"
 DEMOS=(); PIDS=()
 trap 'for p in "${PIDS[@]:-}" "${DEMOS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT

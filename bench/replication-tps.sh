@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 BACKENDS=${1:-3}; SECONDS_PER_RUN=${2:-10}; CLIENTS=${3:-8}
 PORT=${PGCHORUS_BENCH_PORT:-16432}
-swift build -c release >/dev/null
+make -s release >/dev/null
 DIR=$(mktemp -d /tmp/pgchorus-bench-XXXXXX); chmod 755 "$DIR"
 LOG="$DIR/demo.log"
 DPORT=$((PORT + 100))

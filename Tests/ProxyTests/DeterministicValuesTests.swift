@@ -346,6 +346,11 @@ import Wire
         #expect(StatementAnalysis.numbersMasked("select t1.c2 from t1 where x = $1 and y = 1.5e3") == "select t1.c2 from t1 where x = $1 and y = 0.0e3")
         #expect(StatementAnalysis.numbersMasked("select 'a1 2', \"7x\", 'it''s 3' from t where id = 3") == "select 'a1 2', \"7x\", 'it''s 3' from t where id = 0")
         #expect(StatementAnalysis.numbersMasked("create table t1 (id int)") == nil)
+        // Where each number stood in the text and stands in the shape; other bytes (UTF-8 too) as they were.
+        let masked = StatementAnalysis.maskedShape("select 'é', ß1 from t where a = 123 and b = 4")
+        #expect(masked?.shape == "select 'é', ß1 from t where a = 0 and b = 0")
+        #expect(masked?.numbers == [.init(shapeAt: 34, textAt: 34, length: 3), .init(shapeAt: 44, textAt: 46, length: 1)])
+        #expect(StatementAnalysis.numbersMasked("") == nil && StatementAnalysis.numbersMasked("7") == "0")
         for unfollowed in ["select 1 -- one", "/* 1 */ select 1", "select $$1$$, 2", "select $f$ 1 $f$", "select E'\\'' , 1", "select 'unclosed 1", "select \"unclosed 1"] {
             #expect(StatementAnalysis.numbersMasked(unfollowed) == nil, "\(unfollowed)")
         }

@@ -161,6 +161,42 @@ import Wire
         #expect(!SessionReplay.mentions("tem", ["temp"]))
     }
 
+    /// The words `noteSQL` looks for are found in one scan, each by its bit, wherever they are.
+    @Test func oneScanFindsEachWordItIsAskedFor() {
+        let words = SessionReplay.noteWords
+        #expect(SessionReplay.mentioned("x TEMP y; DISCARD ALL", needles: words) == SessionReplay.discardFound | 16)
+        #expect(SessionReplay.mentioned("select set_config('statement_timeout', '1', false) with hold", needles: words)
+            == SessionReplay.setConfigFound | SessionReplay.statementTimeoutFound | 8)
+        #expect(SessionReplay.mentioned("select 1", needles: words) == 0)
+        #expect(SessionReplay.mentioned("", needles: words) == 0)
+        // Asked to stop at the first, it finds one of them.
+        #expect(SessionReplay.mentioned("temp discard", needles: words, stopAtFirst: true) == 16)
+    }
+
+    /// pgbench's TPC-B sends a new text for every statement, its keys written in: the texts of one
+    /// shape (`QueryText`) are kept as ordinary once, and one that differs in anything but its numbers
+    /// is looked at afresh.
+    @Test func textsThatDifferOnlyInTheirNumbersAreOrdinaryOnce() {
+        var r = SessionReplay()
+        for (aid, delta) in [(52311, 4977), (7, 12), (99999, 0)] {
+            r.note(frame(.query("UPDATE pgbench_accounts SET abalance = abalance + \(delta) WHERE aid = \(aid);")))
+        }
+        #expect(r.ordinary.count == 1 && r.unreplayable == nil)
+        // Each run of a text that names statement_timeout is looked at again, whatever its numbers.
+        for n in [10, 20] {
+            r.timeoutMayHaveChanged = false
+            r.note(frame(.query("select \(n); set statement_timeout = \(n)")))
+            #expect(r.timeoutMayHaveChanged)
+        }
+        // A custom setting's name is in quotes, which a shape keeps: a new name is a new shape.
+        r.note(frame(.query("select set_config('app.a', '1', false) where 1 = 1")))
+        r.note(frame(.query("select set_config('app.b', '1', false) where 2 = 2")))
+        #expect(r.customNames == ["app.a", "app.b"])
+        // A text of a kept shape but another word is not passed over.
+        r.note(frame(.query("SELECT * INTO TEMP t FROM pgbench_accounts WHERE aid = 5")))
+        #expect(r.unreplayable == "a temporary table")
+    }
+
     /// The words count where they are SQL, not inside a literal or a comment.
     @Test func wordsInLiteralsAndCommentsAreNotSessionState() {
         var r = SessionReplay()

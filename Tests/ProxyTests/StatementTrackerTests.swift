@@ -335,6 +335,26 @@ import Wire
         #expect(tracker.analyses.count == 1 && tracker.shapes.count == 1)
     }
 
+    /// The session hands the tracker the Query it decoded as it arrived (`QueryText`): the tracker
+    /// takes the text and shape from it for that message, and decodes any other message itself.
+    @Test func aQueryDecodedOnArrivalIsTakenForThatMessageOnly() throws {
+        var tracker = StatementTracker(refuseVolatile: true)
+        let now = FrontendMessage.query("insert into t values (1, now())")
+        tracker.query = QueryText(now.frame)
+        let given = process(&tracker, [now])
+        #expect(try decode(given.bytes) == [.query("insert into t values (1, '\(Self.t)'::timestamptz)")] && given.writes)
+        #expect(tracker.query == nil, "let go once processed")
+        // A text of the same shape, with the hint still that of the first: its own numbers go out.
+        let other = process(&tracker, [.query("insert into t values (2, now())")])
+        #expect(try decode(other.bytes) == [.query("insert into t values (2, '\(Self.t)'::timestamptz)")])
+        #expect(tracker.shapes.count == 1 && tracker.analyses.count == 0)
+        // A hint of another message is not taken for this one.
+        tracker.query = QueryText(FrontendMessage.query("select 1").frame)
+        let read = process(&tracker, [.query("delete from t where a = 3")])
+        #expect(try decode(read.bytes) == [.query("delete from t where a = 3")] && read.writes)
+        #expect(QueryText(FrontendMessage.sync.frame) == nil)
+    }
+
     /// Parses `statement` (one client parameter plus the time) in one group, then binds it in the next.
     func bindAfterParse(parameterFormats: [Int16], parameters: [ByteBuffer?], query: String, types: [Int32]) throws -> FrontendMessage.Bind? {
         var tracker = StatementTracker(refuseVolatile: true)

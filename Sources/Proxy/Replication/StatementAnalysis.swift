@@ -835,8 +835,9 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// there (`readers`: names whose every `pg_proc` row is), it is the read it looks like. PostgreSQL
     /// forbids data changes in such functions (in SQL and PL/pgSQL bodies; one that calls a volatile
     /// function that writes escapes the check, as PostgreSQL's documentation says), and pgpool-II judges
-    /// functions by the same mark.
-    public func resolved(readers: Set<String>?) -> StatementAnalysis {
+    /// functions by the same mark. (Consuming: on the path of every statement, the analysis given
+    /// back as it is moves instead of being copied field by field.)
+    public consuming func resolved(readers: Set<String>?) -> StatementAnalysis {
         if locksOnLeadAloneButForUnknownCalls, !locksOnLeadAlone, let readers,
            unknownCalls.allSatisfy({ readers.contains($0) || Self.advisoryLockFunctions.contains($0) }) {
             var a = self
@@ -846,9 +847,9 @@ public struct StatementAnalysis: Sendable, Equatable {
         guard readOnlyButForUnknownCalls, let readers, unknownCalls.isSubset(of: readers) else { return self }
         var a = self
         a.isReadOnly = true
-        a.isPlainRead = plainButForUnknownCalls
-        a.readsServerState = a.isPlainRead && (!volatileCalls.isEmpty || touchesServerState || readsPhysicalOrder)
-        a.perServerByOrderOnly = a.readsServerState && volatileCalls.isEmpty && !touchesServerState
+        a.isPlainRead = a.plainButForUnknownCalls
+        a.readsServerState = a.isPlainRead && (!a.volatileCalls.isEmpty || a.touchesServerState || a.readsPhysicalOrder)
+        a.perServerByOrderOnly = a.readsServerState && a.volatileCalls.isEmpty && !a.touchesServerState
         return a
     }
 
@@ -919,43 +920,52 @@ public struct StatementAnalysis: Sendable, Equatable {
 
     /// `numbersMasked`'s shape of `sql` and the numbers it replaced, in order.
     static func maskedShape(_ sql: String) -> (shape: String, numbers: [MaskedNumber])? {
-        let b = Array(sql.utf8)
-        // (A backslash may escape a quote: E'…\'…'.)
-        guard !b.contains(UInt8(ascii: "\\")) else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(b.count)
-        var numbers: [MaskedNumber] = []
-        var i = 0
-        func isDigit(_ c: UInt8) -> Bool { c >= 48 && c <= 57 }
-        let inName = SQLLexer.isIdentChar
-        while i < b.count {
-            let c = b[i]
-            switch c {
-            case UInt8(ascii: "'"), UInt8(ascii: "\""):
-                // A string or quoted name, copied as it is ('' and "" inside close and reopen it).
-                guard let close = b[(i + 1)...].firstIndex(of: c) else { return nil }
-                out.append(contentsOf: b[i...close])
-                i = close + 1
-            case UInt8(ascii: "$") where i + 1 < b.count && !isDigit(b[i + 1]):
-                return nil
-            case UInt8(ascii: "-") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "-"):
-                return nil
-            case UInt8(ascii: "/") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "*"):
-                return nil
-            case _ where isDigit(c) && !(i > 0 && inName(b[i - 1])):
-                let start = i
-                i += 1
-                while i < b.count, isDigit(b[i]) { i += 1 }
-                numbers.append(MaskedNumber(shapeAt: out.count, textAt: start, length: i - start))
-                out.append(UInt8(ascii: "0"))
-            default:
-                out.append(c)
-                i += 1
-                // The rest of a name's digits go as they are.
-                while i < b.count, isDigit(b[i]), inName(c) { out.append(b[i]); i += 1 }
+        // Runs on every Query a client sends (`QueryText`): over the text's bytes in place, the shape
+        // written straight into its string.
+        var text = sql
+        return text.withUTF8 { b -> (shape: String, numbers: [MaskedNumber])? in
+            // (A backslash may escape a quote: E'…\'…'.)
+            guard !b.contains(UInt8(ascii: "\\")) else { return nil }
+            var numbers: [MaskedNumber] = []
+            var followed = true
+            func isDigit(_ c: UInt8) -> Bool { c >= 48 && c <= 57 }
+            let inName = SQLLexer.isIdentChar
+            let shape = String(unsafeUninitializedCapacity: b.count) { out -> Int in
+                var i = 0
+                var o = 0
+                while i < b.count {
+                    let c = b[i]
+                    switch c {
+                    case UInt8(ascii: "'"), UInt8(ascii: "\""):
+                        // A string or quoted name, copied as it is ('' and "" inside close and reopen it).
+                        var close = i + 1
+                        while close < b.count, b[close] != c { close += 1 }
+                        guard close < b.count else { followed = false; return 0 }
+                        while i <= close { out[o] = b[i]; o += 1; i += 1 }
+                    case UInt8(ascii: "$") where i + 1 < b.count && !isDigit(b[i + 1]),
+                         UInt8(ascii: "-") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "-"),
+                         UInt8(ascii: "/") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "*"):
+                        followed = false
+                        return 0
+                    case _ where isDigit(c) && !(i > 0 && inName(b[i - 1])):
+                        let start = i
+                        i += 1
+                        while i < b.count, isDigit(b[i]) { i += 1 }
+                        numbers.append(MaskedNumber(shapeAt: o, textAt: start, length: i - start))
+                        out[o] = UInt8(ascii: "0")
+                        o += 1
+                    default:
+                        out[o] = c
+                        o += 1
+                        i += 1
+                        // The rest of a name's digits go as they are.
+                        while i < b.count, isDigit(b[i]), inName(c) { out[o] = b[i]; o += 1; i += 1 }
+                    }
+                }
+                return o
             }
+            return followed && !numbers.isEmpty ? (shape, numbers) : nil
         }
-        return numbers.isEmpty ? nil : (String(decoding: out, as: UTF8.self), numbers)
     }
 
     /// This analysis of a text whose numbers `maskedShape` gave as `numbers`, its byte ranges moved
@@ -974,8 +984,8 @@ public struct StatementAnalysis: Sendable, Equatable {
     }
 
     /// An analysis kept in its shape's terms (`intoShape`), its byte ranges moved into the text whose
-    /// numbers `maskedShape` gave as `numbers`.
-    func fromShape(_ numbers: [MaskedNumber]) -> StatementAnalysis {
+    /// numbers `maskedShape` gave as `numbers`. (Consuming, as `resolved`.)
+    consuming func fromShape(_ numbers: [MaskedNumber]) -> StatementAnalysis {
         movingRanges { r in
             var shift = 0
             for n in numbers {
@@ -988,7 +998,7 @@ public struct StatementAnalysis: Sendable, Equatable {
 
     /// This analysis with every byte range it holds given by `move` (itself when it holds none: the
     /// usual case, on the path of every statement); nil when `move` gives nil for one.
-    private func movingRanges(_ move: (Range<Int>) -> Range<Int>?) -> StatementAnalysis? {
+    private consuming func movingRanges(_ move: (Range<Int>) -> Range<Int>?) -> StatementAnalysis? {
         guard !fitsEveryTextOfItsShape else { return self }
         var a = self
         for k in a.timeExpressions.indices {

@@ -111,6 +111,10 @@ struct StatementTracker {
     /// Analyses of Query texts by their shape (`StatementAnalysis.numbersMasked`): a text that differs
     /// from one analysed before only in its numbers is not analysed again (`analysedQuery`).
     var shapes = TextMemo<StatementAnalysis>()
+    /// The last Query the session decoded as it arrived (`QueryText`): `process` takes its text and
+    /// shape from it instead of decoding the message again, when the message is that one, and lets it
+    /// go (a text of many megabytes is not kept past its statement).
+    var query: QueryText?
     var portals: [String: String] = [:]
     var refuseVolatile: Bool
     /// Refuse writes that pick rows by physical order (`replication.physical_order_writes`).
@@ -293,10 +297,14 @@ struct StatementTracker {
     /// (its `CURRENT_TIMESTAMP`, as in pgbench's `INSERT INTO pgbench_history`) are kept in the shape's
     /// terms and moved into each text's (`intoShape`, `fromShape`); an analysis with a number inside
     /// such a range is kept by text.
-    mutating func analysedQuery(_ sql: String) -> StatementAnalysis {
+    /// `masked`: the text's `StatementAnalysis.maskedShape`, when the session has worked it out already.
+    mutating func analysedQuery(_ sql: String, masked known: QueryText? = nil) -> StatementAnalysis {
+        // With the shape at hand it is looked up first; without, the text is (a lookup cheaper than
+        // working out the shape: `BEGIN`, a statement sent again). A text is kept by one or the other.
+        if let masked = known?.masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
         if let kept = analyses[sql] { return kept.analysis }
-        let masked = StatementAnalysis.maskedShape(sql)
-        if let masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
+        let masked = known != nil ? known?.masked : StatementAnalysis.maskedShape(sql)
+        if known == nil, let masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
         let analysis = StatementAnalysis(sql)
         if let masked, let shaped = analysis.intoShape(masked.numbers) {
             shapes.keep(shaped, for: masked.shape)
@@ -387,7 +395,10 @@ struct StatementTracker {
     /// Notes `PREPARE name AS …` (`noteDeallocation` forgets them). Nil otherwise; only texts beginning
     /// with one of those two words are lexed here.
     mutating func sqlPrepared(_ sql: String) -> StatementAnalysis? {
-        let head = sql.utf8.drop { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D }.prefix(7).map { $0 | 0x20 }
+        let start = sql.utf8.drop { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D }
+        // (Asked of every Query: the first letter rules out nearly all of them without building anything.)
+        guard let first = start.first.map({ $0 | 0x20 }), first == UInt8(ascii: "p") || first == UInt8(ascii: "e") else { return nil }
+        let head = start.prefix(7).map { $0 | 0x20 }
         guard head.elementsEqual("prepare".utf8) || head.elementsEqual("execute".utf8) else { return nil }
         let t = SQLLexer.tokens(sql, trivia: false)
         guard t.count >= 2, t[0].kind == .word, t[1].kind == .word || t[1].kind == .quotedIdentifier else { return nil }
@@ -442,6 +453,8 @@ struct StatementTracker {
     }
 
     mutating func process(_ frames: [PostgresFrame], timestamp: () -> String) -> Result {
+        let arrived = query
+        query = nil
         var result = Result()
         // One message passed on unchanged (the usual Query) is not copied: its bytes go as they came.
         let single = frames.count == 1
@@ -461,11 +474,12 @@ struct StatementTracker {
         for frame in frames {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
-                guard case let .query(sql)? = try? FrontendMessage(frame: frame) else {
+                let decoded = arrived.flatMap { $0.describes(frame) ? $0 : nil }
+                guard let sql = decoded?.sql ?? { if case let .query(sql)? = try? FrontendMessage(frame: frame) { sql } else { nil } }() else {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = sqlPrepared(sql) ?? analysedQuery(sql).resolved(readers: readers)
+                let analysis = sqlPrepared(sql) ?? analysedQuery(sql, masked: decoded).resolved(readers: readers)
                 noteDeallocation(Self.mayDeallocate(sql))
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }

@@ -23,25 +23,24 @@ struct SessionReplay {
     /// the lead for each by name (`settingsQuery`). Never forgotten: a RESET or DISCARD may be rolled back.
     private(set) var customNames: Set<String> = []
     static let maximumCustomNames = 256
-    /// The word of `DISCARD ALL` (`noteDrops`).
-    static let discardWord = [Array("discard".utf8)]
-    static let statementTimeoutWord = [Array("statement_timeout".utf8)]
     /// Why the session's state cannot be replayed on another backend (nil: it can).
     var unreplayable: String?
-    /// Texts seen to change nothing of this (a driver's statements come again and again).
+    /// Texts seen to change nothing of this (a driver's statements come again and again), by their
+    /// shape when they have numbers (`QueryText.masked`): what `noteSQL` looks for has no digit.
     var ordinary = TextMemo<Bool>()
     /// A statement may have changed the session's `statement_timeout` (the session asks the lead again).
     var timeoutMayHaveChanged = false
 
     /// Notes what a client message's text does to the session's state (when it arrives; a group's
-    /// named statements are followed when it is sent, `apply`).
-    mutating func note(_ frame: PostgresFrame) {
+    /// named statements are followed when it is sent, `apply`). `query`: the Query's text, decoded
+    /// already (else it is decoded here).
+    mutating func note(_ frame: PostgresFrame, query: QueryText? = nil) {
         switch frame.type {
         case FrontendMessage.Kind.parse.rawValue:
             guard case let .parse(p)? = try? FrontendMessage(frame: frame) else { return }
             noteSQL(p.query)
         case FrontendMessage.Kind.query.rawValue:
-            if case let .query(sql)? = try? FrontendMessage(frame: frame) { noteSQL(sql) }
+            if let query = query ?? QueryText(frame) { noteSQL(query.sql, shape: query.masked?.shape) }
         default:
             break
         }
@@ -92,8 +91,6 @@ struct SessionReplay {
         return gone
     }
 
-    static let setConfigWord = [Array("set_config".utf8)]
-
     /// A custom setting's name (`customNames`), quoted or not; others are ignored.
     mutating func noteCustomName(_ key: String) {
         var name = key
@@ -130,11 +127,19 @@ struct SessionReplay {
         finish()
     }
 
+    /// The words `noteSQL` looks for anywhere in a text, found in one scan (`mentioned`): `DISCARD ALL`
+    /// (`noteDrops`), `set_config(…)` (`noteSetConfigs`), `statement_timeout`, and those that may make
+    /// the session's state impossible to carry (`hold`, `temp`: looked at closer when one is there).
+    static let noteWords = ["discard", "set_config", "statement_timeout", "hold", "temp"].map { Array($0.utf8) }
+    static let discardFound: UInt64 = 1, setConfigFound: UInt64 = 2, statementTimeoutFound: UInt64 = 4
+    static let holdOrTempFound: UInt64 = 8 | 16
+
     /// Runs on every statement a client sends: it works on the text's bytes (a look at its first ones,
-    /// a scan for a few words) and builds nothing it does not keep; a text already seen to change
-    /// nothing is passed over at once.
-    mutating func noteSQL(_ sql: String) {
-        if ordinary[sql] != nil { return }
+    /// one scan for a few words) and builds nothing it does not keep; a text already seen to change
+    /// nothing — or one of its shape (`shape`: `QueryText.masked`) — is passed over at once.
+    mutating func noteSQL(_ sql: String, shape: String? = nil) {
+        let key = shape ?? sql
+        if ordinary[key] != nil { return }
         let head = Self.head(of: sql)
         func starts(_ p: String) -> Bool { head.starts(with: p.utf8) }
         if starts("set local ") || starts("set transaction") || starts("set constraints") {
@@ -161,13 +166,15 @@ struct SessionReplay {
                 return
             }
         }
+        let found = Self.mentioned(sql, needles: Self.noteWords)
         // (Such a text is never kept as ordinary: it is looked at each time.)
-        let drops = Self.mentions(sql, needles: Self.discardWord)
+        let drops = found & Self.discardFound != 0
         if drops { noteDrops(sql) }
-        // (Kept as ordinary afterwards if nothing else is there: the names are noted once.)
-        if Self.mentions(sql, needles: Self.setConfigWord) { noteSetConfigs(sql) }
+        // (Kept as ordinary afterwards if nothing else is there: the names are noted once. They are
+        // in quotes, which a shape keeps as they are.)
+        if found & Self.setConfigFound != 0 { noteSetConfigs(sql) }
         // (Never kept as ordinary: each run may change it.)
-        let namesTimeout = Self.mentions(sql, needles: Self.statementTimeoutWord)
+        let namesTimeout = found & Self.statementTimeoutFound != 0
         if drops || namesTimeout { timeoutMayHaveChanged = true }
         guard unreplayable == nil else { return }
         for (prefix, what) in Self.unreplayablePrefixes where starts(prefix) && !starts("prepare transaction") {
@@ -178,15 +185,15 @@ struct SessionReplay {
         }
         // The rest may sit anywhere in the text: a quick look for the words first, the lexer's words
         // (outside literals and comments) only when one is there.
-        guard Self.mentions(sql, needles: Self.wordsToLookAt) else {
-            if !drops, !namesTimeout { ordinary.keep(true, for: sql) }
+        guard found & Self.holdOrTempFound != 0 else {
+            if !drops, !namesTimeout { ordinary.keep(true, for: key) }
             return
         }
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
         func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = Self.temporaryTable }
-        if unreplayable == nil, !drops, !namesTimeout { ordinary.keep(true, for: sql) }
+        if unreplayable == nil, !drops, !namesTimeout { ordinary.keep(true, for: key) }
     }
 
     /// What the lead is asked for a backend being taken in: the names of the prepared statements it
@@ -236,8 +243,6 @@ struct SessionReplay {
         ("create global temp", temporaryTable), ("listen ", "LISTEN"), ("prepare ", "a prepared statement made with SQL PREPARE"),
         ("load ", "a loaded library"),
     ]
-    /// Words that may make it so anywhere in a statement (looked at closer when one is there).
-    static let wordsToLookAt = ["hold", "temp"].map { Array($0.utf8) }
 
     static func isSpace(_ c: UInt8) -> Bool { c == 32 || (c >= 9 && c <= 13) }
 
@@ -270,17 +275,28 @@ struct SessionReplay {
 
     /// `mentions` with the words as bytes (non-empty, lower-case ASCII).
     static func mentions(_ sql: String, needles: [[UInt8]]) -> Bool {
-        let scan = { (text: UnsafeBufferPointer<UInt8>) -> Bool in
-            guard text.count > 0 else { return false }
+        mentioned(sql, needles: needles, stopAtFirst: true) != 0
+    }
+
+    /// Which of `needles` (non-empty, lower-case ASCII; at most 64) `sql` has, ASCII case ignored, in
+    /// one scan: bit i set for `needles[i]`. `stopAtFirst`: the scan ends at the first found.
+    static func mentioned(_ sql: String, needles: [[UInt8]], stopAtFirst: Bool = false) -> UInt64 {
+        precondition(needles.count <= 64)
+        let all: UInt64 = needles.count == 64 ? ~0 : (1 << UInt64(needles.count)) - 1
+        let scan = { (text: UnsafeBufferPointer<UInt8>) -> UInt64 in
+            var found: UInt64 = 0
+            guard text.count > 0 else { return found }
             for i in 0..<text.count {
                 let c = text[i] >= 65 && text[i] <= 90 ? text[i] | 0x20 : text[i]
-                for n in needles where n[0] == c && i + n.count <= text.count {
+                for (j, n) in needles.enumerated() where n[0] == c && i + n.count <= text.count && found & (1 << UInt64(j)) == 0 {
                     var k = 1
                     while k < n.count, (text[i + k] >= 65 && text[i + k] <= 90 ? text[i + k] | 0x20 : text[i + k]) == n[k] { k += 1 }
-                    if k == n.count { return true }
+                    guard k == n.count else { continue }
+                    found |= 1 << UInt64(j)
+                    if stopAtFirst || found == all { return found }
                 }
             }
-            return false
+            return found
         }
         if let found = sql.utf8.withContiguousStorageIfAvailable(scan) { return found }
         return Array(sql.utf8).withUnsafeBufferPointer(scan)

@@ -132,12 +132,15 @@ extension ClientSessionHandler {
             readiesOwed += 1
             lastCycleEndedWithSync = kind == .sync
         }
-        if kind == .query, currentGroup.isEmpty, !admittingSegment, let parts = transactionSegments(frame) {
-            replay.note(frame)
+        // A Query's text is decoded once here for all that looks at it (`QueryText`).
+        let query = kind == .query ? QueryText(frame) : nil
+        if let query, currentGroup.isEmpty, !admittingSegment, let parts = transactionSegments(query) {
+            replay.note(frame, query: query)
             runSegments(parts)
             return
         }
-        if !admittingSegment { replay.note(frame) }
+        if !admittingSegment { replay.note(frame, query: query) }
+        tracker.query = query
         currentGroup.append(frame)
         currentGroupBytes += frame.bytes.readableBytes
         switch kind {

@@ -5,12 +5,11 @@ import Wire
 /// `QuerySegments` decides what passes and when the next part goes. Client messages that arrive
 /// meanwhile wait, in order.
 extension ClientSessionHandler {
-    /// Cuts `frame` into parts when it is a simple Query that needs it (several live backends, the
-    /// vote on): nil when it goes as it is.
-    func transactionSegments(_ frame: PostgresFrame) -> [PostgresFrame]? {
+    /// Cuts a simple Query into parts when it needs it (several live backends, the vote on): nil when
+    /// it goes as it is.
+    func transactionSegments(_ query: QueryText) -> [PostgresFrame]? {
         guard liveCount > 1, configuration.replication.twoPhaseCommit, votedCommitAvailable,
-              frame.type == FrontendMessage.Kind.query.rawValue, case let .query(sql)? = try? FrontendMessage(frame: frame),
-              let parts = StatementAnalysis.transactionSegments(of: sql) else { return nil }
+              let parts = StatementAnalysis.transactionSegments(of: query.sql) else { return nil }
         return parts.map { part in
             var b = ByteBuffer()
             FrontendMessage.query(part).encode(into: &b)
