@@ -5,6 +5,9 @@ import PackageDescription
 // them sit in SwiftNIO's ByteBuffer code inlined here; a callgrind profile of `pgbench -S` through
 // pgchorusd put swift_beginAccess and its bookkeeping at about 15 % of all instructions. Debug
 // builds, which the tests run, keep the checks.
+// `make release` and the package (Packaging/build-deb.sh) pass -enforce-exclusivity=unchecked to every
+// module, SwiftNIO's own code included, where most of the checks left were (BENCHMARKS.md, "Fewer
+// instructions per statement").
 let relayHotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
