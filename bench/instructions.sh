@@ -17,6 +17,8 @@ export PATH="/usr/lib/postgresql/15/bin:$PATH"
 N=1; [ "${1:-}" = "-n" ] && { N=$2; shift 2; }
 [ $# -ge 1 ] || { echo "usage: bench/instructions.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "bench/instructions.sh: needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+[ -x "$1/pgchorus" ] || { echo "bench/instructions.sh: no $1/pgchorus (the first build's demo starts the backends)" >&2; exit 2; }
+for bin in "$@"; do [ -x "$bin/pgchorusd" ] || { echo "bench/instructions.sh: no $bin/pgchorusd" >&2; exit 2; }; done
 TXS=${TXS:-300}; WARMUP=${WARMUP:-100}; MODE=${MODE:-simple}; SCRIPT=${SCRIPT:-tpcb-like}
 WORK=$(mktemp -d /tmp/pgchorus-instr-XXXXXX); chmod 755 "$WORK"
 DEMOS=(); VG=""
