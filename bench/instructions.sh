@@ -35,9 +35,7 @@ for bin in "$@"; do
   k=$((k + 1)); port=$((PORT + 20 + k))
   # valgrind 3.19 cannot read Swift 6.3's DWARF: a copy without the debug information (symbols kept).
   strip -g -o "$WORK/pgchorusd$k" "$bin/pgchorusd"
-  sed -e "s/^id = \"node1\"/id = \"callgrind$k\"/" -e "s/^listen_port = $PORT/listen_port = $port/" \
-      -e "s/^socket = \"admin.sock\"/socket = \"callgrind$k.sock\"/" -e "s/^state_directory = \"state\"/state_directory = \"callgrind$k-state\"/" \
-      "$WORK/demo/pgchorus.toml" >"$WORK/demo/callgrind$k.toml"
+  node_config "$WORK/demo" "$PORT" "$port" "callgrind$k" >"$WORK/demo/callgrind$k.toml"
   valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind$k.out" "$WORK/pgchorusd$k" --config "$WORK/demo/callgrind$k.toml" \
       >"$WORK/callgrind$k.log" 2>&1 &
   VG=$!

@@ -29,6 +29,16 @@ start_demo() {
   grep -q "demo ready" "$dir.log" || { tail -20 "$dir.log"; exit 1; }
 }
 
+# Prints the configuration of one more pgchorusd in front of the backends of the demo in directory $1
+# (whose own pgchorusd listens on port $2): listening on port $3, with node id, admin socket and state
+# directory named after $4.
+node_config() {
+  local dir=$1 port=$2 new=$3 name=$4
+  sed -e "s/^id = \"node1\"/id = \"$name\"/" -e "s/^listen_port = $port/listen_port = $new/" \
+      -e "s/^socket = \"admin.sock\"/socket = \"$name.sock\"/" -e "s/^state_directory = \"state\"/state_directory = \"$name-state\"/" \
+      "$dir/pgchorus.toml"
+}
+
 # Starts a second pgchorusd of build $1 in front of the backends of the demo in directory $2 (whose own
 # pgchorusd listens on port $3), on port $4, with `replication.commit_epochs = false` (the order of
 # commits and statements off; its own node id, admin socket and state directory; log $2/order-off.log),
@@ -36,9 +46,7 @@ start_demo() {
 # the script).
 start_order_off_node() {
   local bin=$1 dir=$2 port=$3 off=$4
-  sed -e 's/^id = "node1"/id = "order-off"/' -e "s/^listen_port = $port/listen_port = $off/" \
-      -e 's/^socket = "admin.sock"/socket = "order-off.sock"/' -e 's/^state_directory = "state"/state_directory = "order-off-state"/' \
-      "$dir/pgchorus.toml" >"$dir/order-off.toml"
+  node_config "$dir" "$port" "$off" order-off >"$dir/order-off.toml"
   printf '\n[replication]\ncommit_epochs = false\n' >>"$dir/order-off.toml"
   "$bin/pgchorusd" --config "$dir/order-off.toml" >"$dir/order-off.log" 2>&1 &
   PIDS+=($!)

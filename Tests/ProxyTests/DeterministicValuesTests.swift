@@ -404,19 +404,19 @@ import Wire
             == "update t set a = (\(v)::timestamptz)::timestamp(0), b = (\(v)::timestamptz)::timetz(2), c = (\(v)::timestamptz)::time(4) where id = 1")
         // The tracker: a text of a known shape is not analysed again; one that points into its text is.
         var tracker = StatementTracker(refuseVolatile: true)
-        _ = tracker.analysedQuery("UPDATE pgbench_accounts SET abalance = abalance + -5 WHERE aid = 7;")
+        _ = tracker.analysedQuery(QueryText(FrontendMessage.query("UPDATE pgbench_accounts SET abalance = abalance + -5 WHERE aid = 7;").frame)!)
         #expect(tracker.shapes.count == 1 && tracker.analyses.count == 0)
-        _ = tracker.analysedQuery("UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311;")
+        _ = tracker.analysedQuery(QueryText(FrontendMessage.query("UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311;").frame)!)
         #expect(tracker.shapes.count == 1 && tracker.analyses.count == 0)
         // One with a range to rewrite is kept by shape too, its range moved into each text.
-        let timed = tracker.analysedQuery("INSERT INTO h (aid, mtime) VALUES (3, CURRENT_TIMESTAMP)")
+        let timed = tracker.analysedQuery(QueryText(FrontendMessage.query("INSERT INTO h (aid, mtime) VALUES (3, CURRENT_TIMESTAMP)").frame)!)
         #expect(!timed.timeExpressions.isEmpty && tracker.shapes.count == 2 && tracker.analyses.count == 0)
         let other = "INSERT INTO h (aid, mtime) VALUES (41977, CURRENT_TIMESTAMP)"
-        let reused = tracker.analysedQuery(other)
+        let reused = tracker.analysedQuery(QueryText(FrontendMessage.query(other).frame)!)
         #expect(reused == StatementAnalysis(other) && tracker.shapes.count == 2)
         #expect(reused.rewriting(in: other, time: "'2026-12-05 12:00:00+00'", deterministic: true) == "INSERT INTO h (aid, mtime) VALUES (41977, '2026-12-05 12:00:00+00'::timestamptz)")
         // A number inside the range (a precision) keeps the analysis by text.
-        _ = tracker.analysedQuery("select localtime(3), 1")
+        _ = tracker.analysedQuery(QueryText(FrontendMessage.query("select localtime(3), 1").frame)!)
         #expect(tracker.shapes.count == 2 && tracker.analyses.count == 1)
     }
 

@@ -297,16 +297,13 @@ struct StatementTracker {
     /// (its `CURRENT_TIMESTAMP`, as in pgbench's `INSERT INTO pgbench_history`) are kept in the shape's
     /// terms and moved into each text's (`intoShape`, `fromShape`); an analysis with a number inside
     /// such a range is kept by text.
-    /// `masked`: the text's `StatementAnalysis.maskedShape`, when the session has worked it out already.
-    mutating func analysedQuery(_ sql: String, masked known: QueryText? = nil) -> StatementAnalysis {
-        // With the shape at hand it is looked up first; without, the text is (a lookup cheaper than
-        // working out the shape: `BEGIN`, a statement sent again). A text is kept by one or the other.
-        if let masked = known?.masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
+    /// The text's shape comes with it (`QueryText.masked`); a text is kept by one key or the other.
+    mutating func analysedQuery(_ query: QueryText) -> StatementAnalysis {
+        let sql = query.sql
+        if let masked = query.masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
         if let kept = analyses[sql] { return kept.analysis }
-        let masked = known != nil ? known?.masked : StatementAnalysis.maskedShape(sql)
-        if known == nil, let masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
         let analysis = StatementAnalysis(sql)
-        if let masked, let shaped = analysis.intoShape(masked.numbers) {
+        if let masked = query.masked, let shaped = analysis.intoShape(masked.numbers) {
             shapes.keep(shaped, for: masked.shape)
         } else {
             analyses.keep(Analysed(analysis), for: sql)
@@ -474,12 +471,12 @@ struct StatementTracker {
         for frame in frames {
             switch frame.type {
             case FrontendMessage.Kind.query.rawValue:
-                let decoded = arrived.flatMap { $0.describes(frame) ? $0 : nil }
-                guard let sql = decoded?.sql ?? { if case let .query(sql)? = try? FrontendMessage(frame: frame) { sql } else { nil } }() else {
+                guard let query = arrived.flatMap({ $0.describes(frame) ? $0 : nil }) ?? QueryText(frame) else {
                     passUnchanged(frame)
                     continue
                 }
-                let analysis = sqlPrepared(sql) ?? analysedQuery(sql, masked: decoded).resolved(readers: readers)
+                let sql = query.sql
+                let analysis = sqlPrepared(sql) ?? analysedQuery(query).resolved(readers: readers)
                 noteDeallocation(Self.mayDeallocate(sql))
                 result.note(analysis)
                 if single, rewrite { noteCursor(analysis, in: &result) }
