@@ -143,7 +143,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire", "State", "TestSupport",
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire", "State", "TestSupport", "LocalCluster",
                                                      .product(name: "NIOCore", package: "swift-nio"),
                                                      .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "StateTests", dependencies: ["State", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),

@@ -1,4 +1,7 @@
 @testable import Proxy
+import State
+import TestSupport
+import LocalCluster
 import Synchronization
 import Foundation
 import Testing
@@ -90,6 +93,34 @@ import Testing
 /// What sets a follower's sequences to the lead's after a sequence-drawing statement ended differently
 /// on the backends (`SequenceResync.setvals`).
 @Suite struct SequenceResyncTests {
+    /// The looks for a lock cycle keep their connection to the lead from one look to the next (one
+    /// `pgchorus-sequences` session on the lead after three looks), and open another when the lead
+    /// closed it (terminated here): the next look still answers.
+    @Test func theLooksForALockCycleKeepOneConnectionAndReplaceAClosedOne() async throws {
+        try await withPostgresServers(count: 1) { servers in
+            let server = servers[0]
+            let configuration = try Configuration.parse(text: "[node]\nid = \"t\"\n\n" + backendsTOML(servers), file: "test.toml")
+            let lead = configuration.backends[0]
+            let connections = SequenceResync.LookConnections()
+            let lookers = "select count(*) from pg_stat_activity where application_name = 'pgchorus-sequences'"
+            for _ in 0..<3 {
+                // A holder that waits for nobody: the look answers false.
+                let answer = SequenceResync.holderWaits(for: 1, holder: 2, lead: lead, database: "postgres",
+                                                        configuration: configuration, connections: connections)
+                #expect((try? answer.get()) == false, "\(answer)")
+            }
+            #expect(connections.count == 1)
+            #expect(try server.psql(lookers) == "1")
+            #expect(try server.psql("select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgchorus-sequences'") == "1")
+            let after = SequenceResync.holderWaits(for: 1, holder: 2, lead: lead, database: "postgres",
+                                                   configuration: configuration, connections: connections)
+            #expect((try? after.get()) == false, "\(after)")
+            #expect(try server.psql(lookers) == "1")
+            connections.closeAll()
+            #expect(connections.count == 0)
+        }
+    }
+
     @Test func onlyTheSequencesThatDifferAreSetAndANeverDrawnOneGoesBackToItsStart() {
         let lead: [String: SequenceResync.Value] = [
             "public.s_id_seq": .init(last: "7", start: "1"),

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import State
 import Synchronization
 
 /// Keeps sequence values identical on every backend. Statements that draw sequence values
@@ -112,14 +113,24 @@ public final class SequenceOrdering: Sendable {
         resyncPool.started.runIfActive(eventLoop: eventLoop, body)
     }
 
-    /// Runs `body` on the thread of the looks for a lock cycle; the result comes on `eventLoop`.
-    func runCycleLook<T: Sendable>(on eventLoop: EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
-        cycleLookPool.started.runIfActive(eventLoop: eventLoop, body)
+    /// The looks' connections to the leads, kept from one look to the next (touched on that thread only).
+    private let cycleLookConnections = SequenceResync.LookConnections()
+
+    /// Runs `body` on the thread of the looks for a lock cycle, with the connections kept there; the
+    /// result comes on `eventLoop`.
+    func runCycleLook<T: Sendable>(on eventLoop: EventLoop,
+                                   _ body: @escaping @Sendable (SequenceResync.LookConnections) -> T) -> EventLoopFuture<T> {
+        let connections = cycleLookConnections
+        return cycleLookPool.started.runIfActive(eventLoop: eventLoop) { body(connections) }
     }
 
-    /// Stops both threads (the server is closing).
+    /// Stops both threads (the server is closing); the looks' connections close once their thread has ended.
     func shutdown() {
         resyncPool.shutdown()
+        let connections = cycleLookConnections
+        if let pool = cycleLookPool.ifStarted {
+            pool.submit { _ in connections.closeAll() }
+        }
         cycleLookPool.shutdown()
     }
 

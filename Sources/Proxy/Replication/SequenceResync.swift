@@ -61,15 +61,51 @@ enum SequenceResync {
     }
 
     /// Whether server process `holder` on the lead waits for `waiter`, directly or through others (the
-    /// closure of `pg_blocking_pids`; finite: each process is taken once); nil when the lead cannot
+    /// closure of `pg_blocking_pids`; finite: each process is taken once), or why the lead could not
     /// say. Asked on a connection of the node's own: a query on the waiter's session would take its
     /// transaction's snapshot on the lead alone under REPEATABLE READ.
+    /// The connection comes from `connections` (kept between looks: a waiter looks every second, and
+    /// a fresh connection each time cost the lead a fork and an authentication — seconds on a
+    /// saturated machine, where until 2026-12-07 the looks could go unanswered for the whole 10 s a
+    /// waiter waits, once in a CI run); a connection that fails is dropped, the next look opens another.
     static func holderWaits(for waiter: Int32, holder: Int32, lead: Configuration.Backend, database: String,
-                            configuration: Configuration) -> Bool? {
-        guard let c = try? connect(lead, database: database, configuration: configuration),
-              let rows = try? c.simpleQuery(cycleSQL(holder: holder, waiter: waiter), timeout: 5),
-              let answer = rows.first?.first ?? nil else { return nil }
-        return answer == "t"
+                            configuration: Configuration, connections: LookConnections) -> Result<Bool, LibPQConnection.Failure> {
+        do {
+            let rows = try connections.run(key: "\(lead.id)\u{0}\(database)",
+                                           connect: { try connect(lead, database: database, configuration: configuration) }) {
+                try $0.simpleQuery(cycleSQL(holder: holder, waiter: waiter), timeout: 5)
+            }
+            guard let answer = rows.first?.first ?? nil else {
+                return .failure(LibPQConnection.Failure(description: "\(lead.description): no answer row"))
+            }
+            return .success(answer == "t")
+        } catch let failure as LibPQConnection.Failure {
+            return .failure(failure)
+        } catch {
+            return .failure(LibPQConnection.Failure(description: "\(lead.description): \(error)"))
+        }
+    }
+
+    /// Connections of the node's own kept open for the looks for a lock cycle, one per lead backend
+    /// and database: used on the looks' one thread only (hence unchecked), each checked before use
+    /// (a lead that restarted closed it) and dropped when a statement on it fails (a timeout leaves it
+    /// unusable). At most one per backend and database the node's sessions wait in.
+    final class LookConnections: @unchecked Sendable {
+        private var open: [String: LibPQConnection] = [:]
+
+        func run<T>(key: String, connect: () throws -> LibPQConnection, _ body: (LibPQConnection) throws -> T) throws -> T {
+            if let kept = open[key], kept.closedByServer() { open[key] = nil }
+            let c = try open[key] ?? connect()
+            open[key] = nil
+            let result = try body(c)
+            open[key] = c
+            return result
+        }
+
+        func closeAll() { open = [:] }
+
+        /// How many are open (for tests).
+        var count: Int { open.count }
     }
 
     static func cycleSQL(holder: Int32, waiter: Int32) -> String {

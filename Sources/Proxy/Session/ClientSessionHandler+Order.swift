@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import Wire
+import State
 
 extension ClientSessionHandler {
     /// A wait for the sequence turn with no turn ending meanwhile is a lock cycle, when the waiter's
@@ -137,6 +138,7 @@ extension ClientSessionHandler {
         waitingGroup = (bytes, cycle, wrap, flags)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
+        orderCycleLookFailure = nil
         armOrderTimer(since: .now())
         noteHoldStarted()
         if OrderTrace.enabled { trace("SW", "sequence turn wanted \(traceText(of: bytes))") }
@@ -634,18 +636,37 @@ extension ClientSessionHandler {
         let database = self.database
         let configuration = self.configuration
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        shared.sequenceOrdering.runCycleLook(on: context.eventLoop) {
-            SequenceResync.holderWaits(for: waiter, holder: holder.pid, lead: leadBackend, database: database, configuration: configuration)
+        shared.sequenceOrdering.runCycleLook(on: context.eventLoop) { connections in
+            SequenceResync.holderWaits(for: waiter, holder: holder.pid, lead: leadBackend, database: database,
+                                       configuration: configuration, connections: connections)
         }.whenComplete { result in
-            bound.value.orderCycleChecked(waiter: waiter, found: (try? result.get()) ?? nil)
+            let answer: Result<Bool, LibPQConnection.Failure>
+            switch result {
+            case let .success(looked): answer = looked
+            case let .failure(error): answer = .failure(LibPQConnection.Failure(description: "the node's thread pool: \(error)"))
+            }
+            bound.value.orderCycleChecked(waiter: waiter, holder: holder.pid, answer: answer)
         }
     }
 
-    /// The lead answered the look for a lock cycle (`found` nil: it could not say).
-    private func orderCycleChecked(waiter: Int32, found: Bool?) {
+    /// The lead answered the look for a lock cycle, or could not (logged the first time in a wait, and
+    /// said in the error if the wait ends by `orderTimedOut`: a cycle the look could not see).
+    private func orderCycleChecked(waiter: Int32, holder: Int32, answer: Result<Bool, LibPQConnection.Failure>) {
         orderCycleChecking = false
         guard waitingGroup != nil, phase == .relaying else { return }
-        guard found == true, backends[lead].isLive, backends[lead].login.processID == waiter else {
+        var found = false
+        switch answer {
+        case let .success(waits):
+            found = waits
+            logger.debug("looked for a lock cycle through the sequence turn", metadata: [
+                "holder_pid": "\(holder)", "waiter_pid": "\(waiter)", "holder_waits": "\(waits)"])
+        case let .failure(failure):
+            if orderCycleLookFailure == nil {
+                logger.warning("could not ask the lead whether the sequence turn's holder waits for this session's locks: \(failure.description)")
+            }
+            orderCycleLookFailure = failure.description
+        }
+        guard found, backends[lead].isLive, backends[lead].login.processID == waiter else {
             armOrderCycleCheck()
             return
         }
@@ -682,7 +703,10 @@ extension ClientSessionHandler {
         let message = moved || holdsNothing
             ? "pgchorus waited \(seconds) s for its turn to draw sequence values, the longest a statement waits"
             : "pgchorus waited \(seconds) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely)"
-        let detail = moved || holdsNothing ? "Other sessions' statements held the turn that long. " : ""
+        var detail = moved || holdsNothing ? "Other sessions' statements held the turn that long. " : ""
+        if !(moved || holdsNothing), let why = orderCycleLookFailure {
+            detail += "The lead could not be asked whether the turn's holder waits for this session (\(why)). "
+        }
         // Another session holds the order while its statement waits, perhaps on a lock this session's
         // transaction holds: the statement fails and the transaction is aborted on every backend,
         // which lets those locks go (until 2026-12-06 the session was ended).

@@ -249,6 +249,9 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// being answered.
     var orderCycleTimer: Scheduled<Void>?
     var orderCycleChecking = false
+    /// Why the lead could not be asked about a lock cycle in this wait for the turn, the last time it
+    /// could not (nil: every look was answered); logged the first time, said in `orderTimedOut`'s error.
+    var orderCycleLookFailure: String?
     /// When this session began waiting for the sequence turn, and who held it at the last look.
     var orderWait: (since: NIODeadline, holder: Int?)?
     var catalogLoading = false

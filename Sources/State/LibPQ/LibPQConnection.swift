@@ -8,7 +8,7 @@ import Glibc
 /// Every call blocks: run it on a dedicated thread (an `NIOThreadPool`), never on Swift's
 /// cooperative pool. One connection belongs to one thread at a time.
 public final class LibPQConnection {
-    public struct Failure: Error, CustomStringConvertible {
+    public struct Failure: Error, CustomStringConvertible, Sendable {
         public var description: String
         public var sqlState: String?
 
