@@ -53,9 +53,10 @@ enum SequenceResync {
     }
 
     /// A connection of the node's own (`replication.resolver_user`) to `database` on `b`.
-    static func connect(_ b: Configuration.Backend, database: String, configuration: Configuration) throws -> LibPQConnection {
+    static func connect(_ b: Configuration.Backend, database: String, configuration: Configuration,
+                        timeout: Int = 5) throws -> LibPQConnection {
         try LibPQConnection(LibPQConnection.conninfo(b, database: database, user: configuration.replication.resolverUser,
-                                                     password: configuration.replication.resolverPassword, connectTimeout: 5,
+                                                     password: configuration.replication.resolverPassword, connectTimeout: timeout,
                                                      application: "pgchorus-sequences"),
                             target: "\(b.description) database \(database)")
     }
@@ -72,7 +73,8 @@ enum SequenceResync {
                             configuration: Configuration, connections: LookConnections) -> Result<Bool, LibPQConnection.Failure> {
         do {
             let rows = try connections.run(key: "\(lead.id)\u{0}\(database)",
-                                           connect: { try connect(lead, database: database, configuration: configuration) }) {
+                                           connect: { try connect(lead, database: database, configuration: configuration,
+                                                                  timeout: lookConnectTimeout) }) {
                 try $0.simpleQuery(cycleSQL(holder: holder, waiter: waiter), timeout: 5)
             }
             guard let answer = rows.first?.first ?? nil else {
@@ -85,6 +87,11 @@ enum SequenceResync {
             return .failure(LibPQConnection.Failure(description: "\(lead.description): \(error)"))
         }
     }
+
+    /// How long the first look in a database waits for its connection: most of the 10 s a waiter
+    /// waits before the fallback (the first look comes after 1 s), as a saturated lead may take
+    /// seconds to fork and authenticate it (the health check's 10 s timeout says the same).
+    static let lookConnectTimeout = 8
 
     /// Connections of the node's own kept open for the looks for a lock cycle, one per lead backend
     /// and database: used on the looks' one thread only (hence unchecked), each checked before use
