@@ -340,6 +340,61 @@ import Wire
         #expect(catalog.lockStateRoutines == ["take_job"])
     }
 
+    /// `maskedShape` scans with a table of byte classes and copies a name as one run (2026-12-07):
+    /// it gives what the rules byte by byte give (`maskedShapeByTheRules`, the scan it replaced), on
+    /// 20 000 random texts of the bytes those rules look at (seeded: the same texts every run).
+    @Test func theTableDrivenScanGivesWhatTheRulesByteByByteGive() {
+        let pieces = ["a", "Z", "_", "1", "23", "0", "$", "$1", "-", "--", "/", "/*", "*", "'", "''", "\"", " ", ".", "e", "é", "ß", ",", "(", ")", "=", "+", "\\", ";", "x9"]
+        var state: UInt64 = 20261207
+        func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state >> 33 }  // (an LCG's high bits)
+        var differing: [String] = []
+        for _ in 0..<20_000 {
+            let count = Int(next() % 24)
+            let text = (0..<count).map { _ in pieces[Int(next() % UInt64(pieces.count))] }.joined()
+            let table = StatementAnalysis.maskedShape(text)
+            let rules = maskedShapeByTheRules(text)
+            if table?.shape != rules?.shape || table?.numbers != rules?.numbers { differing.append(text) }
+        }
+        #expect(differing.isEmpty, "\(differing.prefix(5))")
+    }
+
+    /// The rules of `maskedShape`, byte by byte, as it was written until 2026-12-07 (the reference of
+    /// the test above).
+    func maskedShapeByTheRules(_ sql: String) -> (shape: String, numbers: [StatementAnalysis.MaskedNumber])? {
+        let b = Array(sql.utf8)
+        guard !b.contains(UInt8(ascii: "\\")) else { return nil }
+        func isDigit(_ c: UInt8) -> Bool { c >= 48 && c <= 57 }
+        var out: [UInt8] = []
+        var numbers: [StatementAnalysis.MaskedNumber] = []
+        var i = 0
+        while i < b.count {
+            let c = b[i]
+            switch c {
+            case UInt8(ascii: "'"), UInt8(ascii: "\""):
+                var close = i + 1
+                while close < b.count, b[close] != c { close += 1 }
+                guard close < b.count else { return nil }
+                out += b[i...close]
+                i = close + 1
+            case UInt8(ascii: "$") where i + 1 < b.count && !isDigit(b[i + 1]),
+                 UInt8(ascii: "-") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "-"),
+                 UInt8(ascii: "/") where i + 1 < b.count && b[i + 1] == UInt8(ascii: "*"):
+                return nil
+            case _ where isDigit(c) && !(i > 0 && SQLLexer.isIdentChar(b[i - 1])):
+                let start = i
+                i += 1
+                while i < b.count, isDigit(b[i]) { i += 1 }
+                numbers.append(.init(shapeAt: out.count, textAt: start, length: i - start))
+                out.append(UInt8(ascii: "0"))
+            default:
+                out.append(c)
+                i += 1
+                while i < b.count, isDigit(b[i]), SQLLexer.isIdentChar(c) { out.append(b[i]); i += 1 }
+            }
+        }
+        return numbers.isEmpty ? nil : (String(decoding: out, as: UTF8.self), numbers)
+    }
+
     @Test func textsDifferingOnlyInTheirNumbersShareOneAnalysis() {
         #expect(StatementAnalysis.numbersMasked("UPDATE pgbench_accounts SET abalance = abalance + -4977 WHERE aid = 52311;")
             == "UPDATE pgbench_accounts SET abalance = abalance + -0 WHERE aid = 0;")
@@ -580,3 +635,4 @@ import Wire
         }
     }
 }
+
