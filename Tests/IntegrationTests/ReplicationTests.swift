@@ -237,7 +237,7 @@ import TestSupport
     /// The scene of the two tests above: A holds a row, B (in a block) holds the turn while its insert
     /// waits for that row on the lead, A's insert waits for the turn. A's insert must fail with an
     /// ERROR 40P01 (`check` looks at it further), A's block aborted and rolled back; then B goes on and
-    /// commits, the backends alike.
+    /// commits, the backends alike, and the looks' connection is gone.
     func lockCycleThroughTheTurn(_ proxy: RunningProxy, _ servers: [LocalPostgresServer],
                                  check: (ErrorFields) -> Void) async throws {
         let clients = try turnClients(proxy, count: 2)
@@ -259,6 +259,11 @@ import TestSupport
         #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
         try expectBackendsInStep(proxy, servers)
         #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0")
+        // The looks' connection went with the wait: nothing of the node's stays in the database (it
+        // would stand in the way of a DROP DATABASE).
+        #expect(try await eventually(10) {
+            try servers[0].psql("select count(*) from pg_stat_activity where application_name = 'pgchorus-sequences'") == "0"
+        })
     }
 
     /// The same cycle through a third session: B holds the turn while its insert waits on C's row lock,

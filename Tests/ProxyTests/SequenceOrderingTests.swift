@@ -94,8 +94,8 @@ import Testing
 /// on the backends (`SequenceResync.setvals`).
 @Suite struct SequenceResyncTests {
     /// The looks for a lock cycle keep their connection to the lead from one look to the next (one
-    /// `pgchorus-sequences` session on the lead after three looks), and open another when the lead
-    /// closed it (terminated here): the next look still answers.
+    /// `pgchorus-sequences` session on the lead after three looks), open another when the lead closed
+    /// it (terminated here): the next look still answers; closed when the wait ends.
     @Test func theLooksForALockCycleKeepOneConnectionAndReplaceAClosedOne() async throws {
         try await withPostgresServers(count: 1) { servers in
             let server = servers[0]
@@ -116,8 +116,10 @@ import Testing
                                                    configuration: configuration, connections: connections)
             #expect((try? after.get()) == false, "\(after)")
             #expect(try server.psql(lookers) == "1")
-            connections.closeAll()
+            // The wait ended: closed, nothing of the node's left in the database.
+            connections.close(SequenceResync.lookKey(lead: lead, database: "postgres"))
             #expect(connections.count == 0)
+            #expect(try await eventually(10) { try server.psql(lookers) == "0" })
         }
     }
 

@@ -124,6 +124,14 @@ public final class SequenceOrdering: Sendable {
         return cycleLookPool.started.runIfActive(eventLoop: eventLoop) { body(connections) }
     }
 
+    /// Closes the looks' connection of `key` (`SequenceResync.lookKey`) on their thread, after any look
+    /// under way: a wait that looked has ended. (Another session still waiting there opens another at
+    /// its next look.)
+    func closeCycleLook(_ key: String) {
+        let connections = cycleLookConnections
+        cycleLookPool.ifStarted?.submit { _ in connections.close(key) }
+    }
+
     /// Stops both threads (the server is closing); the looks' connections close once their thread has ended.
     func shutdown() {
         resyncPool.shutdown()

@@ -72,7 +72,7 @@ enum SequenceResync {
     static func holderWaits(for waiter: Int32, holder: Int32, lead: Configuration.Backend, database: String,
                             configuration: Configuration, connections: LookConnections) -> Result<Bool, LibPQConnection.Failure> {
         do {
-            let rows = try connections.run(key: "\(lead.id)\u{0}\(database)",
+            let rows = try connections.run(key: lookKey(lead: lead, database: database),
                                            connect: { try connect(lead, database: database, configuration: configuration,
                                                                   timeout: lookConnectTimeout) }) {
                 try $0.simpleQuery(cycleSQL(holder: holder, waiter: waiter), timeout: 5)
@@ -88,6 +88,9 @@ enum SequenceResync {
         }
     }
 
+    /// The key of the looks' connection to `lead` in `database` (`LookConnections`).
+    static func lookKey(lead: Configuration.Backend, database: String) -> String { "\(lead.id)\u{0}\(database)" }
+
     /// How long the first look in a database waits for its connection: most of the 10 s a waiter
     /// waits before the fallback (the first look comes after 1 s), as a saturated lead may take
     /// seconds to fork and authenticate it (the health check's 10 s timeout says the same).
@@ -96,7 +99,8 @@ enum SequenceResync {
     /// Connections of the node's own kept open for the looks for a lock cycle, one per lead backend
     /// and database: used on the looks' one thread only (hence unchecked), each checked before use
     /// (a lead that restarted closed it) and dropped when a statement on it fails (a timeout leaves it
-    /// unusable). At most one per backend and database the node's sessions wait in.
+    /// unusable). Kept only while a session waits: closed when a wait that looked ends (`close`), so
+    /// an idle connection of the node's never stands in the way of a client's `DROP DATABASE`.
     final class LookConnections: @unchecked Sendable {
         private var open: [String: LibPQConnection] = [:]
 
@@ -108,6 +112,8 @@ enum SequenceResync {
             open[key] = c
             return result
         }
+
+        func close(_ key: String) { open[key] = nil }
 
         func closeAll() { open = [:] }
 

@@ -152,6 +152,7 @@ extension ClientSessionHandler {
         orderTimer = nil
         orderCycleTimer?.cancel()
         orderCycleTimer = nil
+        endCycleLooks()
         if OrderTrace.enabled { trace("SG", "sequence turn granted") }
         let granted = waitingTicket
         waitingTicket = nil
@@ -586,6 +587,7 @@ extension ClientSessionHandler {
         orderTimer = nil
         orderCycleTimer?.cancel()
         orderCycleTimer = nil
+        endCycleLooks()
         if let t = waitingTicket {
             waitingTicket = nil
             shared.sequenceOrdering.release(t)
@@ -633,6 +635,7 @@ extension ClientSessionHandler {
         orderCycleChecking = true
         let waiter = backends[lead].login.processID
         let leadBackend = backends[lead].backend
+        orderCycleLookKey = SequenceResync.lookKey(lead: leadBackend, database: database)
         let database = self.database
         let configuration = self.configuration
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -647,6 +650,13 @@ extension ClientSessionHandler {
             }
             bound.value.orderCycleChecked(waiter: waiter, holder: holder.pid, answer: answer)
         }
+    }
+
+    /// The wait for the turn ended: the connection its looks used is closed (after a look under way).
+    private func endCycleLooks() {
+        guard let key = orderCycleLookKey else { return }
+        orderCycleLookKey = nil
+        shared.sequenceOrdering.closeCycleLook(key)
     }
 
     /// The lead answered the look for a lock cycle, or could not (logged the first time in a wait, and
