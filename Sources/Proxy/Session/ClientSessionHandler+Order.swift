@@ -635,7 +635,10 @@ extension ClientSessionHandler {
         orderCycleChecking = true
         let waiter = backends[lead].login.processID
         let leadBackend = backends[lead].backend
-        orderCycleLookKey = SequenceResync.lookKey(lead: leadBackend, database: database)
+        let key = SequenceResync.lookKey(lead: leadBackend, database: database)
+        // (A lead that changed during the wait: the old lead's connection is not needed any more.)
+        if let old = orderCycleLookKey, old != key { shared.sequenceOrdering.closeCycleLook(old) }
+        orderCycleLookKey = key
         let database = self.database
         let configuration = self.configuration
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
