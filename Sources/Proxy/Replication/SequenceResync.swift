@@ -1,4 +1,5 @@
 import State
+import Synchronization
 
 /// Sequences set equal after a statement that drew sequence values ended differently on the backends:
 /// the lead ended it with a timing outcome (a deadlock, a serialization failure, a cancel, a lock
@@ -97,28 +98,44 @@ enum SequenceResync {
     static let lookConnectTimeout = 8
 
     /// Connections of the node's own kept open for the looks for a lock cycle, one per lead backend
-    /// and database: used on the looks' one thread only (hence unchecked), each checked before use
+    /// and database: used on the looks' one thread, each checked before use
     /// (a lead that restarted closed it) and dropped when a statement on it fails (a timeout leaves it
     /// unusable). Kept only while a session waits: closed when a wait that looked ends (`close`), so
     /// an idle connection of the node's never stands in the way of a client's `DROP DATABASE`.
-    final class LookConnections: @unchecked Sendable {
-        private var open: [String: LibPQConnection] = [:]
+    final class LookConnections: Sendable {
+        /// One kept connection (only ever used by the one thread that took it out of `open`).
+        private final class Kept: @unchecked Sendable {
+            let connection: LibPQConnection
+            init(_ connection: LibPQConnection) { self.connection = connection }
+        }
+        /// Under a lock as well: at shutdown NIOThreadPool may run a queued close on another thread
+        /// while a look is under way (a connection in use is out of the dictionary meanwhile).
+        private let open = Mutex<[String: Kept]>([:])
 
         func run<T>(key: String, connect: () throws -> LibPQConnection, _ body: (LibPQConnection) throws -> T) throws -> T {
-            if let kept = open[key], kept.closedByServer() { open[key] = nil }
-            let c = try open[key] ?? connect()
-            open[key] = nil
-            let result = try body(c)
-            open[key] = c
+            var kept = open.withLock { $0.removeValue(forKey: key) }
+            if let k = kept, k.connection.closedByServer() { kept = nil }
+            let k = try kept ?? Kept(connect())
+            let result = try body(k.connection)
+            open.withLock { $0[key] = k }
             return result
         }
 
-        func close(_ key: String) { open[key] = nil }
+        func close(_ key: String) {
+            let closed = open.withLock { $0.removeValue(forKey: key) }
+            _ = closed  // (closed here, outside the lock)
+        }
 
-        func closeAll() { open = [:] }
+        func closeAll() {
+            let closed = open.withLock { d -> [String: Kept] in
+                defer { d = [:] }
+                return d
+            }
+            _ = closed
+        }
 
         /// How many are open (for tests).
-        var count: Int { open.count }
+        var count: Int { open.withLock { $0.count } }
     }
 
     static func cycleSQL(holder: Int32, waiter: Int32) -> String {
