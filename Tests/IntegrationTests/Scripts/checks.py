@@ -12,6 +12,20 @@ class CheckFailed(Exception):
     pass
 
 
+def cancel_while(conn, finished):
+    """Cancels `conn` (psycopg2's or psycopg 3's) every 0.3 s (at most 20 times) until `finished` is
+    set: a cancel that arrives before the statement reaches the server cancels nothing, as with
+    PostgreSQL itself."""
+    def run():
+        for _ in range(20):
+            if finished.wait(0.3):
+                return
+            conn.cancel()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 def expect(condition, message):
     if not condition:
         raise CheckFailed(message)

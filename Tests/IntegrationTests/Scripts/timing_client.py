@@ -11,20 +11,7 @@ import psycopg2
 import psycopg2.errors
 
 
-from checks import CheckFailed, connect, expect, ok, run
-
-
-def cancel_while(conn, finished):
-    """Cancels `conn` every 0.3 s (at most 20 times) until `finished` is set: a cancel that arrives
-    before the statement reaches the server cancels nothing, as with PostgreSQL itself."""
-    def run():
-        for _ in range(20):
-            if finished.wait(0.3):
-                return
-            conn.cancel()
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+from checks import CheckFailed, cancel_while, connect, expect, ok, run
 
 
 def expect_error(cur, sql, pgcode, args=None):
