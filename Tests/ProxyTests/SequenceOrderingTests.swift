@@ -112,6 +112,10 @@ import Testing
             #expect(connections.count == 1)
             #expect(try server.psql(lookers) == "1")
             #expect(try server.psql("select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgchorus-sequences'") == "1")
+            // (Once its process has gone, its FATAL and end of file have reached the kept connection,
+            // which the next look finds closed; a look already on its way would fail, and the one a
+            // second later reconnect.)
+            #expect(try await eventually(10) { try server.psql(lookers) == "0" })
             let after = SequenceResync.holderWaits(for: 1, holder: 2, lead: lead, database: "postgres",
                                                    configuration: configuration, connections: connections)
             #expect((try? after.get()) == false, "\(after)")
