@@ -189,6 +189,16 @@ import TestSupport
         }
     }
 
+    /// `count` clients (`turnClients`): client `rowHolder` holds row 1 of `r` in a transaction, and
+    /// client 1 (B, in a transaction) holds the sequence turn while its `INSERT … SELECT … FOR UPDATE`
+    /// waits for that row on the lead.
+    func turnHeldBehindARow(_ proxy: RunningProxy, _ servers: [LocalPostgresServer], count: Int, rowHolder: Int) async throws -> [RawPostgresClient] {
+        let clients = try turnClients(proxy, count: count)
+        try await waitBehindHeldRow(holder: clients[rowHolder], waiter: clients[1], statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
+                                    seenAs: "INSERT INTO s", on: servers[0])
+        return clients
+    }
+
     /// A lock cycle through the sequence turn: B holds the turn while its INSERT … SELECT … FOR UPDATE
     /// waits on A's row lock, and A's next insert waits for the turn. A looks after 1 s whether the
     /// holder waits for it on the lead (`pg_blocking_pids`): it does, so A's insert fails with ERROR
@@ -234,16 +244,44 @@ import TestSupport
         }
     }
 
+    /// No cycle the lead can see: B holds the turn while its insert waits on C's row lock, and A, in a
+    /// transaction that holds nothing B waits for, waits for the turn. Every look answers "no"; after
+    /// 10 s with no turn ending A's statement fails with 40P01 from the fallback, whose DETAIL says how
+    /// many times the lead said the holder does not wait for A (so an operator can tell a lock cycle
+    /// the lead could not see from one it was never asked about). C ends, B commits, the backends alike.
+    @Test func aWaitTheLeadSaysIsNoLockCycleEndsAfterTenSecondsAndSaysSo() async throws {
+        try await withPostgresServers(count: 2) { servers in
+            try await withProxy(backends: servers) { proxy in
+                let clients = try await turnHeldBehindARow(proxy, servers, count: 3, rowHolder: 2)
+                let (a, b, c) = (clients[0], clients[1], clients[2])
+                #expect(try a.query("BEGIN").allSatisfy { $0.errorState == nil })
+                let aInsert = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
+                let failure = aInsert.first { $0.errorState != nil }
+                #expect(failure?.errorState == "40P01", "\(aInsert)")
+                if case let .errorResponse(f)? = failure {
+                    #expect(f.message?.contains("while no other turn ended") == true, "\(f)")
+                    #expect(f["D"]?.contains("times that the turn's holder does not wait for this session's locks") == true, "\(f)")
+                    #expect(f.severity == "ERROR", "\(f)")
+                }
+                #expect(try a.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+                #expect(try c.query("ROLLBACK").allSatisfy { $0.errorState == nil })
+                let bDone = try b.readUntilReady()
+                #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
+                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
+                try expectBackendsInStep(proxy, servers)
+                #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0")
+            }
+        }
+    }
+
     /// The scene of the two tests above: A holds a row, B (in a block) holds the turn while its insert
     /// waits for that row on the lead, A's insert waits for the turn. A's insert must fail with an
     /// ERROR 40P01 (`check` looks at it further), A's block aborted and rolled back; then B goes on and
     /// commits, the backends alike, and the looks' connection is gone.
     func lockCycleThroughTheTurn(_ proxy: RunningProxy, _ servers: [LocalPostgresServer],
                                  check: (ErrorFields) -> Void) async throws {
-        let clients = try turnClients(proxy, count: 2)
+        let clients = try await turnHeldBehindARow(proxy, servers, count: 2, rowHolder: 0)
         let (a, b) = (clients[0], clients[1])
-        try await waitBehindHeldRow(holder: a, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
-                                    seenAs: "INSERT INTO s", on: servers[0])
         let aSecond = try await runBlocking { try a.query("INSERT INTO s (v) VALUES (2)") }
         let failure = aSecond.first { $0.errorState != nil }
         #expect(failure?.errorState == "40P01", "\(aSecond)")
@@ -347,10 +385,8 @@ import TestSupport
     @Test func aCancelWhileWaitingForTheSequenceTurnEndsTheStatement() async throws {
         try await withPostgresServers(count: 2) { servers in
             try await withProxy(backends: servers) { proxy in
-                let clients = try turnClients(proxy, count: 3)
+                let clients = try await turnHeldBehindARow(proxy, servers, count: 3, rowHolder: 0)
                 let (a, b, c) = (clients[0], clients[1], clients[2])
-                try await waitBehindHeldRow(holder: a, waiter: b, statement: "INSERT INTO s (v) SELECT v FROM r WHERE id = 1 ORDER BY id FOR UPDATE",
-                                            seenAs: "INSERT INTO s", on: servers[0])
                 #expect(c.keyData != nil, "BackendKeyData at startup")
                 try c.send(.query("INSERT INTO s (v) VALUES (7)"))
                 // (Sent again until answered: the first may come before the session holds the insert.)

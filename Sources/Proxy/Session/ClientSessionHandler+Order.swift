@@ -139,6 +139,7 @@ extension ClientSessionHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         orderCycleLookFailure = nil
+        orderCycleLooksDenied = 0
         armOrderTimer(since: .now())
         noteHoldStarted()
         if OrderTrace.enabled { trace("SW", "sequence turn wanted \(traceText(of: bytes))") }
@@ -671,6 +672,7 @@ extension ClientSessionHandler {
         switch answer {
         case let .success(waits):
             found = waits
+            if !waits { orderCycleLooksDenied += 1 }
             logger.debug("looked for a lock cycle through the sequence turn", metadata: [
                 "holder_pid": "\(holder)", "waiter_pid": "\(waiter)", "holder_waits": "\(waits)"])
         case let .failure(failure):
@@ -719,6 +721,8 @@ extension ClientSessionHandler {
         var detail = moved || holdsNothing ? "Other sessions' statements held the turn that long. " : ""
         if !(moved || holdsNothing), let why = orderCycleLookFailure {
             detail += "The lead could not be asked whether the turn's holder waits for this session (\(why)). "
+        } else if !(moved || holdsNothing), orderCycleLooksDenied > 0 {
+            detail += "The lead said \(orderCycleLooksDenied) times that the turn's holder does not wait for this session's locks. "
         }
         // Another session holds the order while its statement waits, perhaps on a lock this session's
         // transaction holds: the statement fails and the transaction is aborted on every backend,

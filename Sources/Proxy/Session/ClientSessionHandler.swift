@@ -252,6 +252,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// Why the lead could not be asked about a lock cycle in this wait for the turn, the last time it
     /// could not (nil: every look was answered); logged the first time, said in `orderTimedOut`'s error.
     var orderCycleLookFailure: String?
+    /// How many looks in this wait the lead answered "the holder does not wait for this session".
+    var orderCycleLooksDenied = 0
     /// The key of the looks' connection this wait used (`SequenceResync.lookKey`): closed when the wait ends.
     var orderCycleLookKey: String?
     /// When this session began waiting for the sequence turn, and who held it at the last look.
