@@ -265,16 +265,23 @@ import TestSupport
                 }
                 #expect(try a.query("ROLLBACK").allSatisfy { $0.errorState == nil })
                 #expect(try c.query("ROLLBACK").allSatisfy { $0.errorState == nil })
-                let bDone = try b.readUntilReady()
-                #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
-                #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
-                try expectBackendsInStep(proxy, servers)
-                #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0")
+                try holderCommitsAlone(b, proxy, servers)
             }
         }
     }
 
-    /// The scene of the two tests above: A holds a row, B (in a block) holds the turn while its insert
+    /// B, the turn's holder behind the row, goes on once the row is let go and commits: the backends
+    /// alike, and `s` holds B's one row (the value 0 it read), nothing of the waiter's.
+    func holderCommitsAlone(_ b: RawPostgresClient, _ proxy: RunningProxy, _ servers: [LocalPostgresServer],
+                            sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let bDone = try b.readUntilReady()
+        #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)", sourceLocation: sourceLocation)
+        #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil }, sourceLocation: sourceLocation)
+        try expectBackendsInStep(proxy, servers)
+        #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0", sourceLocation: sourceLocation)
+    }
+
+    /// The scene of the two lock-cycle tests above: A holds a row, B (in a block) holds the turn while its insert
     /// waits for that row on the lead, A's insert waits for the turn. A's insert must fail with an
     /// ERROR 40P01 (`check` looks at it further), A's block aborted and rolled back; then B goes on and
     /// commits, the backends alike, and the looks' connection is gone.
@@ -292,11 +299,7 @@ import TestSupport
         }
         #expect(aSecond.last == .readyForQuery(.failed), "\(aSecond)")
         #expect(try a.query("ROLLBACK").allSatisfy { $0.errorState == nil })
-        let bDone = try b.readUntilReady()
-        #expect(bDone.allSatisfy { $0.errorState == nil }, "\(bDone)")
-        #expect(try b.query("COMMIT").allSatisfy { $0.errorState == nil })
-        try expectBackendsInStep(proxy, servers)
-        #expect(try servers[0].psql("select string_agg(v::text, ',') from s") == "0")
+        try holderCommitsAlone(b, proxy, servers)
         // The looks' connection went with the wait: nothing of the node's stays in the database (it
         // would stand in the way of a DROP DATABASE).
         #expect(try await eventually(10) {
