@@ -140,6 +140,7 @@ extension ClientSessionHandler {
         let loop = context.eventLoop
         orderCycleLookFailure = nil
         orderCycleLooksDenied = 0
+        orderWaitNumber &+= 1
         armOrderTimer(since: .now())
         noteHoldStarted()
         if OrderTrace.enabled { trace("SW", "sequence turn wanted \(traceText(of: bytes))") }
@@ -634,6 +635,7 @@ extension ClientSessionHandler {
             return
         }
         orderCycleChecking = true
+        let wait = orderWaitNumber
         let waiter = backends[lead].login.processID
         let leadBackend = backends[lead].backend
         let key = SequenceResync.lookKey(lead: leadBackend, database: database)
@@ -652,7 +654,7 @@ extension ClientSessionHandler {
             case let .success(looked): answer = looked
             case let .failure(error): answer = .failure(LibPQConnection.Failure(description: "the node's thread pool: \(error)"))
             }
-            bound.value.orderCycleChecked(waiter: waiter, holder: holder.pid, answer: answer)
+            bound.value.orderCycleChecked(wait: wait, waiter: waiter, holder: holder, answer: answer)
         }
     }
 
@@ -665,9 +667,20 @@ extension ClientSessionHandler {
 
     /// The lead answered the look for a lock cycle, or could not (logged the first time in a wait, and
     /// said in the error if the wait ends by `orderTimedOut`: a cycle the look could not see).
-    private func orderCycleChecked(waiter: Int32, holder: Int32, answer: Result<Bool, LibPQConnection.Failure>) {
+    /// The answer counts only for the wait that asked (`wait`) while the holder it asked about still
+    /// holds the turn: a look still under way when its wait was granted, or when the turn passed to
+    /// the next holder in the queue, says nothing of the wait and holder after it (a stale "yes"
+    /// would end them with 40P01).
+    private func orderCycleChecked(wait: Int, waiter: Int32, holder: (backend: String, pid: Int32),
+                                   answer: Result<Bool, LibPQConnection.Failure>) {
         orderCycleChecking = false
         guard waitingGroup != nil, phase == .relaying else { return }
+        guard wait == orderWaitNumber, let now = shared.sequenceOrdering.holderLead(),
+              now.backend == holder.backend, now.pid == holder.pid else {
+            armOrderCycleCheck()
+            return
+        }
+        let holder = holder.pid
         var found = false
         switch answer {
         case let .success(waits):

@@ -249,6 +249,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     /// being answered.
     var orderCycleTimer: Scheduled<Void>?
     var orderCycleChecking = false
+    /// Counts this session's waits for the turn: a look's answer belongs to the wait that asked.
+    var orderWaitNumber = 0
     /// Why the lead could not be asked about a lock cycle in this wait for the turn, the last time it
     /// could not (nil: every look was answered); logged the first time, said in `orderTimedOut`'s error.
     var orderCycleLookFailure: String?
