@@ -45,8 +45,10 @@ struct CycleComparison {
     /// is finished everywhere. With one live backend nothing is compared (and nothing kept).
     mutating func next(live: [Int], lead: Int, uncompared: (Int) -> Bool) -> Judged? {
         guard live.count > 1 else {
-            waiting.removeAll()
-            writing.removeAll()
+            // (Their storage kept: with one backend this runs for every cycle, and each new cycle
+            // allocated them again.)
+            for i in waiting.indices where !waiting[i].isEmpty { waiting[i].removeAll(keepingCapacity: true) }
+            if !writing.isEmpty { writing.removeAll(keepingCapacity: true) }
             return nil
         }
         for _ in 0..<10_000 {
