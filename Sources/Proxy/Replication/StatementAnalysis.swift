@@ -1,152 +1,224 @@
 /// What the replication path needs to know about one SQL string (possibly several statements):
 /// whether it ends a transaction, whether it may write, and which non-deterministic calls it makes.
 public struct StatementAnalysis: Sendable, Equatable {
-    /// The string is exactly one `COMMIT` / `END` (with optional `WORK`/`TRANSACTION`), the one
-    /// statement the commit vote replaces.
-    public var isCommit = false
-    /// The string is exactly one `BEGIN` (with optional `WORK`/`TRANSACTION`) or `START TRANSACTION`,
-    /// without options: from idle PostgreSQL answers it with this command tag and nothing else, always.
-    public var beginTag: String?
-    /// The string has a transaction-control statement among others (e.g. `UPDATE …; COMMIT`).
-    public var mixesTransactionControl = false
-    /// Nothing in it can change data: SELECT/SHOW/VALUES/TABLE/EXPLAIN (without ANALYZE)/FETCH,
-    /// transaction control and session SET, with no row locks and only functions known not to write.
-    public var isReadOnly = true
-    /// DDL (CREATE/ALTER/DROP …): a time function inside it (a column default, a view) cannot be
-    /// made one value, so it counts as a volatile call.
-    public var isDDL = false
-    /// Some statement may change what pgchorus loads of the catalog (`SequenceOrdering.catalogSQL`):
-    /// CREATE, ALTER, DROP, or a `DO` block (migrations create tables and functions in blocks that
-    /// check first; it is no DDL for the vote). Not TRUNCATE, VACUUM, GRANT, COMMENT …, which are DDL.
-    public var changesCatalog = false
-    /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
-    public var volatileCalls: [String] = []
-    /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
-    /// no session state, so it may run on one backend only (`read_routing`).
-    public var isPlainRead = true
-    /// Some statement takes a snapshot when it runs: the first such one in a REPEATABLE READ or
-    /// SERIALIZABLE transaction fixes the transaction's (PostgreSQL's `PlannedStmtRequiresSnapshot`:
-    /// all but transaction control, SET/RESET/SHOW, LOCK, LISTEN/NOTIFY, FETCH/MOVE, CHECKPOINT, and
-    /// here also CLOSE, DISCARD, DEALLOCATE, PREPARE, LOAD: where unsure, none).
-    public var takesSnapshot = false
-    /// Some statement may change a transaction's isolation level or the session's default for it
-    /// (`BEGIN ISOLATION LEVEL …`, `SET TRANSACTION …`, `SET default_transaction_isolation`, `SET
-    /// SESSION CHARACTERISTICS`, `set_config()`, `RESET`, `DISCARD`).
-    public var mentionsIsolation = false
-    /// Some statement calls a function that takes a session-level advisory lock (`pg_advisory_lock`,
-    /// `pg_try_advisory_lock` and their `_shared` forms): held on the lead alone (`locksOnLeadAlone`)
-    /// until the session unlocks it or ends.
-    public var takesSessionLock = false
-    /// Some statement releases every session-level advisory lock (`pg_advisory_unlock_all()`, `DISCARD ALL`).
-    public var releasesSessionLocks = false
-    /// The string is one `SELECT pg_try_advisory_lock(…)` (or `_shared`) and nothing else — no FROM,
-    /// no WHERE, no second try: its one value says whether it took the lock (a leader election's poll).
-    /// (Other calls in it are judged by `locksOnLeadAlone`: only readers may be there.)
-    public var barelyTriesSessionLock = false
-    /// A plain read whose answer is per server, not data: a call whose value differs per backend
-    /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
-    /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts), or rows picked or
-    /// aggregated in each backend's physical order (`readsPhysicalOrder`). The lead answers it alone
-    /// and it is not compared.
-    public var readsServerState = false
-    /// One statement that may run inside a transaction block (INSERT, UPDATE, DELETE, MERGE, SELECT,
-    /// WITH, VALUES, COPY): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
-    public var isWrappable = false
-    /// The statement creates a temporary table (PostgreSQL cannot PREPARE a transaction that used one).
-    public var createsTemporaryObject = false
-    /// …one dropped when its transaction commits (`ON COMMIT DROP`): later transactions may PREPARE.
-    public var temporaryObjectDroppedAtCommit = false
-    /// `DISCARD ALL` or `DISCARD TEMP`: the session's temporary tables are gone.
-    public var discardsTemporaryObjects = false
-    /// Something PostgreSQL refuses to PREPARE TRANSACTION after: NOTIFY or pg_notify(), LISTEN,
-    /// UNLISTEN, a cursor declared WITH HOLD. Its transaction commits without the vote.
-    public var preventsPrepare = false
-    /// Some statement is COMMIT/END (alone or among others).
-    public var containsCommit = false
-    /// `DECLARE name … CURSOR … FOR <read>` whose read has a per-backend value (a volatile call,
-    /// per-server state) and locks no rows: the cursor lives on the lead alone, like such a read
-    /// (`readsServerState`), and its FETCH, MOVE and CLOSE go there too. The name as PostgreSQL folds it.
-    public var leadOnlyCursor: String?
-    /// The cursor is declared WITH HOLD (it outlives its transaction).
-    public var cursorHeld = false
-    /// FETCH, MOVE or CLOSE: the cursor named, as PostgreSQL folds it (`*` for CLOSE ALL).
-    public var cursorUsed: String?
-    /// The statement is CLOSE (of `cursorUsed`).
-    public var closesCursor = false
-    /// SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO [SAVEPOINT] among the statements.
-    public var usesSavepoint = false
-    /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): a
-    /// per-row default of a column not named, or a nextval() of the select list, would give the rows
-    /// their values in each backend's physical order — unless the SELECT meets one row at most.
-    public var unorderedInsertSelects: [UnorderedInsert] = []
-    /// The statement draws sequence values explicitly (nextval/setval).
-    public var callsNextval = false
-    /// One statement whose only effect is on locks that live on the lead alone: a `SELECT … FOR
-    /// UPDATE/SHARE … SKIP LOCKED` (a job queue taking its next job), or a SELECT calling the
-    /// advisory lock functions (`pg_try_advisory_lock(k)` electing a leader, `pg_advisory_unlock(k)`),
-    /// writing nothing and calling no other function that might. Whether a lock is free depends on
-    /// which other sessions hold it on each backend at that moment, so each backend would answer
-    /// otherwise (a follower's other answer failed it). It runs on the lead alone (`GroupRoute`);
-    /// the writes that follow, by the keys the lead returned, go everywhere.
-    public var locksOnLeadAlone = false
-    /// What makes a writing statement depend on the locks of each backend's other sessions: `SKIP
-    /// LOCKED` (`UPDATE jobs SET … WHERE id = (SELECT id … FOR UPDATE SKIP LOCKED)`, a CTE that does,
-    /// DELETE … RETURNING of such rows) or a `pg_try_advisory_…()` call: each backend would write
-    /// other rows, the lead's answer alike whatever the others did (it diverged silently). Refused
-    /// (`StatementTracker.lockStateRefusal`).
-    public var writesByLockState: [String] = []
-    /// UPDATEs with a WHERE that call nextval(): the table and the columns their WHERE pins to
-    /// constants. Unless those hold a unique key, the rows met get their values in each backend's
-    /// scan order (`StatementTracker.refusal(for:)` judges with the catalog).
-    public var nextvalUpdates: [UnorderedInsert.Keyed] = []
-    /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
-    /// their SERIAL/IDENTITY defaults draw sequence values.
-    public var insertTargets: [String] = []
-    /// The tables a statement inserts into, updates, deletes from or truncates, with the event
-    /// (`writeTargets`): their triggers for it fire on every backend.
-    public var writeTargets: [WriteTarget] = []
-    /// The routine `CREATE TRIGGER … EXECUTE FUNCTION f()` names: not called by the statement (a call
-    /// of a lock-state routine is refused, `StatementTracker.lockStateRoutines`; the trigger's writes are judged instead).
-    public var triggerRoutines: Set<String> = []
-    /// Clauses of a write that pick rows by physical order (`LIMIT`, `OFFSET`, `FETCH FIRST`, `DISTINCT ON`
-    /// in a statement without ORDER BY, `ctid`): each backend would pick its own rows.
-    public var physicalOrderClauses: [String] = []
-    /// One statement that reads no table but the one it writes or locks (UPDATE/DELETE without FROM,
-    /// USING, joins or subqueries; INSERT … VALUES; COPY … FROM; SELECT … FOR UPDATE of one table): waiting on a row
-    /// lock, it sees the committed version of that row (PostgreSQL's re-check) on every backend alike.
-    public var readsOnlyItsTarget = false
-    /// `COMMIT PREPARED`, `ROLLBACK PREPARED` or `PREPARE TRANSACTION` of a gid in pgchorus' own
-    /// namespace (`pgchorus:…`): refused (`StatementTracker.ownTransactionRefusal`).
-    public var namesPgchorusTransaction = false
-    /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
-    public var timeExpressions: [(range: Range<Int>, type: String)] = []
-    /// Calls of functions neither known to read (`readOnlyFunctions`) nor taken in by the rules
-    /// (`isSyntaxOrCatalogAccessor`), by name as PostgreSQL stores it (`pg_proc.proname`): a user's
-    /// function may write, so each makes the statement count as a write — unless the database's catalog
-    /// shows every function of that name to be STABLE or IMMUTABLE (`resolved(readers:)`).
-    public var unknownCalls: Set<String> = []
-    /// `locksOnLeadAlone` as it would be, were the unknown calls (other than the advisory lock
-    /// functions) readers.
-    var locksOnLeadAloneButForUnknownCalls = false
-    /// Nothing but `unknownCalls` makes the statement a write (it would be read-only without them).
-    var readOnlyButForUnknownCalls = false
-    /// `isPlainRead` as it would be, were the unknown calls readers.
-    var plainButForUnknownCalls = false
-    /// Some token reads per-server state (see `readsServerState`).
-    var touchesServerState = false
-    /// A read (no row written or locked) picks or aggregates rows by each backend's physical order
-    /// (`physicalOrderPicks`: `SELECT … LIMIT 1` without ORDER BY, `string_agg(v, ',')`): its answer
-    /// is per server, like a per-backend value's (`readsServerState`). (Compared, it failed a healthy
-    /// follower whose rows lie in another order — every recovered backend's.)
-    var readsPhysicalOrder = false
-    /// `readsServerState` for no other reason than `readsPhysicalOrder`: its answer is per server,
-    /// but it may run everywhere (its rows uncompared) — which a transaction needs, so that the
-    /// followers take their snapshot at the same statement as the lead (REPEATABLE READ).
-    var perServerByOrderOnly = false
-    /// Volatile calls in definitions (column defaults, views, function and DO bodies) and per-row calls
-    /// in an INSERT's VALUES, to be replaced by the `pgchorus` functions that give every backend the
-    /// same value (see `DeterministicValues`).
-    public var deterministicRewrites: [DeterministicValues.Rewrite] = []
+    /// What an analysis holds, kept behind one reference (`Storage`): an analysis is copied out of
+    /// the memo for every statement and passed along (about one copy and one destruction of the whole
+    /// of it a statement, each retaining or releasing every collection in it: 4 % of a TPC-B
+    /// transaction's instructions, `bench/instructions.sh`); behind a reference a copy is one retain,
+    /// and the first change of a shared one copies it (copy on write).
+    struct Fields: Sendable {
+        /// The string is exactly one `COMMIT` / `END` (with optional `WORK`/`TRANSACTION`), the one
+        /// statement the commit vote replaces.
+        var isCommit = false
+        /// The string is exactly one `BEGIN` (with optional `WORK`/`TRANSACTION`) or `START TRANSACTION`,
+        /// without options: from idle PostgreSQL answers it with this command tag and nothing else, always.
+        var beginTag: String?
+        /// The string has a transaction-control statement among others (e.g. `UPDATE …; COMMIT`).
+        var mixesTransactionControl = false
+        /// Nothing in it can change data: SELECT/SHOW/VALUES/TABLE/EXPLAIN (without ANALYZE)/FETCH,
+        /// transaction control and session SET, with no row locks and only functions known not to write.
+        var isReadOnly = true
+        /// DDL (CREATE/ALTER/DROP …): a time function inside it (a column default, a view) cannot be
+        /// made one value, so it counts as a volatile call.
+        var isDDL = false
+        /// Some statement may change what pgchorus loads of the catalog (`SequenceOrdering.catalogSQL`):
+        /// CREATE, ALTER, DROP, or a `DO` block (migrations create tables and functions in blocks that
+        /// check first; it is no DDL for the vote). Not TRUNCATE, VACUUM, GRANT, COMMENT …, which are DDL.
+        var changesCatalog = false
+        /// Calls whose value differs on every backend and that cannot be made identical by rewriting.
+        var volatileCalls: [String] = []
+        /// Every statement is a plain read (SELECT/SHOW/VALUES/TABLE/EXPLAIN/WITH, read-only) that changes
+        /// no session state, so it may run on one backend only (`read_routing`).
+        var isPlainRead = true
+        /// Some statement takes a snapshot when it runs: the first such one in a REPEATABLE READ or
+        /// SERIALIZABLE transaction fixes the transaction's (PostgreSQL's `PlannedStmtRequiresSnapshot`:
+        /// all but transaction control, SET/RESET/SHOW, LOCK, LISTEN/NOTIFY, FETCH/MOVE, CHECKPOINT, and
+        /// here also CLOSE, DISCARD, DEALLOCATE, PREPARE, LOAD: where unsure, none).
+        var takesSnapshot = false
+        /// Some statement may change a transaction's isolation level or the session's default for it
+        /// (`BEGIN ISOLATION LEVEL …`, `SET TRANSACTION …`, `SET default_transaction_isolation`, `SET
+        /// SESSION CHARACTERISTICS`, `set_config()`, `RESET`, `DISCARD`).
+        var mentionsIsolation = false
+        /// Some statement calls a function that takes a session-level advisory lock (`pg_advisory_lock`,
+        /// `pg_try_advisory_lock` and their `_shared` forms): held on the lead alone (`locksOnLeadAlone`)
+        /// until the session unlocks it or ends.
+        var takesSessionLock = false
+        /// Some statement releases every session-level advisory lock (`pg_advisory_unlock_all()`, `DISCARD ALL`).
+        var releasesSessionLocks = false
+        /// The string is one `SELECT pg_try_advisory_lock(…)` (or `_shared`) and nothing else — no FROM,
+        /// no WHERE, no second try: its one value says whether it took the lock (a leader election's poll).
+        /// (Other calls in it are judged by `locksOnLeadAlone`: only readers may be there.)
+        var barelyTriesSessionLock = false
+        /// A plain read whose answer is per server, not data: a call whose value differs per backend
+        /// (`random()`, `pg_backend_pid()`, `txid_current()` …) or anything of the catalogs and statistics
+        /// (`pg_*` relations and functions, `information_schema`, OIDs and `reg*` casts), or rows picked or
+        /// aggregated in each backend's physical order (`readsPhysicalOrder`). The lead answers it alone
+        /// and it is not compared.
+        var readsServerState = false
+        /// One statement that may run inside a transaction block (INSERT, UPDATE, DELETE, MERGE, SELECT,
+        /// WITH, VALUES, COPY): an autocommit write of this kind is wrapped in BEGIN … PREPARE TRANSACTION.
+        var isWrappable = false
+        /// The statement creates a temporary table (PostgreSQL cannot PREPARE a transaction that used one).
+        var createsTemporaryObject = false
+        /// …one dropped when its transaction commits (`ON COMMIT DROP`): later transactions may PREPARE.
+        var temporaryObjectDroppedAtCommit = false
+        /// `DISCARD ALL` or `DISCARD TEMP`: the session's temporary tables are gone.
+        var discardsTemporaryObjects = false
+        /// Something PostgreSQL refuses to PREPARE TRANSACTION after: NOTIFY or pg_notify(), LISTEN,
+        /// UNLISTEN, a cursor declared WITH HOLD. Its transaction commits without the vote.
+        var preventsPrepare = false
+        /// Some statement is COMMIT/END (alone or among others).
+        var containsCommit = false
+        /// `DECLARE name … CURSOR … FOR <read>` whose read has a per-backend value (a volatile call,
+        /// per-server state) and locks no rows: the cursor lives on the lead alone, like such a read
+        /// (`readsServerState`), and its FETCH, MOVE and CLOSE go there too. The name as PostgreSQL folds it.
+        var leadOnlyCursor: String?
+        /// The cursor is declared WITH HOLD (it outlives its transaction).
+        var cursorHeld = false
+        /// FETCH, MOVE or CLOSE: the cursor named, as PostgreSQL folds it (`*` for CLOSE ALL).
+        var cursorUsed: String?
+        /// The statement is CLOSE (of `cursorUsed`).
+        var closesCursor = false
+        /// SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO [SAVEPOINT] among the statements.
+        var usesSavepoint = false
+        /// INSERTs whose rows come from a table scan without ORDER BY (`INSERT … SELECT … FROM t`): a
+        /// per-row default of a column not named, or a nextval() of the select list, would give the rows
+        /// their values in each backend's physical order — unless the SELECT meets one row at most.
+        var unorderedInsertSelects: [UnorderedInsert] = []
+        /// The statement draws sequence values explicitly (nextval/setval).
+        var callsNextval = false
+        /// One statement whose only effect is on locks that live on the lead alone: a `SELECT … FOR
+        /// UPDATE/SHARE … SKIP LOCKED` (a job queue taking its next job), or a SELECT calling the
+        /// advisory lock functions (`pg_try_advisory_lock(k)` electing a leader, `pg_advisory_unlock(k)`),
+        /// writing nothing and calling no other function that might. Whether a lock is free depends on
+        /// which other sessions hold it on each backend at that moment, so each backend would answer
+        /// otherwise (a follower's other answer failed it). It runs on the lead alone (`GroupRoute`);
+        /// the writes that follow, by the keys the lead returned, go everywhere.
+        var locksOnLeadAlone = false
+        /// What makes a writing statement depend on the locks of each backend's other sessions: `SKIP
+        /// LOCKED` (`UPDATE jobs SET … WHERE id = (SELECT id … FOR UPDATE SKIP LOCKED)`, a CTE that does,
+        /// DELETE … RETURNING of such rows) or a `pg_try_advisory_…()` call: each backend would write
+        /// other rows, the lead's answer alike whatever the others did (it diverged silently). Refused
+        /// (`StatementTracker.lockStateRefusal`).
+        var writesByLockState: [String] = []
+        /// UPDATEs with a WHERE that call nextval(): the table and the columns their WHERE pins to
+        /// constants. Unless those hold a unique key, the rows met get their values in each backend's
+        /// scan order (`StatementTracker.refusal(for:)` judges with the catalog).
+        var nextvalUpdates: [UnorderedInsert.Keyed] = []
+        /// Tables rows are inserted into (INSERT INTO, COPY … FROM, MERGE INTO), lower-cased relation names:
+        /// their SERIAL/IDENTITY defaults draw sequence values.
+        var insertTargets: [String] = []
+        /// The tables a statement inserts into, updates, deletes from or truncates, with the event
+        /// (`writeTargets`): their triggers for it fire on every backend.
+        var writeTargets: [WriteTarget] = []
+        /// The routine `CREATE TRIGGER … EXECUTE FUNCTION f()` names: not called by the statement (a call
+        /// of a lock-state routine is refused, `StatementTracker.lockStateRoutines`; the trigger's writes are judged instead).
+        var triggerRoutines: Set<String> = []
+        /// Clauses of a write that pick rows by physical order (`LIMIT`, `OFFSET`, `FETCH FIRST`, `DISTINCT ON`
+        /// in a statement without ORDER BY, `ctid`): each backend would pick its own rows.
+        var physicalOrderClauses: [String] = []
+        /// One statement that reads no table but the one it writes or locks (UPDATE/DELETE without FROM,
+        /// USING, joins or subqueries; INSERT … VALUES; COPY … FROM; SELECT … FOR UPDATE of one table): waiting on a row
+        /// lock, it sees the committed version of that row (PostgreSQL's re-check) on every backend alike.
+        var readsOnlyItsTarget = false
+        /// `COMMIT PREPARED`, `ROLLBACK PREPARED` or `PREPARE TRANSACTION` of a gid in pgchorus' own
+        /// namespace (`pgchorus:…`): refused (`StatementTracker.ownTransactionRefusal`).
+        var namesPgchorusTransaction = false
+        /// Byte ranges of the time expressions to replace by one value per transaction, and their SQL type.
+        var timeExpressions: [(range: Range<Int>, type: String)] = []
+        /// Calls of functions neither known to read (`readOnlyFunctions`) nor taken in by the rules
+        /// (`isSyntaxOrCatalogAccessor`), by name as PostgreSQL stores it (`pg_proc.proname`): a user's
+        /// function may write, so each makes the statement count as a write — unless the database's catalog
+        /// shows every function of that name to be STABLE or IMMUTABLE (`resolved(readers:)`).
+        var unknownCalls: Set<String> = []
+        /// `locksOnLeadAlone` as it would be, were the unknown calls (other than the advisory lock
+        /// functions) readers.
+        var locksOnLeadAloneButForUnknownCalls = false
+        /// Nothing but `unknownCalls` makes the statement a write (it would be read-only without them).
+        var readOnlyButForUnknownCalls = false
+        /// `isPlainRead` as it would be, were the unknown calls readers.
+        var plainButForUnknownCalls = false
+        /// Some token reads per-server state (see `readsServerState`).
+        var touchesServerState = false
+        /// A read (no row written or locked) picks or aggregates rows by each backend's physical order
+        /// (`physicalOrderPicks`: `SELECT … LIMIT 1` without ORDER BY, `string_agg(v, ',')`): its answer
+        /// is per server, like a per-backend value's (`readsServerState`). (Compared, it failed a healthy
+        /// follower whose rows lie in another order — every recovered backend's.)
+        var readsPhysicalOrder = false
+        /// `readsServerState` for no other reason than `readsPhysicalOrder`: its answer is per server,
+        /// but it may run everywhere (its rows uncompared) — which a transaction needs, so that the
+        /// followers take their snapshot at the same statement as the lead (REPEATABLE READ).
+        var perServerByOrderOnly = false
+        /// Volatile calls in definitions (column defaults, views, function and DO bodies) and per-row calls
+        /// in an INSERT's VALUES, to be replaced by the `pgchorus` functions that give every backend the
+        /// same value (see `DeterministicValues`).
+        var deterministicRewrites: [DeterministicValues.Rewrite] = []
+    }
+
+    /// The reference that holds the fields; shared between copies until one of them changes.
+    final class Storage: @unchecked Sendable {
+        // (Sendable: never changed while shared — `fields` copies it first — so only read across threads.)
+        var fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private var storage = Storage(Fields())
+
+    /// The fields, to change: copied first if another analysis shares them.
+    private var fields: Fields {
+        get { storage.fields }
+        _modify {
+            if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
+            yield &storage.fields
+        }
+    }
+
+    // Each field as if it were a stored property (`Fields` says what each means).
+    public var isCommit: Bool { get { storage.fields.isCommit } _modify { yield &fields.isCommit } }
+    public var beginTag: String? { get { storage.fields.beginTag } _modify { yield &fields.beginTag } }
+    public var mixesTransactionControl: Bool { get { storage.fields.mixesTransactionControl } _modify { yield &fields.mixesTransactionControl } }
+    public var isReadOnly: Bool { get { storage.fields.isReadOnly } _modify { yield &fields.isReadOnly } }
+    public var isDDL: Bool { get { storage.fields.isDDL } _modify { yield &fields.isDDL } }
+    public var changesCatalog: Bool { get { storage.fields.changesCatalog } _modify { yield &fields.changesCatalog } }
+    public var volatileCalls: [String] { get { storage.fields.volatileCalls } _modify { yield &fields.volatileCalls } }
+    public var isPlainRead: Bool { get { storage.fields.isPlainRead } _modify { yield &fields.isPlainRead } }
+    public var takesSnapshot: Bool { get { storage.fields.takesSnapshot } _modify { yield &fields.takesSnapshot } }
+    public var mentionsIsolation: Bool { get { storage.fields.mentionsIsolation } _modify { yield &fields.mentionsIsolation } }
+    public var takesSessionLock: Bool { get { storage.fields.takesSessionLock } _modify { yield &fields.takesSessionLock } }
+    public var releasesSessionLocks: Bool { get { storage.fields.releasesSessionLocks } _modify { yield &fields.releasesSessionLocks } }
+    public var barelyTriesSessionLock: Bool { get { storage.fields.barelyTriesSessionLock } _modify { yield &fields.barelyTriesSessionLock } }
+    public var readsServerState: Bool { get { storage.fields.readsServerState } _modify { yield &fields.readsServerState } }
+    public var isWrappable: Bool { get { storage.fields.isWrappable } _modify { yield &fields.isWrappable } }
+    public var createsTemporaryObject: Bool { get { storage.fields.createsTemporaryObject } _modify { yield &fields.createsTemporaryObject } }
+    public var temporaryObjectDroppedAtCommit: Bool { get { storage.fields.temporaryObjectDroppedAtCommit } _modify { yield &fields.temporaryObjectDroppedAtCommit } }
+    public var discardsTemporaryObjects: Bool { get { storage.fields.discardsTemporaryObjects } _modify { yield &fields.discardsTemporaryObjects } }
+    public var preventsPrepare: Bool { get { storage.fields.preventsPrepare } _modify { yield &fields.preventsPrepare } }
+    public var containsCommit: Bool { get { storage.fields.containsCommit } _modify { yield &fields.containsCommit } }
+    public var leadOnlyCursor: String? { get { storage.fields.leadOnlyCursor } _modify { yield &fields.leadOnlyCursor } }
+    public var cursorHeld: Bool { get { storage.fields.cursorHeld } _modify { yield &fields.cursorHeld } }
+    public var cursorUsed: String? { get { storage.fields.cursorUsed } _modify { yield &fields.cursorUsed } }
+    public var closesCursor: Bool { get { storage.fields.closesCursor } _modify { yield &fields.closesCursor } }
+    public var usesSavepoint: Bool { get { storage.fields.usesSavepoint } _modify { yield &fields.usesSavepoint } }
+    public var unorderedInsertSelects: [UnorderedInsert] { get { storage.fields.unorderedInsertSelects } _modify { yield &fields.unorderedInsertSelects } }
+    public var callsNextval: Bool { get { storage.fields.callsNextval } _modify { yield &fields.callsNextval } }
+    public var locksOnLeadAlone: Bool { get { storage.fields.locksOnLeadAlone } _modify { yield &fields.locksOnLeadAlone } }
+    public var writesByLockState: [String] { get { storage.fields.writesByLockState } _modify { yield &fields.writesByLockState } }
+    public var nextvalUpdates: [UnorderedInsert.Keyed] { get { storage.fields.nextvalUpdates } _modify { yield &fields.nextvalUpdates } }
+    public var insertTargets: [String] { get { storage.fields.insertTargets } _modify { yield &fields.insertTargets } }
+    public var writeTargets: [WriteTarget] { get { storage.fields.writeTargets } _modify { yield &fields.writeTargets } }
+    public var triggerRoutines: Set<String> { get { storage.fields.triggerRoutines } _modify { yield &fields.triggerRoutines } }
+    public var physicalOrderClauses: [String] { get { storage.fields.physicalOrderClauses } _modify { yield &fields.physicalOrderClauses } }
+    public var readsOnlyItsTarget: Bool { get { storage.fields.readsOnlyItsTarget } _modify { yield &fields.readsOnlyItsTarget } }
+    public var namesPgchorusTransaction: Bool { get { storage.fields.namesPgchorusTransaction } _modify { yield &fields.namesPgchorusTransaction } }
+    public var timeExpressions: [(range: Range<Int>, type: String)] { get { storage.fields.timeExpressions } _modify { yield &fields.timeExpressions } }
+    public var unknownCalls: Set<String> { get { storage.fields.unknownCalls } _modify { yield &fields.unknownCalls } }
+    var locksOnLeadAloneButForUnknownCalls: Bool { get { storage.fields.locksOnLeadAloneButForUnknownCalls } _modify { yield &fields.locksOnLeadAloneButForUnknownCalls } }
+    var readOnlyButForUnknownCalls: Bool { get { storage.fields.readOnlyButForUnknownCalls } _modify { yield &fields.readOnlyButForUnknownCalls } }
+    var plainButForUnknownCalls: Bool { get { storage.fields.plainButForUnknownCalls } _modify { yield &fields.plainButForUnknownCalls } }
+    var touchesServerState: Bool { get { storage.fields.touchesServerState } _modify { yield &fields.touchesServerState } }
+    var readsPhysicalOrder: Bool { get { storage.fields.readsPhysicalOrder } _modify { yield &fields.readsPhysicalOrder } }
+    var perServerByOrderOnly: Bool { get { storage.fields.perServerByOrderOnly } _modify { yield &fields.perServerByOrderOnly } }
+    public var deterministicRewrites: [DeterministicValues.Rewrite] { get { storage.fields.deterministicRewrites } _modify { yield &fields.deterministicRewrites } }
 
     public static func == (a: StatementAnalysis, b: StatementAnalysis) -> Bool {
         a.isCommit == b.isCommit && a.beginTag == b.beginTag && a.mixesTransactionControl == b.mixesTransactionControl && a.isReadOnly == b.isReadOnly
