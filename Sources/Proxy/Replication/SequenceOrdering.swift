@@ -219,6 +219,9 @@ public final class SequenceOrdering: Sendable {
     /// What `value` reads of the catalog of `database`, when that catalog is loaded and not stale.
     private func loaded<T>(in database: String, _ value: (CatalogEntry) -> T) -> T? {
         catalog.withLock { c in
+            // (Nothing kept for the database, as with one backend: nothing loaded. Asked on the path
+            // of every statement, where an empty entry was made, copied and dropped to say so.)
+            guard c.keys.contains(database) else { return nil }
             let e = Self.current(&c, database)
             return e.usable ? value(e) : nil
         }
@@ -226,9 +229,10 @@ public final class SequenceOrdering: Sendable {
 
     /// The entry of `database`, its expired remote changes let go (each a new generation: what was
     /// loaded while one was open, before its DDL committed, is stale).
-    private static func current(_ c: inout [String: CatalogEntry], _ database: String, now: NIODeadline = .now()) -> CatalogEntry {
+    private static func current(_ c: inout [String: CatalogEntry], _ database: String, now: NIODeadline? = nil) -> CatalogEntry {
         guard var e = c[database] else { return CatalogEntry() }
         guard !e.remote.isEmpty else { return e }
+        let now = now ?? .now()
         var expired = false
         for (node, changes) in e.remote {
             let live = changes.filter { $0.value > now }
