@@ -2,7 +2,7 @@
 import Testing
 
 /// SplitMix64: a seedable generator, so the random inputs are the same on every run.
-private struct LexerTestRandom: RandomNumberGenerator {
+struct LexerTestRandom: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

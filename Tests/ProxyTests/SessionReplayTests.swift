@@ -256,4 +256,32 @@ import Wire
         memo.keep(5, for: "select 5")
         #expect(memo.count == 1 && memo["select 5"] == 5 && memo["select 0"] == nil)
     }
+
+    /// The memos' keys (`MemoKey`): a text's digest is worked out once; texts differing anywhere —
+    /// in their last bytes, past a multiple of 8, in length alone — get different digests, and two
+    /// texts whose digests collide are still two keys.
+    @Test func keysTellTextsApartByDigestAndText() {
+        var seen: [UInt64: String] = [:]
+        var collisions: [(String, String)] = []
+        var texts = ["", "\0", "\0\0", "BEGIN", "BEGIN;", "select 0", "select 00", "12345678", "123456789", "1234567\0"]
+        var rng = LexerTestRandom(seed: 20_261_207)
+        let alphabet = Array("ab0 ;'\u{0}é".unicodeScalars)
+        for _ in 0..<5000 {
+            let length = Int.random(in: 0...40, using: &rng)
+            texts.append(String(String.UnicodeScalarView((0..<length).map { _ in alphabet.randomElement(using: &rng)! })))
+        }
+        for text in Set(texts) {
+            let key = MemoKey(text)
+            #expect(key == MemoKey(text) && key.hashValue == MemoKey(text).hashValue)
+            if let other = seen[key.digest], other != text { collisions.append((other, text)) }
+            seen[key.digest] = text
+        }
+        #expect(collisions.isEmpty, "\(collisions.map { (Array($0.0.utf8), Array($0.1.utf8)) })")
+        // A forced collision: equal digests, different texts — two entries, each its own value.
+        var memo = TextMemo<Int>()
+        memo.keep(1, for: MemoKey(text: "select 1", digest: 42))
+        memo.keep(2, for: MemoKey(text: "select 2", digest: 42))
+        #expect(memo.count == 2 && memo[MemoKey(text: "select 1", digest: 42)] == 1 && memo[MemoKey(text: "select 2", digest: 42)] == 2)
+        #expect(memo["select 1"] == nil, "a key is its text's own digest, not one given")
+    }
 }

@@ -14,6 +14,8 @@ final class QueryText {
     /// their numbers under. Not worked out for a text longer than `maximumShapedBytes`, whose shape
     /// could not be kept (`TextMemo.maximumTextBytes`) anyway.
     let masked: (shape: String, numbers: [StatementAnalysis.MaskedNumber])?
+    /// The shape as the memos' key, its digest worked out once for both (`MemoKey`).
+    let shapeKey: MemoKey?
 
     static let maximumShapedBytes = 64 * 1024
 
@@ -23,6 +25,8 @@ final class QueryText {
         self.frame = frame
         self.sql = sql
         masked = sql.utf8.count <= Self.maximumShapedBytes ? StatementAnalysis.maskedShape(sql) : nil
+        // (Only for a shape a memo may keep: the digest of a longer one would be worked out for nothing.)
+        shapeKey = masked.flatMap { $0.shape.utf8.count <= TextMemo<Bool>.defaultMaximumTextBytes ? MemoKey($0.shape) : nil }
     }
 
     /// Whether this is the text of `other` (the same message: the buffers are compared, the same

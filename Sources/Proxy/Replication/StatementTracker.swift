@@ -300,11 +300,11 @@ struct StatementTracker {
     /// The text's shape comes with it (`QueryText.masked`); a text is kept by one key or the other.
     mutating func analysedQuery(_ query: QueryText) -> StatementAnalysis {
         let sql = query.sql
-        if let masked = query.masked, let kept = shapes[masked.shape] { return kept.fromShape(masked.numbers) }
+        if let masked = query.masked, let key = query.shapeKey, let kept = shapes[key] { return kept.fromShape(masked.numbers) }
         if let kept = analyses[sql] { return kept.analysis }
         let analysis = StatementAnalysis(sql)
-        if let masked = query.masked, let shaped = analysis.intoShape(masked.numbers) {
-            shapes.keep(shaped, for: masked.shape)
+        if let masked = query.masked, let key = query.shapeKey, let shaped = analysis.intoShape(masked.numbers) {
+            shapes.keep(shaped, for: key)
         } else {
             analyses.keep(Analysed(analysis), for: sql)
         }

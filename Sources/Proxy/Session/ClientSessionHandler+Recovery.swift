@@ -40,7 +40,7 @@ struct SessionReplay {
             guard case let .parse(p)? = try? FrontendMessage(frame: frame) else { return }
             noteSQL(p.query)
         case FrontendMessage.Kind.query.rawValue:
-            if let query = query ?? QueryText(frame) { noteSQL(query.sql, shape: query.masked?.shape) }
+            if let query = query ?? QueryText(frame) { noteSQL(query.sql, shape: query.shapeKey) }
         default:
             break
         }
@@ -137,9 +137,9 @@ struct SessionReplay {
     /// Runs on every statement a client sends: it works on the text's bytes (a look at its first ones,
     /// one scan for a few words) and builds nothing it does not keep; a text already seen to change
     /// nothing — or one of its shape (`shape`: `QueryText.masked`) — is passed over at once.
-    mutating func noteSQL(_ sql: String, shape: String? = nil) {
-        let key = shape ?? sql
-        if ordinary[key] != nil { return }
+    mutating func noteSQL(_ sql: String, shape: MemoKey? = nil) {
+        let key = shape ?? ordinary.key(sql)
+        if let key, ordinary[key] != nil { return }
         let head = Self.head(of: sql)
         func starts(_ p: String) -> Bool { head.starts(with: p.utf8) }
         if starts("set local ") || starts("set transaction") || starts("set constraints") {
@@ -186,14 +186,14 @@ struct SessionReplay {
         // The rest may sit anywhere in the text: a quick look for the words first, the lexer's words
         // (outside literals and comments) only when one is there.
         guard found & Self.holdOrTempFound != 0 else {
-            if !drops, !namesTimeout { ordinary.keep(true, for: key) }
+            if !drops, !namesTimeout, let key { ordinary.keep(true, for: key) }
             return
         }
         let words = SQLLexer.tokens(sql, trivia: false).map { $0.kind == .word ? $0.text : "" }
         func follows(_ a: String, _ b: (String) -> Bool) -> Bool { zip(words, words.dropFirst()).contains { $0 == a && b($1) } }
         if words.contains("declare") && follows("with", { $0 == "hold" }) { unreplayable = "a cursor WITH HOLD" }
         if follows("into", { $0.hasPrefix("temp") }) { unreplayable = Self.temporaryTable }
-        if unreplayable == nil, !drops, !namesTimeout { ordinary.keep(true, for: key) }
+        if unreplayable == nil, !drops, !namesTimeout, let key { ordinary.keep(true, for: key) }
     }
 
     /// What the lead is asked for a backend being taken in: the names of the prepared statements it
