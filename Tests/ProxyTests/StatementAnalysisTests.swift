@@ -147,6 +147,33 @@ import Testing
         #expect(StatementAnalysis("close c").cursorUsed == "c")
     }
 
+    /// `mentionsNotify` over the text's bytes gives what the walk through its UTF-8 view gave (kept
+    /// here as the reference), over seeded texts of the letters of "notify" in both cases, the bytes a
+    /// `| 0x20` could confuse with them ('N' - 0x20 …), and multi-byte characters.
+    @Test func theByteScanForNotifyGivesWhatTheWalkGave() {
+        func reference(_ sql: String) -> Bool {
+            let word = Array("notify".utf8)
+            var matched = 0
+            for b in sql.utf8 {
+                let lower = b >= 65 && b <= 90 ? b + 32 : b
+                matched = lower == word[matched] ? matched + 1 : (lower == word[0] ? 1 : 0)
+                if matched == word.count { return true }
+            }
+            return false
+        }
+        var rng = LexerTestRandom(seed: 1_207)
+        let pieces = ["n", "o", "t", "i", "f", "y", "N", "O", "T", "I", "F", "Y", "notif", "NOTIFY", "nOtIfY", "\u{0E}", "\u{0F}", "\u{14}",
+                      "\u{09}", "\u{06}", "\u{19}", "é", "ñ", " ", ";", "'", "x"]
+        var found = 0
+        for _ in 0..<20_000 {
+            let sql = (0..<Int.random(in: 0...12, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let expected = reference(sql)
+            if expected { found += 1 }
+            #expect(StatementAnalysis.mentionsNotify(sql) == expected, "\(Array(sql.utf8))")
+        }
+        #expect(found > 100, "the texts hold the word often enough to tell")
+    }
+
     @Test func notificationsThatCanBeHeldUntilCommit() throws {
         #expect(StatementAnalysis.heldNotification(of: "NOTIFY jobs")?.isSelect == false)
         #expect(StatementAnalysis.heldNotification(of: #"notify "Jobs", 'it''s done';"#)?.sql == #"notify "Jobs", 'it''s done';"#)
