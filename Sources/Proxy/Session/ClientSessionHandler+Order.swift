@@ -140,6 +140,7 @@ extension ClientSessionHandler {
         let loop = context.eventLoop
         orderCycleLookFailure = nil
         orderCycleLooksDenied = 0
+        orderCycleLooksFailed = 0
         orderWaitNumber &+= 1
         armOrderTimer(since: .now())
         noteHoldStarted()
@@ -693,6 +694,7 @@ extension ClientSessionHandler {
                 logger.warning("could not ask the lead whether the sequence turn's holder waits for this session's locks: \(failure.description)")
             }
             orderCycleLookFailure = failure.description
+            orderCycleLooksFailed += 1
         }
         guard found, backends[lead].isLive, backends[lead].login.processID == waiter else {
             armOrderCycleCheck()
@@ -732,10 +734,15 @@ extension ClientSessionHandler {
             ? "pgchorus waited \(seconds) s for its turn to draw sequence values, the longest a statement waits"
             : "pgchorus waited \(seconds) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely)"
         var detail = moved || holdsNothing ? "Other sessions' statements held the turn that long. " : ""
-        if !(moved || holdsNothing), let why = orderCycleLookFailure {
-            detail += "The lead could not be asked whether the turn's holder waits for this session (\(why)). "
-        } else if !(moved || holdsNothing), orderCycleLooksDenied > 0 {
+        // (Both, when some looks were answered and others not: on a saturated machine one may time out
+        // between answered ones, and the DETAIL said only that the lead could not be asked.)
+        if !(moved || holdsNothing), orderCycleLooksDenied > 0 {
             detail += "The lead said \(orderCycleLooksDenied) times that the turn's holder does not wait for this session's locks. "
+        }
+        if !(moved || holdsNothing), let why = orderCycleLookFailure {
+            detail += orderCycleLooksDenied > 0
+                ? "It could not be asked \(orderCycleLooksFailed) times (\(why)). "
+                : "The lead could not be asked whether the turn's holder waits for this session (\(why)). "
         }
         // Another session holds the order while its statement waits, perhaps on a lock this session's
         // transaction holds: the statement fails and the transaction is aborted on every backend,

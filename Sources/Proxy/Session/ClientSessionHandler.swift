@@ -256,6 +256,8 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderCycleLookFailure: String?
     /// How many looks in this wait the lead answered "the holder does not wait for this session".
     var orderCycleLooksDenied = 0
+    /// How many looks in this wait the lead could not answer.
+    var orderCycleLooksFailed = 0
     /// The key of the looks' connection this wait used (`SequenceResync.lookKey`): closed when the wait ends.
     var orderCycleLookKey: String?
     /// When this session began waiting for the sequence turn, and who held it at the last look.
