@@ -712,6 +712,23 @@ extension ClientSessionHandler {
         fatal(ErrorFields(severity: "FATAL", sqlState: "40P01", message: "\(cycle); the session ends and its transaction is rolled back, retry it"))
     }
 
+    /// What the looks for a lock cycle of this wait found, for the DETAIL of the error that ends it as
+    /// a likely cycle: how many the lead answered "no", how many it could not answer and why — both,
+    /// when some were answered and others not (on a saturated machine one may time out between
+    /// answered ones; until 2026-12-07 the DETAIL then said only that the lead could not be asked).
+    private var orderCycleLooksSaid: String {
+        var said = ""
+        if orderCycleLooksDenied > 0 {
+            said += "The lead said \(orderCycleLooksDenied) times that the turn's holder does not wait for this session's locks. "
+        }
+        if let why = orderCycleLookFailure {
+            said += orderCycleLooksDenied > 0
+                ? "It could not be asked \(orderCycleLooksFailed) times (\(why)). "
+                : "The lead could not be asked whether the turn's holder waits for this session (\(why)). "
+        }
+        return said
+    }
+
     private func orderTimedOut() {
         guard waitingGroup != nil else { return }
         let holder = shared.sequenceOrdering.holder()
@@ -730,20 +747,11 @@ extension ClientSessionHandler {
             return
         }
         let seconds = waited.nanoseconds / 1_000_000_000
-        let message = moved || holdsNothing
-            ? "pgchorus waited \(seconds) s for its turn to draw sequence values, the longest a statement waits"
-            : "pgchorus waited \(seconds) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely)"
-        var detail = moved || holdsNothing ? "Other sessions' statements held the turn that long. " : ""
-        // (Both, when some looks were answered and others not: on a saturated machine one may time out
-        // between answered ones, and the DETAIL said only that the lead could not be asked.)
-        if !(moved || holdsNothing), orderCycleLooksDenied > 0 {
-            detail += "The lead said \(orderCycleLooksDenied) times that the turn's holder does not wait for this session's locks. "
-        }
-        if !(moved || holdsNothing), let why = orderCycleLookFailure {
-            detail += orderCycleLooksDenied > 0
-                ? "It could not be asked \(orderCycleLooksFailed) times (\(why)). "
-                : "The lead could not be asked whether the turn's holder waits for this session (\(why)). "
-        }
+        let cycleLikely = !(moved || holdsNothing)
+        let message = cycleLikely
+            ? "pgchorus waited \(seconds) s for its turn to draw sequence values while no other turn ended (a lock cycle with another session is likely)"
+            : "pgchorus waited \(seconds) s for its turn to draw sequence values, the longest a statement waits"
+        let detail = cycleLikely ? orderCycleLooksSaid : "Other sessions' statements held the turn that long. "
         // Another session holds the order while its statement waits, perhaps on a lock this session's
         // transaction holds: the statement fails and the transaction is aborted on every backend,
         // which lets those locks go (until 2026-12-06 the session was ended).
