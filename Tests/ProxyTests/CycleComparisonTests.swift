@@ -28,14 +28,18 @@ import Wire
         c.noteWrite(1)
         c.finished(0, seq: 1, digest: updated)
         c.finished(1, seq: 1, digest: updated)
+        // (What the session asks before it builds the list of live backends for `next`.)
+        #expect(c.hasFinished(0) && c.hasFinished(1) && !c.hasFinished(2) && !c.hasFinished(7))
         let judged1 = drain(&c, live: [0, 1, 2])
         #expect(judged1.isEmpty)
         #expect(c.writing == [1])
         c.finished(2, seq: 1, digest: updatedNone)
+        #expect(c.hasFinished(2))
         let judged = drain(&c, live: [0, 1, 2])
         #expect(judged.map(\.seq) == [1])
         #expect(judged.first?.verdict.fail.map(\.index) == [2])
         #expect(c.writing.isEmpty)
+        #expect(!c.hasFinished(0) && !c.hasFinished(1) && !c.hasFinished(2), "compared: nothing finished is left")
     }
 
     @Test func cyclesAlikeAreComparedSilentlyOldestFirst() {

@@ -75,6 +75,57 @@ import Testing
         #expect(ordering.tables(in: "other").tables == nil)
     }
 
+    /// Sessions keep what they read of the catalog while `changes` stays (`knownCatalog`): every change
+    /// of what is kept must move it, a question must not, and an answer read while a remote change is
+    /// open (its lease may run out unseen) is not lasting.
+    @Test func everyChangeOfTheCatalogIsCountedAndOnlyLastingAnswersAreSaidSo() throws {
+        let ordering = SequenceOrdering()
+        var seen = ordering.changes
+        func moved(_ what: Comment) -> Bool {
+            let now = ordering.changes
+            defer { seen = now }
+            return now != seen
+        }
+        // Nothing kept for the database (one backend): unknown, and lasting.
+        #expect(ordering.view(in: "app").view == nil && ordering.view(in: "app").lasting)
+        _ = ordering.tables(in: "app")
+        _ = ordering.usesDeterministicValues(in: "app")
+        #expect(!moved("questions"), "a question counted as a change")
+        ordering.store(["orders"], database: "app", generation: 0)
+        #expect(moved("store"))
+        let loaded = ordering.view(in: "app")
+        #expect(loaded.view?.tables == ["orders"] && loaded.lasting)
+        _ = ordering.view(in: "app")
+        #expect(!moved("questions"))
+        ordering.invalidate("app")
+        #expect(moved("invalidate"))
+        #expect(ordering.view(in: "app").view == nil && ordering.view(in: "app").lasting, "stale, until a load is stored")
+        ordering.store(["orders"], database: "app", generation: ordering.tables(in: "app").generation)
+        #expect(moved("store"))
+        ordering.notifiedAnyway(in: "app")
+        #expect(moved("notified anyway"))
+        ordering.invalidateAll()
+        #expect(moved("invalidate all"))
+        ordering.store(["orders"], database: "app", generation: ordering.tables(in: "app").generation)
+        #expect(moved("store"))
+        // A remote change: counted when it opens; unknown meanwhile, and not lasting.
+        ordering.remoteChanges(from: "node2", open: [("c1", ["app"], 0.05)], closed: [])
+        #expect(moved("remote change opened"))
+        let during = ordering.view(in: "app")
+        #expect(during.view == nil && !during.lasting)
+        // Its lease runs out: counted when a question finds it so.
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(!moved("time alone"))
+        let after = ordering.view(in: "app")
+        #expect(moved("lease ran out"))
+        #expect(after.view == nil && after.lasting, "stale (loaded before the DDL) until a load is stored")
+        // Closing a change counts too.
+        ordering.remoteChanges(from: "node2", open: [("c2", ["app"], 30)], closed: [])
+        #expect(moved("opened"))
+        ordering.remoteChanges(from: "node2", open: [], closed: ["c2"])
+        #expect(moved("closed"))
+    }
+
     @Test func theOrderIsGrantedOneHolderAtATimeInArrivalOrder() {
         let ordering = SequenceOrdering()
         let granted = Mutex<[Int]>([])

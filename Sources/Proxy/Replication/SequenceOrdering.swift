@@ -99,6 +99,10 @@ public final class SequenceOrdering: Sendable {
     }
 
     private let catalog = Mutex<[String: CatalogEntry]>([:])
+    /// Counts the changes of what is kept of any database's catalog (a load stored, DDL, a remote change
+    /// opened, closed or expired, a notification seen anyway): what a session read at one count is what
+    /// it would read again while the count stays (`changes`, `ClientSessionHandler.knownCatalog`).
+    private let changeCount = Atomic<Int>(0)
     private let lock = Mutex(LockState())
     /// The thread of `SequenceResync` (started at its first use): its own, as the process-wide pool may
     /// be busy with other blocking work while the turn waits.
@@ -222,14 +226,27 @@ public final class SequenceOrdering: Sendable {
             // (Nothing kept for the database, as with one backend: nothing loaded. Asked on the path
             // of every statement, where an empty entry was made, copied and dropped to say so.)
             guard c.keys.contains(database) else { return nil }
-            let e = Self.current(&c, database)
+            let e = current(&c, database)
             return e.usable ? value(e) : nil
         }
     }
 
+    /// The count of changes of what is kept of the catalogs: while it stays, every question asked of
+    /// them gets the answer it got (a remote change's lease running out counts once it is seen, so a
+    /// session keeps only answers read while none was open: `View`).
+    var changes: Int { changeCount.load(ordering: .acquiring) }
+
+    /// Changes what is kept of the catalogs, then counts the change (after it, so that a session that
+    /// reads the new count reads what was changed).
+    private func changing<T>(_ body: (inout [String: CatalogEntry]) -> T) -> T {
+        let result = catalog.withLock { body(&$0) }
+        changeCount.add(1, ordering: .releasing)
+        return result
+    }
+
     /// The entry of `database`, its expired remote changes let go (each a new generation: what was
-    /// loaded while one was open, before its DDL committed, is stale).
-    private static func current(_ c: inout [String: CatalogEntry], _ database: String, now: NIODeadline? = nil) -> CatalogEntry {
+    /// loaded while one was open, before its DDL committed, is stale; counted as a change).
+    private func current(_ c: inout [String: CatalogEntry], _ database: String, now: NIODeadline? = nil) -> CatalogEntry {
         guard var e = c[database] else { return CatalogEntry() }
         guard !e.remote.isEmpty else { return e }
         let now = now ?? .now()
@@ -239,9 +256,55 @@ public final class SequenceOrdering: Sendable {
             if live.count != changes.count { expired = true }
             e.remote[node] = live.isEmpty ? nil : live
         }
-        if expired { e.generation += 1 }
+        if expired {
+            e.generation += 1
+            // (Under the catalog's lock: counted before it is let go, which is soon enough — a session
+            // never keeps an answer read while a remote change was open.)
+            changeCount.add(1, ordering: .releasing)
+        }
         c[database] = e
         return e
+    }
+
+    /// Everything a session asks of its database's catalog on the path of each statement, as loaded
+    /// (a reference: a session hands it around several times a statement, each copy one retain).
+    final class View: Sendable {
+        /// The tables whose inserts draw sequence values.
+        let tables: Set<String>
+        /// Some definition uses the `pgchorus` functions.
+        let deterministic: Bool
+        /// What judges an `INSERT … SELECT` without ORDER BY (`UnorderedInsert`).
+        let rowOrder: RowOrderCatalog
+        /// The function names whose every definition (any schema, any arguments) is STABLE or
+        /// IMMUTABLE (calls of functions not known otherwise count as writes while unknown).
+        let readers: Set<String>
+        /// The function names some definition of which takes rows `SKIP LOCKED` or tries an advisory
+        /// lock (`StatementTracker.lockStateRoutines`).
+        let lockStateRoutines: Set<String>
+        /// The tables whose triggers run such a routine (`StatementTracker.lockStateTriggers`).
+        let lockStateTriggers: [StatementAnalysis.WriteTarget: Set<String>]
+
+        fileprivate init(_ e: CatalogEntry) {
+            tables = e.tables
+            deterministic = e.deterministic
+            rowOrder = RowOrderCatalog(perRowDefaults: e.perRowDefaults, sequenceColumns: e.sequenceColumns, uniqueKeys: e.uniqueKeys)
+            readers = e.readers
+            lockStateRoutines = e.lockStateRoutines
+            lockStateTriggers = e.lockStateTriggers
+        }
+    }
+
+    /// What is loaded of the catalog of `database`, or nil while it is unknown (not loaded, stale, DDL
+    /// through another node open): `tables(in:)` and `usesDeterministicValues(in:)` give parts of it.
+    /// `lasting`: the answer stays while `changes` does — not while a remote change is open, whose
+    /// lease may run out unseen.
+    func view(in database: String) -> (view: View?, lasting: Bool) {
+        catalog.withLock { c in
+            guard c.keys.contains(database) else { return (nil, true) }
+            let e = current(&c, database)
+            guard e.usable else { return (nil, e.remote.isEmpty) }
+            return (View(e), true)
+        }
     }
 
     // MARK: DDL through other nodes
@@ -251,9 +314,9 @@ public final class SequenceOrdering: Sendable {
     /// once it ends; `closed` ends changes at once.
     public func remoteChanges(from node: String, open: [(id: String, databases: [String], lease: Double)], closed: [String]) {
         let now = NIODeadline.now()
-        catalog.withLock { c in
+        changing { c in
             for database in Array(c.keys) {
-                var e = Self.current(&c, database, now: now)
+                var e = current(&c, database, now: now)
                 var mine = e.remote[node] ?? [:]
                 let before = mine.count
                 for id in closed { mine[id] = nil }
@@ -263,7 +326,7 @@ public final class SequenceOrdering: Sendable {
             }
             for change in open {
                 for database in change.databases {
-                    var e = Self.current(&c, database, now: now)
+                    var e = current(&c, database, now: now)
                     let lease = min(max(change.lease, 0), 60)
                     if e.remote[node]?[change.id] == nil { e.generation += 1 }
                     e.remote[node, default: [:]][change.id] = now + .milliseconds(Int64(lease * 1000))
@@ -275,30 +338,21 @@ public final class SequenceOrdering: Sendable {
 
     /// Whether DDL of `database` through another node is open: its catalog is not loaded meanwhile.
     func remoteChangeOpen(in database: String) -> Bool {
-        catalog.withLock { c in !Self.current(&c, database).remote.isEmpty }
+        catalog.withLock { c in !current(&c, database).remote.isEmpty }
     }
 
     /// Every catalog may be stale (a peer heard again after it was lost, quorum regained).
     public func invalidateAll() {
-        catalog.withLock { c in
+        changing { c in
             for k in Array(c.keys) { c[k]?.generation += 1 }
         }
-    }
-
-    /// What the catalog of `database` says of its functions, or nil while unknown: `readers`, the names
-    /// whose every definition (any schema, any arguments) is STABLE or IMMUTABLE (calls of functions not
-    /// known otherwise count as writes while unknown); `lockState`, the names some definition of which
-    /// takes rows `SKIP LOCKED` or tries an advisory lock (`StatementTracker.lockStateRoutines`);
-    /// `triggers`, the tables whose triggers run such a routine (`StatementTracker.lockStateTriggers`).
-    func routines(in database: String) -> (readers: Set<String>, lockState: Set<String>, triggers: [StatementAnalysis.WriteTarget: Set<String>])? {
-        loaded(in: database) { ($0.readers, $0.lockStateRoutines, $0.lockStateTriggers) }
     }
 
     /// Whether a routine of `database` (a trigger, a function) may notify — PostgreSQL then refuses
     /// to PREPARE the transaction that ran it — or nil while unknown.
     func routinesNotify(in database: String) -> Bool? {
         catalog.withLock { c in
-            let e = Self.current(&c, database)
+            let e = current(&c, database)
             if e.notifiedAnyway { return true }
             return e.usable ? e.notifies : nil
         }
@@ -313,30 +367,25 @@ public final class SequenceOrdering: Sendable {
     /// A PREPARE in `database` failed because the transaction notified: its transactions go without
     /// the vote from now on (until the node restarts), whatever the catalog says.
     func notifiedAnyway(in database: String) {
-        catalog.withLock { $0[database, default: CatalogEntry()].notifiedAnyway = true }
+        changing { $0[database, default: CatalogEntry()].notifiedAnyway = true }
     }
 
     /// The known sequence-drawing tables of `database`, or nil while unknown (callers then assume all).
     func tables(in database: String) -> (tables: Set<String>?, generation: Int) {
         catalog.withLock { c in
-            let e = Self.current(&c, database)
+            let e = current(&c, database)
             return (e.usable ? e.tables : nil, e.generation)
         }
     }
 
     /// DDL ran (or finished) in `database`: what was loaded may be stale.
     func invalidate(_ database: String) {
-        catalog.withLock { $0[database, default: CatalogEntry()].generation += 1 }
+        changing { $0[database, default: CatalogEntry()].generation += 1 }
     }
 
     /// Columns with per-row volatile defaults per table in `database`, or nil while unknown.
     func perRowDefaults(in database: String) -> [String: Set<String>]? {
         loaded(in: database) { $0.perRowDefaults }
-    }
-
-    /// What judges an `INSERT … SELECT` without ORDER BY in `database` (`UnorderedInsert`), or nil while unknown.
-    func rowOrderCatalog(in database: String) -> RowOrderCatalog? {
-        loaded(in: database) { RowOrderCatalog(perRowDefaults: $0.perRowDefaults, sequenceColumns: $0.sequenceColumns, uniqueKeys: $0.uniqueKeys) }
     }
 
     /// Stores a load of sequence-drawing tables only (see `store(_:database:generation:)`).
@@ -346,7 +395,7 @@ public final class SequenceOrdering: Sendable {
 
     /// Stores a load that started at `generation`; dropped when DDL came in between.
     func store(_ loaded: Catalog, database: String, generation: Int) {
-        catalog.withLock { c in
+        changing { c in
             // A database with no DDL seen yet has no entry: it is at generation 0, like `tables(in:)` says.
             var e = c[database] ?? CatalogEntry()
             guard e.generation == generation else { return }

@@ -1422,14 +1422,17 @@ public struct StatementAnalysis: Sendable, Equatable {
     /// of pgchorusd's instructions in TPC-B — BENCHMARKS.md.)
     static func mentionsNotify(_ sql: String) -> Bool {
         var text = sql
-        return text.withUTF8 { b in
-            guard b.count >= 6 else { return false }
-            for i in 0...(b.count - 6) where b[i] | 0x20 == UInt8(ascii: "n") {
-                if b[i + 1] | 0x20 == UInt8(ascii: "o"), b[i + 2] | 0x20 == UInt8(ascii: "t"), b[i + 3] | 0x20 == UInt8(ascii: "i"),
-                   b[i + 4] | 0x20 == UInt8(ascii: "f"), b[i + 5] | 0x20 == UInt8(ascii: "y") { return true }
-            }
-            return false
+        return text.withUTF8 { mentionsNotify(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Whether `b` holds the letters of `notify` in any case (a message's bytes, before its text is decoded).
+    static func mentionsNotify(bytes b: UnsafeRawBufferPointer) -> Bool {
+        guard b.count >= 6 else { return false }
+        for i in 0...(b.count - 6) where b[i] | 0x20 == UInt8(ascii: "n") {
+            if b[i + 1] | 0x20 == UInt8(ascii: "o"), b[i + 2] | 0x20 == UInt8(ascii: "t"), b[i + 3] | 0x20 == UInt8(ascii: "i"),
+               b[i + 4] | 0x20 == UInt8(ascii: "f"), b[i + 5] | 0x20 == UInt8(ascii: "y") { return true }
         }
+        return false
     }
 
     public static func highestParameter(in sql: String) -> Int {

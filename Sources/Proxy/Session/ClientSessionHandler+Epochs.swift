@@ -130,12 +130,14 @@ extension ClientSessionHandler {
     }
 
     /// Backend `index` finished cycle `seq` (or will not run it): the turn ends when every live backend has.
-    /// (The turn is changed in place: a copy taken out of `epochTurns` and changed would copy its arrays.)
+    /// (The turn is found once and changed in place: a copy taken out of `epochTurns` and changed would
+    /// copy its arrays.)
     func epochCycleFinished(_ seq: Int, on index: Int) {
-        guard let ticket = epochTurns[seq]?.ticket else { return }
-        epochTurns[seq]?.pending.removeAll { $0 == index }
-        guard epochTurns[seq]?.pending.contains(where: { backends[$0].isLive }) == true else {
-            epochTurns[seq] = nil
+        guard let at = epochTurns.index(forKey: seq) else { return }
+        epochTurns.values[at].pending.removeAll { $0 == index }
+        guard epochTurns.values[at].pending.contains(where: { backends[$0].isLive }) else {
+            let ticket = epochTurns.values[at].ticket
+            epochTurns.remove(at: at)
             shared.epochs.end(ticket)
             return
         }
@@ -146,29 +148,48 @@ extension ClientSessionHandler {
     /// Tells the node where each statement holding a turn runs now: the live backends it has been sent
     /// to and not finished (lead-first: the lead, then the followers; a new lead once it is re-sent).
     /// Only those can be seen waiting on a lock. Called when the session flushes what it wrote, several
-    /// times a statement: what is unchanged is found so without building anything, and the turns
-    /// are updated after the walk over them (an assignment into `epochTurns` while it is being
-    /// walked would copy the whole dictionary).
+    /// times a statement: what is unchanged is found so without building anything; the turns are walked
+    /// by index and changed in place (a copy of a turn copies its arrays, an assignment into
+    /// `epochTurns` by key while it is walked would copy the whole dictionary), and the node is told
+    /// after the walk.
     func reportEpochTargets() {
         guard epochTargetsDirty, !epochTurns.isEmpty else { return }
         epochTargetsDirty = false
-        var changed: [(seq: Int, turn: EpochTurn)] = []
-        for (seq, turn) in epochTurns {
+        var reports: [(ticket: Int, targets: [CommitEpochs.Target], pending: [String], awaitsClient: Bool)] = []
+        var at = epochTurns.startIndex
+        while at != epochTurns.endIndex {
+            let seq = epochTurns.keys[at]
             // The cycle in COPY FROM STDIN (the lead's oldest owed): its backends wait for the client's data.
             let awaitsClient = copyInProgress && backends[lead].owed.head?.seq == seq
-            guard reportDiffers(turn, seq: seq, awaitsClient: awaitsClient) else { continue }
-            var t = turn
-            t.reportedPending = turn.pending.filter { backends[$0].isLive }
-            t.reportedTargets = t.reportedPending.filter { backends[$0].owed.owes(seq) }.map { ($0, backends[$0].login.processID) }
-            t.reportedAwaitsClient = awaitsClient
-            changed.append((seq, t))
+            if reportDiffers(epochTurns.values[at], seq: seq, awaitsClient: awaitsClient) {
+                reports.append(noteReport(&epochTurns.values[at], seq: seq, awaitsClient: awaitsClient))
+            }
+            epochTurns.formIndex(after: &at)
         }
-        for (seq, t) in changed {
-            epochTurns[seq] = t
-            let targets = t.reportedTargets.map { CommitEpochs.Target(backend: backends[$0.index].backend.id, pid: $0.pid) }
-            shared.epochs.running(t.ticket, on: targets, pending: t.reportedPending.map { backends[$0].backend.id },
-                                  awaitsClient: t.reportedAwaitsClient)
+        for r in reports {
+            shared.epochs.running(r.ticket, on: r.targets, pending: r.pending, awaitsClient: r.awaitsClient)
         }
+    }
+
+    /// Notes in `turn` what the node is told of it now, and returns that: the live backends that have
+    /// still to finish it (by id), and those of them it runs on, with the session's process there.
+    private func noteReport(_ turn: inout EpochTurn, seq: Int, awaitsClient: Bool)
+        -> (ticket: Int, targets: [CommitEpochs.Target], pending: [String], awaitsClient: Bool) {
+        var targets: [CommitEpochs.Target] = [], pending: [String] = []
+        targets.reserveCapacity(turn.pending.count)
+        pending.reserveCapacity(turn.pending.count)
+        turn.reportedPending.removeAll(keepingCapacity: true)
+        turn.reportedTargets.removeAll(keepingCapacity: true)
+        for i in turn.pending where backends[i].isLive {
+            turn.reportedPending.append(i)
+            pending.append(backends[i].backend.id)
+            guard backends[i].owed.owes(seq) else { continue }
+            let pid = backends[i].login.processID
+            turn.reportedTargets.append((i, pid))
+            targets.append(CommitEpochs.Target(backend: backends[i].backend.id, pid: pid))
+        }
+        turn.reportedAwaitsClient = awaitsClient
+        return (turn.ticket, targets, pending, awaitsClient)
     }
 
     /// Whether what `reportEpochTargets` would tell the node of `turn` now differs from what it last told.

@@ -100,7 +100,7 @@ extension ClientSessionHandler {
     func needsSequenceOrder(_ result: StatementTracker.Result) -> Bool {
         if result.callsNextval { return true }
         guard !result.insertTargets.isEmpty else { return false }
-        guard let tables = shared.sequenceOrdering.tables(in: database).tables else {
+        guard let tables = knownCatalog?.tables else {
             loadSequenceCatalogIfNeeded()
             return true
         }
@@ -128,7 +128,7 @@ extension ClientSessionHandler {
     /// Something in this database may draw sequence values (a SERIAL/IDENTITY table; unknown while
     /// its catalog is not loaded).
     func mayDrawSequences() -> Bool {
-        guard let tables = shared.sequenceOrdering.tables(in: database).tables else { return true }
+        guard let tables = knownCatalog?.tables else { return true }
         return !tables.isEmpty
     }
 
@@ -825,7 +825,7 @@ extension ClientSessionHandler {
         let waited = catalogWaited
         catalogWaited = false
         // (The catalog is known nearly always: the group's texts are looked at only when it is not.)
-        guard !waited, liveCount > 1, shared.sequenceOrdering.tables(in: database).tables == nil,
+        guard !waited, liveCount > 1, knownCatalog == nil,
               !leadIdleOutsideBlock || currentGroup.contains(where: Self.judgedByCatalog) else { return false }
         loadSequenceCatalogIfNeeded(heldGroup: true)
         guard catalogLoading else { return false }

@@ -451,14 +451,28 @@ extension ClientSessionHandler {
     /// live (else statements pass unchanged) and the database's per-row volatile defaults.
     func prepareTracker() {
         tracker.rewrite = liveCount > 1
-        let rowOrder = shared.sequenceOrdering.rowOrderCatalog(in: database)
-        tracker.rowOrder = rowOrder ?? RowOrderCatalog()
-        tracker.rowOrderKnown = rowOrder != nil
-        let routines = shared.sequenceOrdering.routines(in: database)
-        tracker.readers = routines?.readers
-        tracker.lockStateRoutines = routines?.lockState ?? []
-        tracker.lockStateTriggers = routines?.triggers ?? [:]
+        let known = knownCatalog
+        // (Set again only when the catalog changed: each assignment released and retained collections.)
+        if catalogRead == nil || catalogRead?.at != trackerCatalogAt {
+            tracker.rowOrder = known?.rowOrder ?? RowOrderCatalog()
+            tracker.rowOrderKnown = known != nil
+            tracker.readers = known?.readers
+            tracker.lockStateRoutines = known?.lockStateRoutines ?? []
+            tracker.lockStateTriggers = known?.lockStateTriggers ?? [:]
+            trackerCatalogAt = catalogRead?.at
+        }
         if tracker.readers == nil && tracker.rewrite { loadSequenceCatalogIfNeeded() }
+    }
+
+    /// What is loaded of this session's database's catalog, nil while it is unknown: read from the
+    /// node's `SequenceOrdering` again only when that counted a change (asked several times a statement,
+    /// each ask a lock, a look-up by the database's name and a copy of the entry).
+    var knownCatalog: SequenceOrdering.View? {
+        let at = shared.sequenceOrdering.changes
+        if let read = catalogRead, read.at == at { return read.view }
+        let (view, lasting) = shared.sequenceOrdering.view(in: database)
+        catalogRead = lasting ? (at, view) : nil
+        return view
     }
 
     /// The time literal of the current transaction (one per transaction, see `StatementTracker`).
@@ -474,7 +488,7 @@ extension ClientSessionHandler {
     /// `pgchorus.now()` is this transaction's time and the per-row values are drawn afresh.
     func stampTransactionIfNeeded(_ result: StatementTracker.Result) {
         guard tracker.deterministic, !transactionStamped, !openExtendedGroup, !copyInProgress, lastStatus != .failed,
-              result.usesDeterministicValues || shared.sequenceOrdering.usesDeterministicValues(in: database) ?? true else { return }
+              result.usesDeterministicValues || knownCatalog?.deterministic ?? true else { return }
         loadSequenceCatalogIfNeeded()
         transactionStamped = true
         stampedTransactions += 1
@@ -491,6 +505,8 @@ extension ClientSessionHandler {
         guard liveCount > 1, lastStatus == .inTransaction, votedCommitAvailable, !transactionPreventsPrepare, !transactionUsedSavepoint,
               configuration.replication.twoPhaseCommit, frames.count == 1, frames[0].type == FrontendMessage.Kind.query.rawValue,
               backends[lead].owed.isEmpty, leadFirst.isEmpty, routedRead == nil, !answerWhenAll.holdsReady, !openExtendedGroup,
+              // (Asked of every statement in a transaction: most are ruled out before their text is decoded.)
+              frames[0].bytes.withUnsafeReadableBytes({ StatementAnalysis.mentionsNotify(bytes: $0) }),
               case let .query(sql)? = try? FrontendMessage(frame: frames[0]),
               let held = StatementAnalysis.heldNotification(of: sql), !routinesMayNotify() else { return false }
         heldNotifications.append(held.sql)
@@ -1107,6 +1123,14 @@ extension ClientSessionHandler {
     /// out what `OutcomeJudge` decides: backends out of step are failed, a follower whose transaction
     /// block is healthy where the lead's is aborted gets it aborted too.
     func compareCompleted() {
+        // (Asked at each backend's finish of each cycle: until every live backend has finished one there
+        // is nothing to compare, told so without building the list of the live backends; with one live
+        // backend nothing is ever compared, and `next` only lets its finished cycles go.)
+        guard liveCount > 1 else {
+            _ = comparison.next(live: [], lead: lead, uncompared: { _ in false })
+            return
+        }
+        if backends.indices.contains(where: { backends[$0].isLive && !comparison.hasFinished($0) }) { return }
         for _ in 0..<10_000 {
             let live = backends.indices.filter { backends[$0].isLive }
             guard let judged = comparison.next(live: live, lead: lead, uncompared: { isUncompared($0) }) else { return }

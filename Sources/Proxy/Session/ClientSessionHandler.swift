@@ -262,6 +262,11 @@ final class ClientSessionHandler: ChannelInboundHandler {
     var orderCycleLookKey: String?
     /// When this session began waiting for the sequence turn, and who held it at the last look.
     var orderWait: (since: NIODeadline, holder: Int?)?
+    /// What the session last read of its database's catalog (`knownCatalog`) and at which count of
+    /// the node's catalog changes; nil when that answer may change uncounted (a remote change open).
+    var catalogRead: (at: Int, view: SequenceOrdering.View?)?
+    /// The count of catalog changes at which the tracker's catalog fields were last set (`prepareTracker`).
+    var trackerCatalogAt: Int?
     var catalogLoading = false
     /// Cycles whose rows are per server and not compared (`noteRowsUncompared`).
     var rowsUncompared: Set<Int> = []

@@ -40,6 +40,11 @@ struct CycleComparison {
     /// The transaction was voted on (every participant's has ended): every backend is compared again.
     mutating func transactionVoted() { leftToVote.removeAll() }
 
+    /// Whether backend `index` has finished a cycle not compared yet.
+    func hasFinished(_ index: Int) -> Bool {
+        waiting.indices.contains(index) && !waiting[index].isEmpty
+    }
+
     /// Compares, oldest first, the cycles every backend in `live` has finished, until one where they
     /// differ: its verdict (the backends it leaves to the vote are noted here); nil when no more cycle
     /// is finished everywhere. With one live backend nothing is compared (and nothing kept).
