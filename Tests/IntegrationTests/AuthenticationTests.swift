@@ -95,7 +95,8 @@ import Wire
     @Test func backendWithScramIsReachedWithThePlainPasswordFromTheUsersFile() async throws {
         let options = PostgresServerOptions(authMethod: "scram-sha-256", superuserPassword: "backend-pw")
         try await withPostgresServers(count: 1, options: options) { servers in
-            try await withProxy(backends: servers, config: rules("scram-sha-256"), files: ["users.txt": "\"postgres\" \"backend-pw\""]) { proxy in
+            try await withProxy(backends: servers, config: rules("scram-sha-256"), proxy: "backend_connect_timeout = 60",
+                                files: ["users.txt": "\"postgres\" \"backend-pw\""]) { proxy in
                 let ok = try psqlSelect(proxy, password: "backend-pw")
                 #expect(ok.exitCode == 0, "\(ok.stderr)")
             }
@@ -108,12 +109,16 @@ import Wire
             // The operator copies pg_authid.rolpassword into the users file: pgchorus never sees the password.
             let secret = try servers[0].psql("select rolpassword from pg_authid where rolname = 'postgres'", password: "backend-pw")
             #expect(secret.hasPrefix("SCRAM-SHA-256$"))
-            try await withProxy(backends: servers, config: rules("scram-sha-256"), files: ["users.txt": "\"postgres\" \"\(secret)\""]) { proxy in
+            // (A SCRAM login in a debug build, at the suite's busiest start, took more than the default
+            // 10 s to the backend once: the connect timeout is not what these logins test.)
+            try await withProxy(backends: servers, config: rules("scram-sha-256"), proxy: "backend_connect_timeout = 60",
+                                files: ["users.txt": "\"postgres\" \"\(secret)\""]) { proxy in
                 let ok = try psqlSelect(proxy, password: "backend-pw")
                 #expect(ok.exitCode == 0, "\(ok.stderr)")
             }
             // A secret of the same password with another salt cannot be passed through: a clear error says why.
-            try await withProxy(backends: servers, config: rules("scram-sha-256"), files: ["users.txt": scramLine("postgres", "backend-pw")]) { proxy in
+            try await withProxy(backends: servers, config: rules("scram-sha-256"), proxy: "backend_connect_timeout = 60",
+                                files: ["users.txt": scramLine("postgres", "backend-pw")]) { proxy in
                 let failed = try psqlSelect(proxy, password: "backend-pw")
                 #expect(failed.exitCode != 0)
                 #expect(failed.stderr.contains("could not log in to backend db1"), "\(failed.stderr)")
