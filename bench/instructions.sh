@@ -8,8 +8,9 @@
 #
 #   bench/instructions.sh [-n BACKENDS] BIN_DIR [BIN_DIR …]     (as root; needs valgrind)
 #
-# TXS (300), WARMUP (100), MODE (simple; or extended, prepared), SCRIPT (tpcb-like; or select-only)
-# in the environment. The call graph of each run stays in $KEEP (if set) for callgrind_annotate.
+# TXS (300), WARMUP (100), MODE (simple; or extended, prepared), SCRIPT (tpcb-like; or select-only),
+# CLIENTS (1; under valgrind pgchorusd is the bottleneck at any more, so turns wait more often than in
+# production: the count then includes the order's waits) in the environment. The call graph of each run stays in $KEEP (if set) for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -19,7 +20,7 @@ N=1; [ "${1:-}" = "-n" ] && { N=$2; shift 2; }
 command -v valgrind >/dev/null || { echo "bench/instructions.sh: needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 [ -x "$1/pgchorus" ] || { echo "bench/instructions.sh: no $1/pgchorus (the first build's demo starts the backends)" >&2; exit 2; }
 for bin in "$@"; do [ -x "$bin/pgchorusd" ] || { echo "bench/instructions.sh: no $bin/pgchorusd" >&2; exit 2; }; done
-TXS=${TXS:-300}; WARMUP=${WARMUP:-100}; MODE=${MODE:-simple}; SCRIPT=${SCRIPT:-tpcb-like}
+TXS=${TXS:-300}; WARMUP=${WARMUP:-100}; MODE=${MODE:-simple}; SCRIPT=${SCRIPT:-tpcb-like}; CLIENTS=${CLIENTS:-1}
 WORK=$(mktemp -d /tmp/pgchorus-instr-XXXXXX); chmod 755 "$WORK"
 DEMOS=(); VG=""
 trap '[ -n "$VG" ] && kill "$VG" 2>/dev/null; for d in "${DEMOS[@]:-}"; do [ -n "$d" ] && kill "$d" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -41,7 +42,8 @@ for bin in "$@"; do
   VG=$!
   for _ in $(seq 1 120); do grep -q "listening" "$WORK/callgrind$k.log" && break; sleep 1; done
   grep -q "listening" "$WORK/callgrind$k.log" || { tail -20 "$WORK/callgrind$k.log"; exit 1; }
-  run() { pgbench -h 127.0.0.1 -p "$port" -U postgres -n -c 1 -t "$1" -M "$MODE" -b "$SCRIPT" postgres 2>&1; }
+  # (-t is per client: TXS and WARMUP are shared out among the clients.)
+  run() { pgbench -h 127.0.0.1 -p "$port" -U postgres -n -c "$CLIENTS" -t "$(( $1 / CLIENTS ))" -M "$MODE" -b "$SCRIPT" postgres 2>&1; }
   run "$WARMUP" >/dev/null
   callgrind_control -z "$VG" >/dev/null 2>&1
   out=$(run "$TXS")
@@ -49,7 +51,8 @@ for bin in "$@"; do
   callgrind_control -d "$VG" >/dev/null 2>&1
   for _ in $(seq 1 30); do [ -s "$WORK/callgrind$k.out.1" ] && break; sleep 1; done
   ir=$(awk '/^summary:/ { print $2; exit }' "$WORK/callgrind$k.out.1")
+  TXS_RUN=$(( TXS / CLIENTS * CLIENTS ))
   [ -n "${KEEP:-}" ] && cp "$WORK/callgrind$k.out.1" "$KEEP.$k"
   kill "$VG"; wait "$VG" 2>/dev/null || true; VG=""
-  echo "| $bin | $N | $SCRIPT -M $MODE, $TXS transactions | $((ir / TXS)) |"
+  echo "| $bin | $N | $SCRIPT -M $MODE, $TXS_RUN transactions, $CLIENTS client(s) | $((ir / TXS_RUN)) |"
 done
