@@ -10,7 +10,8 @@
 #
 # TXS (300), WARMUP (100), MODE (simple; or extended, prepared), SCRIPT (tpcb-like; or select-only),
 # CLIENTS (1; under valgrind pgchorusd is the bottleneck at any more, so turns wait more often than in
-# production: the count then includes the order's waits) in the environment. The call graph of each run stays in $KEEP (if set) for callgrind_annotate.
+# production: the count then includes the order's waits) in the environment. The call graph of each
+# run stays in $KEEP (if set) for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh

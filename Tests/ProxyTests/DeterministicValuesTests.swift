@@ -609,13 +609,13 @@ import Wire
         c.add(kind: "f", relation: "", column: nil)
         #expect(c == SequenceOrdering.Catalog(sequenceTables: ["orders"], perRowDefaults: ["accounts": ["id", "score"]], deterministic: true))
         let ordering = SequenceOrdering()
-        #expect(ordering.perRowDefaults(in: "app") == nil)
-        #expect(ordering.usesDeterministicValues(in: "app") == nil)
+        #expect(ordering.view(in: "app").view?.rowOrder.perRowDefaults == nil)
+        #expect(ordering.view(in: "app").view?.deterministic == nil)
         ordering.store(c, database: "app", generation: ordering.tables(in: "app").generation)
-        #expect(ordering.perRowDefaults(in: "app") == ["accounts": ["id", "score"]])
-        #expect(ordering.usesDeterministicValues(in: "app") == true)
+        #expect(ordering.view(in: "app").view?.rowOrder.perRowDefaults == ["accounts": ["id", "score"]])
+        #expect(ordering.view(in: "app").view?.deterministic == true)
         ordering.invalidate("app")
-        #expect(ordering.perRowDefaults(in: "app") == nil)
+        #expect(ordering.view(in: "app").view?.rowOrder.perRowDefaults == nil)
     }
 
     @Test func theStampAndTheSeed() {

@@ -89,7 +89,7 @@ import Testing
         // Nothing kept for the database (one backend): unknown, and lasting.
         #expect(ordering.view(in: "app").view == nil && ordering.view(in: "app").lasting)
         _ = ordering.tables(in: "app")
-        _ = ordering.usesDeterministicValues(in: "app")
+        _ = ordering.routinesNotify(in: "app")
         #expect(!moved("questions"), "a question counted as a change")
         ordering.store(["orders"], database: "app", generation: 0)
         #expect(moved("store"))

@@ -215,11 +215,6 @@ public final class SequenceOrdering: Sendable {
       OR pg_catalog.now() = pg_catalog.statement_timestamp()
     """
 
-    /// Whether definitions in `database` use the `pgchorus` functions, or nil while unknown.
-    func usesDeterministicValues(in database: String) -> Bool? {
-        loaded(in: database) { $0.deterministic }
-    }
-
     /// What `value` reads of the catalog of `database`, when that catalog is loaded and not stale.
     private func loaded<T>(in database: String, _ value: (CatalogEntry) -> T) -> T? {
         catalog.withLock { c in
@@ -295,7 +290,7 @@ public final class SequenceOrdering: Sendable {
     }
 
     /// What is loaded of the catalog of `database`, or nil while it is unknown (not loaded, stale, DDL
-    /// through another node open): `tables(in:)` and `usesDeterministicValues(in:)` give parts of it.
+    /// through another node open; `tables(in:)` gives its tables, with the generation a load starts at).
     /// `lasting`: the answer stays while `changes` does — not while a remote change is open, whose
     /// lease may run out unseen.
     func view(in database: String) -> (view: View?, lasting: Bool) {
@@ -381,11 +376,6 @@ public final class SequenceOrdering: Sendable {
     /// DDL ran (or finished) in `database`: what was loaded may be stale.
     func invalidate(_ database: String) {
         changing { $0[database, default: CatalogEntry()].generation += 1 }
-    }
-
-    /// Columns with per-row volatile defaults per table in `database`, or nil while unknown.
-    func perRowDefaults(in database: String) -> [String: Set<String>]? {
-        loaded(in: database) { $0.perRowDefaults }
     }
 
     /// Stores a load of sequence-drawing tables only (see `store(_:database:generation:)`).
